@@ -1,0 +1,18 @@
+//! Volli's pure types: identifiers, keys, device certificates and timestamps.
+//!
+//! Everything here is deterministic data and cryptography: no files, no sockets, no async
+//! runtime. The crates that do I/O (`volli-store`, `volli-net`, `volli-plugin-host`,
+//! `volli-node`) share these types so that a `UserId` or a `DeviceCertificate` means the same
+//! thing everywhere and is parsed in one place.
+#![warn(missing_docs)]
+
+pub mod cert;
+mod encoding;
+pub mod ids;
+pub mod keys;
+pub mod time;
+
+pub use cert::{CertError, DeviceCertificate, Permissions};
+pub use ids::{IdError, PeerId, UserId};
+pub use keys::{KemPublicKey, KeyError, Signature, UserPublicKeys, UserSecret};
+pub use time::Timestamp;

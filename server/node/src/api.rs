@@ -1,0 +1,131 @@
+//! The HTTP and WebSocket API: routes, the OpenAPI document, and the layers every request
+//! passes (trace → JSON errors → panic guard → rate limit → auth → body limit → handler).
+//!
+//! Handlers take only the state they need (`State<Auth>`, `State<NodeInfo>`, …) through
+//! `FromRef`; they talk to service handles, never to sqlx, wasmtime or libp2p types.
+
+pub mod auth;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod health;
+pub mod node_info;
+pub mod rate_limit;
+pub mod settings;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::middleware;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::ApiConfig;
+use crate::events::EventBus;
+use crate::node::NodeInfo;
+use auth::Auth;
+use rate_limit::{Guard, RateLimiter};
+use volli_store::Vault;
+
+/// Everything a handler may ask for. Each handler extracts only its part.
+#[derive(Clone, FromRef)]
+pub struct ApiState {
+    /// Credentials.
+    pub auth: Auth,
+    /// Facts about this node.
+    pub node: NodeInfo,
+    /// The event bus.
+    pub events: EventBus,
+    /// The vault.
+    pub vault: Vault,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Volli node API",
+        description = "The client API of a Volli node: a personal server for a peer-to-peer, \
+                       end-to-end encrypted messenger. Every `/v1/*` route needs \
+                       `Authorization: Bearer <token>`; the token is in `<data-dir>/admin.token`. \
+                       Errors are `{\"error\": {\"code\", \"message\"}}` with a stable `code`.",
+        license(name = "AGPL-3.0-or-later"),
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(error::ErrorBody, crate::events::Event)),
+    tags(
+        (name = "node", description = "This node"),
+        (name = "events", description = "Live events over WebSocket"),
+        (name = "settings", description = "Settings synced across the user's devices"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The admin token from <data-dir>/admin.token"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+fn api_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::health))
+        .routes(routes!(node_info::node_info))
+        .routes(routes!(events::ticket))
+        .routes(routes!(events::events))
+        .routes(routes!(settings::list))
+        .routes(routes!(settings::get, settings::put, settings::delete))
+}
+
+/// The OpenAPI document, as served at `/openapi.json` and committed in `openapi/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = api_routes().into_openapi();
+    doc.info.version = crate::VERSION.to_owned();
+    doc
+}
+
+/// The OpenAPI document as pretty JSON with a trailing newline.
+pub fn openapi_json() -> String {
+    let mut text = openapi().to_pretty_json().unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// The complete application: routes, docs and layers.
+pub fn router(state: ApiState, config: &ApiConfig) -> Router {
+    let guard = Guard {
+        auth: state.auth.clone(),
+        limiter: RateLimiter::new(config.public_burst, config.public_per_second),
+    };
+    let (routes, _) = api_routes().split_for_parts();
+    routes
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::require_auth,
+        ))
+        .layer(middleware::from_fn_with_state(
+            guard,
+            rate_limit::limit_unauthenticated,
+        ))
+        .layer(CatchPanicLayer::new())
+        .layer(middleware::from_fn(error::json_errors))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,48 @@
+//! `GET /v1/node`: who this node is and where it listens.
+
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::error::ErrorBody;
+use super::extract::Json;
+use crate::node::NodeInfo;
+
+/// This node.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Node)]
+pub struct NodeView {
+    /// The user's id (base58 Ed25519 public key), shared by all the user's devices.
+    pub user_id: String,
+    /// This device's libp2p peer id.
+    pub peer_id: String,
+    /// Multiaddrs the node listens on for peers.
+    pub listen_addrs: Vec<String>,
+    /// The node's software version.
+    pub version: String,
+    /// This device's name.
+    pub device_name: String,
+    /// When the node started (RFC 3339).
+    pub started_at: String,
+}
+
+/// Describes this node.
+#[utoipa::path(get, path = "/v1/node", tag = "node", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "This node", body = NodeView),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    ))]
+pub async fn node_info(State(node): State<NodeInfo>) -> Json<NodeView> {
+    Json(NodeView {
+        user_id: node.user_id().to_string(),
+        peer_id: node.peer_id().to_base58(),
+        listen_addrs: node
+            .listen_addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        version: crate::VERSION.to_owned(),
+        device_name: node.device_name().to_owned(),
+        started_at: node.started_at().to_rfc3339(),
+    })
+}

@@ -1,0 +1,156 @@
+//! The `volli` command line: `serve` runs a node; the other commands are clients of a running
+//! node, talking to its API with the token from its data dir.
+
+mod client;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use multiaddr::Multiaddr;
+
+use crate::config::{Config, LogFormat, Overrides};
+
+/// A personal server for a peer-to-peer, end-to-end encrypted messenger.
+#[derive(Parser, Debug)]
+#[command(name = "volli", version, about, propagate_version = true)]
+struct Cli {
+    /// TOML config file (see volli.example.toml).
+    #[arg(long, global = true, env = "VOLLI_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory: identity, database, admin token [default: ./volli-data].
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Client commands: the node's API URL [default: from <data-dir>/api.url].
+    #[arg(long, global = true, env = "VOLLI_API", value_name = "URL")]
+    api: Option<String>,
+    /// Client commands: the admin token [default: from <data-dir>/admin.token].
+    #[arg(
+        long,
+        global = true,
+        env = "VOLLI_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node.
+    Serve(ServeArgs),
+    /// Show whether the node is running and who it is.
+    Status,
+    /// Print the node's description (`GET /v1/node`) as JSON.
+    Node,
+    /// Print the effective configuration (defaults, file, environment and flags merged).
+    Config(ServeArgs),
+    /// Print the OpenAPI document of this version's API.
+    Openapi,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ServeArgs {
+    /// API listen address [default: 127.0.0.1:8470].
+    #[arg(long, value_name = "HOST:PORT")]
+    api_listen: Option<std::net::SocketAddr>,
+    /// libp2p listen address; repeat for several [default: TCP and QUIC on port 8471].
+    #[arg(long, value_name = "MULTIADDR")]
+    p2p_listen: Vec<Multiaddr>,
+    /// Kademlia bootstrap peer; repeat for several [default: none].
+    #[arg(long, value_name = "MULTIADDR")]
+    bootstrap: Vec<Multiaddr>,
+    /// This device's name [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    device_name: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+/// Entry point of the `volli` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Serve(args) => {
+            let loaded = load_config(&cli, Some(args))?;
+            crate::logging::init(&loaded.config.log);
+            for warning in &loaded.warnings {
+                tracing::warn!("{warning}");
+            }
+            crate::node::run(loaded.config, shutdown_signal()).await
+        }
+        Command::Config(args) => {
+            print!("{}", load_config(&cli, Some(args))?.config.to_toml());
+            Ok(())
+        }
+        Command::Openapi => {
+            print!("{}", crate::api::openapi_json());
+            Ok(())
+        }
+        Command::Status => client::status(&connect(&cli)?).await,
+        Command::Node => client::node(&connect(&cli)?).await,
+    }
+}
+
+fn load_config(cli: &Cli, serve: Option<&ServeArgs>) -> anyhow::Result<crate::config::Loaded> {
+    let mut flags = Overrides {
+        data_dir: cli.data_dir.clone(),
+        ..Overrides::default()
+    };
+    if let Some(args) = serve {
+        flags.api_listen = args.api_listen;
+        flags.p2p_listen = args.p2p_listen.clone();
+        flags.bootstrap = args.bootstrap.clone();
+        flags.device_name = args.device_name.clone();
+        flags.log_format = args.log_format;
+    }
+    Ok(Config::load(
+        cli.config.as_deref(),
+        std::env::vars(),
+        &flags,
+    )?)
+}
+
+fn connect(cli: &Cli) -> anyhow::Result<client::Client> {
+    let config = load_config(cli, None)?.config;
+    client::Client::resolve(&config, cli.api.clone(), cli.token.clone())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

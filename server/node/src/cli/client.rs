@@ -1,0 +1,115 @@
+//! A small client of a running node's API, for the CLI's client commands.
+
+use anyhow::{Context as _, bail};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::identity;
+use crate::node::api_url_path;
+
+/// Where the node is and how to authenticate to it.
+pub(crate) struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// Finds the node: `--api` or `<data-dir>/api.url` or the configured listen address; the
+    /// token from `--token` or `<data-dir>/admin.token`.
+    pub(crate) fn resolve(
+        config: &Config,
+        api: Option<String>,
+        token: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let base = api
+            .or_else(|| {
+                std::fs::read_to_string(api_url_path(&config.data_dir))
+                    .ok()
+                    .map(|s| s.trim().to_owned())
+            })
+            .unwrap_or_else(|| format!("http://{}", config.api_listen));
+        let token = match token {
+            Some(t) => t,
+            None => {
+                let path = identity::token_path(&config.data_dir);
+                std::fs::read_to_string(&path)
+                    .with_context(|| {
+                        format!(
+                            "cannot read the admin token at {} (pass --data-dir, or --token)",
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_owned()
+            }
+        };
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET path` with the token, decoded as `T`; API errors become readable messages.
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach the node at {} (is `volli serve` running?)",
+                    self.base
+                )
+            })?;
+        let status = response.status();
+        let body: Value = response.json().await.with_context(|| {
+            format!("the node at {} sent a response that is not JSON", self.base)
+        })?;
+        if !status.is_success() {
+            let code = body["error"]["code"].as_str().unwrap_or("unknown");
+            let message = body["error"]["message"].as_str().unwrap_or("");
+            bail!("the node answered {status}: {message} ({code})");
+        }
+        Ok(serde_json::from_value(body)?)
+    }
+}
+
+/// `volli node`
+pub(crate) async fn node(client: &Client) -> anyhow::Result<()> {
+    let node: Value = client.get("/v1/node").await?;
+    println!("{}", serde_json::to_string_pretty(&node)?);
+    Ok(())
+}
+
+/// `volli status`
+pub(crate) async fn status(client: &Client) -> anyhow::Result<()> {
+    let node: Value = client.get("/v1/node").await?;
+    let s = |k: &str| node[k].as_str().unwrap_or("?").to_owned();
+    println!(
+        "node      running at {} (version {})",
+        client.base(),
+        s("version")
+    );
+    println!("user id   {}", s("user_id"));
+    println!("peer id   {}", s("peer_id"));
+    println!("device    {}", s("device_name"));
+    println!("since     {}", s("started_at"));
+    let addrs = node["listen_addrs"].as_array().cloned().unwrap_or_default();
+    if addrs.is_empty() {
+        println!("listening (no peer-to-peer addresses)");
+    }
+    for a in addrs {
+        println!("listening {}", a.as_str().unwrap_or("?"));
+    }
+    Ok(())
+}

@@ -1,0 +1,508 @@
+//! Configuration, layered: built-in defaults < the TOML file (`--config`) < `VOLLI_*`
+//! environment variables < command-line flags.
+//!
+//! Environment variables name a key by its path, upper-cased, with `_` or `__` between a
+//! table and its key: `VOLLI_API_LISTEN`, `VOLLI_LOG_FORMAT` (= `[log] format`),
+//! `VOLLI_P2P_LISTEN=/ip4/0.0.0.0/tcp/4001,/ip4/0.0.0.0/udp/4001/quic-v1` (lists are
+//! comma-separated). Values are checked once, here; the rest of the node gets typed fields.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use multiaddr::Multiaddr;
+use serde::{Deserialize, Serialize};
+
+/// Environment variables that belong to the client or the tooling, not to the node config.
+const NOT_CONFIG: &[&str] = &["CONFIG", "API", "TOKEN", "BIN"];
+
+/// The node's settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the node keeps its identity, database and admin token.
+    pub data_dir: PathBuf,
+    /// Address of the HTTP/WebSocket API. Keep it on loopback unless a TLS proxy fronts it.
+    pub api_listen: SocketAddr,
+    /// libp2p listen addresses.
+    pub p2p_listen: Vec<Multiaddr>,
+    /// Kademlia bootstrap peers (`/…/p2p/<peer id>`). None are contacted unless listed.
+    pub bootstrap: Vec<Multiaddr>,
+    /// This device's name, shown to the user's other devices.
+    pub device_name: String,
+    /// Logging.
+    pub log: LogConfig,
+    /// API limits.
+    pub api: ApiConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./volli-data"),
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 8470)),
+            p2p_listen: vec![
+                "/ip4/0.0.0.0/tcp/8471"
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!()),
+                "/ip4/0.0.0.0/udp/8471/quic-v1"
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!()),
+            ],
+            bootstrap: Vec::new(),
+            device_name: default_device_name(),
+            log: LogConfig::default(),
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+/// Logging settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `info,volli_node=debug`. `RUST_LOG` wins if set.
+    pub filter: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info,loro_internal=warn".into(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+/// How logs are written (to standard error).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `pretty` on a terminal, `compact` otherwise.
+    Auto,
+    /// Multi-line, coloured, for people.
+    Pretty,
+    /// One line per event.
+    Compact,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Limits applied by the API.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Largest accepted request body, in bytes (plugin uploads have their own limit).
+    pub max_body_bytes: usize,
+    /// Requests an address may make without a valid token before it is slowed down.
+    pub public_burst: u32,
+    /// Sustained rate of such requests per address, per second.
+    pub public_per_second: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 256 * 1024,
+            public_burst: 100,
+            public_per_second: 20,
+        }
+    }
+}
+
+/// Values given as command-line flags; they override everything else.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+    /// `--api-listen`
+    pub api_listen: Option<SocketAddr>,
+    /// `--p2p-listen` (replaces the list when given)
+    pub p2p_listen: Vec<Multiaddr>,
+    /// `--bootstrap` (replaces the list when given)
+    pub bootstrap: Vec<Multiaddr>,
+    /// `--device-name`
+    pub device_name: Option<String>,
+    /// `--log-format`
+    pub log_format: Option<LogFormat>,
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// An environment variable holds a value of the wrong type.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// Why.
+        message: String,
+    },
+    /// The merged settings do not form a valid configuration.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// A loaded configuration and the warnings met on the way (logged once logging is up).
+#[derive(Debug)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// Things worth telling the operator, such as unknown `VOLLI_*` variables.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Loads the layered configuration from `file`, the given environment and `flags`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Overrides,
+    ) -> Result<Loaded, ConfigError> {
+        let defaults = toml::Table::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut merged = defaults.clone();
+        let mut warnings = Vec::new();
+
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let table: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                        path: path.to_owned(),
+                        message: e.to_string(),
+                    })?;
+            merge(&mut merged, table);
+        }
+
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("VOLLI_"))
+            .collect();
+        env.sort();
+        for (var, value) in env {
+            let name = &var["VOLLI_".len()..];
+            if NOT_CONFIG.contains(&name) {
+                continue;
+            }
+            let parts: Vec<String> = name
+                .to_ascii_lowercase()
+                .split('_')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let Some(path) = resolve(&defaults, &parts) else {
+                warnings.push(format!("ignoring unknown environment variable {var}"));
+                continue;
+            };
+            let value =
+                typed_env_value(&defaults, &path, &value).map_err(|message| ConfigError::Env {
+                    var: var.clone(),
+                    message,
+                })?;
+            set_path(&mut merged, &path, value);
+        }
+
+        merge(&mut merged, flags.to_table());
+
+        let config: Config = merged
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        config.validate()?;
+        Ok(Loaded { config, warnings })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let name = self.device_name.trim();
+        if name.is_empty() || name.len() > volli_core::cert::MAX_DEVICE_NAME_LEN {
+            return Err(ConfigError::Invalid(format!(
+                "device_name must be 1 to {} bytes",
+                volli_core::cert::MAX_DEVICE_NAME_LEN
+            )));
+        }
+        if self.api.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "api.max_body_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.api.public_burst == 0 || self.api.public_per_second == 0 {
+            return Err(ConfigError::Invalid(
+                "api.public_burst and api.public_per_second must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, for `volli config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+impl Overrides {
+    fn to_table(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        let mut put = |k: &str, v: toml::Value| {
+            t.insert(k.to_owned(), v);
+        };
+        if let Some(d) = &self.data_dir {
+            put("data_dir", toml::Value::String(d.display().to_string()));
+        }
+        if let Some(a) = &self.api_listen {
+            put("api_listen", toml::Value::String(a.to_string()));
+        }
+        if !self.p2p_listen.is_empty() {
+            put("p2p_listen", strings(&self.p2p_listen));
+        }
+        if !self.bootstrap.is_empty() {
+            put("bootstrap", strings(&self.bootstrap));
+        }
+        if let Some(n) = &self.device_name {
+            put("device_name", toml::Value::String(n.clone()));
+        }
+        if let Some(f) = self.log_format {
+            let mut log = toml::Table::new();
+            if let Ok(v) = toml::Value::try_from(f) {
+                log.insert("format".into(), v);
+            }
+            put("log", toml::Value::Table(log));
+        }
+        t
+    }
+}
+
+fn strings(items: &[Multiaddr]) -> toml::Value {
+    toml::Value::Array(
+        items
+            .iter()
+            .map(|a| toml::Value::String(a.to_string()))
+            .collect(),
+    )
+}
+
+/// Deep-merges `over` into `base`: tables merge key by key, anything else is replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Finds the key path named by `parts` (words split on `_`) in `table`, preferring the longest
+/// key at each level, so `api_listen` is a key while `log_format` is `log.format`.
+fn resolve(table: &toml::Table, parts: &[String]) -> Option<Vec<String>> {
+    for i in (1..=parts.len()).rev() {
+        let key = parts[..i].join("_");
+        match table.get(&key) {
+            Some(_) if i == parts.len() => return Some(vec![key]),
+            Some(toml::Value::Table(inner)) => {
+                if let Some(mut rest) = resolve(inner, &parts[i..]) {
+                    rest.insert(0, key);
+                    return Some(rest);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn lookup<'a>(table: &'a toml::Table, path: &[String]) -> Option<&'a toml::Value> {
+    let (last, init) = path.split_last()?;
+    let mut t = table;
+    for k in init {
+        t = t.get(k)?.as_table()?;
+    }
+    t.get(last)
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    let Some((last, init)) = path.split_last() else {
+        return;
+    };
+    let mut t = table;
+    for k in init {
+        let entry = t
+            .entry(k.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(inner) = entry else {
+            return;
+        };
+        t = inner;
+    }
+    t.insert(last.clone(), value);
+}
+
+/// Converts an environment string to the TOML type the default has at `path`.
+fn typed_env_value(
+    defaults: &toml::Table,
+    path: &[String],
+    raw: &str,
+) -> Result<toml::Value, String> {
+    Ok(match lookup(defaults, path) {
+        Some(toml::Value::Array(_)) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        ),
+        Some(toml::Value::Integer(_)) => toml::Value::Integer(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("expected an integer, got {raw:?}"))?,
+        ),
+        Some(toml::Value::Boolean(_)) => toml::Value::Boolean(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("expected true or false, got {raw:?}"))?,
+        ),
+        _ => toml::Value::String(raw.to_owned()),
+    })
+}
+
+fn default_device_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty() && s.len() <= volli_core::cert::MAX_DEVICE_NAME_LEN)
+        .unwrap_or_else(|| "volli-node".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_local() {
+        let c = Config::load(None, env(&[]), &Overrides::default())
+            .unwrap()
+            .config;
+        assert_eq!(c.api_listen.to_string(), "127.0.0.1:8470");
+        assert_eq!(c.data_dir, PathBuf::from("./volli-data"));
+        assert!(
+            c.bootstrap.is_empty(),
+            "no public network unless configured"
+        );
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_env_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("volli.toml");
+        std::fs::write(
+            &file,
+            "api_listen = \"127.0.0.1:1000\"\ndata_dir = \"/from/file\"\ndevice_name = \"file\"\n[log]\nformat = \"json\"\n",
+        )
+        .unwrap();
+        let flags = Overrides {
+            data_dir: Some("/from/flag".into()),
+            ..Overrides::default()
+        };
+        let loaded = Config::load(
+            Some(&file),
+            env(&[
+                ("VOLLI_API_LISTEN", "127.0.0.1:2000"),
+                ("VOLLI_DATA_DIR", "/from/env"),
+                ("VOLLI_LOG_FILTER", "debug"),
+                (
+                    "VOLLI_P2P_LISTEN",
+                    "/ip4/127.0.0.1/tcp/1, /ip4/127.0.0.1/tcp/2",
+                ),
+                ("VOLLI_API__PUBLIC_BURST", "7"),
+                ("VOLLI_NONSENSE", "1"),
+                ("VOLLI_TOKEN", "client-only"),
+                ("HOME", "/root"),
+            ]),
+            &flags,
+        )
+        .unwrap();
+        let c = loaded.config;
+        assert_eq!(c.data_dir, PathBuf::from("/from/flag"), "flag beats env");
+        assert_eq!(c.api_listen.port(), 2000, "env beats file");
+        assert_eq!(c.device_name, "file", "file beats default");
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.filter, "debug");
+        assert_eq!(c.p2p_listen.len(), 2);
+        assert_eq!(c.api.public_burst, 7);
+        assert_eq!(
+            loaded.warnings,
+            vec!["ignoring unknown environment variable VOLLI_NONSENSE"]
+        );
+    }
+
+    #[test]
+    fn bad_values_are_reported_with_their_source() {
+        let e = Config::load(
+            None,
+            env(&[("VOLLI_API_PUBLIC_BURST", "many")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("VOLLI_API_PUBLIC_BURST"), "{e}");
+
+        let e = Config::load(
+            None,
+            env(&[("VOLLI_API_LISTEN", "nowhere")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid(_)), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "unknown_key = 1\n").unwrap();
+        let e = Config::load(Some(&file), env(&[]), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("unknown_key"), "{e}");
+
+        let e = Config::load(
+            Some(&dir.path().join("missing.toml")),
+            env(&[]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_example_config_in_the_repo_is_valid() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../volli.example.toml");
+        Config::load(Some(&example), env(&[]), &Overrides::default()).unwrap();
+    }
+}

@@ -1,0 +1,123 @@
+//! The event bus: what the node tells its clients over `/v1/events`.
+//!
+//! A bounded broadcast channel. Publishing never waits; a subscriber that falls more than
+//! [`CAPACITY`] events behind loses the oldest ones and is told so with a `resync` event, after
+//! which it should re-read the state it shows. Nothing is buffered without bound.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+use utoipa::ToSchema;
+
+/// Events kept for slow subscribers before they must resync.
+pub const CAPACITY: usize = 1024;
+
+/// One event, sent to clients as a JSON text frame `{"type": "...", ...}`.
+#[derive(Clone, Debug, Serialize, ToSchema, PartialEq)]
+#[serde(tag = "type")]
+#[non_exhaustive]
+pub enum Event {
+    /// First frame on every connection: the subscription is live from here on.
+    #[serde(rename = "ready")]
+    Ready {
+        /// The node's version.
+        version: String,
+    },
+    /// The client missed events (it was too slow); re-read state before relying on it.
+    #[serde(rename = "resync")]
+    Resync {
+        /// How many events were dropped for this client.
+        missed: u64,
+    },
+    /// A setting was set or removed.
+    #[serde(rename = "settings.changed")]
+    SettingsChanged {
+        /// The setting's key.
+        key: String,
+    },
+}
+
+/// Publisher side of the bus. Cheap to clone.
+#[derive(Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventBus {
+    /// A new bus with the default capacity.
+    pub fn new() -> Self {
+        Self::with_capacity(CAPACITY)
+    }
+
+    /// A new bus keeping `capacity` events for slow subscribers.
+    pub fn with_capacity(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity);
+        Self { tx }
+    }
+
+    /// Sends `event` to every current subscriber. Never blocks.
+    pub fn publish(&self, event: Event) {
+        let _ = self.tx.send(Arc::new(event));
+    }
+
+    /// A new subscription, starting with the next published event.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription {
+            rx: self.tx.subscribe(),
+        }
+    }
+}
+
+/// One subscriber's view of the bus.
+pub struct Subscription {
+    rx: broadcast::Receiver<Arc<Event>>,
+}
+
+impl Subscription {
+    /// The next event, a `resync` if events were lost, or `None` once the bus is gone.
+    pub async fn next(&mut self) -> Option<Arc<Event>> {
+        match self.rx.recv().await {
+            Ok(event) => Some(event),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                Some(Arc::new(Event::Resync { missed }))
+            }
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn slow_subscribers_get_a_resync_instead_of_unbounded_buffering() {
+        let bus = EventBus::with_capacity(4);
+        let mut sub = bus.subscribe();
+        for i in 0..10 {
+            bus.publish(Event::Ready {
+                version: format!("{i}"),
+            });
+        }
+        assert_eq!(*sub.next().await.unwrap(), Event::Resync { missed: 6 });
+        assert_eq!(
+            *sub.next().await.unwrap(),
+            Event::Ready {
+                version: "6".into()
+            }
+        );
+    }
+
+    #[test]
+    fn events_serialize_with_a_type_tag() {
+        let json = serde_json::to_value(Event::Resync { missed: 3 }).unwrap();
+        assert_eq!(json, serde_json::json!({"type": "resync", "missed": 3}));
+    }
+}

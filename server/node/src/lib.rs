@@ -1,0 +1,19 @@
+//! The Volli node: wires storage, identity, events and the HTTP/WebSocket API together, and
+//! provides the `volli` command line (server and client).
+//!
+//! Module map: [`config`] (layered settings) → [`identity`] (keys in the data dir) →
+//! [`node`] (start-up, wiring, shutdown) → [`api`] (axum routes over service handles) and
+//! [`events`] (the bounded event bus behind `/v1/events`). [`cli`] is the entry point.
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod events;
+pub mod identity;
+mod logging;
+pub mod node;
+mod secret_file;
+
+/// The node's version, as reported by `/v1/node` and the OpenAPI document.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

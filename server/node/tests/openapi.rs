@@ -1,0 +1,43 @@
+//! `openapi/openapi.json` must equal what the code generates, so clients can rely on it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+#[test]
+fn committed_openapi_document_matches_the_code() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../openapi/openapi.json");
+    let generated = volli_node::api::openapi_json();
+    if std::env::var_os("VOLLI_UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "openapi/openapi.json is out of date with the code. Regenerate it with\n\
+         \n    cargo run -p volli-node -- openapi > openapi/openapi.json\n\
+         \nor: VOLLI_UPDATE_OPENAPI=1 cargo test -p volli-node --test openapi"
+    );
+}
+
+#[test]
+fn every_route_documents_its_errors_in_the_common_shape() {
+    let doc: serde_json::Value = serde_json::from_str(&volli_node::api::openapi_json()).unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            if path.starts_with("/v1/") {
+                let unauthorized =
+                    &responses["401"]["content"]["application/json"]["schema"]["$ref"];
+                assert_eq!(
+                    unauthorized, "#/components/schemas/ErrorBody",
+                    "{method} {path}"
+                );
+                assert!(
+                    op["security"].is_array(),
+                    "{method} {path} declares its auth"
+                );
+            }
+        }
+    }
+}

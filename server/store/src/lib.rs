@@ -1,0 +1,79 @@
+//! Volli's persistence: one SQLite database (through sqlx, with the migrations in this crate)
+//! and the vault, a Loro CRDT document owned by a single actor.
+//!
+//! Everything a client was told is saved has been written with `synchronous=FULL` before the
+//! call returns. This crate knows nothing of HTTP, libp2p or plugins.
+#![warn(missing_docs)]
+
+mod db;
+pub mod vault;
+
+use std::path::Path;
+
+pub use db::Db;
+pub use vault::{Vault, VaultOptions, VaultStats};
+
+/// A failure of the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite refused or failed.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A migration could not be applied.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The Loro document refused an operation or an import.
+    #[error("vault document error: {0}")]
+    Document(String),
+    /// The vault actor has stopped (the node is shutting down, or it failed).
+    #[error("the vault is closed")]
+    Closed,
+    /// The database file or its directory could not be used.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<loro::LoroError> for StoreError {
+    fn from(e: loro::LoroError) -> Self {
+        Self::Document(e.to_string())
+    }
+}
+
+impl From<loro::LoroEncodeError> for StoreError {
+    fn from(e: loro::LoroEncodeError) -> Self {
+        Self::Document(e.to_string())
+    }
+}
+
+/// The node's storage: the database and the vault that lives in it.
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+    vault: Vault,
+}
+
+impl Store {
+    /// Opens (creating if needed) `volli.db` in `dir`, migrates it and starts the vault actor.
+    pub async fn open(dir: &Path, vault: VaultOptions) -> Result<Self, StoreError> {
+        let db = Db::open(&dir.join("volli.db")).await?;
+        let vault = Vault::open(db.clone(), vault).await?;
+        Ok(Self { db, vault })
+    }
+
+    /// The vault handle.
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    /// The database handle.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Flushes and stops the vault, then closes the database.
+    pub async fn close(self) {
+        self.vault.close().await;
+        self.db.close().await;
+    }
+}

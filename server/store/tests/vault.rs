@@ -1,0 +1,271 @@
+//! Vault behaviour against real SQLite files: persistence across reopen, compaction, group
+//! commit, device records, and convergence of concurrent edits between two vaults.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use proptest::prelude::*;
+use serde_json::json;
+use volli_core::{DeviceCertificate, Permissions, Timestamp, UserSecret};
+use volli_store::vault::DeviceRecord;
+use volli_store::{Store, VaultOptions};
+
+async fn open(dir: &Path, options: VaultOptions) -> Store {
+    Store::open(dir, options).await.unwrap()
+}
+
+async fn row_counts(dir: &Path) -> (i64, i64) {
+    let db = volli_store::Db::open(&dir.join("volli.db")).await.unwrap();
+    let count = |sql: &'static str| {
+        let db = db.clone();
+        async move { db.count(sql).await.unwrap() }
+    };
+    let r = (
+        count("SELECT COUNT(*) FROM vault_updates").await,
+        count("SELECT COUNT(*) FROM vault_snapshots").await,
+    );
+    db.close().await;
+    r
+}
+
+#[tokio::test]
+async fn settings_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), VaultOptions::for_peer(1)).await;
+    store
+        .vault()
+        .set_setting("theme", &json!("dark"))
+        .await
+        .unwrap();
+    store
+        .vault()
+        .set_setting("limits", &json!({"a": 1}))
+        .await
+        .unwrap();
+    store.vault().delete_setting("limits").await.unwrap();
+    store.close().await;
+
+    let store = open(dir.path(), VaultOptions::for_peer(1)).await;
+    assert_eq!(
+        store.vault().setting("theme").await.unwrap(),
+        Some(json!("dark"))
+    );
+    assert_eq!(store.vault().setting("limits").await.unwrap(), None);
+    // The same peer keeps editing after a restart without clashing with its own history.
+    store
+        .vault()
+        .set_setting("theme", &json!("light"))
+        .await
+        .unwrap();
+    store.close().await;
+    let store = open(dir.path(), VaultOptions::for_peer(1)).await;
+    assert_eq!(
+        store.vault().setting("theme").await.unwrap(),
+        Some(json!("light"))
+    );
+    store.db().integrity_check().await.unwrap();
+    store.close().await;
+}
+
+#[tokio::test]
+async fn compaction_folds_the_log_and_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = VaultOptions {
+        compact_after_updates: 10,
+        ..VaultOptions::for_peer(7)
+    };
+    let store = open(dir.path(), options.clone()).await;
+    for i in 0..45 {
+        store
+            .vault()
+            .set_setting(&format!("k{i}"), &json!(i))
+            .await
+            .unwrap();
+    }
+    let stats = store.vault().stats().await.unwrap();
+    assert!(stats.compactions >= 4, "{stats:?}");
+    assert!(stats.updates < 10, "{stats:?}");
+    assert!(stats.snapshot_bytes > 0);
+    store.vault().compact().await.unwrap();
+    store.close().await;
+
+    let (updates, snapshots) = row_counts(dir.path()).await;
+    assert_eq!((updates, snapshots), (0, 1), "one snapshot, empty log");
+
+    let store = open(dir.path(), options).await;
+    let all = store.vault().settings().await.unwrap();
+    assert_eq!(all.len(), 45);
+    assert_eq!(all["k44"], json!(44));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn updates_after_the_snapshot_are_replayed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), VaultOptions::for_peer(3)).await;
+    store
+        .vault()
+        .set_setting("before", &json!(1))
+        .await
+        .unwrap();
+    store.vault().compact().await.unwrap();
+    store.vault().set_setting("after", &json!(2)).await.unwrap();
+    store.close().await;
+    assert_eq!(row_counts(dir.path()).await, (1, 1));
+
+    let store = open(dir.path(), VaultOptions::for_peer(3)).await;
+    let all = store.vault().settings().await.unwrap();
+    assert_eq!(all.get("before"), Some(&json!(1)));
+    assert_eq!(all.get("after"), Some(&json!(2)));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn concurrent_writers_share_commits_and_all_are_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), VaultOptions::for_peer(9)).await;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let vault = store.vault().clone();
+        tasks.push(tokio::spawn(async move {
+            vault.set_setting(&format!("w{i}"), &json!(i)).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    store.close().await;
+    let (updates, _) = row_counts(dir.path()).await;
+    assert!(
+        updates < 200,
+        "writes were batched: {updates} commits for 200 writes"
+    );
+
+    let store = open(dir.path(), VaultOptions::for_peer(9)).await;
+    assert_eq!(store.vault().settings().await.unwrap().len(), 200);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn devices_are_stored_with_verified_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), VaultOptions::for_peer(4)).await;
+    let user = UserSecret::generate().unwrap();
+    let peer = libp2p_identity::Keypair::generate_ed25519()
+        .public()
+        .to_peer_id();
+    let cert = DeviceCertificate::issue(
+        &user,
+        peer,
+        "phone",
+        Permissions::MESSAGES,
+        Timestamp::now(),
+    );
+    let record = DeviceRecord {
+        certificate: cert,
+        added_at: Timestamp::from_millis(1_000),
+    };
+    store.vault().put_device(record.clone()).await.unwrap();
+    store.close().await;
+
+    let store = open(dir.path(), VaultOptions::for_peer(4)).await;
+    assert_eq!(store.vault().devices().await.unwrap(), vec![record]);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_second_device_catches_up_through_export_and_import() {
+    let a_dir = tempfile::tempdir().unwrap();
+    let b_dir = tempfile::tempdir().unwrap();
+    let a = open(a_dir.path(), VaultOptions::for_peer(100)).await;
+    let b = open(b_dir.path(), VaultOptions::for_peer(200)).await;
+    a.vault().set_setting("x", &json!(1)).await.unwrap();
+    let delta = a
+        .vault()
+        .export_since(Some(b.vault().version().await.unwrap()))
+        .await
+        .unwrap();
+    assert!(b.vault().import(delta.clone()).await.unwrap(), "new data");
+    assert!(
+        !b.vault().import(delta).await.unwrap(),
+        "a replay changes nothing"
+    );
+    b.close().await;
+    // What was imported is durable.
+    let b = open(b_dir.path(), VaultOptions::for_peer(200)).await;
+    assert_eq!(b.vault().setting("x").await.unwrap(), Some(json!(1)));
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn garbage_imports_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), VaultOptions::for_peer(5)).await;
+    store.vault().set_setting("k", &json!("v")).await.unwrap();
+    let before = store.vault().to_json().await.unwrap();
+    assert!(
+        store
+            .vault()
+            .import(b"not a loro update".to_vec())
+            .await
+            .is_err()
+    );
+    assert_eq!(store.vault().to_json().await.unwrap(), before);
+    store.close().await;
+}
+
+#[derive(Clone, Debug)]
+enum Edit {
+    Set(u8, u8),
+    Delete(u8),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        (0u8..6, any::<u8>()).prop_map(|(k, v)| Edit::Set(k, v)),
+        (0u8..6).prop_map(Edit::Delete),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Two devices edit concurrently, then exchange their updates in either order (with
+    /// replays): both end with the same document.
+    #[test]
+    fn concurrent_edits_converge(
+        a_edits in proptest::collection::vec(edit(), 0..12),
+        b_edits in proptest::collection::vec(edit(), 0..12),
+        a_first in any::<bool>(),
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async move {
+            let a_dir = tempfile::tempdir().unwrap();
+            let b_dir = tempfile::tempdir().unwrap();
+            let a = open(a_dir.path(), VaultOptions::for_peer(1)).await;
+            let b = open(b_dir.path(), VaultOptions::for_peer(2)).await;
+            for (store, edits) in [(&a, &a_edits), (&b, &b_edits)] {
+                for e in edits {
+                    match e {
+                        Edit::Set(k, v) => store.vault().set_setting(&format!("k{k}"), &json!(v)).await.unwrap(),
+                        Edit::Delete(k) => store.vault().delete_setting(&format!("k{k}")).await.unwrap(),
+                    }
+                }
+            }
+            let from_a = a.vault().export_since(None).await.unwrap();
+            let from_b = b.vault().export_since(None).await.unwrap();
+            if a_first {
+                b.vault().import(from_a.clone()).await.unwrap();
+                a.vault().import(from_b).await.unwrap();
+            } else {
+                a.vault().import(from_b).await.unwrap();
+                b.vault().import(from_a.clone()).await.unwrap();
+            }
+            b.vault().import(from_a).await.unwrap();
+            assert_eq!(a.vault().to_json().await.unwrap(), b.vault().to_json().await.unwrap());
+            a.close().await;
+            b.close().await;
+        });
+    }
+}

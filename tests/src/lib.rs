@@ -1,0 +1,242 @@
+//! End-to-end harness: starts real `volli` processes, as a user would, and drives them
+//! through the public API.
+//!
+//! The binary is `$VOLLI_BIN` if set, else `volli` next to the test executable's `deps/`
+//! directory, brought up to date with `cargo build` on first use.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Path to the `volli` binary under test.
+pub fn volli_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("VOLLI_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().unwrap();
+        let dir = if dir.ends_with("deps") {
+            dir.parent().unwrap()
+        } else {
+            dir
+        };
+        let bin = dir.join("volli");
+        // Make sure the binary matches the sources even when only this crate's tests were
+        // asked for (cargo builds it for the workspace's tests, not for this package's).
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "--quiet", "-p", "volli-node", "--bin", "volli"]);
+        if dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build
+            .env("CARGO_TARGET_DIR", dir.parent().unwrap())
+            .status()
+            .unwrap();
+        assert!(status.success(), "building the volli binary failed");
+        assert!(bin.exists(), "no volli binary at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// Runs `volli ARGS` to completion (a client command) and returns its output.
+pub fn volli(args: &[&str]) -> Output {
+    Command::new(volli_bin())
+        .args(args)
+        .env_remove("VOLLI_API")
+        .env_remove("VOLLI_TOKEN")
+        .output()
+        .unwrap()
+}
+
+/// A `volli serve` process with its own data dir.
+pub struct Node {
+    child: Option<Child>,
+    /// The node's data dir.
+    pub data_dir: PathBuf,
+    /// Its API base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    /// Its admin token.
+    pub token: String,
+    log: PathBuf,
+    http: reqwest::Client,
+}
+
+/// Options for starting a node.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Extra command-line arguments after `serve`.
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl Node {
+    /// Starts a node in `data_dir` with an API on a free loopback port and waits for `/health`.
+    pub async fn start(data_dir: &Path) -> Node {
+        Self::start_with(data_dir, Options::default()).await
+    }
+
+    /// Like [`Node::start`] with extra arguments and environment.
+    pub async fn start_with(data_dir: &Path, options: Options) -> Node {
+        let mut node = Self::spawn(data_dir, &options);
+        node.wait_ready().await;
+        node
+    }
+
+    /// Spawns the process without waiting for it to be ready.
+    pub fn spawn(data_dir: &Path, options: &Options) -> Node {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let _ = std::fs::remove_file(data_dir.join("api.url"));
+        let log = data_dir.with_extension("log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(volli_bin())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--api-listen", "127.0.0.1:0"])
+            .args(["--p2p-listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(&options.args)
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,loro_internal=warn".into()),
+            )
+            .env("VOLLI_LOG_FORMAT", "compact")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        Node {
+            child: Some(child),
+            data_dir: data_dir.to_owned(),
+            url: String::new(),
+            token: String::new(),
+            log,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("volli exited early with {status}; log:\n{}", self.log());
+            }
+            if let Ok(url) = std::fs::read_to_string(self.data_dir.join("api.url")) {
+                let url = url.trim().to_owned();
+                if let Ok(r) = self.http.get(format!("{url}/health")).send().await
+                    && r.status().is_success()
+                {
+                    self.url = url;
+                    self.token = std::fs::read_to_string(self.data_dir.join("admin.token"))
+                        .unwrap()
+                        .trim()
+                        .to_owned();
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node not ready after 60 s; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Everything the node logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET path` with the token; returns status and JSON body (Null if empty).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    /// A request with the token and an optional JSON body.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, json)
+    }
+
+    /// `GET path` without credentials.
+    pub async fn get_anonymous(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("node already stopped");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "node did not stop within 30 s of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
