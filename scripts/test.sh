@@ -11,9 +11,12 @@ cargo fmt --all --check
 echo "==> cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "==> plugins: fmt and clippy (wasm32-wasip2)" >&2
+./scripts/lint-plugins.sh
+
 echo "==> tests" >&2
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --all-targets --locked
+  cargo nextest run --workspace --locked
   cargo test --workspace --doc --locked
 else
   cargo test --workspace --locked --no-fail-fast

@@ -45,6 +45,26 @@ pub fn volli_bin() -> PathBuf {
     .clone()
 }
 
+/// The compile cache shared by every test node (and the other crates' tests), so each
+/// plugin compiles once per build rather than once per node.
+pub fn plugin_cache() -> PathBuf {
+    target_dir().join("tmp").join("plugin-cache")
+}
+
+/// The cargo target directory the tests were built in.
+pub fn target_dir() -> PathBuf {
+    volli_bin()
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// Root of the repository.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 /// Runs `volli ARGS` to completion (a client command) and returns its output.
 pub fn volli(args: &[&str]) -> Output {
     Command::new(volli_bin())
@@ -113,6 +133,7 @@ impl Node {
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,loro_internal=warn".into()),
             )
             .env("VOLLI_LOG_FORMAT", "compact")
+            .env("VOLLI_PLUGINS_CACHE_DIR", plugin_cache())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

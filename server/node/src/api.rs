@@ -10,6 +10,7 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod node_info;
+pub mod plugins;
 pub mod rate_limit;
 pub mod settings;
 
@@ -42,6 +43,8 @@ pub struct ApiState {
     pub events: EventBus,
     /// The vault.
     pub vault: Vault,
+    /// The plugins.
+    pub plugins: crate::plugins::Plugins,
 }
 
 #[derive(OpenApi)]
@@ -60,6 +63,7 @@ pub struct ApiState {
         (name = "node", description = "This node"),
         (name = "events", description = "Live events over WebSocket"),
         (name = "settings", description = "Settings synced across the user's devices"),
+        (name = "plugins", description = "Sandboxed WebAssembly plugins"),
     )
 )]
 struct ApiDoc;
@@ -89,6 +93,19 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(events::events))
         .routes(routes!(settings::list))
         .routes(routes!(settings::get, settings::put, settings::delete))
+        .routes(routes!(plugins::list))
+        .routes({
+            let (schemas, paths, router) = routes!(plugins::install);
+            (
+                schemas,
+                paths,
+                router.layer(DefaultBodyLimit::max(plugins::MAX_UPLOAD)),
+            )
+        })
+        .routes(routes!(plugins::get, plugins::remove))
+        .routes(routes!(plugins::enable))
+        .routes(routes!(plugins::disable))
+        .routes(routes!(plugins::configure))
 }
 
 /// The OpenAPI document, as served at `/openapi.json` and committed in `openapi/openapi.json`.

@@ -49,6 +49,48 @@ enum Command {
     Config(ServeArgs),
     /// Print the OpenAPI document of this version's API.
     Openapi,
+    /// List, install and manage plugins.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum PluginsCommand {
+    /// List the plugins with their state.
+    List,
+    /// Install a plugin component (a .wasm file built against the SDK).
+    Install {
+        /// The component.
+        file: PathBuf,
+        /// Capabilities to grant, comma-separated (e.g. `kv,http`).
+        #[arg(long, default_value = "")]
+        grant: String,
+        /// Hosts its `http` capability may reach, comma-separated.
+        #[arg(long, default_value = "")]
+        http_allow: String,
+    },
+    /// Enable a plugin.
+    Enable {
+        /// Plugin name.
+        name: String,
+    },
+    /// Disable a plugin.
+    Disable {
+        /// Plugin name.
+        name: String,
+    },
+    /// Remove an installed plugin.
+    Remove {
+        /// Plugin name.
+        name: String,
+    },
+    /// Replace a plugin's configuration (a JSON object) and restart it.
+    Config {
+        /// Plugin name.
+        name: String,
+        /// The configuration, e.g. '{"peers": []}'.
+        json: String,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -112,7 +154,86 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status => client::status(&connect(&cli)?).await,
         Command::Node => client::node(&connect(&cli)?).await,
+        Command::Plugins(command) => plugins_command(&connect(&cli)?, command).await,
     }
+}
+
+async fn plugins_command(client: &client::Client, command: &PluginsCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let show = |v: serde_json::Value| client::print_plugin(&v);
+    match command {
+        PluginsCommand::List => {
+            let list: serde_json::Value = client.get("/v1/plugins").await?;
+            for p in list["plugins"].as_array().into_iter().flatten() {
+                show(p.clone());
+            }
+        }
+        PluginsCommand::Install {
+            file,
+            grant,
+            http_allow,
+        } => {
+            let wasm = std::fs::read(file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let path = format!(
+                "/v1/plugins?grant={}&http_allow={}",
+                client::encode(grant),
+                client::encode(http_allow)
+            );
+            show(
+                client
+                    .send(Method::POST, &path, client::Body::Wasm(wasm))
+                    .await?,
+            );
+        }
+        PluginsCommand::Enable { name } => {
+            show(
+                client
+                    .send(
+                        Method::POST,
+                        &format!("/v1/plugins/{}/enable", client::encode(name)),
+                        client::Body::None,
+                    )
+                    .await?,
+            );
+        }
+        PluginsCommand::Disable { name } => {
+            show(
+                client
+                    .send(
+                        Method::POST,
+                        &format!("/v1/plugins/{}/disable", client::encode(name)),
+                        client::Body::None,
+                    )
+                    .await?,
+            );
+        }
+        PluginsCommand::Remove { name } => {
+            client
+                .send(
+                    Method::DELETE,
+                    &format!("/v1/plugins/{}", client::encode(name)),
+                    client::Body::None,
+                )
+                .await?;
+            println!("removed {name}");
+        }
+        PluginsCommand::Config { name, json } => {
+            let config: serde_json::Value = serde_json::from_str(json)
+                .map_err(|e| anyhow::anyhow!("the configuration is not JSON: {e}"))?;
+            let body = client::Body::Json(serde_json::json!({ "config": config }));
+            show(
+                client
+                    .send(
+                        Method::PUT,
+                        &format!("/v1/plugins/{}/config", client::encode(name)),
+                        body,
+                    )
+                    .await?,
+            );
+        }
+    }
+    Ok(())
 }
 
 fn load_config(cli: &Cli, serve: Option<&ServeArgs>) -> anyhow::Result<crate::config::Loaded> {

@@ -6,6 +6,7 @@
 //! `VOLLI_P2P_LISTEN=/ip4/0.0.0.0/tcp/4001,/ip4/0.0.0.0/udp/4001/quic-v1` (lists are
 //! comma-separated). Values are checked once, here; the rest of the node gets typed fields.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,8 @@ pub struct Config {
     pub log: LogConfig,
     /// API limits.
     pub api: ApiConfig,
+    /// Plugins.
+    pub plugins: PluginsConfig,
 }
 
 impl Default for Config {
@@ -52,6 +55,7 @@ impl Default for Config {
             device_name: default_device_name(),
             log: LogConfig::default(),
             api: ApiConfig::default(),
+            plugins: PluginsConfig::default(),
         }
     }
 }
@@ -109,6 +113,38 @@ impl Default for ApiConfig {
             public_per_second: 20,
         }
     }
+}
+
+/// Plugin settings: `[plugins]` holds `cache_dir`; `[plugins.<name>]` configures one plugin.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct PluginsConfig {
+    /// Where compiled components are cached; empty means `<data-dir>/cache`.
+    pub cache_dir: PathBuf,
+    /// Settings per plugin, by name.
+    #[serde(flatten)]
+    pub plugin: BTreeMap<String, PluginConfig>,
+}
+
+/// The operator's settings for one plugin. Unset values keep the plugin's defaults.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginConfig {
+    /// Whether it runs (a change made through the API wins over this).
+    pub enabled: Option<bool>,
+    /// Capabilities granted; built-in plugins default to what they ask for, installed ones to
+    /// what was granted at installation.
+    pub grant: Option<Vec<String>>,
+    /// Configuration passed to the plugin, over its defaults.
+    pub config: toml::Table,
+    /// Time budget of one call, in milliseconds.
+    pub deadline_ms: Option<u64>,
+    /// Memory cap, in MiB.
+    pub memory_mib: Option<usize>,
+    /// Hosts the `http` capability may reach (`example.org`, or `.example.org` with subdomains).
+    pub http_allow: Vec<String>,
+    /// Cap on the plugin's `kv` storage, in bytes.
+    pub kv_quota_bytes: Option<u64>,
 }
 
 /// Values given as command-line flags; they override everything else.
@@ -245,6 +281,13 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "api.max_body_bytes must be at least 1024".into(),
             ));
+        }
+        for (name, plugin) in &self.plugins.plugin {
+            volli_plugin_host::check_name(name).map_err(ConfigError::Invalid)?;
+            for cap in plugin.grant.iter().flatten() {
+                cap.parse::<volli_plugin_host::Capability>()
+                    .map_err(|e| ConfigError::Invalid(format!("plugins.{name}.grant: {e}")))?;
+            }
         }
         if self.api.public_burst == 0 || self.api.public_per_second == 0 {
             return Err(ConfigError::Invalid(

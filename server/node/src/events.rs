@@ -30,6 +30,14 @@ pub enum Event {
         /// How many events were dropped for this client.
         missed: u64,
     },
+    /// A plugin was marked failed after repeated errors; it is retried after a backoff.
+    #[serde(rename = "plugin.failed")]
+    PluginFailed {
+        /// The plugin's name.
+        name: String,
+        /// What went wrong, for the operator.
+        reason: String,
+    },
     /// A setting was set or removed.
     #[serde(rename = "settings.changed")]
     SettingsChanged {

@@ -13,6 +13,7 @@ pub mod events;
 pub mod identity;
 mod logging;
 pub mod node;
+pub mod plugins;
 mod secret_file;
 
 /// The node's version, as reported by `/v1/node` and the OpenAPI document.

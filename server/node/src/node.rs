@@ -21,6 +21,8 @@ use crate::api::{self, ApiState, auth::Auth};
 use crate::config::Config;
 use crate::events::EventBus;
 use crate::identity::{self, Identity};
+use crate::plugins::Plugins;
+use volli_plugin_host::Services;
 
 /// Facts about this node that the API reports. Cheap to clone.
 #[derive(Clone)]
@@ -102,6 +104,16 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
     register_own_device(&store, &identity).await?;
+    let events = EventBus::new();
+    let plugins = Plugins::start(
+        &data_dir,
+        &config.plugins,
+        store.db().clone(),
+        events.clone(),
+        Services::default(),
+    )
+    .await
+    .context("cannot start the plugin host")?;
 
     let node = NodeInfo::new(
         identity.user_id(),
@@ -111,8 +123,9 @@ pub async fn run(
     let state = ApiState {
         auth: Auth::new(&token),
         node,
-        events: EventBus::new(),
+        events,
         vault: store.vault().clone(),
+        plugins,
     };
     let app = api::router(state, &config.api);
 

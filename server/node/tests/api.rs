@@ -4,72 +4,17 @@
 
 use std::net::SocketAddr;
 
-use axum::Router;
+mod support;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
+use support::{App, TOKEN, app, app_with};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tower::ServiceExt as _;
-use volli_core::UserSecret;
-use volli_node::api::{self, ApiState, auth::Auth};
 use volli_node::config::ApiConfig;
-use volli_node::events::EventBus;
-use volli_node::node::NodeInfo;
-use volli_store::{Store, VaultOptions};
-
-const TOKEN: &str = "test-token-0123456789abcdef0123456789";
-
-struct App {
-    router: Router,
-    store: Store,
-    _dir: tempfile::TempDir,
-}
-
-async fn app_with(config: ApiConfig) -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), VaultOptions::for_peer(1))
-        .await
-        .unwrap();
-    let user = UserSecret::generate().unwrap();
-    let peer = libp2p_identity::Keypair::generate_ed25519()
-        .public()
-        .to_peer_id();
-    let state = ApiState {
-        auth: Auth::new(TOKEN),
-        node: NodeInfo::new(user.user_id(), peer, "test-device".into()),
-        events: EventBus::new(),
-        vault: store.vault().clone(),
-    };
-    App {
-        router: api::router(state, &config),
-        store,
-        _dir: dir,
-    }
-}
-
-async fn app() -> App {
-    app_with(ApiConfig::default()).await
-}
-
-impl App {
-    async fn call(&self, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
-            .await
-            .unwrap();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        (status, headers, body)
-    }
-}
 
 fn get(path: &str) -> Request<Body> {
     Request::get(path).body(Body::empty()).unwrap()

@@ -6,11 +6,13 @@
 #![warn(missing_docs)]
 
 mod db;
+pub mod plugins;
 pub mod vault;
 
 use std::path::Path;
 
 pub use db::Db;
+pub use plugins::PluginRecord;
 pub use vault::{Vault, VaultOptions, VaultStats};
 
 /// A failure of the store.

@@ -58,30 +58,94 @@ impl Client {
 
     /// `GET path` with the token, decoded as `T`; API errors become readable messages.
     pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let value = self.send(reqwest::Method::GET, path, Body::None).await?;
+        Ok(serde_json::from_value(value)?)
+    }
+
+    /// A request with the token; the JSON answer (`null` for an empty one) or a readable error.
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Body,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let response = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the node at {} (is `volli serve` running?)",
-                    self.base
-                )
-            })?;
-        let status = response.status();
-        let body: Value = response.json().await.with_context(|| {
-            format!("the node at {} sent a response that is not JSON", self.base)
+        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        request = match body {
+            Body::None => request,
+            Body::Json(v) => request.json(&v),
+            Body::Wasm(bytes) => request
+                .header("content-type", "application/wasm")
+                .body(bytes),
+        };
+        let response = request.send().await.with_context(|| {
+            format!(
+                "cannot reach the node at {} (is `volli serve` running?)",
+                self.base
+            )
         })?;
+        let status = response.status();
+        let text = response.text().await?;
+        let body: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).with_context(|| {
+                format!("the node at {} sent a response that is not JSON", self.base)
+            })?
+        };
         if !status.is_success() {
             let code = body["error"]["code"].as_str().unwrap_or("unknown");
             let message = body["error"]["message"].as_str().unwrap_or("");
             bail!("the node answered {status}: {message} ({code})");
         }
-        Ok(serde_json::from_value(body)?)
+        Ok(body)
     }
+}
+
+/// A request body.
+pub(crate) enum Body {
+    None,
+    Json(Value),
+    Wasm(Vec<u8>),
+}
+
+/// Percent-encodes a path segment or a query value (commas kept, for lists).
+pub(crate) fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b',' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One line per plugin: name, kind, state, version, grants, last error.
+pub(crate) fn print_plugin(p: &Value) {
+    let s = |k: &str| p[k].as_str().unwrap_or("?").to_owned();
+    let granted: Vec<&str> = p["granted"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    println!(
+        "{:<16} {:<13} {:<9} v{:<8} granted: {}{}",
+        s("name"),
+        s("kind"),
+        s("state"),
+        s("version"),
+        if granted.is_empty() {
+            "-".to_owned()
+        } else {
+            granted.join(",")
+        },
+        p["last_error"]
+            .as_str()
+            .map(|e| format!("  ({e})"))
+            .unwrap_or_default()
+    );
 }
 
 /// `volli node`

@@ -1,0 +1,188 @@
+//! `mdns`: finds peers on the local network with DNS-SD over multicast DNS (RFC 6762/6763),
+//! through the `lan` capability.
+//!
+//! Each node answers as `<peer id>._volli._udp.local`: a PTR from the service name and a TXT
+//! record carrying its user id, addresses and device certificate. `advertise` announces at
+//! once and queries, so two nodes find each other within one multicast round trip; queries
+//! then back off from 1 s to 60 s. The node calls `discover` when packets arrive, so answers
+//! go out promptly and an idle network costs nothing.
+
+mod dns;
+
+use std::collections::BTreeMap;
+
+use volli_plugin_sdk::discovery::{Discovery, Finding, Peer, SelfInfo};
+use volli_plugin_sdk::{Capability, Error, Manifest, clock, lan, log};
+
+const SERVICE: &str = "_volli._udp.local";
+const TTL_SECS: u32 = 120;
+const FIRST_QUERY_INTERVAL_MS: u64 = 1_000;
+const MAX_QUERY_INTERVAL_MS: u64 = 60_000;
+const MAX_ADDRS: usize = 8;
+const MAX_PEERS: usize = 256;
+
+struct Mdns {
+    me: Option<SelfInfo>,
+    seen: BTreeMap<String, (Peer, u64)>,
+    next_query_ms: u64,
+    query_interval_ms: u64,
+}
+
+impl Mdns {
+    fn instance(peer_id: &str) -> String {
+        format!("{peer_id}.{SERVICE}")
+    }
+
+    fn announcement(&self) -> Option<Vec<u8>> {
+        let me = self.me.as_ref()?;
+        let instance = Self::instance(&me.peer_id);
+        let mut txt = vec![
+            "v=1".to_owned(),
+            format!("p={}", me.peer_id),
+            format!("u={}", me.user_id),
+        ];
+        txt.extend(me.addrs.iter().take(MAX_ADDRS).map(|a| format!("a={a}")));
+        let cert = dns::base64url_encode(&me.certificate);
+        txt.extend(
+            cert.as_bytes()
+                .chunks(200)
+                .map(|c| format!("c={}", String::from_utf8_lossy(c))),
+        );
+        Some(dns::response(&[
+            dns::Record::ptr(SERVICE, &instance, TTL_SECS),
+            dns::Record::txt(&instance, &txt, TTL_SECS),
+        ]))
+    }
+
+    fn send_query(&mut self, now: u64) -> Result<(), Error> {
+        lan::send(&dns::query(SERVICE))?;
+        self.next_query_ms = now + self.query_interval_ms;
+        self.query_interval_ms = (self.query_interval_ms * 2).min(MAX_QUERY_INTERVAL_MS);
+        Ok(())
+    }
+
+    fn handle(&mut self, packet: &[u8], now: u64) -> Result<(), Error> {
+        let Ok(message) = dns::parse(packet) else {
+            return Ok(());
+        };
+        if !message.is_response {
+            if message
+                .questions
+                .iter()
+                .any(|q| q.eq_ignore_ascii_case(SERVICE))
+                && let Some(answer) = self.announcement()
+            {
+                lan::send(&answer)?;
+            }
+            return Ok(());
+        }
+        let me = self.me.as_ref().map(|m| m.peer_id.clone());
+        for txt in message.txt_records(SERVICE) {
+            let Some(peer) = peer_from_txt(&txt.strings) else {
+                continue;
+            };
+            if Some(&peer.peer_id) == me.as_ref() {
+                continue;
+            }
+            if txt.ttl == 0 {
+                self.seen.remove(&peer.peer_id);
+            } else if self.seen.len() < MAX_PEERS || self.seen.contains_key(&peer.peer_id) {
+                let expires = now + u64::from(txt.ttl) * 1000;
+                self.seen.insert(peer.peer_id.clone(), (peer, expires));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn peer_from_txt(strings: &[String]) -> Option<Peer> {
+    let mut peer_id = None;
+    let mut user_id = None;
+    let mut addrs = Vec::new();
+    let mut cert = String::new();
+    for s in strings {
+        match s.split_once('=') {
+            Some(("p", v)) => peer_id = Some(v.to_owned()),
+            Some(("u", v)) => user_id = Some(v.to_owned()),
+            Some(("a", v)) if addrs.len() < MAX_ADDRS => addrs.push(v.to_owned()),
+            Some(("c", v)) => cert.push_str(v),
+            _ => {}
+        }
+    }
+    Some(Peer {
+        peer_id: peer_id?,
+        addrs,
+        user_id,
+        certificate: dns::base64url_decode(&cert).filter(|c| !c.is_empty()),
+    })
+}
+
+impl Discovery for Mdns {
+    fn manifest() -> Manifest {
+        Manifest::new(
+            "mdns",
+            env!("CARGO_PKG_VERSION"),
+            "Peers on the local network (DNS-SD over mDNS)",
+        )
+        .with(&[Capability::Lan, Capability::Clock, Capability::Log])
+    }
+
+    fn init(_config: &str) -> Result<Self, Error> {
+        Ok(Mdns {
+            me: None,
+            seen: BTreeMap::new(),
+            next_query_ms: 0,
+            query_interval_ms: FIRST_QUERY_INTERVAL_MS,
+        })
+    }
+
+    fn advertise(&mut self, me: SelfInfo) -> Result<(), Error> {
+        let changed = self
+            .me
+            .as_ref()
+            .is_none_or(|old| old.addrs != me.addrs || old.certificate != me.certificate);
+        self.me = Some(me);
+        if changed {
+            if let Some(announcement) = self.announcement() {
+                lan::send(&announcement)?;
+            }
+            self.query_interval_ms = FIRST_QUERY_INTERVAL_MS;
+            self.send_query(clock::now_ms()?)?;
+            log::debug("announced on the local network");
+        }
+        Ok(())
+    }
+
+    fn discover(&mut self) -> Result<Vec<Finding>, Error> {
+        let now = clock::now_ms()?;
+        loop {
+            let packets = lan::receive(64)?;
+            let more = packets.len() == 64;
+            for packet in packets {
+                self.handle(&packet.payload, now)?;
+            }
+            if !more {
+                break;
+            }
+        }
+        if now >= self.next_query_ms {
+            self.send_query(now)?;
+        }
+        self.seen.retain(|_, (_, expires)| *expires > now);
+        Ok(self
+            .seen
+            .values()
+            .map(|(peer, _)| Finding::Peer(peer.clone()))
+            .collect())
+    }
+
+    fn lookup(&mut self, user_id: &str) -> Result<Vec<Finding>, Error> {
+        Ok(self
+            .discover()?
+            .into_iter()
+            .filter(|f| matches!(f, Finding::Peer(p) if p.user_id.as_deref() == Some(user_id)))
+            .collect())
+    }
+}
+
+volli_plugin_sdk::export_discovery!(Mdns);

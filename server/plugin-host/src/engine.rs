@@ -1,0 +1,258 @@
+//! The wasmtime engine every plugin runs on, the epoch ticker that enforces call budgets,
+//! and the compiled-component cache.
+
+use std::hash::{DefaultHasher, Hash as _, Hasher as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+use crate::bindings::{discovery, file_backend, relay_policy};
+use crate::limits::{MAX_MEMORY_BYTES, STACK_BYTES};
+
+/// Plugin instances alive at once (one per loaded plugin, plus those being inspected).
+const POOL_INSTANCES: u32 = 64;
+use crate::state::HostState;
+
+/// How often the epoch advances while any plugin call is running. A runaway call is stopped
+/// at most one tick after its budget.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+pub(crate) struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) ticker: Ticker,
+    pub(crate) discovery: Linker<HostState>,
+    pub(crate) relay_policy: Linker<HostState>,
+    pub(crate) file_backend: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+}
+
+impl Runtime {
+    /// `epochs: false` compiles without deadline checks; only benchmarks measuring their
+    /// cost use that.
+    pub(crate) fn new(cache_dir: Option<PathBuf>, epochs: bool) -> wasmtime::Result<Self> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(epochs)
+            .max_wasm_stack(STACK_BYTES)
+            .cranelift_opt_level(OptLevel::Speed);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 8)
+            .total_memories(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * 8)
+            .total_stacks(POOL_INSTANCES)
+            .max_memory_size(MAX_MEMORY_BYTES)
+            .max_tables_per_module(8)
+            .table_elements(20_000)
+            .linear_memory_keep_resident(128 << 10)
+            .table_keep_resident(64 << 10);
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .memory_reservation(MAX_MEMORY_BYTES as u64)
+            .memory_guard_size(64 << 10);
+        let engine = Engine::new(&config)?;
+        let ticker = Ticker::start(engine.clone());
+
+        let mut discovery = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut discovery)?;
+        discovery::Discovery::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut discovery,
+            |s| s,
+        )?;
+        let mut relay_policy = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut relay_policy)?;
+        relay_policy::RelayPolicy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut relay_policy,
+            |s| s,
+        )?;
+        let mut file_backend = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut file_backend)?;
+        file_backend::FileBackend::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut file_backend,
+            |s| s,
+        )?;
+
+        Ok(Self {
+            engine,
+            ticker,
+            discovery,
+            relay_policy,
+            file_backend,
+            cache_dir,
+        })
+    }
+
+    /// Compiles `wasm`, or loads the result of an earlier compilation from the cache.
+    /// Blocking: call from a blocking thread.
+    pub(crate) fn compile(&self, wasm: &[u8]) -> wasmtime::Result<Component> {
+        let Some(dir) = &self.cache_dir else {
+            return Component::new(&self.engine, wasm);
+        };
+        let mut engine_hash = DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
+        let key = format!(
+            "{}-{:016x}.cwasm",
+            blake3::hash(wasm).to_hex(),
+            engine_hash.finish()
+        );
+        let path = dir.join(key);
+        if path.exists() {
+            match load_cached(&self.engine, &path) {
+                Ok(component) => {
+                    // Mark it used, so pruning keeps it.
+                    if let Ok(file) = std::fs::File::options().append(true).open(&path) {
+                        let _ = file.set_modified(std::time::SystemTime::now());
+                    }
+                    return Ok(component);
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring an unusable compiled plugin in the cache")
+                }
+            }
+        }
+        let component = Component::new(&self.engine, wasm)?;
+        if let Err(e) = store_cached(dir, &path, &component) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot cache a compiled plugin");
+        }
+        Ok(component)
+    }
+}
+
+impl Runtime {
+    /// Deletes cached components not used for `unused_for`. Returns how many were removed.
+    pub(crate) fn prune_cache(&self, unused_for: Duration) -> usize {
+        let Some(dir) = &self.cache_dir else {
+            return 0;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        let cutoff = std::time::SystemTime::now() - unused_for;
+        entries
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .filter(|e| {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < cutoff)
+            })
+            .filter(|e| std::fs::remove_file(e.path()).is_ok())
+            .count()
+    }
+}
+
+/// Loads a component that `store_cached` wrote.
+#[allow(unsafe_code)]
+fn load_cached(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: the file was written by `store_cached` from `Component::serialize` of an
+    // engine with the same compatibility hash (part of its name), into the node's private
+    // data directory. Wasmtime also checks the header's version and configuration.
+    unsafe { Component::deserialize_file(engine, path) }
+}
+
+fn store_cached(dir: &Path, path: &Path, component: &Component) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let bytes = component.serialize().map_err(std::io::Error::other)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] while at least one call is active, and
+/// parks otherwise, so an idle node does not wake up for plugins. Calls only touch an atomic
+/// counter; the lock and the condition variable are used when the ticker parks or is woken.
+pub(crate) struct Ticker {
+    shared: Arc<TickerShared>,
+}
+
+struct TickerShared {
+    active: AtomicUsize,
+    parked: AtomicBool,
+    stopped: AtomicBool,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+impl Ticker {
+    fn start(engine: Engine) -> Self {
+        let shared = Arc::new(TickerShared {
+            active: AtomicUsize::new(0),
+            parked: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+        });
+        let thread_shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("volli-epoch".into())
+            .spawn(move || {
+                let s = thread_shared;
+                loop {
+                    {
+                        let mut guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+                        while s.active.load(Ordering::SeqCst) == 0
+                            && !s.stopped.load(Ordering::SeqCst)
+                        {
+                            s.parked.store(true, Ordering::SeqCst);
+                            // Re-check after announcing the park, so a call that started in
+                            // between is not missed.
+                            if s.active.load(Ordering::SeqCst) != 0 {
+                                break;
+                            }
+                            guard = s.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+                        }
+                        s.parked.store(false, Ordering::SeqCst);
+                        if s.stopped.load(Ordering::SeqCst) {
+                            return;
+                        }
+                    }
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            });
+        if let Err(e) = spawned {
+            // Without the ticker, deadlines cannot fire; calls still end through the outer
+            // timeout, which discards the instance.
+            tracing::error!(error = %e, "cannot start the plugin epoch ticker");
+        }
+        Self { shared }
+    }
+
+    /// Marks a call as running until the guard is dropped.
+    pub(crate) fn activate(&self) -> Active {
+        let s = &self.shared;
+        if s.active.fetch_add(1, Ordering::SeqCst) == 0 && s.parked.load(Ordering::SeqCst) {
+            let _guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+            s.wake.notify_one();
+        }
+        Active {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        let _guard = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.shared.wake.notify_one();
+    }
+}
+
+/// A running call, as far as the ticker is concerned.
+pub(crate) struct Active {
+    shared: Arc<TickerShared>,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.shared.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
