@@ -14,6 +14,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> plugins: fmt and clippy (wasm32-wasip2)" >&2
 ./scripts/lint-plugins.sh
 
+echo "==> fuzz targets (bounded)" >&2
+./scripts/fuzz.sh
+
 echo "==> tests" >&2
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked

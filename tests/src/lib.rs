@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod netns;
+
 /// Path to the `volli` binary under test.
 pub fn volli_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -95,6 +97,15 @@ pub struct Options {
     pub args: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// TOML appended to the test configuration (which turns the LAN off: tests must not
+    /// send multicast to the host's network).
+    pub config: String,
+    /// Run inside this network namespace (`ip netns exec`).
+    pub netns: Option<String>,
+    /// API listen address instead of 127.0.0.1:0.
+    pub api_listen: Option<String>,
+    /// libp2p listen address instead of /ip4/127.0.0.1/tcp/0.
+    pub p2p_listen: Option<String>,
 }
 
 impl Node {
@@ -120,12 +131,38 @@ impl Node {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(volli_bin())
+        let config = data_dir.with_extension("toml");
+        let base = if options.config.contains("[network]") {
+            ""
+        } else {
+            "[network]\nlan = false\n"
+        };
+        std::fs::write(&config, format!("{base}{}\n", options.config)).unwrap();
+        let mut command = match &options.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(volli_bin());
+                c
+            }
+            None => Command::new(volli_bin()),
+        };
+        let child = command
             .arg("serve")
+            .arg("--config")
+            .arg(&config)
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--api-listen", "127.0.0.1:0"])
-            .args(["--p2p-listen", "/ip4/127.0.0.1/tcp/0"])
+            .args([
+                "--api-listen",
+                options.api_listen.as_deref().unwrap_or("127.0.0.1:0"),
+            ])
+            .args([
+                "--p2p-listen",
+                options
+                    .p2p_listen
+                    .as_deref()
+                    .unwrap_or("/ip4/127.0.0.1/tcp/0"),
+            ])
             .args(&options.args)
             .envs(options.env.iter().map(|(k, v)| (k, v)))
             .env(
@@ -147,6 +184,18 @@ impl Node {
             log,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Waits until the node answers `/health` (after [`Node::spawn`]).
+    pub async fn wait_until_ready(&mut self) {
+        self.wait_ready().await;
     }
 
     async fn wait_ready(&mut self) {
@@ -222,6 +271,52 @@ impl Node {
             .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// This node's user id and peer id.
+    pub async fn ids(&self) -> (String, String) {
+        let (_, node) = self.get("/v1/node").await;
+        (
+            node["user_id"].as_str().unwrap().to_owned(),
+            node["peer_id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Its first listen address with `/p2p/<peer id>` appended.
+    pub async fn p2p_addr(&self) -> String {
+        let (_, node) = self.get("/v1/node").await;
+        let addr = node["listen_addrs"][0]
+            .as_str()
+            .expect("a listen address")
+            .to_owned();
+        format!("{addr}/p2p/{}", node["peer_id"].as_str().unwrap())
+    }
+
+    /// Polls `GET path` until `check` holds (or panics after `timeout`); returns the body.
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        timeout: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, body) = self.get(path).await;
+            if check(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting on {path}; last: {body}\nlog:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Sends SIGTERM and waits for a clean exit.

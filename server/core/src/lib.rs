@@ -6,13 +6,20 @@
 //! thing everywhere and is parsed in one place.
 #![warn(missing_docs)]
 
+pub mod card;
 pub mod cert;
 mod encoding;
 pub mod ids;
+pub mod invite;
 pub mod keys;
+pub mod record;
 pub mod time;
+pub mod wire;
 
+pub use card::{CardError, ContactCard};
 pub use cert::{CertError, DeviceCertificate, Permissions};
 pub use ids::{IdError, PeerId, UserId};
+pub use invite::{Invite, InviteError};
 pub use keys::{KemPublicKey, KeyError, Signature, UserPublicKeys, UserSecret};
+pub use record::{AddressRecord, RecordError};
 pub use time::Timestamp;

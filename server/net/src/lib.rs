@@ -1,3 +1,171 @@
-//! Volli's networking: the libp2p swarm, owned by one event loop, and a cheap client handle.
-//! (Filled in by the federation work.)
+//! Volli's networking: a libp2p `Swarm` owned by one [`EventLoop`](event_loop) task, and a
+//! cheap [`NetClient`] handle that sends it commands over a bounded channel and awaits replies
+//! on oneshot channels (the shape of rust-libp2p's file-sharing example).
+//!
+//! Transports: TCP + Noise + Yamux, QUIC, and circuit relay v2 as a client. Behaviours:
+//! identify, ping, Kademlia (protocol `/volli/kad/1`, records validated by the node),
+//! rendezvous (client, and server when configured), relay v2 server (bounded), DCUtR, AutoNAT,
+//! connection and memory limits, and one request-response behaviour per application protocol
+//! (`/volli/hello/1`, `/volli/invite/1`, …) carrying opaque bytes.
+//!
+//! This crate knows nothing of users, contacts or messages: the node parses the bytes.
 #![warn(missing_docs)]
+
+mod behaviour;
+mod client;
+mod codec;
+mod event_loop;
+mod protocol;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use client::{NetClient, Responder};
+pub use libp2p::identity::Keypair;
+pub use libp2p::multiaddr::Protocol as MultiaddrProtocol;
+pub use libp2p::{Multiaddr, PeerId};
+pub use protocol::Protocol;
+
+/// Decides whether a Kademlia record (key, value) may be stored or returned.
+pub type RecordValidator = Arc<dyn Fn(&[u8], &[u8]) -> bool + Send + Sync>;
+
+/// How to start the network.
+#[derive(Clone)]
+pub struct NetConfig {
+    /// This device's key (its peer id).
+    pub keypair: Keypair,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Kademlia bootstrap peers (`…/p2p/<peer id>`).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Rendezvous points (`…/p2p/<peer id>`).
+    pub rendezvous_points: Vec<Multiaddr>,
+    /// Take part in the Kademlia DHT (records, providers, peer routing).
+    pub dht: bool,
+    /// Serve as a rendezvous point.
+    pub rendezvous_server: bool,
+    /// Serve as a circuit relay (with libp2p's default reservation and circuit limits).
+    pub relay_server: bool,
+    /// Relays to listen through (`…/p2p/<relay peer id>`), so peers behind NAT can reach us.
+    pub relays: Vec<Multiaddr>,
+    /// Addresses to announce besides the listen addresses.
+    pub external_addrs: Vec<Multiaddr>,
+    /// Connections kept at most.
+    pub max_connections: u32,
+    /// Validates DHT records (inbound stores and lookups); `None` accepts none.
+    pub record_validator: Option<RecordValidator>,
+    /// How long a request waits for its response.
+    pub request_timeout: Duration,
+}
+
+impl NetConfig {
+    /// Defaults around a key and listen addresses.
+    pub fn new(keypair: Keypair, listen: Vec<Multiaddr>) -> Self {
+        Self {
+            keypair,
+            listen,
+            bootstrap: Vec::new(),
+            rendezvous_points: Vec::new(),
+            dht: true,
+            rendezvous_server: false,
+            relay_server: true,
+            relays: Vec::new(),
+            external_addrs: Vec::new(),
+            max_connections: 256,
+            record_validator: None,
+            request_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What the network tells the node.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum NetEvent {
+    /// The set of addresses this node listens on changed.
+    ListenAddrs(Vec<Multiaddr>),
+    /// The first connection to `peer` was established.
+    Connected {
+        /// The peer.
+        peer: PeerId,
+        /// Its address on this connection.
+        addr: Multiaddr,
+    },
+    /// The last connection to `peer` closed.
+    Disconnected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A peer told us (through identify) where it listens.
+    Identified {
+        /// The peer.
+        peer: PeerId,
+        /// Its listen addresses.
+        listen_addrs: Vec<Multiaddr>,
+    },
+    /// A ping measured the round trip to a peer.
+    Rtt {
+        /// The peer.
+        peer: PeerId,
+        /// Round-trip time.
+        rtt: Duration,
+    },
+    /// A peer sent a request on one of the application protocols.
+    Request {
+        /// The peer.
+        peer: PeerId,
+        /// Which protocol.
+        protocol: Protocol,
+        /// The request bytes (size already bounded by the protocol).
+        payload: Vec<u8>,
+        /// Where to send the response.
+        responder: Responder,
+    },
+}
+
+/// A network failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// A listen address could not be used.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// Building the transport failed.
+    #[error("cannot start the network: {0}")]
+    Setup(String),
+    /// The peer could not be reached.
+    #[error("cannot reach {peer}: {reason}")]
+    Unreachable {
+        /// The peer.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+    /// A request failed or timed out.
+    #[error("request to {peer} failed: {reason}")]
+    Request {
+        /// The peer.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+    /// A DHT or rendezvous operation failed.
+    #[error("{0}")]
+    Discovery(String),
+    /// The event loop has stopped.
+    #[error("the network is shut down")]
+    Closed,
+}
+
+/// Starts the network: listens, dials the bootstrap peers, and spawns the event loop.
+/// Returns the client handle and the stream of events for the node.
+pub async fn start(
+    config: NetConfig,
+) -> Result<(NetClient, tokio::sync::mpsc::Receiver<NetEvent>), NetError> {
+    event_loop::start(config).await
+}

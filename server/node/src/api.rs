@@ -5,11 +5,14 @@
 //! `FromRef`; they talk to service handles, never to sqlx, wasmtime or libp2p types.
 
 pub mod auth;
+pub mod contacts;
 pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod invites;
 pub mod node_info;
+pub mod peers;
 pub mod plugins;
 pub mod rate_limit;
 pub mod settings;
@@ -45,6 +48,10 @@ pub struct ApiState {
     pub vault: Vault,
     /// The plugins.
     pub plugins: crate::plugins::Plugins,
+    /// The peer table.
+    pub peers: crate::peers::Peers,
+    /// Contacts and invites.
+    pub contacts: crate::contacts::Contacts,
 }
 
 #[derive(OpenApi)]
@@ -63,6 +70,8 @@ pub struct ApiState {
         (name = "node", description = "This node"),
         (name = "events", description = "Live events over WebSocket"),
         (name = "settings", description = "Settings synced across the user's devices"),
+        (name = "contacts", description = "Invites and contacts"),
+        (name = "peers", description = "Peers found and connected"),
         (name = "plugins", description = "Sandboxed WebAssembly plugins"),
     )
 )]
@@ -93,6 +102,10 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(events::events))
         .routes(routes!(settings::list))
         .routes(routes!(settings::get, settings::put, settings::delete))
+        .routes(routes!(invites::create))
+        .routes(routes!(contacts::add, contacts::list))
+        .routes(routes!(contacts::get, contacts::remove))
+        .routes(routes!(peers::list))
         .routes(routes!(plugins::list))
         .routes({
             let (schemas, paths, router) = routes!(plugins::install);

@@ -52,6 +52,42 @@ enum Command {
     /// List, install and manage plugins.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Create an invite: prints the link and its QR code.
+    Invite {
+        /// Lifetime in seconds [default: one day].
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// How many people may redeem it [default: 1].
+        #[arg(long)]
+        uses: Option<u16>,
+        /// Print only the link.
+        #[arg(long)]
+        no_qr: bool,
+    },
+    /// List contacts, or add and remove them.
+    Contacts {
+        #[command(subcommand)]
+        command: Option<ContactsCommand>,
+    },
+    /// List the peers this node knows.
+    Peers,
+}
+
+#[derive(Subcommand, Debug)]
+enum ContactsCommand {
+    /// Accept an invite link.
+    Add {
+        /// The `volli://invite/…` link.
+        link: String,
+        /// A name for the contact [default: their own].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Remove a contact.
+    Remove {
+        /// Their user id.
+        user_id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -155,6 +191,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => client::status(&connect(&cli)?).await,
         Command::Node => client::node(&connect(&cli)?).await,
         Command::Plugins(command) => plugins_command(&connect(&cli)?, command).await,
+        Command::Invite { ttl, uses, no_qr } => {
+            client::invite(&connect(&cli)?, *ttl, *uses, !*no_qr).await
+        }
+        Command::Contacts { command } => {
+            let c = connect(&cli)?;
+            match command {
+                None => client::contacts(&c).await,
+                Some(ContactsCommand::Add { link, name }) => {
+                    client::add_contact(&c, link, name.as_deref()).await
+                }
+                Some(ContactsCommand::Remove { user_id }) => {
+                    let path = format!("/v1/contacts/{}", client::encode(user_id));
+                    c.send(reqwest::Method::DELETE, &path, client::Body::None)
+                        .await?;
+                    println!("removed {user_id}");
+                    Ok(())
+                }
+            }
+        }
+        Command::Peers => client::peers(&connect(&cli)?).await,
     }
 }
 

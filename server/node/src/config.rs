@@ -34,6 +34,8 @@ pub struct Config {
     pub log: LogConfig,
     /// API limits.
     pub api: ApiConfig,
+    /// Peer-to-peer networking beyond the listen addresses.
+    pub network: NetworkConfig,
     /// Plugins.
     pub plugins: PluginsConfig,
 }
@@ -55,7 +57,46 @@ impl Default for Config {
             device_name: default_device_name(),
             log: LogConfig::default(),
             api: ApiConfig::default(),
+            network: NetworkConfig::default(),
             plugins: PluginsConfig::default(),
+        }
+    }
+}
+
+/// Peer-to-peer networking: rendezvous, relays, limits, the LAN.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Take part in the Kademlia DHT (address records, peer routing). Turning it off hides
+    /// this node from DHT lookups; contacts then find it through the other methods.
+    pub dht: bool,
+    /// Rendezvous points to register at and look users up (`…/p2p/<peer id>`).
+    pub rendezvous_points: Vec<Multiaddr>,
+    /// Serve as a rendezvous point for others.
+    pub rendezvous_server: bool,
+    /// Relay connections for peers that cannot reach each other directly (bounded).
+    pub relay_server: bool,
+    /// Relays to listen through when this node is not reachable directly (`…/p2p/<peer id>`).
+    pub relays: Vec<Multiaddr>,
+    /// Public addresses to announce besides the listen addresses (e.g. a forwarded port).
+    pub external_addrs: Vec<Multiaddr>,
+    /// Connections kept at most.
+    pub max_connections: u32,
+    /// Use the local network's mDNS group (the `lan` capability of discovery plugins).
+    pub lan: bool,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            dht: true,
+            rendezvous_points: Vec::new(),
+            rendezvous_server: false,
+            relay_server: true,
+            relays: Vec::new(),
+            external_addrs: Vec::new(),
+            max_connections: 256,
+            lan: true,
         }
     }
 }

@@ -30,6 +30,46 @@ pub enum Event {
         /// How many events were dropped for this client.
         missed: u64,
     },
+    /// A peer was found by a discovery method (or by a new one).
+    #[serde(rename = "peer.discovered")]
+    PeerDiscovered {
+        /// The peer.
+        peer_id: String,
+        /// Its user, if its certificate verified.
+        user_id: Option<String>,
+        /// Discovery methods that found it.
+        sources: Vec<String>,
+    },
+    /// A connection to a peer opened.
+    #[serde(rename = "peer.connected")]
+    PeerConnected {
+        /// The peer.
+        peer_id: String,
+        /// Its user, if known.
+        user_id: Option<String>,
+    },
+    /// The last connection to a peer closed.
+    #[serde(rename = "peer.disconnected")]
+    PeerDisconnected {
+        /// The peer.
+        peer_id: String,
+    },
+    /// A contact was added (by accepting an invite, or by someone redeeming ours).
+    #[serde(rename = "contact.added")]
+    ContactAdded {
+        /// The contact's user id.
+        user_id: String,
+        /// Their name.
+        name: String,
+    },
+    /// An invite accepted while its inviter was unreachable could not be redeemed.
+    #[serde(rename = "contact.failed")]
+    ContactFailed {
+        /// The inviter's user id.
+        user_id: String,
+        /// Why.
+        reason: String,
+    },
     /// A plugin was marked failed after repeated errors; it is retried after a backoff.
     #[serde(rename = "plugin.failed")]
     PluginFailed {

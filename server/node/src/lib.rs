@@ -9,10 +9,14 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod contacts;
+pub mod discovery;
 pub mod events;
 pub mod identity;
 mod logging;
+pub mod network;
 pub mod node;
+pub mod peers;
 pub mod plugins;
 mod secret_file;
 

@@ -19,9 +19,16 @@ use volli_store::{Store, VaultOptions};
 
 use crate::api::{self, ApiState, auth::Auth};
 use crate::config::Config;
+use crate::contacts::Contacts;
+use crate::discovery::{Discovery, backends, lan::Lan};
 use crate::events::EventBus;
 use crate::identity::{self, Identity};
+use crate::network::Dispatch;
+use crate::peers::Peers;
 use crate::plugins::Plugins;
+use tokio::sync::Notify;
+use volli_core::AddressRecord;
+use volli_net::{NetClient, NetConfig};
 use volli_plugin_host::Services;
 
 /// Facts about this node that the API reports. Cheap to clone.
@@ -68,6 +75,13 @@ impl NodeInfo {
     pub fn started_at(&self) -> Timestamp {
         self.inner.started_at
     }
+    /// Replaces the advertised peer-to-peer addresses.
+    pub fn set_listen_addrs(&self, addrs: Vec<Multiaddr>) {
+        if let Ok(mut current) = self.inner.listen_addrs.write() {
+            *current = addrs;
+        }
+    }
+
     /// The current peer-to-peer listen addresses.
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.inner
@@ -83,52 +97,159 @@ pub fn api_url_path(data_dir: &Path) -> PathBuf {
     data_dir.join("api.url")
 }
 
+/// A started node: identity, storage, network, plugins and services, ready to serve.
+pub struct Node {
+    /// What the API serves.
+    pub state: ApiState,
+    config: Config,
+    store: Store,
+    net: NetClient,
+    _lock: File,
+}
+
+impl Node {
+    /// Claims the data dir and starts everything but the HTTP listener.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let data_dir = config.data_dir.clone();
+        crate::secret_file::private_dir(&data_dir)
+            .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+        let lock = lock_data_dir(&data_dir)?;
+        let loaded = Identity::load_or_create(&data_dir, &config.device_name)
+            .context("cannot load the node identity")?;
+        let identity = loaded.identity;
+        if loaded.created_user {
+            tracing::info!(user_id = %identity.user_id(), data_dir = %data_dir.display(), "created a new identity");
+        }
+        let token =
+            identity::load_or_create_token(&data_dir).context("cannot load the admin token")?;
+        let store = Store::open(&data_dir, VaultOptions::for_peer(identity.vault_peer()))
+            .await
+            .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
+        register_own_device(&store, &identity).await?;
+        let identity = Arc::new(identity);
+        let events = EventBus::new();
+        let peers = Peers::new(identity.peer_id(), events.clone());
+
+        let mut net_config = NetConfig::new(identity.device.clone(), config.p2p_listen.clone());
+        net_config.bootstrap = config.bootstrap.clone();
+        net_config.dht = config.network.dht;
+        net_config.rendezvous_points = config.network.rendezvous_points.clone();
+        net_config.rendezvous_server = config.network.rendezvous_server;
+        net_config.relay_server = config.network.relay_server;
+        net_config.relays = config.network.relays.clone();
+        net_config.external_addrs = config.network.external_addrs.clone();
+        net_config.max_connections = config.network.max_connections;
+        net_config.record_validator = Some(Arc::new(|key: &[u8], value: &[u8]| {
+            AddressRecord::valid_for_key(key, value, Timestamp::now())
+        }));
+        let (net, net_events) = volli_net::start(net_config).await.context(
+            "cannot start peer-to-peer networking (choose other addresses with --p2p-listen)",
+        )?;
+
+        let wake = Arc::new(Notify::new());
+        let lan: Option<Arc<dyn volli_plugin_host::LanBackend>> = if config.network.lan {
+            match Lan::start(wake.clone()) {
+                Ok(lan) => Some(lan),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the local network (mDNS) is not available; LAN discovery is off");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let services = Services {
+            lan,
+            dht: Some(Arc::new(backends::Dht {
+                net: net.clone(),
+                user: identity.user_id(),
+            })),
+            rendezvous: Some(Arc::new(backends::Rendezvous { net: net.clone() })),
+            ..Services::default()
+        };
+        let plugins = Plugins::start(
+            &data_dir,
+            &config.plugins,
+            store.db().clone(),
+            events.clone(),
+            services,
+        )
+        .await
+        .context("cannot start the plugin host")?;
+
+        let node = NodeInfo::new(
+            identity.user_id(),
+            identity.peer_id(),
+            identity.certificate.device_name().to_owned(),
+        );
+        let discovery = Discovery::new(
+            plugins.host().clone(),
+            net.clone(),
+            peers.clone(),
+            store.vault().clone(),
+            identity.clone(),
+            node.clone(),
+            wake,
+        );
+        let contacts = Contacts::new(
+            store.db().clone(),
+            store.vault().clone(),
+            net.clone(),
+            identity.clone(),
+            discovery.clone(),
+            peers.clone(),
+            events.clone(),
+        );
+        Dispatch {
+            net: net.clone(),
+            peers: peers.clone(),
+            discovery: discovery.clone(),
+            contacts: contacts.clone(),
+            identity: identity.clone(),
+            vault: store.vault().clone(),
+        }
+        .spawn(net_events);
+        discovery.spawn();
+        contacts.spawn_retries();
+
+        let state = ApiState {
+            auth: Auth::new(&token),
+            node,
+            events,
+            vault: store.vault().clone(),
+            plugins,
+            peers,
+            contacts,
+        };
+
+        Ok(Self {
+            state,
+            config,
+            store,
+            net,
+            _lock: lock,
+        })
+    }
+
+    /// The HTTP application.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.state.clone(), &self.config.api)
+    }
+
+    /// Stops the network and closes the store; every acknowledged write is on disk.
+    pub async fn shutdown(self) {
+        self.net.shutdown().await;
+        self.store.close().await;
+    }
+}
+
 /// Runs a node until `shutdown` completes.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let node = Node::start(config.clone()).await?;
     let data_dir = config.data_dir.clone();
-    crate::secret_file::private_dir(&data_dir)
-        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
-    let _lock = lock_data_dir(&data_dir)?;
-    let loaded = Identity::load_or_create(&data_dir, &config.device_name)
-        .context("cannot load the node identity")?;
-    let identity = loaded.identity;
-    if loaded.created_user {
-        tracing::info!(user_id = %identity.user_id(), data_dir = %data_dir.display(), "created a new identity");
-    }
-    let token = identity::load_or_create_token(&data_dir).context("cannot load the admin token")?;
-
-    let store = Store::open(&data_dir, VaultOptions::for_peer(identity.vault_peer()))
-        .await
-        .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
-    register_own_device(&store, &identity).await?;
-    let events = EventBus::new();
-    let plugins = Plugins::start(
-        &data_dir,
-        &config.plugins,
-        store.db().clone(),
-        events.clone(),
-        Services::default(),
-    )
-    .await
-    .context("cannot start the plugin host")?;
-
-    let node = NodeInfo::new(
-        identity.user_id(),
-        identity.peer_id(),
-        identity.certificate.device_name().to_owned(),
-    );
-    let state = ApiState {
-        auth: Auth::new(&token),
-        node,
-        events,
-        vault: store.vault().clone(),
-        plugins,
-    };
-    let app = api::router(state, &config.api);
-
     let listener = TcpListener::bind(config.api_listen).await.with_context(|| {
         format!(
             "cannot listen on {} (is another node running? choose another address with --api-listen)",
@@ -140,22 +261,21 @@ pub async fn run(
     let url_path = api_url_path(&data_dir);
     std::fs::write(&url_path, format!("{url}\n")).context("cannot write api.url")?;
     tracing::info!(
-        user_id = %identity.user_id(),
-        peer_id = %identity.peer_id(),
+        user_id = %node.state.node.user_id(),
+        peer_id = %node.state.node.peer_id(),
         "API listening on {url} — admin token in {}",
         identity::token_path(&data_dir).display()
     );
-
     let served = axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        node.router()
+            .into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await;
-
     tracing::info!("shutting down");
     let _ = std::fs::remove_file(&url_path);
-    store.close().await;
+    node.shutdown().await;
     served.context("the API server failed")?;
     tracing::info!("stopped");
     Ok(())

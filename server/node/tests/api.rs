@@ -147,7 +147,7 @@ async fn malformed_bodies_get_4xx_with_stable_codes_and_change_nothing() {
         json!({"settings": {}}),
         "nothing was saved by bad requests"
     );
-    assert_eq!(app.store.vault().settings().await.unwrap().len(), 0);
+    assert_eq!(app.vault().settings().await.unwrap().len(), 0);
 }
 
 #[tokio::test]
@@ -182,7 +182,7 @@ async fn settings_round_trip_through_the_vault() {
         (StatusCode::OK, json!({"dark": true}))
     );
     assert_eq!(
-        app.store.vault().setting("ui.theme").await.unwrap(),
+        app.vault().setting("ui.theme").await.unwrap(),
         Some(json!({"dark": true}))
     );
     let (s, _, _) = app

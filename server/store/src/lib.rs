@@ -6,12 +6,14 @@
 #![warn(missing_docs)]
 
 mod db;
+pub mod invites;
 pub mod plugins;
 pub mod vault;
 
 use std::path::Path;
 
 pub use db::Db;
+pub use invites::{PendingContact, Redemption};
 pub use plugins::PluginRecord;
 pub use vault::{Vault, VaultOptions, VaultStats};
 

@@ -12,12 +12,14 @@
 //! `import` and `export_since` for the component that does.
 
 mod actor;
+mod contacts;
 mod devices;
 mod doc;
 mod settings;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use contacts::Contact;
 pub use devices::DeviceRecord;
 pub use doc::{VaultDoc, root};
 

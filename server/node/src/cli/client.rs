@@ -177,3 +177,127 @@ pub(crate) async fn status(client: &Client) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `volli invite`
+pub(crate) async fn invite(
+    client: &Client,
+    ttl: Option<u64>,
+    uses: Option<u16>,
+    qr: bool,
+) -> anyhow::Result<()> {
+    let mut body = serde_json::Map::new();
+    if let Some(ttl) = ttl {
+        body.insert("ttl_secs".into(), ttl.into());
+    }
+    if let Some(uses) = uses {
+        body.insert("max_uses".into(), uses.into());
+    }
+    let invite = client
+        .send(
+            reqwest::Method::POST,
+            "/v1/invites",
+            Body::Json(Value::Object(body)),
+        )
+        .await?;
+    let link = invite["link"].as_str().unwrap_or_default();
+    if qr {
+        let code = qrcode::QrCode::new(link.as_bytes())?;
+        let art = code
+            .render::<qrcode::render::unicode::Dense1x2>()
+            .dark_color(qrcode::render::unicode::Dense1x2::Light)
+            .light_color(qrcode::render::unicode::Dense1x2::Dark)
+            .build();
+        println!("{art}");
+    }
+    println!("{link}");
+    eprintln!("expires {}", invite["expires_at"].as_str().unwrap_or("?"));
+    Ok(())
+}
+
+/// `volli contacts`
+pub(crate) async fn contacts(client: &Client) -> anyhow::Result<()> {
+    let list: Value = client.get("/v1/contacts").await?;
+    for c in list["contacts"].as_array().into_iter().flatten() {
+        println!(
+            "{}  {}  ({} device(s), since {})",
+            c["user_id"].as_str().unwrap_or("?"),
+            c["name"].as_str().unwrap_or("?"),
+            c["devices"].as_array().map_or(0, Vec::len),
+            c["added_at"].as_str().unwrap_or("?")
+        );
+    }
+    for p in list["pending"].as_array().into_iter().flatten() {
+        println!(
+            "{}  (pending: {} attempt(s){})",
+            p["user_id"].as_str().unwrap_or("?"),
+            p["attempts"],
+            p["last_error"]
+                .as_str()
+                .map(|e| format!(", {e}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// `volli contacts add`
+pub(crate) async fn add_contact(
+    client: &Client,
+    link: &str,
+    name: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut body = serde_json::json!({ "invite": link });
+    if let Some(name) = name {
+        body["name"] = name.into();
+    }
+    let answer = client
+        .send(reqwest::Method::POST, "/v1/contacts", Body::Json(body))
+        .await?;
+    if answer["state"] == "pending" {
+        println!(
+            "the inviter is unreachable right now; {} will be added as soon as their node answers",
+            answer["user_id"].as_str().unwrap_or("?")
+        );
+    } else {
+        println!(
+            "added {} ({})",
+            answer["name"].as_str().unwrap_or("?"),
+            answer["user_id"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+/// `volli peers`
+pub(crate) async fn peers(client: &Client) -> anyhow::Result<()> {
+    let list: Value = client.get("/v1/peers").await?;
+    for p in list["peers"].as_array().into_iter().flatten() {
+        let sources: Vec<&str> = p["sources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "{}  {}  {}  user: {}  via: {}",
+            p["peer_id"].as_str().unwrap_or("?"),
+            if p["connected"] == true {
+                "connected   "
+            } else {
+                "disconnected"
+            },
+            p["addrs"]
+                .as_array()
+                .and_then(|a| a.first())
+                .and_then(Value::as_str)
+                .unwrap_or("-"),
+            p["user_id"].as_str().unwrap_or("-"),
+            if sources.is_empty() {
+                "-".to_owned()
+            } else {
+                sources.join(",")
+            }
+        );
+    }
+    Ok(())
+}

@@ -7,19 +7,16 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt as _;
-use volli_core::UserSecret;
-use volli_node::api::{self, ApiState, auth::Auth};
-use volli_node::config::{ApiConfig, PluginConfig, PluginsConfig};
+use volli_node::config::{ApiConfig, Config, PluginConfig, PluginsConfig};
 use volli_node::events::EventBus;
-use volli_node::node::NodeInfo;
-use volli_node::plugins::Plugins;
-use volli_store::{Store, VaultOptions};
+use volli_node::node::Node;
 
-pub const TOKEN: &str = "test-token-0123456789abcdef0123456789";
+/// The admin token every test node is given (written into its data dir before it starts).
+pub const TOKEN: &str = "test-token-0123456789abcdef0123456789abcdef";
 
 pub struct App {
     pub router: Router,
-    pub store: Store,
+    pub node: Node,
     pub events: EventBus,
     _dir: tempfile::TempDir,
 }
@@ -40,42 +37,42 @@ pub fn plugins_config() -> PluginsConfig {
     config
 }
 
-pub async fn app_with(config: ApiConfig) -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), VaultOptions::for_peer(1))
-        .await
-        .unwrap();
-    let events = EventBus::new();
-    let plugins = Plugins::start(
-        dir.path(),
-        &plugins_config(),
-        store.db().clone(),
-        events.clone(),
-        volli_plugin_host::Services::default(),
-    )
-    .await
-    .unwrap();
-    let user = UserSecret::generate().unwrap();
-    let peer = libp2p_identity::Keypair::generate_ed25519()
-        .public()
-        .to_peer_id();
-    let state = ApiState {
-        auth: Auth::new(TOKEN),
-        node: NodeInfo::new(user.user_id(), peer, "test-device".into()),
-        events: events.clone(),
-        vault: store.vault().clone(),
-        plugins,
+/// A node configuration that stays on loopback: no LAN, ephemeral ports.
+pub fn test_config(dir: &std::path::Path, api: ApiConfig) -> Config {
+    let mut config = Config {
+        data_dir: dir.to_owned(),
+        api,
+        p2p_listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        plugins: plugins_config(),
+        device_name: "test-device".into(),
+        ..Config::default()
     };
+    config.network.lan = false;
+    config
+}
+
+pub async fn app_with(api: ApiConfig) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, TOKEN).unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let node = Node::start(test_config(dir.path(), api)).await.unwrap();
     App {
-        router: api::router(state, &config),
-        store,
-        events,
+        router: node.router(),
+        events: node.state.events.clone(),
+        node,
         _dir: dir,
     }
 }
 
 pub async fn app() -> App {
     app_with(ApiConfig::default()).await
+}
+
+impl App {
+    pub fn vault(&self) -> &volli_store::Vault {
+        &self.node.state.vault
+    }
 }
 
 impl App {

@@ -1,0 +1,119 @@
+//! The composed network behaviour.
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::kad::store::MemoryStore;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    StreamProtocol, autonat, connection_limits, dcutr, identify, kad, memory_connection_limits,
+    ping, relay, rendezvous, request_response,
+};
+
+use crate::NetConfig;
+use crate::codec::BytesCodec;
+use crate::protocol::Protocol;
+
+/// The Kademlia protocol of Volli's DHT, separate from IPFS's.
+pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/volli/kad/1");
+const IDENTIFY_PROTOCOL: &str = "/volli/id/1";
+
+type Rpc = request_response::Behaviour<BytesCodec>;
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) memory: memory_connection_limits::Behaviour,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) kad: Toggle<kad::Behaviour<MemoryStore>>,
+    pub(crate) rendezvous: rendezvous::client::Behaviour,
+    pub(crate) rendezvous_server: Toggle<rendezvous::server::Behaviour>,
+    pub(crate) relay_server: Toggle<relay::Behaviour>,
+    pub(crate) relay_client: relay::client::Behaviour,
+    pub(crate) dcutr: dcutr::Behaviour,
+    pub(crate) autonat: autonat::Behaviour,
+    pub(crate) hello: Rpc,
+    pub(crate) invite: Rpc,
+    pub(crate) message: Rpc,
+    pub(crate) relay_mailbox: Rpc,
+    pub(crate) sync: Rpc,
+}
+
+fn rpc(protocol: Protocol, timeout: Duration) -> Rpc {
+    request_response::Behaviour::with_codec(
+        BytesCodec::new(protocol),
+        [(protocol.id(), request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(timeout)
+            .with_max_concurrent_streams(256),
+    )
+}
+
+impl Behaviour {
+    pub(crate) fn new(
+        key: &Keypair,
+        relay_client: relay::client::Behaviour,
+        config: &NetConfig,
+    ) -> Self {
+        let peer_id = key.public().to_peer_id();
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(config.max_connections))
+            .with_max_established_per_peer(Some(4))
+            .with_max_pending_incoming(Some(64))
+            .with_max_pending_outgoing(Some(64));
+
+        let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+        kad_config
+            .set_query_timeout(Duration::from_secs(10))
+            .set_record_filtering(kad::StoreInserts::FilterBoth)
+            .set_record_ttl(Some(Duration::from_secs(24 * 3600)))
+            .set_publication_interval(Some(Duration::from_secs(12 * 3600)))
+            // Without bootstrap peers there is nothing to refresh from until peers connect.
+            .set_periodic_bootstrap_interval(
+                (!config.bootstrap.is_empty()).then_some(Duration::from_secs(5 * 60)),
+            );
+        let mut kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_config);
+        kad.set_mode(Some(kad::Mode::Server));
+
+        let timeout = config.request_timeout;
+        Self {
+            limits: connection_limits::Behaviour::new(limits),
+            memory: memory_connection_limits::Behaviour::with_max_percentage(0.9),
+            identify: identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                    .with_agent_version(format!("volli/{}", env!("CARGO_PKG_VERSION"))),
+            ),
+            ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(30))),
+            kad: config.dht.then_some(kad).into(),
+            rendezvous: rendezvous::client::Behaviour::new(key.clone()),
+            rendezvous_server: config
+                .rendezvous_server
+                .then(|| rendezvous::server::Behaviour::new(rendezvous::server::Config::default()))
+                .into(),
+            relay_server: config
+                .relay_server
+                .then(|| relay::Behaviour::new(peer_id, relay::Config::default()))
+                .into(),
+            relay_client,
+            dcutr: dcutr::Behaviour::new(peer_id),
+            autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+            hello: rpc(Protocol::Hello, timeout),
+            invite: rpc(Protocol::Invite, timeout),
+            message: rpc(Protocol::Message, timeout),
+            relay_mailbox: rpc(Protocol::Relay, timeout),
+            sync: rpc(Protocol::Sync, timeout),
+        }
+    }
+
+    pub(crate) fn rpc(&mut self, protocol: Protocol) -> &mut Rpc {
+        match protocol {
+            Protocol::Hello => &mut self.hello,
+            Protocol::Invite => &mut self.invite,
+            Protocol::Message => &mut self.message,
+            Protocol::Relay => &mut self.relay_mailbox,
+            Protocol::Sync => &mut self.sync,
+        }
+    }
+}

@@ -1,0 +1,840 @@
+//! The event loop: the only owner of the `Swarm`. It serves commands from `NetClient`s,
+//! turns swarm events into `NetEvent`s for the node, and completes pending operations.
+//!
+//! Everything is bounded: the command channel, the event channel (events are dropped, with a
+//! warning, if the node falls that far behind), and every table of pending operations
+//! (expired by a once-a-second sweep).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use libp2p::kad::store::RecordStore as _;
+use libp2p::kad::{
+    self, GetProvidersOk, GetRecordOk, QueryId, QueryResult, Quorum, Record, RecordKey,
+};
+use libp2p::multiaddr::Protocol as AddrProtocol;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{DialError, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, noise, ping, rendezvous, tcp, yamux};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use crate::client::{Command, NetClient, Responder};
+use crate::protocol::Protocol;
+use crate::{NetConfig, NetError, NetEvent, RecordValidator};
+
+const COMMANDS: usize = 256;
+const EVENTS: usize = 1024;
+/// How long dials and rendezvous operations may stay pending.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
+const MAX_PENDING: usize = 4096;
+const RENDEZVOUS_LIMIT: u64 = 64;
+
+type Reply<T> = oneshot::Sender<Result<T, NetError>>;
+
+struct Pending<T> {
+    reply: Reply<T>,
+    deadline: Instant,
+}
+
+struct RendezvousOp<T> {
+    reply: Reply<T>,
+    waiting: HashSet<PeerId>,
+    found: T,
+    ok: bool,
+    deadline: Instant,
+}
+
+pub(crate) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    command_tx: mpsc::Sender<Command>,
+    events: mpsc::Sender<NetEvent>,
+    validator: Option<RecordValidator>,
+    rendezvous_points: Vec<PeerId>,
+    listen_addrs: BTreeSet<Multiaddr>,
+    dials: HashMap<PeerId, Vec<Pending<()>>>,
+    requests: HashMap<(Protocol, OutboundRequestId), PendingRequest>,
+    gets: HashMap<QueryId, PendingGet>,
+    puts: HashMap<QueryId, Reply<()>>,
+    provides: HashMap<QueryId, Reply<()>>,
+    providers: HashMap<QueryId, (HashSet<PeerId>, Reply<Vec<PeerId>>)>,
+    bootstraps: HashMap<QueryId, Reply<()>>,
+    registers: HashMap<String, RendezvousOp<()>>,
+    discovers: HashMap<String, RendezvousOp<Registrations>>,
+}
+
+/// The peer an outbound request went to and who waits for its answer.
+type PendingRequest = (PeerId, Reply<Vec<u8>>);
+/// Records found so far by a DHT get and who waits for them.
+type PendingGet = (Vec<Vec<u8>>, Reply<Vec<Vec<u8>>>);
+/// Peers and their addresses registered under a rendezvous namespace.
+type Registrations = Vec<(PeerId, Vec<Multiaddr>)>;
+
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        AddrProtocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}
+
+fn dht_off() -> NetError {
+    NetError::Discovery("this node does not take part in the DHT".into())
+}
+
+fn setup(e: impl std::fmt::Display) -> NetError {
+    NetError::Setup(e.to_string())
+}
+
+pub(crate) async fn start(
+    config: NetConfig,
+) -> Result<(NetClient, mpsc::Receiver<NetEvent>), NetError> {
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(setup)?
+        .with_quic()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(setup)?
+        .with_behaviour(|key, relay_client| Behaviour::new(key, relay_client, &config))
+        .map_err(setup)?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NetError::Listen {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+    }
+    for addr in &config.external_addrs {
+        swarm.add_external_address(addr.clone());
+    }
+    for addr in &config.bootstrap {
+        let Some(peer) = peer_of(addr) else {
+            return Err(NetError::Setup(format!(
+                "bootstrap address {addr} lacks /p2p/<peer id>"
+            )));
+        };
+        if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
+            kad.add_address(&peer, addr.clone());
+        }
+        swarm.add_peer_address(peer, addr.clone());
+    }
+    let mut rendezvous_points = Vec::new();
+    for addr in &config.rendezvous_points {
+        let Some(peer) = peer_of(addr) else {
+            return Err(NetError::Setup(format!(
+                "rendezvous point {addr} lacks /p2p/<peer id>"
+            )));
+        };
+        swarm.add_peer_address(peer, addr.clone());
+        rendezvous_points.push(peer);
+        if let Err(e) = swarm.dial(addr.clone()) {
+            tracing::warn!(%addr, error = %e, "cannot dial the rendezvous point yet");
+        }
+    }
+    for addr in &config.relays {
+        if peer_of(addr).is_none() {
+            return Err(NetError::Setup(format!(
+                "relay {addr} lacks /p2p/<peer id>"
+            )));
+        }
+        let circuit = addr.clone().with(AddrProtocol::P2pCircuit);
+        if let Err(e) = swarm.listen_on(circuit.clone()) {
+            tracing::warn!(addr = %circuit, error = %e, "cannot listen through the relay");
+        }
+    }
+    if !config.bootstrap.is_empty()
+        && let Some(kad) = swarm.behaviour_mut().kad.as_mut()
+        && let Err(e) = kad.bootstrap()
+    {
+        tracing::warn!(error = %e, "DHT bootstrap could not start");
+    }
+
+    let local_peer = *swarm.local_peer_id();
+    let (command_tx, commands) = mpsc::channel(COMMANDS);
+    let (events, events_rx) = mpsc::channel(EVENTS);
+    let event_loop = EventLoop {
+        swarm,
+        commands,
+        command_tx: command_tx.clone(),
+        events,
+        validator: config.record_validator.clone(),
+        rendezvous_points,
+        listen_addrs: BTreeSet::new(),
+        dials: HashMap::new(),
+        requests: HashMap::new(),
+        gets: HashMap::new(),
+        puts: HashMap::new(),
+        provides: HashMap::new(),
+        providers: HashMap::new(),
+        bootstraps: HashMap::new(),
+        registers: HashMap::new(),
+        discovers: HashMap::new(),
+    };
+    tokio::spawn(event_loop.run());
+    Ok((NetClient::new(command_tx, local_peer), events_rx))
+}
+
+impl EventLoop {
+    async fn run(mut self) {
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown(done)) => {
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(command) => self.on_command(command),
+                    None => return,
+                },
+                _ = sweep.tick() => self.expire(),
+            }
+        }
+    }
+
+    fn emit(&self, event: NetEvent) {
+        if let Err(mpsc::error::TrySendError::Full(event)) = self.events.try_send(event) {
+            tracing::warn!(
+                ?event,
+                "the node is not keeping up with network events; one was dropped"
+            );
+        }
+    }
+
+    /// The Kademlia behaviour; only called after checking that the DHT is on.
+    fn kad(&mut self) -> &mut kad::Behaviour<kad::store::MemoryStore> {
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("DHT commands are answered early when the DHT is off"))
+    }
+
+    fn valid(&self, key: &[u8], value: &[u8]) -> bool {
+        self.validator.as_ref().is_some_and(|v| v(key, value))
+    }
+
+    fn busy(&self) -> bool {
+        self.requests.len() + self.gets.len() + self.puts.len() + self.providers.len() > MAX_PENDING
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Shutdown(_) => {}
+            Command::ListenAddrs(reply) => {
+                let _ = reply.send(self.listen_addrs.iter().cloned().collect());
+            }
+            Command::ConnectedPeers(reply) => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::Dial { peer, addrs, reply } => {
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .extend_addresses_through_behaviour()
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                match self.swarm.dial(opts) {
+                    Ok(()) => self.dials.entry(peer).or_default().push(Pending {
+                        reply,
+                        deadline: Instant::now() + OPERATION_TIMEOUT,
+                    }),
+                    Err(DialError::DialPeerConditionFalse(_)) if self.swarm.is_connected(&peer) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(DialError::DialPeerConditionFalse(_)) => {
+                        // A dial is already under way; wait for its outcome.
+                        self.dials.entry(peer).or_default().push(Pending {
+                            reply,
+                            deadline: Instant::now() + OPERATION_TIMEOUT,
+                        });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(NetError::Unreachable {
+                            peer: peer.to_string(),
+                            reason: e.to_string(),
+                        }));
+                    }
+                }
+            }
+            Command::Disconnect(peer) => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::Request {
+                peer,
+                protocol,
+                payload,
+                addrs,
+                reply,
+            } => {
+                if self.busy() {
+                    let _ = reply.send(Err(NetError::Request {
+                        peer: peer.to_string(),
+                        reason: "too many requests in flight".into(),
+                    }));
+                    return;
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc(protocol)
+                    .send_request_with_addresses(&peer, payload, addrs);
+                self.requests.insert((protocol, id), (peer, reply));
+            }
+            Command::Respond {
+                protocol,
+                channel,
+                payload,
+            } => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc(protocol)
+                    .send_response(channel, payload)
+                    .is_err()
+                {
+                    tracing::debug!(?protocol, "the requester went away before the response");
+                }
+            }
+            Command::DhtPut { reply, .. }
+            | Command::DhtProvide { reply, .. }
+            | Command::DhtBootstrap(reply)
+                if self.swarm.behaviour().kad.as_ref().is_none() =>
+            {
+                let _ = reply.send(Err(dht_off()));
+            }
+            Command::DhtGet { reply, .. } if self.swarm.behaviour().kad.as_ref().is_none() => {
+                let _ = reply.send(Err(dht_off()));
+            }
+            Command::DhtProviders { reply, .. }
+                if self.swarm.behaviour().kad.as_ref().is_none() =>
+            {
+                let _ = reply.send(Err(dht_off()));
+            }
+            Command::DhtPut { key, value, reply } => {
+                if !self.valid(&key, &value) {
+                    let _ = reply.send(Err(NetError::Discovery(
+                        "the record is not valid for its key".into(),
+                    )));
+                    return;
+                }
+                // `put_record` stores the record locally first, then replicates it.
+                let record = Record::new(RecordKey::new(&key), value);
+                match self.kad().put_record(record, Quorum::One) {
+                    Ok(id) => {
+                        self.puts.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(NetError::Discovery(e.to_string())));
+                    }
+                }
+            }
+            Command::DhtGet { key, reply } => {
+                let id = self.kad().get_record(RecordKey::new(&key));
+                self.gets.insert(id, (Vec::new(), reply));
+            }
+            Command::DhtProvide { key, reply } => {
+                match self.kad().start_providing(RecordKey::new(&key)) {
+                    Ok(id) => {
+                        self.provides.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(NetError::Discovery(e.to_string())));
+                    }
+                }
+            }
+            Command::DhtProviders { key, reply } => {
+                let id = self.kad().get_providers(RecordKey::new(&key));
+                self.providers.insert(id, (HashSet::new(), reply));
+            }
+            Command::DhtBootstrap(reply) => match self.kad().bootstrap() {
+                Ok(id) => {
+                    self.bootstraps.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(NetError::Discovery(e.to_string())));
+                }
+            },
+            Command::RendezvousRegister {
+                namespace,
+                ttl,
+                reply,
+            } => self.register(namespace, ttl, reply),
+            Command::RendezvousDiscover { namespace, reply } => self.discover(namespace, reply),
+        }
+    }
+
+    fn register(&mut self, namespace: String, ttl: Duration, reply: Reply<()>) {
+        let ns = match rendezvous::Namespace::new(namespace.clone()) {
+            Ok(ns) => ns,
+            Err(e) => {
+                let _ = reply.send(Err(NetError::Discovery(e.to_string())));
+                return;
+            }
+        };
+        if self.rendezvous_points.is_empty() {
+            let _ = reply.send(Err(NetError::Discovery(
+                "no rendezvous points are configured".into(),
+            )));
+            return;
+        }
+        let mut waiting = HashSet::new();
+        let mut last_error = None;
+        for point in self.rendezvous_points.clone() {
+            match self.swarm.behaviour_mut().rendezvous.register(
+                ns.clone(),
+                point,
+                Some(ttl.as_secs()),
+            ) {
+                Ok(()) => {
+                    waiting.insert(point);
+                }
+                Err(e) => last_error = Some(e.to_string()),
+            }
+        }
+        if waiting.is_empty() {
+            let _ = reply.send(Err(NetError::Discovery(
+                last_error.unwrap_or_else(|| "registration failed".into()),
+            )));
+            return;
+        }
+        if let Some(old) = self.registers.insert(
+            namespace,
+            RendezvousOp {
+                reply,
+                waiting,
+                found: (),
+                ok: false,
+                deadline: Instant::now() + OPERATION_TIMEOUT,
+            },
+        ) {
+            let _ = old.reply.send(Err(NetError::Discovery(
+                "superseded by a newer registration".into(),
+            )));
+        }
+    }
+
+    fn discover(&mut self, namespace: String, reply: Reply<Vec<(PeerId, Vec<Multiaddr>)>>) {
+        let ns = match rendezvous::Namespace::new(namespace.clone()) {
+            Ok(ns) => ns,
+            Err(e) => {
+                let _ = reply.send(Err(NetError::Discovery(e.to_string())));
+                return;
+            }
+        };
+        if self.rendezvous_points.is_empty() {
+            let _ = reply.send(Err(NetError::Discovery(
+                "no rendezvous points are configured".into(),
+            )));
+            return;
+        }
+        for point in self.rendezvous_points.clone() {
+            self.swarm.behaviour_mut().rendezvous.discover(
+                Some(ns.clone()),
+                None,
+                Some(RENDEZVOUS_LIMIT),
+                point,
+            );
+        }
+        let op = RendezvousOp {
+            reply,
+            waiting: self.rendezvous_points.iter().copied().collect(),
+            found: Vec::new(),
+            ok: false,
+            deadline: Instant::now() + OPERATION_TIMEOUT,
+        };
+        if let Some(old) = self.discovers.insert(namespace, op) {
+            let _ = old.reply.send(Err(NetError::Discovery(
+                "superseded by a newer lookup".into(),
+            )));
+        }
+    }
+
+    fn expire(&mut self) {
+        let now = Instant::now();
+        for (peer, pending) in &mut self.dials {
+            let (expired, kept): (Vec<_>, Vec<_>) =
+                pending.drain(..).partition(|p| p.deadline <= now);
+            *pending = kept;
+            for p in expired {
+                let _ = p.reply.send(Err(NetError::Unreachable {
+                    peer: peer.to_string(),
+                    reason: "timed out".into(),
+                }));
+            }
+        }
+        self.dials.retain(|_, pending| !pending.is_empty());
+        let expired: Vec<String> = self
+            .registers
+            .iter()
+            .filter(|(_, op)| op.deadline <= now)
+            .map(|(ns, _)| ns.clone())
+            .collect();
+        for ns in expired {
+            if let Some(op) = self.registers.remove(&ns) {
+                let _ = op.reply.send(if op.ok {
+                    Ok(())
+                } else {
+                    Err(NetError::Discovery("no rendezvous point answered".into()))
+                });
+            }
+        }
+        let expired: Vec<String> = self
+            .discovers
+            .iter()
+            .filter(|(_, op)| op.deadline <= now)
+            .map(|(ns, _)| ns.clone())
+            .collect();
+        for ns in expired {
+            if let Some(op) = self.discovers.remove(&ns) {
+                let _ = op.reply.send(if op.ok {
+                    Ok(op.found)
+                } else {
+                    Err(NetError::Discovery("no rendezvous point answered".into()))
+                });
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::debug!(%address, "listening");
+                if !address
+                    .iter()
+                    .any(|p| matches!(p, AddrProtocol::P2pCircuit))
+                {
+                    self.swarm.add_external_address(address.clone());
+                }
+                self.listen_addrs.insert(address);
+                self.emit(NetEvent::ListenAddrs(
+                    self.listen_addrs.iter().cloned().collect(),
+                ));
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.swarm.remove_external_address(&address);
+                self.listen_addrs.remove(&address);
+                self.emit(NetEvent::ListenAddrs(
+                    self.listen_addrs.iter().cloned().collect(),
+                ));
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                for pending in self.dials.remove(&peer_id).unwrap_or_default() {
+                    let _ = pending.reply.send(Ok(()));
+                }
+                if num_established.get() == 1 {
+                    self.emit(NetEvent::Connected {
+                        peer: peer_id,
+                        addr: endpoint.get_remote_address().clone(),
+                    });
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => self.emit(NetEvent::Disconnected { peer: peer_id }),
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } if !self.swarm.is_connected(&peer) => {
+                for pending in self.dials.remove(&peer).unwrap_or_default() {
+                    let _ = pending.reply.send(Err(NetError::Unreachable {
+                        peer: peer.to_string(),
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if info.protocols.contains(&KAD_PROTOCOL)
+                    && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
+                {
+                    for addr in &info.listen_addrs {
+                        kad.add_address(&peer_id, addr.clone());
+                    }
+                }
+                self.emit(NetEvent::Identified {
+                    peer: peer_id,
+                    listen_addrs: info.listen_addrs,
+                });
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => self.emit(NetEvent::Rtt { peer, rtt }),
+            BehaviourEvent::Kad(event) => self.on_kad_event(event),
+            BehaviourEvent::Rendezvous(event) => self.on_rendezvous_event(event),
+            BehaviourEvent::Hello(e) => self.on_rpc_event(Protocol::Hello, e),
+            BehaviourEvent::Invite(e) => self.on_rpc_event(Protocol::Invite, e),
+            BehaviourEvent::Message(e) => self.on_rpc_event(Protocol::Message, e),
+            BehaviourEvent::RelayMailbox(e) => self.on_rpc_event(Protocol::Relay, e),
+            BehaviourEvent::Sync(e) => self.on_rpc_event(Protocol::Sync, e),
+            BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { old, new }) => {
+                tracing::info!(?old, ?new, "reachability changed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_rpc_event(
+        &mut self,
+        protocol: Protocol,
+        event: request_response::Event<Vec<u8>, Vec<u8>>,
+    ) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    self.emit(NetEvent::Request {
+                        peer,
+                        protocol,
+                        payload: request,
+                        responder: Responder::new(protocol, channel, self.command_tx.clone()),
+                    });
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some((_, reply)) = self.requests.remove(&(protocol, request_id)) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some((_, reply)) = self.requests.remove(&(protocol, request_id)) {
+                    let _ = reply.send(Err(NetError::Request {
+                        peer: peer.to_string(),
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, ?protocol, %error, "inbound request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_kad_event(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::InboundRequest { request } => match request {
+                kad::InboundRequest::PutRecord {
+                    record: Some(record),
+                    source,
+                    ..
+                } => {
+                    if self.valid(record.key.as_ref(), &record.value) {
+                        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
+                            && let Err(e) = kad.store_mut().put(record)
+                        {
+                            tracing::debug!(error = %e, "cannot store a DHT record");
+                        }
+                    } else {
+                        tracing::debug!(%source, "refused an invalid DHT record");
+                    }
+                }
+                kad::InboundRequest::AddProvider {
+                    record: Some(record),
+                } => {
+                    if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
+                        && let Err(e) = kad.store_mut().add_provider(record)
+                    {
+                        tracing::debug!(error = %e, "cannot store a provider record");
+                    }
+                }
+                _ => {}
+            },
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => match result {
+                QueryResult::GetRecord(result) => {
+                    if let Ok(GetRecordOk::FoundRecord(found)) = result {
+                        let record = found.record;
+                        if self.valid(record.key.as_ref(), &record.value)
+                            && let Some((records, _)) = self.gets.get_mut(&id)
+                            && !records.contains(&record.value)
+                        {
+                            records.push(record.value);
+                        }
+                    }
+                    if step.last
+                        && let Some((records, reply)) = self.gets.remove(&id)
+                    {
+                        let _ = reply.send(Ok(records));
+                    }
+                }
+                QueryResult::PutRecord(result) => {
+                    if let Some(reply) = self.puts.remove(&id) {
+                        // Stored locally already; with no peer to replicate to yet, the
+                        // record is still found by lookups through this node.
+                        if let Err(e) = &result {
+                            tracing::debug!(error = %e, "DHT record not replicated to a quorum");
+                        }
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                QueryResult::StartProviding(result) => {
+                    if let Some(reply) = self.provides.remove(&id) {
+                        let _ = reply.send(
+                            result
+                                .map(|_| ())
+                                .map_err(|e| NetError::Discovery(e.to_string())),
+                        );
+                    }
+                }
+                QueryResult::GetProviders(result) => {
+                    if let Ok(GetProvidersOk::FoundProviders { providers, .. }) = result
+                        && let Some((found, _)) = self.providers.get_mut(&id)
+                    {
+                        found.extend(providers);
+                    }
+                    if step.last
+                        && let Some((found, reply)) = self.providers.remove(&id)
+                    {
+                        let _ = reply.send(Ok(found.into_iter().collect()));
+                    }
+                }
+                QueryResult::Bootstrap(result) => {
+                    if step.last
+                        && let Some(reply) = self.bootstraps.remove(&id)
+                    {
+                        let _ = reply.send(
+                            result
+                                .map(|_| ())
+                                .map_err(|e| NetError::Discovery(e.to_string())),
+                        );
+                    }
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn on_rendezvous_event(&mut self, event: rendezvous::client::Event) {
+        use rendezvous::client::Event;
+        match event {
+            Event::Registered {
+                rendezvous_node,
+                namespace,
+                ..
+            } => self.register_answered(namespace.to_string(), rendezvous_node, true),
+            Event::RegisterFailed {
+                rendezvous_node,
+                namespace,
+                error,
+            } => {
+                tracing::debug!(%rendezvous_node, ?error, "rendezvous registration refused");
+                self.register_answered(namespace.to_string(), rendezvous_node, false);
+            }
+            Event::Discovered {
+                rendezvous_node,
+                registrations,
+                ..
+            } => {
+                for registration in registrations {
+                    let ns = registration.namespace.to_string();
+                    let peer = registration.record.peer_id();
+                    let addrs = registration.record.addresses().to_vec();
+                    for addr in &addrs {
+                        self.swarm.add_peer_address(peer, addr.clone());
+                    }
+                    if let Some(op) = self.discovers.get_mut(&ns) {
+                        op.found.push((peer, addrs));
+                    }
+                }
+                let namespaces: Vec<String> = self
+                    .discovers
+                    .iter()
+                    .filter(|(_, op)| op.waiting.contains(&rendezvous_node))
+                    .map(|(ns, _)| ns.clone())
+                    .collect();
+                for ns in namespaces {
+                    self.discover_answered(ns, rendezvous_node, true);
+                }
+            }
+            Event::DiscoverFailed {
+                rendezvous_node,
+                namespace,
+                error,
+            } => {
+                tracing::debug!(%rendezvous_node, ?error, "rendezvous lookup refused");
+                if let Some(ns) = namespace {
+                    self.discover_answered(ns.to_string(), rendezvous_node, false);
+                }
+            }
+            Event::Expired { .. } => {}
+        }
+    }
+
+    fn register_answered(&mut self, namespace: String, point: PeerId, ok: bool) {
+        let Some(op) = self.registers.get_mut(&namespace) else {
+            return;
+        };
+        op.waiting.remove(&point);
+        op.ok |= ok;
+        if (op.ok || op.waiting.is_empty())
+            && let Some(op) = self.registers.remove(&namespace)
+        {
+            let _ = op.reply.send(if op.ok {
+                Ok(())
+            } else {
+                Err(NetError::Discovery(
+                    "every rendezvous point refused the registration".into(),
+                ))
+            });
+        }
+    }
+
+    fn discover_answered(&mut self, namespace: String, point: PeerId, ok: bool) {
+        let Some(op) = self.discovers.get_mut(&namespace) else {
+            return;
+        };
+        op.waiting.remove(&point);
+        op.ok |= ok;
+        if op.waiting.is_empty()
+            && let Some(op) = self.discovers.remove(&namespace)
+        {
+            let _ = op.reply.send(if op.ok {
+                Ok(op.found)
+            } else {
+                Err(NetError::Discovery(
+                    "every rendezvous point refused the lookup".into(),
+                ))
+            });
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The application protocols, each a versioned request-response protocol carrying bytes.
+
+use libp2p::StreamProtocol;
+
+/// An application protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// Device certificates, exchanged when peers connect: binds a peer id to a user id.
+    Hello,
+    /// Redeeming an invite.
+    Invite,
+    /// Delivering an end-to-end encrypted message.
+    Message,
+    /// Depositing at and fetching from a friend's relay mailbox.
+    Relay,
+    /// Syncing the vault between a user's own devices.
+    Sync,
+}
+
+impl Protocol {
+    /// Every protocol.
+    pub const ALL: [Protocol; 5] = [
+        Protocol::Hello,
+        Protocol::Invite,
+        Protocol::Message,
+        Protocol::Relay,
+        Protocol::Sync,
+    ];
+
+    /// The wire protocol id.
+    pub fn id(self) -> StreamProtocol {
+        StreamProtocol::new(match self {
+            Protocol::Hello => "/volli/hello/1",
+            Protocol::Invite => "/volli/invite/1",
+            Protocol::Message => "/volli/msg/1",
+            Protocol::Relay => "/volli/relay/1",
+            Protocol::Sync => "/volli/sync/1",
+        })
+    }
+
+    /// Largest request accepted.
+    pub fn max_request(self) -> usize {
+        match self {
+            Protocol::Hello => 8 << 10,
+            Protocol::Invite => 16 << 10,
+            Protocol::Message | Protocol::Relay => 512 << 10,
+            Protocol::Sync => 4 << 20,
+        }
+    }
+
+    /// Largest response accepted.
+    pub fn max_response(self) -> usize {
+        match self {
+            Protocol::Hello => 8 << 10,
+            Protocol::Invite => 16 << 10,
+            Protocol::Message => 4 << 10,
+            Protocol::Relay => 4 << 20,
+            Protocol::Sync => 16 << 20,
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! Invites and contacts.
+//!
+//! Issuing: `create_invite` stores the hash of a fresh secret with its expiry and use count
+//! and returns a signed `volli://invite/…` link. Accepting: `accept` verifies the link, dials
+//! the inviter with its peer id pinned (the Noise handshake fails on any other key), and
+//! redeems the secret over `/volli/invite/1`, sending this user's signed contact card and
+//! receiving the inviter's. The inviter counts the use atomically in SQLite and both sides
+//! store each other in the vault. If the inviter cannot be reached, the invite is kept and
+//! retried with backoff until it succeeds, fails for good or expires.
+
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use multiaddr::Multiaddr;
+use volli_core::wire::{self, RedeemRequest, RedeemResponse};
+use volli_core::{ContactCard, Invite, PeerId, Timestamp, UserId, invite};
+use volli_net::{NetClient, Protocol};
+use volli_store::vault::Contact;
+use volli_store::{Db, Redemption, Vault};
+
+use crate::discovery::Discovery;
+use crate::events::{Event, EventBus};
+use crate::identity::Identity;
+use crate::peers::Peers;
+
+/// Longest invite lifetime.
+pub const MAX_INVITE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Shortest invite lifetime.
+pub const MIN_INVITE_TTL: Duration = Duration::from_secs(60);
+/// Default invite lifetime.
+pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Most uses of one invite.
+pub const MAX_INVITE_USES: u16 = 100;
+const REDEEM_TIMEOUT: Duration = Duration::from_secs(15);
+const RETRY_EVERY: Duration = Duration::from_secs(5);
+const FIRST_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// Why an invite or contact operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContactError {
+    /// Not a valid invite (garbage, tampered, or this user's own).
+    #[error("{0}")]
+    InvalidInvite(String),
+    /// The invite has expired.
+    #[error("the invite has expired")]
+    Expired,
+    /// The invite was already used up.
+    #[error("the invite has already been used")]
+    Used,
+    /// The inviter refused the redemption.
+    #[error("the inviter refused: {0}")]
+    Refused(String),
+    /// No such contact.
+    #[error("no such contact")]
+    NotFound,
+    /// Storage failed.
+    #[error("storage: {0}")]
+    Store(#[from] volli_store::StoreError),
+}
+
+/// What accepting an invite led to.
+#[derive(Debug)]
+pub enum Accepted {
+    /// The contact, redeemed now.
+    Contact(Box<Contact>),
+    /// The inviter was unreachable; redemption continues in the background.
+    Pending {
+        /// The inviter.
+        inviter: UserId,
+    },
+}
+
+/// A new invite.
+#[derive(Debug, Clone)]
+pub struct CreatedInvite {
+    /// The `volli://invite/…` link.
+    pub link: String,
+    /// When it stops working.
+    pub expires_at: Timestamp,
+}
+
+enum RedeemFailure {
+    /// Worth retrying later.
+    Unreachable(String),
+    /// Final.
+    Failed(ContactError),
+}
+
+/// The contacts service. Cheap to clone.
+#[derive(Clone)]
+pub struct Contacts {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    vault: Vault,
+    net: NetClient,
+    identity: Arc<Identity>,
+    discovery: Discovery,
+    peers: Peers,
+    events: EventBus,
+}
+
+impl Contacts {
+    /// The service.
+    pub fn new(
+        db: Db,
+        vault: Vault,
+        net: NetClient,
+        identity: Arc<Identity>,
+        discovery: Discovery,
+        peers: Peers,
+        events: EventBus,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                vault,
+                net,
+                identity,
+                discovery,
+                peers,
+                events,
+            }),
+        }
+    }
+
+    /// This user's contact card as of now.
+    async fn my_card(&self) -> ContactCard {
+        let identity = &self.inner.identity;
+        let name = match self.inner.vault.setting("profile.name").await {
+            Ok(Some(serde_json::Value::String(name))) if !name.trim().is_empty() => name,
+            _ => identity.certificate.device_name().to_owned(),
+        };
+        ContactCard::issue(
+            &identity.user,
+            &name,
+            std::slice::from_ref(&identity.certificate),
+            &[],
+            Timestamp::now(),
+        )
+    }
+
+    /// Issues an invite valid for `ttl` and `max_uses` redemptions.
+    pub async fn create_invite(
+        &self,
+        ttl: Duration,
+        max_uses: u16,
+    ) -> Result<CreatedInvite, ContactError> {
+        let mut secret = [0u8; 16];
+        getrandom::fill(&mut secret)
+            .map_err(|_| ContactError::InvalidInvite("no randomness available".into()))?;
+        let expires_at = Timestamp::now().saturating_add(ttl);
+        let addrs = self.inner.discovery.advertised_addrs().await;
+        self.inner
+            .db
+            .create_invite(&invite::secret_id(&secret), expires_at, max_uses)
+            .await?;
+        let invite = Invite::create(
+            &self.inner.identity.user,
+            self.inner.identity.certificate.clone(),
+            &addrs,
+            expires_at,
+            max_uses,
+            secret,
+        );
+        Ok(CreatedInvite {
+            link: invite.to_link(),
+            expires_at,
+        })
+    }
+
+    /// Accepts an invite: redeems it now, or keeps it for later if the inviter is unreachable.
+    pub async fn accept(&self, link: &str, name: Option<String>) -> Result<Accepted, ContactError> {
+        let invite = Invite::parse(link).map_err(|e| ContactError::InvalidInvite(e.to_string()))?;
+        if invite.inviter() == self.inner.identity.user_id() {
+            return Err(ContactError::InvalidInvite(
+                "this is your own invite".into(),
+            ));
+        }
+        if invite.is_expired(Timestamp::now()) {
+            return Err(ContactError::Expired);
+        }
+        match self.redeem(&invite, name.clone()).await {
+            Ok(contact) => Ok(Accepted::Contact(Box::new(contact))),
+            Err(RedeemFailure::Failed(e)) => Err(e),
+            Err(RedeemFailure::Unreachable(reason)) => {
+                tracing::info!(inviter = %invite.inviter(), %reason, "inviter unreachable; will retry");
+                self.inner
+                    .db
+                    .add_pending_contact(
+                        &invite.inviter().to_string(),
+                        link.trim(),
+                        name.as_deref(),
+                    )
+                    .await?;
+                Ok(Accepted::Pending {
+                    inviter: invite.inviter(),
+                })
+            }
+        }
+    }
+
+    async fn redeem(
+        &self,
+        invite: &Invite,
+        name: Option<String>,
+    ) -> Result<Contact, RedeemFailure> {
+        self.redeem_at(invite, name, invite.addrs()).await
+    }
+
+    async fn redeem_at(
+        &self,
+        invite: &Invite,
+        name: Option<String>,
+        addrs: Vec<Multiaddr>,
+    ) -> Result<Contact, RedeemFailure> {
+        let request = RedeemRequest {
+            version: 1,
+            secret: invite.secret(),
+            card: self.my_card().await.to_bytes(),
+        };
+        let inviter_peer = invite.device().peer_id();
+        let call = self.inner.net.request(
+            inviter_peer,
+            Protocol::Invite,
+            wire::encode(&request),
+            addrs,
+        );
+        let bytes = match tokio::time::timeout(REDEEM_TIMEOUT, call).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(e)) => return Err(RedeemFailure::Unreachable(e.to_string())),
+            Err(_) => return Err(RedeemFailure::Unreachable("timed out".into())),
+        };
+        let response: RedeemResponse = wire::decode(&bytes, Protocol::Invite.max_response())
+            .map_err(|_| {
+                RedeemFailure::Failed(ContactError::Refused("unreadable answer".into()))
+            })?;
+        let card = match response {
+            RedeemResponse::Accepted { card } => card,
+            RedeemResponse::Expired => return Err(RedeemFailure::Failed(ContactError::Expired)),
+            RedeemResponse::Used => return Err(RedeemFailure::Failed(ContactError::Used)),
+            RedeemResponse::Refused { reason } => {
+                return Err(RedeemFailure::Failed(ContactError::Refused(reason)));
+            }
+        };
+        let card = ContactCard::from_bytes(&card).map_err(|e| {
+            RedeemFailure::Failed(ContactError::Refused(format!("invalid contact card: {e}")))
+        })?;
+        if card.user_id() != invite.inviter() {
+            return Err(RedeemFailure::Failed(ContactError::Refused(
+                "the answer came from another user than the inviter".into(),
+            )));
+        }
+        let (contact, _) = self
+            .inner
+            .vault
+            .put_contact(card, name)
+            .await
+            .map_err(|e| RedeemFailure::Failed(e.into()))?;
+        self.added(&contact, Some((inviter_peer, invite.addrs())))
+            .await;
+        Ok(contact)
+    }
+
+    /// After a contact is stored: tell clients, remember its addresses, note its devices.
+    async fn added(&self, contact: &Contact, reached_at: Option<(PeerId, Vec<Multiaddr>)>) {
+        self.inner.events.publish(Event::ContactAdded {
+            user_id: contact.user_id.to_string(),
+            name: contact.name.clone(),
+        });
+        let mut devices: Vec<(
+            PeerId,
+            Vec<Multiaddr>,
+            Option<volli_core::DeviceCertificate>,
+        )> = Vec::new();
+        for cert in &contact.devices {
+            self.inner.peers.verified(cert.clone());
+            let mut addrs = self
+                .inner
+                .peers
+                .get(&cert.peer_id())
+                .map(|e| e.addrs)
+                .unwrap_or_default();
+            if let Some((peer, extra)) = &reached_at
+                && *peer == cert.peer_id()
+            {
+                for a in extra {
+                    if !addrs.contains(a) {
+                        addrs.push(a.clone());
+                    }
+                }
+            }
+            devices.push((cert.peer_id(), addrs, Some(cert.clone())));
+        }
+        self.inner.discovery.learn(contact.user_id, &devices).await;
+    }
+
+    /// Answers a redemption (inviter side). `peer` is the requesting device, proven by Noise.
+    pub async fn handle_redeem(&self, peer: PeerId, payload: &[u8]) -> Vec<u8> {
+        let refuse = |reason: &str| {
+            wire::encode(&RedeemResponse::Refused {
+                reason: reason.to_owned(),
+            })
+        };
+        let Ok(request) = wire::decode::<RedeemRequest>(payload, Protocol::Invite.max_request())
+        else {
+            return refuse("malformed request");
+        };
+        let Ok(card) = ContactCard::from_bytes(&request.card) else {
+            return refuse("invalid contact card");
+        };
+        if !card.devices().iter().any(|d| d.peer_id() == peer) {
+            return refuse("the contact card does not list the requesting device");
+        }
+        if card.user_id() == self.inner.identity.user_id() {
+            return refuse("this is your own invite");
+        }
+        let id = invite::secret_id(&request.secret);
+        let outcome = self
+            .inner
+            .db
+            .redeem_invite(&id, &card.user_id().to_string(), Timestamp::now())
+            .await;
+        let response = match outcome {
+            Ok(Redemption::Accepted) => match self.inner.vault.put_contact(card, None).await {
+                Ok((contact, is_new)) => {
+                    if is_new {
+                        tracing::info!(contact = %contact.user_id, "invite redeemed");
+                    }
+                    self.added(&contact, None).await;
+                    RedeemResponse::Accepted {
+                        card: self.my_card().await.to_bytes(),
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot store a new contact");
+                    RedeemResponse::Refused {
+                        reason: "the inviter's node failed".into(),
+                    }
+                }
+            },
+            Ok(Redemption::Expired) => RedeemResponse::Expired,
+            Ok(Redemption::Used) => RedeemResponse::Used,
+            Ok(Redemption::Unknown) => RedeemResponse::Refused {
+                reason: "unknown invite".into(),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "cannot count an invite redemption");
+                RedeemResponse::Refused {
+                    reason: "the inviter's node failed".into(),
+                }
+            }
+        };
+        wire::encode(&response)
+    }
+
+    /// Every contact.
+    pub async fn list(&self) -> Result<Vec<Contact>, ContactError> {
+        Ok(self.inner.vault.contacts().await?)
+    }
+
+    /// Invites accepted but not yet redeemed.
+    pub async fn pending(&self) -> Result<Vec<volli_store::PendingContact>, ContactError> {
+        Ok(self.inner.db.pending_contacts().await?)
+    }
+
+    /// One contact.
+    pub async fn get(&self, user: UserId) -> Result<Contact, ContactError> {
+        self.inner
+            .vault
+            .contact(user)
+            .await?
+            .ok_or(ContactError::NotFound)
+    }
+
+    /// Removes a contact (and any pending invite from them).
+    pub async fn remove(&self, user: UserId) -> Result<(), ContactError> {
+        let removed = self.inner.vault.remove_contact(user).await?;
+        let key = user.to_string();
+        let pending = self
+            .inner
+            .db
+            .pending_contacts()
+            .await?
+            .iter()
+            .any(|p| p.inviter == key);
+        self.inner.db.remove_pending_contact(&key).await?;
+        if removed || pending {
+            Ok(())
+        } else {
+            Err(ContactError::NotFound)
+        }
+    }
+
+    /// Retries pending invites in the background until each succeeds, fails or expires.
+    pub fn spawn_retries(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RETRY_EVERY).await;
+                if let Err(e) = this.retry_due().await {
+                    tracing::warn!(error = %e, "retrying pending invites failed");
+                }
+            }
+        });
+    }
+
+    async fn retry_due(&self) -> Result<(), ContactError> {
+        for pending in self.inner.db.due_pending_contacts(Timestamp::now()).await? {
+            let failed = |reason: String| Event::ContactFailed {
+                user_id: pending.inviter.clone(),
+                reason,
+            };
+            let invite = match Invite::parse(&pending.link) {
+                Ok(invite) if !invite.is_expired(Timestamp::now()) => invite,
+                Ok(_) => {
+                    self.inner
+                        .db
+                        .remove_pending_contact(&pending.inviter)
+                        .await?;
+                    self.inner.events.publish(failed(
+                        "the invite expired before the inviter could be reached".into(),
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    self.inner
+                        .db
+                        .remove_pending_contact(&pending.inviter)
+                        .await?;
+                    self.inner.events.publish(failed(e.to_string()));
+                    continue;
+                }
+            };
+            // The inviter may have moved since the invite was made: ask discovery too.
+            let mut addrs = invite.addrs();
+            for addr in self
+                .inner
+                .discovery
+                .locate(invite.inviter(), invite.device().peer_id())
+                .await
+            {
+                if !addrs.contains(&addr) {
+                    addrs.push(addr);
+                }
+            }
+            match self.redeem_at(&invite, pending.name.clone(), addrs).await {
+                Ok(_) => {
+                    self.inner
+                        .db
+                        .remove_pending_contact(&pending.inviter)
+                        .await?
+                }
+                Err(RedeemFailure::Failed(e)) => {
+                    self.inner
+                        .db
+                        .remove_pending_contact(&pending.inviter)
+                        .await?;
+                    self.inner.events.publish(failed(e.to_string()));
+                }
+                Err(RedeemFailure::Unreachable(reason)) => {
+                    let backoff = FIRST_BACKOFF
+                        .saturating_mul(1 << pending.attempts.min(10))
+                        .min(MAX_BACKOFF);
+                    self.inner
+                        .db
+                        .retry_pending_contact(
+                            &pending.inviter,
+                            &reason,
+                            Timestamp::now().saturating_add(backoff),
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses a user id from the API.
+    pub fn parse_user(text: &str) -> Option<UserId> {
+        UserId::from_str(text).ok()
+    }
+}

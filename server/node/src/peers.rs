@@ -1,0 +1,227 @@
+//! The peer table: every peer this node has heard of, with where it was heard (discovery
+//! plugin names), its addresses, whether it is connected, and — only once its device
+//! certificate verified against its Noise-authenticated peer id — which user it belongs to.
+//!
+//! Bounded: past [`MAX_PEERS`] entries, the longest-unseen disconnected peers are forgotten.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use multiaddr::Multiaddr;
+use volli_core::{DeviceCertificate, PeerId, UserId};
+
+use crate::events::{Event, EventBus};
+
+/// Peers kept at most.
+pub const MAX_PEERS: usize = 4096;
+/// Addresses kept per peer at most (newest first).
+const MAX_ADDRS: usize = 16;
+
+/// What the node knows of one peer.
+#[derive(Clone, Debug)]
+pub struct PeerEntry {
+    /// The peer.
+    pub peer_id: PeerId,
+    /// Its user, once its certificate verified.
+    pub user_id: Option<UserId>,
+    /// Its certificate, once verified.
+    pub certificate: Option<DeviceCertificate>,
+    /// Where it may be reached, newest first.
+    pub addrs: Vec<Multiaddr>,
+    /// Discovery plugins that reported it.
+    pub sources: BTreeSet<String>,
+    /// Whether a connection is open.
+    pub connected: bool,
+    /// Last measured round trip.
+    pub rtt: Option<Duration>,
+    last_seen: Instant,
+}
+
+/// The peer table. Cheap to clone.
+#[derive(Clone)]
+pub struct Peers {
+    table: Arc<Mutex<HashMap<PeerId, PeerEntry>>>,
+    events: EventBus,
+    local: PeerId,
+}
+
+impl Peers {
+    /// An empty table for a node whose own peer id is `local` (never listed).
+    pub fn new(local: PeerId, events: EventBus) -> Self {
+        Self {
+            table: Arc::new(Mutex::new(HashMap::new())),
+            events,
+            local,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, PeerEntry>> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn entry<'a>(
+        &self,
+        table: &'a mut HashMap<PeerId, PeerEntry>,
+        peer: PeerId,
+    ) -> (&'a mut PeerEntry, bool) {
+        if !table.contains_key(&peer) && table.len() >= MAX_PEERS {
+            let oldest = table
+                .values()
+                .filter(|e| !e.connected)
+                .min_by_key(|e| e.last_seen)
+                .map(|e| e.peer_id);
+            if let Some(oldest) = oldest {
+                table.remove(&oldest);
+            }
+        }
+        let mut new = false;
+        let entry = table.entry(peer).or_insert_with(|| {
+            new = true;
+            PeerEntry {
+                peer_id: peer,
+                user_id: None,
+                certificate: None,
+                addrs: Vec::new(),
+                sources: BTreeSet::new(),
+                connected: false,
+                rtt: None,
+                last_seen: Instant::now(),
+            }
+        });
+        entry.last_seen = Instant::now();
+        (entry, new)
+    }
+
+    /// Records that `source` found `peer` at `addrs`, with a certificate if it carried one
+    /// (already verified by the caller). Emits `peer.discovered` for a new peer or source.
+    pub fn found(
+        &self,
+        peer: PeerId,
+        addrs: &[Multiaddr],
+        certificate: Option<DeviceCertificate>,
+        source: &str,
+    ) {
+        if peer == self.local {
+            return;
+        }
+        let event = {
+            let mut table = self.lock();
+            let (entry, new) = self.entry(&mut table, peer);
+            for addr in addrs.iter().rev() {
+                entry.addrs.retain(|a| a != addr);
+                entry.addrs.insert(0, addr.clone());
+            }
+            entry.addrs.truncate(MAX_ADDRS);
+            if let Some(cert) = certificate {
+                entry.user_id = Some(cert.user_id());
+                entry.certificate = Some(cert);
+            }
+            let new_source = entry.sources.insert(source.to_owned());
+            (new || new_source).then(|| Event::PeerDiscovered {
+                peer_id: peer.to_base58(),
+                user_id: entry.user_id.map(|u| u.to_string()),
+                sources: entry.sources.iter().cloned().collect(),
+            })
+        };
+        if let Some(event) = event {
+            self.events.publish(event);
+        }
+    }
+
+    /// Adds addresses a peer told us about (identify); no source, no event.
+    pub fn add_addrs(&self, peer: PeerId, addrs: &[Multiaddr]) {
+        if peer == self.local {
+            return;
+        }
+        let mut table = self.lock();
+        let (entry, _) = self.entry(&mut table, peer);
+        for addr in addrs {
+            if !entry.addrs.contains(addr) {
+                entry.addrs.push(addr.clone());
+            }
+        }
+        entry.addrs.truncate(MAX_ADDRS);
+    }
+
+    /// Binds a connected peer to a user after its certificate verified.
+    pub fn verified(&self, certificate: DeviceCertificate) {
+        let peer = certificate.peer_id();
+        let mut table = self.lock();
+        let (entry, _) = self.entry(&mut table, peer);
+        entry.user_id = Some(certificate.user_id());
+        entry.certificate = Some(certificate);
+    }
+
+    /// Marks a peer connected or disconnected, with a `peer.connected` / `peer.disconnected`
+    /// event.
+    pub fn set_connected(&self, peer: PeerId, connected: bool, addr: Option<&Multiaddr>) {
+        if peer == self.local {
+            return;
+        }
+        let user = {
+            let mut table = self.lock();
+            let (entry, _) = self.entry(&mut table, peer);
+            entry.connected = connected;
+            if let Some(addr) = addr
+                && !entry.addrs.contains(addr)
+                && !addr
+                    .iter()
+                    .any(|p| matches!(p, multiaddr::Protocol::P2pCircuit))
+            {
+                entry.addrs.insert(0, addr.clone());
+                entry.addrs.truncate(MAX_ADDRS);
+            }
+            entry.user_id
+        };
+        self.events.publish(if connected {
+            Event::PeerConnected {
+                peer_id: peer.to_base58(),
+                user_id: user.map(|u| u.to_string()),
+            }
+        } else {
+            Event::PeerDisconnected {
+                peer_id: peer.to_base58(),
+            }
+        });
+    }
+
+    /// Records a round-trip time.
+    pub fn rtt(&self, peer: PeerId, rtt: Duration) {
+        if let Some(entry) = self.lock().get_mut(&peer) {
+            entry.rtt = Some(rtt);
+        }
+    }
+
+    /// One peer.
+    pub fn get(&self, peer: &PeerId) -> Option<PeerEntry> {
+        self.lock().get(peer).cloned()
+    }
+
+    /// Every peer, connected first, then by peer id.
+    pub fn list(&self) -> Vec<PeerEntry> {
+        let mut peers: Vec<PeerEntry> = self.lock().values().cloned().collect();
+        peers.sort_by(|a, b| {
+            b.connected
+                .cmp(&a.connected)
+                .then(a.peer_id.cmp(&b.peer_id))
+        });
+        peers
+    }
+
+    /// The known devices of `user` (verified, or claimed by `hints`).
+    pub fn devices_of(&self, user: &UserId) -> Vec<PeerEntry> {
+        self.lock()
+            .values()
+            .filter(|e| e.user_id.as_ref() == Some(user))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether any device of `user` is connected.
+    pub fn user_connected(&self, user: &UserId) -> bool {
+        self.lock()
+            .values()
+            .any(|e| e.connected && e.user_id.as_ref() == Some(user))
+    }
+}

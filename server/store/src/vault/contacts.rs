@@ -1,0 +1,199 @@
+//! Contacts: one mergeable map per user id with the name the user gave them, their latest
+//! contact card (keys, devices, relays) and when they were added. Devices learnt later (a
+//! verified certificate seen on the network) are kept in a `devices` child map, so two of the
+//! user's devices learning different ones merge.
+
+use loro::{LoroMap, LoroValue, ValueOrContainer};
+use volli_core::{ContactCard, DeviceCertificate, Timestamp, UserId};
+
+use super::Vault;
+use super::doc::root;
+use crate::StoreError;
+
+/// A contact as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Contact {
+    /// The contact's user id.
+    pub user_id: UserId,
+    /// The name this user gave them.
+    pub name: String,
+    /// Their latest card.
+    pub card: ContactCard,
+    /// Every device known for them: the card's and those seen since.
+    pub devices: Vec<DeviceCertificate>,
+    /// When they were added.
+    pub added_at: Timestamp,
+}
+
+fn entry(value: ValueOrContainer) -> Option<LoroMap> {
+    match value {
+        ValueOrContainer::Container(loro::Container::Map(m)) => Some(m),
+        _ => None,
+    }
+}
+
+fn read(user: &str, map: &LoroMap) -> Option<Contact> {
+    let user_id: UserId = user.parse().ok()?;
+    if matches!(
+        map.get("removed"),
+        Some(ValueOrContainer::Value(LoroValue::Bool(true)))
+    ) {
+        return None;
+    }
+    let card = match map.get("card")? {
+        ValueOrContainer::Value(LoroValue::Binary(b)) => ContactCard::from_bytes(&b).ok()?,
+        _ => return None,
+    };
+    if card.user_id() != user_id {
+        return None;
+    }
+    let name = match map.get("name") {
+        Some(ValueOrContainer::Value(LoroValue::String(s))) => s.to_string(),
+        _ => card.name().to_owned(),
+    };
+    let added_at = match map.get("added_at") {
+        Some(ValueOrContainer::Value(LoroValue::I64(ms))) => Timestamp::from_millis(ms),
+        _ => Timestamp::from_millis(0),
+    };
+    let mut devices: Vec<DeviceCertificate> = card.devices().to_vec();
+    if let Some(extra) = map.get("devices").and_then(entry) {
+        extra.for_each(|_, v| {
+            if let ValueOrContainer::Value(LoroValue::Binary(b)) = v
+                && let Ok(cert) = DeviceCertificate::from_bytes(&b)
+                && cert.verify_for(&user_id, &cert.peer_id()).is_ok()
+                && !devices.iter().any(|d| d.peer_id() == cert.peer_id())
+            {
+                devices.push(cert);
+            }
+        });
+    }
+    Some(Contact {
+        user_id,
+        name,
+        card,
+        devices,
+        added_at,
+    })
+}
+
+impl Vault {
+    /// Adds a contact, or updates one: a newer card replaces an older one; `name`, when
+    /// given, replaces the stored name. Returns the contact and whether it is new.
+    pub async fn put_contact(
+        &self,
+        card: ContactCard,
+        name: Option<String>,
+    ) -> Result<(Contact, bool), StoreError> {
+        let user = card.user_id().to_string();
+        self.write(move |doc| {
+            let contacts = doc.loro().get_map(root::CONTACTS);
+            let existing = contacts
+                .get(&user)
+                .and_then(entry)
+                .and_then(|m| read(&user, &m));
+            let map = contacts.ensure_mergeable_map(&user)?;
+            let is_new = existing.is_none();
+            let newer = existing
+                .as_ref()
+                .is_none_or(|c| card.issued_at() > c.card.issued_at());
+            if newer {
+                map.insert("card", card.to_bytes())?;
+            }
+            if let Some(name) = name {
+                map.insert("name", name)?;
+            } else if is_new {
+                map.insert("name", card.name())?;
+            }
+            if is_new {
+                map.insert("added_at", Timestamp::now().as_millis())?;
+                map.insert("removed", false)?;
+            }
+            read(&user, &map)
+                .map(|c| (c, is_new))
+                .ok_or_else(|| StoreError::Document("stored contact does not read back".into()))
+        })
+        .await
+    }
+
+    /// Records a device seen for a contact (its certificate must verify for them).
+    pub async fn add_contact_device(
+        &self,
+        certificate: DeviceCertificate,
+    ) -> Result<bool, StoreError> {
+        let user = certificate.user_id();
+        if certificate
+            .verify_for(&user, &certificate.peer_id())
+            .is_err()
+        {
+            return Ok(false);
+        }
+        let key = user.to_string();
+        self.write(move |doc| {
+            let contacts = doc.loro().get_map(root::CONTACTS);
+            let Some(map) = contacts.get(&key).and_then(entry) else {
+                return Ok(false);
+            };
+            let Some(contact) = read(&key, &map) else {
+                return Ok(false);
+            };
+            if contact
+                .devices
+                .iter()
+                .any(|d| d.peer_id() == certificate.peer_id())
+            {
+                return Ok(false);
+            }
+            map.ensure_mergeable_map("devices")?
+                .insert(&certificate.peer_id().to_base58(), certificate.to_bytes())?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Every contact, by user id.
+    pub async fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
+        self.read(|doc| {
+            let mut out = Vec::new();
+            doc.loro().get_map(root::CONTACTS).for_each(|user, v| {
+                if let Some(c) = entry(v).and_then(|m| read(user, &m)) {
+                    out.push(c);
+                }
+            });
+            out.sort_by_key(|c| c.user_id);
+            out
+        })
+        .await
+    }
+
+    /// One contact.
+    pub async fn contact(&self, user: UserId) -> Result<Option<Contact>, StoreError> {
+        let key = user.to_string();
+        self.read(move |doc| {
+            doc.loro()
+                .get_map(root::CONTACTS)
+                .get(&key)
+                .and_then(entry)
+                .and_then(|m| read(&key, &m))
+        })
+        .await
+    }
+
+    /// Removes a contact. Returns false if there was none.
+    pub async fn remove_contact(&self, user: UserId) -> Result<bool, StoreError> {
+        let key = user.to_string();
+        self.write(move |doc| {
+            let contacts = doc.loro().get_map(root::CONTACTS);
+            let Some(map) = contacts.get(&key).and_then(entry) else {
+                return Ok(false);
+            };
+            if read(&key, &map).is_none() {
+                return Ok(false);
+            }
+            // A flag, not a deletion: a mergeable child keeps its identity, so deleting the
+            // key and adding the contact again later would resurrect stale fields.
+            map.insert("removed", true)?;
+            Ok(true)
+        })
+        .await
+    }
+}

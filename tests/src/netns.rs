@@ -1,0 +1,119 @@
+//! A small LAN made of network namespaces: a bridge in the root namespace, and one namespace
+//! per host with a veth pair onto the bridge. Needs root and `ip` (iproute2). Torn down on
+//! drop.
+
+use std::process::Command;
+
+/// Whether this process can build namespaces; when not, the test must be skipped explicitly
+/// with `VOLLI_SKIP_NETNS=1` rather than passing silently.
+pub fn available() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    root && Command::new("ip")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A bridge and hosts attached to it.
+pub struct Lan {
+    id: u32,
+    bridge: String,
+    hosts: Vec<String>,
+    subnet: String,
+}
+
+impl Lan {
+    /// Creates the bridge, with address `<subnet>.1/24`.
+    pub fn new() -> Self {
+        let id = std::process::id() % 10_000;
+        let bridge = format!("vbr{id}");
+        let subnet = format!("10.{}.{}", 200 + (id / 250) % 50, id % 250);
+        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        ip(&["addr", "add", &format!("{subnet}.1/24"), "dev", &bridge]);
+        ip(&["link", "set", &bridge, "up"]);
+        Self {
+            id,
+            bridge,
+            hosts: Vec::new(),
+            subnet,
+        }
+    }
+
+    /// Adds a host; returns its namespace name and IPv4 address.
+    pub fn host(&mut self) -> (String, String) {
+        let n = self.hosts.len() + 2;
+        let ns = format!("vns{}h{n}", self.id);
+        let outer = format!("vo{}h{n}", self.id);
+        let inner = format!("vi{}h{n}", self.id);
+        let addr = format!("{}.{n}", self.subnet);
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        ip(&["netns", "add", &ns]);
+        self.hosts.push(ns.clone());
+        ip(&[
+            "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+        ]);
+        ip(&["link", "set", &inner, "netns", &ns]);
+        ip(&["link", "set", &outer, "master", &self.bridge]);
+        ip(&["link", "set", &outer, "up"]);
+        ip(&[
+            "netns",
+            "exec",
+            &ns,
+            "ip",
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            &inner,
+        ]);
+        ip(&["netns", "exec", &ns, "ip", "link", "set", &inner, "up"]);
+        ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+        ip(&[
+            "netns",
+            "exec",
+            &ns,
+            "ip",
+            "route",
+            "add",
+            "224.0.0.0/4",
+            "dev",
+            &inner,
+        ]);
+        (ns, addr)
+    }
+}
+
+impl Default for Lan {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for ns in &self.hosts {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
