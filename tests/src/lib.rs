@@ -356,3 +356,71 @@ impl Drop for Node {
         self.kill();
     }
 }
+
+/// A TCP port free on loopback right now (for a node that must restart on the same address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Options for a node listening for peers on a fixed loopback port.
+pub fn on_port(port: u16) -> Options {
+    Options {
+        p2p_listen: Some(format!("/ip4/127.0.0.1/tcp/{port}")),
+        ..Options::default()
+    }
+}
+
+/// The node's event stream (JSON frames).
+pub async fn events(node: &Node) -> impl futures::Stream<Item = Value> + Unpin {
+    use futures::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut request = format!("{}/v1/events", node.url.replace("http://", "ws://"))
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", node.token).parse().unwrap(),
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    Box::pin(ws.filter_map(|m| async move {
+        match m {
+            Ok(Message::Text(t)) => serde_json::from_str(&t).ok(),
+            _ => None,
+        }
+    }))
+}
+
+/// The next event of type `kind` within `within`, matching `check`.
+pub async fn next_event(
+    events: &mut (impl futures::Stream<Item = Value> + Unpin),
+    kind: &str,
+    within: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    use futures::StreamExt as _;
+    tokio::time::timeout(within, async {
+        loop {
+            let e = events.next().await.expect("event stream open");
+            if e["type"] == kind && check(&e) {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no matching {kind} event within {within:?}"))
+}
+
+/// Makes `a` and `b` mutual contacts through an invite from `a`.
+pub async fn befriend(a: &Node, b: &Node) {
+    let (status, body) = a.post("/v1/invites", serde_json::json!({})).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = b
+        .post("/v1/contacts", serde_json::json!({"invite": body["link"]}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+}

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use volli_core::{DeviceCertificate, Invite, Timestamp, UserSecret};
-use volli_tests::{Node, Options, repo_root, target_dir, volli};
+use volli_tests::{Node, Options, free_port, repo_root, target_dir, volli};
 
 async fn invite(node: &Node) -> String {
     let (status, body) = node.post("/v1/invites", json!({})).await;
@@ -192,14 +192,6 @@ async fn tampered_garbage_expired_and_used_invites_get_their_errors() {
         (status, body["error"]["code"].as_str()),
         (400, Some("invalid_body"))
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@
 pub mod card;
 pub mod cert;
 mod encoding;
+pub mod envelope;
 pub mod ids;
 pub mod invite;
 pub mod keys;
@@ -18,6 +19,7 @@ pub mod wire;
 
 pub use card::{CardError, ContactCard};
 pub use cert::{CertError, DeviceCertificate, Permissions};
+pub use envelope::{Envelope, EnvelopeError, Message, MessageId, Receipt};
 pub use ids::{IdError, PeerId, UserId};
 pub use invite::{Invite, InviteError};
 pub use keys::{KemPublicKey, KeyError, Signature, UserPublicKeys, UserSecret};

@@ -66,3 +66,75 @@ pub enum RedeemResponse {
         reason: String,
     },
 }
+
+/// `/volli/msg/1` request: an envelope for the receiving node's user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deliver {
+    /// Protocol version.
+    pub version: u8,
+    /// The encoded [`crate::Envelope`].
+    pub envelope: Vec<u8>,
+}
+
+/// `/volli/msg/1` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Delivered {
+    /// Stored (now or before): the recipient's signed receipt.
+    Receipt(crate::Receipt),
+    /// Not accepted, with a reason; retrying will not help.
+    Refused(String),
+    /// Too many messages; retry after this many seconds.
+    RateLimited(u32),
+}
+
+/// `/volli/relay/1` requests: a friend's node as a blind mailbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RelayRequest {
+    /// Hold an envelope for its recipient. `ticket` is the recipient's signed contact card,
+    /// which lists the relay's user among the recipient's relays: the recipient's consent.
+    Deposit {
+        /// The encoded envelope.
+        envelope: Vec<u8>,
+        /// The recipient's encoded contact card.
+        ticket: Vec<u8>,
+        /// How long to hold it, in seconds.
+        ttl_secs: u32,
+    },
+    /// Hand over envelopes held for the requesting user (at most `limit`).
+    Fetch {
+        /// Envelopes wanted at most.
+        limit: u16,
+    },
+    /// The requesting user has these envelopes (by digest): delete them.
+    Ack {
+        /// Envelope digests.
+        ids: Vec<[u8; 32]>,
+    },
+    /// Would this node hold envelopes for the requesting user?
+    Volunteer,
+    /// The requesting user's newer contact card (devices, relays).
+    Card(Vec<u8>),
+}
+
+/// `/volli/relay/1` responses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RelayResponse {
+    /// Held until this time.
+    Held {
+        /// Expiry.
+        expires_at: crate::Timestamp,
+    },
+    /// Envelopes held for the requester, and whether more remain.
+    Envelopes {
+        /// Encoded envelopes.
+        envelopes: Vec<Vec<u8>>,
+        /// More are held.
+        more: bool,
+    },
+    /// Done.
+    Ok,
+    /// Refused, with a reason.
+    Refused(String),
+    /// Too many requests; retry after this many seconds.
+    RateLimited(u32),
+}

@@ -11,10 +11,12 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod invites;
+pub mod messages;
 pub mod node_info;
 pub mod peers;
 pub mod plugins;
 pub mod rate_limit;
+pub mod relay;
 pub mod settings;
 
 use axum::Router;
@@ -52,6 +54,10 @@ pub struct ApiState {
     pub peers: crate::peers::Peers,
     /// Contacts and invites.
     pub contacts: crate::contacts::Contacts,
+    /// Messages.
+    pub messaging: crate::messaging::Messaging,
+    /// Friends' relays.
+    pub relay: crate::relay::Relay,
 }
 
 #[derive(OpenApi)]
@@ -72,6 +78,7 @@ pub struct ApiState {
         (name = "settings", description = "Settings synced across the user's devices"),
         (name = "contacts", description = "Invites and contacts"),
         (name = "peers", description = "Peers found and connected"),
+        (name = "messages", description = "End-to-end encrypted messages and the relay mailbox"),
         (name = "plugins", description = "Sandboxed WebAssembly plugins"),
     )
 )]
@@ -106,6 +113,8 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(contacts::add, contacts::list))
         .routes(routes!(contacts::get, contacts::remove))
         .routes(routes!(peers::list))
+        .routes(routes!(messages::send, messages::list))
+        .routes(routes!(relay::get))
         .routes(routes!(plugins::list))
         .routes({
             let (schemas, paths, router) = routes!(plugins::install);

@@ -71,6 +71,21 @@ enum Command {
     },
     /// List the peers this node knows.
     Peers,
+    /// Send a message to a contact (by user id or by name).
+    Send {
+        /// The contact's user id or name.
+        to: String,
+        /// The text.
+        text: String,
+    },
+    /// Show the conversation with a contact (by user id or by name).
+    Messages {
+        /// The contact's user id or name.
+        with: String,
+        /// How many of the latest messages.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -211,6 +226,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Peers => client::peers(&connect(&cli)?).await,
+        Command::Send { to, text } => client::send(&connect(&cli)?, to, text).await,
+        Command::Messages { with, limit } => client::messages(&connect(&cli)?, with, *limit).await,
     }
 }
 

@@ -144,6 +144,10 @@ pub struct ApiConfig {
     pub public_burst: u32,
     /// Sustained rate of such requests per address, per second.
     pub public_per_second: u32,
+    /// Messages the clients may send at once (`POST /v1/messages`) before 429.
+    pub message_burst: u32,
+    /// Sustained messages per second after the burst.
+    pub messages_per_second: u32,
 }
 
 impl Default for ApiConfig {
@@ -152,6 +156,8 @@ impl Default for ApiConfig {
             max_body_bytes: 256 * 1024,
             public_burst: 100,
             public_per_second: 20,
+            message_burst: 10_000,
+            messages_per_second: 5_000,
         }
     }
 }

@@ -129,9 +129,18 @@ impl Contacts {
         }
     }
 
-    /// This user's contact card as of now.
-    async fn my_card(&self) -> ContactCard {
+    /// This user's contact card as of now, listing the relays it designated.
+    pub(crate) async fn my_card(&self) -> ContactCard {
         let identity = &self.inner.identity;
+        let relays: Vec<UserId> = self
+            .inner
+            .db
+            .designated_relays()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|u| u.parse().ok())
+            .collect();
         let name = match self.inner.vault.setting("profile.name").await {
             Ok(Some(serde_json::Value::String(name))) if !name.trim().is_empty() => name,
             _ => identity.certificate.device_name().to_owned(),
@@ -140,7 +149,7 @@ impl Contacts {
             &identity.user,
             &name,
             std::slice::from_ref(&identity.certificate),
-            &[],
+            &relays,
             Timestamp::now(),
         )
     }

@@ -70,6 +70,28 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A message arrived from a contact (directly or through a relay), once.
+    #[serde(rename = "message.received")]
+    MessageReceived {
+        /// The message id.
+        id: String,
+        /// The sender's user id.
+        from: String,
+        /// The text.
+        body: String,
+        /// When the sender sent it (RFC 3339).
+        sent_at: String,
+    },
+    /// A sent message moved on: `relayed`, `delivered` or `failed`.
+    #[serde(rename = "message.status")]
+    MessageStatus {
+        /// The message id.
+        id: String,
+        /// The recipient's user id.
+        to: String,
+        /// The new status.
+        status: String,
+    },
     /// A plugin was marked failed after repeated errors; it is retried after a backoff.
     #[serde(rename = "plugin.failed")]
     PluginFailed {

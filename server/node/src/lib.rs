@@ -14,10 +14,12 @@ pub mod discovery;
 pub mod events;
 pub mod identity;
 mod logging;
+pub mod messaging;
 pub mod network;
 pub mod node;
 pub mod peers;
 pub mod plugins;
+pub mod relay;
 mod secret_file;
 
 /// The node's version, as reported by `/v1/node` and the OpenAPI document.

@@ -6,14 +6,16 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc};
 use volli_core::wire::{self, Hello};
-use volli_core::{DeviceCertificate, PeerId};
+use volli_core::{DeviceCertificate, PeerId, UserId};
 use volli_net::{NetClient, NetEvent, Protocol, Responder};
 use volli_store::Vault;
 
 use crate::contacts::Contacts;
 use crate::discovery::Discovery;
 use crate::identity::Identity;
+use crate::messaging::Messaging;
 use crate::peers::Peers;
+use crate::relay::Relay;
 
 /// Inbound requests handled at once; more wait.
 pub const MAX_INFLIGHT: usize = 64;
@@ -33,6 +35,10 @@ pub struct Dispatch {
     pub identity: Arc<Identity>,
     /// The vault.
     pub vault: Vault,
+    /// Messages.
+    pub messaging: Messaging,
+    /// Friends' relays.
+    pub relay: Relay,
 }
 
 impl Dispatch {
@@ -93,26 +99,37 @@ impl Dispatch {
             .request(peer, Protocol::Hello, self.hello(), Vec::new())
             .await
         {
-            Ok(bytes) => self.heard(peer, &bytes).await,
+            Ok(bytes) => {
+                // Once per connection (the answer to our own hello): a contact's device
+                // is here, so flush what waits for it and fetch what its node holds.
+                if let Some(user) = self.heard(peer, &bytes).await
+                    && matches!(self.vault.contact(user).await, Ok(Some(_)))
+                {
+                    self.relay.contact_ready(user).await;
+                    self.messaging.contact_ready(user).await;
+                }
+            }
             Err(e) => tracing::debug!(%peer, error = %e, "hello failed"),
         }
     }
 
     /// Binds `peer` to a user if its certificate verifies for exactly that peer id.
-    async fn heard(&self, peer: PeerId, bytes: &[u8]) {
+    async fn heard(&self, peer: PeerId, bytes: &[u8]) -> Option<UserId> {
         let Ok(hello) = wire::decode::<Hello>(bytes, Protocol::Hello.max_response()) else {
             tracing::debug!(%peer, "unreadable hello");
-            return;
+            return None;
         };
         let cert: DeviceCertificate = hello.certificate;
         if cert.verify_for(&cert.user_id(), &peer).is_err() {
             tracing::warn!(%peer, "a peer presented a certificate that is not its own");
-            return;
+            return None;
         }
+        let user = cert.user_id();
         self.peers.verified(cert.clone());
         if let Err(e) = self.vault.add_contact_device(cert).await {
             tracing::warn!(error = %e, "cannot record a contact's device");
         }
+        Some(user)
     }
 
     async fn answer(
@@ -124,11 +141,20 @@ impl Dispatch {
     ) {
         match protocol {
             Protocol::Hello => {
-                self.heard(peer, &payload).await;
+                let _ = self.heard(peer, &payload).await;
                 responder.respond(self.hello()).await;
             }
             Protocol::Invite => {
                 let response = self.contacts.handle_redeem(peer, &payload).await;
+                responder.respond(response).await;
+            }
+            Protocol::Message => {
+                responder
+                    .respond(self.messaging.handle(&payload).await)
+                    .await
+            }
+            Protocol::Relay => {
+                let response = self.relay.handle(peer, &payload).await;
                 responder.respond(response).await;
             }
             // Not served yet: dropping the responder fails the requester's call.

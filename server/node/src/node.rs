@@ -17,15 +17,18 @@ use volli_core::{PeerId, Timestamp, UserId};
 use volli_store::vault::DeviceRecord;
 use volli_store::{Store, VaultOptions};
 
+use crate::api::rate_limit::RateLimiter;
 use crate::api::{self, ApiState, auth::Auth};
 use crate::config::Config;
 use crate::contacts::Contacts;
 use crate::discovery::{Discovery, backends, lan::Lan};
-use crate::events::EventBus;
+use crate::events::{Event, EventBus};
 use crate::identity::{self, Identity};
+use crate::messaging::Messaging;
 use crate::network::Dispatch;
 use crate::peers::Peers;
 use crate::plugins::Plugins;
+use crate::relay::Relay;
 use tokio::sync::Notify;
 use volli_core::AddressRecord;
 use volli_net::{NetClient, NetConfig};
@@ -200,6 +203,25 @@ impl Node {
             peers.clone(),
             events.clone(),
         );
+        let relay = Relay::new(
+            store.db().clone(),
+            store.vault().clone(),
+            net.clone(),
+            identity.clone(),
+            peers.clone(),
+            plugins.host().clone(),
+            contacts.clone(),
+        );
+        let messaging = Messaging::new(
+            store.db().clone(),
+            store.vault().clone(),
+            net.clone(),
+            identity.clone(),
+            peers.clone(),
+            events.clone(),
+            relay.clone(),
+            RateLimiter::new(config.api.message_burst, config.api.messages_per_second),
+        );
         Dispatch {
             net: net.clone(),
             peers: peers.clone(),
@@ -207,10 +229,31 @@ impl Node {
             contacts: contacts.clone(),
             identity: identity.clone(),
             vault: store.vault().clone(),
+            messaging: messaging.clone(),
+            relay: relay.clone(),
         }
         .spawn(net_events);
         discovery.spawn();
         contacts.spawn_retries();
+        relay.spawn();
+        messaging.spawn();
+        // A contact added over a connection that is already open gets no new hello: start
+        // what a connected contact gets (our card, relay designation, outbox, mailbox) here.
+        let mut added = events.subscribe();
+        let (r, m) = (relay.clone(), messaging.clone());
+        tokio::spawn(async move {
+            while let Some(event) = added.next().await {
+                if let Event::ContactAdded { user_id, .. } = &*event
+                    && let Ok(user) = user_id.parse::<UserId>()
+                {
+                    let (r, m) = (r.clone(), m.clone());
+                    tokio::spawn(async move {
+                        r.contact_ready(user).await;
+                        m.contact_ready(user).await;
+                    });
+                }
+            }
+        });
 
         let state = ApiState {
             auth: Auth::new(&token),
@@ -220,6 +263,8 @@ impl Node {
             plugins,
             peers,
             contacts,
+            messaging,
+            relay,
         };
 
         Ok(Self {

@@ -7,6 +7,7 @@
 
 mod db;
 pub mod invites;
+pub mod messaging;
 pub mod plugins;
 pub mod vault;
 
@@ -14,6 +15,7 @@ use std::path::Path;
 
 pub use db::Db;
 pub use invites::{PendingContact, Redemption};
+pub use messaging::{Held, HeldEnvelope, OutboxEntry, RelayStats};
 pub use plugins::PluginRecord;
 pub use vault::{Vault, VaultOptions, VaultStats};
 

@@ -13,6 +13,7 @@
 
 mod actor;
 mod contacts;
+mod conversations;
 mod devices;
 mod doc;
 mod settings;
@@ -20,6 +21,7 @@ mod settings;
 use tokio::sync::{mpsc, oneshot};
 
 pub use contacts::Contact;
+pub use conversations::{MessageStatus, StoredMessage};
 pub use devices::DeviceRecord;
 pub use doc::{VaultDoc, root};
 

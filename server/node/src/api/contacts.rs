@@ -23,6 +23,8 @@ pub struct ContactView {
     pub devices: Vec<String>,
     /// When they were added (RFC 3339).
     pub added_at: String,
+    /// The contacts that hold mail for them (user ids), from their latest card.
+    pub relays: Vec<String>,
 }
 
 impl From<Contact> for ContactView {
@@ -32,6 +34,7 @@ impl From<Contact> for ContactView {
             name: c.name,
             devices: c.devices.iter().map(|d| d.peer_id().to_base58()).collect(),
             added_at: c.added_at.to_rfc3339(),
+            relays: c.card.relays().iter().map(ToString::to_string).collect(),
         }
     }
 }

@@ -17,12 +17,12 @@ use super::error::ApiError;
 /// Addresses tracked at once; beyond this, idle (full) buckets are forgotten first.
 const MAX_TRACKED: usize = 10_000;
 
-/// A per-address token bucket limiter. Cheap to clone.
+/// A token bucket limiter per key (an address, a user). Cheap to clone.
 #[derive(Clone)]
-pub struct RateLimiter {
+pub struct RateLimiter<K = IpAddr> {
     burst: f64,
     per_second: f64,
-    buckets: Arc<Mutex<HashMap<IpAddr, Bucket>>>,
+    buckets: Arc<Mutex<HashMap<K, Bucket>>>,
 }
 
 #[derive(Clone, Copy)]
@@ -31,8 +31,8 @@ struct Bucket {
     updated: Instant,
 }
 
-impl RateLimiter {
-    /// Allows `burst` requests at once and `per_second` sustained, per address.
+impl<K: std::hash::Hash + Eq + Copy> RateLimiter<K> {
+    /// Allows `burst` requests at once and `per_second` sustained, per key.
     pub fn new(burst: u32, per_second: u32) -> Self {
         Self {
             burst: f64::from(burst.max(1)),
@@ -42,7 +42,7 @@ impl RateLimiter {
     }
 
     /// Takes one token for `ip`, or says how many seconds until one is available.
-    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
+    pub fn check(&self, ip: K) -> Result<(), u64> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&ip) {

@@ -301,3 +301,60 @@ pub(crate) async fn peers(client: &Client) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A contact's user id from a user id or a contact name.
+async fn contact_id(client: &Client, who: &str) -> anyhow::Result<String> {
+    if crate::contacts::Contacts::parse_user(who).is_some() {
+        return Ok(who.to_owned());
+    }
+    let list: Value = client.get("/v1/contacts").await?;
+    let matches: Vec<&Value> = list["contacts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["name"] == who)
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one["user_id"].as_str().unwrap_or_default().to_owned()),
+        [] => anyhow::bail!("no contact named {who:?} (see `volli contacts`)"),
+        _ => anyhow::bail!("several contacts are named {who:?}; use the user id"),
+    }
+}
+
+pub(crate) async fn send(client: &Client, to: &str, text: &str) -> anyhow::Result<()> {
+    let to = contact_id(client, to).await?;
+    let answer = client
+        .send(
+            reqwest::Method::POST,
+            "/v1/messages",
+            Body::Json(serde_json::json!({ "to": to, "body": text })),
+        )
+        .await?;
+    println!(
+        "{} {}",
+        answer["status"].as_str().unwrap_or("?"),
+        answer["id"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+pub(crate) async fn messages(client: &Client, with: &str, limit: usize) -> anyhow::Result<()> {
+    let with = contact_id(client, with).await?;
+    let list: Value = client
+        .get(&format!(
+            "/v1/messages?with={}&limit={limit}",
+            encode(&with)
+        ))
+        .await?;
+    for m in list["messages"].as_array().into_iter().flatten() {
+        let mine = m["from"] != with.as_str();
+        println!(
+            "{}  {}  {:<9}  {}",
+            m["sent_at"].as_str().unwrap_or("?"),
+            if mine { "me  " } else { "them" },
+            m["status"].as_str().unwrap_or("?"),
+            m["body"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,574 @@
+//! Message envelopes: a message sealed with HPKE (X-Wing KEM, HKDF-SHA256, ChaCha20-Poly1305)
+//! to the recipient's user key and signed, inside the seal, by the sender's user key.
+//!
+//! What travels (and what a relay sees) is only the version, the recipient's user id, the
+//! X-Wing encapsulation and a ciphertext padded to a size bucket: the sender, the message id,
+//! the time and the length of the text are all inside. The signature covers the recipient
+//! too, so a recipient cannot re-seal a message it got to someone else as if it came from
+//! the original sender. Envelopes are identified on relays by the BLAKE3 hash of their bytes
+//! and messages everywhere by their random [`MessageId`], which makes every path idempotent.
+
+use std::fmt;
+use std::str::FromStr;
+
+use hpke::aead::ChaCha20Poly1305;
+use hpke::kdf::HkdfSha256;
+use hpke::kem::XWing;
+use hpke::{Deserializable as _, OpModeR, OpModeS, Serializable as _};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::UserId;
+use crate::keys::{Signature, UserPublicKeys, UserSecret};
+use crate::time::Timestamp;
+
+/// Longest message text, in bytes.
+pub const MAX_BODY_LEN: usize = 64 * 1024;
+/// Plaintext sizes envelopes are padded to (including the AEAD tag).
+pub const BUCKETS: [usize; 5] = [512, 2 << 10, 8 << 10, 32 << 10, 128 << 10];
+/// Largest encoded envelope accepted.
+pub const MAX_ENVELOPE_LEN: usize = 130 << 10;
+
+const VERSION: u8 = 1;
+const INFO: &[u8] = b"volli/envelope/1";
+const MESSAGE_DOMAIN: &[u8] = b"volli/message/1";
+const RECEIPT_DOMAIN: &[u8] = b"volli/receipt/1";
+const TAG_LEN: usize = 16;
+const ENCAPPED_LEN: usize = 1120;
+
+/// Why an envelope or a receipt was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// Not decodable, over a limit, or of an unknown version.
+    #[error("malformed envelope")]
+    Malformed,
+    /// Sealed to another user.
+    #[error("the envelope is for another user")]
+    WrongRecipient,
+    /// Decryption failed: tampered, or not sealed to this key.
+    #[error("the envelope does not decrypt")]
+    Undecryptable,
+    /// The sender's signature does not verify.
+    #[error("the sender's signature does not verify")]
+    BadSignature,
+    /// The text is longer than [`MAX_BODY_LEN`].
+    #[error("message text longer than {MAX_BODY_LEN} bytes")]
+    TooLong,
+    /// The system random source or the KEM failed.
+    #[error("sealing failed")]
+    Seal,
+}
+
+/// A message id: 16 random bytes, shown as 32 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MessageId([u8; 16]);
+
+impl MessageId {
+    /// A fresh random id.
+    pub fn random() -> Result<Self, EnvelopeError> {
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|_| EnvelopeError::Seal)?;
+        Ok(Self(id))
+    }
+
+    /// Wraps raw bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({self})")
+    }
+}
+
+impl FromStr for MessageId {
+    type Err = EnvelopeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.as_bytes();
+        if s.len() != 32 {
+            return Err(EnvelopeError::Malformed);
+        }
+        let mut out = [0u8; 16];
+        for (i, pair) in s.chunks(2).enumerate() {
+            let hex = std::str::from_utf8(pair).map_err(|_| EnvelopeError::Malformed)?;
+            if !hex
+                .bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+            {
+                return Err(EnvelopeError::Malformed);
+            }
+            out[i] = u8::from_str_radix(hex, 16).map_err(|_| EnvelopeError::Malformed)?;
+        }
+        Ok(Self(out))
+    }
+}
+
+/// A message as the sender wrote it and the recipient reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Its id, chosen by the sender.
+    pub id: MessageId,
+    /// Who wrote it (verified on open).
+    pub sender: UserId,
+    /// When the sender sent it, by the sender's clock.
+    pub sent_at: Timestamp,
+    /// The text.
+    pub body: String,
+}
+
+/// The signed part, inside the seal.
+#[derive(Serialize)]
+struct Signed<'a> {
+    version: u8,
+    sender: &'a UserId,
+    recipient: &'a UserId,
+    id: &'a MessageId,
+    sent_at: Timestamp,
+    body: &'a str,
+}
+
+/// The sealed plaintext (before padding).
+#[derive(Serialize, Deserialize)]
+struct Inner {
+    version: u8,
+    sender: UserId,
+    id: MessageId,
+    sent_at: Timestamp,
+    body: String,
+    signature: Signature,
+}
+
+/// The header bound into the AEAD as associated data.
+#[derive(Serialize)]
+struct Header<'a> {
+    version: u8,
+    recipient: &'a UserId,
+}
+
+/// A sealed message, as it travels and as relays hold it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    version: u8,
+    recipient: UserId,
+    #[serde(with = "serde_bytes_vec")]
+    encapped: Vec<u8>,
+    #[serde(with = "serde_bytes_vec")]
+    ciphertext: Vec<u8>,
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("recipient", &self.recipient)
+            .field("len", &self.ciphertext.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).unwrap_or_else(|_| unreachable!("postcard encodes to a Vec"))
+}
+
+/// The padded size for a plaintext of `len` bytes (tag included), if one fits.
+fn bucket_for(len: usize) -> Option<usize> {
+    BUCKETS.iter().copied().find(|b| len + TAG_LEN <= *b)
+}
+
+impl Envelope {
+    /// Seals `body` from `sender` to `recipient` with a fresh id, sent now.
+    pub fn seal(
+        sender: &UserSecret,
+        recipient: &UserPublicKeys,
+        id: MessageId,
+        sent_at: Timestamp,
+        body: &str,
+    ) -> Result<Self, EnvelopeError> {
+        if body.len() > MAX_BODY_LEN {
+            return Err(EnvelopeError::TooLong);
+        }
+        let signed = Signed {
+            version: VERSION,
+            sender: &sender.user_id(),
+            recipient: &recipient.user_id,
+            id: &id,
+            sent_at,
+            body,
+        };
+        let signature = sender.sign(MESSAGE_DOMAIN, &encode(&signed));
+        let mut plaintext = encode(&Inner {
+            version: VERSION,
+            sender: sender.user_id(),
+            id,
+            sent_at,
+            body: body.to_owned(),
+            signature,
+        });
+        let padded = bucket_for(plaintext.len()).ok_or(EnvelopeError::TooLong)?;
+        plaintext.resize(padded - TAG_LEN, 0);
+        let aad = encode(&Header {
+            version: VERSION,
+            recipient: &recipient.user_id,
+        });
+        let (encapped, ciphertext) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, XWing>(
+            &OpModeS::Base,
+            recipient.kem.as_hpke(),
+            INFO,
+            &plaintext,
+            &aad,
+        )
+        .map_err(|_| EnvelopeError::Seal)?;
+        Ok(Self {
+            version: VERSION,
+            recipient: recipient.user_id,
+            encapped: encapped.to_bytes().to_vec(),
+            ciphertext,
+        })
+    }
+
+    /// Opens an envelope sealed to `me`, checking the sender's signature.
+    pub fn open(&self, me: &UserSecret) -> Result<Message, EnvelopeError> {
+        if self.recipient != me.user_id() {
+            return Err(EnvelopeError::WrongRecipient);
+        }
+        let encapped = <XWing as hpke::Kem>::EncappedKey::from_bytes(&self.encapped)
+            .map_err(|_| EnvelopeError::Malformed)?;
+        let aad = encode(&Header {
+            version: self.version,
+            recipient: &self.recipient,
+        });
+        let plaintext = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, XWing>(
+            &OpModeR::Base,
+            me.kem_secret(),
+            &encapped,
+            INFO,
+            &self.ciphertext,
+            &aad,
+        )
+        .map_err(|_| EnvelopeError::Undecryptable)?;
+        let (inner, padding): (Inner, &[u8]) =
+            postcard::take_from_bytes(&plaintext).map_err(|_| EnvelopeError::Malformed)?;
+        if inner.version != VERSION
+            || inner.body.len() > MAX_BODY_LEN
+            || padding.iter().any(|b| *b != 0)
+        {
+            return Err(EnvelopeError::Malformed);
+        }
+        let signed = Signed {
+            version: VERSION,
+            sender: &inner.sender,
+            recipient: &self.recipient,
+            id: &inner.id,
+            sent_at: inner.sent_at,
+            body: &inner.body,
+        };
+        inner
+            .sender
+            .verify(MESSAGE_DOMAIN, &encode(&signed), &inner.signature)
+            .map_err(|_| EnvelopeError::BadSignature)?;
+        Ok(Message {
+            id: inner.id,
+            sender: inner.sender,
+            sent_at: inner.sent_at,
+            body: inner.body,
+        })
+    }
+
+    /// Parses an envelope (not opening it): bounded, versioned, nothing trailing.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        if bytes.len() > MAX_ENVELOPE_LEN {
+            return Err(EnvelopeError::Malformed);
+        }
+        let envelope: Envelope = match postcard::take_from_bytes(bytes) {
+            Ok((e, [])) => e,
+            _ => return Err(EnvelopeError::Malformed),
+        };
+        if envelope.version != VERSION
+            || envelope.encapped.len() != ENCAPPED_LEN
+            || !BUCKETS.contains(&envelope.ciphertext.len())
+        {
+            return Err(EnvelopeError::Malformed);
+        }
+        Ok(envelope)
+    }
+
+    /// The encoded envelope.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Who it is sealed to.
+    pub fn recipient(&self) -> UserId {
+        self.recipient
+    }
+
+    /// The id relays know it by: BLAKE3 of its encoding.
+    pub fn digest(&self) -> [u8; 32] {
+        *blake3::hash(&self.to_bytes()).as_bytes()
+    }
+}
+
+/// The recipient's signed acknowledgement that a message reached its node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The message.
+    pub id: MessageId,
+    /// Its sender, to whom the receipt is addressed.
+    pub sender: UserId,
+    /// The recipient, who signs.
+    pub recipient: UserId,
+    /// When the recipient's node stored it.
+    pub received_at: Timestamp,
+    signature: Signature,
+}
+
+#[derive(Serialize)]
+struct ReceiptBody<'a> {
+    id: &'a MessageId,
+    sender: &'a UserId,
+    recipient: &'a UserId,
+    received_at: Timestamp,
+}
+
+impl Receipt {
+    /// The recipient acknowledges message `id` from `sender`.
+    pub fn issue(
+        recipient: &UserSecret,
+        id: MessageId,
+        sender: UserId,
+        received_at: Timestamp,
+    ) -> Self {
+        let me = recipient.user_id();
+        let body = ReceiptBody {
+            id: &id,
+            sender: &sender,
+            recipient: &me,
+            received_at,
+        };
+        Self {
+            id,
+            sender,
+            recipient: me,
+            received_at,
+            signature: recipient.sign(RECEIPT_DOMAIN, &encode(&body)),
+        }
+    }
+
+    /// Checks that `recipient` acknowledged message `id` sent by `sender`.
+    pub fn verify(
+        &self,
+        id: MessageId,
+        sender: UserId,
+        recipient: UserId,
+    ) -> Result<(), EnvelopeError> {
+        if self.id != id || self.sender != sender || self.recipient != recipient {
+            return Err(EnvelopeError::BadSignature);
+        }
+        let body = ReceiptBody {
+            id: &self.id,
+            sender: &self.sender,
+            recipient: &self.recipient,
+            received_at: self.received_at,
+        };
+        recipient
+            .verify(RECEIPT_DOMAIN, &encode(&body), &self.signature)
+            .map_err(|_| EnvelopeError::BadSignature)
+    }
+}
+
+/// Byte vectors as serde bytes (compact in postcard).
+mod serde_bytes_vec {
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        crate::encoding::serialize(bytes, s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        crate::encoding::deserialize_vec(d, super::MAX_ENVELOPE_LEN)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn users() -> (UserSecret, UserSecret, UserSecret) {
+        (
+            UserSecret::from_master([1; 32]),
+            UserSecret::from_master([2; 32]),
+            UserSecret::from_master([3; 32]),
+        )
+    }
+
+    fn seal(from: &UserSecret, to: &UserSecret, body: &str) -> (MessageId, Envelope) {
+        let id = MessageId::random().unwrap();
+        let e = Envelope::seal(from, to.public_keys(), id, Timestamp::now(), body).unwrap();
+        (id, e)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn round_trip(body in ".{0,3000}") {
+            let (a, b, _) = users();
+            let (id, e) = seal(&a, &b, &body);
+            let e = Envelope::from_bytes(&e.to_bytes()).unwrap();
+            let m = e.open(&b).unwrap();
+            prop_assert_eq!(m.id, id);
+            prop_assert_eq!(m.sender, a.user_id());
+            prop_assert_eq!(m.body, body);
+        }
+
+        #[test]
+        fn any_flipped_bit_is_refused(body in ".{0,200}", at in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let (a, b, _) = users();
+            let (_, e) = seal(&a, &b, &body);
+            let mut bytes = e.to_bytes();
+            let i = at.index(bytes.len());
+            bytes[i] ^= 1 << bit;
+            let opened = Envelope::from_bytes(&bytes).and_then(|e| e.open(&b));
+            prop_assert!(opened.is_err());
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let (_, b, _) = users();
+            if let Ok(e) = Envelope::from_bytes(&bytes) {
+                let _ = e.open(&b);
+            }
+        }
+    }
+
+    #[test]
+    fn the_wrong_recipient_cannot_open_it() {
+        let (a, b, c) = users();
+        let (_, e) = seal(&a, &b, "for b only");
+        assert_eq!(e.open(&c).unwrap_err(), EnvelopeError::WrongRecipient);
+        // Relabelled for c, it still does not decrypt: the KEM and the AAD bind b.
+        let mut relabelled = e.clone();
+        relabelled.recipient = c.user_id();
+        assert_eq!(
+            relabelled.open(&c).unwrap_err(),
+            EnvelopeError::Undecryptable
+        );
+    }
+
+    #[test]
+    fn a_forwarded_message_does_not_verify_for_the_new_recipient() {
+        // b re-seals what a sent it to c, keeping a's signature: c must refuse it.
+        let (a, b, c) = users();
+        let id = MessageId::random().unwrap();
+        let sent_at = Timestamp::now();
+        let signed = Signed {
+            version: VERSION,
+            sender: &a.user_id(),
+            recipient: &b.user_id(),
+            id: &id,
+            sent_at,
+            body: "hi b",
+        };
+        let signature = a.sign(MESSAGE_DOMAIN, &encode(&signed));
+        let mut plaintext = encode(&Inner {
+            version: VERSION,
+            sender: a.user_id(),
+            id,
+            sent_at,
+            body: "hi b".into(),
+            signature,
+        });
+        plaintext.resize(512 - TAG_LEN, 0);
+        let aad = encode(&Header {
+            version: VERSION,
+            recipient: &c.user_id(),
+        });
+        let (encapped, ciphertext) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, XWing>(
+            &OpModeS::Base,
+            c.public_keys().kem.as_hpke(),
+            INFO,
+            &plaintext,
+            &aad,
+        )
+        .unwrap();
+        let forged = Envelope {
+            version: VERSION,
+            recipient: c.user_id(),
+            encapped: encapped.to_bytes().to_vec(),
+            ciphertext,
+        };
+        assert_eq!(forged.open(&c).unwrap_err(), EnvelopeError::BadSignature);
+    }
+
+    #[test]
+    fn sizes_are_padded_to_buckets() {
+        let (a, b, _) = users();
+        let short = seal(&a, &b, "hi").1;
+        let longer = seal(&a, &b, &"x".repeat(300)).1;
+        assert_eq!(short.ciphertext.len(), longer.ciphertext.len());
+        assert_eq!(short.to_bytes().len(), longer.to_bytes().len());
+        let big = seal(&a, &b, &"x".repeat(MAX_BODY_LEN)).1;
+        assert_eq!(big.ciphertext.len(), 128 << 10);
+        assert!(big.to_bytes().len() <= MAX_ENVELOPE_LEN);
+        let too_long = "x".repeat(MAX_BODY_LEN + 1);
+        assert_eq!(
+            Envelope::seal(
+                &a,
+                b.public_keys(),
+                MessageId::random().unwrap(),
+                Timestamp::now(),
+                &too_long
+            )
+            .unwrap_err(),
+            EnvelopeError::TooLong
+        );
+    }
+
+    #[test]
+    fn receipts_verify_only_for_what_they_acknowledge() {
+        let (a, b, c) = users();
+        let id = MessageId::random().unwrap();
+        let r = Receipt::issue(&b, id, a.user_id(), Timestamp::now());
+        r.verify(id, a.user_id(), b.user_id()).unwrap();
+        assert!(r.verify(id, a.user_id(), c.user_id()).is_err());
+        assert!(
+            r.verify(MessageId::random().unwrap(), a.user_id(), b.user_id())
+                .is_err()
+        );
+        let mut forged = r.clone();
+        forged.received_at = Timestamp::from_millis(0);
+        assert!(forged.verify(id, a.user_id(), b.user_id()).is_err());
+    }
+
+    #[test]
+    fn message_ids_round_trip_as_hex() {
+        let id = MessageId::random().unwrap();
+        assert_eq!(id.to_string().parse::<MessageId>().unwrap(), id);
+        assert!("xyz".parse::<MessageId>().is_err());
+        assert!(
+            "ABCDEF0123456789ABCDEF0123456789"
+                .parse::<MessageId>()
+                .is_err()
+        );
+    }
+}

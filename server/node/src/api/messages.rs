@@ -1,0 +1,166 @@
+//! `/v1/messages`: send a message to a contact, read a conversation.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use volli_core::MessageId;
+use volli_store::vault::StoredMessage;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Json, Query};
+use crate::contacts::Contacts;
+use crate::messaging::{Messaging, MessagingError};
+
+/// Messages returned per page at most.
+pub const MAX_PAGE: usize = 500;
+
+/// A message to send.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    /// The recipient's user id (a contact).
+    pub to: String,
+    /// The text, 1 byte to 64 KiB.
+    pub body: String,
+}
+
+/// A message was accepted and stored.
+#[derive(Serialize, ToSchema)]
+pub struct Sent {
+    /// The message id (32 hex digits).
+    pub id: String,
+    /// Always `queued` at first; `message.status` events follow.
+    #[schema(example = "queued")]
+    pub status: String,
+}
+
+/// A message in a conversation.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Message)]
+pub struct MessageView {
+    /// The message id.
+    pub id: String,
+    /// The sender's user id.
+    pub from: String,
+    /// The recipient's user id.
+    pub to: String,
+    /// The text.
+    pub body: String,
+    /// When the sender sent it (RFC 3339).
+    pub sent_at: String,
+    /// `queued`, `relayed`, `delivered`, `failed` (sent) or `received` (incoming).
+    pub status: String,
+}
+
+impl From<StoredMessage> for MessageView {
+    fn from(m: StoredMessage) -> Self {
+        Self {
+            id: m.id.to_string(),
+            from: m.from.to_string(),
+            to: m.to.to_string(),
+            body: m.body,
+            sent_at: m.sent_at.to_rfc3339(),
+            status: m.status.as_str().to_owned(),
+        }
+    }
+}
+
+/// A page of a conversation.
+#[derive(Serialize, ToSchema)]
+pub struct MessageList {
+    /// Oldest first.
+    pub messages: Vec<MessageView>,
+}
+
+/// Which conversation, and which page of it.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationQuery {
+    /// The contact's user id.
+    pub with: String,
+    /// Only messages before this message id (for paging back).
+    pub before: Option<String>,
+    /// At most this many (default 100, at most 500): the latest ones before `before`.
+    pub limit: Option<usize>,
+}
+
+impl From<MessagingError> for ApiError {
+    fn from(e: MessagingError) -> Self {
+        match e {
+            MessagingError::UnknownContact(_) => {
+                ApiError::not_found("unknown_contact", e.to_string())
+            }
+            MessagingError::Invalid(_) => ApiError::bad_request("invalid_message", e.to_string()),
+            MessagingError::RateLimited(secs) => ApiError::rate_limited(secs),
+            MessagingError::Store(_) => ApiError::internal(e),
+        }
+    }
+}
+
+fn user(text: &str) -> Result<volli_core::UserId, ApiError> {
+    Contacts::parse_user(text)
+        .ok_or_else(|| ApiError::bad_request("invalid_user_id", "not a user id"))
+}
+
+/// Sends a message to a contact.
+///
+/// The message is sealed to the recipient, stored, and delivered directly when one of the
+/// recipient's devices is reachable, otherwise kept in the outbox and deposited at the
+/// recipient's relays. Follow it with `message.status` events (`relayed`, `delivered`,
+/// `failed`).
+#[utoipa::path(post, path = "/v1/messages", tag = "messages", security(("bearer" = [])),
+    request_body = SendMessage,
+    responses(
+        (status = 202, description = "Stored and on its way", body = Sent),
+        (status = 400, description = "Not a user id (`invalid_user_id`) or an empty or too long text (`invalid_message`)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "Not a contact (`unknown_contact`)", body = ErrorBody),
+        (status = 429, description = "Too many messages; see `Retry-After`", body = ErrorBody),
+    ))]
+pub async fn send(
+    State(messaging): State<Messaging>,
+    Json(body): Json<SendMessage>,
+) -> Result<(StatusCode, Json<Sent>), ApiError> {
+    let to = user(&body.to)?;
+    let message = messaging.send(to, body.body).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Sent {
+            id: message.id.to_string(),
+            status: message.status.as_str().to_owned(),
+        }),
+    ))
+}
+
+/// Reads a conversation, oldest first.
+#[utoipa::path(get, path = "/v1/messages", tag = "messages", security(("bearer" = [])),
+    params(ConversationQuery),
+    responses(
+        (status = 200, description = "The messages", body = MessageList),
+        (status = 400, description = "Bad query (`invalid_user_id`, `invalid_message_id`, `invalid_query`)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(messaging): State<Messaging>,
+    Query(query): Query<ConversationQuery>,
+) -> Result<Json<MessageList>, ApiError> {
+    let with = user(&query.with)?;
+    let before = match query.before {
+        Some(b) => Some(b.parse::<MessageId>().map_err(|_| {
+            ApiError::bad_request("invalid_message_id", "`before` is not a message id")
+        })?),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`limit` is 1 to {MAX_PAGE}"),
+        ));
+    }
+    let messages = messaging.conversation(with, before, limit).await?;
+    Ok(Json(MessageList {
+        messages: messages.into_iter().map(MessageView::from).collect(),
+    }))
+}

@@ -1,0 +1,525 @@
+//! Messages: sealing, the persistent outbox, direct delivery with signed receipts, deposits
+//! at friends' relays, and taking in what arrives (directly or fetched from relays).
+//!
+//! Sending seals the text once, writes the envelope to the outbox and the message to the
+//! vault (both durable before the client hears 202), then tries at once. A failed attempt
+//! deposits the envelope at the recipient's relays (once) and is retried with backoff;
+//! a device of the recipient connecting makes its messages due at once. A signed receipt
+//! marks a message `delivered`; a time to live that runs out marks it `failed`. Incoming
+//! messages are stored by id, so a message that arrives twice (a retry, two relays) is
+//! shown once, and are acknowledged only after they are durable.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use volli_core::wire::{self, Deliver, Delivered, RelayRequest, RelayResponse};
+use volli_core::{Envelope, MessageId, PeerId, Receipt, Timestamp, UserId};
+use volli_net::{NetClient, Protocol};
+use volli_store::vault::{MessageStatus, StoredMessage};
+use volli_store::{Db, OutboxEntry, Vault};
+
+use crate::api::rate_limit::RateLimiter;
+use crate::events::{Event, EventBus};
+use crate::identity::Identity;
+use crate::peers::Peers;
+use crate::relay::Relay;
+
+/// How long an undelivered message is retried before it is marked failed.
+pub const MESSAGE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+const MAX_RETRY: Duration = Duration::from_secs(300);
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts running at once.
+const MAX_ATTEMPTS: usize = 256;
+/// Incoming messages a sender may send at once, and per second after that.
+const INBOUND_BURST: u32 = 20_000;
+const INBOUND_PER_SECOND: u32 = 5_000;
+/// How often connected relays are asked for mail, besides when they connect.
+const FETCH_EVERY: Duration = Duration::from_secs(60);
+
+/// Why a message was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum MessagingError {
+    /// The recipient is not a contact.
+    #[error("{0} is not a contact")]
+    UnknownContact(UserId),
+    /// The text is empty or too long.
+    #[error("{0}")]
+    Invalid(String),
+    /// Too many messages; retry after this many seconds.
+    #[error("too many messages; retry in {0} s")]
+    RateLimited(u64),
+    /// Storage failed.
+    #[error("storage: {0}")]
+    Store(#[from] volli_store::StoreError),
+}
+
+/// The messaging service. Cheap to clone.
+#[derive(Clone)]
+pub struct Messaging {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    vault: Vault,
+    net: NetClient,
+    identity: Arc<Identity>,
+    peers: Peers,
+    events: EventBus,
+    relay: Relay,
+    wake: Notify,
+    in_flight: Mutex<HashSet<[u8; 16]>>,
+    attempts: Arc<Semaphore>,
+    sends: RateLimiter<()>,
+    inbound: RateLimiter<UserId>,
+}
+
+impl Messaging {
+    /// The service; `sends` limits `POST /v1/messages`.
+    #[allow(clippy::too_many_arguments)] // the handles it is wired from, once, in `Node::start`
+    pub fn new(
+        db: Db,
+        vault: Vault,
+        net: NetClient,
+        identity: Arc<Identity>,
+        peers: Peers,
+        events: EventBus,
+        relay: Relay,
+        sends: RateLimiter<()>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                vault,
+                net,
+                identity,
+                peers,
+                events,
+                relay,
+                wake: Notify::new(),
+                in_flight: Mutex::new(HashSet::new()),
+                attempts: Arc::new(Semaphore::new(MAX_ATTEMPTS)),
+                sends,
+                inbound: RateLimiter::new(INBOUND_BURST, INBOUND_PER_SECOND),
+            }),
+        }
+    }
+
+    /// Sends `body` to contact `to`: sealed, queued durably, then tried at once.
+    pub async fn send(&self, to: UserId, body: String) -> Result<StoredMessage, MessagingError> {
+        if body.trim().is_empty() {
+            return Err(MessagingError::Invalid("the message is empty".into()));
+        }
+        if body.len() > volli_core::envelope::MAX_BODY_LEN {
+            return Err(MessagingError::Invalid(format!(
+                "the message is longer than {} bytes",
+                volli_core::envelope::MAX_BODY_LEN
+            )));
+        }
+        let contact = self
+            .inner
+            .vault
+            .contact(to)
+            .await?
+            .ok_or(MessagingError::UnknownContact(to))?;
+        self.inner
+            .sends
+            .check(())
+            .map_err(MessagingError::RateLimited)?;
+        let id = MessageId::random().map_err(|e| MessagingError::Invalid(e.to_string()))?;
+        let sent_at = Timestamp::now();
+        let envelope = Envelope::seal(
+            &self.inner.identity.user,
+            contact.card.keys(),
+            id,
+            sent_at,
+            &body,
+        )
+        .map_err(|e| MessagingError::Invalid(e.to_string()))?;
+        let entry = OutboxEntry {
+            id: *id.as_bytes(),
+            recipient: to.to_string(),
+            envelope: envelope.to_bytes(),
+            body: body.clone(),
+            sent_at,
+            expires_at: sent_at.saturating_add(MESSAGE_TTL),
+            attempts: 0,
+            relayed: false,
+        };
+        self.inner.db.outbox_add(&entry).await?;
+        let message = StoredMessage {
+            id,
+            from: self.inner.identity.user_id(),
+            to,
+            body,
+            sent_at,
+            status: MessageStatus::Queued,
+        };
+        self.inner.vault.put_message(to, message.clone()).await?;
+        self.try_now(entry);
+        Ok(message)
+    }
+
+    /// The conversation with `with`, oldest first.
+    pub async fn conversation(
+        &self,
+        with: UserId,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, MessagingError> {
+        Ok(self.inner.vault.messages(with, before, limit).await?)
+    }
+
+    /// Starts the outbox worker and the periodic relay fetch; first puts back into the
+    /// vault any queued message whose vault write a crash lost.
+    pub fn spawn(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.reconcile().await;
+            loop {
+                this.run_due().await;
+                tokio::select! {
+                    () = this.inner.wake.notified() => {}
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(FETCH_EVERY).await;
+                if let Ok(contacts) = this.inner.vault.contacts().await {
+                    for c in contacts {
+                        if this.inner.peers.user_connected(&c.user_id) {
+                            this.fetch_from(c.user_id).await;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    async fn reconcile(&self) {
+        let Ok(entries) = self.inner.db.outbox_all().await else {
+            return;
+        };
+        let me = self.inner.identity.user_id();
+        let mut missing = Vec::new();
+        for e in entries {
+            let Ok(to) = e.recipient.parse::<UserId>() else {
+                continue;
+            };
+            missing.push((
+                to,
+                StoredMessage {
+                    id: MessageId::from_bytes(e.id),
+                    from: me,
+                    to,
+                    body: e.body,
+                    sent_at: e.sent_at,
+                    status: if e.relayed {
+                        MessageStatus::Relayed
+                    } else {
+                        MessageStatus::Queued
+                    },
+                },
+            ));
+        }
+        if !missing.is_empty()
+            && let Err(e) = self.inner.vault.put_messages(missing).await
+        {
+            tracing::warn!(error = %e, "cannot reconcile the outbox with the vault");
+        }
+    }
+
+    /// A device of contact `user` connected and proved who it is.
+    pub async fn contact_ready(&self, user: UserId) {
+        match self
+            .inner
+            .db
+            .outbox_wake(&user.to_string(), Timestamp::now())
+            .await
+        {
+            Ok(n) if n > 0 => self.inner.wake.notify_one(),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot wake the outbox"),
+        }
+        self.fetch_from(user).await;
+    }
+
+    async fn run_due(&self) {
+        let due = match self.inner.db.outbox_due(Timestamp::now(), 512).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the outbox");
+                return;
+            }
+        };
+        for entry in due {
+            self.try_now(entry);
+        }
+    }
+
+    /// Attempts delivery of `entry` in the background unless an attempt is running.
+    fn try_now(&self, entry: OutboxEntry) {
+        if !self
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(entry.id)
+        {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = this.inner.attempts.clone().acquire_owned().await else {
+                return;
+            };
+            let id = entry.id;
+            if let Err(e) = this.attempt(entry).await {
+                tracing::warn!(error = %e, "delivery attempt failed");
+            }
+            this.inner
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        });
+    }
+
+    async fn attempt(&self, entry: OutboxEntry) -> Result<(), MessagingError> {
+        let id = MessageId::from_bytes(entry.id);
+        let Ok(to) = entry.recipient.parse::<UserId>() else {
+            self.inner.db.outbox_remove(&entry.id).await?;
+            return Ok(());
+        };
+        let now = Timestamp::now();
+        if now >= entry.expires_at {
+            return self.finish(to, id, MessageStatus::Failed).await;
+        }
+        let Some(contact) = self.inner.vault.contact(to).await? else {
+            return self.finish(to, id, MessageStatus::Failed).await;
+        };
+        match self
+            .deliver_direct(&contact.devices, to, id, &entry.envelope)
+            .await
+        {
+            Outcome::Delivered => return self.finish(to, id, MessageStatus::Delivered).await,
+            Outcome::Refused(reason) => {
+                tracing::warn!(%to, %reason, "the recipient refused a message");
+                return self.finish(to, id, MessageStatus::Failed).await;
+            }
+            Outcome::Unreachable => {}
+        }
+        let mut relayed = entry.relayed;
+        if !relayed {
+            let left = Duration::from_millis(
+                u64::try_from(entry.expires_at.as_millis() - now.as_millis()).unwrap_or(0),
+            );
+            let held = self
+                .inner
+                .relay
+                .deposit(&contact.card, &entry.envelope, left)
+                .await;
+            if held > 0 {
+                relayed = true;
+                if self
+                    .inner
+                    .vault
+                    .set_message_status(to, id, MessageStatus::Relayed)
+                    .await?
+                {
+                    self.status_event(to, id, MessageStatus::Relayed);
+                }
+            }
+        }
+        let backoff = FIRST_RETRY
+            .saturating_mul(1 << entry.attempts.min(10))
+            .min(MAX_RETRY);
+        self.inner
+            .db
+            .outbox_retry(&entry.id, Timestamp::now().saturating_add(backoff), relayed)
+            .await?;
+        Ok(())
+    }
+
+    async fn finish(
+        &self,
+        to: UserId,
+        id: MessageId,
+        status: MessageStatus,
+    ) -> Result<(), MessagingError> {
+        if self.inner.vault.set_message_status(to, id, status).await? {
+            self.status_event(to, id, status);
+        }
+        self.inner.db.outbox_remove(id.as_bytes()).await?;
+        Ok(())
+    }
+
+    fn status_event(&self, to: UserId, id: MessageId, status: MessageStatus) {
+        self.inner.events.publish(Event::MessageStatus {
+            id: id.to_string(),
+            to: to.to_string(),
+            status: status.as_str().to_owned(),
+        });
+    }
+
+    async fn deliver_direct(
+        &self,
+        devices: &[volli_core::DeviceCertificate],
+        to: UserId,
+        id: MessageId,
+        envelope: &[u8],
+    ) -> Outcome {
+        let payload = wire::encode(&Deliver {
+            version: 1,
+            envelope: envelope.to_vec(),
+        });
+        let mut targets: Vec<(PeerId, bool, Vec<multiaddr::Multiaddr>)> = devices
+            .iter()
+            .map(|d| {
+                let e = self.inner.peers.get(&d.peer_id());
+                (
+                    d.peer_id(),
+                    e.as_ref().is_some_and(|e| e.connected),
+                    e.map(|e| e.addrs).unwrap_or_default(),
+                )
+            })
+            .collect();
+        targets.sort_by_key(|(_, connected, _)| !connected);
+        for (peer, connected, addrs) in targets {
+            if !connected && addrs.is_empty() {
+                continue;
+            }
+            let call = self
+                .inner
+                .net
+                .request(peer, Protocol::Message, payload.clone(), addrs);
+            let bytes = match tokio::time::timeout(ATTEMPT_TIMEOUT, call).await {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "direct delivery failed");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            match wire::decode::<Delivered>(&bytes, Protocol::Message.max_response()) {
+                Ok(Delivered::Receipt(r))
+                    if r.verify(id, self.inner.identity.user_id(), to).is_ok() =>
+                {
+                    return Outcome::Delivered;
+                }
+                Ok(Delivered::Refused(reason)) => return Outcome::Refused(reason),
+                Ok(other) => tracing::debug!(%peer, ?other, "no valid receipt"),
+                Err(_) => tracing::debug!(%peer, "unreadable delivery response"),
+            }
+        }
+        Outcome::Unreachable
+    }
+
+    /// Answers `/volli/msg/1`: stores the message (once) and returns a signed receipt.
+    pub async fn handle(&self, payload: &[u8]) -> Vec<u8> {
+        let response = match wire::decode::<Deliver>(payload, Protocol::Message.max_request()) {
+            Ok(d) => match Envelope::from_bytes(&d.envelope) {
+                Ok(envelope) => self.take_in(&envelope, true).await,
+                Err(e) => Delivered::Refused(e.to_string()),
+            },
+            Err(_) => Delivered::Refused("malformed delivery".into()),
+        };
+        wire::encode(&response)
+    }
+
+    /// Opens, checks and stores an envelope; the answer to give its sender.
+    async fn take_in(&self, envelope: &Envelope, limit: bool) -> Delivered {
+        let me = &self.inner.identity.user;
+        let message = match envelope.open(me) {
+            Ok(m) => m,
+            Err(e) => return Delivered::Refused(e.to_string()),
+        };
+        if !matches!(self.inner.vault.contact(message.sender).await, Ok(Some(_))) {
+            return Delivered::Refused("the sender is not a contact".into());
+        }
+        if limit && let Err(wait) = self.inner.inbound.check(message.sender) {
+            return Delivered::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX));
+        }
+        let stored = StoredMessage {
+            id: message.id,
+            from: message.sender,
+            to: me.user_id(),
+            body: message.body.clone(),
+            sent_at: message.sent_at,
+            status: MessageStatus::Received,
+        };
+        match self.inner.vault.put_message(message.sender, stored).await {
+            Ok(true) => self.inner.events.publish(Event::MessageReceived {
+                id: message.id.to_string(),
+                from: message.sender.to_string(),
+                body: message.body,
+                sent_at: message.sent_at.to_rfc3339(),
+            }),
+            Ok(false) => {}
+            Err(e) => {
+                // Not stored, so not acknowledged: the sender (or the relay) keeps it.
+                tracing::warn!(error = %e, "cannot store an incoming message");
+                return Delivered::RateLimited(1);
+            }
+        }
+        Delivered::Receipt(Receipt::issue(
+            me,
+            message.id,
+            message.sender,
+            Timestamp::now(),
+        ))
+    }
+
+    /// Fetches, stores and acknowledges what relay `user` holds for this user.
+    pub async fn fetch_from(&self, relay: UserId) {
+        for _ in 0..64 {
+            let (envelopes, more) = match self
+                .inner
+                .relay
+                .request(relay, RelayRequest::Fetch { limit: 64 })
+                .await
+            {
+                Ok(RelayResponse::Envelopes { envelopes, more }) => (envelopes, more),
+                Ok(_) | Err(_) => return,
+            };
+            if envelopes.is_empty() {
+                return;
+            }
+            let mut ids = Vec::with_capacity(envelopes.len());
+            for bytes in envelopes {
+                let Ok(envelope) = Envelope::from_bytes(&bytes) else {
+                    continue;
+                };
+                match self.take_in(&envelope, false).await {
+                    Delivered::Receipt(_) => ids.push(envelope.digest()),
+                    Delivered::Refused(reason) => {
+                        tracing::debug!(%relay, %reason, "dropped a relayed envelope");
+                        ids.push(envelope.digest());
+                    }
+                    // Not stored: leave it at the relay for the next fetch.
+                    Delivered::RateLimited(_) => {}
+                }
+            }
+            let _ = self
+                .inner
+                .relay
+                .request(relay, RelayRequest::Ack { ids })
+                .await;
+            if !more {
+                return;
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Delivered,
+    Refused(String),
+    Unreachable,
+}

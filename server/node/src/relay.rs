@@ -1,0 +1,534 @@
+//! Friends' nodes as blind mailboxes.
+//!
+//! **Serving** (`/volli/relay/1`): a contact deposits a sealed envelope for another contact,
+//! proving the recipient's consent with the recipient's signed contact card that lists this
+//! user as one of its relays. The relay-policy plugin decides (quotas, TTL ≤ 7 days); the
+//! envelope is stored in SQLite before the depositor hears it is held; the recipient fetches
+//! and acknowledges, and only then is it deleted. Expired envelopes are swept.
+//!
+//! **Using**: this user designates up to [`WANTED_RELAYS`] contacts that agree to hold mail
+//! for it (chosen by the relay-policy plugin, asked with `Volunteer`), and tells its contacts
+//! through a newer contact card.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use volli_core::wire::{self, RelayRequest, RelayResponse};
+use volli_core::{ContactCard, Envelope, PeerId, Timestamp, UserId};
+use volli_net::{NetClient, Protocol};
+use volli_plugin_host::{Decision, DepositRequest, PluginHost, RelayCandidate, Usage};
+use volli_store::{Db, Held, Vault};
+
+use crate::api::rate_limit::RateLimiter;
+use crate::contacts::Contacts;
+use crate::identity::Identity;
+use crate::peers::Peers;
+
+/// Relays a user designates at most.
+pub const WANTED_RELAYS: usize = 3;
+/// Longest time a relay holds an envelope.
+pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Envelopes handed over per fetch.
+const FETCH_BATCH: u16 = 64;
+/// How long a request to a relay may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deposits a depositor may make at once, and per second after that.
+const DEPOSIT_BURST: u32 = 200;
+const DEPOSITS_PER_SECOND: u32 = 50;
+/// How often expired envelopes are swept and relays reconsidered.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+const DESIGNATE_EVERY: Duration = Duration::from_secs(600);
+
+/// The relay service. Cheap to clone.
+#[derive(Clone)]
+pub struct Relay {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    vault: Vault,
+    net: NetClient,
+    identity: Arc<Identity>,
+    peers: Peers,
+    host: PluginHost,
+    contacts: Contacts,
+    deposits: RateLimiter<UserId>,
+    redesignate: Notify,
+    /// The card issue time each contact last got from us (this run).
+    cards_sent: Mutex<HashMap<UserId, Timestamp>>,
+    card: Mutex<Option<ContactCard>>,
+}
+
+impl Relay {
+    /// The service.
+    pub fn new(
+        db: Db,
+        vault: Vault,
+        net: NetClient,
+        identity: Arc<Identity>,
+        peers: Peers,
+        host: PluginHost,
+        contacts: Contacts,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                vault,
+                net,
+                identity,
+                peers,
+                host,
+                contacts,
+                deposits: RateLimiter::new(DEPOSIT_BURST, DEPOSITS_PER_SECOND),
+                redesignate: Notify::new(),
+                cards_sent: Mutex::new(HashMap::new()),
+                card: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Starts the sweeper and the designation loop.
+    pub fn spawn(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                match this.inner.db.relay_expire(Timestamp::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(envelopes = n, "expired relayed envelopes"),
+                    Err(e) => tracing::warn!(error = %e, "cannot sweep the relay mailbox"),
+                }
+            }
+        });
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = this.inner.redesignate.notified() => {
+                        // Let a burst of connections settle first.
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                    () = tokio::time::sleep(DESIGNATE_EVERY) => {}
+                }
+                if let Err(e) = this.designate().await {
+                    tracing::debug!(error = %e, "relay designation failed");
+                }
+            }
+        });
+    }
+
+    /// A contact's device is connected and identified: tell it our current card and
+    /// reconsider our relays.
+    pub async fn contact_ready(&self, user: UserId) {
+        self.inner.redesignate.notify_one();
+        let card = self.current_card().await;
+        let already = self
+            .lock_sent()
+            .get(&user)
+            .is_some_and(|t| *t >= card.issued_at());
+        if already {
+            return;
+        }
+        match self
+            .request(user, RelayRequest::Card(card.to_bytes()))
+            .await
+        {
+            Ok(RelayResponse::Ok) => {
+                self.lock_sent().insert(user, card.issued_at());
+            }
+            Ok(other) => tracing::debug!(%user, ?other, "contact did not take our card"),
+            Err(e) => tracing::debug!(%user, error = %e, "cannot send our card"),
+        }
+    }
+
+    fn lock_sent(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Timestamp>> {
+        self.inner
+            .cards_sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The card last issued, or a fresh one.
+    async fn current_card(&self) -> ContactCard {
+        if let Some(card) = self
+            .inner
+            .card
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return card;
+        }
+        let card = self.inner.contacts.my_card().await;
+        *self.inner.card.lock().unwrap_or_else(|e| e.into_inner()) = Some(card.clone());
+        card
+    }
+
+    /// Chooses this user's relays among its contacts and tells the contacts if they changed.
+    pub async fn designate(&self) -> Result<Vec<UserId>, String> {
+        let Some(policy) = self.inner.host.relay_policies().into_iter().next() else {
+            return Ok(Vec::new());
+        };
+        let contacts = self
+            .inner
+            .vault
+            .contacts()
+            .await
+            .map_err(|e| e.to_string())?;
+        let current: Vec<String> = self
+            .inner
+            .db
+            .designated_relays()
+            .await
+            .map_err(|e| e.to_string())?;
+        let candidates: Vec<RelayCandidate> = contacts
+            .iter()
+            .map(|c| {
+                let devices = self.inner.peers.devices_of(&c.user_id);
+                RelayCandidate {
+                    user_id: c.user_id.to_string(),
+                    online: devices.iter().any(|d| d.connected),
+                    rtt_ms: devices
+                        .iter()
+                        .filter_map(|d| d.rtt)
+                        .min()
+                        .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
+                }
+            })
+            .collect();
+        let online: HashSet<&str> = candidates
+            .iter()
+            .filter(|c| c.online)
+            .map(|c| c.user_id.as_str())
+            .collect();
+        let ranked = policy
+            .choose_relays(
+                &candidates,
+                u32::try_from(candidates.len()).unwrap_or(u32::MAX),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut chosen = Vec::new();
+        for user in ranked {
+            if chosen.len() == WANTED_RELAYS {
+                break;
+            }
+            let Ok(id) = UserId::from_str(&user) else {
+                continue;
+            };
+            if !contacts.iter().any(|c| c.user_id == id) {
+                continue;
+            }
+            if online.contains(user.as_str()) {
+                if let Ok(RelayResponse::Ok) = self.request(id, RelayRequest::Volunteer).await {
+                    chosen.push(user);
+                }
+            } else if current.contains(&user) {
+                // Agreed before and offline now: keep it rather than churn the card.
+                chosen.push(user);
+            }
+        }
+        if chosen != current {
+            self.inner
+                .db
+                .set_designated_relays(&chosen)
+                .await
+                .map_err(|e| e.to_string())?;
+            *self.inner.card.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            tracing::info!(relays = ?chosen, "relays designated");
+            for c in &contacts {
+                if self.inner.peers.user_connected(&c.user_id) {
+                    let this = self.clone();
+                    let user = c.user_id;
+                    tokio::spawn(async move { this.contact_ready(user).await });
+                }
+            }
+        }
+        Ok(chosen.iter().filter_map(|u| u.parse().ok()).collect())
+    }
+
+    /// Sends a relay request to any device of contact `user`, connected ones first.
+    pub async fn request(
+        &self,
+        user: UserId,
+        request: RelayRequest,
+    ) -> Result<RelayResponse, String> {
+        let contact = self
+            .inner
+            .vault
+            .contact(user)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("not a contact")?;
+        let mut devices: Vec<(PeerId, bool, Vec<multiaddr::Multiaddr>)> = contact
+            .devices
+            .iter()
+            .map(|d| {
+                let entry = self.inner.peers.get(&d.peer_id());
+                (
+                    d.peer_id(),
+                    entry.as_ref().is_some_and(|e| e.connected),
+                    entry.map(|e| e.addrs).unwrap_or_default(),
+                )
+            })
+            .collect();
+        devices.sort_by_key(|(_, connected, _)| !connected);
+        let payload = wire::encode(&request);
+        let mut last = String::from("no device known");
+        for (peer, _, addrs) in devices {
+            let call = self
+                .inner
+                .net
+                .request(peer, Protocol::Relay, payload.clone(), addrs);
+            match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+                Ok(Ok(bytes)) => {
+                    return wire::decode(&bytes, Protocol::Relay.max_response())
+                        .map_err(|e| e.to_string());
+                }
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "timed out".into(),
+            }
+        }
+        Err(last)
+    }
+
+    /// Deposits `envelope` for `recipient` at up to [`WANTED_RELAYS`] of the relays its
+    /// card lists (holding it here when this node is one). Returns how many hold it.
+    pub async fn deposit(
+        &self,
+        recipient_card: &ContactCard,
+        envelope: &[u8],
+        ttl: Duration,
+    ) -> usize {
+        let me = self.inner.identity.user_id();
+        let ttl_secs = u32::try_from(ttl.min(MAX_TTL).as_secs()).unwrap_or(u32::MAX);
+        let ticket = recipient_card.to_bytes();
+        let mut held = 0;
+        for relay in recipient_card.relays().iter().take(WANTED_RELAYS) {
+            let ok = if *relay == me {
+                matches!(
+                    self.accept_deposit(me, envelope, &ticket, ttl_secs).await,
+                    RelayResponse::Held { .. }
+                )
+            } else {
+                let request = RelayRequest::Deposit {
+                    envelope: envelope.to_vec(),
+                    ticket: ticket.clone(),
+                    ttl_secs,
+                };
+                match self.request(*relay, request).await {
+                    Ok(RelayResponse::Held { .. }) => true,
+                    Ok(other) => {
+                        tracing::debug!(%relay, ?other, "relay refused a deposit");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::debug!(%relay, error = %e, "relay unreachable");
+                        false
+                    }
+                }
+            };
+            held += usize::from(ok);
+        }
+        held
+    }
+
+    /// What the mailbox holds.
+    pub async fn stats(&self) -> Result<volli_store::RelayStats, volli_store::StoreError> {
+        self.inner.db.relay_stats().await
+    }
+
+    /// Answers a `/volli/relay/1` request from `peer`.
+    pub async fn handle(&self, peer: PeerId, payload: &[u8]) -> Vec<u8> {
+        wire::encode(&self.answer(peer, payload).await)
+    }
+
+    async fn answer(&self, peer: PeerId, payload: &[u8]) -> RelayResponse {
+        let Ok(request) = wire::decode::<RelayRequest>(payload, Protocol::Relay.max_request())
+        else {
+            return RelayResponse::Refused("malformed relay request".into());
+        };
+        let Some(user) = self.user_of(peer).await else {
+            return RelayResponse::Refused("unknown device: no verified certificate".into());
+        };
+        match request {
+            RelayRequest::Deposit {
+                envelope,
+                ticket,
+                ttl_secs,
+            } => {
+                self.accept_deposit(user, &envelope, &ticket, ttl_secs)
+                    .await
+            }
+            RelayRequest::Fetch { limit } => {
+                let limit = u32::from(limit.clamp(1, FETCH_BATCH));
+                match self
+                    .inner
+                    .db
+                    .relay_for(&user.to_string(), Timestamp::now(), limit)
+                    .await
+                {
+                    Ok((held, more)) => RelayResponse::Envelopes {
+                        envelopes: held.into_iter().map(|h| h.envelope).collect(),
+                        more,
+                    },
+                    Err(e) => RelayResponse::Refused(format!("storage: {e}")),
+                }
+            }
+            RelayRequest::Ack { ids } => {
+                let ids: Vec<[u8; 32]> = ids.into_iter().take(1024).collect();
+                match self.inner.db.relay_ack(&user.to_string(), &ids).await {
+                    Ok(_) => RelayResponse::Ok,
+                    Err(e) => RelayResponse::Refused(format!("storage: {e}")),
+                }
+            }
+            RelayRequest::Volunteer => {
+                let request = DepositRequest {
+                    depositor: user.to_string(),
+                    recipient: user.to_string(),
+                    size: 0,
+                    ttl_secs: u32::try_from(MAX_TTL.as_secs()).unwrap_or(u32::MAX),
+                    depositor_is_contact: self.is_contact(user).await,
+                    recipient_is_contact: self.is_contact(user).await,
+                    depositor_held: Usage::default(),
+                    recipient_held: Usage::default(),
+                    total_held: Usage::default(),
+                };
+                match self.decide(&request).await {
+                    Decision::Accept { .. } => RelayResponse::Ok,
+                    Decision::Reject { reason } => RelayResponse::Refused(reason),
+                }
+            }
+            RelayRequest::Card(bytes) => {
+                let Ok(card) = ContactCard::from_bytes(&bytes) else {
+                    return RelayResponse::Refused("invalid contact card".into());
+                };
+                if card.user_id() != user {
+                    return RelayResponse::Refused("a card may only be sent by its user".into());
+                }
+                if !self.is_contact(user).await {
+                    return RelayResponse::Refused("not a contact".into());
+                }
+                match self.inner.vault.put_contact(card, None).await {
+                    Ok(_) => RelayResponse::Ok,
+                    Err(e) => RelayResponse::Refused(format!("storage: {e}")),
+                }
+            }
+        }
+    }
+
+    async fn accept_deposit(
+        &self,
+        depositor: UserId,
+        envelope: &[u8],
+        ticket: &[u8],
+        ttl_secs: u32,
+    ) -> RelayResponse {
+        let Ok(parsed) = Envelope::from_bytes(envelope) else {
+            return RelayResponse::Refused("malformed envelope".into());
+        };
+        let recipient = parsed.recipient();
+        let me = self.inner.identity.user_id();
+        match ContactCard::from_bytes(ticket) {
+            Ok(card) if card.user_id() == recipient && card.relays().contains(&me) => {}
+            _ => {
+                return RelayResponse::Refused(
+                    "the recipient has not designated this node as a relay".into(),
+                );
+            }
+        }
+        if let Err(wait) = self.inner.deposits.check(depositor) {
+            return RelayResponse::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX));
+        }
+        let id = parsed.digest();
+        if let Ok(Some(expires_at)) = self.inner.db.relay_expiry(&id).await {
+            return RelayResponse::Held { expires_at };
+        }
+        let (by_depositor, by_recipient, total) = match self
+            .inner
+            .db
+            .relay_usage(&depositor.to_string(), &recipient.to_string())
+            .await
+        {
+            Ok(u) => u,
+            Err(e) => return RelayResponse::Refused(format!("storage: {e}")),
+        };
+        let request = DepositRequest {
+            depositor: depositor.to_string(),
+            recipient: recipient.to_string(),
+            size: envelope.len() as u64,
+            ttl_secs: ttl_secs.min(u32::try_from(MAX_TTL.as_secs()).unwrap_or(u32::MAX)),
+            depositor_is_contact: depositor == me || self.is_contact(depositor).await,
+            recipient_is_contact: self.is_contact(recipient).await,
+            depositor_held: usage(by_depositor),
+            recipient_held: usage(by_recipient),
+            total_held: usage(total),
+        };
+        let ttl = match self.decide(&request).await {
+            Decision::Accept { ttl_secs } => Duration::from_secs(u64::from(ttl_secs)).min(MAX_TTL),
+            Decision::Reject { reason } => return RelayResponse::Refused(reason),
+        };
+        let now = Timestamp::now();
+        let expires_at = now.saturating_add(ttl);
+        match self
+            .inner
+            .db
+            .relay_hold(
+                &id,
+                &recipient.to_string(),
+                &depositor.to_string(),
+                envelope,
+                now,
+                expires_at,
+            )
+            .await
+        {
+            Ok(()) => RelayResponse::Held { expires_at },
+            Err(e) => RelayResponse::Refused(format!("storage: {e}")),
+        }
+    }
+
+    async fn decide(&self, request: &DepositRequest) -> Decision {
+        let Some(policy) = self.inner.host.relay_policies().into_iter().next() else {
+            return Decision::Reject {
+                reason: "this node runs no relay policy".into(),
+            };
+        };
+        match policy.decide(request).await {
+            Ok(d) => d,
+            Err(e) => Decision::Reject {
+                reason: format!("relay policy {} failed: {e}", policy.name()),
+            },
+        }
+    }
+
+    async fn is_contact(&self, user: UserId) -> bool {
+        matches!(self.inner.vault.contact(user).await, Ok(Some(_)))
+    }
+
+    /// The user `peer` belongs to, waiting briefly for the hello exchange of a fresh
+    /// connection to finish.
+    async fn user_of(&self, peer: PeerId) -> Option<UserId> {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            if let Some(user) = self.inner.peers.get(&peer).and_then(|e| e.user_id) {
+                return Some(user);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn usage(h: Held) -> Usage {
+    Usage {
+        envelopes: u32::try_from(h.envelopes).unwrap_or(u32::MAX),
+        bytes: h.bytes,
+    }
+}

@@ -1,0 +1,349 @@
+//! The outbox (messages not yet acknowledged by the recipient) and the relay mailbox
+//! (envelopes this node holds for its user's friends). Both are plain SQLite tables written
+//! with `synchronous=FULL`: a message is in the outbox before the client hears 202, and an
+//! envelope is on disk before the depositor hears it is held.
+
+use volli_core::Timestamp;
+
+use crate::{Db, StoreError};
+
+/// A message waiting for its recipient.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// The message id.
+    pub id: [u8; 16],
+    /// The recipient's user id.
+    pub recipient: String,
+    /// The sealed envelope.
+    pub envelope: Vec<u8>,
+    /// The text, so the conversation can be rebuilt if the vault write was lost.
+    pub body: String,
+    /// When it was sent.
+    pub sent_at: Timestamp,
+    /// When it stops being retried and is marked failed.
+    pub expires_at: Timestamp,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// Whether at least one relay holds it.
+    pub relayed: bool,
+}
+
+/// `(id, recipient, envelope, body, sent_at, expires_at, attempts, relayed)`.
+type OutboxRow = (Vec<u8>, String, Vec<u8>, String, i64, i64, i64, i64);
+
+fn outbox_entry(row: OutboxRow) -> Option<OutboxEntry> {
+    let (id, recipient, envelope, body, sent_at, expires_at, attempts, relayed) = row;
+    Some(OutboxEntry {
+        id: id.try_into().ok()?,
+        recipient,
+        envelope,
+        body,
+        sent_at: Timestamp::from_millis(sent_at),
+        expires_at: Timestamp::from_millis(expires_at),
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        relayed: relayed != 0,
+    })
+}
+
+macro_rules! select_outbox {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, recipient, envelope, body, sent_at, expires_at, attempts, relayed \
+             FROM outbox ",
+            $rest
+        )
+    };
+}
+
+/// An envelope held for someone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldEnvelope {
+    /// BLAKE3 of the envelope.
+    pub id: [u8; 32],
+    /// The encoded envelope.
+    pub envelope: Vec<u8>,
+}
+
+/// How much is held, for one party or in total.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Envelopes.
+    pub envelopes: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// What the relay mailbox holds in total.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Envelopes held.
+    pub envelopes: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Distinct recipients.
+    pub recipients: u64,
+}
+
+fn held((envelopes, bytes): (i64, i64)) -> Held {
+    Held {
+        envelopes: u64::try_from(envelopes).unwrap_or(0),
+        bytes: u64::try_from(bytes).unwrap_or(0),
+    }
+}
+
+impl Db {
+    /// Queues a sealed message. Queuing the same id twice keeps the first.
+    pub async fn outbox_add(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO outbox \
+             (id, recipient, envelope, body, sent_at, expires_at, next_attempt_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&entry.id[..])
+        .bind(&entry.recipient)
+        .bind(&entry.envelope)
+        .bind(&entry.body)
+        .bind(entry.sent_at.as_millis())
+        .bind(entry.expires_at.as_millis())
+        .bind(entry.sent_at.as_millis())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// One queued message.
+    pub async fn outbox_get(&self, id: &[u8; 16]) -> Result<Option<OutboxEntry>, StoreError> {
+        let row: Option<OutboxRow> = sqlx::query_as(select_outbox!("WHERE id = ?"))
+            .bind(&id[..])
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.and_then(outbox_entry))
+    }
+
+    /// Messages due for another attempt, oldest first.
+    pub async fn outbox_due(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let rows: Vec<OutboxRow> = sqlx::query_as(select_outbox!(
+            "WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?"
+        ))
+        .bind(now.as_millis())
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().filter_map(outbox_entry).collect())
+    }
+
+    /// Every queued message (for reconciliation at start).
+    pub async fn outbox_all(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        let rows: Vec<OutboxRow> = sqlx::query_as(select_outbox!("ORDER BY sent_at"))
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.into_iter().filter_map(outbox_entry).collect())
+    }
+
+    /// Makes every message for `recipient` due now (one of its devices appeared).
+    pub async fn outbox_wake(&self, recipient: &str, now: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET next_attempt_at = ? WHERE recipient = ? AND next_attempt_at > ?",
+        )
+        .bind(now.as_millis())
+        .bind(recipient)
+        .bind(now.as_millis())
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Records a failed attempt; `relayed` is sticky once set.
+    pub async fn outbox_retry(
+        &self,
+        id: &[u8; 16],
+        next: Timestamp,
+        relayed: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, \
+             relayed = MAX(relayed, ?) WHERE id = ?",
+        )
+        .bind(next.as_millis())
+        .bind(i64::from(relayed))
+        .bind(&id[..])
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a message (delivered or expired). Returns whether it was there.
+    pub async fn outbox_remove(&self, id: &[u8; 16]) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM outbox WHERE id = ?")
+            .bind(&id[..])
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Holds an envelope; depositing the same one again changes nothing and succeeds.
+    pub async fn relay_hold(
+        &self,
+        id: &[u8; 32],
+        recipient: &str,
+        depositor: &str,
+        envelope: &[u8],
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO relay_held \
+             (id, recipient, depositor, envelope, size, stored_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id[..])
+        .bind(recipient)
+        .bind(depositor)
+        .bind(envelope)
+        .bind(i64::try_from(envelope.len()).unwrap_or(i64::MAX))
+        .bind(now.as_millis())
+        .bind(expires_at.as_millis())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Whether an envelope is held, and until when.
+    pub async fn relay_expiry(&self, id: &[u8; 32]) -> Result<Option<Timestamp>, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT expires_at FROM relay_held WHERE id = ?")
+            .bind(&id[..])
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.map(|(t,)| Timestamp::from_millis(t)))
+    }
+
+    /// What is held from `depositor`, for `recipient`, and in total.
+    pub async fn relay_usage(
+        &self,
+        depositor: &str,
+        recipient: &str,
+    ) -> Result<(Held, Held, Held), StoreError> {
+        macro_rules! sum {
+            ($rest:literal) => {
+                concat!(
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM relay_held",
+                    $rest
+                )
+            };
+        }
+        let by_depositor: (i64, i64) = sqlx::query_as(sum!(" WHERE depositor = ?"))
+            .bind(depositor)
+            .fetch_one(self.pool())
+            .await?;
+        let by_recipient: (i64, i64) = sqlx::query_as(sum!(" WHERE recipient = ?"))
+            .bind(recipient)
+            .fetch_one(self.pool())
+            .await?;
+        let total: (i64, i64) = sqlx::query_as(sum!("")).fetch_one(self.pool()).await?;
+        Ok((held(by_depositor), held(by_recipient), held(total)))
+    }
+
+    /// Envelopes held for `recipient`, oldest first, at most `limit`; and whether more remain.
+    pub async fn relay_for(
+        &self,
+        recipient: &str,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<(Vec<HeldEnvelope>, bool), StoreError> {
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, envelope FROM relay_held WHERE recipient = ? AND expires_at > ? \
+             ORDER BY stored_at, id LIMIT ?",
+        )
+        .bind(recipient)
+        .bind(now.as_millis())
+        .bind(i64::from(limit) + 1)
+        .fetch_all(self.pool())
+        .await?;
+        let more = rows.len() > limit as usize;
+        Ok((
+            rows.into_iter()
+                .take(limit as usize)
+                .filter_map(|(id, envelope)| {
+                    Some(HeldEnvelope {
+                        id: id.try_into().ok()?,
+                        envelope,
+                    })
+                })
+                .collect(),
+            more,
+        ))
+    }
+
+    /// Deletes envelopes `recipient` acknowledged. Returns how many went.
+    pub async fn relay_ack(&self, recipient: &str, ids: &[[u8; 32]]) -> Result<u64, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let mut removed = 0;
+        for id in ids {
+            removed += sqlx::query("DELETE FROM relay_held WHERE id = ? AND recipient = ?")
+                .bind(&id[..])
+                .bind(recipient)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    /// Deletes expired envelopes. Returns how many went.
+    pub async fn relay_expire(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM relay_held WHERE expires_at <= ?")
+            .bind(now.as_millis())
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Totals for `GET /v1/relay`.
+    pub async fn relay_stats(&self) -> Result<RelayStats, StoreError> {
+        let (envelopes, bytes, recipients): (i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COUNT(DISTINCT recipient) FROM relay_held",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        Ok(RelayStats {
+            envelopes: u64::try_from(envelopes).unwrap_or(0),
+            bytes: u64::try_from(bytes).unwrap_or(0),
+            recipients: u64::try_from(recipients).unwrap_or(0),
+        })
+    }
+
+    /// The relays this user designated, in order.
+    pub async fn designated_relays(&self) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT user_id FROM relays_designated ORDER BY position")
+                .fetch_all(self.pool())
+                .await?;
+        Ok(rows.into_iter().map(|(u,)| u).collect())
+    }
+
+    /// Replaces the designated relays.
+    pub async fn set_designated_relays(&self, relays: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM relays_designated")
+            .execute(&mut *tx)
+            .await?;
+        let now = Timestamp::now().as_millis();
+        for (i, user) in relays.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO relays_designated (user_id, position, accepted_at) VALUES (?, ?, ?)",
+            )
+            .bind(user)
+            .bind(i64::try_from(i).unwrap_or(i64::MAX))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

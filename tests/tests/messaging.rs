@@ -1,0 +1,254 @@
+//! Messaging through the real binary: direct delivery with a receipt and live events, the
+//! documented errors, the outbox across a crash and a restart, and a mutual friend's node
+//! carrying a message between two users who are never online together.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use volli_tests::{Node, befriend, events, free_port, next_event, on_port};
+
+async fn send(from: &Node, to: &str, body: &str) -> String {
+    let (status, answer) = from
+        .post("/v1/messages", json!({"to": to, "body": body}))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["status"], "queued");
+    answer["id"].as_str().unwrap().to_owned()
+}
+
+async fn conversation(node: &Node, with: &str) -> Vec<Value> {
+    let (status, body) = node.get(&format!("/v1/messages?with={with}")).await;
+    assert_eq!(status, 200, "{body}");
+    body["messages"].as_array().unwrap().clone()
+}
+
+async fn status_of(node: &Node, with: &str, id: &str) -> String {
+    conversation(node, with)
+        .await
+        .iter()
+        .find(|m| m["id"] == id)
+        .map(|m| m["status"].as_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+async fn wait_status(node: &Node, with: &str, id: &str, want: &str, within: Duration) {
+    let path = format!("/v1/messages?with={with}");
+    node.wait_for(&path, within, |b| {
+        b["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == id && m["status"] == want)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_direct_message_is_delivered_with_a_receipt_and_live_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = Node::start(&tmp.path().join("alice")).await;
+    let bob = Node::start(&tmp.path().join("bob")).await;
+    befriend(&alice, &bob).await;
+    let (alice_id, _) = alice.ids().await;
+    let (bob_id, _) = bob.ids().await;
+    let mut alice_events = events(&alice).await;
+    let mut bob_events = events(&bob).await;
+
+    let id = send(&alice, &bob_id, "hello bob").await;
+    let received = next_event(
+        &mut bob_events,
+        "message.received",
+        Duration::from_secs(10),
+        |_| true,
+    )
+    .await;
+    assert_eq!(received["id"], id);
+    assert_eq!(received["from"], alice_id);
+    assert_eq!(received["body"], "hello bob");
+    let status = next_event(
+        &mut alice_events,
+        "message.status",
+        Duration::from_secs(10),
+        |e| e["status"] == "delivered",
+    )
+    .await;
+    assert_eq!(status["id"], id);
+    assert_eq!(status["to"], bob_id);
+
+    let theirs = conversation(&bob, &alice_id).await;
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0]["status"], "received");
+    assert_eq!(theirs[0]["from"], alice_id);
+    assert_eq!(theirs[0]["to"], bob_id);
+    assert_eq!(status_of(&alice, &bob_id, &id).await, "delivered");
+
+    // A reply, and the conversation pages oldest first.
+    let reply = send(&bob, &alice_id, "hi alice").await;
+    wait_status(
+        &bob,
+        &alice_id,
+        &reply,
+        "delivered",
+        Duration::from_secs(10),
+    )
+    .await;
+    let mine = conversation(&alice, &bob_id).await;
+    assert_eq!(
+        mine.iter().map(|m| m["body"].clone()).collect::<Vec<_>>(),
+        vec![json!("hello bob"), json!("hi alice")]
+    );
+    let (_, page) = alice
+        .get(&format!(
+            "/v1/messages?with={bob_id}&before={reply}&limit=1"
+        ))
+        .await;
+    assert_eq!(page["messages"][0]["id"], id);
+}
+
+#[tokio::test]
+async fn bad_messages_get_their_errors_and_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = Node::start(&tmp.path().join("alice")).await;
+    let bob = Node::start(&tmp.path().join("bob")).await;
+    befriend(&alice, &bob).await;
+    let (bob_id, _) = bob.ids().await;
+    let stranger = volli_core::UserSecret::from_master([9; 32])
+        .user_id()
+        .to_string();
+
+    let cases = [
+        (
+            json!({"to": stranger, "body": "hi"}),
+            404,
+            "unknown_contact",
+        ),
+        (
+            json!({"to": "nobody", "body": "hi"}),
+            400,
+            "invalid_user_id",
+        ),
+        (json!({"to": bob_id, "body": "  "}), 400, "invalid_message"),
+        (
+            json!({"to": bob_id, "body": "x".repeat(64 * 1024 + 1)}),
+            400,
+            "invalid_message",
+        ),
+        (json!({"to": bob_id}), 400, "invalid_body"),
+        (json!({"to": bob_id, "body": 7}), 400, "invalid_body"),
+    ];
+    for (body, status, code) in cases {
+        let (got, answer) = alice.post("/v1/messages", body.clone()).await;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}"
+        );
+    }
+    for (query, code) in [
+        ("", "invalid_query"),
+        ("?with=nobody", "invalid_user_id"),
+        (
+            &format!("?with={bob_id}&before=zz") as &str,
+            "invalid_message_id",
+        ),
+        (&format!("?with={bob_id}&limit=0"), "invalid_query"),
+    ] {
+        let (got, answer) = alice.get(&format!("/v1/messages{query}")).await;
+        assert_eq!(got, 400, "{query}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{query}: {answer}");
+    }
+    assert!(conversation(&alice, &bob_id).await.is_empty());
+    let (_, relay) = alice.get("/v1/relay").await;
+    assert_eq!(relay, json!({"envelopes": 0, "bytes": 0, "recipients": 0}));
+}
+
+#[tokio::test]
+async fn a_message_to_an_offline_contact_waits_and_survives_a_sender_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (alice_port, bob_port) = (free_port(), free_port());
+    let alice_dir = tmp.path().join("alice");
+    let bob_dir = tmp.path().join("bob");
+    let mut alice = Node::start_with(&alice_dir, on_port(alice_port)).await;
+    let mut bob = Node::start_with(&bob_dir, on_port(bob_port)).await;
+    befriend(&alice, &bob).await;
+    let (alice_id, _) = alice.ids().await;
+    let (bob_id, _) = bob.ids().await;
+    assert!(bob.terminate().success());
+
+    let id = send(&alice, &bob_id, "are you there?").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status_of(&alice, &bob_id, &id).await, "queued");
+    // A crash right after the 202 loses nothing.
+    alice.kill();
+    let alice = Node::start_with(&alice_dir, on_port(alice_port)).await;
+    assert_eq!(status_of(&alice, &bob_id, &id).await, "queued");
+
+    let bob = Node::start_with(&bob_dir, on_port(bob_port)).await;
+    wait_status(&alice, &bob_id, &id, "delivered", Duration::from_secs(30)).await;
+    let got = conversation(&bob, &alice_id).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["body"], "are you there?");
+}
+
+#[tokio::test]
+async fn a_mutual_friend_carries_a_message_between_users_never_online_together() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ports = (free_port(), free_port(), free_port());
+    let (alice_dir, bob_dir, relay_dir) = (
+        tmp.path().join("alice"),
+        tmp.path().join("bob"),
+        tmp.path().join("relay"),
+    );
+    let mut alice = Node::start_with(&alice_dir, on_port(ports.0)).await;
+    let mut bob = Node::start_with(&bob_dir, on_port(ports.1)).await;
+    let relay = Node::start_with(&relay_dir, on_port(ports.2)).await;
+    befriend(&relay, &alice).await;
+    befriend(&relay, &bob).await;
+    befriend(&alice, &bob).await;
+    let (alice_id, _) = alice.ids().await;
+    let (bob_id, _) = bob.ids().await;
+    let (relay_id, _) = relay.ids().await;
+
+    // Bob designates his relays among his contacts and tells them with a newer card.
+    alice
+        .wait_for(
+            &format!("/v1/contacts/{bob_id}"),
+            Duration::from_secs(20),
+            |c| {
+                c["relays"]
+                    .as_array()
+                    .is_some_and(|r| r.contains(&json!(relay_id)))
+            },
+        )
+        .await;
+
+    assert!(bob.terminate().success());
+    let id = send(&alice, &bob_id, "via our friend").await;
+    wait_status(&alice, &bob_id, &id, "relayed", Duration::from_secs(20)).await;
+    let (_, held) = relay.get("/v1/relay").await;
+    assert_eq!(held["envelopes"], 1, "{held}");
+    assert_eq!(held["recipients"], 1, "{held}");
+    assert!(alice.terminate().success());
+
+    let bob = Node::start_with(&bob_dir, on_port(ports.1)).await;
+    let got = bob
+        .wait_for(
+            &format!("/v1/messages?with={alice_id}"),
+            Duration::from_secs(30),
+            |b| !b["messages"].as_array().unwrap().is_empty(),
+        )
+        .await;
+    assert_eq!(got["messages"][0]["body"], "via our friend");
+    relay
+        .wait_for("/v1/relay", Duration::from_secs(10), |h| {
+            h["envelopes"] == 0
+        })
+        .await;
+
+    // Alice comes back: her retry reaches Bob directly, who already has it and answers
+    // with a receipt; Bob still shows the message once.
+    let alice = Node::start_with(&alice_dir, on_port(ports.0)).await;
+    wait_status(&alice, &bob_id, &id, "delivered", Duration::from_secs(30)).await;
+    assert_eq!(conversation(&bob, &alice_id).await.len(), 1);
+}
