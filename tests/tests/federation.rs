@@ -5,12 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use volli_core::{DeviceCertificate, Invite, Timestamp, UserSecret};
-use volli_tests::{Node, Options, free_port, repo_root, target_dir, volli};
+use volli_tests::{Node, Options, events, free_port, repo_root, target_dir, volli};
 
 async fn invite(node: &Node) -> String {
     let (status, body) = node.post("/v1/invites", json!({})).await;
@@ -28,37 +25,11 @@ fn contact_ids(list: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn events(node: &Node) -> impl futures::Stream<Item = Value> + Unpin {
-    let mut request = format!("{}/v1/events", node.url.replace("http://", "ws://"))
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", node.token).parse().unwrap(),
-    );
-    let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    Box::pin(ws.filter_map(|m| async move {
-        match m {
-            Ok(Message::Text(t)) => serde_json::from_str(&t).ok(),
-            _ => None,
-        }
-    }))
-}
-
 async fn next_of_type(
     events: &mut (impl futures::Stream<Item = Value> + Unpin),
     kind: &str,
 ) -> Value {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let e = events.next().await.expect("event stream open");
-            if e["type"] == kind {
-                return e;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {kind} event within 10 s"))
+    volli_tests::next_event(events, kind, Duration::from_secs(10), |_| true).await
 }
 
 #[tokio::test]

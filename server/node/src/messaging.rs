@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
 use volli_core::wire::{self, Deliver, Delivered, RelayRequest, RelayResponse};
-use volli_core::{Envelope, MessageId, PeerId, Receipt, Timestamp, UserId};
+use volli_core::{Envelope, MessageId, Receipt, Timestamp, UserId};
 use volli_net::{NetClient, Protocol};
 use volli_store::vault::{MessageStatus, StoredMessage};
 use volli_store::{Db, OutboxEntry, Vault};
@@ -379,18 +379,7 @@ impl Messaging {
             version: 1,
             envelope: envelope.to_vec(),
         });
-        let mut targets: Vec<(PeerId, bool, Vec<multiaddr::Multiaddr>)> = devices
-            .iter()
-            .map(|d| {
-                let e = self.inner.peers.get(&d.peer_id());
-                (
-                    d.peer_id(),
-                    e.as_ref().is_some_and(|e| e.connected),
-                    e.map(|e| e.addrs).unwrap_or_default(),
-                )
-            })
-            .collect();
-        targets.sort_by_key(|(_, connected, _)| !connected);
+        let targets = self.inner.peers.dial_targets(devices);
         for (peer, connected, addrs) in targets {
             if !connected && addrs.is_empty() {
                 continue;

@@ -218,6 +218,28 @@ impl Peers {
             .collect()
     }
 
+    /// Where to reach `devices`: each with whether it is connected and its known
+    /// addresses, connected ones first.
+    pub fn dial_targets(
+        &self,
+        devices: &[DeviceCertificate],
+    ) -> Vec<(PeerId, bool, Vec<Multiaddr>)> {
+        let table = self.lock();
+        let mut targets: Vec<_> = devices
+            .iter()
+            .map(|d| {
+                let entry = table.get(&d.peer_id());
+                (
+                    d.peer_id(),
+                    entry.is_some_and(|e| e.connected),
+                    entry.map(|e| e.addrs.clone()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        targets.sort_by_key(|(_, connected, _)| !connected);
+        targets
+    }
+
     /// Whether any device of `user` is connected.
     pub fn user_connected(&self, user: &UserId) -> bool {
         self.lock()

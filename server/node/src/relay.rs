@@ -264,19 +264,7 @@ impl Relay {
             .await
             .map_err(|e| e.to_string())?
             .ok_or("not a contact")?;
-        let mut devices: Vec<(PeerId, bool, Vec<multiaddr::Multiaddr>)> = contact
-            .devices
-            .iter()
-            .map(|d| {
-                let entry = self.inner.peers.get(&d.peer_id());
-                (
-                    d.peer_id(),
-                    entry.as_ref().is_some_and(|e| e.connected),
-                    entry.map(|e| e.addrs).unwrap_or_default(),
-                )
-            })
-            .collect();
-        devices.sort_by_key(|(_, connected, _)| !connected);
+        let devices = self.inner.peers.dial_targets(&contact.devices);
         let payload = wire::encode(&request);
         let mut last = String::from("no device known");
         for (peer, _, addrs) in devices {
