@@ -3,6 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A clean run builds the dependency set several ways (tests, clippy, fuzzing, wasm plugins);
+# incremental caches would add gigabytes to that for nothing a one-shot run reuses.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+
 ./scripts/setup.sh
 
 echo "==> cargo fmt --check" >&2
@@ -19,7 +24,9 @@ echo "==> fuzz targets (bounded)" >&2
 
 echo "==> tests" >&2
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked
+  # The end-to-end tests run the `volli` binary that this same build makes for the node's
+  # own integration tests, so it is never built a second time with other features.
+  VOLLI_BIN="$target_dir/debug/volli" cargo nextest run --workspace --locked
   cargo test --workspace --doc --locked
 else
   cargo test --workspace --locked --no-fail-fast
