@@ -375,7 +375,7 @@ pub fn on_port(port: u16) -> Options {
 }
 
 /// The node's event stream (JSON frames).
-pub async fn events(node: &Node) -> impl futures::Stream<Item = Value> + Unpin {
+pub async fn events(node: &Node) -> impl futures::Stream<Item = Value> + Unpin + use<> {
     use futures::StreamExt as _;
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -423,4 +423,23 @@ pub async fn befriend(a: &Node, b: &Node) {
         .post("/v1/contacts", serde_json::json!({"invite": body["link"]}))
         .await;
     assert_eq!(status, 201, "{body}");
+}
+
+/// Sends `body` from `from` to user `to` through `POST /v1/messages`; returns the message id.
+pub async fn send(from: &Node, to: &str, body: &str) -> String {
+    let (status, answer) = from
+        .post("/v1/messages", serde_json::json!({"to": to, "body": body}))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["status"], "queued");
+    answer["id"].as_str().unwrap().to_owned()
+}
+
+/// The conversation of `node`'s user with user `with` (up to 500 messages, oldest first).
+pub async fn conversation(node: &Node, with: &str) -> Vec<Value> {
+    let (status, body) = node
+        .get(&format!("/v1/messages?with={with}&limit=500"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["messages"].as_array().unwrap().clone()
 }

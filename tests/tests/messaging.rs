@@ -5,23 +5,8 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use volli_tests::{Node, befriend, events, free_port, next_event, on_port};
-
-async fn send(from: &Node, to: &str, body: &str) -> String {
-    let (status, answer) = from
-        .post("/v1/messages", json!({"to": to, "body": body}))
-        .await;
-    assert_eq!(status, 202, "{answer}");
-    assert_eq!(answer["status"], "queued");
-    answer["id"].as_str().unwrap().to_owned()
-}
-
-async fn conversation(node: &Node, with: &str) -> Vec<Value> {
-    let (status, body) = node.get(&format!("/v1/messages?with={with}")).await;
-    assert_eq!(status, 200, "{body}");
-    body["messages"].as_array().unwrap().clone()
-}
+use serde_json::json;
+use volli_tests::{Node, befriend, conversation, events, free_port, next_event, on_port, send};
 
 async fn status_of(node: &Node, with: &str, id: &str) -> String {
     conversation(node, with)

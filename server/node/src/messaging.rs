@@ -18,7 +18,7 @@ use volli_core::wire::{self, Deliver, Delivered, RelayRequest, RelayResponse};
 use volli_core::{Envelope, MessageId, Receipt, Timestamp, UserId};
 use volli_net::{NetClient, Protocol};
 use volli_store::vault::{MessageStatus, StoredMessage};
-use volli_store::{Db, OutboxEntry, Vault};
+use volli_store::{Db, Outbox, OutboxChange, OutboxEntry, Vault};
 
 use crate::api::rate_limit::RateLimiter;
 use crate::events::{Event, EventBus};
@@ -64,6 +64,7 @@ pub struct Messaging {
 
 struct Inner {
     db: Db,
+    outbox: Outbox,
     vault: Vault,
     net: NetClient,
     identity: Arc<Identity>,
@@ -92,6 +93,7 @@ impl Messaging {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                outbox: Outbox::start(db.clone()),
                 db,
                 vault,
                 net,
@@ -149,7 +151,10 @@ impl Messaging {
             attempts: 0,
             relayed: false,
         };
-        self.inner.db.outbox_add(&entry).await?;
+        self.inner
+            .outbox
+            .apply(OutboxChange::Add(entry.clone()))
+            .await?;
         let message = StoredMessage {
             id,
             from: self.inner.identity.user_id(),
@@ -294,7 +299,10 @@ impl Messaging {
     async fn attempt(&self, entry: OutboxEntry) -> Result<(), MessagingError> {
         let id = MessageId::from_bytes(entry.id);
         let Ok(to) = entry.recipient.parse::<UserId>() else {
-            self.inner.db.outbox_remove(&entry.id).await?;
+            self.inner
+                .outbox
+                .apply(OutboxChange::Remove(entry.id))
+                .await?;
             return Ok(());
         };
         let now = Timestamp::now();
@@ -341,8 +349,12 @@ impl Messaging {
             .saturating_mul(1 << entry.attempts.min(10))
             .min(MAX_RETRY);
         self.inner
-            .db
-            .outbox_retry(&entry.id, Timestamp::now().saturating_add(backoff), relayed)
+            .outbox
+            .apply(OutboxChange::Retry {
+                id: entry.id,
+                next: Timestamp::now().saturating_add(backoff),
+                relayed,
+            })
             .await?;
         Ok(())
     }
@@ -356,7 +368,10 @@ impl Messaging {
         if self.inner.vault.set_message_status(to, id, status).await? {
             self.status_event(to, id, status);
         }
-        self.inner.db.outbox_remove(id.as_bytes()).await?;
+        self.inner
+            .outbox
+            .apply(OutboxChange::Remove(*id.as_bytes()))
+            .await?;
         Ok(())
     }
 

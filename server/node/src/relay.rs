@@ -212,6 +212,13 @@ impl Relay {
             )
             .await
             .map_err(|e| e.to_string())?;
+        // Relays already designated come first, so a newly met contact with a better rank
+        // does not replace one that still serves (every change is a new card for everyone).
+        let ranked = current
+            .iter()
+            .filter(|u| ranked.contains(u))
+            .cloned()
+            .chain(ranked.iter().filter(|u| !current.contains(u)).cloned());
         let mut chosen = Vec::new();
         for user in ranked {
             if chosen.len() == WANTED_RELAYS {
@@ -220,7 +227,7 @@ impl Relay {
             let Ok(id) = UserId::from_str(&user) else {
                 continue;
             };
-            if !contacts.iter().any(|c| c.user_id == id) {
+            if !contacts.iter().any(|c| c.user_id == id) || chosen.contains(&user) {
                 continue;
             }
             if online.contains(user.as_str()) {
@@ -285,7 +292,9 @@ impl Relay {
     }
 
     /// Deposits `envelope` for `recipient` at up to [`WANTED_RELAYS`] of the relays its
-    /// card lists (holding it here when this node is one). Returns how many hold it.
+    /// card lists. Returns how many hold it. This node never counts as a relay for its own
+    /// messages: it already holds them in its outbox, and a copy here reaches the recipient
+    /// only when the two are online together, when direct delivery works anyway.
     pub async fn deposit(
         &self,
         recipient_card: &ContactCard,
@@ -296,31 +305,22 @@ impl Relay {
         let ttl_secs = u32::try_from(ttl.min(MAX_TTL).as_secs()).unwrap_or(u32::MAX);
         let ticket = recipient_card.to_bytes();
         let mut held = 0;
-        for relay in recipient_card.relays().iter().take(WANTED_RELAYS) {
-            let ok = if *relay == me {
-                matches!(
-                    self.accept_deposit(me, envelope, &ticket, ttl_secs).await,
-                    RelayResponse::Held { .. }
-                )
-            } else {
-                let request = RelayRequest::Deposit {
-                    envelope: envelope.to_vec(),
-                    ticket: ticket.clone(),
-                    ttl_secs,
-                };
-                match self.request(*relay, request).await {
-                    Ok(RelayResponse::Held { .. }) => true,
-                    Ok(other) => {
-                        tracing::debug!(%relay, ?other, "relay refused a deposit");
-                        false
-                    }
-                    Err(e) => {
-                        tracing::debug!(%relay, error = %e, "relay unreachable");
-                        false
-                    }
-                }
+        // All at once: an unreachable relay costs its timeout once, not once per relay.
+        let relays = recipient_card.relays().iter().filter(|r| **r != me);
+        let deposits = relays.take(WANTED_RELAYS).map(|relay| {
+            let request = RelayRequest::Deposit {
+                envelope: envelope.to_vec(),
+                ticket: ticket.clone(),
+                ttl_secs,
             };
-            held += usize::from(ok);
+            async move { (relay, self.request(*relay, request).await) }
+        });
+        for (relay, answer) in futures::future::join_all(deposits).await {
+            match answer {
+                Ok(RelayResponse::Held { .. }) => held += 1,
+                Ok(other) => tracing::debug!(%relay, ?other, "relay refused a deposit"),
+                Err(e) => tracing::debug!(%relay, error = %e, "relay unreachable"),
+            }
         }
         held
     }

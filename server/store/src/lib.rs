@@ -15,7 +15,7 @@ use std::path::Path;
 
 pub use db::Db;
 pub use invites::{PendingContact, Redemption};
-pub use messaging::{Held, HeldEnvelope, OutboxEntry, RelayStats};
+pub use messaging::{Held, HeldEnvelope, Outbox, OutboxChange, OutboxEntry, RelayStats};
 pub use plugins::PluginRecord;
 pub use vault::{Vault, VaultOptions, VaultStats};
 
@@ -32,8 +32,9 @@ pub enum StoreError {
     /// The Loro document refused an operation or an import.
     #[error("vault document error: {0}")]
     Document(String),
-    /// The vault actor has stopped (the node is shutting down, or it failed).
-    #[error("the vault is closed")]
+    /// The vault actor or the outbox writer has stopped (the node is shutting down, or it
+    /// failed).
+    #[error("the store is closed")]
     Closed,
     /// The database file or its directory could not be used.
     #[error("i/o error: {0}")]
