@@ -373,9 +373,20 @@ impl Contacts {
         Ok(self.inner.vault.contacts().await?)
     }
 
-    /// Invites accepted but not yet redeemed.
+    /// Invites accepted but not yet redeemed. One whose inviter is already a contact (its
+    /// redemption just completed and the row is about to go) is not pending any more.
     pub async fn pending(&self) -> Result<Vec<volli_store::PendingContact>, ContactError> {
-        Ok(self.inner.db.pending_contacts().await?)
+        let mut still = Vec::new();
+        for p in self.inner.db.pending_contacts().await? {
+            let known = match p.inviter.parse::<UserId>() {
+                Ok(user) => self.inner.vault.contact(user).await?.is_some(),
+                Err(_) => false,
+            };
+            if !known {
+                still.push(p);
+            }
+        }
+        Ok(still)
     }
 
     /// One contact.

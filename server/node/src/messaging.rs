@@ -18,7 +18,7 @@ use volli_core::wire::{self, Deliver, Delivered, RelayRequest, RelayResponse};
 use volli_core::{Envelope, MessageId, Receipt, Timestamp, UserId};
 use volli_net::{NetClient, Protocol};
 use volli_store::vault::{MessageStatus, StoredMessage};
-use volli_store::{Db, Outbox, OutboxChange, OutboxEntry, Vault};
+use volli_store::{Db, OutboxChange, OutboxEntry, Vault};
 
 use crate::api::rate_limit::RateLimiter;
 use crate::events::{Event, EventBus};
@@ -64,7 +64,6 @@ pub struct Messaging {
 
 struct Inner {
     db: Db,
-    outbox: Outbox,
     vault: Vault,
     net: NetClient,
     identity: Arc<Identity>,
@@ -93,7 +92,6 @@ impl Messaging {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                outbox: Outbox::start(db.clone()),
                 db,
                 vault,
                 net,
@@ -151,9 +149,13 @@ impl Messaging {
             attempts: 0,
             relayed: false,
         };
-        self.inner
-            .outbox
-            .apply(OutboxChange::Add(entry.clone()))
+        // The outbox row (the durable copy that is retried) and the conversation entry are
+        // queued together, so they commit in one transaction; the client hears 202 once both
+        // are durable.
+        let queued = self
+            .inner
+            .vault
+            .outbox_queued(OutboxChange::Add(entry.clone()))
             .await?;
         let message = StoredMessage {
             id,
@@ -163,7 +165,9 @@ impl Messaging {
             sent_at,
             status: MessageStatus::Queued,
         };
-        self.inner.vault.put_message(to, message.clone()).await?;
+        let saved = self.inner.vault.queue_message(to, message.clone()).await?;
+        queued.await?;
+        saved.await?;
         self.try_now(entry);
         Ok(message)
     }
@@ -300,8 +304,8 @@ impl Messaging {
         let id = MessageId::from_bytes(entry.id);
         let Ok(to) = entry.recipient.parse::<UserId>() else {
             self.inner
-                .outbox
-                .apply(OutboxChange::Remove(entry.id))
+                .vault
+                .outbox(OutboxChange::Remove(entry.id))
                 .await?;
             return Ok(());
         };
@@ -349,8 +353,8 @@ impl Messaging {
             .saturating_mul(1 << entry.attempts.min(10))
             .min(MAX_RETRY);
         self.inner
-            .outbox
-            .apply(OutboxChange::Retry {
+            .vault
+            .outbox(OutboxChange::Retry {
                 id: entry.id,
                 next: Timestamp::now().saturating_add(backoff),
                 relayed,
@@ -365,13 +369,22 @@ impl Messaging {
         id: MessageId,
         status: MessageStatus,
     ) -> Result<(), MessagingError> {
-        if self.inner.vault.set_message_status(to, id, status).await? {
+        // Queued in this order, the removal never commits before the status: a crash in
+        // between at worst leaves a row that is delivered again (and dropped as a duplicate).
+        let changed = self
+            .inner
+            .vault
+            .queue_message_status(to, id, status)
+            .await?;
+        let removed = self
+            .inner
+            .vault
+            .outbox_queued(OutboxChange::Remove(*id.as_bytes()))
+            .await?;
+        if changed.await? {
             self.status_event(to, id, status);
         }
-        self.inner
-            .outbox
-            .apply(OutboxChange::Remove(*id.as_bytes()))
-            .await?;
+        removed.await?;
         Ok(())
     }
 

@@ -10,9 +10,16 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use crate::StoreError;
 
 /// A handle to the node's database. Cheap to clone.
+///
+/// Two pools on the same file: readers, and a single writer connection. SQLite admits one
+/// writer at a time; two connections that both want to write find out through
+/// `SQLITE_BUSY` and the busy handler, which sleeps for milliseconds at a time. With every
+/// write on one connection, writers queue in order instead (the vault actor's and the
+/// outbox's group commits follow each other back to back), while reads go on beside them.
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: SqlitePool,
+    writer: SqlitePool,
 }
 
 impl Db {
@@ -29,17 +36,28 @@ impl Db {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations").run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer })
     }
 
+    /// The readers.
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// The one connection every write goes through.
+    pub(crate) fn writer(&self) -> &SqlitePool {
+        &self.writer
     }
 
     /// Runs SQLite's `integrity_check`; `Ok(())` when the file is sound.
@@ -65,5 +83,6 @@ impl Db {
     /// Closes every connection, checkpointing the WAL.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 }

@@ -48,7 +48,7 @@ impl Db {
         .bind(Timestamp::now().as_millis())
         .bind(expires_at.as_millis())
         .bind(i64::from(max_uses))
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(())
     }
@@ -62,7 +62,7 @@ impl Db {
         user: &str,
         now: Timestamp,
     ) -> Result<Redemption, StoreError> {
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
         let row: Option<(i64, i64, i64)> =
             sqlx::query_as("SELECT expires_at, max_uses, uses FROM invites WHERE id = ?")
                 .bind(&id[..])
@@ -120,7 +120,7 @@ impl Db {
         .bind(name)
         .bind(now)
         .bind(now)
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(())
     }
@@ -171,7 +171,7 @@ impl Db {
         .bind(error)
         .bind(next.as_millis())
         .bind(inviter)
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(())
     }
@@ -180,7 +180,7 @@ impl Db {
     pub async fn remove_pending_contact(&self, inviter: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM pending_contacts WHERE inviter = ?")
             .bind(inviter)
-            .execute(self.pool())
+            .execute(self.writer())
             .await?;
         Ok(())
     }

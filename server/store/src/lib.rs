@@ -15,7 +15,7 @@ use std::path::Path;
 
 pub use db::Db;
 pub use invites::{PendingContact, Redemption};
-pub use messaging::{Held, HeldEnvelope, Outbox, OutboxChange, OutboxEntry, RelayStats};
+pub use messaging::{Held, HeldEnvelope, OutboxChange, OutboxEntry, RelayStats};
 pub use plugins::PluginRecord;
 pub use vault::{Vault, VaultOptions, VaultStats};
 

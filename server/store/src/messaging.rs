@@ -3,7 +3,6 @@
 //! with `synchronous=FULL`: a message is in the outbox before the client hears 202, and an
 //! envelope is on disk before the depositor hears it is held.
 
-use tokio::sync::{mpsc, oneshot};
 use volli_core::Timestamp;
 
 use crate::{Db, StoreError};
@@ -29,8 +28,8 @@ pub struct OutboxEntry {
     pub relayed: bool,
 }
 
-/// A change to the outbox. Changes are applied in batches (see [`Outbox`]), each batch in
-/// one transaction.
+/// A change to the outbox. Changes are committed by the vault actor together with the vault
+/// writes of the same batch ([`crate::Vault::outbox`]): one transaction, one fsync.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OutboxChange {
     /// Queue a sealed message; queuing the same id twice keeps the first.
@@ -46,59 +45,6 @@ pub enum OutboxChange {
     },
     /// Forget a message (delivered, refused or expired).
     Remove([u8; 16]),
-}
-
-/// The outbox's writer: every change handed to it is committed with whatever else is waiting,
-/// one transaction and one fsync for the lot, and its caller hears back only once that
-/// transaction is durable. Under load this turns one fsync per message into one per batch;
-/// alone, a change costs what a single transaction costs. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct Outbox {
-    queue: mpsc::Sender<(OutboxChange, oneshot::Sender<Result<(), StoreError>>)>,
-}
-
-/// Most changes folded into one transaction.
-const OUTBOX_BATCH: usize = 512;
-
-impl Outbox {
-    /// Starts the writer for `db`'s outbox. Must be called within a Tokio runtime.
-    pub fn start(db: Db) -> Self {
-        let (queue, mut rx) =
-            mpsc::channel::<(OutboxChange, oneshot::Sender<Result<(), StoreError>>)>(4096);
-        let writer = db;
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(OUTBOX_BATCH);
-            while rx.recv_many(&mut batch, OUTBOX_BATCH).await > 0 {
-                let changes: Vec<OutboxChange> = batch.iter().map(|(c, _)| c.clone()).collect();
-                match writer.outbox_apply(&changes).await {
-                    Ok(()) => {
-                        for (_, reply) in batch.drain(..) {
-                            let _ = reply.send(Ok(()));
-                        }
-                    }
-                    // One bad change must not fail the others: apply them one by one, so
-                    // each caller hears its own result.
-                    Err(_) => {
-                        for (change, reply) in batch.drain(..) {
-                            let result = writer.outbox_apply(std::slice::from_ref(&change)).await;
-                            let _ = reply.send(result);
-                        }
-                    }
-                }
-            }
-        });
-        Self { queue }
-    }
-
-    /// Applies `change`; returns once it is durable.
-    pub async fn apply(&self, change: OutboxChange) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send((change, reply))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
-    }
 }
 
 /// `(id, recipient, envelope, body, sent_at, expires_at, attempts, relayed)`.
@@ -208,53 +154,9 @@ impl Db {
         .bind(now.as_millis())
         .bind(contact)
         .bind(now.as_millis())
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(done.rows_affected())
-    }
-
-    /// Applies outbox changes in one transaction: all of them are durable, or none.
-    pub async fn outbox_apply(&self, changes: &[OutboxChange]) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
-        for change in changes {
-            match change {
-                OutboxChange::Add(entry) => {
-                    sqlx::query(
-                        "INSERT OR IGNORE INTO outbox \
-                         (id, recipient, envelope, body, sent_at, expires_at, next_attempt_at) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(&entry.id[..])
-                    .bind(&entry.recipient)
-                    .bind(&entry.envelope)
-                    .bind(&entry.body)
-                    .bind(entry.sent_at.as_millis())
-                    .bind(entry.expires_at.as_millis())
-                    .bind(entry.sent_at.as_millis())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                OutboxChange::Retry { id, next, relayed } => {
-                    sqlx::query(
-                        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, \
-                         relayed = MAX(relayed, ?) WHERE id = ?",
-                    )
-                    .bind(next.as_millis())
-                    .bind(i64::from(*relayed))
-                    .bind(&id[..])
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                OutboxChange::Remove(id) => {
-                    sqlx::query("DELETE FROM outbox WHERE id = ?")
-                        .bind(&id[..])
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-        }
-        tx.commit().await?;
-        Ok(())
     }
 
     /// Holds an envelope; depositing the same one again changes nothing and succeeds.
@@ -279,7 +181,7 @@ impl Db {
         .bind(i64::try_from(envelope.len()).unwrap_or(i64::MAX))
         .bind(now.as_millis())
         .bind(expires_at.as_millis())
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(())
     }
@@ -352,7 +254,7 @@ impl Db {
 
     /// Deletes envelopes `recipient` acknowledged. Returns how many went.
     pub async fn relay_ack(&self, recipient: &str, ids: &[[u8; 32]]) -> Result<u64, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.writer().begin().await?;
         let mut removed = 0;
         for id in ids {
             removed += sqlx::query("DELETE FROM relay_held WHERE id = ? AND recipient = ?")
@@ -370,7 +272,7 @@ impl Db {
     pub async fn relay_expire(&self, now: Timestamp) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM relay_held WHERE expires_at <= ?")
             .bind(now.as_millis())
-            .execute(self.pool())
+            .execute(self.writer())
             .await?;
         Ok(done.rows_affected())
     }
@@ -400,7 +302,7 @@ impl Db {
 
     /// Replaces the designated relays.
     pub async fn set_designated_relays(&self, relays: &[String]) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.writer().begin().await?;
         sqlx::query("DELETE FROM relays_designated")
             .execute(&mut *tx)
             .await?;
@@ -418,4 +320,49 @@ impl Db {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Applies outbox changes within the caller's transaction.
+pub(crate) async fn apply_outbox(
+    tx: &mut sqlx::SqliteConnection,
+    changes: &[OutboxChange],
+) -> Result<(), StoreError> {
+    for change in changes {
+        match change {
+            OutboxChange::Add(entry) => {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO outbox \
+                     (id, recipient, envelope, body, sent_at, expires_at, next_attempt_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&entry.id[..])
+                .bind(&entry.recipient)
+                .bind(&entry.envelope)
+                .bind(&entry.body)
+                .bind(entry.sent_at.as_millis())
+                .bind(entry.expires_at.as_millis())
+                .bind(entry.sent_at.as_millis())
+                .execute(&mut *tx)
+                .await?;
+            }
+            OutboxChange::Retry { id, next, relayed } => {
+                sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, \
+                     relayed = MAX(relayed, ?) WHERE id = ?",
+                )
+                .bind(next.as_millis())
+                .bind(i64::from(*relayed))
+                .bind(&id[..])
+                .execute(&mut *tx)
+                .await?;
+            }
+            OutboxChange::Remove(id) => {
+                sqlx::query("DELETE FROM outbox WHERE id = ?")
+                    .bind(&id[..])
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -81,14 +81,14 @@ impl Db {
         .bind(to_json(&record.http_allow))
         .bind(&record.hash)
         .bind(record.installed_at.as_millis())
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(())
     }
 
     /// Forgets a plugin and its key-value data.
     pub async fn delete_plugin(&self, name: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.writer().begin().await?;
         sqlx::query("DELETE FROM plugins WHERE name = ?")
             .bind(name)
             .execute(&mut *tx)
@@ -125,7 +125,7 @@ impl Db {
         value: &[u8],
         quota: u64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.writer().begin().await?;
         let (used,): (i64,) = sqlx::query_as(
             "SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM plugin_kv \
              WHERE plugin = ? AND key != ?",
@@ -153,7 +153,7 @@ impl Db {
         sqlx::query("DELETE FROM plugin_kv WHERE plugin = ? AND key = ?")
             .bind(plugin)
             .bind(key)
-            .execute(self.pool())
+            .execute(self.writer())
             .await?;
         Ok(())
     }

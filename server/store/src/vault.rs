@@ -5,7 +5,9 @@
 //! Writes are applied in the order they arrive; the actor drains whatever is queued, commits
 //! the Loro transaction, appends one update row (`synchronous=FULL`) and only then answers
 //! every writer of the batch: one fsync for many writes, and no writer hears "saved" before
-//! its change is durable. Compaction folds the log into a new snapshot in one transaction.
+//! its change is durable. The outbox's changes ride in the same transaction
+//! ([`Vault::outbox`]), so a sent message's outbox row and conversation entry cost one fsync
+//! between them, and so do a delivery's status change and outbox removal. Compaction folds the log into a new snapshot in one transaction.
 //!
 //! The actor runs on its own OS thread, so Loro work (including exporting large snapshots)
 //! never blocks the async workers. This module does not sync with other devices; it exposes
@@ -68,7 +70,10 @@ type ReadJob = Box<dyn FnOnce(&VaultDoc) + Send>;
 
 enum Command {
     Write(WriteJob),
+    Outbox(crate::OutboxChange, Finish),
     Read(ReadJob),
+    /// A read that must not see unsaved changes: what leaves this device.
+    ReadSaved(ReadJob),
     Import(Vec<u8>, oneshot::Sender<Result<bool, StoreError>>),
     Compact(oneshot::Sender<Result<(), StoreError>>),
     Stats(oneshot::Sender<VaultStats>),
@@ -80,6 +85,7 @@ enum Command {
 #[derive(Clone)]
 pub struct Vault {
     tx: mpsc::Sender<Command>,
+    contacts: doc::ContactCache,
 }
 
 impl Vault {
@@ -88,11 +94,13 @@ impl Vault {
         let (tx, rx) = mpsc::channel(1024);
         let (ready_tx, ready_rx) = oneshot::channel();
         let runtime = tokio::runtime::Handle::current();
+        let contacts = doc::ContactCache::default();
+        let cache = contacts.clone();
         std::thread::Builder::new()
             .name("volli-vault".into())
-            .spawn(move || actor::run(db, options, runtime, rx, ready_tx))?;
+            .spawn(move || actor::run(db, options, cache, runtime, rx, ready_tx))?;
         ready_rx.await.map_err(|_| StoreError::Closed)??;
-        Ok(Self { tx })
+        Ok(Self { tx, contacts })
     }
 
     /// Runs `f` against the document and returns once its changes are durable.
@@ -100,6 +108,19 @@ impl Vault {
     /// `f` must validate before it mutates: if it returns an error its changes (if any)
     /// are still saved with the batch.
     pub(crate) async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&VaultDoc) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.write_queued(f).await?.await
+    }
+
+    /// Like [`Self::write`], but returns as soon as the actor has the job: every later call
+    /// sees its changes. The returned future resolves once they are durable.
+    pub(crate) async fn write_queued<R, F>(
+        &self,
+        f: F,
+    ) -> Result<impl Future<Output = Result<R, StoreError>> + Send + 'static, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&VaultDoc) -> Result<R, StoreError> + Send + 'static,
@@ -112,10 +133,32 @@ impl Vault {
             })
         });
         self.send(Command::Write(job)).await?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        Ok(async move { rx.await.map_err(|_| StoreError::Closed)? })
     }
 
-    /// Runs `f` against the document after every earlier write is durable.
+    /// Commits an outbox change with the vault's next batch; returns once it is durable.
+    pub async fn outbox(&self, change: crate::OutboxChange) -> Result<(), StoreError> {
+        self.outbox_queued(change).await?.await
+    }
+
+    /// Like [`Self::outbox`], but returns as soon as the actor has the change; the returned
+    /// future resolves once it is durable. A change and a vault write queued one after the
+    /// other commit in the same transaction unless the batch was full, and never in the
+    /// opposite order.
+    pub async fn outbox_queued(
+        &self,
+        change: crate::OutboxChange,
+    ) -> Result<impl Future<Output = Result<(), StoreError>> + Send + 'static, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let finish: Finish = Box::new(move |saved| {
+            let _ = tx.send(saved);
+        });
+        self.send(Command::Outbox(change, finish)).await?;
+        Ok(async move { rx.await.map_err(|_| StoreError::Closed)? })
+    }
+
+    /// Runs `f` against the document. It sees every earlier write, including those still
+    /// being committed.
     pub(crate) async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
@@ -123,6 +166,22 @@ impl Vault {
     {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Read(Box::new(move |doc| {
+            let _ = tx.send(f(doc));
+        })))
+        .await?;
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    /// Like [`Self::read`], but only after every earlier write is durable. For what leaves
+    /// the device: a change another device has seen must never be lost here, or this
+    /// device would reuse its Loro operation ids after a restart.
+    pub(crate) async fn read_saved<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&VaultDoc) -> R + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::ReadSaved(Box::new(move |doc| {
             let _ = tx.send(f(doc));
         })))
         .await?;
@@ -139,13 +198,13 @@ impl Vault {
 
     /// This vault's version vector, encoded, to send to another device.
     pub async fn version(&self) -> Result<Vec<u8>, StoreError> {
-        self.read(|doc| doc.loro().oplog_vv().encode()).await
+        self.read_saved(|doc| doc.loro().oplog_vv().encode()).await
     }
 
     /// Every update the holder of `version` (an encoded version vector from [`Self::version`];
     /// `None` for an empty vault) is missing.
     pub async fn export_since(&self, version: Option<Vec<u8>>) -> Result<Vec<u8>, StoreError> {
-        self.read(move |doc| {
+        self.read_saved(move |doc| {
             let vv = match version {
                 Some(bytes) => loro::VersionVector::decode(&bytes)?,
                 None => loro::VersionVector::default(),

@@ -269,3 +269,92 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn reads_between_writes_see_them_and_do_not_split_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), VaultOptions::for_peer(11)).await;
+    let vault = store.vault().clone();
+    // Writes and reads queued together: each read sees the write queued before it, and the
+    // writes still share commits.
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let vault = vault.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("k{i}");
+            let value = json!(i);
+            // Polled in order: the write is queued before the read.
+            let (written, read) =
+                tokio::join!(vault.set_setting(&key, &value), vault.setting(&key));
+            written.unwrap();
+            read.unwrap()
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(
+            t.await.unwrap(),
+            Some(json!(i)),
+            "read {i} missed its write"
+        );
+    }
+    store.close().await;
+    let (updates, _) = row_counts(dir.path()).await;
+    assert!(
+        updates < 150,
+        "{updates} commits for 200 writes and 200 reads"
+    );
+    let store = open(dir.path(), VaultOptions::for_peer(11)).await;
+    assert_eq!(store.vault().settings().await.unwrap().len(), 200);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn contact_lookups_always_see_the_latest_write_and_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), VaultOptions::for_peer(21)).await;
+    let other = open(other_dir.path(), VaultOptions::for_peer(22)).await;
+    let friend = UserSecret::generate().unwrap();
+    let id = friend.user_id();
+    let card = |name: &str, at: i64| {
+        volli_core::ContactCard::issue(&friend, name, &[], &[], Timestamp::from_millis(at))
+    };
+    let vault = store.vault();
+    assert!(vault.contact(id).await.unwrap().is_none());
+    vault.put_contact(card("v1", 1_000), None).await.unwrap();
+    assert_eq!(vault.contact(id).await.unwrap().unwrap().card.name(), "v1");
+    // Served from the cache now; a newer card must replace what it holds.
+    vault.put_contact(card("v2", 2_000), None).await.unwrap();
+    let got = vault.contact(id).await.unwrap().unwrap();
+    assert_eq!(got.card.name(), "v2");
+    let peer = libp2p_identity::Keypair::generate_ed25519()
+        .public()
+        .to_peer_id();
+    let cert = DeviceCertificate::issue(
+        &friend,
+        peer,
+        "laptop",
+        Permissions::MESSAGES,
+        Timestamp::now(),
+    );
+    assert!(vault.add_contact_device(cert).await.unwrap());
+    assert_eq!(vault.contact(id).await.unwrap().unwrap().devices.len(), 1);
+
+    // Another device of the same user removes the contact; the import must show it.
+    other
+        .vault()
+        .import(vault.export_since(None).await.unwrap())
+        .await
+        .unwrap();
+    assert!(other.vault().contact(id).await.unwrap().is_some());
+    assert!(other.vault().remove_contact(id).await.unwrap());
+    let delta = other
+        .vault()
+        .export_since(Some(vault.version().await.unwrap()))
+        .await
+        .unwrap();
+    assert!(vault.import(delta).await.unwrap());
+    assert!(vault.contact(id).await.unwrap().is_none());
+    store.close().await;
+    other.close().await;
+}

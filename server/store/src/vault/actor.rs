@@ -7,9 +7,9 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use volli_core::Timestamp;
 
-use super::doc::VaultDoc;
+use super::doc::{ContactCache, VaultDoc};
 use super::{Command, Finish, VaultOptions, VaultStats};
-use crate::{Db, StoreError};
+use crate::{Db, OutboxChange, StoreError};
 
 /// Most writes folded into one commit.
 const MAX_BATCH: usize = 256;
@@ -35,6 +35,7 @@ struct Loaded {
 pub(super) fn run(
     db: Db,
     options: VaultOptions,
+    contacts: ContactCache,
     runtime: Handle,
     mut rx: mpsc::Receiver<Command>,
     ready: oneshot::Sender<Result<(), StoreError>>,
@@ -48,7 +49,7 @@ pub(super) fn run(
     };
     let mut actor = Actor {
         persisted: loaded.doc.oplog_vv(),
-        doc: VaultDoc::new(loaded.doc),
+        doc: VaultDoc::new(loaded.doc, contacts),
         last_seq: loaded.last_seq,
         stats: loaded.stats,
         db,
@@ -59,12 +60,22 @@ pub(super) fn run(
 
     while let Some(first) = rx.blocking_recv() {
         let mut pending: Vec<Finish> = Vec::new();
+        let mut outbox: Vec<OutboxChange> = Vec::new();
         let mut next = Some(first);
         while let Some(command) = next.take() {
             match command {
                 Command::Write(job) => pending.push(job(&actor.doc)),
+                Command::Outbox(change, finish) => {
+                    outbox.push(change);
+                    pending.push(finish);
+                }
+                // Reads see the document as it is, including writes of this batch that are
+                // about to be committed; flushing before each read would split every batch
+                // at every interleaved read and cost one fsync each. No writer hears
+                // "saved" any earlier for it.
+                Command::Read(job) => job(&actor.doc),
                 other => {
-                    actor.flush(mem::take(&mut pending));
+                    actor.flush(mem::take(&mut pending), mem::take(&mut outbox));
                     if let Some(reply) = actor.handle(other) {
                         let _ = reply.send(());
                         return;
@@ -75,18 +86,20 @@ pub(super) fn run(
                 next = rx.try_recv().ok();
             }
         }
-        actor.flush(pending);
+        actor.flush(pending, outbox);
         actor.maybe_compact();
     }
-    actor.flush(Vec::new());
+    actor.flush(Vec::new(), Vec::new());
 }
 
 impl Actor {
     /// Handles a non-write command. Returns the reply channel when the actor must stop.
     fn handle(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
         match command {
-            Command::Write(_) => unreachable!("writes are batched by the caller"),
-            Command::Read(job) => job(&self.doc),
+            Command::Write(_) | Command::Read(_) | Command::Outbox(..) => {
+                unreachable!("handled in the batch loop")
+            }
+            Command::ReadSaved(job) => job(&self.doc),
             Command::Import(bytes, reply) => {
                 let _ = reply.send(self.import(bytes));
             }
@@ -101,17 +114,22 @@ impl Actor {
         None
     }
 
-    /// Commits local changes and appends them as one update row, then answers the writers.
-    fn flush(&mut self, finishers: Vec<Finish>) {
+    /// Commits local changes and appends them as one update row, in one transaction with
+    /// the batch's outbox changes, then answers the writers.
+    fn flush(&mut self, finishers: Vec<Finish>, outbox: Vec<OutboxChange>) {
         let doc = self.doc.loro();
         doc.commit();
         let now = doc.oplog_vv();
         let result = if now == self.persisted {
-            Ok(())
+            if outbox.is_empty() {
+                Ok(())
+            } else {
+                self.append(None, &outbox)
+            }
         } else {
             doc.export(ExportMode::updates(&self.persisted))
                 .map_err(StoreError::from)
-                .and_then(|bytes| self.append(bytes))
+                .and_then(|bytes| self.append(Some(bytes), &outbox))
                 .map(|()| self.persisted = now)
         };
         if let Err(e) = &result {
@@ -127,6 +145,7 @@ impl Actor {
     }
 
     fn import(&mut self, bytes: Vec<u8>) -> Result<bool, StoreError> {
+        self.doc.forget_contacts();
         let before = self.doc.loro().oplog_vv();
         let had_pending = self.doc.loro().export_pending_updates()?.is_some();
         self.doc.loro().import(&bytes)?;
@@ -136,26 +155,40 @@ impl Actor {
             return Ok(false);
         }
         // Keep the raw bytes: they may hold updates still waiting for their dependencies.
-        self.append(bytes)?;
+        self.append(Some(bytes), &[])?;
         self.persisted = after.clone();
         Ok(before != after)
     }
 
-    fn append(&mut self, bytes: Vec<u8>) -> Result<(), StoreError> {
-        let len = bytes.len() as u64;
+    /// Appends an update row (if any) and applies outbox changes, in one transaction.
+    fn append(
+        &mut self,
+        bytes: Option<Vec<u8>>,
+        outbox: &[OutboxChange],
+    ) -> Result<(), StoreError> {
+        let len = bytes.as_ref().map_or(0, |b| b.len() as u64);
         let seq = self.runtime.block_on(async {
-            let row: (i64,) = sqlx::query_as(
-                "INSERT INTO vault_updates (bytes, created_at) VALUES (?, ?) RETURNING seq",
-            )
-            .bind(bytes)
-            .bind(Timestamp::now().as_millis())
-            .fetch_one(self.db.pool())
-            .await?;
-            Ok::<_, StoreError>(row.0)
+            let mut tx = self.db.writer().begin().await?;
+            let mut seq = None;
+            if let Some(bytes) = bytes {
+                let row: (i64,) = sqlx::query_as(
+                    "INSERT INTO vault_updates (bytes, created_at) VALUES (?, ?) RETURNING seq",
+                )
+                .bind(bytes)
+                .bind(Timestamp::now().as_millis())
+                .fetch_one(&mut *tx)
+                .await?;
+                seq = Some(row.0);
+            }
+            crate::messaging::apply_outbox(&mut tx, outbox).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(seq)
         })?;
-        self.last_seq = seq;
-        self.stats.updates += 1;
-        self.stats.update_bytes += len;
+        if let Some(seq) = seq {
+            self.last_seq = seq;
+            self.stats.updates += 1;
+            self.stats.update_bytes += len;
+        }
         Ok(())
     }
 
@@ -175,7 +208,7 @@ impl Actor {
         let snapshot_len = snapshot.len() as u64;
         let upto = self.last_seq;
         self.runtime.block_on(async {
-            let mut tx = self.db.pool().begin().await?;
+            let mut tx = self.db.writer().begin().await?;
             let (id,): (i64,) = sqlx::query_as(
                 "INSERT INTO vault_snapshots (upto_seq, snapshot, pending, created_at) \
                  VALUES (?, ?, ?, ?) RETURNING id",
@@ -214,7 +247,8 @@ impl Actor {
         match self.runtime.block_on(load(&self.db, self.options.peer)) {
             Ok(loaded) => {
                 self.persisted = loaded.doc.oplog_vv();
-                self.doc = VaultDoc::new(loaded.doc);
+                self.doc.forget_contacts();
+                self.doc = VaultDoc::new(loaded.doc, self.doc.contacts());
                 self.last_seq = loaded.last_seq;
                 let compactions = self.stats.compactions;
                 self.stats = loaded.stats;

@@ -7,7 +7,7 @@ use loro::{LoroMap, LoroValue, ValueOrContainer};
 use volli_core::{ContactCard, DeviceCertificate, Timestamp, UserId};
 
 use super::Vault;
-use super::doc::root;
+use super::doc::{VaultDoc, root};
 use crate::StoreError;
 
 /// A contact as stored.
@@ -32,7 +32,7 @@ fn entry(value: ValueOrContainer) -> Option<LoroMap> {
     }
 }
 
-fn read(user: &str, map: &LoroMap) -> Option<Contact> {
+fn read(doc: &VaultDoc, user: &str, map: &LoroMap) -> Option<Contact> {
     let user_id: UserId = user.parse().ok()?;
     if matches!(
         map.get("removed"),
@@ -41,7 +41,7 @@ fn read(user: &str, map: &LoroMap) -> Option<Contact> {
         return None;
     }
     let card = match map.get("card")? {
-        ValueOrContainer::Value(LoroValue::Binary(b)) => ContactCard::from_bytes(&b).ok()?,
+        ValueOrContainer::Value(LoroValue::Binary(b)) => doc.card(&b)?,
         _ => return None,
     };
     if card.user_id() != user_id {
@@ -59,8 +59,8 @@ fn read(user: &str, map: &LoroMap) -> Option<Contact> {
     if let Some(extra) = map.get("devices").and_then(entry) {
         extra.for_each(|_, v| {
             if let ValueOrContainer::Value(LoroValue::Binary(b)) = v
-                && let Ok(cert) = DeviceCertificate::from_bytes(&b)
-                && cert.verify_for(&user_id, &cert.peer_id()).is_ok()
+                && let Some(cert) = doc.certificate(&b)
+                && cert.user_id() == user_id
                 && !devices.iter().any(|d| d.peer_id() == cert.peer_id())
             {
                 devices.push(cert);
@@ -84,13 +84,15 @@ impl Vault {
         card: ContactCard,
         name: Option<String>,
     ) -> Result<(Contact, bool), StoreError> {
-        let user = card.user_id().to_string();
+        let id = card.user_id();
+        let user = id.to_string();
         self.write(move |doc| {
+            doc.forget_contact(&id);
             let contacts = doc.loro().get_map(root::CONTACTS);
             let existing = contacts
                 .get(&user)
                 .and_then(entry)
-                .and_then(|m| read(&user, &m));
+                .and_then(|m| read(doc, &user, &m));
             let map = contacts.ensure_mergeable_map(&user)?;
             let is_new = existing.is_none();
             let newer = existing
@@ -108,7 +110,7 @@ impl Vault {
                 map.insert("added_at", Timestamp::now().as_millis())?;
                 map.insert("removed", false)?;
             }
-            read(&user, &map)
+            read(doc, &user, &map)
                 .map(|c| (c, is_new))
                 .ok_or_else(|| StoreError::Document("stored contact does not read back".into()))
         })
@@ -129,11 +131,12 @@ impl Vault {
         }
         let key = user.to_string();
         self.write(move |doc| {
+            doc.forget_contact(&user);
             let contacts = doc.loro().get_map(root::CONTACTS);
             let Some(map) = contacts.get(&key).and_then(entry) else {
                 return Ok(false);
             };
-            let Some(contact) = read(&key, &map) else {
+            let Some(contact) = read(doc, &key, &map) else {
                 return Ok(false);
             };
             if contact
@@ -155,7 +158,7 @@ impl Vault {
         self.read(|doc| {
             let mut out = Vec::new();
             doc.loro().get_map(root::CONTACTS).for_each(|user, v| {
-                if let Some(c) = entry(v).and_then(|m| read(user, &m)) {
+                if let Some(c) = entry(v).and_then(|m| read(doc, user, &m)) {
                     out.push(c);
                 }
             });
@@ -165,15 +168,24 @@ impl Vault {
         .await
     }
 
-    /// One contact.
+    /// One contact. Answered from the contact cache when it can be (see
+    /// [`super::doc::ContactCache`]), else through the actor, which fills the cache.
     pub async fn contact(&self, user: UserId) -> Result<Option<Contact>, StoreError> {
+        if let Some(contact) = super::doc::cached_contact(&self.contacts, &user) {
+            return Ok(Some(contact));
+        }
         let key = user.to_string();
         self.read(move |doc| {
-            doc.loro()
+            let contact = doc
+                .loro()
                 .get_map(root::CONTACTS)
                 .get(&key)
                 .and_then(entry)
-                .and_then(|m| read(&key, &m))
+                .and_then(|m| read(doc, &key, &m));
+            if let Some(c) = &contact {
+                doc.remember_contact(c);
+            }
+            contact
         })
         .await
     }
@@ -182,11 +194,12 @@ impl Vault {
     pub async fn remove_contact(&self, user: UserId) -> Result<bool, StoreError> {
         let key = user.to_string();
         self.write(move |doc| {
+            doc.forget_contact(&user);
             let contacts = doc.loro().get_map(root::CONTACTS);
             let Some(map) = contacts.get(&key).and_then(entry) else {
                 return Ok(false);
             };
-            if read(&key, &map).is_none() {
+            if read(doc, &key, &map).is_none() {
                 return Ok(false);
             }
             // A flag, not a deletion: a mergeable child keeps its identity, so deleting the

@@ -6,7 +6,7 @@ use loro::{LoroMap, LoroValue, ValueOrContainer};
 use volli_core::{MessageId, Timestamp, UserId};
 
 use super::Vault;
-use super::doc::root;
+use super::doc::{VaultDoc, root};
 use crate::StoreError;
 
 /// Where a message stands.
@@ -116,34 +116,26 @@ impl Vault {
             .map(|new| new[0])
     }
 
+    /// Queues a message for storage and returns as soon as the vault has it: every later
+    /// read shows it. The returned future says whether it was new, once it is durable. For
+    /// callers that keep the message durable elsewhere meanwhile (the outbox).
+    pub async fn queue_message(
+        &self,
+        with: UserId,
+        message: StoredMessage,
+    ) -> Result<impl Future<Output = Result<bool, StoreError>> + Send + 'static, StoreError> {
+        let saved = self
+            .write_queued(move |doc| store_messages(doc, vec![(with, message)]))
+            .await?;
+        Ok(async move { saved.await.map(|new| new[0]) })
+    }
+
     /// Stores several messages in one write; for each, whether it was new.
     pub async fn put_messages(
         &self,
         messages: Vec<(UserId, StoredMessage)>,
     ) -> Result<Vec<bool>, StoreError> {
-        self.write(move |doc| {
-            let conversations = doc.loro().get_map(root::CONVERSATIONS);
-            let mut out = Vec::with_capacity(messages.len());
-            for (with, m) in messages {
-                let list = conversations
-                    .ensure_mergeable_map(&with.to_string())?
-                    .ensure_mergeable_map("messages")?;
-                let key = m.id.to_string();
-                if list.get(&key).is_some() {
-                    out.push(false);
-                    continue;
-                }
-                let entry = list.ensure_mergeable_map(&key)?;
-                entry.insert("from", m.from.to_string())?;
-                entry.insert("to", m.to.to_string())?;
-                entry.insert("body", m.body)?;
-                entry.insert("sent_at", m.sent_at.as_millis())?;
-                entry.insert("status", m.status.as_str())?;
-                out.push(true);
-            }
-            Ok(out)
-        })
-        .await
+        self.write(move |doc| store_messages(doc, messages)).await
     }
 
     /// Moves a message's status forward; returns whether it changed.
@@ -153,7 +145,18 @@ impl Vault {
         id: MessageId,
         status: MessageStatus,
     ) -> Result<bool, StoreError> {
-        self.write(move |doc| {
+        self.queue_message_status(with, id, status).await?.await
+    }
+
+    /// Like [`Self::set_message_status`], but returns as soon as the vault has the change;
+    /// the returned future says whether the status changed, once that is durable.
+    pub async fn queue_message_status(
+        &self,
+        with: UserId,
+        id: MessageId,
+        status: MessageStatus,
+    ) -> Result<impl Future<Output = Result<bool, StoreError>> + Send + 'static, StoreError> {
+        self.write_queued(move |doc| {
             let Some(entry) = doc
                 .loro()
                 .get_map(root::CONVERSATIONS)
@@ -225,6 +228,33 @@ impl Vault {
         })
         .await
     }
+}
+
+/// Stores messages in the conversations; for each, whether it was new (ids make it idempotent).
+fn store_messages(
+    doc: &VaultDoc,
+    messages: Vec<(UserId, StoredMessage)>,
+) -> Result<Vec<bool>, StoreError> {
+    let conversations = doc.loro().get_map(root::CONVERSATIONS);
+    let mut out = Vec::with_capacity(messages.len());
+    for (with, m) in messages {
+        let list = conversations
+            .ensure_mergeable_map(&with.to_string())?
+            .ensure_mergeable_map("messages")?;
+        let key = m.id.to_string();
+        if list.get(&key).is_some() {
+            out.push(false);
+            continue;
+        }
+        let entry = list.ensure_mergeable_map(&key)?;
+        entry.insert("from", m.from.to_string())?;
+        entry.insert("to", m.to.to_string())?;
+        entry.insert("body", m.body)?;
+        entry.insert("sent_at", m.sent_at.as_millis())?;
+        entry.insert("status", m.status.as_str())?;
+        out.push(true);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,6 +1,12 @@
 //! `VaultDoc`: the Loro document and the names of its root containers.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use loro::{LoroDoc, LoroMap};
+use volli_core::{ContactCard, DeviceCertificate, UserId};
+
+use super::Contact;
 
 /// The names of the vault's root containers: every piece of synced state lives under one.
 /// They are part of the on-disk and sync format; never rename them.
@@ -18,11 +24,105 @@ pub mod root {
 /// The vault document as seen by code running inside the actor.
 pub struct VaultDoc {
     doc: LoroDoc,
+    verified: Mutex<Verified>,
+    contacts: ContactCache,
 }
 
+/// Contacts as last read, shared with the [`super::Vault`] handles so that the lookups done
+/// for every message (is the sender a contact, where are the recipient's devices) do not wait
+/// in the actor's queue behind commits. Filled and emptied only on the actor thread, in the
+/// order of the jobs, so it never holds a contact older than the last write the actor ran:
+/// every write to a contact forgets it, an import or a reload forgets them all.
+pub(crate) type ContactCache = Arc<Mutex<HashMap<UserId, Contact>>>;
+
+/// Looks `user` up in `cache`.
+pub(crate) fn cached_contact(cache: &ContactCache, user: &UserId) -> Option<Contact> {
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(user)
+        .cloned()
+}
+
+/// Cards and certificates already decoded and signature-checked, by their exact bytes.
+/// Contacts are read on every message (is the sender a contact, where are the recipient's
+/// devices), and checking their signatures again each time was most of the vault thread's
+/// work under load. Bytes are immutable, so an entry never goes stale.
+#[derive(Default)]
+struct Verified {
+    cards: HashMap<Vec<u8>, ContactCard>,
+    certificates: HashMap<Vec<u8>, DeviceCertificate>,
+}
+
+/// Entries kept per kind; beyond that the memo starts over (contacts are few).
+const MAX_VERIFIED: usize = 4096;
+
 impl VaultDoc {
-    pub(crate) fn new(doc: LoroDoc) -> Self {
-        Self { doc }
+    pub(crate) fn new(doc: LoroDoc, contacts: ContactCache) -> Self {
+        Self {
+            doc,
+            verified: Mutex::new(Verified::default()),
+            contacts,
+        }
+    }
+
+    fn contact_cache(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Contact>> {
+        self.contacts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers a contact just read (only ever called on the actor thread).
+    pub(crate) fn remember_contact(&self, contact: &Contact) {
+        self.contact_cache()
+            .insert(contact.user_id, contact.clone());
+    }
+
+    /// Forgets a contact about to change.
+    pub(crate) fn forget_contact(&self, user: &UserId) {
+        self.contact_cache().remove(user);
+    }
+
+    /// The contact cache, to hand to a reloaded document.
+    pub(crate) fn contacts(&self) -> ContactCache {
+        Arc::clone(&self.contacts)
+    }
+
+    /// Forgets every contact (an import or a reload may have changed any of them).
+    pub(crate) fn forget_contacts(&self) {
+        self.contact_cache().clear();
+    }
+
+    fn memo(&self) -> std::sync::MutexGuard<'_, Verified> {
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Decodes a contact card and checks its signatures, once per distinct card.
+    pub(crate) fn card(&self, bytes: &[u8]) -> Option<ContactCard> {
+        if let Some(card) = self.memo().cards.get(bytes) {
+            return Some(card.clone());
+        }
+        let card = ContactCard::from_bytes(bytes).ok()?;
+        let mut memo = self.memo();
+        if memo.cards.len() >= MAX_VERIFIED {
+            memo.cards.clear();
+        }
+        memo.cards.insert(bytes.to_vec(), card.clone());
+        Some(card)
+    }
+
+    /// Decodes a device certificate and checks its signature, once per distinct
+    /// certificate. The caller still checks whose device it is.
+    pub(crate) fn certificate(&self, bytes: &[u8]) -> Option<DeviceCertificate> {
+        if let Some(cert) = self.memo().certificates.get(bytes) {
+            return Some(cert.clone());
+        }
+        let cert = DeviceCertificate::from_bytes(bytes).ok()?;
+        cert.verify().ok()?;
+        let mut memo = self.memo();
+        if memo.certificates.len() >= MAX_VERIFIED {
+            memo.certificates.clear();
+        }
+        memo.certificates.insert(bytes.to_vec(), cert.clone());
+        Some(cert)
     }
 
     /// The underlying Loro document.
@@ -38,5 +138,39 @@ impl VaultDoc {
     /// The user's devices, keyed by peer id.
     pub(crate) fn devices(&self) -> LoroMap {
         self.doc.get_map(root::DEVICES)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use volli_core::{Permissions, Timestamp, UserSecret};
+
+    use super::*;
+
+    #[test]
+    fn the_verification_memo_never_passes_bytes_it_did_not_check() {
+        let doc = VaultDoc::new(LoroDoc::new(), ContactCache::default());
+        let user = UserSecret::generate().unwrap();
+        let peer = libp2p_identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let cert = DeviceCertificate::issue(
+            &user,
+            peer,
+            "phone",
+            Permissions::MESSAGES,
+            Timestamp::now(),
+        );
+        let bytes = cert.to_bytes();
+        assert_eq!(doc.certificate(&bytes), Some(cert.clone()));
+        assert_eq!(doc.certificate(&bytes), Some(cert), "served from the memo");
+        for i in 0..bytes.len() {
+            let mut tampered = bytes.clone();
+            tampered[i] ^= 1;
+            assert!(doc.certificate(&tampered).is_none(), "byte {i}");
+        }
+        assert!(doc.card(&bytes).is_none(), "a certificate is not a card");
     }
 }
