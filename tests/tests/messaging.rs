@@ -1,12 +1,15 @@
 //! Messaging through the real binary: direct delivery with a receipt and live events, the
 //! documented errors, the outbox across a crash and a restart, and a mutual friend's node
-//! carrying a message between two users who are never online together.
+//! carrying a message between two users who are never online together; a time to live that
+//! runs out.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use serde_json::json;
-use volli_tests::{Node, befriend, conversation, events, free_port, next_event, on_port, send};
+use volli_tests::{
+    Node, Options, befriend, conversation, events, free_port, next_event, on_port, send,
+};
 
 async fn status_of(node: &Node, with: &str, id: &str) -> String {
     conversation(node, with)
@@ -236,4 +239,51 @@ async fn a_mutual_friend_carries_a_message_between_users_never_online_together()
     let alice = Node::start_with(&alice_dir, on_port(ports.0)).await;
     wait_status(&alice, &bob_id, &id, "delivered", Duration::from_secs(30)).await;
     assert_eq!(conversation(&bob, &alice_id).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_message_whose_time_to_live_runs_out_is_marked_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = Node::start_with(
+        &tmp.path().join("alice"),
+        Options {
+            config: "[messages]\nttl_secs = 2\n".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let mut bob = Node::start(&tmp.path().join("bob")).await;
+    befriend(&alice, &bob).await;
+    let (bob_id, _) = bob.ids().await;
+    assert!(bob.terminate().success());
+    let mut alice_events = events(&alice).await;
+
+    let id = send(&alice, &bob_id, "too late").await;
+    let event = next_event(
+        &mut alice_events,
+        "message.status",
+        Duration::from_secs(30),
+        |e| e["id"] == id.as_str() && e["status"] == "failed",
+    )
+    .await;
+    assert_eq!(event["to"], bob_id.as_str());
+    assert_eq!(status_of(&alice, &bob_id, &id).await, "failed");
+
+    // A bad value is refused at start with a clear message.
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "[messages]\nttl_secs = 0\n").unwrap();
+    let carol = tmp.path().join("carol");
+    let out = volli_tests::volli(&[
+        "serve",
+        "--data-dir",
+        carol.to_str().unwrap(),
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("messages.ttl_secs must be 1 to 604800"),
+        "{stderr}"
+    );
 }

@@ -36,6 +36,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// Peer-to-peer networking beyond the listen addresses.
     pub network: NetworkConfig,
+    /// Sending messages.
+    pub messages: MessagesConfig,
     /// Plugins.
     pub plugins: PluginsConfig,
 }
@@ -58,6 +60,7 @@ impl Default for Config {
             log: LogConfig::default(),
             api: ApiConfig::default(),
             network: NetworkConfig::default(),
+            messages: MessagesConfig::default(),
             plugins: PluginsConfig::default(),
         }
     }
@@ -158,6 +161,23 @@ impl Default for ApiConfig {
             public_per_second: 20,
             message_burst: 10_000,
             messages_per_second: 5_000,
+        }
+    }
+}
+
+/// Sending messages.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagesConfig {
+    /// How long an undelivered message is retried (and held by relays) before it is marked
+    /// `failed`, in seconds: 1 to 604800 (7 days, the longest a relay holds anything).
+    pub ttl_secs: u64,
+}
+
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        Self {
+            ttl_secs: crate::messaging::MAX_MESSAGE_TTL.as_secs(),
         }
     }
 }
@@ -335,6 +355,12 @@ impl Config {
                 cap.parse::<volli_plugin_host::Capability>()
                     .map_err(|e| ConfigError::Invalid(format!("plugins.{name}.grant: {e}")))?;
             }
+        }
+        let max_ttl = crate::messaging::MAX_MESSAGE_TTL.as_secs();
+        if !(1..=max_ttl).contains(&self.messages.ttl_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "messages.ttl_secs must be 1 to {max_ttl}"
+            )));
         }
         if self.api.public_burst == 0 || self.api.public_per_second == 0 {
             return Err(ConfigError::Invalid(

@@ -26,8 +26,9 @@ use crate::identity::Identity;
 use crate::peers::Peers;
 use crate::relay::Relay;
 
-/// How long an undelivered message is retried before it is marked failed.
-pub const MESSAGE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The longest an undelivered message is retried before it is marked failed (the default;
+/// `[messages] ttl_secs` may shorten it).
+pub const MAX_MESSAGE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 const FIRST_RETRY: Duration = Duration::from_secs(2);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,10 +76,12 @@ struct Inner {
     attempts: Arc<Semaphore>,
     sends: RateLimiter<()>,
     inbound: RateLimiter<UserId>,
+    ttl: Duration,
 }
 
 impl Messaging {
-    /// The service; `sends` limits `POST /v1/messages`.
+    /// The service; `sends` limits `POST /v1/messages`; `ttl` is how long a message is
+    /// retried before it is marked failed.
     #[allow(clippy::too_many_arguments)] // the handles it is wired from, once, in `Node::start`
     pub fn new(
         db: Db,
@@ -89,6 +92,7 @@ impl Messaging {
         events: EventBus,
         relay: Relay,
         sends: RateLimiter<()>,
+        ttl: Duration,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -104,6 +108,7 @@ impl Messaging {
                 attempts: Arc::new(Semaphore::new(MAX_ATTEMPTS)),
                 sends,
                 inbound: RateLimiter::new(INBOUND_BURST, INBOUND_PER_SECOND),
+                ttl: ttl.min(MAX_MESSAGE_TTL),
             }),
         }
     }
@@ -145,7 +150,7 @@ impl Messaging {
             envelope: envelope.to_bytes(),
             body: body.clone(),
             sent_at,
-            expires_at: sent_at.saturating_add(MESSAGE_TTL),
+            expires_at: sent_at.saturating_add(self.inner.ttl),
             attempts: 0,
             relayed: false,
         };

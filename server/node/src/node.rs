@@ -221,6 +221,7 @@ impl Node {
             events.clone(),
             relay.clone(),
             RateLimiter::new(config.api.message_burst, config.api.messages_per_second),
+            std::time::Duration::from_secs(config.messages.ttl_secs),
         );
         Dispatch {
             net: net.clone(),
