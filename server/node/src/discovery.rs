@@ -147,14 +147,15 @@ impl Discovery {
     async fn round(&self) {
         self.advertise_if_due().await;
         let plugins = self.inner.host.discovery();
-        let results = futures::future::join_all(
-            plugins
-                .iter()
-                .map(|p| async move { (p.name().to_owned(), p.discover().await) }),
-        )
-        .await;
+        // Each plugin's findings are taken in as soon as it answers: a quick one (mdns,
+        // answering from packets already received) must not wait for a slow one (a DHT
+        // query) before its peers are listed.
+        let mut results: futures::stream::FuturesUnordered<_> = plugins
+            .iter()
+            .map(|p| async move { (p.name().to_owned(), p.discover().await) })
+            .collect();
         let mut changed = false;
-        for (source, result) in results {
+        while let Some((source, result)) = futures::StreamExt::next(&mut results).await {
             match result {
                 Ok(findings) => changed |= !self.absorb(&source, findings).is_empty(),
                 Err(e) => tracing::debug!(plugin = source, error = %e, "discover failed"),

@@ -1,12 +1,15 @@
 //! The `lan` capability: one UDP socket on the mDNS multicast group (224.0.0.251:5353),
 //! shared by every plugin granted `lan`. Incoming packets are queued per plugin (bounded,
 //! oldest dropped) and wake the discovery manager, so answers go out as soon as a query
-//! arrives; sends are rate-limited per plugin.
+//! arrives; sends are rate-limited per plugin. The group loops our own packets back to us;
+//! those are dropped, or each of our answers would wake the manager again and make it wait
+//! out its coalescing delay just when another node's packet arrives.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::hash::{DefaultHasher, Hash as _, Hasher as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::UdpSocket;
@@ -19,10 +22,55 @@ const PORT: u16 = 5353;
 const QUEUE: usize = 64;
 /// Packets a plugin may send per second (burst of the same size).
 const SENDS_PER_SECOND: f64 = 20.0;
+/// How long a sent packet is remembered to recognise its echo.
+const ECHO_WINDOW: Duration = Duration::from_secs(2);
+
+/// What this node sent lately (hashes of the payloads), to recognise their echoes.
+#[derive(Default)]
+struct Echoes(Mutex<VecDeque<(Instant, u64)>>);
+
+impl Echoes {
+    fn hash(payload: &[u8]) -> u64 {
+        let mut h = DefaultHasher::new();
+        payload.hash(&mut h);
+        h.finish()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Instant, u64)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sent(&self, payload: &[u8]) {
+        let now = Instant::now();
+        let mut sent = self.lock();
+        while sent.front().is_some_and(|(at, _)| now - *at > ECHO_WINDOW) || sent.len() >= 64 {
+            sent.pop_front();
+        }
+        sent.push_back((now, Self::hash(payload)));
+    }
+
+    /// Whether a packet from `from` is one of ours coming back. Another node on this host
+    /// sends from the same address and port, but never the same bytes as ours (answers name
+    /// their sender); an identical query from it within the window goes unanswered, and is
+    /// asked again.
+    fn is_echo(&self, from: SocketAddr, interfaces: &[Ipv4Addr], payload: &[u8]) -> bool {
+        let ours =
+            from.port() == PORT && matches!(from.ip(), IpAddr::V4(ip) if interfaces.contains(&ip));
+        if !ours {
+            return false;
+        }
+        let hash = Self::hash(payload);
+        let now = Instant::now();
+        self.lock()
+            .iter()
+            .any(|(at, h)| *h == hash && now - *at <= ECHO_WINDOW)
+    }
+}
 
 pub(crate) struct Lan {
     socket: Arc<UdpSocket>,
     interfaces: Vec<Ipv4Addr>,
+    echoes: Arc<Echoes>,
     queues: Arc<Mutex<HashMap<String, VecDeque<Datagram>>>>,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
     send_lock: tokio::sync::Mutex<()>,
@@ -55,11 +103,19 @@ impl Lan {
         }
         let socket = Arc::new(UdpSocket::from_std(socket.into())?);
         let queues: Arc<Mutex<HashMap<String, VecDeque<Datagram>>>> = Arc::default();
-        tokio::spawn(receive(socket.clone(), queues.clone(), wake));
+        let echoes = Arc::new(Echoes::default());
+        tokio::spawn(receive(
+            socket.clone(),
+            queues.clone(),
+            wake,
+            echoes.clone(),
+            interfaces.clone(),
+        ));
         tracing::debug!(?interfaces, "listening on the mDNS group");
         Ok(Arc::new(Self {
             socket,
             interfaces,
+            echoes,
             queues,
             buckets: Mutex::new(HashMap::new()),
             send_lock: tokio::sync::Mutex::new(()),
@@ -96,11 +152,16 @@ async fn receive(
     socket: Arc<UdpSocket>,
     queues: Arc<Mutex<HashMap<String, VecDeque<Datagram>>>>,
     wake: Arc<Notify>,
+    echoes: Arc<Echoes>,
+    interfaces: Vec<Ipv4Addr>,
 ) {
     let mut buf = vec![0u8; 9000];
     loop {
         match socket.recv_from(&mut buf).await {
             Ok((len, from)) => {
+                if echoes.is_echo(from, &interfaces, &buf[..len]) {
+                    continue;
+                }
                 {
                     let mut queues = queues.lock().unwrap_or_else(|e| e.into_inner());
                     for queue in queues.values_mut() {
@@ -137,6 +198,7 @@ impl LanBackend for Lan {
                 )));
             }
             let _guard = self.send_lock.lock().await;
+            self.echoes.sent(&payload);
             let target = SocketAddr::from(SocketAddrV4::new(GROUP, PORT));
             let mut sent = false;
             for iface in &self.interfaces {
@@ -169,5 +231,25 @@ impl LanBackend for Lan {
             let n = queue.len().min(max);
             Ok(queue.drain(..n).collect())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_own_packets_coming_back_are_echoes() {
+        let echoes = Echoes::default();
+        let me = Ipv4Addr::new(10, 0, 0, 2);
+        let ours = SocketAddr::from((me, PORT));
+        echoes.sent(b"our answer");
+        assert!(echoes.is_echo(ours, &[me], b"our answer"));
+        // The same bytes from another host, or from another port, are not ours.
+        let other = SocketAddr::from((Ipv4Addr::new(10, 0, 0, 3), PORT));
+        assert!(!echoes.is_echo(other, &[me], b"our answer"));
+        assert!(!echoes.is_echo(SocketAddr::from((me, 40000)), &[me], b"our answer"));
+        // Another node on this host sends from our address, but not our bytes.
+        assert!(!echoes.is_echo(ours, &[me], b"its answer"));
     }
 }
