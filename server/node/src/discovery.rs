@@ -15,6 +15,7 @@ use std::str::FromStr as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use multiaddr::Multiaddr;
 use tokio::sync::Notify;
 use volli_core::{AddressRecord, DeviceCertificate, PeerId, Timestamp, UserId};
@@ -28,8 +29,11 @@ use crate::peers::Peers;
 
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_INTERVAL: Duration = Duration::from_secs(60);
-/// Rounds triggered by events are at least this far apart.
-const COALESCE: Duration = Duration::from_millis(100);
+/// Rounds run at once when woken, up to a burst of this many; beyond it, at this rate per
+/// second. A packet is answered in milliseconds, a flood of them costs bounded work, and
+/// even then a round is never more than 1/rate away.
+const ROUND_BURST: f64 = 10.0;
+const ROUNDS_PER_SECOND: f64 = 50.0;
 const READVERTISE: Duration = Duration::from_secs(20 * 60);
 /// An address record is valid this long; republished well before.
 const RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -105,24 +109,29 @@ impl Discovery {
         let this = self.clone();
         tokio::spawn(async move {
             // The first round advertises this node; give the swarm a moment to report its
-            // listen addresses so that happens at start rather than a coalescing delay later.
+            // listen addresses so that happens at start rather than in a later round.
             let started = Instant::now();
             while this.advertised_addrs().await.is_empty() && started.elapsed() < FIRST_ADDRS {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            // A wake stored before the first round (the listen addresses arriving) is stale.
+            let _ = this.inner.wake.notified().now_or_never();
             this.round().await;
-            let mut last_round = Instant::now();
+            let (mut tokens, mut at) = (ROUND_BURST, Instant::now());
             loop {
                 let interval = this.lock().interval;
                 tokio::select! {
                     () = this.inner.wake.notified() => {}
                     () = tokio::time::sleep(interval) => {}
                 }
-                let since = last_round.elapsed();
-                if since < COALESCE {
-                    tokio::time::sleep(COALESCE - since).await;
+                tokens = (tokens + at.elapsed().as_secs_f64() * ROUNDS_PER_SECOND).min(ROUND_BURST);
+                if tokens < 1.0 {
+                    let wait = (1.0 - tokens) / ROUNDS_PER_SECOND;
+                    tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+                    tokens = 1.0;
                 }
-                last_round = Instant::now();
+                tokens -= 1.0;
+                at = Instant::now();
                 this.round().await;
             }
         });

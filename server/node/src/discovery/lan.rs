@@ -3,7 +3,7 @@
 //! oldest dropped) and wake the discovery manager, so answers go out as soon as a query
 //! arrives; sends are rate-limited per plugin. The group loops our own packets back to us;
 //! those are dropped, or each of our answers would wake the manager again and make it wait
-//! out its coalescing delay just when another node's packet arrives.
+//! out its rate limit just when another node's packet arrives.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
