@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 # A clean run builds the dependency set several ways (tests, clippy, fuzzing, wasm plugins);
 # incremental caches would add gigabytes to that for nothing a one-shot run reuses.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
-target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
 
 ./scripts/setup.sh
 
