@@ -219,7 +219,7 @@ async fn a_mutual_friend_carries_a_message_between_users_never_online_together()
     assert_eq!(held["recipients"], 1, "{held}");
     assert!(alice.terminate().success());
 
-    let bob = Node::start_with(&bob_dir, on_port(ports.1)).await;
+    let mut bob = Node::start_with(&bob_dir, on_port(ports.1)).await;
     let got = bob
         .wait_for(
             &format!("/v1/messages?with={alice_id}"),
@@ -234,10 +234,15 @@ async fn a_mutual_friend_carries_a_message_between_users_never_online_together()
         })
         .await;
 
-    // Alice comes back: her retry reaches Bob directly, who already has it and answers
-    // with a receipt; Bob still shows the message once.
+    // Bob leaves again before Alice returns: his signed receipt, left at the relay, tells
+    // her the message was delivered.
+    assert!(bob.terminate().success());
     let alice = Node::start_with(&alice_dir, on_port(ports.0)).await;
     wait_status(&alice, &bob_id, &id, "delivered", Duration::from_secs(30)).await;
+
+    // Bob still shows the message once.
+    let bob = Node::start_with(&bob_dir, on_port(ports.1)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(conversation(&bob, &alice_id).await.len(), 1);
 }
 

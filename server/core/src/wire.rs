@@ -114,6 +114,22 @@ pub enum RelayRequest {
     Volunteer,
     /// The requesting user's newer contact card (devices, relays).
     Card(Vec<u8>),
+    /// Receipts the requesting user signed for messages it fetched here, to hold for their
+    /// senders: a receipt reaches a sender who is never online with its recipient.
+    DepositReceipts {
+        /// Signed receipts.
+        receipts: Vec<crate::Receipt>,
+    },
+    /// Hand over receipts held for the requesting user as a sender (at most `limit`).
+    FetchReceipts {
+        /// Receipts wanted at most.
+        limit: u16,
+    },
+    /// The requesting user has these receipts (by message id): delete them.
+    AckReceipts {
+        /// Message ids.
+        ids: Vec<crate::MessageId>,
+    },
 }
 
 /// `/volli/relay/1` responses.
@@ -137,4 +153,11 @@ pub enum RelayResponse {
     Refused(String),
     /// Too many requests; retry after this many seconds.
     RateLimited(u32),
+    /// Receipts held for the requester, and whether more remain.
+    Receipts {
+        /// Signed receipts.
+        receipts: Vec<crate::Receipt>,
+        /// More are held.
+        more: bool,
+    },
 }

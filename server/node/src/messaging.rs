@@ -498,8 +498,15 @@ impl Messaging {
         ))
     }
 
-    /// Fetches, stores and acknowledges what relay `user` holds for this user.
+    /// Fetches, stores and acknowledges what relay `relay` holds for this user, leaves there
+    /// the receipts for what it took in (for senders who are offline), and collects the
+    /// receipts it holds for this user's own messages.
     pub async fn fetch_from(&self, relay: UserId) {
+        self.fetch_envelopes(relay).await;
+        self.fetch_receipts(relay).await;
+    }
+
+    async fn fetch_envelopes(&self, relay: UserId) {
         for _ in 0..64 {
             let (envelopes, more) = match self
                 .inner
@@ -514,12 +521,16 @@ impl Messaging {
                 return;
             }
             let mut ids = Vec::with_capacity(envelopes.len());
+            let mut receipts = Vec::new();
             for bytes in envelopes {
                 let Ok(envelope) = Envelope::from_bytes(&bytes) else {
                     continue;
                 };
                 match self.take_in(&envelope, false).await {
-                    Delivered::Receipt(_) => ids.push(envelope.digest()),
+                    Delivered::Receipt(receipt) => {
+                        ids.push(envelope.digest());
+                        receipts.push(receipt);
+                    }
                     Delivered::Refused(reason) => {
                         tracing::debug!(%relay, %reason, "dropped a relayed envelope");
                         ids.push(envelope.digest());
@@ -528,10 +539,68 @@ impl Messaging {
                     Delivered::RateLimited(_) => {}
                 }
             }
+            // Receipts first: once the envelopes are acknowledged, nothing else would make
+            // their senders hear of the delivery until the two meet.
+            if !receipts.is_empty() {
+                let _ = self
+                    .inner
+                    .relay
+                    .request(relay, RelayRequest::DepositReceipts { receipts })
+                    .await;
+            }
             let _ = self
                 .inner
                 .relay
                 .request(relay, RelayRequest::Ack { ids })
+                .await;
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// Takes the receipts relay `relay` holds for this user's messages: each verified one
+    /// marks its message delivered, as a direct receipt would.
+    async fn fetch_receipts(&self, relay: UserId) {
+        let me = self.inner.identity.user_id();
+        for _ in 0..64 {
+            let (receipts, more) = match self
+                .inner
+                .relay
+                .request(relay, RelayRequest::FetchReceipts { limit: 64 })
+                .await
+            {
+                Ok(RelayResponse::Receipts { receipts, more }) => (receipts, more),
+                Ok(_) | Err(_) => return,
+            };
+            if receipts.is_empty() {
+                return;
+            }
+            let mut ids = Vec::with_capacity(receipts.len());
+            for r in receipts {
+                ids.push(r.id);
+                if r.verify(r.id, me, r.recipient).is_err() {
+                    tracing::debug!(%relay, "dropped a receipt that does not verify");
+                    continue;
+                }
+                let queued = matches!(
+                    self.inner.db.outbox_get(r.id.as_bytes()).await,
+                    Ok(Some(entry)) if entry.recipient == r.recipient.to_string()
+                );
+                if queued
+                    && let Err(e) = self
+                        .finish(r.recipient, r.id, MessageStatus::Delivered)
+                        .await
+                {
+                    // Not recorded: fetch it again next time.
+                    tracing::warn!(error = %e, "cannot record a relayed receipt");
+                    ids.pop();
+                }
+            }
+            let _ = self
+                .inner
+                .relay
+                .request(relay, RelayRequest::AckReceipts { ids })
                 .await;
             if !more {
                 return;

@@ -33,6 +33,10 @@ pub const WANTED_RELAYS: usize = 3;
 pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Envelopes handed over per fetch.
 const FETCH_BATCH: u16 = 64;
+/// Receipts held per sender at most.
+const MAX_RECEIPTS_PER_SENDER: u64 = 10_000;
+/// Largest encoded receipt accepted back from storage.
+const MAX_RECEIPT_LEN: usize = 512;
 /// How long a request to a relay may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deposits a depositor may make at once, and per second after that.
@@ -406,6 +410,77 @@ impl Relay {
                     Err(e) => RelayResponse::Refused(format!("storage: {e}")),
                 }
             }
+            RelayRequest::DepositReceipts { receipts } => {
+                self.accept_receipts(user, receipts).await
+            }
+            RelayRequest::FetchReceipts { limit } => {
+                let limit = u32::from(limit.clamp(1, FETCH_BATCH));
+                match self
+                    .inner
+                    .db
+                    .relay_receipts_for(&user.to_string(), Timestamp::now(), limit)
+                    .await
+                {
+                    Ok((held, more)) => RelayResponse::Receipts {
+                        receipts: held
+                            .iter()
+                            .filter_map(|b| wire::decode(b, MAX_RECEIPT_LEN).ok())
+                            .collect(),
+                        more,
+                    },
+                    Err(e) => RelayResponse::Refused(format!("storage: {e}")),
+                }
+            }
+            RelayRequest::AckReceipts { ids } => {
+                let ids: Vec<[u8; 16]> = ids.iter().take(1024).map(|id| *id.as_bytes()).collect();
+                match self
+                    .inner
+                    .db
+                    .relay_ack_receipts(&user.to_string(), &ids)
+                    .await
+                {
+                    Ok(()) => RelayResponse::Ok,
+                    Err(e) => RelayResponse::Refused(format!("storage: {e}")),
+                }
+            }
+        }
+    }
+
+    /// Holds receipts that `recipient` signed, for their senders (contacts of this node),
+    /// until the senders fetch them. Only the recipient's own, valid receipts are kept, at
+    /// most [`MAX_RECEIPTS_PER_SENDER`] per sender.
+    async fn accept_receipts(
+        &self,
+        recipient: UserId,
+        receipts: Vec<volli_core::Receipt>,
+    ) -> RelayResponse {
+        if let Err(wait) = self.inner.deposits.check(recipient) {
+            return RelayResponse::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX));
+        }
+        let mut keep = Vec::new();
+        for r in receipts.into_iter().take(1024) {
+            if r.recipient != recipient
+                || r.verify(r.id, r.sender, recipient).is_err()
+                || !self.is_contact(r.sender).await
+            {
+                continue;
+            }
+            let sender = r.sender.to_string();
+            match self.inner.db.relay_receipt_count(&sender).await {
+                Ok(n) if n < MAX_RECEIPTS_PER_SENDER => {}
+                _ => continue,
+            }
+            keep.push((*r.id.as_bytes(), sender, wire::encode(&r)));
+        }
+        let now = Timestamp::now();
+        match self
+            .inner
+            .db
+            .relay_hold_receipts(&keep, now, now.saturating_add(MAX_TTL))
+            .await
+        {
+            Ok(()) => RelayResponse::Ok,
+            Err(e) => RelayResponse::Refused(format!("storage: {e}")),
         }
     }
 

@@ -268,13 +268,96 @@ impl Db {
         Ok(removed)
     }
 
-    /// Deletes expired envelopes. Returns how many went.
+    /// Deletes expired envelopes and receipts. Returns how many envelopes went.
     pub async fn relay_expire(&self, now: Timestamp) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM relay_held WHERE expires_at <= ?")
             .bind(now.as_millis())
             .execute(self.writer())
             .await?;
+        sqlx::query("DELETE FROM relay_receipts WHERE expires_at <= ?")
+            .bind(now.as_millis())
+            .execute(self.writer())
+            .await?;
         Ok(done.rows_affected())
+    }
+
+    /// Holds receipts for their senders: `(message id, sender, encoded receipt)`. A receipt
+    /// already held is kept as it is.
+    pub async fn relay_hold_receipts(
+        &self,
+        receipts: &[([u8; 16], String, Vec<u8>)],
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer().begin().await?;
+        for (id, sender, receipt) in receipts {
+            sqlx::query(
+                "INSERT OR IGNORE INTO relay_receipts \
+                 (message_id, sender, receipt, stored_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&id[..])
+            .bind(sender)
+            .bind(receipt)
+            .bind(now.as_millis())
+            .bind(expires_at.as_millis())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// How many receipts are held for `sender`.
+    pub async fn relay_receipt_count(&self, sender: &str) -> Result<u64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM relay_receipts WHERE sender = ?")
+            .bind(sender)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Receipts held for `sender`, oldest first, at most `limit`; and whether more remain.
+    pub async fn relay_receipts_for(
+        &self,
+        sender: &str,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
+        let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+            "SELECT receipt FROM relay_receipts WHERE sender = ? AND expires_at > ? \
+             ORDER BY stored_at, message_id LIMIT ?",
+        )
+        .bind(sender)
+        .bind(now.as_millis())
+        .bind(i64::from(limit) + 1)
+        .fetch_all(self.pool())
+        .await?;
+        let more = rows.len() > limit as usize;
+        Ok((
+            rows.into_iter()
+                .take(limit as usize)
+                .map(|(r,)| r)
+                .collect(),
+            more,
+        ))
+    }
+
+    /// Deletes receipts `sender` acknowledged.
+    pub async fn relay_ack_receipts(
+        &self,
+        sender: &str,
+        ids: &[[u8; 16]],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer().begin().await?;
+        for id in ids {
+            sqlx::query("DELETE FROM relay_receipts WHERE message_id = ? AND sender = ?")
+                .bind(&id[..])
+                .bind(sender)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Totals for `GET /v1/relay`.
