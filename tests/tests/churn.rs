@@ -9,9 +9,9 @@
 //! 2. the senders go offline; every relay is killed; the recipients come back and listen
 //!    on their WebSocket; relays come back one by one, still churning, until every
 //!    recipient has every message;
-//! 3. the senders come back; their retries reach the recipients directly (who already have
-//!    the messages) and turn every status to `delivered`, while recipients still show each
-//!    message once.
+//! 3. the senders come back; the receipts the recipients left at the relays, or retries
+//!    that reach the recipients directly (who already have the messages), turn every status
+//!    to `delivered`, while recipients still show each message once.
 //!
 //! The figures (printed) go in `docs/BENCHMARKS.md`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -328,7 +328,8 @@ async fn messages_reach_offline_recipients_through_churning_relays_once_each() {
             .await;
     }
 
-    // 3. Senders return: direct retries turn every status to delivered, shown once.
+    // 3. Senders return: relayed receipts or direct retries turn every status to delivered;
+    // each message is still shown once.
     for s in &mut senders {
         s.restart().await;
     }
