@@ -578,23 +578,26 @@ impl Messaging {
             }
             let mut ids = Vec::with_capacity(receipts.len());
             for r in receipts {
-                ids.push(r.id);
                 if r.verify(r.id, me, r.recipient).is_err() {
                     tracing::debug!(%relay, "dropped a receipt that does not verify");
+                    ids.push(r.id);
                     continue;
                 }
                 let queued = matches!(
                     self.inner.db.outbox_get(r.id.as_bytes()).await,
                     Ok(Some(entry)) if entry.recipient == r.recipient.to_string()
                 );
-                if queued
-                    && let Err(e) = self
-                        .finish(r.recipient, r.id, MessageStatus::Delivered)
-                        .await
+                if !queued {
+                    ids.push(r.id);
+                    continue;
+                }
+                match self
+                    .finish(r.recipient, r.id, MessageStatus::Delivered)
+                    .await
                 {
-                    // Not recorded: fetch it again next time.
-                    tracing::warn!(error = %e, "cannot record a relayed receipt");
-                    ids.pop();
+                    Ok(()) => ids.push(r.id),
+                    // Not recorded and not acknowledged: fetched again next time.
+                    Err(e) => tracing::warn!(error = %e, "cannot record a relayed receipt"),
                 }
             }
             let _ = self

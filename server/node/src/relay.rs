@@ -458,6 +458,9 @@ impl Relay {
             return RelayResponse::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX));
         }
         let mut keep = Vec::new();
+        // Receipts held per sender, counted once per request and kept up to date as this
+        // request adds to them.
+        let mut held: HashMap<UserId, u64> = HashMap::new();
         for r in receipts.into_iter().take(1024) {
             if r.recipient != recipient
                 || r.verify(r.id, r.sender, recipient).is_err()
@@ -466,10 +469,17 @@ impl Relay {
                 continue;
             }
             let sender = r.sender.to_string();
-            match self.inner.db.relay_receipt_count(&sender).await {
-                Ok(n) if n < MAX_RECEIPTS_PER_SENDER => {}
-                _ => continue,
+            let count = match held.get_mut(&r.sender) {
+                Some(n) => n,
+                None => match self.inner.db.relay_receipt_count(&sender).await {
+                    Ok(n) => held.entry(r.sender).or_insert(n),
+                    Err(_) => continue,
+                },
+            };
+            if *count >= MAX_RECEIPTS_PER_SENDER {
+                continue;
             }
+            *count += 1;
             keep.push((*r.id.as_bytes(), sender, wire::encode(&r)));
         }
         let now = Timestamp::now();

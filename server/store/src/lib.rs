@@ -32,8 +32,8 @@ pub enum StoreError {
     /// The Loro document refused an operation or an import.
     #[error("vault document error: {0}")]
     Document(String),
-    /// The vault actor or the outbox writer has stopped (the node is shutting down, or it
-    /// failed).
+    /// The vault actor, which also commits the outbox, has stopped (the node is shutting
+    /// down, or it failed).
     #[error("the store is closed")]
     Closed,
     /// The database file or its directory could not be used.

@@ -103,6 +103,13 @@ pub struct RelayStats {
     pub recipients: u64,
 }
 
+/// Splits rows fetched with `LIMIT limit + 1` into the page and whether more remain.
+fn page<T>(mut rows: Vec<T>, limit: u32) -> (Vec<T>, bool) {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    (rows, more)
+}
+
 fn held((envelopes, bytes): (i64, i64)) -> Held {
     Held {
         envelopes: u64::try_from(envelopes).unwrap_or(0),
@@ -237,10 +244,9 @@ impl Db {
         .bind(i64::from(limit) + 1)
         .fetch_all(self.pool())
         .await?;
-        let more = rows.len() > limit as usize;
+        let (rows, more) = page(rows, limit);
         Ok((
             rows.into_iter()
-                .take(limit as usize)
                 .filter_map(|(id, envelope)| {
                     Some(HeldEnvelope {
                         id: id.try_into().ok()?,
@@ -332,14 +338,8 @@ impl Db {
         .bind(i64::from(limit) + 1)
         .fetch_all(self.pool())
         .await?;
-        let more = rows.len() > limit as usize;
-        Ok((
-            rows.into_iter()
-                .take(limit as usize)
-                .map(|(r,)| r)
-                .collect(),
-            more,
-        ))
+        let (rows, more) = page(rows, limit);
+        Ok((rows.into_iter().map(|(r,)| r).collect(), more))
     }
 
     /// Deletes receipts `sender` acknowledged.

@@ -7,7 +7,8 @@
 //! every writer of the batch: one fsync for many writes, and no writer hears "saved" before
 //! its change is durable. The outbox's changes ride in the same transaction
 //! ([`Vault::outbox`]), so a sent message's outbox row and conversation entry cost one fsync
-//! between them, and so do a delivery's status change and outbox removal. Compaction folds the log into a new snapshot in one transaction.
+//! between them, and so do a delivery's status change and outbox removal. Compaction folds
+//! the log into a new snapshot in one transaction.
 //!
 //! The actor runs on its own OS thread, so Loro work (including exporting large snapshots)
 //! never blocks the async workers. This module does not sync with other devices; it exposes
@@ -164,12 +165,7 @@ impl Vault {
         R: Send + 'static,
         F: FnOnce(&VaultDoc) -> R + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::Read(Box::new(move |doc| {
-            let _ = tx.send(f(doc));
-        })))
-        .await?;
-        rx.await.map_err(|_| StoreError::Closed)
+        self.ask(Command::Read, f).await
     }
 
     /// Like [`Self::read`], but only after every earlier write is durable. For what leaves
@@ -180,8 +176,17 @@ impl Vault {
         R: Send + 'static,
         F: FnOnce(&VaultDoc) -> R + Send + 'static,
     {
+        self.ask(Command::ReadSaved, f).await
+    }
+
+    /// Sends `f` as a read job of the given kind and waits for its answer.
+    async fn ask<R, F>(&self, kind: fn(ReadJob) -> Command, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&VaultDoc) -> R + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::ReadSaved(Box::new(move |doc| {
+        self.send(kind(Box::new(move |doc| {
             let _ = tx.send(f(doc));
         })))
         .await?;

@@ -97,32 +97,42 @@ impl VaultDoc {
 
     /// Decodes a contact card and checks its signatures, once per distinct card.
     pub(crate) fn card(&self, bytes: &[u8]) -> Option<ContactCard> {
-        if let Some(card) = self.memo().cards.get(bytes) {
-            return Some(card.clone());
-        }
-        let card = ContactCard::from_bytes(bytes).ok()?;
-        let mut memo = self.memo();
-        if memo.cards.len() >= MAX_VERIFIED {
-            memo.cards.clear();
-        }
-        memo.cards.insert(bytes.to_vec(), card.clone());
-        Some(card)
+        self.memoised(bytes, |v| &mut v.cards, |b| ContactCard::from_bytes(b).ok())
     }
 
     /// Decodes a device certificate and checks its signature, once per distinct
     /// certificate. The caller still checks whose device it is.
     pub(crate) fn certificate(&self, bytes: &[u8]) -> Option<DeviceCertificate> {
-        if let Some(cert) = self.memo().certificates.get(bytes) {
-            return Some(cert.clone());
+        self.memoised(
+            bytes,
+            |v| &mut v.certificates,
+            |b| {
+                let cert = DeviceCertificate::from_bytes(b).ok()?;
+                cert.verify().ok()?;
+                Some(cert)
+            },
+        )
+    }
+
+    /// What `check` makes of `bytes`, from the memo `kind` picks when it was seen before;
+    /// only successes are remembered.
+    fn memoised<T: Clone>(
+        &self,
+        bytes: &[u8],
+        kind: fn(&mut Verified) -> &mut HashMap<Vec<u8>, T>,
+        check: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> Option<T> {
+        if let Some(known) = kind(&mut self.memo()).get(bytes) {
+            return Some(known.clone());
         }
-        let cert = DeviceCertificate::from_bytes(bytes).ok()?;
-        cert.verify().ok()?;
+        let value = check(bytes)?;
         let mut memo = self.memo();
-        if memo.certificates.len() >= MAX_VERIFIED {
-            memo.certificates.clear();
+        let seen = kind(&mut memo);
+        if seen.len() >= MAX_VERIFIED {
+            seen.clear();
         }
-        memo.certificates.insert(bytes.to_vec(), cert.clone());
-        Some(cert)
+        seen.insert(bytes.to_vec(), value.clone());
+        Some(value)
     }
 
     /// The underlying Loro document.
