@@ -7,6 +7,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+/// RFC 3339, UTC, always three fraction digits.
+const RFC3339_MILLIS: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+);
+
 /// A point in time, millisecond precision, UTC.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
@@ -39,12 +44,13 @@ impl Timestamp {
         )
     }
 
-    /// RFC 3339 text, e.g. `2026-11-23T10:00:00.123Z`.
+    /// RFC 3339 text in UTC with exactly three fraction digits, e.g.
+    /// `2026-11-23T10:00:00.120Z`: fixed width, so the texts sort as the times do.
     pub fn to_rfc3339(self) -> String {
         let nanos = i128::from(self.0) * 1_000_000;
         OffsetDateTime::from_unix_timestamp_nanos(nanos)
             .ok()
-            .and_then(|t| t.format(&Rfc3339).ok())
+            .and_then(|t| t.format(RFC3339_MILLIS).ok())
             .unwrap_or_else(|| self.0.to_string())
     }
 
@@ -100,5 +106,36 @@ mod tests {
         let s = t.to_rfc3339();
         assert_eq!(s, "2026-11-18T11:06:40.123Z");
         assert_eq!(Timestamp::parse_rfc3339(&s), Some(t));
+    }
+
+    #[test]
+    fn texts_have_a_fixed_width_and_sort_as_the_times_do() {
+        let times = [
+            0,
+            1,
+            10,
+            100,
+            120,
+            999,
+            1_000,
+            1_795_000_000_550,
+            1_795_000_000_551,
+        ];
+        let texts: Vec<String> = times
+            .iter()
+            .map(|&ms| Timestamp::from_millis(ms).to_rfc3339())
+            .collect();
+        assert_eq!(texts[0], "1970-01-01T00:00:00.000Z");
+        assert_eq!(texts[4], "1970-01-01T00:00:00.120Z");
+        assert!(texts.iter().all(|t| t.len() == 24), "{texts:?}");
+        let mut sorted = texts.clone();
+        sorted.sort();
+        assert_eq!(sorted, texts);
+        for (t, ms) in texts.iter().zip(times) {
+            assert_eq!(
+                Timestamp::parse_rfc3339(t),
+                Some(Timestamp::from_millis(ms))
+            );
+        }
     }
 }

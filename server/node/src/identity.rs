@@ -72,15 +72,6 @@ impl Identity {
         self.device.public().to_peer_id()
     }
 
-    /// A stable Loro peer id for this device's vault edits, derived from its peer id.
-    pub fn vault_peer(&self) -> u64 {
-        let hash = blake3::hash(&self.peer_id().to_bytes());
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&hash.as_bytes()[..8]);
-        // Loro reserves the top of the range; stay well clear of it.
-        u64::from_le_bytes(bytes) >> 1
-    }
-
     /// Loads the identity from `data_dir`, creating whatever is missing.
     pub fn load_or_create(data_dir: &Path, device_name: &str) -> Result<Loaded, IdentityError> {
         let dir = data_dir.join("identity");
@@ -223,7 +214,6 @@ mod tests {
         assert_eq!(first.identity.user_id(), again.identity.user_id());
         assert_eq!(first.identity.peer_id(), again.identity.peer_id());
         assert_eq!(first.identity.certificate, again.identity.certificate);
-        assert_eq!(first.identity.vault_peer(), again.identity.vault_peer());
         again
             .identity
             .certificate

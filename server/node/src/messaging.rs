@@ -49,6 +49,9 @@ pub enum MessagingError {
     /// The text is empty or too long.
     #[error("{0}")]
     Invalid(String),
+    /// A page was asked for before a message that is not in the conversation.
+    #[error("`before` is not a message of this conversation")]
+    UnknownMessage,
     /// Too many messages; retry after this many seconds.
     #[error("too many messages; retry in {0} s")]
     RateLimited(u64),
@@ -177,14 +180,18 @@ impl Messaging {
         Ok(message)
     }
 
-    /// The conversation with `with`, oldest first.
+    /// The conversation with `with`, oldest first: up to `limit` messages before `before`.
     pub async fn conversation(
         &self,
         with: UserId,
         before: Option<MessageId>,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, MessagingError> {
-        Ok(self.inner.vault.messages(with, before, limit).await?)
+        self.inner
+            .vault
+            .messages(with, before, limit)
+            .await?
+            .ok_or(MessagingError::UnknownMessage)
     }
 
     /// Starts the outbox worker and the periodic relay fetch; first puts back into the

@@ -125,7 +125,7 @@ impl Node {
         }
         let token =
             identity::load_or_create_token(&data_dir).context("cannot load the admin token")?;
-        let store = Store::open(&data_dir, VaultOptions::for_peer(identity.vault_peer()))
+        let store = Store::open(&data_dir, VaultOptions::default())
             .await
             .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
         register_own_device(&store, &identity).await?;

@@ -1,5 +1,6 @@
 //! Volli's persistence: one SQLite database (through sqlx, with the migrations in this crate)
-//! and the vault, a Loro CRDT document owned by a single actor.
+//! and the vault, Loro CRDT documents owned by a single actor with an SQLite index of every
+//! message.
 //!
 //! Everything a client was told is saved has been written with `synchronous=FULL` before the
 //! call returns. This crate knows nothing of HTTP, libp2p or plugins.
@@ -17,7 +18,7 @@ pub use db::Db;
 pub use invites::{PendingContact, Redemption};
 pub use messaging::{Held, HeldEnvelope, OutboxChange, OutboxEntry, RelayStats};
 pub use plugins::PluginRecord;
-pub use vault::{Vault, VaultOptions, VaultStats};
+pub use vault::{DocId, Vault, VaultDelta, VaultOptions, VaultStats, VaultVersion};
 
 /// A failure of the store.
 #[derive(Debug, thiserror::Error)]

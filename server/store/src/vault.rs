@@ -1,53 +1,68 @@
-//! The vault: the user's synced state (contacts, conversations, settings, devices) as one
-//! Loro document, owned by a single actor thread.
+//! The vault: the user's synced state (contacts, settings, devices, conversations) as Loro
+//! documents, owned by a single actor thread, with an SQLite index for reading history.
 //!
-//! Persistence is an append-only log of Loro updates plus periodic snapshots in SQLite.
-//! Writes are applied in the order they arrive; the actor drains whatever is queued, commits
-//! the Loro transaction, appends one update row (`synchronous=FULL`) and only then answers
-//! every writer of the batch: one fsync for many writes, and no writer hears "saved" before
-//! its change is durable. The outbox's changes ride in the same transaction
-//! ([`Vault::outbox`]), so a sent message's outbox row and conversation entry cost one fsync
-//! between them, and so do a delivery's status change and outbox removal. Compaction folds
-//! the log into a new snapshot in one transaction.
+//! Layout ([ADR 0008](../../../docs/adr/0008-vault-as-many-documents.md)): one small `meta`
+//! document (contacts, settings, devices), always in memory, and each conversation as a
+//! series of chunk documents of about a thousand messages, loaded only while they are
+//! written and evicted after. Every message is also a row of the `messages` table, written
+//! in the same transaction as the chunk's update, and pages of history are read from there
+//! without the actor. Memory therefore does not grow with history, and a page costs the same
+//! at any depth.
 //!
-//! The actor runs on its own OS thread, so Loro work (including exporting large snapshots)
-//! never blocks the async workers. This module does not sync with other devices; it exposes
-//! `import` and `export_since` for the component that does.
+//! Persistence per document is an append-only log of Loro updates plus a snapshot that
+//! compaction folds the log into. Writes are applied in the order they arrive; the actor
+//! drains whatever is queued, commits, appends the updates and index rows in one transaction
+//! (`synchronous=FULL`) and only then answers every writer of the batch: one fsync for many
+//! writes, and no writer hears "saved" before its change is durable. The outbox's changes
+//! ride in the same transaction ([`Vault::outbox`]).
+//!
+//! For sync between the user's devices the vault reports a version vector per document
+//! ([`Vault::version`]), exports what another device lacks ([`Vault::export_since`]) and
+//! imports what it is sent ([`Vault::import`]). Each opening writes under a fresh Loro peer
+//! id, so an id is never reused, not even by a restored backup. This module does not talk
+//! to other devices.
 
 mod actor;
 mod contacts;
 mod conversations;
 mod devices;
 mod doc;
+mod docs;
+mod index;
+mod migrate;
 mod settings;
 
+use std::collections::BTreeMap;
+
+use loro::VersionVector;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 pub use contacts::Contact;
-pub use conversations::{MessageStatus, StoredMessage};
+pub use conversations::{CHUNK_BYTES, CHUNK_MESSAGES, MAX_LOADED, MessageStatus, StoredMessage};
 pub use devices::DeviceRecord;
 pub use doc::{VaultDoc, root};
+pub use docs::DocId;
 
 use crate::{Db, StoreError};
 
 /// How the vault is opened.
 #[derive(Clone, Debug)]
 pub struct VaultOptions {
-    /// This device's Loro peer id. Must be unique per device and stable across restarts.
-    pub peer: u64,
-    /// Compact once this many updates follow the snapshot.
+    /// Compact a document once this many updates follow its snapshot.
     pub compact_after_updates: u64,
-    /// Compact once the updates after the snapshot reach this many bytes.
+    /// Compact a document once the updates after its snapshot reach this many bytes.
     pub compact_after_bytes: u64,
+    /// Start a new chunk of a conversation once the newest holds this many messages.
+    pub chunk_messages: u64,
 }
 
-impl VaultOptions {
-    /// Default thresholds for the given device peer id.
-    pub fn for_peer(peer: u64) -> Self {
+impl Default for VaultOptions {
+    fn default() -> Self {
         Self {
-            peer,
-            compact_after_updates: 1_000,
-            compact_after_bytes: 4 << 20,
+            compact_after_updates: 64,
+            compact_after_bytes: 1 << 20,
+            chunk_messages: CHUNK_MESSAGES,
         }
     }
 }
@@ -55,29 +70,151 @@ impl VaultOptions {
 /// Figures about the vault's storage.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VaultStats {
-    /// Update rows stored after the latest snapshot.
+    /// Update rows stored after the documents' snapshots.
     pub updates: u64,
     /// Their total size.
     pub update_bytes: u64,
-    /// Size of the latest snapshot (0 if none yet).
+    /// Size of the documents' snapshots.
     pub snapshot_bytes: u64,
     /// Compactions performed since the vault was opened.
     pub compactions: u64,
+    /// Documents stored.
+    pub docs: u64,
+    /// Documents in memory (the meta document and the chunks being written).
+    pub loaded: u64,
+    /// Messages in the index.
+    pub messages: u64,
+}
+
+/// What a vault holds: the version vector of each of its documents. Sent to another device
+/// so it can tell what this one lacks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VaultVersion {
+    docs: BTreeMap<DocId, VersionVector>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct VersionWire {
+    docs: Vec<(String, Vec<u8>)>,
+}
+
+impl VaultVersion {
+    /// The version of an empty vault.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Documents it covers.
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    /// Whether it covers no document.
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+
+    /// The version of one document, if present.
+    pub(crate) fn get(&self, id: &DocId) -> Option<&VersionVector> {
+        self.docs.get(id)
+    }
+
+    /// Whether every document's version in `other` is contained in this one.
+    pub fn includes(&self, other: &Self) -> bool {
+        other.docs.iter().all(|(id, theirs)| {
+            self.docs
+                .get(id)
+                .is_some_and(|ours| ours.includes_vv(theirs))
+        })
+    }
+
+    /// Encodes it for the wire.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let wire = VersionWire {
+            docs: self
+                .docs
+                .iter()
+                .map(|(id, vv)| (id.to_string(), vv.encode()))
+                .collect(),
+        };
+        postcard::to_allocvec(&wire).unwrap_or_default()
+    }
+
+    /// Decodes what [`Self::to_bytes`] made.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, StoreError> {
+        let wire: VersionWire = postcard::from_bytes(bytes)
+            .map_err(|e| StoreError::Document(format!("not a vault version: {e}")))?;
+        let mut docs = BTreeMap::new();
+        for (id, vv) in wire.docs {
+            docs.insert(id.parse()?, VersionVector::decode(&vv)?);
+        }
+        Ok(Self { docs })
+    }
+}
+
+/// Updates for another device: for each document it lacks something of, the blobs to import
+/// in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultDelta {
+    docs: Vec<(String, Vec<Vec<u8>>)>,
+}
+
+impl VaultDelta {
+    /// Whether it carries nothing.
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+
+    /// Documents it carries.
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    /// Its size in bytes, roughly as sent.
+    pub fn size(&self) -> usize {
+        self.docs
+            .iter()
+            .map(|(id, blobs)| id.len() + blobs.iter().map(Vec::len).sum::<usize>())
+            .sum()
+    }
+
+    /// Encodes it for the wire.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decodes what [`Self::to_bytes`] made.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, StoreError> {
+        postcard::from_bytes(bytes)
+            .map_err(|e| StoreError::Document(format!("not a vault delta: {e}")))
+    }
+
+    fn push(&mut self, id: DocId, blobs: Vec<Vec<u8>>) {
+        self.docs.push((id.to_string(), blobs));
+    }
+}
+
+/// What a write job may touch: the meta document, and the conversation chunks.
+struct Ctx<'a> {
+    meta: &'a VaultDoc,
+    chunks: &'a mut conversations::Chunks,
 }
 
 type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type WriteJob = Box<dyn FnOnce(&VaultDoc) -> Finish + Send>;
+type WriteJob = Box<dyn FnOnce(&mut Ctx<'_>) -> Finish + Send>;
 type ReadJob = Box<dyn FnOnce(&VaultDoc) + Send>;
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Command {
     Write(WriteJob),
     Outbox(crate::OutboxChange, Finish),
     Read(ReadJob),
-    /// A read that must not see unsaved changes: what leaves this device.
-    ReadSaved(ReadJob),
-    Import(Vec<u8>, oneshot::Sender<Result<bool, StoreError>>),
-    Compact(oneshot::Sender<Result<(), StoreError>>),
-    Stats(oneshot::Sender<VaultStats>),
+    Version(Reply<VaultVersion>),
+    Export(VaultVersion, usize, Reply<(VaultDelta, bool)>),
+    Import(VaultDelta, Reply<bool>),
+    Compact(Reply<()>),
+    Stats(Reply<VaultStats>),
+    Json(Reply<serde_json::Value>),
     Close(oneshot::Sender<()>),
 }
 
@@ -87,24 +224,27 @@ enum Command {
 pub struct Vault {
     tx: mpsc::Sender<Command>,
     contacts: doc::ContactCache,
+    db: Db,
 }
 
 impl Vault {
-    /// Loads the vault from `db` and starts its actor.
+    /// Loads the vault from `db` (migrating a vault of the single-document layout first) and
+    /// starts its actor.
     pub async fn open(db: Db, options: VaultOptions) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel(1024);
         let (ready_tx, ready_rx) = oneshot::channel();
         let runtime = tokio::runtime::Handle::current();
         let contacts = doc::ContactCache::default();
         let cache = contacts.clone();
+        let actor_db = db.clone();
         std::thread::Builder::new()
             .name("volli-vault".into())
-            .spawn(move || actor::run(db, options, cache, runtime, rx, ready_tx))?;
+            .spawn(move || actor::run(actor_db, options, cache, runtime, rx, ready_tx))?;
         ready_rx.await.map_err(|_| StoreError::Closed)??;
-        Ok(Self { tx, contacts })
+        Ok(Self { tx, contacts, db })
     }
 
-    /// Runs `f` against the document and returns once its changes are durable.
+    /// Runs `f` against the meta document and returns once its changes are durable.
     ///
     /// `f` must validate before it mutates: if it returns an error its changes (if any)
     /// are still saved with the batch.
@@ -113,22 +253,22 @@ impl Vault {
         R: Send + 'static,
         F: FnOnce(&VaultDoc) -> Result<R, StoreError> + Send + 'static,
     {
-        self.write_queued(f).await?.await
+        self.write_ctx_queued(move |ctx| f(ctx.meta)).await?.await
     }
 
-    /// Like [`Self::write`], but returns as soon as the actor has the job: every later call
-    /// sees its changes. The returned future resolves once they are durable.
-    pub(crate) async fn write_queued<R, F>(
+    /// Queues `f` against every document; returns as soon as the actor has the job: every
+    /// later call sees its changes. The returned future resolves once they are durable.
+    async fn write_ctx_queued<R, F>(
         &self,
         f: F,
     ) -> Result<impl Future<Output = Result<R, StoreError>> + Send + 'static, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&VaultDoc) -> Result<R, StoreError> + Send + 'static,
+        F: FnOnce(&mut Ctx<'_>) -> Result<R, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: WriteJob = Box::new(move |doc| {
-            let result = f(doc);
+        let job: WriteJob = Box::new(move |ctx| {
+            let result = f(ctx);
             Box::new(move |saved: Result<(), StoreError>| {
                 let _ = tx.send(saved.and(result));
             })
@@ -158,79 +298,102 @@ impl Vault {
         Ok(async move { rx.await.map_err(|_| StoreError::Closed)? })
     }
 
-    /// Runs `f` against the document. It sees every earlier write, including those still
-    /// being committed.
+    /// Runs `f` against the meta document. It sees every earlier write, including those
+    /// still being committed.
     pub(crate) async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&VaultDoc) -> R + Send + 'static,
     {
-        self.ask(Command::Read, f).await
-    }
-
-    /// Like [`Self::read`], but only after every earlier write is durable. For what leaves
-    /// the device: a change another device has seen must never be lost here, or this
-    /// device would reuse its Loro operation ids after a restart.
-    pub(crate) async fn read_saved<R, F>(&self, f: F) -> Result<R, StoreError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&VaultDoc) -> R + Send + 'static,
-    {
-        self.ask(Command::ReadSaved, f).await
-    }
-
-    /// Sends `f` as a read job of the given kind and waits for its answer.
-    async fn ask<R, F>(&self, kind: fn(ReadJob) -> Command, f: F) -> Result<R, StoreError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&VaultDoc) -> R + Send + 'static,
-    {
         let (tx, rx) = oneshot::channel();
-        self.send(kind(Box::new(move |doc| {
+        self.send(Command::Read(Box::new(move |doc| {
             let _ = tx.send(f(doc));
         })))
         .await?;
         rx.await.map_err(|_| StoreError::Closed)
     }
 
+    async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(command(tx)).await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// What this vault holds, per document, once every earlier write is durable (a change
+    /// another device has seen must never be lost here).
+    pub async fn version(&self) -> Result<VaultVersion, StoreError> {
+        self.ask(Command::Version).await
+    }
+
+    /// What the holder of `version` lacks, up to about `budget` bytes (at least one
+    /// document's worth); the flag says whether more remains.
+    pub async fn export_since(
+        &self,
+        version: VaultVersion,
+        budget: usize,
+    ) -> Result<(VaultDelta, bool), StoreError> {
+        self.ask(|tx| Command::Export(version, budget, tx)).await
+    }
+
     /// Imports updates from another device and persists them. Returns whether anything new
-    /// was learnt.
-    pub async fn import(&self, bytes: Vec<u8>) -> Result<bool, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::Import(bytes, tx)).await?;
-        rx.await.map_err(|_| StoreError::Closed)?
+    /// was learnt. A delta that does not import changes nothing.
+    pub async fn import(&self, delta: VaultDelta) -> Result<bool, StoreError> {
+        self.ask(|tx| Command::Import(delta, tx)).await
     }
 
-    /// This vault's version vector, encoded, to send to another device.
-    pub async fn version(&self) -> Result<Vec<u8>, StoreError> {
-        self.read_saved(|doc| doc.loro().oplog_vv().encode()).await
+    /// Records that another device (`device`, its peer id) holds at least `version`.
+    pub async fn acknowledge(
+        &self,
+        device: &str,
+        version: &VaultVersion,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.writer().begin().await?;
+        for (id, vv) in &version.docs {
+            sqlx::query(
+                "INSERT INTO vault_acks (device, doc, version) VALUES (?, ?, ?) \
+                 ON CONFLICT (device, doc) DO UPDATE SET version = excluded.version",
+            )
+            .bind(device)
+            .bind(id.to_string())
+            .bind(vv.encode())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
-    /// Every update the holder of `version` (an encoded version vector from [`Self::version`];
-    /// `None` for an empty vault) is missing.
-    pub async fn export_since(&self, version: Option<Vec<u8>>) -> Result<Vec<u8>, StoreError> {
-        self.read_saved(move |doc| {
-            let vv = match version {
-                Some(bytes) => loro::VersionVector::decode(&bytes)?,
-                None => loro::VersionVector::default(),
-            };
-            Ok(doc.loro().export(loro::ExportMode::updates(&vv))?)
-        })
-        .await?
+    /// What another device last acknowledged holding (empty if it never did).
+    pub async fn acknowledged(&self, device: &str) -> Result<VaultVersion, StoreError> {
+        let rows: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT doc, version FROM vault_acks WHERE device = ?")
+                .bind(device)
+                .fetch_all(self.db.pool())
+                .await?;
+        let mut docs = BTreeMap::new();
+        for (id, vv) in rows {
+            docs.insert(id.parse()?, VersionVector::decode(&vv)?);
+        }
+        Ok(VaultVersion { docs })
     }
 
-    /// Folds the update log into a fresh snapshot now.
+    /// Forgets what `device` acknowledged (it was revoked).
+    pub async fn forget_device(&self, device: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM vault_acks WHERE device = ?")
+            .bind(device)
+            .execute(self.db.writer())
+            .await?;
+        Ok(())
+    }
+
+    /// Folds every document's update log into a fresh snapshot now.
     pub async fn compact(&self) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::Compact(tx)).await?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.ask(Command::Compact).await
     }
 
     /// Storage figures.
     pub async fn stats(&self) -> Result<VaultStats, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::Stats(tx)).await?;
-        rx.await.map_err(|_| StoreError::Closed)
+        self.ask(Command::Stats).await
     }
 
     /// Saves what is queued and stops the actor. Later calls fail with `Closed`.
@@ -241,13 +404,10 @@ impl Vault {
         }
     }
 
-    /// The whole document as JSON, for tests and diagnostics.
+    /// Every document as JSON, keyed by name, for tests and diagnostics. Loads every
+    /// document: not for large vaults.
     pub async fn to_json(&self) -> Result<serde_json::Value, StoreError> {
-        self.read(|doc| {
-            serde_json::to_value(doc.loro().get_deep_value())
-                .map_err(|e| StoreError::Document(e.to_string()))
-        })
-        .await?
+        self.ask(Command::Json).await
     }
 
     async fn send(&self, command: Command) -> Result<(), StoreError> {

@@ -8,10 +8,33 @@ use proptest::prelude::*;
 use serde_json::json;
 use volli_core::{DeviceCertificate, Permissions, Timestamp, UserSecret};
 use volli_store::vault::DeviceRecord;
-use volli_store::{Store, VaultOptions};
+use volli_store::{Store, VaultDelta, VaultOptions, VaultVersion};
 
 async fn open(dir: &Path, options: VaultOptions) -> Store {
     Store::open(dir, options).await.unwrap()
+}
+
+/// Everything `store`'s vault holds, as a delta for a device that has nothing.
+async fn everything(store: &Store) -> VaultDelta {
+    let (delta, more) = store
+        .vault()
+        .export_since(VaultVersion::empty(), usize::MAX)
+        .await
+        .unwrap();
+    assert!(!more);
+    delta
+}
+
+/// A well-formed delta whose update bytes are not Loro's.
+fn garbage_delta() -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Wire {
+        docs: Vec<(String, Vec<Vec<u8>>)>,
+    }
+    postcard::to_allocvec(&Wire {
+        docs: vec![("meta".into(), vec![b"not a loro update".to_vec()])],
+    })
+    .unwrap()
 }
 
 async fn row_counts(dir: &Path) -> (i64, i64) {
@@ -21,8 +44,8 @@ async fn row_counts(dir: &Path) -> (i64, i64) {
         async move { db.count(sql).await.unwrap() }
     };
     let r = (
-        count("SELECT COUNT(*) FROM vault_updates").await,
-        count("SELECT COUNT(*) FROM vault_snapshots").await,
+        count("SELECT COUNT(*) FROM vault_log").await,
+        count("SELECT COUNT(*) FROM vault_docs WHERE snapshot IS NOT NULL").await,
     );
     db.close().await;
     r
@@ -31,7 +54,7 @@ async fn row_counts(dir: &Path) -> (i64, i64) {
 #[tokio::test]
 async fn settings_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), VaultOptions::for_peer(1)).await;
+    let store = open(dir.path(), VaultOptions::default()).await;
     store
         .vault()
         .set_setting("theme", &json!("dark"))
@@ -45,7 +68,7 @@ async fn settings_survive_a_reopen() {
     store.vault().delete_setting("limits").await.unwrap();
     store.close().await;
 
-    let store = open(dir.path(), VaultOptions::for_peer(1)).await;
+    let store = open(dir.path(), VaultOptions::default()).await;
     assert_eq!(
         store.vault().setting("theme").await.unwrap(),
         Some(json!("dark"))
@@ -58,7 +81,7 @@ async fn settings_survive_a_reopen() {
         .await
         .unwrap();
     store.close().await;
-    let store = open(dir.path(), VaultOptions::for_peer(1)).await;
+    let store = open(dir.path(), VaultOptions::default()).await;
     assert_eq!(
         store.vault().setting("theme").await.unwrap(),
         Some(json!("light"))
@@ -72,7 +95,7 @@ async fn compaction_folds_the_log_and_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     let options = VaultOptions {
         compact_after_updates: 10,
-        ..VaultOptions::for_peer(7)
+        ..VaultOptions::default()
     };
     let store = open(dir.path(), options.clone()).await;
     for i in 0..45 {
@@ -102,7 +125,7 @@ async fn compaction_folds_the_log_and_keeps_everything() {
 #[tokio::test]
 async fn updates_after_the_snapshot_are_replayed_on_open() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), VaultOptions::for_peer(3)).await;
+    let store = open(dir.path(), VaultOptions::default()).await;
     store
         .vault()
         .set_setting("before", &json!(1))
@@ -113,7 +136,7 @@ async fn updates_after_the_snapshot_are_replayed_on_open() {
     store.close().await;
     assert_eq!(row_counts(dir.path()).await, (1, 1));
 
-    let store = open(dir.path(), VaultOptions::for_peer(3)).await;
+    let store = open(dir.path(), VaultOptions::default()).await;
     let all = store.vault().settings().await.unwrap();
     assert_eq!(all.get("before"), Some(&json!(1)));
     assert_eq!(all.get("after"), Some(&json!(2)));
@@ -123,7 +146,7 @@ async fn updates_after_the_snapshot_are_replayed_on_open() {
 #[tokio::test]
 async fn concurrent_writers_share_commits_and_all_are_durable() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), VaultOptions::for_peer(9)).await;
+    let store = open(dir.path(), VaultOptions::default()).await;
     let mut tasks = Vec::new();
     for i in 0..200 {
         let vault = store.vault().clone();
@@ -141,7 +164,7 @@ async fn concurrent_writers_share_commits_and_all_are_durable() {
         "writes were batched: {updates} commits for 200 writes"
     );
 
-    let store = open(dir.path(), VaultOptions::for_peer(9)).await;
+    let store = open(dir.path(), VaultOptions::default()).await;
     assert_eq!(store.vault().settings().await.unwrap().len(), 200);
     store.close().await;
 }
@@ -149,7 +172,7 @@ async fn concurrent_writers_share_commits_and_all_are_durable() {
 #[tokio::test]
 async fn devices_are_stored_with_verified_certificates() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), VaultOptions::for_peer(4)).await;
+    let store = open(dir.path(), VaultOptions::default()).await;
     let user = UserSecret::generate().unwrap();
     let peer = libp2p_identity::Keypair::generate_ed25519()
         .public()
@@ -168,7 +191,7 @@ async fn devices_are_stored_with_verified_certificates() {
     store.vault().put_device(record.clone()).await.unwrap();
     store.close().await;
 
-    let store = open(dir.path(), VaultOptions::for_peer(4)).await;
+    let store = open(dir.path(), VaultOptions::default()).await;
     assert_eq!(store.vault().devices().await.unwrap(), vec![record]);
     store.close().await;
 }
@@ -177,14 +200,15 @@ async fn devices_are_stored_with_verified_certificates() {
 async fn a_second_device_catches_up_through_export_and_import() {
     let a_dir = tempfile::tempdir().unwrap();
     let b_dir = tempfile::tempdir().unwrap();
-    let a = open(a_dir.path(), VaultOptions::for_peer(100)).await;
-    let b = open(b_dir.path(), VaultOptions::for_peer(200)).await;
+    let a = open(a_dir.path(), VaultOptions::default()).await;
+    let b = open(b_dir.path(), VaultOptions::default()).await;
     a.vault().set_setting("x", &json!(1)).await.unwrap();
-    let delta = a
+    let (delta, more) = a
         .vault()
-        .export_since(Some(b.vault().version().await.unwrap()))
+        .export_since(b.vault().version().await.unwrap(), usize::MAX)
         .await
         .unwrap();
+    assert!(!more);
     assert!(b.vault().import(delta.clone()).await.unwrap(), "new data");
     assert!(
         !b.vault().import(delta).await.unwrap(),
@@ -192,7 +216,7 @@ async fn a_second_device_catches_up_through_export_and_import() {
     );
     b.close().await;
     // What was imported is durable.
-    let b = open(b_dir.path(), VaultOptions::for_peer(200)).await;
+    let b = open(b_dir.path(), VaultOptions::default()).await;
     assert_eq!(b.vault().setting("x").await.unwrap(), Some(json!(1)));
     a.close().await;
     b.close().await;
@@ -201,13 +225,13 @@ async fn a_second_device_catches_up_through_export_and_import() {
 #[tokio::test]
 async fn garbage_imports_are_refused_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), VaultOptions::for_peer(5)).await;
+    let store = open(dir.path(), VaultOptions::default()).await;
     store.vault().set_setting("k", &json!("v")).await.unwrap();
     let before = store.vault().to_json().await.unwrap();
     assert!(
         store
             .vault()
-            .import(b"not a loro update".to_vec())
+            .import(VaultDelta::from_bytes(&garbage_delta()).unwrap())
             .await
             .is_err()
     );
@@ -243,8 +267,8 @@ proptest! {
         rt.block_on(async move {
             let a_dir = tempfile::tempdir().unwrap();
             let b_dir = tempfile::tempdir().unwrap();
-            let a = open(a_dir.path(), VaultOptions::for_peer(1)).await;
-            let b = open(b_dir.path(), VaultOptions::for_peer(2)).await;
+            let a = open(a_dir.path(), VaultOptions::default()).await;
+            let b = open(b_dir.path(), VaultOptions::default()).await;
             for (store, edits) in [(&a, &a_edits), (&b, &b_edits)] {
                 for e in edits {
                     match e {
@@ -253,8 +277,8 @@ proptest! {
                     }
                 }
             }
-            let from_a = a.vault().export_since(None).await.unwrap();
-            let from_b = b.vault().export_since(None).await.unwrap();
+            let from_a = everything(&a).await;
+            let from_b = everything(&b).await;
             if a_first {
                 b.vault().import(from_a.clone()).await.unwrap();
                 a.vault().import(from_b).await.unwrap();
@@ -273,7 +297,7 @@ proptest! {
 #[tokio::test]
 async fn reads_between_writes_see_them_and_do_not_split_the_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), VaultOptions::for_peer(11)).await;
+    let store = open(dir.path(), VaultOptions::default()).await;
     let vault = store.vault().clone();
     // Writes and reads queued together: each read sees the write queued before it, and the
     // writes still share commits.
@@ -303,7 +327,7 @@ async fn reads_between_writes_see_them_and_do_not_split_the_commit() {
         updates < 150,
         "{updates} commits for 200 writes and 200 reads"
     );
-    let store = open(dir.path(), VaultOptions::for_peer(11)).await;
+    let store = open(dir.path(), VaultOptions::default()).await;
     assert_eq!(store.vault().settings().await.unwrap().len(), 200);
     store.close().await;
 }
@@ -312,8 +336,8 @@ async fn reads_between_writes_see_them_and_do_not_split_the_commit() {
 async fn contact_lookups_always_see_the_latest_write_and_import() {
     let dir = tempfile::tempdir().unwrap();
     let other_dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), VaultOptions::for_peer(21)).await;
-    let other = open(other_dir.path(), VaultOptions::for_peer(22)).await;
+    let store = open(dir.path(), VaultOptions::default()).await;
+    let other = open(other_dir.path(), VaultOptions::default()).await;
     let friend = UserSecret::generate().unwrap();
     let id = friend.user_id();
     let card = |name: &str, at: i64| {
@@ -343,14 +367,14 @@ async fn contact_lookups_always_see_the_latest_write_and_import() {
     // Another device of the same user removes the contact; the import must show it.
     other
         .vault()
-        .import(vault.export_since(None).await.unwrap())
+        .import(everything(&store).await)
         .await
         .unwrap();
     assert!(other.vault().contact(id).await.unwrap().is_some());
     assert!(other.vault().remove_contact(id).await.unwrap());
-    let delta = other
+    let (delta, _) = other
         .vault()
-        .export_since(Some(vault.version().await.unwrap()))
+        .export_since(vault.version().await.unwrap(), usize::MAX)
         .await
         .unwrap();
     assert!(vault.import(delta).await.unwrap());

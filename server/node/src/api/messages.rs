@@ -92,6 +92,7 @@ impl From<MessagingError> for ApiError {
                 ApiError::not_found("unknown_contact", e.to_string())
             }
             MessagingError::Invalid(_) => ApiError::bad_request("invalid_message", e.to_string()),
+            MessagingError::UnknownMessage => ApiError::not_found("unknown_message", e.to_string()),
             MessagingError::RateLimited(secs) => ApiError::rate_limited(secs),
             MessagingError::Store(_) => ApiError::internal(e),
         }
@@ -134,12 +135,17 @@ pub async fn send(
 }
 
 /// Reads a conversation, oldest first.
+///
+/// Messages are ordered by the time they were sent, then by id, so paging back with
+/// `before` (the id of the oldest message of the previous page) never skips or repeats a
+/// message, whatever arrives meanwhile. A page costs the same at any depth.
 #[utoipa::path(get, path = "/v1/messages", tag = "messages", security(("bearer" = [])),
     params(ConversationQuery),
     responses(
         (status = 200, description = "The messages", body = MessageList),
         (status = 400, description = "Bad query (`invalid_user_id`, `invalid_message_id`, `invalid_query`)", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "`before` is not a message of this conversation (`unknown_message`)", body = ErrorBody),
     ))]
 pub async fn list(
     State(messaging): State<Messaging>,

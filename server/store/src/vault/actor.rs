@@ -1,35 +1,35 @@
-//! The vault actor: the only code that touches the `LoroDoc` and the vault tables.
+//! The vault actor: the only code that touches the Loro documents and the vault tables.
 
+use std::collections::BTreeMap;
 use std::mem;
 
-use loro::{ExportMode, LoroDoc, VersionVector};
+use loro::VersionVector;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use volli_core::Timestamp;
 
+use super::conversations::{ChunkChanges, Chunks};
 use super::doc::{ContactCache, VaultDoc};
-use super::{Command, Finish, VaultOptions, VaultStats};
+use super::docs::{self, DocId, DocWrite, Stored};
+use super::{
+    Command, Ctx, Finish, VaultDelta, VaultOptions, VaultStats, VaultVersion, index, migrate,
+};
 use crate::{Db, OutboxChange, StoreError};
 
 /// Most writes folded into one commit.
 const MAX_BATCH: usize = 256;
+/// Most documents taken from one delta.
+const MAX_IMPORT_DOCS: usize = 4096;
 
 struct Actor {
     db: Db,
     runtime: Handle,
     options: VaultOptions,
-    doc: VaultDoc,
-    /// Version of everything already in SQLite.
-    persisted: VersionVector,
-    /// Highest update row written so far.
-    last_seq: i64,
-    stats: VaultStats,
-}
-
-struct Loaded {
-    doc: LoroDoc,
-    last_seq: i64,
-    stats: VaultStats,
+    peer: u64,
+    meta: VaultDoc,
+    meta_stored: Stored,
+    chunks: Chunks,
+    compactions: u64,
 }
 
 pub(super) fn run(
@@ -40,21 +40,28 @@ pub(super) fn run(
     mut rx: mpsc::Receiver<Command>,
     ready: oneshot::Sender<Result<(), StoreError>>,
 ) {
-    let loaded = match runtime.block_on(load(&db, options.peer)) {
-        Ok(loaded) => loaded,
+    let opened = runtime.block_on(async {
+        let peer = new_peer(&db).await?;
+        migrate::run(&db, peer).await?;
+        let meta = docs::open(&db, DocId::Meta, peer).await?;
+        Ok::<_, StoreError>((peer, meta))
+    });
+    let (peer, meta) = match opened {
+        Ok(opened) => opened,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
     let mut actor = Actor {
-        persisted: loaded.doc.oplog_vv(),
-        doc: VaultDoc::new(loaded.doc, contacts),
-        last_seq: loaded.last_seq,
-        stats: loaded.stats,
+        meta: VaultDoc::new(meta.doc, contacts),
+        meta_stored: meta.stored,
+        chunks: Chunks::new(db.clone(), runtime.clone(), peer, options.chunk_messages),
         db,
         runtime,
         options,
+        peer,
+        compactions: 0,
     };
     let _ = ready.send(Ok(()));
 
@@ -64,7 +71,13 @@ pub(super) fn run(
         let mut next = Some(first);
         while let Some(command) = next.take() {
             match command {
-                Command::Write(job) => pending.push(job(&actor.doc)),
+                Command::Write(job) => {
+                    let mut ctx = Ctx {
+                        meta: &actor.meta,
+                        chunks: &mut actor.chunks,
+                    };
+                    pending.push(job(&mut ctx));
+                }
                 Command::Outbox(change, finish) => {
                     outbox.push(change);
                     pending.push(finish);
@@ -73,7 +86,7 @@ pub(super) fn run(
                 // about to be committed; flushing before each read would split every batch
                 // at every interleaved read and cost one fsync each. No writer hears
                 // "saved" any earlier for it.
-                Command::Read(job) => job(&actor.doc),
+                Command::Read(job) => job(&actor.meta),
                 other => {
                     actor.flush(mem::take(&mut pending), mem::take(&mut outbox));
                     if let Some(reply) = actor.handle(other) {
@@ -87,213 +100,381 @@ pub(super) fn run(
             }
         }
         actor.flush(pending, outbox);
-        actor.maybe_compact();
     }
     actor.flush(Vec::new(), Vec::new());
 }
 
+/// A Loro peer id never used before by this vault, recorded as used.
+async fn new_peer(db: &Db) -> Result<u64, StoreError> {
+    loop {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes)
+            .map_err(|_| StoreError::Document("no randomness available".into()))?;
+        // Loro reserves the top of the range; stay well clear of it.
+        let peer = u64::from_le_bytes(bytes) >> 1;
+        let inserted = sqlx::query(
+            "INSERT INTO vault_peers (peer, opened_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(i64::try_from(peer).unwrap_or(i64::MAX))
+        .bind(Timestamp::now().as_millis())
+        .execute(db.writer())
+        .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(peer);
+        }
+    }
+}
+
 impl Actor {
-    /// Handles a non-write command. Returns the reply channel when the actor must stop.
+    /// Handles a command that is not part of a batch. Returns the reply channel when the
+    /// actor must stop.
     fn handle(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
         match command {
             Command::Write(_) | Command::Read(_) | Command::Outbox(..) => {
                 unreachable!("handled in the batch loop")
             }
-            Command::ReadSaved(job) => job(&self.doc),
-            Command::Import(bytes, reply) => {
-                let _ = reply.send(self.import(bytes));
+            Command::Version(reply) => {
+                let _ = reply.send(self.runtime.block_on(version(&self.db)));
+            }
+            Command::Export(version, budget, reply) => {
+                let _ = reply.send(self.export(&version, budget));
+            }
+            Command::Import(delta, reply) => {
+                let result = self.import(delta);
+                if result.is_err() {
+                    self.reload();
+                }
+                let _ = reply.send(result);
             }
             Command::Compact(reply) => {
-                let _ = reply.send(self.compact());
+                let _ = reply.send(self.compact_all());
             }
             Command::Stats(reply) => {
-                let _ = reply.send(self.stats.clone());
+                let _ = reply.send(self.stats());
+            }
+            Command::Json(reply) => {
+                let _ = reply.send(self.json());
             }
             Command::Close(reply) => return Some(reply),
         }
         None
     }
 
-    /// Commits local changes and appends them as one update row, in one transaction with
-    /// the batch's outbox changes, then answers the writers.
+    /// Commits the batch's changes to every document, its index rows and its outbox changes
+    /// in one transaction, then answers the writers.
     fn flush(&mut self, finishers: Vec<Finish>, outbox: Vec<OutboxChange>) {
-        let doc = self.doc.loro();
-        doc.commit();
-        let now = doc.oplog_vv();
-        let result = if now == self.persisted {
-            if outbox.is_empty() {
-                Ok(())
-            } else {
-                self.append(None, &outbox)
+        let result = self.persist(&outbox);
+        let due = match &result {
+            Ok(due) => due.clone(),
+            Err(e) => {
+                tracing::error!(error = %e, "vault write failed; reloading the last saved state");
+                self.reload();
+                Vec::new()
             }
-        } else {
-            doc.export(ExportMode::updates(&self.persisted))
-                .map_err(StoreError::from)
-                .and_then(|bytes| self.append(Some(bytes), &outbox))
-                .map(|()| self.persisted = now)
         };
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "vault write failed; reloading the last saved state");
-            self.reload();
-        }
         for finish in finishers {
             finish(match &result {
-                Ok(()) => Ok(()),
+                Ok(_) => Ok(()),
                 Err(e) => Err(StoreError::Document(format!("not saved: {e}"))),
             });
         }
-    }
-
-    fn import(&mut self, bytes: Vec<u8>) -> Result<bool, StoreError> {
-        self.doc.forget_contacts();
-        let before = self.doc.loro().oplog_vv();
-        let had_pending = self.doc.loro().export_pending_updates()?.is_some();
-        self.doc.loro().import(&bytes)?;
-        let after = self.doc.loro().oplog_vv();
-        let now_pending = self.doc.loro().export_pending_updates()?.is_some();
-        if before == after && !now_pending && !had_pending {
-            return Ok(false);
+        for id in due {
+            self.compact(id);
         }
-        // Keep the raw bytes: they may hold updates still waiting for their dependencies.
-        self.append(Some(bytes), &[])?;
-        self.persisted = after.clone();
-        Ok(before != after)
     }
 
-    /// Appends an update row (if any) and applies outbox changes, in one transaction.
-    fn append(
-        &mut self,
-        bytes: Option<Vec<u8>>,
+    /// Writes what changed; returns the documents due for compaction.
+    fn persist(&mut self, outbox: &[OutboxChange]) -> Result<Vec<DocId>, StoreError> {
+        let meta = DocWrite::since(DocId::Meta, self.meta.loro(), &self.meta_stored)?;
+        let chunks = self.chunks.changes()?;
+        if meta.is_none() && chunks.writes.is_empty() && chunks.rows.is_empty() && outbox.is_empty()
+        {
+            return Ok(Vec::new());
+        }
+        self.write(meta.as_slice(), &chunks, outbox)?;
+        Ok(self.committed(meta, &chunks))
+    }
+
+    /// One transaction: document updates, index rows, outbox changes.
+    fn write(
+        &self,
+        meta: &[DocWrite],
+        chunks: &ChunkChanges,
         outbox: &[OutboxChange],
     ) -> Result<(), StoreError> {
-        let len = bytes.as_ref().map_or(0, |b| b.len() as u64);
-        let seq = self.runtime.block_on(async {
+        self.runtime.block_on(async {
+            let now = Timestamp::now();
             let mut tx = self.db.writer().begin().await?;
-            let mut seq = None;
-            if let Some(bytes) = bytes {
-                let row: (i64,) = sqlx::query_as(
-                    "INSERT INTO vault_updates (bytes, created_at) VALUES (?, ?) RETURNING seq",
-                )
-                .bind(bytes)
-                .bind(Timestamp::now().as_millis())
-                .fetch_one(&mut *tx)
-                .await?;
-                seq = Some(row.0);
+            for write in meta.iter().chain(&chunks.writes) {
+                write.apply(&mut tx, now).await?;
             }
+            index::upsert(&mut tx, &chunks.rows).await?;
             crate::messaging::apply_outbox(&mut tx, outbox).await?;
             tx.commit().await?;
-            Ok::<_, StoreError>(seq)
-        })?;
-        if let Some(seq) = seq {
-            self.last_seq = seq;
-            self.stats.updates += 1;
-            self.stats.update_bytes += len;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
-    fn maybe_compact(&mut self) {
-        let due = self.stats.updates >= self.options.compact_after_updates
-            || self.stats.update_bytes >= self.options.compact_after_bytes;
-        if due && let Err(e) = self.compact() {
-            tracing::warn!(error = %e, "vault compaction failed; the update log is kept");
-        }
-    }
-
-    /// Writes a snapshot covering every stored update and deletes those updates, atomically.
-    fn compact(&mut self) -> Result<(), StoreError> {
-        let doc = self.doc.loro();
-        let snapshot = doc.export(ExportMode::Snapshot)?;
-        let pending = doc.export_pending_updates()?;
-        let snapshot_len = snapshot.len() as u64;
-        let upto = self.last_seq;
-        self.runtime.block_on(async {
-            let mut tx = self.db.writer().begin().await?;
-            let (id,): (i64,) = sqlx::query_as(
-                "INSERT INTO vault_snapshots (upto_seq, snapshot, pending, created_at) \
-                 VALUES (?, ?, ?, ?) RETURNING id",
-            )
-            .bind(upto)
-            .bind(snapshot)
-            .bind(pending)
-            .bind(Timestamp::now().as_millis())
-            .fetch_one(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM vault_updates WHERE seq <= ?")
-                .bind(upto)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM vault_snapshots WHERE id < ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok::<_, StoreError>(())
-        })?;
-        self.stats.updates = 0;
-        self.stats.update_bytes = 0;
-        self.stats.snapshot_bytes = snapshot_len;
-        self.stats.compactions += 1;
-        tracing::debug!(
-            snapshot_bytes = snapshot_len,
-            upto_seq = upto,
-            "vault compacted"
+    /// Records what a successful [`Self::write`] stored; returns the documents due for
+    /// compaction.
+    fn committed(&mut self, meta: Option<DocWrite>, chunks: &ChunkChanges) -> Vec<DocId> {
+        let limits = (
+            self.options.compact_after_updates,
+            self.options.compact_after_bytes,
         );
+        let mut due = self.chunks.committed(chunks, limits);
+        if let Some(write) = meta {
+            let stored = &mut self.meta_stored;
+            stored.persisted = write.version.clone();
+            stored.log_rows += write.blobs.len() as u64;
+            stored.log_bytes += write.len();
+            if stored.log_rows >= limits.0 || stored.log_bytes >= limits.1 {
+                due.push(DocId::Meta);
+            }
+        }
+        due
+    }
+
+    fn import(&mut self, delta: VaultDelta) -> Result<bool, StoreError> {
+        if delta.docs.len() > MAX_IMPORT_DOCS {
+            return Err(StoreError::Document(format!(
+                "a delta may carry at most {MAX_IMPORT_DOCS} documents"
+            )));
+        }
+        let mut meta = None;
+        let mut chunks = ChunkChanges {
+            writes: Vec::new(),
+            rows: Vec::new(),
+        };
+        let mut learnt = false;
+        for (name, blobs) in delta.docs {
+            let id: DocId = name.parse()?;
+            match id {
+                DocId::Meta => {
+                    if let Some((write, new)) = self.import_meta(blobs)? {
+                        learnt |= new;
+                        meta = Some(write);
+                    }
+                }
+                DocId::Chunk { .. } => {
+                    if let Some((changes, new)) = self.chunks.import(id, blobs)? {
+                        learnt |= new;
+                        chunks.writes.extend(changes.writes);
+                        chunks.rows.extend(changes.rows);
+                    }
+                }
+            }
+        }
+        if meta.is_none() && chunks.writes.is_empty() {
+            return Ok(false);
+        }
+        self.write(meta.as_slice(), &chunks, &[])?;
+        for id in self.committed(meta, &chunks) {
+            self.compact(id);
+        }
+        Ok(learnt)
+    }
+
+    /// Imports into the meta document; the write to make, and whether anything is new.
+    fn import_meta(&mut self, blobs: Vec<Vec<u8>>) -> Result<Option<(DocWrite, bool)>, StoreError> {
+        self.meta.forget_contacts();
+        let doc = self.meta.loro();
+        doc.commit();
+        let before = doc.oplog_vv();
+        let had_pending = doc.export_pending_updates()?.is_some();
+        doc.import_batch(&blobs)?;
+        let after = doc.oplog_vv();
+        let now_pending = doc.export_pending_updates()?.is_some();
+        if before == after && !now_pending && !had_pending {
+            return Ok(None);
+        }
+        // Keep the raw bytes: they may hold updates still waiting for their dependencies.
+        let new = before != after;
+        Ok(Some((
+            DocWrite {
+                id: DocId::Meta,
+                blobs,
+                version: after,
+                messages: 0,
+                bytes: 0,
+            },
+            new,
+        )))
+    }
+
+    /// What the holder of `remote` lacks, document by document, up to about `budget` bytes.
+    fn export(
+        &mut self,
+        remote: &VaultVersion,
+        budget: usize,
+    ) -> Result<(VaultDelta, bool), StoreError> {
+        let local = self.runtime.block_on(version(&self.db))?;
+        let mut delta = VaultDelta::default();
+        let mut size = 0;
+        for (id, ours) in &local.docs {
+            let theirs = remote.get(id);
+            if theirs.is_some_and(|t| t.includes_vv(ours)) {
+                continue;
+            }
+            if size >= budget && !delta.is_empty() {
+                return Ok((delta, true));
+            }
+            let blobs = match (theirs, id) {
+                // A document the other side does not have at all goes as stored: no need
+                // to load it here.
+                (None, _) => self.runtime.block_on(stored_blobs(&self.db, *id))?,
+                (Some(theirs), DocId::Meta) => {
+                    vec![self.meta.loro().export(loro::ExportMode::updates(theirs))?]
+                }
+                (Some(theirs), DocId::Chunk { .. }) => vec![self.chunks.export(*id, theirs)?],
+            };
+            size += blobs.iter().map(Vec::len).sum::<usize>();
+            delta.push(*id, blobs);
+        }
+        Ok((delta, false))
+    }
+
+    /// Folds document `id`'s log into a snapshot; failures are logged and the log kept.
+    fn compact(&mut self, id: DocId) {
+        let result = match id {
+            DocId::Meta => {
+                let done = self
+                    .runtime
+                    .block_on(docs::compact(&self.db, id, self.meta.loro()));
+                if done.is_ok() {
+                    self.meta_stored.log_rows = 0;
+                    self.meta_stored.log_bytes = 0;
+                }
+                done
+            }
+            DocId::Chunk { .. } => self.chunks.compact(id),
+        };
+        match result {
+            Ok(bytes) => {
+                self.compactions += 1;
+                tracing::debug!(doc = %id, snapshot_bytes = bytes, "vault document compacted");
+            }
+            Err(e) => {
+                tracing::warn!(doc = %id, error = %e, "vault compaction failed; the log is kept")
+            }
+        }
+    }
+
+    /// Compacts every document that has a log, loading each in turn.
+    fn compact_all(&mut self) -> Result<(), StoreError> {
+        let ids: Vec<(String,)> = self.runtime.block_on(
+            sqlx::query_as("SELECT DISTINCT doc FROM vault_log").fetch_all(self.db.pool()),
+        )?;
+        for (name,) in ids {
+            let id: DocId = name.parse()?;
+            match id {
+                DocId::Meta => {
+                    self.runtime
+                        .block_on(docs::compact(&self.db, id, self.meta.loro()))?;
+                    self.meta_stored.log_rows = 0;
+                    self.meta_stored.log_bytes = 0;
+                }
+                DocId::Chunk { .. } => {
+                    self.chunks.load(id)?;
+                    self.chunks.compact(id)?;
+                }
+            }
+            self.compactions += 1;
+        }
         Ok(())
     }
 
-    /// Replaces the in-memory document with what SQLite holds, dropping unsaved changes.
+    fn stats(&self) -> Result<VaultStats, StoreError> {
+        let (updates, update_bytes, snapshot_bytes, docs, messages): (i64, i64, i64, i64, i64) =
+            self.runtime.block_on(
+                sqlx::query_as(
+                    "SELECT (SELECT COUNT(*) FROM vault_log), \
+                            (SELECT COALESCE(SUM(LENGTH(bytes)), 0) FROM vault_log), \
+                            (SELECT COALESCE(SUM(LENGTH(snapshot)), 0) FROM vault_docs), \
+                            (SELECT COUNT(*) FROM vault_docs), \
+                            (SELECT COUNT(*) FROM messages)",
+                )
+                .fetch_one(self.db.pool()),
+            )?;
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(VaultStats {
+            updates: n(updates),
+            update_bytes: n(update_bytes),
+            snapshot_bytes: n(snapshot_bytes),
+            compactions: self.compactions,
+            docs: n(docs),
+            loaded: 1 + self.chunks.loaded() as u64,
+            messages: n(messages),
+        })
+    }
+
+    fn json(&mut self) -> Result<serde_json::Value, StoreError> {
+        let local = self.runtime.block_on(version(&self.db))?;
+        let mut out = serde_json::Map::new();
+        for id in local.docs.keys() {
+            let value = match id {
+                DocId::Meta => self.meta.loro().get_deep_value(),
+                DocId::Chunk { .. } => {
+                    let opened = self
+                        .runtime
+                        .block_on(docs::open(&self.db, *id, self.peer))?;
+                    opened.doc.get_deep_value()
+                }
+            };
+            out.insert(
+                id.to_string(),
+                serde_json::to_value(value).map_err(|e| StoreError::Document(e.to_string()))?,
+            );
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+
+    /// Replaces every document in memory with what SQLite holds, dropping unsaved changes.
     fn reload(&mut self) {
-        match self.runtime.block_on(load(&self.db, self.options.peer)) {
-            Ok(loaded) => {
-                self.persisted = loaded.doc.oplog_vv();
-                self.doc.forget_contacts();
-                self.doc = VaultDoc::new(loaded.doc, self.doc.contacts());
-                self.last_seq = loaded.last_seq;
-                let compactions = self.stats.compactions;
-                self.stats = loaded.stats;
-                self.stats.compactions = compactions;
+        self.chunks.reset();
+        self.meta.forget_contacts();
+        match self
+            .runtime
+            .block_on(docs::open(&self.db, DocId::Meta, self.peer))
+        {
+            Ok(opened) => {
+                self.meta = VaultDoc::new(opened.doc, self.meta.contacts());
+                self.meta_stored = opened.stored;
             }
             Err(e) => tracing::error!(error = %e, "vault reload failed"),
         }
     }
 }
 
-async fn load(db: &Db, peer: u64) -> Result<Loaded, StoreError> {
-    let doc = LoroDoc::new();
-    doc.set_peer_id(peer)?;
-    let mut stats = VaultStats::default();
-    let snapshot: Option<(i64, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
-        "SELECT upto_seq, snapshot, pending FROM vault_snapshots ORDER BY id DESC LIMIT 1",
-    )
-    .fetch_optional(db.pool())
-    .await?;
-    let mut last_seq = 0;
-    if let Some((upto, snapshot, pending)) = snapshot {
-        doc.import(&snapshot)?;
-        if let Some(pending) = pending {
-            doc.import(&pending)?;
-        }
-        stats.snapshot_bytes = snapshot.len() as u64;
-        last_seq = upto;
+/// Every stored document's version.
+async fn version(db: &Db) -> Result<VaultVersion, StoreError> {
+    let rows: Vec<(String, Vec<u8>)> = sqlx::query_as("SELECT id, version FROM vault_docs")
+        .fetch_all(db.pool())
+        .await?;
+    let mut docs = BTreeMap::new();
+    for (name, vv) in rows {
+        docs.insert(name.parse()?, VersionVector::decode(&vv)?);
     }
-    let updates: Vec<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT seq, bytes FROM vault_updates WHERE seq > ? ORDER BY seq")
-            .bind(last_seq)
+    Ok(VaultVersion { docs })
+}
+
+/// Document `id` as stored: its snapshot, pending updates and log, to import in order.
+async fn stored_blobs(db: &Db, id: DocId) -> Result<Vec<Vec<u8>>, StoreError> {
+    let name = id.to_string();
+    let (snapshot, pending, upto): (Option<Vec<u8>>, Option<Vec<u8>>, i64) =
+        sqlx::query_as("SELECT snapshot, pending, upto_seq FROM vault_docs WHERE id = ?")
+            .bind(&name)
+            .fetch_one(db.pool())
+            .await?;
+    let log: Vec<(Vec<u8>,)> =
+        sqlx::query_as("SELECT bytes FROM vault_log WHERE doc = ? AND seq > ? ORDER BY seq")
+            .bind(&name)
+            .bind(upto)
             .fetch_all(db.pool())
             .await?;
-    if let Some((seq, _)) = updates.last() {
-        last_seq = *seq;
-    }
-    stats.updates = updates.len() as u64;
-    stats.update_bytes = updates.iter().map(|(_, b)| b.len() as u64).sum();
-    let blobs: Vec<Vec<u8>> = updates.into_iter().map(|(_, b)| b).collect();
-    if !blobs.is_empty() {
-        doc.import_batch(&blobs)?;
-    }
-    Ok(Loaded {
-        doc,
-        last_seq,
-        stats,
-    })
+    Ok(snapshot
+        .into_iter()
+        .chain(pending)
+        .chain(log.into_iter().map(|(b,)| b))
+        .collect())
 }

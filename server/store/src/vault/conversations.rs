@@ -1,13 +1,36 @@
-//! Conversations: for each contact, a mergeable map of messages keyed by message id, so the
-//! same message stored twice (a retry, a second relay, another device) is one message.
-//! A message's status only moves forward: `queued` → `relayed` → `delivered`, or `failed`.
+//! Conversations: each is a series of chunk documents (`c/<user id>/<n>`) of at most
+//! [`CHUNK_MESSAGES`] messages or [`CHUNK_BYTES`] of text, each a mergeable map of messages
+//! keyed by message id, so the same message stored twice (a retry, a second relay, another
+//! device) is one message. New messages go to the conversation's newest chunk; a full chunk
+//! is never written again except for a status change. Only the chunks being written are in
+//! memory ([`MAX_LOADED`] at most); history is read from the index.
+//!
+//! A message's status only moves forward — `queued` → `relayed` → `failed` → `delivered` —
+//! and is stored as flags that are only ever set, so concurrent changes on two devices
+//! merge to the furthest one (a receipt that arrives after the time to live still shows the
+//! message delivered).
 
-use loro::{LoroMap, LoroValue, ValueOrContainer};
+use std::collections::{HashMap, HashSet};
+
+use loro::{LoroDoc, LoroMap, LoroValue, ValueOrContainer};
+use tokio::runtime::Handle;
 use volli_core::{MessageId, Timestamp, UserId};
 
 use super::Vault;
-use super::doc::{VaultDoc, root};
-use crate::StoreError;
+use super::docs::{self, DocId, DocWrite, Stored};
+use super::index::{self, Located, Row};
+use super::root;
+use crate::{Db, StoreError};
+
+/// Messages per chunk before a new one is started.
+pub const CHUNK_MESSAGES: u64 = 1024;
+/// Text per chunk before a new one is started.
+pub const CHUNK_BYTES: u64 = 1 << 20;
+/// Chunk documents kept in memory at most.
+pub const MAX_LOADED: usize = 16;
+/// Messages whose place is remembered without asking SQLite (the ones whose status is about
+/// to change are the recent ones).
+const MAX_RECENT: usize = 1 << 16;
 
 /// Where a message stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -16,10 +39,10 @@ pub enum MessageStatus {
     Queued,
     /// Held by at least one friend's node.
     Relayed,
-    /// The recipient's node acknowledged it.
-    Delivered,
     /// Its time to live ran out undelivered.
     Failed,
+    /// The recipient's node acknowledged it.
+    Delivered,
     /// An incoming message.
     Received,
 }
@@ -30,30 +53,43 @@ impl MessageStatus {
         match self {
             Self::Queued => "queued",
             Self::Relayed => "relayed",
-            Self::Delivered => "delivered",
             Self::Failed => "failed",
+            Self::Delivered => "delivered",
             Self::Received => "received",
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    /// Parses an API name.
+    pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "queued" => Self::Queued,
             "relayed" => Self::Relayed,
-            "delivered" => Self::Delivered,
             "failed" => Self::Failed,
+            "delivered" => Self::Delivered,
             "received" => Self::Received,
             _ => return None,
         })
     }
 
-    /// Whether moving from `self` to `next` is progress.
+    /// The index's number for it (its order of progress).
+    pub(super) fn rank(self) -> i64 {
+        self as i64
+    }
+
+    pub(super) fn from_rank(rank: i64) -> Option<Self> {
+        Some(match rank {
+            0 => Self::Queued,
+            1 => Self::Relayed,
+            2 => Self::Failed,
+            3 => Self::Delivered,
+            4 => Self::Received,
+            _ => return None,
+        })
+    }
+
+    /// Whether moving from `self` to `next` is progress. Incoming messages never change.
     fn advances_to(self, next: Self) -> bool {
-        matches!(
-            (self, next),
-            (Self::Queued, Self::Relayed | Self::Delivered | Self::Failed)
-                | (Self::Relayed, Self::Delivered | Self::Failed)
-        )
+        self != Self::Received && next != Self::Received && next > self
     }
 }
 
@@ -88,19 +124,445 @@ fn text(map: &LoroMap, key: &str) -> Option<String> {
     }
 }
 
-fn read(id: &str, map: &LoroMap) -> Option<StoredMessage> {
+/// Progress flags a message entry may carry besides its first `status`.
+const FLAGS: [MessageStatus; 3] = [
+    MessageStatus::Relayed,
+    MessageStatus::Failed,
+    MessageStatus::Delivered,
+];
+
+/// Reads the message stored under `id` in a chunk's entry map.
+pub(super) fn read_entry(id: &str, map: &LoroMap) -> Option<StoredMessage> {
     let sent_at = match map.get("sent_at")? {
         ValueOrContainer::Value(LoroValue::I64(ms)) => Timestamp::from_millis(ms),
         _ => return None,
     };
+    let mut status = MessageStatus::parse(&text(map, "status")?)?;
+    if status != MessageStatus::Received {
+        for flag in FLAGS {
+            if matches!(
+                map.get(flag.as_str()),
+                Some(ValueOrContainer::Value(LoroValue::Bool(true)))
+            ) {
+                status = status.max(flag);
+            }
+        }
+    }
     Some(StoredMessage {
         id: id.parse().ok()?,
         from: text(map, "from")?.parse().ok()?,
         to: text(map, "to")?.parse().ok()?,
         body: text(map, "body")?,
         sent_at,
-        status: MessageStatus::parse(&text(map, "status")?)?,
+        status,
     })
+}
+
+/// Writes `m` as a new entry of a chunk's `messages` map.
+pub(super) fn write_entry(messages: &LoroMap, m: &StoredMessage) -> Result<(), StoreError> {
+    let entry = messages.ensure_mergeable_map(&m.id.to_string())?;
+    entry.insert("from", m.from.to_string())?;
+    entry.insert("to", m.to.to_string())?;
+    entry.insert("body", m.body.as_str())?;
+    entry.insert("sent_at", m.sent_at.as_millis())?;
+    entry.insert("status", m.status.as_str())?;
+    Ok(())
+}
+
+struct LoadedChunk {
+    doc: LoroDoc,
+    stored: Stored,
+    used: u64,
+}
+
+/// The conversation chunks as the vault actor sees them: those in memory, the newest chunk
+/// of each conversation, and the index rows of the batch being written.
+pub(super) struct Chunks {
+    db: Db,
+    runtime: Handle,
+    peer: u64,
+    capacity: u64,
+    loaded: HashMap<DocId, LoadedChunk>,
+    clock: u64,
+    tips: HashMap<UserId, u32>,
+    dirty: HashSet<DocId>,
+    staged: HashMap<MessageId, Row>,
+    recent: HashMap<MessageId, Located>,
+}
+
+/// A batch's changes to the chunks, to be written in one transaction.
+pub(super) struct ChunkChanges {
+    pub(super) writes: Vec<DocWrite>,
+    pub(super) rows: Vec<Row>,
+}
+
+impl Chunks {
+    pub(super) fn new(db: Db, runtime: Handle, peer: u64, capacity: u64) -> Self {
+        Self {
+            db,
+            runtime,
+            peer,
+            capacity: capacity.max(1),
+            loaded: HashMap::new(),
+            clock: 0,
+            tips: HashMap::new(),
+            dirty: HashSet::new(),
+            staged: HashMap::new(),
+            recent: HashMap::new(),
+        }
+    }
+
+    /// The chunk `id`, loaded from SQLite if it is not in memory.
+    fn get(&mut self, id: DocId) -> Result<&mut LoadedChunk, StoreError> {
+        self.clock += 1;
+        if !self.loaded.contains_key(&id) {
+            let opened = self.runtime.block_on(docs::open(&self.db, id, self.peer))?;
+            self.loaded.insert(
+                id,
+                LoadedChunk {
+                    doc: opened.doc,
+                    stored: opened.stored,
+                    used: 0,
+                },
+            );
+        }
+        let chunk = self
+            .loaded
+            .get_mut(&id)
+            .ok_or_else(|| StoreError::Document("chunk vanished".into()))?;
+        chunk.used = self.clock;
+        Ok(chunk)
+    }
+
+    /// Makes sure chunk `id` is in memory.
+    pub(super) fn load(&mut self, id: DocId) -> Result<(), StoreError> {
+        self.get(id).map(|_| ())
+    }
+
+    /// Where message `id` is, from this batch, the recent ones, or the index.
+    fn locate(&mut self, id: MessageId) -> Result<Option<Located>, StoreError> {
+        if let Some(row) = self.staged.get(&id) {
+            return Ok(Some(Located {
+                conversation: row.conversation,
+                doc: row.doc,
+                status: row.message.status,
+            }));
+        }
+        if let Some(found) = self.recent.get(&id) {
+            return Ok(Some(*found));
+        }
+        self.runtime.block_on(index::locate(&self.db, id))
+    }
+
+    /// The newest chunk of the conversation with `with`.
+    fn tip(&mut self, with: UserId) -> Result<u32, StoreError> {
+        if let Some(tip) = self.tips.get(&with) {
+            return Ok(*tip);
+        }
+        let (max,): (Option<i64>,) = self.runtime.block_on(
+            sqlx::query_as("SELECT MAX(chunk) FROM vault_docs WHERE conversation = ?")
+                .bind(with.to_string())
+                .fetch_one(self.db.pool()),
+        )?;
+        let tip = max.and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+        self.tips.insert(with, tip);
+        Ok(tip)
+    }
+
+    /// Stores `m` in the conversation with `with` unless a message with its id is stored
+    /// already. `fresh` skips that check for an id this device just made up.
+    pub(super) fn append(
+        &mut self,
+        with: UserId,
+        m: StoredMessage,
+        fresh: bool,
+    ) -> Result<bool, StoreError> {
+        if !fresh && self.locate(m.id)?.is_some() {
+            return Ok(false);
+        }
+        let mut chunk = self.tip(with)?;
+        let capacity = self.capacity;
+        let full = {
+            let loaded = self.get(DocId::Chunk {
+                conversation: with,
+                chunk,
+            })?;
+            docs::messages_in(
+                DocId::Chunk {
+                    conversation: with,
+                    chunk,
+                },
+                &loaded.doc,
+            ) >= capacity
+                || loaded.stored.bytes >= CHUNK_BYTES
+        };
+        if full {
+            chunk += 1;
+            self.tips.insert(with, chunk);
+        }
+        let id = DocId::Chunk {
+            conversation: with,
+            chunk,
+        };
+        let loaded = self.get(id)?;
+        write_entry(&loaded.doc.get_map(root::MESSAGES), &m)?;
+        loaded.stored.bytes += m.body.len() as u64;
+        self.dirty.insert(id);
+        self.staged.insert(
+            m.id,
+            Row {
+                conversation: with,
+                message: m,
+                doc: id,
+            },
+        );
+        Ok(true)
+    }
+
+    /// Moves message `id` of the conversation with `with` on to `status`; whether it did.
+    pub(super) fn set_status(
+        &mut self,
+        with: UserId,
+        id: MessageId,
+        status: MessageStatus,
+    ) -> Result<bool, StoreError> {
+        let Some(found) = self.locate(id)? else {
+            return Ok(false);
+        };
+        if found.conversation != with || !found.status.advances_to(status) {
+            return Ok(false);
+        }
+        let loaded = self.get(found.doc)?;
+        let key = id.to_string();
+        let Some(entry) = loaded
+            .doc
+            .get_map(root::MESSAGES)
+            .get(&key)
+            .and_then(map_of)
+        else {
+            return Ok(false);
+        };
+        entry.insert(status.as_str(), true)?;
+        let Some(mut message) = read_entry(&key, &entry) else {
+            return Ok(false);
+        };
+        message.status = message.status.max(status);
+        self.dirty.insert(found.doc);
+        self.staged.insert(
+            id,
+            Row {
+                conversation: with,
+                message,
+                doc: found.doc,
+            },
+        );
+        Ok(true)
+    }
+
+    /// Takes updates from another device into chunk `id`; returns what to write and whether
+    /// anything is new, or `None` when they add nothing.
+    pub(super) fn import(
+        &mut self,
+        id: DocId,
+        blobs: Vec<Vec<u8>>,
+    ) -> Result<Option<(ChunkChanges, bool)>, StoreError> {
+        let DocId::Chunk { conversation, .. } = id else {
+            return Err(StoreError::Document("not a chunk".into()));
+        };
+        let loaded = self.get(id)?;
+        let doc = &loaded.doc;
+        let before = doc.oplog_vv();
+        let had_pending = doc.export_pending_updates()?.is_some();
+        doc.import_batch(&blobs)?;
+        let after = doc.oplog_vv();
+        let now_pending = doc.export_pending_updates()?.is_some();
+        if before == after && !now_pending && !had_pending {
+            return Ok(None);
+        }
+        let messages = doc.get_map(root::MESSAGES);
+        let mut rows = Vec::new();
+        for key in changed_messages(doc, &before) {
+            if let Some(message) = messages
+                .get(&key)
+                .and_then(map_of)
+                .and_then(|e| read_entry(&key, &e))
+            {
+                rows.push(Row {
+                    conversation,
+                    message,
+                    doc: id,
+                });
+            }
+        }
+        let count = docs::messages_in(id, doc);
+        // Text of the messages that are new here (not status changes of known ones).
+        let mut added = 0u64;
+        for row in &rows {
+            if self.locate(row.message.id)?.is_none() {
+                added += row.message.body.len() as u64;
+            }
+        }
+        let loaded = self.get(id)?;
+        loaded.stored.bytes += added;
+        let write = DocWrite {
+            id,
+            blobs,
+            version: after,
+            messages: count,
+            bytes: loaded.stored.bytes,
+        };
+        let new = write.version != before;
+        Ok(Some((
+            ChunkChanges {
+                writes: vec![write],
+                rows,
+            },
+            new,
+        )))
+    }
+
+    /// What this batch changed, to be written in one transaction.
+    pub(super) fn changes(&mut self) -> Result<ChunkChanges, StoreError> {
+        let mut writes = Vec::new();
+        for id in self.dirty.iter() {
+            if let Some(loaded) = self.loaded.get(id)
+                && let Some(write) = DocWrite::since(*id, &loaded.doc, &loaded.stored)?
+            {
+                writes.push(write);
+            }
+        }
+        Ok(ChunkChanges {
+            writes,
+            rows: self.staged.values().cloned().collect(),
+        })
+    }
+
+    /// The changes are durable: remember where their messages are and what each chunk
+    /// now has in SQLite. Returns the chunks that are due for compaction.
+    pub(super) fn committed(
+        &mut self,
+        changes: &ChunkChanges,
+        compact_after: (u64, u64),
+    ) -> Vec<DocId> {
+        let mut due = Vec::new();
+        for write in &changes.writes {
+            if let Some(loaded) = self.loaded.get_mut(&write.id) {
+                loaded.stored.persisted = write.version.clone();
+                loaded.stored.log_rows += write.blobs.len() as u64;
+                loaded.stored.log_bytes += write.len();
+                if loaded.stored.log_rows >= compact_after.0
+                    || loaded.stored.log_bytes >= compact_after.1
+                {
+                    due.push(write.id);
+                }
+            }
+            if let DocId::Chunk {
+                conversation,
+                chunk,
+            } = write.id
+                && self.tips.get(&conversation).is_some_and(|tip| *tip < chunk)
+            {
+                self.tips.insert(conversation, chunk);
+            }
+        }
+        if self.recent.len() + changes.rows.len() > MAX_RECENT {
+            self.recent.clear();
+        }
+        for row in &changes.rows {
+            let known = self.recent.get(&row.message.id).map(|l| l.status);
+            self.recent.insert(
+                row.message.id,
+                Located {
+                    conversation: row.conversation,
+                    doc: row.doc,
+                    status: known.map_or(row.message.status, |s| s.max(row.message.status)),
+                },
+            );
+        }
+        self.staged.clear();
+        self.dirty.clear();
+        self.evict();
+        due
+    }
+
+    /// Folds chunk `id`'s log into a snapshot.
+    pub(super) fn compact(&mut self, id: DocId) -> Result<u64, StoreError> {
+        let Some(loaded) = self.loaded.get_mut(&id) else {
+            return Ok(0);
+        };
+        let len = self
+            .runtime
+            .block_on(docs::compact(&self.db, id, &loaded.doc))?;
+        loaded.stored.log_rows = 0;
+        loaded.stored.log_bytes = 0;
+        Ok(len)
+    }
+
+    /// Exports what a device at `version` lacks of chunk `id` (loading it if needed).
+    pub(super) fn export(
+        &mut self,
+        id: DocId,
+        version: &loro::VersionVector,
+    ) -> Result<Vec<u8>, StoreError> {
+        let loaded = self.get(id)?;
+        Ok(loaded.doc.export(loro::ExportMode::updates(version))?)
+    }
+
+    /// Forgets everything not in SQLite (after a failed write).
+    pub(super) fn reset(&mut self) {
+        self.loaded.clear();
+        self.tips.clear();
+        self.dirty.clear();
+        self.staged.clear();
+        self.recent.clear();
+    }
+
+    /// Chunks in memory.
+    pub(super) fn loaded(&self) -> usize {
+        self.loaded.len()
+    }
+
+    /// Drops the least recently used chunks beyond [`MAX_LOADED`]; all are saved by now.
+    fn evict(&mut self) {
+        while self.loaded.len() > MAX_LOADED {
+            let Some(oldest) = self
+                .loaded
+                .iter()
+                .filter(|(id, _)| !self.dirty.contains(id))
+                .min_by_key(|(_, c)| c.used)
+                .map(|(id, _)| *id)
+            else {
+                return;
+            };
+            self.loaded.remove(&oldest);
+        }
+    }
+}
+
+/// The keys of the messages that changed in `doc` since `before`.
+fn changed_messages(doc: &LoroDoc, before: &loro::VersionVector) -> Vec<String> {
+    let after = doc.oplog_vv();
+    if before.is_empty() {
+        let mut all = Vec::new();
+        doc.get_map(root::MESSAGES)
+            .for_each(|key, _| all.push(key.to_owned()));
+        return all;
+    }
+    let mut containers = HashSet::new();
+    for (peer, span) in after.sub_vec(before).iter() {
+        let len = usize::try_from(span.end - span.start).unwrap_or(0);
+        containers.extend(doc.get_changed_containers_in(loro::ID::new(*peer, span.start), len));
+    }
+    let mut keys = HashSet::new();
+    for container in containers {
+        if let Some(path) = doc.get_path_to_container(&container)
+            && let [(_, loro::Index::Key(top)), (_, loro::Index::Key(key)), ..] = path.as_slice()
+            && top.as_str() == root::MESSAGES
+        {
+            keys.insert(key.to_string());
+        }
+    }
+    keys.into_iter().collect()
 }
 
 impl Vault {
@@ -116,18 +578,16 @@ impl Vault {
             .map(|new| new[0])
     }
 
-    /// Queues a message for storage and returns as soon as the vault has it: every later
-    /// read shows it. The returned future says whether it was new, once it is durable. For
-    /// callers that keep the message durable elsewhere meanwhile (the outbox).
+    /// Queues a message this device just created (its id is new) and returns as soon as the
+    /// vault has it. The returned future resolves once it is durable. For callers that keep
+    /// the message durable elsewhere meanwhile (the outbox).
     pub async fn queue_message(
         &self,
         with: UserId,
         message: StoredMessage,
     ) -> Result<impl Future<Output = Result<bool, StoreError>> + Send + 'static, StoreError> {
-        let saved = self
-            .write_queued(move |doc| store_messages(doc, vec![(with, message)]))
-            .await?;
-        Ok(async move { saved.await.map(|new| new[0]) })
+        self.write_ctx_queued(move |ctx| ctx.chunks.append(with, message, true))
+            .await
     }
 
     /// Stores several messages in one write; for each, whether it was new.
@@ -135,7 +595,14 @@ impl Vault {
         &self,
         messages: Vec<(UserId, StoredMessage)>,
     ) -> Result<Vec<bool>, StoreError> {
-        self.write(move |doc| store_messages(doc, messages)).await
+        self.write_ctx_queued(move |ctx| {
+            messages
+                .into_iter()
+                .map(|(with, m)| ctx.chunks.append(with, m, false))
+                .collect()
+        })
+        .await?
+        .await
     }
 
     /// Moves a message's status forward; returns whether it changed.
@@ -156,105 +623,32 @@ impl Vault {
         id: MessageId,
         status: MessageStatus,
     ) -> Result<impl Future<Output = Result<bool, StoreError>> + Send + 'static, StoreError> {
-        self.write_queued(move |doc| {
-            let Some(entry) = doc
-                .loro()
-                .get_map(root::CONVERSATIONS)
-                .get(&with.to_string())
-                .and_then(map_of)
-                .and_then(|c| c.get("messages"))
-                .and_then(map_of)
-                .and_then(|l| l.get(&id.to_string()))
-                .and_then(map_of)
-            else {
-                return Ok(false);
-            };
-            let current = text(&entry, "status").and_then(|s| MessageStatus::parse(&s));
-            if !current.is_some_and(|c| c.advances_to(status)) {
-                return Ok(false);
-            }
-            entry.insert("status", status.as_str())?;
-            Ok(true)
-        })
-        .await
+        self.write_ctx_queued(move |ctx| ctx.chunks.set_status(with, id, status))
+            .await
     }
 
-    /// Whether a message is stored in the conversation with `with`.
+    /// Whether a message is stored (durably) in the conversation with `with`.
     pub async fn has_message(&self, with: UserId, id: MessageId) -> Result<bool, StoreError> {
-        self.read(move |doc| {
-            doc.loro()
-                .get_map(root::CONVERSATIONS)
-                .get(&with.to_string())
-                .and_then(map_of)
-                .and_then(|c| c.get("messages"))
-                .and_then(map_of)
-                .is_some_and(|l| l.get(&id.to_string()).is_some())
-        })
-        .await
+        index::contains(&self.db, with, id).await
     }
 
     /// The conversation with `with`, oldest first: the last `limit` messages before the
-    /// message `before` (or the latest ones).
+    /// message `before` (or the latest ones). Reads what is durable, from the index, without
+    /// waiting for the vault actor. `Ok(None)` when `before` is not a message of this
+    /// conversation.
     pub async fn messages(
         &self,
         with: UserId,
         before: Option<MessageId>,
         limit: usize,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
-        self.read(move |doc| {
-            let mut all = Vec::new();
-            if let Some(list) = doc
-                .loro()
-                .get_map(root::CONVERSATIONS)
-                .get(&with.to_string())
-                .and_then(map_of)
-                .and_then(|c| c.get("messages"))
-                .and_then(map_of)
-            {
-                list.for_each(|id, v| {
-                    if let Some(m) = map_of(v).and_then(|m| read(id, &m)) {
-                        all.push(m);
-                    }
-                });
-            }
-            all.sort_by_key(|m| (m.sent_at, m.id));
-            let end = match before {
-                Some(b) => all.iter().position(|m| m.id == b).unwrap_or(all.len()),
-                None => all.len(),
-            };
-            all.truncate(end);
-            let start = end.saturating_sub(limit);
-            all.split_off(start)
-        })
-        .await
-    }
-}
-
-/// Stores messages in the conversations; for each, whether it was new (ids make it idempotent).
-fn store_messages(
-    doc: &VaultDoc,
-    messages: Vec<(UserId, StoredMessage)>,
-) -> Result<Vec<bool>, StoreError> {
-    let conversations = doc.loro().get_map(root::CONVERSATIONS);
-    let mut out = Vec::with_capacity(messages.len());
-    for (with, m) in messages {
-        let list = conversations
-            .ensure_mergeable_map(&with.to_string())?
-            .ensure_mergeable_map("messages")?;
-        let key = m.id.to_string();
-        if list.get(&key).is_some() {
-            out.push(false);
-            continue;
+    ) -> Result<Option<Vec<StoredMessage>>, StoreError> {
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        match index::page(&self.db, with, before, limit).await {
+            Ok(page) => Ok(Some(page)),
+            Err(index::PageError::UnknownCursor) => Ok(None),
+            Err(index::PageError::Store(e)) => Err(e),
         }
-        let entry = list.ensure_mergeable_map(&key)?;
-        entry.insert("from", m.from.to_string())?;
-        entry.insert("to", m.to.to_string())?;
-        entry.insert("body", m.body)?;
-        entry.insert("sent_at", m.sent_at.as_millis())?;
-        entry.insert("status", m.status.as_str())?;
-        out.push(true);
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -269,7 +663,7 @@ mod tests {
     async fn vault() -> (tempfile::TempDir, Vault) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("v.db")).await.unwrap();
-        let vault = Vault::open(db, VaultOptions::for_peer(1)).await.unwrap();
+        let vault = Vault::open(db, VaultOptions::default()).await.unwrap();
         (dir, vault)
     }
 
@@ -296,27 +690,42 @@ mod tests {
             assert!(vault.put_message(b, m.clone()).await.unwrap());
         }
         assert!(!vault.put_message(b, ms[0].clone()).await.unwrap());
-        let all = vault.messages(b, None, 100).await.unwrap();
+        let all = vault.messages(b, None, 100).await.unwrap().unwrap();
         assert_eq!(all, ms);
-        let page = vault.messages(b, Some(ms[3].id), 2).await.unwrap();
+        let page = vault.messages(b, Some(ms[3].id), 2).await.unwrap().unwrap();
         assert_eq!(page, ms[1..3].to_vec());
-        assert!(
-            vault
-                .set_message_status(b, ms[0].id, MessageStatus::Delivered)
-                .await
-                .unwrap()
-        );
+        let set = |id, s| vault.set_message_status(b, id, s);
+        assert!(set(ms[0].id, MessageStatus::Failed).await.unwrap());
+        assert!(!set(ms[0].id, MessageStatus::Relayed).await.unwrap());
+        assert!(set(ms[0].id, MessageStatus::Delivered).await.unwrap());
+        assert!(!set(ms[0].id, MessageStatus::Failed).await.unwrap());
         assert!(
             !vault
-                .set_message_status(b, ms[0].id, MessageStatus::Relayed)
+                .set_message_status(a, ms[1].id, MessageStatus::Relayed)
                 .await
                 .unwrap()
         );
-        assert_eq!(
-            vault.messages(b, None, 1).await.unwrap()[0].status,
-            MessageStatus::Queued
-        );
+        let page = vault.messages(b, None, 5).await.unwrap().unwrap();
+        assert_eq!(page[0].status, MessageStatus::Delivered);
+        assert_eq!(page[1].status, MessageStatus::Queued);
         assert!(vault.has_message(b, ms[4].id).await.unwrap());
         assert!(!vault.has_message(a, ms[4].id).await.unwrap());
+        let stranger = MessageId::random().unwrap();
+        assert_eq!(vault.messages(b, Some(stranger), 5).await.unwrap(), None);
+    }
+
+    #[test]
+    fn status_order_is_progress() {
+        use MessageStatus::*;
+        assert!(Queued.advances_to(Relayed));
+        assert!(Relayed.advances_to(Failed));
+        assert!(Failed.advances_to(Delivered));
+        assert!(!Delivered.advances_to(Failed));
+        assert!(!Received.advances_to(Delivered));
+        assert!(!Queued.advances_to(Received));
+        for s in [Queued, Relayed, Failed, Delivered, Received] {
+            assert_eq!(MessageStatus::from_rank(s.rank()), Some(s));
+            assert_eq!(MessageStatus::parse(s.as_str()), Some(s));
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! `VaultDoc`: the Loro document and the names of its root containers.
+//! `VaultDoc`: the meta document (contacts, settings, devices), and the names of the root
+//! containers of every vault document.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,20 +9,23 @@ use volli_core::{ContactCard, DeviceCertificate, UserId};
 
 use super::Contact;
 
-/// The names of the vault's root containers: every piece of synced state lives under one.
-/// They are part of the on-disk and sync format; never rename them.
+/// The names of the vault documents' root containers: every piece of synced state lives
+/// under one. They are part of the on-disk and sync format; never rename them.
 pub mod root {
-    /// Contacts, keyed by user id.
+    /// Meta document: contacts, keyed by user id.
     pub const CONTACTS: &str = "contacts";
-    /// Conversations, keyed by the other party's user id.
-    pub const CONVERSATIONS: &str = "conversations";
-    /// Settings: key → JSON text.
+    /// Meta document: settings, key → JSON text.
     pub const SETTINGS: &str = "settings";
-    /// The user's devices, keyed by peer id.
+    /// Meta document: the user's devices, keyed by peer id.
     pub const DEVICES: &str = "devices";
+    /// Conversation chunks: messages, keyed by message id.
+    pub const MESSAGES: &str = "messages";
+    /// The single-document layout's conversations (keyed by the other party's user id, each
+    /// with a `messages` map), read only by the migration.
+    pub const CONVERSATIONS: &str = "conversations";
 }
 
-/// The vault document as seen by code running inside the actor.
+/// The meta document as seen by code running inside the actor.
 pub struct VaultDoc {
     doc: LoroDoc,
     verified: Mutex<Verified>,

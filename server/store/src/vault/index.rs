@@ -1,0 +1,152 @@
+//! The `messages` table: every message of every conversation, derived from the chunk
+//! documents and written in the same transaction as their updates. History is read from
+//! here, a page at a time, in `(sent_at, id)` order, so reading it never loads a document
+//! and costs the same at any depth.
+
+use sqlx::SqliteConnection;
+use volli_core::{MessageId, Timestamp, UserId};
+
+use super::conversations::{MessageStatus, StoredMessage};
+use super::docs::DocId;
+use crate::{Db, StoreError};
+
+/// A message as the index stores it.
+#[derive(Clone, Debug)]
+pub(super) struct Row {
+    pub(super) conversation: UserId,
+    pub(super) message: StoredMessage,
+    /// The chunk that holds it.
+    pub(super) doc: DocId,
+}
+
+/// Writes `rows` inside `tx`. A message already indexed keeps its place and body; its
+/// status becomes the further of the two, so copies of a message in two chunks (two devices
+/// that stored it at the same time) show as one with the status both agree it reached.
+pub(super) async fn upsert(tx: &mut SqliteConnection, rows: &[Row]) -> Result<(), StoreError> {
+    for row in rows {
+        let m = &row.message;
+        sqlx::query(
+            "INSERT INTO messages (id, conversation, sent_at, sender, recipient, body, status, doc) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET status = MAX(status, excluded.status)",
+        )
+        .bind(&m.id.as_bytes()[..])
+        .bind(row.conversation.to_string())
+        .bind(m.sent_at.as_millis())
+        .bind(m.from.to_string())
+        .bind(m.to.to_string())
+        .bind(&m.body)
+        .bind(m.status.rank())
+        .bind(row.doc.to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Where a stored message lives and how far it got.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Located {
+    pub(super) conversation: UserId,
+    pub(super) doc: DocId,
+    pub(super) status: MessageStatus,
+}
+
+/// Finds message `id`.
+pub(super) async fn locate(db: &Db, id: MessageId) -> Result<Option<Located>, StoreError> {
+    let row: Option<(String, String, i64)> =
+        sqlx::query_as("SELECT conversation, doc, status FROM messages WHERE id = ?")
+            .bind(&id.as_bytes()[..])
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(row.and_then(|(conversation, doc, status)| {
+        Some(Located {
+            conversation: conversation.parse().ok()?,
+            doc: doc.parse().ok()?,
+            status: MessageStatus::from_rank(status)?,
+        })
+    }))
+}
+
+type MessageRow = (Vec<u8>, String, String, String, i64, i64);
+
+fn message(row: MessageRow) -> Option<StoredMessage> {
+    let (id, from, to, body, sent_at, status) = row;
+    Some(StoredMessage {
+        id: MessageId::from_bytes(id.try_into().ok()?),
+        from: from.parse().ok()?,
+        to: to.parse().ok()?,
+        body,
+        sent_at: Timestamp::from_millis(sent_at),
+        status: MessageStatus::from_rank(status)?,
+    })
+}
+
+/// Why a page could not be read.
+#[derive(Debug)]
+pub(super) enum PageError {
+    /// `before` names no message of this conversation.
+    UnknownCursor,
+    /// SQLite failed.
+    Store(StoreError),
+}
+
+/// Up to `limit` messages of the conversation with `with` that come before message `before`
+/// (or the latest ones), oldest first. Messages with the same time are ordered by id, so
+/// pages never overlap or skip one, whatever arrives meanwhile.
+pub(super) async fn page(
+    db: &Db,
+    with: UserId,
+    before: Option<MessageId>,
+    limit: u32,
+) -> Result<Vec<StoredMessage>, PageError> {
+    let conversation = with.to_string();
+    let rows: Vec<MessageRow> = match before {
+        Some(cursor) => {
+            let at: Option<(i64,)> =
+                sqlx::query_as("SELECT sent_at FROM messages WHERE id = ? AND conversation = ?")
+                    .bind(&cursor.as_bytes()[..])
+                    .bind(&conversation)
+                    .fetch_optional(db.pool())
+                    .await
+                    .map_err(|e| PageError::Store(e.into()))?;
+            let (sent_at,) = at.ok_or(PageError::UnknownCursor)?;
+            sqlx::query_as(
+                "SELECT id, sender, recipient, body, sent_at, status FROM messages \
+                 WHERE conversation = ? AND (sent_at, id) < (?, ?) \
+                 ORDER BY sent_at DESC, id DESC LIMIT ?",
+            )
+            .bind(&conversation)
+            .bind(sent_at)
+            .bind(&cursor.as_bytes()[..])
+            .bind(limit)
+            .fetch_all(db.pool())
+            .await
+        }
+        None => {
+            sqlx::query_as(
+                "SELECT id, sender, recipient, body, sent_at, status FROM messages \
+                 WHERE conversation = ? ORDER BY sent_at DESC, id DESC LIMIT ?",
+            )
+            .bind(&conversation)
+            .bind(limit)
+            .fetch_all(db.pool())
+            .await
+        }
+    }
+    .map_err(|e| PageError::Store(e.into()))?;
+    let mut out: Vec<StoredMessage> = rows.into_iter().filter_map(message).collect();
+    out.reverse();
+    Ok(out)
+}
+
+/// Whether message `id` is stored in the conversation with `with`.
+pub(super) async fn contains(db: &Db, with: UserId, id: MessageId) -> Result<bool, StoreError> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT 1 FROM messages WHERE id = ? AND conversation = ?")
+            .bind(&id.as_bytes()[..])
+            .bind(with.to_string())
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(row.is_some())
+}

@@ -1,0 +1,344 @@
+//! Conversations in the vault against real SQLite files: paging at any depth while messages
+//! arrive, chunking that keeps memory bounded, sync of messages between two devices, and
+//! convergence of concurrent message writes and status changes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use proptest::prelude::*;
+use volli_core::{MessageId, Timestamp, UserId, UserSecret};
+use volli_store::vault::{MAX_LOADED, MessageStatus, StoredMessage};
+use volli_store::{Store, VaultOptions, VaultVersion};
+
+async fn open(dir: &Path, options: VaultOptions) -> Store {
+    Store::open(dir, options).await.unwrap()
+}
+
+fn user(n: u8) -> UserId {
+    UserSecret::from_master([n; 32]).user_id()
+}
+
+fn id(n: u64) -> MessageId {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&n.to_be_bytes());
+    bytes[8..].copy_from_slice(&n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+    MessageId::from_bytes(bytes)
+}
+
+fn message(n: u64, from: UserId, to: UserId, sent_at: i64) -> StoredMessage {
+    StoredMessage {
+        id: id(n),
+        from,
+        to,
+        body: format!("message {n}"),
+        sent_at: Timestamp::from_millis(sent_at),
+        status: MessageStatus::Queued,
+    }
+}
+
+/// Pages back through the whole conversation, `size` at a time, calling `between` after
+/// each page.
+async fn walk_back(
+    store: &Store,
+    with: UserId,
+    size: usize,
+    mut between: impl AsyncFnMut(usize),
+) -> Vec<StoredMessage> {
+    let mut out: Vec<StoredMessage> = Vec::new();
+    let mut before = None;
+    let mut pages = 0;
+    loop {
+        let page = store
+            .vault()
+            .messages(with, before, size)
+            .await
+            .unwrap()
+            .expect("the cursor is a message of the conversation");
+        if page.is_empty() {
+            return out;
+        }
+        assert!(page.len() <= size);
+        before = Some(page[0].id);
+        let mut page = page;
+        page.extend(out);
+        out = page;
+        pages += 1;
+        between(pages).await;
+    }
+}
+
+#[tokio::test]
+async fn paging_at_any_depth_never_skips_or_repeats_while_messages_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(
+        dir.path(),
+        VaultOptions {
+            chunk_messages: 500,
+            ..VaultOptions::default()
+        },
+    )
+    .await;
+    let (me, bob) = (user(1), user(2));
+    // 4,000 messages, seven per millisecond (equal times are common: a burst from one
+    // client), stored out of order in batches.
+    let mut all: Vec<StoredMessage> = (0..4_000u64)
+        .map(|n| message(n, me, bob, 1_000 + (n / 7) as i64))
+        .collect();
+    let mut shuffled = all.clone();
+    shuffled.reverse();
+    shuffled.rotate_left(1_234);
+    for batch in shuffled.chunks(300) {
+        let fresh = store
+            .vault()
+            .put_messages(batch.iter().map(|m| (bob, m.clone())).collect())
+            .await
+            .unwrap();
+        assert!(fresh.iter().all(|f| *f));
+    }
+    all.sort_by_key(|m| (m.sent_at, m.id));
+
+    // A page deep in history is exactly the reference slice.
+    let deep = &all[1_000..1_100];
+    let page = store
+        .vault()
+        .messages(bob, Some(all[1_100].id), 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(page, deep);
+
+    // New messages keep arriving while the client pages back, some with times inside the
+    // part already read (a relayed message sent long ago).
+    let vault = store.vault().clone();
+    let mut next = 10_000u64;
+    let walked = walk_back(&store, bob, 97, async |page| {
+        let late = message(next, bob, me, 1_000 + (page as i64 * 37) % 500);
+        let new = message(next + 1, bob, me, 1_000_000 + page as i64);
+        next += 2;
+        vault
+            .put_messages(vec![(bob, late), (bob, new)])
+            .await
+            .unwrap();
+    })
+    .await;
+    let ids: Vec<MessageId> = walked.iter().map(|m| m.id).collect();
+    let unique: HashSet<MessageId> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "no message twice");
+    assert!(
+        walked
+            .windows(2)
+            .all(|w| (w[0].sent_at, w[0].id) < (w[1].sent_at, w[1].id)),
+        "oldest first, ties by id"
+    );
+    for m in &all {
+        assert!(unique.contains(&m.id), "message {} skipped", m.body);
+    }
+
+    store.db().integrity_check().await.unwrap();
+    store.close().await;
+}
+
+#[tokio::test]
+async fn conversations_are_chunked_and_only_a_few_chunks_stay_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = VaultOptions {
+        chunk_messages: 100,
+        ..VaultOptions::default()
+    };
+    let store = open(dir.path(), options.clone()).await;
+    let me = user(1);
+    let bob = user(2);
+    for batch in 0..5u64 {
+        let ms = (0..100).map(|n| {
+            let n = batch * 100 + n;
+            (bob, message(n, me, bob, n as i64))
+        });
+        store.vault().put_messages(ms.collect()).await.unwrap();
+    }
+    // One message to each of 40 other contacts.
+    for c in 0..40u8 {
+        let other = user(10 + c);
+        store
+            .vault()
+            .put_message(other, message(1_000 + u64::from(c), me, other, 5))
+            .await
+            .unwrap();
+    }
+    let stats = store.vault().stats().await.unwrap();
+    assert_eq!(stats.messages, 540);
+    assert!(stats.docs >= 1 + 5 + 40, "{stats:?}");
+    assert!(stats.loaded <= 1 + MAX_LOADED as u64, "{stats:?}");
+    store.close().await;
+
+    // Everything is back after a restart, and writing goes on in the newest chunk.
+    let store = open(dir.path(), options).await;
+    assert_eq!(
+        store.vault().stats().await.unwrap().loaded,
+        1,
+        "nothing loaded at start"
+    );
+    store
+        .vault()
+        .put_message(bob, message(2_000, me, bob, 10_000))
+        .await
+        .unwrap();
+    let all = walk_back(&store, bob, 500, async |_| {}).await;
+    assert_eq!(all.len(), 501);
+    assert_eq!(all.last().unwrap().id, id(2_000));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_second_device_gets_every_message_and_statuses_merge_forward() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let options = VaultOptions {
+        chunk_messages: 50,
+        ..VaultOptions::default()
+    };
+    let a = open(a_dir.path(), options.clone()).await;
+    let b = open(b_dir.path(), options).await;
+    let (me, bob) = (user(1), user(2));
+    let ms: Vec<_> = (0..220u64)
+        .map(|n| (bob, message(n, me, bob, n as i64)))
+        .collect();
+    a.vault().put_messages(ms).await.unwrap();
+
+    // B has nothing; a small budget makes the export come in several parts.
+    let mut version = b.vault().version().await.unwrap();
+    let mut parts = 0;
+    loop {
+        let (delta, more) = a
+            .vault()
+            .export_since(version.clone(), 4_096)
+            .await
+            .unwrap();
+        assert!(b.vault().import(delta).await.unwrap());
+        parts += 1;
+        version = b.vault().version().await.unwrap();
+        if !more {
+            break;
+        }
+    }
+    assert!(parts > 1, "the budget split the export");
+    let on_a = walk_back(&a, bob, 100, async |_| {}).await;
+    let on_b = walk_back(&b, bob, 100, async |_| {}).await;
+    assert_eq!(on_a, on_b);
+    assert!(
+        b.vault()
+            .version()
+            .await
+            .unwrap()
+            .includes(&a.vault().version().await.unwrap())
+    );
+
+    // Concurrent status changes: A hears the receipt, B only that a relay holds it.
+    let first = id(0);
+    a.vault()
+        .set_message_status(bob, first, MessageStatus::Delivered)
+        .await
+        .unwrap();
+    b.vault()
+        .set_message_status(bob, first, MessageStatus::Relayed)
+        .await
+        .unwrap();
+    let (to_b, _) = a
+        .vault()
+        .export_since(b.vault().version().await.unwrap(), usize::MAX)
+        .await
+        .unwrap();
+    let (to_a, _) = b
+        .vault()
+        .export_since(a.vault().version().await.unwrap(), usize::MAX)
+        .await
+        .unwrap();
+    b.vault().import(to_b).await.unwrap();
+    a.vault().import(to_a).await.unwrap();
+    for store in [&a, &b] {
+        let page = store
+            .vault()
+            .messages(bob, Some(id(1)), 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(page[0].status, MessageStatus::Delivered);
+    }
+    // Imported data is durable, and a replay is a no-op.
+    let (again, _) = a
+        .vault()
+        .export_since(VaultVersion::empty(), usize::MAX)
+        .await
+        .unwrap();
+    assert!(!b.vault().import(again).await.unwrap());
+    b.close().await;
+    let b = open(b_dir.path(), VaultOptions::default()).await;
+    assert_eq!(walk_back(&b, bob, 100, async |_| {}).await.len(), 220);
+    a.close().await;
+    b.close().await;
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// Store message `n` (both devices may store the same message: both received it).
+    Put(u8),
+    /// Move message `n` on to a status.
+    Status(u8, u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..24).prop_map(Op::Put),
+        (0u8..24, 0u8..3).prop_map(|(n, s)| Op::Status(n, s)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// Two devices store messages (sometimes the same ones, into chunks both start at the
+    /// same time) and change statuses concurrently, then exchange what they have in either
+    /// order: both end with the same conversation.
+    #[test]
+    fn concurrent_message_writes_converge(
+        a_ops in proptest::collection::vec(op(), 0..30),
+        b_ops in proptest::collection::vec(op(), 0..30),
+        a_first in any::<bool>(),
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async move {
+            let options = VaultOptions { chunk_messages: 3, ..VaultOptions::default() };
+            let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let a = open(a_dir.path(), options.clone()).await;
+            let b = open(b_dir.path(), options).await;
+            let (me, bob) = (user(1), user(2));
+            let statuses = [MessageStatus::Relayed, MessageStatus::Failed, MessageStatus::Delivered];
+            for (store, ops) in [(&a, &a_ops), (&b, &b_ops)] {
+                for op in ops {
+                    match *op {
+                        Op::Put(n) => {
+                            store.vault().put_message(bob, message(u64::from(n), me, bob, i64::from(n % 5))).await.unwrap();
+                        }
+                        Op::Status(n, s) => {
+                            store.vault().set_message_status(bob, id(u64::from(n)), statuses[usize::from(s)]).await.unwrap();
+                        }
+                    }
+                }
+            }
+            let (to_b, _) = a.vault().export_since(VaultVersion::empty(), usize::MAX).await.unwrap();
+            let (to_a, _) = b.vault().export_since(VaultVersion::empty(), usize::MAX).await.unwrap();
+            if a_first {
+                b.vault().import(to_b).await.unwrap();
+                a.vault().import(to_a).await.unwrap();
+            } else {
+                a.vault().import(to_a).await.unwrap();
+                b.vault().import(to_b).await.unwrap();
+            }
+            let on_a = walk_back(&a, bob, 7, async |_| {}).await;
+            let on_b = walk_back(&b, bob, 7, async |_| {}).await;
+            assert_eq!(on_a, on_b);
+            assert_eq!(a.vault().to_json().await.unwrap(), b.vault().to_json().await.unwrap());
+            a.close().await;
+            b.close().await;
+        });
+    }
+}
