@@ -183,6 +183,18 @@ async fn conversations_are_chunked_and_only_a_few_chunks_stay_in_memory() {
         .put_message(bob, message(2_000, me, bob, 10_000))
         .await
         .unwrap();
+    // A message stored long ago, in a full chunk no longer in memory, arrives again (a
+    // relay's second copy): not new, and still shown once.
+    for again in [0, 250, 499] {
+        let old = message(again, me, bob, again as i64);
+        assert!(!store.vault().put_message(bob, old.clone()).await.unwrap());
+        let twice = store
+            .vault()
+            .put_messages(vec![(bob, old.clone()), (bob, old)])
+            .await
+            .unwrap();
+        assert_eq!(twice, vec![false, false]);
+    }
     let all = walk_back(&store, bob, 500, async |_| {}).await;
     assert_eq!(all.len(), 501);
     assert_eq!(all.last().unwrap().id, id(2_000));

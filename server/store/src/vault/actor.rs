@@ -187,7 +187,11 @@ impl Actor {
     fn persist(&mut self, outbox: &[OutboxChange]) -> Result<Vec<DocId>, StoreError> {
         let meta = DocWrite::since(DocId::Meta, self.meta.loro(), &self.meta_stored)?;
         let chunks = self.chunks.changes()?;
-        if meta.is_none() && chunks.writes.is_empty() && chunks.rows.is_empty() && outbox.is_empty()
+        if meta.is_none()
+            && chunks.writes.is_empty()
+            && chunks.rows.is_empty()
+            && chunks.statuses.is_empty()
+            && outbox.is_empty()
         {
             return Ok(Vec::new());
         }
@@ -208,9 +212,15 @@ impl Actor {
             for write in meta.iter().chain(&chunks.writes) {
                 write.apply(&mut tx, now).await?;
             }
+            let ids: Vec<_> = chunks.unsettled.iter().map(|(id, _)| *id).collect();
+            let known = index::existing(&mut tx, &ids).await?;
             index::upsert(&mut tx, &chunks.rows).await?;
+            index::set_statuses(&mut tx, &chunks.statuses).await?;
             crate::messaging::apply_outbox(&mut tx, outbox).await?;
             tx.commit().await?;
+            for (id, new) in &chunks.unsettled {
+                let _ = new.set(!known.contains(id));
+            }
             Ok(())
         })
     }
@@ -242,10 +252,7 @@ impl Actor {
             )));
         }
         let mut meta = None;
-        let mut chunks = ChunkChanges {
-            writes: Vec::new(),
-            rows: Vec::new(),
-        };
+        let mut chunks = ChunkChanges::default();
         let mut learnt = false;
         for (name, blobs) in delta.docs {
             let id: DocId = name.parse()?;

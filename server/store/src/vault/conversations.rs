@@ -11,6 +11,7 @@
 //! message delivered).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
 
 use loro::{LoroDoc, LoroMap, LoroValue, ValueOrContainer};
 use tokio::runtime::Handle;
@@ -169,6 +170,22 @@ pub(super) fn write_entry(messages: &LoroMap, m: &StoredMessage) -> Result<(), S
     Ok(())
 }
 
+/// Whether an appended message was new: known at once, or once its batch is written.
+pub(super) enum Appended {
+    Known(bool),
+    AtCommit(Arc<OnceLock<bool>>),
+}
+
+impl Appended {
+    /// The answer; only called after the batch was written.
+    pub(super) fn was_new(&self) -> bool {
+        match self {
+            Self::Known(new) => *new,
+            Self::AtCommit(flag) => flag.get().copied().unwrap_or(false),
+        }
+    }
+}
+
 struct LoadedChunk {
     doc: LoroDoc,
     stored: Stored,
@@ -187,13 +204,22 @@ pub(super) struct Chunks {
     tips: HashMap<UserId, u32>,
     dirty: HashSet<DocId>,
     staged: HashMap<MessageId, Row>,
+    /// Status changes of this batch to messages stored before it.
+    statuses: HashMap<MessageId, Located>,
+    /// Appended messages of this batch whose newness the commit settles.
+    unsettled: Vec<(MessageId, Arc<OnceLock<bool>>)>,
     recent: HashMap<MessageId, Located>,
 }
 
 /// A batch's changes to the chunks, to be written in one transaction.
+#[derive(Default)]
 pub(super) struct ChunkChanges {
     pub(super) writes: Vec<DocWrite>,
     pub(super) rows: Vec<Row>,
+    /// New statuses of messages indexed before.
+    pub(super) statuses: Vec<(MessageId, MessageStatus)>,
+    /// Messages to tell apart, new or already indexed, in the same transaction.
+    pub(super) unsettled: Vec<(MessageId, Arc<OnceLock<bool>>)>,
 }
 
 impl Chunks {
@@ -208,6 +234,8 @@ impl Chunks {
             tips: HashMap::new(),
             dirty: HashSet::new(),
             staged: HashMap::new(),
+            statuses: HashMap::new(),
+            unsettled: Vec::new(),
             recent: HashMap::new(),
         }
     }
@@ -248,6 +276,9 @@ impl Chunks {
                 status: row.message.status,
             }));
         }
+        if let Some(found) = self.statuses.get(&id) {
+            return Ok(Some(*found));
+        }
         if let Some(found) = self.recent.get(&id) {
             return Ok(Some(*found));
         }
@@ -270,32 +301,41 @@ impl Chunks {
     }
 
     /// Stores `m` in the conversation with `with` unless a message with its id is stored
-    /// already. `fresh` skips that check for an id this device just made up.
+    /// already. `fresh` says the id was just made up by this device, so it cannot be.
+    ///
+    /// Whether it was new is known here when the answer is in memory (this batch, the
+    /// recent messages, the chunk being written); otherwise it is settled when the batch is
+    /// written, by one query for the whole batch — no round trip to SQLite per message. A
+    /// message that turns out to be stored in an older chunk leaves a second copy in the
+    /// newest one, which the index shows as one message.
     pub(super) fn append(
         &mut self,
         with: UserId,
         m: StoredMessage,
         fresh: bool,
-    ) -> Result<bool, StoreError> {
-        if !fresh && self.locate(m.id)?.is_some() {
-            return Ok(false);
+    ) -> Result<Appended, StoreError> {
+        if !fresh && (self.staged.contains_key(&m.id) || self.recent.contains_key(&m.id)) {
+            return Ok(Appended::Known(false));
         }
         let mut chunk = self.tip(with)?;
         let capacity = self.capacity;
-        let full = {
-            let loaded = self.get(DocId::Chunk {
+        let key = m.id.to_string();
+        let (full, present) = {
+            let id = DocId::Chunk {
                 conversation: with,
                 chunk,
-            })?;
-            docs::messages_in(
-                DocId::Chunk {
-                    conversation: with,
-                    chunk,
-                },
-                &loaded.doc,
-            ) >= capacity
-                || loaded.stored.bytes >= CHUNK_BYTES
+            };
+            let loaded = self.get(id)?;
+            let messages = loaded.doc.get_map(root::MESSAGES);
+            (
+                docs::messages_in(id, &loaded.doc) >= capacity
+                    || loaded.stored.bytes >= CHUNK_BYTES,
+                !fresh && messages.get(&key).is_some(),
+            )
         };
+        if present {
+            return Ok(Appended::Known(false));
+        }
         if full {
             chunk += 1;
             self.tips.insert(with, chunk);
@@ -308,6 +348,13 @@ impl Chunks {
         write_entry(&loaded.doc.get_map(root::MESSAGES), &m)?;
         loaded.stored.bytes += m.body.len() as u64;
         self.dirty.insert(id);
+        let appended = if fresh {
+            Appended::Known(true)
+        } else {
+            let flag = Arc::new(OnceLock::new());
+            self.unsettled.push((m.id, Arc::clone(&flag)));
+            Appended::AtCommit(flag)
+        };
         self.staged.insert(
             m.id,
             Row {
@@ -316,7 +363,7 @@ impl Chunks {
                 doc: id,
             },
         );
-        Ok(true)
+        Ok(appended)
     }
 
     /// Moves message `id` of the conversation with `with` on to `status`; whether it did.
@@ -333,29 +380,24 @@ impl Chunks {
             return Ok(false);
         }
         let loaded = self.get(found.doc)?;
-        let key = id.to_string();
         let Some(entry) = loaded
             .doc
             .get_map(root::MESSAGES)
-            .get(&key)
+            .get(&id.to_string())
             .and_then(map_of)
         else {
             return Ok(false);
         };
         entry.insert(status.as_str(), true)?;
-        let Some(mut message) = read_entry(&key, &entry) else {
-            return Ok(false);
-        };
-        message.status = message.status.max(status);
         self.dirty.insert(found.doc);
-        self.staged.insert(
-            id,
-            Row {
-                conversation: with,
-                message,
-                doc: found.doc,
-            },
-        );
+        let status = found.status.max(status);
+        match self.staged.get_mut(&id) {
+            // Stored in this batch: its row goes in with the new status.
+            Some(row) => row.message.status = status,
+            None => {
+                self.statuses.insert(id, Located { status, ..found });
+            }
+        }
         Ok(true)
     }
 
@@ -416,6 +458,7 @@ impl Chunks {
             ChunkChanges {
                 writes: vec![write],
                 rows,
+                ..ChunkChanges::default()
             },
             new,
         )))
@@ -434,6 +477,12 @@ impl Chunks {
         Ok(ChunkChanges {
             writes,
             rows: self.staged.values().cloned().collect(),
+            statuses: self
+                .statuses
+                .iter()
+                .map(|(id, l)| (*id, l.status))
+                .collect(),
+            unsettled: std::mem::take(&mut self.unsettled),
         })
     }
 
@@ -465,8 +514,11 @@ impl Chunks {
                 self.tips.insert(conversation, chunk);
             }
         }
-        if self.recent.len() + changes.rows.len() > MAX_RECENT {
+        if self.recent.len() + changes.rows.len() + self.statuses.len() > MAX_RECENT {
             self.recent.clear();
+        }
+        for (id, found) in self.statuses.drain() {
+            self.recent.insert(id, found);
         }
         for row in &changes.rows {
             let known = self.recent.get(&row.message.id).map(|l| l.status);
@@ -480,6 +532,7 @@ impl Chunks {
             );
         }
         self.staged.clear();
+        self.unsettled.clear();
         self.dirty.clear();
         self.evict();
         due
@@ -514,6 +567,8 @@ impl Chunks {
         self.tips.clear();
         self.dirty.clear();
         self.staged.clear();
+        self.statuses.clear();
+        self.unsettled.clear();
         self.recent.clear();
     }
 
@@ -586,8 +641,10 @@ impl Vault {
         with: UserId,
         message: StoredMessage,
     ) -> Result<impl Future<Output = Result<bool, StoreError>> + Send + 'static, StoreError> {
-        self.write_ctx_queued(move |ctx| ctx.chunks.append(with, message, true))
-            .await
+        let saved = self
+            .write_ctx_queued(move |ctx| ctx.chunks.append(with, message, true))
+            .await?;
+        Ok(async move { saved.await.map(|a| a.was_new()) })
     }
 
     /// Stores several messages in one write; for each, whether it was new.
@@ -595,14 +652,16 @@ impl Vault {
         &self,
         messages: Vec<(UserId, StoredMessage)>,
     ) -> Result<Vec<bool>, StoreError> {
-        self.write_ctx_queued(move |ctx| {
-            messages
-                .into_iter()
-                .map(|(with, m)| ctx.chunks.append(with, m, false))
-                .collect()
-        })
-        .await?
-        .await
+        let appended: Vec<Appended> = self
+            .write_ctx_queued(move |ctx| {
+                messages
+                    .into_iter()
+                    .map(|(with, m)| ctx.chunks.append(with, m, false))
+                    .collect()
+            })
+            .await?
+            .await?;
+        Ok(appended.iter().map(Appended::was_new).collect())
     }
 
     /// Moves a message's status forward; returns whether it changed.

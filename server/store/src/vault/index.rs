@@ -3,6 +3,8 @@
 //! here, a page at a time, in `(sent_at, id)` order, so reading it never loads a document
 //! and costs the same at any depth.
 
+use std::collections::HashSet;
+
 use sqlx::SqliteConnection;
 use volli_core::{MessageId, Timestamp, UserId};
 
@@ -19,29 +21,97 @@ pub(super) struct Row {
     pub(super) doc: DocId,
 }
 
-/// Writes `rows` inside `tx`. A message already indexed keeps its place and body; its
-/// status becomes the further of the two, so copies of a message in two chunks (two devices
-/// that stored it at the same time) show as one with the status both agree it reached.
+/// Rows per statement: 8 parameters each, well under SQLite's limit of 32,766.
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// Writes `rows` inside `tx`, a few hundred per statement. A message already indexed keeps
+/// its place and body; its status becomes the further of the two, so copies of a message in
+/// two chunks (two devices that stored it at the same time) show as one with the status both
+/// agree it reached.
 pub(super) async fn upsert(tx: &mut SqliteConnection, rows: &[Row]) -> Result<(), StoreError> {
-    for row in rows {
-        let m = &row.message;
-        sqlx::query(
-            "INSERT INTO messages (id, conversation, sent_at, sender, recipient, body, status, doc) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET status = MAX(status, excluded.status)",
-        )
-        .bind(&m.id.as_bytes()[..])
-        .bind(row.conversation.to_string())
-        .bind(m.sent_at.as_millis())
-        .bind(m.from.to_string())
-        .bind(m.to.to_string())
-        .bind(&m.body)
-        .bind(m.status.rank())
-        .bind(row.doc.to_string())
-        .execute(&mut *tx)
-        .await?;
+    for part in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::from(
+            "INSERT INTO messages (id, conversation, sent_at, sender, recipient, body, status, doc) VALUES ",
+        );
+        for i in 0..part.len() {
+            sql.push_str(if i == 0 {
+                "(?,?,?,?,?,?,?,?)"
+            } else {
+                ",(?,?,?,?,?,?,?,?)"
+            });
+        }
+        sql.push_str(" ON CONFLICT (id) DO UPDATE SET status = MAX(status, excluded.status)");
+        // Only placeholders are formatted into the text; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for row in part {
+            let m = &row.message;
+            query = query
+                .bind(m.id.as_bytes().to_vec())
+                .bind(row.conversation.to_string())
+                .bind(m.sent_at.as_millis())
+                .bind(m.from.to_string())
+                .bind(m.to.to_string())
+                .bind(m.body.clone())
+                .bind(m.status.rank())
+                .bind(row.doc.to_string());
+        }
+        query.execute(&mut *tx).await?;
     }
     Ok(())
+}
+
+/// Moves indexed messages on to new statuses, inside `tx` (never back: the index keeps the
+/// furthest).
+pub(super) async fn set_statuses(
+    tx: &mut SqliteConnection,
+    statuses: &[(MessageId, MessageStatus)],
+) -> Result<(), StoreError> {
+    for part in statuses.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::from("UPDATE messages SET status = MAX(status, CASE id");
+        for _ in part {
+            sql.push_str(" WHEN ? THEN ?");
+        }
+        sql.push_str(" END) WHERE id IN (");
+        for i in 0..part.len() {
+            sql.push_str(if i == 0 { "?" } else { ",?" });
+        }
+        sql.push(')');
+        // Only placeholders are formatted into the text; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, status) in part {
+            query = query.bind(id.as_bytes().to_vec()).bind(status.rank());
+        }
+        for (id, _) in part {
+            query = query.bind(id.as_bytes().to_vec());
+        }
+        query.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Which of `ids` are already indexed, inside `tx`.
+pub(super) async fn existing(
+    tx: &mut SqliteConnection,
+    ids: &[MessageId],
+) -> Result<HashSet<MessageId>, StoreError> {
+    let mut found = HashSet::new();
+    for part in ids.chunks(ROWS_PER_STATEMENT * 4) {
+        let mut sql = String::from("SELECT id FROM messages WHERE id IN (");
+        for i in 0..part.len() {
+            sql.push_str(if i == 0 { "?" } else { ",?" });
+        }
+        sql.push(')');
+        let mut query = sqlx::query_as::<_, (Vec<u8>,)>(sqlx::AssertSqlSafe(sql));
+        for id in part {
+            query = query.bind(id.as_bytes().to_vec());
+        }
+        for (id,) in query.fetch_all(&mut *tx).await? {
+            if let Ok(bytes) = <[u8; 16]>::try_from(id) {
+                found.insert(MessageId::from_bytes(bytes));
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Where a stored message lives and how far it got.
