@@ -2,8 +2,10 @@
 //! benchmarks. Its configuration's `mode` picks the behaviour of `discover`:
 //! `ok` (returns nothing, quickly), `loop` (never returns), `bomb` (allocates without end),
 //! `recurse` (unbounded recursion), `forbidden` (uses `kv`, which tests do not grant),
-//! `panic`, `work` (`iterations` rounds of JSON encoding and parsing, for benchmarks). Mode `loop-in-init`
-//! never finishes starting. `lookup` echoes a 1 KiB record.
+//! `panic`, `work` (`iterations` rounds of JSON encoding and parsing, for benchmarks), `peek`
+//! (reads WASI's wall clock and its random seed, to show what it is given without the
+//! `clock` and `random` grants). Mode `loop-in-init` never finishes starting. `lookup`
+//! echoes a 1 KiB record.
 
 use std::hint::black_box;
 
@@ -36,7 +38,12 @@ impl Discovery for Hostile {
             env!("CARGO_PKG_VERSION"),
             "Misbehaves on purpose, for tests",
         )
-        .with(&[Capability::Log, Capability::Kv])
+        .with(&[
+            Capability::Log,
+            Capability::Kv,
+            Capability::Clock,
+            Capability::Random,
+        ])
         .default_config(r#"{"mode": "ok"}"#)
     }
 
@@ -77,6 +84,17 @@ impl Discovery for Hostile {
                 Ok(Vec::new())
             }
             "panic" => panic!("the hostile plugin panics on purpose"),
+            "peek" => {
+                use std::hash::{BuildHasher as _, Hasher as _};
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+                hasher.write_u64(42);
+                let mut record = now.to_le_bytes().to_vec();
+                record.extend_from_slice(&hasher.finish().to_le_bytes());
+                Ok(vec![Finding::SignedRecord(record)])
+            }
             "work" => {
                 // Typical plugin work: encode and parse small JSON documents.
                 let mut total = 0usize;

@@ -20,6 +20,8 @@ const FIRST_QUERY_INTERVAL_MS: u64 = 1_000;
 const MAX_QUERY_INTERVAL_MS: u64 = 60_000;
 const MAX_ADDRS: usize = 8;
 const MAX_PEERS: usize = 256;
+/// Longest a peer stays listed without being heard again, whatever TTL it announced.
+const MAX_TTL_SECS: u64 = 10 * 60;
 
 struct Mdns {
     me: Option<SelfInfo>,
@@ -86,8 +88,23 @@ impl Mdns {
             }
             if txt.ttl == 0 {
                 self.seen.remove(&peer.peer_id);
-            } else if self.seen.len() < MAX_PEERS || self.seen.contains_key(&peer.peer_id) {
-                let expires = now + u64::from(txt.ttl) * 1000;
+            } else {
+                if self.seen.len() >= MAX_PEERS && !self.seen.contains_key(&peer.peer_id) {
+                    // Full: the entry that would expire first makes room, so a crowd of
+                    // announcements cannot keep newcomers out.
+                    let soonest = self
+                        .seen
+                        .iter()
+                        .min_by_key(|(_, (_, expires))| *expires)
+                        .map(|(id, _)| id.clone());
+                    if let Some(id) = soonest {
+                        self.seen.remove(&id);
+                    }
+                }
+                // The sender picks the TTL; a peer stays listed at most this long without
+                // being heard again, whatever it claims.
+                let ttl = u64::from(txt.ttl).min(MAX_TTL_SECS);
+                let expires = now + ttl * 1000;
                 self.seen.insert(peer.peer_id.clone(), (peer, expires));
             }
         }
@@ -186,3 +203,52 @@ impl Discovery for Mdns {
 }
 
 volli_plugin_sdk::export_discovery!(Mdns);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn announcement(peer: &str, ttl: u32) -> Vec<u8> {
+        let instance = Mdns::instance(peer);
+        let txt = vec![
+            "v=1".to_owned(),
+            format!("p={peer}"),
+            "u=someone".to_owned(),
+        ];
+        dns::response(&[
+            dns::Record::ptr(SERVICE, &instance, ttl),
+            dns::Record::txt(&instance, &txt, ttl),
+        ])
+    }
+
+    fn empty() -> Mdns {
+        Mdns {
+            me: None,
+            seen: BTreeMap::new(),
+            next_query_ms: 0,
+            query_interval_ms: FIRST_QUERY_INTERVAL_MS,
+        }
+    }
+
+    #[test]
+    fn an_announced_ttl_is_capped() {
+        let mut mdns = empty();
+        mdns.handle(&announcement("12D3KooWForever", u32::MAX), 1_000)
+            .unwrap();
+        let (_, expires) = mdns.seen["12D3KooWForever"];
+        assert_eq!(expires, 1_000 + MAX_TTL_SECS * 1000);
+    }
+
+    #[test]
+    fn a_full_list_makes_room_for_newcomers() {
+        let mut mdns = empty();
+        for i in 0..MAX_PEERS {
+            mdns.handle(&announcement(&format!("12D3KooWFlood{i}"), u32::MAX), 1_000)
+                .unwrap();
+        }
+        mdns.handle(&announcement("12D3KooWNeighbour", 120), 2_000)
+            .unwrap();
+        assert_eq!(mdns.seen.len(), MAX_PEERS);
+        assert!(mdns.seen.contains_key("12D3KooWNeighbour"));
+    }
+}

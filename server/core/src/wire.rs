@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cert::DeviceCertificate;
 
+/// The longest a message is kept trying, and held by a friend's relay: 7 days.
+pub const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 /// Why bytes from a peer were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed protocol message")]
@@ -81,7 +84,8 @@ pub struct Deliver {
 pub enum Delivered {
     /// Stored (now or before): the recipient's signed receipt.
     Receipt(crate::Receipt),
-    /// Not accepted, with a reason; retrying will not help.
+    /// Not accepted, with a reason (the sender keeps trying until the message expires: a
+    /// contact whose invite just completed may not know the sender yet).
     Refused(String),
     /// Too many messages; retry after this many seconds.
     RateLimited(u32),

@@ -26,7 +26,7 @@ async fn node(bootstrap: Vec<Multiaddr>) -> (NetClient, UserSecret, Keypair) {
         AddressRecord::valid_for_key(k, v, Timestamp::now())
     }));
     let (client, mut events) = volli_net::start(config).await.unwrap();
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    tokio::spawn(async move { while events.next().await.is_some() {} });
     (client, UserSecret::generate().unwrap(), key)
 }
 

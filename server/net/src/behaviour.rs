@@ -47,8 +47,29 @@ fn rpc(protocol: Protocol, timeout: Duration) -> Rpc {
         [(protocol.id(), request_response::ProtocolSupport::Full)],
         request_response::Config::default()
             .with_request_timeout(timeout)
-            .with_max_concurrent_streams(256),
+            .with_max_concurrent_streams(MAX_STREAMS),
     )
+}
+
+/// Request streams open at once on one connection, per protocol: each may buffer up to its
+/// protocol's largest request.
+const MAX_STREAMS: usize = 128;
+
+/// The circuit relay's limits, and only the admitted peers may reserve a slot.
+fn relay_config(config: &NetConfig) -> relay::Config {
+    let mut relay = relay::Config {
+        max_reservations: 32,
+        max_reservations_per_peer: 2,
+        max_circuits: 32,
+        max_circuits_per_peer: 4,
+        ..relay::Config::default()
+    };
+    if let Some(admit) = config.relay_for.clone() {
+        relay.reservation_rate_limiters.push(Box::new(
+            move |peer: libp2p::PeerId, _: &libp2p::Multiaddr, _: std::time::Instant| admit(&peer),
+        ));
+    }
+    relay
 }
 
 impl Behaviour {
@@ -94,7 +115,7 @@ impl Behaviour {
                 .into(),
             relay_server: config
                 .relay_server
-                .then(|| relay::Behaviour::new(peer_id, relay::Config::default()))
+                .then(|| relay::Behaviour::new(peer_id, relay_config(config)))
                 .into(),
             relay_client,
             dcutr: dcutr::Behaviour::new(peer_id),

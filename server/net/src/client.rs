@@ -202,7 +202,7 @@ impl NetClient {
 }
 
 /// Where to send the response to an inbound request. Dropping it without responding makes
-/// the requester's call fail.
+/// the requester's call fail (the stream closes with no answer, which the codec refuses).
 #[derive(Debug)]
 pub struct Responder {
     protocol: Protocol,

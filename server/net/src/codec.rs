@@ -49,7 +49,16 @@ impl Codec for BytesCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_bounded(io, self.protocol.max_response()).await
+        // Every response of every protocol is at least one byte; an empty one is a peer
+        // that closed the stream without answering (it refused, or dropped the request).
+        let bytes = read_bounded(io, self.protocol.max_response()).await?;
+        if bytes.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the peer did not answer",
+            ));
+        }
+        Ok(bytes)
     }
 
     async fn write_request<T>(

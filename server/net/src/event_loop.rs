@@ -1,9 +1,10 @@
 //! The event loop: the only owner of the `Swarm`. It serves commands from `NetClient`s,
 //! turns swarm events into `NetEvent`s for the node, and completes pending operations.
 //!
-//! Everything is bounded: the command channel, the event channel (events are dropped, with a
-//! warning, if the node falls that far behind), and every table of pending operations
-//! (expired by a once-a-second sweep).
+//! Everything is bounded: the command channel, the event channel (requests and other events
+//! are dropped, with a warning, if the node falls that far behind — a dropped request is a
+//! refused one), the table of connection changes (one entry per peer, never dropped; see
+//! `events.rs`), and every table of pending operations (expired by a once-a-second sweep).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::client::{Command, NetClient, Responder};
+use crate::events::{Links, NetEvents};
 use crate::protocol::Protocol;
 use crate::{NetConfig, NetError, NetEvent, RecordValidator};
 
@@ -52,6 +54,7 @@ pub(crate) struct EventLoop {
     commands: mpsc::Receiver<Command>,
     command_tx: mpsc::Sender<Command>,
     events: mpsc::Sender<NetEvent>,
+    links: Links,
     validator: Option<RecordValidator>,
     rendezvous_points: Vec<PeerId>,
     listen_addrs: BTreeSet<Multiaddr>,
@@ -88,9 +91,7 @@ fn setup(e: impl std::fmt::Display) -> NetError {
     NetError::Setup(e.to_string())
 }
 
-pub(crate) async fn start(
-    config: NetConfig,
-) -> Result<(NetClient, mpsc::Receiver<NetEvent>), NetError> {
+pub(crate) async fn start(config: NetConfig) -> Result<(NetClient, NetEvents), NetError> {
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
         .with_tcp(
@@ -163,11 +164,13 @@ pub(crate) async fn start(
     let local_peer = *swarm.local_peer_id();
     let (command_tx, commands) = mpsc::channel(COMMANDS);
     let (events, events_rx) = mpsc::channel(EVENTS);
+    let links = Links::default();
     let event_loop = EventLoop {
         swarm,
         commands,
         command_tx: command_tx.clone(),
         events,
+        links: links.clone(),
         validator: config.record_validator.clone(),
         rendezvous_points,
         listen_addrs: BTreeSet::new(),
@@ -182,7 +185,10 @@ pub(crate) async fn start(
         discovers: HashMap::new(),
     };
     tokio::spawn(event_loop.run());
-    Ok((NetClient::new(command_tx, local_peer), events_rx))
+    Ok((
+        NetClient::new(command_tx, local_peer),
+        NetEvents::new(links, events_rx),
+    ))
 }
 
 impl EventLoop {
@@ -519,16 +525,14 @@ impl EventLoop {
                     self.swarm.add_external_address(address.clone());
                 }
                 self.listen_addrs.insert(address);
-                self.emit(NetEvent::ListenAddrs(
-                    self.listen_addrs.iter().cloned().collect(),
-                ));
+                self.links
+                    .listening(self.listen_addrs.iter().cloned().collect());
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.swarm.remove_external_address(&address);
                 self.listen_addrs.remove(&address);
-                self.emit(NetEvent::ListenAddrs(
-                    self.listen_addrs.iter().cloned().collect(),
-                ));
+                self.links
+                    .listening(self.listen_addrs.iter().cloned().collect());
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -540,17 +544,15 @@ impl EventLoop {
                     let _ = pending.reply.send(Ok(()));
                 }
                 if num_established.get() == 1 {
-                    self.emit(NetEvent::Connected {
-                        peer: peer_id,
-                        addr: endpoint.get_remote_address().clone(),
-                    });
+                    self.links
+                        .connected(peer_id, endpoint.get_remote_address().clone());
                 }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established: 0,
                 ..
-            } => self.emit(NetEvent::Disconnected { peer: peer_id }),
+            } => self.links.disconnected(peer_id),
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
                 error,

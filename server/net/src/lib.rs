@@ -15,12 +15,14 @@ mod behaviour;
 mod client;
 mod codec;
 mod event_loop;
+mod events;
 mod protocol;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use client::{NetClient, Responder};
+pub use events::NetEvents;
 pub use libp2p::identity::Keypair;
 pub use libp2p::multiaddr::Protocol as MultiaddrProtocol;
 pub use libp2p::{Multiaddr, PeerId};
@@ -28,6 +30,9 @@ pub use protocol::Protocol;
 
 /// Decides whether a Kademlia record (key, value) may be stored or returned.
 pub type RecordValidator = Arc<dyn Fn(&[u8], &[u8]) -> bool + Send + Sync>;
+
+/// Decides whether a peer may use something this node serves.
+pub type PeerFilter = Arc<dyn Fn(&PeerId) -> bool + Send + Sync>;
 
 /// How to start the network.
 #[derive(Clone)]
@@ -44,8 +49,12 @@ pub struct NetConfig {
     pub dht: bool,
     /// Serve as a rendezvous point.
     pub rendezvous_server: bool,
-    /// Serve as a circuit relay (with libp2p's default reservation and circuit limits).
+    /// Serve as a circuit relay: reservations only for the peers `relay_for` admits, at most
+    /// 32 of them (2 per peer), and 32 circuits (4 per peer).
     pub relay_server: bool,
+    /// Who may reserve a slot on this node's circuit relay (`None`: anyone, within the
+    /// limits).
+    pub relay_for: Option<PeerFilter>,
     /// Relays to listen through (`…/p2p/<relay peer id>`), so peers behind NAT can reach us.
     pub relays: Vec<Multiaddr>,
     /// Addresses to announce besides the listen addresses.
@@ -69,6 +78,7 @@ impl NetConfig {
             dht: true,
             rendezvous_server: false,
             relay_server: true,
+            relay_for: None,
             relays: Vec::new(),
             external_addrs: Vec::new(),
             max_connections: 256,
@@ -164,8 +174,6 @@ pub enum NetError {
 
 /// Starts the network: listens, dials the bootstrap peers, and spawns the event loop.
 /// Returns the client handle and the stream of events for the node.
-pub async fn start(
-    config: NetConfig,
-) -> Result<(NetClient, tokio::sync::mpsc::Receiver<NetEvent>), NetError> {
+pub async fn start(config: NetConfig) -> Result<(NetClient, NetEvents), NetError> {
     event_loop::start(config).await
 }

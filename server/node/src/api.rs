@@ -32,9 +32,10 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::ApiConfig;
 use crate::events::EventBus;
+use crate::limits::RateLimiter;
 use crate::node::NodeInfo;
 use auth::Auth;
-use rate_limit::{Guard, RateLimiter};
+use rate_limit::Guard;
 use volli_store::Vault;
 
 /// Everything a handler may ask for. Each handler extracts only its part.

@@ -38,6 +38,8 @@ pub struct Config {
     pub network: NetworkConfig,
     /// Sending messages.
     pub messages: MessagesConfig,
+    /// Holding mail for friends.
+    pub relay: RelayConfig,
     /// Plugins.
     pub plugins: PluginsConfig,
 }
@@ -61,6 +63,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             network: NetworkConfig::default(),
             messages: MessagesConfig::default(),
+            relay: RelayConfig::default(),
             plugins: PluginsConfig::default(),
         }
     }
@@ -172,12 +175,37 @@ pub struct MessagesConfig {
     /// How long an undelivered message is retried (and held by relays) before it is marked
     /// `failed`, in seconds: 1 to 604800 (7 days, the longest a relay holds anything).
     pub ttl_secs: u64,
+    /// Messages taken in from one contact per day at most (directly or through relays);
+    /// beyond that they wait at the sender and its relays until the next day, so a contact
+    /// cannot fill this node's disk.
+    pub inbound_per_day: u64,
+    /// Bytes of text taken in from one contact per day at most.
+    pub inbound_bytes_per_day: u64,
 }
 
 impl Default for MessagesConfig {
     fn default() -> Self {
         Self {
-            ttl_secs: crate::messaging::MAX_MESSAGE_TTL.as_secs(),
+            ttl_secs: volli_core::wire::MAX_TTL.as_secs(),
+            inbound_per_day: 100_000,
+            inbound_bytes_per_day: 256 << 20,
+        }
+    }
+}
+
+/// Holding mail for friends.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// The relay-policy plugin that decides on deposits (must be enabled; if it is not,
+    /// nothing is held for anyone).
+    pub policy: String,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            policy: "friends-only".into(),
         }
     }
 }
@@ -349,6 +377,8 @@ impl Config {
                 "api.max_body_bytes must be at least 1024".into(),
             ));
         }
+        volli_plugin_host::check_name(&self.relay.policy)
+            .map_err(|e| ConfigError::Invalid(format!("relay.policy: {e}")))?;
         for (name, plugin) in &self.plugins.plugin {
             volli_plugin_host::check_name(name).map_err(ConfigError::Invalid)?;
             for cap in plugin.grant.iter().flatten() {
@@ -356,11 +386,17 @@ impl Config {
                     .map_err(|e| ConfigError::Invalid(format!("plugins.{name}.grant: {e}")))?;
             }
         }
-        let max_ttl = crate::messaging::MAX_MESSAGE_TTL.as_secs();
+        let max_ttl = volli_core::wire::MAX_TTL.as_secs();
         if !(1..=max_ttl).contains(&self.messages.ttl_secs) {
             return Err(ConfigError::Invalid(format!(
                 "messages.ttl_secs must be 1 to {max_ttl}"
             )));
+        }
+        if self.messages.inbound_per_day == 0 || self.messages.inbound_bytes_per_day == 0 {
+            return Err(ConfigError::Invalid(
+                "messages.inbound_per_day and messages.inbound_bytes_per_day must be positive"
+                    .into(),
+            ));
         }
         if self.api.public_burst == 0 || self.api.public_per_second == 0 {
             return Err(ConfigError::Invalid(

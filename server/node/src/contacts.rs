@@ -276,8 +276,28 @@ impl Contacts {
         Ok(contact)
     }
 
+    /// Tells the peer table who the contacts are now (after any change to them).
+    pub async fn refresh(&self) {
+        match self.inner.vault.contacts().await {
+            Ok(contacts) => self
+                .inner
+                .peers
+                .set_contacts(contacts.iter().map(|c| c.user_id)),
+            Err(e) => tracing::warn!(error = %e, "cannot read the contacts"),
+        }
+    }
+
     /// After a contact is stored: tell clients, remember its addresses, note its devices.
     async fn added(&self, contact: &Contact, reached_at: Option<(PeerId, Vec<Multiaddr>)>) {
+        self.inner.peers.set_contacts(
+            self.inner
+                .vault
+                .contacts()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .map(|c| c.user_id),
+        );
         self.inner.events.publish(Event::ContactAdded {
             user_id: contact.user_id.to_string(),
             name: contact.name.clone(),
@@ -358,6 +378,9 @@ impl Contacts {
             Ok(Redemption::Unknown) => RedeemResponse::Refused {
                 reason: "unknown invite".into(),
             },
+            Ok(Redemption::Removed) => RedeemResponse::Refused {
+                reason: "you were removed as a contact; ask for a new invite".into(),
+            },
             Err(e) => {
                 tracing::error!(error = %e, "cannot count an invite redemption");
                 RedeemResponse::Refused {
@@ -398,9 +421,10 @@ impl Contacts {
             .ok_or(ContactError::NotFound)
     }
 
-    /// Removes a contact (and any pending invite from them).
+    /// Removes a contact (and any pending invite from them). Invites issued until now no
+    /// longer let it back in; it can no longer message this user or use this node as a
+    /// relay (`contact.removed` tells the services).
     pub async fn remove(&self, user: UserId) -> Result<(), ContactError> {
-        let removed = self.inner.vault.remove_contact(user).await?;
         let key = user.to_string();
         let pending = self
             .inner
@@ -409,12 +433,20 @@ impl Contacts {
             .await?
             .iter()
             .any(|p| p.inviter == key);
-        self.inner.db.remove_pending_contact(&key).await?;
-        if removed || pending {
-            Ok(())
-        } else {
-            Err(ContactError::NotFound)
+        let known = self.inner.vault.contact(user).await?.is_some();
+        if !known && !pending {
+            return Err(ContactError::NotFound);
         }
+        // The removal is recorded before the contact goes: a crash in between leaves a
+        // contact that cannot come back through an old invite, never the other way round.
+        self.inner.db.record_removal(&key, Timestamp::now()).await?;
+        self.inner.vault.remove_contact(user).await?;
+        self.inner.db.remove_pending_contact(&key).await?;
+        self.refresh().await;
+        self.inner
+            .events
+            .publish(Event::ContactRemoved { user_id: key });
+        Ok(())
     }
 
     /// Retries pending invites in the background until each succeeds, fails or expires.
@@ -484,9 +516,8 @@ impl Contacts {
                     self.inner.events.publish(failed(e.to_string()));
                 }
                 Err(RedeemFailure::Unreachable(reason)) => {
-                    let backoff = FIRST_BACKOFF
-                        .saturating_mul(1 << pending.attempts.min(10))
-                        .min(MAX_BACKOFF);
+                    let backoff =
+                        crate::limits::backoff(FIRST_BACKOFF, MAX_BACKOFF, pending.attempts);
                     self.inner
                         .db
                         .retry_pending_contact(

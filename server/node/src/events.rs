@@ -62,6 +62,13 @@ pub enum Event {
         /// Their name.
         name: String,
     },
+    /// A contact was removed: nothing is taken from it or held for it any more, and the
+    /// invites it redeemed before do not bring it back.
+    #[serde(rename = "contact.removed")]
+    ContactRemoved {
+        /// The former contact's user id.
+        user_id: String,
+    },
     /// An invite accepted while its inviter was unreachable could not be redeemed.
     #[serde(rename = "contact.failed")]
     ContactFailed {

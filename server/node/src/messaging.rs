@@ -2,43 +2,54 @@
 //! at friends' relays, and taking in what arrives (directly or fetched from relays).
 //!
 //! Sending seals the text once, writes the envelope to the outbox and the message to the
-//! vault (both durable before the client hears 202), then tries at once. A failed attempt
-//! deposits the envelope at the recipient's relays (once) and is retried with backoff;
-//! a device of the recipient connecting makes its messages due at once. A signed receipt
-//! marks a message `delivered`; a time to live that runs out marks it `failed`. Incoming
-//! messages are stored by id, so a message that arrives twice (a retry, two relays) is
-//! shown once, and are acknowledged only after they are durable.
+//! vault (both durable before the client hears 202), then tries at once. An attempt that
+//! does not deliver deposits the envelope at the recipient's relays (again each time:
+//! deposits are idempotent, and a relay that lost it gets it back) and is retried with
+//! backoff; a refusal is retried too (a contact whose invite just completed may not know us
+//! yet), until the time to live runs out and the message is `failed`. When a recipient is
+//! unreachable its other messages skip the direct attempt until it cools down or one of its
+//! devices connects, and at most [`PER_RECIPIENT`] attempts to one recipient run at once, so
+//! a returning contact does not set off a storm. A signed receipt marks a message
+//! `delivered`. Incoming messages come only from contacts' own devices (or their relays),
+//! within a daily quota per contact; they are stored by id, so a message that arrives twice
+//! (a retry, two relays) is shown once, and are acknowledged only after they are durable.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
 
 use tokio::sync::{Notify, Semaphore};
 use volli_core::wire::{self, Deliver, Delivered, RelayRequest, RelayResponse};
 use volli_core::{Envelope, MessageId, Receipt, Timestamp, UserId};
-use volli_net::{NetClient, Protocol};
+use volli_net::Protocol;
 use volli_store::vault::{MessageStatus, StoredMessage};
 use volli_store::{Db, OutboxChange, OutboxEntry, Vault};
 
-use crate::api::rate_limit::RateLimiter;
 use crate::events::{Event, EventBus};
 use crate::identity::Identity;
+use crate::limits::RateLimiter;
+use crate::limits::backoff;
+use crate::outbound::Outbound;
 use crate::peers::Peers;
 use crate::relay::Relay;
 
-/// The longest an undelivered message is retried before it is marked failed (the default;
-/// `[messages] ttl_secs` may shorten it).
-pub const MAX_MESSAGE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 const FIRST_RETRY: Duration = Duration::from_secs(2);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts running at once.
 const MAX_ATTEMPTS: usize = 256;
+/// Attempts running at once to one recipient.
+pub const PER_RECIPIENT: usize = 64;
+/// Due messages held in memory while their recipient has no free place.
+const MAX_WAITING: usize = 8192;
 /// Incoming messages a sender may send at once, and per second after that.
 const INBOUND_BURST: u32 = 20_000;
 const INBOUND_PER_SECOND: u32 = 5_000;
 /// How often connected relays are asked for mail, besides when they connect.
 const FETCH_EVERY: Duration = Duration::from_secs(60);
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a message was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -66,52 +77,86 @@ pub struct Messaging {
     inner: Arc<Inner>,
 }
 
+/// How much one contact may send this node.
+#[derive(Clone, Copy, Debug)]
+pub struct InboundQuota {
+    /// Messages per day.
+    pub messages_per_day: u64,
+    /// Bytes of text per day.
+    pub bytes_per_day: u64,
+}
+
+/// What one contact sent today.
+struct Taken {
+    since: Instant,
+    messages: u64,
+    bytes: u64,
+}
+
 struct Inner {
     db: Db,
     vault: Vault,
-    net: NetClient,
+    outbound: Outbound,
     identity: Arc<Identity>,
     peers: Peers,
     events: EventBus,
     relay: Relay,
     wake: Notify,
-    in_flight: Mutex<HashSet<[u8; 16]>>,
+    in_flight: Mutex<InFlight>,
     attempts: Arc<Semaphore>,
     sends: RateLimiter<()>,
     inbound: RateLimiter<UserId>,
+    quota: InboundQuota,
+    taken: Mutex<HashMap<UserId, Taken>>,
     ttl: Duration,
+}
+
+/// Attempts under way, and recipients found unreachable.
+#[derive(Default)]
+struct InFlight {
+    messages: HashSet<[u8; 16]>,
+    per_recipient: HashMap<String, usize>,
+    /// Recipients whose direct attempts wait until then (after one found them unreachable).
+    cooling: HashMap<UserId, (Instant, u32)>,
+    /// Due messages waiting for one of their recipient's places, in order (at most
+    /// [`MAX_WAITING`] in all; beyond that the next scan of the outbox finds them).
+    waiting: HashMap<String, std::collections::VecDeque<OutboxEntry>>,
+    waiting_total: usize,
 }
 
 impl Messaging {
     /// The service; `sends` limits `POST /v1/messages`; `ttl` is how long a message is
-    /// retried before it is marked failed.
+    /// retried before it is marked failed; `quota` bounds what each contact may send.
     #[allow(clippy::too_many_arguments)] // the handles it is wired from, once, in `Node::start`
     pub fn new(
         db: Db,
         vault: Vault,
-        net: NetClient,
+        outbound: Outbound,
         identity: Arc<Identity>,
         peers: Peers,
         events: EventBus,
         relay: Relay,
         sends: RateLimiter<()>,
         ttl: Duration,
+        quota: InboundQuota,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 db,
                 vault,
-                net,
+                outbound,
                 identity,
                 peers,
                 events,
                 relay,
                 wake: Notify::new(),
-                in_flight: Mutex::new(HashSet::new()),
+                in_flight: Mutex::new(InFlight::default()),
                 attempts: Arc::new(Semaphore::new(MAX_ATTEMPTS)),
                 sends,
                 inbound: RateLimiter::new(INBOUND_BURST, INBOUND_PER_SECOND),
-                ttl: ttl.min(MAX_MESSAGE_TTL),
+                quota,
+                taken: Mutex::new(HashMap::new()),
+                ttl: ttl.min(wire::MAX_TTL),
             }),
         }
     }
@@ -258,6 +303,7 @@ impl Messaging {
 
     /// A device of contact `user` connected and proved who it is.
     pub async fn contact_ready(&self, user: UserId) {
+        self.lock_flight().cooling.remove(&user);
         match self
             .inner
             .db
@@ -284,32 +330,108 @@ impl Messaging {
         }
     }
 
-    /// Attempts delivery of `entry` in the background unless an attempt is running.
-    fn try_now(&self, entry: OutboxEntry) {
-        if !self
-            .inner
+    fn lock_flight(&self) -> std::sync::MutexGuard<'_, InFlight> {
+        self.inner
             .in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(entry.id)
+    }
+
+    /// Attempts delivery of `entry` in the background unless an attempt is running for it.
+    /// When its recipient already has [`PER_RECIPIENT`] attempts running it waits in memory
+    /// for the next free place (or, past [`MAX_WAITING`], for the next scan of the outbox).
+    fn try_now(&self, entry: OutboxEntry) {
         {
-            return;
+            let mut flight = self.lock_flight();
+            if flight.messages.contains(&entry.id) {
+                return;
+            }
+            let running = flight
+                .per_recipient
+                .get(&entry.recipient)
+                .copied()
+                .unwrap_or(0);
+            if running >= PER_RECIPIENT {
+                if flight.waiting_total < MAX_WAITING {
+                    flight.messages.insert(entry.id);
+                    flight.waiting_total += 1;
+                    flight
+                        .waiting
+                        .entry(entry.recipient.clone())
+                        .or_default()
+                        .push_back(entry);
+                }
+                return;
+            }
+            flight.messages.insert(entry.id);
+            *flight
+                .per_recipient
+                .entry(entry.recipient.clone())
+                .or_default() += 1;
         }
+        self.spawn_attempt(entry);
+    }
+
+    /// Runs one attempt; then starts the next message waiting for the same recipient.
+    fn spawn_attempt(&self, entry: OutboxEntry) {
         let this = self.clone();
         tokio::spawn(async move {
-            let Ok(_permit) = this.inner.attempts.clone().acquire_owned().await else {
-                return;
-            };
-            let id = entry.id;
-            if let Err(e) = this.attempt(entry).await {
-                tracing::warn!(error = %e, "delivery attempt failed");
+            let mut entry = entry;
+            loop {
+                let (id, recipient) = (entry.id, entry.recipient.clone());
+                {
+                    let Ok(_permit) = this.inner.attempts.clone().acquire_owned().await else {
+                        return;
+                    };
+                    if let Err(e) = this.attempt(entry).await {
+                        tracing::warn!(error = %e, "delivery attempt failed");
+                    }
+                }
+                let mut flight = this.lock_flight();
+                flight.messages.remove(&id);
+                let next = flight
+                    .waiting
+                    .get_mut(&recipient)
+                    .and_then(std::collections::VecDeque::pop_front);
+                match next {
+                    // The place goes straight to the next message for this recipient.
+                    Some(next) => {
+                        flight.waiting_total -= 1;
+                        if flight.waiting.get(&recipient).is_some_and(|q| q.is_empty()) {
+                            flight.waiting.remove(&recipient);
+                        }
+                        entry = next;
+                    }
+                    None => {
+                        if let Some(n) = flight.per_recipient.get_mut(&recipient) {
+                            *n -= 1;
+                            if *n == 0 {
+                                flight.per_recipient.remove(&recipient);
+                            }
+                        }
+                        return;
+                    }
+                }
             }
-            this.inner
-                .in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
         });
+    }
+
+    /// Whether direct attempts to `user` wait (it was unreachable a moment ago).
+    fn cooling(&self, user: &UserId) -> bool {
+        self.lock_flight()
+            .cooling
+            .get(user)
+            .is_some_and(|(until, _)| Instant::now() < *until)
+    }
+
+    /// `user` was unreachable: its next direct attempts wait, longer each time.
+    fn cool(&self, user: UserId) {
+        let mut flight = self.lock_flight();
+        let strikes = flight.cooling.get(&user).map_or(0, |(_, n)| n + 1);
+        let wait = backoff(FIRST_RETRY, MAX_RETRY, strikes);
+        flight
+            .cooling
+            .insert(user, (Instant::now() + wait, strikes));
     }
 
     async fn attempt(&self, entry: OutboxEntry) -> Result<(), MessagingError> {
@@ -328,47 +450,51 @@ impl Messaging {
         let Some(contact) = self.inner.vault.contact(to).await? else {
             return self.finish(to, id, MessageStatus::Failed).await;
         };
-        match self
-            .deliver_direct(&contact.devices, to, id, &entry.envelope)
-            .await
-        {
-            Outcome::Delivered => return self.finish(to, id, MessageStatus::Delivered).await,
-            Outcome::Refused(reason) => {
-                tracing::warn!(%to, %reason, "the recipient refused a message");
-                return self.finish(to, id, MessageStatus::Failed).await;
-            }
-            Outcome::Unreachable => {}
-        }
-        let mut relayed = entry.relayed;
-        if !relayed {
-            let left = Duration::from_millis(
-                u64::try_from(entry.expires_at.as_millis() - now.as_millis()).unwrap_or(0),
-            );
-            let held = self
-                .inner
-                .relay
-                .deposit(&contact.card, &entry.envelope, left)
-                .await;
-            if held > 0 {
-                relayed = true;
-                if self
-                    .inner
-                    .vault
-                    .set_message_status(to, id, MessageStatus::Relayed)
-                    .await?
-                {
-                    self.status_event(to, id, MessageStatus::Relayed);
+        if !self.cooling(&to) {
+            match self
+                .deliver_direct(&contact.devices, to, id, &entry.envelope)
+                .await
+            {
+                Outcome::Delivered => return self.finish(to, id, MessageStatus::Delivered).await,
+                Outcome::Refused(reason) => {
+                    // Possibly passing (an invite whose redemption the recipient has not
+                    // finished, a quota): kept trying until the time to live runs out.
+                    tracing::info!(%to, %reason, "the recipient refused a message; will retry");
+                    self.cool(to);
                 }
+                Outcome::Unreachable => self.cool(to),
             }
         }
-        let backoff = FIRST_RETRY
-            .saturating_mul(1 << entry.attempts.min(10))
-            .min(MAX_RETRY);
+        // Every attempt deposits again: a relay that holds it already just says so, and one
+        // that lost it (a restart from an old backup, a full disk) gets it back.
+        let left = Duration::from_millis(
+            u64::try_from(entry.expires_at.as_millis() - now.as_millis()).unwrap_or(0),
+        );
+        let held = self
+            .inner
+            .relay
+            .deposit(&contact.card, &entry.envelope, left)
+            .await;
+        let relayed = entry.relayed || held > 0;
+        if held > 0
+            && !entry.relayed
+            && self
+                .inner
+                .vault
+                .set_message_status(to, id, MessageStatus::Relayed)
+                .await?
+        {
+            self.status_event(to, id, MessageStatus::Relayed);
+        }
         self.inner
             .vault
             .outbox(OutboxChange::Retry {
                 id: entry.id,
-                next: Timestamp::now().saturating_add(backoff),
+                next: Timestamp::now().saturating_add(backoff(
+                    FIRST_RETRY,
+                    MAX_RETRY,
+                    entry.attempts,
+                )),
                 relayed,
             })
             .await?;
@@ -408,6 +534,8 @@ impl Messaging {
         });
     }
 
+    /// Offers the envelope to every device of the recipient at once; the first receipt (or
+    /// refusal) decides.
     async fn deliver_direct(
         &self,
         devices: &[volli_core::DeviceCertificate],
@@ -420,15 +548,20 @@ impl Messaging {
             envelope: envelope.to_vec(),
         });
         let targets = self.inner.peers.dial_targets(devices);
-        for (peer, connected, addrs) in targets {
-            if !connected && addrs.is_empty() {
-                continue;
-            }
-            let call = self
-                .inner
-                .net
-                .request(peer, Protocol::Message, payload.clone(), addrs);
-            let bytes = match tokio::time::timeout(ATTEMPT_TIMEOUT, call).await {
+        let mut calls: futures::stream::FuturesUnordered<_> = targets
+            .into_iter()
+            .filter(|(_, connected, addrs)| *connected || !addrs.is_empty())
+            .map(|(peer, _, addrs)| {
+                let call =
+                    self.inner
+                        .outbound
+                        .request(peer, Protocol::Message, payload.clone(), addrs);
+                async move { (peer, tokio::time::timeout(ATTEMPT_TIMEOUT, call).await) }
+            })
+            .collect();
+        let mut outcome = Outcome::Unreachable;
+        while let Some((peer, answer)) = calls.next().await {
+            let bytes = match answer {
                 Ok(Ok(bytes)) => bytes,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "direct delivery failed");
@@ -442,19 +575,20 @@ impl Messaging {
                 {
                     return Outcome::Delivered;
                 }
-                Ok(Delivered::Refused(reason)) => return Outcome::Refused(reason),
+                Ok(Delivered::Refused(reason)) => outcome = Outcome::Refused(reason),
                 Ok(other) => tracing::debug!(%peer, ?other, "no valid receipt"),
                 Err(_) => tracing::debug!(%peer, "unreadable delivery response"),
             }
         }
-        Outcome::Unreachable
+        outcome
     }
 
-    /// Answers `/volli/msg/1`: stores the message (once) and returns a signed receipt.
-    pub async fn handle(&self, payload: &[u8]) -> Vec<u8> {
+    /// Answers `/volli/msg/1` from a device of `contact`: stores the message (once) and
+    /// returns a signed receipt. Only the contact's own messages are taken this way.
+    pub async fn handle(&self, contact: UserId, payload: &[u8]) -> Vec<u8> {
         let response = match wire::decode::<Deliver>(payload, Protocol::Message.max_request()) {
             Ok(d) => match Envelope::from_bytes(&d.envelope) {
-                Ok(envelope) => self.take_in(&envelope, true).await,
+                Ok(envelope) => self.take_in(&envelope, Some(contact)).await,
                 Err(e) => Delivered::Refused(e.to_string()),
             },
             Err(_) => Delivered::Refused("malformed delivery".into()),
@@ -462,18 +596,66 @@ impl Messaging {
         wire::encode(&response)
     }
 
-    /// Opens, checks and stores an envelope; the answer to give its sender.
-    async fn take_in(&self, envelope: &Envelope, limit: bool) -> Delivered {
+    /// The answer to a message from a peer that is not a contact's device.
+    pub fn refuse_stranger(&self) -> Vec<u8> {
+        wire::encode(&Delivered::Refused(
+            "this node takes messages from its contacts' devices only".into(),
+        ))
+    }
+
+    /// Counts a message of `len` bytes from `sender` against its daily quota; false when
+    /// the quota is used up.
+    fn within_quota(&self, sender: UserId, len: usize) -> bool {
+        let mut taken = self.inner.taken.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if taken.len() >= 4096 {
+            taken.retain(|_, t| now.duration_since(t.since) < DAY);
+        }
+        let t = taken.entry(sender).or_insert(Taken {
+            since: now,
+            messages: 0,
+            bytes: 0,
+        });
+        if now.duration_since(t.since) >= DAY {
+            *t = Taken {
+                since: now,
+                messages: 0,
+                bytes: 0,
+            };
+        }
+        if t.messages >= self.inner.quota.messages_per_day
+            || t.bytes + len as u64 > self.inner.quota.bytes_per_day
+        {
+            return false;
+        }
+        t.messages += 1;
+        t.bytes += len as u64;
+        true
+    }
+
+    /// Opens, checks and stores an envelope; the answer to give its sender. `direct` is the
+    /// contact whose device handed it over (absent for envelopes fetched from a relay):
+    /// a device may only deliver its own user's messages, at its sustained rate.
+    async fn take_in(&self, envelope: &Envelope, direct: Option<UserId>) -> Delivered {
         let me = &self.inner.identity.user;
         let message = match envelope.open(me) {
             Ok(m) => m,
             Err(e) => return Delivered::Refused(e.to_string()),
         };
+        if direct.is_some_and(|contact| contact != message.sender) {
+            return Delivered::Refused("a device may only deliver its own user's messages".into());
+        }
         if !matches!(self.inner.vault.contact(message.sender).await, Ok(Some(_))) {
             return Delivered::Refused("the sender is not a contact".into());
         }
-        if limit && let Err(wait) = self.inner.inbound.check(message.sender) {
+        if direct.is_some()
+            && let Err(wait) = self.inner.inbound.check(message.sender)
+        {
             return Delivered::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX));
+        }
+        if !self.within_quota(message.sender, message.body.len()) {
+            tracing::warn!(sender = %message.sender, "a contact's daily quota is used up");
+            return Delivered::RateLimited(3600);
         }
         let stored = StoredMessage {
             id: message.id,
@@ -533,7 +715,7 @@ impl Messaging {
                 let Ok(envelope) = Envelope::from_bytes(&bytes) else {
                     continue;
                 };
-                match self.take_in(&envelope, false).await {
+                match self.take_in(&envelope, None).await {
                     Delivered::Receipt(receipt) => {
                         ids.push(envelope.digest());
                         receipts.push(receipt);

@@ -1,58 +1,124 @@
 //! Dispatches network events: connections update the peer table and trigger the hello
 //! exchange that binds a peer id to a user; inbound requests go to the service that owns
-//! their protocol. Requests are handled concurrently, at most [`MAX_INFLIGHT`] at once.
+//! their protocol.
+//!
+//! The dispatch loop never waits: a request is handed to its own task at once, or refused
+//! at once when its peer already has as many requests in flight as it may (a contact's
+//! device [`PER_CONTACT`], anyone else [`PER_STRANGER`]) or the node has [`MAX_INFLIGHT`].
+//! Peers that have not proved who they are get hellos and invites only; messages only come
+//! from contacts' devices. Strangers may hold at most half the connection slots, so a crowd
+//! of them cannot keep contacts out.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
-use volli_core::wire::{self, Hello};
-use volli_core::{DeviceCertificate, PeerId, UserId};
-use volli_net::{NetClient, NetEvent, Protocol, Responder};
+use volli_core::PeerId;
+use volli_net::{NetClient, NetEvent, NetEvents, Protocol, Responder};
 use volli_store::Vault;
 
 use crate::contacts::Contacts;
 use crate::discovery::Discovery;
-use crate::identity::Identity;
 use crate::messaging::Messaging;
+use crate::outbound::Outbound;
 use crate::peers::Peers;
 use crate::relay::Relay;
 
-/// Inbound requests handled at once; more wait.
-pub const MAX_INFLIGHT: usize = 64;
+/// Inbound requests handled at once, in all.
+pub const MAX_INFLIGHT: usize = 512;
+/// Inbound requests in flight from one device of a contact.
+pub const PER_CONTACT: usize = 128;
+/// Inbound requests in flight from any other peer.
+pub const PER_STRANGER: usize = 4;
+/// How long a new connection has to say who it is before it counts against the strangers'
+/// share of the connection slots.
+const GRACE: Duration = Duration::from_secs(10);
 
 /// What the dispatcher hands events to.
 #[derive(Clone)]
 pub struct Dispatch {
     /// The network.
     pub net: NetClient,
+    /// Requests to other nodes, after a hello.
+    pub outbound: Outbound,
     /// The peer table.
     pub peers: Peers,
     /// Discovery.
     pub discovery: Discovery,
     /// Contacts and invites.
     pub contacts: Contacts,
-    /// This node's identity.
-    pub identity: Arc<Identity>,
     /// The vault.
     pub vault: Vault,
     /// Messages.
     pub messaging: Messaging,
     /// Friends' relays.
     pub relay: Relay,
+    /// Connections that strangers may hold at most.
+    pub max_strangers: usize,
+}
+
+/// Requests in flight, per peer and in all.
+#[derive(Default)]
+struct Gate {
+    per_peer: Mutex<HashMap<PeerId, usize>>,
+    total: AtomicUsize,
+}
+
+/// A place in the gate, given back when dropped.
+struct Ticket {
+    gate: Arc<Gate>,
+    peer: PeerId,
+}
+
+impl Gate {
+    fn enter(self: &Arc<Self>, peer: PeerId, limit: usize) -> Option<Ticket> {
+        let mut per_peer = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = per_peer.entry(peer).or_default();
+        if *mine >= limit || self.total.load(Ordering::Relaxed) >= MAX_INFLIGHT {
+            if *mine == 0 {
+                per_peer.remove(&peer);
+            }
+            return None;
+        }
+        *mine += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Some(Ticket {
+            gate: Arc::clone(self),
+            peer,
+        })
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut per_peer = self.gate.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                per_peer.remove(&self.peer);
+            }
+        }
+        self.gate.total.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Dispatch {
     /// Handles events until the network stops.
-    pub fn spawn(self, mut events: mpsc::Receiver<NetEvent>) {
-        let permits = Arc::new(Semaphore::new(MAX_INFLIGHT));
+    pub fn spawn(self, mut events: NetEvents) {
+        let gate = Arc::new(Gate::default());
         tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
+            while let Some(event) = events.next().await {
                 match event {
                     NetEvent::ListenAddrs(_) => self.discovery.wake(),
                     NetEvent::Connected { peer, addr } => {
                         self.peers.set_connected(peer, true, Some(&addr));
                         let this = self.clone();
-                        tokio::spawn(async move { this.say_hello(peer).await });
+                        tokio::spawn(async move {
+                            this.say_hello(peer).await;
+                            tokio::time::sleep(GRACE).await;
+                            this.keep_slots_for_contacts().await;
+                        });
                     }
                     NetEvent::Disconnected { peer } => {
                         self.peers.set_connected(peer, false, None);
@@ -70,13 +136,21 @@ impl Dispatch {
                         payload,
                         responder,
                     } => {
-                        let Ok(permit) = permits.clone().acquire_owned().await else {
-                            break;
+                        let limit = if self.peers.contact_of(&peer).is_some() {
+                            PER_CONTACT
+                        } else {
+                            PER_STRANGER
+                        };
+                        let Some(ticket) = gate.enter(peer, limit) else {
+                            // Dropping the responder fails the request on the other side,
+                            // which backs off and tries again.
+                            tracing::debug!(%peer, ?protocol, "too many requests in flight; refused");
+                            continue;
                         };
                         let this = self.clone();
                         tokio::spawn(async move {
                             this.answer(peer, protocol, payload, responder).await;
-                            drop(permit);
+                            drop(ticket);
                         });
                     }
                     _ => {}
@@ -85,51 +159,34 @@ impl Dispatch {
         });
     }
 
-    fn hello(&self) -> Vec<u8> {
-        wire::encode(&Hello {
-            version: 1,
-            certificate: self.identity.certificate.clone(),
-        })
-    }
-
-    /// Sends our certificate and checks the peer's.
+    /// Greets a newly connected peer; a contact's device gets what waits for it.
     async fn say_hello(&self, peer: PeerId) {
-        match self
-            .net
-            .request(peer, Protocol::Hello, self.hello(), Vec::new())
-            .await
-        {
-            Ok(bytes) => {
-                // Once per connection (the answer to our own hello): a contact's device
-                // is here, so flush what waits for it and fetch what its node holds.
-                if let Some(user) = self.heard(peer, &bytes).await
-                    && matches!(self.vault.contact(user).await, Ok(Some(_)))
-                {
-                    self.relay.contact_ready(user).await;
-                    self.messaging.contact_ready(user).await;
-                }
+        match self.outbound.greet(peer, Vec::new()).await {
+            // Once per connection: a contact's device is here, so flush what waits for it
+            // and fetch what its node holds.
+            Ok(Some(user)) if self.peers.is_contact(&user) => {
+                self.relay.contact_ready(user).await;
+                self.messaging.contact_ready(user).await;
             }
+            Ok(_) => {}
             Err(e) => tracing::debug!(%peer, error = %e, "hello failed"),
         }
     }
 
-    /// Binds `peer` to a user if its certificate verifies for exactly that peer id.
-    async fn heard(&self, peer: PeerId, bytes: &[u8]) -> Option<UserId> {
-        let Ok(hello) = wire::decode::<Hello>(bytes, Protocol::Hello.max_response()) else {
-            tracing::debug!(%peer, "unreadable hello");
-            return None;
-        };
-        let cert: DeviceCertificate = hello.certificate;
-        if cert.verify_for(&cert.user_id(), &peer).is_err() {
-            tracing::warn!(%peer, "a peer presented a certificate that is not its own");
-            return None;
+    /// Closes connections of strangers beyond their share of the slots.
+    async fn keep_slots_for_contacts(&self) {
+        let strangers = self.peers.connected_strangers();
+        if strangers.len() <= self.max_strangers {
+            return;
         }
-        let user = cert.user_id();
-        self.peers.verified(cert.clone());
-        if let Err(e) = self.vault.add_contact_device(cert).await {
-            tracing::warn!(error = %e, "cannot record a contact's device");
+        let excess = strangers.len() - self.max_strangers;
+        tracing::info!(
+            strangers = strangers.len(),
+            "too many connections from peers that are not contacts; closing {excess}"
+        );
+        for peer in strangers.into_iter().take(excess) {
+            self.net.disconnect(peer).await;
         }
-        Some(user)
     }
 
     async fn answer(
@@ -141,23 +198,25 @@ impl Dispatch {
     ) {
         match protocol {
             Protocol::Hello => {
-                let _ = self.heard(peer, &payload).await;
-                responder.respond(self.hello()).await;
+                let _ = self.outbound.heard(peer, &payload);
+                responder.respond(self.outbound.hello()).await;
             }
             Protocol::Invite => {
                 let response = self.contacts.handle_redeem(peer, &payload).await;
                 responder.respond(response).await;
             }
             Protocol::Message => {
-                responder
-                    .respond(self.messaging.handle(&payload).await)
-                    .await
+                let response = match self.peers.contact_of(&peer) {
+                    Some(contact) => self.messaging.handle(contact, &payload).await,
+                    None => self.messaging.refuse_stranger(),
+                };
+                responder.respond(response).await
             }
             Protocol::Relay => {
                 let response = self.relay.handle(peer, &payload).await;
                 responder.respond(response).await;
             }
-            // Not served yet: dropping the responder fails the requester's call.
+            // Not served: dropping the responder fails the requester's call.
             _ => drop(responder),
         }
     }

@@ -17,15 +17,16 @@ use volli_core::{PeerId, Timestamp, UserId};
 use volli_store::vault::DeviceRecord;
 use volli_store::{Store, VaultOptions};
 
-use crate::api::rate_limit::RateLimiter;
 use crate::api::{self, ApiState, auth::Auth};
 use crate::config::Config;
 use crate::contacts::Contacts;
 use crate::discovery::{Discovery, backends, lan::Lan};
 use crate::events::{Event, EventBus};
 use crate::identity::{self, Identity};
-use crate::messaging::Messaging;
+use crate::limits::RateLimiter;
+use crate::messaging::{InboundQuota, Messaging};
 use crate::network::Dispatch;
+use crate::outbound::Outbound;
 use crate::peers::Peers;
 use crate::plugins::Plugins;
 use crate::relay::Relay;
@@ -139,6 +140,11 @@ impl Node {
         net_config.rendezvous_points = config.network.rendezvous_points.clone();
         net_config.rendezvous_server = config.network.rendezvous_server;
         net_config.relay_server = config.network.relay_server;
+        // Reservations on this node's circuit relay are for contacts' devices only.
+        let admitted = peers.clone();
+        net_config.relay_for = Some(Arc::new(move |peer: &PeerId| {
+            admitted.contact_of(peer).is_some()
+        }));
         net_config.relays = config.network.relays.clone();
         net_config.external_addrs = config.network.external_addrs.clone();
         net_config.max_connections = config.network.max_connections;
@@ -203,35 +209,43 @@ impl Node {
             peers.clone(),
             events.clone(),
         );
+        contacts.refresh().await;
+        let outbound = Outbound::new(net.clone(), peers.clone(), &identity);
         let relay = Relay::new(
             store.db().clone(),
             store.vault().clone(),
-            net.clone(),
+            outbound.clone(),
             identity.clone(),
             peers.clone(),
             plugins.host().clone(),
             contacts.clone(),
+            config.relay.policy.clone(),
         );
         let messaging = Messaging::new(
             store.db().clone(),
             store.vault().clone(),
-            net.clone(),
+            outbound.clone(),
             identity.clone(),
             peers.clone(),
             events.clone(),
             relay.clone(),
             RateLimiter::new(config.api.message_burst, config.api.messages_per_second),
             std::time::Duration::from_secs(config.messages.ttl_secs),
+            InboundQuota {
+                messages_per_day: config.messages.inbound_per_day,
+                bytes_per_day: config.messages.inbound_bytes_per_day,
+            },
         );
         Dispatch {
             net: net.clone(),
+            outbound,
             peers: peers.clone(),
             discovery: discovery.clone(),
             contacts: contacts.clone(),
-            identity: identity.clone(),
             vault: store.vault().clone(),
             messaging: messaging.clone(),
             relay: relay.clone(),
+            max_strangers: usize::try_from(config.network.max_connections / 2).unwrap_or(128),
         }
         .spawn(net_events);
         discovery.spawn();
@@ -244,14 +258,23 @@ impl Node {
         let (r, m) = (relay.clone(), messaging.clone());
         tokio::spawn(async move {
             while let Some(event) = added.next().await {
-                if let Event::ContactAdded { user_id, .. } = &*event
-                    && let Ok(user) = user_id.parse::<UserId>()
-                {
-                    let (r, m) = (r.clone(), m.clone());
-                    tokio::spawn(async move {
-                        r.contact_ready(user).await;
-                        m.contact_ready(user).await;
-                    });
+                match &*event {
+                    Event::ContactAdded { user_id, .. } => {
+                        if let Ok(user) = user_id.parse::<UserId>() {
+                            let (r, m) = (r.clone(), m.clone());
+                            tokio::spawn(async move {
+                                r.contact_ready(user).await;
+                                m.contact_ready(user).await;
+                            });
+                        }
+                    }
+                    Event::ContactRemoved { user_id } => {
+                        if let Ok(user) = user_id.parse::<UserId>() {
+                            let r = r.clone();
+                            tokio::spawn(async move { r.forget(user).await });
+                        }
+                    }
+                    _ => {}
                 }
             }
         });
@@ -303,6 +326,14 @@ pub async fn run(
         )
     })?;
     let local = listener.local_addr()?;
+    if !local.ip().is_loopback() {
+        tracing::warn!(
+            address = %local,
+            "the API listens beyond this machine: anyone who can reach it can try the admin \
+             token, and it travels in clear text — put a TLS proxy in front of it, or keep it \
+             on 127.0.0.1"
+        );
+    }
     let url = local_url(local);
     let url_path = api_url_path(&data_dir);
     std::fs::write(&url_path, format!("{url}\n")).context("cannot write api.url")?;

@@ -4,7 +4,7 @@
 //!
 //! Bounded: past [`MAX_PEERS`] entries, the longest-unseen disconnected peers are forgotten.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,8 @@ pub struct PeerEntry {
     pub connected: bool,
     /// Last measured round trip.
     pub rtt: Option<Duration>,
+    /// Whether it answered our hello on the current connection (so it knows who we are).
+    pub greeted: bool,
     last_seen: Instant,
 }
 
@@ -42,6 +44,9 @@ pub struct PeerEntry {
 #[derive(Clone)]
 pub struct Peers {
     table: Arc<Mutex<HashMap<PeerId, PeerEntry>>>,
+    /// The user's contacts, kept here so the network dispatcher can tell a contact's device
+    /// from a stranger without waiting.
+    contacts: Arc<Mutex<HashSet<UserId>>>,
     events: EventBus,
     local: PeerId,
 }
@@ -51,9 +56,59 @@ impl Peers {
     pub fn new(local: PeerId, events: EventBus) -> Self {
         Self {
             table: Arc::new(Mutex::new(HashMap::new())),
+            contacts: Arc::new(Mutex::new(HashSet::new())),
             events,
             local,
         }
+    }
+
+    fn contact_set(&self) -> std::sync::MutexGuard<'_, HashSet<UserId>> {
+        self.contacts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the set of contacts.
+    pub fn set_contacts(&self, contacts: impl IntoIterator<Item = UserId>) {
+        *self.contact_set() = contacts.into_iter().collect();
+    }
+
+    /// Whether `user` is a contact.
+    pub fn is_contact(&self, user: &UserId) -> bool {
+        self.contact_set().contains(user)
+    }
+
+    /// The contact `peer` is a verified device of, if it is one.
+    pub fn contact_of(&self, peer: &PeerId) -> Option<UserId> {
+        let user = self.lock().get(peer).and_then(|e| e.user_id)?;
+        self.is_contact(&user).then_some(user)
+    }
+
+    /// The user `peer` proved it belongs to, if it did.
+    pub fn user_of(&self, peer: &PeerId) -> Option<UserId> {
+        self.lock().get(peer).and_then(|e| e.user_id)
+    }
+
+    /// Records that `peer` answered our hello on its current connection.
+    pub fn set_greeted(&self, peer: PeerId) {
+        if let Some(entry) = self.lock().get_mut(&peer) {
+            entry.greeted = entry.connected;
+        }
+    }
+
+    /// Whether `peer` answered our hello on its current connection.
+    pub fn greeted(&self, peer: &PeerId) -> bool {
+        self.lock()
+            .get(peer)
+            .is_some_and(|e| e.connected && e.greeted)
+    }
+
+    /// Connected peers that are not devices of a contact.
+    pub fn connected_strangers(&self) -> Vec<PeerId> {
+        let contacts = self.contact_set().clone();
+        self.lock()
+            .values()
+            .filter(|e| e.connected && !e.user_id.is_some_and(|u| contacts.contains(&u)))
+            .map(|e| e.peer_id)
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, PeerEntry>> {
@@ -86,6 +141,7 @@ impl Peers {
                 sources: BTreeSet::new(),
                 connected: false,
                 rtt: None,
+                greeted: false,
                 last_seen: Instant::now(),
             }
         });
@@ -163,6 +219,7 @@ impl Peers {
             let mut table = self.lock();
             let (entry, _) = self.entry(&mut table, peer);
             entry.connected = connected;
+            entry.greeted = false;
             if let Some(addr) = addr
                 && !entry.addrs.contains(addr)
                 && !addr

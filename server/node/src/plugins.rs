@@ -299,7 +299,12 @@ impl Plugins {
         }
         let path = self.component_path(&name);
         let saved = async {
-            tokio::fs::write(&path, &wasm).await?;
+            // Atomic and durable (temporary file, fsync, rename, fsync of the directory): a
+            // crash never leaves half a component where the next start would load it.
+            let (file, bytes) = (path.clone(), wasm.clone());
+            tokio::task::spawn_blocking(move || crate::secret_file::write(&file, &bytes))
+                .await
+                .map_err(std::io::Error::other)??;
             self.inner.db.put_plugin(&record).await?;
             Ok::<_, PluginError>(())
         };

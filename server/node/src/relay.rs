@@ -1,10 +1,13 @@
 //! Friends' nodes as blind mailboxes.
 //!
-//! **Serving** (`/volli/relay/1`): a contact deposits a sealed envelope for another contact,
-//! proving the recipient's consent with the recipient's signed contact card that lists this
-//! user as one of its relays. The relay-policy plugin decides (quotas, TTL ≤ 7 days); the
-//! envelope is stored in SQLite before the depositor hears it is held; the recipient fetches
-//! and acknowledges, and only then is it deleted. Expired envelopes are swept.
+//! **Serving** (`/volli/relay/1`, to contacts' devices only, answered at once — a peer that
+//! has not said hello is refused, not waited for): a contact deposits a sealed envelope for
+//! another contact, proving the recipient's consent with the recipient's signed contact card
+//! that lists this user as one of its relays. The relay-policy plugin named in `[relay]
+//! policy` decides (quotas, TTL ≤ 7 days); the envelope is stored in SQLite before the
+//! depositor hears it is held; the recipient fetches, a page of at most what one response
+//! may carry, and acknowledges, and only then is it deleted. Expired envelopes are swept;
+//! removing a contact drops what was held for and from it.
 //!
 //! **Using**: this user designates up to [`WANTED_RELAYS`] contacts that agree to hold mail
 //! for it (chosen by the relay-policy plugin, asked with `Volunteer`), and tells its contacts
@@ -13,26 +16,30 @@
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr as _;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use volli_core::wire::{self, RelayRequest, RelayResponse};
 use volli_core::{ContactCard, Envelope, PeerId, Timestamp, UserId};
-use volli_net::{NetClient, Protocol};
+use volli_net::Protocol;
 use volli_plugin_host::{Decision, DepositRequest, PluginHost, RelayCandidate, Usage};
 use volli_store::{Db, Held, Vault};
 
-use crate::api::rate_limit::RateLimiter;
 use crate::contacts::Contacts;
 use crate::identity::Identity;
+use crate::limits::RateLimiter;
+use crate::outbound::Outbound;
 use crate::peers::Peers;
 
 /// Relays a user designates at most.
 pub const WANTED_RELAYS: usize = 3;
 /// Longest time a relay holds an envelope.
-pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Envelopes handed over per fetch.
+const MAX_TTL: Duration = wire::MAX_TTL;
+/// Envelopes handed over per fetch at most.
 const FETCH_BATCH: u16 = 64;
+/// Bytes of envelopes handed over per fetch at most: what a response may carry, less room
+/// for its framing.
+const FETCH_BYTES: usize = (4 << 20) - (64 << 10);
 /// Receipts held per sender at most.
 const MAX_RECEIPTS_PER_SENDER: u64 = 10_000;
 /// Largest encoded receipt accepted back from storage.
@@ -55,11 +62,13 @@ pub struct Relay {
 struct Inner {
     db: Db,
     vault: Vault,
-    net: NetClient,
+    outbound: Outbound,
     identity: Arc<Identity>,
     peers: Peers,
     host: PluginHost,
     contacts: Contacts,
+    /// The relay-policy plugin that decides on deposits.
+    policy: String,
     deposits: RateLimiter<UserId>,
     redesignate: Notify,
     /// The card issue time each contact last got from us (this run).
@@ -68,25 +77,28 @@ struct Inner {
 }
 
 impl Relay {
-    /// The service.
+    /// The service; `policy` names the relay-policy plugin that decides on deposits.
+    #[allow(clippy::too_many_arguments)] // the handles it is wired from, once, in `Node::start`
     pub fn new(
         db: Db,
         vault: Vault,
-        net: NetClient,
+        outbound: Outbound,
         identity: Arc<Identity>,
         peers: Peers,
         host: PluginHost,
         contacts: Contacts,
+        policy: String,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 db,
                 vault,
-                net,
+                outbound,
                 identity,
                 peers,
                 host,
                 contacts,
+                policy,
                 deposits: RateLimiter::new(DEPOSIT_BURST, DEPOSITS_PER_SECOND),
                 redesignate: Notify::new(),
                 cards_sent: Mutex::new(HashMap::new()),
@@ -172,9 +184,30 @@ impl Relay {
         card
     }
 
+    /// The relay-policy plugin named in the configuration, if it is enabled.
+    fn policy(&self) -> Option<volli_plugin_host::RelayPolicyPlugin> {
+        self.inner
+            .host
+            .relay_policies()
+            .into_iter()
+            .find(|p| p.name() == self.inner.policy)
+    }
+
+    /// `user` is no longer a contact: nothing is held for or from it any more, and relays
+    /// are chosen again (it may have been one).
+    pub async fn forget(&self, user: UserId) {
+        match self.inner.db.relay_forget(&user.to_string()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(envelopes = n, "dropped what was held for a removed contact"),
+            Err(e) => tracing::warn!(error = %e, "cannot drop what was held for a removed contact"),
+        }
+        self.lock_sent().remove(&user);
+        self.inner.redesignate.notify_one();
+    }
+
     /// Chooses this user's relays among its contacts and tells the contacts if they changed.
     pub async fn designate(&self) -> Result<Vec<UserId>, String> {
-        let Some(policy) = self.inner.host.relay_policies().into_iter().next() else {
+        let Some(policy) = self.policy() else {
             return Ok(Vec::new());
         };
         let contacts = self
@@ -281,7 +314,7 @@ impl Relay {
         for (peer, _, addrs) in devices {
             let call = self
                 .inner
-                .net
+                .outbound
                 .request(peer, Protocol::Relay, payload.clone(), addrs);
             match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
                 Ok(Ok(bytes)) => {
@@ -344,9 +377,13 @@ impl Relay {
         else {
             return RelayResponse::Refused("malformed relay request".into());
         };
-        let Some(user) = self.user_of(peer).await else {
-            return RelayResponse::Refused("unknown device: no verified certificate".into());
+        // No waiting for a hello: our own side always says hello before asking.
+        let Some(user) = self.inner.peers.user_of(&peer) else {
+            return RelayResponse::Refused("say hello first".into());
         };
+        if !self.inner.peers.is_contact(&user) {
+            return RelayResponse::Refused("this node serves its contacts only".into());
+        }
         match request {
             RelayRequest::Deposit {
                 envelope,
@@ -361,7 +398,7 @@ impl Relay {
                 match self
                     .inner
                     .db
-                    .relay_for(&user.to_string(), Timestamp::now(), limit)
+                    .relay_for(&user.to_string(), Timestamp::now(), limit, FETCH_BYTES)
                     .await
                 {
                     Ok((held, more)) => RelayResponse::Envelopes {
@@ -384,8 +421,8 @@ impl Relay {
                     recipient: user.to_string(),
                     size: 0,
                     ttl_secs: u32::try_from(MAX_TTL.as_secs()).unwrap_or(u32::MAX),
-                    depositor_is_contact: self.is_contact(user).await,
-                    recipient_is_contact: self.is_contact(user).await,
+                    depositor_is_contact: true,
+                    recipient_is_contact: true,
                     depositor_held: Usage::default(),
                     recipient_held: Usage::default(),
                     total_held: Usage::default(),
@@ -402,10 +439,7 @@ impl Relay {
                 if card.user_id() != user {
                     return RelayResponse::Refused("a card may only be sent by its user".into());
                 }
-                if !self.is_contact(user).await {
-                    return RelayResponse::Refused("not a contact".into());
-                }
-                match self.inner.vault.put_contact(card, None).await {
+                match self.inner.vault.update_contact_card(card).await {
                     Ok(_) => RelayResponse::Ok,
                     Err(e) => RelayResponse::Refused(format!("storage: {e}")),
                 }
@@ -464,7 +498,7 @@ impl Relay {
         for r in receipts.into_iter().take(1024) {
             if r.recipient != recipient
                 || r.verify(r.id, r.sender, recipient).is_err()
-                || !self.is_contact(r.sender).await
+                || !self.is_contact(r.sender)
             {
                 continue;
             }
@@ -514,6 +548,9 @@ impl Relay {
                 );
             }
         }
+        if !self.inner.peers.is_contact(&recipient) {
+            return RelayResponse::Refused("the recipient is not a contact of this node".into());
+        }
         if let Err(wait) = self.inner.deposits.check(depositor) {
             return RelayResponse::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX));
         }
@@ -535,8 +572,8 @@ impl Relay {
             recipient: recipient.to_string(),
             size: envelope.len() as u64,
             ttl_secs: ttl_secs.min(u32::try_from(MAX_TTL.as_secs()).unwrap_or(u32::MAX)),
-            depositor_is_contact: depositor == me || self.is_contact(depositor).await,
-            recipient_is_contact: self.is_contact(recipient).await,
+            depositor_is_contact: true,
+            recipient_is_contact: true,
             depositor_held: usage(by_depositor),
             recipient_held: usage(by_recipient),
             total_held: usage(total),
@@ -566,9 +603,9 @@ impl Relay {
     }
 
     async fn decide(&self, request: &DepositRequest) -> Decision {
-        let Some(policy) = self.inner.host.relay_policies().into_iter().next() else {
+        let Some(policy) = self.policy() else {
             return Decision::Reject {
-                reason: "this node runs no relay policy".into(),
+                reason: format!("the relay policy {} is not running", self.inner.policy),
             };
         };
         match policy.decide(request).await {
@@ -579,23 +616,8 @@ impl Relay {
         }
     }
 
-    async fn is_contact(&self, user: UserId) -> bool {
-        matches!(self.inner.vault.contact(user).await, Ok(Some(_)))
-    }
-
-    /// The user `peer` belongs to, waiting briefly for the hello exchange of a fresh
-    /// connection to finish.
-    async fn user_of(&self, peer: PeerId) -> Option<UserId> {
-        let deadline = Instant::now() + Duration::from_secs(3);
-        loop {
-            if let Some(user) = self.inner.peers.get(&peer).and_then(|e| e.user_id) {
-                return Some(user);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    fn is_contact(&self, user: UserId) -> bool {
+        self.inner.peers.is_contact(&user)
     }
 }
 

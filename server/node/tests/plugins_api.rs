@@ -192,7 +192,10 @@ async fn install_grants_only_what_the_operator_names() {
     assert_eq!(body["name"], "hostile");
     assert_eq!(body["builtin"], false);
     assert_eq!(body["state"], "running");
-    assert_eq!(body["capabilities"], json!(["log", "kv"]));
+    assert_eq!(
+        body["capabilities"],
+        json!(["log", "clock", "random", "kv"])
+    );
     assert_eq!(body["granted"], json!(["log"]));
     assert_eq!(
         body["limits"]["deadline_ms"], 300,

@@ -3,10 +3,13 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{
+    Deterministic, FsPerms, HostMonotonicClock, HostWallClock, ResourceTable, WasiCtx, WasiCtxView,
+    WasiView,
+};
 
 use crate::bindings::types::PluginError;
 use crate::limits::Limits;
@@ -17,6 +20,33 @@ use crate::stats::Stats;
 /// Log lines a plugin may write per second, with this burst.
 const LOG_PER_SECOND: f64 = 50.0;
 const LOG_BURST: f64 = 200.0;
+/// `kv` writes a plugin may make per second, with this burst: each is a durable commit.
+const KV_WRITES_PER_SECOND: f64 = 20.0;
+const KV_WRITE_BURST: f64 = 100.0;
+
+/// A token bucket: `(tokens, last refill)`.
+struct Bucket(Mutex<(f64, Instant)>);
+
+impl Bucket {
+    fn full(burst: f64) -> Self {
+        Self(Mutex::new((burst, Instant::now())))
+    }
+
+    /// Takes a token, refilled at `rate` per second up to `burst`; false if none is left.
+    fn take(&self, rate: f64, burst: f64) -> bool {
+        let mut bucket = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let refill = now.duration_since(bucket.1).as_secs_f64() * rate;
+        bucket.0 = (bucket.0 + refill).min(burst);
+        bucket.1 = now;
+        if bucket.0 >= 1.0 {
+            bucket.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
 
 /// What every store of one plugin shares.
 pub(crate) struct PluginContext {
@@ -26,7 +56,8 @@ pub(crate) struct PluginContext {
     pub(crate) stats: Arc<Stats>,
     pub(crate) http_allow: Vec<String>,
     pub(crate) kv_quota: u64,
-    log_bucket: Mutex<(f64, Instant)>,
+    log_bucket: Bucket,
+    kv_writes: Bucket,
 }
 
 impl PluginContext {
@@ -45,23 +76,40 @@ impl PluginContext {
             stats,
             http_allow,
             kv_quota,
-            log_bucket: Mutex::new((LOG_BURST, Instant::now())),
+            log_bucket: Bucket::full(LOG_BURST),
+            kv_writes: Bucket::full(KV_WRITE_BURST),
         }
+    }
+
+    /// Takes a `kv` write token; false when the plugin writes faster than allowed.
+    pub(crate) fn take_kv_write_token(&self) -> bool {
+        self.kv_writes.take(KV_WRITES_PER_SECOND, KV_WRITE_BURST)
     }
 
     /// Takes a log token; false when the plugin logs faster than allowed.
     pub(crate) fn take_log_token(&self) -> bool {
-        let mut bucket = self.log_bucket.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let refill = now.duration_since(bucket.1).as_secs_f64() * LOG_PER_SECOND;
-        bucket.0 = (bucket.0 + refill).min(LOG_BURST);
-        bucket.1 = now;
-        if bucket.0 >= 1.0 {
-            bucket.0 -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.log_bucket.take(LOG_PER_SECOND, LOG_BURST)
+    }
+}
+
+/// A clock that reads zero forever, for plugins without the `clock` grant.
+struct Stopped;
+
+impl HostWallClock for Stopped {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for Stopped {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
     }
 }
 
@@ -88,6 +136,17 @@ impl HostState {
         wasi.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
+        // WASI's own clocks and randomness answer only with the `clock` and `random` grants,
+        // as the host functions do: without them the clocks stand still at zero and the
+        // "random" bytes are zeros, so a plugin cannot time or fingerprint anything.
+        if !ctx.grants.contains(&Capability::Clock) {
+            wasi.wall_clock(Stopped).monotonic_clock(Stopped);
+        }
+        if !ctx.grants.contains(&Capability::Random) {
+            wasi.secure_random(Deterministic::new(vec![0]))
+                .insecure_random(Deterministic::new(vec![0]))
+                .insecure_random_seed(0);
+        }
         if let Some(dir) = fs_dir
             && ctx.grants.contains(&Capability::Fs)
         {

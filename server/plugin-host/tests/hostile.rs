@@ -131,6 +131,54 @@ async fn a_capability_that_was_not_granted_is_denied() {
     assert!(kv.0.lock().unwrap().is_empty(), "nothing was written");
 }
 
+/// What `peek` saw: WASI's wall clock (seconds) and a hash keyed by WASI's random seed.
+async fn peek(host: &PluginHost) -> (u64, u64) {
+    let plugin = host.discovery_named("hostile").unwrap();
+    let findings = plugin.discover().await.unwrap();
+    host.unload("hostile");
+    let volli_plugin_host::Finding::Record(record) = &findings[0] else {
+        panic!("{findings:?}");
+    };
+    (
+        u64::from_le_bytes(record[..8].try_into().unwrap()),
+        u64::from_le_bytes(record[8..16].try_into().unwrap()),
+    )
+}
+
+#[tokio::test]
+async fn without_the_clock_and_random_grants_wasi_gives_neither() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host(dir.path(), Services::default());
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        assert_eq!(
+            hostile(&host, "peek", limits(1_000, 32), &[Capability::Log]).await,
+            None
+        );
+        seen.push(peek(&host).await);
+    }
+    assert_eq!(seen[0].0, 0, "the clock stands still without the grant");
+    assert_eq!(seen[0], seen[1], "no randomness without the grant");
+
+    let mut granted = Vec::new();
+    for _ in 0..2 {
+        let grants = [Capability::Log, Capability::Clock, Capability::Random];
+        assert_eq!(
+            hostile(&host, "peek", limits(1_000, 32), &grants).await,
+            None
+        );
+        granted.push(peek(&host).await);
+    }
+    assert!(
+        granted[0].0 > 1_700_000_000,
+        "the real time with the grant: {granted:?}"
+    );
+    assert_ne!(
+        granted[0].1, granted[1].1,
+        "fresh randomness with the grant"
+    );
+}
+
 #[tokio::test]
 async fn a_panicking_plugin_is_marked_failed_and_the_others_carry_on() {
     let dir = tempfile::tempdir().unwrap();

@@ -16,6 +16,8 @@ pub enum Redemption {
     Used,
     /// This node never issued it.
     Unknown,
+    /// The redeemer was removed as a contact after this invite was issued.
+    Removed,
 }
 
 /// An invite accepted while its inviter was unreachable.
@@ -55,22 +57,40 @@ impl Db {
 
     /// Counts one use of an invite by `user`, atomically: of any number of concurrent
     /// redemptions of a single-use invite, exactly one is accepted. A user who already
-    /// redeemed it is accepted again without using another use.
+    /// redeemed it is accepted again without using another use — unless the user was removed
+    /// as a contact after the invite was issued. An unknown invite is answered from a read,
+    /// without taking the write lock, so guesses cost the writer nothing.
     pub async fn redeem_invite(
         &self,
         id: &[u8; 32],
         user: &str,
         now: Timestamp,
     ) -> Result<Redemption, StoreError> {
+        let known: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM invites WHERE id = ?")
+            .bind(&id[..])
+            .fetch_optional(self.pool())
+            .await?;
+        if known.is_none() {
+            return Ok(Redemption::Unknown);
+        }
         let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
-        let row: Option<(i64, i64, i64)> =
-            sqlx::query_as("SELECT expires_at, max_uses, uses FROM invites WHERE id = ?")
-                .bind(&id[..])
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((expires_at, max_uses, uses)) = row else {
+        let row: Option<(i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT created_at, expires_at, max_uses, uses FROM invites WHERE id = ?",
+        )
+        .bind(&id[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((created_at, expires_at, max_uses, uses)) = row else {
             return Ok(Redemption::Unknown);
         };
+        let removed: Option<(i64,)> =
+            sqlx::query_as("SELECT removed_at FROM removed_contacts WHERE user_id = ?")
+                .bind(user)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if removed.is_some_and(|(at,)| created_at <= at) {
+            return Ok(Redemption::Removed);
+        }
         let (already,): (i64,) = sqlx::query_as(
             "SELECT COUNT(*) FROM invite_redemptions WHERE invite_id = ? AND user_id = ?",
         )
@@ -99,8 +119,27 @@ impl Db {
         .bind(now.as_millis())
         .execute(&mut *tx)
         .await?;
+        // Invited again after a removal: welcome back.
+        sqlx::query("DELETE FROM removed_contacts WHERE user_id = ?")
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Redemption::Accepted)
+    }
+
+    /// Records that `user` was removed as a contact now: invites issued until now no longer
+    /// let it back in.
+    pub async fn record_removal(&self, user: &str, now: Timestamp) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO removed_contacts (user_id, removed_at) VALUES (?, ?) \
+             ON CONFLICT (user_id) DO UPDATE SET removed_at = excluded.removed_at",
+        )
+        .bind(user)
+        .bind(now.as_millis())
+        .execute(self.writer())
+        .await?;
+        Ok(())
     }
 
     /// Remembers an invite to redeem later (replacing an older one from the same inviter).

@@ -228,12 +228,14 @@ impl Db {
         Ok((held(by_depositor), held(by_recipient), held(total)))
     }
 
-    /// Envelopes held for `recipient`, oldest first, at most `limit`; and whether more remain.
+    /// Envelopes held for `recipient`, oldest first: at most `limit` of them and, past the
+    /// first, no more than `max_bytes` in all; and whether more remain.
     pub async fn relay_for(
         &self,
         recipient: &str,
         now: Timestamp,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<(Vec<HeldEnvelope>, bool), StoreError> {
         let rows: Vec<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
             "SELECT id, envelope FROM relay_held WHERE recipient = ? AND expires_at > ? \
@@ -244,7 +246,20 @@ impl Db {
         .bind(i64::from(limit) + 1)
         .fetch_all(self.pool())
         .await?;
-        let (rows, more) = page(rows, limit);
+        let (mut rows, mut more) = page(rows, limit);
+        let mut total = 0;
+        let fit = rows
+            .iter()
+            .take_while(|(_, envelope)| {
+                total += envelope.len();
+                total <= max_bytes
+            })
+            .count()
+            .max(1);
+        if fit < rows.len() {
+            rows.truncate(fit);
+            more = true;
+        }
         Ok((
             rows.into_iter()
                 .filter_map(|(id, envelope)| {
@@ -256,6 +271,23 @@ impl Db {
                 .collect(),
             more,
         ))
+    }
+
+    /// Forgets everything held for or from `user`, and the receipts held for it (it is no
+    /// longer a contact). Returns how many envelopes went.
+    pub async fn relay_forget(&self, user: &str) -> Result<u64, StoreError> {
+        let mut tx = self.writer().begin().await?;
+        let done = sqlx::query("DELETE FROM relay_held WHERE recipient = ? OR depositor = ?")
+            .bind(user)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM relay_receipts WHERE sender = ?")
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
     }
 
     /// Deletes envelopes `recipient` acknowledged. Returns how many went.

@@ -351,6 +351,7 @@ async fn contact_lookups_always_see_the_latest_write_and_import() {
     vault.put_contact(card("v2", 2_000), None).await.unwrap();
     let got = vault.contact(id).await.unwrap().unwrap();
     assert_eq!(got.card.name(), "v2");
+    // A newer card with a second device: the card is the authority on devices.
     let peer = libp2p_identity::Keypair::generate_ed25519()
         .public()
         .to_peer_id();
@@ -361,8 +362,15 @@ async fn contact_lookups_always_see_the_latest_write_and_import() {
         Permissions::MESSAGES,
         Timestamp::now(),
     );
-    assert!(vault.add_contact_device(cert).await.unwrap());
+    let with_device =
+        volli_core::ContactCard::issue(&friend, "v3", &[cert], &[], Timestamp::from_millis(3_000));
+    vault.put_contact(with_device, None).await.unwrap();
     assert_eq!(vault.contact(id).await.unwrap().unwrap().devices.len(), 1);
+    vault.put_contact(card("v4", 4_000), None).await.unwrap();
+    assert!(
+        vault.contact(id).await.unwrap().unwrap().devices.is_empty(),
+        "a device the card drops is gone"
+    );
 
     // Another device of the same user removes the contact; the import must show it.
     other

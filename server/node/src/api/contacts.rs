@@ -82,7 +82,9 @@ impl From<ContactError> for ApiError {
                 ApiError::new(StatusCode::GONE, "invite_expired", e.to_string())
             }
             ContactError::Used => ApiError::new(StatusCode::CONFLICT, "invite_used", e.to_string()),
-            ContactError::Refused(_) => ApiError::bad_request("invite_refused", e.to_string()),
+            ContactError::Refused(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "invite_refused", e.to_string())
+            }
             ContactError::NotFound => ApiError::not_found("unknown_contact", e.to_string()),
             ContactError::Store(_) => ApiError::internal(e),
         }
@@ -109,8 +111,9 @@ fn check_name(name: &Option<String>) -> Result<(), ApiError> {
     responses(
         (status = 201, description = "The new contact", body = ContactView),
         (status = 202, description = "The inviter is unreachable; redeeming continues", body = PendingView),
-        (status = 400, description = "Not a valid invite (`invalid_invite`), refused by the inviter (`invite_refused`), or a bad name", body = ErrorBody),
+        (status = 400, description = "Not a valid invite (`invalid_invite`) or a bad name (`invalid_name`)", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "The inviter refused (`invite_refused`), e.g. it removed this user after issuing the invite", body = ErrorBody),
         (status = 409, description = "The invite was used up (`invite_used`)", body = ErrorBody),
         (status = 410, description = "The invite has expired (`invite_expired`)", body = ErrorBody),
     ))]

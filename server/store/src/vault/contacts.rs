@@ -1,7 +1,6 @@
 //! Contacts: one mergeable map per user id with the name the user gave them, their latest
-//! contact card (keys, devices, relays) and when they were added. Devices learnt later (a
-//! verified certificate seen on the network) are kept in a `devices` child map, so two of the
-//! user's devices learning different ones merge.
+//! contact card (keys, devices, relays) and when they were added. The card is the only
+//! authority on a contact's devices: a device it no longer lists is no longer theirs.
 
 use loro::{LoroMap, LoroValue, ValueOrContainer};
 use volli_core::{ContactCard, DeviceCertificate, Timestamp, UserId};
@@ -19,7 +18,7 @@ pub struct Contact {
     pub name: String,
     /// Their latest card.
     pub card: ContactCard,
-    /// Every device known for them: the card's and those seen since.
+    /// Their devices, as their latest card lists them.
     pub devices: Vec<DeviceCertificate>,
     /// When they were added.
     pub added_at: Timestamp,
@@ -55,18 +54,7 @@ fn read(doc: &VaultDoc, user: &str, map: &LoroMap) -> Option<Contact> {
         Some(ValueOrContainer::Value(LoroValue::I64(ms))) => Timestamp::from_millis(ms),
         _ => Timestamp::from_millis(0),
     };
-    let mut devices: Vec<DeviceCertificate> = card.devices().to_vec();
-    if let Some(extra) = map.get("devices").and_then(entry) {
-        extra.for_each(|_, v| {
-            if let ValueOrContainer::Value(LoroValue::Binary(b)) = v
-                && let Some(cert) = doc.certificate(&b)
-                && cert.user_id() == user_id
-                && !devices.iter().any(|d| d.peer_id() == cert.peer_id())
-            {
-                devices.push(cert);
-            }
-        });
-    }
+    let devices = card.devices().to_vec();
     Some(Contact {
         user_id,
         name,
@@ -117,37 +105,25 @@ impl Vault {
         .await
     }
 
-    /// Records a device seen for a contact (its certificate must verify for them).
-    pub async fn add_contact_device(
-        &self,
-        certificate: DeviceCertificate,
-    ) -> Result<bool, StoreError> {
-        let user = certificate.user_id();
-        if certificate
-            .verify_for(&user, &certificate.peer_id())
-            .is_err()
-        {
-            return Ok(false);
-        }
-        let key = user.to_string();
+    /// Replaces a contact's card with a newer one. Only an existing contact is updated: a
+    /// card arriving after its user was removed (or was never added) changes nothing and
+    /// returns `false`.
+    pub async fn update_contact_card(&self, card: ContactCard) -> Result<bool, StoreError> {
+        let id = card.user_id();
+        let user = id.to_string();
         self.write(move |doc| {
-            doc.forget_contact(&user);
+            doc.forget_contact(&id);
             let contacts = doc.loro().get_map(root::CONTACTS);
-            let Some(map) = contacts.get(&key).and_then(entry) else {
+            let Some(map) = contacts.get(&user).and_then(entry) else {
                 return Ok(false);
             };
-            let Some(contact) = read(doc, &key, &map) else {
+            let Some(existing) = read(doc, &user, &map) else {
                 return Ok(false);
             };
-            if contact
-                .devices
-                .iter()
-                .any(|d| d.peer_id() == certificate.peer_id())
-            {
+            if card.issued_at() <= existing.card.issued_at() {
                 return Ok(false);
             }
-            map.ensure_mergeable_map("devices")?
-                .insert(&certificate.peer_id().to_base58(), certificate.to_bytes())?;
+            map.insert("card", card.to_bytes())?;
             Ok(true)
         })
         .await

@@ -47,7 +47,7 @@ impl Vault {
         self.read(|doc| {
             let mut out = Vec::new();
             doc.devices().for_each(|_, v| {
-                if let Some(record) = record_of(v) {
+                if let Some(record) = record_of(doc, v) {
                     out.push(record);
                 }
             });
@@ -58,15 +58,14 @@ impl Vault {
     }
 }
 
-fn record_of(v: ValueOrContainer) -> Option<DeviceRecord> {
+fn record_of(doc: &super::VaultDoc, v: ValueOrContainer) -> Option<DeviceRecord> {
     let ValueOrContainer::Container(loro::Container::Map(map)) = v else {
         return None;
     };
     let cert = match map.get("certificate")? {
-        ValueOrContainer::Value(LoroValue::Binary(b)) => DeviceCertificate::from_bytes(&b).ok()?,
+        ValueOrContainer::Value(LoroValue::Binary(b)) => doc.certificate(&b)?,
         _ => return None,
     };
-    cert.verify().ok()?;
     let added_at = match map.get("added_at")? {
         ValueOrContainer::Value(LoroValue::I64(ms)) => Timestamp::from_millis(ms),
         _ => return None,
