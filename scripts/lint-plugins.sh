@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Formatting and lints for the wasm side: the plugins workspace and the SDK template.
+# Formatting, lints and unit tests for the wasm side: the plugins workspace and the SDK
+# template.
 # The SDK's kind features are exclusive, so plugins are checked one kind at a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,3 +17,6 @@ clippy --manifest-path plugins/Cargo.toml \
 clippy --manifest-path plugins/Cargo.toml -p volli-plugin-friends-only
 clippy --manifest-path plugins/Cargo.toml -p volli-plugin-fs -p volli-plugin-memory
 clippy --manifest-path sdk/template/Cargo.toml
+
+# The plugins' own unit tests (their logic, not their host imports) run natively.
+cargo test --locked --manifest-path plugins/Cargo.toml --target-dir "${CARGO_TARGET_DIR:-target}/plugins-native" -p volli-plugin-mdns

@@ -18,3 +18,13 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   say "installing the wasm32-wasip2 target"
   rustup target add wasm32-wasip2
 fi
+
+# API fuzzing (scripts/api-fuzz.sh) runs schemathesis from a virtualenv in the target dir.
+target_dir="${CARGO_TARGET_DIR:-target}"
+venv="$target_dir/venv"
+schemathesis_version="4.32.5"
+if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$schemathesis_version"; then
+  say "installing schemathesis $schemathesis_version (API fuzzing) in $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$schemathesis_version"
+fi

@@ -29,6 +29,8 @@ if cargo nextest --version >/dev/null 2>&1; then
   # own integration tests, so it is never built a second time with other features.
   VOLLI_BIN="$target_dir/debug/volli" cargo nextest run --workspace --locked
   cargo test --workspace --doc --locked
+  echo "==> API fuzzing (schemathesis)" >&2
+  VOLLI_BIN="$target_dir/debug/volli" ./scripts/api-fuzz.sh
 else
   cargo test --workspace --locked --no-fail-fast
 fi

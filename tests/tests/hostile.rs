@@ -464,3 +464,68 @@ async fn a_relay_that_lost_a_message_gets_it_again() {
         })
         .await;
 }
+
+/// A burst of 1,000 unauthenticated requests from one address: past the public burst they
+/// get 429 with `Retry-After`, while the owner's client and a client on another address are
+/// served as usual.
+#[tokio::test]
+async fn an_unauthenticated_burst_is_limited_and_nobody_else_notices() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("node")).await;
+    let flooder = reqwest::Client::builder()
+        .local_address("127.0.0.1".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let url = node.url.clone();
+    let burst = tokio::spawn(async move {
+        let calls = (0..1_000).map(|i| {
+            let (flooder, url) = (flooder.clone(), url.clone());
+            async move {
+                // Without a token: public routes and refused logins alike are counted.
+                let path = if i % 2 == 0 { "/health" } else { "/v1/node" };
+                let r = flooder.get(format!("{url}{path}")).send().await.unwrap();
+                (
+                    r.status().as_u16(),
+                    r.headers().get("retry-after").is_some(),
+                )
+            }
+        });
+        futures::stream::iter(calls)
+            .buffer_unordered(64)
+            .collect::<Vec<_>>()
+            .await
+    });
+    // Meanwhile the owner's client, and a neighbour on another loopback address.
+    let neighbour = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..50 {
+        let start = Instant::now();
+        let (status, _) = node.get("/v1/node").await;
+        assert_eq!(status, 200);
+        let health = neighbour
+            .get(format!("{}/health", node.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+        slowest = slowest.max(start.elapsed());
+    }
+    let answers = burst.await.unwrap();
+    let limited = answers.iter().filter(|(s, _)| *s == 429).count();
+    assert!(limited >= 800, "{limited} of 1,000 were limited");
+    assert!(
+        answers
+            .iter()
+            .filter(|(s, _)| *s == 429)
+            .all(|(_, retry)| *retry),
+        "429 carries Retry-After"
+    );
+    assert!(answers.iter().all(|(s, _)| [200, 401, 429].contains(s)));
+    assert!(
+        slowest < Duration::from_secs(1),
+        "the others waited {slowest:?}"
+    );
+}

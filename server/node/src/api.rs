@@ -135,7 +135,53 @@ fn api_routes() -> OpenApiRouter<ApiState> {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = api_routes().into_openapi();
     doc.info.version = crate::VERSION.to_owned();
+    document_layer_responses(&mut doc);
     doc
+}
+
+/// Adds what the layers in front of every handler may answer, so that no route can return a
+/// status its description does not list: 429 (requests without a valid token, past the
+/// public rate limit) everywhere; 413 and 415 wherever a body is taken.
+fn document_layer_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let responses = &mut op.responses.responses;
+            if op.request_body.is_some() {
+                responses.entry("413".into()).or_insert_with(|| {
+                    error("The body is larger than this route takes (`payload_too_large`)")
+                });
+                responses.entry("415".into()).or_insert_with(|| {
+                    error("The body is not of the content type this route takes (`unsupported_media_type`)")
+                });
+            }
+            responses.entry("429".into()).or_insert_with(|| {
+                error("Too many requests without a valid token; see `Retry-After` (`rate_limited`)")
+            });
+        }
+    }
 }
 
 /// The OpenAPI document as pretty JSON with a trailing newline.

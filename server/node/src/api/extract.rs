@@ -10,10 +10,94 @@ use serde::Serialize;
 
 use super::error::ApiError;
 
-/// A JSON body in or out.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON body in or out. In, it must be a JSON object (`Content-Type: application/json`):
+/// serde would otherwise also read a struct from an array of its fields, which no client
+/// means and the OpenAPI document does not allow.
 pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let json = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<mime_type::Essence>().ok())
+            .is_some_and(|m| m.is_json());
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected `Content-Type: application/json`",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(body_rejection)?;
+        object(&bytes).map(Self)
+    }
+}
+
+/// The media type of a `Content-Type` header, without parameters.
+mod mime_type {
+    pub(super) struct Essence(String);
+
+    impl std::str::FromStr for Essence {
+        type Err = ();
+        fn from_str(s: &str) -> Result<Self, ()> {
+            let essence = s
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            Ok(Self(essence))
+        }
+    }
+
+    impl Essence {
+        /// `application/json`, or any `application/…+json`.
+        pub(super) fn is_json(&self) -> bool {
+            self.0 == "application/json"
+                || (self.0.starts_with("application/") && self.0.ends_with("+json"))
+        }
+    }
+}
+
+fn body_rejection(e: axum::extract::rejection::BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body too large",
+        )
+    } else {
+        ApiError::new(e.status(), "bad_request", e.body_text())
+    }
+}
+
+/// Parses `bytes` as a JSON object into `T`.
+fn object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(_) => ApiError::bad_request("invalid_body", "the body must be a JSON object"),
+            Err(e) => ApiError::bad_request("invalid_json", e.to_string()),
+        });
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_data() || e.is_eof() && first.is_none() {
+            ApiError::bad_request("invalid_body", e.to_string())
+        } else {
+            ApiError::bad_request("invalid_json", e.to_string())
+        }
+    })
+}
 
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
@@ -44,15 +128,11 @@ where
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
-            .map_err(|e| ApiError::new(e.status(), "bad_request", e.body_text()))?;
+            .map_err(body_rejection)?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }
-        match serde_json::from_slice(&bytes) {
-            Ok(value) => Ok(Self(value)),
-            Err(e) if e.is_data() => Err(ApiError::bad_request("invalid_body", e.to_string())),
-            Err(e) => Err(ApiError::bad_request("invalid_json", e.to_string())),
-        }
+        object(&bytes).map(Self)
     }
 }
 

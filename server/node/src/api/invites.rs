@@ -52,7 +52,7 @@ pub fn qr_svg(text: &str) -> Result<String, ApiError> {
 /// user, and this user theirs. The link is signed and names this device; it stops working
 /// after `ttl_secs` or `max_uses` redemptions.
 #[utoipa::path(post, path = "/v1/invites", tag = "contacts", security(("bearer" = [])),
-    request_body = NewInvite,
+    request_body = Option<NewInvite>,
     responses(
         (status = 201, description = "The invite", body = InviteView),
         (status = 400, description = "Out-of-range options or malformed body", body = ErrorBody),

@@ -183,6 +183,12 @@ fn list_param(value: Option<&str>) -> Vec<String> {
         .collect()
 }
 
+/// A WebAssembly component, as bytes (a type for the OpenAPI document only: the handler
+/// reads the body as it streams in).
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct WasmComponent(#[allow(dead_code)] Vec<u8>);
+
 /// Installs a plugin.
 ///
 /// The body is the plugin's WebAssembly component (`Content-Type: application/wasm`). The
@@ -191,7 +197,7 @@ fn list_param(value: Option<&str>) -> Vec<String> {
 /// with `?grant=`.
 #[utoipa::path(post, path = "/v1/plugins", tag = "plugins", security(("bearer" = [])),
     params(InstallOptions),
-    request_body(content = Vec<u8>, content_type = "application/wasm", description = "A WebAssembly component built against volli:plugin@0.1.0"),
+    request_body(content((WasmComponent = "application/wasm"), (WasmComponent = "application/octet-stream")), description = "A WebAssembly component built against volli:plugin@0.1.0"),
     responses(
         (status = 201, description = "Installed and running", body = PluginView),
         (status = 400, description = "Not a valid plugin (`invalid_plugin`) or bad grants (`invalid_grant`)", body = ErrorBody),

@@ -30,7 +30,7 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct SettingValue {
     /// Any JSON value up to 64 KiB.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub value: serde_json::Value,
 }
 
@@ -40,7 +40,7 @@ pub struct Setting {
     /// The key.
     pub key: String,
     /// The value.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub value: serde_json::Value,
 }
 
