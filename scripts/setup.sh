@@ -28,3 +28,14 @@ if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$schemathesis_version"; the
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$schemathesis_version"
 fi
+
+# Partition tests cut links between network namespaces with nftables.
+if ! command -v nft >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  say "installing nftables (network partition tests)"
+  if [[ $(id -u) -eq 0 ]]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null \
+      || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null; }
+  else
+    say "nftables is missing and this is not root: the partition test will be skipped"
+  fi
+fi

@@ -6,10 +6,13 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
 fuzz_target!(|data: &[u8]| {
-    static ME: OnceLock<volli_core::UserSecret> = OnceLock::new();
-    let me = ME.get_or_init(|| volli_core::UserSecret::from_master([7; 32]));
+    static ME: OnceLock<(volli_core::UserId, volli_core::KemKeyring)> = OnceLock::new();
+    let (me, keys) = ME.get_or_init(|| {
+        let user = volli_core::UserSecret::from_master([7; 32]);
+        (user.user_id(), user.keyring(1))
+    });
     if let Ok(envelope) = volli_core::Envelope::from_bytes(data) {
-        let _ = envelope.open(me);
+        let _ = envelope.open(*me, keys);
         let _ = envelope.digest();
     }
 });

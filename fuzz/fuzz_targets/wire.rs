@@ -1,9 +1,11 @@
 #![no_main]
-//! Protocol messages: hello, invite redemption, message delivery and relay mailboxes.
+//! Protocol messages: hello, invite redemption, message delivery, relay mailboxes, pairing
+//! and vault sync.
 
 use libfuzzer_sys::fuzz_target;
 use volli_core::wire::{
-    self, Deliver, Delivered, Hello, RedeemRequest, RedeemResponse, RelayRequest, RelayResponse,
+    self, Deliver, Delivered, Hello, PairBundle, PairRequest, PairResponse, RedeemRequest,
+    RedeemResponse, RelayRequest, RelayResponse, SyncRequest, SyncResponse,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -14,4 +16,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = wire::decode::<Delivered>(data, 4 << 10);
     let _ = wire::decode::<RelayRequest>(data, 512 << 10);
     let _ = wire::decode::<RelayResponse>(data, 4 << 20);
+    let _ = wire::decode::<PairRequest>(data, 8 << 10);
+    let _ = wire::decode::<PairResponse>(data, 8 << 20);
+    let _ = wire::decode::<PairBundle>(data, 8 << 20);
+    let _ = wire::decode::<SyncRequest>(data, 1 << 20);
+    let _ = wire::decode::<SyncResponse>(data, 16 << 20);
 });

@@ -101,6 +101,57 @@ impl Lan {
     }
 }
 
+/// Whether nftables is here to cut links between namespaces.
+pub fn nft_available() -> bool {
+    Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Drops every packet between the hosts at `a` and `b` (in both namespaces), leaving their
+/// links to the bridge, and so to the test, as they are: a real partition.
+pub fn partition(ns_a: &str, addr_a: &str, ns_b: &str, addr_b: &str) {
+    for (ns, other) in [(ns_a, addr_b), (ns_b, addr_a)] {
+        let rules = format!(
+            "table inet partition {{\n chain input {{ type filter hook input priority 0; ip saddr {other} drop; }}\n              chain output {{ type filter hook output priority 0; ip daddr {other} drop; }}\n}}\n"
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("nft runs");
+        {
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(rules.as_bytes())
+                .unwrap();
+        }
+        assert!(child.wait().unwrap().success(), "nft rules in {ns}");
+    }
+}
+
+/// Undoes [`partition`].
+pub fn heal(ns_a: &str, ns_b: &str) {
+    for ns in [ns_a, ns_b] {
+        let _ = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                "partition",
+            ])
+            .output();
+    }
+}
+
 impl Default for Lan {
     fn default() -> Self {
         Self::new()

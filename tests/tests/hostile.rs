@@ -269,7 +269,7 @@ async fn strangers_get_only_hellos_and_invites() {
     stranger.hello(alice_peer, &alice_addr).await.unwrap();
 
     let receipt = Receipt::issue(
-        &stranger.user,
+        &volli_core::Signer::User(&stranger.user),
         MessageId::random().unwrap(),
         stranger.user_id(),
         Timestamp::now(),

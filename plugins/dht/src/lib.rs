@@ -31,6 +31,10 @@ impl Discovery for Dht {
     }
 
     fn advertise(&mut self, me: SelfInfo) -> Result<(), Error> {
+        // Only devices that hold the user key sign address records.
+        if me.signed_record.is_empty() {
+            return Ok(());
+        }
         let now = clock::now_ms()?;
         let fresh = self.published.as_ref().is_some_and(|(record, at)| {
             *record == me.signed_record && now.saturating_sub(*at) < REPUBLISH_MS

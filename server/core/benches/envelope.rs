@@ -12,7 +12,7 @@ use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;
 use hpke::kem::X25519HkdfSha256;
 use hpke::{Kem as _, OpModeR, OpModeS};
-use volli_core::{Envelope, MessageId, Timestamp, UserSecret};
+use volli_core::{Envelope, MessageId, Signer, Timestamp, UserSecret};
 
 const N: u32 = 400;
 const ROUNDS: usize = 7;
@@ -41,9 +41,13 @@ fn main() {
     let bob = UserSecret::from_master([2; 32]);
     let body =
         "a short message of about a hundred bytes, like most chat messages are, give or take";
+    let signer = Signer::User(&alice);
+    let (to, kem) = (bob.user_id(), bob.public_keys().kem.clone());
+    let keyring = bob.keyring(0);
     let sealed = Envelope::seal(
-        &alice,
-        bob.public_keys(),
+        &signer,
+        to,
+        &kem,
         MessageId::random().unwrap(),
         Timestamp::now(),
         body,
@@ -52,8 +56,9 @@ fn main() {
     let seal = time(|| {
         black_box(
             Envelope::seal(
-                &alice,
-                bob.public_keys(),
+                &signer,
+                to,
+                &kem,
                 MessageId::random().unwrap(),
                 Timestamp::now(),
                 black_box(body),
@@ -62,7 +67,7 @@ fn main() {
         );
     });
     let open = time(|| {
-        black_box(sealed.open(&bob).unwrap());
+        black_box(sealed.open(to, &keyring).unwrap());
     });
 
     let (sk, pk) = X25519HkdfSha256::derive_keypair(&[3; 32]);

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cert::DeviceCertificate;
 use crate::ids::UserId;
-use crate::keys::{Signature, UserPublicKeys, UserSecret};
+use crate::keys::{KemPublicKey, Signature, UserPublicKeys, UserSecret};
 use crate::time::Timestamp;
 
 /// Largest encoded card accepted.
@@ -58,13 +58,36 @@ impl ContactCard {
         relays: &[UserId],
         issued_at: Timestamp,
     ) -> Self {
+        Self::issue_with(
+            user,
+            &user.public_keys().kem,
+            name,
+            devices,
+            relays,
+            issued_at,
+        )
+    }
+
+    /// Like [`Self::issue`], naming `kem` (a later generation of the user's X-Wing key) as
+    /// the key to seal messages to.
+    pub fn issue_with(
+        user: &UserSecret,
+        kem: &KemPublicKey,
+        name: &str,
+        devices: &[DeviceCertificate],
+        relays: &[UserId],
+        issued_at: Timestamp,
+    ) -> Self {
         let mut end = name.len().min(MAX_NAME_LEN);
         while !name.is_char_boundary(end) {
             end -= 1;
         }
         let body = Body {
             version: VERSION,
-            keys: user.public_keys().clone(),
+            keys: UserPublicKeys {
+                user_id: user.user_id(),
+                kem: kem.clone(),
+            },
             name: name[..end].to_owned(),
             devices: devices.iter().take(MAX_DEVICES).cloned().collect(),
             relays: relays.iter().take(MAX_RELAYS).copied().collect(),

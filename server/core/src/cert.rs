@@ -43,19 +43,25 @@ pub enum CertError {
 pub struct Permissions(u32);
 
 impl Permissions {
-    /// Send and read messages.
+    /// Send and read messages (and hold the user's X-Wing key).
     pub const MESSAGES: Self = Self(1);
-    /// Add and remove contacts.
+    /// See and change the contacts.
     pub const CONTACTS: Self = Self(1 << 1);
-    /// Pair and remove other devices.
-    pub const DEVICES: Self = Self(1 << 2);
+    /// Hold the user's signing key: pair and revoke devices, issue invites and contact
+    /// cards. A copied signing key cannot be revoked.
+    pub const ADMIN: Self = Self(1 << 2);
+    /// See and change the settings.
+    pub const SETTINGS: Self = Self(1 << 3);
     /// Everything: what the first device of a user gets.
-    pub const ALL: Self = Self(0b111);
+    pub const ALL: Self = Self(0b1111);
+    /// No permission at all.
+    pub const NONE: Self = Self(0);
 
-    const NAMES: [(Self, &'static str); 3] = [
+    const NAMES: [(Self, &'static str); 4] = [
         (Self::MESSAGES, "messages"),
         (Self::CONTACTS, "contacts"),
-        (Self::DEVICES, "devices"),
+        (Self::SETTINGS, "settings"),
+        (Self::ADMIN, "admin"),
     ];
 
     /// Whether every permission in `other` is granted.
@@ -205,15 +211,15 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_owned()
 }
 
-mod peer_id_bytes {
+pub(crate) mod peer_id_bytes {
     use super::PeerId;
     use serde::{Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(p: &PeerId, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(p: &PeerId, s: S) -> Result<S::Ok, S::Error> {
         crate::encoding::serialize(&p.to_bytes(), s)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PeerId, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PeerId, D::Error> {
         let bytes = crate::encoding::deserialize_vec(d, 64)?;
         PeerId::from_bytes(&bytes).map_err(serde::de::Error::custom)
     }
@@ -240,7 +246,7 @@ mod tests {
         assert_eq!(parsed, cert);
         parsed.verify_for(&user.user_id(), &peer).unwrap();
         assert_eq!(parsed.device_name(), "laptop");
-        assert!(parsed.permissions().contains(Permissions::DEVICES));
+        assert!(parsed.permissions().contains(Permissions::ADMIN));
     }
 
     #[test]

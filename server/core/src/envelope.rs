@@ -1,5 +1,7 @@
 //! Message envelopes: a message sealed with HPKE (X-Wing KEM, HKDF-SHA256, ChaCha20-Poly1305)
-//! to the recipient's user key and signed, inside the seal, by the sender's user key.
+//! to the recipient's X-Wing key and signed, inside the seal, for the sender: by the sender's
+//! user key, or by one of the sender's devices with the user's certificate for it
+//! ([`crate::signer`]).
 //!
 //! What travels (and what a relay sees) is only the version, the recipient's user id, the
 //! X-Wing encapsulation and a ciphertext padded to a size bucket: the sender, the message id,
@@ -17,8 +19,10 @@ use hpke::kem::XWing;
 use hpke::{Deserializable as _, OpModeR, OpModeS, Serializable as _};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::UserId;
-use crate::keys::{Signature, UserPublicKeys, UserSecret};
+use crate::cert::Permissions;
+use crate::ids::{PeerId, UserId};
+use crate::keys::{KemKeyring, KemPublicKey, Signature};
+use crate::signer::{Proof, Signer};
 use crate::time::Timestamp;
 
 /// Longest message text, in bytes.
@@ -29,6 +33,9 @@ pub const BUCKETS: [usize; 5] = [512, 2 << 10, 8 << 10, 32 << 10, 128 << 10];
 pub const MAX_ENVELOPE_LEN: usize = 130 << 10;
 
 const VERSION: u8 = 1;
+/// The sealed plaintext's layout: 1 signed by the user key only, 2 with a [`Proof`].
+const INNER_V1: u8 = 1;
+const INNER_V2: u8 = 2;
 const INFO: &[u8] = b"volli/envelope/1";
 const MESSAGE_DOMAIN: &[u8] = b"volli/message/1";
 const RECEIPT_DOMAIN: &[u8] = b"volli/receipt/1";
@@ -131,6 +138,8 @@ pub struct Message {
     pub sent_at: Timestamp,
     /// The text.
     pub body: String,
+    /// The sender's device that signed it, when a device (not the user key) did.
+    pub device: Option<PeerId>,
 }
 
 /// The signed part, inside the seal.
@@ -144,6 +153,17 @@ struct Signed<'a> {
     body: &'a str,
 }
 
+/// The sealed plaintext (before padding), as the first version wrote it.
+#[derive(Serialize, Deserialize)]
+struct InnerV1 {
+    version: u8,
+    sender: UserId,
+    id: MessageId,
+    sent_at: Timestamp,
+    body: String,
+    signature: Signature,
+}
+
 /// The sealed plaintext (before padding).
 #[derive(Serialize, Deserialize)]
 struct Inner {
@@ -152,7 +172,7 @@ struct Inner {
     id: MessageId,
     sent_at: Timestamp,
     body: String,
-    signature: Signature,
+    proof: Proof,
 }
 
 /// The header bound into the AEAD as associated data.
@@ -192,10 +212,12 @@ fn bucket_for(len: usize) -> Option<usize> {
 }
 
 impl Envelope {
-    /// Seals `body` from `sender` to `recipient` with a fresh id, sent now.
+    /// Seals `body`, signed for `sender`, to the user `recipient` whose current X-Wing key is
+    /// `kem` (from their latest contact card).
     pub fn seal(
-        sender: &UserSecret,
-        recipient: &UserPublicKeys,
+        sender: &Signer<'_>,
+        recipient: UserId,
+        kem: &KemPublicKey,
         id: MessageId,
         sent_at: Timestamp,
         body: &str,
@@ -203,32 +225,33 @@ impl Envelope {
         if body.len() > MAX_BODY_LEN {
             return Err(EnvelopeError::TooLong);
         }
+        let from = sender.user_id();
         let signed = Signed {
             version: VERSION,
-            sender: &sender.user_id(),
-            recipient: &recipient.user_id,
+            sender: &from,
+            recipient: &recipient,
             id: &id,
             sent_at,
             body,
         };
-        let signature = sender.sign(MESSAGE_DOMAIN, &encode(&signed));
+        let proof = sender.prove(MESSAGE_DOMAIN, &encode(&signed));
         let mut plaintext = encode(&Inner {
-            version: VERSION,
-            sender: sender.user_id(),
+            version: INNER_V2,
+            sender: from,
             id,
             sent_at,
             body: body.to_owned(),
-            signature,
+            proof,
         });
         let padded = bucket_for(plaintext.len()).ok_or(EnvelopeError::TooLong)?;
         plaintext.resize(padded - TAG_LEN, 0);
         let aad = encode(&Header {
             version: VERSION,
-            recipient: &recipient.user_id,
+            recipient: &recipient,
         });
         let (encapped, ciphertext) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, XWing>(
             &OpModeS::Base,
-            recipient.kem.as_hpke(),
+            kem.as_hpke(),
             INFO,
             &plaintext,
             &aad,
@@ -236,15 +259,16 @@ impl Envelope {
         .map_err(|_| EnvelopeError::Seal)?;
         Ok(Self {
             version: VERSION,
-            recipient: recipient.user_id,
+            recipient,
             encapped: encapped.to_bytes().to_vec(),
             ciphertext,
         })
     }
 
-    /// Opens an envelope sealed to `me`, checking the sender's signature.
-    pub fn open(&self, me: &UserSecret) -> Result<Message, EnvelopeError> {
-        if self.recipient != me.user_id() {
+    /// Opens an envelope sealed to the user `me` with one of the keys in `keys` (newest
+    /// first), checking the sender's signature.
+    pub fn open(&self, me: UserId, keys: &KemKeyring) -> Result<Message, EnvelopeError> {
+        if self.recipient != me {
             return Err(EnvelopeError::WrongRecipient);
         }
         let encapped = <XWing as hpke::Kem>::EncappedKey::from_bytes(&self.encapped)
@@ -253,40 +277,74 @@ impl Envelope {
             version: self.version,
             recipient: &self.recipient,
         });
-        let plaintext = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, XWing>(
-            &OpModeR::Base,
-            me.kem_secret(),
-            &encapped,
-            INFO,
-            &self.ciphertext,
-            &aad,
-        )
-        .map_err(|_| EnvelopeError::Undecryptable)?;
-        let (inner, padding): (Inner, &[u8]) =
-            postcard::take_from_bytes(&plaintext).map_err(|_| EnvelopeError::Malformed)?;
-        if inner.version != VERSION
-            || inner.body.len() > MAX_BODY_LEN
-            || padding.iter().any(|b| *b != 0)
-        {
+        let plaintext = keys
+            .keys()
+            .iter()
+            .find_map(|key| {
+                hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, XWing>(
+                    &OpModeR::Base,
+                    key.secret(),
+                    &encapped,
+                    INFO,
+                    &self.ciphertext,
+                    &aad,
+                )
+                .ok()
+            })
+            .ok_or(EnvelopeError::Undecryptable)?;
+        let (sender, id, sent_at, body, proof, padding) = match plaintext.first() {
+            Some(&INNER_V1) => {
+                let (inner, padding): (InnerV1, &[u8]) =
+                    postcard::take_from_bytes(&plaintext).map_err(|_| EnvelopeError::Malformed)?;
+                let proof = Proof::User(inner.signature);
+                (
+                    inner.sender,
+                    inner.id,
+                    inner.sent_at,
+                    inner.body,
+                    proof,
+                    padding,
+                )
+            }
+            Some(&INNER_V2) => {
+                let (inner, padding): (Inner, &[u8]) =
+                    postcard::take_from_bytes(&plaintext).map_err(|_| EnvelopeError::Malformed)?;
+                (
+                    inner.sender,
+                    inner.id,
+                    inner.sent_at,
+                    inner.body,
+                    inner.proof,
+                    padding,
+                )
+            }
+            _ => return Err(EnvelopeError::Malformed),
+        };
+        if body.len() > MAX_BODY_LEN || padding.iter().any(|b| *b != 0) {
             return Err(EnvelopeError::Malformed);
         }
         let signed = Signed {
             version: VERSION,
-            sender: &inner.sender,
+            sender: &sender,
             recipient: &self.recipient,
-            id: &inner.id,
-            sent_at: inner.sent_at,
-            body: &inner.body,
+            id: &id,
+            sent_at,
+            body: &body,
         };
-        inner
-            .sender
-            .verify(MESSAGE_DOMAIN, &encode(&signed), &inner.signature)
+        let device = proof
+            .verify(
+                &sender,
+                Permissions::MESSAGES,
+                MESSAGE_DOMAIN,
+                &encode(&signed),
+            )
             .map_err(|_| EnvelopeError::BadSignature)?;
         Ok(Message {
-            id: inner.id,
-            sender: inner.sender,
-            sent_at: inner.sent_at,
-            body: inner.body,
+            id,
+            sender,
+            sent_at,
+            body,
+            device,
         })
     }
 
@@ -331,11 +389,11 @@ pub struct Receipt {
     pub id: MessageId,
     /// Its sender, to whom the receipt is addressed.
     pub sender: UserId,
-    /// The recipient, who signs.
+    /// The recipient, who signs (with the user key, or through one of its devices).
     pub recipient: UserId,
     /// When the recipient's node stored it.
     pub received_at: Timestamp,
-    signature: Signature,
+    proof: Proof,
 }
 
 #[derive(Serialize)]
@@ -347,14 +405,14 @@ struct ReceiptBody<'a> {
 }
 
 impl Receipt {
-    /// The recipient acknowledges message `id` from `sender`.
+    /// The recipient (`signer`) acknowledges message `id` from `sender`.
     pub fn issue(
-        recipient: &UserSecret,
+        signer: &Signer<'_>,
         id: MessageId,
         sender: UserId,
         received_at: Timestamp,
     ) -> Self {
-        let me = recipient.user_id();
+        let me = signer.user_id();
         let body = ReceiptBody {
             id: &id,
             sender: &sender,
@@ -366,7 +424,7 @@ impl Receipt {
             sender,
             recipient: me,
             received_at,
-            signature: recipient.sign(RECEIPT_DOMAIN, &encode(&body)),
+            proof: signer.prove(RECEIPT_DOMAIN, &encode(&body)),
         }
     }
 
@@ -386,8 +444,14 @@ impl Receipt {
             recipient: &self.recipient,
             received_at: self.received_at,
         };
-        recipient
-            .verify(RECEIPT_DOMAIN, &encode(&body), &self.signature)
+        self.proof
+            .verify(
+                &recipient,
+                Permissions::MESSAGES,
+                RECEIPT_DOMAIN,
+                &encode(&body),
+            )
+            .map(|_| ())
             .map_err(|_| EnvelopeError::BadSignature)
     }
 }
@@ -412,6 +476,11 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::keys::UserSecret;
+
+    fn open(e: &Envelope, me: &UserSecret) -> Result<Message, EnvelopeError> {
+        e.open(me.user_id(), &me.keyring(0))
+    }
 
     fn users() -> (UserSecret, UserSecret, UserSecret) {
         (
@@ -423,7 +492,15 @@ mod tests {
 
     fn seal(from: &UserSecret, to: &UserSecret, body: &str) -> (MessageId, Envelope) {
         let id = MessageId::random().unwrap();
-        let e = Envelope::seal(from, to.public_keys(), id, Timestamp::now(), body).unwrap();
+        let e = Envelope::seal(
+            &Signer::User(from),
+            to.user_id(),
+            &to.public_keys().kem,
+            id,
+            Timestamp::now(),
+            body,
+        )
+        .unwrap();
         (id, e)
     }
 
@@ -435,7 +512,7 @@ mod tests {
             let (a, b, _) = users();
             let (id, e) = seal(&a, &b, &body);
             let e = Envelope::from_bytes(&e.to_bytes()).unwrap();
-            let m = e.open(&b).unwrap();
+            let m = open(&e, &b).unwrap();
             prop_assert_eq!(m.id, id);
             prop_assert_eq!(m.sender, a.user_id());
             prop_assert_eq!(m.body, body);
@@ -448,7 +525,7 @@ mod tests {
             let mut bytes = e.to_bytes();
             let i = at.index(bytes.len());
             bytes[i] ^= 1 << bit;
-            let opened = Envelope::from_bytes(&bytes).and_then(|e| e.open(&b));
+            let opened = Envelope::from_bytes(&bytes).and_then(|e| open(&e, &b));
             prop_assert!(opened.is_err());
         }
 
@@ -456,7 +533,7 @@ mod tests {
         fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
             let (_, b, _) = users();
             if let Ok(e) = Envelope::from_bytes(&bytes) {
-                let _ = e.open(&b);
+                let _ = open(&e, &b);
             }
         }
     }
@@ -465,12 +542,12 @@ mod tests {
     fn the_wrong_recipient_cannot_open_it() {
         let (a, b, c) = users();
         let (_, e) = seal(&a, &b, "for b only");
-        assert_eq!(e.open(&c).unwrap_err(), EnvelopeError::WrongRecipient);
+        assert_eq!(open(&e, &c).unwrap_err(), EnvelopeError::WrongRecipient);
         // Relabelled for c, it still does not decrypt: the KEM and the AAD bind b.
         let mut relabelled = e.clone();
         relabelled.recipient = c.user_id();
         assert_eq!(
-            relabelled.open(&c).unwrap_err(),
+            open(&relabelled, &c).unwrap_err(),
             EnvelopeError::Undecryptable
         );
     }
@@ -489,14 +566,14 @@ mod tests {
             sent_at,
             body: "hi b",
         };
-        let signature = a.sign(MESSAGE_DOMAIN, &encode(&signed));
+        let proof = Signer::User(&a).prove(MESSAGE_DOMAIN, &encode(&signed));
         let mut plaintext = encode(&Inner {
-            version: VERSION,
+            version: INNER_V2,
             sender: a.user_id(),
             id,
             sent_at,
             body: "hi b".into(),
-            signature,
+            proof,
         });
         plaintext.resize(512 - TAG_LEN, 0);
         let aad = encode(&Header {
@@ -517,7 +594,7 @@ mod tests {
             encapped: encapped.to_bytes().to_vec(),
             ciphertext,
         };
-        assert_eq!(forged.open(&c).unwrap_err(), EnvelopeError::BadSignature);
+        assert_eq!(open(&forged, &c).unwrap_err(), EnvelopeError::BadSignature);
     }
 
     #[test]
@@ -533,8 +610,9 @@ mod tests {
         let too_long = "x".repeat(MAX_BODY_LEN + 1);
         assert_eq!(
             Envelope::seal(
-                &a,
-                b.public_keys(),
+                &Signer::User(&a),
+                b.user_id(),
+                &b.public_keys().kem,
                 MessageId::random().unwrap(),
                 Timestamp::now(),
                 &too_long
@@ -548,7 +626,7 @@ mod tests {
     fn receipts_verify_only_for_what_they_acknowledge() {
         let (a, b, c) = users();
         let id = MessageId::random().unwrap();
-        let r = Receipt::issue(&b, id, a.user_id(), Timestamp::now());
+        let r = Receipt::issue(&Signer::User(&b), id, a.user_id(), Timestamp::now());
         r.verify(id, a.user_id(), b.user_id()).unwrap();
         assert!(r.verify(id, a.user_id(), c.user_id()).is_err());
         assert!(
@@ -569,6 +647,75 @@ mod tests {
             "ABCDEF0123456789ABCDEF0123456789"
                 .parse::<MessageId>()
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn a_device_without_the_user_key_sends_and_acknowledges() {
+        use crate::cert::DeviceCertificate;
+        let (a, b, _) = users();
+        let key = libp2p_identity::Keypair::generate_ed25519();
+        let peer = key.public().to_peer_id();
+        let cert =
+            DeviceCertificate::issue(&a, peer, "phone", Permissions::MESSAGES, Timestamp::now());
+        let phone = Signer::Device {
+            key: &key,
+            certificate: &cert,
+        };
+        let id = MessageId::random().unwrap();
+        let e = Envelope::seal(
+            &phone,
+            b.user_id(),
+            &b.public_keys().kem,
+            id,
+            Timestamp::now(),
+            "from my phone",
+        )
+        .unwrap();
+        let m = open(&e, &b).unwrap();
+        assert_eq!((m.sender, m.device), (a.user_id(), Some(peer)));
+        let r = Receipt::issue(&phone, id, b.user_id(), Timestamp::now());
+        r.verify(id, b.user_id(), a.user_id()).unwrap();
+
+        // A certificate without `messages` does not let a device speak for the user.
+        let settings_only =
+            DeviceCertificate::issue(&a, peer, "tablet", Permissions::SETTINGS, Timestamp::now());
+        let tablet = Signer::Device {
+            key: &key,
+            certificate: &settings_only,
+        };
+        let e = Envelope::seal(
+            &tablet,
+            b.user_id(),
+            &b.public_keys().kem,
+            id,
+            Timestamp::now(),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(open(&e, &b).unwrap_err(), EnvelopeError::BadSignature);
+    }
+
+    #[test]
+    fn an_envelope_sealed_to_an_older_generation_still_opens_with_the_keyring() {
+        let (a, b, _) = users();
+        let id = MessageId::random().unwrap();
+        let old = b.kem_key(0);
+        let new = b.kem_key(1);
+        let e = Envelope::seal(
+            &Signer::User(&a),
+            b.user_id(),
+            old.public(),
+            id,
+            Timestamp::now(),
+            "late",
+        )
+        .unwrap();
+        assert_eq!(e.open(b.user_id(), &b.keyring(1)).unwrap().body, "late");
+        let only_new = KemKeyring::new(vec![new]);
+        assert_eq!(
+            e.open(b.user_id(), &only_new).unwrap_err(),
+            EnvelopeError::Undecryptable
         );
     }
 }

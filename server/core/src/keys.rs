@@ -1,9 +1,13 @@
 //! The user's keys: one 32-byte master secret from which the Ed25519 signing key and the
-//! X-Wing (X25519 + ML-KEM-768) HPKE key are derived.
+//! X-Wing (X25519 + ML-KEM-768) HPKE keys are derived.
 //!
-//! Deriving both from one secret keeps the identity a single value to store, seal with a
-//! passphrase, or hand to a newly paired device. This module signs and exposes public keys;
-//! it does not encrypt messages (that is the envelope's job) and does not touch files.
+//! Deriving everything from one secret keeps the identity a single value to store, seal with
+//! a passphrase, or hand to a newly paired admin device. The X-Wing key comes in
+//! *generations* ([`KemKey`]): generation 0 is the key a user starts with, and revoking a
+//! device that held one moves the user to the next, so the revoked device cannot open what
+//! is sealed afterwards. Devices without the master secret hold only the generations they
+//! were given ([`KemKeyring`]). This module signs and exposes public keys; it does not
+//! encrypt messages (that is the envelope's job) and does not touch files.
 
 use std::fmt;
 
@@ -216,6 +220,116 @@ impl UserSecret {
     }
 }
 
+impl UserSecret {
+    /// Generation `generation` of this user's X-Wing key.
+    pub fn kem_key(&self, generation: u32) -> KemKey {
+        let mut seed = if generation == 0 {
+            blake3::derive_key("volli user kem key v1", &self.master)
+        } else {
+            let mut input = self.master.to_vec();
+            input.extend_from_slice(&generation.to_le_bytes());
+            let seed = blake3::derive_key("volli user kem key generation v1", &input);
+            input.zeroize();
+            seed
+        };
+        let key = KemKey::from_seed(generation, seed);
+        seed.zeroize();
+        key
+    }
+
+    /// Every generation of the X-Wing key up to `current`.
+    pub fn keyring(&self, current: u32) -> KemKeyring {
+        KemKeyring::new((0..=current).map(|g| self.kem_key(g)).collect())
+    }
+}
+
+/// One generation of the user's X-Wing key, with the seed it is derived from (what a device
+/// without the master secret is given).
+pub struct KemKey {
+    generation: u32,
+    seed: [u8; 32],
+    secret: <XWing as hpke::Kem>::PrivateKey,
+    public: KemPublicKey,
+}
+
+impl KemKey {
+    /// The key of `generation` derived from `seed`.
+    pub fn from_seed(generation: u32, seed: [u8; 32]) -> Self {
+        let (secret, public) = XWing::derive_keypair(&seed);
+        Self {
+            generation,
+            seed,
+            secret,
+            public: KemPublicKey(public),
+        }
+    }
+
+    /// Its generation.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The seed, for handing to another device of the user. Handle with care.
+    pub fn seed(&self) -> &[u8; 32] {
+        &self.seed
+    }
+
+    /// The public key contacts seal to.
+    pub fn public(&self) -> &KemPublicKey {
+        &self.public
+    }
+
+    /// The private key, for opening envelopes.
+    pub fn secret(&self) -> &<XWing as hpke::Kem>::PrivateKey {
+        &self.secret
+    }
+}
+
+impl Drop for KemKey {
+    fn drop(&mut self) {
+        self.seed.zeroize();
+    }
+}
+
+impl fmt::Debug for KemKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KemKey")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The X-Wing keys a device holds: the current generation and earlier ones (an envelope
+/// sealed just before a rotation may still arrive), newest first.
+#[derive(Debug, Default)]
+pub struct KemKeyring {
+    keys: Vec<KemKey>,
+}
+
+impl KemKeyring {
+    /// A keyring of `keys` (any order; one per generation).
+    pub fn new(mut keys: Vec<KemKey>) -> Self {
+        keys.sort_by_key(|k| std::cmp::Reverse(k.generation));
+        keys.dedup_by_key(|k| k.generation);
+        Self { keys }
+    }
+
+    /// The newest generation, if any.
+    pub fn current(&self) -> Option<&KemKey> {
+        self.keys.first()
+    }
+
+    /// Every key, newest first.
+    pub fn keys(&self) -> &[KemKey] {
+        &self.keys
+    }
+
+    /// Whether it holds no key (a device without the `messages` permission).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
 impl Drop for UserSecret {
     fn drop(&mut self) {
         self.master.zeroize();
@@ -265,6 +379,24 @@ mod tests {
             user.user_id().verify(domain::DEVICE_CERT, b"hellO", &sig),
             Err(KeyError::BadSignature)
         );
+    }
+
+    #[test]
+    fn generations_are_distinct_and_reproducible_from_their_seed() {
+        let user = UserSecret::from_master([9; 32]);
+        let zero = user.kem_key(0);
+        assert_eq!(
+            zero.public(),
+            &user.public_keys().kem,
+            "generation 0 is the original key"
+        );
+        let one = user.kem_key(1);
+        assert_ne!(zero.public(), one.public());
+        let again = KemKey::from_seed(1, *one.seed());
+        assert_eq!(again.public(), one.public());
+        let ring = user.keyring(2);
+        assert_eq!(ring.current().map(KemKey::generation), Some(2));
+        assert_eq!(ring.keys().len(), 3);
     }
 
     #[test]

@@ -13,7 +13,9 @@ pub mod envelope;
 pub mod ids;
 pub mod invite;
 pub mod keys;
+pub mod pairing;
 pub mod record;
+pub mod signer;
 pub mod time;
 pub mod wire;
 
@@ -22,6 +24,7 @@ pub use cert::{CertError, DeviceCertificate, Permissions};
 pub use envelope::{Envelope, EnvelopeError, Message, MessageId, Receipt};
 pub use ids::{IdError, PeerId, UserId};
 pub use invite::{Invite, InviteError};
-pub use keys::{KemPublicKey, KeyError, Signature, UserPublicKeys, UserSecret};
+pub use keys::{KemKey, KemKeyring, KemPublicKey, KeyError, Signature, UserPublicKeys, UserSecret};
 pub use record::{AddressRecord, RecordError};
+pub use signer::Signer;
 pub use time::Timestamp;

@@ -83,7 +83,7 @@ pub struct Deliver {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Delivered {
     /// Stored (now or before): the recipient's signed receipt.
-    Receipt(crate::Receipt),
+    Receipt(Box<crate::Receipt>),
     /// Not accepted, with a reason (the sender keeps trying until the message expires: a
     /// contact whose invite just completed may not know the sender yet).
     Refused(String),
@@ -164,4 +164,142 @@ pub enum RelayResponse {
         /// More are held.
         more: bool,
     },
+}
+
+/// `/volli/pair/1` requests: a new node pairing with an existing device of a user (see
+/// [`crate::pairing`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PairRequest {
+    /// Is a pairing session waiting behind this nameplate? (Reveals nothing else.)
+    Probe {
+        /// The code's public part.
+        nameplate: u16,
+    },
+    /// Starts the exchange.
+    Start {
+        /// The session, by link or by nameplate.
+        session: crate::pairing::SessionRef,
+        /// The joiner's SPAKE2 message.
+        spake: Vec<u8>,
+        /// The name the new device wants to be known by.
+        device_name: String,
+        /// An X-Wing public key made for this exchange: what is handed over is sealed to it.
+        reply_key: Vec<u8>,
+    },
+    /// The joiner's key confirmation.
+    Confirm {
+        /// The session id.
+        session: [u8; 16],
+        /// Its confirmation.
+        confirmation: [u8; 32],
+    },
+    /// Waits (a while) for the user's decision on the existing device.
+    Wait {
+        /// The session id.
+        session: [u8; 16],
+    },
+}
+
+/// `/volli/pair/1` responses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PairResponse {
+    /// Whether a session waits behind the nameplate asked for.
+    Present(bool),
+    /// The existing device's side of the exchange.
+    Started {
+        /// The session id.
+        session: [u8; 16],
+        /// Its SPAKE2 message.
+        spake: Vec<u8>,
+        /// Its key confirmation.
+        confirmation: [u8; 32],
+    },
+    /// The joiner's confirmation holds: the user is asked.
+    Confirmed,
+    /// No decision yet.
+    Pending,
+    /// Approved: the bundle, sealed with HPKE to the joiner's reply key.
+    Approved {
+        /// The HPKE encapsulation.
+        encapped: Vec<u8>,
+        /// The sealed [`PairBundle`].
+        bundle: Vec<u8>,
+    },
+    /// The user said no.
+    Rejected,
+    /// The session expired.
+    Expired,
+    /// The session was used (or burnt by a wrong guess).
+    Used,
+    /// Refused, with a reason.
+    Refused(String),
+}
+
+/// What a new device receives when its pairing is approved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairBundle {
+    /// The user it joins.
+    pub user: crate::UserId,
+    /// The user's master secret, for an `admin` device.
+    pub master: Option<[u8; 32]>,
+    /// The X-Wing key seeds `(generation, seed)`, for a device with `messages`.
+    pub kem_seeds: Vec<(u32, [u8; 32])>,
+    /// The user's certificate for the new device.
+    pub certificate: DeviceCertificate,
+    /// The user's contacts, settings and devices documents the device may hold (an encoded
+    /// vault delta).
+    pub vault: Vec<u8>,
+}
+
+/// `/volli/sync/1` requests, between devices of one user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncRequest {
+    /// What the requester's vault holds (an encoded version); answer with what it lacks,
+    /// sealed to `reply_key`, about `budget` bytes at most.
+    Pull {
+        /// The requester's vault version.
+        version: Vec<u8>,
+        /// An X-Wing public key made for this round.
+        reply_key: Vec<u8>,
+        /// Bytes wanted at most (roughly).
+        budget: u32,
+    },
+    /// The requester's vault changed and now holds `version`: pull what you lack.
+    Notify {
+        /// The requester's vault version.
+        version: Vec<u8>,
+    },
+    /// The X-Wing key seeds from generation `since` on, sealed to `reply_key` (asked of an
+    /// admin device by a device with `messages` after a rotation).
+    Keys {
+        /// The first generation wanted.
+        since: u32,
+        /// An X-Wing public key made for this request.
+        reply_key: Vec<u8>,
+    },
+}
+
+/// `/volli/sync/1` responses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncResponse {
+    /// Part of what the requester lacks: a sealed, encoded vault delta.
+    Delta {
+        /// The HPKE encapsulation.
+        encapped: Vec<u8>,
+        /// The sealed delta.
+        sealed: Vec<u8>,
+        /// Whether more remains.
+        more: bool,
+    },
+    /// The requested key seeds, sealed: an encoded `Vec<(u32, [u8; 32])>`.
+    Keys {
+        /// The HPKE encapsulation.
+        encapped: Vec<u8>,
+        /// The sealed seeds.
+        sealed: Vec<u8>,
+    },
+    /// Taken note of.
+    Ok,
+    /// Refused, with a reason (not one of the user's devices, revoked, not allowed).
+    Refused(String),
 }

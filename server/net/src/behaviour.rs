@@ -39,6 +39,7 @@ pub(crate) struct Behaviour {
     pub(crate) message: Rpc,
     pub(crate) relay_mailbox: Rpc,
     pub(crate) sync: Rpc,
+    pub(crate) pair: Rpc,
 }
 
 fn rpc(protocol: Protocol, timeout: Duration) -> Rpc {
@@ -125,6 +126,8 @@ impl Behaviour {
             message: rpc(Protocol::Message, timeout),
             relay_mailbox: rpc(Protocol::Relay, timeout),
             sync: rpc(Protocol::Sync, timeout),
+            // A pairing waits for a person to approve it: its requests may take a minute.
+            pair: rpc(Protocol::Pair, timeout.max(Duration::from_secs(90))),
         }
     }
 
@@ -135,6 +138,7 @@ impl Behaviour {
             Protocol::Message => &mut self.message,
             Protocol::Relay => &mut self.relay_mailbox,
             Protocol::Sync => &mut self.sync,
+            Protocol::Pair => &mut self.pair,
         }
     }
 }

@@ -16,16 +16,19 @@ pub enum Protocol {
     Relay,
     /// Syncing the vault between a user's own devices.
     Sync,
+    /// Pairing a new device with an existing one.
+    Pair,
 }
 
 impl Protocol {
     /// Every protocol.
-    pub const ALL: [Protocol; 5] = [
+    pub const ALL: [Protocol; 6] = [
         Protocol::Hello,
         Protocol::Invite,
         Protocol::Message,
         Protocol::Relay,
         Protocol::Sync,
+        Protocol::Pair,
     ];
 
     /// The wire protocol id.
@@ -36,6 +39,7 @@ impl Protocol {
             Protocol::Message => "/volli/msg/1",
             Protocol::Relay => "/volli/relay/1",
             Protocol::Sync => "/volli/sync/1",
+            Protocol::Pair => "/volli/pair/1",
         })
     }
 
@@ -44,8 +48,10 @@ impl Protocol {
         match self {
             Protocol::Hello => 8 << 10,
             Protocol::Invite => 16 << 10,
-            Protocol::Message | Protocol::Relay => 512 << 10,
-            Protocol::Sync => 4 << 20,
+            Protocol::Message | Protocol::Relay => 256 << 10,
+            // Version vectors and a reply key; never data.
+            Protocol::Sync => 1 << 20,
+            Protocol::Pair => 8 << 10,
         }
     }
 
@@ -57,6 +63,8 @@ impl Protocol {
             Protocol::Message => 4 << 10,
             Protocol::Relay => 4 << 20,
             Protocol::Sync => 16 << 20,
+            // The sealed bundle: keys, a certificate, the contacts/settings/devices documents.
+            Protocol::Pair => 8 << 20,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod contacts;
+pub mod devices;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -59,6 +60,8 @@ pub struct ApiState {
     pub messaging: crate::messaging::Messaging,
     /// Friends' relays.
     pub relay: crate::relay::Relay,
+    /// The user's devices.
+    pub devices: crate::devices::Devices,
 }
 
 #[derive(OpenApi)]
@@ -81,6 +84,7 @@ pub struct ApiState {
         (name = "peers", description = "Peers found and connected"),
         (name = "messages", description = "End-to-end encrypted messages and the relay mailbox"),
         (name = "plugins", description = "Sandboxed WebAssembly plugins"),
+        (name = "devices", description = "The user's devices: pairing, revocation, vault sync"),
     )
 )]
 struct ApiDoc;
@@ -129,6 +133,12 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(plugins::enable))
         .routes(routes!(plugins::disable))
         .routes(routes!(plugins::configure))
+        .routes(routes!(devices::create, devices::requests))
+        .routes(routes!(devices::join))
+        .routes(routes!(devices::approve))
+        .routes(routes!(devices::reject))
+        .routes(routes!(devices::list))
+        .routes(routes!(devices::revoke))
 }
 
 /// The OpenAPI document, as served at `/openapi.json` and committed in `openapi/openapi.json`.

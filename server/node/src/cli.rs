@@ -86,6 +86,59 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Add a device to this user: prints a link (with its QR code) and a short code, then
+    /// waits for the new device and asks you to approve it. `volli pair join` runs on the new
+    /// node.
+    Pair {
+        #[command(subcommand)]
+        command: Option<PairCommand>,
+        /// How long the link and code work, in seconds [default: 900].
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// What the new device may do, comma-separated: messages, contacts, settings, admin
+        /// [default: messages,contacts,settings].
+        #[arg(long)]
+        permissions: Option<String>,
+        /// Print only the link and the code; do not wait for the new device.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List this user's devices, or revoke one.
+    Devices {
+        #[command(subcommand)]
+        command: Option<DevicesCommand>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PairCommand {
+    /// Join a user as a new device (run on the new node), with a link or a short code.
+    Join {
+        /// The `volli://pair/…` link or the short code.
+        link_or_code: String,
+        /// The name this device is to have [default: its current name].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Approve a request to join (after comparing its check code).
+    Approve {
+        /// The pairing id.
+        id: String,
+    },
+    /// Reject a request to join.
+    Reject {
+        /// The pairing id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DevicesCommand {
+    /// Revoke a device: it gets nothing new and contacts learn it is no longer yours.
+    Revoke {
+        /// Its peer id.
+        peer_id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -228,6 +281,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Peers => client::peers(&connect(&cli)?).await,
         Command::Send { to, text } => client::send(&connect(&cli)?, to, text).await,
         Command::Messages { with, limit } => client::messages(&connect(&cli)?, with, *limit).await,
+        Command::Pair {
+            command,
+            ttl,
+            permissions,
+            no_wait,
+        } => {
+            let c = connect(&cli)?;
+            match command {
+                None => client::pair(&c, *ttl, permissions.as_deref(), !*no_wait).await,
+                Some(PairCommand::Join { link_or_code, name }) => {
+                    client::pair_join(&c, link_or_code, name.as_deref()).await
+                }
+                Some(PairCommand::Approve { id }) => client::pair_decide(&c, id, true).await,
+                Some(PairCommand::Reject { id }) => client::pair_decide(&c, id, false).await,
+            }
+        }
+        Command::Devices { command } => {
+            let c = connect(&cli)?;
+            match command {
+                None => client::devices(&c).await,
+                Some(DevicesCommand::Revoke { peer_id }) => {
+                    let path = format!("/v1/devices/{}", client::encode(peer_id));
+                    c.send(reqwest::Method::DELETE, &path, client::Body::None)
+                        .await?;
+                    println!("revoked {peer_id}");
+                    Ok(())
+                }
+            }
+        }
     }
 }
 

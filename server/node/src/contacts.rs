@@ -56,6 +56,9 @@ pub enum ContactError {
     /// No such contact.
     #[error("no such contact")]
     NotFound,
+    /// Only a device that holds the user's signing key (an `admin` device) can do this.
+    #[error("only an admin device of this user can do that (it signs for the user)")]
+    NotAdmin,
     /// Storage failed.
     #[error("storage: {0}")]
     Store(#[from] volli_store::StoreError),
@@ -129,9 +132,16 @@ impl Contacts {
         }
     }
 
-    /// This user's contact card as of now, listing the relays it designated.
-    pub(crate) async fn my_card(&self) -> ContactCard {
+    /// This user's contact card as of now: its devices (the user's, not revoked), the
+    /// current X-Wing key, the relays it designated. An admin device issues a new card when
+    /// any of that changed and keeps it in the vault, where the user's other devices find it;
+    /// the others use the latest one kept there.
+    pub(crate) async fn my_card(&self) -> Result<ContactCard, ContactError> {
         let identity = &self.inner.identity;
+        let kept = self.inner.vault.own_card().await?;
+        let Some(user) = &identity.user else {
+            return kept.ok_or(ContactError::NotAdmin);
+        };
         let relays: Vec<UserId> = self
             .inner
             .db
@@ -145,13 +155,35 @@ impl Contacts {
             Ok(Some(serde_json::Value::String(name))) if !name.trim().is_empty() => name,
             _ => identity.certificate.device_name().to_owned(),
         };
-        ContactCard::issue(
-            &identity.user,
-            &name,
-            std::slice::from_ref(&identity.certificate),
-            &relays,
-            Timestamp::now(),
-        )
+        let mut devices: Vec<volli_core::DeviceCertificate> = self
+            .inner
+            .vault
+            .devices_of(identity.user_id())
+            .await?
+            .into_iter()
+            .filter(|d| d.revoked_at.is_none())
+            .map(|d| d.certificate)
+            .collect();
+        if !devices.iter().any(|d| d.peer_id() == identity.peer_id()) {
+            devices.insert(0, identity.certificate.clone());
+        }
+        let keyring = identity.keyring();
+        let kem = keyring
+            .current()
+            .map(|k| k.public().clone())
+            .unwrap_or_else(|| user.public_keys().kem.clone());
+        let same = kept.as_ref().is_some_and(|card| {
+            card.keys().kem == kem
+                && card.name() == name
+                && card.relays() == relays.as_slice()
+                && card.devices() == devices.as_slice()
+        });
+        if same && let Some(card) = kept {
+            return Ok(card);
+        }
+        let card = ContactCard::issue_with(user, &kem, &name, &devices, &relays, Timestamp::now());
+        self.inner.vault.set_own_card(card.clone()).await?;
+        Ok(card)
     }
 
     /// Issues an invite valid for `ttl` and `max_uses` redemptions.
@@ -169,8 +201,11 @@ impl Contacts {
             .db
             .create_invite(&invite::secret_id(&secret), expires_at, max_uses)
             .await?;
+        let Some(user) = &self.inner.identity.user else {
+            return Err(ContactError::NotAdmin);
+        };
         let invite = Invite::create(
-            &self.inner.identity.user,
+            user,
             self.inner.identity.certificate.clone(),
             &addrs,
             expires_at,
@@ -231,7 +266,11 @@ impl Contacts {
         let request = RedeemRequest {
             version: 1,
             secret: invite.secret(),
-            card: self.my_card().await.to_bytes(),
+            card: self
+                .my_card()
+                .await
+                .map_err(RedeemFailure::Failed)?
+                .to_bytes(),
         };
         let inviter_peer = invite.device().peer_id();
         let call = self.inner.net.request(
@@ -362,8 +401,13 @@ impl Contacts {
                         tracing::info!(contact = %contact.user_id, "invite redeemed");
                     }
                     self.added(&contact, None).await;
-                    RedeemResponse::Accepted {
-                        card: self.my_card().await.to_bytes(),
+                    match self.my_card().await {
+                        Ok(card) => RedeemResponse::Accepted {
+                            card: card.to_bytes(),
+                        },
+                        Err(e) => RedeemResponse::Refused {
+                            reason: format!("the inviter's node cannot answer: {e}"),
+                        },
                     }
                 }
                 Err(e) => {

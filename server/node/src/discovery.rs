@@ -227,18 +227,22 @@ impl Discovery {
     fn self_info(&self, addrs: &[Multiaddr]) -> SelfInfo {
         let identity = &self.inner.identity;
         let now = Timestamp::now();
-        let record = AddressRecord::issue(
-            &identity.user,
-            &[(identity.certificate.clone(), addrs.to_vec())],
-            now,
-            now.saturating_add(RECORD_TTL),
-        );
+        // Address records are signed by the user key: only admin devices publish one (the
+        // others are found through their contacts' cards, the LAN and rendezvous).
+        let record = identity.user.as_ref().map(|user| {
+            AddressRecord::issue(
+                user,
+                &[(identity.certificate.clone(), addrs.to_vec())],
+                now,
+                now.saturating_add(RECORD_TTL),
+            )
+        });
         SelfInfo {
             user_id: identity.user_id().to_string(),
             peer_id: identity.peer_id().to_base58(),
             addrs: addrs.iter().map(ToString::to_string).collect(),
             certificate: identity.certificate.to_bytes(),
-            signed_record: record.to_bytes(),
+            signed_record: record.map(|r| r.to_bytes()).unwrap_or_default(),
         }
     }
 

@@ -69,6 +69,58 @@ pub enum Event {
         /// The former contact's user id.
         user_id: String,
     },
+    /// A new device asks to join this user (on the existing device): approve or reject it
+    /// after comparing `check_code` with the one the new device shows.
+    #[serde(rename = "pairing.request")]
+    PairingRequest {
+        /// The pairing session.
+        id: String,
+        /// The name the new device gave.
+        device_name: String,
+        /// Its peer id.
+        peer_id: String,
+        /// The code both devices show.
+        check_code: String,
+    },
+    /// This node joined a user as a new device (on the new node). The node restarts as that
+    /// user's device right after; reconnect.
+    #[serde(rename = "pairing.completed")]
+    PairingCompleted {
+        /// The pairing session.
+        id: String,
+        /// The user joined.
+        user_id: String,
+    },
+    /// A pairing this node started (joining) ended without joining.
+    #[serde(rename = "pairing.failed")]
+    PairingFailed {
+        /// The pairing session.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A device was added to this user.
+    #[serde(rename = "device.added")]
+    DeviceAdded {
+        /// Its peer id.
+        peer_id: String,
+        /// Its name.
+        name: String,
+    },
+    /// A device of this user was revoked.
+    #[serde(rename = "device.revoked")]
+    DeviceRevoked {
+        /// Its peer id.
+        peer_id: String,
+    },
+    /// The vault took in changes from another device of this user.
+    #[serde(rename = "sync.completed")]
+    SyncCompleted {
+        /// The device it synced with.
+        peer_id: String,
+        /// Documents that changed.
+        docs: usize,
+    },
     /// An invite accepted while its inviter was unreachable could not be redeemed.
     #[serde(rename = "contact.failed")]
     ContactFailed {

@@ -1,22 +1,37 @@
-//! The node's identity on disk: the user's master secret, this device's libp2p key, the
-//! device certificate binding the two, and the admin token that guards the API.
+//! The node's identity on disk: the user's keys (as much of them as this device holds), this
+//! device's libp2p key, the device certificate binding the two, and the admin token that
+//! guards the API.
 //!
 //! Layout inside the data dir (all files mode 0600, the directories 0700):
-//! `identity/user.key`, `identity/device.key`, `identity/device.cert`, `admin.token`.
-//! Missing pieces are created on first start; existing ones are never replaced, except the
-//! certificate, which is re-issued when it no longer matches the keys or the device name.
+//! `identity/device.key`, `identity/device.cert`, `admin.token`, and either
+//! `identity/user.key` (the user's master secret: an `admin` device) or
+//! `identity/member.key` (the user id and the X-Wing key generations a non-admin device was
+//! given; see ADR 0009). Missing pieces are created on first start; existing ones are never
+//! replaced, except an admin device's certificate, re-issued when it no longer matches.
+//!
+//! Joining another user (pairing) commits through one file, `identity/joined`, written
+//! atomically: until it exists the node is still itself; once it does, the next start (or the
+//! running node, which restarts) applies it and removes it, and applying it again after a
+//! crash gives the same result.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use libp2p_identity::Keypair;
-use volli_core::{DeviceCertificate, PeerId, Permissions, Timestamp, UserId, UserSecret};
+use serde::{Deserialize, Serialize};
+use volli_core::{
+    DeviceCertificate, KemKey, KemKeyring, PeerId, Permissions, Signer, Timestamp, UserId,
+    UserSecret,
+};
 
 use crate::secret_file;
 
 const USER_KEY_MAGIC: &[u8] = b"volli-user-key-v1\n";
+const MEMBER_KEY_MAGIC: &[u8] = b"volli-member-key-v1\n";
+const JOINED_MAGIC: &[u8] = b"volli-joined-v1\n";
 
 /// Why the identity could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -43,14 +58,40 @@ pub enum IdentityError {
     Rng,
 }
 
+/// What a non-admin device holds of the user's keys.
+#[derive(Serialize, Deserialize)]
+struct MemberKeys {
+    user: UserId,
+    seeds: Vec<(u32, [u8; 32])>,
+}
+
+/// What a pairing hands over, as committed to `identity/joined`.
+#[derive(Serialize, Deserialize)]
+pub struct Joined {
+    /// The user joined.
+    pub user: UserId,
+    /// The master secret, for an admin device.
+    pub master: Option<[u8; 32]>,
+    /// X-Wing key seeds, for a device with `messages`.
+    pub seeds: Vec<(u32, [u8; 32])>,
+    /// The user's certificate for this device, encoded.
+    pub certificate: Vec<u8>,
+    /// The contacts, settings and devices documents handed over (an encoded vault delta),
+    /// imported once the node starts as the user's device.
+    pub vault: Vec<u8>,
+}
+
 /// The keys this node acts with.
 pub struct Identity {
-    /// The user's secret keys (shared by all of the user's devices).
-    pub user: UserSecret,
+    user_id: UserId,
+    /// The user's secret keys, on an `admin` device only.
+    pub user: Option<UserSecret>,
     /// This device's libp2p key.
     pub device: Keypair,
     /// The user's certificate for this device.
     pub certificate: DeviceCertificate,
+    keyring: RwLock<Arc<KemKeyring>>,
+    dir: PathBuf,
 }
 
 /// What `load_or_create` found.
@@ -59,12 +100,15 @@ pub struct Loaded {
     pub identity: Identity,
     /// True when the user identity was created just now.
     pub created_user: bool,
+    /// When a pairing was applied just now (this node is now another user's device): the
+    /// vault delta that came with it, to import.
+    pub joined: Option<Vec<u8>>,
 }
 
 impl Identity {
     /// The user id.
     pub fn user_id(&self) -> UserId {
-        self.user.user_id()
+        self.user_id
     }
 
     /// This device's peer id.
@@ -72,23 +116,79 @@ impl Identity {
         self.device.public().to_peer_id()
     }
 
-    /// Loads the identity from `data_dir`, creating whatever is missing.
+    /// What this device may do.
+    pub fn permissions(&self) -> Permissions {
+        self.certificate.permissions()
+    }
+
+    /// Whether this device holds the user's signing key.
+    pub fn is_admin(&self) -> bool {
+        self.user.is_some()
+    }
+
+    /// Who signs messages and receipts from this device: the user key on an admin device,
+    /// the device key under its certificate elsewhere.
+    pub fn signer(&self) -> Signer<'_> {
+        match &self.user {
+            Some(user) => Signer::User(user),
+            None => Signer::Device {
+                key: &self.device,
+                certificate: &self.certificate,
+            },
+        }
+    }
+
+    /// The X-Wing keys this device holds.
+    pub fn keyring(&self) -> Arc<KemKeyring> {
+        self.keyring
+            .read()
+            .map(|k| Arc::clone(&k))
+            .unwrap_or_default()
+    }
+
+    /// The X-Wing key generations an admin device can derive, up to `generation`.
+    pub fn derive_keyring(&self, generation: u32) {
+        if let Some(user) = &self.user
+            && let Ok(mut ring) = self.keyring.write()
+        {
+            *ring = Arc::new(user.keyring(generation));
+        }
+    }
+
+    /// Adds key generations a non-admin device was given, and keeps them on disk.
+    pub fn add_keys(&self, seeds: &[(u32, [u8; 32])]) -> Result<(), IdentityError> {
+        if self.user.is_some() || !self.permissions().contains(Permissions::MESSAGES) {
+            return Ok(());
+        }
+        let mut all: Vec<(u32, [u8; 32])> = self
+            .keyring()
+            .keys()
+            .iter()
+            .map(|k| (k.generation(), *k.seed()))
+            .collect();
+        all.extend_from_slice(seeds);
+        all.sort_by_key(|(g, _)| *g);
+        all.dedup_by_key(|(g, _)| *g);
+        let path = self.dir.join("member.key");
+        write_member(
+            &path,
+            &MemberKeys {
+                user: self.user_id,
+                seeds: all.clone(),
+            },
+        )?;
+        if let Ok(mut ring) = self.keyring.write() {
+            *ring = Arc::new(keyring_of(&all));
+        }
+        Ok(())
+    }
+
+    /// Loads the identity from `data_dir`, creating whatever is missing and applying a
+    /// committed pairing.
     pub fn load_or_create(data_dir: &Path, device_name: &str) -> Result<Loaded, IdentityError> {
         let dir = data_dir.join("identity");
         secret_file::private_dir(data_dir).map_err(io_at(data_dir))?;
         secret_file::private_dir(&dir).map_err(io_at(&dir))?;
-
-        let user_path = dir.join("user.key");
-        let (user, created_user) = match read_optional(&user_path)? {
-            Some(bytes) => (parse_user_key(&user_path, &bytes)?, false),
-            None => {
-                let user = UserSecret::generate().map_err(|_| IdentityError::Rng)?;
-                let mut bytes = USER_KEY_MAGIC.to_vec();
-                bytes.extend_from_slice(user.master_bytes());
-                secret_file::write(&user_path, &bytes).map_err(io_at(&user_path))?;
-                (user, true)
-            }
-        };
 
         let device_path = dir.join("device.key");
         let device = match read_optional(&device_path)? {
@@ -111,36 +211,196 @@ impl Identity {
             }
         };
         let peer_id = device.public().to_peer_id();
+        let joined = apply_joined(&dir)?;
 
+        let user_path = dir.join("user.key");
+        let member_path = dir.join("member.key");
         let cert_path = dir.join("device.cert");
-        let existing = read_optional(&cert_path)?
-            .and_then(|b| DeviceCertificate::from_bytes(&b).ok())
-            .filter(|c| {
-                c.verify_for(&user.user_id(), &peer_id).is_ok() && c.device_name() == device_name
+        let existing_cert =
+            read_optional(&cert_path)?.and_then(|b| DeviceCertificate::from_bytes(&b).ok());
+        if let Some(bytes) = read_optional(&user_path)? {
+            let user = parse_user_key(&user_path, &bytes)?;
+            let certificate = match existing_cert.filter(|c| {
+                c.verify_for(&user.user_id(), &peer_id).is_ok()
+                    && c.device_name() == device_name
+                    && c.permissions() == Permissions::ALL
+            }) {
+                Some(cert) => cert,
+                None => {
+                    let cert = DeviceCertificate::issue(
+                        &user,
+                        peer_id,
+                        device_name,
+                        Permissions::ALL,
+                        Timestamp::now(),
+                    );
+                    secret_file::write(&cert_path, &cert.to_bytes()).map_err(io_at(&cert_path))?;
+                    cert
+                }
+            };
+            let keyring = user.keyring(0);
+            return Ok(Loaded {
+                identity: Identity {
+                    user_id: user.user_id(),
+                    user: Some(user),
+                    device,
+                    certificate,
+                    keyring: RwLock::new(Arc::new(keyring)),
+                    dir,
+                },
+                created_user: false,
+                joined,
             });
-        let certificate = match existing {
-            Some(cert) => cert,
-            None => {
-                let cert = DeviceCertificate::issue(
-                    &user,
-                    peer_id,
-                    device_name,
-                    Permissions::ALL,
-                    Timestamp::now(),
-                );
-                secret_file::write(&cert_path, &cert.to_bytes()).map_err(io_at(&cert_path))?;
-                cert
-            }
-        };
-
+        }
+        if let Some(bytes) = read_optional(&member_path)? {
+            let keys: MemberKeys = bytes
+                .strip_prefix(MEMBER_KEY_MAGIC)
+                .and_then(|rest| postcard::from_bytes(rest).ok())
+                .ok_or(IdentityError::Corrupt {
+                    path: member_path.clone(),
+                    reason: "not a volli member key",
+                })?;
+            let certificate = existing_cert
+                .filter(|c| c.verify_for(&keys.user, &peer_id).is_ok())
+                .ok_or(IdentityError::Corrupt {
+                    path: cert_path.clone(),
+                    reason: "no certificate from the user for this device",
+                })?;
+            return Ok(Loaded {
+                identity: Identity {
+                    user_id: keys.user,
+                    user: None,
+                    device,
+                    certificate,
+                    keyring: RwLock::new(Arc::new(keyring_of(&keys.seeds))),
+                    dir,
+                },
+                created_user: false,
+                joined,
+            });
+        }
+        let user = UserSecret::generate().map_err(|_| IdentityError::Rng)?;
+        let mut bytes = USER_KEY_MAGIC.to_vec();
+        bytes.extend_from_slice(user.master_bytes());
+        secret_file::write(&user_path, &bytes).map_err(io_at(&user_path))?;
+        let certificate = DeviceCertificate::issue(
+            &user,
+            peer_id,
+            device_name,
+            Permissions::ALL,
+            Timestamp::now(),
+        );
+        secret_file::write(&cert_path, &certificate.to_bytes()).map_err(io_at(&cert_path))?;
+        let keyring = user.keyring(0);
         Ok(Loaded {
             identity: Identity {
-                user,
+                user_id: user.user_id(),
+                user: Some(user),
                 device,
                 certificate,
+                keyring: RwLock::new(Arc::new(keyring)),
+                dir,
             },
-            created_user,
+            created_user: true,
+            joined,
         })
+    }
+}
+
+fn keyring_of(seeds: &[(u32, [u8; 32])]) -> KemKeyring {
+    KemKeyring::new(
+        seeds
+            .iter()
+            .map(|(g, s)| KemKey::from_seed(*g, *s))
+            .collect(),
+    )
+}
+
+fn write_member(path: &Path, keys: &MemberKeys) -> Result<(), IdentityError> {
+    let mut bytes = MEMBER_KEY_MAGIC.to_vec();
+    bytes.extend_from_slice(
+        &postcard::to_allocvec(keys).map_err(|_| IdentityError::Corrupt {
+            path: path.to_owned(),
+            reason: "cannot encode the keys",
+        })?,
+    );
+    secret_file::write(path, &bytes).map_err(io_at(path))
+}
+
+/// Commits a pairing: from now on, this data dir belongs to `joined.user`. Atomic.
+pub fn commit_joined(data_dir: &Path, joined: &Joined) -> Result<(), IdentityError> {
+    let path = data_dir.join("identity").join("joined");
+    let mut bytes = JOINED_MAGIC.to_vec();
+    bytes.extend_from_slice(&postcard::to_allocvec(joined).map_err(|_| {
+        IdentityError::Corrupt {
+            path: path.clone(),
+            reason: "cannot encode the pairing",
+        }
+    })?);
+    secret_file::write(&path, &bytes).map_err(io_at(&path))
+}
+
+/// Applies a committed pairing, if there is one: the user's keys and this device's new
+/// certificate replace the old ones, then the commit is removed. Safe to repeat.
+fn apply_joined(dir: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
+    let path = dir.join("joined");
+    let Some(bytes) = read_optional(&path)? else {
+        return Ok(None);
+    };
+    let joined: Joined = bytes
+        .strip_prefix(JOINED_MAGIC)
+        .and_then(|rest| postcard::from_bytes(rest).ok())
+        .ok_or(IdentityError::Corrupt {
+            path: path.clone(),
+            reason: "not a volli pairing",
+        })?;
+    let user_path = dir.join("user.key");
+    let member_path = dir.join("member.key");
+    match joined.master {
+        Some(master) => {
+            let mut bytes = USER_KEY_MAGIC.to_vec();
+            bytes.extend_from_slice(&master);
+            secret_file::write(&user_path, &bytes).map_err(io_at(&user_path))?;
+            remove_optional(&member_path)?;
+        }
+        None => {
+            write_member(
+                &member_path,
+                &MemberKeys {
+                    user: joined.user,
+                    seeds: joined.seeds.clone(),
+                },
+            )?;
+            remove_optional(&user_path)?;
+        }
+    }
+    let cert_path = dir.join("device.cert");
+    secret_file::write(&cert_path, &joined.certificate).map_err(io_at(&cert_path))?;
+    // The vault delta waits beside the identity until it is imported.
+    let vault_path = dir.join("joined.vault");
+    secret_file::write(&vault_path, &joined.vault).map_err(io_at(&vault_path))?;
+    remove_optional(&path)?;
+    Ok(Some(joined.vault))
+}
+
+/// The vault delta of a pairing applied but not yet imported, if any.
+pub fn joined_vault(data_dir: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
+    read_optional(&data_dir.join("identity").join("joined.vault"))
+}
+
+/// The pairing's vault delta is imported: forget it.
+pub fn forget_joined_vault(data_dir: &Path) -> Result<(), IdentityError> {
+    remove_optional(&data_dir.join("identity").join("joined.vault"))
+}
+
+fn remove_optional(path: &Path) -> Result<(), IdentityError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(IdentityError::Io {
+            path: path.to_owned(),
+            source: e,
+        }),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod contacts;
+pub mod devices;
 pub mod discovery;
 pub mod events;
 pub mod identity;

@@ -185,8 +185,9 @@ impl Messaging {
         let id = MessageId::random().map_err(|e| MessagingError::Invalid(e.to_string()))?;
         let sent_at = Timestamp::now();
         let envelope = Envelope::seal(
-            &self.inner.identity.user,
-            contact.card.keys(),
+            &self.inner.identity.signer(),
+            to,
+            &contact.card.keys().kem,
             id,
             sent_at,
             &body,
@@ -637,16 +638,24 @@ impl Messaging {
     /// contact whose device handed it over (absent for envelopes fetched from a relay):
     /// a device may only deliver its own user's messages, at its sustained rate.
     async fn take_in(&self, envelope: &Envelope, direct: Option<UserId>) -> Delivered {
-        let me = &self.inner.identity.user;
-        let message = match envelope.open(me) {
+        let identity = &self.inner.identity;
+        let me = identity.user_id();
+        let message = match envelope.open(me, &identity.keyring()) {
             Ok(m) => m,
             Err(e) => return Delivered::Refused(e.to_string()),
         };
         if direct.is_some_and(|contact| contact != message.sender) {
             return Delivered::Refused("a device may only deliver its own user's messages".into());
         }
-        if !matches!(self.inner.vault.contact(message.sender).await, Ok(Some(_))) {
+        let Ok(Some(sender)) = self.inner.vault.contact(message.sender).await else {
             return Delivered::Refused("the sender is not a contact".into());
+        };
+        // A device signed it: it must be one the sender's latest card lists (a revoked
+        // device is dropped from the card, and from then on not believed).
+        if let Some(device) = message.device
+            && !sender.devices.iter().any(|d| d.peer_id() == device)
+        {
+            return Delivered::Refused("signed by a device the sender's card does not list".into());
         }
         if direct.is_some()
             && let Err(wait) = self.inner.inbound.check(message.sender)
@@ -660,7 +669,7 @@ impl Messaging {
         let stored = StoredMessage {
             id: message.id,
             from: message.sender,
-            to: me.user_id(),
+            to: me,
             body: message.body.clone(),
             sent_at: message.sent_at,
             status: MessageStatus::Received,
@@ -679,12 +688,12 @@ impl Messaging {
                 return Delivered::RateLimited(1);
             }
         }
-        Delivered::Receipt(Receipt::issue(
-            me,
+        Delivered::Receipt(Box::new(Receipt::issue(
+            &identity.signer(),
             message.id,
             message.sender,
             Timestamp::now(),
-        ))
+        )))
     }
 
     /// Fetches, stores and acknowledges what relay `relay` holds for this user, leaves there
@@ -718,7 +727,7 @@ impl Messaging {
                 match self.take_in(&envelope, None).await {
                     Delivered::Receipt(receipt) => {
                         ids.push(envelope.digest());
-                        receipts.push(receipt);
+                        receipts.push(*receipt);
                     }
                     Delivered::Refused(reason) => {
                         tracing::debug!(%relay, %reason, "dropped a relayed envelope");

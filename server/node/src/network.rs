@@ -19,6 +19,7 @@ use volli_net::{NetClient, NetEvent, NetEvents, Protocol, Responder};
 use volli_store::Vault;
 
 use crate::contacts::Contacts;
+use crate::devices::Devices;
 use crate::discovery::Discovery;
 use crate::messaging::Messaging;
 use crate::outbound::Outbound;
@@ -54,6 +55,8 @@ pub struct Dispatch {
     pub messaging: Messaging,
     /// Friends' relays.
     pub relay: Relay,
+    /// The user's devices (pairing, sync).
+    pub devices: Devices,
     /// Connections that strangers may hold at most.
     pub max_strangers: usize,
 }
@@ -136,11 +139,9 @@ impl Dispatch {
                         payload,
                         responder,
                     } => {
-                        let limit = if self.peers.contact_of(&peer).is_some() {
-                            PER_CONTACT
-                        } else {
-                            PER_STRANGER
-                        };
+                        let trusted = self.peers.contact_of(&peer).is_some()
+                            || self.peers.is_own_device(&peer);
+                        let limit = if trusted { PER_CONTACT } else { PER_STRANGER };
                         let Some(ticket) = gate.enter(peer, limit) else {
                             // Dropping the responder fails the request on the other side,
                             // which backs off and tries again.
@@ -168,6 +169,8 @@ impl Dispatch {
                 self.relay.contact_ready(user).await;
                 self.messaging.contact_ready(user).await;
             }
+            // Another device of this user: sync with it.
+            Ok(Some(_)) if self.peers.is_own_device(&peer) => self.devices.device_ready(peer).await,
             Ok(_) => {}
             Err(e) => tracing::debug!(%peer, error = %e, "hello failed"),
         }
@@ -214,6 +217,16 @@ impl Dispatch {
             }
             Protocol::Relay => {
                 let response = self.relay.handle(peer, &payload).await;
+                responder.respond(response).await;
+            }
+            // Anyone may ask to pair (a code or a link is needed to get anywhere); only the
+            // user's own devices sync (checked again inside).
+            Protocol::Pair => {
+                let response = self.devices.handle(peer, protocol, &payload).await;
+                responder.respond(response).await;
+            }
+            Protocol::Sync if self.peers.is_own_device(&peer) => {
+                let response = self.devices.handle(peer, protocol, &payload).await;
                 responder.respond(response).await;
             }
             // Not served: dropping the responder fails the requester's call.

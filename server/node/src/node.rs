@@ -20,6 +20,7 @@ use volli_store::{Store, VaultOptions};
 use crate::api::{self, ApiState, auth::Auth};
 use crate::config::Config;
 use crate::contacts::Contacts;
+use crate::devices::Devices;
 use crate::discovery::{Discovery, backends, lan::Lan};
 use crate::events::{Event, EventBus};
 use crate::identity::{self, Identity};
@@ -108,6 +109,7 @@ pub struct Node {
     config: Config,
     store: Store,
     net: NetClient,
+    restart: Arc<Notify>,
     _lock: File,
 }
 
@@ -124,15 +126,29 @@ impl Node {
         if loaded.created_user {
             tracing::info!(user_id = %identity.user_id(), data_dir = %data_dir.display(), "created a new identity");
         }
+        if loaded.joined.is_some() {
+            tracing::info!(user_id = %identity.user_id(), "this node is now a device of the user it joined");
+        }
         let token =
             identity::load_or_create_token(&data_dir).context("cannot load the admin token")?;
-        let store = Store::open(&data_dir, VaultOptions::default())
-            .await
-            .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
+        let store = Store::open_for(
+            &data_dir,
+            VaultOptions::default(),
+            &identity.user_id().to_string(),
+        )
+        .await
+        .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
+        // The documents a pairing handed over, imported once (the file goes after).
+        if let Some(bytes) = identity::joined_vault(&data_dir)? {
+            let delta = volli_store::VaultDelta::from_bytes(&bytes)
+                .context("the vault handed over by the pairing is unreadable")?;
+            store.vault().import(delta).await?;
+            identity::forget_joined_vault(&data_dir)?;
+        }
         register_own_device(&store, &identity).await?;
         let identity = Arc::new(identity);
         let events = EventBus::new();
-        let peers = Peers::new(identity.peer_id(), events.clone());
+        let peers = Peers::new(identity.peer_id(), identity.user_id(), events.clone());
 
         let mut net_config = NetConfig::new(identity.device.clone(), config.p2p_listen.clone());
         net_config.bootstrap = config.bootstrap.clone();
@@ -236,6 +252,22 @@ impl Node {
                 bytes_per_day: config.messages.inbound_bytes_per_day,
             },
         );
+        let restart = Arc::new(Notify::new());
+        let devices = Devices::new(crate::devices::Parts {
+            db: store.db().clone(),
+            vault: store.vault().clone(),
+            net: net.clone(),
+            outbound: outbound.clone(),
+            identity: identity.clone(),
+            peers: peers.clone(),
+            events: events.clone(),
+            contacts: contacts.clone(),
+            relay: relay.clone(),
+            discovery: discovery.clone(),
+            data_dir: data_dir.clone(),
+            restart: restart.clone(),
+        });
+        devices.refresh().await;
         Dispatch {
             net: net.clone(),
             outbound,
@@ -245,9 +277,11 @@ impl Node {
             vault: store.vault().clone(),
             messaging: messaging.clone(),
             relay: relay.clone(),
+            devices: devices.clone(),
             max_strangers: usize::try_from(config.network.max_connections / 2).unwrap_or(128),
         }
         .spawn(net_events);
+        devices.spawn();
         discovery.spawn();
         contacts.spawn_retries();
         relay.spawn();
@@ -289,6 +323,7 @@ impl Node {
             contacts,
             messaging,
             relay,
+            devices,
         };
 
         Ok(Self {
@@ -296,6 +331,7 @@ impl Node {
             config,
             store,
             net,
+            restart,
             _lock: lock,
         })
     }
@@ -312,19 +348,20 @@ impl Node {
     }
 }
 
-/// Runs a node until `shutdown` completes.
+/// Runs a node until `shutdown` completes. When the node joins another user as a new device
+/// (pairing) it restarts in place as that device, on the same API address.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let node = Node::start(config.clone()).await?;
     let data_dir = config.data_dir.clone();
-    let listener = TcpListener::bind(config.api_listen).await.with_context(|| {
+    let listener = std::net::TcpListener::bind(config.api_listen).with_context(|| {
         format!(
             "cannot listen on {} (is another node running? choose another address with --api-listen)",
             config.api_listen
         )
     })?;
+    listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
     if !local.ip().is_loopback() {
         tracing::warn!(
@@ -336,26 +373,74 @@ pub async fn run(
     }
     let url = local_url(local);
     let url_path = api_url_path(&data_dir);
-    std::fs::write(&url_path, format!("{url}\n")).context("cannot write api.url")?;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    // Each run of the node has a runtime of its own: a restart (after joining another user)
+    // drops it, which ends every task the previous run spawned.
+    loop {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("volli-node")
+            .build()
+            .context("cannot start the node's runtime")?;
+        let listener = listener.try_clone()?;
+        let run = serve_once(config.clone(), listener, stop.clone(), url.clone());
+        let outcome = runtime.spawn(run).await;
+        runtime.shutdown_background();
+        match outcome.context("the node stopped unexpectedly")?? {
+            Stopped::Restart => tracing::info!("restarting as the user's new device"),
+            Stopped::Shutdown => break,
+        }
+    }
+    let _ = std::fs::remove_file(&url_path);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+enum Stopped {
+    Shutdown,
+    Restart,
+}
+
+/// One run of the node: start, serve until asked to stop or to restart, shut down.
+async fn serve_once(
+    config: Config,
+    listener: std::net::TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    url: String,
+) -> anyhow::Result<Stopped> {
+    let data_dir = config.data_dir.clone();
+    let node = Node::start(config).await?;
+    std::fs::write(api_url_path(&data_dir), format!("{url}\n")).context("cannot write api.url")?;
     tracing::info!(
         user_id = %node.state.node.user_id(),
         peer_id = %node.state.node.peer_id(),
         "API listening on {url} — admin token in {}",
         identity::token_path(&data_dir).display()
     );
+    let restart = node.restart.clone();
+    let (why_tx, why) = tokio::sync::oneshot::channel();
+    let stopping = async move {
+        let why = tokio::select! {
+            _ = stop.wait_for(|s| *s) => Stopped::Shutdown,
+            () = restart.notified() => Stopped::Restart,
+        };
+        let _ = why_tx.send(why);
+    };
     let served = axum::serve(
-        listener,
+        TcpListener::from_std(listener)?,
         node.router()
             .into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(stopping)
     .await;
     tracing::info!("shutting down");
-    let _ = std::fs::remove_file(&url_path);
     node.shutdown().await;
     served.context("the API server failed")?;
-    tracing::info!("stopped");
-    Ok(())
+    Ok(why.await.unwrap_or(Stopped::Shutdown))
 }
 
 /// Adds this device to the vault's device list, or refreshes its certificate.
@@ -371,6 +456,8 @@ async fn register_own_device(store: &Store, identity: &Identity) -> anyhow::Resu
             .put_device(DeviceRecord {
                 certificate: identity.certificate.clone(),
                 added_at: known.map_or_else(Timestamp::now, |d| d.added_at),
+                revoked_at: None,
+                addrs: Vec::new(),
             })
             .await
             .context("cannot record this device in the vault")?;

@@ -5,7 +5,7 @@
 //! any such request this side makes sure the peer has answered our hello on the current
 //! connection: the other side then knows us, and can refuse peers that never said hello at
 //! once, without waiting for one. Invites go out without a hello: the inviter does not know
-//! the invitee yet, and the invite itself says who it is.
+//! the invitee yet, and the invite itself says who it is; pairings likewise.
 
 use std::sync::Arc;
 
@@ -53,8 +53,12 @@ impl Outbound {
         payload: Vec<u8>,
         addrs: Vec<Multiaddr>,
     ) -> Result<Vec<u8>, NetError> {
-        if protocol != Protocol::Hello && protocol != Protocol::Invite && !self.peers.greeted(&peer)
-        {
+        // Invites and pairings go to a device that does not know us yet.
+        let anonymous = matches!(
+            protocol,
+            Protocol::Hello | Protocol::Invite | Protocol::Pair
+        );
+        if !anonymous && !self.peers.greeted(&peer) {
             self.greet(peer, addrs.clone()).await?;
         }
         self.net.request(peer, protocol, payload, addrs).await

@@ -47,19 +47,55 @@ pub struct Peers {
     /// The user's contacts, kept here so the network dispatcher can tell a contact's device
     /// from a stranger without waiting.
     contacts: Arc<Mutex<HashSet<UserId>>>,
+    /// The user's own devices that were revoked: no longer trusted as the user's.
+    revoked: Arc<Mutex<HashSet<PeerId>>>,
+    /// This node's user: its other devices are trusted like contacts, and sync with it.
+    own: UserId,
     events: EventBus,
     local: PeerId,
 }
 
 impl Peers {
-    /// An empty table for a node whose own peer id is `local` (never listed).
-    pub fn new(local: PeerId, events: EventBus) -> Self {
+    /// An empty table for device `local` (never listed) of user `own`.
+    pub fn new(local: PeerId, own: UserId, events: EventBus) -> Self {
         Self {
             table: Arc::new(Mutex::new(HashMap::new())),
             contacts: Arc::new(Mutex::new(HashSet::new())),
+            revoked: Arc::new(Mutex::new(HashSet::new())),
+            own,
             events,
             local,
         }
+    }
+
+    /// Replaces the set of the user's revoked devices.
+    pub fn set_revoked(&self, revoked: impl IntoIterator<Item = PeerId>) {
+        *self.revoked.lock().unwrap_or_else(|e| e.into_inner()) = revoked.into_iter().collect();
+    }
+
+    /// Whether `peer` proved it is another device of this user, and was not revoked.
+    pub fn is_own_device(&self, peer: &PeerId) -> bool {
+        *peer != self.local
+            && self.user_of(peer) == Some(self.own)
+            && !self
+                .revoked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(peer)
+    }
+
+    /// The user's other devices that are connected now.
+    pub fn own_devices_connected(&self) -> Vec<PeerId> {
+        let candidates: Vec<PeerId> = self
+            .lock()
+            .values()
+            .filter(|e| e.connected && e.user_id == Some(self.own))
+            .map(|e| e.peer_id)
+            .collect();
+        candidates
+            .into_iter()
+            .filter(|p| self.is_own_device(p))
+            .collect()
     }
 
     fn contact_set(&self) -> std::sync::MutexGuard<'_, HashSet<UserId>> {
@@ -101,12 +137,17 @@ impl Peers {
             .is_some_and(|e| e.connected && e.greeted)
     }
 
-    /// Connected peers that are not devices of a contact.
+    /// Connected peers that are neither devices of a contact nor the user's own.
     pub fn connected_strangers(&self) -> Vec<PeerId> {
         let contacts = self.contact_set().clone();
         self.lock()
             .values()
-            .filter(|e| e.connected && !e.user_id.is_some_and(|u| contacts.contains(&u)))
+            .filter(|e| {
+                e.connected
+                    && !e
+                        .user_id
+                        .is_some_and(|u| contacts.contains(&u) || u == self.own)
+            })
             .map(|e| e.peer_id)
             .collect()
     }

@@ -73,7 +73,6 @@ struct Inner {
     redesignate: Notify,
     /// The card issue time each contact last got from us (this run).
     cards_sent: Mutex<HashMap<UserId, Timestamp>>,
-    card: Mutex<Option<ContactCard>>,
 }
 
 impl Relay {
@@ -102,7 +101,6 @@ impl Relay {
                 deposits: RateLimiter::new(DEPOSIT_BURST, DEPOSITS_PER_SECOND),
                 redesignate: Notify::new(),
                 cards_sent: Mutex::new(HashMap::new()),
-                card: Mutex::new(None),
             }),
         }
     }
@@ -141,7 +139,9 @@ impl Relay {
     /// reconsider our relays.
     pub async fn contact_ready(&self, user: UserId) {
         self.inner.redesignate.notify_one();
-        let card = self.current_card().await;
+        let Some(card) = self.current_card().await else {
+            return;
+        };
         let already = self
             .lock_sent()
             .get(&user)
@@ -168,20 +168,15 @@ impl Relay {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The card last issued, or a fresh one.
-    async fn current_card(&self) -> ContactCard {
-        if let Some(card) = self
-            .inner
-            .card
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
-            return card;
+    /// This user's current card (see `Contacts::my_card`), if this device has one.
+    async fn current_card(&self) -> Option<ContactCard> {
+        match self.inner.contacts.my_card().await {
+            Ok(card) => Some(card),
+            Err(e) => {
+                tracing::debug!(error = %e, "no contact card to send yet");
+                None
+            }
         }
-        let card = self.inner.contacts.my_card().await;
-        *self.inner.card.lock().unwrap_or_else(|e| e.into_inner()) = Some(card.clone());
-        card
     }
 
     /// The relay-policy plugin named in the configuration, if it is enabled.
@@ -282,7 +277,6 @@ impl Relay {
                 .set_designated_relays(&chosen)
                 .await
                 .map_err(|e| e.to_string())?;
-            *self.inner.card.lock().unwrap_or_else(|e| e.into_inner()) = None;
             tracing::info!(relays = ?chosen, "relays designated");
             for c in &contacts {
                 if self.inner.peers.user_connected(&c.user_id) {

@@ -60,6 +60,61 @@ impl Db {
         &self.writer
     }
 
+    /// Makes this database `user`'s. A database that held another user's data (the node
+    /// just joined `user` as a new device) is emptied of it first — vault, outbox, invites,
+    /// relay mailbox — in one transaction; plugins and their storage stay. Returns whether
+    /// anything was emptied. Run before the vault is opened.
+    pub async fn claim_for(&self, user: &str) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let owner: Option<(String,)> =
+            sqlx::query_as("SELECT user_id FROM node_owner WHERE id = 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let reset = matches!(&owner, Some((o,)) if o != user);
+        if reset {
+            for table in [
+                "vault_docs",
+                "vault_log",
+                "messages",
+                "vault_acks",
+                "invite_redemptions",
+                "invites",
+                "pending_contacts",
+                "outbox",
+                "relay_held",
+                "relays_designated",
+                "relay_receipts",
+                "removed_contacts",
+            ] {
+                // The names are the constants above.
+                sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO node_owner (id, user_id) VALUES (1, ?) \
+             ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id",
+        )
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(reset)
+    }
+
+    /// Whether the user's data holds contacts or messages (a node that does cannot join
+    /// another user: its own identity would be lost).
+    pub async fn holds_user_data(&self) -> Result<bool, StoreError> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM messages) + (SELECT COUNT(*) FROM outbox) \
+                  + (SELECT COUNT(*) FROM vault_docs WHERE conversation IS NOT NULL)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
     /// Runs SQLite's `integrity_check`; `Ok(())` when the file is sound.
     pub async fn integrity_check(&self) -> Result<(), StoreError> {
         let (result,): (String,) = sqlx::query_as("PRAGMA integrity_check")

@@ -69,6 +69,17 @@ impl Store {
         Ok(Self { db, vault })
     }
 
+    /// Like [`Self::open`], for the node of `user`: data of another user (before the node
+    /// joined this one as a new device) is dropped first ([`Db::claim_for`]).
+    pub async fn open_for(dir: &Path, vault: VaultOptions, user: &str) -> Result<Self, StoreError> {
+        let db = Db::open(&dir.join("volli.db")).await?;
+        if db.claim_for(user).await? {
+            tracing::info!(%user, "this node's data now belongs to the user it joined");
+        }
+        let vault = Vault::open(db.clone(), vault).await?;
+        Ok(Self { db, vault })
+    }
+
     /// The vault handle.
     pub fn vault(&self) -> &Vault {
         &self.vault

@@ -119,6 +119,11 @@ impl VaultVersion {
         self.docs.get(id)
     }
 
+    /// Keeps only the documents `allow` admits.
+    pub fn retain(&mut self, allow: impl Fn(&DocId) -> bool) {
+        self.docs.retain(|id, _| allow(id));
+    }
+
     /// Whether every document's version in `other` is contained in this one.
     pub fn includes(&self, other: &Self) -> bool {
         other.docs.iter().all(|(id, theirs)| {
@@ -204,13 +209,15 @@ type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 type WriteJob = Box<dyn FnOnce(&mut Ctx<'_>) -> Finish + Send>;
 type ReadJob = Box<dyn FnOnce(&VaultDoc) + Send>;
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+/// Which documents an export may carry.
+type DocFilter = Box<dyn Fn(&DocId) -> bool + Send>;
 
 enum Command {
     Write(WriteJob),
     Outbox(crate::OutboxChange, Finish),
     Read(ReadJob),
     Version(Reply<VaultVersion>),
-    Export(VaultVersion, usize, Reply<(VaultDelta, bool)>),
+    Export(VaultVersion, usize, DocFilter, Reply<(VaultDelta, bool)>),
     Import(VaultDelta, Reply<bool>),
     Compact(Reply<()>),
     Stats(Reply<VaultStats>),
@@ -225,6 +232,7 @@ pub struct Vault {
     tx: mpsc::Sender<Command>,
     contacts: doc::ContactCache,
     db: Db,
+    changed: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Vault {
@@ -237,14 +245,29 @@ impl Vault {
         let contacts = doc::ContactCache::default();
         let cache = contacts.clone();
         let actor_db = db.clone();
+        let (changed_tx, changed) = tokio::sync::watch::channel(0);
         std::thread::Builder::new()
             .name("volli-vault".into())
-            .spawn(move || actor::run(actor_db, options, cache, runtime, rx, ready_tx))?;
+            .spawn(move || {
+                actor::run(actor_db, options, cache, changed_tx, runtime, rx, ready_tx)
+            })?;
         ready_rx.await.map_err(|_| StoreError::Closed)??;
-        Ok(Self { tx, contacts, db })
+        Ok(Self {
+            tx,
+            contacts,
+            db,
+            changed,
+        })
     }
 
-    /// Runs `f` against the meta document and returns once its changes are durable.
+    /// Ticks whenever a change to any document is durable (a local write or an import): what
+    /// sync with the user's other devices follows.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.clone()
+    }
+
+    /// Runs `f` against the contacts, settings and devices documents and returns once its
+    /// changes are durable.
     ///
     /// `f` must validate before it mutates: if it returns an error its changes (if any)
     /// are still saved with the batch.
@@ -298,8 +321,8 @@ impl Vault {
         Ok(async move { rx.await.map_err(|_| StoreError::Closed)? })
     }
 
-    /// Runs `f` against the meta document. It sees every earlier write, including those
-    /// still being committed.
+    /// Runs `f` against the contacts, settings and devices documents. It sees every earlier
+    /// write, including those still being committed.
     pub(crate) async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
@@ -332,7 +355,19 @@ impl Vault {
         version: VaultVersion,
         budget: usize,
     ) -> Result<(VaultDelta, bool), StoreError> {
-        self.ask(|tx| Command::Export(version, budget, tx)).await
+        self.export_where(version, budget, |_| true).await
+    }
+
+    /// Like [`Self::export_since`], carrying only the documents `allow` admits (what another
+    /// device may hold).
+    pub async fn export_where(
+        &self,
+        version: VaultVersion,
+        budget: usize,
+        allow: impl Fn(&DocId) -> bool + Send + 'static,
+    ) -> Result<(VaultDelta, bool), StoreError> {
+        self.ask(|tx| Command::Export(version, budget, Box::new(allow), tx))
+            .await
     }
 
     /// Imports updates from another device and persists them. Returns whether anything new

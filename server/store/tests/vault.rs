@@ -32,7 +32,7 @@ fn garbage_delta() -> Vec<u8> {
         docs: Vec<(String, Vec<Vec<u8>>)>,
     }
     postcard::to_allocvec(&Wire {
-        docs: vec![("meta".into(), vec![b"not a loro update".to_vec()])],
+        docs: vec![("settings".into(), vec![b"not a loro update".to_vec()])],
     })
     .unwrap()
 }
@@ -187,12 +187,37 @@ async fn devices_are_stored_with_verified_certificates() {
     let record = DeviceRecord {
         certificate: cert,
         added_at: Timestamp::from_millis(1_000),
+        revoked_at: None,
+        addrs: Vec::new(),
     };
     store.vault().put_device(record.clone()).await.unwrap();
     store.close().await;
 
     let store = open(dir.path(), VaultOptions::default()).await;
-    assert_eq!(store.vault().devices().await.unwrap(), vec![record]);
+    assert_eq!(store.vault().devices().await.unwrap(), vec![record.clone()]);
+    // Revoked once, revoked for good: a later put does not bring it back.
+    let peer = record.peer_id();
+    assert!(
+        store
+            .vault()
+            .revoke_device(peer, Timestamp::from_millis(2_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .vault()
+            .revoke_device(peer, Timestamp::from_millis(3_000))
+            .await
+            .unwrap()
+    );
+    store.vault().put_device(record).await.unwrap();
+    let devices = store.vault().devices().await.unwrap();
+    assert_eq!(devices[0].revoked_at, Some(Timestamp::from_millis(2_000)));
+    assert_eq!(store.vault().key_generation().await.unwrap(), 0);
+    store.vault().set_key_generation(2).await.unwrap();
+    store.vault().set_key_generation(1).await.unwrap();
+    assert_eq!(store.vault().key_generation().await.unwrap(), 2);
     store.close().await;
 }
 

@@ -86,6 +86,9 @@ impl From<ContactError> for ApiError {
                 ApiError::new(StatusCode::FORBIDDEN, "invite_refused", e.to_string())
             }
             ContactError::NotFound => ApiError::not_found("unknown_contact", e.to_string()),
+            ContactError::NotAdmin => {
+                ApiError::new(StatusCode::FORBIDDEN, "not_admin", e.to_string())
+            }
             ContactError::Store(_) => ApiError::internal(e),
         }
     }

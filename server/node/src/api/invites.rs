@@ -57,6 +57,7 @@ pub fn qr_svg(text: &str) -> Result<String, ApiError> {
         (status = 201, description = "The invite", body = InviteView),
         (status = 400, description = "Out-of-range options or malformed body", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "This device does not hold the user's signing key (`not_admin`)", body = ErrorBody),
     ))]
 pub async fn create(
     State(contacts): State<Contacts>,
@@ -82,10 +83,7 @@ pub async fn create(
             format!("max_uses must be 1 to {MAX_INVITE_USES}"),
         ));
     }
-    let invite = contacts
-        .create_invite(ttl, max_uses)
-        .await
-        .map_err(ApiError::internal)?;
+    let invite = contacts.create_invite(ttl, max_uses).await?;
     Ok((
         StatusCode::CREATED,
         Json(InviteView {

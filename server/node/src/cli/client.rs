@@ -201,16 +201,170 @@ pub(crate) async fn invite(
         .await?;
     let link = invite["link"].as_str().unwrap_or_default();
     if qr {
-        let code = qrcode::QrCode::new(link.as_bytes())?;
-        let art = code
-            .render::<qrcode::render::unicode::Dense1x2>()
-            .dark_color(qrcode::render::unicode::Dense1x2::Light)
-            .light_color(qrcode::render::unicode::Dense1x2::Dark)
-            .build();
-        println!("{art}");
+        print_qr(link)?;
     }
     println!("{link}");
     eprintln!("expires {}", invite["expires_at"].as_str().unwrap_or("?"));
+    Ok(())
+}
+
+fn print_qr(text: &str) -> anyhow::Result<()> {
+    let code = qrcode::QrCode::new(text.as_bytes())?;
+    let art = code
+        .render::<qrcode::render::unicode::Dense1x2>()
+        .dark_color(qrcode::render::unicode::Dense1x2::Light)
+        .light_color(qrcode::render::unicode::Dense1x2::Dark)
+        .build();
+    println!("{art}");
+    Ok(())
+}
+
+/// `volli pair`: offers a pairing, then (unless told not to) waits for the request and asks
+/// whether to approve it.
+pub(crate) async fn pair(
+    client: &Client,
+    ttl: Option<u64>,
+    permissions: Option<&str>,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let mut body = serde_json::Map::new();
+    if let Some(ttl) = ttl {
+        body.insert("ttl_secs".into(), ttl.into());
+    }
+    if let Some(p) = permissions {
+        let list: Vec<Value> = p
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| Value::String(s.to_owned()))
+            .collect();
+        body.insert("permissions".into(), Value::Array(list));
+    }
+    let offer = client
+        .send(
+            reqwest::Method::POST,
+            "/v1/pairing",
+            Body::Json(Value::Object(body)),
+        )
+        .await?;
+    let link = offer["link"].as_str().unwrap_or_default();
+    let id = offer["id"].as_str().unwrap_or_default().to_owned();
+    if wait {
+        print_qr(link)?;
+    }
+    println!("{link}");
+    println!("code: {}", offer["code"].as_str().unwrap_or("?"));
+    eprintln!(
+        "on the new device: volli pair join <link or code>   (expires {}; gives {})",
+        offer["expires_at"].as_str().unwrap_or("?"),
+        offer["permissions"]
+            .as_array()
+            .map(|p| p
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default()
+    );
+    if !wait {
+        return Ok(());
+    }
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let list: Value = client.get("/v1/pairing").await?;
+        let Some(request) = list["requests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["id"] == id.as_str())
+        else {
+            continue;
+        };
+        if request["state"] != "pending" {
+            println!("{}", request["state"].as_str().unwrap_or("?"));
+            return Ok(());
+        }
+        eprintln!(
+            "{} asks to join ({}); check code {} — it must match the one it shows. Approve? [y/N] ",
+            request["device_name"].as_str().unwrap_or("?"),
+            request["peer_id"].as_str().unwrap_or("?"),
+            request["check_code"].as_str().unwrap_or("?"),
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        let approve = matches!(answer.trim(), "y" | "Y" | "yes");
+        return pair_decide(client, &id, approve).await;
+    }
+}
+
+/// `volli pair join`
+pub(crate) async fn pair_join(
+    client: &Client,
+    link_or_code: &str,
+    name: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut body = serde_json::Map::new();
+    let key = if link_or_code.trim().starts_with("volli://") {
+        "link"
+    } else {
+        "code"
+    };
+    body.insert(key.into(), Value::String(link_or_code.trim().to_owned()));
+    if let Some(name) = name {
+        body.insert("device_name".into(), Value::String(name.to_owned()));
+    }
+    let joining = client
+        .send(
+            reqwest::Method::POST,
+            "/v1/pairing/join",
+            Body::Json(Value::Object(body)),
+        )
+        .await?;
+    println!(
+        "check code {} — approve on the other device if it shows the same",
+        joining["check_code"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+/// `volli pair approve|reject`
+pub(crate) async fn pair_decide(client: &Client, id: &str, approve: bool) -> anyhow::Result<()> {
+    let path = format!(
+        "/v1/pairing/{}/{}",
+        encode(id),
+        if approve { "approve" } else { "reject" }
+    );
+    let answer = client
+        .send(reqwest::Method::POST, &path, Body::None)
+        .await?;
+    println!("{}", answer["state"].as_str().unwrap_or("?"));
+    Ok(())
+}
+
+/// `volli devices`
+pub(crate) async fn devices(client: &Client) -> anyhow::Result<()> {
+    let list: Value = client.get("/v1/devices").await?;
+    for d in list["devices"].as_array().into_iter().flatten() {
+        println!(
+            "{}{}  {}  [{}]{}",
+            if d["this_device"] == true { "* " } else { "  " },
+            d["peer_id"].as_str().unwrap_or("?"),
+            d["name"].as_str().unwrap_or("?"),
+            d["permissions"]
+                .as_array()
+                .map(|p| p
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","))
+                .unwrap_or_default(),
+            if d["revoked"] == true {
+                "  revoked"
+            } else {
+                ""
+            }
+        );
+    }
     Ok(())
 }
 

@@ -15,6 +15,7 @@ use super::{
     Command, Ctx, Finish, VaultDelta, VaultOptions, VaultStats, VaultVersion, index, migrate,
 };
 use crate::{Db, OutboxChange, StoreError};
+use tokio::sync::watch;
 
 /// Most writes folded into one commit.
 const MAX_BATCH: usize = 256;
@@ -26,16 +27,37 @@ struct Actor {
     runtime: Handle,
     options: VaultOptions,
     peer: u64,
+    /// The contacts, settings and devices documents.
     meta: VaultDoc,
-    meta_stored: Stored,
+    /// What SQLite holds of each of them, in the order of [`DocId::META`].
+    meta_stored: [Stored; 3],
     chunks: Chunks,
     compactions: u64,
+    /// Counts committed changes to any document, for whoever syncs them.
+    changed: watch::Sender<u64>,
+}
+
+/// Opens the three always-loaded documents.
+async fn open_meta(db: &Db, peer: u64) -> Result<([loro::LoroDoc; 3], [Stored; 3]), StoreError> {
+    let [c, s, d] = DocId::META;
+    let (c, s, d) = (
+        docs::open(db, c, peer).await?,
+        docs::open(db, s, peer).await?,
+        docs::open(db, d, peer).await?,
+    );
+    Ok(([c.doc, s.doc, d.doc], [c.stored, s.stored, d.stored]))
+}
+
+/// The index of a meta document in [`DocId::META`].
+fn meta_index(id: DocId) -> Option<usize> {
+    DocId::META.iter().position(|m| *m == id)
 }
 
 pub(super) fn run(
     db: Db,
     options: VaultOptions,
     contacts: ContactCache,
+    changed: watch::Sender<u64>,
     runtime: Handle,
     mut rx: mpsc::Receiver<Command>,
     ready: oneshot::Sender<Result<(), StoreError>>,
@@ -43,7 +65,7 @@ pub(super) fn run(
     let opened = runtime.block_on(async {
         let peer = new_peer(&db).await?;
         migrate::run(&db, peer).await?;
-        let meta = docs::open(&db, DocId::Meta, peer).await?;
+        let meta = open_meta(&db, peer).await?;
         Ok::<_, StoreError>((peer, meta))
     });
     let (peer, meta) = match opened {
@@ -53,15 +75,17 @@ pub(super) fn run(
             return;
         }
     };
+    let (meta_docs, meta_stored) = meta;
     let mut actor = Actor {
-        meta: VaultDoc::new(meta.doc, contacts),
-        meta_stored: meta.stored,
+        meta: VaultDoc::new(meta_docs, contacts),
+        meta_stored,
         chunks: Chunks::new(db.clone(), runtime.clone(), peer, options.chunk_messages),
         db,
         runtime,
         options,
         peer,
         compactions: 0,
+        changed,
     };
     let _ = ready.send(Ok(()));
 
@@ -136,8 +160,8 @@ impl Actor {
             Command::Version(reply) => {
                 let _ = reply.send(self.runtime.block_on(version(&self.db)));
             }
-            Command::Export(version, budget, reply) => {
-                let _ = reply.send(self.export(&version, budget));
+            Command::Export(version, budget, allow, reply) => {
+                let _ = reply.send(self.export(&version, budget, allow.as_ref()));
             }
             Command::Import(delta, reply) => {
                 let result = self.import(delta);
@@ -185,9 +209,16 @@ impl Actor {
 
     /// Writes what changed; returns the documents due for compaction.
     fn persist(&mut self, outbox: &[OutboxChange]) -> Result<Vec<DocId>, StoreError> {
-        let meta = DocWrite::since(DocId::Meta, self.meta.loro(), &self.meta_stored)?;
+        let mut meta = Vec::new();
+        for (i, id) in DocId::META.into_iter().enumerate() {
+            if let Some(doc) = self.meta.doc(id)
+                && let Some(write) = DocWrite::since(id, doc, &self.meta_stored[i])?
+            {
+                meta.push(write);
+            }
+        }
         let chunks = self.chunks.changes()?;
-        if meta.is_none()
+        if meta.is_empty()
             && chunks.writes.is_empty()
             && chunks.rows.is_empty()
             && chunks.statuses.is_empty()
@@ -195,7 +226,7 @@ impl Actor {
         {
             return Ok(Vec::new());
         }
-        self.write(meta.as_slice(), &chunks, outbox)?;
+        self.write(&meta, &chunks, outbox)?;
         Ok(self.committed(meta, &chunks))
     }
 
@@ -227,20 +258,29 @@ impl Actor {
 
     /// Records what a successful [`Self::write`] stored; returns the documents due for
     /// compaction.
-    fn committed(&mut self, meta: Option<DocWrite>, chunks: &ChunkChanges) -> Vec<DocId> {
+    fn committed(&mut self, meta: Vec<DocWrite>, chunks: &ChunkChanges) -> Vec<DocId> {
         let limits = (
             self.options.compact_after_updates,
             self.options.compact_after_bytes,
         );
         let mut due = self.chunks.committed(chunks, limits);
-        if let Some(write) = meta {
-            let stored = &mut self.meta_stored;
+        if !meta.is_empty() {
+            self.changed.send_modify(|n| *n += 1);
+        }
+        for write in meta {
+            let Some(i) = meta_index(write.id) else {
+                continue;
+            };
+            let stored = &mut self.meta_stored[i];
             stored.persisted = write.version.clone();
             stored.log_rows += write.blobs.len() as u64;
             stored.log_bytes += write.len();
             if stored.log_rows >= limits.0 || stored.log_bytes >= limits.1 {
-                due.push(DocId::Meta);
+                due.push(write.id);
             }
+        }
+        if !chunks.writes.is_empty() {
+            self.changed.send_modify(|n| *n += 1);
         }
         due
     }
@@ -251,16 +291,16 @@ impl Actor {
                 "a delta may carry at most {MAX_IMPORT_DOCS} documents"
             )));
         }
-        let mut meta = None;
+        let mut meta = Vec::new();
         let mut chunks = ChunkChanges::default();
         let mut learnt = false;
         for (name, blobs) in delta.docs {
             let id: DocId = name.parse()?;
             match id {
-                DocId::Meta => {
-                    if let Some((write, new)) = self.import_meta(blobs)? {
+                DocId::Contacts | DocId::Settings | DocId::Devices => {
+                    if let Some((write, new)) = self.import_meta(id, blobs)? {
                         learnt |= new;
-                        meta = Some(write);
+                        meta.push(write);
                     }
                 }
                 DocId::Chunk { .. } => {
@@ -272,20 +312,27 @@ impl Actor {
                 }
             }
         }
-        if meta.is_none() && chunks.writes.is_empty() {
+        if meta.is_empty() && chunks.writes.is_empty() {
             return Ok(false);
         }
-        self.write(meta.as_slice(), &chunks, &[])?;
+        self.write(&meta, &chunks, &[])?;
         for id in self.committed(meta, &chunks) {
             self.compact(id);
         }
         Ok(learnt)
     }
 
-    /// Imports into the meta document; the write to make, and whether anything is new.
-    fn import_meta(&mut self, blobs: Vec<Vec<u8>>) -> Result<Option<(DocWrite, bool)>, StoreError> {
+    /// Imports into one of the contacts, settings and devices documents; the write to make,
+    /// and whether anything is new.
+    fn import_meta(
+        &mut self,
+        id: DocId,
+        blobs: Vec<Vec<u8>>,
+    ) -> Result<Option<(DocWrite, bool)>, StoreError> {
         self.meta.forget_contacts();
-        let doc = self.meta.loro();
+        let doc = self.meta.doc(id).ok_or_else(|| {
+            StoreError::Document("not a contacts, settings or devices document".into())
+        })?;
         doc.commit();
         let before = doc.oplog_vv();
         let had_pending = doc.export_pending_updates()?.is_some();
@@ -299,7 +346,7 @@ impl Actor {
         let new = before != after;
         Ok(Some((
             DocWrite {
-                id: DocId::Meta,
+                id,
                 blobs,
                 version: after,
                 messages: 0,
@@ -314,11 +361,15 @@ impl Actor {
         &mut self,
         remote: &VaultVersion,
         budget: usize,
+        allow: &(dyn Fn(&DocId) -> bool + Send),
     ) -> Result<(VaultDelta, bool), StoreError> {
         let local = self.runtime.block_on(version(&self.db))?;
         let mut delta = VaultDelta::default();
         let mut size = 0;
         for (id, ours) in &local.docs {
+            if !allow(id) {
+                continue;
+            }
             let theirs = remote.get(id);
             if theirs.is_some_and(|t| t.includes_vv(ours)) {
                 continue;
@@ -330,10 +381,11 @@ impl Actor {
                 // A document the other side does not have at all goes as stored: no need
                 // to load it here.
                 (None, _) => self.runtime.block_on(stored_blobs(&self.db, *id))?,
-                (Some(theirs), DocId::Meta) => {
-                    vec![self.meta.loro().export(loro::ExportMode::updates(theirs))?]
-                }
                 (Some(theirs), DocId::Chunk { .. }) => vec![self.chunks.export(*id, theirs)?],
+                (Some(theirs), meta) => match self.meta.doc(*meta) {
+                    Some(doc) => vec![doc.export(loro::ExportMode::updates(theirs))?],
+                    None => continue,
+                },
             };
             size += blobs.iter().map(Vec::len).sum::<usize>();
             delta.push(*id, blobs);
@@ -343,18 +395,16 @@ impl Actor {
 
     /// Folds document `id`'s log into a snapshot; failures are logged and the log kept.
     fn compact(&mut self, id: DocId) {
-        let result = match id {
-            DocId::Meta => {
-                let done = self
-                    .runtime
-                    .block_on(docs::compact(&self.db, id, self.meta.loro()));
+        let result = match (meta_index(id), self.meta.doc(id)) {
+            (Some(i), Some(doc)) => {
+                let done = self.runtime.block_on(docs::compact(&self.db, id, doc));
                 if done.is_ok() {
-                    self.meta_stored.log_rows = 0;
-                    self.meta_stored.log_bytes = 0;
+                    self.meta_stored[i].log_rows = 0;
+                    self.meta_stored[i].log_bytes = 0;
                 }
                 done
             }
-            DocId::Chunk { .. } => self.chunks.compact(id),
+            _ => self.chunks.compact(id),
         };
         match result {
             Ok(bytes) => {
@@ -374,14 +424,13 @@ impl Actor {
         )?;
         for (name,) in ids {
             let id: DocId = name.parse()?;
-            match id {
-                DocId::Meta => {
-                    self.runtime
-                        .block_on(docs::compact(&self.db, id, self.meta.loro()))?;
-                    self.meta_stored.log_rows = 0;
-                    self.meta_stored.log_bytes = 0;
+            match (meta_index(id), self.meta.doc(id)) {
+                (Some(i), Some(doc)) => {
+                    self.runtime.block_on(docs::compact(&self.db, id, doc))?;
+                    self.meta_stored[i].log_rows = 0;
+                    self.meta_stored[i].log_bytes = 0;
                 }
-                DocId::Chunk { .. } => {
+                _ => {
                     self.chunks.load(id)?;
                     self.chunks.compact(id)?;
                 }
@@ -410,7 +459,7 @@ impl Actor {
             snapshot_bytes: n(snapshot_bytes),
             compactions: self.compactions,
             docs: n(docs),
-            loaded: 1 + self.chunks.loaded() as u64,
+            loaded: DocId::META.len() as u64 + self.chunks.loaded() as u64,
             messages: n(messages),
         })
     }
@@ -419,9 +468,9 @@ impl Actor {
         let local = self.runtime.block_on(version(&self.db))?;
         let mut out = serde_json::Map::new();
         for id in local.docs.keys() {
-            let value = match id {
-                DocId::Meta => self.meta.loro().get_deep_value(),
-                DocId::Chunk { .. } => {
+            let value = match self.meta.doc(*id) {
+                Some(doc) => doc.get_deep_value(),
+                None => {
                     let opened = self
                         .runtime
                         .block_on(docs::open(&self.db, *id, self.peer))?;
@@ -440,13 +489,10 @@ impl Actor {
     fn reload(&mut self) {
         self.chunks.reset();
         self.meta.forget_contacts();
-        match self
-            .runtime
-            .block_on(docs::open(&self.db, DocId::Meta, self.peer))
-        {
-            Ok(opened) => {
-                self.meta = VaultDoc::new(opened.doc, self.meta.contacts());
-                self.meta_stored = opened.stored;
+        match self.runtime.block_on(open_meta(&self.db, self.peer)) {
+            Ok((docs, stored)) => {
+                self.meta = VaultDoc::new(docs, self.meta.contacts());
+                self.meta_stored = stored;
             }
             Err(e) => tracing::error!(error = %e, "vault reload failed"),
         }

@@ -6,7 +6,7 @@ use loro::{LoroMap, LoroValue, ValueOrContainer};
 use volli_core::{ContactCard, DeviceCertificate, Timestamp, UserId};
 
 use super::Vault;
-use super::doc::{VaultDoc, root};
+use super::doc::VaultDoc;
 use crate::StoreError;
 
 /// A contact as stored.
@@ -76,7 +76,7 @@ impl Vault {
         let user = id.to_string();
         self.write(move |doc| {
             doc.forget_contact(&id);
-            let contacts = doc.loro().get_map(root::CONTACTS);
+            let contacts = doc.contact_map();
             let existing = contacts
                 .get(&user)
                 .and_then(entry)
@@ -113,7 +113,7 @@ impl Vault {
         let user = id.to_string();
         self.write(move |doc| {
             doc.forget_contact(&id);
-            let contacts = doc.loro().get_map(root::CONTACTS);
+            let contacts = doc.contact_map();
             let Some(map) = contacts.get(&user).and_then(entry) else {
                 return Ok(false);
             };
@@ -133,7 +133,7 @@ impl Vault {
     pub async fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
         self.read(|doc| {
             let mut out = Vec::new();
-            doc.loro().get_map(root::CONTACTS).for_each(|user, v| {
+            doc.contact_map().for_each(|user, v| {
                 if let Some(c) = entry(v).and_then(|m| read(doc, user, &m)) {
                     out.push(c);
                 }
@@ -153,8 +153,7 @@ impl Vault {
         let key = user.to_string();
         self.read(move |doc| {
             let contact = doc
-                .loro()
-                .get_map(root::CONTACTS)
+                .contact_map()
                 .get(&key)
                 .and_then(entry)
                 .and_then(|m| read(doc, &key, &m));
@@ -171,7 +170,7 @@ impl Vault {
         let key = user.to_string();
         self.write(move |doc| {
             doc.forget_contact(&user);
-            let contacts = doc.loro().get_map(root::CONTACTS);
+            let contacts = doc.contact_map();
             let Some(map) = contacts.get(&key).and_then(entry) else {
                 return Ok(false);
             };

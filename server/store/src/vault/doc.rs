@@ -1,5 +1,5 @@
-//! `VaultDoc`: the meta document (contacts, settings, devices), and the names of the root
-//! containers of every vault document.
+//! `VaultDoc`: the three documents that are always in memory (contacts, settings, devices),
+//! and the names of the root containers of every vault document.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,12 +12,15 @@ use super::Contact;
 /// The names of the vault documents' root containers: every piece of synced state lives
 /// under one. They are part of the on-disk and sync format; never rename them.
 pub mod root {
-    /// Meta document: contacts, keyed by user id.
+    /// `contacts` document: contacts, keyed by user id.
     pub const CONTACTS: &str = "contacts";
-    /// Meta document: settings, key → JSON text.
+    /// `settings` document: settings, key → JSON text.
     pub const SETTINGS: &str = "settings";
-    /// Meta document: the user's devices, keyed by peer id.
+    /// `devices` document: the user's devices, keyed by peer id.
     pub const DEVICES: &str = "devices";
+    /// `devices` document: facts about the user as a whole (the X-Wing key generation, the
+    /// latest contact card).
+    pub const USER: &str = "user";
     /// Conversation chunks: messages, keyed by message id.
     pub const MESSAGES: &str = "messages";
     /// The single-document layout's conversations (keyed by the other party's user id, each
@@ -25,9 +28,11 @@ pub mod root {
     pub const CONVERSATIONS: &str = "conversations";
 }
 
-/// The meta document as seen by code running inside the actor.
+/// The contacts, settings and devices documents, as seen by code running inside the actor.
 pub struct VaultDoc {
-    doc: LoroDoc,
+    contacts_doc: LoroDoc,
+    settings_doc: LoroDoc,
+    devices_doc: LoroDoc,
     verified: Mutex<Verified>,
     contacts: ContactCache,
 }
@@ -62,11 +67,25 @@ struct Verified {
 const MAX_VERIFIED: usize = 4096;
 
 impl VaultDoc {
-    pub(crate) fn new(doc: LoroDoc, contacts: ContactCache) -> Self {
+    /// The documents `contacts`, `settings` and `devices`, in that order.
+    pub(crate) fn new(docs: [LoroDoc; 3], contacts: ContactCache) -> Self {
+        let [contacts_doc, settings_doc, devices_doc] = docs;
         Self {
-            doc,
+            contacts_doc,
+            settings_doc,
+            devices_doc,
             verified: Mutex::new(Verified::default()),
             contacts,
+        }
+    }
+
+    /// One of the three documents.
+    pub(crate) fn doc(&self, id: super::DocId) -> Option<&LoroDoc> {
+        match id {
+            super::DocId::Contacts => Some(&self.contacts_doc),
+            super::DocId::Settings => Some(&self.settings_doc),
+            super::DocId::Devices => Some(&self.devices_doc),
+            super::DocId::Chunk { .. } => None,
         }
     }
 
@@ -139,19 +158,24 @@ impl VaultDoc {
         Some(value)
     }
 
-    /// The underlying Loro document.
-    pub(crate) fn loro(&self) -> &LoroDoc {
-        &self.doc
+    /// Contacts, keyed by user id.
+    pub(crate) fn contact_map(&self) -> LoroMap {
+        self.contacts_doc.get_map(root::CONTACTS)
     }
 
     /// Settings: key → JSON text.
     pub(crate) fn settings(&self) -> LoroMap {
-        self.doc.get_map(root::SETTINGS)
+        self.settings_doc.get_map(root::SETTINGS)
     }
 
     /// The user's devices, keyed by peer id.
     pub(crate) fn devices(&self) -> LoroMap {
-        self.doc.get_map(root::DEVICES)
+        self.devices_doc.get_map(root::DEVICES)
+    }
+
+    /// Facts about the user as a whole.
+    pub(crate) fn user(&self) -> LoroMap {
+        self.devices_doc.get_map(root::USER)
     }
 }
 
@@ -165,7 +189,10 @@ mod tests {
 
     #[test]
     fn the_verification_memo_never_passes_bytes_it_did_not_check() {
-        let doc = VaultDoc::new(LoroDoc::new(), ContactCache::default());
+        let doc = VaultDoc::new(
+            [LoroDoc::new(), LoroDoc::new(), LoroDoc::new()],
+            ContactCache::default(),
+        );
         let user = UserSecret::generate().unwrap();
         let peer = libp2p_identity::Keypair::generate_ed25519()
             .public()

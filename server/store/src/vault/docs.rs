@@ -15,8 +15,12 @@ use crate::{Db, StoreError};
 /// The name of one of the vault's documents. Part of the on-disk and sync format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DocId {
-    /// Contacts, settings and devices (`meta`).
-    Meta,
+    /// The contacts (`contacts`).
+    Contacts,
+    /// The settings (`settings`).
+    Settings,
+    /// The user's devices, its key generation and its own latest contact card (`devices`).
+    Devices,
     /// Chunk `chunk` of the conversation with `conversation` (`c/<user id>/<chunk>`).
     Chunk {
         /// The other party.
@@ -33,7 +37,9 @@ pub(super) const MAX_CHUNK: u32 = 1 << 20;
 impl fmt::Display for DocId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Meta => f.write_str("meta"),
+            Self::Contacts => f.write_str("contacts"),
+            Self::Settings => f.write_str("settings"),
+            Self::Devices => f.write_str("devices"),
             Self::Chunk {
                 conversation,
                 chunk,
@@ -46,8 +52,11 @@ impl FromStr for DocId {
     type Err = StoreError;
     fn from_str(s: &str) -> Result<Self, StoreError> {
         let bad = || StoreError::Document(format!("not a vault document name: {s:.80}"));
-        if s == "meta" {
-            return Ok(Self::Meta);
+        match s {
+            "contacts" => return Ok(Self::Contacts),
+            "settings" => return Ok(Self::Settings),
+            "devices" => return Ok(Self::Devices),
+            _ => {}
         }
         let rest = s.strip_prefix("c/").ok_or_else(bad)?;
         let (user, chunk) = rest.split_once('/').ok_or_else(bad)?;
@@ -183,7 +192,7 @@ impl DocWrite {
                 .await?;
         }
         let (conversation, chunk) = match self.id {
-            DocId::Meta => (None, None),
+            DocId::Contacts | DocId::Settings | DocId::Devices => (None, None),
             DocId::Chunk {
                 conversation,
                 chunk,
@@ -215,7 +224,7 @@ impl DocWrite {
 /// Messages in a chunk (0 for other documents).
 pub(super) fn messages_in(id: DocId, doc: &LoroDoc) -> u64 {
     match id {
-        DocId::Meta => 0,
+        DocId::Contacts | DocId::Settings | DocId::Devices => 0,
         DocId::Chunk { .. } => doc.get_map(super::root::MESSAGES).len() as u64,
     }
 }
@@ -256,6 +265,16 @@ pub(super) async fn compact(db: &Db, id: DocId, doc: &LoroDoc) -> Result<u64, St
     Ok(len)
 }
 
+impl DocId {
+    /// The documents that are not conversation chunks: always loaded.
+    pub const META: [DocId; 3] = [DocId::Contacts, DocId::Settings, DocId::Devices];
+
+    /// Whether it is a conversation chunk.
+    pub fn is_chunk(&self) -> bool {
+        matches!(self, DocId::Chunk { .. })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -268,7 +287,9 @@ mod tests {
     fn names_round_trip_and_garbage_is_refused() {
         let user = UserSecret::from_master([3; 32]).user_id();
         for id in [
-            DocId::Meta,
+            DocId::Contacts,
+            DocId::Settings,
+            DocId::Devices,
             DocId::Chunk {
                 conversation: user,
                 chunk: 0,
@@ -283,6 +304,7 @@ mod tests {
         for bad in [
             "",
             "Meta",
+            "meta",
             "c/",
             "c/x/1",
             &format!("c/{user}"),

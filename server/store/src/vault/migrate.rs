@@ -2,7 +2,8 @@
 //! settings, devices and every message, in `vault_snapshots` and `vault_updates` — to the
 //! layout of many documents ([`super::docs`]).
 //!
-//! The whole upgrade is one SQLite transaction, and the old tables are dropped in it: a
+//! Contacts, settings and devices each become a document of their own; each conversation a
+//! series of chunks. The whole upgrade is one SQLite transaction, and the old tables are dropped in it: a
 //! crash at any moment leaves either the old layout untouched (and the next start upgrades
 //! again from the beginning) or the new one complete. Nothing else touches the database
 //! before it has run. The old document's history is not carried over: no other device ever
@@ -38,16 +39,23 @@ pub(super) async fn run(db: &Db, peer: u64) -> Result<(), StoreError> {
             "migrating the vault to one document per conversation chunk"
         );
     }
-    let meta = LoroDoc::new();
-    meta.set_peer_id(peer)?;
-    for name in [root::CONTACTS, root::SETTINGS, root::DEVICES] {
-        copy_map(&doc.get_map(name), &meta.get_map(name))?;
-    }
-    meta.commit();
-
     let mut tx = db.writer().begin().await?;
     let now = Timestamp::now();
-    write_doc(&mut tx, DocId::Meta, &meta, 0, 0, now).await?;
+    for (id, name) in [
+        (DocId::Contacts, root::CONTACTS),
+        (DocId::Settings, root::SETTINGS),
+        (DocId::Devices, root::DEVICES),
+    ] {
+        let old = doc.get_map(name);
+        if old.is_empty() {
+            continue;
+        }
+        let meta = LoroDoc::new();
+        meta.set_peer_id(peer)?;
+        copy_map(&old, &meta.get_map(name))?;
+        meta.commit();
+        write_doc(&mut tx, id, &meta, 0, 0, now).await?;
+    }
     let conversations = doc.get_map(root::CONVERSATIONS);
     let mut users = Vec::new();
     conversations.for_each(|user, value| {
