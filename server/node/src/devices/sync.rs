@@ -31,7 +31,7 @@ use crate::events::Event;
 /// Bytes asked for per round of a pull.
 const PULL_BUDGET: u32 = 4 << 20;
 /// Local changes are announced at most this often.
-const NOTIFY_EVERY: Duration = Duration::from_millis(25);
+const NOTIFY_EVERY: Duration = Duration::from_millis(5);
 const DELTA_INFO: &[u8] = b"volli/sync/1 delta";
 const KEYS_INFO: &[u8] = b"volli/sync/1 keys";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
