@@ -1,10 +1,10 @@
 #![no_main]
 //! Protocol messages: hello, invite redemption, message delivery, relay mailboxes, pairing
-//! and vault sync.
+//! vault sync and file transfers.
 
 use libfuzzer_sys::fuzz_target;
 use volli_core::wire::{
-    self, Deliver, Delivered, Hello, PairBundle, PairRequest, PairResponse, RedeemRequest,
+    self, Deliver, Delivered, FileRequest, FileResponse, Hello, PairBundle, PairRequest, PairResponse, RedeemRequest,
     RedeemResponse, RelayRequest, RelayResponse, SyncRequest, SyncResponse,
 };
 
@@ -21,4 +21,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = wire::decode::<PairBundle>(data, 8 << 20);
     let _ = wire::decode::<SyncRequest>(data, 1 << 20);
     let _ = wire::decode::<SyncResponse>(data, 16 << 20);
+    let _ = wire::decode::<FileRequest>(data, 8 << 10);
+    let _ = wire::decode::<FileResponse>(data, 5 << 20);
 });

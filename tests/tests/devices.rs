@@ -394,11 +394,8 @@ async fn bad_pairings_get_their_errors_and_change_nothing() {
     );
     let (status, answer) = joiner.post("/v1/pairing/join", json!({"code": code})).await;
     assert!(
-        [
-            (409, Some("pairing_used")),
-            (503, Some("device_unreachable"))
-        ]
-        .contains(&(status, answer["error"]["code"].as_str())),
+        [(409, Some("pairing_used")), (404, Some("device_not_found"))]
+            .contains(&(status, answer["error"]["code"].as_str())),
         "{status} {answer}"
     );
     let (_, me) = joiner.get("/v1/node").await;
@@ -727,4 +724,54 @@ async fn devices_on_a_lan_pair_with_a_code_and_converge_after_a_partition() {
         "converged {:?} after the partition healed",
         healed.elapsed()
     );
+}
+
+#[tokio::test]
+async fn a_file_goes_from_one_device_of_the_user_to_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = Node::start(&tmp.path().join("first")).await;
+    let second = Node::start(&tmp.path().join("second")).await;
+    pair(&first, &second, None).await;
+    let (me, _) = first.ids().await;
+    let data: Vec<u8> = (0..(3 << 20) + 99).map(|i: u32| (i % 251) as u8).collect();
+    let path = tmp.path().join("photo.raw");
+    std::fs::write(&path, &data).unwrap();
+    // To this user's own id: its other devices get it.
+    let (status, t) = first
+        .post(
+            "/v1/transfers",
+            json!({"to": me, "path": path.to_str().unwrap()}),
+        )
+        .await;
+    assert_eq!(status, 201, "{t}");
+    let id = t["id"].as_str().unwrap().to_owned();
+    second
+        .wait_for(
+            &format!("/v1/transfers/{id}"),
+            Duration::from_secs(30),
+            |t| t["state"] == "offered",
+        )
+        .await;
+    let (status, _) = second
+        .post(&format!("/v1/transfers/{id}/accept"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let done = second
+        .wait_for(
+            &format!("/v1/transfers/{id}"),
+            Duration::from_secs(60),
+            |t| t["state"] == "completed",
+        )
+        .await;
+    assert_eq!(done["peer"], me.as_str());
+    let bytes = reqwest::Client::new()
+        .get(format!("{}/v1/transfers/{id}/content", second.url))
+        .bearer_auth(&second.token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(bytes.as_ref() == data.as_slice());
 }

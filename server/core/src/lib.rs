@@ -17,6 +17,7 @@ pub mod pairing;
 pub mod record;
 pub mod signer;
 pub mod time;
+pub mod transfer;
 pub mod wire;
 
 pub use card::{CardError, ContactCard};

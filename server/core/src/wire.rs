@@ -303,3 +303,85 @@ pub enum SyncResponse {
     /// Refused, with a reason (not one of the user's devices, revoked, not allowed).
     Refused(String),
 }
+
+/// `/volli/file/1` requests: the control side of file transfers (the data travels on the
+/// bulk channel, or as [`FileRequest::Chunk`] when that cannot be reached).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileRequest {
+    /// An offer: an encoded [`crate::transfer::SealedOffer`].
+    Offer(Vec<u8>),
+    /// The chunk list of a transfer offered to the requester.
+    List(crate::transfer::TransferId),
+    /// A ticket for the bulk channel.
+    Channel(crate::transfer::TransferId),
+    /// One ciphertext chunk, over this connection.
+    Chunk {
+        /// The transfer.
+        id: crate::transfer::TransferId,
+        /// Which chunk.
+        index: u32,
+    },
+    /// A change of state decided on the requester's side.
+    Control {
+        /// The transfer.
+        id: crate::transfer::TransferId,
+        /// What happened.
+        action: FileAction,
+    },
+}
+
+/// What one side of a transfer tells the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileAction {
+    /// The recipient accepted the offer.
+    Accept,
+    /// The recipient declined it.
+    Decline,
+    /// Paused on the requester's side.
+    Pause,
+    /// Resumed on the requester's side.
+    Resume,
+    /// Cancelled on the requester's side.
+    Cancel,
+    /// The recipient has the whole file, with this plaintext hash.
+    Done([u8; 32]),
+}
+
+/// `/volli/file/1` responses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileResponse {
+    /// Taken note of.
+    Ok,
+    /// The encoded chunk list.
+    List(Vec<u8>),
+    /// A bulk-channel ticket: connect to one of `addrs` (`ip:port` strings), prove `key`.
+    Channel {
+        /// The ticket's id.
+        ticket: [u8; 16],
+        /// The ticket's key.
+        key: [u8; 32],
+        /// Where the sender's bulk listener is.
+        addrs: Vec<String>,
+    },
+    /// A ciphertext chunk.
+    Chunk(Vec<u8>),
+    /// Refused.
+    Refused(FileRefusal),
+}
+
+/// Why a file request was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileRefusal {
+    /// No such transfer for the requester.
+    Unknown,
+    /// The sender paused it.
+    Paused,
+    /// The transfer is over (cancelled, declined, expired): the file is no longer kept.
+    Gone,
+    /// Too many at once; try later.
+    Busy,
+    /// Anything else.
+    Invalid(String),
+    /// The sender cancelled the transfer.
+    Cancelled,
+}

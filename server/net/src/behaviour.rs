@@ -40,6 +40,7 @@ pub(crate) struct Behaviour {
     pub(crate) relay_mailbox: Rpc,
     pub(crate) sync: Rpc,
     pub(crate) pair: Rpc,
+    pub(crate) file: Rpc,
 }
 
 fn rpc(protocol: Protocol, timeout: Duration) -> Rpc {
@@ -128,6 +129,7 @@ impl Behaviour {
             sync: rpc(Protocol::Sync, timeout),
             // A pairing waits for a person to approve it: its requests may take a minute.
             pair: rpc(Protocol::Pair, timeout.max(Duration::from_secs(90))),
+            file: rpc(Protocol::File, timeout),
         }
     }
 
@@ -139,6 +141,7 @@ impl Behaviour {
             Protocol::Relay => &mut self.relay_mailbox,
             Protocol::Sync => &mut self.sync,
             Protocol::Pair => &mut self.pair,
+            Protocol::File => &mut self.file,
         }
     }
 }

@@ -598,6 +598,7 @@ impl EventLoop {
             BehaviourEvent::RelayMailbox(e) => self.on_rpc_event(Protocol::Relay, e),
             BehaviourEvent::Sync(e) => self.on_rpc_event(Protocol::Sync, e),
             BehaviourEvent::Pair(e) => self.on_rpc_event(Protocol::Pair, e),
+            BehaviourEvent::File(e) => self.on_rpc_event(Protocol::File, e),
             BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { old, new }) => {
                 tracing::info!(?old, ?new, "reachability changed");
             }

@@ -18,17 +18,21 @@ pub enum Protocol {
     Sync,
     /// Pairing a new device with an existing one.
     Pair,
+    /// File transfers: offers, state changes, chunk lists, bulk tickets, and chunks when
+    /// the bulk channel cannot be used.
+    File,
 }
 
 impl Protocol {
     /// Every protocol.
-    pub const ALL: [Protocol; 6] = [
+    pub const ALL: [Protocol; 7] = [
         Protocol::Hello,
         Protocol::Invite,
         Protocol::Message,
         Protocol::Relay,
         Protocol::Sync,
         Protocol::Pair,
+        Protocol::File,
     ];
 
     /// The wire protocol id.
@@ -40,6 +44,7 @@ impl Protocol {
             Protocol::Relay => "/volli/relay/1",
             Protocol::Sync => "/volli/sync/1",
             Protocol::Pair => "/volli/pair/1",
+            Protocol::File => "/volli/file/1",
         })
     }
 
@@ -52,6 +57,8 @@ impl Protocol {
             // Version vectors and a reply key; never data.
             Protocol::Sync => 1 << 20,
             Protocol::Pair => 8 << 10,
+            // An offer, or a state change; never data.
+            Protocol::File => 8 << 10,
         }
     }
 
@@ -65,6 +72,9 @@ impl Protocol {
             Protocol::Sync => 16 << 20,
             // The sealed bundle: keys, a certificate, the contacts/settings/devices documents.
             Protocol::Pair => 8 << 20,
+            // A chunk (or a chunk list) with its framing.
+            // (`volli_core::transfer::MAX_CIPHER_CHUNK`: 4 MiB of plaintext with its tags.)
+            Protocol::File => (4 << 20) + (1 << 10) + (64 << 10),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod plugins;
 pub mod rate_limit;
 pub mod relay;
 pub mod settings;
+pub mod transfers;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
@@ -62,6 +63,8 @@ pub struct ApiState {
     pub relay: crate::relay::Relay,
     /// The user's devices.
     pub devices: crate::devices::Devices,
+    /// File transfers.
+    pub files: crate::files::Files,
 }
 
 #[derive(OpenApi)]
@@ -85,6 +88,7 @@ pub struct ApiState {
         (name = "messages", description = "End-to-end encrypted messages and the relay mailbox"),
         (name = "plugins", description = "Sandboxed WebAssembly plugins"),
         (name = "devices", description = "The user's devices: pairing, revocation, vault sync"),
+        (name = "transfers", description = "End-to-end encrypted, resumable file transfers"),
     )
 )]
 struct ApiDoc;
@@ -139,6 +143,18 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(devices::reject))
         .routes(routes!(devices::list))
         .routes(routes!(devices::revoke))
+        .routes({
+            // A streamed file is as large as it is; the node never holds it in memory.
+            let (schemas, paths, router) = routes!(transfers::send, transfers::list);
+            (schemas, paths, router.layer(DefaultBodyLimit::disable()))
+        })
+        .routes(routes!(transfers::get, transfers::delete))
+        .routes(routes!(transfers::accept))
+        .routes(routes!(transfers::decline))
+        .routes(routes!(transfers::pause))
+        .routes(routes!(transfers::resume))
+        .routes(routes!(transfers::cancel))
+        .routes(routes!(transfers::content))
 }
 
 /// The OpenAPI document, as served at `/openapi.json` and committed in `openapi/openapi.json`.

@@ -108,6 +108,69 @@ enum Command {
         #[command(subcommand)]
         command: Option<DevicesCommand>,
     },
+    /// Send a file to a contact (by user id or by name), showing its progress.
+    SendFile {
+        /// The contact's user id or name (or this user's id, for its other devices).
+        to: String,
+        /// The file.
+        path: PathBuf,
+        /// Stream the file's bytes to the node instead of naming its path (for a node on
+        /// another machine).
+        #[arg(long)]
+        upload: bool,
+        /// Return once the file is offered; do not wait for the transfer.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List file transfers, or act on one.
+    Transfers {
+        #[command(subcommand)]
+        command: Option<TransfersCommand>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TransfersCommand {
+    /// Accept an offered file (the download starts; add --wait to follow it).
+    Accept {
+        /// The transfer id.
+        id: String,
+        /// Follow the download until it ends.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Decline an offered file.
+    Decline {
+        /// The transfer id.
+        id: String,
+    },
+    /// Pause a transfer.
+    Pause {
+        /// The transfer id.
+        id: String,
+    },
+    /// Resume a transfer this side paused.
+    Resume {
+        /// The transfer id.
+        id: String,
+    },
+    /// Cancel a transfer.
+    Cancel {
+        /// The transfer id.
+        id: String,
+    },
+    /// Save a received file.
+    Save {
+        /// The transfer id.
+        id: String,
+        /// Where to write it (a directory: the file keeps its name).
+        path: PathBuf,
+    },
+    /// Forget a finished transfer (a received file's content with it).
+    Delete {
+        /// The transfer id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -295,6 +358,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Some(PairCommand::Approve { id }) => client::pair_decide(&c, id, true).await,
                 Some(PairCommand::Reject { id }) => client::pair_decide(&c, id, false).await,
+            }
+        }
+        Command::SendFile {
+            to,
+            path,
+            upload,
+            no_wait,
+        } => client::send_file(&connect(&cli)?, to, path, *upload, !*no_wait).await,
+        Command::Transfers { command } => {
+            let c = connect(&cli)?;
+            match command {
+                None => client::transfers(&c).await,
+                Some(TransfersCommand::Save { id, path }) => client::save(&c, id, path).await,
+                Some(TransfersCommand::Delete { id }) => {
+                    let path = format!("/v1/transfers/{}", client::encode(id));
+                    c.send(reqwest::Method::DELETE, &path, client::Body::None)
+                        .await?;
+                    println!("deleted {id}");
+                    Ok(())
+                }
+                Some(TransfersCommand::Accept { id, wait }) => {
+                    client::transfer_action(&c, id, "accept").await?;
+                    if *wait {
+                        client::follow(&c, id).await?;
+                    }
+                    Ok(())
+                }
+                Some(TransfersCommand::Decline { id }) => {
+                    client::transfer_action(&c, id, "decline").await
+                }
+                Some(TransfersCommand::Pause { id }) => {
+                    client::transfer_action(&c, id, "pause").await
+                }
+                Some(TransfersCommand::Resume { id }) => {
+                    client::transfer_action(&c, id, "resume").await
+                }
+                Some(TransfersCommand::Cancel { id }) => {
+                    client::transfer_action(&c, id, "cancel").await
+                }
             }
         }
         Command::Devices { command } => {

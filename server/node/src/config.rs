@@ -40,6 +40,8 @@ pub struct Config {
     pub messages: MessagesConfig,
     /// Holding mail for friends.
     pub relay: RelayConfig,
+    /// File transfers.
+    pub files: FilesConfig,
     /// Plugins.
     pub plugins: PluginsConfig,
 }
@@ -64,6 +66,7 @@ impl Default for Config {
             network: NetworkConfig::default(),
             messages: MessagesConfig::default(),
             relay: RelayConfig::default(),
+            files: FilesConfig::default(),
             plugins: PluginsConfig::default(),
         }
     }
@@ -206,6 +209,43 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             policy: "friends-only".into(),
+        }
+    }
+}
+
+/// File transfers.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// The file-backend plugin that stores chunks (must be enabled).
+    pub backend: String,
+    /// Whether file data may travel on the bulk channel (a plain TCP connection opened with a
+    /// ticket from the libp2p connection; much faster). When off, or when the sender's bulk
+    /// listener cannot be reached, chunks travel over libp2p.
+    pub bulk: bool,
+    /// Where the bulk listener listens (`ip:port`). Empty: the IPs of the TCP
+    /// `p2p_listen` addresses, on a port the system picks. Set a fixed port to forward it.
+    pub bulk_listen: Vec<SocketAddr>,
+    /// How long a sent file stays available to its recipient, in seconds (1 to 2592000).
+    pub keep_secs: u64,
+    /// Bytes all transfers may hold in the backend (received files and uploads).
+    pub max_bytes: u64,
+    /// Bytes one contact's files may hold.
+    pub max_bytes_per_contact: u64,
+    /// Sending rate cap in bytes per second for all transfers together (0: none).
+    pub max_send_rate: u64,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            backend: "fs".into(),
+            bulk: true,
+            bulk_listen: Vec::new(),
+            keep_secs: 7 * 24 * 3600,
+            max_bytes: 256 << 30,
+            max_bytes_per_contact: 64 << 30,
+            max_send_rate: 0,
         }
     }
 }
@@ -396,6 +436,13 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "messages.inbound_per_day and messages.inbound_bytes_per_day must be positive"
                     .into(),
+            ));
+        }
+        volli_plugin_host::check_name(&self.files.backend)
+            .map_err(|e| ConfigError::Invalid(format!("files.backend: {e}")))?;
+        if !(1..=30 * 24 * 3600).contains(&self.files.keep_secs) {
+            return Err(ConfigError::Invalid(
+                "files.keep_secs must be 1 to 2592000 (30 days)".into(),
             ));
         }
         if self.api.public_burst == 0 || self.api.public_per_second == 0 {

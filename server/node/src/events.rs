@@ -159,6 +159,53 @@ pub enum Event {
         /// What went wrong, for the operator.
         reason: String,
     },
+    /// A contact (or another device of this user) offers a file.
+    #[serde(rename = "transfer.offered")]
+    TransferOffered {
+        /// The transfer.
+        id: String,
+        /// The sender's user id.
+        from: String,
+        /// The file's name.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// A transfer moved on: bytes stored (incoming) or sent (outgoing). At most four a
+    /// second per transfer; totals only grow.
+    #[serde(rename = "transfer.progress")]
+    TransferProgress {
+        /// The transfer.
+        id: String,
+        /// Bytes done.
+        bytes_done: u64,
+        /// The file's size.
+        size: u64,
+    },
+    /// A transfer changed state: `running`, `paused`, `declined`, `cancelled`.
+    #[serde(rename = "transfer.updated")]
+    TransferUpdated {
+        /// The transfer.
+        id: String,
+        /// Its new state.
+        state: String,
+    },
+    /// A transfer completed: the file arrived whole, with this BLAKE3 hash.
+    #[serde(rename = "transfer.completed")]
+    TransferCompleted {
+        /// The transfer.
+        id: String,
+        /// The plaintext's BLAKE3 hash (hex).
+        blake3: String,
+    },
+    /// A transfer failed.
+    #[serde(rename = "transfer.failed")]
+    TransferFailed {
+        /// The transfer.
+        id: String,
+        /// Why.
+        reason: String,
+    },
     /// A setting was set or removed.
     #[serde(rename = "settings.changed")]
     SettingsChanged {

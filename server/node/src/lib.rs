@@ -13,6 +13,7 @@ pub mod contacts;
 pub mod devices;
 pub mod discovery;
 pub mod events;
+pub mod files;
 pub mod identity;
 pub mod limits;
 mod logging;

@@ -21,6 +21,7 @@ use volli_store::Vault;
 use crate::contacts::Contacts;
 use crate::devices::Devices;
 use crate::discovery::Discovery;
+use crate::files::Files;
 use crate::messaging::Messaging;
 use crate::outbound::Outbound;
 use crate::peers::Peers;
@@ -57,6 +58,8 @@ pub struct Dispatch {
     pub relay: Relay,
     /// The user's devices (pairing, sync).
     pub devices: Devices,
+    /// File transfers.
+    pub files: Files,
     /// Connections that strangers may hold at most.
     pub max_strangers: usize,
 }
@@ -168,9 +171,13 @@ impl Dispatch {
             Ok(Some(user)) if self.peers.is_contact(&user) => {
                 self.relay.contact_ready(user).await;
                 self.messaging.contact_ready(user).await;
+                self.files.peer_ready(user).await;
             }
             // Another device of this user: sync with it.
-            Ok(Some(_)) if self.peers.is_own_device(&peer) => self.devices.device_ready(peer).await,
+            Ok(Some(user)) if self.peers.is_own_device(&peer) => {
+                self.devices.device_ready(peer).await;
+                self.files.peer_ready(user).await;
+            }
             Ok(_) => {}
             Err(e) => tracing::debug!(%peer, error = %e, "hello failed"),
         }
@@ -228,6 +235,18 @@ impl Dispatch {
             Protocol::Sync if self.peers.is_own_device(&peer) => {
                 let response = self.devices.handle(peer, protocol, &payload).await;
                 responder.respond(response).await;
+            }
+            // Files, between contacts and between the user's own devices.
+            Protocol::File => {
+                let trusted =
+                    self.peers.contact_of(&peer).is_some() || self.peers.is_own_device(&peer);
+                match self.peers.user_of(&peer).filter(|_| trusted) {
+                    Some(user) => {
+                        let response = self.files.handle(peer, user, &payload).await;
+                        responder.respond(response).await;
+                    }
+                    None => drop(responder),
+                }
             }
             // Not served: dropping the responder fails the requester's call.
             _ => drop(responder),

@@ -23,6 +23,7 @@ use crate::contacts::Contacts;
 use crate::devices::Devices;
 use crate::discovery::{Discovery, backends, lan::Lan};
 use crate::events::{Event, EventBus};
+use crate::files::Files;
 use crate::identity::{self, Identity};
 use crate::limits::RateLimiter;
 use crate::messaging::{InboundQuota, Messaging};
@@ -268,6 +269,19 @@ impl Node {
             restart: restart.clone(),
         });
         devices.refresh().await;
+        let files = Files::new(crate::files::Parts {
+            db: store.db().clone(),
+            vault: store.vault().clone(),
+            net: net.clone(),
+            outbound: outbound.clone(),
+            identity: identity.clone(),
+            peers: peers.clone(),
+            events: events.clone(),
+            host: plugins.host().clone(),
+            config: config.files.clone(),
+            p2p_listen: config.p2p_listen.clone(),
+        })
+        .await;
         Dispatch {
             net: net.clone(),
             outbound,
@@ -278,10 +292,12 @@ impl Node {
             messaging: messaging.clone(),
             relay: relay.clone(),
             devices: devices.clone(),
+            files: files.clone(),
             max_strangers: usize::try_from(config.network.max_connections / 2).unwrap_or(128),
         }
         .spawn(net_events);
         devices.spawn();
+        files.spawn();
         discovery.spawn();
         contacts.spawn_retries();
         relay.spawn();
@@ -324,6 +340,7 @@ impl Node {
             messaging,
             relay,
             devices,
+            files,
         };
 
         Ok(Self {

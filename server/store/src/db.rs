@@ -85,6 +85,8 @@ impl Db {
                 "relays_designated",
                 "relay_receipts",
                 "removed_contacts",
+                "transfer_chunks",
+                "transfers",
             ] {
                 // The names are the constants above.
                 sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
@@ -108,7 +110,8 @@ impl Db {
     pub async fn holds_user_data(&self) -> Result<bool, StoreError> {
         let (n,): (i64,) = sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM messages) + (SELECT COUNT(*) FROM outbox) \
-                  + (SELECT COUNT(*) FROM vault_docs WHERE conversation IS NOT NULL)",
+                  + (SELECT COUNT(*) FROM vault_docs WHERE conversation IS NOT NULL) \
+                  + (SELECT COUNT(*) FROM transfers)",
         )
         .fetch_one(&self.pool)
         .await?;

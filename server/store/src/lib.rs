@@ -10,6 +10,7 @@ mod db;
 pub mod invites;
 pub mod messaging;
 pub mod plugins;
+pub mod transfers;
 pub mod vault;
 
 use std::path::Path;
@@ -18,6 +19,7 @@ pub use db::Db;
 pub use invites::{PendingContact, Redemption};
 pub use messaging::{Held, HeldEnvelope, OutboxChange, OutboxEntry, RelayStats};
 pub use plugins::PluginRecord;
+pub use transfers::TransferRow;
 pub use vault::{DocId, Vault, VaultDelta, VaultOptions, VaultStats, VaultVersion};
 
 /// A failure of the store.

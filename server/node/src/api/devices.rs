@@ -40,11 +40,9 @@ impl From<DeviceError> for ApiError {
             DeviceError::NodeNotEmpty => {
                 ApiError::new(StatusCode::CONFLICT, "node_not_empty", message)
             }
-            DeviceError::Unreachable(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "device_unreachable",
-                message,
-            ),
+            // Nobody answers with that code (or at the link's addresses): as for a wrong
+            // code, the person retries; it is not the node failing.
+            DeviceError::Unreachable(_) => ApiError::not_found("device_not_found", message),
             DeviceError::Contacts(crate::contacts::ContactError::NotAdmin) => {
                 ApiError::new(StatusCode::FORBIDDEN, "not_admin", message)
             }

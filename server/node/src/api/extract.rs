@@ -82,7 +82,7 @@ fn body_rejection(e: axum::extract::rejection::BytesRejection) -> ApiError {
 }
 
 /// Parses `bytes` as a JSON object into `T`.
-fn object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first.is_some_and(|b| *b != b'{') {
         return Err(match serde_json::from_slice::<serde_json::Value>(bytes) {

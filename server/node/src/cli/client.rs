@@ -77,6 +77,24 @@ impl Client {
             Body::Wasm(bytes) => request
                 .header("content-type", "application/wasm")
                 .body(bytes),
+            Body::File(file, len) => {
+                let stream = futures::stream::unfold(file, |mut file| async move {
+                    use tokio::io::AsyncReadExt as _;
+                    let mut buf = vec![0u8; 1 << 20];
+                    match file.read(&mut buf).await {
+                        Ok(0) => None,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            Some((Ok::<_, std::io::Error>(buf), file))
+                        }
+                        Err(e) => Some((Err(e), file)),
+                    }
+                });
+                request
+                    .header("content-type", "application/octet-stream")
+                    .header("content-length", len)
+                    .body(reqwest::Body::wrap_stream(stream))
+            }
         };
         let response = request.send().await.with_context(|| {
             format!(
@@ -107,6 +125,8 @@ pub(crate) enum Body {
     None,
     Json(Value),
     Wasm(Vec<u8>),
+    /// A file streamed as `application/octet-stream`, with its length.
+    File(tokio::fs::File, u64),
 }
 
 /// Percent-encodes a path segment or a query value (commas kept, for lists).
@@ -510,5 +530,227 @@ pub(crate) async fn messages(client: &Client, with: &str, limit: usize) -> anyho
             m["body"].as_str().unwrap_or("")
         );
     }
+    Ok(())
+}
+
+/// Bytes in a readable unit.
+fn size(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1_000 => format!("{bytes} B"),
+        1_000..1_000_000 => format!("{:.1} kB", b / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", b / 1e6),
+        _ => format!("{:.2} GB", b / 1e9),
+    }
+}
+
+fn print_transfer(t: &Value) {
+    println!(
+        "{}  {:<8} {:<9} {:>10}  {}  {}{}",
+        t["id"].as_str().unwrap_or("?"),
+        t["direction"].as_str().unwrap_or("?"),
+        t["state"].as_str().unwrap_or("?"),
+        size(t["size"].as_u64().unwrap_or(0)),
+        t["name"].as_str().unwrap_or("?"),
+        t["peer"].as_str().unwrap_or("?"),
+        t["error"]
+            .as_str()
+            .map(|e| format!("  ({e})"))
+            .unwrap_or_default()
+    );
+}
+
+/// `volli transfers`
+pub(crate) async fn transfers(client: &Client) -> anyhow::Result<()> {
+    let list: Value = client.get("/v1/transfers").await?;
+    let all = list["transfers"].as_array().cloned().unwrap_or_default();
+    if all.is_empty() {
+        println!("no transfers");
+    }
+    for t in &all {
+        print_transfer(t);
+    }
+    Ok(())
+}
+
+/// `volli transfers accept|decline|pause|resume|cancel ID`
+pub(crate) async fn transfer_action(client: &Client, id: &str, action: &str) -> anyhow::Result<()> {
+    let path = format!("/v1/transfers/{}/{action}", encode(id));
+    let t = client
+        .send(reqwest::Method::POST, &path, Body::None)
+        .await?;
+    print_transfer(&t);
+    Ok(())
+}
+
+/// `volli send-file CONTACT PATH`
+pub(crate) async fn send_file(
+    client: &Client,
+    to: &str,
+    path: &std::path::Path,
+    upload: bool,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let to = contact_id(client, to).await.or_else(|e| {
+        // This user's own id is not a contact, but names its other devices.
+        if crate::contacts::Contacts::parse_user(to).is_some() {
+            Ok(to.to_owned())
+        } else {
+            Err(e)
+        }
+    })?;
+    let t = if upload {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| anyhow::anyhow!("{} has no usable file name", path.display()))?;
+        let file = tokio::fs::File::open(path)
+            .await
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let len = file.metadata().await?.len();
+        let url = format!("/v1/transfers?to={}&name={}", encode(&to), encode(name));
+        eprintln!("uploading {} ({})…", path.display(), size(len));
+        client
+            .send(reqwest::Method::POST, &url, Body::File(file, len))
+            .await?
+    } else {
+        let absolute = std::fs::canonicalize(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        eprintln!("encrypting and hashing {}…", absolute.display());
+        client
+            .send(
+                reqwest::Method::POST,
+                "/v1/transfers",
+                Body::Json(serde_json::json!({"to": to, "path": absolute.to_string_lossy()})),
+            )
+            .await?
+    };
+    let id = t["id"].as_str().unwrap_or_default().to_owned();
+    println!("{id}");
+    if wait {
+        follow(client, &id).await?;
+    }
+    Ok(())
+}
+
+/// Follows a transfer with a progress line until it ends.
+pub(crate) async fn follow(client: &Client, id: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let path = format!("/v1/transfers/{}", encode(id));
+    let mut samples: std::collections::VecDeque<(std::time::Instant, u64)> =
+        std::collections::VecDeque::new();
+    loop {
+        let t: Value = client.get(&path).await?;
+        let state = t["state"].as_str().unwrap_or("?").to_owned();
+        let done = t["bytes_done"].as_u64().unwrap_or(0);
+        let total = t["size"].as_u64().unwrap_or(0);
+        let now = std::time::Instant::now();
+        samples.push_back((now, done));
+        while samples.len() > 2 && now.duration_since(samples[0].0).as_secs_f64() > 5.0 {
+            samples.pop_front();
+        }
+        let (t0, d0) = samples[0];
+        let secs = now.duration_since(t0).as_secs_f64();
+        let rate = if secs > 0.0 {
+            (done - d0.min(done)) as f64 / secs
+        } else {
+            0.0
+        };
+        let line = match state.as_str() {
+            "offered" => format!(
+                "waiting for {} to accept…",
+                t["peer"].as_str().unwrap_or("?")
+            ),
+            "paused" => format!(
+                "paused ({}) at {} of {}",
+                t["paused_by"].as_str().unwrap_or("?"),
+                size(done),
+                size(total)
+            ),
+            _ => {
+                let pct = if total > 0 {
+                    done as f64 * 100.0 / total as f64
+                } else {
+                    100.0
+                };
+                let eta = if rate > 0.0 {
+                    format!("ETA {:.0} s", (total - done.min(total)) as f64 / rate)
+                } else {
+                    "ETA ?".into()
+                };
+                format!(
+                    "{} / {} ({pct:.0} %)  {}/s  {eta}",
+                    size(done),
+                    size(total),
+                    size(rate as u64)
+                )
+            }
+        };
+        eprint!("\r\x1b[2K{line}");
+        let _ = std::io::stderr().flush();
+        match state.as_str() {
+            "completed" => {
+                eprintln!();
+                println!("completed, BLAKE3 {}", t["blake3"].as_str().unwrap_or("?"));
+                return Ok(());
+            }
+            "failed" | "declined" | "cancelled" => {
+                eprintln!();
+                bail!(
+                    "the transfer was {state}{}",
+                    t["error"]
+                        .as_str()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                );
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// `volli transfers save ID PATH`
+pub(crate) async fn save(client: &Client, id: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let t: Value = client.get(&format!("/v1/transfers/{}", encode(id))).await?;
+    let target = if path.is_dir() {
+        path.join(t["name"].as_str().unwrap_or("file"))
+    } else {
+        path.to_owned()
+    };
+    let url = format!("{}/v1/transfers/{}/content", client.base(), encode(id));
+    let mut response = client
+        .http
+        .get(&url)
+        .bearer_auth(&client.token)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        bail!(
+            "the node answered {status}: {} ({})",
+            body["error"]["message"].as_str().unwrap_or(""),
+            body["error"]["code"].as_str().unwrap_or("unknown")
+        );
+    }
+    let tmp = target.with_extension("part");
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut hasher = blake3::Hasher::new();
+    while let Some(chunk) = response.chunk().await? {
+        hasher.update(&chunk);
+        file.write_all(&chunk).await?;
+    }
+    file.sync_all().await?;
+    drop(file);
+    let hash = hasher.finalize().to_hex().to_string();
+    if Some(hash.as_str()) != t["blake3"].as_str() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        bail!("the saved file's BLAKE3 hash does not match the transfer's; nothing was kept");
+    }
+    tokio::fs::rename(&tmp, &target).await?;
+    println!("saved {} (BLAKE3 {hash})", target.display());
     Ok(())
 }

@@ -1,0 +1,1472 @@
+//! File transfers between contacts, and between the user's own devices ([ADR 0010]).
+//!
+//! **Sending** (`send_path`, `send_upload`): the file is read once to encrypt it with a new
+//! key, name its chunks and hash it (`prepare`); a file sent by path stays where it is and
+//! is read again as chunks are asked for, an upload's chunks are stored in the file backend.
+//! The offer is sealed to the recipient and sent to each of its devices, again until one
+//! takes it. **Receiving**: an offer becomes an `offered` transfer (accepted automatically
+//! up to the size the user set); accepting it starts a download (`download`): the chunk list,
+//! then the chunks — on the bulk channel (`bulk`) when the sender's listener can be reached,
+//! over libp2p otherwise — each checked against its name before it is stored, and recorded
+//! as durable in batches. At the end the whole file's BLAKE3 hash is put together from every
+//! chunk's part and compared with the offer; the file is then read back through
+//! `GET /v1/transfers/{id}/content` (`content`).
+//!
+//! Either side may pause, resume or cancel; the other side hears of it over `/volli/file/1`
+//! (again until it does). Everything a transfer needs to go on is in SQLite, so it resumes
+//! after a restart of either side. A sender keeps a file `[files] keep_secs`; a transfer
+//! not finished by then fails, with that reason, on both sides.
+//!
+//! [ADR 0010]: ../../../docs/adr/0010-file-transfer.md
+
+mod bulk;
+mod content;
+mod download;
+mod prepare;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use multiaddr::{Multiaddr, Protocol as Ma};
+use tokio::sync::Notify;
+use volli_core::transfer::{ChunkList, FileKey, FileOffer, Layout, SealedOffer, TransferId, hex};
+use volli_core::wire::{self, FileAction, FileRefusal, FileRequest, FileResponse};
+use volli_core::{DeviceCertificate, KemPublicKey, PeerId, Timestamp, UserId};
+use volli_net::{NetClient, Protocol};
+use volli_plugin_host::{FileBackendPlugin, PluginHost};
+use volli_store::{Db, StoreError, TransferRow, Vault};
+
+use crate::config::FilesConfig;
+use crate::events::{Event, EventBus};
+use crate::identity::Identity;
+use crate::limits::backoff;
+use crate::outbound::Outbound;
+use crate::peers::Peers;
+
+pub use content::Content;
+pub use prepare::Upload;
+
+/// Offers waiting for a decision from one contact, at most.
+const MAX_PENDING_OFFERS: usize = 64;
+/// Transfers a node keeps, at most (rows; finished ones count until deleted).
+const MAX_TRANSFERS: usize = 10_000;
+/// Progress events per transfer, at most one per this.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// How often undelivered offers and state changes are tried again, at the latest.
+const RETRY_EVERY: Duration = Duration::from_secs(30);
+/// A request to the other side.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// The setting that holds the auto-accept sizes.
+pub const AUTO_ACCEPT_SETTING: &str = "transfers.auto_accept_bytes";
+
+/// Why a transfer operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The recipient is not a contact.
+    #[error("{0} is not a contact")]
+    UnknownContact(UserId),
+    /// The path cannot be sent.
+    #[error("{0}")]
+    InvalidPath(String),
+    /// The file name cannot be used.
+    #[error("{0}")]
+    InvalidName(String),
+    /// A bad request.
+    #[error("{0}")]
+    Invalid(String),
+    /// The file is larger than a transfer can be.
+    #[error("files can be at most {} GiB", volli_core::transfer::MAX_FILE_SIZE >> 30)]
+    TooLarge,
+    /// No such transfer.
+    #[error("no such transfer")]
+    Unknown,
+    /// Not possible in the transfer's current state.
+    #[error("{1}")]
+    Conflict(&'static str, String),
+    /// A quota is reached.
+    #[error("{0}")]
+    Quota(String),
+    /// The byte range asked for is outside the file (of this size).
+    #[error("the range is outside the file ({0} bytes)")]
+    Range(u64),
+    /// The file backend cannot be used.
+    #[error("the file backend is not available: {0}")]
+    Backend(String),
+    /// Reading or writing a file failed.
+    #[error("{0}")]
+    Io(String),
+    /// Storage failed.
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl FileError {
+    fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Conflict(code, message.into())
+    }
+}
+
+/// A transfer as the API shows it.
+#[derive(Clone, Debug)]
+pub struct TransferView {
+    /// Its id.
+    pub id: TransferId,
+    /// `outgoing` or `incoming`.
+    pub outgoing: bool,
+    /// The other side's user id.
+    pub peer: String,
+    /// The file's name.
+    pub name: String,
+    /// Its size.
+    pub size: u64,
+    /// Bytes stored (incoming) or sent (outgoing).
+    pub bytes_done: u64,
+    /// `offered`, `running`, `paused`, `completed`, `declined`, `cancelled`, `failed`.
+    pub state: &'static str,
+    /// Who paused it: `here`, `there`, `both`.
+    pub paused_by: Option<&'static str>,
+    /// The plaintext's BLAKE3 hash (hex).
+    pub blake3: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it was offered.
+    pub created_at: Timestamp,
+    /// Until when the sender keeps the file.
+    pub expires_at: Timestamp,
+}
+
+/// Terminal states.
+fn finished(state: &str) -> bool {
+    matches!(state, "completed" | "declined" | "cancelled" | "failed")
+}
+
+fn view(t: &TransferRow) -> TransferView {
+    let paused = t.state == "running" && (t.paused_here || t.paused_there);
+    TransferView {
+        id: TransferId::from_bytes(t.id),
+        outgoing: t.outgoing,
+        peer: t.peer.clone(),
+        name: t.name.clone(),
+        size: t.size,
+        bytes_done: t.bytes_done.min(t.size),
+        state: match t.state.as_str() {
+            "offered" => "offered",
+            "running" if paused => "paused",
+            "running" => "running",
+            "completed" => "completed",
+            "declined" => "declined",
+            "cancelled" => "cancelled",
+            _ => "failed",
+        },
+        paused_by: match (t.paused_here, t.paused_there) {
+            _ if !paused => None,
+            (true, true) => Some("both"),
+            (true, false) => Some("here"),
+            _ => Some("there"),
+        },
+        blake3: hex(&t.blake3),
+        error: t.error.clone(),
+        created_at: t.created_at,
+        expires_at: t.expires_at,
+    }
+}
+
+/// What the service is built from.
+pub struct Parts {
+    /// The database.
+    pub db: Db,
+    /// The vault.
+    pub vault: Vault,
+    /// The network.
+    pub net: NetClient,
+    /// Requests to other nodes.
+    pub outbound: Outbound,
+    /// This node's identity.
+    pub identity: Arc<Identity>,
+    /// The peer table.
+    pub peers: Peers,
+    /// Events for clients.
+    pub events: EventBus,
+    /// Plugins (the file backend).
+    pub host: PluginHost,
+    /// `[files]`.
+    pub config: FilesConfig,
+    /// The libp2p listen addresses (for the bulk listener's default).
+    pub p2p_listen: Vec<Multiaddr>,
+}
+
+/// The file transfer service. Cheap to clone.
+#[derive(Clone)]
+pub struct Files {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    vault: Vault,
+    net: NetClient,
+    outbound: Outbound,
+    identity: Arc<Identity>,
+    peers: Peers,
+    events: EventBus,
+    host: PluginHost,
+    config: FilesConfig,
+    bulk: Option<Arc<bulk::Listener>>,
+    /// State changes, one at a time (they are rare; chunks do not take this).
+    changes: tokio::sync::Mutex<()>,
+    downloads: Mutex<HashMap<TransferId, Arc<download::Handle>>>,
+    serving: Mutex<HashMap<TransferId, Arc<Serving>>>,
+    progress: Mutex<HashMap<TransferId, Instant>>,
+    rate: Option<Mutex<Bucket>>,
+    wake: Notify,
+}
+
+/// What the sender keeps at hand for a transfer being fetched.
+struct Serving {
+    layout: Layout,
+    key: FileKey,
+    list: ChunkList,
+    peer: UserId,
+    source: Option<std::fs::File>,
+    sent: Mutex<Vec<bool>>,
+    sent_bytes: std::sync::atomic::AtomicU64,
+    saved_at: Mutex<Instant>,
+}
+
+/// A token bucket for `[files] max_send_rate`.
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Files {
+    /// Builds the service and binds the bulk listener.
+    pub async fn new(parts: Parts) -> Self {
+        let bulk = if parts.config.bulk {
+            let addrs = if parts.config.bulk_listen.is_empty() {
+                bulk_addrs_for(&parts.p2p_listen)
+            } else {
+                parts.config.bulk_listen.clone()
+            };
+            let (listener, sockets) = bulk::Listener::bind(&addrs).await;
+            Some((listener, sockets))
+        } else {
+            None
+        };
+        let rate = (parts.config.max_send_rate > 0).then(|| {
+            Mutex::new(Bucket {
+                rate: parts.config.max_send_rate as f64,
+                tokens: 0.0,
+                at: Instant::now(),
+            })
+        });
+        let files = Self {
+            inner: Arc::new(Inner {
+                db: parts.db,
+                vault: parts.vault,
+                net: parts.net,
+                outbound: parts.outbound,
+                identity: parts.identity,
+                peers: parts.peers,
+                events: parts.events,
+                host: parts.host,
+                config: parts.config,
+                bulk: bulk.as_ref().map(|(l, _)| Arc::clone(l)),
+                changes: tokio::sync::Mutex::new(()),
+                downloads: Mutex::new(HashMap::new()),
+                serving: Mutex::new(HashMap::new()),
+                progress: Mutex::new(HashMap::new()),
+                rate,
+                wake: Notify::new(),
+            }),
+        };
+        if let Some((listener, sockets)) = bulk {
+            listener.spawn(sockets, files.clone());
+        }
+        files
+    }
+
+    /// Starts the background work: downloads that were running, delivery of offers and
+    /// state changes, expiry.
+    pub fn spawn(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Ok(all) = this.inner.db.transfers().await {
+                for t in all {
+                    if let (false, "running", Ok(peer)) =
+                        (t.outgoing, t.state.as_str(), t.peer.parse::<UserId>())
+                    {
+                        this.start_download(TransferId::from_bytes(t.id), peer);
+                    }
+                }
+            }
+            loop {
+                this.expire().await;
+                this.deliver_pending(None).await;
+                let _ = tokio::time::timeout(RETRY_EVERY, this.inner.wake.notified()).await;
+            }
+        });
+    }
+
+    /// A device of `user` connected: what waits for it goes now.
+    pub async fn peer_ready(&self, user: UserId) {
+        self.deliver_pending(Some(user)).await;
+        let waiting: Vec<Arc<download::Handle>> = self
+            .lock_downloads()
+            .values()
+            .filter(|h| h.peer == user)
+            .cloned()
+            .collect();
+        for handle in waiting {
+            handle.wake.notify_one();
+        }
+    }
+
+    fn lock_downloads(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<TransferId, Arc<download::Handle>>> {
+        self.inner
+            .downloads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The file backend chosen in `[files] backend`.
+    fn backend(&self) -> Result<FileBackendPlugin, FileError> {
+        let name = &self.inner.config.backend;
+        self.inner
+            .host
+            .file_backend_named(name)
+            .ok_or_else(|| FileError::Backend(format!("no file-backend plugin named {name}")))
+    }
+
+    /// Every transfer, newest first.
+    pub async fn list(&self) -> Result<Vec<TransferView>, FileError> {
+        Ok(self
+            .inner
+            .db
+            .transfers()
+            .await?
+            .iter()
+            .map(|t| self.live(view(t)))
+            .collect())
+    }
+
+    /// One transfer.
+    pub async fn get(&self, id: TransferId) -> Result<TransferView, FileError> {
+        Ok(self.live(view(&self.row(id).await?)))
+    }
+
+    /// A view with the progress of a download under way (recorded in batches).
+    fn live(&self, mut v: TransferView) -> TransferView {
+        if !v.outgoing
+            && matches!(v.state, "running" | "paused")
+            && let Some(h) = self.lock_downloads().get(&v.id)
+        {
+            let live = h.bytes_done.load(std::sync::atomic::Ordering::SeqCst);
+            v.bytes_done = v.bytes_done.max(live).min(v.size);
+        }
+        v
+    }
+
+    async fn row(&self, id: TransferId) -> Result<TransferRow, FileError> {
+        self.inner
+            .db
+            .transfer(id.as_bytes())
+            .await?
+            .ok_or(FileError::Unknown)
+    }
+
+    /// The recipient's X-Wing key and devices: a contact, or this user (its other devices).
+    async fn recipient(
+        &self,
+        to: UserId,
+    ) -> Result<(KemPublicKey, Vec<DeviceCertificate>), FileError> {
+        let me = self.inner.identity.user_id();
+        if to == me {
+            let devices = self.own_devices().await?;
+            if devices.is_empty() {
+                return Err(FileError::conflict(
+                    "no_other_device",
+                    "this user has no other device to send to",
+                ));
+            }
+            let key = self
+                .inner
+                .identity
+                .keyring()
+                .current()
+                .map(|k| k.public().clone())
+                .ok_or_else(|| {
+                    FileError::conflict(
+                        "not_allowed",
+                        "this device holds no message key; it cannot send files",
+                    )
+                })?;
+            return Ok((key, devices));
+        }
+        let contact = self
+            .inner
+            .vault
+            .contact(to)
+            .await?
+            .ok_or(FileError::UnknownContact(to))?;
+        Ok((contact.card.keys().kem.clone(), contact.devices))
+    }
+
+    async fn own_devices(&self) -> Result<Vec<DeviceCertificate>, FileError> {
+        let me = self.inner.identity.peer_id();
+        Ok(self
+            .inner
+            .vault
+            .devices()
+            .await?
+            .into_iter()
+            .filter(|d| d.revoked_at.is_none() && d.peer_id() != me)
+            .map(|d| d.certificate)
+            .collect())
+    }
+
+    /// Bytes the backend holds or will hold for transfers, in all and for `peer`.
+    async fn usage(&self, peer: &str) -> Result<(u64, u64), FileError> {
+        let mut all = 0u64;
+        let mut theirs = 0u64;
+        for t in self.inner.db.transfers().await? {
+            let holds = if t.outgoing {
+                t.source.is_none() && matches!(t.state.as_str(), "offered" | "running")
+            } else {
+                matches!(t.state.as_str(), "running" | "completed")
+            };
+            if holds {
+                all = all.saturating_add(t.size);
+                if t.peer == peer {
+                    theirs = theirs.saturating_add(t.size);
+                }
+            }
+        }
+        Ok((all, theirs))
+    }
+
+    async fn check_quota(&self, peer: &str, size: u64) -> Result<(), FileError> {
+        let (all, theirs) = self.usage(peer).await?;
+        let config = &self.inner.config;
+        if all.saturating_add(size) > config.max_bytes {
+            return Err(FileError::Quota(format!(
+                "transfers would hold more than [files] max_bytes = {} bytes",
+                config.max_bytes
+            )));
+        }
+        if theirs.saturating_add(size) > config.max_bytes_per_contact {
+            return Err(FileError::Quota(format!(
+                "this contact's transfers would hold more than [files] max_bytes_per_contact = {} bytes",
+                config.max_bytes_per_contact
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records a prepared outgoing transfer and starts offering it.
+    async fn offer(
+        &self,
+        to: UserId,
+        name: String,
+        prepared: prepare::Prepared,
+        source: Option<String>,
+    ) -> Result<TransferView, FileError> {
+        let (kem, _) = self.recipient(to).await?;
+        let now = Timestamp::now();
+        let expires_at = now.saturating_add(Duration::from_secs(self.inner.config.keep_secs));
+        let offer = FileOffer {
+            id: prepared.id,
+            sender: self.inner.identity.user_id(),
+            name: name.clone(),
+            layout: prepared.layout,
+            list: prepared.list.hash(),
+            blake3: prepared.blake3,
+            key: prepared.key.clone(),
+            created_at: now,
+            expires_at,
+            device: None,
+        };
+        let sealed = SealedOffer::seal(&self.inner.identity.signer(), to, &kem, &offer)
+            .map_err(|e| FileError::InvalidName(e.to_string()))?;
+        let row = TransferRow {
+            id: *prepared.id.as_bytes(),
+            outgoing: true,
+            peer: to.to_string(),
+            device: None,
+            name,
+            size: prepared.layout.size(),
+            chunk_size: prepared.layout.chunk_size(),
+            list_hash: offer.list,
+            blake3: prepared.blake3,
+            file_key: *prepared.key.as_bytes(),
+            source,
+            list: Some(prepared.list.to_bytes()),
+            sealed_offer: Some(sealed.to_bytes()),
+            state: "offered".into(),
+            paused_here: false,
+            paused_there: false,
+            delivered: false,
+            notify: None,
+            bytes_done: 0,
+            error: None,
+            created_at: now,
+            expires_at,
+            updated_at: now,
+        };
+        self.inner.db.insert_transfer(&row).await?;
+        let this = self.clone();
+        tokio::spawn(async move { this.deliver_offer(&row).await });
+        Ok(view(&self.row(prepared.id).await?))
+    }
+
+    async fn check_room(&self) -> Result<(), FileError> {
+        if self.inner.db.transfers().await?.len() >= MAX_TRANSFERS {
+            return Err(FileError::Quota(format!(
+                "this node holds {MAX_TRANSFERS} transfers; delete finished ones first"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Offers the file at `path` (on this node) to `to`.
+    pub async fn send_path(&self, to: UserId, path: &str) -> Result<TransferView, FileError> {
+        self.recipient(to).await?;
+        self.check_room().await?;
+        let (name, prepared) = prepare::from_path(path).await?;
+        self.offer(to, name, prepared, Some(path.to_owned())).await
+    }
+
+    /// Offers an uploaded file to `to`; its chunks go to the file backend as they arrive.
+    pub async fn send_upload(&self, to: UserId, upload: Upload) -> Result<TransferView, FileError> {
+        self.recipient(to).await?;
+        self.check_room().await?;
+        volli_core::transfer::check_name(&upload.name)
+            .map_err(|e| FileError::InvalidName(e.to_string()))?;
+        if let Some(len) = upload.len {
+            if len > volli_core::transfer::MAX_FILE_SIZE {
+                return Err(FileError::TooLarge);
+            }
+            self.check_quota(&to.to_string(), len).await?;
+        }
+        let backend = self.backend()?;
+        let name = upload.name.clone();
+        let prepared = prepare::from_upload(upload, &backend).await?;
+        if let Err(e) = self
+            .check_quota(&to.to_string(), prepared.layout.size())
+            .await
+        {
+            prepare::forget(&backend, &prepared.list).await;
+            return Err(e);
+        }
+        self.offer(to, name, prepared, None).await
+    }
+
+    /// Sends the offer of an outgoing transfer to the recipient's devices until one takes it.
+    async fn deliver_offer(&self, row: &TransferRow) {
+        let (Some(bytes), Ok(to)) = (&row.sealed_offer, row.peer.parse::<UserId>()) else {
+            return;
+        };
+        let Ok((_, devices)) = self.recipient(to).await else {
+            return;
+        };
+        let payload = wire::encode(&FileRequest::Offer(bytes.clone()));
+        let mut taken = false;
+        for (peer, connected, addrs) in self.inner.peers.dial_targets(&devices) {
+            if !connected && addrs.is_empty() {
+                continue;
+            }
+            match self.ask(peer, payload.clone(), addrs).await {
+                Some(FileResponse::Ok) => taken = true,
+                Some(FileResponse::Refused(r)) => {
+                    tracing::debug!(%peer, ?r, "offer refused");
+                }
+                _ => {}
+            }
+        }
+        if taken {
+            let _guard = self.inner.changes.lock().await;
+            if let Ok(mut t) = self.row(TransferId::from_bytes(row.id)).await
+                && !t.delivered
+            {
+                t.delivered = true;
+                t.updated_at = Timestamp::now();
+                let _ = self.inner.db.save_transfer(&t).await;
+            }
+        }
+    }
+
+    /// One request on `/volli/file/1`.
+    async fn ask(
+        &self,
+        peer: PeerId,
+        payload: Vec<u8>,
+        addrs: Vec<Multiaddr>,
+    ) -> Option<FileResponse> {
+        let call = self
+            .inner
+            .outbound
+            .request(peer, Protocol::File, payload, addrs);
+        match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+            Ok(Ok(bytes)) => wire::decode(&bytes, Protocol::File.max_response()).ok(),
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "file request failed");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Offers not yet delivered and state changes not yet heard of, for `user` (or all).
+    async fn deliver_pending(&self, user: Option<UserId>) {
+        let Ok(all) = self.inner.db.transfers().await else {
+            return;
+        };
+        for t in all {
+            if user.is_some_and(|u| u.to_string() != t.peer) {
+                continue;
+            }
+            if t.outgoing && t.state == "offered" && !t.delivered {
+                self.deliver_offer(&t).await;
+            }
+            if t.notify.is_some() {
+                self.deliver_notify(TransferId::from_bytes(t.id)).await;
+            }
+        }
+    }
+
+    /// Records `action` for the other side (sent by [`Files::notify_soon`] once saved).
+    fn tell(&self, t: &mut TransferRow, action: &str) {
+        let mut actions: Vec<String> = t
+            .notify
+            .as_deref()
+            .map(|n| n.split(',').map(str::to_owned).collect())
+            .unwrap_or_default();
+        // A pause and a resume cancel out; only the newest of them matters.
+        if matches!(action, "pause" | "resume") {
+            actions.retain(|a| a != "pause" && a != "resume");
+        }
+        if !actions.iter().any(|a| a == action) {
+            actions.push(action.to_owned());
+        }
+        t.notify = Some(actions.join(","));
+    }
+
+    /// Tells the other side what changed, in the background.
+    fn notify_soon(&self, id: TransferId) {
+        let this = self.clone();
+        tokio::spawn(async move { this.deliver_notify(id).await });
+    }
+
+    async fn deliver_notify(&self, id: TransferId) {
+        let Ok(t) = self.row(id).await else { return };
+        let Some(actions) = t.notify.clone() else {
+            return;
+        };
+        let Ok(user) = t.peer.parse::<UserId>() else {
+            return;
+        };
+        let targets: Vec<(PeerId, Vec<Multiaddr>)> =
+            match t.device.as_deref().and_then(|d| d.parse::<PeerId>().ok()) {
+                Some(device) if !t.outgoing => {
+                    let addrs = self
+                        .inner
+                        .peers
+                        .get(&device)
+                        .map(|e| e.addrs)
+                        .unwrap_or_default();
+                    vec![(device, addrs)]
+                }
+                _ => match self.recipient(user).await {
+                    Ok((_, devices)) => self
+                        .inner
+                        .peers
+                        .dial_targets(&devices)
+                        .into_iter()
+                        .filter(|(_, c, a)| *c || !a.is_empty())
+                        .map(|(p, _, a)| (p, a))
+                        .collect(),
+                    Err(_) => Vec::new(),
+                },
+            };
+        let mut done = Vec::new();
+        for action in actions.split(',') {
+            let Some(action) = parse_action(action, &t) else {
+                done.push(action.to_owned());
+                continue;
+            };
+            let payload = wire::encode(&FileRequest::Control { id, action });
+            let mut heard = false;
+            for (peer, addrs) in &targets {
+                if let Some(
+                    FileResponse::Ok
+                    | FileResponse::Refused(
+                        FileRefusal::Unknown | FileRefusal::Gone | FileRefusal::Cancelled,
+                    ),
+                ) = self.ask(*peer, payload.clone(), addrs.clone()).await
+                {
+                    heard = true;
+                }
+            }
+            if !heard {
+                break;
+            }
+            done.push(action_name(action).to_owned());
+        }
+        if done.is_empty() {
+            return;
+        }
+        let _guard = self.inner.changes.lock().await;
+        if let Ok(mut t) = self.row(id).await {
+            let left: Vec<&str> = t
+                .notify
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .filter(|a| !a.is_empty() && !done.iter().any(|d| d == a))
+                .collect();
+            t.notify = (!left.is_empty()).then(|| left.join(","));
+            let _ = self.inner.db.save_transfer(&t).await;
+        }
+    }
+
+    /// Accepts an incoming offer: the download starts.
+    pub async fn accept(&self, id: TransferId) -> Result<TransferView, FileError> {
+        let _guard = self.inner.changes.lock().await;
+        let mut t = self.row(id).await?;
+        if t.outgoing {
+            return Err(FileError::conflict(
+                "not_incoming",
+                "only the recipient accepts a transfer",
+            ));
+        }
+        if t.state != "offered" {
+            return Err(FileError::conflict(
+                "not_offered",
+                format!("the transfer is {}, not offered", view(&t).state),
+            ));
+        }
+        self.check_quota(&t.peer, t.size).await?;
+        self.backend()?;
+        t.state = "running".into();
+        t.updated_at = Timestamp::now();
+        self.tell(&mut t, "accept");
+        self.inner.db.save_transfer(&t).await?;
+        self.notify_soon(id);
+        self.changed(&t);
+        if let Ok(peer) = t.peer.parse() {
+            self.start_download(id, peer);
+        }
+        Ok(view(&t))
+    }
+
+    /// Declines an incoming offer.
+    pub async fn decline(&self, id: TransferId) -> Result<TransferView, FileError> {
+        let _guard = self.inner.changes.lock().await;
+        let mut t = self.row(id).await?;
+        if t.outgoing {
+            return Err(FileError::conflict(
+                "not_incoming",
+                "only the recipient declines a transfer",
+            ));
+        }
+        if t.state != "offered" {
+            return Err(FileError::conflict(
+                "not_offered",
+                format!("the transfer is {}, not offered", view(&t).state),
+            ));
+        }
+        t.state = "declined".into();
+        t.updated_at = Timestamp::now();
+        self.tell(&mut t, "decline");
+        self.inner.db.save_transfer(&t).await?;
+        self.notify_soon(id);
+        self.changed(&t);
+        Ok(view(&t))
+    }
+
+    /// Pauses a running transfer on this side.
+    pub async fn pause(&self, id: TransferId) -> Result<TransferView, FileError> {
+        let _guard = self.inner.changes.lock().await;
+        let mut t = self.row(id).await?;
+        if t.state != "running" {
+            return Err(FileError::conflict(
+                "not_running",
+                format!("the transfer is {}, not running", view(&t).state),
+            ));
+        }
+        if t.paused_here {
+            return Ok(view(&t));
+        }
+        t.paused_here = true;
+        t.updated_at = Timestamp::now();
+        self.tell(&mut t, "pause");
+        self.inner.db.save_transfer(&t).await?;
+        self.notify_soon(id);
+        self.interrupt(id);
+        self.changed(&t);
+        Ok(view(&t))
+    }
+
+    /// Resumes a transfer this side paused.
+    pub async fn resume(&self, id: TransferId) -> Result<TransferView, FileError> {
+        let _guard = self.inner.changes.lock().await;
+        let mut t = self.row(id).await?;
+        if finished(&t.state) {
+            return Err(FileError::conflict(
+                "transfer_finished",
+                format!("the transfer is {}", view(&t).state),
+            ));
+        }
+        if !t.paused_here {
+            return Err(FileError::conflict(
+                "not_paused",
+                if t.paused_there {
+                    "the other side paused this transfer; only it can resume it"
+                } else {
+                    "the transfer is not paused"
+                },
+            ));
+        }
+        t.paused_here = false;
+        t.updated_at = Timestamp::now();
+        self.tell(&mut t, "resume");
+        self.inner.db.save_transfer(&t).await?;
+        self.notify_soon(id);
+        self.changed(&t);
+        if let (false, Ok(peer)) = (t.outgoing, t.peer.parse()) {
+            self.start_download(id, peer);
+        }
+        Ok(view(&t))
+    }
+
+    /// Cancels a transfer that is not finished; its chunks are removed.
+    pub async fn cancel(&self, id: TransferId) -> Result<TransferView, FileError> {
+        let _guard = self.inner.changes.lock().await;
+        let mut t = self.row(id).await?;
+        if finished(&t.state) {
+            return Err(FileError::conflict(
+                "transfer_finished",
+                format!("the transfer is {}", view(&t).state),
+            ));
+        }
+        t.state = "cancelled".into();
+        t.updated_at = Timestamp::now();
+        self.tell(&mut t, "cancel");
+        self.inner.db.save_transfer(&t).await?;
+        self.notify_soon(id);
+        self.interrupt(id);
+        self.changed(&t);
+        self.clean_up(&t);
+        Ok(view(&t))
+    }
+
+    /// Forgets a finished transfer (a received file's content with it).
+    pub async fn delete(&self, id: TransferId) -> Result<(), FileError> {
+        let _guard = self.inner.changes.lock().await;
+        let t = self.row(id).await?;
+        if !finished(&t.state) {
+            return Err(FileError::conflict(
+                "transfer_active",
+                "cancel the transfer before deleting it",
+            ));
+        }
+        if !t.outgoing && t.state == "completed" {
+            self.remove_chunks(&t).await;
+        }
+        self.inner.db.delete_transfer(&t.id).await?;
+        Ok(())
+    }
+
+    /// Stops a running download, if any.
+    fn interrupt(&self, id: TransferId) {
+        if let Some(h) = self.lock_downloads().get(&id) {
+            h.interrupt();
+        }
+        self.lock_serving().remove(&id);
+    }
+
+    fn lock_serving(&self) -> std::sync::MutexGuard<'_, HashMap<TransferId, Arc<Serving>>> {
+        self.inner.serving.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes what a transfer that ended without completing left in the backend (and an
+    /// upload's chunks once they are no longer needed).
+    fn clean_up(&self, t: &TransferRow) {
+        let holds = if t.outgoing {
+            t.source.is_none()
+        } else {
+            t.state != "completed"
+        };
+        if holds {
+            let this = self.clone();
+            let t = t.clone();
+            tokio::spawn(async move { this.remove_chunks(&t).await });
+        }
+    }
+
+    async fn remove_chunks(&self, t: &TransferRow) {
+        let Ok(backend) = self.backend() else { return };
+        let Ok(layout) = Layout::new(t.size, t.chunk_size) else {
+            return;
+        };
+        let Some(list) = t
+            .list
+            .as_deref()
+            .and_then(|b| ChunkList::from_bytes(&layout, b).ok())
+        else {
+            return;
+        };
+        prepare::forget(&backend, &list).await;
+    }
+
+    /// Publishes a state change.
+    fn changed(&self, t: &TransferRow) {
+        let v = view(t);
+        let id = v.id.to_string();
+        match v.state {
+            "completed" => self.inner.events.publish(Event::TransferCompleted {
+                id,
+                blake3: v.blake3,
+            }),
+            "failed" => self.inner.events.publish(Event::TransferFailed {
+                id,
+                reason: v.error.unwrap_or_default(),
+            }),
+            state => self.inner.events.publish(Event::TransferUpdated {
+                id,
+                state: state.to_owned(),
+            }),
+        }
+    }
+
+    /// A progress event, at most every [`PROGRESS_EVERY`] per transfer (and always at the end).
+    fn progress(&self, id: TransferId, bytes_done: u64, size: u64) {
+        let now = Instant::now();
+        {
+            let mut last = self
+                .inner
+                .progress
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if bytes_done < size {
+                if let Some(at) = last.get(&id)
+                    && now.duration_since(*at) < PROGRESS_EVERY
+                {
+                    return;
+                }
+                last.insert(id, now);
+            } else {
+                last.remove(&id);
+            }
+        }
+        self.inner.events.publish(Event::TransferProgress {
+            id: id.to_string(),
+            bytes_done,
+            size,
+        });
+    }
+
+    /// Marks a transfer failed, with `reason`.
+    async fn fail(&self, id: TransferId, reason: &str) {
+        let _guard = self.inner.changes.lock().await;
+        if let Ok(mut t) = self.row(id).await {
+            if finished(&t.state) {
+                return;
+            }
+            t.state = "failed".into();
+            t.error = Some(reason.to_owned());
+            t.updated_at = Timestamp::now();
+            let _ = self.inner.db.save_transfer(&t).await;
+            tracing::info!(transfer = %id, reason, "transfer failed");
+            self.interrupt(id);
+            self.changed(&t);
+            self.clean_up(&t);
+        }
+    }
+
+    /// Transfers past the time their sender keeps the file fail.
+    async fn expire(&self) {
+        let now = Timestamp::now();
+        let Ok(all) = self.inner.db.transfers().await else {
+            return;
+        };
+        for t in all {
+            if !finished(&t.state) && t.expires_at < now {
+                let reason = if t.outgoing {
+                    "the file was kept for [files] keep_secs and nobody finished fetching it"
+                } else {
+                    "the sender no longer keeps the file (it was not fetched in time)"
+                };
+                self.fail(TransferId::from_bytes(t.id), reason).await;
+            }
+        }
+    }
+
+    /// Answers `/volli/file/1` from `peer`, a device of `user` (a contact or this user).
+    pub async fn handle(&self, peer: PeerId, user: UserId, payload: &[u8]) -> Vec<u8> {
+        let response = match wire::decode::<FileRequest>(payload, Protocol::File.max_request()) {
+            Ok(FileRequest::Offer(bytes)) => self.take_offer(peer, user, &bytes).await,
+            Ok(FileRequest::List(id)) => match self.serving(id, user).await {
+                Ok(s) => FileResponse::List(s.list.to_bytes()),
+                Err(status) => refusal(status),
+            },
+            Ok(FileRequest::Channel(id)) => self.channel(id, user).await,
+            Ok(FileRequest::Chunk { id, index }) => match self.serve_chunk(id, user, index).await {
+                Ok(bytes) => FileResponse::Chunk(bytes),
+                Err(status) => refusal(status),
+            },
+            Ok(FileRequest::Control { id, action }) => self.control(user, id, action).await,
+            Err(_) => FileResponse::Refused(FileRefusal::Invalid("malformed request".into())),
+        };
+        wire::encode(&response)
+    }
+
+    async fn take_offer(&self, peer: PeerId, user: UserId, bytes: &[u8]) -> FileResponse {
+        let invalid = |m: &str| FileResponse::Refused(FileRefusal::Invalid(m.to_owned()));
+        let Ok(sealed) = SealedOffer::from_bytes(bytes) else {
+            return invalid("malformed offer");
+        };
+        let me = self.inner.identity.user_id();
+        let offer = match sealed.open(me, &self.inner.identity.keyring()) {
+            Ok(o) => o,
+            Err(e) => return invalid(&e.to_string()),
+        };
+        if offer.sender != user {
+            return invalid("the offer is not from the peer's user");
+        }
+        let now = Timestamp::now();
+        if offer.expires_at <= now {
+            return FileResponse::Refused(FileRefusal::Gone);
+        }
+        let _guard = self.inner.changes.lock().await;
+        if let Ok(Some(_)) = self.inner.db.transfer(offer.id.as_bytes()).await {
+            return FileResponse::Ok;
+        }
+        let Ok(all) = self.inner.db.transfers().await else {
+            return FileResponse::Refused(FileRefusal::Busy);
+        };
+        let pending = all
+            .iter()
+            .filter(|t| !t.outgoing && t.state == "offered" && t.peer == user.to_string())
+            .count();
+        if pending >= MAX_PENDING_OFFERS || all.len() >= MAX_TRANSFERS {
+            return FileResponse::Refused(FileRefusal::Busy);
+        }
+        let row = TransferRow {
+            id: *offer.id.as_bytes(),
+            outgoing: false,
+            peer: user.to_string(),
+            device: Some(peer.to_string()),
+            name: offer.name.clone(),
+            size: offer.layout.size(),
+            chunk_size: offer.layout.chunk_size(),
+            list_hash: offer.list,
+            blake3: offer.blake3,
+            file_key: *offer.key.as_bytes(),
+            source: None,
+            list: None,
+            sealed_offer: None,
+            state: "offered".into(),
+            paused_here: false,
+            paused_there: false,
+            delivered: true,
+            notify: None,
+            bytes_done: 0,
+            error: None,
+            created_at: offer.created_at.min(now),
+            expires_at: offer.expires_at,
+            updated_at: now,
+        };
+        if self.inner.db.insert_transfer(&row).await.is_err() {
+            return FileResponse::Refused(FileRefusal::Busy);
+        }
+        self.inner.events.publish(Event::TransferOffered {
+            id: offer.id.to_string(),
+            from: user.to_string(),
+            name: offer.name.clone(),
+            size: offer.layout.size(),
+        });
+        drop(_guard);
+        if self.auto_accepts(user, offer.layout.size()).await {
+            let this = self.clone();
+            let id = offer.id;
+            tokio::spawn(async move {
+                if let Err(e) = this.accept(id).await {
+                    tracing::info!(transfer = %id, error = %e, "not accepted automatically");
+                }
+            });
+        }
+        FileResponse::Ok
+    }
+
+    /// Whether the user set files from `user` up to `size` bytes to be accepted at once:
+    /// the setting is a number (for everyone) or an object of user ids (and `"*"`) to sizes.
+    async fn auto_accepts(&self, user: UserId, size: u64) -> bool {
+        let Ok(Some(value)) = self.inner.vault.setting(AUTO_ACCEPT_SETTING).await else {
+            return false;
+        };
+        let limit = match &value {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::Object(m) => m
+                .get(&user.to_string())
+                .or_else(|| m.get("*"))
+                .and_then(serde_json::Value::as_u64),
+            _ => None,
+        };
+        limit.is_some_and(|l| size <= l)
+    }
+
+    async fn channel(&self, id: TransferId, user: UserId) -> FileResponse {
+        if let Err(status) = self.serving(id, user).await {
+            return refusal(status);
+        }
+        let Some(listener) = self.inner.bulk.as_ref().filter(|l| l.is_listening()) else {
+            return FileResponse::Refused(FileRefusal::Invalid("no bulk channel here".into()));
+        };
+        let ips = own_ips(&self.inner.net.listen_addrs().await);
+        match listener.issue(id, user, &ips) {
+            Some((ticket, key, addrs)) => FileResponse::Channel { ticket, key, addrs },
+            None => FileResponse::Refused(FileRefusal::Busy),
+        }
+    }
+
+    /// What the sender needs at hand to serve `id` to `user`, loaded once.
+    async fn serving(
+        &self,
+        id: TransferId,
+        user: UserId,
+    ) -> Result<Arc<Serving>, volli_core::transfer::bulk::Status> {
+        use volli_core::transfer::bulk::Status;
+        if let Some(s) = self.lock_serving().get(&id).cloned() {
+            return if s.peer == user {
+                Ok(s)
+            } else {
+                Err(Status::Gone)
+            };
+        }
+        let _guard = self.inner.changes.lock().await;
+        let mut t = match self.inner.db.transfer(id.as_bytes()).await {
+            Ok(Some(t)) if t.outgoing && t.peer == user.to_string() => t,
+            Ok(_) => return Err(Status::Gone),
+            Err(_) => return Err(Status::Busy),
+        };
+        if t.state == "cancelled" {
+            return Err(Status::Cancelled);
+        }
+        if finished(&t.state) || t.expires_at < Timestamp::now() {
+            return Err(Status::Gone);
+        }
+        if t.paused_here {
+            return Err(Status::Paused);
+        }
+        // Asking for the list or a chunk implies the offer was accepted, even if the
+        // acceptance itself has not arrived (yet).
+        if t.state == "offered" {
+            t.state = "running".into();
+            t.delivered = true;
+            t.updated_at = Timestamp::now();
+            let _ = self.inner.db.save_transfer(&t).await;
+            self.changed(&t);
+        }
+        let layout = Layout::new(t.size, t.chunk_size).map_err(|_| Status::Gone)?;
+        let list = t
+            .list
+            .as_deref()
+            .and_then(|b| ChunkList::from_bytes(&layout, b).ok())
+            .ok_or(Status::Gone)?;
+        let source = match &t.source {
+            Some(path) => match std::fs::File::open(path) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    drop(_guard);
+                    self.fail(
+                        id,
+                        &format!("the file is no longer readable at {path}: {e}"),
+                    )
+                    .await;
+                    return Err(Status::Gone);
+                }
+            },
+            None => None,
+        };
+        let chunks = layout.chunks() as usize;
+        let serving = Arc::new(Serving {
+            layout,
+            key: FileKey::from_bytes(t.file_key),
+            list,
+            peer: user,
+            source,
+            sent: Mutex::new(vec![false; chunks]),
+            sent_bytes: std::sync::atomic::AtomicU64::new(0),
+            saved_at: Mutex::new(Instant::now()),
+        });
+        self.lock_serving().insert(id, Arc::clone(&serving));
+        Ok(serving)
+    }
+
+    /// One ciphertext chunk of an outgoing transfer, for `user`.
+    pub(crate) async fn serve_chunk(
+        &self,
+        id: TransferId,
+        user: UserId,
+        index: u32,
+    ) -> Result<Vec<u8>, volli_core::transfer::bulk::Status> {
+        use volli_core::transfer::bulk::Status;
+        let s = self.serving(id, user).await?;
+        let name = *s.list.get(index).ok_or(Status::Gone)?;
+        let len = s.layout.cipher_len(index);
+        let data = if s.source.is_some() {
+            let s2 = Arc::clone(&s);
+            let made = tokio::task::spawn_blocking(move || {
+                prepare::read_chunk(&s2.layout, &s2.key, s2.source.as_ref(), index)
+            })
+            .await
+            .map_err(|_| Status::Busy)?;
+            match made {
+                Ok(data) if *blake3::hash(&data).as_bytes() == name => data,
+                Ok(_) => {
+                    self.fail(id, "the file changed after it was offered").await;
+                    return Err(Status::Gone);
+                }
+                Err(e) => {
+                    self.fail(id, &format!("the file can no longer be read: {e}"))
+                        .await;
+                    return Err(Status::Gone);
+                }
+            }
+        } else {
+            let backend = self.backend().map_err(|_| Status::Busy)?;
+            let data = backend
+                .get(&hex(&name), 0, u32::try_from(len).unwrap_or(u32::MAX))
+                .await
+                .map_err(|_| Status::Busy)?;
+            if data.len() != len {
+                return Err(Status::Busy);
+            }
+            data
+        };
+        self.throttle(data.len()).await;
+        self.sent(id, &s, index);
+        Ok(data)
+    }
+
+    /// Waits for the send rate cap, if one is set.
+    async fn throttle(&self, bytes: usize) {
+        let Some(rate) = &self.inner.rate else { return };
+        let wait = {
+            let mut b = rate.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let burst = b.rate / 4.0;
+            b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * b.rate).min(burst);
+            b.at = now;
+            b.tokens -= bytes as f64;
+            if b.tokens < 0.0 {
+                Duration::from_secs_f64(-b.tokens / b.rate)
+            } else {
+                Duration::ZERO
+            }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Counts a chunk as sent, for the sender's progress.
+    fn sent(&self, id: TransferId, s: &Serving, index: u32) {
+        use std::sync::atomic::Ordering;
+        let first = {
+            let mut sent = s.sent.lock().unwrap_or_else(|e| e.into_inner());
+            match sent.get_mut(index as usize) {
+                Some(b) if !*b => {
+                    *b = true;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if !first {
+            return;
+        }
+        let (_, len) = s.layout.plain_range(index);
+        let done = s.sent_bytes.fetch_add(len as u64, Ordering::Relaxed) + len as u64;
+        self.progress(id, done.min(s.layout.size()), s.layout.size());
+        let save = {
+            let mut at = s.saved_at.lock().unwrap_or_else(|e| e.into_inner());
+            if at.elapsed() >= Duration::from_secs(1) {
+                *at = Instant::now();
+                true
+            } else {
+                false
+            }
+        };
+        if save {
+            let db = self.inner.db.clone();
+            tokio::spawn(async move {
+                if let Ok(Some(mut t)) = db.transfer(id.as_bytes()).await
+                    && t.state == "running"
+                    && done > t.bytes_done
+                {
+                    t.bytes_done = done;
+                    let _ = db.save_transfer(&t).await;
+                }
+            });
+        }
+    }
+
+    /// A state change from the other side.
+    async fn control(&self, user: UserId, id: TransferId, action: FileAction) -> FileResponse {
+        let guard = self.inner.changes.lock().await;
+        let mut t = match self.inner.db.transfer(id.as_bytes()).await {
+            Ok(Some(t)) if t.peer == user.to_string() => t,
+            Ok(_) => return FileResponse::Refused(FileRefusal::Unknown),
+            Err(_) => return FileResponse::Refused(FileRefusal::Busy),
+        };
+        let before = (t.state.clone(), t.paused_there);
+        match (t.outgoing, action) {
+            (true, FileAction::Accept) if t.state == "offered" => {
+                t.state = "running".into();
+                t.delivered = true;
+            }
+            (true, FileAction::Decline) if t.state == "offered" => t.state = "declined".into(),
+            (true, FileAction::Done(hash)) if !finished(&t.state) => {
+                if hash == t.blake3 {
+                    t.state = "completed".into();
+                    t.bytes_done = t.size;
+                } else {
+                    t.state = "failed".into();
+                    t.error = Some("the recipient reports another hash for the file".into());
+                }
+            }
+            (_, FileAction::Pause) if !finished(&t.state) => t.paused_there = true,
+            (_, FileAction::Resume) if !finished(&t.state) => t.paused_there = false,
+            (_, FileAction::Cancel) if !finished(&t.state) => {
+                t.state = "cancelled".into();
+                t.error = Some("cancelled by the other side".into());
+            }
+            _ => {}
+        }
+        if (t.state.clone(), t.paused_there) == before {
+            return FileResponse::Ok;
+        }
+        t.updated_at = Timestamp::now();
+        if self.inner.db.save_transfer(&t).await.is_err() {
+            return FileResponse::Refused(FileRefusal::Busy);
+        }
+        drop(guard);
+        if t.paused_there || finished(&t.state) {
+            self.interrupt(id);
+        }
+        if finished(&t.state) {
+            self.clean_up(&t);
+        }
+        if !t.outgoing && t.state == "running" && !t.paused_there && !t.paused_here {
+            self.start_download(id, user);
+        }
+        self.changed(&t);
+        FileResponse::Ok
+    }
+}
+
+fn refusal(status: volli_core::transfer::bulk::Status) -> FileResponse {
+    use volli_core::transfer::bulk::Status;
+    FileResponse::Refused(match status {
+        Status::Paused => FileRefusal::Paused,
+        Status::Gone => FileRefusal::Unknown,
+        Status::Cancelled => FileRefusal::Cancelled,
+        Status::Busy | Status::Ok => FileRefusal::Busy,
+    })
+}
+
+fn parse_action(name: &str, t: &TransferRow) -> Option<FileAction> {
+    Some(match name {
+        "accept" => FileAction::Accept,
+        "decline" => FileAction::Decline,
+        "pause" => FileAction::Pause,
+        "resume" => FileAction::Resume,
+        "cancel" => FileAction::Cancel,
+        "done" => FileAction::Done(t.blake3),
+        _ => return None,
+    })
+}
+
+fn action_name(action: FileAction) -> &'static str {
+    match action {
+        FileAction::Accept => "accept",
+        FileAction::Decline => "decline",
+        FileAction::Pause => "pause",
+        FileAction::Resume => "resume",
+        FileAction::Cancel => "cancel",
+        FileAction::Done(_) => "done",
+    }
+}
+
+/// The bulk listener's default addresses: the IPs of the TCP libp2p listen addresses, each
+/// on a port the system picks.
+fn bulk_addrs_for(p2p: &[Multiaddr]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for addr in p2p {
+        let mut ip = None;
+        let mut tcp = false;
+        for part in addr.iter() {
+            match part {
+                Ma::Ip4(a) => ip = Some(IpAddr::V4(a)),
+                Ma::Ip6(a) => ip = Some(IpAddr::V6(a)),
+                Ma::Tcp(_) => tcp = true,
+                _ => {}
+            }
+        }
+        if let (Some(ip), true) = (ip, tcp) {
+            let s = SocketAddr::new(ip, 0);
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+/// This node's IPs, from its listen addresses.
+fn own_ips(addrs: &[Multiaddr]) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for addr in addrs {
+        for part in addr.iter() {
+            let ip = match part {
+                Ma::Ip4(a) => IpAddr::V4(a),
+                Ma::Ip6(a) => IpAddr::V6(a),
+                _ => continue,
+            };
+            if !ip.is_unspecified() && !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_bulk_listener_follows_the_tcp_listen_addresses() {
+        let p2p: Vec<Multiaddr> = vec![
+            "/ip4/0.0.0.0/tcp/8471".parse().unwrap(),
+            "/ip4/0.0.0.0/udp/8471/quic-v1".parse().unwrap(),
+            "/ip6/::1/tcp/9000".parse().unwrap(),
+        ];
+        assert_eq!(
+            bulk_addrs_for(&p2p),
+            vec![
+                "0.0.0.0:0".parse::<SocketAddr>().unwrap(),
+                "[::1]:0".parse().unwrap()
+            ]
+        );
+    }
+}

@@ -1,0 +1,673 @@
+//! The receiving side of a transfer: fetch the chunk list, then the missing chunks, check
+//! each against its name, store it, record it as durable in batches; at the end, check the
+//! whole file's hash.
+//!
+//! One task per running download. It waits while the transfer is paused, retries with
+//! backoff while the sender cannot be reached, and ends when the transfer does. After a
+//! restart the chunks recorded as stored are checked to still be in the backend (by size,
+//! never by reading them), so a backend that forgets (`memory`) costs a refetch, not a
+//! corrupt file.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use volli_core::transfer::bulk::{Request, Status};
+use volli_core::transfer::{ChunkList, FileKey, Layout, TransferId, hex};
+use volli_core::wire::{self, FileRefusal, FileRequest, FileResponse};
+use volli_core::{PeerId, UserId};
+use volli_store::TransferRow;
+
+use super::{Files, backoff, bulk, finished};
+
+/// Chunk requests in flight on one download.
+const DEPTH: usize = 8;
+/// Chunks recorded together, at most; and how long a stored chunk may wait to be recorded.
+const BATCH: usize = 32;
+const BATCH_EVERY: Duration = Duration::from_millis(500);
+/// How long a chunk may take to arrive once asked for.
+const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Chunks that do not match their name before the transfer is given up.
+const MAX_CORRUPT: u32 = 16;
+
+/// A running download, as the rest of the service sees it.
+pub(crate) struct Handle {
+    /// The sender's user.
+    pub(crate) peer: UserId,
+    /// Woken on resume, on a state change and when the sender's device connects.
+    pub(crate) wake: Notify,
+    /// Bumped to stop the current round (pause, cancel).
+    epoch: AtomicU64,
+    /// The chunks recorded before this process started were checked against the backend.
+    checked: AtomicBool,
+    /// Bytes stored so far (recorded or about to be).
+    pub(crate) bytes_done: AtomicU64,
+    corrupt: std::sync::atomic::AtomicU32,
+}
+
+impl Handle {
+    pub(crate) fn interrupt(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+}
+
+/// How a round ended.
+enum Round {
+    /// Every chunk is stored.
+    Complete,
+    /// Paused or cancelled here.
+    Interrupted,
+}
+
+/// Why a round failed.
+enum Why {
+    /// The sender no longer has the file.
+    Gone,
+    /// The sender cancelled.
+    Cancelled,
+    /// The sender paused.
+    Paused,
+    /// Worth another try later.
+    Retry(String),
+    /// A chunk did not match its name: fetch it again at once.
+    Corrupt,
+    /// Give up.
+    Fatal(String),
+}
+
+impl Files {
+    /// Starts (or wakes) the download of an incoming transfer from `peer`.
+    pub(crate) fn start_download(&self, id: TransferId, peer: UserId) {
+        let mut downloads = self.lock_downloads();
+        if let Some(h) = downloads.get(&id) {
+            h.wake.notify_one();
+            return;
+        }
+        let handle = Arc::new(Handle {
+            peer,
+            wake: Notify::new(),
+            epoch: AtomicU64::new(0),
+            checked: AtomicBool::new(false),
+            bytes_done: AtomicU64::new(0),
+            corrupt: std::sync::atomic::AtomicU32::new(0),
+        });
+        downloads.insert(id, Arc::clone(&handle));
+        drop(downloads);
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.run_download(id, &handle).await;
+            this.lock_downloads().remove(&id);
+        });
+    }
+
+    async fn run_download(&self, id: TransferId, h: &Handle) {
+        let mut failures = 0u32;
+        loop {
+            let epoch = h.epoch.load(Ordering::SeqCst);
+            let t = match self.inner.db.transfer(id.as_bytes()).await {
+                Ok(Some(t)) => t,
+                _ => return,
+            };
+            if finished(&t.state) {
+                return;
+            }
+            if t.state != "running" || t.paused_here || t.paused_there {
+                let _ = tokio::time::timeout(Duration::from_secs(60), h.wake.notified()).await;
+                continue;
+            }
+            match self.round(&t, h, epoch).await {
+                Ok(Round::Complete) => {
+                    self.complete(id).await;
+                    return;
+                }
+                Ok(Round::Interrupted) => failures = 0,
+                Err(Why::Gone) => {
+                    self.fail(id, "the sender no longer has the file").await;
+                    return;
+                }
+                Err(Why::Cancelled) => {
+                    self.cancelled_there(id).await;
+                    return;
+                }
+                Err(Why::Fatal(reason)) => {
+                    self.fail(id, &reason).await;
+                    return;
+                }
+                Err(Why::Paused) => {
+                    let _guard = self.inner.changes.lock().await;
+                    if let Ok(Some(mut t)) = self.inner.db.transfer(id.as_bytes()).await
+                        && !t.paused_there
+                        && !finished(&t.state)
+                    {
+                        t.paused_there = true;
+                        let _ = self.inner.db.save_transfer(&t).await;
+                        self.changed(&t);
+                    }
+                }
+                Err(Why::Corrupt) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(Why::Retry(reason)) => {
+                    failures += 1;
+                    let wait = backoff(Duration::from_secs(1), Duration::from_secs(60), failures);
+                    tracing::debug!(transfer = %id, %reason, ?wait, "download interrupted; retrying");
+                    let _ = tokio::time::timeout(wait, h.wake.notified()).await;
+                }
+            }
+        }
+    }
+
+    /// The sender's devices to ask, the one that made the offer first.
+    fn senders(&self, t: &TransferRow) -> Vec<(PeerId, Vec<multiaddr::Multiaddr>)> {
+        let mut out = Vec::new();
+        if let Some(device) = t.device.as_deref().and_then(|d| d.parse::<PeerId>().ok()) {
+            let addrs = self
+                .inner
+                .peers
+                .get(&device)
+                .map(|e| e.addrs)
+                .unwrap_or_default();
+            out.push((device, addrs));
+        }
+        out
+    }
+
+    async fn round(&self, t: &TransferRow, h: &Handle, epoch: u64) -> Result<Round, Why> {
+        let id = TransferId::from_bytes(t.id);
+        let layout = Layout::new(t.size, t.chunk_size).map_err(|e| Why::Fatal(e.to_string()))?;
+        let Some((peer, addrs)) = self.senders(t).into_iter().next() else {
+            return Err(Why::Fatal("the sender's device is unknown".into()));
+        };
+        let list = self.list_for(t, &layout, peer, addrs.clone()).await?;
+        let backend = self.backend().map_err(|e| Why::Retry(e.to_string()))?;
+        let mut done = vec![false; layout.chunks() as usize];
+        let recorded = self
+            .inner
+            .db
+            .transfer_chunks(&t.id)
+            .await
+            .map_err(|e| Why::Retry(e.to_string()))?;
+        if !h.checked.load(Ordering::SeqCst) {
+            let mut lost = Vec::new();
+            for (index, _) in &recorded {
+                let Some(name) = list.get(*index) else {
+                    continue;
+                };
+                match backend.stat(&hex(name)).await {
+                    Ok(Some(len)) if len == layout.cipher_len(*index) as u64 => {}
+                    Ok(_) => lost.push(*index),
+                    Err(e) => return Err(Why::Retry(e.to_string())),
+                }
+            }
+            if !lost.is_empty() {
+                tracing::info!(transfer = %id, chunks = lost.len(), "chunks recorded as stored are gone from the backend; fetching them again");
+                self.inner
+                    .db
+                    .forget_transfer_chunks(&t.id, &lost)
+                    .await
+                    .map_err(|e| Why::Retry(e.to_string()))?;
+            }
+            h.checked.store(true, Ordering::SeqCst);
+            for (index, _) in recorded.iter().filter(|(i, _)| !lost.contains(i)) {
+                if let Some(d) = done.get_mut(*index as usize) {
+                    *d = true;
+                }
+            }
+        } else {
+            for (index, _) in &recorded {
+                if let Some(d) = done.get_mut(*index as usize) {
+                    *d = true;
+                }
+            }
+        }
+        let done_bytes: u64 = (0..layout.chunks())
+            .filter(|i| done[*i as usize])
+            .map(|i| layout.plain_range(i).1 as u64)
+            .sum();
+        h.bytes_done.store(done_bytes, Ordering::SeqCst);
+        let missing: Vec<u32> = (0..layout.chunks())
+            .filter(|i| !done[*i as usize])
+            .collect();
+        if missing.is_empty() {
+            return Ok(Round::Complete);
+        }
+
+        let store = Storer {
+            files: self.clone(),
+            id,
+            layout,
+            key: FileKey::from_bytes(t.file_key),
+            list: Arc::new(list),
+            backend,
+            window: Arc::new(Semaphore::new(DEPTH)),
+        };
+        let (chunks, arrived) = mpsc::channel::<(u32, Vec<u8>)>(DEPTH);
+        let storing = tokio::spawn(store.clone().run(arrived, done_bytes));
+        let interrupted = async {
+            loop {
+                if h.epoch.load(Ordering::SeqCst) != epoch {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let fetch = async {
+            if self.inner.config.bulk {
+                match self.open_channel(id, peer, addrs.clone()).await {
+                    Ok(stream) => {
+                        return fetch_bulk(stream, &missing, &layout, &store, chunks).await;
+                    }
+                    Err(Why::Corrupt) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(Why::Retry(reason)) => {
+                        tracing::debug!(transfer = %id, %reason, "no bulk channel; fetching over libp2p");
+                    }
+                    Err(other) => return Err(other),
+                }
+            }
+            self.fetch_p2p(id, peer, addrs, &missing, &store, chunks)
+                .await
+        };
+        let outcome = tokio::select! {
+            r = fetch => r.map(|()| Round::Complete),
+            () = interrupted => Ok(Round::Interrupted),
+        };
+        // The storer finishes what arrived and records it.
+        let stored = storing
+            .await
+            .unwrap_or(Err(Why::Retry("the storer stopped".into())));
+        match (outcome, stored) {
+            (Ok(Round::Interrupted), _) => Ok(Round::Interrupted),
+            (_, Err(why)) => Err(why),
+            (Err(why), _) => Err(why),
+            (Ok(Round::Complete), Ok(())) => {
+                // Everything asked for is stored; the next round finds nothing missing.
+                Ok(Round::Interrupted)
+            }
+        }
+    }
+
+    /// The chunk list: from the row, or asked of the sender and checked against the offer.
+    async fn list_for(
+        &self,
+        t: &TransferRow,
+        layout: &Layout,
+        peer: PeerId,
+        addrs: Vec<multiaddr::Multiaddr>,
+    ) -> Result<ChunkList, Why> {
+        if let Some(bytes) = &t.list {
+            return ChunkList::from_bytes(layout, bytes).map_err(|e| Why::Fatal(e.to_string()));
+        }
+        let id = TransferId::from_bytes(t.id);
+        let payload = wire::encode(&FileRequest::List(id));
+        let list = match self.ask(peer, payload, addrs).await {
+            Some(FileResponse::List(bytes)) => {
+                let list = ChunkList::from_bytes(layout, &bytes).map_err(|_| {
+                    Why::Fatal("the sender's chunk list does not fit the offer".into())
+                })?;
+                if list.hash() != t.list_hash {
+                    return Err(Why::Fatal(
+                        "the sender's chunk list does not match the offer".into(),
+                    ));
+                }
+                list
+            }
+            Some(other) => return Err(why_refused(other)),
+            None => return Err(Why::Retry("the sender is not reachable".into())),
+        };
+        let _guard = self.inner.changes.lock().await;
+        if let Ok(Some(mut row)) = self.inner.db.transfer(&t.id).await {
+            row.list = Some(list.to_bytes());
+            self.inner
+                .db
+                .save_transfer(&row)
+                .await
+                .map_err(|e| Why::Retry(e.to_string()))?;
+        }
+        Ok(list)
+    }
+
+    async fn open_channel(
+        &self,
+        id: TransferId,
+        peer: PeerId,
+        addrs: Vec<multiaddr::Multiaddr>,
+    ) -> Result<tokio::net::TcpStream, Why> {
+        match self
+            .ask(peer, wire::encode(&FileRequest::Channel(id)), addrs)
+            .await
+        {
+            Some(FileResponse::Channel { ticket, key, addrs }) => {
+                bulk::connect(&addrs, ticket, key)
+                    .await
+                    .map_err(|e| Why::Retry(format!("bulk channel: {e}")))
+            }
+            Some(FileResponse::Refused(FileRefusal::Invalid(reason))) => Err(Why::Retry(reason)),
+            Some(other) => Err(why_refused(other)),
+            None => Err(Why::Retry("the sender is not reachable".into())),
+        }
+    }
+
+    /// Fetches `missing` as `/volli/file/1` requests, [`DEPTH`] at a time.
+    async fn fetch_p2p(
+        &self,
+        id: TransferId,
+        peer: PeerId,
+        addrs: Vec<multiaddr::Multiaddr>,
+        missing: &[u32],
+        store: &Storer,
+        chunks: mpsc::Sender<(u32, Vec<u8>)>,
+    ) -> Result<(), Why> {
+        let mut pending = missing.iter().copied();
+        let mut calls = futures::stream::FuturesUnordered::new();
+        let ask = |index: u32| {
+            let payload = wire::encode(&FileRequest::Chunk { id, index });
+            let addrs = addrs.clone();
+            async move { (index, self.ask(peer, payload, addrs).await) }
+        };
+        loop {
+            while calls.len() < DEPTH {
+                let Some(index) = pending.next() else { break };
+                let permit = Arc::clone(&store.window)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Why::Retry("closed".into()))?;
+                permit.forget();
+                calls.push(ask(index));
+            }
+            let Some((index, answer)) = calls.next().await else {
+                return Ok(());
+            };
+            match answer {
+                Some(FileResponse::Chunk(bytes)) => {
+                    if bytes.len() != store.layout.cipher_len(index) {
+                        store.window.add_permits(1);
+                        return Err(Why::Retry(
+                            "the sender sent a chunk of the wrong size".into(),
+                        ));
+                    }
+                    if chunks.send((index, bytes)).await.is_err() {
+                        return Err(Why::Retry("the storer stopped".into()));
+                    }
+                }
+                Some(other) => {
+                    store.window.add_permits(1);
+                    return Err(why_refused(other));
+                }
+                None => {
+                    store.window.add_permits(1);
+                    return Err(Why::Retry("the sender is not reachable".into()));
+                }
+            }
+        }
+    }
+
+    /// The sender cancelled (learnt from a refusal before its message arrived).
+    async fn cancelled_there(&self, id: TransferId) {
+        let guard = self.inner.changes.lock().await;
+        let Ok(Some(mut t)) = self.inner.db.transfer(id.as_bytes()).await else {
+            return;
+        };
+        if finished(&t.state) {
+            return;
+        }
+        t.state = "cancelled".into();
+        t.error = Some("cancelled by the other side".into());
+        t.updated_at = volli_core::Timestamp::now();
+        if self.inner.db.save_transfer(&t).await.is_ok() {
+            drop(guard);
+            self.changed(&t);
+            self.clean_up(&t);
+        }
+    }
+
+    /// Every chunk is stored: checks the whole file's hash and completes the transfer.
+    async fn complete(&self, id: TransferId) {
+        let Ok(Some(t)) = self.inner.db.transfer(id.as_bytes()).await else {
+            return;
+        };
+        let Ok(layout) = Layout::new(t.size, t.chunk_size) else {
+            return;
+        };
+        let cvs: Vec<[u8; 32]> = match self.inner.db.transfer_chunks(&t.id).await {
+            Ok(rows) => rows.into_iter().map(|(_, cv)| cv).collect(),
+            Err(_) => return,
+        };
+        match layout.root_hash(&cvs) {
+            Ok(root) if root == t.blake3 => {}
+            _ => {
+                self.fail(
+                    id,
+                    "the received file's BLAKE3 hash does not match the offer",
+                )
+                .await;
+                return;
+            }
+        }
+        let _guard = self.inner.changes.lock().await;
+        let Ok(Some(mut t)) = self.inner.db.transfer(id.as_bytes()).await else {
+            return;
+        };
+        if finished(&t.state) {
+            return;
+        }
+        t.state = "completed".into();
+        t.bytes_done = t.size;
+        t.updated_at = volli_core::Timestamp::now();
+        self.tell(&mut t, "done");
+        if self.inner.db.save_transfer(&t).await.is_ok() {
+            self.notify_soon(id);
+            self.progress(id, t.size, t.size);
+            self.changed(&t);
+            tracing::info!(transfer = %id, size = t.size, "file received");
+        }
+    }
+}
+
+fn why_refused(response: FileResponse) -> Why {
+    match response {
+        FileResponse::Refused(FileRefusal::Paused) => Why::Paused,
+        FileResponse::Refused(FileRefusal::Gone | FileRefusal::Unknown) => Why::Gone,
+        FileResponse::Refused(FileRefusal::Cancelled) => Why::Cancelled,
+        FileResponse::Refused(FileRefusal::Busy) => Why::Retry("the sender is busy".into()),
+        FileResponse::Refused(FileRefusal::Invalid(r)) => Why::Retry(r),
+        _ => Why::Retry("unexpected answer".into()),
+    }
+}
+
+/// Fetches `missing` on a bulk connection: requests pipelined up to the storer's window,
+/// answers read in order.
+async fn fetch_bulk(
+    stream: tokio::net::TcpStream,
+    missing: &[u32],
+    layout: &Layout,
+    store: &Storer,
+    chunks: mpsc::Sender<(u32, Vec<u8>)>,
+) -> Result<(), Why> {
+    let (mut rd, mut wr) = stream.into_split();
+    let asked: Arc<Mutex<VecDeque<u32>>> = Arc::new(Mutex::new(VecDeque::new()));
+    let _writer = AbortOnDrop({
+        let asked = Arc::clone(&asked);
+        let window = Arc::clone(&store.window);
+        let missing = missing.to_vec();
+        tokio::spawn(async move {
+            for index in missing {
+                let Ok(permit) = Arc::clone(&window).acquire_owned().await else {
+                    return;
+                };
+                permit.forget();
+                asked
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_back(index);
+                if wr.write_all(&Request::Chunk(index).encode()).await.is_err() {
+                    return;
+                }
+            }
+            let _ = wr.write_all(&Request::Close.encode()).await;
+            // Keep the write half open until the reader is done.
+            std::future::pending::<()>().await;
+        })
+    });
+
+    async {
+        for _ in 0..missing.len() {
+            let header = tokio::time::timeout(CHUNK_TIMEOUT, bulk::read_header(&mut rd))
+                .await
+                .map_err(|_| Why::Retry("the sender stopped sending".into()))?
+                .map_err(|e| Why::Retry(e.to_string()))?;
+            let expected = asked.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+            if expected != Some(header.index) {
+                return Err(Why::Retry(
+                    "the sender answered a chunk nobody asked for".into(),
+                ));
+            }
+            match header.status {
+                Status::Ok => {}
+                Status::Paused => return Err(Why::Paused),
+                Status::Gone => return Err(Why::Gone),
+                Status::Cancelled => return Err(Why::Cancelled),
+                Status::Busy => return Err(Why::Retry("the sender is busy".into())),
+            }
+            if header.len as usize != layout.cipher_len(header.index) {
+                return Err(Why::Retry(
+                    "the sender sent a chunk of the wrong size".into(),
+                ));
+            }
+            let mut data = vec![0u8; header.len as usize];
+            tokio::time::timeout(CHUNK_TIMEOUT, rd.read_exact(&mut data))
+                .await
+                .map_err(|_| Why::Retry("the sender stopped sending".into()))?
+                .map_err(|e| Why::Retry(e.to_string()))?;
+            if chunks.send((header.index, data)).await.is_err() {
+                return Err(Why::Retry("the storer stopped".into()));
+            }
+        }
+        Ok(())
+    }
+    .await
+}
+
+/// A task that ends with the scope that started it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Checks, decrypts, hashes and stores arriving chunks, and records them in batches.
+#[derive(Clone)]
+struct Storer {
+    files: Files,
+    id: TransferId,
+    layout: Layout,
+    key: FileKey,
+    list: Arc<ChunkList>,
+    backend: volli_plugin_host::FileBackendPlugin,
+    /// Chunks asked for and not yet stored.
+    window: Arc<Semaphore>,
+}
+
+impl Storer {
+    async fn run(
+        self,
+        mut arrived: mpsc::Receiver<(u32, Vec<u8>)>,
+        mut bytes_done: u64,
+    ) -> Result<(), Why> {
+        let mut batch: Vec<(u32, [u8; 32])> = Vec::new();
+        let mut since = Instant::now();
+        let mut result = Ok(());
+        let size = self.layout.size();
+        while let Some((index, data)) = arrived.recv().await {
+            let outcome = self.store(index, data).await;
+            self.window.add_permits(1);
+            match outcome {
+                Ok(cv) => {
+                    batch.push((index, cv));
+                    bytes_done += self.layout.plain_range(index).1 as u64;
+                    if let Some(h) = self.files.lock_downloads().get(&self.id) {
+                        h.bytes_done.store(bytes_done, Ordering::SeqCst);
+                    }
+                    if bytes_done < size {
+                        self.files.progress(self.id, bytes_done, size);
+                    }
+                }
+                Err(why) => {
+                    result = Err(why);
+                    break;
+                }
+            }
+            if batch.len() >= BATCH || since.elapsed() >= BATCH_EVERY {
+                if let Err(e) = self
+                    .files
+                    .inner
+                    .db
+                    .add_transfer_chunks(self.id.as_bytes(), &batch, bytes_done)
+                    .await
+                {
+                    return Err(Why::Retry(e.to_string()));
+                }
+                batch.clear();
+                since = Instant::now();
+            }
+        }
+        if !batch.is_empty() {
+            self.files
+                .inner
+                .db
+                .add_transfer_chunks(self.id.as_bytes(), &batch, bytes_done)
+                .await
+                .map_err(|e| Why::Retry(e.to_string()))?;
+        }
+        result
+    }
+
+    /// One chunk: its name checked, opened (which checks every segment), its part of the
+    /// file hash computed, then stored. A chunk that does not match is never stored.
+    async fn store(&self, index: u32, data: Vec<u8>) -> Result<[u8; 32], Why> {
+        let Some(name) = self.list.get(index).copied() else {
+            return Err(Why::Retry("a chunk nobody asked for".into()));
+        };
+        let layout = self.layout;
+        let key = self.key.clone();
+        let (data, checked) = tokio::task::spawn_blocking(move || {
+            if *blake3::hash(&data).as_bytes() != name {
+                return (data, None);
+            }
+            let checked = layout
+                .open_chunk(&key, index, &data)
+                .ok()
+                .map(|plain| layout.chunk_cv(index, &plain));
+            (data, checked)
+        })
+        .await
+        .map_err(|_| Why::Retry("hashing failed".into()))?;
+        let Some(cv) = checked else {
+            let n = {
+                let downloads = self.files.lock_downloads();
+                downloads
+                    .get(&self.id)
+                    .map_or(0, |h| h.corrupt.fetch_add(1, Ordering::SeqCst) + 1)
+            };
+            tracing::warn!(transfer = %self.id, index, "a chunk did not match its name; refused");
+            return Err(if n >= MAX_CORRUPT {
+                Why::Fatal("the sender keeps sending chunks that do not match its offer".into())
+            } else {
+                Why::Corrupt
+            });
+        };
+        self.backend
+            .put(&hex(&name), data)
+            .await
+            .map_err(|e| Why::Retry(format!("the file backend: {e}")))?;
+        Ok(cv)
+    }
+}
