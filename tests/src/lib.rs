@@ -262,14 +262,27 @@ impl Node {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let r = req.send().await.unwrap();
+        // A node that restarts in place (after joining another user as a device) closes its
+        // idle connections; a GET that raced with that close is safe to repeat.
+        let mut attempts = 0;
+        let r = loop {
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.url))
+                .bearer_auth(&self.token);
+            if let Some(body) = &body {
+                req = req.json(body);
+            }
+            match req.send().await {
+                Ok(r) => break r,
+                Err(e) if method == reqwest::Method::GET && attempts < 20 => {
+                    attempts += 1;
+                    eprintln!("GET {path} failed ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{method} {path}: {e}"),
+            }
+        };
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
         let json = if text.is_empty() {
