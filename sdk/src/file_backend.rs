@@ -19,8 +19,11 @@ pub trait FileBackend: Sized + 'static {
     fn manifest() -> Manifest;
     /// Builds the backend from its configuration (a JSON object).
     fn init(config: &str) -> Result<Self, Error>;
-    /// Stores `data` under `id` (lowercase hex BLAKE3 of the data).
+    /// Stores `data` under `id` (lowercase hex BLAKE3 of the data); it need not survive a
+    /// crash until [`FileBackend::sync`] names it.
     fn put(&mut self, id: &str, data: Vec<u8>) -> Result<(), Error>;
+    /// Makes the chunks `ids` durable: after it returns they survive a crash.
+    fn sync(&mut self, ids: &[String]) -> Result<(), Error>;
     /// Reads up to `len` bytes at `offset`.
     fn get(&mut self, id: &str, offset: u64, len: u32) -> Result<Vec<u8>, Error>;
     /// Removes a chunk; a missing chunk is not an error.
@@ -67,6 +70,9 @@ macro_rules! export_file_backend {
             impl __exports::blobs::Guest for __Guest {
                 fn put(id: String, data: Vec<u8>) -> Result<(), $crate::Error> {
                     __with(|p| p.put(&id, data))
+                }
+                fn sync(ids: Vec<String>) -> Result<(), $crate::Error> {
+                    __with(|p| p.sync(&ids))
                 }
                 fn get(id: String, offset: u64, len: u32) -> Result<Vec<u8>, $crate::Error> {
                     __with(|p| p.get(&id, offset, len))

@@ -518,6 +518,72 @@ async fn pause_resume_cancel_and_decline_work_from_both_sides() {
     );
 }
 
+/// A file nobody fetches within the sender's `[files] keep_secs` fails on both sides, with
+/// its reason, as soon as it expires; a transfer the recipient's quota cannot hold is refused
+/// on accept with 507 `quota_exceeded` and stays offered.
+#[tokio::test]
+async fn unfetched_files_expire_and_quotas_refuse_what_does_not_fit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, _, b_user) = pair_of(
+        tmp.path(),
+        "[files]\nkeep_secs = 3\n",
+        "[files]\nmax_bytes_per_contact = 100000\n",
+    )
+    .await;
+    let (big, _) = random_file(tmp.path(), "big.bin", 200_000);
+    let id = offer(&a, &b_user, &big).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_state(&b, &id, "offered", Duration::from_secs(20)).await;
+    let (status, body) = act(&b, &id, "accept").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (507, Some("quota_exceeded")),
+        "{body}"
+    );
+    assert_eq!(transfer(&b, &id).await["state"], "offered");
+
+    // Neither side is asked anything more: the offer expires 3 s after it was made.
+    let offered = Instant::now();
+    let failed = wait_state(&a, &id, "failed", Duration::from_secs(10)).await;
+    assert!(
+        failed["error"].as_str().unwrap().contains("keep_secs"),
+        "{failed}"
+    );
+    let failed = wait_state(&b, &id, "failed", Duration::from_secs(10)).await;
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("not fetched in time"),
+        "{failed}"
+    );
+    assert!(
+        offered.elapsed() < Duration::from_secs(8),
+        "expired late: {:?}",
+        offered.elapsed()
+    );
+    let (status, body) = act(&b, &id, "accept").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("not_offered")),
+        "{body}"
+    );
+
+    // What fits goes through.
+    let (small, data) = random_file(tmp.path(), "small.bin", 50_000);
+    let id = offer(&a, &b_user, &small).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_state(&b, &id, "offered", Duration::from_secs(20)).await;
+    let (status, _) = act(&b, &id, "accept").await;
+    assert_eq!(status, 200);
+    let done = wait_state(&b, &id, "completed", Duration::from_secs(20)).await;
+    assert_eq!(done["blake3"], hash(&data));
+}
+
 #[tokio::test]
 async fn a_transfer_survives_kill_9_of_the_sender_and_of_the_receiver() {
     let tmp = tempfile::tempdir().unwrap();

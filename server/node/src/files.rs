@@ -304,9 +304,10 @@ impl Files {
                 }
             }
             loop {
-                this.expire().await;
+                let next_expiry = this.expire().await;
                 this.deliver_pending(None).await;
-                let _ = tokio::time::timeout(RETRY_EVERY, this.inner.wake.notified()).await;
+                let wait = next_expiry.map_or(RETRY_EVERY, |d| d.min(RETRY_EVERY));
+                let _ = tokio::time::timeout(wait, this.inner.wake.notified()).await;
             }
         });
     }
@@ -519,6 +520,8 @@ impl Files {
             updated_at: now,
         };
         self.inner.db.insert_transfer(&row).await?;
+        // The maintenance loop sleeps until the next expiry it knew of; this one may be sooner.
+        self.inner.wake.notify_one();
         let this = self.clone();
         tokio::spawn(async move { this.deliver_offer(&row).await });
         Ok(view(&self.row(prepared.id).await?))
@@ -989,22 +992,32 @@ impl Files {
         }
     }
 
-    /// Transfers past the time their sender keeps the file fail.
-    async fn expire(&self) {
+    /// Transfers past the time their sender keeps the file fail. Returns how long until the
+    /// next one expires.
+    async fn expire(&self) -> Option<Duration> {
         let now = Timestamp::now();
         let Ok(all) = self.inner.db.transfers().await else {
-            return;
+            return None;
         };
+        let mut next: Option<Duration> = None;
         for t in all {
-            if !finished(&t.state) && t.expires_at < now {
-                let reason = if t.outgoing {
-                    "the file was kept for [files] keep_secs and nobody finished fetching it"
-                } else {
-                    "the sender no longer keeps the file (it was not fetched in time)"
-                };
-                self.fail(TransferId::from_bytes(t.id), reason).await;
+            if finished(&t.state) {
+                continue;
             }
+            if t.expires_at >= now {
+                let ms = t.expires_at.as_millis().saturating_sub(now.as_millis());
+                let left = Duration::from_millis(u64::try_from(ms).unwrap_or(0) + 5);
+                next = Some(next.map_or(left, |n| n.min(left)));
+                continue;
+            }
+            let reason = if t.outgoing {
+                "the file was kept for [files] keep_secs and nobody finished fetching it"
+            } else {
+                "the sender no longer keeps the file (it was not fetched in time)"
+            };
+            self.fail(TransferId::from_bytes(t.id), reason).await;
         }
+        next
     }
 
     /// Answers `/volli/file/1` from `peer`, a device of `user` (a contact or this user).
@@ -1085,6 +1098,7 @@ impl Files {
         if self.inner.db.insert_transfer(&row).await.is_err() {
             return FileResponse::Refused(FileRefusal::Busy);
         }
+        self.inner.wake.notify_one();
         self.inner.events.publish(Event::TransferOffered {
             id: offer.id.to_string(),
             from: user.to_string(),
@@ -1224,12 +1238,13 @@ impl Files {
             let s2 = Arc::clone(&s);
             let made = tokio::task::spawn_blocking(move || {
                 prepare::read_chunk(&s2.layout, &s2.key, s2.source.as_ref(), index)
+                    .map(|data| (*blake3::hash(&data).as_bytes() == name, data))
             })
             .await
             .map_err(|_| Status::Busy)?;
             match made {
-                Ok(data) if *blake3::hash(&data).as_bytes() == name => data,
-                Ok(_) => {
+                Ok((true, data)) => data,
+                Ok((false, _)) => {
                     self.fail(id, "the file changed after it was offered").await;
                     return Err(Status::Gone);
                 }

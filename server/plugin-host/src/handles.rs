@@ -236,6 +236,20 @@ impl FileBackendPlugin {
             .await
     }
 
+    /// Makes stored chunks durable.
+    pub async fn sync(&self, ids: Vec<String>) -> Result<(), CallError> {
+        self.0
+            .call(move |live| {
+                Box::pin(async move {
+                    let b = bound!(live, FileBackend);
+                    b.volli_plugin_blobs()
+                        .call_sync(&mut live.store, &ids)
+                        .await
+                })
+            })
+            .await
+    }
+
     /// Reads part of a chunk.
     pub async fn get(&self, id: &str, offset: u64, len: u32) -> Result<Vec<u8>, CallError> {
         let id = id.to_owned();

@@ -214,9 +214,16 @@ impl Listener {
         let (made, mut ready) = mpsc::channel::<(Header, Vec<u8>)>(2);
         let transfer = ticket.transfer;
         let user = ticket.user;
+        // Chunks are made two at a time (read, sealed, checked on blocking threads), in order.
         let maker = tokio::spawn(async move {
-            while let Some(index) = asked.recv().await {
-                let (status, data) = match files.serve_chunk(transfer, user, index).await {
+            let mut making = futures::stream::poll_fn(|cx| asked.poll_recv(cx))
+                .map(|index| {
+                    let files = files.clone();
+                    async move { (index, files.serve_chunk(transfer, user, index).await) }
+                })
+                .buffered(2);
+            while let Some((index, outcome)) = making.next().await {
+                let (status, data) = match outcome {
                     Ok(data) => (Status::Ok, data),
                     Err(status) => (status, Vec::new()),
                 };

@@ -31,6 +31,8 @@ const BATCH: usize = 32;
 const BATCH_EVERY: Duration = Duration::from_millis(500);
 /// How long a chunk may take to arrive once asked for.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Chunks checked at once (on blocking threads) while an earlier one is stored.
+const CHECKING: usize = 2;
 /// Chunks that do not match their name before the transfer is given up.
 const MAX_CORRUPT: u32 = 16;
 
@@ -388,9 +390,7 @@ impl Files {
                 Some(FileResponse::Chunk(bytes)) => {
                     if bytes.len() != store.layout.cipher_len(index) {
                         store.window.add_permits(1);
-                        return Err(Why::Retry(
-                            "the sender sent a chunk of the wrong size".into(),
-                        ));
+                        return Err(store.corrupt(index, "a chunk of the wrong size"));
                     }
                     if chunks.send((index, bytes)).await.is_err() {
                         return Err(Why::Retry("the storer stopped".into()));
@@ -524,9 +524,7 @@ async fn fetch_bulk(
                 .map_err(|e| Why::Retry(e.to_string()))?;
             let expected = asked.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
             if expected != Some(header.index) {
-                return Err(Why::Retry(
-                    "the sender answered a chunk nobody asked for".into(),
-                ));
+                return Err(store.corrupt(header.index, "a chunk nobody asked for"));
             }
             match header.status {
                 Status::Ok => {}
@@ -536,9 +534,7 @@ async fn fetch_bulk(
                 Status::Busy => return Err(Why::Retry("the sender is busy".into())),
             }
             if header.len as usize != layout.cipher_len(header.index) {
-                return Err(Why::Retry(
-                    "the sender sent a chunk of the wrong size".into(),
-                ));
+                return Err(store.corrupt(header.index, "a chunk of the wrong size"));
             }
             let mut data = vec![0u8; header.len as usize];
             tokio::time::timeout(CHUNK_TIMEOUT, rd.read_exact(&mut data))
@@ -586,8 +582,20 @@ impl Storer {
         let mut since = Instant::now();
         let mut result = Ok(());
         let size = self.layout.size();
-        while let Some((index, data)) = arrived.recv().await {
-            let outcome = self.store(index, data).await;
+        // Checking (hash, decrypt, hash) runs on blocking threads, [`CHECKING`] chunks at a
+        // time and in order, while the chunk before them is being stored.
+        let checker = self.clone();
+        let mut checked = futures::stream::poll_fn(|cx| arrived.poll_recv(cx))
+            .map(|(index, data)| {
+                let checker = checker.clone();
+                async move { (index, checker.check(index, data).await) }
+            })
+            .buffered(CHECKING);
+        while let Some((index, checked)) = checked.next().await {
+            let outcome = match checked {
+                Ok((name, data, cv)) => self.put(&name, data).await.map(|()| cv),
+                Err(why) => Err(why),
+            };
             self.window.add_permits(1);
             match outcome {
                 Ok(cv) => {
@@ -606,36 +614,45 @@ impl Storer {
                 }
             }
             if batch.len() >= BATCH || since.elapsed() >= BATCH_EVERY {
-                if let Err(e) = self
-                    .files
-                    .inner
-                    .db
-                    .add_transfer_chunks(self.id.as_bytes(), &batch, bytes_done)
-                    .await
-                {
-                    return Err(Why::Retry(e.to_string()));
-                }
+                self.record(&batch, bytes_done).await?;
                 batch.clear();
                 since = Instant::now();
             }
         }
         if !batch.is_empty() {
-            self.files
-                .inner
-                .db
-                .add_transfer_chunks(self.id.as_bytes(), &batch, bytes_done)
-                .await
-                .map_err(|e| Why::Retry(e.to_string()))?;
+            self.record(&batch, bytes_done).await?;
         }
         result
     }
 
-    /// One chunk: its name checked, opened (which checks every segment), its part of the
-    /// file hash computed, then stored. A chunk that does not match is never stored.
-    async fn store(&self, index: u32, data: Vec<u8>) -> Result<[u8; 32], Why> {
+    /// Makes a batch of stored chunks durable, then records them: what is recorded is on
+    /// disk, so a resume after a crash never trusts a chunk that was lost.
+    async fn record(&self, batch: &[(u32, [u8; 32])], bytes_done: u64) -> Result<(), Why> {
+        let names = batch
+            .iter()
+            .filter_map(|(index, _)| self.list.get(*index).map(|name| hex(name)))
+            .collect();
+        self.backend
+            .sync(names)
+            .await
+            .map_err(|e| Why::Retry(format!("the file backend: {e}")))?;
+        self.files
+            .inner
+            .db
+            .add_transfer_chunks(self.id.as_bytes(), batch, bytes_done)
+            .await
+            .map_err(|e| Why::Retry(e.to_string()))
+    }
+
+    /// One chunk: its name checked, opened (which checks every segment) and its part of the
+    /// file hash computed. Returns its name, the chunk and that part of the hash.
+    async fn check(&self, index: u32, data: Vec<u8>) -> Result<([u8; 32], Vec<u8>, [u8; 32]), Why> {
         let Some(name) = self.list.get(index).copied() else {
-            return Err(Why::Retry("a chunk nobody asked for".into()));
+            return Err(self.corrupt(index, "a chunk nobody asked for"));
         };
+        if data.len() != self.layout.cipher_len(index) {
+            return Err(self.corrupt(index, "a chunk of the wrong size"));
+        }
         let layout = self.layout;
         let key = self.key.clone();
         let (data, checked) = tokio::task::spawn_blocking(move || {
@@ -650,24 +667,33 @@ impl Storer {
         })
         .await
         .map_err(|_| Why::Retry("hashing failed".into()))?;
-        let Some(cv) = checked else {
-            let n = {
-                let downloads = self.files.lock_downloads();
-                downloads
-                    .get(&self.id)
-                    .map_or(0, |h| h.corrupt.fetch_add(1, Ordering::SeqCst) + 1)
-            };
-            tracing::warn!(transfer = %self.id, index, "a chunk did not match its name; refused");
-            return Err(if n >= MAX_CORRUPT {
-                Why::Fatal("the sender keeps sending chunks that do not match its offer".into())
-            } else {
-                Why::Corrupt
-            });
+        match checked {
+            Some(cv) => Ok((name, data, cv)),
+            None => Err(self.corrupt(index, "a chunk that did not match its name")),
+        }
+    }
+
+    /// Counts a chunk that had to be refused; too many of them end the transfer.
+    fn corrupt(&self, index: u32, what: &str) -> Why {
+        let n = {
+            let downloads = self.files.lock_downloads();
+            downloads
+                .get(&self.id)
+                .map_or(0, |h| h.corrupt.fetch_add(1, Ordering::SeqCst) + 1)
         };
+        tracing::warn!(transfer = %self.id, index, "{what}; refused");
+        if n >= MAX_CORRUPT {
+            Why::Fatal("the sender keeps sending chunks that do not match its offer".into())
+        } else {
+            Why::Corrupt
+        }
+    }
+
+    /// Stores a checked chunk; durable once [`Storer::record`] has synced it.
+    async fn put(&self, name: &[u8; 32], data: Vec<u8>) -> Result<(), Why> {
         self.backend
-            .put(&hex(&name), data)
+            .put(&hex(name), data)
             .await
-            .map_err(|e| Why::Retry(format!("the file backend: {e}")))?;
-        Ok(cv)
+            .map_err(|e| Why::Retry(format!("the file backend: {e}")))
     }
 }

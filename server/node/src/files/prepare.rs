@@ -226,6 +226,9 @@ pub(crate) async fn from_upload(
                     .map_err(|e| FileError::Backend(e.to_string()))?;
                 names.push(name);
                 cvs.push(cv);
+                if names.len().is_multiple_of(SYNC_EVERY) {
+                    sync(backend, &names[names.len() - SYNC_EVERY..]).await?;
+                }
                 if last {
                     break;
                 }
@@ -236,6 +239,10 @@ pub(crate) async fn from_upload(
         }
     }
     .await;
+    let outcome = match outcome {
+        Ok(()) => sync(backend, &names[names.len() / SYNC_EVERY * SYNC_EVERY..]).await,
+        Err(e) => Err(e),
+    };
     let list = ChunkList::new(names);
     if let Err(e) = outcome {
         forget(backend, &list).await;
@@ -269,6 +276,20 @@ pub(crate) async fn from_upload(
         list,
         blake3,
     })
+}
+
+/// How many stored chunks of an upload are made durable at once.
+const SYNC_EVERY: usize = 32;
+
+/// Makes chunks stored in `backend` durable.
+async fn sync(backend: &FileBackendPlugin, names: &[[u8; 32]]) -> Result<(), FileError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    backend
+        .sync(names.iter().map(|name| hex(name)).collect())
+        .await
+        .map_err(|e| FileError::Backend(e.to_string()))
 }
 
 /// Removes a file's chunks from `backend` (missing ones are fine).
