@@ -39,3 +39,19 @@ if ! command -v nft >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
     say "nftables is missing and this is not root: the partition test will be skipped"
   fi
 fi
+
+# The admin page's browser tests drive Debian's Chromium (browsers cannot be downloaded here);
+# its build needs Node.js and npm.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+if [[ ${#missing[@]} -gt 0 ]]; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    say "installing ${missing[*]} (admin page build and browser tests)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+      || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; }
+  else
+    say "missing ${missing[*]}: install them (the admin page's checks need them)"
+    exit 1
+  fi
+fi

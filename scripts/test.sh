@@ -11,6 +11,9 @@ case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
 
 ./scripts/setup.sh
 
+echo "==> web admin: type-check against the OpenAPI document, build, compare with dist/" >&2
+./scripts/web-admin.sh check
+
 echo "==> cargo fmt --check" >&2
 cargo fmt --all --check
 
@@ -31,6 +34,9 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo test --workspace --doc --locked
   echo "==> API fuzzing (schemathesis)" >&2
   VOLLI_BIN="$target_dir/debug/volli" ./scripts/api-fuzz.sh
+  echo "==> admin page in Chromium" >&2
+  VOLLI_BIN="$target_dir/debug/volli" ./scripts/web-admin.sh test
 else
   cargo test --workspace --locked --no-fail-fast
+  VOLLI_BIN="$target_dir/debug/volli" ./scripts/web-admin.sh test
 fi

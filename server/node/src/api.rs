@@ -4,6 +4,7 @@
 //! Handlers take only the state they need (`State<Auth>`, `State<NodeInfo>`, …) through
 //! `FromRef`; they talk to service handles, never to sqlx, wasmtime or libp2p types.
 
+pub mod admin;
 pub mod auth;
 pub mod contacts;
 pub mod devices;
@@ -89,6 +90,7 @@ pub struct ApiState {
         (name = "plugins", description = "Sandboxed WebAssembly plugins"),
         (name = "devices", description = "The user's devices: pairing, revocation, vault sync"),
         (name = "transfers", description = "End-to-end encrypted, resumable file transfers"),
+        (name = "admin", description = "Logging in to the admin page (`GET /admin`)"),
     )
 )]
 struct ApiDoc;
@@ -155,6 +157,8 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(transfers::resume))
         .routes(routes!(transfers::cancel))
         .routes(routes!(transfers::content))
+        .routes(routes!(admin::login_code))
+        .routes(routes!(admin::start_session, admin::end_session))
 }
 
 /// The OpenAPI document, as served at `/openapi.json` and committed in `openapi/openapi.json`.
@@ -162,7 +166,32 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = api_routes().into_openapi();
     doc.info.version = crate::VERSION.to_owned();
     document_layer_responses(&mut doc);
+    name_operations(&mut doc);
     doc
+}
+
+/// Makes every `operationId` unique (`contacts_list`, `plugins_list`, …): handlers in
+/// different modules share names, and client generators key their types on these ids.
+fn name_operations(doc: &mut utoipa::openapi::OpenApi) {
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tag = op.tags.as_ref().and_then(|t| t.first()).cloned();
+            if let (Some(tag), Some(id)) = (tag, op.operation_id.as_mut())
+                && !id.starts_with(&format!("{tag}_"))
+            {
+                *id = format!("{tag}_{id}");
+            }
+        }
+    }
 }
 
 /// Adds what the layers in front of every handler may answer, so that no route can return a
@@ -226,6 +255,9 @@ pub fn router(state: ApiState, config: &ApiConfig) -> Router {
     let (routes, _) = api_routes().split_for_parts();
     routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
+        .route("/admin", axum::routing::get(admin::page))
+        .route("/admin/", axum::routing::get(admin::page))
+        .route("/admin/{file}", axum::routing::get(admin::file))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(middleware::from_fn_with_state(

@@ -45,6 +45,8 @@ enum Command {
     Status,
     /// Print the node's description (`GET /v1/node`) as JSON.
     Node,
+    /// Print a one-time login link to the admin page (valid once, for 10 minutes).
+    Admin,
     /// Print the effective configuration (defaults, file, environment and flags merged).
     Config(ServeArgs),
     /// Print the OpenAPI document of this version's API.
@@ -321,6 +323,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status => client::status(&connect(&cli)?).await,
         Command::Node => client::node(&connect(&cli)?).await,
+        Command::Admin => client::admin(&connect(&cli)?).await,
         Command::Plugins(command) => plugins_command(&connect(&cli)?, command).await,
         Command::Invite { ttl, uses, no_qr } => {
             client::invite(&connect(&cli)?, *ttl, *uses, !*no_qr).await

@@ -298,7 +298,7 @@ pub async fn disable(
 #[serde(deny_unknown_fields)]
 pub struct PluginConfigBody {
     /// Values over the plugin's defaults (and the config file's).
-    #[schema(value_type = Object)]
+    #[schema(value_type = std::collections::BTreeMap<String, serde_json::Value>)]
     pub config: serde_json::Map<String, serde_json::Value>,
 }
 

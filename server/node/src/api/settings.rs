@@ -21,7 +21,7 @@ const MAX_VALUE_LEN: usize = 64 * 1024;
 #[derive(Serialize, ToSchema)]
 pub struct Settings {
     /// Key → value.
-    #[schema(value_type = Object)]
+    #[schema(value_type = BTreeMap<String, serde_json::Value>)]
     pub settings: BTreeMap<String, serde_json::Value>,
 }
 

@@ -175,6 +175,23 @@ pub(crate) async fn node(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `volli admin`
+pub(crate) async fn admin(client: &Client) -> anyhow::Result<()> {
+    let login = client
+        .send(reqwest::Method::POST, "/v1/admin/login-codes", Body::None)
+        .await?;
+    println!(
+        "{}{}",
+        client.base(),
+        login["path"].as_str().unwrap_or("/admin")
+    );
+    eprintln!(
+        "open it in a browser; it works once, until {}",
+        login["expires_at"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
 /// `volli status`
 pub(crate) async fn status(client: &Client) -> anyhow::Result<()> {
     let node: Value = client.get("/v1/node").await?;

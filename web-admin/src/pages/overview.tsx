@@ -1,0 +1,78 @@
+import { api, ok } from "../client";
+import { Copy, duration, Loaded, Page, size, useLoad, When } from "../ui";
+
+export function Overview() {
+  const state = useLoad(async () => {
+    const [node, peers, relay, contacts, transfers] = await Promise.all([
+      ok(api.GET("/v1/node")),
+      ok(api.GET("/v1/peers")),
+      ok(api.GET("/v1/relay")),
+      ok(api.GET("/v1/contacts")),
+      ok(api.GET("/v1/transfers")),
+    ]);
+    return { node, peers, relay, contacts, transfers };
+  }, ["peer", "contact", "transfer", "message", "device"]);
+  return (
+    <Page title="Overview">
+      <Loaded state={state} what="the node">
+        {({ node, peers, relay, contacts, transfers }) => {
+          const connected = peers.peers.filter((p) => p.connected).length;
+          const uptime = (Date.now() - new Date(node.started_at).getTime()) / 1000;
+          const active = transfers.transfers.filter((t) => t.state === "running" || t.state === "offered").length;
+          return (
+            <>
+              <dl class="facts">
+                <dt>User id</dt>
+                <dd>
+                  <code class="wrap" data-testid="user-id">{node.user_id}</code> <Copy text={node.user_id} />
+                </dd>
+                <dt>Peer id</dt>
+                <dd>
+                  <code class="wrap">{node.peer_id}</code>
+                </dd>
+                <dt>Device</dt>
+                <dd>{node.device_name}</dd>
+                <dt>Version</dt>
+                <dd>{node.version}</dd>
+                <dt>Running since</dt>
+                <dd>
+                  <When at={node.started_at} /> ({duration(Math.max(0, uptime))})
+                </dd>
+                <dt>Listening on</dt>
+                <dd>
+                  {node.listen_addrs.length === 0 ? (
+                    <span class="muted">no peer-to-peer addresses</span>
+                  ) : (
+                    <ul class="plain">
+                      {node.listen_addrs.map((a) => (
+                        <li key={a}>
+                          <code class="wrap">{a}</code>
+                        </li>
+                      ))}
+                    </ul>
+                  )}
+                </dd>
+              </dl>
+              <div class="cards">
+                <a class="card" href="#/peers">
+                  <strong>{connected}</strong> connected of {peers.peers.length} known peers
+                </a>
+                <a class="card" href="#/contacts">
+                  <strong>{contacts.contacts.length}</strong> contacts
+                  {contacts.pending.length > 0 && `, ${contacts.pending.length} pending`}
+                </a>
+                <a class="card" href="#/transfers">
+                  <strong>{active}</strong> active transfers
+                </a>
+                <div class="card">
+                  <strong>{size(relay.bytes)}</strong> held for friends ({relay.envelopes} messages for{" "}
+                  {relay.recipients} people)
+                </div>
+              </div>
+            </>
+          );
+        }}
+      </Loaded>
+    </Page>
+  );
+}

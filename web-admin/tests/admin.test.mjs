@@ -1,0 +1,313 @@
+// Browser tests of the admin page: Debian's Chromium driven by playwright-core against real
+// `volli` nodes. Every test fails on a console error, an uncaught exception, or a request to
+// anywhere but the node itself.
+//
+//   VOLLI_BIN      the node binary (default ../target/debug/volli)
+//   PLUGIN_WASM    a plugin component to install (the SDK template's static-peers)
+//   CHROMIUM       the browser (default /usr/bin/chromium)
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, existsSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { chromium } from "playwright-core";
+
+const BIN = resolve(process.env.VOLLI_BIN ?? "../target/debug/volli");
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const PLUGIN_WASM = process.env.PLUGIN_WASM;
+const root = mkdtempSync(join(tmpdir(), "volli-admin-"));
+const nodes = [];
+let browser;
+
+async function startNode(name) {
+  const dir = join(root, name);
+  const config = `${dir}.toml`;
+  writeFileSync(config, "[network]\nlan = false\n");
+  const log = [];
+  const child = spawn(
+    BIN,
+    ["serve", "--config", config, "--data-dir", dir, "--api-listen", "127.0.0.1:0", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"],
+    {
+      env: {
+        ...process.env,
+        RUST_LOG: "warn",
+        VOLLI_PLUGINS_CACHE_DIR: process.env.VOLLI_PLUGINS_CACHE_DIR ?? join(root, "plugin-cache"),
+      },
+      stdio: ["ignore", "ignore", "pipe"],
+    },
+  );
+  child.stderr.on("data", (d) => log.push(d.toString()));
+  const node = { name, dir, child, log };
+  nodes.push(node);
+  for (let i = 0; i < 600; i++) {
+    if (existsSync(join(dir, "api.url"))) {
+      node.url = readFileSync(join(dir, "api.url"), "utf8").trim();
+      node.token = readFileSync(join(dir, "admin.token"), "utf8").trim();
+      return node;
+    }
+    if (child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${name} did not start:\n${log.join("")}`);
+}
+
+async function call(node, method, path, body) {
+  const r = await fetch(node.url + path, {
+    method,
+    headers: { Authorization: `Bearer ${node.token}`, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  return { status: r.status, body: text ? JSON.parse(text) : null };
+}
+
+/** `volli admin` for this node: the one-time login URL it prints. */
+function loginUrl(node) {
+  return execFileSync(BIN, ["admin", "--data-dir", node.dir], { encoding: "utf8" }).trim();
+}
+
+/** A page that records every problem: console errors, exceptions, requests elsewhere. */
+async function open(node) {
+  const context = await browser.newContext({ acceptDownloads: true });
+  const page = await context.newPage();
+  const problems = [];
+  const origin = new URL(node.url).origin;
+  page.on("console", (m) => m.type() === "error" && problems.push(`console: ${m.text()}`));
+  page.on("pageerror", (e) => problems.push(`exception: ${e.message}`));
+  page.on("request", (r) => {
+    const u = r.url();
+    if (!u.startsWith(origin) && !u.startsWith("data:") && !u.startsWith("blob:")) problems.push(`request elsewhere: ${u}`);
+  });
+  page.setDefaultTimeout(20_000);
+  return {
+    context,
+    page,
+    problems,
+    /** The browser logs an API error the page handles as a failed request: expected here. */
+    allow(status) {
+      const i = problems.findIndex((p) => p.includes(`status of ${status}`));
+      assert.ok(i >= 0, `no ${status} was logged: ${problems.join("; ")}`);
+      problems.splice(i, 1);
+    },
+    done: async () => (await context.close(), assert.deepEqual(problems, [])),
+  };
+}
+
+/** Follows a link of the navigation. */
+async function go(page, name) {
+  await page.getByRole("navigation", { name: "Pages" }).getByRole("link", { name, exact: true }).click();
+}
+
+async function logIn(node) {
+  const session = await open(node);
+  const url = loginUrl(node);
+  assert.match(url, /\/admin#code=[A-Za-z0-9_-]+$/);
+  await session.page.goto(url);
+  await session.page.getByRole("heading", { name: "Overview" }).waitFor();
+  await session.page.getByTestId("live").filter({ hasText: "live" }).waitFor();
+  return session;
+}
+
+before(async () => {
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-gpu"] });
+});
+
+after(async () => {
+  await browser?.close();
+  for (const n of nodes) n.child.kill("SIGTERM");
+  await Promise.all(nodes.map((n) => (n.child.exitCode === null ? new Promise((r) => n.child.on("exit", r)) : null)));
+  rmSync(root, { recursive: true, force: true });
+});
+
+describe("the admin page", () => {
+  let alice;
+  let bob;
+  before(async () => {
+    [alice, bob] = await Promise.all([startNode("alice"), startNode("bob")]);
+  });
+
+  test("is served with strict security headers and needs a login", async () => {
+    const r = await fetch(`${alice.url}/admin`);
+    assert.equal(r.status, 200);
+    const csp = r.headers.get("content-security-policy");
+    assert.match(csp, /script-src 'self'/);
+    assert.doesNotMatch(csp, /unsafe-inline/);
+    assert.match(csp, /frame-ancestors 'none'/);
+    assert.equal(r.headers.get("referrer-policy"), "no-referrer");
+    assert.equal(r.headers.get("x-content-type-options"), "nosniff");
+
+    const s = await open(alice);
+    await s.page.goto(`${alice.url}/admin`);
+    await s.page.getByText("volli admin").first().waitFor();
+    await s.done();
+  });
+
+  test("logs in once with the one-time URL, keeps no token in the URL or localStorage", async () => {
+    const url = loginUrl(alice);
+    const s = await open(alice);
+    await s.page.goto(url);
+    await s.page.getByRole("heading", { name: "Overview" }).waitFor();
+    const node = (await call(alice, "GET", "/v1/node")).body;
+    await s.page.getByTestId("user-id").filter({ hasText: node.user_id }).waitFor();
+    assert.ok(!s.page.url().includes("code="), `the code stays in the URL: ${s.page.url()}`);
+    assert.equal(await s.page.evaluate(() => localStorage.length), 0);
+    assert.ok(await s.page.evaluate(() => sessionStorage.getItem("volli.session")));
+    await s.page.getByRole("button", { name: "Log out" }).click();
+    await s.page.getByText("volli admin").first().waitFor();
+    await s.done();
+
+    // The same URL a second time: refused, with the node's message.
+    const again = await open(alice);
+    await again.page.goto(url);
+    await again.page.getByRole("alert").filter({ hasText: "already used" }).waitFor();
+    again.allow(401);
+    await again.done();
+  });
+
+  test("creates an invite with its QR code, adds a contact between two nodes, and messages live", async () => {
+    const a = await logIn(alice);
+    const b = await logIn(bob);
+
+    await go(a.page, "Contacts");
+    await a.page.getByRole("heading", { name: "Contacts", level: 1 }).waitFor();
+    await a.page.getByText("No contacts yet").waitFor();
+    await a.page.getByRole("button", { name: "Create invite" }).click();
+    const link = (await a.page.getByTestId("invite-link").textContent()).trim();
+    assert.match(link, /^volli:\/\/invite\//);
+    const qr = a.page.getByRole("img", { name: "QR code of the invite link" });
+    await qr.waitFor();
+    assert.ok(await qr.evaluate((img) => img.complete && img.naturalWidth > 0), "the QR code is drawn");
+
+    // Bad input: the node's own message is shown, nothing is added.
+    await go(b.page, "Contacts");
+    await b.page.getByLabel("Invite link").fill("volli://invite/garbage");
+    await b.page.getByRole("button", { name: "Add contact" }).click();
+    await b.page.getByRole("alert").waitFor();
+    assert.match(await b.page.getByRole("alert").textContent(), /invite/i);
+    b.allow(400);
+    assert.equal((await call(bob, "GET", "/v1/contacts")).body.contacts.length, 0);
+
+    await b.page.getByLabel("Invite link").fill(link);
+    await b.page.getByLabel("Name (optional)").fill("Alice");
+    await b.page.getByRole("button", { name: "Add contact" }).click();
+    await b.page.getByRole("status").filter({ hasText: /Contact added|Accepted/ }).waitFor();
+    await b.page.getByTestId("contact").filter({ hasText: "Alice" }).waitFor();
+    // Alice's page learns of Bob live, without a reload.
+    await a.page.getByTestId("contact").first().waitFor();
+
+    // Bob writes; Alice's open conversation shows it live; Bob sees its status change.
+    await a.page.getByTestId("contact").first().getByRole("link").click();
+    await a.page.getByText("No messages yet.").waitFor();
+    await b.page.getByTestId("contact").filter({ hasText: "Alice" }).getByRole("link").click();
+    await b.page.getByLabel("Message").fill("hello from the browser");
+    await b.page.getByLabel("Message").press("Enter");
+    await b.page.getByTestId("message").filter({ hasText: "hello from the browser" }).waitFor();
+    await a.page.getByTestId("message").filter({ hasText: "hello from the browser" }).waitFor();
+    await b.page.getByTestId("message-status").filter({ hasText: /delivered|read/ }).waitFor();
+
+    await a.page.getByLabel("Message").fill("hello back");
+    await a.page.getByRole("button", { name: "Send" }).click();
+    await b.page.getByTestId("message").filter({ hasText: "hello back" }).waitFor();
+
+    // The peer shows up, connected, with how it was found.
+    await go(a.page, "Peers");
+    await a.page.getByTestId("peer").filter({ hasText: "connected" }).first().waitFor();
+    await a.done();
+    await b.done();
+  });
+
+  test("installs, disables, enables and configures a plugin, showing the node's errors", { skip: !PLUGIN_WASM && "PLUGIN_WASM is not set" }, async () => {
+    const a = await logIn(alice);
+    await go(a.page, "Plugins");
+    await a.page.getByTestId("plugin-mdns").waitFor();
+    await a.page.getByLabel("Component (.wasm)").setInputFiles(PLUGIN_WASM);
+    await a.page.getByLabel("Grant (comma-separated)").fill("log");
+    await a.page.getByRole("button", { name: "Install" }).click();
+    await a.page.getByRole("status").filter({ hasText: "Installed static-peers" }).waitFor();
+    const card = a.page.getByTestId("plugin-static-peers");
+    await card.getByTestId("plugin-state").filter({ hasText: "running" }).waitFor();
+
+    await card.getByRole("button", { name: "Disable" }).click();
+    await card.getByTestId("plugin-state").filter({ hasText: "disabled" }).waitFor();
+    assert.equal((await call(alice, "GET", "/v1/plugins/static-peers")).body.enabled, false);
+    await card.getByRole("button", { name: "Enable" }).click();
+    await card.getByTestId("plugin-state").filter({ hasText: "running" }).waitFor();
+
+    // Not JSON: caught on the page. A configuration the plugin refuses: the node's message.
+    await card.getByRole("button", { name: "Configure" }).click();
+    const editor = card.getByLabel(/Configuration/);
+    await editor.fill("{ not json");
+    await card.getByRole("button", { name: "Save configuration" }).click();
+    await card.getByRole("alert").filter({ hasText: "not valid JSON" }).waitFor();
+    await editor.fill('{"peers": "not a list"}');
+    await card.getByRole("button", { name: "Save configuration" }).click();
+    await card.getByRole("alert").filter({ hasText: /.{10,}/ }).waitFor();
+    a.allow(400);
+    await editor.fill('{"peers": []}');
+    await card.getByRole("button", { name: "Save configuration" }).click();
+    await card.getByRole("status").filter({ hasText: "Saved" }).waitFor();
+
+    await card.getByRole("button", { name: "Remove" }).click();
+    await card.getByRole("button", { name: "Remove static-peers" }).click();
+    await card.waitFor({ state: "detached" });
+    await a.done();
+  });
+
+  test("sends a file and follows it to completion on both sides", async () => {
+    const a = await logIn(alice);
+    const b = await logIn(bob);
+    const file = join(root, "photo.bin");
+    writeFileSync(file, Buffer.alloc(3 << 20, 7));
+    await go(b.page, "Transfers");
+    await b.page.getByText("No transfers yet.").waitFor();
+    await b.page.getByLabel("To").selectOption({ label: "Alice" });
+    await b.page.getByLabel("File").setInputFiles(file);
+    await b.page.getByRole("button", { name: "Send" }).click();
+    await b.page.getByTestId("transfer").filter({ hasText: "photo.bin" }).waitFor();
+
+    await go(a.page, "Transfers");
+    const incoming = a.page.getByTestId("transfer").filter({ hasText: "photo.bin" });
+    await incoming.getByRole("button", { name: "Accept" }).click();
+    await incoming.getByTestId("transfer-state").filter({ hasText: "completed" }).waitFor();
+    await b.page.getByTestId("transfer").getByTestId("transfer-state").filter({ hasText: "completed" }).waitFor();
+    const download = a.page.waitForEvent("download");
+    await incoming.getByRole("button", { name: "Save" }).click();
+    const saved = await (await download).path();
+    assert.deepEqual(readFileSync(saved), readFileSync(file));
+    await a.done();
+    await b.done();
+  });
+
+  test("shows devices, settings and the pages on a phone-sized screen", async () => {
+    const a = await logIn(alice);
+    // Keyboard only: Tab reaches the navigation, Enter follows a link.
+    await go(a.page, "Contacts");
+    await a.page.getByRole("heading", { name: "Contacts", level: 1 }).waitFor();
+    await a.page.evaluate(() => document.activeElement?.blur());
+    let reached = false;
+    for (let i = 0; i < 20 && !reached; i++) {
+      await a.page.keyboard.press("Tab");
+      reached = await a.page.evaluate(() => document.activeElement?.textContent === "Overview");
+    }
+    assert.ok(reached, "Tab never reaches the Overview link");
+    await a.page.keyboard.press("Enter");
+    await a.page.getByRole("heading", { name: "Overview" }).waitFor();
+
+    await a.page.setViewportSize({ width: 390, height: 844 });
+    await a.page.getByRole("button", { name: "Menu" }).click();
+    await go(a.page, "Devices");
+    await a.page.getByTestId("device").filter({ hasText: "this device" }).waitFor();
+    await a.page.getByRole("button", { name: "Create pairing code" }).click();
+    await a.page.getByRole("img", { name: "QR code of the pairing link" }).waitFor();
+
+    await a.page.getByRole("button", { name: "Menu" }).click();
+    await go(a.page, "Settings");
+    await a.page.getByLabel("Key").fill("theme");
+    await a.page.getByLabel("Value (JSON)").fill('"dark"');
+    await a.page.getByRole("button", { name: "Save" }).last().click();
+    await a.page.getByTestId("setting").filter({ hasText: "theme" }).waitFor();
+    assert.equal((await call(alice, "GET", "/v1/settings/theme")).body.value, "dark");
+    await a.done();
+  });
+});
