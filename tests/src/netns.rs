@@ -36,6 +36,8 @@ pub struct Lan {
     id: u32,
     bridge: String,
     hosts: Vec<String>,
+    /// Each host's interface inside its namespace.
+    inner: Vec<String>,
     subnet: String,
 }
 
@@ -53,6 +55,7 @@ impl Lan {
             id,
             bridge,
             hosts: Vec::new(),
+            inner: Vec::new(),
             subnet,
         }
     }
@@ -67,6 +70,7 @@ impl Lan {
         let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         ip(&["netns", "add", &ns]);
         self.hosts.push(ns.clone());
+        self.inner.push(inner.clone());
         ip(&[
             "link", "add", &outer, "type", "veth", "peer", "name", &inner,
         ]);
@@ -98,6 +102,38 @@ impl Lan {
             &inner,
         ]);
         (ns, addr)
+    }
+}
+
+impl Lan {
+    /// Limits what host `ns` sends to `mbit` megabits per second (a token bucket on its
+    /// interface, as a slower link would).
+    pub fn limit_rate(&self, ns: &str, mbit: u32) {
+        let i = self
+            .hosts
+            .iter()
+            .position(|h| h == ns)
+            .expect("a host of this LAN");
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "tc", "qdisc", "replace", "dev"])
+            .arg(&self.inner[i])
+            .args([
+                "root",
+                "tbf",
+                "rate",
+                &format!("{mbit}mbit"),
+                "burst",
+                "256kb",
+                "latency",
+                "50ms",
+            ])
+            .output()
+            .expect("tc runs");
+        assert!(
+            out.status.success(),
+            "tc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
