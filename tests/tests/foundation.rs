@@ -176,3 +176,215 @@ async fn environment_variables_configure_the_node() {
     let (_, info) = node.get("/v1/node").await;
     assert_eq!(info["device_name"], "from-env");
 }
+
+/// Under a service manager (`Type=notify`): `READY=1` once the API answers, `STOPPING=1` on
+/// SIGTERM, and every setting acknowledged before SIGTERM is there after the restart.
+#[tokio::test]
+async fn a_service_manager_hears_ready_and_stopping_and_sigterm_loses_nothing() {
+    use std::os::unix::net::UnixDatagram;
+    let tmp = tempfile::tempdir().unwrap();
+    let socket_path = tmp.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let dir = tmp.path().join("node");
+    let options = Options {
+        env: vec![(
+            "NOTIFY_SOCKET".into(),
+            socket_path.to_str().unwrap().to_owned(),
+        )],
+        ..Options::default()
+    };
+    let mut node = Node::start_with(&dir, options).await;
+    let mut buf = [0u8; 512];
+    let n = socket.recv(&mut buf).expect("READY=1 within 30 s");
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(ready.starts_with("READY=1\n"), "{ready}");
+    assert!(
+        ready.contains(&format!("STATUS=API listening on {}", node.url)),
+        "{ready}"
+    );
+
+    for i in 0..50 {
+        let (status, _) = node
+            .request(
+                Method::PUT,
+                &format!("/v1/settings/k{i}"),
+                Some(json!({"value": i})),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    assert!(node.terminate().success(), "{}", node.log());
+    let n = socket.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+
+    let node = Node::start(&dir).await;
+    let (_, settings) = node.get("/v1/settings").await;
+    for i in 0..50 {
+        assert_eq!(
+            settings["settings"][format!("k{i}")],
+            json!(i),
+            "{settings}"
+        );
+    }
+}
+
+/// The Loro peer ids a data dir's vault has written under, with when each was taken.
+async fn vault_peers(dir: &std::path::Path) -> Vec<(i64, i64)> {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.join("volli.db"))
+        .read_only(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT peer, opened_at FROM vault_peers")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows
+}
+
+/// `volli backup` of a running node and `volli restore` into a new data dir: the same user
+/// and device with everything acknowledged before the backup, a wrong passphrase refused
+/// with nothing written, and no Loro peer id of the original reused.
+#[tokio::test]
+async fn a_backup_of_a_running_node_restores_into_the_same_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let alice_dir = tmp.path().join("alice");
+    let mut alice = Node::start(&alice_dir).await;
+    let bob = Node::start(&tmp.path().join("bob")).await;
+    volli_tests::befriend(&alice, &bob).await;
+    let (alice_user, alice_peer) = alice.ids().await;
+    let (bob_user, _) = bob.ids().await;
+    for i in 0..20 {
+        volli_tests::send(&alice, &bob_user, &format!("before {i}")).await;
+    }
+    let (status, _) = alice
+        .request(
+            Method::PUT,
+            "/v1/settings/ui.theme",
+            Some(json!({"value": "dark"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let pass = tmp.path().join("pass");
+    std::fs::write(&pass, "correct horse battery\n").unwrap();
+    let short = tmp.path().join("short");
+    std::fs::write(&short, "abc\n").unwrap();
+    let file = tmp.path().join("alice.volli-backup");
+    let data_dir = alice_dir.to_str().unwrap();
+    let out = volli(&[
+        "backup",
+        file.to_str().unwrap(),
+        "--passphrase-file",
+        short.to_str().unwrap(),
+        "--data-dir",
+        data_dir,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("too short"));
+    assert!(!file.exists());
+    let out = volli(&[
+        "backup",
+        file.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+        "--data-dir",
+        data_dir,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let backed_up = volli_core::Timestamp::now().as_millis();
+    volli_tests::send(&alice, &bob_user, "after the backup").await;
+
+    let restored = tmp.path().join("restored");
+    let wrong = tmp.path().join("wrong");
+    std::fs::write(&wrong, "not the passphrase\n").unwrap();
+    let out = volli(&[
+        "restore",
+        file.to_str().unwrap(),
+        "--passphrase-file",
+        wrong.to_str().unwrap(),
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("wrong passphrase"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!restored.exists(), "nothing written");
+    let out = volli(&[
+        "restore",
+        file.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+        "--data-dir",
+        data_dir,
+    ]);
+    assert!(!out.status.success(), "never over a node");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+
+    let out = volli(&[
+        "restore",
+        file.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(alice.terminate().success());
+    let original_peers = vault_peers(&alice_dir).await;
+
+    let mut copy = Node::start(&restored).await;
+    assert_eq!(copy.ids().await, (alice_user.clone(), alice_peer));
+    let (_, settings) = copy.get("/v1/settings/ui.theme").await;
+    assert_eq!(settings["value"], "dark");
+    let bodies: Vec<String> = volli_tests::conversation(&copy, &bob_user)
+        .await
+        .iter()
+        .map(|m| m["body"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(bodies.len(), 20, "{bodies:?}");
+    assert!(bodies.iter().all(|b| b.starts_with("before")), "{bodies:?}");
+    // It is the same node to Bob: its messages arrive.
+    volli_tests::send(&copy, &bob_user, "from the restored node").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let got = volli_tests::conversation(&bob, &alice_user).await;
+        if got.iter().any(|m| m["body"] == "from the restored node") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{got:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(copy.terminate().success());
+
+    let taken_since: Vec<i64> = vault_peers(&restored)
+        .await
+        .into_iter()
+        .filter(|(_, at)| *at >= backed_up)
+        .map(|(p, _)| p)
+        .collect();
+    assert!(
+        !taken_since.is_empty(),
+        "the restored vault writes under peer ids of its own"
+    );
+    for p in taken_since {
+        assert!(
+            !original_peers.iter().any(|(q, _)| *q == p),
+            "Loro peer id {p} reused"
+        );
+    }
+}

@@ -47,6 +47,23 @@ enum Command {
     Node,
     /// Print a one-time login link to the admin page (valid once, for 10 minutes).
     Admin,
+    /// Write an encrypted backup of the node's data dir to FILE (works while it runs):
+    /// identity, admin token, a consistent copy of the database, installed plugins.
+    Backup {
+        /// The backup file to create.
+        file: PathBuf,
+        /// A file whose first line is the passphrase (at least 8 characters).
+        #[arg(long, value_name = "F")]
+        passphrase_file: PathBuf,
+    },
+    /// Restore a backup into a new data dir (`--data-dir`, which must not exist or be empty).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// A file whose first line is the passphrase.
+        #[arg(long, value_name = "F")]
+        passphrase_file: PathBuf,
+    },
     /// Print the effective configuration (defaults, file, environment and flags merged).
     Config(ServeArgs),
     /// Print the OpenAPI document of this version's API.
@@ -324,6 +341,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => client::status(&connect(&cli)?).await,
         Command::Node => client::node(&connect(&cli)?).await,
         Command::Admin => client::admin(&connect(&cli)?).await,
+        Command::Backup {
+            file,
+            passphrase_file,
+        } => {
+            let data_dir = load_config(&cli, None)?.config.data_dir;
+            let passphrase = crate::backup::read_passphrase(passphrase_file)?;
+            let size = crate::backup::backup(&data_dir, file, &passphrase).await?;
+            eprintln!(
+                "backed up {} ({:.1} MB) to {}",
+                data_dir.display(),
+                size as f64 / 1e6,
+                file.display()
+            );
+            Ok(())
+        }
+        Command::Restore {
+            file,
+            passphrase_file,
+        } => {
+            let data_dir = load_config(&cli, None)?.config.data_dir;
+            let passphrase = crate::backup::read_passphrase(passphrase_file)?;
+            let files = crate::backup::restore(file, &data_dir, &passphrase)?;
+            eprintln!(
+                "restored {files} files into {}; start it with `volli serve --data-dir {}` \
+                 (and do not run the original node at the same time)",
+                data_dir.display(),
+                data_dir.display()
+            );
+            Ok(())
+        }
         Command::Plugins(command) => plugins_command(&connect(&cli)?, command).await,
         Command::Invite { ttl, uses, no_qr } => {
             client::invite(&connect(&cli)?, *ttl, *uses, !*no_qr).await

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod contacts;
@@ -25,6 +26,7 @@ pub mod peers;
 pub mod plugins;
 pub mod relay;
 mod secret_file;
+pub mod systemd;
 
 /// The node's version, as reported by `/v1/node` and the OpenAPI document.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

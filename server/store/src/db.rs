@@ -50,6 +50,36 @@ impl Db {
         Ok(Self { pool, writer })
     }
 
+    /// Writes a consistent copy of the database at `path` to `dest` (`VACUUM INTO`), while
+    /// a node may be writing to it: the copy is one read transaction's view, so it holds
+    /// every commit up to a point and none after. `dest` must not exist.
+    pub async fn snapshot(path: &Path, dest: &Path) -> Result<(), StoreError> {
+        if !path.is_file() {
+            return Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no database at {}", path.display()),
+            )));
+        }
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(false)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        let dest = dest.to_str().ok_or_else(|| {
+            StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the snapshot's path is not UTF-8",
+            ))
+        })?;
+        let done = sqlx::query("VACUUM INTO ?").bind(dest).execute(&pool).await;
+        pool.close().await;
+        done?;
+        Ok(())
+    }
+
     /// The readers.
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
