@@ -438,6 +438,7 @@ async fn serve_once(
         "API listening on {url} — admin token in {}",
         identity::token_path(&data_dir).display()
     );
+    crate::systemd::notify(&format!("READY=1\nSTATUS=API listening on {url}"));
     let restart = node.restart.clone();
     let (why_tx, why) = tokio::sync::oneshot::channel();
     let stopping = async move {
@@ -445,6 +446,11 @@ async fn serve_once(
             _ = stop.wait_for(|s| *s) => Stopped::Shutdown,
             () = restart.notified() => Stopped::Restart,
         };
+        crate::systemd::notify(match why {
+            Stopped::Shutdown => "STOPPING=1",
+            // READY=1 follows once the node runs again as the new device.
+            Stopped::Restart => "RELOADING=1",
+        });
         let _ = why_tx.send(why);
     };
     let served = axum::serve(
