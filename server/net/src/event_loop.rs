@@ -4,7 +4,7 @@
 //! Everything is bounded: the command channel, the event channel (requests and other events
 //! are dropped, with a warning, if the node falls that far behind — a dropped request is a
 //! refused one), the table of connection changes (one entry per peer, never dropped; see
-//! `events.rs`), and every table of pending operations (expired by a once-a-second sweep).
+//! `events.rs`), and every table of pending operations (expired by a once-a-second sweep while any is pending).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -206,7 +206,8 @@ impl EventLoop {
                     Some(command) => self.on_command(command),
                     None => return,
                 },
-                _ = sweep.tick() => self.expire(),
+                // Only while something has a deadline: an idle node does not wake for it.
+                _ = sweep.tick(), if self.has_deadlines() => self.expire(),
             }
         }
     }
@@ -466,6 +467,10 @@ impl EventLoop {
                 "superseded by a newer lookup".into(),
             )));
         }
+    }
+
+    fn has_deadlines(&self) -> bool {
+        !(self.dials.is_empty() && self.registers.is_empty() && self.discovers.is_empty())
     }
 
     fn expire(&mut self) {

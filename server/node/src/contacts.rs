@@ -34,6 +34,8 @@ pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_INVITE_USES: u16 = 100;
 const REDEEM_TIMEOUT: Duration = Duration::from_secs(15);
 const RETRY_EVERY: Duration = Duration::from_secs(5);
+/// How often the retry loop looks for pending invites when it knows of none.
+const IDLE_CHECK: Duration = Duration::from_secs(60);
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
@@ -106,6 +108,8 @@ struct Inner {
     discovery: Discovery,
     peers: Peers,
     events: EventBus,
+    /// Wakes the retry loop when an invite starts waiting for its inviter.
+    pending_added: tokio::sync::Notify,
 }
 
 impl Contacts {
@@ -128,6 +132,7 @@ impl Contacts {
                 discovery,
                 peers,
                 events,
+                pending_added: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -242,6 +247,7 @@ impl Contacts {
                         name.as_deref(),
                     )
                     .await?;
+                self.inner.pending_added.notify_one();
                 Ok(Accepted::Pending {
                     inviter: invite.inviter(),
                 })
@@ -498,7 +504,20 @@ impl Contacts {
         let this = self.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(RETRY_EVERY).await;
+                let waiting = this
+                    .inner
+                    .db
+                    .pending_contacts()
+                    .await
+                    .map_or(true, |p| !p.is_empty());
+                if waiting {
+                    tokio::time::sleep(RETRY_EVERY).await;
+                } else {
+                    // Nothing waits: sleep until an invite does (an idle node stays asleep).
+                    let _ =
+                        tokio::time::timeout(IDLE_CHECK, this.inner.pending_added.notified()).await;
+                    continue;
+                }
                 if let Err(e) = this.retry_due().await {
                     tracing::warn!(error = %e, "retrying pending invites failed");
                 }

@@ -208,11 +208,13 @@ impl Devices {
                 .await
                 .unwrap_or_default();
             let now = tokio::time::Instant::now();
+            let mut others = 0;
             for device in devices {
                 let peer = device.peer_id();
                 if peer == me || device.revoked_at.is_some() {
                     continue;
                 }
+                others += 1;
                 let entry = self.inner.peers.get(&peer);
                 if entry.as_ref().is_some_and(|e| e.connected) {
                     backoff.remove(&peer);
@@ -242,7 +244,10 @@ impl Devices {
                     }
                 });
             }
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            // A user with one device has nobody to dial: look again now and then (a new
+            // device connects to this one while pairing), without waking an idle node.
+            let pause = if others == 0 { 60 } else { 5 };
+            tokio::time::sleep(std::time::Duration::from_secs(pause)).await;
         }
     }
 

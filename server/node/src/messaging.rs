@@ -49,6 +49,8 @@ const INBOUND_BURST: u32 = 20_000;
 const INBOUND_PER_SECOND: u32 = 5_000;
 /// How often connected relays are asked for mail, besides when they connect.
 const FETCH_EVERY: Duration = Duration::from_secs(60);
+/// The longest the outbox worker sleeps when nothing is due sooner.
+const IDLE_CHECK: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a message was not accepted.
@@ -102,6 +104,8 @@ struct Inner {
     events: EventBus,
     relay: Relay,
     wake: Notify,
+    /// When the outbox worker wakes next by itself (ms since the epoch).
+    worker_wakes_at: std::sync::atomic::AtomicI64,
     in_flight: Mutex<InFlight>,
     attempts: Arc<Semaphore>,
     sends: RateLimiter<()>,
@@ -150,6 +154,7 @@ impl Messaging {
                 events,
                 relay,
                 wake: Notify::new(),
+                worker_wakes_at: std::sync::atomic::AtomicI64::new(0),
                 in_flight: Mutex::new(InFlight::default()),
                 attempts: Arc::new(Semaphore::new(MAX_ATTEMPTS)),
                 sends,
@@ -248,9 +253,14 @@ impl Messaging {
             this.reconcile().await;
             loop {
                 this.run_due().await;
+                let wait = this.until_due().await;
+                this.inner.worker_wakes_at.store(
+                    Timestamp::now().saturating_add(wait).as_millis(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 tokio::select! {
                     () = this.inner.wake.notified() => {}
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = tokio::time::sleep(wait) => {}
                 }
             }
         });
@@ -316,6 +326,22 @@ impl Messaging {
             Err(e) => tracing::warn!(error = %e, "cannot wake the outbox"),
         }
         self.fetch_from(user).await;
+    }
+
+    /// How long the outbox worker may sleep: until the next message is due (a second while
+    /// some are due but held back: in flight, or waiting for their recipient), at most
+    /// [`IDLE_CHECK`]. An idle node does not wake for an empty outbox.
+    async fn until_due(&self) -> Duration {
+        let now = Timestamp::now();
+        match self.inner.db.outbox_next_due().await {
+            Ok(Some(next)) if next <= now => Duration::from_secs(1),
+            Ok(Some(next)) => {
+                let ms = next.as_millis().saturating_sub(now.as_millis());
+                Duration::from_millis(u64::try_from(ms).unwrap_or(0)).min(IDLE_CHECK)
+            }
+            Ok(None) => IDLE_CHECK,
+            Err(_) => Duration::from_secs(1),
+        }
     }
 
     async fn run_due(&self) {
@@ -409,6 +435,17 @@ impl Messaging {
                             if *n == 0 {
                                 flight.per_recipient.remove(&recipient);
                             }
+                        }
+                        drop(flight);
+                        // The attempt may have set a retry sooner than the worker wakes.
+                        let soon = Timestamp::now().saturating_add(FIRST_RETRY).as_millis();
+                        if this
+                            .inner
+                            .worker_wakes_at
+                            .load(std::sync::atomic::Ordering::Relaxed)
+                            > soon
+                        {
+                            this.inner.wake.notify_one();
                         }
                         return;
                     }

@@ -143,6 +143,14 @@ impl Db {
         Ok(rows.into_iter().filter_map(outbox_entry).collect())
     }
 
+    /// When the outbox's next message is due, if it holds any.
+    pub async fn outbox_next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        let (next,): (Option<i64>,) = sqlx::query_as("SELECT MIN(next_attempt_at) FROM outbox")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(next.map(Timestamp::from_millis))
+    }
+
     /// Every queued message (for reconciliation at start).
     pub async fn outbox_all(&self) -> Result<Vec<OutboxEntry>, StoreError> {
         let rows: Vec<OutboxRow> = sqlx::query_as(select_outbox!("ORDER BY sent_at"))
