@@ -80,6 +80,12 @@ function Requests({ requests, onDecided }: { requests: S["PairingRequest"][]; on
   const action = useAction();
   const shown = requests.filter((r) => r.state === "pending");
   if (shown.length === 0) return null;
+  const decide = (id: string, verdict: "approve" | "reject") =>
+    action.run(async () => {
+      const path = { params: { path: { id } } };
+      await ok(verdict === "approve" ? api.POST("/v1/pairing/{id}/approve", path) : api.POST("/v1/pairing/{id}/reject", path));
+      onDecided();
+    });
   return (
     <>
       <h2>Devices asking to join</h2>
@@ -91,30 +97,10 @@ function Requests({ requests, onDecided }: { requests: S["PairingRequest"][]; on
               <strong>{r.device_name}</strong> — check code <code class="big">{r.check_code}</code>{" "}
             </span>
             <span class="row">
-              <button
-                type="button"
-                class="small"
-                disabled={action.busy}
-                onClick={() =>
-                  action.run(async () => {
-                    await ok(api.POST("/v1/pairing/{id}/approve", { params: { path: { id: r.id } } }));
-                    onDecided();
-                  })
-                }
-              >
+              <button type="button" class="small" disabled={action.busy} onClick={() => decide(r.id, "approve")}>
                 Approve
               </button>
-              <button
-                type="button"
-                class="small danger"
-                disabled={action.busy}
-                onClick={() =>
-                  action.run(async () => {
-                    await ok(api.POST("/v1/pairing/{id}/reject", { params: { path: { id: r.id } } }));
-                    onDecided();
-                  })
-                }
-              >
+              <button type="button" class="small danger" disabled={action.busy} onClick={() => decide(r.id, "reject")}>
                 Reject
               </button>
             </span>
