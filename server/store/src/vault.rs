@@ -55,6 +55,18 @@ pub struct VaultOptions {
     pub compact_after_bytes: u64,
     /// Start a new chunk of a conversation once the newest holds this many messages.
     pub chunk_messages: u64,
+    /// Called after each commit of the vault with how long its transaction took (metrics).
+    pub on_commit: Option<CommitObserver>,
+}
+
+/// Observes the duration of the vault's commits.
+#[derive(Clone)]
+pub struct CommitObserver(pub std::sync::Arc<dyn Fn(std::time::Duration) + Send + Sync>);
+
+impl std::fmt::Debug for CommitObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitObserver")
+    }
 }
 
 impl Default for VaultOptions {
@@ -63,6 +75,7 @@ impl Default for VaultOptions {
             compact_after_updates: 64,
             compact_after_bytes: 1 << 20,
             chunk_messages: CHUNK_MESSAGES,
+            on_commit: None,
         }
     }
 }
@@ -220,6 +233,7 @@ enum Command {
     Export(VaultVersion, usize, DocFilter, Reply<(VaultDelta, bool)>),
     Import(VaultDelta, Reply<bool>),
     Compact(Reply<()>),
+    Erase,
     Stats(Reply<VaultStats>),
     Json(Reply<serde_json::Value>),
     Close(oneshot::Sender<()>),
@@ -395,6 +409,8 @@ impl Vault {
             .await?;
         }
         tx.commit().await?;
+        // What waited for this device to catch up (deleted text kept in history) may go now.
+        let _ = self.tx.try_send(Command::Erase);
         Ok(())
     }
 

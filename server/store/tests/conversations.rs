@@ -354,3 +354,132 @@ proptest! {
         });
     }
 }
+
+/// Whether `needle` is stored in `dir`: anywhere in the files' bytes, or in the history of
+/// any vault document (document snapshots are compressed, so their bytes alone do not tell).
+async fn on_disk(dir: &Path, needle: &str) -> bool {
+    let in_files = std::fs::read_dir(dir).unwrap().any(|e| {
+        let bytes = std::fs::read(e.unwrap().path()).unwrap_or_default();
+        bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+    });
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", dir.join("volli.db").display()))
+        .await
+        .unwrap();
+    let docs: Vec<(String, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT id, snapshot FROM vault_docs")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let mut in_history = false;
+    for (name, snapshot) in docs {
+        let doc = loro::LoroDoc::new();
+        if let Some(snapshot) = snapshot {
+            doc.import(&snapshot).unwrap();
+        }
+        let log: Vec<(Vec<u8>,)> =
+            sqlx::query_as("SELECT bytes FROM vault_log WHERE doc = ? ORDER BY seq")
+                .bind(&name)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        for (bytes,) in log {
+            doc.import(&bytes).unwrap();
+        }
+        let start = doc.shallow_since_vv().to_vv();
+        let history = doc.export_json_updates(&start, &doc.oplog_vv()).unwrap();
+        let state = doc.get_deep_value();
+        let text = format!("{} {state:?}", serde_json::to_string(&history).unwrap());
+        in_history |= text.contains(needle);
+    }
+    pool.close().await;
+    in_files || in_history
+}
+
+#[tokio::test]
+async fn deleted_messages_leave_every_device_stay_deleted_and_leave_the_disk() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let options = VaultOptions {
+        chunk_messages: 50,
+        ..VaultOptions::default()
+    };
+    let a = open(a_dir.path(), options.clone()).await;
+    let b = open(b_dir.path(), options.clone()).await;
+    let (me, bob) = (user(1), user(2));
+    let mut ms: Vec<_> = (0..120u64)
+        .map(|n| (bob, message(n, me, bob, n as i64)))
+        .collect();
+    ms[7].1.body = "a secret the user deleted".into();
+    a.vault().put_messages(ms.clone()).await.unwrap();
+    let sync = async |from: &Store, to: &Store| {
+        let (delta, _) = from
+            .vault()
+            .export_since(to.vault().version().await.unwrap(), usize::MAX)
+            .await
+            .unwrap();
+        to.vault().import(delta).await.unwrap();
+        let version = to.vault().version().await.unwrap();
+        from.vault().acknowledge("other", &version).await.unwrap();
+    };
+    sync(&a, &b).await;
+    sync(&b, &a).await;
+    assert_eq!(walk_back(&b, bob, 500, async |_| {}).await.len(), 120);
+
+    // Delete two on A; the second call for the same message deletes nothing more.
+    let gone = vec![id(7), id(100)];
+    assert_eq!(
+        a.vault().delete_messages(bob, gone.clone()).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        a.vault().delete_messages(bob, gone.clone()).await.unwrap(),
+        0
+    );
+    assert_eq!(a.vault().conversation_of(id(7)).await.unwrap(), None);
+    assert_eq!(a.vault().conversation_of(id(8)).await.unwrap(), Some(bob));
+    // A receipt after the deletion changes nothing; the same message arriving again
+    // (a retry, a relay) is known and stays deleted.
+    assert!(
+        !a.vault()
+            .set_message_status(bob, id(7), MessageStatus::Delivered)
+            .await
+            .unwrap()
+    );
+    assert!(!a.vault().put_message(bob, ms[7].1.clone()).await.unwrap());
+    let left: Vec<_> = walk_back(&a, bob, 500, async |_| {}).await;
+    assert_eq!(left.len(), 118);
+    assert!(left.iter().all(|m| !gone.contains(&m.id)));
+
+    // B follows through sync (each side acknowledges what the other holds).
+    sync(&a, &b).await;
+    sync(&b, &a).await;
+    let on_b = walk_back(&b, bob, 500, async |_| {}).await;
+    assert_eq!(on_b, left);
+
+    // The text is gone from both devices' files, once free pages are given back.
+    for store in [&a, &b] {
+        store.db().reclaim().await.unwrap();
+    }
+    a.close().await;
+    b.close().await;
+    for dir in [a_dir.path(), b_dir.path()] {
+        assert!(
+            !on_disk(dir, "a secret the user deleted").await,
+            "{}",
+            dir.display()
+        );
+        assert!(
+            on_disk(dir, "message 8").await,
+            "the others are still there"
+        );
+    }
+    // Reopened: still deleted, and a chunk stored without its history still syncs whole
+    // to a device that never had it.
+    let a = open(a_dir.path(), options.clone()).await;
+    assert_eq!(walk_back(&a, bob, 500, async |_| {}).await, left);
+    let c_dir = tempfile::tempdir().unwrap();
+    let c = open(c_dir.path(), options).await;
+    sync(&a, &c).await;
+    assert_eq!(walk_back(&c, bob, 500, async |_| {}).await, left);
+    a.close().await;
+    c.close().await;
+}

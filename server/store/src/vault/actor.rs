@@ -173,6 +173,13 @@ impl Actor {
             Command::Compact(reply) => {
                 let _ = reply.send(self.compact_all());
             }
+            Command::Erase => {
+                for id in self.chunks.erase_pending() {
+                    if self.chunks.load(id).is_ok() {
+                        self.compact(id);
+                    }
+                }
+            }
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats());
             }
@@ -237,7 +244,8 @@ impl Actor {
         chunks: &ChunkChanges,
         outbox: &[OutboxChange],
     ) -> Result<(), StoreError> {
-        self.runtime.block_on(async {
+        let started = std::time::Instant::now();
+        let written = self.runtime.block_on(async {
             let now = Timestamp::now();
             let mut tx = self.db.writer().begin().await?;
             for write in meta.iter().chain(&chunks.writes) {
@@ -253,7 +261,13 @@ impl Actor {
                 let _ = new.set(!known.contains(id));
             }
             Ok(())
-        })
+        });
+        if written.is_ok()
+            && let Some(observe) = &self.options.on_commit
+        {
+            (observe.0)(started.elapsed());
+        }
+        written
     }
 
     /// Records what a successful [`Self::write`] stored; returns the documents due for
@@ -397,7 +411,9 @@ impl Actor {
     fn compact(&mut self, id: DocId) {
         let result = match (meta_index(id), self.meta.doc(id)) {
             (Some(i), Some(doc)) => {
-                let done = self.runtime.block_on(docs::compact(&self.db, id, doc));
+                let done = self
+                    .runtime
+                    .block_on(docs::compact(&self.db, id, doc, false));
                 if done.is_ok() {
                     self.meta_stored[i].log_rows = 0;
                     self.meta_stored[i].log_bytes = 0;
@@ -426,7 +442,8 @@ impl Actor {
             let id: DocId = name.parse()?;
             match (meta_index(id), self.meta.doc(id)) {
                 (Some(i), Some(doc)) => {
-                    self.runtime.block_on(docs::compact(&self.db, id, doc))?;
+                    self.runtime
+                        .block_on(docs::compact(&self.db, id, doc, false))?;
                     self.meta_stored[i].log_rows = 0;
                     self.meta_stored[i].log_bytes = 0;
                 }

@@ -46,6 +46,9 @@ pub enum MessageStatus {
     Delivered,
     /// An incoming message.
     Received,
+    /// Deleted by the user (on any of their devices): its text is gone, its id stays so a
+    /// copy that arrives again stays deleted. Never listed.
+    Deleted,
 }
 
 impl MessageStatus {
@@ -57,6 +60,7 @@ impl MessageStatus {
             Self::Failed => "failed",
             Self::Delivered => "delivered",
             Self::Received => "received",
+            Self::Deleted => "deleted",
         }
     }
 
@@ -68,29 +72,35 @@ impl MessageStatus {
             "failed" => Self::Failed,
             "delivered" => Self::Delivered,
             "received" => Self::Received,
+            "deleted" => Self::Deleted,
             _ => return None,
         })
     }
 
     /// The index's number for it (its order of progress).
-    pub(super) fn rank(self) -> i64 {
+    pub fn rank(self) -> i64 {
         self as i64
     }
 
-    pub(super) fn from_rank(rank: i64) -> Option<Self> {
+    /// The status with this index number.
+    pub fn from_rank(rank: i64) -> Option<Self> {
         Some(match rank {
             0 => Self::Queued,
             1 => Self::Relayed,
             2 => Self::Failed,
             3 => Self::Delivered,
             4 => Self::Received,
+            5 => Self::Deleted,
             _ => return None,
         })
     }
 
     /// Whether moving from `self` to `next` is progress. Incoming messages never change.
     fn advances_to(self, next: Self) -> bool {
-        self != Self::Received && next != Self::Received && next > self
+        if next == Self::Deleted {
+            return self != Self::Deleted;
+        }
+        self != Self::Received && self != Self::Deleted && next != Self::Received && next > self
     }
 }
 
@@ -139,7 +149,13 @@ pub(super) fn read_entry(id: &str, map: &LoroMap) -> Option<StoredMessage> {
         _ => return None,
     };
     let mut status = MessageStatus::parse(&text(map, "status")?)?;
-    if status != MessageStatus::Received {
+    let deleted = matches!(
+        map.get(MessageStatus::Deleted.as_str()),
+        Some(ValueOrContainer::Value(LoroValue::Bool(true)))
+    );
+    if deleted {
+        status = MessageStatus::Deleted;
+    } else if status != MessageStatus::Received {
         for flag in FLAGS {
             if matches!(
                 map.get(flag.as_str()),
@@ -153,7 +169,11 @@ pub(super) fn read_entry(id: &str, map: &LoroMap) -> Option<StoredMessage> {
         id: id.parse().ok()?,
         from: text(map, "from")?.parse().ok()?,
         to: text(map, "to")?.parse().ok()?,
-        body: text(map, "body")?,
+        body: if deleted {
+            String::new()
+        } else {
+            text(map, "body")?
+        },
         sent_at,
         status,
     })
@@ -209,6 +229,9 @@ pub(super) struct Chunks {
     /// Appended messages of this batch whose newness the commit settles.
     unsettled: Vec<(MessageId, Arc<OnceLock<bool>>)>,
     recent: HashMap<MessageId, Located>,
+    /// Chunks with messages deleted here whose stored history still holds their text:
+    /// compacted without history as soon as possible.
+    erase: HashSet<DocId>,
 }
 
 /// A batch's changes to the chunks, to be written in one transaction.
@@ -237,6 +260,7 @@ impl Chunks {
             statuses: HashMap::new(),
             unsettled: Vec::new(),
             recent: HashMap::new(),
+            erase: HashSet::new(),
         }
     }
 
@@ -389,6 +413,12 @@ impl Chunks {
             return Ok(false);
         };
         entry.insert(status.as_str(), true)?;
+        if status == MessageStatus::Deleted {
+            // The text leaves the document's state; compaction drops it from the history
+            // stored on disk (see `Self::compact`).
+            entry.delete("body")?;
+            self.erase.insert(found.doc);
+        }
         self.dirty.insert(found.doc);
         let status = found.status.max(status);
         match self.staged.get_mut(&id) {
@@ -437,6 +467,13 @@ impl Chunks {
             }
         }
         let count = docs::messages_in(id, doc);
+        if rows
+            .iter()
+            .any(|r| r.message.status == MessageStatus::Deleted)
+        {
+            // Deleted on another device: the text goes from this device's disk as well.
+            self.erase.insert(id);
+        }
         // Text of the messages that are new here (not status changes of known ones).
         let mut added = 0u64;
         for row in &rows {
@@ -501,6 +538,7 @@ impl Chunks {
                 loaded.stored.log_bytes += write.len();
                 if loaded.stored.log_rows >= compact_after.0
                     || loaded.stored.log_bytes >= compact_after.1
+                    || self.erase.contains(&write.id)
                 {
                     due.push(write.id);
                 }
@@ -538,27 +576,51 @@ impl Chunks {
         due
     }
 
-    /// Folds chunk `id`'s log into a snapshot.
+    /// Folds chunk `id`'s log into a snapshot. A chunk with messages deleted since its last
+    /// compaction is folded without history when the user's other devices allow it, so the
+    /// deleted text leaves the disk; it is then dropped from memory (it still holds the
+    /// history) and read back from that snapshot when next needed.
     pub(super) fn compact(&mut self, id: DocId) -> Result<u64, StoreError> {
         let Some(loaded) = self.loaded.get_mut(&id) else {
             return Ok(0);
         };
+        let shallow = self.erase.contains(&id)
+            && self
+                .runtime
+                .block_on(docs::others_hold(&self.db, id, &loaded.doc.oplog_vv()))?;
         let len = self
             .runtime
-            .block_on(docs::compact(&self.db, id, &loaded.doc))?;
+            .block_on(docs::compact(&self.db, id, &loaded.doc, shallow))?;
         loaded.stored.log_rows = 0;
         loaded.stored.log_bytes = 0;
+        if shallow {
+            self.erase.remove(&id);
+            if !self.dirty.contains(&id) {
+                self.loaded.remove(&id);
+            }
+        }
         Ok(len)
     }
 
-    /// Exports what a device at `version` lacks of chunk `id` (loading it if needed).
+    /// Chunks with deleted messages whose stored history still holds the text.
+    pub(super) fn erase_pending(&self) -> Vec<DocId> {
+        self.erase.iter().copied().collect()
+    }
+
+    /// Exports what a device at `version` lacks of chunk `id` (loading it if needed). A
+    /// chunk stored without its early history (see [`Self::compact`]) goes whole to a device
+    /// that does not reach where that history ends.
     pub(super) fn export(
         &mut self,
         id: DocId,
         version: &loro::VersionVector,
     ) -> Result<Vec<u8>, StoreError> {
         let loaded = self.get(id)?;
-        Ok(loaded.doc.export(loro::ExportMode::updates(version))?)
+        let doc = &loaded.doc;
+        if doc.is_shallow() && !version.includes_vv(&doc.shallow_since_vv().to_vv()) {
+            return Ok(doc.export(loro::ExportMode::Snapshot)?);
+        }
+        Ok(doc.export(loro::ExportMode::updates(version))?)
     }
 
     /// Forgets everything not in SQLite (after a failed write).
@@ -684,6 +746,51 @@ impl Vault {
     ) -> Result<impl Future<Output = Result<bool, StoreError>> + Send + 'static, StoreError> {
         self.write_ctx_queued(move |ctx| ctx.chunks.set_status(with, id, status))
             .await
+    }
+
+    /// Deletes messages of the conversation with `with` on every device of the user (the
+    /// deletion is a flag in the vault, which syncs); returns how many were there to delete.
+    /// A deleted message's text leaves the index at once; its id stays, so a copy that
+    /// arrives again (a retry, a relay) stays deleted.
+    pub async fn delete_messages(
+        &self,
+        with: UserId,
+        ids: Vec<MessageId>,
+    ) -> Result<usize, StoreError> {
+        let deleted: Vec<bool> = self
+            .write_ctx_queued(move |ctx| {
+                ids.into_iter()
+                    .map(|id| ctx.chunks.set_status(with, id, MessageStatus::Deleted))
+                    .collect::<Result<Vec<bool>, StoreError>>()
+            })
+            .await?
+            .await?;
+        Ok(deleted.into_iter().filter(|d| *d).count())
+    }
+
+    /// Which conversation message `id` belongs to, if it is stored and not deleted.
+    pub async fn conversation_of(&self, id: MessageId) -> Result<Option<UserId>, StoreError> {
+        Ok(index::locate(&self.db, id)
+            .await?
+            .filter(|l| l.status != MessageStatus::Deleted)
+            .map(|l| l.conversation))
+    }
+
+    /// Messages of the conversation with `with` that a retention rule lets go: sent before
+    /// `before`, or beyond the newest `keep_last`; at most `limit`.
+    pub async fn expired_messages(
+        &self,
+        with: UserId,
+        before: Option<Timestamp>,
+        keep_last: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<MessageId>, StoreError> {
+        index::expired(&self.db, with, before, keep_last, limit).await
+    }
+
+    /// The conversations that hold messages.
+    pub async fn conversations(&self) -> Result<Vec<UserId>, StoreError> {
+        index::conversations(&self.db).await
     }
 
     /// Whether a message is stored (durably) in the conversation with `with`.

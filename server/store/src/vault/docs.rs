@@ -231,9 +231,23 @@ pub(super) fn messages_in(id: DocId, doc: &LoroDoc) -> u64 {
 
 /// Writes a snapshot of `doc` covering every logged update of it, and deletes those rows,
 /// in one transaction. Returns the snapshot's size.
-pub(super) async fn compact(db: &Db, id: DocId, doc: &LoroDoc) -> Result<u64, StoreError> {
+///
+/// `shallow`: the snapshot keeps the document's current state and no history before it, so
+/// what was deleted (the text of deleted messages) is no longer stored at all. Only when
+/// every other device already holds this version (see [`others_hold`]): one that is
+/// behind would need the history.
+pub(super) async fn compact(
+    db: &Db,
+    id: DocId,
+    doc: &LoroDoc,
+    shallow: bool,
+) -> Result<u64, StoreError> {
     doc.commit();
-    let snapshot = doc.export(ExportMode::Snapshot)?;
+    let snapshot = if shallow {
+        doc.export(ExportMode::shallow_snapshot(&doc.oplog_frontiers()))?
+    } else {
+        doc.export(ExportMode::Snapshot)?
+    };
     let pending = doc.export_pending_updates()?;
     let len = snapshot.len() as u64;
     let name = id.to_string();
@@ -263,6 +277,32 @@ pub(super) async fn compact(db: &Db, id: DocId, doc: &LoroDoc) -> Result<u64, St
         .await?;
     tx.commit().await?;
     Ok(len)
+}
+
+/// Whether every other device of the user that has synced with this one holds `version` of
+/// document `id` (or later). A device that never synced gets the whole document (a shallow
+/// snapshot) when it first asks, so it does not count.
+pub(super) async fn others_hold(
+    db: &Db,
+    id: DocId,
+    version: &loro::VersionVector,
+) -> Result<bool, StoreError> {
+    let (devices,): (i64,) = sqlx::query_as("SELECT COUNT(DISTINCT device) FROM vault_acks")
+        .fetch_one(db.pool())
+        .await?;
+    let acks: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT version FROM vault_acks WHERE doc = ?")
+        .bind(id.to_string())
+        .fetch_all(db.pool())
+        .await?;
+    if i64::try_from(acks.len()).unwrap_or(0) < devices {
+        return Ok(false);
+    }
+    for (bytes,) in acks {
+        if !loro::VersionVector::decode(&bytes)?.includes_vv(version) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 impl DocId {

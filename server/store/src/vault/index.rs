@@ -40,7 +40,11 @@ pub(super) async fn upsert(tx: &mut SqliteConnection, rows: &[Row]) -> Result<()
                 ",(?,?,?,?,?,?,?,?)"
             });
         }
-        sql.push_str(" ON CONFLICT (id) DO UPDATE SET status = MAX(status, excluded.status)");
+        // A deleted copy (another device deleted it) takes the text out of the index too.
+        sql.push_str(
+            " ON CONFLICT (id) DO UPDATE SET status = MAX(status, excluded.status), \
+             body = CASE WHEN excluded.status = 5 THEN '' ELSE body END",
+        );
         // Only placeholders are formatted into the text; every value is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for row in part {
@@ -82,6 +86,25 @@ pub(super) async fn set_statuses(
             query = query.bind(id.as_bytes().to_vec()).bind(status.rank());
         }
         for (id, _) in part {
+            query = query.bind(id.as_bytes().to_vec());
+        }
+        query.execute(&mut *tx).await?;
+    }
+    // Deleted messages keep their row (so a copy that arrives again is known, and stays
+    // deleted) but not their text.
+    let deleted: Vec<&MessageId> = statuses
+        .iter()
+        .filter(|(_, s)| *s == MessageStatus::Deleted)
+        .map(|(id, _)| id)
+        .collect();
+    for part in deleted.chunks(ROWS_PER_STATEMENT * 4) {
+        let mut sql = String::from("UPDATE messages SET body = '' WHERE id IN (");
+        for i in 0..part.len() {
+            sql.push_str(if i == 0 { "?" } else { ",?" });
+        }
+        sql.push(')');
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in part {
             query = query.bind(id.as_bytes().to_vec());
         }
         query.execute(&mut *tx).await?;
@@ -183,7 +206,7 @@ pub(super) async fn page(
             let (sent_at,) = at.ok_or(PageError::UnknownCursor)?;
             sqlx::query_as(
                 "SELECT id, sender, recipient, body, sent_at, status FROM messages \
-                 WHERE conversation = ? AND (sent_at, id) < (?, ?) \
+                 WHERE conversation = ? AND (sent_at, id) < (?, ?) AND status < 5 \
                  ORDER BY sent_at DESC, id DESC LIMIT ?",
             )
             .bind(&conversation)
@@ -196,7 +219,7 @@ pub(super) async fn page(
         None => {
             sqlx::query_as(
                 "SELECT id, sender, recipient, body, sent_at, status FROM messages \
-                 WHERE conversation = ? ORDER BY sent_at DESC, id DESC LIMIT ?",
+                 WHERE conversation = ? AND status < 5 ORDER BY sent_at DESC, id DESC LIMIT ?",
             )
             .bind(&conversation)
             .bind(limit)
@@ -208,6 +231,61 @@ pub(super) async fn page(
     let mut out: Vec<StoredMessage> = rows.into_iter().filter_map(message).collect();
     out.reverse();
     Ok(out)
+}
+
+/// The messages (not deleted) of the conversation with `with` that a retention rule lets
+/// go: sent before `before`, or beyond the newest `keep_last`. Oldest first, at most `limit`.
+pub(super) async fn expired(
+    db: &Db,
+    with: UserId,
+    before: Option<Timestamp>,
+    keep_last: Option<u64>,
+    limit: u32,
+) -> Result<Vec<MessageId>, StoreError> {
+    let conversation = with.to_string();
+    let mut ids: Vec<Vec<u8>> = Vec::new();
+    if let Some(before) = before {
+        let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+            "SELECT id FROM messages WHERE conversation = ? AND sent_at < ? AND status < 5 \
+             ORDER BY sent_at, id LIMIT ?",
+        )
+        .bind(&conversation)
+        .bind(before.as_millis())
+        .bind(limit)
+        .fetch_all(db.pool())
+        .await?;
+        ids.extend(rows.into_iter().map(|(id,)| id));
+    }
+    if let Some(keep) = keep_last {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+            "SELECT id FROM messages WHERE conversation = ? AND status < 5 \
+             ORDER BY sent_at DESC, id DESC LIMIT ? OFFSET ?",
+        )
+        .bind(&conversation)
+        .bind(limit)
+        .bind(keep)
+        .fetch_all(db.pool())
+        .await?;
+        ids.extend(rows.into_iter().map(|(id,)| id));
+    }
+    let mut out: Vec<MessageId> = ids
+        .into_iter()
+        .filter_map(|id| Some(MessageId::from_bytes(id.try_into().ok()?)))
+        .collect();
+    out.sort_unstable_by_key(|id| *id.as_bytes());
+    out.dedup();
+    out.truncate(limit as usize);
+    Ok(out)
+}
+
+/// The conversations that hold messages (not deleted).
+pub(super) async fn conversations(db: &Db) -> Result<Vec<UserId>, StoreError> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT DISTINCT conversation FROM messages WHERE status < 5")
+            .fetch_all(db.pool())
+            .await?;
+    Ok(rows.into_iter().filter_map(|(c,)| c.parse().ok()).collect())
 }
 
 /// Whether message `id` is stored in the conversation with `with`.
