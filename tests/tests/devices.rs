@@ -775,3 +775,140 @@ async fn a_file_goes_from_one_device_of_the_user_to_another() {
         .unwrap();
     assert!(bytes.as_ref() == data.as_slice());
 }
+
+/// Deleting a message, a whole conversation, and retention rules, through the API of either
+/// device: the user's other device follows, the contact stays, bad input is refused.
+#[tokio::test]
+async fn deletions_and_retention_reach_every_device_of_the_user() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = Node::start(&tmp.path().join("first")).await;
+    let carol = Node::start(&tmp.path().join("carol")).await;
+    befriend(&first, &carol).await;
+    let second = Node::start(&tmp.path().join("second")).await;
+    pair(&first, &second, None).await;
+    let (alice, _) = first.ids().await;
+    let (carol_id, _) = carol.ids().await;
+    for text in ["keep 1", "delete me", "keep 2"] {
+        send(&carol, &alice, text).await;
+    }
+    send(&first, &carol_id, "mine").await;
+    let path = format!("/v1/messages?with={carol_id}");
+    let count = |n: usize| move |b: &Value| b["messages"].as_array().unwrap().len() == n;
+    for node in [&first, &second] {
+        node.wait_for(&path, Duration::from_secs(30), count(4))
+            .await;
+    }
+    let victim = conversation(&second, &carol_id)
+        .await
+        .into_iter()
+        .find(|m| m["body"] == "delete me")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // One message, deleted on the second device.
+    let mut second_events = events(&second).await;
+    let (status, _) = second
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1/messages/{victim}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let e = next_event(
+        &mut second_events,
+        "messages.deleted",
+        Duration::from_secs(5),
+        |_| true,
+    )
+    .await;
+    assert_eq!(e["with"], carol_id.as_str());
+    assert_eq!(e["ids"], json!([victim]));
+    first
+        .wait_for(&path, Duration::from_secs(30), count(3))
+        .await;
+    assert!(
+        conversation(&first, &carol_id)
+            .await
+            .iter()
+            .all(|m| m["id"] != victim.as_str())
+    );
+    let delete = |path: String| {
+        let node = &first;
+        async move { node.request(reqwest::Method::DELETE, &path, None).await }
+    };
+    let (status, body) = delete(format!("/v1/messages/{victim}")).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("unknown_message"))
+    );
+    let (status, body) = delete("/v1/messages/not-an-id".into()).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("invalid_message_id"))
+    );
+    let (status, body) = delete("/v1/conversations/not-a-user".into()).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("invalid_user_id"))
+    );
+
+    // Retention: bad rules are refused and change nothing; "keep the last 1" applies at once
+    // on both devices.
+    for bad in [
+        json!({"default": {"days": 0}}),
+        json!({"default": {"keep_last": 0}}),
+        json!({"conversations": {"not-a-user": {"days": 3}}}),
+        json!({"default": {"weeks": 3}}),
+    ] {
+        let (status, body) = first
+            .request(reqwest::Method::PUT, "/v1/retention", Some(bad.clone()))
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, body) = first
+        .request(
+            reqwest::Method::PUT,
+            "/v1/settings/retention",
+            Some(json!({"value": {"default": {"keep_last": 1}}})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("reserved_setting_key"))
+    );
+    assert_eq!(
+        first.get("/v1/retention").await.1,
+        json!({"default": {}, "conversations": {}})
+    );
+    assert_eq!(conversation(&first, &carol_id).await.len(), 3);
+    let rules = json!({"default": {"keep_last": 2}, "conversations": {}});
+    let (status, body) = first
+        .request(reqwest::Method::PUT, "/v1/retention", Some(rules.clone()))
+        .await;
+    assert_eq!((status, body), (200, rules.clone()));
+    for node in [&first, &second] {
+        node.wait_for(&path, Duration::from_secs(30), count(2))
+            .await;
+        node.wait_for("/v1/retention", Duration::from_secs(30), |r| *r == rules)
+            .await;
+    }
+    let left: Vec<Value> = conversation(&second, &carol_id)
+        .await
+        .iter()
+        .map(|m| m["body"].clone())
+        .collect();
+    assert_eq!(left, [json!("keep 2"), json!("mine")], "the newest two");
+
+    // The whole conversation; the contact stays.
+    let (status, body) = delete(format!("/v1/conversations/{carol_id}")).await;
+    assert_eq!((status, body), (200, json!({"deleted": 2})));
+    for node in [&first, &second] {
+        node.wait_for(&path, Duration::from_secs(30), count(0))
+            .await;
+    }
+    let (_, contacts) = first.get("/v1/contacts").await;
+    assert!(contacts.to_string().contains(&carol_id), "{contacts}");
+}

@@ -388,3 +388,137 @@ async fn a_backup_of_a_running_node_restores_into_the_same_node() {
         );
     }
 }
+
+/// Sealed keys through the binary: a node created with `--passphrase-file` keeps no key in
+/// the clear; without the passphrase, or with a wrong one, it refuses to start with a clear
+/// error and changes nothing; `volli keys unseal` / `seal` work on the stopped node and are
+/// refused while it runs.
+#[tokio::test]
+async fn sealed_keys_open_only_with_their_passphrase() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    let data_dir = dir.to_str().unwrap();
+    let pass = tmp.path().join("pass");
+    std::fs::write(&pass, "correct horse battery\n").unwrap();
+    let wrong = tmp.path().join("wrong");
+    std::fs::write(&wrong, "not the passphrase\n").unwrap();
+    let with = |file: &std::path::Path| Options {
+        args: vec!["--passphrase-file".into(), file.to_str().unwrap().into()],
+        ..Options::default()
+    };
+    let key_files = ["identity/user.key", "identity/device.key"];
+    let read_keys = || -> Vec<Vec<u8>> {
+        key_files
+            .iter()
+            .map(|f| std::fs::read(dir.join(f)).unwrap())
+            .collect()
+    };
+    // Exits on its own with an error (the test fails rather than hangs if it starts).
+    let refused = |options: Options| {
+        let dir = dir.clone();
+        async move {
+            let mut node = Node::spawn(&dir, &options);
+            let status = node
+                .wait_exit(std::time::Duration::from_secs(30))
+                .await
+                .expect("the node should refuse to start");
+            assert!(!status.success());
+            node.log()
+        }
+    };
+
+    let mut node = Node::start_with(&dir, with(&pass)).await;
+    let ids = node.ids().await;
+    let out = volli(&[
+        "keys",
+        "unseal",
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+        "--data-dir",
+        data_dir,
+    ]);
+    assert!(!out.status.success(), "not while the node runs");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a node is running"));
+    assert!(node.terminate().success());
+    let sealed = read_keys();
+    for bytes in &sealed {
+        assert!(bytes.starts_with(b"volli-sealed-v1\n"));
+    }
+    let out = volli(&["keys", "status", "--data-dir", data_dir]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("sealed"));
+
+    let log = refused(Options::default()).await;
+    assert!(
+        log.contains("the keys are sealed with a passphrase"),
+        "{log}"
+    );
+    let log = refused(with(&wrong)).await;
+    assert!(log.contains("wrong passphrase"), "{log}");
+    assert_eq!(read_keys(), sealed, "nothing changed");
+
+    let mut node = Node::start_with(&dir, with(&pass)).await;
+    assert_eq!(node.ids().await, ids);
+    assert!(node.terminate().success());
+
+    // Unseal with the wrong passphrase: refused, nothing changed; with the right one: plain.
+    let out = volli(&[
+        "keys",
+        "unseal",
+        "--passphrase-file",
+        wrong.to_str().unwrap(),
+        "--data-dir",
+        data_dir,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong passphrase"));
+    assert_eq!(read_keys(), sealed);
+    let out = volli(&[
+        "keys",
+        "unseal",
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+        "--data-dir",
+        data_dir,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(read_keys().iter().all(|b| !b.starts_with(b"volli-sealed")));
+    let log = refused(with(&pass)).await;
+    assert!(log.contains("the keys are not sealed"), "{log}");
+    let mut node = Node::start(&dir).await;
+    assert_eq!(node.ids().await, ids);
+    assert!(node.terminate().success());
+
+    // Seal an existing node; a short passphrase is refused.
+    let short = tmp.path().join("short");
+    std::fs::write(&short, "abc\n").unwrap();
+    let out = volli(&[
+        "keys",
+        "seal",
+        "--passphrase-file",
+        short.to_str().unwrap(),
+        "--data-dir",
+        data_dir,
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("too short"));
+    let out = volli(&[
+        "keys",
+        "seal",
+        "--passphrase-file",
+        wrong.to_str().unwrap(),
+        "--data-dir",
+        data_dir,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = refused(with(&pass)).await;
+    assert!(log.contains("wrong passphrase"), "{log}");
+    let node = Node::start_with(&dir, with(&wrong)).await;
+    assert_eq!(node.ids().await, ids);
+}

@@ -60,6 +60,8 @@ pub struct ApiState {
     pub contacts: crate::contacts::Contacts,
     /// Messages.
     pub messaging: crate::messaging::Messaging,
+    /// Retention rules.
+    pub retention: crate::retention::Retention,
     /// Friends' relays.
     pub relay: crate::relay::Relay,
     /// The user's devices.
@@ -125,6 +127,9 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(contacts::get, contacts::remove))
         .routes(routes!(peers::list))
         .routes(routes!(messages::send, messages::list))
+        .routes(routes!(messages::delete))
+        .routes(routes!(messages::delete_conversation))
+        .routes(routes!(messages::retention, messages::set_retention))
         .routes(routes!(relay::get))
         .routes(routes!(plugins::list))
         .routes({
@@ -270,6 +275,7 @@ pub fn router(state: ApiState, config: &ApiConfig) -> Router {
         ))
         .layer(CatchPanicLayer::new())
         .layer(middleware::from_fn(error::json_errors))
+        .layer(middleware::from_fn(crate::metrics::track_requests))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -3,13 +3,16 @@
 
 mod client;
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use multiaddr::Multiaddr;
 
 use crate::config::{Config, LogFormat, Overrides};
+use crate::keystore::{self, Passphrase};
 
 /// A personal server for a peer-to-peer, end-to-end encrypted messenger.
 #[derive(Parser, Debug)]
@@ -64,6 +67,9 @@ enum Command {
         #[arg(long, value_name = "F")]
         passphrase_file: PathBuf,
     },
+    /// Seal the node's keys with a passphrase, or unseal them (with the node stopped).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Print the effective configuration (defaults, file, environment and flags merged).
     Config(ServeArgs),
     /// Print the OpenAPI document of this version's API.
@@ -215,6 +221,25 @@ enum PairCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Seal the keys in the data dir (Argon2id + AES-256-GCM): from then on `volli serve`
+    /// asks for the passphrase or reads `--passphrase-file`.
+    Seal {
+        /// A file whose first line is the passphrase (at least 8 characters) [default: ask].
+        #[arg(long, value_name = "F")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Write the keys back unsealed.
+    Unseal {
+        /// A file whose first line is the passphrase [default: ask].
+        #[arg(long, value_name = "F")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Say whether the keys are sealed.
+    Status,
+}
+
+#[derive(Subcommand, Debug)]
 enum DevicesCommand {
     /// Revoke a device: it gets nothing new and contacts learn it is no longer yours.
     Revoke {
@@ -296,6 +321,10 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+    /// A file whose first line is the passphrase of sealed keys (`volli keys seal`); given
+    /// for a new data dir, the keys are created sealed [default: ask, when in a terminal].
+    #[arg(long, env = "VOLLI_PASSPHRASE_FILE", value_name = "F")]
+    passphrase_file: Option<PathBuf>,
 }
 
 /// Entry point of the `volli` binary.
@@ -328,8 +357,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for warning in &loaded.warnings {
                 tracing::warn!("{warning}");
             }
-            crate::node::run(loaded.config, shutdown_signal()).await
+            let data_dir = &loaded.config.data_dir;
+            let passphrase = match &args.passphrase_file {
+                Some(file) => Some(Passphrase::from_file(file)?),
+                None if keystore::is_sealed(data_dir) && std::io::stdin().is_terminal() => {
+                    Some(ask(&format!(
+                        "Passphrase for the keys in {}: ",
+                        data_dir.display()
+                    ))?)
+                }
+                None => None,
+            };
+            crate::node::run(loaded.config, passphrase, shutdown_signal()).await
         }
+        Command::Keys(command) => keys_command(&cli, command),
         Command::Config(args) => {
             print!("{}", load_config(&cli, Some(args))?.config.to_toml());
             Ok(())
@@ -560,6 +601,73 @@ fn load_config(cli: &Cli, serve: Option<&ServeArgs>) -> anyhow::Result<crate::co
         std::env::vars(),
         &flags,
     )?)
+}
+
+fn keys_command(cli: &Cli, command: &KeysCommand) -> anyhow::Result<()> {
+    let data_dir = load_config(cli, None)?.config.data_dir;
+    let passphrase = |file: &Option<PathBuf>, confirm: bool| -> anyhow::Result<Passphrase> {
+        if let Some(file) = file {
+            return Passphrase::from_file(file);
+        }
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!("not in a terminal: pass the passphrase with --passphrase-file FILE");
+        }
+        let first = ask("Passphrase: ")?;
+        if confirm && ask("The same passphrase again: ")?.as_str() != first.as_str() {
+            anyhow::bail!("the two passphrases differ; nothing was changed");
+        }
+        Ok(first)
+    };
+    if !keystore::has_identity(&data_dir) {
+        anyhow::bail!(
+            "{} holds no node keys; pass the node's --data-dir",
+            data_dir.display()
+        );
+    }
+    match command {
+        KeysCommand::Status => {
+            if keystore::is_sealed(&data_dir) {
+                println!("sealed: `volli serve` needs the passphrase");
+            } else {
+                println!("not sealed: seal the keys with `volli keys seal`");
+            }
+            return Ok(());
+        }
+        KeysCommand::Seal { passphrase_file } => {
+            // The keys change on disk: only with the node stopped.
+            let _lock = crate::node::lock_data_dir(&data_dir)?;
+            if keystore::is_sealed(&data_dir) {
+                anyhow::bail!("the keys are already sealed");
+            }
+            let passphrase = passphrase(passphrase_file, true)?;
+            let n = keystore::seal(&data_dir, &passphrase)?;
+            eprintln!(
+                "sealed {n} key files in {}; `volli serve` now needs the passphrase \
+                 (--passphrase-file, or it asks in a terminal). Without it the keys are lost: \
+                 keep it safe.",
+                data_dir.display()
+            );
+        }
+        KeysCommand::Unseal { passphrase_file } => {
+            let _lock = crate::node::lock_data_dir(&data_dir)?;
+            if !keystore::is_sealed(&data_dir) {
+                anyhow::bail!("the keys are not sealed");
+            }
+            let passphrase = passphrase(passphrase_file, false)?;
+            let n = keystore::unseal(&data_dir, &passphrase)?;
+            eprintln!("unsealed {n} key files in {}", data_dir.display());
+        }
+    }
+    Ok(())
+}
+
+/// Asks for a passphrase on the terminal, without echo.
+fn ask(prompt: &str) -> anyhow::Result<Passphrase> {
+    let text = rpassword::prompt_password(prompt).context("cannot read the passphrase")?;
+    if text.is_empty() {
+        anyhow::bail!("no passphrase given");
+    }
+    Ok(Passphrase::new(text))
 }
 
 fn connect(cli: &Cli) -> anyhow::Result<client::Client> {

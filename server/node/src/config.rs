@@ -14,7 +14,7 @@ use multiaddr::Multiaddr;
 use serde::{Deserialize, Serialize};
 
 /// Environment variables that belong to the client or the tooling, not to the node config.
-const NOT_CONFIG: &[&str] = &["CONFIG", "API", "TOKEN", "BIN"];
+const NOT_CONFIG: &[&str] = &["CONFIG", "API", "TOKEN", "BIN", "PASSPHRASE_FILE"];
 
 /// The node's settings.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -44,6 +44,24 @@ pub struct Config {
     pub files: FilesConfig,
     /// Plugins.
     pub plugins: PluginsConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics (`GET /metrics`), on a listener of their own.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where to serve `/metrics` (`ip:port`, e.g. `127.0.0.1:9470`). Empty: no metrics.
+    /// No token guards it: keep it on loopback or a private network.
+    pub listen: String,
+}
+
+impl MetricsConfig {
+    /// The listen address, when metrics are on.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.trim().parse().ok()
+    }
 }
 
 impl Default for Config {
@@ -68,6 +86,7 @@ impl Default for Config {
             relay: RelayConfig::default(),
             files: FilesConfig::default(),
             plugins: PluginsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -444,6 +463,12 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "files.keep_secs must be 1 to 2592000 (30 days)".into(),
             ));
+        }
+        if !self.metrics.listen.trim().is_empty() && self.metrics.listen_addr().is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "metrics.listen must be ip:port (e.g. 127.0.0.1:9470), not {:?}",
+                self.metrics.listen
+            )));
         }
         if self.api.public_burst == 0 || self.api.public_per_second == 0 {
             return Err(ConfigError::Invalid(

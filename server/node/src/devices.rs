@@ -14,7 +14,6 @@ mod pairing;
 mod sync;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -113,7 +112,6 @@ struct Inner {
     contacts: Contacts,
     relay: Relay,
     discovery: Discovery,
-    data_dir: PathBuf,
     restart: Arc<Notify>,
     pairing: pairing::Sessions,
     sync: sync::State,
@@ -142,8 +140,6 @@ pub struct Parts {
     pub relay: Relay,
     /// Discovery (to find a device by its pairing code).
     pub discovery: Discovery,
-    /// The data dir (a pairing commits there).
-    pub data_dir: PathBuf,
     /// Notified when the node must restart as another user's device.
     pub restart: Arc<Notify>,
 }
@@ -163,7 +159,6 @@ impl Devices {
                 contacts: parts.contacts,
                 relay: parts.relay,
                 discovery: parts.discovery,
-                data_dir: parts.data_dir,
                 restart: parts.restart,
                 pairing: pairing::Sessions::default(),
                 sync: sync::State::default(),

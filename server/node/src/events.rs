@@ -141,6 +141,16 @@ pub enum Event {
         /// When the sender sent it (RFC 3339).
         sent_at: String,
     },
+    /// Messages were deleted on this device: by the user (one message, or a whole
+    /// conversation in batches) or by the retention rules. The user's other devices delete
+    /// them too, through the vault.
+    #[serde(rename = "messages.deleted")]
+    MessagesDeleted {
+        /// The other party of the conversation.
+        with: String,
+        /// The deleted messages' ids.
+        ids: Vec<String>,
+    },
     /// A sent message moved on: `relayed`, `delivered` or `failed`.
     #[serde(rename = "message.status")]
     MessageStatus {

@@ -8,6 +8,7 @@
 //! `identity/member.key` (the user id and the X-Wing key generations a non-admin device was
 //! given; see ADR 0009). Missing pieces are created on first start; existing ones are never
 //! replaced, except an admin device's certificate, re-issued when it no longer matches.
+//! The key files may be sealed with a passphrase ([`crate::keystore`]).
 //!
 //! Joining another user (pairing) commits through one file, `identity/joined`, written
 //! atomically: until it exists the node is still itself; once it does, the next start (or the
@@ -27,7 +28,9 @@ use volli_core::{
     UserSecret,
 };
 
+use crate::keystore::{Keystore, Passphrase};
 use crate::secret_file;
+use zeroize::Zeroizing;
 
 const USER_KEY_MAGIC: &[u8] = b"volli-user-key-v1\n";
 const MEMBER_KEY_MAGIC: &[u8] = b"volli-member-key-v1\n";
@@ -56,6 +59,30 @@ pub enum IdentityError {
     /// The random number generator failed.
     #[error("no randomness available")]
     Rng,
+    /// The keys are sealed and no passphrase was given.
+    #[error(
+        "the keys are sealed with a passphrase: pass --passphrase-file FILE (or set \
+         VOLLI_PASSPHRASE_FILE), or start the node in a terminal to be asked for it"
+    )]
+    Sealed,
+    /// The passphrase does not open the sealed keys. Nothing was changed.
+    #[error("wrong passphrase for the sealed keys")]
+    WrongPassphrase,
+    /// A passphrase was given for keys that are not sealed.
+    #[error(
+        "the keys are not sealed, so a passphrase is not used; seal them with `volli keys seal` \
+         while the node is stopped"
+    )]
+    NotSealed,
+    /// `volli keys seal` on sealed keys.
+    #[error("the keys are already sealed")]
+    AlreadySealed,
+    /// A passphrase too short to seal with.
+    #[error(
+        "the passphrase is too short: use at least {} characters",
+        crate::keystore::MIN_PASSPHRASE
+    )]
+    WeakPassphrase,
 }
 
 /// What a non-admin device holds of the user's keys.
@@ -91,7 +118,7 @@ pub struct Identity {
     /// The user's certificate for this device.
     pub certificate: DeviceCertificate,
     keyring: RwLock<Arc<KemKeyring>>,
-    dir: PathBuf,
+    keys: Keystore,
 }
 
 /// What `load_or_create` found.
@@ -169,9 +196,8 @@ impl Identity {
         all.extend_from_slice(seeds);
         all.sort_by_key(|(g, _)| *g);
         all.dedup_by_key(|(g, _)| *g);
-        let path = self.dir.join("member.key");
         write_member(
-            &path,
+            &self.keys,
             &MemberKeys {
                 user: self.user_id,
                 seeds: all.clone(),
@@ -183,15 +209,26 @@ impl Identity {
         Ok(())
     }
 
+    /// Whether the secret keys are sealed with a passphrase.
+    pub fn is_sealed(&self) -> bool {
+        self.keys.is_sealed()
+    }
+
     /// Loads the identity from `data_dir`, creating whatever is missing and applying a
-    /// committed pairing.
-    pub fn load_or_create(data_dir: &Path, device_name: &str) -> Result<Loaded, IdentityError> {
+    /// committed pairing. `passphrase` opens sealed keys (see [`crate::keystore`]); given for
+    /// a new data dir, it seals the keys created.
+    pub fn load_or_create(
+        data_dir: &Path,
+        device_name: &str,
+        passphrase: Option<&Passphrase>,
+    ) -> Result<Loaded, IdentityError> {
         let dir = data_dir.join("identity");
         secret_file::private_dir(data_dir).map_err(io_at(data_dir))?;
         secret_file::private_dir(&dir).map_err(io_at(&dir))?;
+        let keys = Keystore::open(&dir, passphrase)?;
 
         let device_path = dir.join("device.key");
-        let device = match read_optional(&device_path)? {
+        let device = match keys.read("device.key")?.map(Zeroizing::new) {
             Some(bytes) => {
                 Keypair::from_protobuf_encoding(&bytes).map_err(|_| IdentityError::Corrupt {
                     path: device_path.clone(),
@@ -206,19 +243,19 @@ impl Identity {
                         path: device_path.clone(),
                         reason: "cannot encode the new key",
                     })?;
-                secret_file::write(&device_path, &bytes).map_err(io_at(&device_path))?;
+                keys.write("device.key", &bytes)?;
                 key
             }
         };
         let peer_id = device.public().to_peer_id();
-        let joined = apply_joined(&dir)?;
+        let joined = apply_joined(&dir, &keys)?;
 
         let user_path = dir.join("user.key");
         let member_path = dir.join("member.key");
         let cert_path = dir.join("device.cert");
         let existing_cert =
             read_optional(&cert_path)?.and_then(|b| DeviceCertificate::from_bytes(&b).ok());
-        if let Some(bytes) = read_optional(&user_path)? {
+        if let Some(bytes) = keys.read("user.key")?.map(Zeroizing::new) {
             let user = parse_user_key(&user_path, &bytes)?;
             let certificate = match existing_cert.filter(|c| {
                 c.verify_for(&user.user_id(), &peer_id).is_ok()
@@ -246,14 +283,14 @@ impl Identity {
                     device,
                     certificate,
                     keyring: RwLock::new(Arc::new(keyring)),
-                    dir,
+                    keys,
                 },
                 created_user: false,
                 joined,
             });
         }
-        if let Some(bytes) = read_optional(&member_path)? {
-            let keys: MemberKeys = bytes
+        if let Some(bytes) = keys.read("member.key")?.map(Zeroizing::new) {
+            let member: MemberKeys = bytes
                 .strip_prefix(MEMBER_KEY_MAGIC)
                 .and_then(|rest| postcard::from_bytes(rest).ok())
                 .ok_or(IdentityError::Corrupt {
@@ -261,28 +298,28 @@ impl Identity {
                     reason: "not a volli member key",
                 })?;
             let certificate = existing_cert
-                .filter(|c| c.verify_for(&keys.user, &peer_id).is_ok())
+                .filter(|c| c.verify_for(&member.user, &peer_id).is_ok())
                 .ok_or(IdentityError::Corrupt {
                     path: cert_path.clone(),
                     reason: "no certificate from the user for this device",
                 })?;
             return Ok(Loaded {
                 identity: Identity {
-                    user_id: keys.user,
+                    user_id: member.user,
                     user: None,
                     device,
                     certificate,
-                    keyring: RwLock::new(Arc::new(keyring_of(&keys.seeds))),
-                    dir,
+                    keyring: RwLock::new(Arc::new(keyring_of(&member.seeds))),
+                    keys,
                 },
                 created_user: false,
                 joined,
             });
         }
         let user = UserSecret::generate().map_err(|_| IdentityError::Rng)?;
-        let mut bytes = USER_KEY_MAGIC.to_vec();
+        let mut bytes = Zeroizing::new(USER_KEY_MAGIC.to_vec());
         bytes.extend_from_slice(user.master_bytes());
-        secret_file::write(&user_path, &bytes).map_err(io_at(&user_path))?;
+        keys.write("user.key", &bytes)?;
         let certificate = DeviceCertificate::issue(
             &user,
             peer_id,
@@ -299,7 +336,7 @@ impl Identity {
                 device,
                 certificate,
                 keyring: RwLock::new(Arc::new(keyring)),
-                dir,
+                keys,
             },
             created_user: true,
             joined,
@@ -316,35 +353,46 @@ fn keyring_of(seeds: &[(u32, [u8; 32])]) -> KemKeyring {
     )
 }
 
-fn write_member(path: &Path, keys: &MemberKeys) -> Result<(), IdentityError> {
-    let mut bytes = MEMBER_KEY_MAGIC.to_vec();
-    bytes.extend_from_slice(
-        &postcard::to_allocvec(keys).map_err(|_| IdentityError::Corrupt {
-            path: path.to_owned(),
+fn write_member(keys: &Keystore, member: &MemberKeys) -> Result<(), IdentityError> {
+    let mut bytes = Zeroizing::new(MEMBER_KEY_MAGIC.to_vec());
+    bytes.extend_from_slice(&Zeroizing::new(postcard::to_allocvec(member).map_err(
+        |_| IdentityError::Corrupt {
+            path: PathBuf::from("member.key"),
             reason: "cannot encode the keys",
-        })?,
-    );
-    secret_file::write(path, &bytes).map_err(io_at(path))
+        },
+    )?));
+    keys.write("member.key", &bytes)
 }
 
-/// Commits a pairing: from now on, this data dir belongs to `joined.user`. Atomic.
-pub fn commit_joined(data_dir: &Path, joined: &Joined) -> Result<(), IdentityError> {
-    let path = data_dir.join("identity").join("joined");
-    let mut bytes = JOINED_MAGIC.to_vec();
-    bytes.extend_from_slice(&postcard::to_allocvec(joined).map_err(|_| {
-        IdentityError::Corrupt {
-            path: path.clone(),
-            reason: "cannot encode the pairing",
-        }
-    })?);
-    secret_file::write(&path, &bytes).map_err(io_at(&path))
+impl Identity {
+    /// Commits a pairing: from now on, this data dir belongs to `joined.user`. Atomic.
+    pub fn commit_joined(&self, joined: &Joined) -> Result<(), IdentityError> {
+        let mut bytes = Zeroizing::new(JOINED_MAGIC.to_vec());
+        bytes.extend_from_slice(&Zeroizing::new(postcard::to_allocvec(joined).map_err(
+            |_| IdentityError::Corrupt {
+                path: PathBuf::from("joined"),
+                reason: "cannot encode the pairing",
+            },
+        )?));
+        self.keys.write("joined", &bytes)
+    }
+
+    /// The vault delta of a pairing applied but not yet imported, if any.
+    pub fn joined_vault(&self) -> Result<Option<Vec<u8>>, IdentityError> {
+        self.keys.read("joined.vault")
+    }
+
+    /// The pairing's vault delta is imported: forget it.
+    pub fn forget_joined_vault(&self) -> Result<(), IdentityError> {
+        remove_optional(&self.keys.path("joined.vault"))
+    }
 }
 
 /// Applies a committed pairing, if there is one: the user's keys and this device's new
 /// certificate replace the old ones, then the commit is removed. Safe to repeat.
-fn apply_joined(dir: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
+fn apply_joined(dir: &Path, keys: &Keystore) -> Result<Option<Vec<u8>>, IdentityError> {
     let path = dir.join("joined");
-    let Some(bytes) = read_optional(&path)? else {
+    let Some(bytes) = keys.read("joined")?.map(Zeroizing::new) else {
         return Ok(None);
     };
     let joined: Joined = bytes
@@ -358,14 +406,14 @@ fn apply_joined(dir: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
     let member_path = dir.join("member.key");
     match joined.master {
         Some(master) => {
-            let mut bytes = USER_KEY_MAGIC.to_vec();
+            let mut bytes = Zeroizing::new(USER_KEY_MAGIC.to_vec());
             bytes.extend_from_slice(&master);
-            secret_file::write(&user_path, &bytes).map_err(io_at(&user_path))?;
+            keys.write("user.key", &bytes)?;
             remove_optional(&member_path)?;
         }
         None => {
             write_member(
-                &member_path,
+                keys,
                 &MemberKeys {
                     user: joined.user,
                     seeds: joined.seeds.clone(),
@@ -377,20 +425,9 @@ fn apply_joined(dir: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
     let cert_path = dir.join("device.cert");
     secret_file::write(&cert_path, &joined.certificate).map_err(io_at(&cert_path))?;
     // The vault delta waits beside the identity until it is imported.
-    let vault_path = dir.join("joined.vault");
-    secret_file::write(&vault_path, &joined.vault).map_err(io_at(&vault_path))?;
+    keys.write("joined.vault", &joined.vault)?;
     remove_optional(&path)?;
     Ok(Some(joined.vault))
-}
-
-/// The vault delta of a pairing applied but not yet imported, if any.
-pub fn joined_vault(data_dir: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
-    read_optional(&data_dir.join("identity").join("joined.vault"))
-}
-
-/// The pairing's vault delta is imported: forget it.
-pub fn forget_joined_vault(data_dir: &Path) -> Result<(), IdentityError> {
-    remove_optional(&data_dir.join("identity").join("joined.vault"))
 }
 
 fn remove_optional(path: &Path) -> Result<(), IdentityError> {
@@ -467,9 +504,9 @@ mod tests {
     #[test]
     fn identity_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Identity::load_or_create(dir.path(), "laptop").unwrap();
+        let first = Identity::load_or_create(dir.path(), "laptop", None).unwrap();
         assert!(first.created_user);
-        let again = Identity::load_or_create(dir.path(), "laptop").unwrap();
+        let again = Identity::load_or_create(dir.path(), "laptop", None).unwrap();
         assert!(!again.created_user);
         assert_eq!(first.identity.user_id(), again.identity.user_id());
         assert_eq!(first.identity.peer_id(), again.identity.peer_id());
@@ -495,10 +532,10 @@ mod tests {
     #[test]
     fn renaming_the_device_reissues_only_the_certificate() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Identity::load_or_create(dir.path(), "laptop")
+        let a = Identity::load_or_create(dir.path(), "laptop", None)
             .unwrap()
             .identity;
-        let b = Identity::load_or_create(dir.path(), "desk")
+        let b = Identity::load_or_create(dir.path(), "desk", None)
             .unwrap()
             .identity;
         assert_eq!(a.user_id(), b.user_id());
@@ -509,10 +546,10 @@ mod tests {
     #[test]
     fn a_corrupt_user_key_is_reported_and_left_alone() {
         let dir = tempfile::tempdir().unwrap();
-        Identity::load_or_create(dir.path(), "laptop").unwrap();
+        Identity::load_or_create(dir.path(), "laptop", None).unwrap();
         let key = dir.path().join("identity/user.key");
         secret_file::write(&key, b"garbage").unwrap();
-        let e = Identity::load_or_create(dir.path(), "laptop")
+        let e = Identity::load_or_create(dir.path(), "laptop", None)
             .err()
             .unwrap();
         assert!(matches!(e, IdentityError::Corrupt { .. }), "{e}");

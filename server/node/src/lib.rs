@@ -1,7 +1,7 @@
 //! The Volli node: wires storage, identity, events and the HTTP/WebSocket API together, and
 //! provides the `volli` command line (server and client).
 //!
-//! Module map: [`config`] (layered settings) → [`identity`] (keys in the data dir) →
+//! Module map: [`config`] (layered settings) → [`identity`] (keys in the data dir, [`keystore`] seals them) →
 //! [`node`] (start-up, wiring, shutdown) → [`api`] (axum routes over service handles) and
 //! [`events`] (the bounded event bus behind `/v1/events`). [`cli`] is the entry point.
 #![warn(missing_docs)]
@@ -16,15 +16,18 @@ pub mod discovery;
 pub mod events;
 pub mod files;
 pub mod identity;
+pub mod keystore;
 pub mod limits;
 mod logging;
 pub mod messaging;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod outbound;
 pub mod peers;
 pub mod plugins;
 pub mod relay;
+pub mod retention;
 mod secret_file;
 pub mod systemd;
 

@@ -65,6 +65,9 @@ pub enum MessagingError {
     /// A page was asked for before a message that is not in the conversation.
     #[error("`before` is not a message of this conversation")]
     UnknownMessage,
+    /// No message (not deleted) has this id.
+    #[error("no message has this id")]
+    NoSuchMessage,
     /// Too many messages; retry after this many seconds.
     #[error("too many messages; retry in {0} s")]
     RateLimited(u64),
@@ -72,6 +75,9 @@ pub enum MessagingError {
     #[error("storage: {0}")]
     Store(#[from] volli_store::StoreError),
 }
+
+/// Messages deleted per vault write when deleting many (a conversation, retention).
+pub const DELETE_BATCH: u32 = 512;
 
 /// The messaging service. Cheap to clone.
 #[derive(Clone)]
@@ -227,8 +233,73 @@ impl Messaging {
         let saved = self.inner.vault.queue_message(to, message.clone()).await?;
         queued.await?;
         saved.await?;
+        crate::metrics::metrics().sent();
         self.try_now(entry);
         Ok(message)
+    }
+
+    /// Deletes message `id` on every device of the user; one still waiting to be sent is
+    /// no longer sent. Returns the conversation it was in.
+    pub async fn delete(&self, id: MessageId) -> Result<UserId, MessagingError> {
+        let with = self
+            .inner
+            .vault
+            .conversation_of(id)
+            .await?
+            .ok_or(MessagingError::NoSuchMessage)?;
+        self.delete_in(with, vec![id]).await?;
+        Ok(with)
+    }
+
+    /// Deletes the whole conversation with `with` on every device of the user, in batches;
+    /// returns how many messages were deleted.
+    pub async fn delete_conversation(&self, with: UserId) -> Result<usize, MessagingError> {
+        let mut deleted = 0;
+        loop {
+            let ids = self
+                .inner
+                .vault
+                .expired_messages(
+                    with,
+                    Some(Timestamp::from_millis(i64::MAX)),
+                    None,
+                    DELETE_BATCH,
+                )
+                .await?;
+            if ids.is_empty() {
+                return Ok(deleted);
+            }
+            deleted += self.delete_in(with, ids).await?;
+        }
+    }
+
+    /// Deletes `ids` of the conversation with `with` (and their outbox rows, in the same
+    /// transaction); publishes `messages.deleted`. Returns how many were deleted.
+    pub async fn delete_in(
+        &self,
+        with: UserId,
+        ids: Vec<MessageId>,
+    ) -> Result<usize, MessagingError> {
+        let vault = &self.inner.vault;
+        let mut unsent = Vec::with_capacity(ids.len());
+        for id in &ids {
+            unsent.push(
+                vault
+                    .outbox_queued(OutboxChange::Remove(*id.as_bytes()))
+                    .await?,
+            );
+        }
+        let deleted = vault.delete_messages(with, ids.clone()).await?;
+        for removed in unsent {
+            removed.await?;
+        }
+        if deleted > 0 {
+            self.inner.events.publish(Event::MessagesDeleted {
+                with: with.to_string(),
+                ids: ids.iter().map(ToString::to_string).collect(),
+            });
+        }
+        Ok(deleted)
     }
 
     /// The conversation with `with`, oldest first: up to `limit` messages before `before`.
@@ -712,12 +783,15 @@ impl Messaging {
             status: MessageStatus::Received,
         };
         match self.inner.vault.put_message(message.sender, stored).await {
-            Ok(true) => self.inner.events.publish(Event::MessageReceived {
-                id: message.id.to_string(),
-                from: message.sender.to_string(),
-                body: message.body,
-                sent_at: message.sent_at.to_rfc3339(),
-            }),
+            Ok(true) => {
+                crate::metrics::metrics().received();
+                self.inner.events.publish(Event::MessageReceived {
+                    id: message.id.to_string(),
+                    from: message.sender.to_string(),
+                    body: message.body,
+                    sent_at: message.sent_at.to_rfc3339(),
+                });
+            }
             Ok(false) => {}
             Err(e) => {
                 // Not stored, so not acknowledged: the sender (or the relay) keeps it.

@@ -25,6 +25,7 @@ use crate::discovery::{Discovery, backends, lan::Lan};
 use crate::events::{Event, EventBus};
 use crate::files::Files;
 use crate::identity::{self, Identity};
+use crate::keystore::Passphrase;
 use crate::limits::RateLimiter;
 use crate::messaging::{InboundQuota, Messaging};
 use crate::network::Dispatch;
@@ -115,13 +116,14 @@ pub struct Node {
 }
 
 impl Node {
-    /// Claims the data dir and starts everything but the HTTP listener.
-    pub async fn start(config: Config) -> anyhow::Result<Self> {
+    /// Claims the data dir and starts everything but the HTTP listener. `passphrase` opens
+    /// sealed keys.
+    pub async fn start(config: Config, passphrase: Option<&Passphrase>) -> anyhow::Result<Self> {
         let data_dir = config.data_dir.clone();
         crate::secret_file::private_dir(&data_dir)
             .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
         let lock = lock_data_dir(&data_dir)?;
-        let loaded = Identity::load_or_create(&data_dir, &config.device_name)
+        let loaded = Identity::load_or_create(&data_dir, &config.device_name, passphrase)
             .context("cannot load the node identity")?;
         let identity = loaded.identity;
         if loaded.created_user {
@@ -134,17 +136,20 @@ impl Node {
             identity::load_or_create_token(&data_dir).context("cannot load the admin token")?;
         let store = Store::open_for(
             &data_dir,
-            VaultOptions::default(),
+            VaultOptions {
+                on_commit: Some(crate::metrics::Metrics::commit_observer()),
+                ..VaultOptions::default()
+            },
             &identity.user_id().to_string(),
         )
         .await
         .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
         // The documents a pairing handed over, imported once (the file goes after).
-        if let Some(bytes) = identity::joined_vault(&data_dir)? {
+        if let Some(bytes) = identity.joined_vault()? {
             let delta = volli_store::VaultDelta::from_bytes(&bytes)
                 .context("the vault handed over by the pairing is unreadable")?;
             store.vault().import(delta).await?;
-            identity::forget_joined_vault(&data_dir)?;
+            identity.forget_joined_vault()?;
         }
         register_own_device(&store, &identity).await?;
         let identity = Arc::new(identity);
@@ -265,7 +270,6 @@ impl Node {
             contacts: contacts.clone(),
             relay: relay.clone(),
             discovery: discovery.clone(),
-            data_dir: data_dir.clone(),
             restart: restart.clone(),
         });
         devices.refresh().await;
@@ -329,6 +333,12 @@ impl Node {
             }
         });
 
+        let retention = crate::retention::Retention::new(
+            store.vault().clone(),
+            store.db().clone(),
+            messaging.clone(),
+        );
+        retention.spawn();
         let state = ApiState {
             auth: Auth::new(&token),
             node,
@@ -338,10 +348,23 @@ impl Node {
             peers,
             contacts,
             messaging,
+            retention,
             relay,
             devices,
             files,
         };
+
+        if let Some(listen) = config.metrics.listen_addr() {
+            crate::metrics::serve(
+                listen,
+                crate::metrics::Sources {
+                    state: state.clone(),
+                    db: store.db().clone(),
+                    data_dir: data_dir.clone(),
+                },
+            )
+            .await?;
+        }
 
         Ok(Self {
             state,
@@ -369,6 +392,7 @@ impl Node {
 /// (pairing) it restarts in place as that device, on the same API address.
 pub async fn run(
     config: Config,
+    passphrase: Option<Passphrase>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
@@ -404,7 +428,13 @@ pub async fn run(
             .build()
             .context("cannot start the node's runtime")?;
         let listener = listener.try_clone()?;
-        let run = serve_once(config.clone(), listener, stop.clone(), url.clone());
+        let run = serve_once(
+            config.clone(),
+            passphrase.clone(),
+            listener,
+            stop.clone(),
+            url.clone(),
+        );
         let outcome = runtime.spawn(run).await;
         runtime.shutdown_background();
         match outcome.context("the node stopped unexpectedly")?? {
@@ -425,12 +455,13 @@ enum Stopped {
 /// One run of the node: start, serve until asked to stop or to restart, shut down.
 async fn serve_once(
     config: Config,
+    passphrase: Option<Passphrase>,
     listener: std::net::TcpListener,
     mut stop: tokio::sync::watch::Receiver<bool>,
     url: String,
 ) -> anyhow::Result<Stopped> {
     let data_dir = config.data_dir.clone();
-    let node = Node::start(config).await?;
+    let node = Node::start(config, passphrase.as_ref()).await?;
     std::fs::write(api_url_path(&data_dir), format!("{url}\n")).context("cannot write api.url")?;
     tracing::info!(
         user_id = %node.state.node.user_id(),
@@ -490,15 +521,14 @@ async fn register_own_device(store: &Store, identity: &Identity) -> anyhow::Resu
 
 /// Holds an exclusive lock on `<data-dir>/lock` for the life of the node, so two nodes never
 /// share one data dir.
-fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
     let path = data_dir.join("lock");
     let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "another node is already using the data dir {}",
-            data_dir.display()
-        ),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!("a node is running in the data dir {}", data_dir.display())
+        }
         Err(std::fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }

@@ -33,11 +33,30 @@ pub struct PeerEntry {
     pub sources: BTreeSet<String>,
     /// Whether a connection is open.
     pub connected: bool,
+    /// The transport of the connection that opened it: `tcp`, `quic`, `relay`, `memory` or
+    /// `other`; `None` while disconnected.
+    pub transport: Option<&'static str>,
     /// Last measured round trip.
     pub rtt: Option<Duration>,
     /// Whether it answered our hello on the current connection (so it knows who we are).
     pub greeted: bool,
     last_seen: Instant,
+}
+
+/// The transport an address uses, as the metrics name it.
+pub fn transport_of(addr: &Multiaddr) -> &'static str {
+    use multiaddr::Protocol;
+    let mut transport = "other";
+    for p in addr {
+        match p {
+            Protocol::P2pCircuit => return "relay",
+            Protocol::QuicV1 | Protocol::Quic => transport = "quic",
+            Protocol::Tcp(_) if transport == "other" => transport = "tcp",
+            Protocol::Memory(_) => transport = "memory",
+            _ => {}
+        }
+    }
+    transport
 }
 
 /// The peer table. Cheap to clone.
@@ -183,6 +202,7 @@ impl Peers {
                 connected: false,
                 rtt: None,
                 greeted: false,
+                transport: None,
                 last_seen: Instant::now(),
             }
         });
@@ -202,6 +222,7 @@ impl Peers {
         if peer == self.local {
             return;
         }
+        crate::metrics::metrics().found(source);
         let event = {
             let mut table = self.lock();
             let (entry, new) = self.entry(&mut table, peer);
@@ -260,6 +281,7 @@ impl Peers {
             let mut table = self.lock();
             let (entry, _) = self.entry(&mut table, peer);
             entry.connected = connected;
+            entry.transport = connected.then(|| addr.map_or("other", transport_of));
             entry.greeted = false;
             if let Some(addr) = addr
                 && !entry.addrs.contains(addr)

@@ -8,9 +8,10 @@ use volli_core::MessageId;
 use volli_store::vault::StoredMessage;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{Json, Query};
+use super::extract::{Json, Path, Query};
 use crate::contacts::Contacts;
 use crate::messaging::{Messaging, MessagingError};
+use crate::retention::{Retention, RetentionError, Rules};
 
 /// Messages returned per page at most.
 pub const MAX_PAGE: usize = 500;
@@ -92,7 +93,9 @@ impl From<MessagingError> for ApiError {
                 ApiError::not_found("unknown_contact", e.to_string())
             }
             MessagingError::Invalid(_) => ApiError::bad_request("invalid_message", e.to_string()),
-            MessagingError::UnknownMessage => ApiError::not_found("unknown_message", e.to_string()),
+            MessagingError::UnknownMessage | MessagingError::NoSuchMessage => {
+                ApiError::not_found("unknown_message", e.to_string())
+            }
             MessagingError::RateLimited(secs) => ApiError::rate_limited(secs),
             MessagingError::Store(_) => ApiError::internal(e),
         }
@@ -169,4 +172,87 @@ pub async fn list(
     Ok(Json(MessageList {
         messages: messages.into_iter().map(MessageView::from).collect(),
     }))
+}
+
+/// Deletes a message on every device of the user: it is no longer listed, its text leaves
+/// the database, and a message still waiting to be sent is not sent. A copy that arrives
+/// again (a retry, a relay) stays deleted. Contacts keep their own copies.
+#[utoipa::path(delete, path = "/v1/messages/{id}", tag = "messages", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The message id")),
+    responses(
+        (status = 204, description = "Deleted; `messages.deleted` follows"),
+        (status = 400, description = "Not a message id (`invalid_message_id`)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such message, or deleted already (`unknown_message`)", body = ErrorBody),
+    ))]
+pub async fn delete(
+    State(messaging): State<Messaging>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = id
+        .parse::<MessageId>()
+        .map_err(|_| ApiError::bad_request("invalid_message_id", "not a message id"))?;
+    messaging.delete(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// How many messages were deleted.
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    /// Messages deleted (0 when there were none).
+    pub deleted: usize,
+}
+
+/// Deletes every message of the conversation with a user, on every device of the user.
+/// The contact stays a contact; deleting a conversation without messages deletes nothing.
+#[utoipa::path(delete, path = "/v1/conversations/{user_id}", tag = "messages", security(("bearer" = [])),
+    params(("user_id" = String, Path, description = "The other party's user id")),
+    responses(
+        (status = 200, description = "Deleted; `messages.deleted` events follow", body = Deleted),
+        (status = 400, description = "Not a user id (`invalid_user_id`)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    ))]
+pub async fn delete_conversation(
+    State(messaging): State<Messaging>,
+    Path(user_id): Path<String>,
+) -> Result<Json<Deleted>, ApiError> {
+    let with = user(&user_id)?;
+    let deleted = messaging.delete_conversation(with).await?;
+    Ok(Json(Deleted { deleted }))
+}
+
+impl From<RetentionError> for ApiError {
+    fn from(e: RetentionError) -> Self {
+        match e {
+            RetentionError::Invalid(_) => ApiError::bad_request("invalid_retention", e.to_string()),
+            RetentionError::Store(_) => ApiError::internal(e),
+        }
+    }
+}
+
+/// The retention rules: how long messages are kept, by default and per conversation.
+#[utoipa::path(get, path = "/v1/retention", tag = "messages", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The rules (`{}` rules keep everything)", body = Rules),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    ))]
+pub async fn retention(State(retention): State<Retention>) -> Result<Json<Rules>, ApiError> {
+    Ok(Json(retention.rules().await.map_err(ApiError::internal)?))
+}
+
+/// Replaces the retention rules. They are kept in the vault, so every device of the user
+/// applies the same rules; they are applied at once (and then every hour): messages sent
+/// more than `days` ago, or beyond the newest `keep_last` of their conversation, are deleted.
+#[utoipa::path(put, path = "/v1/retention", tag = "messages", security(("bearer" = [])),
+    request_body = Rules,
+    responses(
+        (status = 200, description = "Saved; being applied", body = Rules),
+        (status = 400, description = "Out of range, or not a user id (`invalid_retention`)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    ))]
+pub async fn set_retention(
+    State(retention): State<Retention>,
+    Json(rules): Json<Rules>,
+) -> Result<Json<Rules>, ApiError> {
+    Ok(Json(retention.set_rules(rules).await?))
 }

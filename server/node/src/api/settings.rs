@@ -50,6 +50,12 @@ fn check_key(key: &str) -> Result<(), ApiError> {
         && key.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
         });
+    if key == crate::retention::SETTING {
+        return Err(ApiError::bad_request(
+            "reserved_setting_key",
+            "the retention rules are set with PUT /v1/retention, which checks them",
+        ));
+    }
     if ok {
         Ok(())
     } else {

@@ -12,7 +12,7 @@
 //! **New node**: `join` refuses when the node already has contacts or messages, finds the
 //! device (a link says where; a code is looked for on the LAN and in the DHT under its
 //! nameplate), runs the exchange and returns the check code; a background task waits for the
-//! decision, commits the bundle atomically (`identity::commit_joined`) and restarts the node
+//! decision, commits the bundle atomically (`Identity::commit_joined`) and restarts the node
 //! as the user's new device.
 
 use std::collections::HashMap;
@@ -33,7 +33,7 @@ use volli_store::{DocId, VaultVersion};
 
 use super::{DeviceError, Devices};
 use crate::events::Event;
-use crate::identity::{self, Joined};
+use crate::identity::Joined;
 use crate::limits::RateLimiter;
 
 /// Shortest lifetime of a pairing session.
@@ -804,7 +804,10 @@ impl Devices {
             certificate: bundle.certificate.to_bytes(),
             vault: bundle.vault,
         };
-        identity::commit_joined(&self.inner.data_dir, &joined).map_err(|e| e.to_string())?;
+        self.inner
+            .identity
+            .commit_joined(&joined)
+            .map_err(|e| e.to_string())?;
         tracing::info!(%user, "joined as a new device; restarting");
         self.inner.events.publish(Event::PairingCompleted {
             id: hex(&id),

@@ -56,7 +56,9 @@ pub async fn app_with(api: ApiConfig) -> App {
     let token = dir.path().join("admin.token");
     std::fs::write(&token, TOKEN).unwrap();
     std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let node = Node::start(test_config(dir.path(), api)).await.unwrap();
+    let node = Node::start(test_config(dir.path(), api), None)
+        .await
+        .unwrap();
     App {
         router: node.router(),
         events: node.state.events.clone(),

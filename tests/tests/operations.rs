@@ -1,0 +1,119 @@
+//! Operating a node, through the real binary: Prometheus metrics on their own listener.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use volli_tests::{Node, Options};
+
+/// The value of the sample `series` (name with its labels, as printed) in a scrape.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+async fn scrape(port: u16) -> String {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"),
+    );
+    response.text().await.unwrap()
+}
+
+/// `[metrics] listen` (here `VOLLI_METRICS_LISTEN`) serves `/metrics` on a listener of its
+/// own, with the figures of what the node did; without it there is no such listener and the
+/// API has no `/metrics`; a malformed address stops the node with a clear error.
+#[tokio::test]
+async fn metrics_count_what_the_node_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = volli_tests::free_port();
+    let alice = Node::start_with(
+        &tmp.path().join("alice"),
+        Options {
+            env: vec![("VOLLI_METRICS_LISTEN".into(), format!("127.0.0.1:{port}"))],
+            ..Options::default()
+        },
+    )
+    .await;
+    let bob = Node::start(&tmp.path().join("bob")).await;
+    volli_tests::befriend(&alice, &bob).await;
+    let (bob_user, _) = bob.ids().await;
+    for i in 0..3 {
+        volli_tests::send(&alice, &bob_user, &format!("hello {i}")).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while volli_tests::conversation(&alice, &bob_user)
+        .await
+        .iter()
+        .any(|m| m["status"] != "delivered")
+    {
+        assert!(Instant::now() < deadline, "not delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = alice.get_anonymous("/v1/contacts").await;
+    assert_eq!(status, 401);
+
+    let text = scrape(port).await;
+    let at_least = |series: &str, min: f64| {
+        let v = sample(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"));
+        assert!(v >= min, "{series} = {v}, expected ≥ {min}");
+    };
+    at_least(
+        r#"volli_api_requests_total{method="POST",route="/v1/messages",status="202"}"#,
+        3.0,
+    );
+    at_least(
+        r#"volli_api_requests_total{method="GET",route="/v1/contacts",status="401"}"#,
+        1.0,
+    );
+    at_least(
+        r#"volli_api_request_duration_seconds_count{route="/v1/messages"}"#,
+        3.0,
+    );
+    at_least(r#"volli_connections{transport="tcp"}"#, 1.0);
+    at_least(r#"volli_messages{status="delivered"}"#, 3.0);
+    at_least("volli_messages_sent_total", 3.0);
+    at_least("volli_vault_commit_duration_seconds_count", 3.0);
+    at_least("volli_database_bytes", 4096.0);
+    at_least("volli_vault_bytes", 1.0);
+    at_least("volli_relay_held_envelopes", 0.0);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("volli_plugin_calls_total{plugin=")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("volli_discovery_findings_total{plugin=")),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("# EOF"));
+
+    // Bob's node has no metrics listener, and no API route serves them.
+    let (status, body) = bob.get("/metrics").await;
+    assert_eq!(status, 404, "{body}");
+
+    let mut bad = Node::spawn(
+        &tmp.path().join("bad"),
+        &Options {
+            env: vec![("VOLLI_METRICS_LISTEN".into(), "everywhere".into())],
+            ..Options::default()
+        },
+    );
+    let status = bad
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("a malformed metrics address stops the node");
+    assert!(!status.success());
+    assert!(
+        bad.log().contains("metrics.listen must be ip:port"),
+        "{}",
+        bad.log()
+    );
+}
