@@ -200,13 +200,13 @@ describe("the admin page", () => {
     await a.page.getByTestId("contact").first().getByRole("link").click();
     await a.page.getByText("No messages yet.").waitFor();
     await b.page.getByTestId("contact").filter({ hasText: "Alice" }).getByRole("link").click();
-    await b.page.getByLabel("Message").fill("hello from the browser");
-    await b.page.getByLabel("Message").press("Enter");
+    await b.page.getByLabel("Message", { exact: true }).fill("hello from the browser");
+    await b.page.getByLabel("Message", { exact: true }).press("Enter");
     await b.page.getByTestId("message").filter({ hasText: "hello from the browser" }).waitFor();
     await a.page.getByTestId("message").filter({ hasText: "hello from the browser" }).waitFor();
     await b.page.getByTestId("message-status").filter({ hasText: /delivered|read/ }).waitFor();
 
-    await a.page.getByLabel("Message").fill("hello back");
+    await a.page.getByLabel("Message", { exact: true }).fill("hello back");
     await a.page.getByRole("button", { name: "Send" }).click();
     await b.page.getByTestId("message").filter({ hasText: "hello back" }).waitFor();
 
@@ -215,6 +215,59 @@ describe("the admin page", () => {
     await a.page.getByTestId("peer").filter({ hasText: "connected" }).first().waitFor();
     await a.done();
     await b.done();
+  });
+
+  test("deletes a message and a whole conversation and sets retention rules, showing the node's errors", async () => {
+    const a = await logIn(alice);
+    const [bobId] = [(await call(bob, "GET", "/v1/node")).body.user_id];
+    for (const text of ["one", "two", "three"]) {
+      assert.equal((await call(alice, "POST", "/v1/messages", { to: bobId, body: text })).status, 202);
+    }
+    await go(a.page, "Conversations");
+    await a.page.getByRole("navigation", { name: "Conversations" }).getByRole("link").first().click();
+    const message = (text) => a.page.getByTestId("message").filter({ hasText: text });
+    await message("three").waitFor();
+
+    // One message, after a confirmation; the contact keeps their copy.
+    await message("hello back").getByRole("button", { name: "Delete" }).click();
+    await message("hello back").getByRole("button", { name: "Delete on all my devices" }).click();
+    await message("hello back").waitFor({ state: "detached" });
+    const mine = (await call(alice, "GET", `/v1/messages?with=${bobId}`)).body.messages.map((m) => m.body);
+    assert.deepEqual(mine, ["hello from the browser", "one", "two", "three"]);
+    const aliceId = (await call(alice, "GET", "/v1/node")).body.user_id;
+    const theirs = (await call(bob, "GET", `/v1/messages?with=${aliceId}`)).body.messages.map((m) => m.body);
+    assert.ok(theirs.includes("hello back"));
+
+    // This conversation's own rule: a bad one shows the node's message; "keep the last 2" applies.
+    await a.page.getByText("Retention and deletion").click();
+    const form = a.page.getByTestId("retention");
+    await form.getByText("follows the default rule").waitFor();
+    await form.getByLabel("Newest messages to keep").fill("200000000");
+    await form.getByRole("button", { name: "Save" }).click();
+    await form.getByRole("alert").filter({ hasText: "keep_last" }).waitFor();
+    a.allow(400);
+    await form.getByLabel("Newest messages to keep").fill("2");
+    await form.getByRole("button", { name: "Save" }).click();
+    await a.page.getByTestId("retention").getByText("Keeps the last 2").waitFor();
+    await message("one").waitFor({ state: "detached" });
+    assert.equal(await a.page.getByTestId("message").count(), 2);
+    assert.deepEqual((await call(alice, "GET", "/v1/retention")).body.conversations, { [bobId]: { keep_last: 2 } });
+
+    // The whole conversation.
+    await a.page.getByRole("button", { name: "Delete the whole conversation" }).click();
+    await a.page.getByRole("button", { name: "Delete every message on all my devices" }).click();
+    await a.page.getByRole("status").filter({ hasText: "2 messages deleted." }).waitFor();
+    await a.page.getByText("No messages yet.").waitFor();
+
+    // The default rule, on the settings page.
+    await go(a.page, "Settings");
+    const defaults = a.page.getByTestId("retention");
+    await defaults.getByText("Keeps every message").waitFor();
+    await defaults.getByLabel("Days to keep").fill("30");
+    await defaults.getByRole("button", { name: "Save" }).click();
+    await a.page.getByTestId("retention").getByText("Keeps 30 days").waitFor();
+    assert.deepEqual((await call(alice, "GET", "/v1/retention")).body.default, { days: 30 });
+    await a.done();
   });
 
   test("installs, disables, enables and configures a plugin, showing the node's errors", { skip: !PLUGIN_WASM && "PLUGIN_WASM is not set" }, async () => {

@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, ok } from "../client";
-import { Empty, ErrorNote, Loaded, Page, useAction, useLoad, When } from "../ui";
+import { Confirm, Empty, ErrorNote, Loaded, Page, useAction, useLoad, When } from "../ui";
+import { RuleForm, saveRules, useRetention } from "./retention";
 
 export function Conversations({ with: peer }: { with: string | undefined }) {
   const contacts = useLoad(() => ok(api.GET("/v1/contacts")), ["contact"]);
@@ -41,11 +42,12 @@ export function Conversations({ with: peer }: { with: string | undefined }) {
 function Thread({ peer }: { peer: string }) {
   const state = useLoad(
     () => ok(api.GET("/v1/messages", { params: { query: { with: peer, limit: 100 } } })),
-    ["message"],
+    ["message", "messages"],
     [peer],
   );
   const [text, setText] = useState("");
   const send = useAction();
+  const remove = useAction();
   const end = useRef<HTMLDivElement>(null);
   const count = state.data?.messages.length ?? 0;
   useEffect(() => end.current?.scrollIntoView({ block: "end" }), [count]);
@@ -71,7 +73,18 @@ function Thread({ peer }: { peer: string }) {
                             {" "}
                             · {m.status}
                           </span>
-                        )}
+                        )}{" "}
+                        <Confirm
+                          label="Delete"
+                          confirm="Delete on all my devices"
+                          disabled={remove.busy}
+                          onConfirm={() =>
+                            remove.run(async () => {
+                              await ok(api.DELETE("/v1/messages/{id}", { params: { path: { id: m.id } } }));
+                              await state.reload();
+                            })
+                          }
+                        />
                       </p>
                     </li>
                   );
@@ -80,6 +93,7 @@ function Thread({ peer }: { peer: string }) {
           )
         }
       </Loaded>
+      <ErrorNote error={remove.error} />
       <div ref={end} />
       <form
         class="composer"
@@ -114,6 +128,76 @@ function Thread({ peer }: { peer: string }) {
         </button>
       </form>
       <ErrorNote error={send.error} />
+      <details class="panel">
+        <summary>Retention and deletion</summary>
+        <ConversationRetention peer={peer} onDeleted={state.reload} />
+      </details>
     </div>
+  );
+}
+
+function ConversationRetention({ peer, onDeleted }: { peer: string; onDeleted: () => Promise<void> }) {
+  const rules = useRetention();
+  const wipe = useAction();
+  const [deleted, setDeleted] = useState<number | null>(null);
+  return (
+    <>
+      <Loaded state={rules} what="retention rules">
+        {(r) => {
+          const own = r.conversations?.[peer];
+          const others = { ...(r.conversations ?? {}) };
+          delete others[peer];
+          return (
+            <RuleForm
+              key={JSON.stringify(own ?? r.default)}
+              title={own ? "This conversation's own rule" : "This conversation follows the default rule"}
+              rule={own ?? r.default}
+              save={async (rule) => {
+                await saveRules({ ...r, conversations: { ...others, [peer]: rule } });
+                await rules.reload();
+              }}
+              extra={
+                own && (
+                  <button
+                    type="button"
+                    class="small"
+                    onClick={() =>
+                      void wipe.run(async () => {
+                        await saveRules({ ...r, conversations: others });
+                        await rules.reload();
+                      })
+                    }
+                  >
+                    Use the default
+                  </button>
+                )
+              }
+            />
+          );
+        }}
+      </Loaded>
+      <div class="row">
+        <Confirm
+          label="Delete the whole conversation"
+          confirm="Delete every message on all my devices"
+          disabled={wipe.busy}
+          onConfirm={() =>
+            wipe.run(async () => {
+              const answer = await ok(
+                api.DELETE("/v1/conversations/{user_id}", { params: { path: { user_id: peer } } }),
+              );
+              setDeleted(answer.deleted);
+              await onDeleted();
+            })
+          }
+        />
+        {deleted !== null && (
+          <span class="muted" role="status">
+            {deleted} message{deleted === 1 ? "" : "s"} deleted.
+          </span>
+        )}
+      </div>
+      <ErrorNote error={wipe.error} />
+    </>
   );
 }

@@ -1,11 +1,13 @@
 import { useState } from "preact/hooks";
 import { api, ok } from "../client";
 import { Confirm, Empty, ErrorNote, Loaded, Page, useAction, useLoad } from "../ui";
+import { RuleForm, saveRules, useRetention } from "./retention";
 
 export function Settings() {
   const state = useLoad(() => ok(api.GET("/v1/settings")), ["settings"]);
   return (
     <Page title="Settings">
+      <DefaultRetention />
       <p class="muted">Settings are synced to all of your devices. Values are JSON.</p>
       <Loaded state={state} what="settings">
         {(s) => {
@@ -23,6 +25,25 @@ export function Settings() {
       </Loaded>
       <SettingForm onSaved={state.reload} />
     </Page>
+  );
+}
+
+function DefaultRetention() {
+  const rules = useRetention();
+  return (
+    <Loaded state={rules} what="retention rules">
+      {(r) => (
+        <RuleForm
+          key={JSON.stringify(r.default)}
+          title="Message retention"
+          rule={r.default}
+          save={async (rule) => {
+            await saveRules({ ...r, default: rule });
+            await rules.reload();
+          }}
+        />
+      )}
+    </Loaded>
   );
 }
 
