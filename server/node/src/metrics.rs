@@ -297,12 +297,12 @@ fn gauges<'a>(
     Ok(())
 }
 
-fn plugin_counters(
+fn plugin_counters<N: prometheus_client::encoding::EncodeCounterValue>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
     plugins: &[(String, volli_plugin_host::PluginStats)],
-    value: impl Fn(&volli_plugin_host::PluginStats) -> u64,
+    value: impl Fn(&volli_plugin_host::PluginStats) -> N,
 ) -> Result<(), std::fmt::Error> {
     let mut family = encoder.encode_descriptor(
         name,
@@ -370,10 +370,10 @@ impl Collector for SnapshotCollector {
         )?;
         plugin_counters(
             &mut e,
-            "plugin_busy_microseconds",
+            "plugin_busy_seconds",
             "Time spent in each plugin's calls",
             &s.plugins,
-            |p| p.busy_us,
+            |p| p.busy_us as f64 / 1e6,
         )?;
         gauge(
             &mut e,

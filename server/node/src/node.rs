@@ -338,7 +338,7 @@ impl Node {
             store.db().clone(),
             messaging.clone(),
         );
-        retention.spawn();
+        retention.spawn(&events);
         let state = ApiState {
             auth: Auth::new(&token),
             node,

@@ -5,8 +5,8 @@
 //! the same ones, and each applies them itself: deletions are the vault's ordinary deletions
 //! (a flag that syncs, the text gone from the index at once and from the stored history at
 //! the next compaction), so two devices deleting the same message agree. Rules are applied
-//! when they change, at start, and every hour; then free database pages are given back to the
-//! file system.
+//! at start, when they change (here or, through sync, on another device), and every hour;
+//! then free database pages are given back to the file system. See ADR 0012.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 use volli_core::{Timestamp, UserId};
 use volli_store::{Db, Vault};
 
+use crate::events::{Event, EventBus, Subscription};
 use crate::messaging::{DELETE_BATCH, Messaging, MessagingError};
 
 /// The settings key the rules are kept under.
@@ -163,6 +164,10 @@ impl Retention {
     /// Returns how many messages were deleted.
     pub async fn apply(&self) -> Result<usize, MessagingError> {
         let rules = self.rules().await?;
+        self.apply_rules(&rules).await
+    }
+
+    async fn apply_rules(&self, rules: &Rules) -> Result<usize, MessagingError> {
         let now = Timestamp::now().as_millis();
         let mut deleted = 0;
         for with in self.inner.vault.conversations().await? {
@@ -192,19 +197,41 @@ impl Retention {
         Ok(deleted)
     }
 
-    /// Applies the rules at start, whenever they change here, and every hour.
-    pub fn spawn(&self) {
+    /// Applies the rules at start, whenever they change (here, or on another device: after
+    /// a sync that changed them), and every hour.
+    pub fn spawn(&self, events: &EventBus) {
         let this = self.clone();
+        let mut events = events.subscribe();
         tokio::spawn(async move {
+            let mut applied: Option<Rules> = None;
+            let mut due = true;
             loop {
-                if let Err(e) = this.apply().await {
-                    tracing::warn!(error = %e, "retention could not be applied; retrying later");
+                let rules = this.rules().await.unwrap_or_default();
+                if due || applied.as_ref() != Some(&rules) {
+                    match this.apply_rules(&rules).await {
+                        Ok(_) => applied = Some(rules),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "retention could not be applied; retrying later");
+                        }
+                    }
                 }
-                tokio::select! {
-                    () = this.inner.wake.notified() => {}
-                    () = tokio::time::sleep(PASS_EVERY) => {}
-                }
+                due = tokio::select! {
+                    () = this.inner.wake.notified() => true,
+                    () = tokio::time::sleep(PASS_EVERY) => true,
+                    () = synced(&mut events) => false,
+                };
             }
         });
+    }
+}
+
+/// Waits for the next sync with another device that changed something.
+async fn synced(events: &mut Subscription) {
+    loop {
+        match events.next().await {
+            Some(e) if matches!(*e, Event::SyncCompleted { .. }) => return,
+            Some(_) => {}
+            None => std::future::pending().await,
+        }
     }
 }
