@@ -438,7 +438,7 @@ async fn sealed_keys_open_only_with_their_passphrase() {
         data_dir,
     ]);
     assert!(!out.status.success(), "not while the node runs");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("a node is running"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another node is already using"));
     assert!(node.terminate().success());
     let sealed = read_keys();
     for bytes in &sealed {

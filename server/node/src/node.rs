@@ -527,7 +527,10 @@ pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => {
-            anyhow::bail!("a node is running in the data dir {}", data_dir.display())
+            anyhow::bail!(
+                "another node is already using the data dir {}",
+                data_dir.display()
+            )
         }
         Err(std::fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", path.display()))
