@@ -252,7 +252,24 @@ pub async fn retention(State(retention): State<Retention>) -> Result<Json<Rules>
     ))]
 pub async fn set_retention(
     State(retention): State<Retention>,
-    Json(rules): Json<Rules>,
+    Json(body): Json<serde_json::Value>,
 ) -> Result<Json<Rules>, ApiError> {
+    // Rules are objects only (serde would also take a struct written as an array).
+    let objects = body.as_object().is_some_and(|o| {
+        o.get("default").is_none_or(serde_json::Value::is_object)
+            && o.get("conversations").is_none_or(|c| {
+                c.as_object()
+                    .is_some_and(|c| c.values().all(serde_json::Value::is_object))
+            })
+    });
+    let rules: Rules = serde_json::from_value(body)
+        .ok()
+        .filter(|_| objects)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_retention",
+                "expected {\"default\": {\"days\"?, \"keep_last\"?}, \"conversations\": {user_id: rule}}",
+            )
+        })?;
     Ok(Json(retention.set_rules(rules).await?))
 }
