@@ -33,7 +33,7 @@ const P_COST: u32 = 1;
 /// Costs a backup file may ask for; more is refused rather than exhausting memory.
 const MAX_M_COST_KIB: u32 = 1024 * 1024;
 const MAX_T_COST: u32 = 16;
-/// Passphrases shorter than this are refused for new backups.
+/// Passphrases shorter than this are refused for new backups and for sealing keys.
 pub const MIN_PASSPHRASE: usize = 8;
 
 /// Reads a passphrase file: its first line, without the line ending.
@@ -49,14 +49,25 @@ pub fn read_passphrase(path: &Path) -> anyhow::Result<Zeroizing<String>> {
     Ok(Zeroizing::new(line.to_owned()))
 }
 
-fn derive(passphrase: &str, salt: &[u8], m: u32, t: u32, p: u32) -> anyhow::Result<FileKey> {
+/// A 32-byte key from a passphrase with Argon2id (memory `m` KiB, `t` passes, `p` lanes);
+/// shared by backups and sealed keys.
+pub(crate) fn argon2id(
+    passphrase: &str,
+    salt: &[u8],
+    [m, t, p]: [u32; 3],
+) -> Result<Zeroizing<[u8; 32]>, String> {
     let params = argon2::Params::new(m, t, p, Some(32))
-        .map_err(|e| anyhow::anyhow!("bad key derivation parameters: {e}"))?;
+        .map_err(|e| format!("bad key derivation parameters: {e}"))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut key = Zeroizing::new([0u8; 32]);
     argon
         .hash_password_into(passphrase.as_bytes(), salt, key.as_mut())
-        .map_err(|e| anyhow::anyhow!("cannot derive the key: {e}"))?;
+        .map_err(|e| format!("cannot derive the key: {e}"))?;
+    Ok(key)
+}
+
+fn derive(passphrase: &str, salt: &[u8], m: u32, t: u32, p: u32) -> anyhow::Result<FileKey> {
+    let key = argon2id(passphrase, salt, [m, t, p]).map_err(anyhow::Error::msg)?;
     Ok(FileKey::from_bytes(*key))
 }
 

@@ -80,7 +80,7 @@ pub enum IdentityError {
     /// A passphrase too short to seal with.
     #[error(
         "the passphrase is too short: use at least {} characters",
-        crate::keystore::MIN_PASSPHRASE
+        crate::backup::MIN_PASSPHRASE
     )]
     WeakPassphrase,
 }
@@ -478,7 +478,7 @@ fn parse_user_key(path: &Path, bytes: &[u8]) -> Result<UserSecret, IdentityError
     Ok(UserSecret::from_master(master))
 }
 
-fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
+pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
     match secret_file::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),

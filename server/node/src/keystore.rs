@@ -17,7 +17,6 @@
 //! A seal interrupted half-way (some files sealed, some not) is completed the next time the
 //! passphrase is given. A wrong passphrase changes nothing.
 
-use std::io;
 use std::path::{Path, PathBuf};
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
@@ -37,8 +36,7 @@ const P_COST: u32 = 1;
 const MAX_M_COST_KIB: u32 = 1024 * 1024;
 const MAX_T_COST: u32 = 16;
 const MAX_P_COST: u32 = 16;
-/// Passphrases shorter than this are refused when sealing.
-pub const MIN_PASSPHRASE: usize = 8;
+pub use crate::backup::MIN_PASSPHRASE;
 
 /// The secret files of `identity/`, by name.
 pub const SECRET_FILES: &[&str] = &[
@@ -84,14 +82,7 @@ struct Seal {
 
 impl Seal {
     fn derive(passphrase: &str, costs: [u32; 3], salt: [u8; 16]) -> Result<Self, String> {
-        let [m, t, p] = costs;
-        let params = argon2::Params::new(m, t, p, Some(32)).map_err(|e| e.to_string())?;
-        let argon =
-            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-        let mut key = Zeroizing::new([0u8; 32]);
-        argon
-            .hash_password_into(passphrase.as_bytes(), &salt, key.as_mut())
-            .map_err(|e| e.to_string())?;
+        let key = crate::backup::argon2id(passphrase, &salt, costs)?;
         let unbound = UnboundKey::new(&AES_256_GCM, key.as_ref()).map_err(|e| e.to_string())?;
         let mut header = [0u8; HEADER_LEN];
         header[..MAGIC.len()].copy_from_slice(MAGIC);
@@ -196,7 +187,7 @@ impl Keystore {
         let mut sealed = Vec::new();
         let mut plain = Vec::new();
         for name in SECRET_FILES {
-            if let Some(bytes) = read_raw(&dir.join(name))? {
+            if let Some(bytes) = crate::identity::read_optional(&dir.join(name))? {
                 if is_sealed_bytes(&bytes) {
                     sealed.push((*name, bytes));
                 } else {
@@ -259,7 +250,7 @@ impl Keystore {
     /// Reads a secret file, opening it if sealed; `None` when it does not exist.
     pub fn read(&self, name: &str) -> Result<Option<Vec<u8>>, IdentityError> {
         let path = self.dir.join(name);
-        let Some(bytes) = read_raw(&path)? else {
+        let Some(bytes) = crate::identity::read_optional(&path)? else {
             return Ok(None);
         };
         if !is_sealed_bytes(&bytes) {
@@ -295,23 +286,12 @@ fn new_seal(passphrase: &Passphrase) -> Result<Seal, IdentityError> {
         .map_err(|_| IdentityError::Rng)
 }
 
-fn read_raw(path: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
-    match secret_file::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(IdentityError::Io {
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
 /// Whether any secret file in `data_dir` is sealed.
 pub fn is_sealed(data_dir: &Path) -> bool {
     let dir = data_dir.join("identity");
     SECRET_FILES
         .iter()
-        .any(|name| matches!(read_raw(&dir.join(name)), Ok(Some(bytes)) if is_sealed_bytes(&bytes)))
+        .any(|name| matches!(crate::identity::read_optional(&dir.join(name)), Ok(Some(bytes)) if is_sealed_bytes(&bytes)))
 }
 
 /// Whether `data_dir` holds an identity at all.
@@ -322,42 +302,33 @@ pub fn has_identity(data_dir: &Path) -> bool {
 
 /// Seals the secret files of a stopped node's `data_dir` under `passphrase`.
 pub fn seal(data_dir: &Path, passphrase: &Passphrase) -> Result<usize, IdentityError> {
-    let dir = data_dir.join("identity");
     if is_sealed(data_dir) {
         return Err(IdentityError::AlreadySealed);
     }
+    let dir = data_dir.join("identity");
     let plain = Keystore::open(&dir, None)?;
-    let sealed = Keystore {
-        dir: dir.clone(),
-        seal: Some(new_seal(passphrase)?),
-    };
-    let mut count = 0;
-    for name in SECRET_FILES {
-        if let Some(bytes) = plain.read(name)? {
-            let bytes = Zeroizing::new(bytes);
-            sealed.write(name, &bytes)?;
-            count += 1;
-        }
-    }
-    Ok(count)
+    rewrite(&plain, Some(new_seal(passphrase)?))
 }
 
 /// Writes the secret files of a stopped node's `data_dir` back unsealed.
 pub fn unseal(data_dir: &Path, passphrase: &Passphrase) -> Result<usize, IdentityError> {
-    let dir = data_dir.join("identity");
     if !is_sealed(data_dir) {
         return Err(IdentityError::NotSealed);
     }
-    let sealed = Keystore::open(&dir, Some(passphrase))?;
-    let plain = Keystore {
-        dir: dir.clone(),
-        seal: None,
+    let sealed = Keystore::open(&data_dir.join("identity"), Some(passphrase))?;
+    rewrite(&sealed, None)
+}
+
+/// Writes every secret file of `from` again, sealed under `seal` or plain; how many.
+fn rewrite(from: &Keystore, seal: Option<Seal>) -> Result<usize, IdentityError> {
+    let to = Keystore {
+        dir: from.dir.clone(),
+        seal,
     };
     let mut count = 0;
     for name in SECRET_FILES {
-        if let Some(bytes) = sealed.read(name)? {
-            let bytes = Zeroizing::new(bytes);
-            plain.write(name, &bytes)?;
+        if let Some(bytes) = from.read(name)? {
+            to.write(name, &Zeroizing::new(bytes))?;
             count += 1;
         }
     }

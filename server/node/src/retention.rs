@@ -160,13 +160,8 @@ impl Retention {
         Ok(rules)
     }
 
-    /// Applies the rules now: deletes what they let go, then gives free pages back.
+    /// Applies `rules` now: deletes what they let go, then gives free pages back.
     /// Returns how many messages were deleted.
-    pub async fn apply(&self) -> Result<usize, MessagingError> {
-        let rules = self.rules().await?;
-        self.apply_rules(&rules).await
-    }
-
     async fn apply_rules(&self, rules: &Rules) -> Result<usize, MessagingError> {
         let now = Timestamp::now().as_millis();
         let mut deleted = 0;
