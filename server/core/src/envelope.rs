@@ -13,9 +13,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::xwing::XWing;
 use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;
-use hpke::kem::XWing;
 use hpke::{Deserializable as _, OpModeR, OpModeS, Serializable as _};
 use serde::{Deserialize, Serialize};
 

@@ -11,8 +11,8 @@
 
 use std::fmt;
 
+use crate::xwing::XWing;
 use ed25519_dalek::{Signer as _, SigningKey};
-use hpke::kem::XWing;
 use hpke::{Deserializable as _, Kem as _, Serializable as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroize as _;

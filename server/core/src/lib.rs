@@ -19,6 +19,7 @@ pub mod signer;
 pub mod time;
 pub mod transfer;
 pub mod wire;
+pub mod xwing;
 
 pub use card::{CardError, ContactCard};
 pub use cert::{CertError, DeviceCertificate, Permissions};

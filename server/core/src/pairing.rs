@@ -15,11 +15,11 @@
 //! check code derived from the same key, so an approval goes to the device that shows it.
 //! No I/O here: the node drives the exchange over `/volli/pair/1`.
 
+use crate::xwing::XWing;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;
-use hpke::kem::XWing;
 use hpke::{Deserializable as _, Kem as _, OpModeR, OpModeS, PskBundle, Serializable as _};
 use multiaddr::Multiaddr;
 use serde::{Deserialize, Serialize};

@@ -21,10 +21,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::xwing::XWing;
 use blake3::hazmat::{ChainingValue, HasherExt as _, Mode, left_subtree_len};
 use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;
-use hpke::kem::XWing;
 use hpke::{Deserializable as _, OpModeR, OpModeS, Serializable as _};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use serde::{Deserialize, Serialize};
