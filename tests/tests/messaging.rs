@@ -148,7 +148,12 @@ async fn bad_messages_get_their_errors_and_change_nothing() {
     }
     assert!(conversation(&alice, &bob_id).await.is_empty());
     let (_, relay) = alice.get("/v1/relay").await;
-    assert_eq!(relay, json!({"envelopes": 0, "bytes": 0, "recipients": 0}));
+    assert_eq!(
+        (&relay["envelopes"], &relay["bytes"], &relay["recipients"]),
+        (&json!(0), &json!(0), &json!(0)),
+        "{relay}"
+    );
+    assert!(relay["next_expiry"].is_null(), "{relay}");
 }
 
 #[tokio::test]
@@ -217,6 +222,28 @@ async fn a_mutual_friend_carries_a_message_between_users_never_online_together()
     let (_, held) = relay.get("/v1/relay").await;
     assert_eq!(held["envelopes"], 1, "{held}");
     assert_eq!(held["recipients"], 1, "{held}");
+    // The quotas and expiry that bound what is held are shown with it.
+    assert_eq!(held["policy"]["plugin"], "friends-only", "{held}");
+    assert_eq!(held["policy"]["state"], "running", "{held}");
+    assert_eq!(held["policy"]["limits"]["max_ttl_secs"], 604_800, "{held}");
+    assert_eq!(held["max_hold_secs"], 604_800, "{held}");
+    let expiry = held["next_expiry"]
+        .as_str()
+        .expect("an expiry while holding");
+    let hours = (volli_core::Timestamp::parse_rfc3339(expiry)
+        .unwrap()
+        .as_millis()
+        - volli_core::Timestamp::now().as_millis())
+        / 3_600_000;
+    assert!(
+        (1..=7 * 24).contains(&hours),
+        "expires in {hours} h: {held}"
+    );
+    assert_eq!(held["transfers"]["files"], 0, "{held}");
+    assert!(
+        held["transfers"]["max_bytes"].as_u64().unwrap() > 0,
+        "{held}"
+    );
     assert!(alice.terminate().success());
 
     let mut bob = Node::start_with(&bob_dir, on_port(ports.1)).await;
@@ -230,7 +257,7 @@ async fn a_mutual_friend_carries_a_message_between_users_never_online_together()
     assert_eq!(got["messages"][0]["body"], "via our friend");
     relay
         .wait_for("/v1/relay", Duration::from_secs(10), |h| {
-            h["envelopes"] == 0
+            h["envelopes"] == 0 && h["next_expiry"].is_null()
         })
         .await;
 

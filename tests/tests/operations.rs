@@ -83,6 +83,8 @@ async fn metrics_count_what_the_node_does() {
     at_least("volli_database_bytes", 4096.0);
     at_least("volli_vault_bytes", 1.0);
     at_least("volli_relay_held_envelopes", 0.0);
+    at_least("volli_transfer_storage_bytes", 0.0);
+    at_least("volli_transfer_storage_limit_bytes", 1.0);
     assert!(
         text.lines()
             .any(|l| l.starts_with("volli_plugin_calls_total{plugin=")),

@@ -328,6 +328,16 @@ describe("the admin page", () => {
     await incoming.getByRole("button", { name: "Save" }).click();
     const saved = await (await download).path();
     assert.deepEqual(readFileSync(saved), readFileSync(file));
+
+    // The overview shows what transfers and friends' mail hold, against their limits.
+    await go(a.page, "Overview");
+    const storage = a.page.getByTestId("transfer-storage");
+    await storage.filter({ hasText: "3.0 MiB in 1 file, of at most 256.0 GiB (64.0 GiB per contact)" }).waitFor();
+    await storage.filter({ hasText: "a sent file is kept 7 d 0 h" }).waitFor();
+    const limits = a.page.getByTestId("relay-limits");
+    await limits.getByText("max ttl secs: 7 d 0 h").waitFor();
+    await limits.getByText("max bytes per depositor: 50.0 MiB").waitFor();
+    await a.page.getByTestId("storage").getByText("friends-only").waitFor();
     await a.done();
     await b.done();
   });

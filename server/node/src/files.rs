@@ -56,6 +56,8 @@ const MAX_TRANSFERS: usize = 10_000;
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// How often undelivered offers and state changes are tried again, at the latest.
 const RETRY_EVERY: Duration = Duration::from_secs(30);
+/// The longest the maintenance loop sleeps when nothing waits and nothing expires sooner.
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
 /// A request to the other side.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// The setting that holds the auto-accept sizes.
@@ -305,8 +307,14 @@ impl Files {
             }
             loop {
                 let next_expiry = this.expire().await;
-                this.deliver_pending(None).await;
-                let wait = next_expiry.map_or(RETRY_EVERY, |d| d.min(RETRY_EVERY));
+                // With nothing waiting for the other side, sleep until the next expiry: a
+                // new transfer or a change wakes the loop, and so does a contact connecting.
+                let wait = if this.deliver_pending(None).await {
+                    RETRY_EVERY
+                } else {
+                    IDLE_WAIT
+                };
+                let wait = next_expiry.map_or(wait, |d| d.min(wait));
                 let _ = tokio::time::timeout(wait, this.inner.wake.notified()).await;
             }
         });
@@ -436,12 +444,7 @@ impl Files {
         let mut all = 0u64;
         let mut theirs = 0u64;
         for t in self.inner.db.transfers().await? {
-            let holds = if t.outgoing {
-                t.source.is_none() && matches!(t.state.as_str(), "offered" | "running")
-            } else {
-                matches!(t.state.as_str(), "running" | "completed")
-            };
-            if holds {
+            if holds(&t) {
                 all = all.saturating_add(t.size);
                 if t.peer == peer {
                     theirs = theirs.saturating_add(t.size);
@@ -449,6 +452,30 @@ impl Files {
             }
         }
         Ok((all, theirs))
+    }
+
+    /// What transfers hold in the file backend now, for `GET /v1/relay`.
+    pub async fn storage(&self) -> Result<Storage, FileError> {
+        let mut storage = Storage::default();
+        for t in self.inner.db.transfers().await? {
+            if holds(&t) {
+                storage.files += 1;
+                storage.bytes = storage.bytes.saturating_add(t.size);
+            }
+            if !finished(&t.state) {
+                storage.next_expiry = Some(
+                    storage
+                        .next_expiry
+                        .map_or(t.expires_at, |n: Timestamp| n.min(t.expires_at)),
+                );
+            }
+        }
+        Ok(storage)
+    }
+
+    /// The `[files]` settings in force.
+    pub fn config(&self) -> &FilesConfig {
+        &self.inner.config
     }
 
     async fn check_quota(&self, peer: &str, size: u64) -> Result<(), FileError> {
@@ -625,21 +652,27 @@ impl Files {
     }
 
     /// Offers not yet delivered and state changes not yet heard of, for `user` (or all).
-    async fn deliver_pending(&self, user: Option<UserId>) {
+    /// Delivers offers and state changes the other side has not heard of (to `user`, or to
+    /// everyone); returns whether there were any.
+    async fn deliver_pending(&self, user: Option<UserId>) -> bool {
         let Ok(all) = self.inner.db.transfers().await else {
-            return;
+            return true;
         };
+        let mut pending = false;
         for t in all {
             if user.is_some_and(|u| u.to_string() != t.peer) {
                 continue;
             }
             if t.outgoing && t.state == "offered" && !t.delivered {
+                pending = true;
                 self.deliver_offer(&t).await;
             }
             if t.notify.is_some() {
+                pending = true;
                 self.deliver_notify(TransferId::from_bytes(t.id)).await;
             }
         }
+        pending
     }
 
     /// Records `action` for the other side (sent by [`Files::notify_soon`] once saved).
@@ -662,7 +695,13 @@ impl Files {
     /// Tells the other side what changed, in the background.
     fn notify_soon(&self, id: TransferId) {
         let this = self.clone();
-        tokio::spawn(async move { this.deliver_notify(id).await });
+        tokio::spawn(async move {
+            this.deliver_notify(id).await;
+            // Not heard: the maintenance loop retries it.
+            if this.row(id).await.is_ok_and(|t| t.notify.is_some()) {
+                this.inner.wake.notify_one();
+            }
+        });
     }
 
     async fn deliver_notify(&self, id: TransferId) {
@@ -1461,6 +1500,27 @@ fn own_ips(addrs: &[Multiaddr]) -> Vec<IpAddr> {
         }
     }
     out
+}
+
+/// What transfers hold in the file backend.
+#[derive(Debug, Default)]
+pub struct Storage {
+    /// Files held (sent files not yet fetched that were uploaded, received ones).
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// When the first unfinished transfer expires.
+    pub next_expiry: Option<Timestamp>,
+}
+
+/// Whether the backend holds (or is filling) `t`'s bytes: an upload not yet fetched, or a
+/// received file.
+fn holds(t: &TransferRow) -> bool {
+    if t.outgoing {
+        t.source.is_none() && matches!(t.state.as_str(), "offered" | "running")
+    } else {
+        matches!(t.state.as_str(), "running" | "completed")
+    }
 }
 
 #[cfg(test)]

@@ -49,8 +49,10 @@ const INBOUND_BURST: u32 = 20_000;
 const INBOUND_PER_SECOND: u32 = 5_000;
 /// How often connected relays are asked for mail, besides when they connect.
 const FETCH_EVERY: Duration = Duration::from_secs(60);
-/// The longest the outbox worker sleeps when nothing is due sooner.
+/// The longest the outbox worker sleeps when messages wait but none is due sooner.
 const IDLE_CHECK: Duration = Duration::from_secs(60);
+/// The longest it sleeps with an empty outbox (every new message wakes it).
+const EMPTY_CHECK: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a message was not accepted.
@@ -339,12 +341,9 @@ impl Messaging {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(FETCH_EVERY).await;
-                if let Ok(contacts) = this.inner.vault.contacts().await {
-                    for c in contacts {
-                        if this.inner.peers.user_connected(&c.user_id) {
-                            this.fetch_from(c.user_id).await;
-                        }
-                    }
+                // Read from memory: with no contact connected, nothing else wakes.
+                for user in this.inner.peers.connected_contacts() {
+                    this.fetch_from(user).await;
                 }
             }
         });
@@ -410,7 +409,7 @@ impl Messaging {
                 let ms = next.as_millis().saturating_sub(now.as_millis());
                 Duration::from_millis(u64::try_from(ms).unwrap_or(0)).min(IDLE_CHECK)
             }
-            Ok(None) => IDLE_CHECK,
+            Ok(None) => EMPTY_CHECK,
             Err(_) => Duration::from_secs(1),
         }
     }

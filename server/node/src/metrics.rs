@@ -212,11 +212,15 @@ struct Snapshot {
     relay_envelopes: u64,
     relay_bytes: u64,
     relay_recipients: u64,
+    /// Seconds until the first held envelope expires, when any is held.
+    relay_next_expiry: Option<u64>,
     plugins: Vec<(String, volli_plugin_host::PluginStats)>,
     vault: volli_store::VaultStats,
     db_bytes: u64,
     transfers: BTreeMap<&'static str, u64>,
     transfer_bytes: u64,
+    storage: crate::files::Storage,
+    storage_limit: u64,
 }
 
 impl Snapshot {
@@ -239,6 +243,11 @@ impl Snapshot {
             s.relay_envelopes = relay.envelopes;
             s.relay_bytes = relay.bytes;
             s.relay_recipients = relay.recipients;
+            s.relay_next_expiry = relay.next_expiry.map(|at| {
+                u64::try_from(at.as_millis() - volli_core::Timestamp::now().as_millis())
+                    .unwrap_or(0)
+                    / 1000
+            });
         }
         s.plugins = state
             .plugins
@@ -260,6 +269,10 @@ impl Snapshot {
                 s.transfer_bytes += t.bytes_done;
             }
         }
+        if let Ok(storage) = state.files.storage().await {
+            s.storage = storage;
+        }
+        s.storage_limit = state.files.config().max_bytes;
         s
     }
 }
@@ -354,6 +367,14 @@ impl Collector for SnapshotCollector {
             "Friends with envelopes held here",
             s.relay_recipients,
         )?;
+        if let Some(secs) = s.relay_next_expiry {
+            gauge(
+                &mut e,
+                "relay_next_expiry_seconds",
+                "Seconds until the first envelope held for friends expires",
+                secs,
+            )?;
+        }
         plugin_counters(
             &mut e,
             "plugin_calls",
@@ -411,6 +432,18 @@ impl Collector for SnapshotCollector {
             "transfer_bytes",
             "Bytes of files transferred or held by the transfers listed",
             s.transfer_bytes,
+        )?;
+        gauge(
+            &mut e,
+            "transfer_storage_bytes",
+            "Bytes transfers hold in the file backend (uploads not yet fetched, received files)",
+            s.storage.bytes,
+        )?;
+        gauge(
+            &mut e,
+            "transfer_storage_limit_bytes",
+            "[files] max_bytes: what transfers may hold in the file backend",
+            s.storage_limit,
         )?;
         Ok(())
     }

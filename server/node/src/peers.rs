@@ -360,6 +360,20 @@ impl Peers {
         targets
     }
 
+    /// The contacts with at least one device connected now.
+    pub fn connected_contacts(&self) -> Vec<UserId> {
+        let connected: HashSet<UserId> = self
+            .lock()
+            .values()
+            .filter(|e| e.connected)
+            .filter_map(|e| e.user_id)
+            .collect();
+        connected
+            .into_iter()
+            .filter(|u| self.is_contact(u))
+            .collect()
+    }
+
     /// Whether any device of `user` is connected.
     pub fn user_connected(&self, user: &UserId) -> bool {
         self.lock()

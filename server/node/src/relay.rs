@@ -49,8 +49,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deposits a depositor may make at once, and per second after that.
 const DEPOSIT_BURST: u32 = 200;
 const DEPOSITS_PER_SECOND: u32 = 50;
-/// How often expired envelopes are swept and relays reconsidered.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// The longest the sweeper sleeps when nothing is due (it wakes for the first expiry, and
+/// is told of every new holding).
+const SWEEP_AT_LEAST_EVERY: Duration = Duration::from_secs(3600);
+/// How often relays are reconsidered.
 const DESIGNATE_EVERY: Duration = Duration::from_secs(600);
 
 /// The relay service. Cheap to clone.
@@ -71,6 +73,8 @@ struct Inner {
     policy: String,
     deposits: RateLimiter<UserId>,
     redesignate: Notify,
+    /// Something new is held: the sweeper reconsiders when to wake.
+    held: Notify,
     /// The card issue time each contact last got from us (this run).
     cards_sent: Mutex<HashMap<UserId, Timestamp>>,
 }
@@ -100,6 +104,7 @@ impl Relay {
                 policy,
                 deposits: RateLimiter::new(DEPOSIT_BURST, DEPOSITS_PER_SECOND),
                 redesignate: Notify::new(),
+                held: Notify::new(),
                 cards_sent: Mutex::new(HashMap::new()),
             }),
         }
@@ -110,7 +115,25 @@ impl Relay {
         let this = self.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(SWEEP_EVERY).await;
+                // Sleep until the first holding expires, or something new is held.
+                let wait = match this.inner.db.relay_next_expiry().await {
+                    Ok(Some(at)) => Duration::from_millis(
+                        u64::try_from(at.as_millis() - Timestamp::now().as_millis()).unwrap_or(0),
+                    )
+                    .min(SWEEP_AT_LEAST_EVERY),
+                    Ok(None) => SWEEP_AT_LEAST_EVERY,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the relay mailbox");
+                        Duration::from_secs(60)
+                    }
+                };
+                if !wait.is_zero()
+                    && tokio::time::timeout(wait, this.inner.held.notified())
+                        .await
+                        .is_ok()
+                {
+                    continue;
+                }
                 match this.inner.db.relay_expire(Timestamp::now()).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(envelopes = n, "expired relayed envelopes"),
@@ -180,6 +203,21 @@ impl Relay {
     }
 
     /// The relay-policy plugin named in the configuration, if it is enabled.
+    /// The relay-policy plugin in force: its name, its state (`None`: not installed) and the
+    /// configuration it decides with (its quotas and longest hold).
+    pub fn policy_in_force(
+        &self,
+    ) -> (
+        String,
+        Option<volli_plugin_host::PluginState>,
+        serde_json::Map<String, serde_json::Value>,
+    ) {
+        let name = self.inner.policy.clone();
+        let state = self.inner.host.info(&name).map(|i| i.state);
+        let config = self.inner.host.config(&name).unwrap_or_default();
+        (name, state, config)
+    }
+
     fn policy(&self) -> Option<volli_plugin_host::RelayPolicyPlugin> {
         self.inner
             .host
@@ -517,7 +555,10 @@ impl Relay {
             .relay_hold_receipts(&keep, now, now.saturating_add(MAX_TTL))
             .await
         {
-            Ok(()) => RelayResponse::Ok,
+            Ok(()) => {
+                self.inner.held.notify_one();
+                RelayResponse::Ok
+            }
             Err(e) => RelayResponse::Refused(format!("storage: {e}")),
         }
     }
@@ -591,7 +632,10 @@ impl Relay {
             )
             .await
         {
-            Ok(()) => RelayResponse::Held { expires_at },
+            Ok(()) => {
+                self.inner.held.notify_one();
+                RelayResponse::Held { expires_at }
+            }
             Err(e) => RelayResponse::Refused(format!("storage: {e}")),
         }
     }

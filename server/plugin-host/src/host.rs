@@ -355,6 +355,12 @@ impl PluginHost {
         self.lock().get(name).map(|p| p.info())
     }
 
+    /// The configuration a plugin runs with (its defaults, overridden by the operator's).
+    pub fn config(&self, name: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let plugin = self.lock().get(name).cloned()?;
+        serde_json::from_str(plugin.config()).ok()
+    }
+
     /// Every plugin's report, by name.
     pub fn list(&self) -> Vec<PluginInfo> {
         self.lock().values().map(|p| p.info()).collect()

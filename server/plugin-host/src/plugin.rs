@@ -87,6 +87,11 @@ pub(crate) struct PluginParts {
 }
 
 impl Plugin {
+    /// The configuration it runs with (its defaults, overridden), as JSON.
+    pub(crate) fn config(&self) -> &str {
+        &self.config
+    }
+
     pub(crate) fn new(parts: PluginParts) -> Self {
         Self {
             manifest: parts.manifest,

@@ -182,6 +182,17 @@ pub enum PluginState {
     Failed,
 }
 
+impl PluginState {
+    /// Its name in the API: `running`, `disabled` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Disabled => "disabled",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// Something that happened to a plugin.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

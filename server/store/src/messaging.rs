@@ -101,6 +101,8 @@ pub struct RelayStats {
     pub bytes: u64,
     /// Distinct recipients.
     pub recipients: u64,
+    /// When the first of them expires.
+    pub next_expiry: Option<Timestamp>,
 }
 
 /// Splits rows fetched with `LIMIT limit + 1` into the page and whether more remain.
@@ -402,8 +404,9 @@ impl Db {
 
     /// Totals for `GET /v1/relay`.
     pub async fn relay_stats(&self) -> Result<RelayStats, StoreError> {
-        let (envelopes, bytes, recipients): (i64, i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0), COUNT(DISTINCT recipient) FROM relay_held",
+        let (envelopes, bytes, recipients, next): (i64, i64, i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COUNT(DISTINCT recipient), MIN(expires_at) \
+             FROM relay_held",
         )
         .fetch_one(self.pool())
         .await?;
@@ -411,7 +414,19 @@ impl Db {
             envelopes: u64::try_from(envelopes).unwrap_or(0),
             bytes: u64::try_from(bytes).unwrap_or(0),
             recipients: u64::try_from(recipients).unwrap_or(0),
+            next_expiry: next.map(Timestamp::from_millis),
         })
+    }
+
+    /// When the first held envelope or receipt expires (what the sweeper waits for).
+    pub async fn relay_next_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
+        let (next,): (Option<i64>,) = sqlx::query_as(
+            "SELECT MIN(t) FROM (SELECT MIN(expires_at) AS t FROM relay_held \
+             UNION ALL SELECT MIN(expires_at) FROM relay_receipts)",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        Ok(next.map(Timestamp::from_millis))
     }
 
     /// The relays this user designated, in order.

@@ -69,10 +69,62 @@ export function Overview() {
                   {relay.recipients} people)
                 </div>
               </div>
+              <h2>Held on this node</h2>
+              <dl class="facts" data-testid="storage">
+                <dt>Mail for friends</dt>
+                <dd>
+                  {size(relay.bytes)} in {count(relay.envelopes, "message")};{" "}
+                  {relay.next_expiry ? (
+                    <>
+                      the first expires <When at={relay.next_expiry} />
+                    </>
+                  ) : (
+                    "nothing to expire"
+                  )}
+                  . Nothing is held longer than {duration(relay.max_hold_secs)}.
+                </dd>
+                <dt>Relay policy</dt>
+                <dd>
+                  <code>{relay.policy.plugin}</code> ({relay.policy.state}
+                  {relay.policy.state !== "running" && ": nothing is held for anyone"})
+                  <ul class="plain" data-testid="relay-limits">
+                    {Object.entries(relay.policy.limits).map(([k, v]) => (
+                      <li key={k}>
+                        {k.replace(/_/g, " ")}: {limit(k, v)}
+                      </li>
+                    ))}
+                  </ul>
+                  <a href="#/plugins">Change them on the Plugins page</a>
+                </dd>
+                <dt>File transfers</dt>
+                <dd data-testid="transfer-storage">
+                  {size(relay.transfers.bytes)} in {count(relay.transfers.files, "file")}, of at most{" "}
+                  {size(relay.transfers.max_bytes)} ({size(relay.transfers.max_bytes_per_contact)} per contact); a
+                  sent file is kept {duration(relay.transfers.keep_secs)}
+                  {relay.transfers.next_expiry && (
+                    <>
+                      , the next expires <When at={relay.transfers.next_expiry} />
+                    </>
+                  )}
+                  .
+                </dd>
+              </dl>
             </>
           );
         }}
       </Loaded>
     </Page>
   );
+}
+
+/** A relay-policy setting, readable: sizes for bytes, durations for seconds. */
+function limit(key: string, value: unknown): string {
+  if (typeof value !== "number") return JSON.stringify(value);
+  if (key.includes("bytes")) return size(value);
+  if (key.endsWith("_secs")) return duration(value);
+  return value.toLocaleString();
+}
+
+function count(n: number, what: string): string {
+  return `${n.toLocaleString()} ${what}${n === 1 ? "" : "s"}`;
 }

@@ -91,12 +91,7 @@ impl From<PluginInfo> for PluginView {
             capabilities: names(&p.capabilities),
             granted: names(&p.granted),
             kind: p.kind.as_str().to_owned(),
-            state: match p.state {
-                volli_plugin_host::PluginState::Running => "running",
-                volli_plugin_host::PluginState::Disabled => "disabled",
-                volli_plugin_host::PluginState::Failed => "failed",
-            }
-            .to_owned(),
+            state: p.state.as_str().to_owned(),
             limits: LimitsView {
                 deadline_ms: p.limits.deadline_ms,
                 memory_bytes: p.limits.memory_bytes as u64,
