@@ -85,6 +85,19 @@ async fn metrics_count_what_the_node_does() {
     at_least("volli_relay_held_envelopes", 0.0);
     at_least("volli_transfer_storage_bytes", 0.0);
     at_least("volli_transfer_storage_limit_bytes", 1.0);
+    // libp2p's own metrics share the registry.
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("volli_libp2p_swarm_connections_established_total")
+                || l.starts_with("volli_libp2p_swarm_connections_incoming_total")
+        ),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("volli_libp2p_ping_rtt_seconds")),
+        "{text}"
+    );
     assert!(
         text.lines()
             .any(|l| l.starts_with("volli_plugin_calls_total{plugin=")),

@@ -67,6 +67,7 @@ pub(crate) struct EventLoop {
     bootstraps: HashMap<QueryId, Reply<()>>,
     registers: HashMap<String, RendezvousOp<()>>,
     discovers: HashMap<String, RendezvousOp<Registrations>>,
+    metrics: Option<&'static crate::Libp2pMetrics>,
 }
 
 /// The peer an outbound request went to and who waits for its answer.
@@ -183,6 +184,7 @@ pub(crate) async fn start(config: NetConfig) -> Result<(NetClient, NetEvents), N
         bootstraps: HashMap::new(),
         registers: HashMap::new(),
         discovers: HashMap::new(),
+        metrics: config.metrics,
     };
     tokio::spawn(event_loop.run());
     Ok((
@@ -520,6 +522,9 @@ impl EventLoop {
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        if let Some(metrics) = self.metrics {
+            record(metrics, &event);
+        }
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::debug!(%address, "listening");
@@ -844,6 +849,22 @@ impl EventLoop {
                     "every rendezvous point refused the lookup".into(),
                 ))
             });
+        }
+    }
+}
+
+/// Records `event` in libp2p's metrics: the swarm's, and those of the protocols it knows.
+fn record(metrics: &crate::Libp2pMetrics, event: &SwarmEvent<BehaviourEvent>) {
+    use libp2p::metrics::Recorder as _;
+    metrics.record(event);
+    if let SwarmEvent::Behaviour(event) = event {
+        match event {
+            BehaviourEvent::Identify(e) => metrics.record(e),
+            BehaviourEvent::Ping(e) => metrics.record(e),
+            BehaviourEvent::Kad(e) => metrics.record(e),
+            BehaviourEvent::RelayServer(e) => metrics.record(e),
+            BehaviourEvent::Dcutr(e) => metrics.record(e),
+            _ => {}
         }
     }
 }

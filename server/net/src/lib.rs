@@ -65,7 +65,13 @@ pub struct NetConfig {
     pub record_validator: Option<RecordValidator>,
     /// How long a request waits for its response.
     pub request_timeout: Duration,
+    /// Where libp2p's own metrics (connections, dials, Kademlia, identify, ping, relay) are
+    /// recorded; made once per process with [`Libp2pMetrics::new`] on the node's registry.
+    pub metrics: Option<&'static Libp2pMetrics>,
 }
+
+/// libp2p's metrics, registered under `libp2p_` in a Prometheus registry.
+pub use libp2p::metrics::Metrics as Libp2pMetrics;
 
 impl NetConfig {
     /// Defaults around a key and listen addresses.
@@ -84,6 +90,7 @@ impl NetConfig {
             max_connections: 256,
             record_validator: None,
             request_timeout: Duration::from_secs(20),
+            metrics: None,
         }
     }
 }

@@ -63,6 +63,7 @@ pub struct Metrics {
     messages_sent: Counter,
     messages_received: Counter,
     vault_commit: Histogram,
+    libp2p: volli_net::Libp2pMetrics,
     snapshot: std::sync::Arc<Mutex<Snapshot>>,
 }
 
@@ -118,6 +119,9 @@ impl Metrics {
             "Time to commit a batch of vault changes (one SQLite transaction)",
             vault_commit.clone(),
         );
+        // libp2p's own: connections and dials by outcome, Kademlia queries, identify, ping
+        // round trips, relay circuits (`volli_libp2p_…`).
+        let libp2p = volli_net::Libp2pMetrics::new(&mut registry);
         let snapshot = std::sync::Arc::new(Mutex::new(Snapshot::default()));
         registry.register_collector(Box::new(SnapshotCollector(snapshot.clone())));
         Self {
@@ -128,8 +132,14 @@ impl Metrics {
             messages_sent,
             messages_received,
             vault_commit,
+            libp2p,
             snapshot,
         }
+    }
+
+    /// Where the network records libp2p's metrics.
+    pub fn libp2p(&self) -> &volli_net::Libp2pMetrics {
+        &self.libp2p
     }
 
     /// A peer found by a discovery plugin (or another method: `invite`, `identify`…).

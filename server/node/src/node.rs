@@ -170,6 +170,7 @@ impl Node {
         net_config.relays = config.network.relays.clone();
         net_config.external_addrs = config.network.external_addrs.clone();
         net_config.max_connections = config.network.max_connections;
+        net_config.metrics = Some(crate::metrics::metrics().libp2p());
         net_config.record_validator = Some(Arc::new(|key: &[u8], value: &[u8]| {
             AddressRecord::valid_for_key(key, value, Timestamp::now())
         }));
