@@ -42,7 +42,8 @@ export function Conversations({ with: peer }: { with: string | undefined }) {
 function Thread({ peer }: { peer: string }) {
   const state = useLoad(
     () => ok(api.GET("/v1/messages", { params: { query: { with: peer, limit: 100 } } })),
-    ["message", "messages"],
+    // A sync brings messages and deletions made on the user's other devices.
+    ["message", "messages", "sync"],
     [peer],
   );
   const [text, setText] = useState("");
