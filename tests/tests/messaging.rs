@@ -319,3 +319,61 @@ async fn a_message_whose_time_to_live_runs_out_is_marked_failed() {
         "{stderr}"
     );
 }
+
+/// A relay holds an envelope for as long as its sender's time to live allows, shows when it
+/// expires, and deletes it then: the sweeper wakes for that expiry, not on a fixed tick.
+#[tokio::test]
+async fn a_relay_deletes_what_it_holds_when_it_expires() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ports = (free_port(), free_port(), free_port());
+    let alice = Node::start_with(
+        &tmp.path().join("alice"),
+        Options {
+            config: "[messages]\nttl_secs = 10\n".into(),
+            ..on_port(ports.0)
+        },
+    )
+    .await;
+    let mut bob = Node::start_with(&tmp.path().join("bob"), on_port(ports.1)).await;
+    let relay = Node::start_with(&tmp.path().join("relay"), on_port(ports.2)).await;
+    befriend(&relay, &alice).await;
+    befriend(&relay, &bob).await;
+    befriend(&alice, &bob).await;
+    let (bob_id, _) = bob.ids().await;
+    let (relay_id, _) = relay.ids().await;
+    alice
+        .wait_for(
+            &format!("/v1/contacts/{bob_id}"),
+            Duration::from_secs(20),
+            |c| {
+                c["relays"]
+                    .as_array()
+                    .is_some_and(|r| r.contains(&json!(relay_id)))
+            },
+        )
+        .await;
+    assert!(bob.terminate().success());
+
+    let id = send(&alice, &bob_id, "only for ten seconds").await;
+    wait_status(&alice, &bob_id, &id, "relayed", Duration::from_secs(8)).await;
+    let (_, held) = relay.get("/v1/relay").await;
+    assert_eq!(held["envelopes"], 1, "{held}");
+    let expires = volli_core::Timestamp::parse_rfc3339(held["next_expiry"].as_str().unwrap())
+        .unwrap()
+        .as_millis()
+        - volli_core::Timestamp::now().as_millis();
+    assert!(
+        (0..=10_000).contains(&expires),
+        "expires in {expires} ms: {held}"
+    );
+
+    // Gone a moment after it expires (the old sweep ran once a minute).
+    relay
+        .wait_for(
+            "/v1/relay",
+            Duration::from_millis(u64::try_from(expires).unwrap() + 5_000),
+            |h| h["envelopes"] == 0 && h["next_expiry"].is_null(),
+        )
+        .await;
+    wait_status(&alice, &bob_id, &id, "failed", Duration::from_secs(10)).await;
+}
