@@ -473,6 +473,22 @@ pub async fn befriend(a: &Node, b: &Node) {
     assert_eq!(status, 201, "{body}");
 }
 
+/// Waits (20 s at most) until `sender` holds a contact card of `recipient` that names
+/// `relay` among its relays: the recipient designated it and told its contacts.
+pub async fn wait_until_relay_of(sender: &Node, recipient: &str, relay: &str) {
+    sender
+        .wait_for(
+            &format!("/v1/contacts/{recipient}"),
+            Duration::from_secs(20),
+            |c| {
+                c["relays"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|id| id == relay))
+            },
+        )
+        .await;
+}
+
 /// Sends `body` from `from` to user `to` through `POST /v1/messages`; returns the message id.
 pub async fn send(from: &Node, to: &str, body: &str) -> String {
     let (status, answer) = from

@@ -14,6 +14,7 @@ use volli_net::Protocol;
 use volli_tests::hostile::{HostilePeer, address_of};
 use volli_tests::{
     Node, Options, befriend, conversation, events, free_port, next_event, on_port, send,
+    wait_until_relay_of,
 };
 
 async fn relay_request(
@@ -121,17 +122,7 @@ async fn long_messages_of_every_size_reach_an_offline_recipient_through_a_relay(
     let (alice_id, _) = alice.ids().await;
     let (bob_id, _) = bob.ids().await;
     let (relay_id, _) = relay.ids().await;
-    alice
-        .wait_for(
-            &format!("/v1/contacts/{bob_id}"),
-            Duration::from_secs(20),
-            |c| {
-                c["relays"]
-                    .as_array()
-                    .is_some_and(|r| r.contains(&json!(relay_id)))
-            },
-        )
-        .await;
+    wait_until_relay_of(&alice, &bob_id, &relay_id).await;
     assert!(bob.terminate().success());
 
     // One message in each padding bucket (512 B … 128 KiB), then 36 of the largest: about
@@ -425,17 +416,7 @@ async fn a_relay_that_lost_a_message_gets_it_again() {
     befriend(&alice, &bob).await;
     let (bob_id, _) = bob.ids().await;
     let (relay_id, _) = relay.ids().await;
-    alice
-        .wait_for(
-            &format!("/v1/contacts/{bob_id}"),
-            Duration::from_secs(20),
-            |c| {
-                c["relays"]
-                    .as_array()
-                    .is_some_and(|r| r.contains(&json!(relay_id)))
-            },
-        )
-        .await;
+    wait_until_relay_of(&alice, &bob_id, &relay_id).await;
     assert!(bob.terminate().success());
     send(&alice, &bob_id, "keep this safe").await;
     relay

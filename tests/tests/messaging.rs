@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 use volli_tests::{
     Node, Options, befriend, conversation, events, free_port, next_event, on_port, send,
+    wait_until_relay_of,
 };
 
 async fn status_of(node: &Node, with: &str, id: &str) -> String {
@@ -204,17 +205,7 @@ async fn a_mutual_friend_carries_a_message_between_users_never_online_together()
     let (relay_id, _) = relay.ids().await;
 
     // Bob designates his relays among his contacts and tells them with a newer card.
-    alice
-        .wait_for(
-            &format!("/v1/contacts/{bob_id}"),
-            Duration::from_secs(20),
-            |c| {
-                c["relays"]
-                    .as_array()
-                    .is_some_and(|r| r.contains(&json!(relay_id)))
-            },
-        )
-        .await;
+    wait_until_relay_of(&alice, &bob_id, &relay_id).await;
 
     assert!(bob.terminate().success());
     let id = send(&alice, &bob_id, "via our friend").await;
@@ -341,17 +332,7 @@ async fn a_relay_deletes_what_it_holds_when_it_expires() {
     befriend(&alice, &bob).await;
     let (bob_id, _) = bob.ids().await;
     let (relay_id, _) = relay.ids().await;
-    alice
-        .wait_for(
-            &format!("/v1/contacts/{bob_id}"),
-            Duration::from_secs(20),
-            |c| {
-                c["relays"]
-                    .as_array()
-                    .is_some_and(|r| r.contains(&json!(relay_id)))
-            },
-        )
-        .await;
+    wait_until_relay_of(&alice, &bob_id, &relay_id).await;
     assert!(bob.terminate().success());
 
     let id = send(&alice, &bob_id, "only for ten seconds").await;

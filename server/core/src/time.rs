@@ -44,6 +44,11 @@ impl Timestamp {
         )
     }
 
+    /// The time from this one to `later`; zero when `later` is not after it.
+    pub fn until(self, later: Self) -> Duration {
+        Duration::from_millis(u64::try_from(later.0.saturating_sub(self.0)).unwrap_or(0))
+    }
+
     /// RFC 3339 text in UTC with exactly three fraction digits, e.g.
     /// `2026-11-23T10:00:00.120Z`: fixed width, so the texts sort as the times do.
     pub fn to_rfc3339(self) -> String {
@@ -99,6 +104,17 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn until_is_zero_for_the_past() {
+        let t = Timestamp::from_millis(10_000);
+        assert_eq!(
+            t.until(Timestamp::from_millis(12_500)),
+            Duration::from_millis(2_500)
+        );
+        assert_eq!(t.until(Timestamp::from_millis(9_000)), Duration::ZERO);
+        assert_eq!(t.until(Timestamp::from_millis(i64::MIN)), Duration::ZERO);
+    }
 
     #[test]
     fn rfc3339_round_trip() {

@@ -651,7 +651,6 @@ impl Files {
         }
     }
 
-    /// Offers not yet delivered and state changes not yet heard of, for `user` (or all).
     /// Delivers offers and state changes the other side has not heard of (to `user`, or to
     /// everyone); returns whether there were any.
     async fn deliver_pending(&self, user: Option<UserId>) -> bool {
@@ -1044,8 +1043,7 @@ impl Files {
                 continue;
             }
             if t.expires_at >= now {
-                let ms = t.expires_at.as_millis().saturating_sub(now.as_millis());
-                let left = Duration::from_millis(u64::try_from(ms).unwrap_or(0) + 5);
+                let left = now.until(t.expires_at) + Duration::from_millis(5);
                 next = Some(next.map_or(left, |n| n.min(left)));
                 continue;
             }

@@ -405,10 +405,7 @@ impl Messaging {
         let now = Timestamp::now();
         match self.inner.db.outbox_next_due().await {
             Ok(Some(next)) if next <= now => Duration::from_secs(1),
-            Ok(Some(next)) => {
-                let ms = next.as_millis().saturating_sub(now.as_millis());
-                Duration::from_millis(u64::try_from(ms).unwrap_or(0)).min(IDLE_CHECK)
-            }
+            Ok(Some(next)) => now.until(next).min(IDLE_CHECK),
             Ok(None) => EMPTY_CHECK,
             Err(_) => Duration::from_secs(1),
         }
@@ -575,9 +572,7 @@ impl Messaging {
         }
         // Every attempt deposits again: a relay that holds it already just says so, and one
         // that lost it (a restart from an old backup, a full disk) gets it back.
-        let left = Duration::from_millis(
-            u64::try_from(entry.expires_at.as_millis() - now.as_millis()).unwrap_or(0),
-        );
+        let left = now.until(entry.expires_at);
         let held = self
             .inner
             .relay

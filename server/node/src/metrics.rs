@@ -253,11 +253,9 @@ impl Snapshot {
             s.relay_envelopes = relay.envelopes;
             s.relay_bytes = relay.bytes;
             s.relay_recipients = relay.recipients;
-            s.relay_next_expiry = relay.next_expiry.map(|at| {
-                u64::try_from(at.as_millis() - volli_core::Timestamp::now().as_millis())
-                    .unwrap_or(0)
-                    / 1000
-            });
+            s.relay_next_expiry = relay
+                .next_expiry
+                .map(|at| volli_core::Timestamp::now().until(at).as_secs());
         }
         s.plugins = state
             .plugins

@@ -117,10 +117,7 @@ impl Relay {
             loop {
                 // Sleep until the first holding expires, or something new is held.
                 let wait = match this.inner.db.relay_next_expiry().await {
-                    Ok(Some(at)) => Duration::from_millis(
-                        u64::try_from(at.as_millis() - Timestamp::now().as_millis()).unwrap_or(0),
-                    )
-                    .min(SWEEP_AT_LEAST_EVERY),
+                    Ok(Some(at)) => Timestamp::now().until(at).min(SWEEP_AT_LEAST_EVERY),
                     Ok(None) => SWEEP_AT_LEAST_EVERY,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read the relay mailbox");
