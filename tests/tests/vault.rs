@@ -297,7 +297,13 @@ async fn kill_9_during_a_burst_of_sends_loses_nothing_acknowledged() {
             }
         }));
     }
+    // Kill mid-burst: after at least 1.5 s and more than 50 acknowledged sends (a slow
+    // machine needs longer for them), at most 30 s.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while acknowledged.lock().unwrap().len() <= 50 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     alice.kill();
     for c in clients {
         c.await.unwrap();
