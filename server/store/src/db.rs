@@ -36,19 +36,21 @@ impl Db {
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a commit is durable once it returns, so "saved" means saved.
             .synchronous(SqliteSynchronous::Full)
-            // Pages freed by deletions can be given back to the file system
-            // ([`Db::reclaim`]). Takes effect on a new database; an older one switches at its
-            // first full `VACUUM`.
-            .auto_vacuum(SqliteAutoVacuum::Incremental)
             // Deleted rows are zeroed in the pages written anyway (no extra I/O); with
             // `reclaim` giving free pages back, deleted messages' text leaves the file.
             .pragma("secure_delete", "FAST")
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
+        // Only the writer sets `auto_vacuum`: setting it writes the database header in a
+        // write transaction of its own, so a reader connection opening (the pool opens them
+        // on demand) would commit under the writer and fail the writer's open transaction
+        // with "database is locked". Pages freed by deletions can be given back to the file
+        // system ([`Db::reclaim`]); this takes effect on a new database, an older one
+        // switches at its first full `VACUUM`.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
-            .connect_with(options.clone())
+            .connect_with(options.clone().auto_vacuum(SqliteAutoVacuum::Incremental))
             .await?;
         sqlx::migrate!("./migrations").run(&writer).await?;
         let pool = SqlitePoolOptions::new()
@@ -236,6 +238,17 @@ impl Db {
         Ok(size(before, page).saturating_sub(size(after, page)))
     }
 
+    /// Takes the free pages out of the file now (`PRAGMA incremental_vacuum`), so what the
+    /// deleted rows held on them is gone from it: `secure_delete = FAST` zeroes deleted
+    /// content on the pages that stay in use but not on pages that became free. A no-op on
+    /// an older database without incremental auto-vacuum (see [`Self::reclaim`]).
+    pub async fn drop_free_pages(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA incremental_vacuum")
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
     /// Runs a `SELECT COUNT(*) …` query; for diagnostics and tests.
     pub async fn count(&self, sql: &'static str) -> Result<i64, StoreError> {
         let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&self.pool).await?;
@@ -246,5 +259,37 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
         self.writer.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Reader connections the pool opens while the writer is in a transaction that read
+    /// before it writes must not fail that transaction with "database is locked".
+    #[tokio::test]
+    async fn readers_opening_do_not_fail_the_writers_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("volli.db")).await.unwrap();
+        let mut tx = db.writer().begin().await.unwrap();
+        let _: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM vault_log")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        // The pool keeps one reader open; taking four makes it open three more.
+        let mut readers = Vec::new();
+        for _ in 0..4 {
+            readers.push(db.pool().acquire().await.unwrap());
+        }
+        sqlx::query("DELETE FROM vault_log")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        drop(readers);
+        db.close().await;
     }
 }

@@ -594,6 +594,10 @@ impl Chunks {
         loaded.stored.log_rows = 0;
         loaded.stored.log_bytes = 0;
         if shallow {
+            // The log rows that held the text are deleted; their pages leave the file too.
+            if let Err(e) = self.runtime.block_on(self.db.drop_free_pages()) {
+                tracing::warn!(error = %e, "free pages could not be dropped after an erase");
+            }
             self.erase.remove(&id);
             if !self.dirty.contains(&id) {
                 self.loaded.remove(&id);
