@@ -807,8 +807,9 @@ async fn deletions_and_retention_reach_every_device_of_the_user() {
         .unwrap()
         .to_owned();
 
-    // One message, deleted on the second device.
+    // One message, deleted on the second device; the first hears of it when it follows.
     let mut second_events = events(&second).await;
+    let mut first_events = events(&first).await;
     let (status, _) = second
         .request(
             reqwest::Method::DELETE,
@@ -821,6 +822,15 @@ async fn deletions_and_retention_reach_every_device_of_the_user() {
         &mut second_events,
         "messages.deleted",
         Duration::from_secs(5),
+        |_| true,
+    )
+    .await;
+    assert_eq!(e["with"], carol_id.as_str());
+    assert_eq!(e["ids"], json!([victim]));
+    let e = next_event(
+        &mut first_events,
+        "messages.deleted",
+        Duration::from_secs(30),
         |_| true,
     )
     .await;

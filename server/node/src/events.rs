@@ -141,9 +141,9 @@ pub enum Event {
         /// When the sender sent it (RFC 3339).
         sent_at: String,
     },
-    /// Messages were deleted on this device: by the user (one message, or a whole
-    /// conversation in batches) or by the retention rules. The user's other devices delete
-    /// them too, through the vault.
+    /// Messages were deleted: by the user (one message, or a whole conversation in
+    /// batches) or by the retention rules, on this device or on another device of the user
+    /// (published when the deletion arrives through the vault).
     #[serde(rename = "messages.deleted")]
     MessagesDeleted {
         /// The other party of the conversation.

@@ -20,7 +20,7 @@ pub use invites::{PendingContact, Redemption};
 pub use messaging::{Held, HeldEnvelope, OutboxChange, OutboxEntry, RelayStats};
 pub use plugins::PluginRecord;
 pub use transfers::TransferRow;
-pub use vault::{DocId, Vault, VaultDelta, VaultOptions, VaultStats, VaultVersion};
+pub use vault::{DocId, Imported, Vault, VaultDelta, VaultOptions, VaultStats, VaultVersion};
 
 /// A failure of the store.
 #[derive(Debug, thiserror::Error)]

@@ -37,6 +37,7 @@ use std::collections::BTreeMap;
 use loro::VersionVector;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
+use volli_core::{MessageId, UserId};
 
 pub use contacts::Contact;
 pub use conversations::{CHUNK_BYTES, CHUNK_MESSAGES, MAX_LOADED, MessageStatus, StoredMessage};
@@ -222,6 +223,15 @@ type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 type WriteJob = Box<dyn FnOnce(&mut Ctx<'_>) -> Finish + Send>;
 type ReadJob = Box<dyn FnOnce(&VaultDoc) + Send>;
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+/// What an import from another device changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Imported {
+    /// Whether anything new was learnt.
+    pub new: bool,
+    /// Messages stored here that the other device had deleted, with their conversation.
+    pub deleted: Vec<(UserId, MessageId)>,
+}
+
 /// Which documents an export may carry.
 type DocFilter = Box<dyn Fn(&DocId) -> bool + Send>;
 
@@ -231,7 +241,7 @@ enum Command {
     Read(ReadJob),
     Version(Reply<VaultVersion>),
     Export(VaultVersion, usize, DocFilter, Reply<(VaultDelta, bool)>),
-    Import(VaultDelta, Reply<bool>),
+    Import(VaultDelta, Reply<Imported>),
     Compact(Reply<()>),
     Erase,
     Stats(Reply<VaultStats>),
@@ -384,9 +394,9 @@ impl Vault {
             .await
     }
 
-    /// Imports updates from another device and persists them. Returns whether anything new
-    /// was learnt. A delta that does not import changes nothing.
-    pub async fn import(&self, delta: VaultDelta) -> Result<bool, StoreError> {
+    /// Imports updates from another device and persists them. Returns what it changed. A
+    /// delta that does not import changes nothing.
+    pub async fn import(&self, delta: VaultDelta) -> Result<Imported, StoreError> {
         self.ask(|tx| Command::Import(delta, tx)).await
     }
 

@@ -225,7 +225,7 @@ async fn a_second_device_gets_every_message_and_statuses_merge_forward() {
             .export_since(version.clone(), 4_096)
             .await
             .unwrap();
-        assert!(b.vault().import(delta).await.unwrap());
+        assert!(b.vault().import(delta).await.unwrap().new);
         parts += 1;
         version = b.vault().version().await.unwrap();
         if !more {
@@ -281,7 +281,7 @@ async fn a_second_device_gets_every_message_and_statuses_merge_forward() {
         .export_since(VaultVersion::empty(), usize::MAX)
         .await
         .unwrap();
-    assert!(!b.vault().import(again).await.unwrap());
+    assert!(!b.vault().import(again).await.unwrap().new);
     b.close().await;
     let b = open(b_dir.path(), VaultOptions::default()).await;
     assert_eq!(walk_back(&b, bob, 100, async |_| {}).await.len(), 220);
@@ -417,9 +417,10 @@ async fn deleted_messages_leave_every_device_stay_deleted_and_leave_the_disk() {
             .export_since(to.vault().version().await.unwrap(), usize::MAX)
             .await
             .unwrap();
-        to.vault().import(delta).await.unwrap();
+        let imported = to.vault().import(delta).await.unwrap();
         let version = to.vault().version().await.unwrap();
         from.vault().acknowledge("other", &version).await.unwrap();
+        imported
     };
     sync(&a, &b).await;
     sync(&b, &a).await;
@@ -450,9 +451,12 @@ async fn deleted_messages_leave_every_device_stay_deleted_and_leave_the_disk() {
     assert_eq!(left.len(), 118);
     assert!(left.iter().all(|m| !gone.contains(&m.id)));
 
-    // B follows through sync (each side acknowledges what the other holds).
-    sync(&a, &b).await;
-    sync(&b, &a).await;
+    // B follows through sync (each side acknowledges what the other holds), and hears
+    // which of its messages went.
+    let mut deleted = sync(&a, &b).await.deleted;
+    deleted.sort();
+    assert_eq!(deleted, vec![(bob, id(7)), (bob, id(100))]);
+    assert!(sync(&b, &a).await.deleted.is_empty());
     let on_b = walk_back(&b, bob, 500, async |_| {}).await;
     assert_eq!(on_b, left);
 

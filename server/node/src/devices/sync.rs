@@ -14,13 +14,13 @@
 //! device certificate authenticate the device. A device with `messages` that sees the user
 //! move to a newer X-Wing key generation asks an admin device for it (`Keys`).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use volli_core::pairing::{ReplyKey, seal_to};
 use volli_core::wire::{self, SyncRequest, SyncResponse};
-use volli_core::{PeerId, Permissions};
+use volli_core::{MessageId, PeerId, Permissions, UserId};
 use volli_net::Protocol;
 use volli_store::{VaultDelta, VaultVersion};
 
@@ -192,8 +192,12 @@ impl Devices {
             let docs = delta.len();
             if docs > 0 {
                 match self.inner.vault.import(delta).await {
-                    Ok(true) => changed += docs,
-                    Ok(false) => {}
+                    Ok(imported) => {
+                        if imported.new {
+                            changed += docs;
+                        }
+                        self.publish_deleted(imported.deleted);
+                    }
                     Err(e) => {
                         tracing::warn!(%peer, error = %e, "a sync delta does not import");
                         return changed;
@@ -205,6 +209,24 @@ impl Devices {
             }
         }
         changed
+    }
+
+    /// Tells clients which messages another device deleted: one `messages.deleted` per
+    /// conversation, as for deletions made here.
+    fn publish_deleted(&self, deleted: Vec<(UserId, MessageId)>) {
+        let mut by_conversation: BTreeMap<UserId, Vec<String>> = BTreeMap::new();
+        for (with, id) in deleted {
+            by_conversation
+                .entry(with)
+                .or_default()
+                .push(id.to_string());
+        }
+        for (with, ids) in by_conversation {
+            self.inner.events.publish(Event::MessagesDeleted {
+                with: with.to_string(),
+                ids,
+            });
+        }
     }
 
     /// On a device without the master secret: if the user moved to a newer X-Wing key

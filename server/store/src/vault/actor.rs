@@ -12,7 +12,8 @@ use super::conversations::{ChunkChanges, Chunks};
 use super::doc::{ContactCache, VaultDoc};
 use super::docs::{self, DocId, DocWrite, Stored};
 use super::{
-    Command, Ctx, Finish, VaultDelta, VaultOptions, VaultStats, VaultVersion, index, migrate,
+    Command, Ctx, Finish, Imported, VaultDelta, VaultOptions, VaultStats, VaultVersion, index,
+    migrate,
 };
 use crate::{Db, OutboxChange, StoreError};
 use tokio::sync::watch;
@@ -299,7 +300,7 @@ impl Actor {
         due
     }
 
-    fn import(&mut self, delta: VaultDelta) -> Result<bool, StoreError> {
+    fn import(&mut self, delta: VaultDelta) -> Result<Imported, StoreError> {
         if delta.docs.len() > MAX_IMPORT_DOCS {
             return Err(StoreError::Document(format!(
                 "a delta may carry at most {MAX_IMPORT_DOCS} documents"
@@ -322,18 +323,22 @@ impl Actor {
                         learnt |= new;
                         chunks.writes.extend(changes.writes);
                         chunks.rows.extend(changes.rows);
+                        chunks.deleted.extend(changes.deleted);
                     }
                 }
             }
         }
         if meta.is_empty() && chunks.writes.is_empty() {
-            return Ok(false);
+            return Ok(Imported::default());
         }
         self.write(&meta, &chunks, &[])?;
         for id in self.committed(meta, &chunks) {
             self.compact(id);
         }
-        Ok(learnt)
+        Ok(Imported {
+            new: learnt,
+            deleted: mem::take(&mut chunks.deleted),
+        })
     }
 
     /// Imports into one of the contacts, settings and devices documents; the write to make,

@@ -243,6 +243,8 @@ pub(super) struct ChunkChanges {
     pub(super) statuses: Vec<(MessageId, MessageStatus)>,
     /// Messages to tell apart, new or already indexed, in the same transaction.
     pub(super) unsettled: Vec<(MessageId, Arc<OnceLock<bool>>)>,
+    /// Messages stored here that an import deleted (deleted on another device).
+    pub(super) deleted: Vec<(UserId, MessageId)>,
 }
 
 impl Chunks {
@@ -467,19 +469,28 @@ impl Chunks {
             }
         }
         let count = docs::messages_in(id, doc);
+        // Text of the messages that are new here (not status changes of known ones), and
+        // the known ones deleted on another device.
+        let mut added = 0u64;
+        let mut deleted = Vec::new();
+        for row in &rows {
+            match self.locate(row.message.id)? {
+                None => added += row.message.body.len() as u64,
+                Some(known)
+                    if row.message.status == MessageStatus::Deleted
+                        && known.status != MessageStatus::Deleted =>
+                {
+                    deleted.push((conversation, row.message.id));
+                }
+                Some(_) => {}
+            }
+        }
         if rows
             .iter()
             .any(|r| r.message.status == MessageStatus::Deleted)
         {
             // Deleted on another device: the text goes from this device's disk as well.
             self.erase.insert(id);
-        }
-        // Text of the messages that are new here (not status changes of known ones).
-        let mut added = 0u64;
-        for row in &rows {
-            if self.locate(row.message.id)?.is_none() {
-                added += row.message.body.len() as u64;
-            }
         }
         let loaded = self.get(id)?;
         loaded.stored.bytes += added;
@@ -495,6 +506,7 @@ impl Chunks {
             ChunkChanges {
                 writes: vec![write],
                 rows,
+                deleted,
                 ..ChunkChanges::default()
             },
             new,
@@ -520,6 +532,7 @@ impl Chunks {
                 .map(|(id, l)| (*id, l.status))
                 .collect(),
             unsettled: std::mem::take(&mut self.unsettled),
+            deleted: Vec::new(),
         })
     }
 
