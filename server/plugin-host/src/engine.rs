@@ -120,8 +120,18 @@ impl Runtime {
         let component = Component::new(&self.engine, wasm)?;
         if let Err(e) = store_cached(dir, &path, &component) {
             tracing::warn!(path = %path.display(), error = %e, "cannot cache a compiled plugin");
+            return Ok(component);
         }
-        Ok(component)
+        // Run it from the cache file, as after a restart: its code is then mapped from the
+        // file instead of held in anonymous memory, and what the compiler allocated can go
+        // back to the system.
+        let cached = load_cached(&self.engine, &path);
+        drop(component);
+        release_freed_memory();
+        match cached {
+            Ok(component) => Ok(component),
+            Err(_) => Component::new(&self.engine, wasm),
+        }
     }
 }
 
@@ -147,6 +157,22 @@ impl Runtime {
             .count()
     }
 }
+
+/// Gives the heap memory freed so far (a compilation's) back to the system. glibc keeps freed
+/// memory in its arenas for reuse: a first start that compiled the built-in plugins held
+/// ≈ 18 MiB of it (debug build, measured with `malloc_trim` called from gdb).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn release_freed_memory() {
+    // SAFETY: `malloc_trim` only releases free memory of the allocator's arenas; it has no
+    // preconditions and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_freed_memory() {}
 
 /// Loads a component that `store_cached` wrote.
 #[allow(unsafe_code)]
@@ -254,5 +280,42 @@ pub(crate) struct Active {
 impl Drop for Active {
     fn drop(&mut self) {
         self.shared.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The file whose mapping holds `address` in this process, if any.
+    fn mapped_file(address: usize) -> Option<PathBuf> {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines().find_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (start, end) = fields.next()?.split_once('-')?;
+            let range =
+                usize::from_str_radix(start, 16).ok()?..usize::from_str_radix(end, 16).ok()?;
+            let path = fields.nth(4)?;
+            range.contains(&address).then(|| PathBuf::from(path))
+        })
+    }
+
+    /// A plugin compiled now runs from its cache file, as it does after a restart, not from
+    /// the compiler's memory.
+    #[test]
+    fn a_fresh_compilation_runs_from_the_cache_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Runtime::new(Some(dir.path().to_path_buf()), false).unwrap();
+        let (_, wasm) = crate::builtin::all()[0];
+        let fresh = runtime.compile(wasm).unwrap();
+        let cached = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+            .unwrap();
+        let code = fresh.image_range().start as usize;
+        assert_eq!(mapped_file(code), Some(cached));
     }
 }
