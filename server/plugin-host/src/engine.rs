@@ -28,6 +28,9 @@ pub(crate) struct Runtime {
     pub(crate) relay_policy: Linker<HostState>,
     pub(crate) file_backend: Linker<HostState>,
     cache_dir: Option<PathBuf>,
+    /// The engine's configuration without the pooling allocator: what compiling for the
+    /// cache needs (see [`Runtime::compile`]).
+    compile_config: Config,
 }
 
 impl Runtime {
@@ -55,6 +58,8 @@ impl Runtime {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .memory_reservation(MAX_MEMORY_BYTES as u64)
             .memory_guard_size(64 << 10);
+        let mut compile_config = config.clone();
+        compile_config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
         let engine = Engine::new(&config)?;
         let ticker = Ticker::start(engine.clone());
 
@@ -84,6 +89,7 @@ impl Runtime {
             relay_policy,
             file_backend,
             cache_dir,
+            compile_config,
         })
     }
 
@@ -117,20 +123,24 @@ impl Runtime {
                 }
             }
         }
-        let component = Component::new(&self.engine, wasm)?;
-        if let Err(e) = store_cached(dir, &path, &component) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot cache a compiled plugin");
-            return Ok(component);
-        }
-        // Run it from the cache file, as after a restart: its code is then mapped from the
-        // file instead of held in anonymous memory, and what the compiler allocated can go
-        // back to the system.
-        let cached = load_cached(&self.engine, &path);
-        drop(component);
+        // Compiled by an engine of its own, dropped at once: an engine keeps its compiler's
+        // working memory for the next compilation, megabytes per thread that compiled. The
+        // result then runs from the cache file, as after a restart: its code is mapped from
+        // the file instead of held in anonymous memory.
+        let compiled = Engine::new(&self.compile_config)?.precompile_component(wasm)?;
+        let stored = store_cached(dir, &path, &compiled);
+        drop(compiled);
         release_freed_memory();
-        match cached {
-            Ok(component) => Ok(component),
-            Err(_) => Component::new(&self.engine, wasm),
+        match stored.map(|()| load_cached(&self.engine, &path)) {
+            Ok(Ok(component)) => Ok(component),
+            Ok(Err(e)) => {
+                tracing::warn!(path = %path.display(), error = %e, "a compiled plugin does not load from the cache");
+                Component::new(&self.engine, wasm)
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot cache a compiled plugin");
+                Component::new(&self.engine, wasm)
+            }
         }
     }
 }
@@ -183,9 +193,8 @@ fn load_cached(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     unsafe { Component::deserialize_file(engine, path) }
 }
 
-fn store_cached(dir: &Path, path: &Path, component: &Component) -> std::io::Result<()> {
+fn store_cached(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let bytes = component.serialize().map_err(std::io::Error::other)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
