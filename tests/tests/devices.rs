@@ -818,24 +818,17 @@ async fn deletions_and_retention_reach_every_device_of_the_user() {
         )
         .await;
     assert_eq!(status, 204);
-    let e = next_event(
-        &mut second_events,
-        "messages.deleted",
-        Duration::from_secs(5),
-        |_| true,
-    )
-    .await;
-    assert_eq!(e["with"], carol_id.as_str());
-    assert_eq!(e["ids"], json!([victim]));
-    let e = next_event(
-        &mut first_events,
-        "messages.deleted",
-        Duration::from_secs(30),
-        |_| true,
-    )
-    .await;
-    assert_eq!(e["with"], carol_id.as_str());
-    assert_eq!(e["ids"], json!([victim]));
+    for (events, within) in [(&mut second_events, 5), (&mut first_events, 30)] {
+        let e = next_event(
+            events,
+            "messages.deleted",
+            Duration::from_secs(within),
+            |_| true,
+        )
+        .await;
+        assert_eq!(e["with"], carol_id.as_str());
+        assert_eq!(e["ids"], json!([victim]));
+    }
     first
         .wait_for(&path, Duration::from_secs(30), count(3))
         .await;

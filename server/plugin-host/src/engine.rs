@@ -131,14 +131,13 @@ impl Runtime {
         let stored = store_cached(dir, &path, &compiled);
         drop(compiled);
         release_freed_memory();
-        match stored.map(|()| load_cached(&self.engine, &path)) {
-            Ok(Ok(component)) => Ok(component),
-            Ok(Err(e)) => {
-                tracing::warn!(path = %path.display(), error = %e, "a compiled plugin does not load from the cache");
-                Component::new(&self.engine, wasm)
-            }
+        match stored
+            .map_err(wasmtime::Error::from)
+            .and_then(|()| load_cached(&self.engine, &path))
+        {
+            Ok(component) => Ok(component),
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot cache a compiled plugin");
+                tracing::warn!(path = %path.display(), error = %e, "a compiled plugin cannot run from the cache");
                 Component::new(&self.engine, wasm)
             }
         }

@@ -223,6 +223,7 @@ type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 type WriteJob = Box<dyn FnOnce(&mut Ctx<'_>) -> Finish + Send>;
 type ReadJob = Box<dyn FnOnce(&VaultDoc) + Send>;
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
 /// What an import from another device changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Imported {

@@ -474,23 +474,18 @@ impl Chunks {
         let mut added = 0u64;
         let mut deleted = Vec::new();
         for row in &rows {
+            let gone = row.message.status == MessageStatus::Deleted;
+            if gone {
+                // Deleted on another device: the text goes from this device's disk as well.
+                self.erase.insert(id);
+            }
             match self.locate(row.message.id)? {
                 None => added += row.message.body.len() as u64,
-                Some(known)
-                    if row.message.status == MessageStatus::Deleted
-                        && known.status != MessageStatus::Deleted =>
-                {
+                Some(known) if gone && known.status != MessageStatus::Deleted => {
                     deleted.push((conversation, row.message.id));
                 }
                 Some(_) => {}
             }
-        }
-        if rows
-            .iter()
-            .any(|r| r.message.status == MessageStatus::Deleted)
-        {
-            // Deleted on another device: the text goes from this device's disk as well.
-            self.erase.insert(id);
         }
         let loaded = self.get(id)?;
         loaded.stored.bytes += added;
