@@ -143,7 +143,7 @@ impl Contacts {
     /// the others use the latest one kept there.
     pub(crate) async fn my_card(&self) -> Result<ContactCard, ContactError> {
         let identity = &self.inner.identity;
-        let kept = self.inner.vault.own_card().await?;
+        let kept = self.inner.vault.own_card(identity.user_id()).await?;
         let Some(user) = &identity.user else {
             return kept.ok_or(ContactError::NotAdmin);
         };

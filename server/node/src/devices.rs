@@ -17,7 +17,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
-use volli_core::{PeerId, Permissions, Timestamp, UserId};
+use volli_core::statement::MAX_GENERATION;
+use volli_core::{Claim, DeviceAddrs, PeerId, Permissions, Statement, Timestamp, UserId};
 use volli_net::{NetClient, Protocol};
 use volli_store::{Db, Vault};
 
@@ -182,6 +183,7 @@ impl Devices {
     async fn keep_devices_connected(&self) {
         let mut backoff: HashMap<PeerId, (tokio::time::Instant, u32)> = HashMap::new();
         let me = self.inner.identity.peer_id();
+        let mut recorded: Vec<String> = Vec::new();
         loop {
             let addrs: Vec<String> = self
                 .inner
@@ -191,10 +193,13 @@ impl Devices {
                 .iter()
                 .map(ToString::to_string)
                 .collect();
-            if !addrs.is_empty()
-                && let Err(e) = self.inner.vault.set_device_addrs(me, addrs).await
-            {
-                tracing::debug!(error = %e, "cannot record this device's addresses");
+            if !addrs.is_empty() && addrs != recorded {
+                let record =
+                    DeviceAddrs::issue(&self.inner.identity.device, &addrs, Timestamp::now());
+                match self.inner.vault.set_device_addrs(record).await {
+                    Ok(_) => recorded = addrs,
+                    Err(e) => tracing::debug!(error = %e, "cannot record this device's addresses"),
+                }
             }
             let devices = self
                 .inner
@@ -258,7 +263,7 @@ impl Devices {
                     .map(|d| d.peer_id()),
             );
         }
-        if let Ok(generation) = self.inner.vault.key_generation().await {
+        if let Ok(generation) = self.inner.vault.key_generation(me).await {
             self.inner.identity.derive_keyring(generation);
         }
     }
@@ -323,9 +328,11 @@ impl Devices {
         if device.revoked_at.is_some() {
             return Err(DeviceError::AlreadyRevoked);
         }
+        let user = identity.user.as_ref().ok_or(DeviceError::NotAdmin)?;
+        let now = Timestamp::now();
         self.inner
             .vault
-            .revoke_device(peer, Timestamp::now())
+            .add_statement(Statement::issue(user, Claim::Revoked { peer }, now))
             .await?;
         self.inner.vault.forget_device(&peer.to_base58()).await?;
         // A device that could read messages had the current key: move on to the next.
@@ -334,8 +341,21 @@ impl Devices {
             .permissions()
             .contains(Permissions::MESSAGES)
         {
-            let next = self.inner.vault.key_generation().await? + 1;
-            self.inner.vault.set_key_generation(next).await?;
+            let next = self.inner.vault.key_generation(identity.user_id()).await? + 1;
+            if next > MAX_GENERATION {
+                tracing::warn!(
+                    "the user's X-Wing key cannot move past generation {MAX_GENERATION}"
+                );
+            } else {
+                self.inner
+                    .vault
+                    .add_statement(Statement::issue(
+                        user,
+                        Claim::KeyGeneration { generation: next },
+                        now,
+                    ))
+                    .await?;
+            }
         }
         self.refresh().await;
         self.inner.net.disconnect(peer).await;

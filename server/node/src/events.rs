@@ -121,6 +121,16 @@ pub enum Event {
         /// Documents that changed.
         docs: usize,
     },
+    /// Another device of this user sent changes this device refused: they would undo what
+    /// only the user key signs (a revocation, a key generation, a certificate), roll back a
+    /// contact's card, or break a document's bounds. Nothing of them was kept.
+    #[serde(rename = "sync.refused")]
+    SyncRefused {
+        /// The device that sent them.
+        peer_id: String,
+        /// What was wrong, in words.
+        reason: String,
+    },
     /// An invite accepted while its inviter was unreachable could not be redeemed.
     #[serde(rename = "contact.failed")]
     ContactFailed {

@@ -152,6 +152,15 @@ impl Node {
             identity.forget_joined_vault()?;
         }
         register_own_device(&store, &identity).await?;
+        if let Some(user) = &identity.user {
+            let signed = store.vault().adopt_legacy(user).await?;
+            if signed > 0 {
+                tracing::info!(
+                    statements = signed,
+                    "signed the revocations and key generation an older release kept unsigned"
+                );
+            }
+        }
         let identity = Arc::new(identity);
         let events = EventBus::new();
         let peers = Peers::new(identity.peer_id(), identity.user_id(), events.clone());

@@ -35,6 +35,10 @@ pub enum StoreError {
     /// The Loro document refused an operation or an import.
     #[error("vault document error: {0}")]
     Document(String),
+    /// Another device sent changes this vault does not take (they would undo what only the
+    /// user key can sign, or break a bound); nothing of that import was kept.
+    #[error("refused from another device: {0}")]
+    Refused(String),
     /// The vault actor, which also commits the outbox, has stopped (the node is shutting
     /// down, or it failed).
     #[error("the store is closed")]

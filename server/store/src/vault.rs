@@ -28,6 +28,8 @@ mod conversations;
 mod devices;
 mod doc;
 mod docs;
+#[cfg(test)]
+mod import_tests;
 mod index;
 mod migrate;
 mod settings;
@@ -229,6 +231,8 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 pub struct Imported {
     /// Whether anything new was learnt.
     pub new: bool,
+    /// Documents left out because the sender may not write them.
+    pub skipped: usize,
     /// Messages stored here that the other device had deleted, with their conversation.
     pub deleted: Vec<(UserId, MessageId)>,
 }
@@ -242,7 +246,7 @@ enum Command {
     Read(ReadJob),
     Version(Reply<VaultVersion>),
     Export(VaultVersion, usize, DocFilter, Reply<(VaultDelta, bool)>),
-    Import(VaultDelta, Reply<Imported>),
+    Import(VaultDelta, DocFilter, Reply<Imported>),
     Compact(Reply<()>),
     Erase,
     Stats(Reply<VaultStats>),
@@ -398,7 +402,21 @@ impl Vault {
     /// Imports updates from another device and persists them. Returns what it changed. A
     /// delta that does not import changes nothing.
     pub async fn import(&self, delta: VaultDelta) -> Result<Imported, StoreError> {
-        self.ask(|tx| Command::Import(delta, tx)).await
+        self.import_from(delta, |_| true).await
+    }
+
+    /// Like [`Self::import`], taking only the documents `allow` admits (what the sending
+    /// device may write; the rest is skipped). Whatever the sender, an update that would
+    /// undo what only the user key signs — a revocation, a key generation, a card, a
+    /// certificate — roll back a contact's card, or break a document's bounds refuses the
+    /// whole delta ([`StoreError::Refused`]).
+    pub async fn import_from(
+        &self,
+        delta: VaultDelta,
+        allow: impl Fn(&DocId) -> bool + Send + 'static,
+    ) -> Result<Imported, StoreError> {
+        self.ask(|tx| Command::Import(delta, Box::new(allow), tx))
+            .await
     }
 
     /// Records that another device (`device`, its peer id) holds at least `version`.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use serde_json::json;
-use volli_core::{DeviceCertificate, Permissions, Timestamp, UserSecret};
+use volli_core::{Claim, DeviceCertificate, Permissions, Statement, Timestamp, UserSecret};
 use volli_store::vault::DeviceRecord;
 use volli_store::{Store, VaultDelta, VaultOptions, VaultVersion};
 
@@ -197,27 +197,33 @@ async fn devices_are_stored_with_verified_certificates() {
     assert_eq!(store.vault().devices().await.unwrap(), vec![record.clone()]);
     // Revoked once, revoked for good: a later put does not bring it back.
     let peer = record.peer_id();
-    assert!(
-        store
-            .vault()
-            .revoke_device(peer, Timestamp::from_millis(2_000))
-            .await
-            .unwrap()
+    let revoked = Statement::issue(
+        &user,
+        Claim::Revoked { peer },
+        Timestamp::from_millis(2_000),
     );
-    assert!(
-        !store
-            .vault()
-            .revoke_device(peer, Timestamp::from_millis(3_000))
-            .await
-            .unwrap()
-    );
+    assert!(store.vault().add_statement(revoked.clone()).await.unwrap());
+    assert!(!store.vault().add_statement(revoked).await.unwrap());
     store.vault().put_device(record).await.unwrap();
     let devices = store.vault().devices().await.unwrap();
     assert_eq!(devices[0].revoked_at, Some(Timestamp::from_millis(2_000)));
-    assert_eq!(store.vault().key_generation().await.unwrap(), 0);
-    store.vault().set_key_generation(2).await.unwrap();
-    store.vault().set_key_generation(1).await.unwrap();
-    assert_eq!(store.vault().key_generation().await.unwrap(), 2);
+    // The key generation is the highest one the user signed.
+    let me = user.user_id();
+    assert_eq!(store.vault().key_generation(me).await.unwrap(), 0);
+    for generation in [2, 1] {
+        let s = Statement::issue(&user, Claim::KeyGeneration { generation }, Timestamp::now());
+        store.vault().add_statement(s).await.unwrap();
+    }
+    assert_eq!(store.vault().key_generation(me).await.unwrap(), 2);
+    // Another user's statements say nothing about this one.
+    let other = UserSecret::generate().unwrap();
+    let s = Statement::issue(
+        &other,
+        Claim::KeyGeneration { generation: 9 },
+        Timestamp::now(),
+    );
+    store.vault().add_statement(s).await.unwrap();
+    assert_eq!(store.vault().key_generation(me).await.unwrap(), 2);
     store.close().await;
 }
 

@@ -443,7 +443,7 @@ impl Devices {
                 addrs: Vec::new(),
             })
             .await?;
-        let generation = self.inner.vault.key_generation().await?;
+        let generation = self.inner.vault.key_generation(identity.user_id()).await?;
         let (vault, _) = self
             .inner
             .vault

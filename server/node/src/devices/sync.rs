@@ -22,7 +22,7 @@ use volli_core::pairing::{ReplyKey, seal_to};
 use volli_core::wire::{self, SyncRequest, SyncResponse};
 use volli_core::{MessageId, PeerId, Permissions, UserId};
 use volli_net::Protocol;
-use volli_store::{VaultDelta, VaultVersion};
+use volli_store::{DocId, VaultDelta, VaultVersion};
 
 use super::Devices;
 use super::pairing::allowed;
@@ -191,7 +191,12 @@ impl Devices {
             };
             let docs = delta.len();
             if docs > 0 {
-                match self.inner.vault.import(delta).await {
+                // Only what the sending device may write; the vault checks the rest.
+                let Some(permissions) = self.permissions_of(peer).await else {
+                    return changed;
+                };
+                let allow = move |doc: &DocId| allowed(permissions, doc);
+                match self.inner.vault.import_from(delta, allow).await {
                     Ok(imported) => {
                         if imported.new {
                             changed += docs;
@@ -200,6 +205,12 @@ impl Devices {
                     }
                     Err(e) => {
                         tracing::warn!(%peer, error = %e, "a sync delta does not import");
+                        if let volli_store::StoreError::Refused(reason) = &e {
+                            self.inner.events.publish(Event::SyncRefused {
+                                peer_id: peer.to_base58(),
+                                reason: reason.clone(),
+                            });
+                        }
                         return changed;
                     }
                 }
@@ -236,7 +247,7 @@ impl Devices {
         if identity.is_admin() || !identity.permissions().contains(Permissions::MESSAGES) {
             return;
         }
-        let Ok(generation) = self.inner.vault.key_generation().await else {
+        let Ok(generation) = self.inner.vault.key_generation(self.user_id()).await else {
             return;
         };
         let have = identity.keyring().current().map(|k| k.generation());
@@ -336,7 +347,7 @@ impl Devices {
                 if !permissions.contains(Permissions::MESSAGES) {
                     return SyncResponse::Refused("this device does not hold message keys".into());
                 }
-                let Ok(generation) = self.inner.vault.key_generation().await else {
+                let Ok(generation) = self.inner.vault.key_generation(self.user_id()).await else {
                     return SyncResponse::Refused("storage failed".into());
                 };
                 let seeds: Vec<(u32, [u8; 32])> = (since..=generation)

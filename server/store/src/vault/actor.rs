@@ -9,11 +9,11 @@ use tokio::sync::{mpsc, oneshot};
 use volli_core::Timestamp;
 
 use super::conversations::{ChunkChanges, Chunks};
-use super::doc::{ContactCache, VaultDoc};
+use super::doc::{ContactCache, VaultDoc, root};
 use super::docs::{self, DocId, DocWrite, Stored};
 use super::{
-    Command, Ctx, Finish, Imported, VaultDelta, VaultOptions, VaultStats, VaultVersion, index,
-    migrate,
+    Command, Ctx, Finish, Imported, VaultDelta, VaultOptions, VaultStats, VaultVersion, contacts,
+    devices, index, migrate, settings,
 };
 use crate::{Db, OutboxChange, StoreError};
 use tokio::sync::watch;
@@ -164,8 +164,17 @@ impl Actor {
             Command::Export(version, budget, allow, reply) => {
                 let _ = reply.send(self.export(&version, budget, allow.as_ref()));
             }
-            Command::Import(delta, reply) => {
-                let result = self.import(delta);
+            Command::Import(delta, allow, reply) => {
+                // The bytes come from another device: a panic inside the CRDT library on
+                // them must not take the vault thread (and every write after it) down.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.import(delta, allow.as_ref())
+                }))
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Refused(
+                        "the update made the document library fail".into(),
+                    ))
+                });
                 if result.is_err() {
                     self.reload();
                 }
@@ -300,17 +309,26 @@ impl Actor {
         due
     }
 
-    fn import(&mut self, delta: VaultDelta) -> Result<Imported, StoreError> {
+    fn import(
+        &mut self,
+        delta: VaultDelta,
+        allow: &(dyn Fn(&DocId) -> bool + Send),
+    ) -> Result<Imported, StoreError> {
         if delta.docs.len() > MAX_IMPORT_DOCS {
-            return Err(StoreError::Document(format!(
+            return Err(StoreError::Refused(format!(
                 "a delta may carry at most {MAX_IMPORT_DOCS} documents"
             )));
         }
         let mut meta = Vec::new();
         let mut chunks = ChunkChanges::default();
         let mut learnt = false;
+        let mut skipped = 0;
         for (name, blobs) in delta.docs {
             let id: DocId = name.parse()?;
+            if !allow(&id) {
+                skipped += 1;
+                continue;
+            }
             match id {
                 DocId::Contacts | DocId::Settings | DocId::Devices => {
                     if let Some((write, new)) = self.import_meta(id, blobs)? {
@@ -328,8 +346,17 @@ impl Actor {
                 }
             }
         }
+        if skipped > 0 {
+            tracing::warn!(
+                documents = skipped,
+                "left out documents the sending device may not write"
+            );
+        }
         if meta.is_empty() && chunks.writes.is_empty() {
-            return Ok(Imported::default());
+            return Ok(Imported {
+                skipped,
+                ..Imported::default()
+            });
         }
         self.write(&meta, &chunks, &[])?;
         for id in self.committed(meta, &chunks) {
@@ -337,32 +364,39 @@ impl Actor {
         }
         Ok(Imported {
             new: learnt,
+            skipped,
             deleted: mem::take(&mut chunks.deleted),
         })
     }
 
     /// Imports into one of the contacts, settings and devices documents; the write to make,
-    /// and whether anything is new.
+    /// and whether anything is new. Refused (the caller reloads what is stored) when the
+    /// result breaks what that document must keep (see `devices::check`,
+    /// `contacts::check`, `settings::check`).
     fn import_meta(
         &mut self,
         id: DocId,
         blobs: Vec<Vec<u8>>,
     ) -> Result<Option<(DocWrite, bool)>, StoreError> {
         self.meta.forget_contacts();
+        let before = Before::of(id, &self.meta);
         let doc = self.meta.doc(id).ok_or_else(|| {
             StoreError::Document("not a contacts, settings or devices document".into())
         })?;
         doc.commit();
-        let before = doc.oplog_vv();
+        let before_vv = doc.oplog_vv();
         let had_pending = doc.export_pending_updates()?.is_some();
         doc.import_batch(&blobs)?;
         let after = doc.oplog_vv();
         let now_pending = doc.export_pending_updates()?.is_some();
-        if before == after && !now_pending && !had_pending {
+        if before_vv == after && !now_pending && !had_pending {
             return Ok(None);
         }
+        before
+            .check(&self.meta)
+            .map_err(|reason| StoreError::Refused(format!("{id}: {reason}")))?;
         // Keep the raw bytes: they may hold updates still waiting for their dependencies.
-        let new = before != after;
+        let new = before_vv != after;
         Ok(Some((
             DocWrite {
                 id,
@@ -517,6 +551,42 @@ impl Actor {
                 self.meta_stored = stored;
             }
             Err(e) => tracing::error!(error = %e, "vault reload failed"),
+        }
+    }
+}
+
+/// What an import into one of the always-loaded documents must be checked against.
+enum Before {
+    Contacts(std::collections::BTreeMap<String, Timestamp>),
+    Settings,
+    Devices(Box<devices::View>),
+}
+
+impl Before {
+    fn of(id: DocId, meta: &VaultDoc) -> Self {
+        match id {
+            DocId::Contacts => Self::Contacts(contacts::issued(meta)),
+            DocId::Devices => Self::Devices(Box::new(devices::View::of(meta))),
+            DocId::Settings | DocId::Chunk { .. } => Self::Settings,
+        }
+    }
+
+    fn check(&self, meta: &VaultDoc) -> Result<(), String> {
+        match self {
+            Self::Contacts(issued) => {
+                contacts::check(issued, meta)?;
+                meta.doc(DocId::Contacts)
+                    .map_or(Ok(()), |d| devices::only_roots(d, &[root::CONTACTS]))
+            }
+            Self::Settings => {
+                settings::check(meta)?;
+                meta.doc(DocId::Settings)
+                    .map_or(Ok(()), |d| devices::only_roots(d, &[root::SETTINGS]))
+            }
+            Self::Devices(before) => match meta.doc(DocId::Devices) {
+                Some(doc) => devices::check(before, &devices::View::of(meta), doc),
+                None => Ok(()),
+            },
         }
     }
 }

@@ -185,3 +185,52 @@ impl Vault {
         .await
     }
 }
+
+/// Contacts a vault holds at most (removed ones included): a bound on the contacts
+/// document, which every device with `contacts` holds in memory and a pairing hands over.
+pub(crate) const MAX_CONTACTS: usize = 2000;
+
+/// When each contact's card (removed contacts' too) was issued: what an import must not
+/// roll back.
+pub(super) fn issued(doc: &VaultDoc) -> std::collections::BTreeMap<String, Timestamp> {
+    let mut out = std::collections::BTreeMap::new();
+    doc.contact_map().for_each(|user, v| {
+        if let Some(at) = entry(v).and_then(|m| card_issued(doc, user, &m)) {
+            out.insert(user.to_owned(), at);
+        }
+    });
+    out
+}
+
+fn card_issued(doc: &VaultDoc, user: &str, map: &LoroMap) -> Option<Timestamp> {
+    let card = match map.get("card")? {
+        ValueOrContainer::Value(LoroValue::Binary(b)) => doc.card(&b)?,
+        _ => return None,
+    };
+    (card.user_id().to_string() == user).then(|| card.issued_at())
+}
+
+/// Whether an import may leave the contacts document as `doc` holds it, given when each
+/// card was issued before: no contact's card goes back to an older one (which could bring
+/// back a device the contact revoked) or away, and the document stays within bounds.
+pub(super) fn check(
+    before: &std::collections::BTreeMap<String, Timestamp>,
+    doc: &VaultDoc,
+) -> Result<(), String> {
+    let contacts = doc.contact_map();
+    if contacts.len() > MAX_CONTACTS {
+        return Err(format!("it would hold more than {MAX_CONTACTS} contacts"));
+    }
+    for (user, at) in before {
+        let now = contacts
+            .get(user)
+            .and_then(entry)
+            .and_then(|m| card_issued(doc, user, &m));
+        if now.is_none_or(|now| now < *at) {
+            return Err(format!(
+                "it would roll back the card of contact {user:.16}…"
+            ));
+        }
+    }
+    Ok(())
+}

@@ -27,6 +27,9 @@ use crate::{Db, StoreError};
 pub const CHUNK_MESSAGES: u64 = 1024;
 /// Text per chunk before a new one is started.
 pub const CHUNK_BYTES: u64 = 1 << 20;
+/// Messages an imported chunk may hold at most: devices writing at once can overfill one,
+/// but never by this much.
+const MAX_IMPORTED_MESSAGES: u64 = 4 * CHUNK_MESSAGES;
 /// Chunk documents kept in memory at most.
 pub const MAX_LOADED: usize = 16;
 /// Messages whose place is remembered without asking SQLite (the ones whose status is about
@@ -434,7 +437,9 @@ impl Chunks {
     }
 
     /// Takes updates from another device into chunk `id`; returns what to write and whether
-    /// anything is new, or `None` when they add nothing.
+    /// anything is new, or `None` when they add nothing. Updates that leave the chunk with
+    /// more messages than devices write into one, with text longer than a message may be,
+    /// or with a message of another conversation are refused (and the caller reloads).
     pub(super) fn import(
         &mut self,
         id: DocId,
@@ -454,6 +459,13 @@ impl Chunks {
             return Ok(None);
         }
         let messages = doc.get_map(root::MESSAGES);
+        let count = docs::messages_in(id, doc);
+        if count > MAX_IMPORTED_MESSAGES {
+            return Err(StoreError::Refused(format!(
+                "chunk {id} would hold {count} messages"
+            )));
+        }
+        super::devices::only_roots(doc, &[root::MESSAGES]).map_err(StoreError::Refused)?;
         let mut rows = Vec::new();
         for key in changed_messages(doc, &before) {
             if let Some(message) = messages
@@ -461,6 +473,13 @@ impl Chunks {
                 .and_then(map_of)
                 .and_then(|e| read_entry(&key, &e))
             {
+                if message.body.len() > volli_core::envelope::MAX_BODY_LEN
+                    || (message.from != conversation && message.to != conversation)
+                {
+                    return Err(StoreError::Refused(format!(
+                        "message {key:.32} in chunk {id} is not one of this conversation's"
+                    )));
+                }
                 rows.push(Row {
                     conversation,
                     message,
@@ -468,7 +487,6 @@ impl Chunks {
                 });
             }
         }
-        let count = docs::messages_in(id, doc);
         // Text of the messages that are new here (not status changes of known ones), and
         // the known ones deleted on another device.
         let mut added = 0u64;

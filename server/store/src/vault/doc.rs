@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use loro::{LoroDoc, LoroMap};
-use volli_core::{ContactCard, DeviceCertificate, UserId};
+use volli_core::{ContactCard, DeviceAddrs, DeviceCertificate, Statement, UserId};
 
 use super::Contact;
 
@@ -18,9 +18,14 @@ pub mod root {
     pub const SETTINGS: &str = "settings";
     /// `devices` document: the user's devices, keyed by peer id.
     pub const DEVICES: &str = "devices";
-    /// `devices` document: facts about the user as a whole (the X-Wing key generation, the
-    /// latest contact card).
+    /// `devices` document: what releases before signed statements wrote about the user as a
+    /// whole (the X-Wing key generation, the latest contact card); read, never written.
     pub const USER: &str = "user";
+    /// `devices` document: statements signed by the user key (revocations, key
+    /// generations), keyed by the hash of their bytes.
+    pub const STATEMENTS: &str = "statements";
+    /// `devices` document: the user's own contact cards, keyed by the hash of their bytes.
+    pub const CARDS: &str = "cards";
     /// Conversation chunks: messages, keyed by message id.
     pub const MESSAGES: &str = "messages";
     /// The single-document layout's conversations (keyed by the other party's user id, each
@@ -61,6 +66,8 @@ pub(crate) fn cached_contact(cache: &ContactCache, user: &UserId) -> Option<Cont
 struct Verified {
     cards: HashMap<Vec<u8>, ContactCard>,
     certificates: HashMap<Vec<u8>, DeviceCertificate>,
+    statements: HashMap<Vec<u8>, Statement>,
+    addrs: HashMap<Vec<u8>, DeviceAddrs>,
 }
 
 /// Entries kept per kind; beyond that the memo starts over (contacts are few).
@@ -137,6 +144,21 @@ impl VaultDoc {
         )
     }
 
+    /// Decodes a statement and checks the user's signature, once per distinct statement.
+    pub(crate) fn statement(&self, bytes: &[u8]) -> Option<Statement> {
+        self.memoised(
+            bytes,
+            |v| &mut v.statements,
+            |b| Statement::from_bytes(b).ok(),
+        )
+    }
+
+    /// Decodes a device's address record and checks the device's signature, once per
+    /// distinct record.
+    pub(crate) fn device_addrs(&self, bytes: &[u8]) -> Option<DeviceAddrs> {
+        self.memoised(bytes, |v| &mut v.addrs, |b| DeviceAddrs::from_bytes(b).ok())
+    }
+
     /// What `check` makes of `bytes`, from the memo `kind` picks when it was seen before;
     /// only successes are remembered.
     fn memoised<T: Clone>(
@@ -173,9 +195,19 @@ impl VaultDoc {
         self.devices_doc.get_map(root::DEVICES)
     }
 
-    /// Facts about the user as a whole.
+    /// What older releases wrote unsigned about the user as a whole.
     pub(crate) fn user(&self) -> LoroMap {
         self.devices_doc.get_map(root::USER)
+    }
+
+    /// Statements signed by the user key, by the hash of their bytes.
+    pub(crate) fn statements(&self) -> LoroMap {
+        self.devices_doc.get_map(root::STATEMENTS)
+    }
+
+    /// The user's own contact cards, by the hash of their bytes.
+    pub(crate) fn cards(&self) -> LoroMap {
+        self.devices_doc.get_map(root::CARDS)
     }
 }
 
