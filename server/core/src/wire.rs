@@ -134,6 +134,30 @@ pub enum RelayRequest {
         /// Message ids.
         ids: Vec<crate::MessageId>,
     },
+    /// Like `Fetch`, from where an earlier page ended: a device acknowledges only what it
+    /// stored, so what it could not open (yet) stays held, and the next page goes past it.
+    FetchAfter {
+        /// Envelopes wanted at most.
+        limit: u16,
+        /// Where the previous page ended (`None`: from the start).
+        after: Option<PageCursor>,
+    },
+    /// Like `FetchReceipts`, from where an earlier page ended.
+    FetchReceiptsAfter {
+        /// Receipts wanted at most.
+        limit: u16,
+        /// Where the previous page ended (`None`: from the start).
+        after: Option<PageCursor>,
+    },
+}
+
+/// Where a page of what a relay holds ended: when it was stored and its id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageCursor {
+    /// When the last item of the page was stored (ms since the epoch).
+    pub at: i64,
+    /// Its id (an envelope's digest, a receipt's message id).
+    pub id: Vec<u8>,
 }
 
 /// `/volli/relay/1` responses.
@@ -163,6 +187,20 @@ pub enum RelayResponse {
         receipts: Vec<crate::Receipt>,
         /// More are held.
         more: bool,
+    },
+    /// A page of envelopes (`FetchAfter`), and where the next one starts if more remain.
+    EnvelopePage {
+        /// Encoded envelopes.
+        envelopes: Vec<Vec<u8>>,
+        /// Where to go on from.
+        next: Option<PageCursor>,
+    },
+    /// A page of receipts (`FetchReceiptsAfter`), and where the next one starts.
+    ReceiptPage {
+        /// Signed receipts.
+        receipts: Vec<crate::Receipt>,
+        /// Where to go on from.
+        next: Option<PageCursor>,
     },
 }
 

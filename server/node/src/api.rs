@@ -16,6 +16,7 @@ pub mod invites;
 pub mod messages;
 pub mod node_info;
 pub mod peers;
+pub mod permissions;
 pub mod plugins;
 pub mod rate_limit;
 pub mod relay;
@@ -171,8 +172,68 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = api_routes().into_openapi();
     doc.info.version = crate::VERSION.to_owned();
     document_layer_responses(&mut doc);
+    document_permissions(&mut doc);
     name_operations(&mut doc);
     doc
+}
+
+/// States on every operation what it needs of the device's permissions
+/// (`x-volli-permission`: `messages`, `contacts`, `settings`, `admin`, or `none`), and the
+/// 403 it may answer, from the one table the API checks with ([`permissions::needed`]).
+fn document_permissions(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::extensions::ExtensionsBuilder;
+    use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
+    for (path, item) in doc.paths.paths.iter_mut() {
+        for (method, op) in [
+            (axum::http::Method::GET, &mut item.get),
+            (axum::http::Method::PUT, &mut item.put),
+            (axum::http::Method::POST, &mut item.post),
+            (axum::http::Method::DELETE, &mut item.delete),
+            (axum::http::Method::PATCH, &mut item.patch),
+        ] {
+            let Some(op) = op.as_mut() else { continue };
+            let need = permissions::needed(&method, path);
+            let name = match need {
+                Some(permissions::Needs::Permission(p)) => {
+                    p.names().first().copied().unwrap_or("?")
+                }
+                _ => "none",
+            };
+            let extensions = ExtensionsBuilder::new()
+                .add("x-volli-permission", name)
+                .build();
+            op.extensions
+                .get_or_insert_with(Default::default)
+                .merge(extensions);
+            if let Some(permissions::Needs::Permission(p)) = need {
+                let code = if p == volli_core::Permissions::ADMIN {
+                    "not_admin"
+                } else {
+                    "not_permitted"
+                };
+                op.responses
+                    .responses
+                    .entry("403".into())
+                    .or_insert_with(|| {
+                        RefOr::T(
+                        ResponseBuilder::new()
+                            .description(format!(
+                                "This device was paired without the `{name}` permission (`{code}`)"
+                            ))
+                            .content(
+                                "application/json",
+                                ContentBuilder::new()
+                                    .schema(Some(utoipa::openapi::Ref::from_schema_name(
+                                        "ErrorBody",
+                                    )))
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    });
+            }
+        }
+    }
 }
 
 /// Makes every `operationId` unique (`contacts_list`, `plugins_list`, …): handlers in
@@ -258,7 +319,12 @@ pub fn router(state: ApiState, config: &ApiConfig) -> Router {
         limiter: RateLimiter::new(config.public_burst, config.public_per_second),
     };
     let (routes, _) = api_routes().split_for_parts();
+    let granted = state.node.permissions();
     routes
+        .route_layer(middleware::from_fn_with_state(
+            granted,
+            permissions::require_permission,
+        ))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
         .route("/admin", axum::routing::get(admin::page))
         .route("/admin/", axum::routing::get(admin::page))

@@ -327,22 +327,14 @@ impl Contacts {
             Ok(contacts) => self
                 .inner
                 .peers
-                .set_contacts(contacts.iter().map(|c| c.user_id)),
+                .set_contacts(contacts.iter().map(devices_of)),
             Err(e) => tracing::warn!(error = %e, "cannot read the contacts"),
         }
     }
 
     /// After a contact is stored: tell clients, remember its addresses, note its devices.
     async fn added(&self, contact: &Contact, reached_at: Option<(PeerId, Vec<Multiaddr>)>) {
-        self.inner.peers.set_contacts(
-            self.inner
-                .vault
-                .contacts()
-                .await
-                .unwrap_or_default()
-                .iter()
-                .map(|c| c.user_id),
-        );
+        self.refresh().await;
         self.inner.events.publish(Event::ContactAdded {
             user_id: contact.user_id.to_string(),
             name: contact.name.clone(),
@@ -599,4 +591,12 @@ impl Contacts {
     pub fn parse_user(text: &str) -> Option<UserId> {
         UserId::from_str(text).ok()
     }
+}
+
+/// A contact and the devices its latest card lists, as the peer table keeps them.
+fn devices_of(contact: &Contact) -> (UserId, Vec<PeerId>) {
+    (
+        contact.user_id,
+        contact.devices.iter().map(|d| d.peer_id()).collect(),
+    )
 }

@@ -803,21 +803,43 @@ impl Messaging {
 
     /// Fetches, stores and acknowledges what relay `relay` holds for this user, leaves there
     /// the receipts for what it took in (for senders who are offline), and collects the
-    /// receipts it holds for this user's own messages.
+    /// receipts it holds for this user's own messages. A device without `messages` cannot
+    /// open mail and keeps no outbox: it leaves both for the devices that can.
     pub async fn fetch_from(&self, relay: UserId) {
+        if !self
+            .inner
+            .identity
+            .permissions()
+            .contains(volli_core::Permissions::MESSAGES)
+        {
+            return;
+        }
         self.fetch_envelopes(relay).await;
         self.fetch_receipts(relay).await;
     }
 
+    /// Takes in what `relay` holds, page after page. Only what was stored is acknowledged
+    /// (and so deleted there): an envelope this device cannot open — sealed to a key
+    /// generation it has not received yet, say — stays for the user's other devices, or for
+    /// this one once it has the key, until it expires.
     async fn fetch_envelopes(&self, relay: UserId) {
+        let mut after = None;
         for _ in 0..64 {
-            let (envelopes, more) = match self
-                .inner
-                .relay
-                .request(relay, RelayRequest::Fetch { limit: 64 })
-                .await
-            {
-                Ok(RelayResponse::Envelopes { envelopes, more }) => (envelopes, more),
+            let request = RelayRequest::FetchAfter { limit: 64, after };
+            let (envelopes, next) = match self.inner.relay.request(relay, request).await {
+                Ok(RelayResponse::EnvelopePage { envelopes, next }) => (envelopes, next),
+                // A relay of an older release pages without a cursor: one page, then stop.
+                Ok(RelayResponse::Refused(_)) => {
+                    match self
+                        .inner
+                        .relay
+                        .request(relay, RelayRequest::Fetch { limit: 64 })
+                        .await
+                    {
+                        Ok(RelayResponse::Envelopes { envelopes, .. }) => (envelopes, None),
+                        _ => return,
+                    }
+                }
                 Ok(_) | Err(_) => return,
             };
             if envelopes.is_empty() {
@@ -835,8 +857,7 @@ impl Messaging {
                         receipts.push(*receipt);
                     }
                     Delivered::Refused(reason) => {
-                        tracing::debug!(%relay, %reason, "dropped a relayed envelope");
-                        ids.push(envelope.digest());
+                        tracing::debug!(%relay, %reason, "left a relayed envelope this device does not take");
                     }
                     // Not stored: leave it at the relay for the next fetch.
                     Delivered::RateLimited(_) => {}
@@ -851,29 +872,41 @@ impl Messaging {
                     .request(relay, RelayRequest::DepositReceipts { receipts })
                     .await;
             }
-            let _ = self
-                .inner
-                .relay
-                .request(relay, RelayRequest::Ack { ids })
-                .await;
-            if !more {
-                return;
+            if !ids.is_empty() {
+                let _ = self
+                    .inner
+                    .relay
+                    .request(relay, RelayRequest::Ack { ids })
+                    .await;
+            }
+            match next {
+                Some(cursor) => after = Some(cursor),
+                None => return,
             }
         }
     }
 
     /// Takes the receipts relay `relay` holds for this user's messages: each verified one
-    /// marks its message delivered, as a direct receipt would.
+    /// marks its message delivered, as a direct receipt would. A receipt for a message
+    /// another device of the user sent (not in this outbox) is left for that device.
     async fn fetch_receipts(&self, relay: UserId) {
         let me = self.inner.identity.user_id();
+        let mut after = None;
         for _ in 0..64 {
-            let (receipts, more) = match self
-                .inner
-                .relay
-                .request(relay, RelayRequest::FetchReceipts { limit: 64 })
-                .await
-            {
-                Ok(RelayResponse::Receipts { receipts, more }) => (receipts, more),
+            let request = RelayRequest::FetchReceiptsAfter { limit: 64, after };
+            let (receipts, next) = match self.inner.relay.request(relay, request).await {
+                Ok(RelayResponse::ReceiptPage { receipts, next }) => (receipts, next),
+                Ok(RelayResponse::Refused(_)) => {
+                    match self
+                        .inner
+                        .relay
+                        .request(relay, RelayRequest::FetchReceipts { limit: 64 })
+                        .await
+                    {
+                        Ok(RelayResponse::Receipts { receipts, .. }) => (receipts, None),
+                        _ => return,
+                    }
+                }
                 Ok(_) | Err(_) => return,
             };
             if receipts.is_empty() {
@@ -891,7 +924,14 @@ impl Messaging {
                     Ok(Some(entry)) if entry.recipient == r.recipient.to_string()
                 );
                 if !queued {
-                    ids.push(r.id);
+                    // Known here as delivered (or deleted): nobody needs it any more. Not
+                    // known: sent by another device of the user, which takes it itself.
+                    if matches!(
+                        self.inner.vault.message_status(r.id).await,
+                        Ok(Some(MessageStatus::Delivered | MessageStatus::Deleted))
+                    ) {
+                        ids.push(r.id);
+                    }
                     continue;
                 }
                 match self
@@ -903,13 +943,16 @@ impl Messaging {
                     Err(e) => tracing::warn!(error = %e, "cannot record a relayed receipt"),
                 }
             }
-            let _ = self
-                .inner
-                .relay
-                .request(relay, RelayRequest::AckReceipts { ids })
-                .await;
-            if !more {
-                return;
+            if !ids.is_empty() {
+                let _ = self
+                    .inner
+                    .relay
+                    .request(relay, RelayRequest::AckReceipts { ids })
+                    .await;
+            }
+            match next {
+                Some(cursor) => after = Some(cursor),
+                None => return,
             }
         }
     }

@@ -168,7 +168,7 @@ impl Dispatch {
         match self.outbound.greet(peer, Vec::new()).await {
             // Once per connection: a contact's device is here, so flush what waits for it
             // and fetch what its node holds.
-            Ok(Some(user)) if self.peers.is_contact(&user) => {
+            Ok(Some(user)) if self.peers.contact_of(&peer) == Some(user) => {
                 self.relay.contact_ready(user).await;
                 self.messaging.contact_ready(user).await;
                 self.files.peer_ready(user).await;

@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use anyhow::Context as _;
 use multiaddr::Multiaddr;
 use tokio::net::TcpListener;
-use volli_core::{PeerId, Timestamp, UserId};
+use volli_core::{PeerId, Permissions, Timestamp, UserId};
 use volli_store::vault::DeviceRecord;
 use volli_store::{Store, VaultOptions};
 
@@ -48,18 +48,26 @@ struct NodeInfoInner {
     user_id: UserId,
     peer_id: PeerId,
     device_name: String,
+    permissions: Permissions,
     started_at: Timestamp,
     listen_addrs: RwLock<Vec<Multiaddr>>,
 }
 
 impl NodeInfo {
-    /// Describes a node with the given identity.
-    pub fn new(user_id: UserId, peer_id: PeerId, device_name: String) -> Self {
+    /// Describes a node with the given identity: a device of `user_id` allowed
+    /// `permissions`.
+    pub fn new(
+        user_id: UserId,
+        peer_id: PeerId,
+        device_name: String,
+        permissions: Permissions,
+    ) -> Self {
         Self {
             inner: Arc::new(NodeInfoInner {
                 user_id,
                 peer_id,
                 device_name,
+                permissions,
                 started_at: Timestamp::now(),
                 listen_addrs: RwLock::new(Vec::new()),
             }),
@@ -77,6 +85,10 @@ impl NodeInfo {
     /// This device's name.
     pub fn device_name(&self) -> &str {
         &self.inner.device_name
+    }
+    /// What this device may do, as its certificate says.
+    pub fn permissions(&self) -> Permissions {
+        self.inner.permissions
     }
     /// When the node started.
     pub fn started_at(&self) -> Timestamp {
@@ -222,6 +234,7 @@ impl Node {
             identity.user_id(),
             identity.peer_id(),
             identity.certificate.device_name().to_owned(),
+            identity.permissions(),
         );
         let discovery = Discovery::new(
             plugins.host().clone(),

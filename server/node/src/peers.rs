@@ -63,9 +63,10 @@ pub fn transport_of(addr: &Multiaddr) -> &'static str {
 #[derive(Clone)]
 pub struct Peers {
     table: Arc<Mutex<HashMap<PeerId, PeerEntry>>>,
-    /// The user's contacts, kept here so the network dispatcher can tell a contact's device
-    /// from a stranger without waiting.
-    contacts: Arc<Mutex<HashSet<UserId>>>,
+    /// The user's contacts and the devices each one's latest card lists, kept here so the
+    /// network dispatcher can tell a contact's device from a stranger (or from a device the
+    /// contact revoked) without waiting.
+    contacts: Arc<Mutex<HashMap<UserId, HashSet<PeerId>>>>,
     /// The user's own devices that were revoked: no longer trusted as the user's.
     revoked: Arc<Mutex<HashSet<PeerId>>>,
     /// This node's user: its other devices are trusted like contacts, and sync with it.
@@ -79,7 +80,7 @@ impl Peers {
     pub fn new(local: PeerId, own: UserId, events: EventBus) -> Self {
         Self {
             table: Arc::new(Mutex::new(HashMap::new())),
-            contacts: Arc::new(Mutex::new(HashSet::new())),
+            contacts: Arc::new(Mutex::new(HashMap::new())),
             revoked: Arc::new(Mutex::new(HashSet::new())),
             own,
             events,
@@ -117,24 +118,31 @@ impl Peers {
             .collect()
     }
 
-    fn contact_set(&self) -> std::sync::MutexGuard<'_, HashSet<UserId>> {
+    fn contact_set(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, HashSet<PeerId>>> {
         self.contacts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Replaces the set of contacts.
-    pub fn set_contacts(&self, contacts: impl IntoIterator<Item = UserId>) {
-        *self.contact_set() = contacts.into_iter().collect();
+    /// Replaces the contacts, each with the devices its latest card lists.
+    pub fn set_contacts(&self, contacts: impl IntoIterator<Item = (UserId, Vec<PeerId>)>) {
+        *self.contact_set() = contacts
+            .into_iter()
+            .map(|(user, devices)| (user, devices.into_iter().collect()))
+            .collect();
     }
 
     /// Whether `user` is a contact.
     pub fn is_contact(&self, user: &UserId) -> bool {
-        self.contact_set().contains(user)
+        self.contact_set().contains_key(user)
     }
 
-    /// The contact `peer` is a verified device of, if it is one.
+    /// The contact `peer` is a device of, if it proved it is one (its certificate) and the
+    /// contact's latest card still lists it (a device the contact revoked is not).
     pub fn contact_of(&self, peer: &PeerId) -> Option<UserId> {
         let user = self.lock().get(peer).and_then(|e| e.user_id)?;
-        self.is_contact(&user).then_some(user)
+        self.contact_set()
+            .get(&user)
+            .is_some_and(|devices| devices.contains(peer))
+            .then_some(user)
     }
 
     /// The user `peer` proved it belongs to, if it did.
@@ -165,7 +173,7 @@ impl Peers {
                 e.connected
                     && !e
                         .user_id
-                        .is_some_and(|u| contacts.contains(&u) || u == self.own)
+                        .is_some_and(|u| contacts.contains_key(&u) || u == self.own)
             })
             .map(|e| e.peer_id)
             .collect()

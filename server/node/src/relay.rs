@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use volli_core::wire::{self, RelayRequest, RelayResponse};
+use volli_core::wire::{self, PageCursor, RelayRequest, RelayResponse};
 use volli_core::{ContactCard, Envelope, PeerId, Timestamp, UserId};
 use volli_net::Protocol;
 use volli_plugin_host::{Decision, DepositRequest, PluginHost, RelayCandidate, Usage};
@@ -406,13 +406,14 @@ impl Relay {
         else {
             return RelayResponse::Refused("malformed relay request".into());
         };
-        // No waiting for a hello: our own side always says hello before asking.
-        let Some(user) = self.inner.peers.user_of(&peer) else {
-            return RelayResponse::Refused("say hello first".into());
+        // No waiting for a hello: our own side always says hello before asking. Only a
+        // device its user's latest card lists is served: a revoked device with a valid
+        // certificate fetches no mail.
+        let Some(user) = self.inner.peers.contact_of(&peer) else {
+            return RelayResponse::Refused(
+                "this node serves its contacts' current devices only (say hello first)".into(),
+            );
         };
-        if !self.inner.peers.is_contact(&user) {
-            return RelayResponse::Refused("this node serves its contacts only".into());
-        }
         match request {
             RelayRequest::Deposit {
                 envelope,
@@ -422,19 +423,17 @@ impl Relay {
                 self.accept_deposit(user, &envelope, &ticket, ttl_secs)
                     .await
             }
-            RelayRequest::Fetch { limit } => {
-                let limit = u32::from(limit.clamp(1, FETCH_BATCH));
-                match self
-                    .inner
-                    .db
-                    .relay_for(&user.to_string(), Timestamp::now(), limit, FETCH_BYTES)
-                    .await
-                {
-                    Ok((held, more)) => RelayResponse::Envelopes {
-                        envelopes: held.into_iter().map(|h| h.envelope).collect(),
-                        more,
-                    },
-                    Err(e) => RelayResponse::Refused(format!("storage: {e}")),
+            RelayRequest::Fetch { limit } => match self.envelopes(user, limit, None).await {
+                Ok((envelopes, next)) => RelayResponse::Envelopes {
+                    envelopes,
+                    more: next.is_some(),
+                },
+                Err(refused) => refused,
+            },
+            RelayRequest::FetchAfter { limit, after } => {
+                match self.envelopes(user, limit, after).await {
+                    Ok((envelopes, next)) => RelayResponse::EnvelopePage { envelopes, next },
+                    Err(refused) => refused,
                 }
             }
             RelayRequest::Ack { ids } => {
@@ -469,29 +468,30 @@ impl Relay {
                     return RelayResponse::Refused("a card may only be sent by its user".into());
                 }
                 match self.inner.vault.update_contact_card(card).await {
-                    Ok(_) => RelayResponse::Ok,
+                    Ok(newer) => {
+                        if newer {
+                            // Its devices may have changed: trust the ones it lists now.
+                            self.inner.contacts.refresh().await;
+                        }
+                        RelayResponse::Ok
+                    }
                     Err(e) => RelayResponse::Refused(format!("storage: {e}")),
                 }
             }
             RelayRequest::DepositReceipts { receipts } => {
                 self.accept_receipts(user, receipts).await
             }
-            RelayRequest::FetchReceipts { limit } => {
-                let limit = u32::from(limit.clamp(1, FETCH_BATCH));
-                match self
-                    .inner
-                    .db
-                    .relay_receipts_for(&user.to_string(), Timestamp::now(), limit)
-                    .await
-                {
-                    Ok((held, more)) => RelayResponse::Receipts {
-                        receipts: held
-                            .iter()
-                            .filter_map(|b| wire::decode(b, MAX_RECEIPT_LEN).ok())
-                            .collect(),
-                        more,
-                    },
-                    Err(e) => RelayResponse::Refused(format!("storage: {e}")),
+            RelayRequest::FetchReceipts { limit } => match self.receipts(user, limit, None).await {
+                Ok((receipts, next)) => RelayResponse::Receipts {
+                    receipts,
+                    more: next.is_some(),
+                },
+                Err(refused) => refused,
+            },
+            RelayRequest::FetchReceiptsAfter { limit, after } => {
+                match self.receipts(user, limit, after).await {
+                    Ok((receipts, next)) => RelayResponse::ReceiptPage { receipts, next },
+                    Err(refused) => refused,
                 }
             }
             RelayRequest::AckReceipts { ids } => {
@@ -506,6 +506,60 @@ impl Relay {
                     Err(e) => RelayResponse::Refused(format!("storage: {e}")),
                 }
             }
+        }
+    }
+
+    /// A page of the envelopes held for `user`, after `after`; and where the next starts.
+    async fn envelopes(
+        &self,
+        user: UserId,
+        limit: u16,
+        after: Option<PageCursor>,
+    ) -> Result<(Vec<Vec<u8>>, Option<PageCursor>), RelayResponse> {
+        let limit = u32::from(limit.clamp(1, FETCH_BATCH));
+        let after = after.as_ref().map(|c| (c.at, c.id.as_slice()));
+        match self
+            .inner
+            .db
+            .relay_for(
+                &user.to_string(),
+                Timestamp::now(),
+                limit,
+                FETCH_BYTES,
+                after,
+            )
+            .await
+        {
+            Ok((held, next)) => Ok((
+                held.into_iter().map(|h| h.envelope).collect(),
+                next.map(|(at, id)| PageCursor { at, id }),
+            )),
+            Err(e) => Err(RelayResponse::Refused(format!("storage: {e}"))),
+        }
+    }
+
+    /// A page of the receipts held for `user`'s messages, after `after`.
+    async fn receipts(
+        &self,
+        user: UserId,
+        limit: u16,
+        after: Option<PageCursor>,
+    ) -> Result<(Vec<volli_core::Receipt>, Option<PageCursor>), RelayResponse> {
+        let limit = u32::from(limit.clamp(1, FETCH_BATCH));
+        let after = after.as_ref().map(|c| (c.at, c.id.as_slice()));
+        match self
+            .inner
+            .db
+            .relay_receipts_for(&user.to_string(), Timestamp::now(), limit, after)
+            .await
+        {
+            Ok((held, next)) => Ok((
+                held.iter()
+                    .filter_map(|b| wire::decode(b, MAX_RECEIPT_LEN).ok())
+                    .collect(),
+                next.map(|(at, id)| PageCursor { at, id }),
+            )),
+            Err(e) => Err(RelayResponse::Refused(format!("storage: {e}"))),
         }
     }
 

@@ -238,21 +238,27 @@ impl Db {
         Ok((held(by_depositor), held(by_recipient), held(total)))
     }
 
-    /// Envelopes held for `recipient`, oldest first: at most `limit` of them and, past the
-    /// first, no more than `max_bytes` in all; and whether more remain.
+    /// Envelopes held for `recipient`, oldest first, after `after` (when it was stored, its
+    /// id): at most `limit` of them and, past the first, no more than `max_bytes` in all;
+    /// and where the next page starts, if more remain.
     pub async fn relay_for(
         &self,
         recipient: &str,
         now: Timestamp,
         limit: u32,
         max_bytes: usize,
-    ) -> Result<(Vec<HeldEnvelope>, bool), StoreError> {
-        let rows: Vec<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, envelope FROM relay_held WHERE recipient = ? AND expires_at > ? \
+        after: Option<(i64, &[u8])>,
+    ) -> Result<(Vec<HeldEnvelope>, Option<(i64, Vec<u8>)>), StoreError> {
+        let (at, id) = after.unwrap_or((i64::MIN, &[]));
+        let rows: Vec<(Vec<u8>, Vec<u8>, i64)> = sqlx::query_as(
+            "SELECT id, envelope, stored_at FROM relay_held \
+             WHERE recipient = ? AND expires_at > ? AND (stored_at, id) > (?, ?) \
              ORDER BY stored_at, id LIMIT ?",
         )
         .bind(recipient)
         .bind(now.as_millis())
+        .bind(at)
+        .bind(id)
         .bind(i64::from(limit) + 1)
         .fetch_all(self.pool())
         .await?;
@@ -260,7 +266,7 @@ impl Db {
         let mut total = 0;
         let fit = rows
             .iter()
-            .take_while(|(_, envelope)| {
+            .take_while(|(_, envelope, _)| {
                 total += envelope.len();
                 total <= max_bytes
             })
@@ -270,16 +276,20 @@ impl Db {
             rows.truncate(fit);
             more = true;
         }
+        let next = rows
+            .last()
+            .filter(|_| more)
+            .map(|(id, _, at)| (*at, id.clone()));
         Ok((
             rows.into_iter()
-                .filter_map(|(id, envelope)| {
+                .filter_map(|(id, envelope, _)| {
                     Some(HeldEnvelope {
                         id: id.try_into().ok()?,
                         envelope,
                     })
                 })
                 .collect(),
-            more,
+            next,
         ))
     }
 
@@ -364,24 +374,34 @@ impl Db {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// Receipts held for `sender`, oldest first, at most `limit`; and whether more remain.
+    /// Receipts held for `sender`, oldest first, after `after`, at most `limit`; and where the
+    /// next page starts, if more remain.
     pub async fn relay_receipts_for(
         &self,
         sender: &str,
         now: Timestamp,
         limit: u32,
-    ) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
-        let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
-            "SELECT receipt FROM relay_receipts WHERE sender = ? AND expires_at > ? \
+        after: Option<(i64, &[u8])>,
+    ) -> Result<(Vec<Vec<u8>>, Option<(i64, Vec<u8>)>), StoreError> {
+        let (at, id) = after.unwrap_or((i64::MIN, &[]));
+        let rows: Vec<(Vec<u8>, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT receipt, stored_at, message_id FROM relay_receipts \
+             WHERE sender = ? AND expires_at > ? AND (stored_at, message_id) > (?, ?) \
              ORDER BY stored_at, message_id LIMIT ?",
         )
         .bind(sender)
         .bind(now.as_millis())
+        .bind(at)
+        .bind(id)
         .bind(i64::from(limit) + 1)
         .fetch_all(self.pool())
         .await?;
         let (rows, more) = page(rows, limit);
-        Ok((rows.into_iter().map(|(r,)| r).collect(), more))
+        let next = rows
+            .last()
+            .filter(|_| more)
+            .map(|(_, at, id)| (*at, id.clone()));
+        Ok((rows.into_iter().map(|(r, _, _)| r).collect(), next))
     }
 
     /// Deletes receipts `sender` acknowledged.

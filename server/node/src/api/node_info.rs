@@ -22,6 +22,9 @@ pub struct NodeView {
     pub version: String,
     /// This device's name.
     pub device_name: String,
+    /// What this device may do (`messages`, `contacts`, `settings`, `admin`), as the
+    /// user's certificate for it says: changes outside them get 403 `not_permitted`.
+    pub permissions: Vec<String>,
     /// When the node started (RFC 3339).
     pub started_at: String,
 }
@@ -43,6 +46,12 @@ pub async fn node_info(State(node): State<NodeInfo>) -> Json<NodeView> {
             .collect(),
         version: crate::VERSION.to_owned(),
         device_name: node.device_name().to_owned(),
+        permissions: node
+            .permissions()
+            .names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
         started_at: node.started_at().to_rfc3339(),
     })
 }

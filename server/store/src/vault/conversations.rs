@@ -806,6 +806,11 @@ impl Vault {
             .map(|l| l.conversation))
     }
 
+    /// The status of message `id`, if it is stored (deleted ones included).
+    pub async fn message_status(&self, id: MessageId) -> Result<Option<MessageStatus>, StoreError> {
+        Ok(index::locate(&self.db, id).await?.map(|l| l.status))
+    }
+
     /// Messages of the conversation with `with` that a retention rule lets go: sent before
     /// `before`, or beyond the newest `keep_last`; at most `limit`.
     pub async fn expired_messages(
