@@ -271,6 +271,9 @@ pub enum PairResponse {
     Used,
     /// Refused, with a reason.
     Refused(String),
+    /// Busy with other attempts (or this peer asked too often): try again in this many
+    /// seconds. The session is still open.
+    RetryLater(u32),
 }
 
 /// What a new device receives when its pairing is approved.

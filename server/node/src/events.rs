@@ -121,6 +121,17 @@ pub enum Event {
         /// Documents that changed.
         docs: usize,
     },
+    /// Someone tried to join a pairing this device offers and failed (a wrong code): that
+    /// attempt ended, the pairing stays open for the device that has the code.
+    #[serde(rename = "pairing.attempt_failed")]
+    PairingAttemptFailed {
+        /// The pairing session.
+        id: String,
+        /// The peer that tried.
+        peer_id: String,
+        /// What happened, in words.
+        reason: String,
+    },
     /// Another device of this user sent changes this device refused: they would undo what
     /// only the user key signs (a revocation, a key generation, a certificate), roll back a
     /// contact's card, or break a document's bounds. Nothing of them was kept.

@@ -46,6 +46,15 @@ const MAX_SESSIONS: usize = 16;
 const WAIT: Duration = Duration::from_secs(20);
 /// How long the new node waits for an answer to a request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Starts by code a session takes in all: each is one guess at its 33 bits, so a guesser's
+/// chance stays below 2⁻²⁸. Past it the code stops working; the link still does.
+const MAX_CODE_GUESSES: u32 = 32;
+/// Exchanges a session runs at once: a stranger's unfinished start cannot hold it.
+const MAX_EXCHANGES: usize = 8;
+/// How long a started exchange waits for its confirmation.
+const EXCHANGE_TTL: Duration = Duration::from_secs(30);
+/// Starts one peer may make on one session.
+const STARTS_PER_PEER: u8 = 3;
 
 /// A pairing offered by this (existing) device.
 #[derive(Clone, Debug)]
@@ -120,14 +129,18 @@ pub struct Joining {
     pub check_code: String,
 }
 
+/// A start that waits for its joiner's confirmation. A session keeps several (one per
+/// peer), so a stranger's start — a wrong guess, or one never confirmed — does not stop the
+/// real device's.
+struct Exchanging {
+    key: Arc<SharedKey>,
+    reply_key: Vec<u8>,
+    device_name: String,
+    until: tokio::time::Instant,
+}
+
 enum Step {
     Open,
-    Exchanging {
-        joiner: PeerId,
-        key: Arc<SharedKey>,
-        reply_key: Vec<u8>,
-        device_name: String,
-    },
     Pending {
         joiner: PeerId,
         key: Arc<SharedKey>,
@@ -146,7 +159,6 @@ enum Step {
         device_name: String,
         check_code: String,
     },
-    Burnt,
 }
 
 struct Session {
@@ -155,21 +167,30 @@ struct Session {
     expires_at: Timestamp,
     permissions: Permissions,
     step: Step,
+    /// Starts waiting for their confirmation, while the session is open.
+    exchanges: HashMap<PeerId, Exchanging>,
+    /// Starts by code so far (each one a guess).
+    guesses: u32,
+    /// Starts per peer so far.
+    starts: HashMap<PeerId, u8>,
     decided: Arc<Notify>,
 }
 
 /// This device's pairing sessions.
 pub(super) struct Sessions {
     sessions: Mutex<HashMap<[u8; 16], Session>>,
-    starts: RateLimiter<()>,
+    /// Starts per peer, across sessions.
+    starts: RateLimiter<PeerId>,
+    /// Probes per peer: a nameplate is public, but answering is not free.
+    probes: RateLimiter<PeerId>,
 }
 
 impl Default for Sessions {
     fn default() -> Self {
         Self {
             sessions: Mutex::new(HashMap::new()),
-            // Each start is a guess at a code: a few a minute, whoever makes them.
-            starts: RateLimiter::new(10, 1),
+            starts: RateLimiter::new(5, 1),
+            probes: RateLimiter::new(20, 2),
         }
     }
 }
@@ -267,6 +288,9 @@ impl Devices {
                     expires_at,
                     permissions,
                     step: Step::Open,
+                    exchanges: HashMap::new(),
+                    guesses: 0,
+                    starts: HashMap::new(),
                     decided: Arc::new(Notify::new()),
                 },
             );
@@ -485,10 +509,14 @@ impl Devices {
         let now = Timestamp::now();
         match request {
             PairRequest::Probe { nameplate } => {
+                if let Err(wait) = self.inner.pairing.probes.check(peer) {
+                    return PairResponse::RetryLater(u32::try_from(wait).unwrap_or(u32::MAX));
+                }
                 PairResponse::Present(self.sessions().values().any(|s| {
                     s.code.nameplate() == nameplate
                         && s.expires_at > now
                         && matches!(s.step, Step::Open)
+                        && s.guesses < MAX_CODE_GUESSES
                 }))
             }
             PairRequest::Start {
@@ -497,8 +525,8 @@ impl Devices {
                 device_name,
                 reply_key,
             } => {
-                if self.inner.pairing.starts.check(()).is_err() {
-                    return PairResponse::Refused("too many pairing attempts; try again".into());
+                if let Err(wait) = self.inner.pairing.starts.check(peer) {
+                    return PairResponse::RetryLater(u32::try_from(wait).unwrap_or(u32::MAX));
                 }
                 let name = device_name.trim().to_owned();
                 if name.is_empty() || name.len() > volli_core::cert::MAX_DEVICE_NAME_LEN {
@@ -539,6 +567,25 @@ impl Devices {
         if !matches!(s.step, Step::Open) {
             return PairResponse::Used;
         }
+        let by_code = matches!(session, SessionRef::Nameplate(_));
+        if by_code && s.guesses >= MAX_CODE_GUESSES {
+            return PairResponse::Refused(
+                "this code was tried too often; use the pairing link, or make a new code".into(),
+            );
+        }
+        let started = s.starts.entry(peer).or_default();
+        if *started >= STARTS_PER_PEER {
+            return PairResponse::Refused("too many attempts from this device".into());
+        }
+        let clock = tokio::time::Instant::now();
+        s.exchanges.retain(|_, e| e.until > clock);
+        if s.exchanges.len() >= MAX_EXCHANGES && !s.exchanges.contains_key(&peer) {
+            return PairResponse::RetryLater(1);
+        }
+        *started += 1;
+        if by_code {
+            s.guesses += 1;
+        }
         let password = match session {
             SessionRef::Link(_) => s.secret.to_vec(),
             SessionRef::Nameplate(_) => s.code.password(),
@@ -547,22 +594,60 @@ impl Devices {
         let message = exchange.message().to_vec();
         let extra = [reply_key.as_slice(), device_name.as_bytes()].concat();
         let Ok(key) = exchange.finish(spake, &extra) else {
-            s.step = Step::Burnt;
-            return PairResponse::Used;
+            return PairResponse::Refused("not a SPAKE2 message".into());
         };
         let confirmation = key.confirmation(Side::Device);
-        // One start per session: a second one, like a wrong code, finds it used.
-        s.step = Step::Exchanging {
-            joiner: peer,
-            key: Arc::new(key),
-            reply_key,
-            device_name,
-        };
+        let until = clock + EXCHANGE_TTL;
+        s.exchanges.insert(
+            peer,
+            Exchanging {
+                key: Arc::new(key),
+                reply_key,
+                device_name,
+                until,
+            },
+        );
+        // A joiner whose code was wrong finds out from our confirmation and never sends its
+        // own: the attempt ends when the exchange runs out, and the user hears of it.
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(until).await;
+            this.exchange_ran_out(id, peer, until);
+        });
         PairResponse::Started {
             session: id,
             spake: message,
             confirmation,
         }
+    }
+
+    /// Ends the exchange `peer` started on session `id` (the one that runs out at `until`)
+    /// if it is still waiting for its confirmation, and tells the user.
+    fn exchange_ran_out(&self, id: [u8; 16], peer: PeerId, until: tokio::time::Instant) {
+        let left = {
+            let mut sessions = self.sessions();
+            let Some(s) = sessions.get_mut(&id) else {
+                return;
+            };
+            if s.exchanges.get(&peer).is_none_or(|e| e.until != until) {
+                return;
+            }
+            s.exchanges.remove(&peer);
+            MAX_CODE_GUESSES.saturating_sub(s.guesses)
+        };
+        self.attempt_failed(id, peer, left);
+    }
+
+    fn attempt_failed(&self, id: [u8; 16], peer: PeerId, left: u32) {
+        tracing::warn!(%peer, "a pairing attempt with a wrong code");
+        self.inner.events.publish(Event::PairingAttemptFailed {
+            id: hex(&id),
+            peer_id: peer.to_base58(),
+            reason: format!(
+                "a device tried a wrong code; the pairing stays open ({left} tries of the code \
+                 left)"
+            ),
+        });
     }
 
     fn confirm(
@@ -579,35 +664,36 @@ impl Devices {
         if s.expires_at <= now {
             return PairResponse::Expired;
         }
-        let Step::Exchanging {
-            joiner,
-            key,
-            reply_key,
-            device_name,
-        } = &s.step
-        else {
+        if !matches!(s.step, Step::Open) {
             return PairResponse::Used;
+        }
+        let Some(exchange) = s.exchanges.remove(&peer) else {
+            return PairResponse::Refused("no exchange started by this device".into());
         };
-        if *joiner != peer {
-            return PairResponse::Used;
+        if exchange.until <= tokio::time::Instant::now() {
+            return PairResponse::Expired;
         }
-        if key.check(Side::Joiner, confirmation).is_err() {
-            tracing::warn!(%peer, "a pairing attempt with a wrong code; the session is burnt");
-            s.step = Step::Burnt;
-            return PairResponse::Used;
+        if exchange.key.check(Side::Joiner, confirmation).is_err() {
+            // Wrong words (or another user's session behind the same nameplate): this
+            // attempt ends, the session stays open for the device that has the code.
+            let left = MAX_CODE_GUESSES.saturating_sub(s.guesses);
+            drop(sessions);
+            self.attempt_failed(id, peer, left);
+            return PairResponse::Refused("the pairing code is wrong".into());
         }
-        let check_code = key.check_code();
+        let check_code = exchange.key.check_code();
         let event = Event::PairingRequest {
             id: hex(&id),
-            device_name: device_name.clone(),
+            device_name: exchange.device_name.clone(),
             peer_id: peer.to_base58(),
             check_code: check_code.clone(),
         };
+        s.exchanges.clear();
         s.step = Step::Pending {
             joiner: peer,
-            key: Arc::clone(key),
-            reply_key: reply_key.clone(),
-            device_name: device_name.clone(),
+            key: exchange.key,
+            reply_key: exchange.reply_key,
+            device_name: exchange.device_name,
             check_code,
         };
         drop(sessions);
@@ -682,18 +768,25 @@ impl Devices {
         }
         let reply = ReplyKey::generate().map_err(|e| DeviceError::InvalidPairing(e.to_string()))?;
         let exchange = Exchange::start(Side::Joiner, &password, session, device, me);
-        let started = self
-            .pair_request(
-                device,
-                addrs.clone(),
-                PairRequest::Start {
-                    session,
-                    spake: exchange.message().to_vec(),
-                    device_name: device_name.to_owned(),
-                    reply_key: reply.public().to_vec(),
-                },
-            )
+        let start = PairRequest::Start {
+            session,
+            spake: exchange.message().to_vec(),
+            device_name: device_name.to_owned(),
+            reply_key: reply.public().to_vec(),
+        };
+        // The device may be busy with other attempts (a stranger's, say): wait and again.
+        let mut started = self
+            .pair_request(device, addrs.clone(), start.clone())
             .await?;
+        for _ in 0..10 {
+            let PairResponse::RetryLater(wait) = started else {
+                break;
+            };
+            tokio::time::sleep(Duration::from_secs(u64::from(wait.clamp(1, 10)))).await;
+            started = self
+                .pair_request(device, addrs.clone(), start.clone())
+                .await?;
+        }
         let (id, spake, confirmation) = match started {
             PairResponse::Started {
                 session,
@@ -707,6 +800,18 @@ impl Devices {
             .finish(&spake, &extra)
             .map_err(|_| DeviceError::InvalidPairing("the pairing code is wrong".into()))?;
         if key.check(Side::Device, &confirmation).is_err() {
+            // Say so at once, so the attempt ends there (and the user hears of it) rather
+            // than when it runs out.
+            let _ = self
+                .pair_request(
+                    device,
+                    addrs.clone(),
+                    PairRequest::Confirm {
+                        session: id,
+                        confirmation: key.confirmation(Side::Joiner),
+                    },
+                )
+                .await;
             return Err(DeviceError::InvalidPairing(
                 "the pairing code is wrong (or another device answered)".into(),
             ));
