@@ -789,6 +789,40 @@ async fn the_cli_sends_follows_and_saves_a_file() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(std::fs::read(saved.join("cli file.bin")).unwrap() == data);
+    // Saved again into the same directory: the name the sender gave is taken, so the file
+    // goes beside it; a named target that exists is replaced only when asked to.
+    let b_dir = dir(&b);
+    let save = |target: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["--data-dir", &b_dir, "transfers", "save", &id];
+        args.push(target.to_str().unwrap());
+        args.extend_from_slice(extra);
+        volli(&args)
+    };
+    std::fs::write(saved.join("cli file.bin"), b"mine").unwrap();
+    assert!(save(&saved, &[]).status.success());
+    assert_eq!(std::fs::read(saved.join("cli file.bin")).unwrap(), b"mine");
+    assert!(std::fs::read(saved.join("cli file (1).bin")).unwrap() == data);
+    let out = save(&saved.join("cli file.bin"), &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--overwrite"));
+    assert_eq!(std::fs::read(saved.join("cli file.bin")).unwrap(), b"mine");
+    assert!(
+        save(&saved.join("cli file.bin"), &["--overwrite"])
+            .status
+            .success()
+    );
+    assert!(std::fs::read(saved.join("cli file.bin")).unwrap() == data);
+    let leftovers = std::fs::read_dir(&saved)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".part")
+        })
+        .count();
+    assert_eq!(leftovers, 0);
     // Streamed instead of named by path.
     let out = volli(&[
         "--data-dir",

@@ -153,7 +153,8 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(devices::revoke))
         .routes({
             // A streamed file is as large as it is; the node never holds it in memory.
-            let (schemas, paths, router) = routes!(transfers::send, transfers::list);
+            let (schemas, paths, router) =
+                routes!(transfers::send, transfers::list, transfers::clear);
             (schemas, paths, router.layer(DefaultBodyLimit::disable()))
         })
         .routes(routes!(transfers::get, transfers::delete))

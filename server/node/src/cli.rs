@@ -188,8 +188,12 @@ enum TransfersCommand {
     Save {
         /// The transfer id.
         id: String,
-        /// Where to write it (a directory: the file keeps its name).
+        /// Where to write it: a directory (the file keeps the name its sender gave, or
+        /// `name (1).ext` if that is taken), or a file name.
         path: PathBuf,
+        /// Replace the file named by PATH if it exists.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Forget a finished transfer (a received file's content with it).
     Delete {
@@ -461,7 +465,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let c = connect(&cli)?;
             match command {
                 None => client::transfers(&c).await,
-                Some(TransfersCommand::Save { id, path }) => client::save(&c, id, path).await,
+                Some(TransfersCommand::Save {
+                    id,
+                    path,
+                    overwrite,
+                }) => client::save(&c, id, path, *overwrite).await,
                 Some(TransfersCommand::Delete { id }) => {
                     let path = format!("/v1/transfers/{}", client::encode(id));
                     c.send(reqwest::Method::DELETE, &path, client::Body::None)

@@ -50,8 +50,15 @@ pub use prepare::Upload;
 
 /// Offers waiting for a decision from one contact, at most.
 const MAX_PENDING_OFFERS: usize = 64;
-/// Transfers a node keeps, at most (rows; finished ones count until deleted).
-const MAX_TRANSFERS: usize = 10_000;
+/// Transfers a node keeps in each direction, at most (rows; finished ones count until they
+/// are deleted or pruned), so what others offer never keeps the user from sending.
+const MAX_TRANSFERS: usize = 5_000;
+/// Incoming transfers kept from one contact (or from the user's own devices), at most.
+const MAX_PER_CONTACT: usize = 500;
+/// The longest a received offer is taken to last, whatever its sender says.
+const MAX_OFFER_LIFE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Transfers that ended without completing are forgotten this long after they ended.
+const KEEP_UNFINISHED: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Progress events per transfer, at most one per this.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// How often undelivered offers and state changes are tried again, at the latest.
@@ -62,6 +69,40 @@ const IDLE_WAIT: Duration = Duration::from_secs(3600);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// The setting that holds the auto-accept sizes.
 pub const AUTO_ACCEPT_SETTING: &str = "transfers.auto_accept_bytes";
+
+/// The ids a transfer's chunks are stored under in the file backend: each derived from the
+/// transfer's id and the chunk's name, so no two transfers share a stored chunk and
+/// cancelling or deleting one never takes another's (a sender could otherwise have a file it
+/// delivered before deleted, by offering the same chunks again and cancelling). Still 64 hex
+/// characters, as the file-backend contract has them. Transfers recorded by earlier releases
+/// keep their chunks under the chunk's name.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ChunkIds(Option<[u8; 16]>);
+
+impl ChunkIds {
+    /// The ids of a new transfer's chunks.
+    pub(crate) fn new(id: TransferId) -> Self {
+        Self(Some(*id.as_bytes()))
+    }
+
+    /// The ids of `t`'s chunks.
+    pub(crate) fn of(t: &TransferRow) -> Self {
+        Self(t.chunk_ids_per_transfer.then_some(t.id))
+    }
+
+    /// Where chunk `name` is stored.
+    pub(crate) fn id(&self, name: &[u8; 32]) -> String {
+        match &self.0 {
+            Some(transfer) => {
+                let mut input = [0u8; 48];
+                input[..16].copy_from_slice(transfer);
+                input[16..].copy_from_slice(name);
+                hex(&blake3::derive_key("volli file chunk id v1", &input))
+            }
+            None => hex(name),
+        }
+    }
+}
 
 /// Why a transfer operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -230,6 +271,7 @@ struct Serving {
     layout: Layout,
     key: FileKey,
     list: ChunkList,
+    chunk_ids: ChunkIds,
     peer: UserId,
     source: Option<std::fs::File>,
     sent: Mutex<Vec<bool>>,
@@ -545,6 +587,7 @@ impl Files {
             created_at: now,
             expires_at,
             updated_at: now,
+            chunk_ids_per_transfer: true,
         };
         self.inner.db.insert_transfer(&row).await?;
         // The maintenance loop sleeps until the next expiry it knew of; this one may be sooner.
@@ -555,9 +598,17 @@ impl Files {
     }
 
     async fn check_room(&self) -> Result<(), FileError> {
-        if self.inner.db.transfers().await?.len() >= MAX_TRANSFERS {
+        let outgoing = self
+            .inner
+            .db
+            .transfers()
+            .await?
+            .iter()
+            .filter(|t| t.outgoing)
+            .count();
+        if outgoing >= MAX_TRANSFERS {
             return Err(FileError::Quota(format!(
-                "this node holds {MAX_TRANSFERS} transfers; delete finished ones first"
+                "this node holds {MAX_TRANSFERS} outgoing transfers; delete finished ones first"
             )));
         }
         Ok(())
@@ -590,7 +641,7 @@ impl Files {
             .check_quota(&to.to_string(), prepared.layout.size())
             .await
         {
-            prepare::forget(&backend, &prepared.list).await;
+            prepare::forget(&backend, ChunkIds::new(prepared.id), &prepared.list).await;
             return Err(e);
         }
         self.offer(to, name, prepared, None).await
@@ -906,6 +957,30 @@ impl Files {
         Ok(view(&t))
     }
 
+    /// Forgets every finished transfer in one of `states` (`completed`, `declined`,
+    /// `cancelled`, `failed`); a received file's content goes with it. Returns how many.
+    pub async fn delete_finished(&self, states: &[&str]) -> Result<usize, FileError> {
+        if let Some(bad) = states.iter().find(|s| !finished(s)) {
+            return Err(FileError::Invalid(format!(
+                "{bad:.20} is not a state a finished transfer has (completed, declined, \
+                 cancelled, failed)"
+            )));
+        }
+        let _guard = self.inner.changes.lock().await;
+        let mut deleted = 0;
+        for t in self.inner.db.transfers().await? {
+            if !states.contains(&t.state.as_str()) {
+                continue;
+            }
+            if !t.outgoing && t.state == "completed" {
+                self.remove_chunks(&t).await;
+            }
+            self.inner.db.delete_transfer(&t.id).await?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
     /// Forgets a finished transfer (a received file's content with it).
     pub async fn delete(&self, id: TransferId) -> Result<(), FileError> {
         let _guard = self.inner.changes.lock().await;
@@ -962,7 +1037,7 @@ impl Files {
         else {
             return;
         };
-        prepare::forget(&backend, &list).await;
+        prepare::forget(&backend, ChunkIds::of(t), &list).await;
     }
 
     /// Publishes a state change.
@@ -1030,8 +1105,9 @@ impl Files {
         }
     }
 
-    /// Transfers past the time their sender keeps the file fail. Returns how long until the
-    /// next one expires.
+    /// Transfers past the time their sender keeps the file fail, and those that ended
+    /// without completing a while ago are forgotten. Returns how long until the next one of
+    /// either is due.
     async fn expire(&self) -> Option<Duration> {
         let now = Timestamp::now();
         let Ok(all) = self.inner.db.transfers().await else {
@@ -1040,6 +1116,18 @@ impl Files {
         let mut next: Option<Duration> = None;
         for t in all {
             if finished(&t.state) {
+                if t.state == "completed" {
+                    continue;
+                }
+                let forget_at = t.updated_at.saturating_add(KEEP_UNFINISHED);
+                if forget_at <= now {
+                    if let Err(e) = self.inner.db.delete_transfer(&t.id).await {
+                        tracing::warn!(error = %e, "cannot forget an old transfer");
+                    }
+                } else {
+                    let left = now.until(forget_at) + Duration::from_millis(5);
+                    next = Some(next.map_or(left, |n| n.min(left)));
+                }
                 continue;
             }
             if t.expires_at >= now {
@@ -1100,11 +1188,13 @@ impl Files {
         let Ok(all) = self.inner.db.transfers().await else {
             return FileResponse::Refused(FileRefusal::Busy);
         };
-        let pending = all
-            .iter()
-            .filter(|t| !t.outgoing && t.state == "offered" && t.peer == user.to_string())
-            .count();
-        if pending >= MAX_PENDING_OFFERS || all.len() >= MAX_TRANSFERS {
+        let incoming = all.iter().filter(|t| !t.outgoing);
+        let from_user = incoming.clone().filter(|t| t.peer == user.to_string());
+        let pending = from_user.clone().filter(|t| t.state == "offered").count();
+        if pending >= MAX_PENDING_OFFERS
+            || from_user.count() >= MAX_PER_CONTACT
+            || incoming.count() >= MAX_TRANSFERS
+        {
             return FileResponse::Refused(FileRefusal::Busy);
         }
         let row = TransferRow {
@@ -1129,8 +1219,9 @@ impl Files {
             bytes_done: 0,
             error: None,
             created_at: offer.created_at.min(now),
-            expires_at: offer.expires_at,
+            expires_at: offer.expires_at.min(now.saturating_add(MAX_OFFER_LIFE)),
             updated_at: now,
+            chunk_ids_per_transfer: true,
         };
         if self.inner.db.insert_transfer(&row).await.is_err() {
             return FileResponse::Refused(FileRefusal::Busy);
@@ -1250,6 +1341,7 @@ impl Files {
             layout,
             key: FileKey::from_bytes(t.file_key),
             list,
+            chunk_ids: ChunkIds::of(&t),
             peer: user,
             source,
             sent: Mutex::new(vec![false; chunks]),
@@ -1294,7 +1386,11 @@ impl Files {
         } else {
             let backend = self.backend().map_err(|_| Status::Busy)?;
             let data = backend
-                .get(&hex(&name), 0, u32::try_from(len).unwrap_or(u32::MAX))
+                .get(
+                    &s.chunk_ids.id(&name),
+                    0,
+                    u32::try_from(len).unwrap_or(u32::MAX),
+                )
                 .await
                 .map_err(|_| Status::Busy)?;
             if data.len() != len {

@@ -35,6 +35,15 @@ impl<K: Hash + Eq + Copy> RateLimiter<K> {
         }
     }
 
+    /// Allows `burst` requests at once and `per_minute` a minute sustained, per key.
+    pub fn per_minute(burst: u32, per_minute: u32) -> Self {
+        Self {
+            burst: f64::from(burst.max(1)),
+            per_second: f64::from(per_minute.max(1)) / 60.0,
+            buckets: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
     /// Takes one token for `key`, or says how many seconds until one is available.
     pub fn check(&self, key: K) -> Result<(), u64> {
         let now = Instant::now();

@@ -49,6 +49,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deposits a depositor may make at once, and per second after that.
 const DEPOSIT_BURST: u32 = 200;
 const DEPOSITS_PER_SECOND: u32 = 50;
+/// Newer contact cards taken from one contact at once, and a minute after that.
+const CARD_BURST: u32 = 10;
+const CARDS_PER_MINUTE: u32 = 2;
 /// The longest the sweeper sleeps when nothing is due (it wakes for the first expiry, and
 /// is told of every new holding).
 const SWEEP_AT_LEAST_EVERY: Duration = Duration::from_secs(3600);
@@ -72,6 +75,9 @@ struct Inner {
     /// The relay-policy plugin that decides on deposits.
     policy: String,
     deposits: RateLimiter<UserId>,
+    /// Newer cards taken per contact: each one is kept in the contacts document (and its
+    /// history until every device has it), so a contact cannot grow it at will.
+    cards: RateLimiter<UserId>,
     redesignate: Notify,
     /// Something new is held: the sweeper reconsiders when to wake.
     held: Notify,
@@ -103,6 +109,7 @@ impl Relay {
                 contacts,
                 policy,
                 deposits: RateLimiter::new(DEPOSIT_BURST, DEPOSITS_PER_SECOND),
+                cards: RateLimiter::per_minute(CARD_BURST, CARDS_PER_MINUTE),
                 redesignate: Notify::new(),
                 held: Notify::new(),
                 cards_sent: Mutex::new(HashMap::new()),
@@ -466,6 +473,17 @@ impl Relay {
                 };
                 if card.user_id() != user {
                     return RelayResponse::Refused("a card may only be sent by its user".into());
+                }
+                let known = match self.inner.vault.contact(user).await {
+                    Ok(Some(c)) => c.card.issued_at(),
+                    Ok(None) => return RelayResponse::Refused("not a contact".into()),
+                    Err(e) => return RelayResponse::Refused(format!("storage: {e}")),
+                };
+                if card.issued_at() <= known {
+                    return RelayResponse::Ok;
+                }
+                if let Err(wait) = self.inner.cards.check(user) {
+                    return RelayResponse::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX));
                 }
                 match self.inner.vault.update_contact_card(card).await {
                     Ok(newer) => {

@@ -54,6 +54,9 @@ pub struct TransferRow {
     pub expires_at: Timestamp,
     /// Last change.
     pub updated_at: Timestamp,
+    /// Its chunks are stored under ids of this transfer's own (every row made by this
+    /// release), rather than under their names (rows of earlier releases).
+    pub chunk_ids_per_transfer: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -81,11 +84,12 @@ struct Row {
     created_at: i64,
     expires_at: i64,
     updated_at: i64,
+    chunk_ids_per_transfer: bool,
 }
 
 const COLUMNS: &str = "id, direction, peer, device, name, size, chunk_size, list_hash, blake3, \
      file_key, source, list, sealed_offer, state, paused_here, paused_there, delivered, \
-     notify, bytes_done, error, created_at, expires_at, updated_at";
+     notify, bytes_done, error, created_at, expires_at, updated_at, chunk_ids_per_transfer";
 
 fn array<const N: usize>(bytes: &[u8]) -> Result<[u8; N], StoreError> {
     bytes
@@ -118,6 +122,7 @@ fn from_row(r: Row) -> Result<TransferRow, StoreError> {
         created_at: Timestamp::from_millis(r.created_at),
         expires_at: Timestamp::from_millis(r.expires_at),
         updated_at: Timestamp::from_millis(r.updated_at),
+        chunk_ids_per_transfer: r.chunk_ids_per_transfer,
     })
 }
 
@@ -130,7 +135,7 @@ impl Db {
     pub async fn insert_transfer(&self, t: &TransferRow) -> Result<bool, StoreError> {
         let done = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT OR IGNORE INTO transfers ({COLUMNS}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )))
         .bind(&t.id[..])
         .bind(if t.outgoing { "outgoing" } else { "incoming" })
@@ -155,6 +160,7 @@ impl Db {
         .bind(t.created_at.as_millis())
         .bind(t.expires_at.as_millis())
         .bind(t.updated_at.as_millis())
+        .bind(t.chunk_ids_per_transfer)
         .execute(self.writer())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -311,6 +317,7 @@ mod tests {
             created_at: Timestamp::from_millis(1),
             expires_at: Timestamp::from_millis(2),
             updated_at: Timestamp::from_millis(1),
+            chunk_ids_per_transfer: true,
         }
     }
 

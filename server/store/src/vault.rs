@@ -210,6 +210,11 @@ impl VaultDelta {
             .map_err(|e| StoreError::Document(format!("not a vault delta: {e}")))
     }
 
+    /// Adds what `other` carries.
+    pub fn extend(&mut self, other: VaultDelta) {
+        self.docs.extend(other.docs);
+    }
+
     fn push(&mut self, id: DocId, blobs: Vec<Vec<u8>>) {
         self.docs.push((id.to_string(), blobs));
     }

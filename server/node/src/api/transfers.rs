@@ -245,6 +245,44 @@ pub async fn list(State(files): State<Files>) -> Result<Json<TransferList>, ApiE
     }))
 }
 
+/// Which finished transfers to forget.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ClearQuery {
+    /// Comma-separated states among `completed`, `declined`, `cancelled`, `failed`; all
+    /// four when absent.
+    pub state: Option<String>,
+}
+
+/// How many transfers went.
+#[derive(Serialize, ToSchema)]
+pub struct Cleared {
+    /// Transfers forgotten.
+    pub deleted: usize,
+}
+
+/// Forgets every finished transfer (or those in the states given); received files' content
+/// goes with them. Transfers still under way are left alone.
+#[utoipa::path(delete, path = "/v1/transfers", tag = "transfers", security(("bearer" = [])),
+    params(ClearQuery),
+    responses(
+        (status = 200, description = "Forgotten", body = Cleared),
+        (status = 400, description = "Not a finished state (`invalid_transfer`)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    ))]
+pub async fn clear(
+    State(files): State<Files>,
+    Query(query): Query<ClearQuery>,
+) -> Result<Json<Cleared>, ApiError> {
+    let states: Vec<&str> = match &query.state {
+        Some(list) => list.split(',').map(str::trim).collect(),
+        None => vec!["completed", "declined", "cancelled", "failed"],
+    };
+    Ok(Json(Cleared {
+        deleted: files.delete_finished(&states).await?,
+    }))
+}
+
 /// One transfer.
 #[utoipa::path(get, path = "/v1/transfers/{id}", tag = "transfers", security(("bearer" = [])),
     params(("id" = String, Path, description = "The transfer id")),

@@ -727,13 +727,38 @@ pub(crate) async fn follow(client: &Client, id: &str) -> anyhow::Result<()> {
 }
 
 /// `volli transfers save ID PATH`
-pub(crate) async fn save(client: &Client, id: &str, path: &std::path::Path) -> anyhow::Result<()> {
+pub(crate) async fn save(
+    client: &Client,
+    id: &str,
+    path: &std::path::Path,
+    overwrite: bool,
+) -> anyhow::Result<()> {
     use tokio::io::AsyncWriteExt as _;
     let t: Value = client.get(&format!("/v1/transfers/{}", encode(id))).await?;
-    let target = if path.is_dir() {
-        path.join(t["name"].as_str().unwrap_or("file"))
+    // The name comes from the sender: only ever a plain file name, and never one that is
+    // there already (a `.bashrc` sent into the home directory is saved beside it).
+    let sent_name = t["name"]
+        .as_str()
+        .map(std::path::Path::new)
+        .and_then(std::path::Path::file_name)
+        .and_then(|n| n.to_str())
+        .unwrap_or("file")
+        .to_owned();
+    let (dir, wanted) = if path.is_dir() {
+        (path.to_owned(), None)
     } else {
-        path.to_owned()
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .to_owned();
+        if path.exists() && !overwrite {
+            bail!(
+                "{} exists already; pass --overwrite to replace it",
+                path.display()
+            );
+        }
+        (dir, Some(path.to_owned()))
     };
     let url = format!("{}/v1/transfers/{}/content", client.base(), encode(id));
     let mut response = client
@@ -751,23 +776,88 @@ pub(crate) async fn save(client: &Client, id: &str, path: &std::path::Path) -> a
             body["error"]["code"].as_str().unwrap_or("unknown")
         );
     }
-    let tmp = target.with_extension("part");
-    let mut file = tokio::fs::File::create(&tmp)
+    // A new file of our own beside the target: never one that exists, nor a symlink
+    // someone placed there.
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random)?;
+    let tmp = dir.join(format!(
+        ".{sent_name}.{}.part",
+        volli_core::transfer::hex(&random)
+    ));
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
         .await
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     let mut hasher = blake3::Hasher::new();
-    while let Some(chunk) = response.chunk().await? {
-        hasher.update(&chunk);
-        file.write_all(&chunk).await?;
+    let written: anyhow::Result<()> = async {
+        while let Some(chunk) = response.chunk().await? {
+            hasher.update(&chunk);
+            file.write_all(&chunk).await?;
+        }
+        file.sync_all().await?;
+        Ok(())
     }
-    file.sync_all().await?;
+    .await;
     drop(file);
     let hash = hasher.finalize().to_hex().to_string();
+    if let Err(e) = written {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e);
+    }
     if Some(hash.as_str()) != t["blake3"].as_str() {
         let _ = tokio::fs::remove_file(&tmp).await;
         bail!("the saved file's BLAKE3 hash does not match the transfer's; nothing was kept");
     }
-    tokio::fs::rename(&tmp, &target).await?;
+    let target = match wanted {
+        Some(target) if overwrite => {
+            tokio::fs::rename(&tmp, &target).await?;
+            target
+        }
+        // A hard link, unlike a rename, fails rather than replace a file that appeared in
+        // the meantime.
+        Some(target) => {
+            let linked = tokio::fs::hard_link(&tmp, &target).await;
+            let _ = tokio::fs::remove_file(&tmp).await;
+            linked.with_context(|| format!("cannot save as {}", target.display()))?;
+            target
+        }
+        None => {
+            let mut saved = None;
+            for n in 0..1000 {
+                let candidate = dir.join(numbered(&sent_name, n));
+                match tokio::fs::hard_link(&tmp, &candidate).await {
+                    Ok(()) => {
+                        saved = Some(candidate);
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => {
+                        let _ = tokio::fs::remove_file(&tmp).await;
+                        return Err(e)
+                            .with_context(|| format!("cannot save into {}", dir.display()));
+                    }
+                }
+            }
+            let _ = tokio::fs::remove_file(&tmp).await;
+            saved.ok_or_else(|| {
+                anyhow::anyhow!("no free name for {sent_name} in {}", dir.display())
+            })?
+        }
+    };
     println!("saved {} (BLAKE3 {hash})", target.display());
     Ok(())
+}
+
+/// `name`, or for `n > 0` `name (n)` with the extension kept: `photo (2).jpg`.
+fn numbered(name: &str, n: u32) -> String {
+    if n == 0 {
+        return name.to_owned();
+    }
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => format!("{stem} ({n}).{ext}"),
+        _ => format!("{name} ({n})"),
+    }
 }

@@ -46,6 +46,8 @@ const MAX_SESSIONS: usize = 16;
 const WAIT: Duration = Duration::from_secs(20);
 /// How long the new node waits for an answer to a request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// What of the vault a pairing bundle carries at most; the rest comes by sync.
+const BUNDLE_DOCS_BYTES: usize = 4 << 20;
 /// Starts by code a session takes in all: each is one guess at its 33 bits, so a guesser's
 /// chance stays below 2⁻²⁸. Past it the code stops working; the link still does.
 const MAX_CODE_GUESSES: u32 = 32;
@@ -468,13 +470,26 @@ impl Devices {
             })
             .await?;
         let generation = self.inner.vault.key_generation(identity.user_id()).await?;
-        let (vault, _) = self
+        // The devices document always; contacts and settings when they fit in one answer
+        // (a user with thousands of contacts may have more): otherwise the new device pulls
+        // them by sync, in parts, like the conversations.
+        let (mut vault, _) = self
+            .inner
+            .vault
+            .export_where(VaultVersion::empty(), usize::MAX, |doc| {
+                *doc == DocId::Devices
+            })
+            .await?;
+        let (rest, _) = self
             .inner
             .vault
             .export_where(VaultVersion::empty(), usize::MAX, move |doc| {
-                allowed(permissions, doc) && !doc.is_chunk()
+                allowed(permissions, doc) && !doc.is_chunk() && *doc != DocId::Devices
             })
             .await?;
+        if vault.size() + rest.size() <= BUNDLE_DOCS_BYTES {
+            vault.extend(rest);
+        }
         let bundle = PairBundle {
             user: identity.user_id(),
             master: permissions

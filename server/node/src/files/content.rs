@@ -9,7 +9,7 @@ use futures::Stream;
 use volli_core::transfer::{ChunkList, FileKey, Layout, SEGMENT, TAG, TransferId, hex};
 use volli_plugin_host::FileBackendPlugin;
 
-use super::{FileError, Files};
+use super::{ChunkIds, FileError, Files};
 
 /// A received file's bytes, or a range of them.
 pub struct Content {
@@ -89,6 +89,7 @@ impl Files {
         let (first, last) = range.unwrap_or((0, t.size.saturating_sub(1)));
         let len = if t.size == 0 { 0 } else { last - first + 1 };
         let reader = Reader {
+            chunk_ids: ChunkIds::of(&t),
             backend: self.backend()?,
             layout,
             key: FileKey::from_bytes(t.file_key),
@@ -115,6 +116,7 @@ impl Files {
 }
 
 struct Reader {
+    chunk_ids: ChunkIds,
     backend: FileBackendPlugin,
     layout: Layout,
     key: FileKey,
@@ -145,7 +147,7 @@ impl Reader {
         let sealed = self
             .backend
             .get(
-                &hex(name),
+                &self.chunk_ids.id(name),
                 offset,
                 u32::try_from(cipher_end - offset).map_err(std::io::Error::other)?,
             )

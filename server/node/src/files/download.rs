@@ -17,12 +17,12 @@ use futures::StreamExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use volli_core::transfer::bulk::{Request, Status};
-use volli_core::transfer::{ChunkList, FileKey, Layout, TransferId, hex};
+use volli_core::transfer::{ChunkList, FileKey, Layout, TransferId};
 use volli_core::wire::{self, FileRefusal, FileRequest, FileResponse};
 use volli_core::{PeerId, UserId};
 use volli_store::TransferRow;
 
-use super::{Files, backoff, bulk, finished};
+use super::{ChunkIds, Files, backoff, bulk, finished};
 
 /// Chunk requests in flight on one download.
 const DEPTH: usize = 8;
@@ -200,7 +200,7 @@ impl Files {
                 let Some(name) = list.get(*index) else {
                     continue;
                 };
-                match backend.stat(&hex(name)).await {
+                match backend.stat(&ChunkIds::of(t).id(name)).await {
                     Ok(Some(len)) if len == layout.cipher_len(*index) as u64 => {}
                     Ok(_) => lost.push(*index),
                     Err(e) => return Err(Why::Retry(e.to_string())),
@@ -245,6 +245,7 @@ impl Files {
             layout,
             key: FileKey::from_bytes(t.file_key),
             list: Arc::new(list),
+            chunk_ids: ChunkIds::of(t),
             backend,
             window: Arc::new(Semaphore::new(DEPTH)),
         };
@@ -567,6 +568,7 @@ struct Storer {
     layout: Layout,
     key: FileKey,
     list: Arc<ChunkList>,
+    chunk_ids: ChunkIds,
     backend: volli_plugin_host::FileBackendPlugin,
     /// Chunks asked for and not yet stored.
     window: Arc<Semaphore>,
@@ -630,7 +632,7 @@ impl Storer {
     async fn record(&self, batch: &[(u32, [u8; 32])], bytes_done: u64) -> Result<(), Why> {
         let names = batch
             .iter()
-            .filter_map(|(index, _)| self.list.get(*index).map(|name| hex(name)))
+            .filter_map(|(index, _)| self.list.get(*index).map(|name| self.chunk_ids.id(name)))
             .collect();
         self.backend
             .sync(names)
@@ -692,7 +694,7 @@ impl Storer {
     /// Stores a checked chunk; durable once [`Storer::record`] has synced it.
     async fn put(&self, name: &[u8; 32], data: Vec<u8>) -> Result<(), Why> {
         self.backend
-            .put(&hex(name), data)
+            .put(&self.chunk_ids.id(name), data)
             .await
             .map_err(|e| Why::Retry(format!("the file backend: {e}")))
     }

@@ -11,12 +11,12 @@ use std::pin::Pin;
 use axum::body::Bytes;
 use futures::{Stream, StreamExt as _};
 use volli_core::transfer::{
-    ChunkList, FileKey, Layout, MAX_CHUNK, MAX_FILE_SIZE, TransferId, check_name, hex,
-    seal_chunk_of, subtree_cv,
+    ChunkList, FileKey, Layout, MAX_CHUNK, MAX_FILE_SIZE, TransferId, check_name, seal_chunk_of,
+    subtree_cv,
 };
 use volli_plugin_host::FileBackendPlugin;
 
-use super::FileError;
+use super::{ChunkIds, FileError};
 
 /// A file ready to be offered.
 pub(crate) struct Prepared {
@@ -221,13 +221,18 @@ pub(crate) async fn from_upload(
                     root_of_single = Some(cv);
                 }
                 backend
-                    .put(&hex(&name), sealed)
+                    .put(&ChunkIds::new(id).id(&name), sealed)
                     .await
                     .map_err(|e| FileError::Backend(e.to_string()))?;
                 names.push(name);
                 cvs.push(cv);
                 if names.len().is_multiple_of(SYNC_EVERY) {
-                    sync(backend, &names[names.len() - SYNC_EVERY..]).await?;
+                    sync(
+                        backend,
+                        ChunkIds::new(id),
+                        &names[names.len() - SYNC_EVERY..],
+                    )
+                    .await?;
                 }
                 if last {
                     break;
@@ -240,18 +245,25 @@ pub(crate) async fn from_upload(
     }
     .await;
     let outcome = match outcome {
-        Ok(()) => sync(backend, &names[names.len() / SYNC_EVERY * SYNC_EVERY..]).await,
+        Ok(()) => {
+            sync(
+                backend,
+                ChunkIds::new(id),
+                &names[names.len() / SYNC_EVERY * SYNC_EVERY..],
+            )
+            .await
+        }
         Err(e) => Err(e),
     };
     let list = ChunkList::new(names);
     if let Err(e) = outcome {
-        forget(backend, &list).await;
+        forget(backend, ChunkIds::new(id), &list).await;
         return Err(e);
     }
     if let Some(len) = upload.len
         && len != total
     {
-        forget(backend, &list).await;
+        forget(backend, ChunkIds::new(id), &list).await;
         return Err(FileError::Invalid(format!(
             "the upload was {total} bytes, not the {len} announced"
         )));
@@ -259,7 +271,7 @@ pub(crate) async fn from_upload(
     let layout = match Layout::new(total, chunk_size) {
         Ok(l) if l.chunks() as usize == list.len() => l,
         _ => {
-            forget(backend, &list).await;
+            forget(backend, ChunkIds::new(id), &list).await;
             return Err(FileError::TooLarge);
         }
     };
@@ -282,21 +294,25 @@ pub(crate) async fn from_upload(
 const SYNC_EVERY: usize = 32;
 
 /// Makes chunks stored in `backend` durable.
-async fn sync(backend: &FileBackendPlugin, names: &[[u8; 32]]) -> Result<(), FileError> {
+async fn sync(
+    backend: &FileBackendPlugin,
+    ids: ChunkIds,
+    names: &[[u8; 32]],
+) -> Result<(), FileError> {
     if names.is_empty() {
         return Ok(());
     }
     backend
-        .sync(names.iter().map(|name| hex(name)).collect())
+        .sync(names.iter().map(|name| ids.id(name)).collect())
         .await
         .map_err(|e| FileError::Backend(e.to_string()))
 }
 
-/// Removes a file's chunks from `backend` (missing ones are fine).
-pub(crate) async fn forget(backend: &FileBackendPlugin, list: &ChunkList) {
+/// Removes a transfer's chunks from `backend` (missing ones are fine).
+pub(crate) async fn forget(backend: &FileBackendPlugin, ids: ChunkIds, list: &ChunkList) {
     for i in 0..list.len() {
         if let Some(name) = list.get(u32::try_from(i).unwrap_or(u32::MAX))
-            && let Err(e) = backend.delete(&hex(name)).await
+            && let Err(e) = backend.delete(&ids.id(name)).await
         {
             tracing::debug!(error = %e, "could not remove a chunk");
         }

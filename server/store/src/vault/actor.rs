@@ -436,6 +436,13 @@ impl Actor {
                 (None, _) => self.runtime.block_on(stored_blobs(&self.db, *id))?,
                 (Some(theirs), DocId::Chunk { .. }) => vec![self.chunks.export(*id, theirs)?],
                 (Some(theirs), meta) => match self.meta.doc(*meta) {
+                    // Stored without the history the other device lacks: it gets it whole.
+                    Some(doc)
+                        if doc.is_shallow()
+                            && !theirs.includes_vv(&doc.shallow_since_vv().to_vv()) =>
+                    {
+                        vec![doc.export(loro::ExportMode::Snapshot)?]
+                    }
                     Some(doc) => vec![doc.export(loro::ExportMode::updates(theirs))?],
                     None => continue,
                 },
@@ -450,9 +457,16 @@ impl Actor {
     fn compact(&mut self, id: DocId) {
         let result = match (meta_index(id), self.meta.doc(id)) {
             (Some(i), Some(doc)) => {
+                // History every other device already holds is of no use to anyone: drop it,
+                // so these always-loaded documents (and what a pairing hands over) stay the
+                // size of what they hold.
+                let shallow = self
+                    .runtime
+                    .block_on(docs::others_hold(&self.db, id, &doc.oplog_vv()))
+                    .unwrap_or(false);
                 let done = self
                     .runtime
-                    .block_on(docs::compact(&self.db, id, doc, false));
+                    .block_on(docs::compact(&self.db, id, doc, shallow));
                 if done.is_ok() {
                     self.meta_stored[i].log_rows = 0;
                     self.meta_stored[i].log_bytes = 0;
