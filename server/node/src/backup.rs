@@ -81,39 +81,26 @@ fn entries(data_dir: &Path, db_copy: &Path) -> anyhow::Result<Vec<(String, PathB
             data_dir.display()
         );
     }
-    walk(&identity, "identity", &mut out)?;
+    files_of(&identity, "identity", &mut out)?;
     let token = data_dir.join("admin.token");
     if token.is_file() {
         out.push(("admin.token".into(), token));
     }
     let plugins = data_dir.join("plugins");
     if plugins.is_dir() {
-        for entry in fs::read_dir(&plugins)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name == "data" {
-                continue;
-            }
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, &format!("plugins/{name}"), &mut out)?;
-            } else if path.is_file() {
-                out.push((format!("plugins/{name}"), path));
-            }
-        }
+        files_of(&plugins, "plugins", &mut out)?;
     }
     out.push(("volli.db".into(), db_copy.to_owned()));
     Ok(out)
 }
 
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> anyhow::Result<()> {
+/// The files directly in `dir` that a backup holds (see [`restorable`]), as `prefix/name`.
+fn files_of(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> anyhow::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = format!("{prefix}/{}", entry.file_name().to_string_lossy());
         let path = entry.path();
-        if path.is_dir() {
-            walk(&path, &name, out)?;
-        } else if path.is_file() {
+        if path.is_file() && restorable(&name) {
             out.push((name, path));
         }
     }
@@ -146,9 +133,17 @@ fn write_backup(
     out: &Path,
     passphrase: &str,
 ) -> anyhow::Result<u64> {
-    let entries = entries(data_dir, db_copy)?;
+    write_archive(&entries(data_dir, db_copy)?, out, passphrase)
+}
+
+/// Seals `entries` (path in the archive, file on disk) into the backup file `out`.
+fn write_archive(
+    entries: &[(String, PathBuf)],
+    out: &Path,
+    passphrase: &str,
+) -> anyhow::Result<u64> {
     let mut size = (ARCHIVE_MAGIC.len() + 2) as u64;
-    for (name, path) in &entries {
+    for (name, path) in entries {
         size += 2 + name.len() as u64 + 8 + fs::metadata(path)?.len();
     }
     let layout = Layout::for_size(size).context("the node's data is too large to back up")?;
@@ -180,7 +175,7 @@ fn write_backup(
         header.extend_from_slice(&layout.chunk_size().to_le_bytes());
         sealer.out.write_all(&header)?;
         sealer.push(ARCHIVE_MAGIC)?;
-        for (name, path) in &entries {
+        for (name, path) in entries {
             let len = fs::metadata(path)?.len();
             sealer.push(&u16::try_from(name.len())?.to_le_bytes())?;
             sealer.push(name.as_bytes())?;
@@ -420,6 +415,9 @@ fn unpack(opener: &mut Opener, dir: &Path) -> anyhow::Result<usize> {
         {
             bail!("the archive names a file outside the data dir: {name}");
         }
+        if !restorable(&name) {
+            bail!("the archive holds {name:.80}, which no backup holds");
+        }
         let mut size = [0u8; 8];
         opener.read(&mut size)?;
         let path = dir.join(relative);
@@ -448,6 +446,23 @@ fn unpack(opener: &mut Opener, dir: &Path) -> anyhow::Result<usize> {
         }
     }
     Ok(count)
+}
+
+/// Whether a backup holds an entry named `name`: the database, the admin token, the
+/// identity's files and installed plugins' components — exactly what [`entries`] writes.
+/// Anything else (a compiled plugin for the cache above all, which the node would run as
+/// native code) is refused.
+fn restorable(name: &str) -> bool {
+    match name.split_once('/') {
+        None => matches!(name, "volli.db" | "admin.token"),
+        Some(("identity", file)) => {
+            file == "device.cert" || crate::keystore::SECRET_FILES.contains(&file)
+        }
+        Some(("plugins", file)) => file
+            .strip_suffix(".wasm")
+            .is_some_and(|plugin| volli_plugin_host::check_name(plugin).is_ok()),
+        Some(_) => false,
+    }
 }
 
 #[cfg(test)]
@@ -488,5 +503,51 @@ mod tests {
         assert!(restore(&damaged, &dir.path().join("r3"), "correct horse").is_err());
         assert!(!dir.path().join("r3").exists());
         assert!(!dir.path().join(".r3.restoring").exists());
+    }
+
+    /// A backup made by hand (or by an attacker) with an entry no backup holds — a compiled
+    /// plugin for the cache, which the node would map and run as native code — is refused
+    /// whole, before anything is in place.
+    #[test]
+    fn restore_takes_only_what_a_backup_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"bytes").unwrap();
+        for bad in [
+            "cache/0123-4567.cwasm",
+            "cache/cache.key",
+            "identity/authorized_keys",
+            "plugins/data/x",
+            "plugins/Evil.wasm",
+            "lock",
+        ] {
+            let out = dir.path().join(format!("{}.backup", bad.replace('/', "_")));
+            let entries = vec![
+                ("volli.db".to_owned(), file.clone()),
+                (bad.to_owned(), file.clone()),
+            ];
+            write_archive(&entries, &out, "correct horse").unwrap();
+            let target = dir.path().join(format!("r-{}", bad.replace('/', "_")));
+            let e = restore(&out, &target, "correct horse").unwrap_err();
+            assert!(format!("{e:#}").contains("no backup holds"), "{bad}: {e:#}");
+            assert!(!target.exists(), "{bad}");
+        }
+        let out = dir.path().join("good.backup");
+        let entries: Vec<(String, PathBuf)> = [
+            "volli.db",
+            "admin.token",
+            "identity/device.key",
+            "identity/device.cert",
+            "identity/member.key",
+            "plugins/my-plugin.wasm",
+        ]
+        .iter()
+        .map(|n| ((*n).to_owned(), file.clone()))
+        .collect();
+        write_archive(&entries, &out, "correct horse").unwrap();
+        assert_eq!(
+            restore(&out, &dir.path().join("good"), "correct horse").unwrap(),
+            6
+        );
     }
 }

@@ -109,8 +109,12 @@ impl Runtime {
             engine_hash.finish()
         );
         let path = dir.join(key);
+        let Some(tag_key) = tag_key(dir) else {
+            tracing::warn!(dir = %dir.display(), "the compiled-plugin cache is not usable; compiling in memory");
+            return Component::new(&self.engine, wasm);
+        };
         if path.exists() {
-            match load_cached(&self.engine, &path) {
+            match load_cached(&self.engine, &path, &tag_key) {
                 Ok(component) => {
                     // Mark it used, so pruning keeps it.
                     if let Ok(file) = std::fs::File::options().append(true).open(&path) {
@@ -128,12 +132,12 @@ impl Runtime {
         // result then runs from the cache file, as after a restart: its code is mapped from
         // the file instead of held in anonymous memory.
         let compiled = Engine::new(&self.compile_config)?.precompile_component(wasm)?;
-        let stored = store_cached(dir, &path, &compiled);
+        let stored = store_cached(dir, &path, &compiled, &tag_key);
         drop(compiled);
         release_freed_memory();
         match stored
             .map_err(wasmtime::Error::from)
-            .and_then(|()| load_cached(&self.engine, &path))
+            .and_then(|()| load_cached(&self.engine, &path, &tag_key))
         {
             Ok(component) => Ok(component),
             Err(e) => {
@@ -162,7 +166,10 @@ impl Runtime {
                     .and_then(|m| m.modified())
                     .is_ok_and(|t| t < cutoff)
             })
-            .filter(|e| std::fs::remove_file(e.path()).is_ok())
+            .filter(|e| {
+                let _ = std::fs::remove_file(e.path().with_extension(TAG_EXTENSION));
+                std::fs::remove_file(e.path()).is_ok()
+            })
             .count()
     }
 }
@@ -183,20 +190,75 @@ fn release_freed_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_freed_memory() {}
 
-/// Loads a component that `store_cached` wrote.
+/// The extension of the file beside each cached component that holds its tag.
+const TAG_EXTENSION: &str = "tag";
+/// The file in the cache directory that holds the key the tags are made with.
+const TAG_KEY_FILE: &str = "cache.key";
+
+/// The key this cache's tags are made with, created (at random, mode 0600) the first time.
+/// It never leaves the cache directory: not in backups, which restore no cache either.
+fn tag_key(dir: &Path) -> Option<[u8; 32]> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::create_dir_all(dir).ok()?;
+    let path = dir.join(TAG_KEY_FILE);
+    if let Ok(bytes) = std::fs::read(&path) {
+        return bytes.try_into().ok();
+    }
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).ok()?;
+    // Written whole under a name of its own, then linked into place: two nodes sharing the
+    // cache that start together agree on one key.
+    let tmp = dir.join(format!("{TAG_KEY_FILE}.{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &key).and_then(|()| f.sync_all()));
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, &path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Some(key),
+        Err(_) => std::fs::read(&path).ok()?.try_into().ok(),
+    }
+}
+
+fn tag_of(key: &[u8; 32], bytes: &[u8]) -> blake3::Hash {
+    blake3::keyed_hash(key, bytes)
+}
+
+/// Loads a component that `store_cached` wrote, once its tag shows that this node wrote it.
 #[allow(unsafe_code)]
-fn load_cached(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+fn load_cached(engine: &Engine, path: &Path, key: &[u8; 32]) -> wasmtime::Result<Component> {
+    let bytes = std::fs::read(path)?;
+    let tag: [u8; 32] = std::fs::read(path.with_extension(TAG_EXTENSION))?
+        .try_into()
+        .map_err(|_| wasmtime::Error::msg("the cached component's tag is malformed"))?;
+    // `blake3::Hash` compares in constant time.
+    if tag_of(key, &bytes) != blake3::Hash::from_bytes(tag) {
+        return Err(wasmtime::Error::msg(
+            "the cached component was not written by this node (its tag does not match)",
+        ));
+    }
+    drop(bytes);
     // SAFETY: the file was written by `store_cached` from `Component::serialize` of an
-    // engine with the same compatibility hash (part of its name), into the node's private
-    // data directory. Wasmtime also checks the header's version and configuration.
+    // engine with the same compatibility hash (part of its name), and its tag — a keyed
+    // hash under a key only this cache directory holds — says so; a file anyone else put
+    // there (a crafted backup, say) fails the tag and is never deserialized. Wasmtime also
+    // checks the header's version and configuration.
     unsafe { Component::deserialize_file(engine, path) }
 }
 
-fn store_cached(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn store_cached(dir: &Path, path: &Path, bytes: &[u8], key: &[u8; 32]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    let tag_path = path.with_extension(TAG_EXTENSION);
+    let tmp = tag_path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, tag_of(key, bytes).as_bytes())?;
+    std::fs::rename(&tmp, tag_path)
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] while at least one call is active, and
@@ -312,6 +374,51 @@ mod tests {
 
     /// A plugin compiled now runs from its cache file, as it does after a restart, not from
     /// the compiler's memory.
+    #[test]
+    fn a_compiled_component_the_node_did_not_write_is_never_loaded() {
+        let (_, wasm) = crate::builtin::all()[0];
+        let theirs = tempfile::tempdir().unwrap();
+        Runtime::new(Some(theirs.path().to_path_buf()), false)
+            .unwrap()
+            .compile(wasm)
+            .unwrap();
+        // Someone else's cache (a crafted backup would bring one) copied into this node's.
+        let ours = tempfile::tempdir().unwrap();
+        let runtime = Runtime::new(Some(ours.path().to_path_buf()), false).unwrap();
+        let mut planted = Vec::new();
+        for entry in std::fs::read_dir(theirs.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path
+                .extension()
+                .is_some_and(|x| x == "cwasm" || x == TAG_EXTENSION)
+            {
+                let target = ours.path().join(path.file_name().unwrap());
+                std::fs::copy(&path, &target).unwrap();
+                planted.push((target, std::fs::read(&path).unwrap()));
+            }
+        }
+        assert_eq!(planted.len(), 2);
+        runtime.compile(wasm).unwrap();
+        let key = tag_key(ours.path()).unwrap();
+        let cwasm = planted
+            .iter()
+            .find(|(p, _)| p.extension().is_some_and(|x| x == "cwasm"))
+            .unwrap();
+        let tag = std::fs::read(cwasm.0.with_extension(TAG_EXTENSION)).unwrap();
+        let bytes = std::fs::read(&cwasm.0).unwrap();
+        assert_eq!(
+            tag,
+            tag_of(&key, &bytes).as_bytes(),
+            "compiled again, by this node"
+        );
+        let theirs_tag = &planted
+            .iter()
+            .find(|(p, _)| p.extension().is_some_and(|x| x == TAG_EXTENSION))
+            .unwrap()
+            .1;
+        assert_ne!(&tag, theirs_tag);
+    }
+
     #[test]
     fn a_fresh_compilation_runs_from_the_cache_file() {
         let dir = tempfile::tempdir().unwrap();
