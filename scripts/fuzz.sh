@@ -14,7 +14,7 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 seconds="${FUZZ_SECONDS:-20}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/fuzz"
-for target in invite card record certificate wire envelope mdns pairing transfer; do
+for target in invite card record certificate wire envelope mdns pairing transfer vault_import; do
   echo "==> fuzz $target for ${seconds}s" >&2
   cargo +nightly fuzz run --fuzz-dir fuzz "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048
 done

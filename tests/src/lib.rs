@@ -507,3 +507,58 @@ pub async fn conversation(node: &Node, with: &str) -> Vec<Value> {
     assert_eq!(status, 200, "{body}");
     body["messages"].as_array().unwrap().clone()
 }
+
+/// Pairs `new` with `existing` through the API (a link), approves, and waits until `new`
+/// has restarted as the user's device. Returns the new device's peer id.
+pub async fn pair(existing: &Node, new: &Node, permissions: Option<Vec<&str>>) -> String {
+    let mut body = serde_json::json!({});
+    if let Some(p) = permissions {
+        body["permissions"] = serde_json::json!(p);
+    }
+    let (status, offer) = existing.post("/v1/pairing", body).await;
+    assert_eq!(status, 201, "{offer}");
+    let mut existing_events = events(existing).await;
+    let mut new_events = events(new).await;
+    let (status, joining) = new
+        .post(
+            "/v1/pairing/join",
+            serde_json::json!({"link": offer["link"], "device_name": "second"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{joining}");
+    assert_eq!(joining["state"], "waiting_approval");
+    let request = next_event(
+        &mut existing_events,
+        "pairing.request",
+        Duration::from_secs(10),
+        |_| true,
+    )
+    .await;
+    assert_eq!(
+        request["check_code"], joining["check_code"],
+        "both show the same code"
+    );
+    let (_, new_peer) = new.ids().await;
+    assert_eq!(request["peer_id"], new_peer.as_str());
+    let (status, decided) = existing
+        .post(
+            &format!("/v1/pairing/{}/approve", offer["id"].as_str().unwrap()),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{decided}");
+    assert_eq!(decided["state"], "approved");
+    next_event(
+        &mut new_events,
+        "pairing.completed",
+        Duration::from_secs(20),
+        |_| true,
+    )
+    .await;
+    let (user, _) = existing.ids().await;
+    new.wait_for("/v1/node", Duration::from_secs(30), |n| {
+        n["user_id"] == user.as_str()
+    })
+    .await;
+    new_peer
+}

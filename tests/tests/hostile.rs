@@ -510,3 +510,147 @@ async fn an_unauthenticated_burst_is_limited_and_nobody_else_notices() {
         "the others waited {slowest:?}"
     );
 }
+
+/// A web page on another site that points its name at 127.0.0.1 (DNS rebinding) reaches the
+/// API from the user's browser; its requests name that site as `Host`. They are refused
+/// before they count against the per-address limit, so the admin login stays open.
+#[tokio::test]
+async fn a_rebinding_web_page_is_refused_and_cannot_lock_out_the_admin_login() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("node")).await;
+    let page = reqwest::Client::new();
+    let calls = (0..500).map(|_| {
+        let (page, url) = (page.clone(), node.url.clone());
+        async move {
+            let r = page
+                .get(format!("{url}/health"))
+                .header("host", "evil.example.com:8470")
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap();
+            (
+                status,
+                body["error"]["code"].as_str().unwrap_or("").to_owned(),
+            )
+        }
+    });
+    let answers: Vec<_> = futures::stream::iter(calls)
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(
+        answers
+            .iter()
+            .all(|(s, code)| *s == 421 && code == "host_not_allowed"),
+        "{:?}",
+        &answers[..3]
+    );
+    // The login page, from the same address, is not rate limited: a wrong code is a 401.
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/admin/session", node.url))
+        .json(&json!({"code": "not-a-code"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // Names the node answers to.
+    let port = node.url.rsplit(':').next().unwrap().to_owned();
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let r = reqwest::Client::new()
+            .get(format!("{}/health", node.url))
+            .header("host", &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{host}");
+    }
+}
+
+/// Strangers who open connections to the bulk port and say nothing (from one address, as
+/// many as they like, over and over) do not keep a contact's download off it.
+#[tokio::test]
+async fn idle_strangers_on_the_bulk_port_do_not_push_a_download_off_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let alice = Node::start_with(
+        &tmp.path().join("alice"),
+        Options {
+            config: format!("[files]\nbulk_listen = [\"127.0.0.1:{port}\"]\n"),
+            ..Options::default()
+        },
+    )
+    .await;
+    let bob = Node::start_with(
+        &tmp.path().join("bob"),
+        Options {
+            env: vec![(
+                "RUST_LOG".into(),
+                "info,volli_node::files=debug,loro_internal=warn".into(),
+            )],
+            ..Options::default()
+        },
+    )
+    .await;
+    befriend(&alice, &bob).await;
+    let (bob_id, _) = bob.ids().await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut holders = Vec::new();
+    for _ in 0..100 {
+        let stop = Arc::clone(&stop);
+        holders.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+                let Ok(mut stream) = socket
+                    .connect(format!("127.0.0.1:{port}").parse().unwrap())
+                    .await
+                else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                // Hold it, reading whatever comes, until the node closes it.
+                let mut buf = [0u8; 64];
+                while let Ok(n) = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let file = tmp.path().join("file.bin");
+    std::fs::write(&file, vec![7u8; 8 << 20]).unwrap();
+    let (status, offer) = alice
+        .post("/v1/transfers", json!({"to": bob_id, "path": file}))
+        .await;
+    assert_eq!(status, 201, "{offer}");
+    let id = offer["id"].as_str().unwrap().to_owned();
+    bob.wait_for(
+        &format!("/v1/transfers/{id}"),
+        Duration::from_secs(20),
+        |t| t["state"] == "offered",
+    )
+    .await;
+    let (status, _) = bob
+        .post(&format!("/v1/transfers/{id}/accept"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    bob.wait_for(
+        &format!("/v1/transfers/{id}"),
+        Duration::from_secs(60),
+        |t| t["state"] == "completed",
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in holders {
+        h.abort();
+    }
+    assert!(
+        !bob.log().contains("no bulk channel"),
+        "the download left the bulk channel:\n{}",
+        bob.log()
+    );
+}

@@ -20,14 +20,25 @@ const root = mkdtempSync(join(tmpdir(), "volli-admin-"));
 const nodes = [];
 let browser;
 
-async function startNode(name) {
+async function startNode(name, args = []) {
   const dir = join(root, name);
   const config = `${dir}.toml`;
   writeFileSync(config, "[network]\nlan = false\n");
   const log = [];
   const child = spawn(
     BIN,
-    ["serve", "--config", config, "--data-dir", dir, "--api-listen", "127.0.0.1:0", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"],
+    [
+      "serve",
+      "--config",
+      config,
+      "--data-dir",
+      dir,
+      "--api-listen",
+      "127.0.0.1:0",
+      "--p2p-listen",
+      "/ip4/127.0.0.1/tcp/0",
+      ...args,
+    ],
     {
       env: {
         ...process.env,
@@ -340,6 +351,44 @@ describe("the admin page", () => {
     await a.page.getByTestId("storage").getByText("friends-only").waitFor();
     await a.done();
     await b.done();
+  });
+
+  test("shows what this device may do and what it refused, and clears finished transfers", async () => {
+    const a = await logIn(alice);
+    await a.page.getByTestId("permissions").filter({ hasText: "messages, contacts, settings, admin" }).waitFor();
+
+    // Someone who can reach Alice's node tries a pairing code with the wrong words: the
+    // Devices page says so, live.
+    await go(a.page, "Devices");
+    await a.page.getByTestId("device").filter({ hasText: "this device" }).waitFor();
+    const offer = (await call(alice, "POST", "/v1/pairing", {})).body;
+    const info = (await call(alice, "GET", "/v1/node")).body;
+    const guesser = await startNode("guesser", ["--bootstrap", `${info.listen_addrs[0]}/p2p/${info.peer_id}`]);
+    for (let i = 0; i < 100; i++) {
+      const peers = (await call(guesser, "GET", "/v1/peers")).body.peers;
+      if (peers.some((p) => p.connected)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const nameplate = offer.code.split("-")[0];
+    const wrong = await call(guesser, "POST", "/v1/pairing/join", { code: `${nameplate}-abandon-ability-able` });
+    assert.equal(wrong.status, 400, JSON.stringify(wrong.body));
+    await a.page.getByTestId("device-warnings").filter({ hasText: "a pairing attempt failed" }).waitFor();
+
+    // A finished transfer, deleted with the others in one go.
+    const file = join(root, "declined.bin");
+    writeFileSync(file, Buffer.alloc(1 << 16, 1));
+    const bobId = (await call(bob, "GET", "/v1/node")).body.user_id;
+    const sent = await call(alice, "POST", "/v1/transfers", { to: bobId, path: file });
+    assert.equal(sent.status, 201, JSON.stringify(sent.body));
+    assert.equal((await call(alice, "POST", `/v1/transfers/${sent.body.id}/cancel`)).status, 200);
+    await go(a.page, "Transfers");
+    const clear = a.page.getByRole("button", { name: /^Delete \d+ finished$/ });
+    await clear.click();
+    await a.page.getByRole("button", { name: /^Delete \d+ finished transfers/ }).click();
+    await clear.waitFor({ state: "detached" });
+    const left = (await call(alice, "GET", "/v1/transfers")).body.transfers;
+    assert.ok(left.every((t) => !["completed", "declined", "cancelled", "failed"].includes(t.state)), JSON.stringify(left));
+    await a.done();
   });
 
   test("shows devices, settings and the pages on a phone-sized screen", async () => {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod host;
 pub mod invites;
 pub mod messages;
 pub mod node_info;
@@ -263,7 +264,8 @@ fn name_operations(doc: &mut utoipa::openapi::OpenApi) {
 
 /// Adds what the layers in front of every handler may answer, so that no route can return a
 /// status its description does not list: 429 (requests without a valid token, past the
-/// public rate limit) everywhere; 413 and 415 wherever a body is taken.
+/// public rate limit) and 421 (a `Host` the node does not answer to) everywhere; 413 and
+/// 415 wherever a body is taken.
 fn document_layer_responses(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
     let error = |description: &str| {
@@ -301,6 +303,9 @@ fn document_layer_responses(doc: &mut utoipa::openapi::OpenApi) {
             }
             responses.entry("429".into()).or_insert_with(|| {
                 error("Too many requests without a valid token; see `Retry-After` (`rate_limited`)")
+            });
+            responses.entry("421".into()).or_insert_with(|| {
+                error("The `Host` header names a host this node does not answer to (`host_not_allowed`)")
             });
         }
     }
@@ -341,6 +346,10 @@ pub fn router(state: ApiState, config: &ApiConfig) -> Router {
             rate_limit::limit_unauthenticated,
         ))
         .layer(CatchPanicLayer::new())
+        .layer(middleware::from_fn_with_state(
+            host::AllowedHosts::new(&config.allowed_hosts),
+            host::check_host,
+        ))
         .layer(middleware::from_fn(error::json_errors))
         .layer(middleware::from_fn(crate::metrics::track_requests))
         .layer(TraceLayer::new_for_http())

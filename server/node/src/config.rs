@@ -176,6 +176,10 @@ pub struct ApiConfig {
     pub message_burst: u32,
     /// Sustained messages per second after the burst.
     pub messages_per_second: u32,
+    /// Host names the API answers to besides IP addresses and `localhost` (the name a
+    /// reverse proxy or the LAN knows it by). Requests naming any other host are refused
+    /// with 421, so a web page cannot reach the API through DNS rebinding.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -186,6 +190,7 @@ impl Default for ApiConfig {
             public_per_second: 20,
             message_burst: 10_000,
             messages_per_second: 5_000,
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -210,6 +210,13 @@ impl VaultDelta {
             .map_err(|e| StoreError::Document(format!("not a vault delta: {e}")))
     }
 
+    /// The same, also carrying `blobs` for document `id` (for tests, fuzzing and tools that
+    /// make deltas by hand).
+    pub fn with(mut self, id: DocId, blobs: Vec<Vec<u8>>) -> Self {
+        self.push(id, blobs);
+        self
+    }
+
     /// Adds what `other` carries.
     pub fn extend(&mut self, other: VaultDelta) {
         self.docs.extend(other.docs);

@@ -1,6 +1,6 @@
-import { useState } from "preact/hooks";
-import { api, ok, type S } from "../client";
-import { Confirm, Copy, ErrorNote, Id, Loaded, Page, Qr, useAction, useLoad, When } from "../ui";
+import { useContext, useEffect, useState } from "preact/hooks";
+import { api, ok, type Event, type S } from "../client";
+import { Confirm, Copy, ErrorNote, Id, LiveContext, Loaded, Page, Qr, useAction, useLoad, When } from "../ui";
 
 const PERMISSIONS = ["messages", "contacts", "settings", "admin"] as const;
 
@@ -65,6 +65,7 @@ export function Devices() {
         )}
       </Loaded>
       <ErrorNote error={revoke.error} />
+      <Warnings />
       <Loaded state={requests} what="pairing requests">
         {(r) => <Requests requests={r.requests} onDecided={requests.reload} />}
       </Loaded>
@@ -74,6 +75,39 @@ export function Devices() {
       </div>
     </Page>
   );
+}
+
+type Warning = { at: string; text: string };
+
+/** What this device refused while the page was open: a device's changes outside what it
+ * may make, a wrong pairing code. */
+function Warnings() {
+  const live = useContext(LiveContext);
+  const [seen, setSeen] = useState<Warning[]>([]);
+  useEffect(() => {
+    const text = warning(live.last);
+    if (text) setSeen((w) => [{ at: new Date().toISOString(), text }, ...w].slice(0, 10));
+  }, [live.last]);
+  if (seen.length === 0) return null;
+  return (
+    <div class="panel warning" role="status" data-testid="device-warnings">
+      <h2>Refused</h2>
+      <ul class="plain">
+        {seen.map((w) => (
+          <li key={w.at + w.text}>
+            <When at={w.at} />: {w.text}
+          </li>
+        ))}
+      </ul>
+    </div>
+  );
+}
+
+function warning(e: Event | null): string | null {
+  if (!e) return null;
+  if (e.type === "sync.refused") return `changes from device ${e.peer_id.slice(-8)} were refused: ${e.reason}`;
+  if (e.type === "pairing.attempt_failed") return `a pairing attempt failed: ${e.reason}`;
+  return null;
 }
 
 function Requests({ requests, onDecided }: { requests: S["PairingRequest"][]; onDecided: () => void }) {

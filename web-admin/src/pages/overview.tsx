@@ -32,6 +32,16 @@ export function Overview() {
                 </dd>
                 <dt>Device</dt>
                 <dd>{node.device_name}</dd>
+                <dt>This device may</dt>
+                <dd data-testid="permissions">
+                  {node.permissions.join(", ")}
+                  {node.permissions.length < 4 && (
+                    <span class="muted">
+                      {" "}
+                      — it was paired with these only; other changes are made on a device that has them
+                    </span>
+                  )}
+                </dd>
                 <dt>Version</dt>
                 <dd>{node.version}</dd>
                 <dt>Running since</dt>

@@ -25,6 +25,30 @@ function useProgress(): Map<string, Progress> {
   return seen.current;
 }
 
+const FINISHED = ["completed", "declined", "cancelled", "failed"];
+
+/** Forgets every finished transfer at once (received files' content with them). */
+function ClearFinished({ count, onCleared }: { count: number; onCleared: () => void }) {
+  const action = useAction();
+  if (count === 0) return null;
+  return (
+    <p class="row">
+      <Confirm
+        label={`Delete ${count} finished`}
+        confirm={`Delete ${count} finished transfers and the files received with them`}
+        disabled={action.busy}
+        onConfirm={() =>
+          action.run(async () => {
+            await ok(api.DELETE("/v1/transfers", { params: { query: {} } }));
+            onCleared();
+          })
+        }
+      />
+      <ErrorNote error={action.error} />
+    </p>
+  );
+}
+
 export function Transfers() {
   const state = useLoad(async () => {
     const [transfers, contacts, node] = await Promise.all([
@@ -43,6 +67,7 @@ export function Transfers() {
           return (
             <>
               <SendFile contacts={contacts} me={me} onSent={state.reload} />
+              <ClearFinished count={transfers.filter((t) => FINISHED.includes(t.state)).length} onCleared={state.reload} />
               {transfers.length === 0 ? (
                 <Empty>No transfers yet.</Empty>
               ) : (

@@ -31,10 +31,14 @@ use super::Files;
 const TICKET_TTL: Duration = Duration::from_secs(60);
 /// Tickets outstanding at most.
 const MAX_TICKETS: usize = 1024;
-/// Bulk connections served at once.
+/// Bulk connections served at once (each one's ticket checked).
 const MAX_CONNECTIONS: usize = 64;
+/// Connections still in their handshake at once, in all and from one address: anyone can
+/// connect, so these are bounded apart from the connections of ticket holders.
+const MAX_HANDSHAKES: usize = 32;
+const HANDSHAKES_PER_IP: usize = 4;
 /// How long the handshake may take, and how long a connection may sit idle.
-const HANDSHAKE: Duration = Duration::from_secs(10);
+const HANDSHAKE: Duration = Duration::from_secs(5);
 const IDLE: Duration = Duration::from_secs(120);
 /// Chunk requests read ahead of the one being served.
 const READ_AHEAD: usize = 16;
@@ -52,6 +56,31 @@ pub(crate) struct Listener {
     bound: Vec<SocketAddr>,
     tickets: Mutex<HashMap<[u8; 16], Ticket>>,
     connections: Arc<Semaphore>,
+    handshakes: Arc<Semaphore>,
+    handshaking: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// A place among the connections in their handshake, given back when dropped.
+struct Handshaking<'a> {
+    listener: &'a Listener,
+    ip: IpAddr,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Handshaking<'_> {
+    fn drop(&mut self) {
+        let mut by_ip = self
+            .listener
+            .handshaking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Listener {
@@ -80,6 +109,8 @@ impl Listener {
                 bound,
                 tickets: Mutex::new(HashMap::new()),
                 connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+                handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+                handshaking: Mutex::new(HashMap::new()),
             }),
             listeners,
         )
@@ -101,17 +132,12 @@ impl Listener {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     };
-                    let Ok(permit) = Arc::clone(&this.connections).try_acquire_owned() else {
-                        tracing::debug!(%from, "too many bulk connections; closed");
-                        continue;
-                    };
                     let this = Arc::clone(&this);
                     let files = files.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = this.serve(stream, files).await {
+                        if let Err(e) = this.serve(stream, from.ip(), files).await {
                             tracing::debug!(%from, error = %e, "bulk connection ended");
                         }
-                        drop(permit);
                     });
                 }
             });
@@ -160,7 +186,28 @@ impl Listener {
         Some((id, key, addrs))
     }
 
-    async fn serve(&self, mut stream: TcpStream, files: Files) -> std::io::Result<()> {
+    /// A place for a connection from `ip` to do its handshake, if there is one.
+    fn handshake_slot(&self, ip: IpAddr) -> Option<Handshaking<'_>> {
+        let mut by_ip = self.handshaking.lock().unwrap_or_else(|e| e.into_inner());
+        let n = by_ip.entry(ip).or_default();
+        if *n >= HANDSHAKES_PER_IP {
+            return None;
+        }
+        let permit = Arc::clone(&self.handshakes).try_acquire_owned().ok()?;
+        *n += 1;
+        Some(Handshaking {
+            listener: self,
+            ip,
+            _permit: permit,
+        })
+    }
+
+    async fn serve(&self, mut stream: TcpStream, ip: IpAddr, files: Files) -> std::io::Result<()> {
+        let Some(handshake) = self.handshake_slot(ip) else {
+            return Err(std::io::Error::other(
+                "too many connections in their handshake; closed",
+            ));
+        };
         stream.set_nodelay(true)?;
         let mut challenge = [0u8; CHALLENGE_LEN];
         getrandom::fill(&mut challenge).map_err(std::io::Error::other)?;
@@ -188,6 +235,12 @@ impl Listener {
         else {
             stream.write_all(&[1]).await?;
             return Err(std::io::Error::other("unknown ticket or wrong proof"));
+        };
+        drop(handshake);
+        // Only a ticket holder takes one of the connections that carry data.
+        let Ok(_permit) = Arc::clone(&self.connections).try_acquire_owned() else {
+            stream.write_all(&[1]).await?;
+            return Err(std::io::Error::other("too many bulk connections"));
         };
         stream.write_all(&[0]).await?;
 

@@ -386,7 +386,7 @@ impl Actor {
         doc.commit();
         let before_vv = doc.oplog_vv();
         let had_pending = doc.export_pending_updates()?.is_some();
-        doc.import_batch(&blobs)?;
+        docs::import_all(doc, &blobs)?;
         let after = doc.oplog_vv();
         let now_pending = doc.export_pending_updates()?.is_some();
         if before_vv == after && !now_pending && !had_pending {

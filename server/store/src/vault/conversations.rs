@@ -452,7 +452,7 @@ impl Chunks {
         let doc = &loaded.doc;
         let before = doc.oplog_vv();
         let had_pending = doc.export_pending_updates()?.is_some();
-        doc.import_batch(&blobs)?;
+        docs::import_all(doc, &blobs)?;
         let after = doc.oplog_vv();
         let now_pending = doc.export_pending_updates()?.is_some();
         if before == after && !now_pending && !had_pending {

@@ -76,6 +76,20 @@ impl FromStr for DocId {
     }
 }
 
+/// Imports `blobs` into `doc` in order. The first may be a snapshot — one without history
+/// among them, which Loro takes only on its own: in one batch with the updates that follow
+/// it, nothing of the batch is applied (it all waits as pending).
+pub(super) fn import_all(doc: &LoroDoc, blobs: &[Vec<u8>]) -> Result<(), StoreError> {
+    let Some((first, rest)) = blobs.split_first() else {
+        return Ok(());
+    };
+    doc.import(first)?;
+    if !rest.is_empty() {
+        doc.import_batch(rest)?;
+    }
+    Ok(())
+}
+
 /// What is known about a loaded document's storage.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Stored {
