@@ -494,6 +494,16 @@ pub(super) fn state_size(doc: &LoroDoc) -> usize {
 
 /// The root containers a document may hold; anything else makes an import fail.
 pub(super) fn only_roots(doc: &LoroDoc, allowed: &[&str]) -> Result<(), String> {
+    // The shallow value names the roots without reading them: cheap for a large chunk. Only
+    // when there is a stranger among them is the whole state read, to see whether it holds
+    // anything (a root that was merely asked for is empty).
+    let strangers = match doc.get_value() {
+        LoroValue::Map(roots) => roots.keys().any(|name| !allowed.contains(&name.as_str())),
+        _ => false,
+    };
+    if !strangers {
+        return Ok(());
+    }
     match doc.get_deep_value() {
         LoroValue::Map(roots) => match roots
             .iter()
