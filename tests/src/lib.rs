@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod hostile;
+pub mod nat;
 pub mod netns;
 
 /// Path to the `volli` binary under test.
@@ -165,13 +166,14 @@ impl Node {
                     .unwrap_or("/ip4/127.0.0.1/tcp/0"),
             ])
             .args(&options.args)
-            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,loro_internal=warn".into()),
             )
             .env("VOLLI_LOG_FORMAT", "compact")
             .env("VOLLI_PLUGINS_CACHE_DIR", plugin_cache())
+            // The test's own environment last: it wins over the defaults above.
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

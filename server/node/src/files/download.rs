@@ -263,6 +263,7 @@ impl Files {
             if self.inner.config.bulk {
                 match self.open_channel(id, peer, addrs.clone()).await {
                     Ok(stream) => {
+                        tracing::debug!(transfer = %id, "fetching on the bulk channel");
                         return fetch_bulk(stream, &missing, &layout, &store, chunks).await;
                     }
                     Err(Why::Corrupt) => {

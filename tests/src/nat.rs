@@ -1,0 +1,258 @@
+//! A small internet of network namespaces: a bridge in the root namespace as the WAN, hosts
+//! on it with public addresses, and homes behind routers that translate addresses with
+//! nftables `masquerade` (port-preserving, or `random`), optionally with a UPnP daemon.
+//! Needs root, `ip` and `nft`. Torn down on drop.
+//!
+//! ```text
+//!   root ns ── bridge (WAN, 11.x.y.0/24) ──┬── public host (<wan>.2..)
+//!       │                                 └── router k (<wan>.(100+k)) ── home k (192.168.k.2)
+//!       └── management link per home (10.<m>.<k>.1/30 ↔ .2/30): the test reaches the
+//!           home node's API there, and nothing else passes on it.
+//! ```
+//!
+//! Home nodes listen for peers on their LAN address only; the "internet" is the one /24, so
+//! nothing ever leaves the machine.
+
+use std::process::Command;
+
+/// How a home's router maps addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nat {
+    /// `masquerade`: keeps the source port when it can, as most home routers do (hole
+    /// punching works).
+    PortPreserving,
+    /// `masquerade random`: a random port for every new mapping (hole punching fails).
+    Random,
+}
+
+/// A host on the internet: its namespace and addresses.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// Its network namespace.
+    pub ns: String,
+    /// The address it listens for peers on.
+    pub addr: String,
+    /// The address its API listens on (reachable from the test).
+    pub api: String,
+    /// Its router's namespace and WAN address, for a home.
+    pub router: Option<(String, String)>,
+}
+
+/// The WAN and everything attached to it.
+pub struct Internet {
+    id: u32,
+    bridge: String,
+    wan: String,
+    namespaces: Vec<String>,
+    links: Vec<String>,
+    daemons: Vec<std::process::Child>,
+    hosts: u32,
+    homes: u32,
+}
+
+fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ip(args: &[&str]) {
+    run("ip", args);
+}
+
+fn in_ns(ns: &str, program: &str, args: &[&str]) {
+    let mut all = vec!["netns", "exec", ns, program];
+    all.extend_from_slice(args);
+    run("ip", &all);
+}
+
+fn nft(ns: &str, rules: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft runs");
+    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), rules.as_bytes())
+        .expect("rules written");
+    let out = child.wait_with_output().expect("nft finishes");
+    assert!(
+        out.status.success(),
+        "nft: {}\n{rules}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Internet {
+    /// The WAN bridge, with `<wan>.1/24` in the root namespace.
+    pub fn new() -> Self {
+        let id = std::process::id() % 10_000;
+        let bridge = format!("wan{id}");
+        // A routable-looking prefix, as real WAN addresses are (UPnP and AutoNAT treat
+        // private ranges differently); only the one /24, on a bridge of this machine.
+        let wan = format!("11.{}.{}", 150 + (id / 250) % 50, id % 250);
+        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        ip(&["addr", "add", &format!("{wan}.1/24"), "dev", &bridge]);
+        ip(&["link", "set", &bridge, "up"]);
+        Self {
+            id,
+            bridge,
+            wan,
+            namespaces: Vec::new(),
+            links: Vec::new(),
+            daemons: Vec::new(),
+            hosts: 0,
+            homes: 0,
+        }
+    }
+
+    fn namespace(&mut self, name: String) -> String {
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        in_ns(&name, "ip", &["link", "set", "lo", "up"]);
+        self.namespaces.push(name.clone());
+        name
+    }
+
+    /// A veth pair: `outer` in the root namespace (on the bridge when `bridged`), `inner`
+    /// moved into `ns`.
+    fn veth(&mut self, outer: &str, inner: &str, ns: &str, bridged: bool) {
+        let _ = Command::new("ip").args(["link", "del", outer]).output();
+        ip(&["link", "add", outer, "type", "veth", "peer", "name", inner]);
+        ip(&["link", "set", inner, "netns", ns]);
+        if bridged {
+            ip(&["link", "set", outer, "master", &self.bridge]);
+        }
+        ip(&["link", "set", outer, "up"]);
+        in_ns(ns, "ip", &["link", "set", inner, "up"]);
+        self.links.push(outer.to_owned());
+    }
+
+    /// A host with a public address on the WAN.
+    pub fn public_host(&mut self) -> Host {
+        self.hosts += 1;
+        let n = self.hosts + 1;
+        let ns = self.namespace(format!("inet{}p{n}", self.id));
+        let (outer, inner) = (format!("ip{}p{n}", self.id), "wan0".to_owned());
+        self.veth(&outer, &inner, &ns, true);
+        let addr = format!("{}.{n}", self.wan);
+        in_ns(&ns, "ip", &["addr", "add", &format!("{addr}/24"), "dev", &inner]);
+        Host {
+            ns,
+            api: addr.clone(),
+            addr,
+            router: None,
+        }
+    }
+
+    /// A home behind a router of kind `nat`: returns the home host (its LAN address is the
+    /// one it listens on; the router's WAN address is what the internet sees).
+    pub fn home(&mut self, nat: Nat) -> Host {
+        self.homes += 1;
+        let k = self.homes;
+        let router = self.namespace(format!("inet{}r{k}", self.id));
+        let home = self.namespace(format!("inet{}h{k}", self.id));
+        // The router's WAN side.
+        let wan_addr = format!("{}.{}", self.wan, 100 + k);
+        self.veth(&format!("ir{}w{k}", self.id), "wan0", &router, true);
+        in_ns(&router, "ip", &["addr", "add", &format!("{wan_addr}/24"), "dev", "wan0"]);
+        // The home's LAN: a veth pair between router and home, not through the root.
+        let (lan_r, lan_h) = (format!("ir{}l{k}", self.id), format!("ih{}l{k}", self.id));
+        let _ = Command::new("ip").args(["link", "del", &lan_r]).output();
+        ip(&["link", "add", &lan_r, "type", "veth", "peer", "name", &lan_h]);
+        ip(&["link", "set", &lan_r, "netns", &router]);
+        ip(&["link", "set", &lan_h, "netns", &home]);
+        in_ns(&router, "ip", &["link", "set", &lan_r, "name", "lan0"]);
+        in_ns(&home, "ip", &["link", "set", &lan_h, "name", "lan0"]);
+        in_ns(&router, "ip", &["addr", "add", &format!("192.168.{k}.1/24"), "dev", "lan0"]);
+        in_ns(&router, "ip", &["link", "set", "lan0", "up"]);
+        let lan_addr = format!("192.168.{k}.2");
+        in_ns(&home, "ip", &["addr", "add", &format!("{lan_addr}/24"), "dev", "lan0"]);
+        in_ns(&home, "ip", &["link", "set", "lan0", "up"]);
+        in_ns(&home, "ip", &["route", "add", "default", "via", &format!("192.168.{k}.1")]);
+        in_ns(&router, "sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
+        let random = if nat == Nat::Random { " random" } else { "" };
+        nft(
+            &router,
+            &format!(
+                "table ip nat {{\n  chain postrouting {{\n    type nat hook postrouting priority 100;\n    oifname \"wan0\" masquerade{random}\n  }}\n}}\n\
+                 table ip filter {{\n  chain forward {{\n    type filter hook forward priority 0; policy drop;\n    iifname \"lan0\" accept\n    ct state established,related accept\n  }}\n}}\n"
+            ),
+        );
+        // The management link: the API, and nothing else.
+        let m = format!("10.{}.{k}", 100 + (self.id / 250) % 50);
+        let outer = format!("im{}h{k}", self.id);
+        self.veth(&outer, "mgmt0", &home, false);
+        ip(&["addr", "add", &format!("{m}.1/30"), "dev", &outer]);
+        in_ns(&home, "ip", &["addr", "add", &format!("{m}.2/30"), "dev", "mgmt0"]);
+        nft(
+            &home,
+            "table inet mgmt {\n  chain input {\n    type filter hook input priority 0;\n    iifname \"mgmt0\" tcp dport 8470 accept\n    iifname \"mgmt0\" drop\n  }\n  chain output {\n    type filter hook output priority 0;\n    oifname \"mgmt0\" tcp sport 8470 accept\n    oifname \"mgmt0\" drop\n  }\n}\n",
+        );
+        Host {
+            ns: home,
+            addr: lan_addr,
+            api: format!("{m}.2"),
+            router: Some((router, wan_addr)),
+        }
+    }
+
+    /// Limits what `host` sends to the WAN to `mbit` megabits per second (a token bucket on
+    /// its router's WAN side, or on its own interface for a public host).
+    pub fn limit_upload(&self, host: &Host, mbit: u32) {
+        let (ns, dev) = match &host.router {
+            Some((router, _)) => (router.as_str(), "wan0"),
+            None => (host.ns.as_str(), "wan0"),
+        };
+        in_ns(
+            ns,
+            "tc",
+            &[
+                "qdisc",
+                "replace",
+                "dev",
+                dev,
+                "root",
+                "tbf",
+                "rate",
+                &format!("{mbit}mbit"),
+                "burst",
+                "256kb",
+                "latency",
+                "50ms",
+            ],
+        );
+    }
+
+    /// Keeps `daemon` (a process started for this internet) until the internet goes.
+    pub fn keep(&mut self, daemon: std::process::Child) {
+        self.daemons.push(daemon);
+    }
+}
+
+impl Default for Internet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Internet {
+    fn drop(&mut self) {
+        for d in &mut self.daemons {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        for link in &self.links {
+            let _ = Command::new("ip").args(["link", "del", link]).output();
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+    }
+}
