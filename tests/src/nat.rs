@@ -23,6 +23,9 @@ pub enum Nat {
     PortPreserving,
     /// `masquerade random`: a random port for every new mapping (hole punching fails).
     Random,
+    /// Port-preserving, with a UPnP IGD / NAT-PMP daemon (`miniupnpd`) that forwards ports
+    /// on request.
+    Upnp,
 }
 
 /// A host on the internet: its namespace and addresses.
@@ -141,7 +144,11 @@ impl Internet {
         let (outer, inner) = (format!("ip{}p{n}", self.id), "wan0".to_owned());
         self.veth(&outer, &inner, &ns, true);
         let addr = format!("{}.{n}", self.wan);
-        in_ns(&ns, "ip", &["addr", "add", &format!("{addr}/24"), "dev", &inner]);
+        in_ns(
+            &ns,
+            "ip",
+            &["addr", "add", &format!("{addr}/24"), "dev", &inner],
+        );
         Host {
             ns,
             api: addr.clone(),
@@ -160,36 +167,66 @@ impl Internet {
         // The router's WAN side.
         let wan_addr = format!("{}.{}", self.wan, 100 + k);
         self.veth(&format!("ir{}w{k}", self.id), "wan0", &router, true);
-        in_ns(&router, "ip", &["addr", "add", &format!("{wan_addr}/24"), "dev", "wan0"]);
-        // The home's LAN: a veth pair between router and home, not through the root.
+        in_ns(
+            &router,
+            "ip",
+            &["addr", "add", &format!("{wan_addr}/24"), "dev", "wan0"],
+        );
+        // The home's LAN: a veth pair between router and home, not through the root. Like a
+        // home router, it forwards what its LAN starts and the answers to that, and drops
+        // anything else that arrives from the WAN (no RST, no service of its own).
         let (lan_r, lan_h) = (format!("ir{}l{k}", self.id), format!("ih{}l{k}", self.id));
         let _ = Command::new("ip").args(["link", "del", &lan_r]).output();
-        ip(&["link", "add", &lan_r, "type", "veth", "peer", "name", &lan_h]);
+        ip(&[
+            "link", "add", &lan_r, "type", "veth", "peer", "name", &lan_h,
+        ]);
         ip(&["link", "set", &lan_r, "netns", &router]);
         ip(&["link", "set", &lan_h, "netns", &home]);
         in_ns(&router, "ip", &["link", "set", &lan_r, "name", "lan0"]);
         in_ns(&home, "ip", &["link", "set", &lan_h, "name", "lan0"]);
-        in_ns(&router, "ip", &["addr", "add", &format!("192.168.{k}.1/24"), "dev", "lan0"]);
+        in_ns(
+            &router,
+            "ip",
+            &["addr", "add", &format!("192.168.{k}.1/24"), "dev", "lan0"],
+        );
         in_ns(&router, "ip", &["link", "set", "lan0", "up"]);
         let lan_addr = format!("192.168.{k}.2");
-        in_ns(&home, "ip", &["addr", "add", &format!("{lan_addr}/24"), "dev", "lan0"]);
+        in_ns(
+            &home,
+            "ip",
+            &["addr", "add", &format!("{lan_addr}/24"), "dev", "lan0"],
+        );
         in_ns(&home, "ip", &["link", "set", "lan0", "up"]);
-        in_ns(&home, "ip", &["route", "add", "default", "via", &format!("192.168.{k}.1")]);
+        in_ns(
+            &home,
+            "ip",
+            &["route", "add", "default", "via", &format!("192.168.{k}.1")],
+        );
         in_ns(&router, "sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
         let random = if nat == Nat::Random { " random" } else { "" };
-        nft(
-            &router,
-            &format!(
-                "table ip nat {{\n  chain postrouting {{\n    type nat hook postrouting priority 100;\n    oifname \"wan0\" masquerade{random}\n  }}\n}}\n\
-                 table ip filter {{\n  chain forward {{\n    type filter hook forward priority 0; policy drop;\n    iifname \"lan0\" accept\n    ct state established,related accept\n  }}\n}}\n"
-            ),
-        );
-        // The management link: the API, and nothing else.
-        let m = format!("10.{}.{k}", 100 + (self.id / 250) % 50);
+        if nat == Nat::Upnp {
+            self.upnp_router(&router, k);
+        } else {
+            nft(
+                &router,
+                &format!(
+                    "table ip nat {{\n  chain postrouting {{\n    type nat hook postrouting priority 100;\n    oifname \"wan0\" masquerade{random}\n  }}\n}}\n\
+                 table ip filter {{\n  chain forward {{\n    type filter hook forward priority 0; policy drop;\n    iifname \"lan0\" accept\n    ct state established,related accept\n  }}\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    iifname \"wan0\" ct state new drop\n  }}\n}}\n"
+                ),
+            );
+        }
+        // The management link: the API, and nothing else. A /30 of its own per home and
+        // per test process.
+        let m = format!("10.{}.{}", 100 + (self.id / 250) % 50, self.id % 250);
+        let (root_side, home_side) = (format!("{m}.{}", 4 * k + 1), format!("{m}.{}", 4 * k + 2));
         let outer = format!("im{}h{k}", self.id);
         self.veth(&outer, "mgmt0", &home, false);
-        ip(&["addr", "add", &format!("{m}.1/30"), "dev", &outer]);
-        in_ns(&home, "ip", &["addr", "add", &format!("{m}.2/30"), "dev", "mgmt0"]);
+        ip(&["addr", "add", &format!("{root_side}/30"), "dev", &outer]);
+        in_ns(
+            &home,
+            "ip",
+            &["addr", "add", &format!("{home_side}/30"), "dev", "mgmt0"],
+        );
         nft(
             &home,
             "table inet mgmt {\n  chain input {\n    type filter hook input priority 0;\n    iifname \"mgmt0\" tcp dport 8470 accept\n    iifname \"mgmt0\" drop\n  }\n  chain output {\n    type filter hook output priority 0;\n    oifname \"mgmt0\" tcp sport 8470 accept\n    oifname \"mgmt0\" drop\n  }\n}\n",
@@ -197,9 +234,52 @@ impl Internet {
         Host {
             ns: home,
             addr: lan_addr,
-            api: format!("{m}.2"),
+            api: home_side,
             router: Some((router, wan_addr)),
         }
+    }
+
+    /// The router of home `k` as a UPnP gateway: the same masquerade and firewall, with the
+    /// chains `miniupnpd` fills with the forwardings it is asked for, and the daemon itself.
+    fn upnp_router(&mut self, router: &str, k: u32) {
+        nft(
+            router,
+            "table inet upnp {\n\
+               chain forward {\n type filter hook forward priority 0; policy drop;\n iifname \"lan0\" accept\n ct state established,related accept\n jump miniupnpd\n }\n\
+               chain miniupnpd {\n }\n\
+               chain prerouting {\n type nat hook prerouting priority -100; policy accept;\n jump prerouting_miniupnpd\n }\n\
+               chain prerouting_miniupnpd {\n }\n\
+               chain postrouting {\n type nat hook postrouting priority 100; policy accept;\n jump postrouting_miniupnpd\n oifname \"wan0\" masquerade\n }\n\
+               chain postrouting_miniupnpd {\n }\n\
+               chain input {\n type filter hook input priority 0; policy accept;\n iifname \"wan0\" ct state new drop\n }\n\
+             }\n",
+        );
+        let dir = std::env::temp_dir().join(format!("volli-upnp-{}-{k}", self.id));
+        let _ = std::fs::create_dir_all(&dir);
+        let conf = dir.join("miniupnpd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "ext_ifname=wan0\nlistening_ip=lan0\nhttp_port=0\nenable_natpmp=yes\nenable_upnp=yes\n\
+                 secure_mode=yes\nsystem_uptime=yes\nuuid=3ca{:05}-0000-4000-8000-00000000000{k}\n\
+                 upnp_table_name=upnp\nupnp_nat_table_name=upnp\nupnp_forward_chain=miniupnpd\n\
+                 upnp_nat_chain=prerouting_miniupnpd\nupnp_nat_postrouting_chain=postrouting_miniupnpd\n\
+                 allow 1024-65535 192.168.0.0/16 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
+                self.id
+            ),
+        )
+        .expect("miniupnpd.conf written");
+        let log = std::fs::File::create(dir.join("miniupnpd.log")).expect("log file");
+        let daemon = Command::new("ip")
+            .args(["netns", "exec", router, "/usr/sbin/miniupnpd", "-d", "-f"])
+            .arg(&conf)
+            .arg("-P")
+            .arg(dir.join("miniupnpd.pid"))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("miniupnpd starts (install miniupnpd-nftables)");
+        self.daemons.push(daemon);
     }
 
     /// Limits what `host` sends to the WAN to `mbit` megabits per second (a token bucket on
@@ -253,6 +333,8 @@ impl Drop for Internet {
         for link in &self.links {
             let _ = Command::new("ip").args(["link", "del", link]).output();
         }
-        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
     }
 }

@@ -184,7 +184,16 @@ async fn an_invite_accepted_while_the_inviter_is_down_completes_when_it_returns(
     assert_eq!(status, 202, "{body}");
     assert_eq!(
         body,
-        json!({"state": "pending", "user_id": alice_id, "attempts": 0, "last_error": null})
+        json!({
+            "state": "pending",
+            "user_id": alice_id,
+            "attempts": 1,
+            "last_error": body["last_error"],
+        })
+    );
+    assert!(
+        body["last_error"].as_str().unwrap().contains("offline"),
+        "{body}"
     );
     let (_, list) = bob.get("/v1/contacts").await;
     assert_eq!(list["pending"][0]["user_id"], alice_id);

@@ -1,12 +1,18 @@
-//! Nodes behind home NATs (network namespaces, nftables masquerade routers) and one public
-//! node that every home has as a contact, with nothing else configured.
+//! Nodes behind home NATs, through the real binary: two homes behind nftables `masquerade`
+//! routers (port-preserving, `random`, or with a UPnP daemon) and one public node that both
+//! have as a contact, with nothing else configured than that node as bootstrap peer. For
+//! each: the invite between the homes completes, messages go both ways, each side's `path`
+//! says what it is, and a file arrives — hole-punched at the speed of the link, or through
+//! the friend's relay at the rate its owner set. And a relay that restarts gets its
+//! reservations back without the homes restarting.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use volli_tests::nat::{Host, Internet, Nat};
-use volli_tests::{Node, Options, befriend};
+use volli_tests::{Node, Options, befriend, events, next_event};
 
 fn skip() -> bool {
     if volli_tests::netns::available() && volli_tests::netns::nft_available() {
@@ -19,7 +25,9 @@ fn skip() -> bool {
     true
 }
 
-async fn node_on(dir: &std::path::Path, host: &Host, extra: Vec<String>) -> Node {
+/// A node on `host`, listening for peers on its one address (TCP and QUIC), its API where
+/// the test can reach it.
+async fn node_on(dir: &Path, host: &Host, config: &str, extra: Vec<String>) -> Node {
     let api = if host.router.is_some() {
         format!("{}:8470", host.api)
     } else {
@@ -36,42 +44,373 @@ async fn node_on(dir: &std::path::Path, host: &Host, extra: Vec<String>) -> Node
             netns: Some(host.ns.clone()),
             api_listen: Some(api),
             p2p_listen: Some(format!("/ip4/{}/tcp/4001", host.addr)),
+            config: config.to_owned(),
             args,
-            ..Options::default()
+            env: std::env::var("NAT_LOG")
+                .map(|l| vec![("RUST_LOG".to_owned(), l)])
+                .unwrap_or_default(),
         },
     )
     .await
 }
 
+struct World {
+    // Dropped last: the namespaces go after the nodes.
+    _net: Internet,
+    _tmp: tempfile::TempDir,
+    hosts: [Host; 3],
+    public: Node,
+    a: Node,
+    b: Node,
+}
+
+/// A public node and two homes behind `nat_a` and `nat_b`, each home befriended with the
+/// public node (which relays at `relay_rate` bytes per second).
+async fn world(nat_a: Nat, nat_b: Nat, relay_rate: u64) -> World {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut net = Internet::new();
+    let public_host = net.public_host();
+    let home_a = net.home(nat_a);
+    let home_b = net.home(nat_b);
+    let public = node_on(
+        &tmp.path().join("public"),
+        &public_host,
+        &format!("[network]\nlan = false\nrelay_rate = {relay_rate}\n"),
+        vec![],
+    )
+    .await;
+    let friend = vec!["--bootstrap".to_owned(), public.p2p_addr().await];
+    let a = node_on(&tmp.path().join("a"), &home_a, "", friend.clone()).await;
+    let b = node_on(&tmp.path().join("b"), &home_b, "", friend).await;
+    befriend(&public, &a).await;
+    befriend(&public, &b).await;
+    World {
+        _net: net,
+        _tmp: tmp,
+        hosts: [public_host, home_a, home_b],
+        public,
+        a,
+        b,
+    }
+}
+
+async fn node_of(node: &Node) -> Value {
+    node.get("/v1/node").await.1
+}
+
+/// Waits until `node` says it is `reachability` (and, when private, listens through a relay).
+async fn stands(node: &Node, reachability: &str, within: Duration) -> Value {
+    node.wait_for("/v1/node", within, |n| {
+        n["reachability"] == reachability
+            && (reachability != "private"
+                || n["relayed_via"].as_array().is_some_and(|r| !r.is_empty()))
+    })
+    .await
+}
+
+/// The entry of `peer` in `node`'s peer table.
+async fn peer_entry(node: &Node, peer: &str) -> Value {
+    let (_, peers) = node.get("/v1/peers").await;
+    peers["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["peer_id"] == peer)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Home A invites home B; waits until both list each other. Returns how long it took.
+async fn contacts_across(w: &World) -> Duration {
+    let started = Instant::now();
+    let (status, invite) = w.a.post("/v1/invites", json!({})).await;
+    assert_eq!(status, 201, "{invite}");
+    let (status, answer) =
+        w.b.post("/v1/contacts", json!({"invite": invite["link"]}))
+            .await;
+    assert!(status == 201 || status == 202, "{status} {answer}");
+    let (a_user, _) = w.a.ids().await;
+    let (b_user, _) = w.b.ids().await;
+    for (node, other) in [(&w.b, &a_user), (&w.a, &b_user)] {
+        node.wait_for("/v1/contacts", Duration::from_secs(60), |c| {
+            c["contacts"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["user_id"] == other.as_str()))
+        })
+        .await;
+    }
+    started.elapsed()
+}
+
+/// Sends a message from `from` to `to` and waits for its receipt.
+async fn deliver(from: &Node, to: &Node, body: &str) -> Duration {
+    let (to_user, _) = to.ids().await;
+    let started = Instant::now();
+    let id = volli_tests::send(from, &to_user, body).await;
+    from.wait_for(
+        &format!("/v1/messages?with={to_user}&limit=500"),
+        Duration::from_secs(30),
+        |m| {
+            m["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["id"] == id.as_str() && m["status"] == "delivered")
+        },
+    )
+    .await;
+    started.elapsed()
+}
+
+/// Sends `size` bytes from `from` to `to` (accepted at once); returns how long it took from
+/// the offer to `completed` on the receiving side, and the rate (bytes per second) while the
+/// data flowed: from the first eighth received to the end, past the set-up (hashing the
+/// file, the offer, the chunk list).
+async fn send_file(from: &Node, to: &Node, size: usize) -> (Duration, f64) {
+    let (to_user, _) = to.ids().await;
+    let (status, _) = to
+        .request(
+            reqwest::Method::PUT,
+            "/v1/settings/transfers.auto_accept_bytes",
+            Some(json!({"value": 1u64 << 40})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let file = from.data_dir.with_extension("payload");
+    let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let started = Instant::now();
+    let (status, offer) = from
+        .post("/v1/transfers", json!({"to": to_user, "path": file}))
+        .await;
+    assert_eq!(status, 201, "{offer}");
+    let id = offer["id"].as_str().unwrap().to_owned();
+    let eighth = (size / 8) as u64;
+    let first = to
+        .wait_for(
+            &format!("/v1/transfers/{id}"),
+            Duration::from_secs(180),
+            |t| t["bytes_done"].as_u64().is_some_and(|b| b >= eighth),
+        )
+        .await;
+    let flowing = Instant::now();
+    let from_bytes = first["bytes_done"].as_u64().unwrap();
+    to.wait_for(
+        &format!("/v1/transfers/{id}"),
+        Duration::from_secs(180),
+        |t| t["state"] == "completed",
+    )
+    .await;
+    let took = started.elapsed();
+    let rate = (size as u64 - from_bytes) as f64 / flowing.elapsed().as_secs_f64();
+    let (_, t) = to.get(&format!("/v1/transfers/{id}")).await;
+    assert_eq!(t["blake3"], blake3::hash(&data).to_hex().as_str());
+    (took, rate)
+}
+
+/// Message latencies, one at a time, from `from`'s POST to `to`'s `message.received`.
+async fn latencies(from: &Node, to: &Node, n: usize) -> Vec<Duration> {
+    let (to_user, _) = to.ids().await;
+    let mut received = events(to).await;
+    let mut out = Vec::new();
+    for i in 0..n {
+        let started = Instant::now();
+        let id = volli_tests::send(from, &to_user, &format!("ping {i}")).await;
+        next_event(
+            &mut received,
+            "message.received",
+            Duration::from_secs(10),
+            |e| e["id"] == id.as_str(),
+        )
+        .await;
+        out.push(started.elapsed());
+    }
+    out.sort();
+    out
+}
+
+fn mb_per_s(bytes: usize, took: Duration) -> f64 {
+    bytes as f64 / took.as_secs_f64() / 1e6
+}
+
 #[tokio::test]
-async fn explore() {
+async fn behind_port_preserving_nats_the_homes_hole_punch_and_move_files_at_link_speed() {
     if skip() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let mut net = Internet::new();
-    let public = net.public_host();
-    let home_a = net.home(Nat::PortPreserving);
-    let home_b = net.home(Nat::PortPreserving);
-    let p = node_on(&tmp.path().join("p"), &public, vec![]).await;
-    let p_addr = p.p2p_addr().await;
-    let friend = vec!["--bootstrap".to_owned(), p_addr.clone()];
-    let a = node_on(&tmp.path().join("a"), &home_a, friend.clone()).await;
-    let b = node_on(&tmp.path().join("b"), &home_b, friend.clone()).await;
-    befriend(&p, &a).await;
-    befriend(&p, &b).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let (status, invite) = a.post("/v1/invites", json!({})).await;
-    assert_eq!(status, 201);
-    let (status, answer) = b.post("/v1/contacts", json!({"invite": invite["link"]})).await;
-    eprintln!("accept: {status} {answer}");
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    for (name, n) in [("p", &p), ("a", &a), ("b", &b)] {
-        eprintln!("== {name} node {}", n.get("/v1/node").await.1);
-        eprintln!("== {name} peers {}", n.get("/v1/peers").await.1);
-        eprintln!("== {name} contacts {}", n.get("/v1/contacts").await.1);
+    let w = world(Nat::PortPreserving, Nat::PortPreserving, 4 << 20).await;
+    stands(&w.public, "public", Duration::from_secs(20)).await;
+    for home in [&w.a, &w.b] {
+        stands(home, "private", Duration::from_secs(30)).await;
     }
-    std::fs::write("/tmp/explore/a.log", a.log()).unwrap();
-    std::fs::write("/tmp/explore/b.log", b.log()).unwrap();
-    std::fs::write("/tmp/explore/p.log", p.log()).unwrap();
+    let (_, public_peer) = w.public.ids().await;
+    let a_node = node_of(&w.a).await;
+    assert_eq!(a_node["relayed_via"], json!([public_peer]));
+    let took = contacts_across(&w).await;
+    eprintln!("contacts across two NATs in {took:?}");
+    // Both sides reach the other directly (a hole punch) soon after.
+    let (_, a_peer) = w.a.ids().await;
+    let (_, b_peer) = w.b.ids().await;
+    let started = Instant::now();
+    for (node, other) in [(&w.a, &b_peer), (&w.b, &a_peer)] {
+        node.wait_for("/v1/peers", Duration::from_secs(10), |p| {
+            p["peers"].as_array().unwrap().iter().any(|p| {
+                p["peer_id"] == other.as_str() && p["connected"] == true && p["path"] == "direct"
+            })
+        })
+        .await;
+    }
+    eprintln!("direct {:?} after becoming contacts", started.elapsed());
+    deliver(&w.a, &w.b, "from a").await;
+    deliver(&w.b, &w.a, "from b").await;
+    // The file goes at the speed of A's upload link.
+    let link_mbit = 100;
+    w._net.limit_upload(&w.hosts[1], link_mbit);
+    let size = 48 << 20;
+    let (took, rate) = send_file(&w.a, &w.b, size).await;
+    let rate = rate / 1e6;
+    let link = f64::from(link_mbit) / 8.0;
+    eprintln!(
+        "file over the hole-punched path: {rate:.1} MB/s of a {link:.1} MB/s link ({:.1} MB/s \
+         with the set-up)",
+        mb_per_s(size, took)
+    );
+    assert!(
+        rate >= 0.9 * link,
+        "{rate:.1} MB/s on a {link:.1} MB/s link"
+    );
+    assert_eq!(peer_entry(&w.b, &a_peer).await["path"], "direct");
+}
+
+#[tokio::test]
+async fn behind_random_port_nats_the_homes_talk_through_their_friends_relay() {
+    if skip() {
+        return;
+    }
+    let relay_rate: u64 = 2 << 20;
+    let w = world(Nat::Random, Nat::Random, relay_rate).await;
+    stands(&w.public, "public", Duration::from_secs(20)).await;
+    for home in [&w.a, &w.b] {
+        stands(home, "private", Duration::from_secs(30)).await;
+    }
+    let took = contacts_across(&w).await;
+    eprintln!("contacts across two random-port NATs in {took:?}");
+    let (_, a_peer) = w.a.ids().await;
+    let (_, b_peer) = w.b.ids().await;
+    for (node, other) in [(&w.a, &b_peer), (&w.b, &a_peer)] {
+        node.wait_for("/v1/peers", Duration::from_secs(20), |p| {
+            p["peers"].as_array().unwrap().iter().any(|p| {
+                p["peer_id"] == other.as_str() && p["connected"] == true && p["path"] == "relayed"
+            })
+        })
+        .await;
+    }
+    deliver(&w.a, &w.b, "from a").await;
+    deliver(&w.b, &w.a, "from b").await;
+    let times = latencies(&w.a, &w.b, 50).await;
+    let p99 = times[times.len() * 99 / 100 - 1];
+    eprintln!(
+        "relayed message latency p50 {:?} p99 {p99:?}",
+        times[times.len() / 2]
+    );
+    assert!(p99 < Duration::from_millis(500), "p99 {p99:?}");
+    // A file through the relay, at the rate its owner set (and not 0 bytes).
+    let size = 8 << 20;
+    let (_, rate) = send_file(&w.a, &w.b, size).await;
+    eprintln!(
+        "file through the relay: {:.2} MB/s at a relay rate of {:.2} MB/s",
+        rate / 1e6,
+        relay_rate as f64 / 1e6
+    );
+    assert!(
+        rate > 0.5 * relay_rate as f64 && rate < 1.3 * relay_rate as f64,
+        "{rate:.0} B/s at a relay rate of {relay_rate} B/s"
+    );
+    // No hole-punch storm: a handful of attempts, not one per packet.
+    let attempts = w.a.log().matches("hole punching failed").count();
+    assert!(attempts <= 6, "{attempts} failed hole punches on A");
+    assert_eq!(peer_entry(&w.a, &b_peer).await["path"], "relayed");
+}
+
+#[tokio::test]
+async fn a_relay_that_restarts_gets_its_reservations_back_without_the_homes_restarting() {
+    if skip() {
+        return;
+    }
+    let w = world(Nat::Random, Nat::PortPreserving, 4 << 20).await;
+    let World {
+        _net,
+        _tmp,
+        hosts,
+        public,
+        a,
+        b,
+    } = w;
+    let (_, public_peer) = public.ids().await;
+    for home in [&a, &b] {
+        stands(home, "private", Duration::from_secs(30)).await;
+    }
+    let mut public = public;
+    public.terminate();
+    for home in [&a, &b] {
+        home.wait_for("/v1/node", Duration::from_secs(30), |n| {
+            n["relayed_via"].as_array().is_some_and(|r| r.is_empty())
+        })
+        .await;
+    }
+    let public = node_on(
+        &public.data_dir,
+        &hosts[0],
+        "[network]\nlan = false\n",
+        vec![],
+    )
+    .await;
+    let back = Instant::now();
+    for home in [&a, &b] {
+        home.wait_for("/v1/node", Duration::from_secs(120), |n| {
+            n["relayed_via"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|p| p == public_peer.as_str()))
+        })
+        .await;
+    }
+    eprintln!("reservations back {:?} after the relay", back.elapsed());
+    let _ = public;
+}
+
+#[tokio::test]
+async fn behind_a_upnp_router_a_home_is_reached_directly_through_the_mapping() {
+    if skip() {
+        return;
+    }
+    if !Path::new("/usr/sbin/miniupnpd").exists() {
+        assert!(
+            std::env::var_os("VOLLI_SKIP_NETNS").is_some(),
+            "the UPnP test needs miniupnpd (./scripts/setup.sh installs miniupnpd-nftables)"
+        );
+        return;
+    }
+    let w = world(Nat::Upnp, Nat::Random, 4 << 20).await;
+    // A's router forwards its port: A is public, at its router's address.
+    let a_node = stands(&w.a, "public", Duration::from_secs(60)).await;
+    let (_, router_addr) = w.hosts[1].router.clone().unwrap();
+    assert!(
+        a_node["external_addrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|addr| addr.as_str().unwrap().contains(&router_addr)),
+        "{a_node}"
+    );
+    stands(&w.b, "private", Duration::from_secs(30)).await;
+    contacts_across(&w).await;
+    // B, behind a random-port NAT, reaches A directly through A's forwarded port.
+    let (_, a_peer) = w.a.ids().await;
+    w.b.wait_for("/v1/peers", Duration::from_secs(30), |p| {
+        p["peers"].as_array().unwrap().iter().any(|p| {
+            p["peer_id"] == a_peer.as_str() && p["connected"] == true && p["path"] == "direct"
+        })
+    })
+    .await;
+    deliver(&w.b, &w.a, "through the mapping").await;
 }

@@ -149,6 +149,9 @@ pub enum RelayRequest {
         /// Where the previous page ended (`None`: from the start).
         after: Option<PageCursor>,
     },
+    /// Would this node relay connections for the requesting device (it is reachable from
+    /// outside, and its circuit relay is on)? Asked by a node behind a NAT.
+    CircuitOffer,
 }
 
 /// Where a page of what a relay holds ended: when it was stored and its id.
@@ -201,6 +204,13 @@ pub enum RelayResponse {
         receipts: Vec<crate::Receipt>,
         /// Where to go on from.
         next: Option<PageCursor>,
+    },
+    /// Yes to `CircuitOffer`: where to reserve a slot, and the rate each circuit may carry.
+    CircuitOffer {
+        /// This node's addresses reachable from outside (encoded multiaddrs).
+        addrs: Vec<Vec<u8>>,
+        /// Bytes per second one circuit through this node may carry.
+        bytes_per_sec: u64,
     },
 }
 

@@ -8,7 +8,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
     StreamProtocol, autonat, connection_limits, dcutr, identify, kad, memory_connection_limits,
-    ping, relay, rendezvous, request_response,
+    ping, relay, rendezvous, request_response, upnp,
 };
 
 use crate::NetConfig;
@@ -34,6 +34,7 @@ pub(crate) struct Behaviour {
     pub(crate) relay_client: relay::client::Behaviour,
     pub(crate) dcutr: dcutr::Behaviour,
     pub(crate) autonat: autonat::Behaviour,
+    pub(crate) upnp: Toggle<upnp::tokio::Behaviour>,
     pub(crate) hello: Rpc,
     pub(crate) invite: Rpc,
     pub(crate) message: Rpc,
@@ -57,13 +58,18 @@ fn rpc(protocol: Protocol, timeout: Duration) -> Rpc {
 /// protocol's largest request.
 const MAX_STREAMS: usize = 128;
 
-/// The circuit relay's limits, and only the admitted peers may reserve a slot.
+/// The circuit relay's limits, and only the admitted peers may reserve a slot. Circuits go
+/// only to peers holding a reservation (the admitted ones), from anyone, at most four per
+/// peer; they last and carry what the node configured, so a file is not cut every 128 KiB
+/// (libp2p's default).
 fn relay_config(config: &NetConfig) -> relay::Config {
     let mut relay = relay::Config {
         max_reservations: 32,
         max_reservations_per_peer: 2,
         max_circuits: 32,
         max_circuits_per_peer: 4,
+        max_circuit_duration: config.relay_circuit_duration,
+        max_circuit_bytes: config.relay_circuit_bytes,
         ..relay::Config::default()
     };
     if let Some(admit) = config.relay_for.clone() {
@@ -121,7 +127,23 @@ impl Behaviour {
                 .into(),
             relay_client,
             dcutr: dcutr::Behaviour::new(peer_id),
-            autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+            // Asks connected peers to dial back the addresses others saw this node at; a
+            // success confirms one as external ("public"), failures mean "private". AutoNAT
+            // v1, not v2: a v2 client tests only through peers it dialed itself, and a
+            // friend's public node that only ever receives connections (from nodes behind
+            // NATs) would never learn that it is public.
+            autonat: autonat::Behaviour::new(
+                peer_id,
+                autonat::Config {
+                    boot_delay: Duration::from_secs(2),
+                    retry_interval: Duration::from_secs(30),
+                    refresh_interval: Duration::from_secs(10 * 60),
+                    throttle_server_period: Duration::from_secs(15),
+                    only_global_ips: config.autonat_global_only,
+                    ..autonat::Config::default()
+                },
+            ),
+            upnp: config.upnp.then(upnp::tokio::Behaviour::default).into(),
             hello: rpc(Protocol::Hello, timeout),
             invite: rpc(Protocol::Invite, timeout),
             message: rpc(Protocol::Message, timeout),

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use libp2p::request_response::ResponseChannel;
 use libp2p::{Multiaddr, PeerId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::NetError;
 use crate::protocol::Protocol;
+use crate::{Connectivity, NetError};
 
 type Reply<T> = oneshot::Sender<Result<T, NetError>>;
 
@@ -60,6 +60,11 @@ pub(crate) enum Command {
         namespace: String,
         reply: Reply<Vec<(PeerId, Vec<Multiaddr>)>>,
     },
+    ListenVia {
+        relay: Multiaddr,
+        reply: Reply<()>,
+    },
+    StopListeningVia(PeerId),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -68,11 +73,39 @@ pub(crate) enum Command {
 pub struct NetClient {
     tx: mpsc::Sender<Command>,
     local_peer: PeerId,
+    connectivity: watch::Receiver<Connectivity>,
 }
 
 impl NetClient {
-    pub(crate) fn new(tx: mpsc::Sender<Command>, local_peer: PeerId) -> Self {
-        Self { tx, local_peer }
+    pub(crate) fn new(
+        tx: mpsc::Sender<Command>,
+        local_peer: PeerId,
+        connectivity: watch::Receiver<Connectivity>,
+    ) -> Self {
+        Self {
+            tx,
+            local_peer,
+            connectivity,
+        }
+    }
+
+    /// Where this node stands (reachability, external addresses, relays), kept current:
+    /// `borrow()` for now, `changed()` to wait for the next change.
+    pub fn connectivity(&self) -> watch::Receiver<Connectivity> {
+        self.connectivity.clone()
+    }
+
+    /// Listens through the circuit relay at `relay` (`…/p2p/<relay peer id>`): asks it for a
+    /// reservation (renewed while it lasts) and, once it holds one, this node is reachable at
+    /// `<relay>/p2p-circuit/p2p/<this node>`. Returns once the request is under way; the
+    /// outcome shows in [`Self::connectivity`].
+    pub async fn listen_via(&self, relay: Multiaddr) -> Result<(), NetError> {
+        self.call(|reply| Command::ListenVia { relay, reply }).await
+    }
+
+    /// Stops listening through relay `relay`.
+    pub async fn stop_listening_via(&self, relay: PeerId) {
+        let _ = self.tx.send(Command::StopListeningVia(relay)).await;
     }
 
     /// This node's peer id.

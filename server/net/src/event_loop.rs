@@ -5,11 +5,18 @@
 //! are dropped, with a warning, if the node falls that far behind — a dropped request is a
 //! refused one), the table of connection changes (one entry per peer, never dropped; see
 //! `events.rs`), and every table of pending operations (expired by a once-a-second sweep while any is pending).
+//!
+//! It also keeps the [`Connectivity`] snapshot: AutoNAT v2 and UPnP confirm external
+//! addresses (public), failed AutoNAT tests with nothing confirmed mean private; relay
+//! listeners the node asked for are tracked from request to reservation to close. Per peer it
+//! keeps the open connections and whether each is relayed, so the node hears of each peer's
+//! path, and a relayed connection is closed once a direct one to the same peer is up.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use libp2p::core::transport::ListenerId;
 use libp2p::kad::store::RecordStore as _;
 use libp2p::kad::{
     self, GetProvidersOk, GetRecordOk, QueryId, QueryResult, Quorum, Record, RecordKey,
@@ -17,15 +24,20 @@ use libp2p::kad::{
 use libp2p::multiaddr::Protocol as AddrProtocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{DialError, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, noise, ping, rendezvous, tcp, yamux};
-use tokio::sync::{mpsc, oneshot};
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, autonat, dcutr, identify, noise, ping, relay, rendezvous, tcp, upnp,
+    yamux,
+};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::client::{Command, NetClient, Responder};
 use crate::events::{Links, NetEvents};
 use crate::protocol::Protocol;
-use crate::{NetConfig, NetError, NetEvent, RecordValidator};
+use crate::{
+    Connectivity, NetConfig, NetError, NetEvent, Reachability, RecordValidator, RelayListener,
+};
 
 const COMMANDS: usize = 256;
 const EVENTS: usize = 1024;
@@ -68,6 +80,17 @@ pub(crate) struct EventLoop {
     registers: HashMap<String, RendezvousOp<()>>,
     discovers: HashMap<String, RendezvousOp<Registrations>>,
     metrics: Option<&'static crate::Libp2pMetrics>,
+    /// Open connections per peer, and the relay each goes through (`None`: direct).
+    connections: HashMap<PeerId, Vec<(ConnectionId, Option<PeerId>)>>,
+    /// Relays listened through, by their listener.
+    relay_listeners: HashMap<ListenerId, RelayListener>,
+    /// External addresses configured (taken as public).
+    configured: BTreeSet<Multiaddr>,
+    /// Addresses the router forwards to this node (UPnP).
+    mapped: BTreeSet<Multiaddr>,
+    /// What AutoNAT found out: an address dialed back from outside, or none.
+    nat: autonat::NatStatus,
+    connectivity: watch::Sender<Connectivity>,
 }
 
 /// The peer an outbound request went to and who waits for its answer.
@@ -76,6 +99,28 @@ type PendingRequest = (PeerId, Reply<Vec<u8>>);
 type PendingGet = (Vec<Vec<u8>>, Reply<Vec<Vec<u8>>>);
 /// Peers and their addresses registered under a rendezvous namespace.
 type Registrations = Vec<(PeerId, Vec<Multiaddr>)>;
+
+fn is_circuit(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, AddrProtocol::P2pCircuit))
+}
+
+/// The relay a connection goes through: the peer named before `/p2p-circuit` in its
+/// address (ours, when it came in through our reservation); `None` when it is direct.
+fn relay_of(endpoint: &libp2p::core::ConnectedPoint) -> Option<PeerId> {
+    let addr = match endpoint {
+        libp2p::core::ConnectedPoint::Dialer { address, .. } => address,
+        libp2p::core::ConnectedPoint::Listener { local_addr, .. } => local_addr,
+    };
+    let mut last = None;
+    for p in addr {
+        match p {
+            AddrProtocol::P2p(peer) => last = Some(peer),
+            AddrProtocol::P2pCircuit => return last,
+            _ => {}
+        }
+    }
+    None
+}
 
 fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     addr.iter().find_map(|p| match p {
@@ -144,17 +189,6 @@ pub(crate) async fn start(config: NetConfig) -> Result<(NetClient, NetEvents), N
             tracing::warn!(%addr, error = %e, "cannot dial the rendezvous point yet");
         }
     }
-    for addr in &config.relays {
-        if peer_of(addr).is_none() {
-            return Err(NetError::Setup(format!(
-                "relay {addr} lacks /p2p/<peer id>"
-            )));
-        }
-        let circuit = addr.clone().with(AddrProtocol::P2pCircuit);
-        if let Err(e) = swarm.listen_on(circuit.clone()) {
-            tracing::warn!(addr = %circuit, error = %e, "cannot listen through the relay");
-        }
-    }
     if !config.bootstrap.is_empty()
         && let Some(kad) = swarm.behaviour_mut().kad.as_mut()
         && let Err(e) = kad.bootstrap()
@@ -163,6 +197,16 @@ pub(crate) async fn start(config: NetConfig) -> Result<(NetClient, NetEvents), N
     }
 
     let local_peer = *swarm.local_peer_id();
+    let external: BTreeSet<Multiaddr> = config.external_addrs.iter().cloned().collect();
+    let (connectivity, connectivity_rx) = watch::channel(Connectivity {
+        reachability: if external.is_empty() {
+            Reachability::Unknown
+        } else {
+            Reachability::Public
+        },
+        external_addrs: external.iter().cloned().collect(),
+        relays: Vec::new(),
+    });
     let (command_tx, commands) = mpsc::channel(COMMANDS);
     let (events, events_rx) = mpsc::channel(EVENTS);
     let links = Links::default();
@@ -185,10 +229,16 @@ pub(crate) async fn start(config: NetConfig) -> Result<(NetClient, NetEvents), N
         registers: HashMap::new(),
         discovers: HashMap::new(),
         metrics: config.metrics,
+        connections: HashMap::new(),
+        relay_listeners: HashMap::new(),
+        configured: external,
+        mapped: BTreeSet::new(),
+        nat: autonat::NatStatus::Unknown,
+        connectivity,
     };
     tokio::spawn(event_loop.run());
     Ok((
-        NetClient::new(command_tx, local_peer),
+        NetClient::new(command_tx, local_peer, connectivity_rx),
         NetEvents::new(links, events_rx),
     ))
 }
@@ -382,7 +432,94 @@ impl EventLoop {
                 reply,
             } => self.register(namespace, ttl, reply),
             Command::RendezvousDiscover { namespace, reply } => self.discover(namespace, reply),
+            Command::ListenVia { relay, reply } => {
+                let _ = reply.send(self.listen_via(relay));
+            }
+            Command::StopListeningVia(relay) => {
+                let ids: Vec<ListenerId> = self
+                    .relay_listeners
+                    .iter()
+                    .filter(|(_, l)| l.relay == relay)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ids {
+                    self.swarm.remove_listener(id);
+                    self.relay_listeners.remove(&id);
+                }
+                self.publish_connectivity();
+            }
         }
+    }
+
+    fn listen_via(&mut self, relay: Multiaddr) -> Result<(), NetError> {
+        let Some(peer) = peer_of(&relay) else {
+            return Err(NetError::Setup(format!(
+                "relay {relay} lacks /p2p/<peer id>"
+            )));
+        };
+        if self.relay_listeners.values().any(|l| l.relay == peer) {
+            return Ok(());
+        }
+        let circuit = relay.clone().with(AddrProtocol::P2pCircuit);
+        let id = self
+            .swarm
+            .listen_on(circuit)
+            .map_err(|e| NetError::Listen {
+                addr: relay.to_string(),
+                reason: e.to_string(),
+            })?;
+        self.relay_listeners.insert(
+            id,
+            RelayListener {
+                relay: peer,
+                addr: relay,
+                reserved: false,
+            },
+        );
+        self.publish_connectivity();
+        Ok(())
+    }
+
+    /// Tells the node where this node stands now, if that changed: public when an address
+    /// was dialed back from outside (AutoNAT), a router forwards a port (UPnP) or an external
+    /// address was configured; private when AutoNAT found none reachable.
+    fn publish_connectivity(&mut self) {
+        let mut external = self.configured.clone();
+        external.extend(self.mapped.iter().cloned());
+        if let autonat::NatStatus::Public(addr) = &self.nat {
+            external.insert(addr.clone());
+        }
+        let reachability = if !external.is_empty() {
+            Reachability::Public
+        } else if matches!(self.nat, autonat::NatStatus::Private) {
+            Reachability::Private
+        } else {
+            Reachability::Unknown
+        };
+        let mut relays: Vec<RelayListener> = self.relay_listeners.values().cloned().collect();
+        relays.sort_by_key(|r| r.relay);
+        let now = Connectivity {
+            reachability,
+            external_addrs: external.into_iter().collect(),
+            relays,
+        };
+        self.connectivity.send_if_modified(|c| {
+            if *c == now {
+                return false;
+            }
+            if c.reachability != now.reachability {
+                tracing::info!(from = ?c.reachability, to = ?now.reachability, "reachability changed");
+            }
+            *c = now;
+            true
+        });
+    }
+
+    /// Whether `peer` has a direct connection now.
+    fn direct(&self, peer: &PeerId) -> bool {
+        self.connections
+            .get(peer)
+            .is_some_and(|c| c.iter().any(|(_, relay)| relay.is_none()))
     }
 
     fn register(&mut self, namespace: String, ttl: Duration, reply: Reply<()>) {
@@ -526,12 +663,18 @@ impl EventLoop {
             record(metrics, &event);
         }
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
+            SwarmEvent::NewListenAddr {
+                address,
+                listener_id,
+            } => {
                 tracing::debug!(%address, "listening");
-                if !address
-                    .iter()
-                    .any(|p| matches!(p, AddrProtocol::P2pCircuit))
-                {
+                if let Some(relay) = self.relay_listeners.get_mut(&listener_id) {
+                    relay.reserved = true;
+                    self.publish_connectivity();
+                } else if !is_circuit(&address) {
+                    // Where peers that share a network with this node can reach it: what
+                    // identify and rendezvous tell others (the relay client adds the
+                    // relayed ones). Whether anyone outside can is AutoNAT's to say.
                     self.swarm.add_external_address(address.clone());
                 }
                 self.listen_addrs.insert(address);
@@ -544,8 +687,24 @@ impl EventLoop {
                 self.links
                     .listening(self.listen_addrs.iter().cloned().collect());
             }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                addresses,
+                reason,
+            } => {
+                for address in addresses {
+                    self.listen_addrs.remove(&address);
+                }
+                self.links
+                    .listening(self.listen_addrs.iter().cloned().collect());
+                if let Some(relay) = self.relay_listeners.remove(&listener_id) {
+                    tracing::info!(relay = %relay.relay, ?reason, "no longer listening through a relay");
+                    self.publish_connectivity();
+                }
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 ..
@@ -553,16 +712,50 @@ impl EventLoop {
                 for pending in self.dials.remove(&peer_id).unwrap_or_default() {
                     let _ = pending.reply.send(Ok(()));
                 }
+                let relay = relay_of(&endpoint);
+                let had_direct = self.direct(&peer_id);
+                let connections = self.connections.entry(peer_id).or_default();
+                connections.push((connection_id, relay));
                 if num_established.get() == 1 {
                     self.links
-                        .connected(peer_id, endpoint.get_remote_address().clone());
+                        .connected(peer_id, endpoint.get_remote_address().clone(), relay);
+                } else if relay.is_none() && !had_direct {
+                    // A direct path beside a relayed one (a hole punch, or the peer dialed
+                    // us directly): move everything to it.
+                    let relayed: Vec<ConnectionId> = connections
+                        .iter()
+                        .filter(|(_, r)| r.is_some())
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in relayed {
+                        self.swarm.close_connection(id);
+                    }
+                    self.links.path(peer_id, None);
                 }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
-            } => self.links.disconnected(peer_id),
+            } => {
+                let was_direct = self.direct(&peer_id);
+                if let Some(c) = self.connections.get_mut(&peer_id) {
+                    c.retain(|(id, _)| *id != connection_id);
+                    if c.is_empty() {
+                        self.connections.remove(&peer_id);
+                    }
+                }
+                if num_established == 0 {
+                    self.links.disconnected(peer_id);
+                } else if was_direct && !self.direct(&peer_id) {
+                    let relay = self
+                        .connections
+                        .get(&peer_id)
+                        .and_then(|c| c.iter().find_map(|(_, r)| *r));
+                    self.links.path(peer_id, relay);
+                }
+            }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
                 error,
@@ -609,9 +802,47 @@ impl EventLoop {
             BehaviourEvent::Sync(e) => self.on_rpc_event(Protocol::Sync, e),
             BehaviourEvent::Pair(e) => self.on_rpc_event(Protocol::Pair, e),
             BehaviourEvent::File(e) => self.on_rpc_event(Protocol::File, e),
-            BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { old, new }) => {
-                tracing::info!(?old, ?new, "reachability changed");
+            BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. }) => {
+                if let autonat::NatStatus::Public(addr) = &new {
+                    tracing::info!(%addr, "reachable from outside at this address");
+                }
+                self.nat = new;
+                self.publish_connectivity();
             }
+            BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal,
+                ..
+            }) if !renewal => {
+                tracing::info!(relay = %relay_peer_id, "a relay holds a reservation for this node");
+            }
+            BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            }) => match result {
+                Ok(_) => {
+                    tracing::info!(peer = %remote_peer_id, "hole punched: a direct connection")
+                }
+                Err(e) => {
+                    tracing::info!(peer = %remote_peer_id, error = %e, "hole punching failed; staying on the relay")
+                }
+            },
+            BehaviourEvent::Upnp(event) => match event {
+                upnp::Event::NewExternalAddr { external_addr, .. } => {
+                    tracing::info!(%external_addr, "the router forwards a port (UPnP)");
+                    self.mapped.insert(external_addr);
+                    self.publish_connectivity();
+                }
+                upnp::Event::ExpiredExternalAddr { external_addr, .. } => {
+                    tracing::info!(%external_addr, "the router's port forwarding ended (UPnP)");
+                    self.mapped.remove(&external_addr);
+                    self.publish_connectivity();
+                }
+                upnp::Event::GatewayNotFound => tracing::debug!("no UPnP router found"),
+                upnp::Event::NonRoutableGateway => {
+                    tracing::debug!("the UPnP router is itself behind a NAT")
+                }
+            },
             _ => {}
         }
     }

@@ -14,12 +14,25 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::NetEvent;
 
+/// A peer's latest change, not yet taken by the node.
+#[derive(Clone, Debug)]
+enum Change {
+    Connected {
+        addr: Multiaddr,
+        relay: Option<PeerId>,
+    },
+    Path {
+        relay: Option<PeerId>,
+    },
+    Disconnected,
+}
+
 #[derive(Default)]
 struct Table {
     /// Peers whose connection changed, oldest change first.
     order: VecDeque<PeerId>,
-    /// Their latest state: connected (with the address) or not.
-    latest: HashMap<PeerId, Option<Multiaddr>>,
+    /// Their latest change.
+    latest: HashMap<PeerId, Change>,
     /// The listen addresses, if they changed since the node last looked.
     listen: Option<Vec<Multiaddr>>,
 }
@@ -36,19 +49,32 @@ impl Links {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `peer` has its first connection, at `addr`.
-    pub(crate) fn connected(&self, peer: PeerId, addr: Multiaddr) {
-        self.set(peer, Some(addr));
+    /// `peer` has its first connection, at `addr`, directly or through `relay`.
+    pub(crate) fn connected(&self, peer: PeerId, addr: Multiaddr, relay: Option<PeerId>) {
+        self.set(peer, Change::Connected { addr, relay });
+    }
+
+    /// Connected `peer` is now reached directly (`None`) or through `relay`.
+    pub(crate) fn path(&self, peer: PeerId, relay: Option<PeerId>) {
+        self.set(peer, Change::Path { relay });
     }
 
     /// `peer`'s last connection closed.
     pub(crate) fn disconnected(&self, peer: PeerId) {
-        self.set(peer, None);
+        self.set(peer, Change::Disconnected);
     }
 
-    fn set(&self, peer: PeerId, state: Option<Multiaddr>) {
+    fn set(&self, peer: PeerId, change: Change) {
         let mut table = self.lock();
-        if table.latest.insert(peer, state).is_none() {
+        let merged = match (table.latest.get(&peer), change) {
+            // A connection the node has not heard of yet simply has the newer path.
+            (Some(Change::Connected { addr, .. }), Change::Path { relay }) => Change::Connected {
+                addr: addr.clone(),
+                relay,
+            },
+            (_, change) => change,
+        };
+        if table.latest.insert(peer, merged).is_none() {
             table.order.push_back(peer);
         }
         drop(table);
@@ -67,9 +93,10 @@ impl Links {
             return Some(NetEvent::ListenAddrs(addrs));
         }
         let peer = table.order.pop_front()?;
-        Some(match table.latest.remove(&peer).flatten() {
-            Some(addr) => NetEvent::Connected { peer, addr },
-            None => NetEvent::Disconnected { peer },
+        Some(match table.latest.remove(&peer)? {
+            Change::Connected { addr, relay } => NetEvent::Connected { peer, addr, relay },
+            Change::Path { relay } => NetEvent::Path { peer, relay },
+            Change::Disconnected => NetEvent::Disconnected { peer },
         })
     }
 }
@@ -122,17 +149,22 @@ mod tests {
         })
         .unwrap();
         for _ in 0..1_000 {
-            links.connected(a, addr.clone());
+            links.connected(a, addr.clone(), Some(b));
+            links.path(a, None);
             links.disconnected(a);
         }
-        links.connected(b, addr.clone());
+        links.connected(b, addr.clone(), Some(a));
+        links.path(b, None);
         links.listening(vec![addr.clone()]);
         assert!(matches!(
             events.next().await,
             Some(NetEvent::ListenAddrs(_))
         ));
         assert!(matches!(events.next().await, Some(NetEvent::Disconnected { peer }) if peer == a));
-        assert!(matches!(events.next().await, Some(NetEvent::Connected { peer, .. }) if peer == b));
+        assert!(matches!(
+            events.next().await,
+            Some(NetEvent::Connected { peer, relay: None, .. }) if peer == b
+        ));
         assert!(matches!(events.next().await, Some(NetEvent::Rtt { .. })));
         assert!(links.lock().latest.is_empty());
     }

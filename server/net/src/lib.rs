@@ -4,9 +4,17 @@
 //!
 //! Transports: TCP + Noise + Yamux, QUIC, and circuit relay v2 as a client. Behaviours:
 //! identify, ping, Kademlia (protocol `/volli/kad/1`, records validated by the node),
-//! rendezvous (client, and server when configured), relay v2 server (bounded), DCUtR, AutoNAT,
-//! connection and memory limits, and one request-response behaviour per application protocol
-//! (`/volli/hello/1`, `/volli/invite/1`, …) carrying opaque bytes.
+//! rendezvous (client, and server when configured), relay v2 server (bounded), DCUtR, AutoNAT
+//! v2 (client and server), UPnP port mapping (when configured), connection and memory
+//! limits, and one request-response behaviour per application protocol (`/volli/hello/1`,
+//! `/volli/invite/1`, …) carrying opaque bytes.
+//!
+//! Where this node stands — reachable from outside or not, its confirmed external
+//! addresses, the relays it listens through — is a [`Connectivity`] the node watches
+//! ([`NetClient::connectivity`]); which relays to listen through the node decides
+//! ([`NetClient::listen_via`]). Each peer's path (direct or through a relay) comes with the
+//! connection events; once a direct connection stands beside a relayed one, the relayed one
+//! is closed, so traffic moves to the direct path.
 //!
 //! This crate knows nothing of users, contacts or messages: the node parses the bytes.
 #![warn(missing_docs)]
@@ -55,8 +63,6 @@ pub struct NetConfig {
     /// Who may reserve a slot on this node's circuit relay (`None`: anyone, within the
     /// limits).
     pub relay_for: Option<PeerFilter>,
-    /// Relays to listen through (`…/p2p/<relay peer id>`), so peers behind NAT can reach us.
-    pub relays: Vec<Multiaddr>,
     /// Addresses to announce besides the listen addresses.
     pub external_addrs: Vec<Multiaddr>,
     /// Connections kept at most.
@@ -68,6 +74,51 @@ pub struct NetConfig {
     /// Where libp2p's own metrics (connections, dials, Kademlia, identify, ping, relay) are
     /// recorded; made once per process with [`Libp2pMetrics::new`] on the node's registry.
     pub metrics: Option<&'static Libp2pMetrics>,
+    /// Ask the home router (UPnP IGD) to forward the listen ports.
+    pub upnp: bool,
+    /// Count only globally routable addresses as reachable from outside (AutoNAT); off
+    /// where "outside" is a private network (a company LAN, tests).
+    pub autonat_global_only: bool,
+    /// How long one circuit through this node's relay may last, and how many bytes it may
+    /// carry (0: no limit); a circuit cut short is opened again by its ends.
+    pub relay_circuit_duration: Duration,
+    /// See `relay_circuit_duration`.
+    pub relay_circuit_bytes: u64,
+}
+
+/// Whether this node can be reached from outside its own network.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reachability {
+    /// Another node dialed one of its addresses back (AutoNAT), a router forwards its port
+    /// (UPnP), or an address was configured as external.
+    Public,
+    /// Every address tested from outside failed: it is behind a NAT or a firewall.
+    Private,
+    /// Not known yet (no test done, or nobody to test with).
+    #[default]
+    Unknown,
+}
+
+/// A relay this node listens through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayListener {
+    /// The relay.
+    pub relay: PeerId,
+    /// Its address (`…/p2p/<relay>`).
+    pub addr: Multiaddr,
+    /// Whether the relay holds a reservation for this node (else it is being asked).
+    pub reserved: bool,
+}
+
+/// Where this node stands on the network.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Connectivity {
+    /// Reachable from outside or not.
+    pub reachability: Reachability,
+    /// Addresses confirmed reachable from outside (not through a relay).
+    pub external_addrs: Vec<Multiaddr>,
+    /// Relays listened through.
+    pub relays: Vec<RelayListener>,
 }
 
 /// libp2p's metrics, registered under `libp2p_` in a Prometheus registry.
@@ -85,12 +136,15 @@ impl NetConfig {
             rendezvous_server: false,
             relay_server: true,
             relay_for: None,
-            relays: Vec::new(),
             external_addrs: Vec::new(),
             max_connections: 256,
             record_validator: None,
             request_timeout: Duration::from_secs(20),
             metrics: None,
+            upnp: false,
+            autonat_global_only: true,
+            relay_circuit_duration: Duration::from_secs(3600),
+            relay_circuit_bytes: 0,
         }
     }
 }
@@ -107,6 +161,16 @@ pub enum NetEvent {
         peer: PeerId,
         /// Its address on this connection.
         addr: Multiaddr,
+        /// The relay the connection goes through; `None` when it is direct.
+        relay: Option<PeerId>,
+    },
+    /// The path to a connected peer changed: a direct connection came up beside a relayed
+    /// one, or the direct one went and a relayed one remains.
+    Path {
+        /// The peer.
+        peer: PeerId,
+        /// The relay it is now reached through; `None` when it is reached directly.
+        relay: Option<PeerId>,
     },
     /// The last connection to `peer` closed.
     Disconnected {

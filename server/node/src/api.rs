@@ -70,6 +70,8 @@ pub struct ApiState {
     pub devices: crate::devices::Devices,
     /// File transfers.
     pub files: crate::files::Files,
+    /// Reachability and relays.
+    pub connectivity: crate::connectivity::Connectivity,
 }
 
 #[derive(OpenApi)]

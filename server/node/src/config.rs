@@ -102,10 +102,18 @@ pub struct NetworkConfig {
     pub rendezvous_points: Vec<Multiaddr>,
     /// Serve as a rendezvous point for others.
     pub rendezvous_server: bool,
-    /// Relay connections for peers that cannot reach each other directly (bounded).
+    /// Relay connections for contacts' devices (and this user's own) that cannot be reached
+    /// directly, once this node is reachable from outside (bounded).
     pub relay_server: bool,
-    /// Relays to listen through when this node is not reachable directly (`…/p2p/<peer id>`).
+    /// Bytes per second one circuit through this node's relay may carry (the nodes at its
+    /// ends pace what they send through it to this).
+    pub relay_rate: u64,
+    /// Relays to listen through when this node is not reachable directly (`…/p2p/<peer id>`),
+    /// before the contacts' nodes that offer to.
     pub relays: Vec<Multiaddr>,
+    /// Ask the router (UPnP IGD) to forward the listen ports, so that contacts can connect
+    /// directly.
+    pub upnp: bool,
     /// Public addresses to announce besides the listen addresses (e.g. a forwarded port).
     pub external_addrs: Vec<Multiaddr>,
     /// Connections kept at most.
@@ -121,7 +129,9 @@ impl Default for NetworkConfig {
             rendezvous_points: Vec::new(),
             rendezvous_server: false,
             relay_server: true,
+            relay_rate: 4 << 20,
             relays: Vec::new(),
+            upnp: true,
             external_addrs: Vec::new(),
             max_connections: 256,
             lan: true,
@@ -474,6 +484,21 @@ impl Config {
                 "metrics.listen must be ip:port (e.g. 127.0.0.1:9470), not {:?}",
                 self.metrics.listen
             )));
+        }
+        if let Some(bad) = self
+            .network
+            .relays
+            .iter()
+            .find(|a| !a.iter().any(|p| matches!(p, multiaddr::Protocol::P2p(_))))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "network.relays: {bad} lacks /p2p/<peer id>"
+            )));
+        }
+        if self.network.relay_rate < 1024 {
+            return Err(ConfigError::Invalid(
+                "network.relay_rate must be at least 1024 bytes per second".into(),
+            ));
         }
         if self.api.public_burst == 0 || self.api.public_per_second == 0 {
             return Err(ConfigError::Invalid(

@@ -75,6 +75,8 @@ pub enum Accepted {
     Pending {
         /// The inviter.
         inviter: UserId,
+        /// Why it could not be reached, in words.
+        reason: String,
     },
 }
 
@@ -239,17 +241,24 @@ impl Contacts {
             Err(RedeemFailure::Failed(e)) => Err(e),
             Err(RedeemFailure::Unreachable(reason)) => {
                 tracing::info!(inviter = %invite.inviter(), %reason, "inviter unreachable; will retry");
+                let inviter = invite.inviter().to_string();
                 self.inner
                     .db
-                    .add_pending_contact(
-                        &invite.inviter().to_string(),
-                        link.trim(),
-                        name.as_deref(),
+                    .add_pending_contact(&inviter, link.trim(), name.as_deref())
+                    .await?;
+                // The first attempt counts: its reason shows at once.
+                self.inner
+                    .db
+                    .retry_pending_contact(
+                        &inviter,
+                        &reason,
+                        Timestamp::now().saturating_add(FIRST_BACKOFF),
                     )
                     .await?;
                 self.inner.pending_added.notify_one();
                 Ok(Accepted::Pending {
                     inviter: invite.inviter(),
+                    reason,
                 })
             }
         }
@@ -279,16 +288,33 @@ impl Contacts {
                 .to_bytes(),
         };
         let inviter_peer = invite.device().peer_id();
-        let call = self.inner.net.request(
-            inviter_peer,
-            Protocol::Invite,
-            wire::encode(&request),
-            addrs,
-        );
-        let bytes = match tokio::time::timeout(REDEEM_TIMEOUT, call).await {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(e)) => return Err(RedeemFailure::Unreachable(e.to_string())),
-            Err(_) => return Err(RedeemFailure::Unreachable("timed out".into())),
+        let why = |error: &str| crate::connectivity::why_unreachable(&addrs, error);
+        let payload = wire::encode(&request);
+        let started = tokio::time::Instant::now();
+        let mut bytes = None;
+        let mut last = String::from("timed out");
+        // A dial to the inviter already under way (discovery's, to addresses it knew before)
+        // takes the request with it when it fails; one more try then goes to the invite's
+        // addresses.
+        for _ in 0..2 {
+            let left = REDEEM_TIMEOUT.saturating_sub(started.elapsed());
+            let call = self.inner.net.request(
+                inviter_peer,
+                Protocol::Invite,
+                payload.clone(),
+                addrs.clone(),
+            );
+            match tokio::time::timeout(left, call).await {
+                Ok(Ok(answer)) => {
+                    bytes = Some(answer);
+                    break;
+                }
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => break,
+            }
+        }
+        let Some(bytes) = bytes else {
+            return Err(RedeemFailure::Unreachable(why(&last)));
         };
         let response: RedeemResponse = wire::decode(&bytes, Protocol::Invite.max_response())
             .map_err(|_| {

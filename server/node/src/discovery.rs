@@ -179,22 +179,36 @@ impl Discovery {
         };
     }
 
-    /// Addresses worth telling others: listening ones that are not wildcards.
+    /// Addresses worth telling others, best first: those confirmed reachable from outside,
+    /// then the relays this node listens through (`…/p2p-circuit`), then the listen addresses
+    /// that are not wildcards (for peers on the same network).
     pub async fn advertised_addrs(&self) -> Vec<Multiaddr> {
-        let mut addrs: Vec<Multiaddr> = self
+        let external = self
             .inner
             .net
-            .listen_addrs()
-            .await
+            .connectivity()
+            .borrow()
+            .external_addrs
+            .clone();
+        let listening = self.inner.net.listen_addrs().await;
+        let circuit = |a: &Multiaddr| {
+            a.iter()
+                .any(|p| matches!(p, multiaddr::Protocol::P2pCircuit))
+        };
+        let mut addrs: Vec<Multiaddr> = Vec::new();
+        let ordered = external
             .into_iter()
-            .filter(|a| {
-                !a.iter().any(|p| {
-                    matches!(p, multiaddr::Protocol::Ip4(ip) if ip.is_unspecified())
-                        || matches!(p, multiaddr::Protocol::Ip6(ip) if ip.is_unspecified())
-                })
-            })
-            .collect();
-        addrs.sort();
+            .chain(listening.iter().filter(|a| circuit(a)).cloned())
+            .chain(listening.iter().filter(|a| !circuit(a)).cloned());
+        for a in ordered {
+            let wildcard = a.iter().any(|p| {
+                matches!(p, multiaddr::Protocol::Ip4(ip) if ip.is_unspecified())
+                    || matches!(p, multiaddr::Protocol::Ip6(ip) if ip.is_unspecified())
+            });
+            if !wildcard && !addrs.contains(&a) {
+                addrs.push(a);
+            }
+        }
         addrs.truncate(MAX_ADDRS);
         addrs
     }

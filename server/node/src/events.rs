@@ -121,6 +121,15 @@ pub enum Event {
         /// Documents that changed.
         docs: usize,
     },
+    /// The path to a connected peer changed: a hole punch made it `direct`, or it is
+    /// `relayed` again.
+    #[serde(rename = "peer.path")]
+    PeerPath {
+        /// The peer.
+        peer_id: String,
+        /// `direct` or `relayed`.
+        path: String,
+    },
     /// Someone tried to join a pairing this device offers and failed (a wrong code): that
     /// attempt ended, the pairing stays open for the device that has the code.
     #[serde(rename = "pairing.attempt_failed")]

@@ -238,6 +238,8 @@ pub struct Parts {
     pub config: FilesConfig,
     /// The libp2p listen addresses (for the bulk listener's default).
     pub p2p_listen: Vec<Multiaddr>,
+    /// Reachability and relays (the rate a circuit through a relay may carry).
+    pub connectivity: crate::connectivity::Connectivity,
 }
 
 /// The file transfer service. Cheap to clone.
@@ -263,6 +265,9 @@ struct Inner {
     serving: Mutex<HashMap<TransferId, Arc<Serving>>>,
     progress: Mutex<HashMap<TransferId, Instant>>,
     rate: Option<Mutex<Bucket>>,
+    /// What chunks sent over a friend's relay may use, per peer on the other end.
+    relayed: Mutex<HashMap<PeerId, Bucket>>,
+    connectivity: crate::connectivity::Connectivity,
     wake: Notify,
 }
 
@@ -279,11 +284,29 @@ struct Serving {
     saved_at: Mutex<Instant>,
 }
 
-/// A token bucket for `[files] max_send_rate`.
+/// A token bucket of bytes: for `[files] max_send_rate`, and per peer over a relay.
 struct Bucket {
     rate: f64,
     tokens: f64,
     at: Instant,
+}
+
+impl Bucket {
+    /// Takes `bytes`; how long to wait before sending them (a quarter second's worth may
+    /// go at once).
+    fn take(&mut self, bytes: usize) -> Duration {
+        let now = Instant::now();
+        let burst = self.rate / 4.0;
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(burst);
+        self.at = now;
+        self.tokens -= bytes as f64;
+        if self.tokens < 0.0 {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        } else {
+            Duration::ZERO
+        }
+    }
 }
 
 impl Files {
@@ -324,6 +347,8 @@ impl Files {
                 serving: Mutex::new(HashMap::new()),
                 progress: Mutex::new(HashMap::new()),
                 rate,
+                relayed: Mutex::new(HashMap::new()),
+                connectivity: parts.connectivity,
                 wake: Notify::new(),
             }),
         };
@@ -1155,7 +1180,10 @@ impl Files {
             },
             Ok(FileRequest::Channel(id)) => self.channel(id, user).await,
             Ok(FileRequest::Chunk { id, index }) => match self.serve_chunk(id, user, index).await {
-                Ok(bytes) => FileResponse::Chunk(bytes),
+                Ok(bytes) => {
+                    self.pace_relayed(peer, bytes.len()).await;
+                    FileResponse::Chunk(bytes)
+                }
                 Err(status) => refusal(status),
             },
             Ok(FileRequest::Control { id, action }) => self.control(user, id, action).await,
@@ -1406,18 +1434,33 @@ impl Files {
     /// Waits for the send rate cap, if one is set.
     async fn throttle(&self, bytes: usize) {
         let Some(rate) = &self.inner.rate else { return };
+        let wait = rate.lock().unwrap_or_else(|e| e.into_inner()).take(bytes);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Holds a chunk for `peer` back to the rate of the friend's relay it travels through,
+    /// when it does: a relay's owner lends it at the rate they set (`[network] relay_rate`),
+    /// and a file must not crowd out everything else its circuits carry.
+    async fn pace_relayed(&self, peer: PeerId, bytes: usize) {
+        let via = match self.inner.peers.get(&peer).and_then(|e| e.path) {
+            Some(crate::peers::Path::Relayed { via }) => via,
+            _ => return,
+        };
+        let rate = self.inner.connectivity.relay_rate(via) as f64;
         let wait = {
-            let mut b = rate.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            let burst = b.rate / 4.0;
-            b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * b.rate).min(burst);
-            b.at = now;
-            b.tokens -= bytes as f64;
-            if b.tokens < 0.0 {
-                Duration::from_secs_f64(-b.tokens / b.rate)
-            } else {
-                Duration::ZERO
+            let mut relayed = self.inner.relayed.lock().unwrap_or_else(|e| e.into_inner());
+            if relayed.len() > 1024 {
+                relayed.clear();
             }
+            let bucket = relayed.entry(peer).or_insert_with(|| Bucket {
+                rate,
+                tokens: 0.0,
+                at: Instant::now(),
+            });
+            bucket.rate = rate;
+            bucket.take(bytes)
         };
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;

@@ -10,6 +10,7 @@ pub mod api;
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod connectivity;
 pub mod contacts;
 pub mod devices;
 pub mod discovery;

@@ -60,6 +60,8 @@ pub struct Dispatch {
     pub devices: Devices,
     /// File transfers.
     pub files: Files,
+    /// Reachability and relays.
+    pub connectivity: crate::connectivity::Connectivity,
     /// Connections that strangers may hold at most.
     pub max_strangers: usize,
 }
@@ -116,9 +118,13 @@ impl Dispatch {
         tokio::spawn(async move {
             while let Some(event) = events.next().await {
                 match event {
-                    NetEvent::ListenAddrs(_) => self.discovery.wake(),
-                    NetEvent::Connected { peer, addr } => {
-                        self.peers.set_connected(peer, true, Some(&addr));
+                    NetEvent::ListenAddrs(_) => {
+                        self.discovery.wake();
+                        self.connectivity.wake();
+                    }
+                    NetEvent::Path { peer, relay } => self.peers.set_path(peer, relay),
+                    NetEvent::Connected { peer, addr, relay } => {
+                        self.peers.set_connected(peer, true, Some(&addr), relay);
                         let this = self.clone();
                         tokio::spawn(async move {
                             this.say_hello(peer).await;
@@ -127,7 +133,7 @@ impl Dispatch {
                         });
                     }
                     NetEvent::Disconnected { peer } => {
-                        self.peers.set_connected(peer, false, None);
+                        self.peers.set_connected(peer, false, None, None);
                         if let Some(user) = self.peers.get(&peer).and_then(|e| e.user_id) {
                             self.discovery.contact_lost(user);
                         }
@@ -169,12 +175,16 @@ impl Dispatch {
             // Once per connection: a contact's device is here, so flush what waits for it
             // and fetch what its node holds.
             Ok(Some(user)) if self.peers.contact_of(&peer) == Some(user) => {
+                let connectivity = self.connectivity.clone();
+                tokio::spawn(async move { connectivity.peer_ready(peer).await });
                 self.relay.contact_ready(user).await;
                 self.messaging.contact_ready(user).await;
                 self.files.peer_ready(user).await;
             }
             // Another device of this user: sync with it.
             Ok(Some(user)) if self.peers.is_own_device(&peer) => {
+                let connectivity = self.connectivity.clone();
+                tokio::spawn(async move { connectivity.peer_ready(peer).await });
                 self.devices.device_ready(peer).await;
                 self.files.peer_ready(user).await;
             }

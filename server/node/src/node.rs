@@ -183,12 +183,16 @@ impl Node {
         net_config.rendezvous_points = config.network.rendezvous_points.clone();
         net_config.rendezvous_server = config.network.rendezvous_server;
         net_config.relay_server = config.network.relay_server;
-        // Reservations on this node's circuit relay are for contacts' devices only.
+        // Reservations on this node's circuit relay are for contacts' devices and this user's
+        // own only; circuits go to them from anyone.
         let admitted = peers.clone();
         net_config.relay_for = Some(Arc::new(move |peer: &PeerId| {
-            admitted.contact_of(peer).is_some()
+            admitted.contact_of(peer).is_some() || admitted.is_own_device(peer)
         }));
-        net_config.relays = config.network.relays.clone();
+        net_config.upnp = config.network.upnp;
+        // A circuit carries what its rate allows for an hour, then its ends open another.
+        net_config.relay_circuit_duration = std::time::Duration::from_secs(3600);
+        net_config.relay_circuit_bytes = config.network.relay_rate.saturating_mul(3600);
         net_config.external_addrs = config.network.external_addrs.clone();
         net_config.max_connections = config.network.max_connections;
         net_config.metrics = Some(crate::metrics::metrics().libp2p());
@@ -256,6 +260,14 @@ impl Node {
         );
         contacts.refresh().await;
         let outbound = Outbound::new(net.clone(), peers.clone(), &identity);
+        let connectivity = crate::connectivity::Connectivity::new(crate::connectivity::Parts {
+            net: net.clone(),
+            outbound: outbound.clone(),
+            peers: peers.clone(),
+            configured: config.network.relays.clone(),
+            serves: config.network.relay_server,
+            rate: config.network.relay_rate,
+        });
         let relay = Relay::new(
             store.db().clone(),
             store.vault().clone(),
@@ -264,6 +276,7 @@ impl Node {
             peers.clone(),
             plugins.host().clone(),
             contacts.clone(),
+            connectivity.clone(),
             config.relay.policy.clone(),
         );
         let messaging = Messaging::new(
@@ -307,6 +320,7 @@ impl Node {
             host: plugins.host().clone(),
             config: config.files.clone(),
             p2p_listen: config.p2p_listen.clone(),
+            connectivity: connectivity.clone(),
         })
         .await;
         Dispatch {
@@ -320,9 +334,11 @@ impl Node {
             relay: relay.clone(),
             devices: devices.clone(),
             files: files.clone(),
+            connectivity: connectivity.clone(),
             max_strangers: usize::try_from(config.network.max_connections / 2).unwrap_or(128),
         }
         .spawn(net_events);
+        connectivity.spawn();
         devices.spawn();
         files.spawn();
         discovery.spawn();
@@ -375,6 +391,7 @@ impl Node {
             relay,
             devices,
             files,
+            connectivity,
         };
 
         if let Some(listen) = config.metrics.listen_addr() {

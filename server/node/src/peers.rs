@@ -40,7 +40,31 @@ pub struct PeerEntry {
     pub rtt: Option<Duration>,
     /// Whether it answered our hello on the current connection (so it knows who we are).
     pub greeted: bool,
+    /// How it is reached while connected: directly, or through a relay (which one).
+    pub path: Option<Path>,
     last_seen: Instant,
+}
+
+/// How a connected peer is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// A connection of its own (possibly hole-punched through NATs).
+    Direct,
+    /// A circuit through the relay `via`.
+    Relayed {
+        /// The relay.
+        via: PeerId,
+    },
+}
+
+impl Path {
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Path::Direct => "direct",
+            Path::Relayed { .. } => "relayed",
+        }
+    }
 }
 
 /// The transport an address uses, as the metrics name it.
@@ -102,6 +126,20 @@ impl Peers {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .contains(peer)
+    }
+
+    /// The contacts' current devices and this user's other devices that are connected now.
+    pub fn trusted_connected(&self) -> Vec<PeerId> {
+        let candidates: Vec<PeerId> = self
+            .lock()
+            .values()
+            .filter(|e| e.connected && e.user_id.is_some())
+            .map(|e| e.peer_id)
+            .collect();
+        candidates
+            .into_iter()
+            .filter(|p| self.contact_of(p).is_some() || self.is_own_device(p))
+            .collect()
     }
 
     /// The user's other devices that are connected now.
@@ -211,6 +249,7 @@ impl Peers {
                 rtt: None,
                 greeted: false,
                 transport: None,
+                path: None,
                 last_seen: Instant::now(),
             }
         });
@@ -279,9 +318,15 @@ impl Peers {
         entry.certificate = Some(certificate);
     }
 
-    /// Marks a peer connected or disconnected, with a `peer.connected` / `peer.disconnected`
-    /// event.
-    pub fn set_connected(&self, peer: PeerId, connected: bool, addr: Option<&Multiaddr>) {
+    /// Marks a peer connected (at `addr`, directly or through `relay`) or disconnected,
+    /// with a `peer.connected` / `peer.disconnected` event.
+    pub fn set_connected(
+        &self,
+        peer: PeerId,
+        connected: bool,
+        addr: Option<&Multiaddr>,
+        relay: Option<PeerId>,
+    ) {
         if peer == self.local {
             return;
         }
@@ -290,6 +335,13 @@ impl Peers {
             let (entry, _) = self.entry(&mut table, peer);
             entry.connected = connected;
             entry.transport = connected.then(|| addr.map_or("other", transport_of));
+            entry.path = connected.then_some(match relay {
+                None => Path::Direct,
+                Some(via) => Path::Relayed { via },
+            });
+            if connected && relay.is_some() {
+                entry.transport = Some("relay");
+            }
             entry.greeted = false;
             if let Some(addr) = addr
                 && !entry.addrs.contains(addr)
@@ -312,6 +364,35 @@ impl Peers {
                 peer_id: peer.to_base58(),
             }
         });
+    }
+
+    /// The path to connected `peer` changed (a hole punch made it direct, or the direct
+    /// connection went and one through `relay` remains), with a `peer.path` event.
+    pub fn set_path(&self, peer: PeerId, relay: Option<PeerId>) {
+        let path = match relay {
+            None => Path::Direct,
+            Some(via) => Path::Relayed { via },
+        };
+        let changed = {
+            let mut table = self.lock();
+            let Some(entry) = table.get_mut(&peer).filter(|e| e.connected) else {
+                return;
+            };
+            let changed = entry.path.map(|p| p.as_str()) != Some(path.as_str());
+            entry.path = Some(path);
+            entry.transport = match (relay, entry.transport) {
+                (Some(_), _) => Some("relay"),
+                (None, Some("relay")) => Some("other"),
+                (None, t) => t,
+            };
+            changed
+        };
+        if changed {
+            self.events.publish(Event::PeerPath {
+                peer_id: peer.to_base58(),
+                path: path.as_str().into(),
+            });
+        }
     }
 
     /// Records a round-trip time.

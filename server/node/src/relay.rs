@@ -72,6 +72,7 @@ struct Inner {
     peers: Peers,
     host: PluginHost,
     contacts: Contacts,
+    connectivity: crate::connectivity::Connectivity,
     /// The relay-policy plugin that decides on deposits.
     policy: String,
     deposits: RateLimiter<UserId>,
@@ -96,6 +97,7 @@ impl Relay {
         peers: Peers,
         host: PluginHost,
         contacts: Contacts,
+        connectivity: crate::connectivity::Connectivity,
         policy: String,
     ) -> Self {
         Self {
@@ -107,6 +109,7 @@ impl Relay {
                 peers,
                 host,
                 contacts,
+                connectivity,
                 policy,
                 deposits: RateLimiter::new(DEPOSIT_BURST, DEPOSITS_PER_SECOND),
                 cards: RateLimiter::per_minute(CARD_BURST, CARDS_PER_MINUTE),
@@ -415,7 +418,14 @@ impl Relay {
         };
         // No waiting for a hello: our own side always says hello before asking. Only a
         // device its user's latest card lists is served: a revoked device with a valid
-        // certificate fetches no mail.
+        // certificate fetches no mail. The user's own devices may ask only whether this node
+        // relays connections for them.
+        if matches!(request, RelayRequest::CircuitOffer)
+            && (self.inner.peers.contact_of(&peer).is_some()
+                || self.inner.peers.is_own_device(&peer))
+        {
+            return self.inner.connectivity.offer();
+        }
         let Some(user) = self.inner.peers.contact_of(&peer) else {
             return RelayResponse::Refused(
                 "this node serves its contacts' current devices only (say hello first)".into(),
@@ -496,6 +506,7 @@ impl Relay {
                     Err(e) => RelayResponse::Refused(format!("storage: {e}")),
                 }
             }
+            RelayRequest::CircuitOffer => self.inner.connectivity.offer(),
             RelayRequest::DepositReceipts { receipts } => {
                 self.accept_receipts(user, receipts).await
             }

@@ -129,13 +129,13 @@ pub async fn add(
         Accepted::Contact(contact) => {
             Ok((StatusCode::CREATED, Json(ContactView::from(*contact))).into_response())
         }
-        Accepted::Pending { inviter } => Ok((
+        Accepted::Pending { inviter, reason } => Ok((
             StatusCode::ACCEPTED,
             Json(PendingView {
                 state: "pending",
                 user_id: inviter.to_string(),
-                attempts: 0,
-                last_error: None,
+                attempts: 1,
+                last_error: Some(reason),
             }),
         )
             .into_response()),

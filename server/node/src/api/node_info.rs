@@ -27,6 +27,17 @@ pub struct NodeView {
     pub permissions: Vec<String>,
     /// When the node started (RFC 3339).
     pub started_at: String,
+    /// Whether other nodes can reach this one from outside its network: `public` (another
+    /// node dialed one of its addresses back, or a router forwards its port), `private` (it
+    /// is behind a NAT or a firewall: contacts reach it through `relayed_via`), or `unknown`
+    /// (not found out yet).
+    #[schema(example = "private")]
+    pub reachability: &'static str,
+    /// Multiaddrs confirmed reachable from outside (not through a relay).
+    pub external_addrs: Vec<String>,
+    /// Peer ids of the friends' nodes whose circuit relay this node listens through (each
+    /// holds a reservation for it).
+    pub relayed_via: Vec<String>,
 }
 
 /// Describes this node.
@@ -35,8 +46,24 @@ pub struct NodeView {
         (status = 200, description = "This node", body = NodeView),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
     ))]
-pub async fn node_info(State(node): State<NodeInfo>) -> Json<NodeView> {
+pub async fn node_info(
+    State(node): State<NodeInfo>,
+    State(connectivity): State<crate::connectivity::Connectivity>,
+) -> Json<NodeView> {
+    let now = connectivity.now();
     Json(NodeView {
+        reachability: match now.reachability {
+            volli_net::Reachability::Public => "public",
+            volli_net::Reachability::Private => "private",
+            volli_net::Reachability::Unknown => "unknown",
+        },
+        external_addrs: now.external_addrs.iter().map(ToString::to_string).collect(),
+        relayed_via: now
+            .relays
+            .iter()
+            .filter(|r| r.reserved)
+            .map(|r| r.relay.to_base58())
+            .collect(),
         user_id: node.user_id().to_string(),
         peer_id: node.peer_id().to_base58(),
         listen_addrs: node

@@ -24,6 +24,11 @@ pub struct PeerView {
     pub connected: bool,
     /// Last round-trip time in milliseconds, if measured.
     pub rtt_ms: Option<u64>,
+    /// How it is reached while connected: `direct` (its own connection, hole-punched
+    /// through NATs or not) or `relayed` (a circuit through a friend's node); null when not
+    /// connected.
+    #[schema(example = "direct")]
+    pub path: Option<&'static str>,
 }
 
 impl From<PeerEntry> for PeerView {
@@ -37,6 +42,7 @@ impl From<PeerEntry> for PeerView {
             rtt_ms: e
                 .rtt
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            path: e.path.filter(|_| e.connected).map(|p| p.as_str()),
         }
     }
 }

@@ -370,13 +370,25 @@ impl Files {
     ) -> Result<(), Why> {
         let mut pending = missing.iter().copied();
         let mut calls = futures::stream::FuturesUnordered::new();
+        // Through a friend's relay the sender paces chunks to the relay's rate: ask for no
+        // more at once than arrive in a few seconds, so none waits past its timeout.
+        let depth = match self.inner.peers.get(&peer).and_then(|e| e.path) {
+            Some(crate::peers::Path::Relayed { via }) => {
+                let rate = self.inner.connectivity.relay_rate(via);
+                let chunk = u64::from(store.layout.chunk_size()).max(1);
+                usize::try_from(rate.saturating_mul(4) / chunk)
+                    .unwrap_or(DEPTH)
+                    .clamp(1, DEPTH)
+            }
+            _ => DEPTH,
+        };
         let ask = |index: u32| {
             let payload = wire::encode(&FileRequest::Chunk { id, index });
             let addrs = addrs.clone();
             async move { (index, self.ask(peer, payload, addrs).await) }
         };
         loop {
-            while calls.len() < DEPTH {
+            while calls.len() < depth {
                 let Some(index) = pending.next() else { break };
                 let permit = Arc::clone(&store.window)
                     .acquire_owned()
