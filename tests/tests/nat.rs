@@ -162,11 +162,12 @@ async fn deliver(from: &Node, to: &Node, body: &str) -> Duration {
     started.elapsed()
 }
 
-/// Sends `size` bytes from `from` to `to` (accepted at once); returns how long it took from
-/// the offer to `completed` on the receiving side, and the rate (bytes per second) while the
-/// data flowed: from the first eighth received to the end, past the set-up (hashing the
-/// file, the offer, the chunk list).
-async fn send_file(from: &Node, to: &Node, size: usize) -> (Duration, f64) {
+/// Sends `size` bytes from `from` to `to` (accepted at once); returns the rate in bytes per
+/// second from the offer to `completed` on the receiving side. That includes the set-up
+/// (hashing the file, the offer, the chunk list), so it is a lower bound of the rate while
+/// the data flows, and a steady one (a rate taken from progress events between two points
+/// varies by ±8 % with when the test reads them).
+async fn send_file(from: &Node, to: &Node, size: usize) -> f64 {
     let (to_user, _) = to.ids().await;
     let (status, _) = to
         .request(
@@ -185,27 +186,16 @@ async fn send_file(from: &Node, to: &Node, size: usize) -> (Duration, f64) {
         .await;
     assert_eq!(status, 201, "{offer}");
     let id = offer["id"].as_str().unwrap().to_owned();
-    let eighth = (size / 8) as u64;
-    let first = to
-        .wait_for(
-            &format!("/v1/transfers/{id}"),
-            Duration::from_secs(180),
-            |t| t["bytes_done"].as_u64().is_some_and(|b| b >= eighth),
-        )
-        .await;
-    let flowing = Instant::now();
-    let from_bytes = first["bytes_done"].as_u64().unwrap();
     to.wait_for(
         &format!("/v1/transfers/{id}"),
         Duration::from_secs(180),
         |t| t["state"] == "completed",
     )
     .await;
-    let took = started.elapsed();
-    let rate = (size as u64 - from_bytes) as f64 / flowing.elapsed().as_secs_f64();
+    let rate = size as f64 / started.elapsed().as_secs_f64();
     let (_, t) = to.get(&format!("/v1/transfers/{id}")).await;
     assert_eq!(t["blake3"], blake3::hash(&data).to_hex().as_str());
-    (took, rate)
+    rate
 }
 
 /// Message latencies, one at a time, from `from`'s POST to `to`'s `message.received`.
@@ -227,10 +217,6 @@ async fn latencies(from: &Node, to: &Node, n: usize) -> Vec<Duration> {
     }
     out.sort();
     out
-}
-
-fn mb_per_s(bytes: usize, took: Duration) -> f64 {
-    bytes as f64 / took.as_secs_f64() / 1e6
 }
 
 #[tokio::test]
@@ -267,14 +253,9 @@ async fn behind_port_preserving_nats_the_homes_hole_punch_and_move_files_at_link
     let link_mbit = 100;
     w._net.limit_upload(&w.hosts[1], link_mbit);
     let size = 48 << 20;
-    let (took, rate) = send_file(&w.a, &w.b, size).await;
-    let rate = rate / 1e6;
+    let rate = send_file(&w.a, &w.b, size).await / 1e6;
     let link = f64::from(link_mbit) / 8.0;
-    eprintln!(
-        "file over the hole-punched path: {rate:.1} MB/s of a {link:.1} MB/s link ({:.1} MB/s \
-         with the set-up)",
-        mb_per_s(size, took)
-    );
+    eprintln!("file over the hole-punched path: {rate:.1} MB/s of a {link:.1} MB/s link");
     assert!(
         rate >= 0.9 * link,
         "{rate:.1} MB/s on a {link:.1} MB/s link"
@@ -316,14 +297,14 @@ async fn behind_random_port_nats_the_homes_talk_through_their_friends_relay() {
     assert!(p99 < Duration::from_millis(500), "p99 {p99:?}");
     // A file through the relay, at the rate its owner set (and not 0 bytes).
     let size = 8 << 20;
-    let (_, rate) = send_file(&w.a, &w.b, size).await;
+    let rate = send_file(&w.a, &w.b, size).await;
     eprintln!(
         "file through the relay: {:.2} MB/s at a relay rate of {:.2} MB/s",
         rate / 1e6,
         relay_rate as f64 / 1e6
     );
     assert!(
-        rate > 0.5 * relay_rate as f64 && rate < 1.3 * relay_rate as f64,
+        rate > 0.8 * relay_rate as f64 && rate < 1.2 * relay_rate as f64,
         "{rate:.0} B/s at a relay rate of {relay_rate} B/s"
     );
     // No hole-punch storm: a handful of attempts, not one per packet.

@@ -48,6 +48,7 @@ pub struct RedeemRequest {
     /// The invite's one-time secret.
     pub secret: [u8; 16],
     /// The invitee's contact card, encoded.
+    #[serde(with = "crate::encoding::bytes")]
     pub card: Vec<u8>,
 }
 
@@ -57,6 +58,7 @@ pub enum RedeemResponse {
     /// Redeemed: the inviter's contact card, encoded.
     Accepted {
         /// The card.
+        #[serde(with = "crate::encoding::bytes")]
         card: Vec<u8>,
     },
     /// The invite has expired.
@@ -76,6 +78,7 @@ pub struct Deliver {
     /// Protocol version.
     pub version: u8,
     /// The encoded [`crate::Envelope`].
+    #[serde(with = "crate::encoding::bytes")]
     pub envelope: Vec<u8>,
 }
 
@@ -98,8 +101,10 @@ pub enum RelayRequest {
     /// which lists the relay's user among the recipient's relays: the recipient's consent.
     Deposit {
         /// The encoded envelope.
+        #[serde(with = "crate::encoding::bytes")]
         envelope: Vec<u8>,
         /// The recipient's encoded contact card.
+        #[serde(with = "crate::encoding::bytes")]
         ticket: Vec<u8>,
         /// How long to hold it, in seconds.
         ttl_secs: u32,
@@ -117,7 +122,7 @@ pub enum RelayRequest {
     /// Would this node hold envelopes for the requesting user?
     Volunteer,
     /// The requesting user's newer contact card (devices, relays).
-    Card(Vec<u8>),
+    Card(#[serde(with = "crate::encoding::bytes")] Vec<u8>),
     /// Receipts the requesting user signed for messages it fetched here, to hold for their
     /// senders: a receipt reaches a sender who is never online with its recipient.
     DepositReceipts {
@@ -160,6 +165,7 @@ pub struct PageCursor {
     /// When the last item of the page was stored (ms since the epoch).
     pub at: i64,
     /// Its id (an envelope's digest, a receipt's message id).
+    #[serde(with = "crate::encoding::bytes")]
     pub id: Vec<u8>,
 }
 
@@ -174,6 +180,7 @@ pub enum RelayResponse {
     /// Envelopes held for the requester, and whether more remain.
     Envelopes {
         /// Encoded envelopes.
+        #[serde(with = "crate::encoding::bytes_list")]
         envelopes: Vec<Vec<u8>>,
         /// More are held.
         more: bool,
@@ -194,6 +201,7 @@ pub enum RelayResponse {
     /// A page of envelopes (`FetchAfter`), and where the next one starts if more remain.
     EnvelopePage {
         /// Encoded envelopes.
+        #[serde(with = "crate::encoding::bytes_list")]
         envelopes: Vec<Vec<u8>>,
         /// Where to go on from.
         next: Option<PageCursor>,
@@ -208,6 +216,7 @@ pub enum RelayResponse {
     /// Yes to `CircuitOffer`: where to reserve a slot, and the rate each circuit may carry.
     CircuitOffer {
         /// This node's addresses reachable from outside (encoded multiaddrs).
+        #[serde(with = "crate::encoding::bytes_list")]
         addrs: Vec<Vec<u8>>,
         /// Bytes per second one circuit through this node may carry.
         bytes_per_sec: u64,
@@ -228,10 +237,12 @@ pub enum PairRequest {
         /// The session, by link or by nameplate.
         session: crate::pairing::SessionRef,
         /// The joiner's SPAKE2 message.
+        #[serde(with = "crate::encoding::bytes")]
         spake: Vec<u8>,
         /// The name the new device wants to be known by.
         device_name: String,
         /// An X-Wing public key made for this exchange: what is handed over is sealed to it.
+        #[serde(with = "crate::encoding::bytes")]
         reply_key: Vec<u8>,
     },
     /// The joiner's key confirmation.
@@ -258,6 +269,7 @@ pub enum PairResponse {
         /// The session id.
         session: [u8; 16],
         /// Its SPAKE2 message.
+        #[serde(with = "crate::encoding::bytes")]
         spake: Vec<u8>,
         /// Its key confirmation.
         confirmation: [u8; 32],
@@ -269,8 +281,10 @@ pub enum PairResponse {
     /// Approved: the bundle, sealed with HPKE to the joiner's reply key.
     Approved {
         /// The HPKE encapsulation.
+        #[serde(with = "crate::encoding::bytes")]
         encapped: Vec<u8>,
         /// The sealed [`PairBundle`].
+        #[serde(with = "crate::encoding::bytes")]
         bundle: Vec<u8>,
     },
     /// The user said no.
@@ -299,6 +313,7 @@ pub struct PairBundle {
     pub certificate: DeviceCertificate,
     /// The user's contacts, settings and devices documents the device may hold (an encoded
     /// vault delta).
+    #[serde(with = "crate::encoding::bytes")]
     pub vault: Vec<u8>,
 }
 
@@ -309,8 +324,10 @@ pub enum SyncRequest {
     /// sealed to `reply_key`, about `budget` bytes at most.
     Pull {
         /// The requester's vault version.
+        #[serde(with = "crate::encoding::bytes")]
         version: Vec<u8>,
         /// An X-Wing public key made for this round.
+        #[serde(with = "crate::encoding::bytes")]
         reply_key: Vec<u8>,
         /// Bytes wanted at most (roughly).
         budget: u32,
@@ -318,6 +335,7 @@ pub enum SyncRequest {
     /// The requester's vault changed and now holds `version`: pull what you lack.
     Notify {
         /// The requester's vault version.
+        #[serde(with = "crate::encoding::bytes")]
         version: Vec<u8>,
     },
     /// The X-Wing key seeds from generation `since` on, sealed to `reply_key` (asked of an
@@ -326,6 +344,7 @@ pub enum SyncRequest {
         /// The first generation wanted.
         since: u32,
         /// An X-Wing public key made for this request.
+        #[serde(with = "crate::encoding::bytes")]
         reply_key: Vec<u8>,
     },
 }
@@ -336,8 +355,10 @@ pub enum SyncResponse {
     /// Part of what the requester lacks: a sealed, encoded vault delta.
     Delta {
         /// The HPKE encapsulation.
+        #[serde(with = "crate::encoding::bytes")]
         encapped: Vec<u8>,
         /// The sealed delta.
+        #[serde(with = "crate::encoding::bytes")]
         sealed: Vec<u8>,
         /// Whether more remains.
         more: bool,
@@ -345,8 +366,10 @@ pub enum SyncResponse {
     /// The requested key seeds, sealed: an encoded `Vec<(u32, [u8; 32])>`.
     Keys {
         /// The HPKE encapsulation.
+        #[serde(with = "crate::encoding::bytes")]
         encapped: Vec<u8>,
         /// The sealed seeds.
+        #[serde(with = "crate::encoding::bytes")]
         sealed: Vec<u8>,
     },
     /// Taken note of.
@@ -360,7 +383,7 @@ pub enum SyncResponse {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileRequest {
     /// An offer: an encoded [`crate::transfer::SealedOffer`].
-    Offer(Vec<u8>),
+    Offer(#[serde(with = "crate::encoding::bytes")] Vec<u8>),
     /// The chunk list of a transfer offered to the requester.
     List(crate::transfer::TransferId),
     /// A ticket for the bulk channel.
@@ -404,7 +427,7 @@ pub enum FileResponse {
     /// Taken note of.
     Ok,
     /// The encoded chunk list.
-    List(Vec<u8>),
+    List(#[serde(with = "crate::encoding::bytes")] Vec<u8>),
     /// A bulk-channel ticket: connect to one of `addrs` (`ip:port` strings), prove `key`.
     Channel {
         /// The ticket's id.
@@ -415,7 +438,7 @@ pub enum FileResponse {
         addrs: Vec<String>,
     },
     /// A ciphertext chunk.
-    Chunk(Vec<u8>),
+    Chunk(#[serde(with = "crate::encoding::bytes")] Vec<u8>),
     /// Refused.
     Refused(FileRefusal),
 }
@@ -435,4 +458,55 @@ pub enum FileRefusal {
     Invalid(String),
     /// The sender cancelled the transfer.
     Cancelled,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The messages as they were encoded before their byte fields were serde bytes.
+    #[derive(Serialize, Deserialize)]
+    enum PlainFileResponse {
+        Ok,
+        List(Vec<u8>),
+        Channel {
+            ticket: [u8; 16],
+            key: [u8; 32],
+            addrs: Vec<String>,
+        },
+        Chunk(Vec<u8>),
+    }
+
+    #[derive(Serialize, Deserialize)]
+    enum PlainRelayResponse {
+        Held { expires_at: crate::Timestamp },
+        Envelopes { envelopes: Vec<Vec<u8>>, more: bool },
+    }
+
+    #[test]
+    fn byte_fields_keep_the_encoding_of_a_sequence_of_u8() {
+        let chunk: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let new = encode(&FileResponse::Chunk(chunk.clone()));
+        assert_eq!(new, encode(&PlainFileResponse::Chunk(chunk.clone())));
+        let back: FileResponse = decode(&new, usize::MAX).unwrap();
+        assert_eq!(back, FileResponse::Chunk(chunk.clone()));
+        let old: PlainFileResponse = decode(&new, usize::MAX).unwrap();
+        assert!(matches!(old, PlainFileResponse::Chunk(c) if c == chunk));
+
+        let envelopes = vec![vec![1, 2, 3], vec![], chunk];
+        let plain = encode(&PlainRelayResponse::Envelopes {
+            envelopes: envelopes.clone(),
+            more: true,
+        });
+        let RelayResponse::Envelopes {
+            envelopes: back,
+            more: true,
+        } = decode::<RelayResponse>(&plain, usize::MAX).unwrap()
+        else {
+            panic!("the same variant")
+        };
+        assert_eq!(back, envelopes);
+    }
 }

@@ -22,15 +22,23 @@ async fn read_bounded<T: AsyncRead + Unpin + Send>(
     io: &mut T,
     max: usize,
 ) -> std::io::Result<Vec<u8>> {
+    // Read block by block and copied as slices: a file chunk is a megabyte, and
+    // `read_to_end` zero-fills its spare capacity byte by byte in an unoptimised build.
     let mut buf = Vec::new();
-    io.take(max as u64 + 1).read_to_end(&mut buf).await?;
-    if buf.len() > max {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("message larger than {max} bytes"),
-        ));
+    let mut block = vec![0u8; 64 * 1024];
+    loop {
+        let n = io.read(&mut block).await?;
+        if n == 0 {
+            return Ok(buf);
+        }
+        if buf.len() + n > max {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("message larger than {max} bytes"),
+            ));
+        }
+        buf.extend_from_slice(&block[..n]);
     }
-    Ok(buf)
 }
 
 impl Codec for BytesCodec {
@@ -85,5 +93,33 @@ impl Codec for BytesCodec {
     {
         io.write_all(&res).await?;
         io.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use futures::io::Cursor;
+
+    use super::read_bounded;
+
+    #[tokio::test]
+    async fn reads_up_to_the_bound_and_refuses_a_byte_more() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let read = read_bounded(&mut Cursor::new(data.clone()), data.len())
+            .await
+            .unwrap();
+        assert_eq!(read, data);
+        let err = read_bounded(&mut Cursor::new(data.clone()), data.len() - 1)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(
+            read_bounded(&mut Cursor::new(Vec::new()), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }

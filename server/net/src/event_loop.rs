@@ -80,8 +80,9 @@ pub(crate) struct EventLoop {
     registers: HashMap<String, RendezvousOp<()>>,
     discovers: HashMap<String, RendezvousOp<Registrations>>,
     metrics: Option<&'static crate::Libp2pMetrics>,
-    /// Open connections per peer, and the relay each goes through (`None`: direct).
-    connections: HashMap<PeerId, Vec<(ConnectionId, Option<PeerId>)>>,
+    /// Open connections per peer: the peer's address on each, and the relay it goes through
+    /// (`None`: direct).
+    connections: HashMap<PeerId, Vec<Conn>>,
     /// Relays listened through, by their listener.
     relay_listeners: HashMap<ListenerId, RelayListener>,
     /// External addresses configured (taken as public).
@@ -106,6 +107,15 @@ fn is_circuit(addr: &Multiaddr) -> bool {
 
 /// The relay a connection goes through: the peer named before `/p2p-circuit` in its
 /// address (ours, when it came in through our reservation); `None` when it is direct.
+/// One open connection.
+struct Conn {
+    id: ConnectionId,
+    /// The peer's address on it.
+    remote: Multiaddr,
+    /// The relay it goes through; `None` when direct.
+    relay: Option<PeerId>,
+}
+
 fn relay_of(endpoint: &libp2p::core::ConnectedPoint) -> Option<PeerId> {
     let addr = match endpoint {
         libp2p::core::ConnectedPoint::Dialer { address, .. } => address,
@@ -519,7 +529,7 @@ impl EventLoop {
     fn direct(&self, peer: &PeerId) -> bool {
         self.connections
             .get(peer)
-            .is_some_and(|c| c.iter().any(|(_, relay)| relay.is_none()))
+            .is_some_and(|c| c.iter().any(|c| c.relay.is_none()))
     }
 
     fn register(&mut self, namespace: String, ttl: Duration, reply: Reply<()>) {
@@ -714,23 +724,27 @@ impl EventLoop {
                 }
                 let relay = relay_of(&endpoint);
                 let had_direct = self.direct(&peer_id);
+                let remote = endpoint.get_remote_address().clone();
                 let connections = self.connections.entry(peer_id).or_default();
-                connections.push((connection_id, relay));
+                connections.push(Conn {
+                    id: connection_id,
+                    remote: remote.clone(),
+                    relay,
+                });
                 if num_established.get() == 1 {
-                    self.links
-                        .connected(peer_id, endpoint.get_remote_address().clone(), relay);
+                    self.links.connected(peer_id, remote, relay);
                 } else if relay.is_none() && !had_direct {
                     // A direct path beside a relayed one (a hole punch, or the peer dialed
                     // us directly): move everything to it.
                     let relayed: Vec<ConnectionId> = connections
                         .iter()
-                        .filter(|(_, r)| r.is_some())
-                        .map(|(id, _)| *id)
+                        .filter(|c| c.relay.is_some())
+                        .map(|c| c.id)
                         .collect();
                     for id in relayed {
                         self.swarm.close_connection(id);
                     }
-                    self.links.path(peer_id, None);
+                    self.links.path(peer_id, remote, None);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -739,21 +753,31 @@ impl EventLoop {
                 num_established,
                 ..
             } => {
-                let was_direct = self.direct(&peer_id);
+                let mut closed_remote = None;
                 if let Some(c) = self.connections.get_mut(&peer_id) {
-                    c.retain(|(id, _)| *id != connection_id);
+                    if let Some(at) = c.iter().position(|c| c.id == connection_id) {
+                        closed_remote = Some(c.remove(at).remote);
+                    }
                     if c.is_empty() {
                         self.connections.remove(&peer_id);
                     }
                 }
                 if num_established == 0 {
                     self.links.disconnected(peer_id);
-                } else if was_direct && !self.direct(&peer_id) {
-                    let relay = self
-                        .connections
-                        .get(&peer_id)
-                        .and_then(|c| c.iter().find_map(|(_, r)| *r));
-                    self.links.path(peer_id, relay);
+                } else if let Some(closed) = closed_remote {
+                    // The path now used: a direct connection if one remains, else a relayed
+                    // one. Told when it is another than the one that closed.
+                    let next = self.connections.get(&peer_id).and_then(|c| {
+                        c.iter()
+                            .find(|c| c.relay.is_none())
+                            .or_else(|| c.first())
+                            .map(|c| (c.remote.clone(), c.relay))
+                    });
+                    if let Some((remote, relay)) = next
+                        && remote != closed
+                    {
+                        self.links.path(peer_id, remote, relay);
+                    }
                 }
             }
             SwarmEvent::OutgoingConnectionError {

@@ -22,6 +22,7 @@ enum Change {
         relay: Option<PeerId>,
     },
     Path {
+        addr: Multiaddr,
         relay: Option<PeerId>,
     },
     Disconnected,
@@ -54,9 +55,9 @@ impl Links {
         self.set(peer, Change::Connected { addr, relay });
     }
 
-    /// Connected `peer` is now reached directly (`None`) or through `relay`.
-    pub(crate) fn path(&self, peer: PeerId, relay: Option<PeerId>) {
-        self.set(peer, Change::Path { relay });
+    /// Connected `peer` is now reached at `addr`, directly (`None`) or through `relay`.
+    pub(crate) fn path(&self, peer: PeerId, addr: Multiaddr, relay: Option<PeerId>) {
+        self.set(peer, Change::Path { addr, relay });
     }
 
     /// `peer`'s last connection closed.
@@ -68,10 +69,9 @@ impl Links {
         let mut table = self.lock();
         let merged = match (table.latest.get(&peer), change) {
             // A connection the node has not heard of yet simply has the newer path.
-            (Some(Change::Connected { addr, .. }), Change::Path { relay }) => Change::Connected {
-                addr: addr.clone(),
-                relay,
-            },
+            (Some(Change::Connected { .. }), Change::Path { addr, relay }) => {
+                Change::Connected { addr, relay }
+            }
             (_, change) => change,
         };
         if table.latest.insert(peer, merged).is_none() {
@@ -95,7 +95,7 @@ impl Links {
         let peer = table.order.pop_front()?;
         Some(match table.latest.remove(&peer)? {
             Change::Connected { addr, relay } => NetEvent::Connected { peer, addr, relay },
-            Change::Path { relay } => NetEvent::Path { peer, relay },
+            Change::Path { addr, relay } => NetEvent::Path { peer, addr, relay },
             Change::Disconnected => NetEvent::Disconnected { peer },
         })
     }
@@ -150,11 +150,11 @@ mod tests {
         .unwrap();
         for _ in 0..1_000 {
             links.connected(a, addr.clone(), Some(b));
-            links.path(a, None);
+            links.path(a, addr.clone(), None);
             links.disconnected(a);
         }
         links.connected(b, addr.clone(), Some(a));
-        links.path(b, None);
+        links.path(b, addr.clone(), None);
         links.listening(vec![addr.clone()]);
         assert!(matches!(
             events.next().await,

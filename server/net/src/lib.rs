@@ -169,6 +169,8 @@ pub enum NetEvent {
     Path {
         /// The peer.
         peer: PeerId,
+        /// Its address on the connection now used.
+        addr: Multiaddr,
         /// The relay it is now reached through; `None` when it is reached directly.
         relay: Option<PeerId>,
     },

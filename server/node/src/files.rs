@@ -1624,16 +1624,18 @@ fn bulk_addrs_for(p2p: &[Multiaddr]) -> Vec<SocketAddr> {
 /// This node's IPs, from its listen addresses.
 fn own_ips(addrs: &[Multiaddr]) -> Vec<IpAddr> {
     let mut out = Vec::new();
-    for addr in addrs {
-        for part in addr.iter() {
-            let ip = match part {
-                Ma::Ip4(a) => IpAddr::V4(a),
-                Ma::Ip6(a) => IpAddr::V6(a),
-                _ => continue,
-            };
-            if !ip.is_unspecified() && !out.contains(&ip) {
-                out.push(ip);
-            }
+    // A listen address through a relay starts with the relay's IP: not one of ours.
+    for addr in addrs
+        .iter()
+        .filter(|a| !a.iter().any(|p| p == Ma::P2pCircuit))
+    {
+        let ip = match addr.iter().next() {
+            Some(Ma::Ip4(a)) => IpAddr::V4(a),
+            Some(Ma::Ip6(a)) => IpAddr::V6(a),
+            _ => continue,
+        };
+        if !ip.is_unspecified() && !out.contains(&ip) {
+            out.push(ip);
         }
     }
     out

@@ -122,7 +122,9 @@ impl Dispatch {
                         self.discovery.wake();
                         self.connectivity.wake();
                     }
-                    NetEvent::Path { peer, relay } => self.peers.set_path(peer, relay),
+                    NetEvent::Path { peer, addr, relay } => {
+                        self.peers.set_path(peer, &addr, relay);
+                    }
                     NetEvent::Connected { peer, addr, relay } => {
                         self.peers.set_connected(peer, true, Some(&addr), relay);
                         let this = self.clone();

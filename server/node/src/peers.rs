@@ -42,6 +42,8 @@ pub struct PeerEntry {
     pub greeted: bool,
     /// How it is reached while connected: directly, or through a relay (which one).
     pub path: Option<Path>,
+    /// Its address on the connection in use, while connected.
+    pub remote: Option<Multiaddr>,
     last_seen: Instant,
 }
 
@@ -250,6 +252,7 @@ impl Peers {
                 greeted: false,
                 transport: None,
                 path: None,
+                remote: None,
                 last_seen: Instant::now(),
             }
         });
@@ -343,6 +346,7 @@ impl Peers {
                 entry.transport = Some("relay");
             }
             entry.greeted = false;
+            entry.remote = addr.filter(|_| connected).cloned();
             if let Some(addr) = addr
                 && !entry.addrs.contains(addr)
                 && !addr
@@ -368,7 +372,7 @@ impl Peers {
 
     /// The path to connected `peer` changed (a hole punch made it direct, or the direct
     /// connection went and one through `relay` remains), with a `peer.path` event.
-    pub fn set_path(&self, peer: PeerId, relay: Option<PeerId>) {
+    pub fn set_path(&self, peer: PeerId, addr: &Multiaddr, relay: Option<PeerId>) {
         let path = match relay {
             None => Path::Direct,
             Some(via) => Path::Relayed { via },
@@ -380,11 +384,11 @@ impl Peers {
             };
             let changed = entry.path.map(|p| p.as_str()) != Some(path.as_str());
             entry.path = Some(path);
-            entry.transport = match (relay, entry.transport) {
-                (Some(_), _) => Some("relay"),
-                (None, Some("relay")) => Some("other"),
-                (None, t) => t,
-            };
+            entry.remote = Some(addr.clone());
+            entry.transport = Some(match relay {
+                Some(_) => "relay",
+                None => transport_of(addr),
+            });
             changed
         };
         if changed {

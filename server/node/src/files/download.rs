@@ -348,7 +348,15 @@ impl Files {
             .await
         {
             Some(FileResponse::Channel { ticket, key, addrs }) => {
-                bulk::connect(&addrs, ticket, key)
+                // Only where this node already reaches the sender directly: its bulk
+                // listener behind a NAT (an address on the far side of a hole punch or a
+                // port mapping, or a relayed path) would swallow the connection attempt
+                // until it timed out.
+                let on_path = self.bulk_addrs_on_path(peer, addrs);
+                if on_path.is_empty() {
+                    return Err(Why::Retry("the bulk channel is not on the path".into()));
+                }
+                bulk::connect(&on_path, ticket, key)
                     .await
                     .map_err(|e| Why::Retry(format!("bulk channel: {e}")))
             }
@@ -356,6 +364,27 @@ impl Files {
             Some(other) => Err(why_refused(other)),
             None => Err(Why::Retry("the sender is not reachable".into())),
         }
+    }
+
+    /// The sender's bulk addresses (`ip:port`) at the IP address this node's direct
+    /// connection to it goes to.
+    fn bulk_addrs_on_path(&self, peer: PeerId, addrs: Vec<String>) -> Vec<String> {
+        let Some(entry) = self.inner.peers.get(&peer) else {
+            return Vec::new();
+        };
+        let Some(crate::peers::Path::Direct) = entry.path else {
+            return Vec::new();
+        };
+        let Some(ip) = entry.remote.as_ref().and_then(ip_of) else {
+            return Vec::new();
+        };
+        addrs
+            .into_iter()
+            .filter(|a| {
+                a.parse::<std::net::SocketAddr>()
+                    .is_ok_and(|a| a.ip() == ip)
+            })
+            .collect()
     }
 
     /// Fetches `missing` as `/volli/file/1` requests, [`DEPTH`] at a time.
@@ -710,5 +739,14 @@ impl Storer {
             .put(&self.chunk_ids.id(name), data)
             .await
             .map_err(|e| Why::Retry(format!("the file backend: {e}")))
+    }
+}
+
+/// The IP address a multiaddr starts with.
+fn ip_of(addr: &multiaddr::Multiaddr) -> Option<std::net::IpAddr> {
+    match addr.iter().next()? {
+        multiaddr::Protocol::Ip4(ip) => Some(ip.into()),
+        multiaddr::Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
     }
 }
