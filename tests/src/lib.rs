@@ -106,7 +106,8 @@ pub struct Options {
     pub netns: Option<String>,
     /// API listen address instead of 127.0.0.1:0.
     pub api_listen: Option<String>,
-    /// libp2p listen address instead of /ip4/127.0.0.1/tcp/0.
+    /// libp2p listen address instead of /ip4/127.0.0.1/tcp/0; empty: none given, the node's
+    /// defaults (in a namespace of the test's own: they take fixed ports).
     pub p2p_listen: Option<String>,
 }
 
@@ -158,13 +159,14 @@ impl Node {
                 "--api-listen",
                 options.api_listen.as_deref().unwrap_or("127.0.0.1:0"),
             ])
-            .args([
-                "--p2p-listen",
-                options
-                    .p2p_listen
-                    .as_deref()
-                    .unwrap_or("/ip4/127.0.0.1/tcp/0"),
-            ])
+            .args(
+                match options.p2p_listen.as_deref() {
+                    Some("") => None,
+                    listen => Some(["--p2p-listen", listen.unwrap_or("/ip4/127.0.0.1/tcp/0")]),
+                }
+                .into_iter()
+                .flatten(),
+            )
             .args(&options.args)
             .env(
                 "RUST_LOG",

@@ -12,6 +12,10 @@
 //!
 //! Home nodes listen for peers on their LAN address only; the "internet" is the one /24, so
 //! nothing ever leaves the machine.
+//!
+//! [`Internet::with_ipv6`] adds IPv6 beside it, without translation: the WAN is
+//! `2001:db8:<id>::/64`, home k's LAN `2001:db8:<id>:k::/64` routed through its router,
+//! which lets out what the home starts and drops what arrives unasked, as home routers do.
 
 use std::process::Command;
 
@@ -39,6 +43,8 @@ pub struct Host {
     pub api: String,
     /// Its router's namespace and WAN address, for a home.
     pub router: Option<(String, String)>,
+    /// Its global IPv6 address, on an internet with IPv6.
+    pub addr6: Option<String>,
 }
 
 /// The WAN and everything attached to it.
@@ -51,6 +57,12 @@ pub struct Internet {
     daemons: Vec<std::process::Child>,
     hosts: u32,
     homes: u32,
+    /// The IPv6 prefix (`2001:db8:<id>`), on an internet with IPv6.
+    v6: Option<String>,
+    /// IPv6 routes every namespace on the WAN has: a home's prefix and its router.
+    v6_routes: Vec<(String, String)>,
+    /// Namespaces on the WAN (public hosts and routers), which learn each home's route.
+    on_wan: Vec<String>,
 }
 
 fn run(program: &str, args: &[&str]) {
@@ -111,9 +123,44 @@ impl Internet {
             daemons: Vec::new(),
             hosts: 0,
             homes: 0,
+            v6: None,
+            v6_routes: Vec::new(),
+            on_wan: Vec::new(),
         }
     }
 
+    /// The same, with IPv6 beside IPv4 (global addresses, no translation).
+    pub fn with_ipv6() -> Self {
+        let mut net = Self::new();
+        net.v6 = Some(format!("2001:db8:{:x}", net.id));
+        net
+    }
+
+    /// Gives `ns` the IPv6 address `addr/64` on `dev`, usable at once (no duplicate address
+    /// detection on these links).
+    fn addr6(ns: &str, addr: &str, dev: &str) {
+        in_ns(
+            ns,
+            "ip",
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{addr}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ],
+        );
+    }
+
+    /// A namespace joined the WAN: it learns the homes' routes.
+    fn joined_wan(&mut self, ns: &str) {
+        for (prefix, via) in &self.v6_routes {
+            in_ns(ns, "ip", &["-6", "route", "add", prefix, "via", via]);
+        }
+        self.on_wan.push(ns.to_owned());
+    }
     fn namespace(&mut self, name: String) -> String {
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         ip(&["netns", "add", &name]);
@@ -149,11 +196,20 @@ impl Internet {
             "ip",
             &["addr", "add", &format!("{addr}/24"), "dev", &inner],
         );
+        let addr6 = self.v6.clone().map(|p| {
+            let a = format!("{p}::{n:x}");
+            Self::addr6(&ns, &a, &inner);
+            a
+        });
+        if self.v6.is_some() {
+            self.joined_wan(&ns);
+        }
         Host {
             ns,
             api: addr.clone(),
             addr,
             router: None,
+            addr6,
         }
     }
 
@@ -215,6 +271,35 @@ impl Internet {
                 ),
             );
         }
+        let addr6 = self.v6.clone().map(|p| {
+            let (wan6, home6) = (format!("{p}::{:x}", 100 + k), format!("{p}:{k:x}::2"));
+            Self::addr6(&router, &wan6, "wan0");
+            Self::addr6(&router, &format!("{p}:{k:x}::1"), "lan0");
+            Self::addr6(&home, &home6, "lan0");
+            in_ns(
+                &home,
+                "ip",
+                &["-6", "route", "add", "default", "via", &format!("{p}:{k:x}::1")],
+            );
+            in_ns(
+                &router,
+                "sysctl",
+                &["-q", "-w", "net.ipv6.conf.all.forwarding=1"],
+            );
+            nft(
+                &router,
+                "table ip6 filter6 {\n  chain forward {\n    type filter hook forward priority 0; policy drop;\n    iifname \"lan0\" accept\n    ct state established,related accept\n    icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept\n  }\n  chain input {\n    type filter hook input priority 0; policy accept;\n    iifname \"wan0\" ct state new meta l4proto != icmpv6 drop\n  }\n}\n",
+            );
+            // Every namespace on the WAN routes this home's prefix through its router, and
+            // the router the earlier homes'.
+            let route = (format!("{p}:{k:x}::/64"), wan6);
+            for ns in &self.on_wan {
+                in_ns(ns, "ip", &["-6", "route", "add", &route.0, "via", &route.1]);
+            }
+            self.joined_wan(&router);
+            self.v6_routes.push(route);
+            home6
+        });
         // The management link: the API, and nothing else. A /30 of its own per home and
         // per test process.
         let m = format!("10.{}.{}", 100 + (self.id / 250) % 50, self.id % 250);
@@ -236,6 +321,7 @@ impl Internet {
             addr: lan_addr,
             api: home_side,
             router: Some((router, wan_addr)),
+            addr6,
         }
     }
 

@@ -37,6 +37,14 @@ async fn node_on(dir: &Path, host: &Host, config: &str, extra: Vec<String>) -> N
         "--p2p-listen".to_owned(),
         format!("/ip4/{}/udp/4001/quic-v1", host.addr),
     ];
+    if let Some(addr6) = &host.addr6 {
+        for listen in [
+            format!("/ip6/{addr6}/tcp/4001"),
+            format!("/ip6/{addr6}/udp/4001/quic-v1"),
+        ] {
+            args.extend(["--p2p-listen".to_owned(), listen]);
+        }
+    }
     args.extend(extra);
     Node::start_with(
         dir,
@@ -67,8 +75,12 @@ struct World {
 /// A public node and two homes behind `nat_a` and `nat_b`, each home befriended with the
 /// public node (which relays at `relay_rate` bytes per second).
 async fn world(nat_a: Nat, nat_b: Nat, relay_rate: u64) -> World {
+    world_on(Internet::new(), nat_a, nat_b, relay_rate).await
+}
+
+/// [`world`] on `net`.
+async fn world_on(mut net: Internet, nat_a: Nat, nat_b: Nat, relay_rate: u64) -> World {
     let tmp = tempfile::tempdir().unwrap();
-    let mut net = Internet::new();
     let public_host = net.public_host();
     let home_a = net.home(nat_a);
     let home_b = net.home(nat_b);
@@ -311,6 +323,101 @@ async fn behind_random_port_nats_the_homes_talk_through_their_friends_relay() {
     let attempts = w.a.log().matches("hole punching failed").count();
     assert!(attempts <= 6, "{attempts} failed hole punches on A");
     assert_eq!(peer_entry(&w.a, &b_peer).await["path"], "relayed");
+}
+
+#[tokio::test]
+async fn with_ipv6_homes_behind_random_port_nats_reach_each_other_directly_over_it() {
+    if skip() {
+        return;
+    }
+    // IPv4 through NATs that defeat hole punching; IPv6 global, behind the routers'
+    // stateful firewalls.
+    let w = world_on(Internet::with_ipv6(), Nat::Random, Nat::Random, 4 << 20).await;
+    for home in [&w.a, &w.b] {
+        stands(home, "private", Duration::from_secs(30)).await;
+    }
+    let took = contacts_across(&w).await;
+    eprintln!("contacts across random-port NATs with IPv6 in {took:?}");
+    let (_, a_peer) = w.a.ids().await;
+    let (_, b_peer) = w.b.ids().await;
+    for (node, other) in [(&w.a, &b_peer), (&w.b, &a_peer)] {
+        node.wait_for("/v1/peers", Duration::from_secs(20), |p| {
+            p["peers"].as_array().unwrap().iter().any(|p| {
+                p["peer_id"] == other.as_str() && p["connected"] == true && p["path"] == "direct"
+            })
+        })
+        .await;
+    }
+    // Each knows the other's IPv6 address.
+    let entry = peer_entry(&w.a, &b_peer).await;
+    let addr6 = w.hosts[2].addr6.clone().unwrap();
+    assert!(
+        entry["addrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str().unwrap().contains(&addr6)),
+        "{entry}"
+    );
+    deliver(&w.a, &w.b, "from a over ipv6").await;
+    deliver(&w.b, &w.a, "from b over ipv6").await;
+    let rate = send_file(&w.a, &w.b, 16 << 20).await;
+    eprintln!("file over IPv6: {:.1} MB/s", rate / 1e6);
+    assert_eq!(peer_entry(&w.a, &b_peer).await["path"], "direct");
+}
+
+#[tokio::test]
+async fn by_default_a_node_listens_on_ipv6_too_and_is_reached_there() {
+    if skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut net = Internet::with_ipv6();
+    let (first, second) = (net.public_host(), net.public_host());
+    // The defaults: every IPv4 and every IPv6 address, TCP and QUIC, port 8471.
+    let a = Node::start_with(
+        &tmp.path().join("a"),
+        Options {
+            netns: Some(first.ns.clone()),
+            api_listen: Some(format!("{}:0", first.api)),
+            p2p_listen: Some(String::new()),
+            config: "[network]\nlan = false\n".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let addr6 = first.addr6.clone().unwrap();
+    let listening = node_of(&a).await["listen_addrs"].clone();
+    for want in [
+        format!("/ip6/{addr6}/tcp/8471"),
+        format!("/ip6/{addr6}/udp/8471/quic-v1"),
+        format!("/ip4/{}/tcp/8471", first.addr),
+    ] {
+        assert!(
+            listening
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l.as_str().unwrap().starts_with(&want)),
+            "{want} in {listening}"
+        );
+    }
+    // A node with IPv6 only becomes its contact.
+    let b = Node::start_with(
+        &tmp.path().join("b"),
+        Options {
+            netns: Some(second.ns.clone()),
+            api_listen: Some(format!("{}:0", second.api)),
+            p2p_listen: Some(format!("/ip6/{}/tcp/4001", second.addr6.clone().unwrap())),
+            config: "[network]\nlan = false\n".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    befriend(&a, &b).await;
+    deliver(&b, &a, "over ipv6").await;
+    drop((a, b));
+    drop(net);
 }
 
 #[tokio::test]

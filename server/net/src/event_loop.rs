@@ -107,6 +107,11 @@ fn is_circuit(addr: &Multiaddr) -> bool {
 
 /// The relay a connection goes through: the peer named before `/p2p-circuit` in its
 /// address (ours, when it came in through our reservation); `None` when it is direct.
+/// Whether `addr` is IPv6's unspecified address (every IPv6 interface).
+fn is_any_ipv6(addr: &Multiaddr) -> bool {
+    matches!(addr.iter().next(), Some(AddrProtocol::Ip6(ip)) if ip.is_unspecified())
+}
+
 /// One open connection.
 struct Conn {
     id: ConnectionId,
@@ -164,13 +169,30 @@ pub(crate) async fn start(config: NetConfig) -> Result<(NetClient, NetEvents), N
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
 
+    let mut listening = 0;
     for addr in &config.listen {
-        swarm
-            .listen_on(addr.clone())
-            .map_err(|e| NetError::Listen {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            })?;
+        match swarm.listen_on(addr.clone()) {
+            Ok(_) => listening += 1,
+            // Every IPv6 address (the default beside IPv4's) where the host has no IPv6: the
+            // node goes on with the others.
+            Err(e) if is_any_ipv6(addr) => {
+                tracing::warn!(%addr, error = %e, "not listening on IPv6");
+            }
+            Err(e) => {
+                return Err(NetError::Listen {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    if listening == 0
+        && let Some(addr) = config.listen.first()
+    {
+        return Err(NetError::Listen {
+            addr: addr.to_string(),
+            reason: "no listen address could be bound".into(),
+        });
     }
     for addr in &config.external_addrs {
         swarm.add_external_address(addr.clone());

@@ -76,6 +76,14 @@ impl Default for Config {
                 "/ip4/0.0.0.0/udp/8471/quic-v1"
                     .parse()
                     .unwrap_or_else(|_| unreachable!()),
+                // A global IPv6 address needs no NAT traversal; without IPv6 the node goes
+                // on with IPv4.
+                "/ip6/::/tcp/8471"
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!()),
+                "/ip6/::/udp/8471/quic-v1"
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!()),
             ],
             bootstrap: Vec::new(),
             device_name: default_device_name(),

@@ -315,6 +315,7 @@ pub(crate) async fn connect(
     addrs: &[String],
     ticket: [u8; 16],
     key: [u8; 32],
+    wait: Duration,
 ) -> std::io::Result<TcpStream> {
     let candidates: Vec<SocketAddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
     if candidates.is_empty() {
@@ -324,7 +325,7 @@ pub(crate) async fn connect(
         .into_iter()
         .take(16)
         .map(|addr| async move {
-            tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr))
+            tokio::time::timeout(wait, TcpStream::connect(addr))
                 .await
                 .map_err(|_| std::io::Error::other("connect timed out"))?
         })

@@ -356,7 +356,17 @@ impl Files {
                 if on_path.is_empty() {
                     return Err(Why::Retry("the bulk channel is not on the path".into()));
                 }
-                bulk::connect(&on_path, ticket, key)
+                // A firewall may drop the connection attempt without a word (a hole-punched
+                // IPv6 path): wait a few round trips, not seconds.
+                let rtt = self
+                    .inner
+                    .peers
+                    .get(&peer)
+                    .and_then(|e| e.rtt)
+                    .unwrap_or(Duration::from_millis(100));
+                let wait = (rtt * 4 + Duration::from_millis(200))
+                    .clamp(Duration::from_millis(250), Duration::from_secs(3));
+                bulk::connect(&on_path, ticket, key, wait)
                     .await
                     .map_err(|e| Why::Retry(format!("bulk channel: {e}")))
             }
