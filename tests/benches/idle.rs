@@ -1,7 +1,8 @@
 //! What an idle node costs: wake-ups per second over all its threads (voluntary and
 //! involuntary context switches, as `/proc/<pid>/task/*/status` counts them), CPU share and
 //! resident memory, with every built-in discovery method on (mDNS on a real interface in a
-//! network namespace when run as root, the DHT, rendezvous, invites) and nothing to do.
+//! network namespace when run as root, the DHT, rendezvous, invites) and nothing to do: a
+//! node alone, one whose contact is online, and one whose contact is offline.
 //! Another binary (e.g. a previous release) is measured the same way with `VOLLI_BIN=…`.
 //!
 //! `cargo bench -p volli-tests --bench idle` (`VOLLI_IDLE_SETTLE` / `VOLLI_IDLE_WINDOW`:
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use volli_tests::netns::{self, Lan};
-use volli_tests::{Node, Options};
+use volli_tests::{Node, Options, befriend};
 
 fn secs(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -68,7 +69,17 @@ fn rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
-async fn measure(label: &str, node: &Node, window: u64) {
+/// What one node did over the window.
+struct Sample {
+    label: &'static str,
+    wakeups: f64,
+    threads: usize,
+    cpu_percent: f64,
+    rss: f64,
+    by_thread: Vec<(String, f64)>,
+}
+
+async fn measure(label: &'static str, node: &Node, window: u64) -> Sample {
     let pid = node.pid().unwrap();
     let before = switches(pid);
     let cpu = cpu_secs(pid);
@@ -82,17 +93,19 @@ async fn measure(label: &str, node: &Node, window: u64) {
         total += d;
         *by_thread.entry(name.clone()).or_default() += d;
     }
-    let mut threads: Vec<_> = by_thread.into_iter().filter(|(_, n)| *n > 0).collect();
-    threads.sort_by_key(|t| std::cmp::Reverse(t.1));
-    println!(
-        "{label:<12} {:.2} wake-ups/s over {} threads, CPU {:.3} % of a core, RSS {:.1} MiB",
-        total as f64 / window as f64,
-        after.len(),
-        cpu * 100.0 / window as f64,
-        rss_mib(pid),
-    );
-    for (name, n) in threads {
-        println!("    {name:<16} {:.2}/s", n as f64 / window as f64);
+    let mut threads: Vec<_> = by_thread
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| (name, n as f64 / window as f64))
+        .collect();
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Sample {
+        label,
+        wakeups: total as f64 / window as f64,
+        threads: after.len(),
+        cpu_percent: cpu * 100.0 / window as f64,
+        rss: rss_mib(pid),
+        by_thread: threads,
     }
 }
 
@@ -101,35 +114,62 @@ async fn main() {
     let settle = secs("VOLLI_IDLE_SETTLE", 150);
     let window = secs("VOLLI_IDLE_WINDOW", 120);
     let tmp = tempfile::tempdir().unwrap();
-    let mut lan = netns::available().then(Lan::new);
-    let mut options = || {
+    let namespaces = netns::available();
+    // Each case on a LAN of its own: the node alone hears nobody.
+    let mut lans: Vec<Lan> = Vec::new();
+    let mut options = |lan: usize| {
         let mut o = Options {
             config: "[network]\nlan = true\n".into(),
             ..Options::default()
         };
-        match lan.as_mut() {
-            Some(lan) => {
-                let (ns, addr) = lan.host();
-                o.netns = Some(ns);
-                o.api_listen = Some(format!("{addr}:0"));
-                o.p2p_listen = Some(format!("/ip4/{addr}/tcp/0"));
+        if namespaces {
+            while lans.len() <= lan {
+                lans.push(Lan::new());
             }
+            let (ns, addr) = lans[lan].host();
+            o.netns = Some(ns);
+            o.api_listen = Some(format!("{addr}:0"));
+            o.p2p_listen = Some(format!("/ip4/{addr}/tcp/0"));
+        } else {
             // Without namespaces, stay off the host's network.
-            None => o.config = "[network]\nlan = false\n".into(),
+            o.config = "[network]\nlan = false\n".into();
         }
         o
     };
-    let node = Node::start_with(&tmp.path().join("node"), options()).await;
+    // Three cases side by side: a node alone; one whose contact is online; one whose
+    // contact went offline (killed, as a machine that loses power).
+    let alone = Node::start_with(&tmp.path().join("alone"), options(0)).await;
+    let online = Node::start_with(&tmp.path().join("online"), options(1)).await;
+    let friend = Node::start_with(&tmp.path().join("friend"), options(1)).await;
+    befriend(&online, &friend).await;
+    let offline = Node::start_with(&tmp.path().join("offline"), options(2)).await;
+    let mut gone = Node::start_with(&tmp.path().join("gone"), options(2)).await;
+    befriend(&offline, &gone).await;
+    gone.kill();
     println!(
-        "idle node{}: settle {settle} s, then measure {window} s",
-        if lan.is_some() {
-            " on a namespace LAN"
+        "idle nodes{}: settle {settle} s, then measure {window} s",
+        if namespaces {
+            " each on a namespace LAN"
         } else {
             " on loopback (no mDNS)"
         }
     );
     tokio::time::sleep(Duration::from_secs(settle)).await;
-    measure("idle", &node, window).await;
-    drop(node);
-    drop(lan);
+    let samples = futures::future::join3(
+        measure("alone", &alone, window),
+        measure("contact on", &online, window),
+        measure("contact off", &offline, window),
+    )
+    .await;
+    for s in [samples.0, samples.1, samples.2] {
+        println!(
+            "{:<12} {:.2} wake-ups/s over {} threads, CPU {:.3} % of a core, RSS {:.1} MiB",
+            s.label, s.wakeups, s.threads, s.cpu_percent, s.rss
+        );
+        for (name, n) in s.by_thread {
+            println!("    {name:<16} {n:.2}/s");
+        }
+    }
+    drop((alone, online, friend, offline, gone));
+    drop(lans);
 }

@@ -44,7 +44,10 @@ pub struct Lan {
 impl Lan {
     /// Creates the bridge, with address `<subnet>.1/24`.
     pub fn new() -> Self {
-        let id = std::process::id() % 10_000;
+        // Several LANs in one process each get their own bridge and subnet.
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = (std::process::id() + 3_331 * made) % 10_000;
         let bridge = format!("vbr{id}");
         let subnet = format!("10.{}.{}", 200 + (id / 250) % 50, id % 250);
         let _ = Command::new("ip").args(["link", "del", &bridge]).output();

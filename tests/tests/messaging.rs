@@ -1,12 +1,13 @@
 //! Messaging through the real binary: direct delivery with a receipt and live events, the
 //! documented errors, the outbox across a crash and a restart, and a mutual friend's node
 //! carrying a message between two users who are never online together; a time to live that
-//! runs out.
+//! runs out; a relay that tells its connected recipient at once that mail waits there.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use serde_json::json;
+use volli_tests::netns::{self, Lan};
 use volli_tests::{
     Node, Options, befriend, conversation, events, free_port, next_event, on_port, send,
     wait_until_relay_of,
@@ -357,4 +358,84 @@ async fn a_relay_deletes_what_it_holds_when_it_expires() {
         )
         .await;
     wait_status(&alice, &bob_id, &id, "failed", Duration::from_secs(10)).await;
+}
+
+/// A relay that takes a message for a recipient connected to it tells the recipient at once
+/// (`Waiting`), which fetches it then instead of at its next periodic visit (every ten
+/// minutes). Alice cannot reach Bob (nftables drops every packet between their namespaces);
+/// both reach their common friend's node.
+#[tokio::test]
+async fn a_relay_tells_a_connected_recipient_that_mail_waits() {
+    if std::env::var_os("VOLLI_SKIP_NETNS").is_some() {
+        eprintln!("skipped: VOLLI_SKIP_NETNS is set");
+        return;
+    }
+    assert!(
+        netns::available() && netns::nft_available(),
+        "run as root with iproute2 and nftables (scripts/setup.sh), or set VOLLI_SKIP_NETNS=1"
+    );
+    let mut lan = Lan::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut hosts = Vec::new();
+    let mut nodes = Vec::new();
+    for name in ["alice", "bob", "relay"] {
+        let (ns, addr) = lan.host();
+        let options = Options {
+            netns: Some(ns.clone()),
+            api_listen: Some(format!("{addr}:0")),
+            p2p_listen: Some(format!("/ip4/{addr}/tcp/0")),
+            ..Options::default()
+        };
+        nodes.push(Node::start_with(&tmp.path().join(name), options).await);
+        hosts.push((ns, addr));
+    }
+    let (alice, bob, relay) = (&nodes[0], &nodes[1], &nodes[2]);
+    befriend(relay, alice).await;
+    befriend(relay, bob).await;
+    befriend(alice, bob).await;
+    let (alice_id, _) = alice.ids().await;
+    let (bob_id, _) = bob.ids().await;
+    let (relay_id, _) = relay.ids().await;
+    wait_until_relay_of(alice, &bob_id, &relay_id).await;
+
+    // On one LAN nobody listens through a circuit: the only way between them is the mailbox.
+    let (_, node) = bob.get("/v1/node").await;
+    assert!(
+        node["relayed_via"].as_array().is_none_or(Vec::is_empty),
+        "{node}"
+    );
+
+    netns::partition(&hosts[0].0, &hosts[0].1, &hosts[1].0, &hosts[1].1);
+    let id = send(alice, &bob_id, "through our friend, while you are online").await;
+    // Deposited once the direct attempt fails (the receipt may follow at once).
+    let path = format!("/v1/messages?with={bob_id}");
+    alice
+        .wait_for(&path, Duration::from_secs(60), |b| {
+            b["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["id"] == id && (m["status"] == "relayed" || m["status"] == "delivered"))
+        })
+        .await;
+    let got = bob
+        .wait_for(
+            &format!("/v1/messages?with={alice_id}"),
+            Duration::from_secs(5),
+            |b| !b["messages"].as_array().unwrap().is_empty(),
+        )
+        .await;
+    assert_eq!(
+        got["messages"][0]["body"],
+        "through our friend, while you are online"
+    );
+    // What Bob fetched is gone from the relay, and his receipt, left there, reaches Alice
+    // the same way.
+    relay
+        .wait_for("/v1/relay", Duration::from_secs(10), |h| {
+            h["envelopes"] == 0
+        })
+        .await;
+    wait_status(alice, &bob_id, &id, "delivered", Duration::from_secs(10)).await;
+    netns::heal(&hosts[0].0, &hosts[1].0);
 }

@@ -132,3 +132,39 @@ async fn metrics_count_what_the_node_does() {
         bad.log()
     );
 }
+
+/// An idle node stays idle: with a contact connected and nothing new to find, discovery
+/// rounds back off towards a minute apart instead of asking every plugin each second (the
+/// invite method repeats the contact it stored, which is not news). The invite plugin's call
+/// count over a quiet 20 s tells: at most a few rounds, not one a second.
+#[tokio::test]
+async fn an_idle_node_with_a_contact_backs_off_its_discovery_rounds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = volli_tests::free_port();
+    let alice = Node::start_with(
+        &tmp.path().join("alice"),
+        Options {
+            env: vec![("VOLLI_METRICS_LISTEN".into(), format!("127.0.0.1:{port}"))],
+            ..Options::default()
+        },
+    )
+    .await;
+    let bob = Node::start(&tmp.path().join("bob")).await;
+    volli_tests::befriend(&alice, &bob).await;
+    let invite_calls = || async {
+        sample(
+            &scrape(port).await,
+            r#"volli_plugin_calls_total{plugin="invite"}"#,
+        )
+        .unwrap_or(0.0)
+    };
+    // Let the rounds that follow befriending (news) pass.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let before = invite_calls().await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let calls = invite_calls().await - before;
+    assert!(
+        calls <= 6.0,
+        "{calls} calls into the invite plugin in 20 quiet seconds"
+    );
+}

@@ -157,6 +157,10 @@ pub enum RelayRequest {
     /// Would this node relay connections for the requesting device (it is reachable from
     /// outside, and its circuit relay is on)? Asked by a node behind a NAT.
     CircuitOffer,
+    /// Mail waits at the asking node for this user (envelopes for it, or receipts for its
+    /// messages): fetch it. A relay says so to its connected recipients as soon as it holds
+    /// something for them, so they need not ask every minute. Answered with `Ok`.
+    Waiting,
 }
 
 /// Where a page of what a relay holds ended: when it was stored and its id.

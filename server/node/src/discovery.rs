@@ -50,6 +50,10 @@ struct Target {
     addrs: Vec<Multiaddr>,
     /// The user it belongs to: verified, or claimed by the method.
     user: Option<UserId>,
+    /// Whether this told the peer table something it did not know (a peer, an address, a
+    /// certificate, a source): rounds come quickly while they do and back off once they
+    /// only repeat what is known.
+    learnt: bool,
 }
 
 struct State {
@@ -166,7 +170,9 @@ impl Discovery {
         let mut changed = false;
         while let Some((source, result)) = futures::StreamExt::next(&mut results).await {
             match result {
-                Ok(findings) => changed |= !self.absorb(&source, findings).is_empty(),
+                Ok(findings) => {
+                    changed |= self.absorb(&source, findings).iter().any(|t| t.learnt);
+                }
                 Err(e) => tracing::debug!(plugin = source, error = %e, "discover failed"),
             }
         }
@@ -279,13 +285,15 @@ impl Discovery {
                                 continue;
                             }
                             let user = certificate.user_id();
-                            self.inner
-                                .peers
-                                .found(peer, &addrs, Some(certificate), source);
+                            let learnt =
+                                self.inner
+                                    .peers
+                                    .found(peer, &addrs, Some(certificate), source);
                             targets.push(Target {
                                 peer,
                                 addrs,
                                 user: Some(user),
+                                learnt,
                             });
                         }
                     }
@@ -317,8 +325,13 @@ impl Discovery {
             .as_ref()
             .map(DeviceCertificate::user_id)
             .or_else(|| p.user_id.and_then(|u| UserId::from_str(&u).ok()));
-        self.inner.peers.found(peer, &addrs, certificate, source);
-        Some(Target { peer, addrs, user })
+        let learnt = self.inner.peers.found(peer, &addrs, certificate, source);
+        Some(Target {
+            peer,
+            addrs,
+            user,
+            learnt,
+        })
     }
 
     /// Looks for every contact that is not connected (with backoff) and dials what it finds.

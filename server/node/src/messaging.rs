@@ -47,8 +47,9 @@ const MAX_WAITING: usize = 8192;
 /// Incoming messages a sender may send at once, and per second after that.
 const INBOUND_BURST: u32 = 20_000;
 const INBOUND_PER_SECOND: u32 = 5_000;
-/// How often connected relays are asked for mail, besides when they connect.
-const FETCH_EVERY: Duration = Duration::from_secs(60);
+/// How often connected relays are asked for mail, besides when they connect and whenever
+/// they say some waits (`Waiting`): a safety net, for relays of older versions.
+const FETCH_EVERY: Duration = Duration::from_secs(600);
 /// The longest the outbox worker sleeps when messages wait but none is due sooner.
 const IDLE_CHECK: Duration = Duration::from_secs(60);
 /// The longest it sleeps with an empty outbox (every new message wakes it).
@@ -339,11 +340,22 @@ impl Messaging {
         });
         let this = self.clone();
         tokio::spawn(async move {
+            let mut next = tokio::time::Instant::now() + FETCH_EVERY;
             loop {
-                tokio::time::sleep(FETCH_EVERY).await;
-                // Read from memory: with no contact connected, nothing else wakes.
-                for user in this.inner.peers.connected_contacts() {
-                    this.fetch_from(user).await;
+                tokio::select! {
+                    // A relay said mail waits there: fetch it now.
+                    told = this.inner.relay.told_waiting() => {
+                        for user in told {
+                            this.fetch_from(user).await;
+                        }
+                    }
+                    () = tokio::time::sleep_until(next) => {
+                        next = tokio::time::Instant::now() + FETCH_EVERY;
+                        // Read from memory: with no contact connected, nothing else wakes.
+                        for user in this.inner.peers.connected_contacts() {
+                            this.fetch_from(user).await;
+                        }
+                    }
                 }
             }
         });

@@ -268,33 +268,39 @@ impl Peers {
         addrs: &[Multiaddr],
         certificate: Option<DeviceCertificate>,
         source: &str,
-    ) {
+    ) -> bool {
         if peer == self.local {
-            return;
+            return false;
         }
         crate::metrics::metrics().found(source);
         let event = {
             let mut table = self.lock();
             let (entry, new) = self.entry(&mut table, peer);
+            let mut learnt = new;
             for addr in addrs.iter().rev() {
+                learnt |= !entry.addrs.contains(addr);
                 entry.addrs.retain(|a| a != addr);
                 entry.addrs.insert(0, addr.clone());
             }
             entry.addrs.truncate(MAX_ADDRS);
             if let Some(cert) = certificate {
+                learnt |= entry.certificate.as_ref() != Some(&cert);
                 entry.user_id = Some(cert.user_id());
                 entry.certificate = Some(cert);
             }
             let new_source = entry.sources.insert(source.to_owned());
-            (new || new_source).then(|| Event::PeerDiscovered {
+            let event = (new || new_source).then(|| Event::PeerDiscovered {
                 peer_id: peer.to_base58(),
                 user_id: entry.user_id.map(|u| u.to_string()),
                 sources: entry.sources.iter().cloned().collect(),
-            })
+            });
+            (event, learnt || new_source)
         };
+        let (event, learnt) = event;
         if let Some(event) = event {
             self.events.publish(event);
         }
+        learnt
     }
 
     /// Adds addresses a peer told us about (identify); no source, no event.

@@ -84,6 +84,11 @@ struct Inner {
     held: Notify,
     /// The card issue time each contact last got from us (this run).
     cards_sent: Mutex<HashMap<UserId, Timestamp>>,
+    /// Contacts told that mail waits here, with whether more came while telling them.
+    telling: Mutex<HashMap<UserId, bool>>,
+    /// Contacts whose node said mail waits there for this user, and its wake-up.
+    told: Mutex<HashSet<UserId>>,
+    told_wake: Notify,
 }
 
 impl Relay {
@@ -116,6 +121,9 @@ impl Relay {
                 redesignate: Notify::new(),
                 held: Notify::new(),
                 cards_sent: Mutex::new(HashMap::new()),
+                telling: Mutex::new(HashMap::new()),
+                told: Mutex::new(HashSet::new()),
+                told_wake: Notify::new(),
             }),
         }
     }
@@ -189,6 +197,71 @@ impl Relay {
             Ok(other) => tracing::debug!(%user, ?other, "contact did not take our card"),
             Err(e) => tracing::debug!(%user, error = %e, "cannot send our card"),
         }
+    }
+
+    /// Tells `user`'s connected devices that mail waits here, once at a time: what arrives
+    /// while they are being told makes one more round.
+    fn tell_waiting(&self, user: UserId) {
+        {
+            let mut telling = self.lock_telling();
+            if let Some(again) = telling.get_mut(&user) {
+                *again = true;
+                return;
+            }
+            telling.insert(user, false);
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let payload = wire::encode(&RelayRequest::Waiting);
+            loop {
+                let devices: Vec<PeerId> = this
+                    .inner
+                    .peers
+                    .devices_of(&user)
+                    .into_iter()
+                    .filter(|e| e.connected)
+                    .map(|e| e.peer_id)
+                    .collect();
+                for peer in devices {
+                    let call = this.inner.outbound.request(
+                        peer,
+                        Protocol::Relay,
+                        payload.clone(),
+                        Vec::new(),
+                    );
+                    // A device of an older version refuses what it does not know; it fetches
+                    // every minute anyway.
+                    let _ = tokio::time::timeout(REQUEST_TIMEOUT, call).await;
+                }
+                let mut telling = this.lock_telling();
+                match telling.get_mut(&user) {
+                    Some(again) if *again => *again = false,
+                    _ => {
+                        telling.remove(&user);
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// The contacts whose node said mail waits there for this user, once some did.
+    pub async fn told_waiting(&self) -> Vec<UserId> {
+        loop {
+            let told: Vec<UserId> = self.lock_told().drain().collect();
+            if !told.is_empty() {
+                return told;
+            }
+            self.inner.told_wake.notified().await;
+        }
+    }
+
+    fn lock_telling(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, bool>> {
+        self.inner.telling.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_told(&self) -> std::sync::MutexGuard<'_, HashSet<UserId>> {
+        self.inner.told.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_sent(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Timestamp>> {
@@ -507,6 +580,11 @@ impl Relay {
                 }
             }
             RelayRequest::CircuitOffer => self.inner.connectivity.offer(),
+            RelayRequest::Waiting => {
+                self.lock_told().insert(user);
+                self.inner.told_wake.notify_one();
+                RelayResponse::Ok
+            }
             RelayRequest::DepositReceipts { receipts } => {
                 self.accept_receipts(user, receipts).await
             }
@@ -629,6 +707,10 @@ impl Relay {
             keep.push((*r.id.as_bytes(), sender, wire::encode(&r)));
         }
         let now = Timestamp::now();
+        let senders: HashSet<UserId> = keep
+            .iter()
+            .filter_map(|(_, sender, _)| sender.parse().ok())
+            .collect();
         match self
             .inner
             .db
@@ -637,6 +719,9 @@ impl Relay {
         {
             Ok(()) => {
                 self.inner.held.notify_one();
+                for sender in senders {
+                    self.tell_waiting(sender);
+                }
                 RelayResponse::Ok
             }
             Err(e) => RelayResponse::Refused(format!("storage: {e}")),
@@ -714,6 +799,7 @@ impl Relay {
         {
             Ok(()) => {
                 self.inner.held.notify_one();
+                self.tell_waiting(recipient);
                 RelayResponse::Held { expires_at }
             }
             Err(e) => RelayResponse::Refused(format!("storage: {e}")),
