@@ -1,4 +1,4 @@
-import { api, ok } from "../client";
+import { api, ok, type S } from "../client";
 import { Copy, duration, Loaded, Page, size, useLoad, When } from "../ui";
 
 export function Overview() {
@@ -47,6 +47,10 @@ export function Overview() {
                 <dt>Running since</dt>
                 <dd>
                   <When at={node.started_at} /> ({duration(Math.max(0, uptime))})
+                </dd>
+                <dt>Reachable from outside</dt>
+                <dd data-testid="reachability">
+                  <Reachability node={node} peers={peers.peers} contacts={contacts.contacts} />
                 </dd>
                 <dt>Listening on</dt>
                 <dd>
@@ -125,6 +129,58 @@ export function Overview() {
       </Loaded>
     </Page>
   );
+}
+
+type Node = S["Node"];
+type PeerList = S["Peer"][];
+type ContactList = S["Contact"][];
+
+/** Whether other nodes can reach this one, and how they do when they cannot directly. */
+function Reachability({ node, peers, contacts }: { node: Node; peers: PeerList; contacts: ContactList }) {
+  const names = new Map(contacts.map((c) => [c.user_id, c.name]));
+  const relayName = (peer: string) => {
+    const user = peers.find((p) => p.peer_id === peer)?.user_id;
+    return (user && names.get(user)) || `${peer.slice(0, 12)}…`;
+  };
+  const addrs = (list: string[]) => (
+    <ul class="plain small">
+      {list.map((a) => (
+        <li key={a}>
+          <code class="wrap">{a}</code>
+        </li>
+      ))}
+    </ul>
+  );
+  switch (node.reachability) {
+    case "public":
+      return (
+        <>
+          <span class="badge good">yes</span> other nodes connect to this one directly
+          {node.external_addrs.length > 0 && <>, at {addrs(node.external_addrs)}</>}
+        </>
+      );
+    case "private":
+      return node.relayed_via.length > 0 ? (
+        <>
+          <span class="badge">through friends</span> this node is behind a NAT or a firewall; contacts reach it
+          through {node.relayed_via.length === 1 ? "the node" : "the nodes"} of{" "}
+          <span data-testid="relayed-via">{node.relayed_via.map(relayName).join(" and ")}</span>, and connect
+          directly where the routers let them
+        </>
+      ) : (
+        <>
+          <span class="badge bad">not yet</span> this node is behind a NAT or a firewall and no friend's node
+          relays for it yet: it asks every contact whose node is publicly reachable. Until one is online, contacts
+          reach it only when it connects to them (or forward port 8471 on the router to it).
+        </>
+      );
+    default:
+      return (
+        <>
+          <span class="badge">finding out</span> it asks the nodes it connects to whether they can dial it back
+        </>
+      );
+  }
 }
 
 /** A relay-policy setting, readable: sizes for bytes, durations for seconds. */

@@ -21,6 +21,7 @@ export function Peers() {
                   <th>User</th>
                   <th>Found by</th>
                   <th>State</th>
+                  <th>Path</th>
                   <th>Round trip</th>
                   <th>Addresses</th>
                 </tr>
@@ -37,6 +38,17 @@ export function Peers() {
                       <td>{p.sources.join(", ") || <span class="muted">—</span>}</td>
                       <td>
                         <span class={p.connected ? "badge good" : "badge"}>{p.connected ? "connected" : "known"}</span>
+                      </td>
+                      <td data-testid="path">
+                        {p.path === "direct" ? (
+                          <span title="its own connection, through the NATs where there are any">direct</span>
+                        ) : p.path === "relayed" ? (
+                          <span title="a circuit through a friend's node, until a hole punch moves it to a direct one">
+                            through a friend's node
+                          </span>
+                        ) : (
+                          <span class="muted">—</span>
+                        )}
                       </td>
                       <td>{p.rtt_ms == null ? "—" : `${p.rtt_ms} ms`}</td>
                       <td>
