@@ -29,14 +29,29 @@ if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$schemathesis_version"; the
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$schemathesis_version"
 fi
 
-# Partition tests cut links between network namespaces with nftables.
-if ! command -v nft >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-  say "installing nftables (network partition tests)"
+# Partition and NAT tests cut links between network namespaces and build home routers with
+# nftables; the UPnP router in the NAT tests is Debian's miniupnpd (nftables flavour). Its
+# package would start a system daemon and ask questions on install: neither happens here.
+net_missing=()
+command -v nft >/dev/null 2>&1 || net_missing+=(nftables)
+[[ -x /usr/sbin/miniupnpd ]] || net_missing+=(miniupnpd-nftables)
+if [[ ${#net_missing[@]} -gt 0 ]] && command -v apt-get >/dev/null 2>&1; then
   if [[ $(id -u) -eq 0 ]]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null \
-      || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null; }
+    say "installing ${net_missing[*]} (partition and NAT tests)"
+    no_start=/usr/sbin/policy-rc.d
+    had_policy=0
+    [[ -e $no_start ]] && had_policy=1
+    [[ $had_policy -eq 1 ]] || { printf '#!/bin/sh\nexit 101\n' >"$no_start"; chmod +x "$no_start"; }
+    install_net() {
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${net_missing[@]}" >/dev/null
+    }
+    install_net || { apt-get update -qq >/dev/null && install_net; }
+    [[ $had_policy -eq 1 ]] || rm -f "$no_start"
+    # The tests start their own daemons in their own namespaces.
+    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now miniupnpd >/dev/null 2>&1 || true; fi
   else
-    say "nftables is missing and this is not root: the partition test will be skipped"
+    say "missing ${net_missing[*]} and this is not root: the partition and NAT tests will be skipped"
   fi
 fi
 
