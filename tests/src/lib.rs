@@ -410,12 +410,24 @@ impl Drop for Node {
 }
 
 /// A TCP port free on loopback right now (for a node that must restart on the same address).
+///
+/// Taken below the kernel's ephemeral range (32768 and up on Linux): a port the kernel handed
+/// out and took back could go to any other test's `tcp/0` listener or outgoing connection
+/// before this test's node binds it. Picked at random, so parallel tests do not pick alike.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher as _, Hasher as _};
+    const FIRST: u64 = 20_000;
+    const COUNT: u64 = 12_000;
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    let start = hasher.finish();
+    (0..COUNT)
+        .map(|i| (FIRST + (start.wrapping_add(i)) % COUNT) as u16)
+        .find(|&port| {
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+                && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        })
+        .expect("a free port below the ephemeral range")
 }
 
 /// Options for a node listening for peers on a fixed loopback port.

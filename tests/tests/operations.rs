@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use volli_tests::{Node, Options};
+use volli_tests::{Node, Options, befriend, free_port, on_port};
 
 /// The value of the sample `series` (name with its labels, as printed) in a scrape.
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -131,6 +131,32 @@ async fn metrics_count_what_the_node_does() {
         "{}",
         bad.log()
     );
+}
+
+/// A second node given a peer port that a running node listens on stops with the reason
+/// instead of sharing the port (the TCP transport binds with `SO_REUSEPORT`, so the kernel
+/// would hand each incoming connection to one of the two at random), and the first node
+/// keeps answering on it.
+#[tokio::test]
+async fn a_node_on_a_peer_port_already_in_use_says_so_and_stops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let first = Node::start_with(&tmp.path().join("first"), on_port(port)).await;
+    let mut second = Node::spawn(&tmp.path().join("second"), &on_port(port));
+    let status = second
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("a taken peer port stops the node");
+    assert!(!status.success());
+    assert!(
+        second
+            .log()
+            .contains(&format!("TCP port {port} is already in use")),
+        "{}",
+        second.log()
+    );
+    let other = Node::start(&tmp.path().join("other")).await;
+    befriend(&first, &other).await;
 }
 
 /// An idle node stays idle: with a contact connected and nothing new to find, discovery

@@ -108,6 +108,47 @@ fn is_circuit(addr: &Multiaddr) -> bool {
 /// The relay a connection goes through: the peer named before `/p2p-circuit` in its
 /// address (ours, when it came in through our reservation); `None` when it is direct.
 /// Whether `addr` is IPv6's unspecified address (every IPv6 interface).
+/// Whether no other program listens on the fixed TCP port of `addr`. The TCP transport
+/// binds its listeners with `SO_REUSEPORT` (hole punching dials from the listen port), so a
+/// second node given the same port would share it without an error and the kernel would
+/// hand each incoming connection to one of the two at random; a plain bind first finds the
+/// port taken. Port 0 and non-TCP addresses pass.
+fn port_is_free(addr: &Multiaddr) -> Result<(), String> {
+    let mut parts = addr.iter();
+    let ip: std::net::IpAddr = match parts.next() {
+        Some(AddrProtocol::Ip4(ip)) => ip.into(),
+        Some(AddrProtocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    let port = match parts.next() {
+        Some(AddrProtocol::Tcp(port)) if port != 0 => port,
+        _ => return Ok(()),
+    };
+    let domain = if ip.is_ipv6() {
+        socket2::Domain::IPV6
+    } else {
+        socket2::Domain::IPV4
+    };
+    let probe = || -> std::io::Result<()> {
+        let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+        if ip.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_reuse_address(true)?;
+        socket.bind(&std::net::SocketAddr::new(ip, port).into())?;
+        socket.listen(1)
+    };
+    match probe() {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
+            "TCP port {port} is already in use by another program (another node?); choose \
+             another port with --p2p-listen or p2p_listen in the configuration"
+        )),
+        // Anything else (an address the host does not have, say) the transport reports.
+        Err(_) => Ok(()),
+    }
+}
+
 fn is_any_ipv6(addr: &Multiaddr) -> bool {
     matches!(addr.iter().next(), Some(AddrProtocol::Ip6(ip)) if ip.is_unspecified())
 }
@@ -171,6 +212,12 @@ pub(crate) async fn start(config: NetConfig) -> Result<(NetClient, NetEvents), N
 
     let mut listening = 0;
     for addr in &config.listen {
+        if let Err(reason) = port_is_free(addr) {
+            return Err(NetError::Listen {
+                addr: addr.to_string(),
+                reason,
+            });
+        }
         match swarm.listen_on(addr.clone()) {
             Ok(_) => listening += 1,
             // Every IPv6 address (the default beside IPv4's) where the host has no IPv6: the
