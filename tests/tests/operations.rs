@@ -159,6 +159,49 @@ async fn a_node_on_a_peer_port_already_in_use_says_so_and_stops() {
     befriend(&first, &other).await;
 }
 
+/// Connections established so far, over every role and transport.
+fn established(text: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with("volli_libp2p_swarm_connections_established_total"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A quiet connection to a contact stays open past the swarm's two-minute idle timeout: it
+/// used to close, and the node looked the contact up and dialed it again at once, a new
+/// handshake every couple of minutes that kept an idle node awake.
+#[tokio::test]
+async fn an_idle_connection_to_a_contact_stays_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let alice = Node::start_with(
+        &tmp.path().join("alice"),
+        Options {
+            env: vec![("VOLLI_METRICS_LISTEN".into(), format!("127.0.0.1:{port}"))],
+            ..Options::default()
+        },
+    )
+    .await;
+    let bob = Node::start(&tmp.path().join("bob")).await;
+    befriend(&alice, &bob).await;
+    let (_, bob_peer) = bob.ids().await;
+    // Settled: the invite's connection, and any second one from both ends dialing at once.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = established(&scrape(port).await);
+    tokio::time::sleep(Duration::from_secs(150)).await;
+    let text = scrape(port).await;
+    assert_eq!(established(&text), before, "{text}");
+    let (_, peers) = alice.get("/v1/peers").await;
+    assert!(
+        peers["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["peer_id"] == bob_peer.as_str() && p["connected"] == true),
+        "{peers}"
+    );
+}
+
 /// An idle node stays idle: with a contact connected and nothing new to find, discovery
 /// rounds back off towards a minute apart instead of asking every plugin each second (the
 /// invite method repeats the contact it stored, which is not news). The invite plugin's call

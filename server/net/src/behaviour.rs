@@ -25,6 +25,7 @@ type Rpc = request_response::Behaviour<BytesCodec>;
 pub(crate) struct Behaviour {
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) memory: memory_connection_limits::Behaviour,
+    pub(crate) keep_alive: crate::keep_alive::Behaviour,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: Toggle<kad::Behaviour<MemoryStore>>,
@@ -110,11 +111,15 @@ impl Behaviour {
         Self {
             limits: connection_limits::Behaviour::new(limits),
             memory: memory_connection_limits::Behaviour::with_max_percentage(0.9),
+            keep_alive: crate::keep_alive::Behaviour::new(config.keep_alive_for.clone()),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
                     .with_agent_version(format!("volli/{}", env!("CARGO_PKG_VERSION"))),
             ),
-            ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(30))),
+            // A minute apart: it measures the round trip and keeps NAT mappings of the kept
+            // connections to contacts fresh (routers keep a TCP mapping for many minutes; QUIC
+            // has its own keep-alive), at two wake-ups a minute per connection.
+            ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(60))),
             kad: config.dht.then_some(kad).into(),
             rendezvous: rendezvous::client::Behaviour::new(key.clone()),
             rendezvous_server: config

@@ -202,7 +202,17 @@ pub(crate) async fn start(config: NetConfig) -> Result<(NetClient, NetEvents), N
             yamux::Config::default,
         )
         .map_err(setup)?
-        .with_quic()
+        // QUIC's keep-alive every 25 s, not 5 s (libp2p's default): an idle connection to a
+        // contact is kept open (see `keep_alive`), and a packet each way every 5 s was most of
+        // what such a node did. 25 s is within what home routers keep a UDP mapping for (the
+        // interval WireGuard uses); the idle timeout, the lower of both ends' values, is 60 s
+        // here, and a peer with libp2p's 10 s sends its own keep-alives every 5 s, which keep
+        // both ends' timers fresh.
+        .with_quic_config(|mut quic| {
+            quic.keep_alive_interval = Duration::from_secs(25);
+            quic.max_idle_timeout = 60_000;
+            quic
+        })
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(setup)?
         .with_behaviour(|key, relay_client| Behaviour::new(key, relay_client, &config))

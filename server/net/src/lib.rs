@@ -24,6 +24,7 @@ mod client;
 mod codec;
 mod event_loop;
 mod events;
+mod keep_alive;
 mod protocol;
 
 use std::sync::Arc;
@@ -63,6 +64,9 @@ pub struct NetConfig {
     /// Who may reserve a slot on this node's circuit relay (`None`: anyone, within the
     /// limits).
     pub relay_for: Option<PeerFilter>,
+    /// Whose connections stay open while idle (the user's contacts and own devices); the
+    /// others close after two idle minutes. `None`: nobody's.
+    pub keep_alive_for: Option<PeerFilter>,
     /// Addresses to announce besides the listen addresses.
     pub external_addrs: Vec<Multiaddr>,
     /// Connections kept at most.
@@ -136,6 +140,7 @@ impl NetConfig {
             rendezvous_server: false,
             relay_server: true,
             relay_for: None,
+            keep_alive_for: None,
             external_addrs: Vec::new(),
             max_connections: 256,
             record_validator: None,

@@ -189,6 +189,12 @@ impl Node {
         net_config.relay_for = Some(Arc::new(move |peer: &PeerId| {
             admitted.contact_of(peer).is_some() || admitted.is_own_device(peer)
         }));
+        // Connections to contacts' devices and this user's own stay open while idle: the node
+        // would dial them again at once.
+        let kept = peers.clone();
+        net_config.keep_alive_for = Some(Arc::new(move |peer: &PeerId| {
+            kept.contact_of(peer).is_some() || kept.is_own_device(peer)
+        }));
         net_config.upnp = config.network.upnp;
         // A circuit carries what its rate allows for an hour, then its ends open another.
         net_config.relay_circuit_duration = std::time::Duration::from_secs(3600);
