@@ -4,8 +4,10 @@
 //! Each node answers as `<peer id>._volli._udp.local`: a PTR from the service name and a TXT
 //! record carrying its user id, addresses and device certificate. `advertise` announces at
 //! once and queries, so two nodes find each other within one multicast round trip; queries
-//! then back off from 1 s to 60 s. The node calls `discover` when packets arrive, so answers
-//! go out promptly and an idle network costs nothing.
+//! then back off from 1 s to 5 min, and a peer heard with a TTL is asked for again once at
+//! 80 % of it (RFC 6762 §5.2), so a peer announcing a short TTL stays listed. The node calls
+//! `discover` when packets arrive, so answers go out promptly and an idle network costs
+//! nothing.
 
 mod dns;
 
@@ -15,9 +17,11 @@ use volli_plugin_sdk::discovery::{Discovery, Finding, Peer, SelfInfo};
 use volli_plugin_sdk::{Capability, Error, Manifest, clock, lan, log};
 
 const SERVICE: &str = "_volli._udp.local";
-const TTL_SECS: u32 = 120;
+/// The TTL of our records: above the longest query interval, so that peers keep us listed
+/// between their queries without asking early.
+const TTL_SECS: u32 = 600;
 const FIRST_QUERY_INTERVAL_MS: u64 = 1_000;
-const MAX_QUERY_INTERVAL_MS: u64 = 60_000;
+const MAX_QUERY_INTERVAL_MS: u64 = 5 * 60_000;
 const MAX_ADDRS: usize = 8;
 const MAX_PEERS: usize = 256;
 /// Longest a peer stays listed without being heard again, whatever TTL it announced.
@@ -25,7 +29,9 @@ const MAX_TTL_SECS: u64 = 10 * 60;
 
 struct Mdns {
     me: Option<SelfInfo>,
-    seen: BTreeMap<String, (Peer, u64)>,
+    /// Peers heard, with when they expire and when to ask for them again (`u64::MAX` once
+    /// asked).
+    seen: BTreeMap<String, (Peer, u64, u64)>,
     next_query_ms: u64,
     query_interval_ms: u64,
 }
@@ -63,6 +69,20 @@ impl Mdns {
         Ok(())
     }
 
+    /// Drops the peers whose TTL ran out; whether one is due to be asked for again (each is
+    /// asked once per announcement heard).
+    fn refresh_due(&mut self, now: u64) -> bool {
+        self.seen.retain(|_, (_, expires, _)| *expires > now);
+        let mut due = false;
+        for (_, _, at) in self.seen.values_mut() {
+            if now >= *at {
+                due = true;
+                *at = u64::MAX;
+            }
+        }
+        due
+    }
+
     fn handle(&mut self, packet: &[u8], now: u64) -> Result<(), Error> {
         let Ok(message) = dns::parse(packet) else {
             return Ok(());
@@ -95,7 +115,7 @@ impl Mdns {
                     let soonest = self
                         .seen
                         .iter()
-                        .min_by_key(|(_, (_, expires))| *expires)
+                        .min_by_key(|(_, (_, expires, _))| *expires)
                         .map(|(id, _)| id.clone());
                     if let Some(id) = soonest {
                         self.seen.remove(&id);
@@ -105,7 +125,9 @@ impl Mdns {
                 // being heard again, whatever it claims.
                 let ttl = u64::from(txt.ttl).min(MAX_TTL_SECS);
                 let expires = now + ttl * 1000;
-                self.seen.insert(peer.peer_id.clone(), (peer, expires));
+                let refresh = now + ttl * 800;
+                self.seen
+                    .insert(peer.peer_id.clone(), (peer, expires, refresh));
             }
         }
         Ok(())
@@ -182,14 +204,15 @@ impl Discovery for Mdns {
                 break;
             }
         }
-        if now >= self.next_query_ms {
+        if self.refresh_due(now) {
+            lan::send(&dns::query(SERVICE))?;
+        } else if now >= self.next_query_ms {
             self.send_query(now)?;
         }
-        self.seen.retain(|_, (_, expires)| *expires > now);
         Ok(self
             .seen
             .values()
-            .map(|(peer, _)| Finding::Peer(peer.clone()))
+            .map(|(peer, _, _)| Finding::Peer(peer.clone()))
             .collect())
     }
 
@@ -235,8 +258,21 @@ mod tests {
         let mut mdns = empty();
         mdns.handle(&announcement("12D3KooWForever", u32::MAX), 1_000)
             .unwrap();
-        let (_, expires) = mdns.seen["12D3KooWForever"];
+        let (_, expires, _) = mdns.seen["12D3KooWForever"];
         assert_eq!(expires, 1_000 + MAX_TTL_SECS * 1000);
+    }
+
+    #[test]
+    fn a_peer_is_asked_for_again_once_at_four_fifths_of_its_ttl() {
+        let mut mdns = empty();
+        mdns.handle(&announcement("12D3KooWShort", 120), 1_000)
+            .unwrap();
+        assert!(!mdns.refresh_due(96_999));
+        assert!(mdns.refresh_due(97_000));
+        assert!(!mdns.refresh_due(100_000));
+        assert!(mdns.seen.contains_key("12D3KooWShort"));
+        assert!(!mdns.refresh_due(121_000));
+        assert!(mdns.seen.is_empty());
     }
 
     #[test]

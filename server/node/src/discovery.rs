@@ -20,7 +20,7 @@ use multiaddr::Multiaddr;
 use tokio::sync::Notify;
 use volli_core::{AddressRecord, DeviceCertificate, PeerId, Timestamp, UserId};
 use volli_net::NetClient;
-use volli_plugin_host::{DiscoveryPlugin, Finding, PeerRecord, PluginHost, SelfInfo};
+use volli_plugin_host::{Capability, DiscoveryPlugin, Finding, PeerRecord, PluginHost, SelfInfo};
 use volli_store::Vault;
 
 use crate::identity::Identity;
@@ -75,12 +75,16 @@ struct Inner {
     vault: Vault,
     identity: Arc<Identity>,
     node: NodeInfo,
-    wake: Arc<Notify>,
+    /// Notified by the LAN socket on every packet: the plugins with the `lan` capability
+    /// read their packets (answering a query at once), the others are not asked.
+    lan: Arc<Notify>,
+    /// Notified for a full round soon (see [`Discovery::wake`]).
+    rounds: Notify,
     state: Mutex<State>,
 }
 
 impl Discovery {
-    /// A manager over the plugins of `host`. `wake` is shared with the LAN socket.
+    /// A manager over the plugins of `host`. `lan` is shared with the LAN socket.
     pub fn new(
         host: PluginHost,
         net: NetClient,
@@ -88,7 +92,7 @@ impl Discovery {
         vault: Vault,
         identity: Arc<Identity>,
         node: NodeInfo,
-        wake: Arc<Notify>,
+        lan: Arc<Notify>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -98,7 +102,8 @@ impl Discovery {
                 vault,
                 identity,
                 node,
-                wake,
+                lan,
+                rounds: Notify::new(),
                 state: Mutex::new(State {
                     interval: MIN_INTERVAL,
                     advertised: None,
@@ -119,15 +124,16 @@ impl Discovery {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             // A wake stored before the first round (the listen addresses arriving) is stale.
-            let _ = this.inner.wake.notified().now_or_never();
+            let _ = this.inner.rounds.notified().now_or_never();
             this.round().await;
             let (mut tokens, mut at) = (ROUND_BURST, Instant::now());
             loop {
                 let interval = this.lock().interval;
-                tokio::select! {
-                    () = this.inner.wake.notified() => {}
-                    () = tokio::time::sleep(interval) => {}
-                }
+                let full = tokio::select! {
+                    () = this.inner.rounds.notified() => true,
+                    () = this.inner.lan.notified() => false,
+                    () = tokio::time::sleep(interval) => true,
+                };
                 tokens = (tokens + at.elapsed().as_secs_f64() * ROUNDS_PER_SECOND).min(ROUND_BURST);
                 if tokens < 1.0 {
                     let wait = (1.0 - tokens) / ROUNDS_PER_SECOND;
@@ -136,15 +142,19 @@ impl Discovery {
                 }
                 tokens -= 1.0;
                 at = Instant::now();
-                this.round().await;
+                // A packet on the LAN (a query to answer, another node's answer) concerns the
+                // plugins that read them; a full round follows only if they found news.
+                if full || this.lan_round().await {
+                    this.round().await;
+                }
             }
         });
     }
 
-    /// Runs a round soon: addresses changed, a contact was lost, a packet arrived.
+    /// Runs a round soon: addresses changed, a contact was lost.
     pub fn wake(&self) {
         self.lock().interval = MIN_INTERVAL;
-        self.inner.wake.notify_one();
+        self.inner.rounds.notify_one();
     }
 
     /// Forgets a contact's retry backoff, so it is looked for at once.
@@ -155,6 +165,27 @@ impl Discovery {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the plugins granted `lan` what they found (they read their packets and answer
+    /// queries); whether that was news.
+    async fn lan_round(&self) -> bool {
+        let mut changed = false;
+        for plugin in self.inner.host.discovery() {
+            if !plugin.info().granted.contains(&Capability::Lan) {
+                continue;
+            }
+            match plugin.discover().await {
+                Ok(findings) => {
+                    changed |= self
+                        .absorb(plugin.name(), findings)
+                        .iter()
+                        .any(|t| t.learnt);
+                }
+                Err(e) => tracing::debug!(plugin = plugin.name(), error = %e, "discover failed"),
+            }
+        }
+        changed
     }
 
     async fn round(&self) {
