@@ -28,7 +28,10 @@ use crate::node::NodeInfo;
 use crate::peers::Peers;
 
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
-const MAX_INTERVAL: Duration = Duration::from_secs(60);
+/// An idle node's rounds drift to two minutes apart: what they would find comes by other
+/// ways sooner (an mDNS packet wakes the LAN plugins at once, a contact that comes online
+/// dials its contacts, a lost contact wakes a round), and each round asks every plugin.
+const MAX_INTERVAL: Duration = Duration::from_secs(120);
 /// Rounds run at once when woken, up to a burst of this many; beyond it, at this rate per
 /// second. A packet is answered in milliseconds, a flood of them costs bounded work, and
 /// even then a round is never more than 1/rate away.
