@@ -26,21 +26,27 @@ async fn scrape(port: u16) -> String {
     response.text().await.unwrap()
 }
 
-/// `[metrics] listen` (here `VOLLI_METRICS_LISTEN`) serves `/metrics` on a listener of its
-/// own, with the figures of what the node did; without it there is no such listener and the
-/// API has no `/metrics`; a malformed address stops the node with a clear error.
-#[tokio::test]
-async fn metrics_count_what_the_node_does() {
-    let tmp = tempfile::tempdir().unwrap();
-    let port = volli_tests::free_port();
-    let alice = Node::start_with(
-        &tmp.path().join("alice"),
+/// A node serving its metrics on a port of its own; the node and that port.
+async fn with_metrics(dir: &std::path::Path) -> (Node, u16) {
+    let port = free_port();
+    let node = Node::start_with(
+        dir,
         Options {
             env: vec![("VOLLI_METRICS_LISTEN".into(), format!("127.0.0.1:{port}"))],
             ..Options::default()
         },
     )
     .await;
+    (node, port)
+}
+
+/// `[metrics] listen` (here `VOLLI_METRICS_LISTEN`) serves `/metrics` on a listener of its
+/// own, with the figures of what the node did; without it there is no such listener and the
+/// API has no `/metrics`; a malformed address stops the node with a clear error.
+#[tokio::test]
+async fn metrics_count_what_the_node_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (alice, port) = with_metrics(&tmp.path().join("alice")).await;
     let bob = Node::start(&tmp.path().join("bob")).await;
     volli_tests::befriend(&alice, &bob).await;
     let (bob_user, _) = bob.ids().await;
@@ -173,15 +179,7 @@ fn established(text: &str) -> f64 {
 #[tokio::test]
 async fn an_idle_connection_to_a_contact_stays_open() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let alice = Node::start_with(
-        &tmp.path().join("alice"),
-        Options {
-            env: vec![("VOLLI_METRICS_LISTEN".into(), format!("127.0.0.1:{port}"))],
-            ..Options::default()
-        },
-    )
-    .await;
+    let (alice, port) = with_metrics(&tmp.path().join("alice")).await;
     let bob = Node::start(&tmp.path().join("bob")).await;
     befriend(&alice, &bob).await;
     let (_, bob_peer) = bob.ids().await;
