@@ -101,13 +101,11 @@ type PendingGet = (Vec<Vec<u8>>, Reply<Vec<Vec<u8>>>);
 /// Peers and their addresses registered under a rendezvous namespace.
 type Registrations = Vec<(PeerId, Vec<Multiaddr>)>;
 
-fn is_circuit(addr: &Multiaddr) -> bool {
+/// Whether `addr` goes through a circuit relay.
+pub(crate) fn is_circuit(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, AddrProtocol::P2pCircuit))
 }
 
-/// The relay a connection goes through: the peer named before `/p2p-circuit` in its
-/// address (ours, when it came in through our reservation); `None` when it is direct.
-/// Whether `addr` is IPv6's unspecified address (every IPv6 interface).
 /// Whether no other program listens on the fixed TCP port of `addr`. The TCP transport
 /// binds its listeners with `SO_REUSEPORT` (hole punching dials from the listen port), so a
 /// second node given the same port would share it without an error and the kernel would
@@ -149,6 +147,7 @@ fn port_is_free(addr: &Multiaddr) -> Result<(), String> {
     }
 }
 
+/// Whether `addr` is IPv6's unspecified address (every IPv6 interface).
 fn is_any_ipv6(addr: &Multiaddr) -> bool {
     matches!(addr.iter().next(), Some(AddrProtocol::Ip6(ip)) if ip.is_unspecified())
 }
@@ -162,6 +161,8 @@ struct Conn {
     relay: Option<PeerId>,
 }
 
+/// The relay a connection goes through: the peer named before `/p2p-circuit` in its
+/// address (ours, when it came in through our reservation); `None` when it is direct.
 fn relay_of(endpoint: &libp2p::core::ConnectedPoint) -> Option<PeerId> {
     let addr = match endpoint {
         libp2p::core::ConnectedPoint::Dialer { address, .. } => address,

@@ -5,7 +5,7 @@
 //! looked the contact up and dialed it again at once (it wants its contacts connected, for
 //! presence and prompt delivery): a full handshake, identify, hello and card exchange every
 //! couple of minutes, which kept an idle node with one contact online at several wake-ups a
-//! second. An open idle connection costs one ping each way every 30 s.
+//! second. An open idle connection costs one ping each way a minute.
 //!
 //! The filter is asked whenever the connection checks whether it may close, so a peer that
 //! becomes a contact on an open connection (an invite redeemed over it) is kept from then on,
@@ -23,7 +23,6 @@ use std::task::{Context, Poll};
 
 use libp2p::core::upgrade::DeniedUpgrade;
 use libp2p::core::{ConnectedPoint, Endpoint, transport::PortUse};
-use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::{ConnectionClosed, ConnectionEstablished};
 use libp2p::swarm::handler::ConnectionEvent;
 use libp2p::swarm::{
@@ -33,16 +32,13 @@ use libp2p::swarm::{
 use libp2p::{Multiaddr, PeerId};
 
 use crate::PeerFilter;
+use crate::event_loop::is_circuit;
 
 /// The behaviour: one [`Handler`] per connection, asking `keep` about its peer.
 pub(crate) struct Behaviour {
     keep: Option<PeerFilter>,
     /// Direct connections open, per peer; shared with the peer's relayed connections.
     direct: HashMap<PeerId, Arc<AtomicUsize>>,
-}
-
-fn relayed(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
 }
 
 impl Behaviour {
@@ -58,12 +54,12 @@ impl Behaviour {
         Handler {
             peer,
             keep: self.keep.clone(),
-            direct: relayed(addr).then(|| self.direct.entry(peer).or_default().clone()),
+            direct: is_circuit(addr).then(|| self.direct.entry(peer).or_default().clone()),
         }
     }
 
     fn count(&mut self, peer: PeerId, endpoint: &ConnectedPoint, up: bool) {
-        if relayed(endpoint.get_remote_address()) {
+        if is_circuit(endpoint.get_remote_address()) {
             return;
         }
         let count = self.direct.entry(peer).or_default();

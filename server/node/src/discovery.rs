@@ -175,7 +175,7 @@ impl Discovery {
     async fn lan_round(&self) -> bool {
         let mut changed = false;
         for plugin in self.inner.host.discovery() {
-            if !plugin.info().granted.contains(&Capability::Lan) {
+            if !plugin.is_granted(Capability::Lan) {
                 continue;
             }
             match plugin.discover().await {

@@ -183,18 +183,15 @@ impl Node {
         net_config.rendezvous_points = config.network.rendezvous_points.clone();
         net_config.rendezvous_server = config.network.rendezvous_server;
         net_config.relay_server = config.network.relay_server;
-        // Reservations on this node's circuit relay are for contacts' devices and this user's
-        // own only; circuits go to them from anyone.
-        let admitted = peers.clone();
-        net_config.relay_for = Some(Arc::new(move |peer: &PeerId| {
-            admitted.contact_of(peer).is_some() || admitted.is_own_device(peer)
-        }));
-        // Connections to contacts' devices and this user's own stay open while idle: the node
-        // would dial them again at once.
-        let kept = peers.clone();
-        net_config.keep_alive_for = Some(Arc::new(move |peer: &PeerId| {
-            kept.contact_of(peer).is_some() || kept.is_own_device(peer)
-        }));
+        // Contacts' devices and this user's own: only they may reserve a slot on this node's
+        // circuit relay (circuits go to them from anyone), and their connections stay open
+        // while idle (the node would dial them again at once).
+        let trusted = peers.clone();
+        let trusted: volli_net::PeerFilter = Arc::new(move |peer: &PeerId| {
+            trusted.contact_of(peer).is_some() || trusted.is_own_device(peer)
+        });
+        net_config.relay_for = Some(trusted.clone());
+        net_config.keep_alive_for = Some(trusted);
         net_config.upnp = config.network.upnp;
         // A circuit carries what its rate allows for an hour, then its ends open another.
         net_config.relay_circuit_duration = std::time::Duration::from_secs(3600);

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::bindings::discovery::exports::volli::plugin::discover as wd;
 use crate::bindings::relay_policy::exports::volli::plugin::relay as wr;
+use crate::manifest::Capability;
 use crate::plugin::{Bound, Plugin};
 use crate::types::{
     CallError, Decision, DepositRequest, Finding, PeerRecord, PluginInfo, RelayCandidate, SelfInfo,
@@ -56,6 +57,11 @@ impl DiscoveryPlugin {
     /// Its current report.
     pub fn info(&self) -> PluginInfo {
         self.0.info()
+    }
+
+    /// Whether it was granted `capability` (without building its report).
+    pub fn is_granted(&self, capability: Capability) -> bool {
+        self.0.is_granted(capability)
     }
 
     /// Discards the plugin's instance and starts a fresh one.

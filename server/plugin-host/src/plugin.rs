@@ -139,6 +139,10 @@ impl Plugin {
         self.health.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    pub(crate) fn is_granted(&self, capability: crate::Capability) -> bool {
+        self.ctx.grants.contains(&capability)
+    }
+
     pub(crate) fn info(&self) -> PluginInfo {
         let health = self.lock_health();
         let state = if !self.is_enabled() {
