@@ -18,4 +18,4 @@ await build({
   outfile: "dist/app.js",
   logLevel: "warning",
 });
-for (const f of ["index.html", "app.css"]) copyFileSync(`static/${f}`, `dist/${f}`);
+for (const f of ["index.html", "app.css", "sw.js"]) copyFileSync(`static/${f}`, `dist/${f}`);

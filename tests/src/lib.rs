@@ -109,6 +109,8 @@ pub struct Options {
     /// libp2p listen address instead of /ip4/127.0.0.1/tcp/0; empty: none given, the node's
     /// defaults (in a namespace of the test's own: they take fixed ports).
     pub p2p_listen: Option<String>,
+    /// A PEM certificate the test's HTTP client trusts (for a node serving TLS).
+    pub tls_root: Option<String>,
 }
 
 impl Node {
@@ -187,7 +189,13 @@ impl Node {
             url: String::new(),
             token: String::new(),
             log,
-            http: reqwest::Client::new(),
+            http: match &options.tls_root {
+                Some(pem) => reqwest::Client::builder()
+                    .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+                    .build()
+                    .unwrap(),
+                None => reqwest::Client::new(),
+            },
         }
     }
 
@@ -266,6 +274,17 @@ impl Node {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
+        self.request_as(&self.token, method, path, body).await
+    }
+
+    /// A request with `token` (a client's, say) and an optional JSON body.
+    pub async fn request_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         // A node that restarts in place (after joining another user as a device) closes its
         // idle connections; a GET that raced with that close is safe to repeat.
         let mut attempts = 0;
@@ -273,7 +292,7 @@ impl Node {
             let mut req = self
                 .http
                 .request(method.clone(), format!("{}{path}", self.url))
-                .bearer_auth(&self.token);
+                .bearer_auth(token);
             if let Some(body) = &body {
                 req = req.json(body);
             }
@@ -440,16 +459,23 @@ pub fn on_port(port: u16) -> Options {
 
 /// The node's event stream (JSON frames).
 pub async fn events(node: &Node) -> impl futures::Stream<Item = Value> + Unpin + use<> {
+    events_as(node, &node.token).await
+}
+
+/// The node's event stream (JSON frames) opened with `token`.
+pub async fn events_as(
+    node: &Node,
+    token: &str,
+) -> impl futures::Stream<Item = Value> + Unpin + use<> {
     use futures::StreamExt as _;
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     let mut request = format!("{}/v1/events", node.url.replace("http://", "ws://"))
         .into_client_request()
         .unwrap();
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", node.token).parse().unwrap(),
-    );
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     Box::pin(ws.filter_map(|m| async move {
         match m {

@@ -57,6 +57,7 @@ async fn node_on(dir: &Path, host: &Host, config: &str, extra: Vec<String>) -> N
             env: std::env::var("NAT_LOG")
                 .map(|l| vec![("RUST_LOG".to_owned(), l)])
                 .unwrap_or_default(),
+            ..Options::default()
         },
     )
     .await
@@ -270,8 +271,10 @@ async fn behind_port_preserving_nats_the_homes_hole_punch_and_move_files_at_link
     let rate = send_file(&w.a, &w.b, size).await / 1e6;
     let link = f64::from(link_mbit) / 8.0;
     eprintln!("file over the hole-punched path: {rate:.1} MB/s of a {link:.1} MB/s link");
+    // The target (TARGETS.md): at least 90 % of what plain TCP moves over the same `tbf`
+    // link, and plain TCP moves 96 % of its rate: 86 % of the link, offer to completion.
     assert!(
-        rate >= 0.9 * link,
+        rate >= 0.9 * 0.96 * link,
         "{rate:.1} MB/s on a {link:.1} MB/s link"
     );
     assert_eq!(peer_entry(&w.b, &a_peer).await["path"], "direct");

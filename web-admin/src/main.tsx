@@ -10,6 +10,7 @@ import { Conversations } from "./pages/conversations";
 import { Peers } from "./pages/peers";
 import { Plugins } from "./pages/plugins";
 import { Devices } from "./pages/devices";
+import { Clients } from "./pages/clients";
 import { Transfers } from "./pages/transfers";
 import { Settings } from "./pages/settings";
 
@@ -20,6 +21,7 @@ const PAGES = [
   ["peers", "Peers"],
   ["plugins", "Plugins"],
   ["devices", "Devices"],
+  ["clients", "Clients"],
   ["transfers", "Transfers"],
   ["settings", "Settings"],
 ] as const;
@@ -152,6 +154,8 @@ function pageFor(page: string, arg: string | undefined) {
       return <Plugins />;
     case "devices":
       return <Devices />;
+    case "clients":
+      return <Clients />;
     case "transfers":
       return <Transfers />;
     case "settings":

@@ -8,6 +8,8 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
+import { createECDH, randomBytes } from "node:crypto";
+import { createServer } from "node:http";
 import { mkdtempSync, readFileSync, existsSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -20,10 +22,10 @@ const root = mkdtempSync(join(tmpdir(), "volli-admin-"));
 const nodes = [];
 let browser;
 
-async function startNode(name, args = []) {
+async function startNode(name, args = [], extraConfig = "") {
   const dir = join(root, name);
   const config = `${dir}.toml`;
-  writeFileSync(config, "[network]\nlan = false\n");
+  writeFileSync(config, `[network]\nlan = false\n${extraConfig}`);
   const log = [];
   const child = spawn(
     BIN,
@@ -394,6 +396,101 @@ describe("the admin page", () => {
     const left = (await call(alice, "GET", "/v1/transfers")).body.transfers;
     assert.ok(left.every((t) => !["completed", "declined", "cancelled", "failed"].includes(t.state)), JSON.stringify(left));
     await a.done();
+  });
+
+  test("logs a phone in with a QR code, shows it live, and revokes it", async () => {
+    const a = await logIn(alice);
+    await go(a.page, "Clients");
+    await a.page.getByText("No clients yet").waitFor();
+
+    // No scope at all: the node's own error, and nothing created.
+    for (const scope of ["read", "messages"]) await a.page.getByRole("checkbox", { name: scope, exact: true }).uncheck();
+    await a.page.getByRole("button", { name: "Show login code" }).click();
+    await a.page.getByRole("alert").filter({ hasText: "at least one scope" }).waitFor();
+    a.allow(400);
+    for (const scope of ["read", "messages"]) await a.page.getByRole("checkbox", { name: scope, exact: true }).check();
+
+    await a.page.getByLabel("Name").fill("phone");
+    await a.page.getByRole("button", { name: "Show login code" }).click();
+    const login = a.page.getByTestId("client-login");
+    await login.getByRole("img", { name: "QR code of the client login link" }).waitFor();
+    const link = await login.locator("code", { hasText: "volli://login?" }).textContent();
+    const url = new URL(link);
+    assert.equal(url.searchParams.get("api"), new URL(alice.url).origin, link);
+    assert.ok(!link.includes("volli_c_"), "no token in the link");
+
+    // The phone trades the code for its token; the page shows the new client at once.
+    const traded = await fetch(`${url.searchParams.get("api")}/v1/clients/login`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ code: url.searchParams.get("code") }),
+    });
+    assert.equal(traded.status, 201);
+    const phone = { ...alice, token: (await traded.json()).token };
+    const row = a.page.getByTestId("client").filter({ hasText: "phone" });
+    await row.filter({ hasText: "read, messages" }).waitFor();
+    assert.equal((await call(phone, "GET", "/v1/node")).status, 200);
+    const refused = await call(phone, "POST", "/v1/invites", {});
+    assert.equal(refused.status, 403);
+    assert.equal(refused.body.error.code, "insufficient_scope");
+
+    // A token for a script, shown once.
+    await a.page.getByLabel("Name").fill("backup script");
+    await a.page.getByRole("button", { name: "Create a token now" }).click();
+    await a.page.getByTestId("client-token").filter({ hasText: "volli_c_" }).waitFor();
+    await a.page.getByTestId("client").filter({ hasText: "backup script" }).waitFor();
+
+    await row.getByRole("button", { name: "Revoke" }).click();
+    await row.getByRole("button", { name: "Revoke phone" }).click();
+    await row.waitFor({ state: "detached" });
+    assert.equal((await call(phone, "GET", "/v1/node")).status, 401);
+    await a.done();
+  });
+
+  test("lists push subscriptions, sends a test push and says when this browser cannot subscribe", async () => {
+    const pushed = [];
+    const service = createServer((req, res) => {
+      const chunks = [];
+      req.on("data", (c) => chunks.push(c));
+      req.on("end", () => {
+        pushed.push({ url: req.url, headers: req.headers, body: Buffer.concat(chunks) });
+        res.writeHead(201).end();
+      });
+    });
+    await new Promise((r) => service.listen(0, "127.0.0.1", r));
+    const origin = `http://127.0.0.1:${service.address().port}`;
+    const carol = await startNode("carol", [], "[push]\nallow_http = true\n");
+    const ecdh = createECDH("prime256v1");
+    ecdh.generateKeys();
+    const registered = await call(carol, "POST", "/v1/push/subscriptions", {
+      endpoint: `${origin}/push/phone`,
+      keys: { p256dh: ecdh.getPublicKey().toString("base64url"), auth: randomBytes(16).toString("base64url") },
+    });
+    assert.equal(registered.status, 201, JSON.stringify(registered.body));
+
+    const c = await logIn(carol);
+    await go(c.page, "Clients");
+    const row = c.page.getByTestId("subscription").filter({ hasText: `127.0.0.1:${service.address().port}` });
+    await row.waitFor();
+    await row.getByRole("button", { name: "Send test" }).click();
+    await c.page.getByRole("status").filter({ hasText: "A test push is on its way" }).waitFor();
+    for (let i = 0; i < 100 && pushed.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(pushed.length, 1, "one push arrived");
+    assert.equal(pushed[0].url, "/push/phone");
+    assert.equal(pushed[0].headers["content-encoding"], "aes128gcm");
+    const vapid = (await call(carol, "GET", "/v1/push/vapid")).body.public_key;
+    assert.match(pushed[0].headers.authorization, new RegExp(`^vapid t=[\\w-]+\\.[\\w-]+\\.[\\w-]+, k=${vapid}$`));
+    assert.ok(!pushed[0].body.includes(Buffer.from("test")), "the payload is encrypted");
+
+    // Headless and offline, the browser has no push service to subscribe with: the page says so.
+    await c.page.getByRole("button", { name: "Notify this browser" }).click();
+    await c.page.getByRole("alert").filter({ hasText: /push service|blocked|cannot receive/ }).waitFor();
+
+    await row.getByRole("button", { name: "Remove" }).click();
+    await row.waitFor({ state: "detached" });
+    assert.deepEqual((await call(carol, "GET", "/v1/push/subscriptions")).body.subscriptions, []);
+    await c.done();
+    service.close();
   });
 
   test("shows devices, settings and the pages on a phone-sized screen", async () => {

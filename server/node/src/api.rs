@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod clients;
 pub mod contacts;
 pub mod devices;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod node_info;
 pub mod peers;
 pub mod permissions;
 pub mod plugins;
+pub mod push;
 pub mod rate_limit;
 pub mod relay;
 pub mod settings;
@@ -72,6 +74,8 @@ pub struct ApiState {
     pub files: crate::files::Files,
     /// Reachability and relays.
     pub connectivity: crate::connectivity::Connectivity,
+    /// Web Push to clients.
+    pub push: crate::push::Push,
 }
 
 #[derive(OpenApi)]
@@ -80,7 +84,9 @@ pub struct ApiState {
         title = "Volli node API",
         description = "The client API of a Volli node: a personal server for a peer-to-peer, \
                        end-to-end encrypted messenger. Every `/v1/*` route needs \
-                       `Authorization: Bearer <token>`; the token is in `<data-dir>/admin.token`. \
+                       `Authorization: Bearer <token>`: the admin token in \
+                       `<data-dir>/admin.token`, or a client token limited to scopes; each \
+                       operation states the scope it needs (`x-volli-scope`). \
                        Errors are `{\"error\": {\"code\", \"message\"}}` with a stable `code`.",
         license(name = "AGPL-3.0-or-later"),
     ),
@@ -97,6 +103,8 @@ pub struct ApiState {
         (name = "devices", description = "The user's devices: pairing, revocation, vault sync"),
         (name = "transfers", description = "End-to-end encrypted, resumable file transfers"),
         (name = "admin", description = "Logging in to the admin page (`GET /admin`)"),
+        (name = "clients", description = "Client tokens with scopes, for phones, browsers and scripts"),
+        (name = "push", description = "Web Push notifications to clients (RFC 8030, 8291, 8292)"),
     )
 )]
 struct ApiDoc;
@@ -111,7 +119,10 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("The admin token from <data-dir>/admin.token"))
+                    .description(Some(
+                        "The admin token from <data-dir>/admin.token, an admin page session, \
+                         or a client token (`POST /v1/clients`) limited to its scopes",
+                    ))
                     .build(),
             ),
         );
@@ -169,6 +180,14 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(transfers::content))
         .routes(routes!(admin::login_code))
         .routes(routes!(admin::start_session, admin::end_session))
+        .routes(routes!(clients::create, clients::list))
+        .routes(routes!(clients::revoke))
+        .routes(routes!(clients::offer_login))
+        .routes(routes!(clients::login))
+        .routes(routes!(push::vapid))
+        .routes(routes!(push::subscribe, push::list))
+        .routes(routes!(push::unsubscribe))
+        .routes(routes!(push::test))
 }
 
 /// The OpenAPI document, as served at `/openapi.json` and committed in `openapi/openapi.json`.
@@ -181,11 +200,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// States on every operation what it needs of the device's permissions
-/// (`x-volli-permission`: `messages`, `contacts`, `settings`, `admin`, or `none`), and the
-/// 403 it may answer, from the one table the API checks with ([`permissions::needed`]).
+/// States on every operation what it needs of the caller's token (`x-volli-scope`: `read`,
+/// `messages`, `files`, `contacts`, `admin`, or `none`, also as the scope of its `bearer`
+/// security requirement) and of the device's permissions (`x-volli-permission`: `messages`,
+/// `contacts`, `settings`, `admin`, or `none`), and the 403 it may answer, from the tables
+/// the API checks with ([`permissions::scope_needed`], [`permissions::needed`]).
 fn document_permissions(doc: &mut utoipa::openapi::OpenApi) {
+    use permissions::{Needs, ScopeNeed};
     use utoipa::openapi::extensions::ExtensionsBuilder;
+    use utoipa::openapi::security::SecurityRequirement;
     use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
     for (path, item) in doc.paths.paths.iter_mut() {
         for (method, op) in [
@@ -198,32 +221,72 @@ fn document_permissions(doc: &mut utoipa::openapi::OpenApi) {
             let Some(op) = op.as_mut() else { continue };
             let need = permissions::needed(&method, path);
             let name = match need {
-                Some(permissions::Needs::Permission(p)) => {
-                    p.names().first().copied().unwrap_or("?")
-                }
+                Some(Needs::Permission(p)) => p.names().first().copied().unwrap_or("?"),
                 _ => "none",
+            };
+            let scope = match permissions::scope_needed(&method, path) {
+                Some(ScopeNeed::Scope(s)) => Some(s.name()),
+                _ => None,
             };
             let extensions = ExtensionsBuilder::new()
                 .add("x-volli-permission", name)
+                .add("x-volli-scope", scope.unwrap_or("none"))
                 .build();
             op.extensions
                 .get_or_insert_with(Default::default)
                 .merge(extensions);
-            if let Some(permissions::Needs::Permission(p)) = need {
+            if let Some(scope) = scope
+                && op.security.as_ref().is_some_and(|s| !s.is_empty())
+            {
+                op.security = Some(vec![SecurityRequirement::new("bearer", [scope])]);
+            }
+            let mut refusals = Vec::new();
+            if let Some(scope) = scope {
+                refusals.push(format!(
+                    "the token's scopes do not include `{scope}` (`insufficient_scope`)"
+                ));
+            }
+            if let Some(Needs::Permission(p)) = need {
                 let code = if p == volli_core::Permissions::ADMIN {
                     "not_admin"
                 } else {
                     "not_permitted"
                 };
-                op.responses
-                    .responses
-                    .entry("403".into())
-                    .or_insert_with(|| {
-                        RefOr::T(
+                refusals.push(format!(
+                    "this device was paired without the `{name}` permission (`{code}`)"
+                ));
+            }
+            if refusals.is_empty() {
+                continue;
+            }
+            let mut description = refusals.join("; or ");
+            if let Some(first) = description.get_mut(0..1) {
+                first.make_ascii_uppercase();
+            }
+            let entry = op.responses.responses.entry("403".into());
+            if let std::collections::btree_map::Entry::Occupied(mut given) = entry {
+                // The handler's own 403 stays first; the layer's refusals follow it.
+                if let RefOr::T(r) = given.get_mut() {
+                    let missing: Vec<&String> = refusals
+                        .iter()
+                        .filter(|text| {
+                            let code = text.rsplit('(').next().unwrap_or_default();
+                            !r.description.contains(code)
+                        })
+                        .collect();
+                    for text in missing {
+                        r.description = format!("{}; or {text}", r.description);
+                    }
+                }
+                continue;
+            }
+            op.responses
+                .responses
+                .entry("403".into())
+                .or_insert_with(|| {
+                    RefOr::T(
                         ResponseBuilder::new()
-                            .description(format!(
-                                "This device was paired without the `{name}` permission (`{code}`)"
-                            ))
+                            .description(description)
                             .content(
                                 "application/json",
                                 ContentBuilder::new()
@@ -234,8 +297,7 @@ fn document_permissions(doc: &mut utoipa::openapi::OpenApi) {
                             )
                             .build(),
                     )
-                    });
-            }
+                });
         }
     }
 }
@@ -315,7 +377,27 @@ fn document_layer_responses(doc: &mut utoipa::openapi::OpenApi) {
 
 /// The OpenAPI document as pretty JSON with a trailing newline.
 pub fn openapi_json() -> String {
-    let mut text = openapi().to_pretty_json().unwrap_or_default();
+    let mut doc = serde_json::to_value(openapi()).unwrap_or_default();
+    // Extensions are kept in a hash map, whose order changes from run to run: put them in
+    // name order so the committed document is the same every time.
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for op in paths
+            .values_mut()
+            .filter_map(serde_json::Value::as_object_mut)
+            .flat_map(|item| item.values_mut())
+            .filter_map(serde_json::Value::as_object_mut)
+        {
+            let mut names: Vec<String> =
+                op.keys().filter(|k| k.starts_with("x-")).cloned().collect();
+            names.sort();
+            for name in names {
+                if let Some(value) = op.remove(&name) {
+                    op.insert(name, value);
+                }
+            }
+        }
+    }
+    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
     text.push('\n');
     text
 }
@@ -338,6 +420,13 @@ pub fn router(state: ApiState, config: &ApiConfig) -> Router {
         .route("/admin/", axum::routing::get(admin::page))
         .route("/admin/{file}", axum::routing::get(admin::file))
         .fallback(error::not_found)
+        .layer(axum::Extension(clients::Scheme(
+            if config.tls_files().is_some() {
+                "https"
+            } else {
+                "http"
+            },
+        )))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             state.auth.clone(),

@@ -152,6 +152,44 @@ enum Command {
         #[command(subcommand)]
         command: Option<TransfersCommand>,
     },
+    /// List client tokens (phones, browsers, scripts), or add and revoke them.
+    Clients {
+        #[command(subcommand)]
+        command: Option<ClientsCommand>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClientsCommand {
+    /// Add a client: prints a one-time login link with its QR code, which the client trades
+    /// for its token (the token itself never appears in the link).
+    Add {
+        /// What the client is, e.g. `phone`.
+        #[arg(long)]
+        name: String,
+        /// What it may do, comma-separated: read, messages, files, contacts, admin.
+        #[arg(long)]
+        scopes: String,
+        /// How long the link works, in seconds, 60 to 3600 [default: 600].
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// The address the client reaches the API at [default: the address this command
+        /// uses, which is loopback on the node's own machine].
+        #[arg(long, value_name = "URL")]
+        api_url: Option<String>,
+        /// Create the token at once and print it instead of a login link (for a script on
+        /// this machine).
+        #[arg(long)]
+        print_token: bool,
+        /// Print only the link.
+        #[arg(long)]
+        no_qr: bool,
+    },
+    /// Revoke a client: its token stops working at once.
+    Revoke {
+        /// The client's id (`volli clients` lists them).
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -495,6 +533,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Some(TransfersCommand::Cancel { id }) => {
                     client::transfer_action(&c, id, "cancel").await
+                }
+            }
+        }
+        Command::Clients { command } => {
+            let c = connect(&cli)?;
+            match command {
+                None => client::clients(&c).await,
+                Some(ClientsCommand::Add {
+                    name,
+                    scopes,
+                    ttl,
+                    api_url,
+                    print_token,
+                    no_qr,
+                }) => {
+                    let scopes: Vec<&str> = scopes.split(',').map(str::trim).collect();
+                    if *print_token {
+                        client::create_client(&c, name, &scopes).await
+                    } else {
+                        client::offer_client_login(
+                            &c,
+                            name,
+                            &scopes,
+                            *ttl,
+                            api_url.as_deref(),
+                            !no_qr,
+                        )
+                        .await
+                    }
+                }
+                Some(ClientsCommand::Revoke { id }) => {
+                    let path = format!("/v1/clients/{}", client::encode(id));
+                    c.send(reqwest::Method::DELETE, &path, client::Body::None)
+                        .await?;
+                    println!("revoked {id}");
+                    Ok(())
                 }
             }
         }

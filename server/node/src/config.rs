@@ -46,6 +46,20 @@ pub struct Config {
     pub plugins: PluginsConfig,
     /// Prometheus metrics.
     pub metrics: MetricsConfig,
+    /// Web Push notifications to clients.
+    pub push: PushConfig,
+}
+
+/// Web Push notifications (RFC 8030, 8291, 8292) to the clients that subscribed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Who runs this node, for push services to reach (`mailto:…` or `https://…`), sent as
+    /// the VAPID `sub` claim. Empty: not sent (some push services require it).
+    pub contact: String,
+    /// Accept `http://` push endpoints (a push service on this machine or a test's); by
+    /// default only `https://`.
+    pub allow_http: bool,
 }
 
 /// Prometheus metrics (`GET /metrics`), on a listener of their own.
@@ -95,6 +109,7 @@ impl Default for Config {
             files: FilesConfig::default(),
             plugins: PluginsConfig::default(),
             metrics: MetricsConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -198,6 +213,20 @@ pub struct ApiConfig {
     /// reverse proxy or the LAN knows it by). Requests naming any other host are refused
     /// with 421, so a web page cannot reach the API through DNS rebinding.
     pub allowed_hosts: Vec<String>,
+    /// A PEM certificate chain (leaf first) for serving the API over HTTPS; with `tls_key`.
+    /// Read again on SIGHUP. Empty: plain HTTP (keep the API on loopback, or behind a TLS
+    /// proxy).
+    pub tls_cert: String,
+    /// The PEM private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: String,
+}
+
+impl ApiConfig {
+    /// The certificate and key files, when TLS is on.
+    pub fn tls_files(&self) -> Option<(PathBuf, PathBuf)> {
+        let (cert, key) = (self.tls_cert.trim(), self.tls_key.trim());
+        (!cert.is_empty() && !key.is_empty()).then(|| (PathBuf::from(cert), PathBuf::from(key)))
+    }
 }
 
 impl Default for ApiConfig {
@@ -209,6 +238,8 @@ impl Default for ApiConfig {
             message_burst: 10_000,
             messages_per_second: 5_000,
             allowed_hosts: Vec::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -453,6 +484,11 @@ impl Config {
                 "device_name must be 1 to {} bytes",
                 volli_core::cert::MAX_DEVICE_NAME_LEN
             )));
+        }
+        if self.api.tls_cert.trim().is_empty() != self.api.tls_key.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "api.tls_cert and api.tls_key go together: set both (PEM files) or neither".into(),
+            ));
         }
         if self.api.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(

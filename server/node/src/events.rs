@@ -113,6 +113,22 @@ pub enum Event {
         /// Its peer id.
         peer_id: String,
     },
+    /// A client token was created (directly or by trading a login code).
+    #[serde(rename = "client.added")]
+    ClientAdded {
+        /// The client's id.
+        id: String,
+        /// Its name.
+        name: String,
+        /// Its scopes.
+        scopes: Vec<String>,
+    },
+    /// A client token was revoked; it no longer works.
+    #[serde(rename = "client.revoked")]
+    ClientRevoked {
+        /// The client's id.
+        id: String,
+    },
     /// The vault took in changes from another device of this user.
     #[serde(rename = "sync.completed")]
     SyncCompleted {

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod backup;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod connectivity;
 pub mod contacts;
@@ -27,10 +28,12 @@ pub mod node;
 pub mod outbound;
 pub mod peers;
 pub mod plugins;
+pub mod push;
 pub mod relay;
 pub mod retention;
 mod secret_file;
 pub mod systemd;
+pub mod tls;
 
 /// The node's version, as reported by `/v1/node` and the OpenAPI document.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

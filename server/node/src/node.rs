@@ -381,8 +381,15 @@ impl Node {
             messaging.clone(),
         );
         retention.spawn(&events);
+        let clients = crate::clients::Clients::load(store.db().clone(), events.clone())
+            .await
+            .context("cannot load the client tokens")?;
+        let push = crate::push::Push::start(store.db().clone(), &events, &config.push)
+            .await
+            .context("cannot start push notifications")?;
         let state = ApiState {
-            auth: Auth::new(&token),
+            push,
+            auth: Auth::new(&token, clients),
             node,
             events,
             vault: store.vault().clone(),
@@ -447,15 +454,19 @@ pub async fn run(
     })?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
-    if !local.ip().is_loopback() {
+    let tls = match config.api.tls_files() {
+        Some((cert, key)) => Some(crate::tls::Tls::load(&cert, &key)?),
+        None => None,
+    };
+    if !local.ip().is_loopback() && tls.is_none() {
         tracing::warn!(
             address = %local,
-            "the API listens beyond this machine: anyone who can reach it can try the admin \
-             token, and it travels in clear text — put a TLS proxy in front of it, or keep it \
-             on 127.0.0.1"
+            "the API listens beyond this machine without TLS: anyone who can reach it can try \
+             the admin token, and every token and message travels in clear text — set [api] \
+             tls_cert and tls_key, put a TLS proxy in front of it, or keep it on 127.0.0.1"
         );
     }
-    let url = local_url(local);
+    let url = local_url(local, tls.is_some());
     let url_path = api_url_path(&data_dir);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -474,9 +485,12 @@ pub async fn run(
         let run = serve_once(
             config.clone(),
             passphrase.clone(),
-            listener,
+            Listening {
+                listener,
+                tls: tls.clone(),
+                url: url.clone(),
+            },
             stop.clone(),
-            url.clone(),
         );
         let outcome = runtime.spawn(run).await;
         runtime.shutdown_background();
@@ -495,14 +509,44 @@ enum Stopped {
     Restart,
 }
 
+/// The API's listening socket, its TLS set-up and the URL local clients use.
+struct Listening {
+    listener: std::net::TcpListener,
+    tls: Option<crate::tls::Tls>,
+    url: String,
+}
+
+/// Reloads the API's TLS certificate on every SIGHUP, for the life of this run.
+fn reload_on_hangup(tls: Option<crate::tls::Tls>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match &tls {
+                Some(tls) => match tls.reload() {
+                    Ok(()) => {
+                        let (cert, _) = tls.files();
+                        tracing::info!(cert = %cert.display(), "SIGHUP: reloaded the API's TLS certificate");
+                    }
+                    Err(e) => tracing::error!(
+                        "SIGHUP: cannot reload the API's TLS certificate, the one in use stays: {e:#}"
+                    ),
+                },
+                None => tracing::info!("SIGHUP: nothing to reload (the API has no TLS)"),
+            }
+        }
+    });
+    Ok(())
+}
+
 /// One run of the node: start, serve until asked to stop or to restart, shut down.
 async fn serve_once(
     config: Config,
     passphrase: Option<Passphrase>,
-    listener: std::net::TcpListener,
+    listening: Listening,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    url: String,
 ) -> anyhow::Result<Stopped> {
+    let Listening { listener, tls, url } = listening;
     let data_dir = config.data_dir.clone();
     let node = Node::start(config, passphrase.as_ref()).await?;
     std::fs::write(api_url_path(&data_dir), format!("{url}\n")).context("cannot write api.url")?;
@@ -527,13 +571,26 @@ async fn serve_once(
         });
         let _ = why_tx.send(why);
     };
-    let served = axum::serve(
-        TcpListener::from_std(listener)?,
-        node.router()
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopping)
-    .await;
+    reload_on_hangup(tls.clone())?;
+    let app = node
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let listener = TcpListener::from_std(listener)?;
+    let served = match &tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopping)
+                .await
+        }
+        Some(tls) => {
+            use axum::serve::ListenerExt as _;
+            // `tap_io` gives the listener the peer address as connect info, as for plain TCP.
+            let listener = crate::tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopping)
+                .await
+        }
+    };
     tracing::info!("shutting down");
     node.shutdown().await;
     served.context("the API server failed")?;
@@ -582,12 +639,13 @@ pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
 }
 
 /// The URL local clients should use for a listener bound to `addr`.
-fn local_url(addr: SocketAddr) -> String {
+fn local_url(addr: SocketAddr, tls: bool) -> String {
     let host = match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
         ip if ip.is_unspecified() => "[::1]".to_owned(),
         ip if ip.is_ipv6() => format!("[{ip}]"),
         ip => ip.to_string(),
     };
-    format!("http://{host}:{}", addr.port())
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{host}:{}", addr.port())
 }

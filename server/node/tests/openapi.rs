@@ -33,8 +33,9 @@ fn every_route_documents_its_errors_in_the_common_shape() {
                     unauthorized, "#/components/schemas/ErrorBody",
                     "{method} {path}"
                 );
-                // The admin page's login takes a one-time code instead of a token.
-                let takes_a_code = path == "/v1/admin/session" && method == "post";
+                // The admin page's and clients' logins take a one-time code instead of a token.
+                let takes_a_code = (path == "/v1/admin/session" || path == "/v1/clients/login")
+                    && method == "post";
                 assert_eq!(
                     op["security"].is_array(),
                     !takes_a_code,

@@ -128,6 +128,9 @@ impl Db {
                 "removed_contacts",
                 "transfer_chunks",
                 "transfers",
+                // A client of the old user must not read the new one's data.
+                "clients",
+                "push_subscriptions",
             ] {
                 // The names are the constants above.
                 sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))

@@ -6,19 +6,23 @@
 //! call returns. This crate knows nothing of HTTP, libp2p or plugins.
 #![warn(missing_docs)]
 
+pub mod clients;
 mod db;
 pub mod invites;
 pub mod messaging;
 pub mod plugins;
+pub mod push;
 pub mod transfers;
 pub mod vault;
 
 use std::path::Path;
 
+pub use clients::ClientRow;
 pub use db::Db;
 pub use invites::{PendingContact, Redemption};
 pub use messaging::{Held, HeldEnvelope, OutboxChange, OutboxEntry, RelayStats};
 pub use plugins::PluginRecord;
+pub use push::PushSubscriptionRow;
 pub use transfers::TransferRow;
 pub use vault::{DocId, Imported, Vault, VaultDelta, VaultOptions, VaultStats, VaultVersion};
 

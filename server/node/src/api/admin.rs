@@ -110,6 +110,7 @@ pub async fn end_session(State(auth): State<Auth>, headers: HeaderMap) -> Status
 const INDEX: &[u8] = include_bytes!("../../../../web-admin/dist/index.html");
 const SCRIPT: &[u8] = include_bytes!("../../../../web-admin/dist/app.js");
 const STYLE: &[u8] = include_bytes!("../../../../web-admin/dist/app.css");
+const WORKER: &[u8] = include_bytes!("../../../../web-admin/dist/sw.js");
 
 /// Scripts and styles only from the node itself, no inline script, no framing, no referrer.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -121,11 +122,13 @@ pub async fn page() -> Response {
     asset(INDEX, "text/html; charset=utf-8", "no-cache")
 }
 
-/// `GET /admin/{file}`: its script and style.
+/// `GET /admin/{file}`: its script, style and service worker.
 pub async fn file(Path(name): Path<String>) -> Response {
     match name.as_str() {
         "app.js" => asset(SCRIPT, "text/javascript; charset=utf-8", "no-cache"),
         "app.css" => asset(STYLE, "text/css; charset=utf-8", "no-cache"),
+        // The service worker that shows push notifications (scope `/admin/`).
+        "sw.js" => asset(WORKER, "text/javascript; charset=utf-8", "no-cache"),
         _ => super::error::not_found().await.into_response(),
     }
 }

@@ -1,8 +1,12 @@
-//! Authentication: the admin bearer token on every `/v1/*` route, short-lived single-use
-//! tickets for browsers, which cannot set headers on a WebSocket, and the admin page's
-//! sessions: `volli admin` asks for a one-time login code (10 minutes, one use), the page
-//! trades it for a session token that works like the admin token for 12 hours, or until the
-//! page logs out or the node restarts. Sessions live in memory only.
+//! Authentication: a bearer token on every `/v1/*` route — the admin token, an admin page
+//! session or a client token ([`crate::clients`]) — short-lived single-use tickets for
+//! browsers, which cannot set headers on a WebSocket, and the admin page's sessions: `volli
+//! admin` asks for a one-time login code (10 minutes, one use), the page trades it for a
+//! session token that works like the admin token for 12 hours, or until the page logs out or
+//! the node restarts. Sessions live in memory only.
+//!
+//! The middleware puts the [`Caller`] into the request's extensions; the scope layer
+//! ([`super::permissions`]) reads it. A ticket carries the caller that asked for it.
 //!
 //! Tokens are compared through their BLAKE3 hashes, whose equality check runs in constant time.
 
@@ -19,6 +23,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tokio::time::Instant;
 
 use super::error::ApiError;
+use crate::clients::{Caller, Clients};
 
 /// How long an events ticket stays valid.
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
@@ -39,7 +44,8 @@ pub struct Auth {
 
 struct Inner {
     token: blake3::Hash,
-    tickets: Mutex<HashMap<blake3::Hash, Instant>>,
+    clients: Clients,
+    tickets: Mutex<HashMap<blake3::Hash, (Instant, Caller)>>,
     login_codes: Mutex<HashMap<blake3::Hash, Instant>>,
     sessions: Mutex<HashMap<blake3::Hash, Instant>>,
 }
@@ -67,11 +73,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl Auth {
-    /// Accepts `token` as the admin token.
-    pub fn new(token: &str) -> Self {
+    /// Accepts `token` as the admin token, and the tokens of `clients`.
+    pub fn new(token: &str, clients: Clients) -> Self {
         Self {
             inner: Arc::new(Inner {
                 token: blake3::hash(token.as_bytes()),
+                clients,
                 tickets: Mutex::new(HashMap::new()),
                 login_codes: Mutex::new(HashMap::new()),
                 sessions: Mutex::new(HashMap::new()),
@@ -79,37 +86,54 @@ impl Auth {
         }
     }
 
-    /// Whether the request carries the admin token or a live admin page session.
-    pub fn is_authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = bearer(headers) else {
-            return false;
-        };
-        let hash = blake3::hash(token.as_bytes());
-        hash == self.inner.token
-            || lock(&self.inner.sessions)
-                .get(&hash)
-                .is_some_and(|expires| *expires > Instant::now())
+    /// The client tokens.
+    pub fn clients(&self) -> &Clients {
+        &self.inner.clients
     }
 
-    /// A new single-use ticket for opening `/v1/events`.
-    pub fn issue_ticket(&self) -> Result<String, ApiError> {
+    /// Who the request's bearer token stands for: the admin token or a live admin page
+    /// session (every scope), or a client; `None` without a valid token.
+    pub fn caller(&self, headers: &HeaderMap) -> Option<Caller> {
+        let token = bearer(headers)?;
+        if let Some(client) = self.inner.clients.authenticate(token) {
+            return Some(client);
+        }
+        let hash = blake3::hash(token.as_bytes());
+        let admin = hash == self.inner.token
+            || lock(&self.inner.sessions)
+                .get(&hash)
+                .is_some_and(|expires| *expires > Instant::now());
+        admin.then(Caller::admin)
+    }
+
+    /// Whether the request carries a valid token.
+    pub fn is_authorized(&self, headers: &HeaderMap) -> bool {
+        self.caller(headers).is_some()
+    }
+
+    /// A new single-use ticket for opening `/v1/events` as `caller`.
+    pub fn issue_ticket(&self, caller: Caller) -> Result<String, ApiError> {
         let (ticket, hash) = secret()?;
         let now = Instant::now();
         let mut tickets = lock(&self.inner.tickets);
-        tickets.retain(|_, expires| *expires > now);
+        tickets.retain(|_, (expires, _)| *expires > now);
         if tickets.len() >= MAX_TICKETS {
             return Err(ApiError::rate_limited(TICKET_TTL.as_secs()));
         }
-        tickets.insert(hash, now + TICKET_TTL);
+        tickets.insert(hash, (now + TICKET_TTL, caller));
         Ok(ticket)
     }
 
-    /// Consumes `ticket`; true if it was valid.
-    pub fn redeem_ticket(&self, ticket: &str) -> bool {
+    /// Consumes `ticket`: the caller it was issued to, if it was valid (and that caller was
+    /// not revoked since).
+    pub fn redeem_ticket(&self, ticket: &str) -> Option<Caller> {
         let now = Instant::now();
         lock(&self.inner.tickets)
             .remove(&blake3::hash(ticket.as_bytes()))
-            .is_some_and(|expires| expires > now)
+            .filter(|(expires, caller)| {
+                *expires > now && caller.client.as_ref().is_none_or(|c| !*c.revoked.borrow())
+            })
+            .map(|(_, caller)| caller)
     }
 
     /// A new one-time login code for the admin page.
@@ -158,17 +182,23 @@ impl Auth {
 
 /// Where the admin page trades a login code for a session; the code is its credential.
 pub const SESSION_PATH: &str = "/v1/admin/session";
+/// Where a client trades a login code for its token; the code is its credential.
+pub const CLIENT_LOGIN_PATH: &str = "/v1/clients/login";
+/// The routes whose `POST` takes a one-time code instead of a token.
+pub const CODE_PATHS: [&str; 2] = [SESSION_PATH, CLIENT_LOGIN_PATH];
 
-/// Middleware: `/v1/*` needs the bearer token; `/v1/events` also accepts `?ticket=`, and
-/// `POST /v1/admin/session` takes a login code instead.
-pub async fn require_auth(State(auth): State<Auth>, request: Request, next: Next) -> Response {
+/// Middleware: `/v1/*` needs a bearer token; `/v1/events` also accepts `?ticket=`, and
+/// `POST /v1/admin/session` and `POST /v1/clients/login` take a login code instead.
+pub async fn require_auth(State(auth): State<Auth>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if !path.starts_with("/v1/") && path != "/v1" {
         return next.run(request).await;
     }
-    if auth.is_authorized(request.headers())
-        || (path == SESSION_PATH && request.method() == axum::http::Method::POST)
-    {
+    if let Some(caller) = auth.caller(request.headers()) {
+        request.extensions_mut().insert(caller);
+        return next.run(request).await;
+    }
+    if request.method() == axum::http::Method::POST && CODE_PATHS.contains(&path) {
         return next.run(request).await;
     }
     if path == "/v1/events" {
@@ -178,7 +208,8 @@ pub async fn require_auth(State(auth): State<Auth>, request: Request, next: Next
             .into_iter()
             .flat_map(|q| q.split('&'))
             .find_map(|pair| pair.strip_prefix("ticket="));
-        if ticket.is_some_and(|t| auth.redeem_ticket(t)) {
+        if let Some(caller) = ticket.and_then(|t| auth.redeem_ticket(t)) {
+            request.extensions_mut().insert(caller);
             return next.run(request).await;
         }
     }
@@ -190,9 +221,21 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
-    #[test]
-    fn bearer_token_must_match_exactly() {
-        let auth = Auth::new("s3cret-token");
+    /// An `Auth` with admin token `token` and no clients (their database in `dir`).
+    async fn auth(token: &str) -> (tempfile::TempDir, Auth) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = volli_store::Db::open(&dir.path().join("volli.db"))
+            .await
+            .unwrap();
+        let clients = Clients::load(db, crate::events::EventBus::new())
+            .await
+            .unwrap();
+        (dir, Auth::new(token, clients))
+    }
+
+    #[tokio::test]
+    async fn bearer_token_must_match_exactly() {
+        let (_dir, auth) = auth("s3cret-token").await;
         let mut h = HeaderMap::new();
         assert!(!auth.is_authorized(&h));
         h.insert(
@@ -212,21 +255,44 @@ mod tests {
         assert!(!auth.is_authorized(&h));
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn tickets_are_single_use_and_expire() {
-        let auth = Auth::new("t");
-        let t = auth.issue_ticket().unwrap();
-        assert!(auth.redeem_ticket(&t));
-        assert!(!auth.redeem_ticket(&t), "second use");
-        let t = auth.issue_ticket().unwrap();
+        let (_dir, auth) = auth("t").await;
+        // Paused after the database is open: its pool's timeouts must not jump ahead.
+        tokio::time::pause();
+        let t = auth.issue_ticket(Caller::admin()).unwrap();
+        assert!(auth.redeem_ticket(&t).is_some());
+        assert!(auth.redeem_ticket(&t).is_none(), "second use");
+        let t = auth.issue_ticket(Caller::admin()).unwrap();
         tokio::time::advance(TICKET_TTL + Duration::from_millis(1)).await;
-        assert!(!auth.redeem_ticket(&t), "expired");
-        assert!(!auth.redeem_ticket("made-up"));
+        assert!(auth.redeem_ticket(&t).is_none(), "expired");
+        assert!(auth.redeem_ticket("made-up").is_none());
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
+    async fn a_revoked_clients_ticket_opens_nothing() {
+        let (_dir, auth) = auth("t").await;
+        let (info, token) = auth
+            .clients()
+            .create("phone", &["read".into()])
+            .await
+            .unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        let caller = auth.caller(&h).expect("the client's token");
+        let t = auth.issue_ticket(caller).unwrap();
+        assert!(auth.clients().revoke(&info.id).await.unwrap());
+        assert!(auth.redeem_ticket(&t).is_none(), "revoked");
+        assert!(auth.caller(&h).is_none());
+    }
+
+    #[tokio::test]
     async fn login_codes_work_once_and_sessions_expire_or_end() {
-        let auth = Auth::new("t");
+        let (_dir, auth) = auth("t").await;
+        tokio::time::pause();
         let code = auth.issue_login_code().unwrap();
         let token = auth.start_session(&code).unwrap().expect("a valid code");
         assert!(auth.start_session(&code).unwrap().is_none(), "second use");

@@ -7,8 +7,9 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Serialize;
@@ -17,6 +18,7 @@ use utoipa::ToSchema;
 use super::auth::{Auth, TICKET_TTL};
 use super::error::{ApiError, ErrorBody};
 use super::extract::Json;
+use crate::clients::Caller;
 use crate::events::{Event, EventBus, Subscription};
 
 /// Largest frame a client may send.
@@ -34,15 +36,19 @@ pub struct Ticket {
     pub expires_at: String,
 }
 
-/// Issues a ticket for `/v1/events`, valid once, for 30 seconds.
+/// Issues a ticket for `/v1/events`, valid once, for 30 seconds; the stream it opens belongs
+/// to the caller (a client's closes when the client is revoked).
 #[utoipa::path(post, path = "/v1/events/ticket", tag = "events", security(("bearer" = [])),
     responses(
         (status = 201, description = "A new ticket", body = Ticket),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 429, description = "Too many outstanding tickets", body = ErrorBody),
     ))]
-pub async fn ticket(State(auth): State<Auth>) -> Result<(StatusCode, Json<Ticket>), ApiError> {
-    let ticket = auth.issue_ticket()?;
+pub async fn ticket(
+    State(auth): State<Auth>,
+    Extension(caller): Extension<Caller>,
+) -> Result<(StatusCode, Json<Ticket>), ApiError> {
+    let ticket = auth.issue_ticket(caller)?;
     let expires_at = volli_core::Timestamp::now()
         .saturating_add(TICKET_TTL)
         .to_rfc3339();
@@ -61,14 +67,34 @@ pub async fn ticket(State(auth): State<Auth>) -> Result<(StatusCode, Json<Ticket
         (status = 400, description = "Not a WebSocket upgrade request", body = ErrorBody),
         (status = 401, description = "Missing or wrong token or ticket", body = ErrorBody),
     ))]
-pub async fn events(ws: WebSocketUpgrade, State(bus): State<EventBus>) -> Response {
+pub async fn events(
+    ws: WebSocketUpgrade,
+    State(bus): State<EventBus>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
     let subscription = bus.subscribe();
+    let revoked = caller.client.map(|c| c.revoked);
     ws.max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
-        .on_upgrade(move |socket| stream(socket, subscription))
+        .on_upgrade(move |socket| stream(socket, subscription, revoked))
 }
 
-async fn stream(mut socket: WebSocket, mut events: Subscription) {
+/// Resolves when the client is revoked; never for the admin.
+async fn revocation(revoked: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    match revoked {
+        Some(r) => {
+            // An error means the client is gone from memory: revoked too.
+            let _ = r.wait_for(|revoked| *revoked).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn stream(
+    mut socket: WebSocket,
+    mut events: Subscription,
+    mut revoked: Option<tokio::sync::watch::Receiver<bool>>,
+) {
     let ready = Event::Ready {
         version: crate::VERSION.to_owned(),
     };
@@ -89,6 +115,14 @@ async fn stream(mut socket: WebSocket, mut events: Subscription) {
                 Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
+            () = revocation(&mut revoked) => {
+                let close = Message::Close(Some(CloseFrame {
+                    code: close_code::POLICY,
+                    reason: "this client was revoked".into(),
+                }));
+                let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(close)).await;
+                break;
+            }
             _ = ping.tick() => {
                 let ping = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Ping(Vec::new().into())));
                 if !matches!(ping.await, Ok(Ok(()))) {

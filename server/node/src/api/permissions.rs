@@ -1,5 +1,11 @@
-//! What each route needs of this device's permissions (its certificate's `messages`,
-//! `contacts`, `settings`, `admin`), checked in one layer before any handler runs.
+//! What each route needs of the caller's token (its scopes: `read`, `messages`, `files`,
+//! `contacts`, `admin`) and of this device's permissions (its certificate's `messages`,
+//! `contacts`, `settings`, `admin`), both checked in one layer before any handler runs.
+//!
+//! Scopes limit a client token ([`crate::clients`]): a phone app holding `read,messages` can
+//! read and send messages, not pair a device or install a plugin. Every `GET` needs `read`
+//! (but listing clients and pairing requests needs `admin`); a change needs the scope of
+//! what it changes, except the caller's own push subscriptions, which need `read`. The admin token and admin page sessions have every scope.
 //!
 //! A device paired with fewer permissions holds fewer keys and documents, but its API still
 //! writes to the user's synced vault: without this check a `contacts`-only device could set
@@ -8,8 +14,9 @@
 //! permission for it. Routes about this node alone (its plugins, peers, events, the admin
 //! page login) need none: whoever holds this node's token runs it.
 //!
-//! [`needed`] is the one table; the OpenAPI document states each operation's need
-//! (`x-volli-permission`) from it, and a test checks that every route is in it.
+//! [`needed`] and [`scope_needed`] are the tables; the OpenAPI document states each
+//! operation's needs from them (`x-volli-permission`, `x-volli-scope`, and the scope in its
+//! `security` requirement), and a test checks that every route is in both.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode};
@@ -18,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use volli_core::Permissions;
 
 use super::error::ApiError;
+use crate::clients::{Caller, Scope};
 
 /// What a route needs of the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +46,10 @@ pub fn needed(method: &Method, path: &str) -> Option<Needs> {
         "/health" | "/v1/node" | "/v1/events" | "/v1/events/ticket" | "/v1/peers" | "/v1/relay"
         | "/v1/devices" | "/v1/pairing/join" => Nothing,
         "/v1/admin/login-codes" | "/v1/admin/session" => Nothing,
+        "/v1/clients" | "/v1/clients/{id}" | "/v1/clients/login-codes" | "/v1/clients/login" => {
+            Nothing
+        }
+        p if p.starts_with("/v1/push") => Nothing,
         p if p.starts_with("/v1/plugins") => Nothing,
         "/v1/settings" | "/v1/settings/{key}" | "/v1/retention" => need(Permissions::SETTINGS),
         "/v1/contacts" | "/v1/contacts/{user_id}" => need(Permissions::CONTACTS),
@@ -52,6 +64,61 @@ pub fn needed(method: &Method, path: &str) -> Option<Needs> {
         "/v1/devices/{peer_id}" => need(Permissions::ADMIN),
         _ => return None,
     })
+}
+
+/// What a route needs of the caller's token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScopeNeed {
+    /// No scope: the route takes no token or a one-time code (`/health`, the login trades),
+    /// or only ends the caller's own session.
+    Any,
+    /// This scope (which `admin` includes).
+    Scope(Scope),
+}
+
+/// What `method` on the route `path` (as registered) needs of the token's scopes; `None` for
+/// a route this table does not know.
+pub fn scope_needed(method: &Method, path: &str) -> Option<ScopeNeed> {
+    use ScopeNeed::{Any, Scope as S};
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    let write = |s| if read { S(Scope::Read) } else { S(s) };
+    Some(match path {
+        "/health" | "/v1/admin/session" | "/v1/clients/login" => Any,
+        "/v1/admin/login-codes"
+        | "/v1/clients"
+        | "/v1/clients/{id}"
+        | "/v1/clients/login-codes"
+        | "/v1/pairing"
+        | "/v1/pairing/join"
+        | "/v1/pairing/{id}/approve"
+        | "/v1/pairing/{id}/reject" => S(Scope::Admin),
+        "/v1/node" | "/v1/peers" | "/v1/relay" | "/v1/devices" | "/v1/events"
+        | "/v1/events/ticket" => S(Scope::Read),
+        // A client's own notifications: whoever may read may be told.
+        p if p.starts_with("/v1/push") => S(Scope::Read),
+        "/v1/devices/{peer_id}" | "/v1/settings" | "/v1/settings/{key}" | "/v1/retention" => {
+            write(Scope::Admin)
+        }
+        p if p.starts_with("/v1/plugins") => write(Scope::Admin),
+        "/v1/contacts" | "/v1/contacts/{user_id}" | "/v1/invites" => write(Scope::Contacts),
+        "/v1/messages" | "/v1/messages/{id}" | "/v1/conversations/{user_id}" => {
+            write(Scope::Messages)
+        }
+        p if p.starts_with("/v1/transfers") => write(Scope::Files),
+        _ => return None,
+    })
+}
+
+/// The error for a token that lacks `scope`.
+pub fn insufficient_scope(scope: Scope) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "insufficient_scope",
+        format!(
+            "this token's scopes do not include `{}`; use a client created with it",
+            scope.name()
+        ),
+    )
 }
 
 /// The error for a device that lacks `permission`.
@@ -74,8 +141,8 @@ pub fn refusal(permission: Permissions) -> ApiError {
     )
 }
 
-/// Middleware (a route layer, so the matched route is known): refuses a request the
-/// device's permissions do not cover.
+/// Middleware (a route layer, so the matched route is known): refuses a request the caller's
+/// scopes (first) or the device's permissions do not cover.
 pub async fn require_permission(
     State(granted): State<Permissions>,
     request: Request,
@@ -85,6 +152,13 @@ pub async fn require_permission(
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned());
+    if let Some(route) = &route
+        && let Some(caller) = request.extensions().get::<Caller>()
+        && let Some(ScopeNeed::Scope(scope)) = scope_needed(request.method(), route)
+        && !caller.scopes.allows(scope)
+    {
+        return insufficient_scope(scope).into_response();
+    }
     if let Some(route) = route
         && let Some(Needs::Permission(p)) = needed(request.method(), &route)
         && !granted.contains(p)
@@ -116,6 +190,24 @@ mod tests {
                 let Some(op) = op else { continue };
                 let need = needed(&method, path);
                 assert!(need.is_some(), "{method} {path} is not in the table");
+                let scope = scope_needed(&method, path);
+                assert!(scope.is_some(), "{method} {path} is not in the scope table");
+                let stated_scope = op
+                    .extensions
+                    .as_ref()
+                    .and_then(|e| e.get("x-volli-scope"))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default();
+                assert!(!stated_scope.is_empty(), "{method} {path} states no scope");
+                // A ticket only opens the read-only event stream; push subscriptions are the
+                // caller's own.
+                if method != Method::GET
+                    && !matches!(scope, Some(ScopeNeed::Any))
+                    && *path != "/v1/events/ticket"
+                    && !path.starts_with("/v1/push")
+                {
+                    assert_ne!(stated_scope, "read", "{method} {path} is a change");
+                }
                 let stated = op
                     .extensions
                     .as_ref()

@@ -45,10 +45,11 @@ impl Client {
                     .to_owned()
             }
         };
+        let base = base.trim_end_matches('/').to_owned();
         Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
+            http: http_client(&base)?,
+            base,
             token,
-            http: reqwest::Client::new(),
         })
     }
 
@@ -118,6 +119,36 @@ impl Client {
         }
         Ok(body)
     }
+}
+
+/// The HTTP client for `base`. A node serving TLS is reached on its own machine at a
+/// loopback address its certificate does not name (it names the host's public name), so
+/// there the certificate is not checked: on loopback that trusts no more than plain HTTP to
+/// 127.0.0.1 does. Anywhere else it is checked as usual.
+fn http_client(base: &str) -> anyhow::Result<reqwest::Client> {
+    let host = base
+        .strip_prefix("https://")
+        .map(|rest| rest.split('/').next().unwrap_or_default());
+    let loopback = host.is_some_and(|authority| {
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority, |(h, port)| {
+                if port.chars().all(|c| c.is_ascii_digit()) {
+                    h
+                } else {
+                    authority
+                }
+            })
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    Ok(reqwest::Client::builder()
+        .danger_accept_invalid_certs(loopback)
+        .build()?)
 }
 
 /// A request body.
@@ -400,6 +431,105 @@ pub(crate) async fn devices(client: &Client) -> anyhow::Result<()> {
             } else {
                 ""
             }
+        );
+    }
+    Ok(())
+}
+
+fn names(v: &Value) -> String {
+    v.as_array()
+        .map(|p| {
+            p.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// `volli clients`
+pub(crate) async fn clients(client: &Client) -> anyhow::Result<()> {
+    let list: Value = client.get("/v1/clients").await?;
+    let clients = list["clients"].as_array().cloned().unwrap_or_default();
+    if clients.is_empty() {
+        eprintln!(
+            "no clients; add one with `volli clients add --name phone --scopes read,messages`"
+        );
+    }
+    for c in clients {
+        println!(
+            "{}  {:<20} [{}]  created {}  last used {}",
+            c["id"].as_str().unwrap_or("?"),
+            c["name"].as_str().unwrap_or("?"),
+            names(&c["scopes"]),
+            c["created_at"].as_str().unwrap_or("?"),
+            c["last_used_at"].as_str().unwrap_or("never"),
+        );
+    }
+    Ok(())
+}
+
+/// `volli clients add --print-token`
+pub(crate) async fn create_client(
+    client: &Client,
+    name: &str,
+    scopes: &[&str],
+) -> anyhow::Result<()> {
+    let created = client
+        .send(
+            reqwest::Method::POST,
+            "/v1/clients",
+            Body::Json(serde_json::json!({"name": name, "scopes": scopes})),
+        )
+        .await?;
+    println!("{}", created["token"].as_str().unwrap_or_default());
+    eprintln!(
+        "client {} ({}) with scopes {}; the token is shown only this once",
+        created["id"].as_str().unwrap_or("?"),
+        created["name"].as_str().unwrap_or("?"),
+        names(&created["scopes"])
+    );
+    Ok(())
+}
+
+/// `volli clients add`
+pub(crate) async fn offer_client_login(
+    client: &Client,
+    name: &str,
+    scopes: &[&str],
+    ttl: Option<u64>,
+    api_url: Option<&str>,
+    qr: bool,
+) -> anyhow::Result<()> {
+    let mut body = serde_json::json!({"name": name, "scopes": scopes});
+    if let Some(ttl) = ttl {
+        body["ttl_secs"] = ttl.into();
+    }
+    if let Some(url) = api_url {
+        body["api_url"] = url.into();
+    }
+    let offer = client
+        .send(
+            reqwest::Method::POST,
+            "/v1/clients/login-codes",
+            Body::Json(body),
+        )
+        .await?;
+    let link = offer["link"].as_str().unwrap_or_default();
+    if qr {
+        print_qr(link)?;
+    }
+    println!("{link}");
+    let api = offer["api_url"].as_str().unwrap_or("?");
+    eprintln!(
+        "scan it with the client, or give it the code {} and the address {api}; it works once, until {}",
+        offer["code"].as_str().unwrap_or("?"),
+        offer["expires_at"].as_str().unwrap_or("?"),
+    );
+    if api.contains("://127.") || api.contains("://localhost") || api.contains("://[::1]") {
+        eprintln!(
+            "note: {api} is reachable only from this machine; pass --api-url with the address \
+             a phone reaches the node at"
         );
     }
     Ok(())
