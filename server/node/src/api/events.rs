@@ -79,13 +79,13 @@ pub async fn events(
         .on_upgrade(move |socket| stream(socket, subscription, revoked))
 }
 
-/// Resolves when the client is revoked; never for the admin.
-async fn revocation(revoked: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+/// Resolves when the client is revoked (true) or the node lets go of it while shutting down
+/// (false); never for the admin.
+async fn revocation(revoked: &mut Option<tokio::sync::watch::Receiver<bool>>) -> bool {
     match revoked {
-        Some(r) => {
-            // An error means the client is gone from memory: revoked too.
-            let _ = r.wait_for(|revoked| *revoked).await;
-        }
+        // Revoking marks the client before forgetting it; a sender dropped unmarked is the
+        // node going away, which clients must not take for a revocation.
+        Some(r) => r.wait_for(|revoked| *revoked).await.is_ok(),
         None => std::future::pending().await,
     }
 }
@@ -115,10 +115,11 @@ async fn stream(
                 Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
-            () = revocation(&mut revoked) => {
-                let close = Message::Close(Some(CloseFrame {
-                    code: close_code::POLICY,
-                    reason: "this client was revoked".into(),
+            revoked_now = revocation(&mut revoked) => {
+                let close = Message::Close(Some(if revoked_now {
+                    CloseFrame { code: close_code::POLICY, reason: "this client was revoked".into() }
+                } else {
+                    CloseFrame { code: close_code::AWAY, reason: "the node is shutting down".into() }
                 }));
                 let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(close)).await;
                 break;
