@@ -115,7 +115,8 @@ pub struct Path<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct Query<T>(pub T);
 
-/// A JSON body that may be omitted: an empty body means `T::default()`.
+/// A JSON body that may be omitted: an empty body means `T::default()`; a body of only
+/// whitespace is not JSON and is refused (400).
 pub struct OptionalJson<T>(pub T);
 
 impl<T, S> FromRequest<S> for OptionalJson<T>
@@ -129,7 +130,7 @@ where
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
             .map_err(body_rejection)?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        if bytes.is_empty() {
             return Ok(Self(T::default()));
         }
         object(&bytes).map(Self)
@@ -169,5 +170,40 @@ impl From<PathRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         ApiError::bad_request("invalid_query", rejection.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::FromRequest;
+
+    #[derive(serde::Deserialize, Default, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Options {
+        id: Option<String>,
+    }
+
+    async fn optional(body: &'static str) -> Result<Options, ApiError> {
+        let request = axum::extract::Request::builder()
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        OptionalJson::<Options>::from_request(request, &())
+            .await
+            .map(|j| j.0)
+    }
+
+    #[tokio::test]
+    async fn an_optional_body_may_be_empty_but_not_blank_or_unknown() {
+        assert_eq!(optional("").await.unwrap(), Options::default());
+        assert_eq!(
+            optional(r#"{"id":"x"}"#).await.unwrap().id.as_deref(),
+            Some("x")
+        );
+        for bad in [" ", "\n", "null", "[]", r#"{"other":1}"#, "{"] {
+            let e = optional(bad).await.unwrap_err();
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{bad:?}");
+        }
     }
 }

@@ -237,6 +237,7 @@ pub struct TestQueued {
     request_body = Option<TestPush>,
     responses(
         (status = 202, description = "Queued", body = TestQueued),
+        (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such subscription of the caller (`unknown_subscription`)", body = ErrorBody),
     ))]
