@@ -34,9 +34,12 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo test --workspace --doc --locked
   echo "==> API fuzzing (schemathesis)" >&2
   VOLLI_BIN="$target_dir/debug/volli" ./scripts/api-fuzz.sh
+  echo "==> TypeScript client against a real node" >&2
+  VOLLI_BIN="$target_dir/debug/volli" ./scripts/ts-client.sh test
   echo "==> admin page in Chromium" >&2
   VOLLI_BIN="$target_dir/debug/volli" ./scripts/web-admin.sh test
 else
   cargo test --workspace --locked --no-fail-fast
+  VOLLI_BIN="$target_dir/debug/volli" ./scripts/ts-client.sh test
   VOLLI_BIN="$target_dir/debug/volli" ./scripts/web-admin.sh test
 fi

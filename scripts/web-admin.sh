@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The admin page (web-admin/): its npm packages, its type-check against openapi/openapi.json,
-# its build, and its browser tests.
+# The admin page (web-admin/): its npm packages, its type-check against openapi/openapi.json
+# (through the TypeScript client package it is built on), its build, and its browser tests.
 #
 #   ./scripts/web-admin.sh build   regenerate web-admin/dist after changing the page (commit it)
 #   ./scripts/web-admin.sh check   type-check, rebuild, and fail if dist/ is not what the sources make
@@ -11,6 +11,8 @@ root=$PWD
 target_dir="${CARGO_TARGET_DIR:-target}"
 case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
 
+# The page is built on clients/typescript, whose types come from openapi/openapi.json.
+./scripts/ts-client.sh build
 cd web-admin
 # npm ci is exact (package-lock.json) and needs no network once node_modules matches it.
 if ! npm ls --silent >/dev/null 2>&1; then

@@ -1,33 +1,18 @@
 // Screenshots of every page for the README (docs/screenshots/), from two real nodes with a
 // little data: `npm run screenshots` (VOLLI_BIN and CHROMIUM as for the browser tests).
-import { spawn, execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
+import { BIN, call, Nodes } from "../clients/typescript/tests/nodes.mjs";
 
-const BIN = resolve(process.env.VOLLI_BIN ?? "../target/debug/volli");
 const OUT = resolve("../docs/screenshots");
-const root = mkdtempSync(join(tmpdir(), "volli-shots-"));
-const children = [];
+const nodes = new Nodes("volli-shots-");
+const root = nodes.root;
 
 async function start(name) {
-  const dir = join(root, name);
-  writeFileSync(`${dir}.toml`, "[network]\nlan = false\n");
-  const child = spawn(BIN, ["serve", "--config", `${dir}.toml`, "--data-dir", dir, "--api-listen", "127.0.0.1:0", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"], {
-    stdio: "ignore",
-    env: { ...process.env, VOLLI_DEVICE_NAME: name },
-  });
-  children.push(child);
-  while (!existsSync(join(dir, "api.url"))) await new Promise((r) => setTimeout(r, 100));
-  const url = readFileSync(join(dir, "api.url"), "utf8").trim();
-  const token = readFileSync(join(dir, "admin.token"), "utf8").trim();
-  const call = async (method, path, body) => {
-    const r = await fetch(url + path, { method, headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" }, body: body && JSON.stringify(body) });
-    const t = await r.text();
-    return t ? JSON.parse(t) : null;
-  };
-  return { dir, url, call };
+  const node = await nodes.start(name, { env: { VOLLI_DEVICE_NAME: name } });
+  return { ...node, call: async (method, path, body) => (await call(node, method, path, body)).body };
 }
 
 try {
@@ -76,6 +61,5 @@ try {
   await browser.close();
   console.log(`screenshots in ${OUT}`);
 } finally {
-  children.forEach((c) => c.kill("SIGTERM"));
-  rmSync(root, { recursive: true, force: true });
+  await nodes.stopAll();
 }

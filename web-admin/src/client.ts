@@ -1,10 +1,10 @@
-// The typed API client. Types come from openapi/openapi.json (see `npm run gen`), so a change
-// to the API that breaks this page fails `tsc`.
-import createClient from "openapi-fetch";
-import type { components, paths } from "./generated/api";
+// The page's client of the API: the @volli/client package (clients/typescript), whose types
+// come from openapi/openapi.json, so a change to the API that breaks this page fails `tsc`.
+import { createVolliClient, VolliError, type Event as VolliEvent, type Schemas } from "@volli/client";
 
-export type S = components["schemas"];
-export type Event = S["Event"];
+export { ok, VolliError } from "@volli/client";
+export type S = Schemas;
+export type Event = VolliEvent;
 
 const SESSION = "volli.session";
 
@@ -22,52 +22,18 @@ export function onLoggedOut(f: () => void): () => void {
   return () => loggedOut.delete(f);
 }
 
-export const api = createClient<paths>({ baseUrl: location.origin });
-api.use({
-  onRequest({ request }) {
-    const token = session.get();
-    if (token) request.headers.set("Authorization", `Bearer ${token}`);
-    return request;
-  },
-  onResponse({ response, request }) {
-    if (response.status === 401 && !request.url.endsWith("/v1/admin/session")) {
-      session.clear();
-      loggedOut.forEach((f) => f());
-    }
-    return response;
+export const volli = createVolliClient({
+  baseUrl: location.origin,
+  token: session.get,
+  onUnauthorized: () => {
+    session.clear();
+    loggedOut.forEach((f) => f());
   },
 });
+export const api = volli.api;
 
-/** An error the API answered, with its stable code and its message for people. */
-export class ApiFailure extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-type Answer<T> = { data?: T; error?: unknown; response: Response };
-
-/** The data of a successful answer; otherwise throws an `ApiFailure` with the node's message. */
-export async function ok<T>(request: Promise<Answer<T>>): Promise<T> {
-  let answer: Answer<T>;
-  try {
-    answer = await request;
-  } catch {
-    throw new ApiFailure(0, "unreachable", "The node cannot be reached. Is it running?");
-  }
-  if (answer.response.ok) return answer.data as T;
-  const body = answer.error as { error?: { code?: string; message?: string } } | undefined;
-  throw new ApiFailure(
-    answer.response.status,
-    body?.error?.code ?? "unknown",
-    body?.error?.message ?? `The node answered ${answer.response.status}.`,
-  );
-}
-
+/** What to tell the user about an error. */
 export function message(e: unknown): string {
+  if (e instanceof VolliError && e.code === "unreachable") return "The node cannot be reached. Is it running?";
   return e instanceof Error ? e.message : String(e);
 }

@@ -2,78 +2,26 @@
 // `volli` nodes. Every test fails on a console error, an uncaught exception, or a request to
 // anywhere but the node itself.
 //
-//   VOLLI_BIN      the node binary (default ../target/debug/volli)
+//   VOLLI_BIN      the node binary (default ../target/debug/volli; see clients/typescript/tests/nodes.mjs)
 //   PLUGIN_WASM    a plugin component to install (the SDK template's static-peers)
 //   CHROMIUM       the browser (default /usr/bin/chromium)
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { createECDH, randomBytes } from "node:crypto";
 import { createServer } from "node:http";
-import { mkdtempSync, readFileSync, existsSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { chromium } from "playwright-core";
+import { BIN, call, Nodes } from "../../clients/typescript/tests/nodes.mjs";
 
-const BIN = resolve(process.env.VOLLI_BIN ?? "../target/debug/volli");
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const PLUGIN_WASM = process.env.PLUGIN_WASM;
-const root = mkdtempSync(join(tmpdir(), "volli-admin-"));
-const nodes = [];
+const nodes = new Nodes("volli-admin-");
+const root = nodes.root;
 let browser;
 
-async function startNode(name, args = [], extraConfig = "") {
-  const dir = join(root, name);
-  const config = `${dir}.toml`;
-  writeFileSync(config, `[network]\nlan = false\n${extraConfig}`);
-  const log = [];
-  const child = spawn(
-    BIN,
-    [
-      "serve",
-      "--config",
-      config,
-      "--data-dir",
-      dir,
-      "--api-listen",
-      "127.0.0.1:0",
-      "--p2p-listen",
-      "/ip4/127.0.0.1/tcp/0",
-      ...args,
-    ],
-    {
-      env: {
-        ...process.env,
-        RUST_LOG: "warn",
-        VOLLI_PLUGINS_CACHE_DIR: process.env.VOLLI_PLUGINS_CACHE_DIR ?? join(root, "plugin-cache"),
-      },
-      stdio: ["ignore", "ignore", "pipe"],
-    },
-  );
-  child.stderr.on("data", (d) => log.push(d.toString()));
-  const node = { name, dir, child, log };
-  nodes.push(node);
-  for (let i = 0; i < 600; i++) {
-    if (existsSync(join(dir, "api.url"))) {
-      node.url = readFileSync(join(dir, "api.url"), "utf8").trim();
-      node.token = readFileSync(join(dir, "admin.token"), "utf8").trim();
-      return node;
-    }
-    if (child.exitCode !== null) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${name} did not start:\n${log.join("")}`);
-}
-
-async function call(node, method, path, body) {
-  const r = await fetch(node.url + path, {
-    method,
-    headers: { Authorization: `Bearer ${node.token}`, "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await r.text();
-  return { status: r.status, body: text ? JSON.parse(text) : null };
-}
+const startNode = (name, args = [], config = "") => nodes.start(name, { args, config });
 
 /** `volli admin` for this node: the one-time login URL it prints. */
 function loginUrl(node) {
@@ -128,9 +76,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  for (const n of nodes) n.child.kill("SIGTERM");
-  await Promise.all(nodes.map((n) => (n.child.exitCode === null ? new Promise((r) => n.child.on("exit", r)) : null)));
-  rmSync(root, { recursive: true, force: true });
+  await nodes.stopAll();
 });
 
 describe("the admin page", () => {

@@ -1,5 +1,5 @@
 import { useContext, useEffect, useRef, useState } from "preact/hooks";
-import { api, ApiFailure, ok, session, type S } from "../client";
+import { api, ok, session, VolliError, type S } from "../client";
 import { Confirm, Empty, ErrorNote, Id, LiveContext, Loaded, Page, size, useAction, useLoad, When } from "../ui";
 
 type Progress = { bytes_done: number; rate: number; at: number };
@@ -184,7 +184,7 @@ function Save({ t }: { t: S["Transfer"] }) {
             });
             if (!response.ok) {
               const body = (await response.json().catch(() => null)) as { error?: { code: string; message: string } } | null;
-              throw new ApiFailure(response.status, body?.error?.code ?? "unknown", body?.error?.message ?? "The file cannot be read.");
+              throw new VolliError(response.status, body?.error?.code ?? "unknown", body?.error?.message ?? "The file cannot be read.");
             }
             const url = URL.createObjectURL(await response.blob());
             const a = document.createElement("a");
