@@ -103,6 +103,14 @@ impl Proof {
     }
 }
 
+/// The Ed25519 public key of a device, as the 32 bytes inside its peer id.
+pub fn ed25519_public_key(peer: &PeerId) -> Option<[u8; 32]> {
+    public_key_of(peer)?
+        .try_into_ed25519()
+        .ok()
+        .map(|key| key.to_bytes())
+}
+
 /// The public key inside a peer id (Ed25519 keys are small enough to be inlined).
 pub(crate) fn public_key_of(peer: &PeerId) -> Option<PublicKey> {
     // A multihash: code 0x00 (identity), a one-byte length, then the protobuf-encoded key.

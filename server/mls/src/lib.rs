@@ -1,0 +1,1452 @@
+//! Conversations on MLS (RFC 9420): one MLS group per conversation, whose members are the
+//! `messages` devices of its users, with the post-quantum hybrid suite
+//! `MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519` (X-Wing, 0x004F, provisional).
+//!
+//! This crate holds one device's side of it: its groups and key packages in memory
+//! ([`storage::Storage`], handed to the caller as changes to persist), its device key as the
+//! signer, members proven by device certificates ([`identity`]), and the rules everyone
+//! applies the same way so that commits never need a server to order them:
+//!
+//! - **One committer per conversation.** The group context names the conversation's
+//!   *orderer* (the user whose device created it). The committer is the orderer's member
+//!   device with the lowest leaf index, or, when the orderer has none left, the member with
+//!   the lowest leaf index. Only the committer commits; every other device sends proposals
+//!   (updates of its own leaf) to it, and the committer forwards the proposals it commits
+//!   beside the commit ([`Committed::messages`]). A commit from anyone else is refused —
+//!   except from the device that becomes the committer by that very commit, which removes
+//!   the devices ahead of it (a revoked committer is replaced without waiting for it).
+//! - **Members are checked where they enter.** A new leaf must carry a device certificate
+//!   that verifies, be signed by that device's key, and be admitted by the caller's
+//!   [`Trust`] (listed in its user's latest card, not revoked, with `messages`).
+//! - **Sessions forget.** Message keys are deleted as they are used (openmls' secret tree);
+//!   past epochs are kept only for late mail and dropped by [`Mls::forget_past`].
+//!
+//! What it deliberately does not do: I/O of any kind, delivery, or deciding when to commit
+//! (the node does, from what it learns about devices and time).
+#![warn(missing_docs)]
+
+mod identity;
+pub mod storage;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use openmls::prelude::Sender;
+use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
+use openmls::prelude::{
+    Capabilities, Ciphersuite, CredentialType, Extension, ExtensionType, Extensions, GroupId,
+    KeyPackage, KeyPackageIn, KeyPackageRef, LeafNodeIndex, LeafNodeParameters, MlsGroup,
+    MlsGroupCreateConfig, MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn,
+    PURE_CIPHERTEXT_WIRE_FORMAT_POLICY, PastEpochDeletion, ProcessedMessageContent, Proposal,
+    ProtocolMessage, ProtocolVersion, RequiredCapabilitiesExtension, SenderRatchetConfiguration,
+    StagedWelcome, UnknownExtension,
+};
+use openmls_rust_crypto::RustCrypto;
+use openmls_traits::OpenMlsProvider;
+use serde::{Deserialize, Serialize};
+use volli_core::{DeviceCertificate, PeerId, Permissions, UserId};
+
+use identity::Verified;
+pub use identity::{DeviceSigner, Member};
+use storage::{Change, Storage};
+
+/// The ciphersuite every conversation uses.
+pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519;
+/// The group context extension that says what a conversation is ([`Info`]), in the
+/// private-use range.
+const INFO_EXTENSION: u16 = 0xff56;
+/// Largest MLS message accepted (a commit adding many devices, with its path).
+pub const MAX_MESSAGE_LEN: usize = 1 << 20;
+
+/// Why an MLS operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MlsError {
+    /// Not a well-formed MLS message or key package.
+    #[error("malformed MLS message")]
+    Malformed,
+    /// A message for a group this device is not in.
+    #[error("not a member of this conversation")]
+    UnknownGroup,
+    /// A Welcome that none of this device's key packages opens.
+    #[error("the welcome is for another device")]
+    NotForUs,
+    /// A message for an epoch this device has not reached: hold it until the commits before
+    /// it arrive.
+    #[error("the message is for epoch {epoch}, ahead of this device")]
+    Ahead {
+        /// The group.
+        group: GroupRef,
+        /// The message's epoch.
+        epoch: u64,
+    },
+    /// A handshake message for an epoch this device has left, or an application message
+    /// from an epoch whose keys are gone.
+    #[error("the message is from a past epoch")]
+    Stale,
+    /// Already processed (its key was used and deleted).
+    #[error("the message was already processed")]
+    Duplicate,
+    /// It does not decrypt at an epoch this device has: the group may have forked.
+    #[error("the message does not decrypt")]
+    Undecryptable,
+    /// Refused by the conversation's rules.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Only the committer commits.
+    #[error("this device does not commit in this conversation")]
+    NotCommitter,
+    /// The MLS library failed.
+    #[error("MLS: {0}")]
+    Library(String),
+}
+
+fn library(e: impl fmt::Debug) -> MlsError {
+    MlsError::Library(format!("{e:?}"))
+}
+
+/// A conversation's group id: 16 random bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GroupRef(pub [u8; 16]);
+
+impl GroupRef {
+    fn of(id: &GroupId) -> Option<Self> {
+        <[u8; 16]>::try_from(id.as_slice()).ok().map(Self)
+    }
+
+    fn id(&self) -> GroupId {
+        GroupId::from_slice(&self.0)
+    }
+}
+
+impl fmt::Display for GroupRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for GroupRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GroupRef({self})")
+    }
+}
+
+/// What a conversation is: agreed by every member, in the group context.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Info {
+    version: u8,
+    /// The user whose devices commit (the one whose device created the group).
+    pub orderer: UserId,
+    /// Between whom.
+    pub kind: Kind,
+}
+
+/// The kinds of conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Kind {
+    /// One-to-one between the orderer and this user.
+    Direct {
+        /// The other user.
+        with: UserId,
+    },
+}
+
+impl Info {
+    /// A one-to-one conversation that `orderer` starts with `with`.
+    pub fn direct(orderer: UserId, with: UserId) -> Self {
+        Self {
+            version: 1,
+            orderer,
+            kind: Kind::Direct { with },
+        }
+    }
+
+    /// Whether `user` is one of the conversation's users.
+    pub fn includes(&self, user: &UserId) -> bool {
+        match &self.kind {
+            Kind::Direct { with } => *user == self.orderer || user == with,
+        }
+    }
+
+    /// For `me`, the user the conversation is with (one-to-one).
+    pub fn peer_of(&self, me: &UserId) -> Option<UserId> {
+        match &self.kind {
+            Kind::Direct { with } if *me == self.orderer => Some(*with),
+            Kind::Direct { with } if me == with => Some(self.orderer),
+            Kind::Direct { .. } => None,
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        match postcard::take_from_bytes::<Self>(bytes) {
+            Ok((info, [])) if info.version == 1 => Some(info),
+            _ => None,
+        }
+    }
+}
+
+/// How this device keeps its groups.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Past epochs kept at most per conversation (late mail within them still opens);
+    /// [`Mls::forget_past`] drops them earlier by age.
+    pub max_past_epochs: usize,
+    /// How far behind the newest message of a sender a late message may be and still open.
+    pub out_of_order: u32,
+    /// How far ahead of what this device has seen of a sender a message may be.
+    pub max_forward: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_past_epochs: 32,
+            out_of_order: 256,
+            max_forward: 100_000,
+        }
+    }
+}
+
+/// Decides on an opened application message (its sender, its content) before its key is
+/// used up.
+pub type Accept<'a> = &'a mut dyn FnMut(&Member, &[u8]) -> Result<(), MlsError>;
+
+/// What the node believes about devices: who may be a member of a conversation now.
+pub trait Trust {
+    /// Whether `member` may belong to the conversation `info`: a device of one of its users
+    /// that the user's latest card (or this user's own device list) names, not revoked, with
+    /// `messages`.
+    fn admits(&self, info: &Info, member: &Member) -> bool;
+}
+
+/// Another device's key package, checked.
+#[derive(Clone, Debug)]
+pub struct Package {
+    /// Whose it is.
+    pub member: Member,
+    /// Whether it may be used more than once.
+    pub last_resort: bool,
+    /// Its hash reference (TLS-encoded).
+    pub reference: Vec<u8>,
+    /// Its encoding.
+    pub bytes: Vec<u8>,
+    package: KeyPackage,
+}
+
+/// A group this device created.
+#[derive(Debug)]
+pub struct Created {
+    /// The conversation's group.
+    pub group: GroupRef,
+    /// The Welcome for the devices added (absent when there were none).
+    pub welcome: Option<Vec<u8>>,
+    /// The devices the Welcome is for.
+    pub added: Vec<Member>,
+    /// The group's epoch after the adds.
+    pub epoch: u64,
+}
+
+/// A commit this device made.
+#[derive(Debug)]
+pub struct Committed {
+    /// What every member device but this one must process, in this order: the proposals
+    /// the commit includes by reference, then the commit.
+    pub messages: Vec<Vec<u8>>,
+    /// The Welcome for the devices added.
+    pub welcome: Option<Vec<u8>>,
+    /// Added devices.
+    pub added: Vec<Member>,
+    /// Removed devices.
+    pub removed: Vec<Member>,
+    /// The epoch the commit starts.
+    pub epoch: u64,
+    /// The members who process the commit (every member before it but this device).
+    pub recipients: Vec<Member>,
+}
+
+/// An encrypted application message.
+#[derive(Debug)]
+pub struct Sealed {
+    /// The MLS message.
+    pub bytes: Vec<u8>,
+    /// The epoch it was sent in.
+    pub epoch: u64,
+}
+
+/// What processing a message did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Processed {
+    /// An application message opened.
+    Application {
+        /// The conversation.
+        group: GroupRef,
+        /// Its epoch.
+        epoch: u64,
+        /// Who sent it.
+        sender: Member,
+        /// What it says.
+        content: Vec<u8>,
+    },
+    /// A proposal stored for the next commit (this device is the committer, or will see the
+    /// commit that includes it).
+    Proposal {
+        /// The conversation.
+        group: GroupRef,
+        /// Who proposed.
+        sender: Member,
+    },
+    /// A commit applied.
+    Commit {
+        /// The conversation.
+        group: GroupRef,
+        /// The new epoch.
+        epoch: u64,
+        /// Who committed.
+        sender: Member,
+        /// Devices added.
+        added: Vec<Member>,
+        /// Devices removed.
+        removed: Vec<Member>,
+        /// Whether this device was removed (the group is gone from this device).
+        left: bool,
+    },
+    /// One of this device's own messages, echoed back: nothing to do.
+    Own,
+    /// Joined a conversation from a Welcome.
+    Joined {
+        /// The conversation.
+        group: GroupRef,
+        /// What it is.
+        info: Info,
+        /// Its epoch.
+        epoch: u64,
+        /// Every member.
+        members: Vec<Member>,
+    },
+}
+
+/// The crypto and storage openmls runs on.
+struct Provider {
+    crypto: RustCrypto,
+    storage: Storage,
+}
+
+impl OpenMlsProvider for Provider {
+    type CryptoProvider = RustCrypto;
+    type RandProvider = RustCrypto;
+    type StorageProvider = Storage;
+
+    fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    fn crypto(&self) -> &RustCrypto {
+        &self.crypto
+    }
+
+    fn rand(&self) -> &RustCrypto {
+        &self.crypto
+    }
+}
+
+/// Our own entries in the store.
+mod own {
+    /// The index of groups: `g` + group id → the conversation's [`super::Info`].
+    pub(super) const GROUP: &[u8] = b"g";
+    /// Proposals received for the next commit, to forward beside it: `p` + group id + hash
+    /// of the message → the message.
+    pub(super) const PROPOSAL: &[u8] = b"p";
+    /// This device's own key packages: `k` + hash reference → [`super::OwnPackage`].
+    pub(super) const KEY_PACKAGE: &[u8] = b"k";
+    /// When this device last updated its leaf in a group, and messages since: `u` + group
+    /// id → `(ms, count)`.
+    pub(super) const UPDATED: &[u8] = b"u";
+    /// Groups this device asked to be added to again: `r` + group id → when (ms).
+    pub(super) const REJOIN: &[u8] = b"r";
+}
+
+/// A message's group and epoch, read without processing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peeked {
+    /// The group (none for a Welcome, whose group is encrypted).
+    pub group: Option<GroupRef>,
+    /// The epoch (0 for a Welcome).
+    pub epoch: u64,
+}
+
+/// Reads a message's group and epoch without processing it.
+pub fn peek(bytes: &[u8]) -> Result<Peeked, MlsError> {
+    if bytes.len() > MAX_MESSAGE_LEN {
+        return Err(MlsError::Malformed);
+    }
+    let message = MlsMessageIn::tls_deserialize_exact(bytes).map_err(|_| MlsError::Malformed)?;
+    match message.extract() {
+        MlsMessageBodyIn::Welcome(_) => Ok(Peeked {
+            group: None,
+            epoch: 0,
+        }),
+        MlsMessageBodyIn::PrivateMessage(m) => {
+            let m: ProtocolMessage = m.into();
+            Ok(Peeked {
+                group: Some(GroupRef::of(m.group_id()).ok_or(MlsError::Malformed)?),
+                epoch: m.epoch().as_u64(),
+            })
+        }
+        MlsMessageBodyIn::PublicMessage(m) => {
+            let m: ProtocolMessage = m.into();
+            Ok(Peeked {
+                group: Some(GroupRef::of(m.group_id()).ok_or(MlsError::Malformed)?),
+                epoch: m.epoch().as_u64(),
+            })
+        }
+        _ => Err(MlsError::Malformed),
+    }
+}
+
+/// One of this device's key packages, as kept for its bookkeeping.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnPackage {
+    /// Its hash reference (TLS-encoded).
+    pub reference: Vec<u8>,
+    /// Whether it may be used more than once.
+    pub last_resort: bool,
+    /// When it was made (ms since the epoch).
+    pub created_ms: i64,
+    /// Its encoding, to hand out.
+    pub bytes: Vec<u8>,
+    /// Whether it was handed to another device (a one-time package goes to one only).
+    pub given: bool,
+}
+
+/// One device's MLS state.
+pub struct Mls {
+    provider: Provider,
+    signer: DeviceSigner,
+    certificate: DeviceCertificate,
+    me: Member,
+    config: Config,
+    groups: HashMap<GroupRef, MlsGroup>,
+    verified: Verified,
+}
+
+impl fmt::Debug for Mls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mls")
+            .field("me", &self.me)
+            .field("loaded", &self.groups.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mls {
+    /// The state of the device `certificate` names, whose Ed25519 secret key is `seed`, from
+    /// the rows persisted before (none for a device that never had any).
+    pub fn open(
+        rows: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+        certificate: DeviceCertificate,
+        seed: &[u8; 32],
+        config: Config,
+    ) -> Result<Self, MlsError> {
+        let signer = DeviceSigner::from_seed(seed);
+        let device_key = volli_core::signer::ed25519_public_key(&certificate.peer_id());
+        if device_key != Some(signer.public()) {
+            return Err(MlsError::Refused(
+                "the device key is not the one the certificate names".into(),
+            ));
+        }
+        let me = Member {
+            user: certificate.user_id(),
+            peer: certificate.peer_id(),
+            permissions: certificate.permissions(),
+        };
+        Ok(Self {
+            provider: Provider {
+                crypto: RustCrypto::default(),
+                storage: Storage::load(rows),
+            },
+            signer,
+            certificate,
+            me,
+            config,
+            groups: HashMap::new(),
+            verified: Verified::default(),
+        })
+    }
+
+    /// This device.
+    pub fn me(&self) -> &Member {
+        &self.me
+    }
+
+    /// What changed since the last call: persist it before anything the operations produced
+    /// leaves the device, in the transaction that records what they were for.
+    pub fn take_changes(&self) -> Vec<Change> {
+        self.provider.storage.take_changes()
+    }
+
+    /// Every row of the state, as a copy (for tests that take a device's state).
+    pub fn rows(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.provider.storage.rows()
+    }
+
+    /// Bytes the state holds.
+    pub fn size(&self) -> usize {
+        self.provider.storage.size()
+    }
+
+    /// Runs `op` as one operation: either everything it changed stays, or (on an error) the
+    /// store and the groups it touched are as they were.
+    fn atomically<T>(
+        &mut self,
+        op: impl FnOnce(&mut Self) -> Result<T, MlsError>,
+    ) -> Result<T, MlsError> {
+        self.provider.storage.begin();
+        match op(self) {
+            Ok(value) => {
+                self.provider.storage.keep();
+                Ok(value)
+            }
+            Err(e) => {
+                self.provider.storage.roll_back();
+                // Groups in memory may be ahead of the store: reload them when next used.
+                self.groups.clear();
+                Err(e)
+            }
+        }
+    }
+
+    fn group(&mut self, group: &GroupRef) -> Result<&mut MlsGroup, MlsError> {
+        loaded(&mut self.groups, &self.provider, group)
+    }
+
+    /// Every conversation this device is a member of, with what it is.
+    pub fn groups(&self) -> Vec<(GroupRef, Info)> {
+        self.provider
+            .storage
+            .own_with_prefix(own::GROUP)
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let id = <[u8; 16]>::try_from(key.get(own::GROUP.len()..)?).ok()?;
+                Some((GroupRef(id), Info::decode(&value)?))
+            })
+            .collect()
+    }
+
+    /// What conversation `group` is.
+    pub fn info(&self, group: &GroupRef) -> Option<Info> {
+        let value = self
+            .provider
+            .storage
+            .get_own(&[own::GROUP, group.0.as_slice()].concat())?;
+        Info::decode(&value)
+    }
+
+    /// The group's current epoch.
+    pub fn epoch(&mut self, group: &GroupRef) -> Result<u64, MlsError> {
+        Ok(self.group(group)?.epoch().as_u64())
+    }
+
+    /// The group's epoch authenticator: equal on two devices exactly when they are in the
+    /// same group state.
+    pub fn authenticator(&mut self, group: &GroupRef) -> Result<Vec<u8>, MlsError> {
+        Ok(self.group(group)?.epoch_authenticator().as_slice().to_vec())
+    }
+
+    /// The member devices, in leaf order.
+    pub fn members(&mut self, group: &GroupRef) -> Result<Vec<Member>, MlsError> {
+        let group = self.group(group)?;
+        let members: Vec<_> = group.members().collect();
+        members
+            .iter()
+            .map(|m| self.verified.known(&m.credential))
+            .collect()
+    }
+
+    /// The device that commits in `group` now.
+    pub fn committer(&mut self, group: &GroupRef) -> Result<Option<Member>, MlsError> {
+        let info = self.info(group).ok_or(MlsError::UnknownGroup)?;
+        let members = self.members_indexed(group)?;
+        Ok(committer_of(&info, &members, &[]).map(|(_, m)| m))
+    }
+
+    /// Whether this device commits in `group`.
+    pub fn is_committer(&mut self, group: &GroupRef) -> Result<bool, MlsError> {
+        Ok(self
+            .committer(group)?
+            .is_some_and(|m| m.peer == self.me.peer))
+    }
+
+    fn members_indexed(&mut self, group: &GroupRef) -> Result<Vec<(u32, Member)>, MlsError> {
+        let group = self.group(group)?;
+        let members: Vec<_> = group.members().collect();
+        members
+            .iter()
+            .map(|m| Ok((m.index.u32(), self.verified.known(&m.credential)?)))
+            .collect()
+    }
+
+    /// Proposals waiting for the committer's next commit.
+    pub fn pending_proposals(&mut self, group: &GroupRef) -> Result<usize, MlsError> {
+        Ok(self.group(group)?.pending_proposals().count())
+    }
+
+    fn capabilities() -> Capabilities {
+        Capabilities::new(
+            None,
+            Some(&[CIPHERSUITE]),
+            Some(&[
+                ExtensionType::Unknown(INFO_EXTENSION),
+                ExtensionType::LastResort,
+            ]),
+            None,
+            Some(&[CredentialType::Basic]),
+        )
+    }
+
+    fn join_config(&self) -> MlsGroupJoinConfig {
+        MlsGroupJoinConfig::builder()
+            .use_ratchet_tree_extension(true)
+            .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+            .max_past_epochs(self.config.max_past_epochs)
+            .sender_ratchet_configuration(SenderRatchetConfiguration::new(
+                self.config.out_of_order,
+                self.config.max_forward,
+            ))
+            .build()
+    }
+
+    /// Makes `count` new key packages of this device (one-time, or last-resort ones that
+    /// may be used more than once); their private keys stay in the state until used or
+    /// forgotten.
+    pub fn new_key_packages(
+        &mut self,
+        count: usize,
+        last_resort: bool,
+        now_ms: i64,
+    ) -> Result<Vec<OwnPackage>, MlsError> {
+        self.atomically(|this| {
+            let credential = identity::credential_with_key(&this.certificate, &this.signer);
+            let mut out = Vec::with_capacity(count);
+            for _ in 0..count {
+                let mut builder =
+                    KeyPackage::builder().leaf_node_capabilities(Self::capabilities());
+                if last_resort {
+                    builder = builder.mark_as_last_resort();
+                }
+                let bundle = builder
+                    .build(
+                        CIPHERSUITE,
+                        &this.provider,
+                        &this.signer,
+                        credential.clone(),
+                    )
+                    .map_err(library)?;
+                let package = bundle.key_package();
+                let reference = package
+                    .hash_ref(this.provider.crypto())
+                    .map_err(library)?
+                    .tls_serialize_detached()
+                    .map_err(library)?;
+                let bytes = package.tls_serialize_detached().map_err(library)?;
+                let own = OwnPackage {
+                    reference: reference.clone(),
+                    last_resort,
+                    created_ms: now_ms,
+                    bytes,
+                    given: false,
+                };
+                this.provider.storage.put_own(
+                    &[own::KEY_PACKAGE, &reference].concat(),
+                    postcard::to_allocvec(&own).map_err(library)?,
+                );
+                out.push(own);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Key packages to hand to another device: this device's last-resort package (a new one
+    /// when it has none younger than `rotate_ms`) and up to `one_time` one-time packages
+    /// never handed out before (made as needed), marked as given.
+    pub fn hand_out(
+        &mut self,
+        one_time: usize,
+        now_ms: i64,
+        rotate_ms: i64,
+    ) -> Result<Vec<OwnPackage>, MlsError> {
+        let owned = self.own_key_packages();
+        let mut out = Vec::new();
+        match owned
+            .iter()
+            .filter(|p| p.last_resort)
+            .max_by_key(|p| p.created_ms)
+        {
+            Some(p) if now_ms - p.created_ms < rotate_ms => out.push(p.clone()),
+            _ => out.extend(self.new_key_packages(1, true, now_ms)?),
+        }
+        let mut fresh: Vec<OwnPackage> = owned
+            .into_iter()
+            .filter(|p| !p.last_resort && !p.given)
+            .take(one_time)
+            .collect();
+        if fresh.len() < one_time {
+            fresh.extend(self.new_key_packages(one_time - fresh.len(), false, now_ms)?);
+        }
+        for p in &mut fresh {
+            p.given = true;
+            self.provider.storage.put_own(
+                &[own::KEY_PACKAGE, &p.reference].concat(),
+                postcard::to_allocvec(&*p).map_err(library)?,
+            );
+        }
+        out.extend(fresh);
+        Ok(out)
+    }
+
+    /// Forgets this device's key packages that can no longer be wanted: one-time packages
+    /// older than `max_age_ms`, and last-resort packages older than that which a newer one
+    /// replaced.
+    pub fn prune_key_packages(&mut self, now_ms: i64, max_age_ms: i64) -> Result<(), MlsError> {
+        let owned = self.own_key_packages();
+        let newest_last_resort = owned
+            .iter()
+            .filter(|p| p.last_resort)
+            .map(|p| p.created_ms)
+            .max();
+        for p in owned {
+            let old = now_ms - p.created_ms > max_age_ms;
+            let replaced = p.last_resort && newest_last_resort.is_some_and(|n| n > p.created_ms);
+            if old && (!p.last_resort || replaced) {
+                self.forget_key_package(&p.reference)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// When this device last updated its own leaf in `group` (or joined it), and how many
+    /// messages went through the group since, in either direction.
+    pub fn last_update(&self, group: &GroupRef) -> Option<(i64, u64)> {
+        let value = self
+            .provider
+            .storage
+            .get_own(&[own::UPDATED, group.0.as_slice()].concat())?;
+        postcard::from_bytes(&value).ok()
+    }
+
+    /// Records that this device's leaf in `group` is fresh as of `now_ms`.
+    pub fn mark_updated(&mut self, group: &GroupRef, now_ms: i64) {
+        self.put_activity(group, now_ms, 0);
+    }
+
+    fn put_activity(&self, group: &GroupRef, at_ms: i64, count: u64) {
+        if let Ok(value) = postcard::to_allocvec(&(at_ms, count)) {
+            self.provider
+                .storage
+                .put_own(&[own::UPDATED, group.0.as_slice()].concat(), value);
+        }
+    }
+
+    /// Counts a message through `group`.
+    fn note_message(&self, group: &GroupRef) {
+        if let Some((at, count)) = self.last_update(group) {
+            self.put_activity(group, at, count + 1);
+        }
+    }
+
+    /// This device's key packages that are still unused (a used one-time package is gone).
+    pub fn own_key_packages(&self) -> Vec<OwnPackage> {
+        use openmls_traits::storage::StorageProvider as _;
+        self.provider
+            .storage
+            .own_with_prefix(own::KEY_PACKAGE)
+            .into_iter()
+            .filter_map(|(_, value)| postcard::from_bytes::<OwnPackage>(&value).ok())
+            .filter(|p| {
+                let Ok(reference) = KeyPackageRef::tls_deserialize_exact(&p.reference) else {
+                    return false;
+                };
+                matches!(
+                    self.provider
+                        .storage
+                        .key_package::<_, openmls::prelude::KeyPackageBundle>(&reference),
+                    Ok(Some(_))
+                )
+            })
+            .collect()
+    }
+
+    /// Forgets one of this device's key packages (expired, or replaced), with its private
+    /// keys.
+    pub fn forget_key_package(&mut self, reference: &[u8]) -> Result<(), MlsError> {
+        use openmls_traits::storage::StorageProvider as _;
+        self.atomically(|this| {
+            let hash_ref =
+                KeyPackageRef::tls_deserialize_exact(reference).map_err(|_| MlsError::Malformed)?;
+            if let Ok(Some(bundle)) = this
+                .provider
+                .storage
+                .key_package::<_, openmls::prelude::KeyPackageBundle>(&hash_ref)
+            {
+                let key = bundle.key_package().leaf_node().encryption_key().clone();
+                this.provider
+                    .storage
+                    .delete_encryption_key_pair(&key)
+                    .map_err(library)?;
+            }
+            this.provider
+                .storage
+                .delete_key_package(&hash_ref)
+                .map_err(library)?;
+            this.provider
+                .storage
+                .delete_own(&[own::KEY_PACKAGE, reference].concat());
+            Ok(())
+        })
+    }
+
+    /// Checks another device's key package: well formed, of our suite, signed by the device
+    /// its certificate names.
+    pub fn check_key_package(&self, bytes: &[u8]) -> Result<Package, MlsError> {
+        if bytes.len() > 64 << 10 {
+            return Err(MlsError::Malformed);
+        }
+        let package = KeyPackageIn::tls_deserialize_exact(bytes)
+            .map_err(|_| MlsError::Malformed)?
+            .validate(self.provider.crypto(), ProtocolVersion::Mls10)
+            .map_err(|e| MlsError::Refused(format!("the key package does not verify: {e:?}")))?;
+        if package.ciphersuite() != CIPHERSUITE {
+            return Err(MlsError::Refused("a key package of another suite".into()));
+        }
+        let leaf = package.leaf_node();
+        let member = self
+            .verified
+            .member(leaf.credential(), leaf.signature_key().as_slice())?;
+        if !member.permissions.contains(Permissions::MESSAGES) {
+            return Err(MlsError::Refused("the device may not send messages".into()));
+        }
+        let reference = package
+            .hash_ref(self.provider.crypto())
+            .map_err(library)?
+            .tls_serialize_detached()
+            .map_err(library)?;
+        Ok(Package {
+            member,
+            last_resort: package.last_resort(),
+            reference,
+            bytes: bytes.to_vec(),
+            package,
+        })
+    }
+
+    /// Starts the conversation `info` (this device's user must be its orderer), with the
+    /// devices whose key packages are given.
+    pub fn create(
+        &mut self,
+        info: Info,
+        packages: Vec<Package>,
+        trust: &dyn Trust,
+        now_ms: i64,
+    ) -> Result<Created, MlsError> {
+        if info.orderer != self.me.user {
+            return Err(MlsError::Refused(
+                "a conversation is started by its orderer".into(),
+            ));
+        }
+        for p in &packages {
+            if !info.includes(&p.member.user) || !trust.admits(&info, &p.member) {
+                return Err(MlsError::Refused(format!(
+                    "device {} may not be in this conversation",
+                    p.member.peer
+                )));
+            }
+        }
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(library)?;
+        let group = GroupRef(id);
+        self.atomically(|this| {
+            let extensions = Extensions::from_vec(vec![
+                Extension::Unknown(INFO_EXTENSION, UnknownExtension(info.encode())),
+                Extension::RequiredCapabilities(RequiredCapabilitiesExtension::new(
+                    &[ExtensionType::Unknown(INFO_EXTENSION)],
+                    &[],
+                    &[CredentialType::Basic],
+                )),
+            ])
+            .map_err(library)?;
+            let config = MlsGroupCreateConfig::builder()
+                .ciphersuite(CIPHERSUITE)
+                .capabilities(Self::capabilities())
+                .with_group_context_extensions(extensions)
+                .use_ratchet_tree_extension(true)
+                .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+                .max_past_epochs(this.config.max_past_epochs)
+                .sender_ratchet_configuration(SenderRatchetConfiguration::new(
+                    this.config.out_of_order,
+                    this.config.max_forward,
+                ))
+                .build();
+            let credential = identity::credential_with_key(&this.certificate, &this.signer);
+            let mut mls = MlsGroup::new_with_group_id(
+                &this.provider,
+                &this.signer,
+                &config,
+                group.id(),
+                credential,
+            )
+            .map_err(library)?;
+            let added: Vec<Member> = packages.iter().map(|p| p.member).collect();
+            let welcome = if packages.is_empty() {
+                None
+            } else {
+                let kps: Vec<KeyPackage> = packages.into_iter().map(|p| p.package).collect();
+                let (_commit, welcome, _info) = mls
+                    .add_members(&this.provider, &this.signer, &kps)
+                    .map_err(library)?;
+                mls.merge_pending_commit(&this.provider).map_err(library)?;
+                Some(welcome.tls_serialize_detached().map_err(library)?)
+            };
+            let epoch = mls.epoch().as_u64();
+            this.provider
+                .storage
+                .put_own(&[own::GROUP, group.0.as_slice()].concat(), info.encode());
+            this.groups.insert(group, mls);
+            this.put_activity(&group, now_ms, 0);
+            Ok(Created {
+                group,
+                welcome,
+                added,
+                epoch,
+            })
+        })
+    }
+
+    /// Encrypts `content` for every other member of `group`.
+    pub fn encrypt(&mut self, group: &GroupRef, content: &[u8]) -> Result<Sealed, MlsError> {
+        self.atomically(|this| {
+            let (provider, signer) = (&this.provider, &this.signer);
+            let mls = loaded(&mut this.groups, provider, group)?;
+            let epoch = mls.epoch().as_u64();
+            let message = mls
+                .create_message(provider, signer, content)
+                .map_err(library)?;
+            this.note_message(group);
+            Ok(Sealed {
+                bytes: message.tls_serialize_detached().map_err(library)?,
+                epoch,
+            })
+        })
+    }
+
+    /// Sends an update of this device's own leaf to the committer (a proposal; the committer
+    /// commits it). Returns the message for the committer.
+    pub fn propose_update(&mut self, group: &GroupRef) -> Result<Vec<u8>, MlsError> {
+        self.atomically(|this| {
+            let (provider, signer) = (&this.provider, &this.signer);
+            let mls = loaded(&mut this.groups, provider, group)?;
+            let (message, _reference) = mls
+                .propose_self_update(provider, signer, LeafNodeParameters::default())
+                .map_err(library)?;
+            message.tls_serialize_detached().map_err(library)
+        })
+    }
+
+    /// Commits, as the committer of `group`: adds the devices of `add`, removes the devices
+    /// `remove` names, includes the proposals received since the last commit, and updates
+    /// this device's own leaf when `update` is set (or when anything else changes, as MLS
+    /// requires for removals).
+    pub fn commit(
+        &mut self,
+        group: &GroupRef,
+        add: Vec<Package>,
+        remove: &[PeerId],
+        update: bool,
+        trust: &dyn Trust,
+    ) -> Result<Committed, MlsError> {
+        let info = self.info(group).ok_or(MlsError::UnknownGroup)?;
+        if !self.is_committer(group)? {
+            return Err(MlsError::NotCommitter);
+        }
+        for p in &add {
+            if !info.includes(&p.member.user) || !trust.admits(&info, &p.member) {
+                return Err(MlsError::Refused(format!(
+                    "device {} may not be in this conversation",
+                    p.member.peer
+                )));
+            }
+        }
+        let members = self.members_indexed(group)?;
+        let removed_leaves: Vec<(u32, Member)> = members
+            .iter()
+            .filter(|(_, m)| remove.contains(&m.peer) && m.peer != self.me.peer)
+            .copied()
+            .collect();
+        let forwarded = self.stored_proposals(group);
+        self.atomically(|this| {
+            let (provider, signer) = (&this.provider, &this.signer);
+            let mls = loaded(&mut this.groups, provider, group)?;
+            let added: Vec<Member> = add.iter().map(|p| p.member).collect();
+            let bundle = mls
+                .commit_builder()
+                .consume_proposal_store(true)
+                .force_self_update(update)
+                .propose_adds(add.into_iter().map(|p| p.package))
+                .propose_removals(removed_leaves.iter().map(|(i, _)| LeafNodeIndex::new(*i)))
+                .load_psks(provider.storage())
+                .map_err(library)?
+                // The proposal store holds only updates, checked as they arrived.
+                .build(provider.rand(), provider.crypto(), signer, |_| true)
+                .map_err(library)?
+                .stage_commit(provider)
+                .map_err(library)?;
+            let (commit, welcome, _) = bundle.into_messages();
+            mls.merge_pending_commit(provider).map_err(library)?;
+            let epoch = mls.epoch().as_u64();
+            for (key, _) in &forwarded {
+                provider.storage.delete_own(key);
+            }
+            let mut messages: Vec<Vec<u8>> = forwarded.into_iter().map(|(_, m)| m).collect();
+            messages.push(commit.tls_serialize_detached().map_err(library)?);
+            let welcome = match welcome {
+                Some(w) => Some(w.tls_serialize_detached().map_err(library)?),
+                None => None,
+            };
+            let me = this.me.peer;
+            Ok(Committed {
+                messages,
+                welcome,
+                added,
+                removed: removed_leaves.iter().map(|(_, m)| *m).collect(),
+                epoch,
+                recipients: members
+                    .iter()
+                    .map(|(_, m)| *m)
+                    .filter(|m| m.peer != me)
+                    .collect(),
+            })
+        })
+    }
+
+    /// The proposals received for `group`'s next commit, keys and messages, oldest first.
+    fn stored_proposals(&self, group: &GroupRef) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut stored: Vec<(Vec<u8>, Vec<u8>)> = self
+            .provider
+            .storage
+            .own_with_prefix(&[own::PROPOSAL, group.0.as_slice()].concat())
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let (seq, message): (u64, Vec<u8>) = postcard::from_bytes(&value).ok()?;
+                Some((seq, key, message))
+            })
+            .map(|(seq, key, message)| (seq, (key, message)))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_values()
+            .collect();
+        stored.shrink_to_fit();
+        stored
+    }
+
+    /// Processes one MLS message (an application message, a proposal, a commit or a
+    /// Welcome) received for this device.
+    pub fn process(&mut self, bytes: &[u8], trust: &dyn Trust) -> Result<Processed, MlsError> {
+        self.process_with(bytes, trust, 0, &mut |_, _| Ok(()))
+    }
+
+    /// Like [`Self::process`], at `now_ms`, with `accept` deciding on an application message
+    /// once it is open (who sent it, what it says): when it refuses, nothing changes — the
+    /// message's key is not used up and the same message can be processed again later.
+    pub fn process_with(
+        &mut self,
+        bytes: &[u8],
+        trust: &dyn Trust,
+        now_ms: i64,
+        accept: Accept<'_>,
+    ) -> Result<Processed, MlsError> {
+        if bytes.len() > MAX_MESSAGE_LEN {
+            return Err(MlsError::Malformed);
+        }
+        let message =
+            MlsMessageIn::tls_deserialize_exact(bytes).map_err(|_| MlsError::Malformed)?;
+        match message.extract() {
+            MlsMessageBodyIn::Welcome(welcome) => self.join(welcome, trust, now_ms),
+            MlsMessageBodyIn::PrivateMessage(m) => {
+                self.process_protocol(m.into(), bytes, trust, accept)
+            }
+            MlsMessageBodyIn::PublicMessage(m) => {
+                self.process_protocol(m.into(), bytes, trust, accept)
+            }
+            _ => Err(MlsError::Malformed),
+        }
+    }
+
+    fn join(
+        &mut self,
+        welcome: openmls::prelude::Welcome,
+        trust: &dyn Trust,
+        now_ms: i64,
+    ) -> Result<Processed, MlsError> {
+        let config = self.join_config();
+        self.atomically(|this| {
+            let staged = StagedWelcome::build_from_welcome(&this.provider, &config, welcome)
+                .map_err(|e| match e {
+                    openmls::prelude::WelcomeError::NoMatchingKeyPackage => MlsError::NotForUs,
+                    other => MlsError::Refused(format!("the welcome does not verify: {other:?}")),
+                })?
+                .replace_old_group()
+                .build()
+                .map_err(|e| MlsError::Refused(format!("the welcome does not verify: {e:?}")))?;
+            let group =
+                GroupRef::of(staged.group_context().group_id()).ok_or(MlsError::Malformed)?;
+            // A Welcome into a group this device is in is either one it asked for (it found
+            // itself on the losing side of a fork) or a replay, which would take it back.
+            let asked = this
+                .provider
+                .storage
+                .get_own(&[own::REJOIN, group.0.as_slice()].concat());
+            if asked.is_none()
+                && let Ok(current) = loaded(&mut this.groups, &this.provider, &group)
+                && current.epoch().as_u64() >= staged.group_context().epoch().as_u64()
+            {
+                return Err(MlsError::Duplicate);
+            }
+            this.groups.remove(&group);
+            this.provider
+                .storage
+                .delete_own(&[own::REJOIN, group.0.as_slice()].concat());
+            let info = info_of(staged.group_context().extensions())
+                .ok_or_else(|| MlsError::Refused("not a conversation of ours".into()))?;
+            if !info.includes(&this.me.user) {
+                return Err(MlsError::Refused("a conversation without this user".into()));
+            }
+            let mut members = Vec::new();
+            for m in staged.members() {
+                let member = this
+                    .verified
+                    .member(&m.credential, m.signature_key.as_slice())?;
+                if !info.includes(&member.user) || !trust.admits(&info, &member) {
+                    return Err(MlsError::Refused(format!(
+                        "device {} may not be in this conversation",
+                        member.peer
+                    )));
+                }
+                members.push(member);
+            }
+            let mls = staged.into_group(&this.provider).map_err(library)?;
+            let epoch = mls.epoch().as_u64();
+            this.provider
+                .storage
+                .put_own(&[own::GROUP, group.0.as_slice()].concat(), info.encode());
+            this.groups.insert(group, mls);
+            this.put_activity(&group, now_ms, 0);
+            Ok(Processed::Joined {
+                group,
+                info,
+                epoch,
+                members,
+            })
+        })
+    }
+
+    fn process_protocol(
+        &mut self,
+        message: ProtocolMessage,
+        bytes: &[u8],
+        trust: &dyn Trust,
+        accept: Accept<'_>,
+    ) -> Result<Processed, MlsError> {
+        let group = GroupRef::of(message.group_id()).ok_or(MlsError::UnknownGroup)?;
+        let info = self.info(&group).ok_or(MlsError::UnknownGroup)?;
+        let epoch = message.epoch().as_u64();
+        let current = self.epoch(&group)?;
+        if epoch > current {
+            return Err(MlsError::Ahead { group, epoch });
+        }
+        let members_before = self.members_indexed(&group)?;
+        self.atomically(|this| {
+            let provider = &this.provider;
+            let mls = loaded(&mut this.groups, provider, &group)?;
+            let processed = mls
+                .process_message(provider, message)
+                .map_err(|e| classify(&e, epoch, current))?;
+            let sender_leaf = match processed.sender() {
+                Sender::Member(leaf) => leaf.u32(),
+                _ => return Err(MlsError::Refused("not sent by a member".into())),
+            };
+            let sender = this.verified.known(processed.credential())?;
+            match processed.into_content() {
+                ProcessedMessageContent::ApplicationMessage(app) => {
+                    if !trust.admits(&info, &sender) {
+                        return Err(MlsError::Refused(format!(
+                            "device {} is no longer believed",
+                            sender.peer
+                        )));
+                    }
+                    let content = app.into_bytes();
+                    accept(&sender, &content)?;
+                    this.note_message(&group);
+                    Ok(Processed::Application {
+                        group,
+                        epoch,
+                        sender,
+                        content,
+                    })
+                }
+                ProcessedMessageContent::ProposalMessage(queued) => {
+                    match queued.proposal() {
+                        Proposal::Update(update) => {
+                            let leaf = update.leaf_node();
+                            let member = this
+                                .verified
+                                .member(leaf.credential(), leaf.signature_key().as_slice())?;
+                            if member.peer != sender.peer {
+                                return Err(MlsError::Refused(
+                                    "an update must keep the device it updates".into(),
+                                ));
+                            }
+                        }
+                        _ => {
+                            return Err(MlsError::Refused(
+                                "only updates of one's own leaf are proposed".into(),
+                            ));
+                        }
+                    }
+                    mls.store_pending_proposal(provider.storage(), *queued)
+                        .map_err(library)?;
+                    // Kept to forward beside the commit that includes it, in arrival order.
+                    let seq = mls.pending_proposals().count() as u64;
+                    let digest = hash(bytes);
+                    provider.storage.put_own(
+                        &[own::PROPOSAL, group.0.as_slice(), &digest].concat(),
+                        postcard::to_allocvec(&(seq, bytes.to_vec())).map_err(library)?,
+                    );
+                    Ok(Processed::Proposal { group, sender })
+                }
+                ProcessedMessageContent::StagedCommitMessage(staged) => {
+                    let removed_leaves: Vec<u32> = staged
+                        .remove_proposals()
+                        .map(|r| r.remove_proposal().removed().u32())
+                        .collect();
+                    let allowed = [&[][..], removed_leaves.as_slice()].iter().any(|gone| {
+                        committer_of(&info, &members_before, gone)
+                            .is_some_and(|(leaf, _)| leaf == sender_leaf)
+                    });
+                    if !allowed {
+                        return Err(MlsError::NotCommitter);
+                    }
+                    let mut added = Vec::new();
+                    for add in staged.add_proposals() {
+                        let leaf = add.add_proposal().key_package().leaf_node();
+                        let member = this
+                            .verified
+                            .member(leaf.credential(), leaf.signature_key().as_slice())?;
+                        if !info.includes(&member.user) || !trust.admits(&info, &member) {
+                            return Err(MlsError::Refused(format!(
+                                "device {} may not be in this conversation",
+                                member.peer
+                            )));
+                        }
+                        added.push(member);
+                    }
+                    for update in staged.update_proposals() {
+                        let leaf = update.update_proposal().leaf_node();
+                        this.verified
+                            .member(leaf.credential(), leaf.signature_key().as_slice())?;
+                    }
+                    if let Some(leaf) = staged.update_path_leaf_node() {
+                        let member = this
+                            .verified
+                            .member(leaf.credential(), leaf.signature_key().as_slice())?;
+                        if member.peer != sender.peer {
+                            return Err(MlsError::Refused(
+                                "a commit's path must keep its committer".into(),
+                            ));
+                        }
+                    }
+                    if staged.queued_proposals().any(|p| {
+                        !matches!(
+                            p.proposal(),
+                            Proposal::Add(_) | Proposal::Remove(_) | Proposal::Update(_)
+                        )
+                    }) {
+                        return Err(MlsError::Refused(
+                            "a commit may only add, remove and update devices".into(),
+                        ));
+                    }
+                    let removed: Vec<Member> = members_before
+                        .iter()
+                        .filter(|(leaf, _)| removed_leaves.contains(leaf))
+                        .map(|(_, m)| *m)
+                        .collect();
+                    let left = staged.self_removed();
+                    mls.merge_staged_commit(provider, *staged)
+                        .map_err(library)?;
+                    let new_epoch = mls.epoch().as_u64();
+                    // Proposals of the epoch just left are settled either way.
+                    for (key, _) in provider
+                        .storage
+                        .own_with_prefix(&[own::PROPOSAL, group.0.as_slice()].concat())
+                    {
+                        provider.storage.delete_own(&key);
+                    }
+                    if left {
+                        this.forget_group(&group)?;
+                    }
+                    Ok(Processed::Commit {
+                        group,
+                        epoch: new_epoch,
+                        sender,
+                        added,
+                        removed,
+                        left,
+                    })
+                }
+                _ => Ok(Processed::Own),
+            }
+        })
+    }
+
+    /// Records that this device asked to be added to `group` again (it is on the losing side
+    /// of a fork, or lost its state): a Welcome into it is then taken even though the group
+    /// is known. Returns when it last asked, if it did.
+    pub fn ask_rejoin(&mut self, group: &GroupRef, now_ms: i64) -> Option<i64> {
+        let key = [own::REJOIN, group.0.as_slice()].concat();
+        let before = self
+            .provider
+            .storage
+            .get_own(&key)
+            .and_then(|v| postcard::from_bytes::<i64>(&v).ok());
+        if let Ok(value) = postcard::to_allocvec(&now_ms) {
+            self.provider.storage.put_own(&key, value);
+        }
+        before
+    }
+
+    /// Deletes everything this device holds of `group`.
+    pub fn forget_group(&mut self, group: &GroupRef) -> Result<(), MlsError> {
+        match loaded(&mut self.groups, &self.provider, group) {
+            Ok(_) => {
+                if let Some(mut mls) = self.groups.remove(group) {
+                    mls.delete(&self.provider.storage).map_err(library)?;
+                }
+            }
+            Err(MlsError::UnknownGroup) => {}
+            Err(e) => return Err(e),
+        }
+        for (key, _) in self
+            .provider
+            .storage
+            .own_with_prefix(&[own::PROPOSAL, group.0.as_slice()].concat())
+        {
+            self.provider.storage.delete_own(&key);
+        }
+        for prefix in [own::GROUP, own::UPDATED, own::REJOIN] {
+            self.provider
+                .storage
+                .delete_own(&[prefix, group.0.as_slice()].concat());
+        }
+        Ok(())
+    }
+
+    /// Drops the keys of every past epoch that ended before `before`: late mail from them no
+    /// longer opens, and neither does anything captured from them.
+    pub fn forget_past(&mut self, before: SystemTime) -> Result<(), MlsError> {
+        let groups: Vec<GroupRef> = self.groups().into_iter().map(|(g, _)| g).collect();
+        self.atomically(|this| {
+            for group in groups {
+                let provider = &this.provider;
+                let mls = match loaded(&mut this.groups, provider, &group) {
+                    Ok(mls) => mls,
+                    Err(MlsError::UnknownGroup) => continue,
+                    Err(e) => return Err(e),
+                };
+                mls.delete_past_epoch_secrets(
+                    provider,
+                    PastEpochDeletion::before_timestamp(before),
+                )
+                .map_err(library)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Drops past epochs older than `window` as of now.
+    pub fn forget_older_than(&mut self, window: Duration) -> Result<(), MlsError> {
+        self.forget_past(SystemTime::now() - window)
+    }
+}
+
+/// `group` from `groups`, loaded from the store first if it is not in memory.
+fn loaded<'a>(
+    groups: &'a mut HashMap<GroupRef, MlsGroup>,
+    provider: &Provider,
+    group: &GroupRef,
+) -> Result<&'a mut MlsGroup, MlsError> {
+    match groups.entry(*group) {
+        std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            let mls = MlsGroup::load(&provider.storage, &group.id())
+                .map_err(library)?
+                .ok_or(MlsError::UnknownGroup)?;
+            Ok(e.insert(mls))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+/// The conversation an MLS group context describes, if it is one of ours.
+fn info_of(extensions: &Extensions<openmls::prelude::GroupContext>) -> Option<Info> {
+    extensions.iter().find_map(|e| match e {
+        Extension::Unknown(INFO_EXTENSION, UnknownExtension(bytes)) => Info::decode(bytes),
+        _ => None,
+    })
+}
+
+/// The committer among `members` (leaf index and device), leaving out the leaves in `gone`.
+fn committer_of(info: &Info, members: &[(u32, Member)], gone: &[u32]) -> Option<(u32, Member)> {
+    let present = members.iter().filter(|(leaf, _)| !gone.contains(leaf));
+    let first = present.clone().min_by_key(|(leaf, _)| *leaf).copied();
+    present
+        .filter(|(_, m)| m.user == info.orderer)
+        .min_by_key(|(leaf, _)| *leaf)
+        .copied()
+        .or(first)
+}
+
+fn hash(bytes: &[u8]) -> [u8; 32] {
+    use openmls_traits::crypto::OpenMlsCrypto as _;
+    let crypto = RustCrypto::default();
+    crypto
+        .hash(openmls_traits::types::HashType::Sha2_256, bytes)
+        .ok()
+        .and_then(|h| <[u8; 32]>::try_from(h.as_slice()).ok())
+        .unwrap_or([0; 32])
+}
+
+/// What a processing error means for the caller.
+fn classify(e: &impl fmt::Debug, epoch: u64, current: u64) -> MlsError {
+    let text = format!("{e:?}");
+    if text.contains("SecretReuseError") {
+        MlsError::Duplicate
+    } else if text.contains("WrongEpoch")
+        || text.contains("TooDistantInThePast")
+        || text.contains("NoPastEpochData")
+        || (epoch < current && text.contains("UnableToDecrypt"))
+    {
+        MlsError::Stale
+    } else if text.contains("UnableToDecrypt") || text.contains("AeadError") {
+        MlsError::Undecryptable
+    } else {
+        MlsError::Refused(format!("the message does not verify: {text}"))
+    }
+}

@@ -1,0 +1,644 @@
+//! The conversation rules and the cryptographic properties, with real openmls groups and no
+//! network: forward secrecy and post-compromise security are tested by trying to decrypt
+//! captured messages with a device's state taken before and after, through this crate.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use volli_core::{DeviceCertificate, PeerId, Permissions, Timestamp, UserSecret};
+
+use super::*;
+
+/// Admits every device except those revoked.
+#[derive(Default)]
+struct Devices {
+    revoked: RefCell<HashSet<PeerId>>,
+}
+
+impl Trust for Devices {
+    fn admits(&self, _: &Info, member: &Member) -> bool {
+        !self.revoked.borrow().contains(&member.peer)
+    }
+}
+
+struct Device {
+    mls: Mls,
+    certificate: DeviceCertificate,
+    seed: [u8; 32],
+}
+
+impl Device {
+    fn new(user: &UserSecret, name: &str) -> Self {
+        let key = libp2p_identity::Keypair::generate_ed25519();
+        let peer = key.public().to_peer_id();
+        let certificate =
+            DeviceCertificate::issue(user, peer, name, Permissions::ALL, Timestamp::now());
+        let secret = key.try_into_ed25519().unwrap().secret();
+        let seed: [u8; 32] = secret.as_ref().try_into().unwrap();
+        let mls = Mls::open(Vec::new(), certificate.clone(), &seed, Config::default()).unwrap();
+        Self {
+            mls,
+            certificate,
+            seed,
+        }
+    }
+
+    fn peer(&self) -> PeerId {
+        self.mls.me().peer
+    }
+
+    fn package(&mut self, of: &Device) -> Package {
+        let own = self.mls.new_key_packages(1, false, 0).unwrap().remove(0);
+        of.mls.check_key_package(&own.bytes).unwrap()
+    }
+
+    /// The device's whole state as a thief would copy it, opened with this crate.
+    fn stolen(&self) -> Mls {
+        Mls::open(
+            self.mls.rows(),
+            self.certificate.clone(),
+            &self.seed,
+            Config::default(),
+        )
+        .unwrap()
+    }
+}
+
+/// Key packages of `devices`, checked by `by`.
+fn packages(by: &Device, devices: &mut [&mut Device]) -> Vec<Package> {
+    devices
+        .iter_mut()
+        .map(|d| {
+            let own = d.mls.new_key_packages(1, false, 0).unwrap().remove(0);
+            by.mls.check_key_package(&own.bytes).unwrap()
+        })
+        .collect()
+}
+
+struct Conversation {
+    bob: UserSecret,
+    a1: Device,
+    a2: Device,
+    b1: Device,
+    b2: Device,
+    group: GroupRef,
+    trust: Devices,
+}
+
+/// Alice (two devices) starts a conversation with Bob (two devices); everyone joins.
+fn conversation() -> Conversation {
+    let (alice, bob) = (
+        UserSecret::generate().unwrap(),
+        UserSecret::generate().unwrap(),
+    );
+    let mut a1 = Device::new(&alice, "a1");
+    let mut a2 = Device::new(&alice, "a2");
+    let mut b1 = Device::new(&bob, "b1");
+    let mut b2 = Device::new(&bob, "b2");
+    let trust = Devices::default();
+    let others = packages(&a1, &mut [&mut a2, &mut b1, &mut b2]);
+    let info = Info::direct(alice.user_id(), bob.user_id());
+    let created = a1.mls.create(info.clone(), others, &trust, 0).unwrap();
+    let welcome = created.welcome.unwrap();
+    for d in [&mut a2, &mut b1, &mut b2] {
+        match d.mls.process(&welcome, &trust).unwrap() {
+            Processed::Joined {
+                group,
+                info: joined,
+                members,
+                ..
+            } => {
+                assert_eq!(group, created.group);
+                assert_eq!(joined, info);
+                assert_eq!(members.len(), 4);
+            }
+            other => panic!("expected a join, got {other:?}"),
+        }
+    }
+    Conversation {
+        bob,
+        a1,
+        a2,
+        b1,
+        b2,
+        group: created.group,
+        trust,
+    }
+}
+
+fn text(processed: Processed) -> String {
+    match processed {
+        Processed::Application { content, .. } => String::from_utf8(content).unwrap(),
+        other => panic!("expected an application message, got {other:?}"),
+    }
+}
+
+fn send(from: &mut Device, group: &GroupRef, body: &str) -> Vec<u8> {
+    from.mls.encrypt(group, body.as_bytes()).unwrap().bytes
+}
+
+/// Delivers a commit bundle to every device in `to`.
+fn deliver(messages: &[Vec<u8>], to: &mut [&mut Device], trust: &Devices) {
+    for d in to.iter_mut() {
+        for m in messages {
+            d.mls.process(m, trust).unwrap();
+        }
+    }
+}
+
+#[test]
+fn every_device_of_both_users_reads_what_any_other_sends() {
+    let mut c = conversation();
+    let m = send(&mut c.b2, &c.group, "hello from bob's second device");
+    for d in [&mut c.a1, &mut c.a2, &mut c.b1] {
+        assert_eq!(
+            text(d.mls.process(&m, &c.trust).unwrap()),
+            "hello from bob's second device"
+        );
+    }
+    let m = send(&mut c.a1, &c.group, "and back");
+    assert_eq!(text(c.b1.mls.process(&m, &c.trust).unwrap()), "and back");
+    assert!(matches!(
+        c.b1.mls.process(&m, &c.trust),
+        Err(MlsError::Duplicate)
+    ));
+    // Every device agrees on the group state and on who commits.
+    let auth = c.a1.mls.authenticator(&c.group).unwrap();
+    for d in [&mut c.a2, &mut c.b1, &mut c.b2] {
+        assert_eq!(d.mls.authenticator(&c.group).unwrap(), auth);
+        assert_eq!(
+            d.mls.committer(&c.group).unwrap().unwrap().peer,
+            c.a1.peer()
+        );
+    }
+}
+
+#[test]
+fn the_state_survives_being_persisted_and_reopened() {
+    let mut c = conversation();
+    let m = send(&mut c.a1, &c.group, "one");
+    text(c.b1.mls.process(&m, &c.trust).unwrap());
+    // What was persisted, reopened: the same device goes on where it was.
+    let mut reopened = c.b1.stolen();
+    let m = send(&mut c.a1, &c.group, "two");
+    assert_eq!(text(reopened.process(&m, &c.trust).unwrap()), "two");
+    assert_eq!(reopened.groups().len(), 1);
+}
+
+#[test]
+fn forward_secrecy_a_state_taken_later_opens_no_captured_message() {
+    let mut c = conversation();
+    // A copy of Bob's first device taken before the messages: it can open them, which is
+    // what shows the check below can fail.
+    let before = c.b1.stolen();
+    let captured: Vec<Vec<u8>> = (0..3)
+        .map(|i| send(&mut c.a1, &c.group, &format!("captured {i}")))
+        .collect();
+    for m in &captured {
+        text(c.b1.mls.process(m, &c.trust).unwrap());
+    }
+    let mut control = before;
+    assert_eq!(
+        text(control.process(&captured[1], &c.trust).unwrap()),
+        "captured 1"
+    );
+
+    // Within the epoch: the device that read them deleted their keys.
+    let mut taken = c.b1.stolen();
+    for m in &captured {
+        assert!(taken.process(m, &c.trust).is_err());
+    }
+
+    // The conversation moves on: an update commits, the late-mail window passes and the
+    // past epoch is forgotten. Now no device's state opens them — not even that of Bob's
+    // second device, which never received them.
+    let committed =
+        c.a1.mls
+            .commit(&c.group, Vec::new(), &[], true, &c.trust)
+            .unwrap();
+    deliver(
+        &committed.messages,
+        &mut [&mut c.a2, &mut c.b1, &mut c.b2],
+        &c.trust,
+    );
+    // Until the past epoch is forgotten, the device that never received them still could:
+    // forgetting is what takes that away.
+    assert_eq!(
+        text(c.b2.stolen().process(&captured[0], &c.trust).unwrap()),
+        "captured 0"
+    );
+    let later = SystemTime::now() + Duration::from_secs(8 * 24 * 3600);
+    let window = Duration::from_secs(7 * 24 * 3600);
+    for d in [&mut c.a1, &mut c.a2, &mut c.b1, &mut c.b2] {
+        d.mls.forget_past(later - window).unwrap();
+        let mut taken = d.stolen();
+        for m in &captured {
+            let opened = taken.process(m, &c.trust);
+            assert!(
+                matches!(opened, Err(MlsError::Stale)),
+                "a state taken later opened a captured message: {opened:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn post_compromise_a_state_taken_before_an_update_reads_nothing_after_it() {
+    let mut c = conversation();
+    // A thief copies Bob's second device.
+    let mut thief = c.b2.stolen();
+    let m = send(&mut c.a1, &c.group, "before the update");
+    assert_eq!(
+        text(thief.process(&m, &c.trust).unwrap()),
+        "before the update"
+    );
+
+    // The device updates its own leaf: a proposal to the committer, which commits it and
+    // forwards it beside the commit.
+    let proposal = c.b2.mls.propose_update(&c.group).unwrap();
+    assert!(matches!(
+        c.a1.mls.process(&proposal, &c.trust).unwrap(),
+        Processed::Proposal { .. }
+    ));
+    let committed =
+        c.a1.mls
+            .commit(&c.group, Vec::new(), &[], false, &c.trust)
+            .unwrap();
+    assert_eq!(committed.messages.len(), 2, "the proposal, then the commit");
+    deliver(
+        &committed.messages,
+        &mut [&mut c.a2, &mut c.b1, &mut c.b2],
+        &c.trust,
+    );
+
+    // The thief sees the same commit and messages on the wire, and reads none of it.
+    let after = send(&mut c.a2, &c.group, "after the update");
+    assert_eq!(
+        text(c.b2.mls.process(&after, &c.trust).unwrap()),
+        "after the update"
+    );
+    for m in &committed.messages {
+        let _ = thief.process(m, &c.trust);
+    }
+    assert!(
+        thief.process(&after, &c.trust).is_err(),
+        "the stolen state read a message sent after the update"
+    );
+}
+
+#[test]
+fn late_mail_six_days_old_across_two_epochs_opens_and_eight_days_old_does_not() {
+    let mut c = conversation();
+    let late = send(&mut c.a1, &c.group, "held at a relay");
+    for _ in 0..2 {
+        let committed =
+            c.a1.mls
+                .commit(&c.group, Vec::new(), &[], true, &c.trust)
+                .unwrap();
+        deliver(&committed.messages, &mut [&mut c.b1, &mut c.b2], &c.trust);
+    }
+    let window = Duration::from_secs(7 * 24 * 3600);
+    let now = SystemTime::now();
+    let six_days = now + Duration::from_secs(6 * 24 * 3600);
+    c.b1.mls.forget_past(six_days - window).unwrap();
+    assert_eq!(
+        text(c.b1.mls.process(&late, &c.trust).unwrap()),
+        "held at a relay"
+    );
+    let eight_days = now + Duration::from_secs(8 * 24 * 3600);
+    c.b2.mls.forget_past(eight_days - window).unwrap();
+    assert!(matches!(
+        c.b2.mls.process(&late, &c.trust),
+        Err(MlsError::Stale)
+    ));
+}
+
+#[test]
+fn a_message_for_a_later_epoch_is_held_until_its_commit_arrives() {
+    let mut c = conversation();
+    let committed =
+        c.a1.mls
+            .commit(&c.group, Vec::new(), &[], true, &c.trust)
+            .unwrap();
+    let m = send(&mut c.a1, &c.group, "in the new epoch");
+    assert!(matches!(
+        c.b1.mls.process(&m, &c.trust),
+        Err(MlsError::Ahead { epoch: 2, .. })
+    ));
+    deliver(&committed.messages, &mut [&mut c.b1], &c.trust);
+    assert_eq!(
+        text(c.b1.mls.process(&m, &c.trust).unwrap()),
+        "in the new epoch"
+    );
+}
+
+#[test]
+fn only_the_committer_commits() {
+    let mut c = conversation();
+    assert!(matches!(
+        c.b1.mls.commit(&c.group, Vec::new(), &[], true, &c.trust),
+        Err(MlsError::NotCommitter)
+    ));
+    // A commit made anyway (bypassing the rule on the sender) is refused by the others.
+    let group = c.group;
+    let provider = &c.b1.mls.provider;
+    let mls = loaded(&mut c.b1.mls.groups, provider, &group).unwrap();
+    let (commit, _, _) = mls
+        .self_update(provider, &c.b1.mls.signer, LeafNodeParameters::default())
+        .unwrap()
+        .into_messages();
+    let bytes = commit.tls_serialize_detached().unwrap();
+    assert!(matches!(
+        c.a2.mls.process(&bytes, &c.trust),
+        Err(MlsError::NotCommitter)
+    ));
+    // Refused means unchanged: the real committer's next commit still applies.
+    let committed =
+        c.a1.mls
+            .commit(&c.group, Vec::new(), &[], true, &c.trust)
+            .unwrap();
+    deliver(&committed.messages, &mut [&mut c.a2], &c.trust);
+    assert_eq!(
+        c.a2.mls.authenticator(&c.group).unwrap(),
+        c.a1.mls.authenticator(&c.group).unwrap()
+    );
+}
+
+#[test]
+fn pairing_adds_a_device_and_revocation_removes_it_in_one_commit() {
+    let mut c = conversation();
+    // A third device of Bob's, paired: the committer adds it, and removes the revoked
+    // second device, in the same commit.
+    let mut b3 = Device::new(&c.bob, "b3");
+    let package = b3.package(&c.a1);
+    c.trust.revoked.borrow_mut().insert(c.b2.peer());
+    let committed =
+        c.a1.mls
+            .commit(&c.group, vec![package], &[c.b2.peer()], false, &c.trust)
+            .unwrap();
+    assert_eq!(committed.added.len(), 1);
+    assert_eq!(committed.removed.len(), 1);
+    deliver(&committed.messages, &mut [&mut c.a2, &mut c.b1], &c.trust);
+    match b3
+        .mls
+        .process(committed.welcome.as_ref().unwrap(), &c.trust)
+        .unwrap()
+    {
+        Processed::Joined { members, .. } => assert_eq!(members.len(), 4),
+        other => panic!("expected a join, got {other:?}"),
+    }
+    // The removed device processes its removal and forgets the group.
+    match c
+        .b2
+        .mls
+        .process(committed.messages.last().unwrap(), &c.trust)
+    {
+        Ok(Processed::Commit { left: true, .. }) | Err(_) => {}
+        other => panic!("the removed device went on: {other:?}"),
+    }
+    let m = send(
+        &mut c.a2,
+        &c.group,
+        "to the new device, not the revoked one",
+    );
+    assert_eq!(
+        text(b3.mls.process(&m, &c.trust).unwrap()),
+        "to the new device, not the revoked one"
+    );
+    assert!(c.b2.mls.process(&m, &c.trust).is_err());
+    assert!(c.b2.stolen().process(&m, &c.trust).is_err());
+}
+
+#[test]
+fn a_revoked_committer_is_replaced_by_the_next_device_of_its_user() {
+    let mut c = conversation();
+    c.trust.revoked.borrow_mut().insert(c.a1.peer());
+    // Alice's second device takes over by removing the first: others accept it.
+    let group = c.group;
+    let members = c.a2.mls.members_indexed(&group).unwrap();
+    let a1_leaf = members
+        .iter()
+        .find(|(_, m)| m.peer == c.a1.peer())
+        .unwrap()
+        .0;
+    let provider = &c.a2.mls.provider;
+    let mls = loaded(&mut c.a2.mls.groups, provider, &group).unwrap();
+    let (commit, _, _) = mls
+        .remove_members(provider, &c.a2.mls.signer, &[LeafNodeIndex::new(a1_leaf)])
+        .unwrap();
+    mls.merge_pending_commit(provider).unwrap();
+    let bytes = commit.tls_serialize_detached().unwrap();
+    let _ = c.a2.mls.take_changes();
+    match c.b1.mls.process(&bytes, &c.trust).unwrap() {
+        Processed::Commit { removed, .. } => assert_eq!(removed[0].peer, c.a1.peer()),
+        other => panic!("expected the takeover to apply, got {other:?}"),
+    }
+    assert_eq!(
+        c.b1.mls.committer(&group).unwrap().unwrap().peer,
+        c.a2.peer()
+    );
+    assert!(c.a2.mls.is_committer(&group).unwrap());
+}
+
+#[test]
+fn two_commits_at_once_fork_and_the_losing_side_rejoins() {
+    let mut c = conversation();
+    // Alice's committer commits an update while her second device, which holds the
+    // revocation of the first, commits its removal: both for the same epoch.
+    let update =
+        c.a1.mls
+            .commit(&c.group, Vec::new(), &[], true, &c.trust)
+            .unwrap();
+    let group = c.group;
+    let members = c.a2.mls.members_indexed(&group).unwrap();
+    let a1_leaf = members
+        .iter()
+        .find(|(_, m)| m.peer == c.a1.peer())
+        .unwrap()
+        .0;
+    let takeover = {
+        let provider = &c.a2.mls.provider;
+        let mls = loaded(&mut c.a2.mls.groups, provider, &group).unwrap();
+        let (commit, _, _) = mls
+            .remove_members(provider, &c.a2.mls.signer, &[LeafNodeIndex::new(a1_leaf)])
+            .unwrap();
+        mls.merge_pending_commit(provider).unwrap();
+        commit.tls_serialize_detached().unwrap()
+    };
+    // Bob's devices see them in different orders: each applies the first and cannot read
+    // the second.
+    deliver(&update.messages, &mut [&mut c.b1], &c.trust);
+    assert!(c.b1.mls.process(&takeover, &c.trust).is_err());
+    c.b2.mls.process(&takeover, &c.trust).unwrap();
+    assert!(c.b2.mls.process(&update.messages[0], &c.trust).is_err());
+    assert_ne!(
+        c.b1.mls.authenticator(&group).unwrap(),
+        c.b2.mls.authenticator(&group).unwrap(),
+        "forked"
+    );
+
+    // The revocation reaches Bob: the first device is no longer believed, so the side
+    // whose epoch it made is the losing one. Its device cannot read the winning side...
+    c.trust.revoked.borrow_mut().insert(c.a1.peer());
+    let m = send(&mut c.a2, &group, "after the takeover");
+    assert_eq!(
+        text(c.b2.mls.process(&m, &c.trust).unwrap()),
+        "after the takeover"
+    );
+    assert!(matches!(
+        c.b1.mls.process(&m, &c.trust),
+        Err(MlsError::Undecryptable)
+    ));
+    // ... so it asks the winning side's committer to add it again, with a fresh package.
+    assert_eq!(c.b1.mls.ask_rejoin(&group, 1), None);
+    let package = c.b1.package(&c.a2);
+    let readd =
+        c.a2.mls
+            .commit(&group, vec![package], &[c.b1.peer()], false, &c.trust)
+            .unwrap();
+    deliver(&readd.messages, &mut [&mut c.b2], &c.trust);
+    c.b1.mls
+        .process(readd.welcome.as_ref().unwrap(), &c.trust)
+        .unwrap();
+    let auth = c.a2.mls.authenticator(&group).unwrap();
+    assert_eq!(c.b1.mls.authenticator(&group).unwrap(), auth);
+    assert_eq!(c.b2.mls.authenticator(&group).unwrap(), auth);
+    let m = send(&mut c.b1, &group, "back on the same side");
+    assert_eq!(
+        text(c.a2.mls.process(&m, &c.trust).unwrap()),
+        "back on the same side"
+    );
+}
+
+#[test]
+fn a_welcome_with_a_device_the_node_does_not_believe_is_refused_whole() {
+    let (alice, bob) = (
+        UserSecret::generate().unwrap(),
+        UserSecret::generate().unwrap(),
+    );
+    let mut a1 = Device::new(&alice, "a1");
+    let mut b1 = Device::new(&bob, "b1");
+    let mut stranger = Device::new(&UserSecret::generate().unwrap(), "mallory");
+    let trust = Devices::default();
+    let info = Info::direct(alice.user_id(), bob.user_id());
+    // The creator cannot put a third user's device into a one-to-one conversation.
+    let with_stranger = packages(&a1, &mut [&mut b1, &mut stranger]);
+    assert!(matches!(
+        a1.mls.create(info.clone(), with_stranger, &trust, 0),
+        Err(MlsError::Refused(_))
+    ));
+    // And a device the receiver has revoked makes the receiver refuse the Welcome.
+    let mut a2 = Device::new(&alice, "a2");
+    let both = packages(&a1, &mut [&mut b1, &mut a2]);
+    let created = a1.mls.create(info, both, &trust, 0).unwrap();
+    trust.revoked.borrow_mut().insert(a2.peer());
+    assert!(matches!(
+        b1.mls.process(created.welcome.as_ref().unwrap(), &trust),
+        Err(MlsError::Refused(_))
+    ));
+    assert!(b1.mls.groups().is_empty());
+}
+
+#[test]
+fn a_key_package_must_be_signed_by_the_device_its_certificate_names() {
+    let alice = UserSecret::generate().unwrap();
+    let a1 = Device::new(&alice, "a1");
+    let mut b1 = Device::new(&UserSecret::generate().unwrap(), "b1");
+    let own = b1.mls.new_key_packages(1, true, 0).unwrap().remove(0);
+    let checked = a1.mls.check_key_package(&own.bytes).unwrap();
+    assert!(checked.last_resort);
+    assert_eq!(checked.member.peer, b1.peer());
+    // The same certificate under another device key: refused.
+    let key = libp2p_identity::Keypair::generate_ed25519();
+    let seed: [u8; 32] = key
+        .try_into_ed25519()
+        .unwrap()
+        .secret()
+        .as_ref()
+        .try_into()
+        .unwrap();
+    assert!(Mls::open(Vec::new(), b1.certificate.clone(), &seed, Config::default()).is_err());
+    let mut forged = b1.stolen();
+    forged.signer = DeviceSigner::from_seed(&seed);
+    let bytes = forged
+        .new_key_packages(1, false, 0)
+        .unwrap()
+        .remove(0)
+        .bytes;
+    assert!(matches!(
+        a1.mls.check_key_package(&bytes),
+        Err(MlsError::Refused(_))
+    ));
+    assert!(matches!(
+        a1.mls.check_key_package(b"not a key package"),
+        Err(MlsError::Malformed)
+    ));
+    // Used and forgotten packages leave the device's list.
+    assert_eq!(b1.mls.own_key_packages().len(), 1);
+    b1.mls.forget_key_package(&own.reference).unwrap();
+    assert!(b1.mls.own_key_packages().is_empty());
+}
+
+#[test]
+fn a_welcome_replayed_does_not_take_a_device_back() {
+    let mut c = conversation();
+    let mut b3 = Device::new(&c.bob, "b3");
+    let package = {
+        let own = b3.mls.new_key_packages(1, true, 0).unwrap().remove(0);
+        c.a1.mls.check_key_package(&own.bytes).unwrap()
+    };
+    let committed =
+        c.a1.mls
+            .commit(&c.group, vec![package], &[], false, &c.trust)
+            .unwrap();
+    let welcome = committed.welcome.unwrap();
+    b3.mls.process(&welcome, &c.trust).unwrap();
+    let update =
+        c.a1.mls
+            .commit(&c.group, Vec::new(), &[], true, &c.trust)
+            .unwrap();
+    deliver(&update.messages, &mut [&mut b3], &c.trust);
+    // The Welcome used a last-resort package, so its keys are still there: a replay would
+    // open, and must not move the device back an epoch.
+    assert!(matches!(
+        b3.mls.process(&welcome, &c.trust),
+        Err(MlsError::Duplicate)
+    ));
+    assert_eq!(
+        b3.mls.authenticator(&c.group).unwrap(),
+        c.a1.mls.authenticator(&c.group).unwrap()
+    );
+}
+
+#[test]
+fn key_packages_are_handed_out_once_and_the_last_resort_one_rotates() {
+    let alice = UserSecret::generate().unwrap();
+    let mut a1 = Device::new(&alice, "a1");
+    let day = 24 * 3600 * 1000;
+    let first = a1.mls.hand_out(2, 0, 30 * day).unwrap();
+    assert_eq!(first.len(), 3);
+    assert_eq!(first.iter().filter(|p| p.last_resort).count(), 1);
+    let second = a1.mls.hand_out(2, day, 30 * day).unwrap();
+    let last_resort =
+        |v: &[OwnPackage]| v.iter().find(|p| p.last_resort).unwrap().reference.clone();
+    assert_eq!(
+        last_resort(&first),
+        last_resort(&second),
+        "the same last-resort package"
+    );
+    for p in second.iter().filter(|p| !p.last_resort) {
+        assert!(
+            !first.iter().any(|f| f.reference == p.reference),
+            "a one-time package handed out twice"
+        );
+    }
+    // A month on, a new last-resort package; the old one goes once it is old enough.
+    let later = a1.mls.hand_out(0, 31 * day, 30 * day).unwrap();
+    assert_ne!(last_resort(&later), last_resort(&first));
+    a1.mls.prune_key_packages(200 * day, 90 * day).unwrap();
+    let left = a1.mls.own_key_packages();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].reference, last_resort(&later));
+}
