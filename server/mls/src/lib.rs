@@ -141,6 +141,10 @@ pub struct Info {
     version: u8,
     /// The user whose devices commit (the one whose device created the group).
     pub orderer: UserId,
+    /// When the group was created (ms since the epoch, by its creator's clock): of two
+    /// groups of one conversation, every device sends to the newer (a device that lost its
+    /// state starts a new one, and everyone follows).
+    pub created_ms: i64,
     /// Between whom.
     pub kind: Kind,
 }
@@ -157,11 +161,12 @@ pub enum Kind {
 }
 
 impl Info {
-    /// A one-to-one conversation that `orderer` starts with `with`.
-    pub fn direct(orderer: UserId, with: UserId) -> Self {
+    /// A one-to-one conversation that `orderer` starts with `with` at `created_ms`.
+    pub fn direct(orderer: UserId, with: UserId, created_ms: i64) -> Self {
         Self {
             version: 1,
             orderer,
+            created_ms,
             kind: Kind::Direct { with },
         }
     }
@@ -297,13 +302,14 @@ pub enum Processed {
         /// What it says.
         content: Vec<u8>,
     },
-    /// A proposal stored for the next commit (this device is the committer, or will see the
-    /// commit that includes it).
+    /// A proposal held for the committer's next commit (or, inside a commit's bundle,
+    /// checked and taken for the commit that follows it).
     Proposal {
         /// The conversation.
         group: GroupRef,
-        /// Who proposed.
-        sender: Member,
+        /// Who proposed, when it was opened (a held proposal is opened only when it is
+        /// committed: its key can be used once).
+        sender: Option<Member>,
     },
     /// A commit applied.
     Commit {
@@ -373,6 +379,21 @@ mod own {
     pub(super) const UPDATED: &[u8] = b"u";
     /// Groups this device asked to be added to again: `r` + group id → when (ms).
     pub(super) const REJOIN: &[u8] = b"r";
+    /// This device's own update proposal, out of the proposal store until the commit that
+    /// includes it: `o` + group id → (epoch, queued proposal).
+    pub(super) const OWN_PROPOSAL: &[u8] = b"o";
+}
+
+/// How fresh a device's own leaf in a group is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    /// When its keys were last refreshed (it joined, committed with a path, or a commit
+    /// included its update), in ms since the epoch.
+    pub updated_ms: i64,
+    /// Messages through the group since, in either direction.
+    pub messages: u64,
+    /// The epoch in which it proposed an update that no commit has taken yet.
+    pub proposed_in: Option<u64>,
 }
 
 /// A message's group and epoch, read without processing it.
@@ -437,6 +458,8 @@ pub struct Mls {
     config: Config,
     groups: HashMap<GroupRef, MlsGroup>,
     verified: Verified,
+    /// Operations running inside one another: only the outermost one keeps or rolls back.
+    depth: u32,
 }
 
 impl fmt::Debug for Mls {
@@ -480,6 +503,7 @@ impl Mls {
             config,
             groups: HashMap::new(),
             verified: Verified::default(),
+            depth: 0,
         })
     }
 
@@ -510,8 +534,17 @@ impl Mls {
         &mut self,
         op: impl FnOnce(&mut Self) -> Result<T, MlsError>,
     ) -> Result<T, MlsError> {
+        if self.depth > 0 {
+            self.depth += 1;
+            let result = op(self);
+            self.depth -= 1;
+            return result;
+        }
         self.provider.storage.begin();
-        match op(self) {
+        self.depth = 1;
+        let result = op(self);
+        self.depth = 0;
+        match result {
             Ok(value) => {
                 self.provider.storage.keep();
                 Ok(value)
@@ -579,6 +612,19 @@ impl Mls {
         Ok(committer_of(&info, &members, &[]).map(|(_, m)| m))
     }
 
+    /// Whether this device would commit in `group` once `peer` is removed: it may then
+    /// remove `peer` itself (a committer that lost its state asks to be added again).
+    pub fn commits_without(&mut self, group: &GroupRef, peer: &PeerId) -> Result<bool, MlsError> {
+        let info = self.info(group).ok_or(MlsError::UnknownGroup)?;
+        let members = self.members_indexed(group)?;
+        let gone: Vec<u32> = members
+            .iter()
+            .filter(|(_, m)| m.peer == *peer)
+            .map(|(leaf, _)| *leaf)
+            .collect();
+        Ok(committer_of(&info, &members, &gone).is_some_and(|(_, m)| m.peer == self.me.peer))
+    }
+
     /// Whether this device commits in `group`.
     pub fn is_committer(&mut self, group: &GroupRef) -> Result<bool, MlsError> {
         Ok(self
@@ -593,11 +639,6 @@ impl Mls {
             .iter()
             .map(|m| Ok((m.index.u32(), self.verified.known(&m.credential)?)))
             .collect()
-    }
-
-    /// Proposals waiting for the committer's next commit.
-    pub fn pending_proposals(&mut self, group: &GroupRef) -> Result<usize, MlsError> {
-        Ok(self.group(group)?.pending_proposals().count())
     }
 
     fn capabilities() -> Capabilities {
@@ -733,9 +774,8 @@ impl Mls {
         Ok(())
     }
 
-    /// When this device last updated its own leaf in `group` (or joined it), and how many
-    /// messages went through the group since, in either direction.
-    pub fn last_update(&self, group: &GroupRef) -> Option<(i64, u64)> {
+    /// How fresh this device's own leaf in `group` is.
+    pub fn activity(&self, group: &GroupRef) -> Option<Activity> {
         let value = self
             .provider
             .storage
@@ -743,24 +783,40 @@ impl Mls {
         postcard::from_bytes(&value).ok()
     }
 
-    /// Records that this device's leaf in `group` is fresh as of `now_ms`.
-    pub fn mark_updated(&mut self, group: &GroupRef, now_ms: i64) {
-        self.put_activity(group, now_ms, 0);
+    fn put_activity(&self, group: &GroupRef, activity: &Activity) {
+        put_activity(&self.provider.storage, group, activity);
     }
 
-    fn put_activity(&self, group: &GroupRef, at_ms: i64, count: u64) {
-        if let Ok(value) = postcard::to_allocvec(&(at_ms, count)) {
-            self.provider
-                .storage
-                .put_own(&[own::UPDATED, group.0.as_slice()].concat(), value);
-        }
+    /// Records that this device's leaf in `group` is fresh as of `now_ms` (it joined, it
+    /// committed with a path, or a commit included its update).
+    pub fn confirm_update(&self, group: &GroupRef, now_ms: i64) {
+        confirm_update(&self.provider.storage, group, now_ms);
     }
 
     /// Counts a message through `group`.
     fn note_message(&self, group: &GroupRef) {
-        if let Some((at, count)) = self.last_update(group) {
-            self.put_activity(group, at, count + 1);
+        if let Some(mut a) = self.activity(group) {
+            a.messages += 1;
+            self.put_activity(group, &a);
         }
+    }
+
+    /// Whether this device's leaf in `group` is due for an update: older than `every_ms`,
+    /// or `after` messages went through — unless an update it proposed in the current epoch
+    /// still waits for the committer (one proposed in an earlier epoch that no commit took
+    /// is due again).
+    pub fn update_due(
+        &mut self,
+        group: &GroupRef,
+        now_ms: i64,
+        every_ms: i64,
+        after: u64,
+    ) -> Result<bool, MlsError> {
+        let epoch = self.epoch(group)?;
+        Ok(self.activity(group).is_none_or(|a| {
+            let stale = now_ms.saturating_sub(a.updated_ms) >= every_ms || a.messages >= after;
+            stale && a.proposed_in != Some(epoch)
+        }))
     }
 
     /// This device's key packages that are still unused (a used one-time package is gone).
@@ -920,7 +976,7 @@ impl Mls {
                 .storage
                 .put_own(&[own::GROUP, group.0.as_slice()].concat(), info.encode());
             this.groups.insert(group, mls);
-            this.put_activity(&group, now_ms, 0);
+            this.confirm_update(&group, now_ms);
             Ok(Created {
                 group,
                 welcome,
@@ -953,9 +1009,31 @@ impl Mls {
         self.atomically(|this| {
             let (provider, signer) = (&this.provider, &this.signer);
             let mls = loaded(&mut this.groups, provider, group)?;
-            let (message, _reference) = mls
+            let epoch = mls.epoch().as_u64();
+            let (message, reference) = mls
                 .propose_self_update(provider, signer, LeafNodeParameters::default())
                 .map_err(library)?;
+            // Out of the proposal store (openmls would send nothing while it is there),
+            // kept for the commit that includes it.
+            let queued = mls
+                .pending_proposals()
+                .find(|q| *q.proposal_reference_ref() == reference)
+                .cloned()
+                .ok_or_else(|| MlsError::Library("the proposal was not queued".into()))?;
+            mls.remove_pending_proposal(provider.storage(), &reference)
+                .map_err(library)?;
+            provider.storage.put_own(
+                &[own::OWN_PROPOSAL, group.0.as_slice()].concat(),
+                postcard::to_allocvec(&(epoch, serde_json::to_vec(&queued).map_err(library)?))
+                    .map_err(library)?,
+            );
+            let mut activity = this.activity(group).unwrap_or(Activity {
+                updated_ms: 0,
+                messages: 0,
+                proposed_in: None,
+            });
+            activity.proposed_in = Some(epoch);
+            this.put_activity(group, &activity);
             message.tls_serialize_detached().map_err(library)
         })
     }
@@ -971,9 +1049,14 @@ impl Mls {
         remove: &[PeerId],
         update: bool,
         trust: &dyn Trust,
+        now_ms: i64,
     ) -> Result<Committed, MlsError> {
         let info = self.info(group).ok_or(MlsError::UnknownGroup)?;
-        if !self.is_committer(group)? {
+        if !self.is_committer(group)?
+            && !remove
+                .iter()
+                .any(|peer| self.commits_without(group, peer).unwrap_or(false))
+        {
             return Err(MlsError::NotCommitter);
         }
         for p in &add {
@@ -990,11 +1073,39 @@ impl Mls {
             .filter(|(_, m)| remove.contains(&m.peer) && m.peer != self.me.peer)
             .copied()
             .collect();
-        let forwarded = self.stored_proposals(group);
+        let held = self.held_proposals(group);
         self.atomically(|this| {
             let (provider, signer) = (&this.provider, &this.signer);
             let mls = loaded(&mut this.groups, provider, group)?;
+            let epoch_now = mls.epoch().as_u64();
             let added: Vec<Member> = add.iter().map(|p| p.member).collect();
+            // The proposals held since the last commit are opened now, once, and go into
+            // this commit; those of an earlier epoch are dropped.
+            let mut forwarded = Vec::new();
+            for (key, epoch, bytes) in held {
+                provider.storage.delete_own(&key);
+                if epoch != epoch_now {
+                    continue;
+                }
+                let Ok(message) = MlsMessageIn::tls_deserialize_exact(&bytes) else {
+                    continue;
+                };
+                let Ok(protocol) = message.try_into_protocol_message() else {
+                    continue;
+                };
+                let Ok(processed) = mls.process_message(provider, protocol) else {
+                    continue;
+                };
+                let proposer = processed.credential().clone();
+                if let ProcessedMessageContent::ProposalMessage(queued) = processed.into_content()
+                    && let Proposal::Update(update) = queued.proposal()
+                    && update.leaf_node().credential() == &proposer
+                {
+                    mls.store_pending_proposal(provider.storage(), *queued)
+                        .map_err(library)?;
+                    forwarded.push(bytes);
+                }
+            }
             let bundle = mls
                 .commit_builder()
                 .consume_proposal_store(true)
@@ -1003,18 +1114,21 @@ impl Mls {
                 .propose_removals(removed_leaves.iter().map(|(i, _)| LeafNodeIndex::new(*i)))
                 .load_psks(provider.storage())
                 .map_err(library)?
-                // The proposal store holds only updates, checked as they arrived.
+                // The proposal store holds only the updates just checked.
                 .build(provider.rand(), provider.crypto(), signer, |_| true)
                 .map_err(library)?
                 .stage_commit(provider)
                 .map_err(library)?;
             let (commit, welcome, _) = bundle.into_messages();
+            let with_path = mls
+                .pending_commit()
+                .is_some_and(|c| c.update_path_leaf_node().is_some());
             mls.merge_pending_commit(provider).map_err(library)?;
             let epoch = mls.epoch().as_u64();
-            for (key, _) in &forwarded {
-                provider.storage.delete_own(key);
+            if with_path {
+                confirm_update(&provider.storage, group, now_ms);
             }
-            let mut messages: Vec<Vec<u8>> = forwarded.into_iter().map(|(_, m)| m).collect();
+            let mut messages = forwarded;
             messages.push(commit.tls_serialize_detached().map_err(library)?);
             let welcome = match welcome {
                 Some(w) => Some(w.tls_serialize_detached().map_err(library)?),
@@ -1034,25 +1148,6 @@ impl Mls {
                     .collect(),
             })
         })
-    }
-
-    /// The proposals received for `group`'s next commit, keys and messages, oldest first.
-    fn stored_proposals(&self, group: &GroupRef) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut stored: Vec<(Vec<u8>, Vec<u8>)> = self
-            .provider
-            .storage
-            .own_with_prefix(&[own::PROPOSAL, group.0.as_slice()].concat())
-            .into_iter()
-            .filter_map(|(key, value)| {
-                let (seq, message): (u64, Vec<u8>) = postcard::from_bytes(&value).ok()?;
-                Some((seq, key, message))
-            })
-            .map(|(seq, key, message)| (seq, (key, message)))
-            .collect::<std::collections::BTreeMap<_, _>>()
-            .into_values()
-            .collect();
-        stored.shrink_to_fit();
-        stored
     }
 
     /// Processes one MLS message (an application message, a proposal, a commit or a
@@ -1079,13 +1174,145 @@ impl Mls {
         match message.extract() {
             MlsMessageBodyIn::Welcome(welcome) => self.join(welcome, trust, now_ms),
             MlsMessageBodyIn::PrivateMessage(m) => {
-                self.process_protocol(m.into(), bytes, trust, accept)
+                self.process_or_hold(m.into(), bytes, trust, now_ms, accept)
             }
             MlsMessageBodyIn::PublicMessage(m) => {
-                self.process_protocol(m.into(), bytes, trust, accept)
+                self.process_or_hold(m.into(), bytes, trust, now_ms, accept)
             }
             _ => Err(MlsError::Malformed),
         }
+    }
+
+    fn process_or_hold(
+        &mut self,
+        message: ProtocolMessage,
+        bytes: &[u8],
+        trust: &dyn Trust,
+        now_ms: i64,
+        accept: Accept<'_>,
+    ) -> Result<Processed, MlsError> {
+        if message.content_type() == openmls::prelude::ContentType::Proposal {
+            self.hold_proposal(&message, bytes)
+        } else {
+            self.process_protocol(message, trust, now_ms, accept)
+        }
+    }
+
+    /// Keeps a proposal sent to this device, the committer, for its next commit. It is
+    /// opened then, inside the commit: openmls sends nothing while a proposal is pending,
+    /// so none stays pending between operations.
+    fn hold_proposal(
+        &mut self,
+        message: &ProtocolMessage,
+        bytes: &[u8],
+    ) -> Result<Processed, MlsError> {
+        let group = GroupRef::of(message.group_id()).ok_or(MlsError::UnknownGroup)?;
+        let epoch = message.epoch().as_u64();
+        let current = self.epoch(&group)?;
+        if epoch > current {
+            return Err(MlsError::Ahead { group, epoch });
+        }
+        if epoch < current {
+            return Err(MlsError::Stale);
+        }
+        if !self.is_committer(&group)? {
+            return Err(MlsError::NotCommitter);
+        }
+        let held = self.held_proposals(&group);
+        if held.len() >= 256 {
+            return Err(MlsError::Refused("too many proposals wait".into()));
+        }
+        let seq = held.len() as u64;
+        self.provider.storage.put_own(
+            &[own::PROPOSAL, group.0.as_slice(), &hash(bytes)].concat(),
+            postcard::to_allocvec(&(seq, epoch, bytes.to_vec())).map_err(library)?,
+        );
+        Ok(Processed::Proposal {
+            group,
+            sender: None,
+        })
+    }
+
+    /// The proposals held for `group`'s next commit: (key, epoch, message), in arrival order.
+    fn held_proposals(&self, group: &GroupRef) -> Vec<(Vec<u8>, u64, Vec<u8>)> {
+        let mut held: Vec<(u64, Vec<u8>, u64, Vec<u8>)> = self
+            .provider
+            .storage
+            .own_with_prefix(&[own::PROPOSAL, group.0.as_slice()].concat())
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let (seq, epoch, message): (u64, u64, Vec<u8>) =
+                    postcard::from_bytes(&value).ok()?;
+                Some((seq, key, epoch, message))
+            })
+            .collect();
+        held.sort_by_key(|(seq, ..)| *seq);
+        held.into_iter().map(|(_, k, e, m)| (k, e, m)).collect()
+    }
+
+    /// Proposals waiting for the committer's next commit, of the current epoch.
+    pub fn pending_proposals(&mut self, group: &GroupRef) -> Result<usize, MlsError> {
+        let epoch = self.epoch(group)?;
+        Ok(self
+            .held_proposals(group)
+            .iter()
+            .filter(|(_, e, _)| *e == epoch)
+            .count())
+    }
+
+    /// Processes a commit's bundle (the proposals it includes, then the commit) as one
+    /// operation: all of it, or (on an error) nothing.
+    pub fn process_bundle(
+        &mut self,
+        messages: &[Vec<u8>],
+        trust: &dyn Trust,
+        now_ms: i64,
+    ) -> Result<Vec<Processed>, MlsError> {
+        let group = match messages.first().map(|m| peek(m)) {
+            Some(Ok(Peeked {
+                group: Some(group), ..
+            })) => group,
+            Some(Err(e)) => return Err(e),
+            _ => return Err(MlsError::Malformed),
+        };
+        self.atomically(|this| {
+            // This device's own update, taken out of the proposal store when it was made
+            // (so it could go on sending), goes back in for the commit that includes it.
+            let key = [own::OWN_PROPOSAL, group.0.as_slice()].concat();
+            if let Some(saved) = this.provider.storage.get_own(&key) {
+                let (epoch, queued): (u64, Vec<u8>) =
+                    postcard::from_bytes(&saved).map_err(library)?;
+                let provider = &this.provider;
+                let mls = loaded(&mut this.groups, provider, &group)?;
+                if mls.epoch().as_u64() == epoch
+                    && let Ok(queued) = serde_json::from_slice(&queued)
+                {
+                    mls.store_pending_proposal(provider.storage(), queued)
+                        .map_err(library)?;
+                }
+            }
+            let mut out = Vec::with_capacity(messages.len());
+            for bytes in messages {
+                let message =
+                    MlsMessageIn::tls_deserialize_exact(bytes).map_err(|_| MlsError::Malformed)?;
+                let protocol: ProtocolMessage = match message.extract() {
+                    MlsMessageBodyIn::PrivateMessage(m) => m.into(),
+                    MlsMessageBodyIn::PublicMessage(m) => m.into(),
+                    _ => return Err(MlsError::Malformed),
+                };
+                if GroupRef::of(protocol.group_id()) != Some(group) {
+                    return Err(MlsError::Malformed);
+                }
+                out.push(this.process_protocol(protocol, trust, now_ms, &mut |_, _| Ok(()))?);
+            }
+            let provider = &this.provider;
+            if let Ok(mls) = loaded(&mut this.groups, provider, &group) {
+                mls.clear_pending_proposals(provider.storage())
+                    .map_err(library)?;
+            }
+            this.provider.storage.delete_own(&key);
+            Ok(out)
+        })
     }
 
     fn join(
@@ -1146,7 +1373,7 @@ impl Mls {
                 .storage
                 .put_own(&[own::GROUP, group.0.as_slice()].concat(), info.encode());
             this.groups.insert(group, mls);
-            this.put_activity(&group, now_ms, 0);
+            this.confirm_update(&group, now_ms);
             Ok(Processed::Joined {
                 group,
                 info,
@@ -1159,8 +1386,8 @@ impl Mls {
     fn process_protocol(
         &mut self,
         message: ProtocolMessage,
-        bytes: &[u8],
         trust: &dyn Trust,
+        now_ms: i64,
         accept: Accept<'_>,
     ) -> Result<Processed, MlsError> {
         let group = GroupRef::of(message.group_id()).ok_or(MlsError::UnknownGroup)?;
@@ -1221,14 +1448,10 @@ impl Mls {
                     }
                     mls.store_pending_proposal(provider.storage(), *queued)
                         .map_err(library)?;
-                    // Kept to forward beside the commit that includes it, in arrival order.
-                    let seq = mls.pending_proposals().count() as u64;
-                    let digest = hash(bytes);
-                    provider.storage.put_own(
-                        &[own::PROPOSAL, group.0.as_slice(), &digest].concat(),
-                        postcard::to_allocvec(&(seq, bytes.to_vec())).map_err(library)?,
-                    );
-                    Ok(Processed::Proposal { group, sender })
+                    Ok(Processed::Proposal {
+                        group,
+                        sender: Some(sender),
+                    })
                 }
                 ProcessedMessageContent::StagedCommitMessage(staged) => {
                     let removed_leaves: Vec<u32> = staged
@@ -1287,9 +1510,16 @@ impl Mls {
                         .map(|(_, m)| *m)
                         .collect();
                     let left = staged.self_removed();
+                    let own = mls.own_leaf_index();
+                    let mine_updated = staged
+                        .update_proposals()
+                        .any(|u| matches!(u.sender(), Sender::Member(leaf) if *leaf == own));
                     mls.merge_staged_commit(provider, *staged)
                         .map_err(library)?;
                     let new_epoch = mls.epoch().as_u64();
+                    if mine_updated {
+                        confirm_update(&provider.storage, &group, now_ms);
+                    }
                     // Proposals of the epoch just left are settled either way.
                     for (key, _) in provider
                         .storage
@@ -1297,6 +1527,9 @@ impl Mls {
                     {
                         provider.storage.delete_own(&key);
                     }
+                    provider
+                        .storage
+                        .delete_own(&[own::OWN_PROPOSAL, group.0.as_slice()].concat());
                     if left {
                         this.forget_group(&group)?;
                     }
@@ -1348,7 +1581,7 @@ impl Mls {
         {
             self.provider.storage.delete_own(&key);
         }
-        for prefix in [own::GROUP, own::UPDATED, own::REJOIN] {
+        for prefix in [own::GROUP, own::UPDATED, own::REJOIN, own::OWN_PROPOSAL] {
             self.provider
                 .storage
                 .delete_own(&[prefix, group.0.as_slice()].concat());
@@ -1399,6 +1632,24 @@ fn loaded<'a>(
             Ok(e.insert(mls))
         }
     }
+}
+
+fn put_activity(storage: &Storage, group: &GroupRef, activity: &Activity) {
+    if let Ok(value) = postcard::to_allocvec(activity) {
+        storage.put_own(&[own::UPDATED, group.0.as_slice()].concat(), value);
+    }
+}
+
+fn confirm_update(storage: &Storage, group: &GroupRef, now_ms: i64) {
+    put_activity(
+        storage,
+        group,
+        &Activity {
+            updated_ms: now_ms,
+            messages: 0,
+            proposed_in: None,
+        },
+    );
 }
 
 #[cfg(test)]

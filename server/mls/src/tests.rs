@@ -99,7 +99,7 @@ fn conversation() -> Conversation {
     let mut b2 = Device::new(&bob, "b2");
     let trust = Devices::default();
     let others = packages(&a1, &mut [&mut a2, &mut b1, &mut b2]);
-    let info = Info::direct(alice.user_id(), bob.user_id());
+    let info = Info::direct(alice.user_id(), bob.user_id(), 0);
     let created = a1.mls.create(info.clone(), others, &trust, 0).unwrap();
     let welcome = created.welcome.unwrap();
     for d in [&mut a2, &mut b1, &mut b2] {
@@ -142,9 +142,7 @@ fn send(from: &mut Device, group: &GroupRef, body: &str) -> Vec<u8> {
 /// Delivers a commit bundle to every device in `to`.
 fn deliver(messages: &[Vec<u8>], to: &mut [&mut Device], trust: &Devices) {
     for d in to.iter_mut() {
-        for m in messages {
-            d.mls.process(m, trust).unwrap();
-        }
+        d.mls.process_bundle(messages, trust, 0).unwrap();
     }
 }
 
@@ -216,7 +214,7 @@ fn forward_secrecy_a_state_taken_later_opens_no_captured_message() {
     // second device, which never received them.
     let committed =
         c.a1.mls
-            .commit(&c.group, Vec::new(), &[], true, &c.trust)
+            .commit(&c.group, Vec::new(), &[], true, &c.trust, 0)
             .unwrap();
     deliver(
         &committed.messages,
@@ -258,20 +256,33 @@ fn post_compromise_a_state_taken_before_an_update_reads_nothing_after_it() {
     // The device updates its own leaf: a proposal to the committer, which commits it and
     // forwards it beside the commit.
     let proposal = c.b2.mls.propose_update(&c.group).unwrap();
+    // Waiting for the committer does not stop the device from sending.
+    let meanwhile = send(&mut c.b2, &c.group, "while my update waits");
+    assert_eq!(
+        text(c.a2.mls.process(&meanwhile, &c.trust).unwrap()),
+        "while my update waits"
+    );
     assert!(matches!(
         c.a1.mls.process(&proposal, &c.trust).unwrap(),
         Processed::Proposal { .. }
     ));
+    assert_eq!(c.a1.mls.pending_proposals(&c.group).unwrap(), 1);
     let committed =
         c.a1.mls
-            .commit(&c.group, Vec::new(), &[], false, &c.trust)
+            .commit(&c.group, Vec::new(), &[], false, &c.trust, 0)
             .unwrap();
     assert_eq!(committed.messages.len(), 2, "the proposal, then the commit");
+    assert_eq!(c.a1.mls.pending_proposals(&c.group).unwrap(), 0);
+    let before = c.b2.mls.activity(&c.group).unwrap();
     deliver(
         &committed.messages,
         &mut [&mut c.a2, &mut c.b1, &mut c.b2],
         &c.trust,
     );
+
+    let after_commit = c.b2.mls.activity(&c.group).unwrap();
+    assert_eq!(after_commit.proposed_in, None, "the commit took the update");
+    assert!(after_commit.updated_ms >= before.updated_ms);
 
     // The thief sees the same commit and messages on the wire, and reads none of it.
     let after = send(&mut c.a2, &c.group, "after the update");
@@ -295,7 +306,7 @@ fn late_mail_six_days_old_across_two_epochs_opens_and_eight_days_old_does_not() 
     for _ in 0..2 {
         let committed =
             c.a1.mls
-                .commit(&c.group, Vec::new(), &[], true, &c.trust)
+                .commit(&c.group, Vec::new(), &[], true, &c.trust, 0)
                 .unwrap();
         deliver(&committed.messages, &mut [&mut c.b1, &mut c.b2], &c.trust);
     }
@@ -320,7 +331,7 @@ fn a_message_for_a_later_epoch_is_held_until_its_commit_arrives() {
     let mut c = conversation();
     let committed =
         c.a1.mls
-            .commit(&c.group, Vec::new(), &[], true, &c.trust)
+            .commit(&c.group, Vec::new(), &[], true, &c.trust, 0)
             .unwrap();
     let m = send(&mut c.a1, &c.group, "in the new epoch");
     assert!(matches!(
@@ -338,7 +349,8 @@ fn a_message_for_a_later_epoch_is_held_until_its_commit_arrives() {
 fn only_the_committer_commits() {
     let mut c = conversation();
     assert!(matches!(
-        c.b1.mls.commit(&c.group, Vec::new(), &[], true, &c.trust),
+        c.b1.mls
+            .commit(&c.group, Vec::new(), &[], true, &c.trust, 0),
         Err(MlsError::NotCommitter)
     ));
     // A commit made anyway (bypassing the rule on the sender) is refused by the others.
@@ -357,7 +369,7 @@ fn only_the_committer_commits() {
     // Refused means unchanged: the real committer's next commit still applies.
     let committed =
         c.a1.mls
-            .commit(&c.group, Vec::new(), &[], true, &c.trust)
+            .commit(&c.group, Vec::new(), &[], true, &c.trust, 0)
             .unwrap();
     deliver(&committed.messages, &mut [&mut c.a2], &c.trust);
     assert_eq!(
@@ -376,7 +388,7 @@ fn pairing_adds_a_device_and_revocation_removes_it_in_one_commit() {
     c.trust.revoked.borrow_mut().insert(c.b2.peer());
     let committed =
         c.a1.mls
-            .commit(&c.group, vec![package], &[c.b2.peer()], false, &c.trust)
+            .commit(&c.group, vec![package], &[c.b2.peer()], false, &c.trust, 0)
             .unwrap();
     assert_eq!(committed.added.len(), 1);
     assert_eq!(committed.removed.len(), 1);
@@ -449,7 +461,7 @@ fn two_commits_at_once_fork_and_the_losing_side_rejoins() {
     // revocation of the first, commits its removal: both for the same epoch.
     let update =
         c.a1.mls
-            .commit(&c.group, Vec::new(), &[], true, &c.trust)
+            .commit(&c.group, Vec::new(), &[], true, &c.trust, 0)
             .unwrap();
     let group = c.group;
     let members = c.a2.mls.members_indexed(&group).unwrap();
@@ -496,7 +508,7 @@ fn two_commits_at_once_fork_and_the_losing_side_rejoins() {
     let package = c.b1.package(&c.a2);
     let readd =
         c.a2.mls
-            .commit(&group, vec![package], &[c.b1.peer()], false, &c.trust)
+            .commit(&group, vec![package], &[c.b1.peer()], false, &c.trust, 0)
             .unwrap();
     deliver(&readd.messages, &mut [&mut c.b2], &c.trust);
     c.b1.mls
@@ -522,7 +534,7 @@ fn a_welcome_with_a_device_the_node_does_not_believe_is_refused_whole() {
     let mut b1 = Device::new(&bob, "b1");
     let mut stranger = Device::new(&UserSecret::generate().unwrap(), "mallory");
     let trust = Devices::default();
-    let info = Info::direct(alice.user_id(), bob.user_id());
+    let info = Info::direct(alice.user_id(), bob.user_id(), 0);
     // The creator cannot put a third user's device into a one-to-one conversation.
     let with_stranger = packages(&a1, &mut [&mut b1, &mut stranger]);
     assert!(matches!(
@@ -591,13 +603,13 @@ fn a_welcome_replayed_does_not_take_a_device_back() {
     };
     let committed =
         c.a1.mls
-            .commit(&c.group, vec![package], &[], false, &c.trust)
+            .commit(&c.group, vec![package], &[], false, &c.trust, 0)
             .unwrap();
     let welcome = committed.welcome.unwrap();
     b3.mls.process(&welcome, &c.trust).unwrap();
     let update =
         c.a1.mls
-            .commit(&c.group, Vec::new(), &[], true, &c.trust)
+            .commit(&c.group, Vec::new(), &[], true, &c.trust, 0)
             .unwrap();
     deliver(&update.messages, &mut [&mut b3], &c.trust);
     // The Welcome used a last-resort package, so its keys are still there: a replay would
