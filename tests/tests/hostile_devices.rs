@@ -343,12 +343,23 @@ async fn a_revoked_device_fetches_no_mail_offers_no_files_and_syncs_nothing() {
     }
 
     // Alice goes offline; Carol's message waits at Dave's node. The revoked laptop, still
-    // holding its copy of the keys, comes back connected to Dave and to Carol.
+    // holding its copy of the keys, comes back connected to Dave and to Carol. (Carol
+    // holds key packages of Alice's device first, so her message starts a conversation on
+    // MLS for that device alone.)
+    carol
+        .wait_for(
+            &format!("/v1/conversations/{alice_id}"),
+            Duration::from_secs(20),
+            |c| c["ready"] == true,
+        )
+        .await;
     let mut alice = alice;
     alice.terminate();
+    // The message, and the Welcome into the conversation it starts on MLS: for Alice's
+    // device only.
     send(&carol, &alice_id, "for alice only").await;
-    dave.wait_for("/v1/relay", Duration::from_secs(20), |r| {
-        r["envelopes"] == 1
+    dave.wait_for("/v1/relay", Duration::from_secs(40), |r| {
+        r["envelopes"] == 2
     })
     .await;
     let mut laptop = laptop;
@@ -388,7 +399,7 @@ async fn a_revoked_device_fetches_no_mail_offers_no_files_and_syncs_nothing() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (_, held) = dave.get("/v1/relay").await;
     assert_eq!(
-        held["envelopes"], 1,
+        held["envelopes"], 2,
         "the revoked device took nothing: {held}"
     );
     assert!(

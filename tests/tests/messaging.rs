@@ -211,8 +211,13 @@ async fn a_mutual_friend_carries_a_message_between_users_never_online_together()
     assert!(bob.terminate().success());
     let id = send(&alice, &bob_id, "via our friend").await;
     wait_status(&alice, &bob_id, &id, "relayed", Duration::from_secs(20)).await;
-    let (_, held) = relay.get("/v1/relay").await;
-    assert_eq!(held["envelopes"], 1, "{held}");
+    // The message, and the Welcome for Bob's device into the conversation it started on
+    // MLS.
+    let held = relay
+        .wait_for("/v1/relay", Duration::from_secs(20), |h| {
+            h["envelopes"] == 2
+        })
+        .await;
     assert_eq!(held["recipients"], 1, "{held}");
     // The quotas and expiry that bound what is held are shown with it.
     assert_eq!(held["policy"]["plugin"], "friends-only", "{held}");
@@ -338,8 +343,10 @@ async fn a_relay_deletes_what_it_holds_when_it_expires() {
 
     let id = send(&alice, &bob_id, "only for ten seconds").await;
     wait_status(&alice, &bob_id, &id, "relayed", Duration::from_secs(8)).await;
-    let (_, held) = relay.get("/v1/relay").await;
-    assert_eq!(held["envelopes"], 1, "{held}");
+    // The message, and the Welcome into the conversation it started on MLS.
+    let held = relay
+        .wait_for("/v1/relay", Duration::from_secs(8), |h| h["envelopes"] == 2)
+        .await;
     let expires = volli_core::Timestamp::parse_rfc3339(held["next_expiry"].as_str().unwrap())
         .unwrap()
         .as_millis()

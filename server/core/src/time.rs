@@ -44,6 +44,14 @@ impl Timestamp {
         )
     }
 
+    /// This time minus `d`, saturating.
+    pub fn saturating_sub(self, d: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
+    }
+
     /// The time from this one to `later`; zero when `later` is not after it.
     pub fn until(self, later: Self) -> Duration {
         Duration::from_millis(u64::try_from(later.0.saturating_sub(self.0)).unwrap_or(0))

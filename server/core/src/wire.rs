@@ -464,6 +464,62 @@ pub enum FileRefusal {
     Cancelled,
 }
 
+/// A request of `/volli/mls/1`, between a contact's devices and the user's own: key
+/// packages, commits a device missed, and a device's request to be added to a conversation
+/// again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MlsRequest {
+    /// The requester's own key packages; the answer carries the responder's.
+    KeyPackages {
+        /// TLS-encoded key packages.
+        #[serde(with = "crate::encoding::bytes_list")]
+        packages: Vec<Vec<u8>>,
+    },
+    /// The commits that started the epochs of `group` after `after`.
+    Commits {
+        /// The conversation's group id.
+        group: [u8; 16],
+        /// The epoch the requester is at.
+        after: u64,
+    },
+    /// Add the requester to `group` again, with this key package (it lost its state, or it
+    /// is on the losing side of a fork).
+    Rejoin {
+        /// The conversation's group id.
+        group: [u8; 16],
+        /// A fresh key package of the requester.
+        #[serde(with = "crate::encoding::bytes")]
+        package: Vec<u8>,
+    },
+}
+
+/// The commit (with the proposals it includes) that started an epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitBundle {
+    /// The epoch it started.
+    pub epoch: u64,
+    /// The MLS messages, to process in order.
+    #[serde(with = "crate::encoding::bytes_list")]
+    pub messages: Vec<Vec<u8>>,
+}
+
+/// An answer of `/volli/mls/1`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MlsResponse {
+    /// The responder's key packages.
+    KeyPackages {
+        /// TLS-encoded key packages.
+        #[serde(with = "crate::encoding::bytes_list")]
+        packages: Vec<Vec<u8>>,
+    },
+    /// Commits, in epoch order.
+    Commits(Vec<CommitBundle>),
+    /// Done.
+    Ok,
+    /// Not done, and why.
+    Refused(String),
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -43,6 +43,7 @@ pub(crate) struct Behaviour {
     pub(crate) sync: Rpc,
     pub(crate) pair: Rpc,
     pub(crate) file: Rpc,
+    pub(crate) mls: Rpc,
 }
 
 fn rpc(protocol: Protocol, timeout: Duration) -> Rpc {
@@ -157,6 +158,7 @@ impl Behaviour {
             // A pairing waits for a person to approve it: its requests may take a minute.
             pair: rpc(Protocol::Pair, timeout.max(Duration::from_secs(90))),
             file: rpc(Protocol::File, timeout),
+            mls: rpc(Protocol::Mls, timeout),
         }
     }
 
@@ -169,6 +171,7 @@ impl Behaviour {
             Protocol::Sync => &mut self.sync,
             Protocol::Pair => &mut self.pair,
             Protocol::File => &mut self.file,
+            Protocol::Mls => &mut self.mls,
         }
     }
 }

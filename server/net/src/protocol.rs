@@ -21,11 +21,13 @@ pub enum Protocol {
     /// File transfers: offers, state changes, chunk lists, bulk tickets, and chunks when
     /// the bulk channel cannot be used.
     File,
+    /// Conversations on MLS: key packages, missed commits, requests to be added again.
+    Mls,
 }
 
 impl Protocol {
     /// Every protocol.
-    pub const ALL: [Protocol; 7] = [
+    pub const ALL: [Protocol; 8] = [
         Protocol::Hello,
         Protocol::Invite,
         Protocol::Message,
@@ -33,6 +35,7 @@ impl Protocol {
         Protocol::Sync,
         Protocol::Pair,
         Protocol::File,
+        Protocol::Mls,
     ];
 
     /// The wire protocol id.
@@ -45,6 +48,7 @@ impl Protocol {
             Protocol::Sync => "/volli/sync/1",
             Protocol::Pair => "/volli/pair/1",
             Protocol::File => "/volli/file/1",
+            Protocol::Mls => "/volli/mls/1",
         })
     }
 
@@ -59,6 +63,8 @@ impl Protocol {
             Protocol::Pair => 8 << 10,
             // An offer, or a state change; never data.
             Protocol::File => 8 << 10,
+            // A few key packages (≈ 2.7 KB each with X-Wing).
+            Protocol::Mls => 64 << 10,
         }
     }
 
@@ -75,6 +81,8 @@ impl Protocol {
             // A chunk (or a chunk list) with its framing.
             // (`volli_core::transfer::MAX_CIPHER_CHUNK`: 4 MiB of plaintext with its tags.)
             Protocol::File => (4 << 20) + (1 << 10) + (64 << 10),
+            // Commits a device missed (each up to a few hundred KB in a large group).
+            Protocol::Mls => 4 << 20,
         }
     }
 }

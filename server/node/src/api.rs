@@ -64,6 +64,8 @@ pub struct ApiState {
     pub contacts: crate::contacts::Contacts,
     /// Messages.
     pub messaging: crate::messaging::Messaging,
+    /// Conversations on MLS.
+    pub conversations: crate::conversations::Conversations,
     /// Retention rules.
     pub retention: crate::retention::Retention,
     /// Friends' relays.
@@ -143,7 +145,10 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(peers::list))
         .routes(routes!(messages::send, messages::list))
         .routes(routes!(messages::delete))
-        .routes(routes!(messages::delete_conversation))
+        .routes(routes!(
+            messages::conversation,
+            messages::delete_conversation
+        ))
         .routes(routes!(messages::retention, messages::set_retention))
         .routes(routes!(relay::get))
         .routes(routes!(plugins::list))

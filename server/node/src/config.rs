@@ -257,6 +257,16 @@ pub struct MessagesConfig {
     pub inbound_per_day: u64,
     /// Bytes of text taken in from one contact per day at most.
     pub inbound_bytes_per_day: u64,
+    /// How long the keys of a conversation's past epochs are kept for mail that arrives late
+    /// (through friends' relays), in seconds: 1 to 604800 (7 days, the longest a relay
+    /// holds anything). This is also how long a copy of this device's state taken by a
+    /// thief opens traffic captured in epochs that ended.
+    pub late_mail_secs: u64,
+    /// A device refreshes its own keys in a conversation after this many seconds…
+    pub update_every_secs: u64,
+    /// …or after this many messages through it, whichever comes first (and at once when a
+    /// device is revoked).
+    pub update_after_messages: u64,
 }
 
 impl Default for MessagesConfig {
@@ -265,6 +275,9 @@ impl Default for MessagesConfig {
             ttl_secs: volli_core::wire::MAX_TTL.as_secs(),
             inbound_per_day: 100_000,
             inbound_bytes_per_day: 256 << 20,
+            late_mail_secs: volli_core::wire::MAX_TTL.as_secs(),
+            update_every_secs: 24 * 3600,
+            update_after_messages: 10_000,
         }
     }
 }
@@ -505,6 +518,17 @@ impl Config {
             }
         }
         let max_ttl = volli_core::wire::MAX_TTL.as_secs();
+        if !(1..=max_ttl).contains(&self.messages.late_mail_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "messages.late_mail_secs must be 1 to {max_ttl}"
+            )));
+        }
+        if self.messages.update_every_secs == 0 || self.messages.update_after_messages == 0 {
+            return Err(ConfigError::Invalid(
+                "messages.update_every_secs and messages.update_after_messages must be positive"
+                    .into(),
+            ));
+        }
         if !(1..=max_ttl).contains(&self.messages.ttl_secs) {
             return Err(ConfigError::Invalid(format!(
                 "messages.ttl_secs must be 1 to {max_ttl}"

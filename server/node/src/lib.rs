@@ -13,6 +13,7 @@ pub mod clients;
 pub mod config;
 pub mod connectivity;
 pub mod contacts;
+pub mod conversations;
 pub mod devices;
 pub mod discovery;
 pub mod events;

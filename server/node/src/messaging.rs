@@ -22,11 +22,12 @@ use futures::StreamExt as _;
 
 use tokio::sync::{Notify, Semaphore};
 use volli_core::wire::{self, Deliver, Delivered, RelayRequest, RelayResponse};
-use volli_core::{Envelope, MessageId, Receipt, Timestamp, UserId};
+use volli_core::{Content, Envelope, Mail, MessageId, MlsMail, PeerId, Receipt, Timestamp, UserId};
 use volli_net::Protocol;
 use volli_store::vault::{MessageStatus, StoredMessage};
 use volli_store::{Db, OutboxChange, OutboxEntry, Vault};
 
+use crate::conversations::{Conversations, Opened};
 use crate::events::{Event, EventBus};
 use crate::identity::Identity;
 use crate::limits::RateLimiter;
@@ -112,6 +113,7 @@ struct Inner {
     peers: Peers,
     events: EventBus,
     relay: Relay,
+    conversations: Conversations,
     wake: Notify,
     /// When the outbox worker wakes next by itself (ms since the epoch).
     worker_wakes_at: std::sync::atomic::AtomicI64,
@@ -149,6 +151,7 @@ impl Messaging {
         peers: Peers,
         events: EventBus,
         relay: Relay,
+        conversations: Conversations,
         sends: RateLimiter<()>,
         ttl: Duration,
         quota: InboundQuota,
@@ -162,6 +165,7 @@ impl Messaging {
                 peers,
                 events,
                 relay,
+                conversations,
                 wake: Notify::new(),
                 worker_wakes_at: std::sync::atomic::AtomicI64::new(0),
                 in_flight: Mutex::new(InFlight::default()),
@@ -198,24 +202,41 @@ impl Messaging {
             .map_err(MessagingError::RateLimited)?;
         let id = MessageId::random().map_err(|e| MessagingError::Invalid(e.to_string()))?;
         let sent_at = Timestamp::now();
-        let envelope = Envelope::seal(
-            &self.inner.identity.signer(),
-            to,
-            &contact.card.keys().kem,
+        let content = Content::Text {
             id,
             sent_at,
-            &body,
-        )
-        .map_err(|e| MessagingError::Invalid(e.to_string()))?;
+            body: body.clone(),
+        };
+        // On MLS when the conversation is (or can start there now); sealed to the user key
+        // otherwise. The state the encryption left is queued before the mail.
+        let (envelope, state) = match self.inner.conversations.seal(to, id, &content).await {
+            Ok(Some(sealed)) => (sealed.mail, Some(sealed.durable)),
+            Ok(None) => {
+                let envelope = Envelope::seal(
+                    &self.inner.identity.signer(),
+                    to,
+                    &contact.card.keys().kem,
+                    id,
+                    sent_at,
+                    &body,
+                )
+                .map_err(|e| MessagingError::Invalid(e.to_string()))?;
+                (envelope.to_bytes(), None)
+            }
+            Err(crate::conversations::ConversationError::Store(e)) => return Err(e.into()),
+            Err(e) => return Err(MessagingError::Invalid(e.to_string())),
+        };
         let entry = OutboxEntry {
             id: *id.as_bytes(),
             recipient: to.to_string(),
-            envelope: envelope.to_bytes(),
+            envelope,
             body: body.clone(),
             sent_at,
             expires_at: sent_at.saturating_add(self.inner.ttl),
             attempts: 0,
             relayed: false,
+            device: None,
+            handshake: false,
         };
         // The outbox row (the durable copy that is retried) and the conversation entry are
         // queued together, so they commit in one transaction; the client hears 202 once both
@@ -234,6 +255,9 @@ impl Messaging {
             status: MessageStatus::Queued,
         };
         let saved = self.inner.vault.queue_message(to, message.clone()).await?;
+        if let Some(state) = state {
+            state.await?;
+        }
         queued.await?;
         saved.await?;
         crate::metrics::metrics().sent();
@@ -322,6 +346,14 @@ impl Messaging {
     /// Starts the outbox worker and the periodic relay fetch; first puts back into the
     /// vault any queued message whose vault write a crash lost.
     pub fn spawn(&self) {
+        if let Some(mut mail) = self.inner.conversations.take_mail() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                while let Some(entry) = mail.recv().await {
+                    this.try_now(entry);
+                }
+            });
+        }
         let this = self.clone();
         tokio::spawn(async move {
             this.reconcile().await;
@@ -367,7 +399,7 @@ impl Messaging {
         };
         let me = self.inner.identity.user_id();
         let mut missing = Vec::new();
-        for e in entries {
+        for e in entries.into_iter().filter(|e| !e.handshake) {
             let Ok(to) = e.recipient.parse::<UserId>() else {
                 continue;
             };
@@ -562,17 +594,56 @@ impl Messaging {
         };
         let now = Timestamp::now();
         if now >= entry.expires_at {
-            return self.finish(to, id, MessageStatus::Failed).await;
+            return self
+                .finish_entry(&entry, to, id, MessageStatus::Failed)
+                .await;
         }
-        let Some(contact) = self.inner.vault.contact(to).await? else {
-            return self.finish(to, id, MessageStatus::Failed).await;
+        // Handshake mail is for one device: of a contact, or of this user.
+        let device: Option<PeerId> = entry.device.as_deref().and_then(|d| d.parse().ok());
+        let contact = if to == self.inner.identity.user_id() {
+            None
+        } else {
+            match self.inner.vault.contact(to).await? {
+                Some(contact) => Some(contact),
+                None => {
+                    return self
+                        .finish_entry(&entry, to, id, MessageStatus::Failed)
+                        .await;
+                }
+            }
         };
+        let devices: Vec<volli_core::DeviceCertificate> = match (&contact, device) {
+            (Some(c), None) => c.devices.clone(),
+            (Some(c), Some(d)) => c
+                .devices
+                .iter()
+                .filter(|c| c.peer_id() == d)
+                .cloned()
+                .collect(),
+            (None, Some(d)) => self
+                .inner
+                .vault
+                .devices_of(to)
+                .await?
+                .into_iter()
+                .filter(|r| r.revoked_at.is_none() && r.peer_id() == d)
+                .map(|r| r.certificate)
+                .collect(),
+            (None, None) => Vec::new(),
+        };
+        if devices.is_empty() {
+            // The device it was for is gone (revoked, or no longer listed).
+            return self
+                .finish_entry(&entry, to, id, MessageStatus::Failed)
+                .await;
+        }
         if !self.cooling(&to) {
-            match self
-                .deliver_direct(&contact.devices, to, id, &entry.envelope)
-                .await
-            {
-                Outcome::Delivered => return self.finish(to, id, MessageStatus::Delivered).await,
+            match self.deliver_direct(&devices, to, id, &entry.envelope).await {
+                Outcome::Delivered => {
+                    return self
+                        .finish_entry(&entry, to, id, MessageStatus::Delivered)
+                        .await;
+                }
                 Outcome::Refused(reason) => {
                     // Possibly passing (an invite whose redemption the recipient has not
                     // finished, a quota): kept trying until the time to live runs out.
@@ -583,16 +654,22 @@ impl Messaging {
             }
         }
         // Every attempt deposits again: a relay that holds it already just says so, and one
-        // that lost it (a restart from an old backup, a full disk) gets it back.
+        // that lost it (a restart from an old backup, a full disk) gets it back. Mail for the
+        // user's own devices waits for them to connect.
         let left = now.until(entry.expires_at);
-        let held = self
-            .inner
-            .relay
-            .deposit(&contact.card, &entry.envelope, left)
-            .await;
+        let held = match &contact {
+            Some(contact) => {
+                self.inner
+                    .relay
+                    .deposit(&contact.card, &entry.envelope, left)
+                    .await
+            }
+            None => 0,
+        };
         let relayed = entry.relayed || held > 0;
         if held > 0
             && !entry.relayed
+            && !entry.handshake
             && self
                 .inner
                 .vault
@@ -614,6 +691,24 @@ impl Messaging {
             })
             .await?;
         Ok(())
+    }
+
+    /// Ends an outbox entry: a message moves to `status`; handshake mail just leaves.
+    async fn finish_entry(
+        &self,
+        entry: &OutboxEntry,
+        to: UserId,
+        id: MessageId,
+        status: MessageStatus,
+    ) -> Result<(), MessagingError> {
+        if entry.handshake {
+            self.inner
+                .vault
+                .outbox(OutboxChange::Remove(entry.id))
+                .await?;
+            return Ok(());
+        }
+        self.finish(to, id, status).await
     }
 
     async fn finish(
@@ -700,15 +795,94 @@ impl Messaging {
 
     /// Answers `/volli/msg/1` from a device of `contact`: stores the message (once) and
     /// returns a signed receipt. Only the contact's own messages are taken this way.
-    pub async fn handle(&self, contact: UserId, payload: &[u8]) -> Vec<u8> {
+    pub async fn handle(&self, from: UserId, payload: &[u8]) -> Vec<u8> {
         let response = match wire::decode::<Deliver>(payload, Protocol::Message.max_request()) {
-            Ok(d) => match Envelope::from_bytes(&d.envelope) {
-                Ok(envelope) => self.take_in(&envelope, Some(contact)).await,
+            Ok(d) => match Mail::from_bytes(&d.envelope) {
+                Ok(mail) => self.take_in(&mail, Some(from)).await,
                 Err(e) => Delivered::Refused(e.to_string()),
             },
             Err(_) => Delivered::Refused("malformed delivery".into()),
         };
         wire::encode(&response)
+    }
+
+    /// Takes in mail of either kind; the answer to give its sender. `direct` is the user
+    /// whose device handed it over (a contact, or this user for handshake mail between its
+    /// own devices), absent for mail fetched from a relay.
+    async fn take_in(&self, mail: &Mail, direct: Option<UserId>) -> Delivered {
+        let me = self.inner.identity.user_id();
+        match mail {
+            Mail::Sealed(_)
+            | Mail::Mls(MlsMail {
+                kind: volli_core::MailKind::Application,
+                ..
+            }) if direct == Some(me) => {
+                Delivered::Refused("a device of this user sends it handshake mail only".into())
+            }
+            Mail::Sealed(envelope) => self.take_in_sealed(envelope, direct).await,
+            Mail::Mls(mail) => self.take_in_mls(mail, direct).await,
+        }
+    }
+
+    /// Takes in mail of a conversation on MLS: stored (a message) or processed (a commit, a
+    /// Welcome) or kept until what it depends on arrives, then acknowledged.
+    async fn take_in_mls(&self, mail: &MlsMail, direct: Option<UserId>) -> Delivered {
+        if direct.is_some_and(|d| d != mail.sender) {
+            return Delivered::Refused("a device may only deliver its own user's mail".into());
+        }
+        let me = self.inner.identity.user_id();
+        if mail.sender != me && !self.inner.peers.is_contact(&mail.sender) {
+            return Delivered::Refused("the sender is not a contact".into());
+        }
+        if direct.is_some()
+            && mail.kind == volli_core::MailKind::Application
+            && let Err(wait) = self.inner.inbound.check(mail.sender)
+        {
+            return Delivered::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX));
+        }
+        let claimed = mail.sender;
+        let mut over_quota = false;
+        let mut accept = |sender: UserId, len: usize| {
+            if sender != claimed {
+                return Err("sent by another user than the mail says".to_owned());
+            }
+            if !self.within_quota(sender, len) {
+                over_quota = true;
+                return Err("the sender's daily quota is used up".to_owned());
+            }
+            Ok(())
+        };
+        let opened = self
+            .inner
+            .conversations
+            .open(mail, direct, &mut accept)
+            .await;
+        if over_quota {
+            tracing::warn!(sender = %mail.sender, "a contact's daily quota is used up");
+            return Delivered::RateLimited(3600);
+        }
+        match opened {
+            Ok(Opened::Text { saved, .. }) => {
+                if let Err(e) = saved.await {
+                    // Not stored, so not acknowledged: the sender (or the relay) keeps it.
+                    tracing::warn!(error = %e, "cannot store an incoming message");
+                    return Delivered::RateLimited(1);
+                }
+            }
+            Ok(Opened::Done | Opened::Duplicate) => {}
+            Ok(Opened::Waiting) => {
+                return Delivered::Refused(
+                    "it waits for the commit or the Welcome it depends on".into(),
+                );
+            }
+            Err(e) => return Delivered::Refused(e.to_string()),
+        }
+        Delivered::Receipt(Box::new(Receipt::issue(
+            &self.inner.identity.signer(),
+            mail.id,
+            mail.sender,
+            Timestamp::now(),
+        )))
     }
 
     /// The answer to a message from a peer that is not a contact's device.
@@ -751,7 +925,7 @@ impl Messaging {
     /// Opens, checks and stores an envelope; the answer to give its sender. `direct` is the
     /// contact whose device handed it over (absent for envelopes fetched from a relay):
     /// a device may only deliver its own user's messages, at its sustained rate.
-    async fn take_in(&self, envelope: &Envelope, direct: Option<UserId>) -> Delivered {
+    async fn take_in_sealed(&self, envelope: &Envelope, direct: Option<UserId>) -> Delivered {
         let identity = &self.inner.identity;
         let me = identity.user_id();
         let message = match envelope.open(me, &identity.keyring()) {
@@ -859,20 +1033,41 @@ impl Messaging {
             }
             let mut ids = Vec::with_capacity(envelopes.len());
             let mut receipts = Vec::new();
+            let mut again = Vec::new();
             for bytes in envelopes {
-                let Ok(envelope) = Envelope::from_bytes(&bytes) else {
+                let Ok(mail) = Mail::from_bytes(&bytes) else {
                     continue;
                 };
-                match self.take_in(&envelope, None).await {
+                match self.take_in(&mail, None).await {
                     Delivered::Receipt(receipt) => {
-                        ids.push(envelope.digest());
+                        ids.push(mail.digest());
                         receipts.push(*receipt);
                     }
                     Delivered::Refused(reason) => {
                         tracing::debug!(%relay, %reason, "left a relayed envelope this device does not take");
+                        // A message that waited for a Welcome or a commit later in this page
+                        // has been read by now: acknowledged on a second look.
+                        if matches!(mail, Mail::Mls(_)) {
+                            again.push(mail);
+                        }
                     }
                     // Not stored: leave it at the relay for the next fetch.
                     Delivered::RateLimited(_) => {}
+                }
+            }
+            for mail in again {
+                match self.take_in(&mail, None).await {
+                    Delivered::Receipt(receipt) => {
+                        ids.push(mail.digest());
+                        receipts.push(*receipt);
+                    }
+                    // Still waiting: this device keeps it until it can read it, and the
+                    // relay's copy may go — without a receipt, its sender keeps it too and
+                    // deposits it again.
+                    Delivered::Refused(_) if self.inner.conversations.holds(&mail).await => {
+                        ids.push(mail.digest());
+                    }
+                    _ => {}
                 }
             }
             // Receipts first: once the envelopes are acknowledged, nothing else would make

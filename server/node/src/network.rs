@@ -19,6 +19,7 @@ use volli_net::{NetClient, NetEvent, NetEvents, Protocol, Responder};
 use volli_store::Vault;
 
 use crate::contacts::Contacts;
+use crate::conversations::Conversations;
 use crate::devices::Devices;
 use crate::discovery::Discovery;
 use crate::files::Files;
@@ -54,6 +55,8 @@ pub struct Dispatch {
     pub vault: Vault,
     /// Messages.
     pub messaging: Messaging,
+    /// Conversations on MLS.
+    pub conversations: Conversations,
     /// Friends' relays.
     pub relay: Relay,
     /// The user's devices (pairing, sync).
@@ -179,6 +182,8 @@ impl Dispatch {
             Ok(Some(user)) if self.peers.contact_of(&peer) == Some(user) => {
                 let connectivity = self.connectivity.clone();
                 tokio::spawn(async move { connectivity.peer_ready(peer).await });
+                let conversations = self.conversations.clone();
+                tokio::spawn(async move { conversations.peer_ready(peer, user).await });
                 self.relay.contact_ready(user).await;
                 self.messaging.contact_ready(user).await;
                 self.files.peer_ready(user).await;
@@ -187,8 +192,12 @@ impl Dispatch {
             Ok(Some(user)) if self.peers.is_own_device(&peer) => {
                 let connectivity = self.connectivity.clone();
                 tokio::spawn(async move { connectivity.peer_ready(peer).await });
+                let conversations = self.conversations.clone();
+                tokio::spawn(async move { conversations.peer_ready(peer, user).await });
                 self.devices.device_ready(peer).await;
                 self.files.peer_ready(user).await;
+                // Handshake mail waits in the outbox for the user's own devices.
+                self.messaging.contact_ready(user).await;
             }
             Ok(_) => {}
             Err(e) => tracing::debug!(%peer, error = %e, "hello failed"),
@@ -228,11 +237,30 @@ impl Dispatch {
                 responder.respond(response).await;
             }
             Protocol::Message => {
-                let response = match self.peers.contact_of(&peer) {
-                    Some(contact) => self.messaging.handle(contact, &payload).await,
+                let from = self.peers.contact_of(&peer).or_else(|| {
+                    self.peers
+                        .is_own_device(&peer)
+                        .then(|| self.peers.user_of(&peer))
+                        .flatten()
+                });
+                let response = match from {
+                    Some(user) => self.messaging.handle(user, &payload).await,
                     None => self.messaging.refuse_stranger(),
                 };
                 responder.respond(response).await
+            }
+            // Key packages, missed commits, requests to be added again: between contacts'
+            // devices and the user's own.
+            Protocol::Mls => {
+                let trusted =
+                    self.peers.contact_of(&peer).is_some() || self.peers.is_own_device(&peer);
+                match self.peers.user_of(&peer).filter(|_| trusted) {
+                    Some(user) => {
+                        let response = self.conversations.handle(peer, user, &payload).await;
+                        responder.respond(response).await;
+                    }
+                    None => drop(responder),
+                }
             }
             Protocol::Relay => {
                 let response = self.relay.handle(peer, &payload).await;

@@ -282,6 +282,23 @@ impl Node {
             connectivity.clone(),
             config.relay.policy.clone(),
         );
+        let conversations =
+            crate::conversations::Conversations::start(crate::conversations::Parts {
+                db: store.db().clone(),
+                vault: store.vault().clone(),
+                identity: identity.clone(),
+                peers: peers.clone(),
+                outbound: outbound.clone(),
+                events: events.clone(),
+                settings: crate::conversations::Settings {
+                    late_mail: std::time::Duration::from_secs(config.messages.late_mail_secs),
+                    update_every: std::time::Duration::from_secs(config.messages.update_every_secs),
+                    update_after: config.messages.update_after_messages,
+                    ttl: std::time::Duration::from_secs(config.messages.ttl_secs),
+                },
+            })
+            .await
+            .context("cannot open this device's conversations")?;
         let messaging = Messaging::new(
             store.db().clone(),
             store.vault().clone(),
@@ -290,6 +307,7 @@ impl Node {
             peers.clone(),
             events.clone(),
             relay.clone(),
+            conversations.clone(),
             RateLimiter::new(config.api.message_burst, config.api.messages_per_second),
             std::time::Duration::from_secs(config.messages.ttl_secs),
             InboundQuota {
@@ -334,6 +352,7 @@ impl Node {
             contacts: contacts.clone(),
             vault: store.vault().clone(),
             messaging: messaging.clone(),
+            conversations: conversations.clone(),
             relay: relay.clone(),
             devices: devices.clone(),
             files: files.clone(),
@@ -348,17 +367,19 @@ impl Node {
         contacts.spawn_retries();
         relay.spawn();
         messaging.spawn();
+        conversations.spawn();
         // A contact added over a connection that is already open gets no new hello: start
         // what a connected contact gets (our card, relay designation, outbox, mailbox) here.
         let mut added = events.subscribe();
-        let (r, m) = (relay.clone(), messaging.clone());
+        let (r, m, c) = (relay.clone(), messaging.clone(), conversations.clone());
         tokio::spawn(async move {
             while let Some(event) = added.next().await {
                 match &*event {
                     Event::ContactAdded { user_id, .. } => {
                         if let Ok(user) = user_id.parse::<UserId>() {
-                            let (r, m) = (r.clone(), m.clone());
+                            let (r, m, c) = (r.clone(), m.clone(), c.clone());
                             tokio::spawn(async move {
+                                c.contact_ready(user).await;
                                 r.contact_ready(user).await;
                                 m.contact_ready(user).await;
                             });
@@ -366,8 +387,11 @@ impl Node {
                     }
                     Event::ContactRemoved { user_id } => {
                         if let Ok(user) = user_id.parse::<UserId>() {
-                            let r = r.clone();
-                            tokio::spawn(async move { r.forget(user).await });
+                            let (r, c) = (r.clone(), c.clone());
+                            tokio::spawn(async move {
+                                r.forget(user).await;
+                                c.forget_contact(user).await;
+                            });
                         }
                     }
                     _ => {}
@@ -397,6 +421,7 @@ impl Node {
             peers,
             contacts,
             messaging,
+            conversations,
             retention,
             relay,
             devices,

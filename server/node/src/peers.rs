@@ -99,6 +99,9 @@ pub struct Peers {
     own: UserId,
     events: EventBus,
     local: PeerId,
+    /// Ticks whenever the contacts' devices or the user's revoked devices are set again:
+    /// what conversations check their members against.
+    devices_changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Peers {
@@ -111,12 +114,19 @@ impl Peers {
             own,
             events,
             local,
+            devices_changed: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
     /// Replaces the set of the user's revoked devices.
     pub fn set_revoked(&self, revoked: impl IntoIterator<Item = PeerId>) {
         *self.revoked.lock().unwrap_or_else(|e| e.into_inner()) = revoked.into_iter().collect();
+        self.devices_changed.send_modify(|n| *n += 1);
+    }
+
+    /// Ticks whenever the contacts' devices or this user's devices may have changed.
+    pub fn devices_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.devices_changed.subscribe()
     }
 
     /// Whether `peer` proved it is another device of this user, and was not revoked.
@@ -168,6 +178,7 @@ impl Peers {
             .into_iter()
             .map(|(user, devices)| (user, devices.into_iter().collect()))
             .collect();
+        self.devices_changed.send_modify(|n| *n += 1);
     }
 
     /// Whether `user` is a contact.
@@ -478,5 +489,14 @@ impl Peers {
         self.lock()
             .values()
             .any(|e| e.connected && e.user_id.as_ref() == Some(user))
+    }
+
+    /// The devices of `user` connected now (that proved they are its).
+    pub fn connected_devices_of(&self, user: &UserId) -> Vec<PeerId> {
+        self.lock()
+            .values()
+            .filter(|e| e.connected && e.user_id.as_ref() == Some(user))
+            .map(|e| e.peer_id)
+            .collect()
     }
 }

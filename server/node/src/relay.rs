@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use volli_core::wire::{self, PageCursor, RelayRequest, RelayResponse};
-use volli_core::{ContactCard, Envelope, PeerId, Timestamp, UserId};
+use volli_core::{ContactCard, Mail, PeerId, Timestamp, UserId};
 use volli_net::Protocol;
 use volli_plugin_host::{Decision, DepositRequest, PluginHost, RelayCandidate, Usage};
 use volli_store::{Db, Held, Vault};
@@ -187,15 +187,30 @@ impl Relay {
         if already {
             return;
         }
-        match self
-            .request(user, RelayRequest::Card(card.to_bytes()))
-            .await
-        {
-            Ok(RelayResponse::Ok) => {
-                self.lock_sent().insert(user, card.issued_at());
+        // To every connected device of the contact: one that was just revoked would take it
+        // and tell no other (its sync is refused), and the contact's commits follow its
+        // latest card of this user.
+        let payload = wire::encode(&RelayRequest::Card(card.to_bytes()));
+        let mut taken = false;
+        for peer in self.inner.peers.connected_devices_of(&user) {
+            let call =
+                self.inner
+                    .outbound
+                    .request(peer, Protocol::Relay, payload.clone(), Vec::new());
+            match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+                Ok(Ok(bytes)) => match wire::decode(&bytes, Protocol::Relay.max_response()) {
+                    Ok(RelayResponse::Ok) => taken = true,
+                    Ok(other) => {
+                        tracing::debug!(%user, %peer, ?other, "contact did not take our card");
+                    }
+                    Err(e) => tracing::debug!(%user, %peer, error = %e, "unreadable answer"),
+                },
+                Ok(Err(e)) => tracing::debug!(%user, %peer, error = %e, "cannot send our card"),
+                Err(_) => tracing::debug!(%user, %peer, "sending our card timed out"),
             }
-            Ok(other) => tracing::debug!(%user, ?other, "contact did not take our card"),
-            Err(e) => tracing::debug!(%user, error = %e, "cannot send our card"),
+        }
+        if taken {
+            self.lock_sent().insert(user, card.issued_at());
         }
     }
 
@@ -499,6 +514,16 @@ impl Relay {
         {
             return self.inner.connectivity.offer();
         }
+        // A contact's newer card may come from a device the card it replaces does not list
+        // yet (a device just paired introduces itself): the card is signed by the user, so
+        // who hands it over does not matter, as long as it proved it is that user's device.
+        if let RelayRequest::Card(bytes) = &request
+            && let Some(user) = self.inner.peers.user_of(&peer)
+            && self.inner.peers.is_contact(&user)
+            && self.inner.peers.contact_of(&peer).is_none()
+        {
+            return self.take_card(user, bytes).await;
+        }
         let Some(user) = self.inner.peers.contact_of(&peer) else {
             return RelayResponse::Refused(
                 "this node serves its contacts' current devices only (say hello first)".into(),
@@ -513,7 +538,7 @@ impl Relay {
                 self.accept_deposit(user, &envelope, &ticket, ttl_secs)
                     .await
             }
-            RelayRequest::Fetch { limit } => match self.envelopes(user, limit, None).await {
+            RelayRequest::Fetch { limit } => match self.envelopes(user, peer, limit, None).await {
                 Ok((envelopes, next)) => RelayResponse::Envelopes {
                     envelopes,
                     more: next.is_some(),
@@ -521,14 +546,19 @@ impl Relay {
                 Err(refused) => refused,
             },
             RelayRequest::FetchAfter { limit, after } => {
-                match self.envelopes(user, limit, after).await {
+                match self.envelopes(user, peer, limit, after).await {
                     Ok((envelopes, next)) => RelayResponse::EnvelopePage { envelopes, next },
                     Err(refused) => refused,
                 }
             }
             RelayRequest::Ack { ids } => {
                 let ids: Vec<[u8; 32]> = ids.into_iter().take(1024).collect();
-                match self.inner.db.relay_ack(&user.to_string(), &ids).await {
+                match self
+                    .inner
+                    .db
+                    .relay_ack(&user.to_string(), &peer.to_string(), &ids)
+                    .await
+                {
                     Ok(_) => RelayResponse::Ok,
                     Err(e) => RelayResponse::Refused(format!("storage: {e}")),
                 }
@@ -550,35 +580,7 @@ impl Relay {
                     Decision::Reject { reason } => RelayResponse::Refused(reason),
                 }
             }
-            RelayRequest::Card(bytes) => {
-                let Ok(card) = ContactCard::from_bytes(&bytes) else {
-                    return RelayResponse::Refused("invalid contact card".into());
-                };
-                if card.user_id() != user {
-                    return RelayResponse::Refused("a card may only be sent by its user".into());
-                }
-                let known = match self.inner.vault.contact(user).await {
-                    Ok(Some(c)) => c.card.issued_at(),
-                    Ok(None) => return RelayResponse::Refused("not a contact".into()),
-                    Err(e) => return RelayResponse::Refused(format!("storage: {e}")),
-                };
-                if card.issued_at() <= known {
-                    return RelayResponse::Ok;
-                }
-                if let Err(wait) = self.inner.cards.check(user) {
-                    return RelayResponse::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX));
-                }
-                match self.inner.vault.update_contact_card(card).await {
-                    Ok(newer) => {
-                        if newer {
-                            // Its devices may have changed: trust the ones it lists now.
-                            self.inner.contacts.refresh().await;
-                        }
-                        RelayResponse::Ok
-                    }
-                    Err(e) => RelayResponse::Refused(format!("storage: {e}")),
-                }
-            }
+            RelayRequest::Card(bytes) => self.take_card(user, &bytes).await,
             RelayRequest::CircuitOffer => self.inner.connectivity.offer(),
             RelayRequest::Waiting => {
                 self.lock_told().insert(user);
@@ -616,10 +618,43 @@ impl Relay {
         }
     }
 
-    /// A page of the envelopes held for `user`, after `after`; and where the next starts.
+    /// Takes `user`'s newer card (signed by `user`), handed over by one of its devices.
+    async fn take_card(&self, user: UserId, bytes: &[u8]) -> RelayResponse {
+        let Ok(card) = ContactCard::from_bytes(bytes) else {
+            return RelayResponse::Refused("invalid contact card".into());
+        };
+        if card.user_id() != user {
+            return RelayResponse::Refused("a card may only be sent by its user".into());
+        }
+        let known = match self.inner.vault.contact(user).await {
+            Ok(Some(c)) => c.card.issued_at(),
+            Ok(None) => return RelayResponse::Refused("not a contact".into()),
+            Err(e) => return RelayResponse::Refused(format!("storage: {e}")),
+        };
+        if card.issued_at() <= known {
+            return RelayResponse::Ok;
+        }
+        if let Err(wait) = self.inner.cards.check(user) {
+            return RelayResponse::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX));
+        }
+        match self.inner.vault.update_contact_card(card).await {
+            Ok(newer) => {
+                if newer {
+                    // Its devices may have changed: trust the ones it lists now.
+                    self.inner.contacts.refresh().await;
+                }
+                RelayResponse::Ok
+            }
+            Err(e) => RelayResponse::Refused(format!("storage: {e}")),
+        }
+    }
+
+    /// A page of the envelopes held for `user` that its device `peer` may take, after
+    /// `after`; and where the next starts.
     async fn envelopes(
         &self,
         user: UserId,
+        peer: PeerId,
         limit: u16,
         after: Option<PageCursor>,
     ) -> Result<(Vec<Vec<u8>>, Option<PageCursor>), RelayResponse> {
@@ -630,6 +665,7 @@ impl Relay {
             .db
             .relay_for(
                 &user.to_string(),
+                &peer.to_string(),
                 Timestamp::now(),
                 limit,
                 FETCH_BYTES,
@@ -735,10 +771,11 @@ impl Relay {
         ticket: &[u8],
         ttl_secs: u32,
     ) -> RelayResponse {
-        let Ok(parsed) = Envelope::from_bytes(envelope) else {
+        let Ok(parsed) = Mail::from_bytes(envelope) else {
             return RelayResponse::Refused("malformed envelope".into());
         };
         let recipient = parsed.recipient();
+        let device = parsed.device().map(|d| d.to_string());
         let me = self.inner.identity.user_id();
         match ContactCard::from_bytes(ticket) {
             Ok(card) if card.user_id() == recipient && card.relays().contains(&me) => {}
@@ -790,6 +827,7 @@ impl Relay {
             .relay_hold(
                 &id,
                 &recipient.to_string(),
+                device.as_deref(),
                 &depositor.to_string(),
                 envelope,
                 now,

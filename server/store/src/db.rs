@@ -64,6 +64,11 @@ impl Db {
     /// Writes a consistent copy of the database at `path` to `dest` (`VACUUM INTO`), while
     /// a node may be writing to it: the copy is one read transaction's view, so it holds
     /// every commit up to a point and none after. `dest` must not exist.
+    ///
+    /// The copy leaves out this device's MLS state (zeroed, not just unlinked): a copy of it
+    /// would open traffic its conversations have since forgotten, and a device restored
+    /// from it would encrypt under ratchet positions it had already used. A restored device
+    /// asks to be added to its conversations again instead.
     pub async fn snapshot(path: &Path, dest: &Path) -> Result<(), StoreError> {
         if !path.is_file() {
             return Err(StoreError::Io(std::io::Error::new(
@@ -88,6 +93,27 @@ impl Db {
         let done = sqlx::query("VACUUM INTO ?").bind(dest).execute(&pool).await;
         pool.close().await;
         done?;
+        let copy = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                SqliteConnectOptions::from_str("sqlite:")?
+                    .filename(dest)
+                    .create_if_missing(false)
+                    .pragma("secure_delete", "ON"),
+            )
+            .await?;
+        let mut stripped = Ok(());
+        for table in ["mls_state", "mls_pending", "mls_commits"] {
+            if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                .execute(&copy)
+                .await
+            {
+                stripped = Err(e);
+                break;
+            }
+        }
+        copy.close().await;
+        stripped?;
         Ok(())
     }
 
@@ -131,6 +157,11 @@ impl Db {
                 // A client of the old user must not read the new one's data.
                 "clients",
                 "push_subscriptions",
+                // Conversations belong to the old identity's certificate.
+                "mls_state",
+                "mls_key_packages",
+                "mls_pending",
+                "mls_commits",
             ] {
                 // The names are the constants above.
                 sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))

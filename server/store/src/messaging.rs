@@ -26,6 +26,11 @@ pub struct OutboxEntry {
     pub attempts: u32,
     /// Whether at least one relay holds it.
     pub relayed: bool,
+    /// The recipient's device it is for, when only that device may take it.
+    pub device: Option<String>,
+    /// Whether it is handshake mail of a conversation on MLS (a commit, a proposal, a
+    /// Welcome): delivered like a message, but not one of the conversation's.
+    pub handshake: bool,
 }
 
 /// A change to the outbox. Changes are committed by the vault actor together with the vault
@@ -47,11 +52,24 @@ pub enum OutboxChange {
     Remove([u8; 16]),
 }
 
-/// `(id, recipient, envelope, body, sent_at, expires_at, attempts, relayed)`.
-type OutboxRow = (Vec<u8>, String, Vec<u8>, String, i64, i64, i64, i64);
+/// `(id, recipient, envelope, body, sent_at, expires_at, attempts, relayed, device,
+/// handshake)`.
+type OutboxRow = (
+    Vec<u8>,
+    String,
+    Vec<u8>,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    bool,
+);
 
 fn outbox_entry(row: OutboxRow) -> Option<OutboxEntry> {
-    let (id, recipient, envelope, body, sent_at, expires_at, attempts, relayed) = row;
+    let (id, recipient, envelope, body, sent_at, expires_at, attempts, relayed, device, handshake) =
+        row;
     Some(OutboxEntry {
         id: id.try_into().ok()?,
         recipient,
@@ -61,14 +79,16 @@ fn outbox_entry(row: OutboxRow) -> Option<OutboxEntry> {
         expires_at: Timestamp::from_millis(expires_at),
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         relayed: relayed != 0,
+        device,
+        handshake,
     })
 }
 
 macro_rules! select_outbox {
     ($rest:literal) => {
         concat!(
-            "SELECT id, recipient, envelope, body, sent_at, expires_at, attempts, relayed \
-             FROM outbox ",
+            "SELECT id, recipient, envelope, body, sent_at, expires_at, attempts, relayed, \
+             device, handshake FROM outbox ",
             $rest
         )
     };
@@ -176,11 +196,14 @@ impl Db {
         Ok(done.rows_affected())
     }
 
-    /// Holds an envelope; depositing the same one again changes nothing and succeeds.
+    /// Holds an envelope (for one device of the recipient, when `device` says which);
+    /// depositing the same one again changes nothing and succeeds.
+    #[allow(clippy::too_many_arguments)] // one row's columns
     pub async fn relay_hold(
         &self,
         id: &[u8; 32],
         recipient: &str,
+        device: Option<&str>,
         depositor: &str,
         envelope: &[u8],
         now: Timestamp,
@@ -188,11 +211,12 @@ impl Db {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT OR IGNORE INTO relay_held \
-             (id, recipient, depositor, envelope, size, stored_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             (id, recipient, device, depositor, envelope, size, stored_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id[..])
         .bind(recipient)
+        .bind(device)
         .bind(depositor)
         .bind(envelope)
         .bind(i64::try_from(envelope.len()).unwrap_or(i64::MAX))
@@ -238,12 +262,15 @@ impl Db {
         Ok((held(by_depositor), held(by_recipient), held(total)))
     }
 
-    /// Envelopes held for `recipient`, oldest first, after `after` (when it was stored, its
-    /// id): at most `limit` of them and, past the first, no more than `max_bytes` in all;
-    /// and where the next page starts, if more remain.
+    /// Envelopes held for `recipient` that its device `device` may take (those for the
+    /// user, and those for that device), oldest first, after `after` (when it was stored,
+    /// its id): at most `limit` of them and, past the first, no more than `max_bytes` in
+    /// all; and where the next page starts, if more remain.
+    #[allow(clippy::too_many_arguments)] // a query's parameters
     pub async fn relay_for(
         &self,
         recipient: &str,
+        device: &str,
         now: Timestamp,
         limit: u32,
         max_bytes: usize,
@@ -252,10 +279,11 @@ impl Db {
         let (at, id) = after.unwrap_or((i64::MIN, &[]));
         let rows: Vec<(Vec<u8>, Vec<u8>, i64)> = sqlx::query_as(
             "SELECT id, envelope, stored_at FROM relay_held \
-             WHERE recipient = ? AND expires_at > ? AND (stored_at, id) > (?, ?) \
-             ORDER BY stored_at, id LIMIT ?",
+             WHERE recipient = ? AND (device IS NULL OR device = ?) AND expires_at > ? \
+             AND (stored_at, id) > (?, ?) ORDER BY stored_at, id LIMIT ?",
         )
         .bind(recipient)
+        .bind(device)
         .bind(now.as_millis())
         .bind(at)
         .bind(id)
@@ -310,17 +338,27 @@ impl Db {
         Ok(done.rows_affected())
     }
 
-    /// Deletes envelopes `recipient` acknowledged. Returns how many went.
-    pub async fn relay_ack(&self, recipient: &str, ids: &[[u8; 32]]) -> Result<u64, StoreError> {
+    /// Deletes envelopes `recipient`'s device `device` acknowledged (those it may take).
+    /// Returns how many went.
+    pub async fn relay_ack(
+        &self,
+        recipient: &str,
+        device: &str,
+        ids: &[[u8; 32]],
+    ) -> Result<u64, StoreError> {
         let mut tx = self.writer().begin().await?;
         let mut removed = 0;
         for id in ids {
-            removed += sqlx::query("DELETE FROM relay_held WHERE id = ? AND recipient = ?")
-                .bind(&id[..])
-                .bind(recipient)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            removed += sqlx::query(
+                "DELETE FROM relay_held WHERE id = ? AND recipient = ? \
+                 AND (device IS NULL OR device = ?)",
+            )
+            .bind(&id[..])
+            .bind(recipient)
+            .bind(device)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         }
         tx.commit().await?;
         Ok(removed)
@@ -489,9 +527,9 @@ pub(crate) async fn apply_outbox(
         match change {
             OutboxChange::Add(entry) => {
                 sqlx::query(
-                    "INSERT OR IGNORE INTO outbox \
-                     (id, recipient, envelope, body, sent_at, expires_at, next_attempt_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO outbox (id, recipient, envelope, body, sent_at, \
+                     expires_at, next_attempt_at, device, handshake) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(&entry.id[..])
                 .bind(&entry.recipient)
@@ -500,6 +538,8 @@ pub(crate) async fn apply_outbox(
                 .bind(entry.sent_at.as_millis())
                 .bind(entry.expires_at.as_millis())
                 .bind(entry.sent_at.as_millis())
+                .bind(&entry.device)
+                .bind(entry.handshake)
                 .execute(&mut *tx)
                 .await?;
             }

@@ -255,6 +255,7 @@ type DocFilter = Box<dyn Fn(&DocId) -> bool + Send>;
 enum Command {
     Write(WriteJob),
     Outbox(crate::OutboxChange, Finish),
+    Mls(Vec<crate::MlsChange>, Finish),
     Read(ReadJob),
     Version(Reply<VaultVersion>),
     Export(VaultVersion, usize, DocFilter, Reply<(VaultDelta, bool)>),
@@ -359,6 +360,23 @@ impl Vault {
             let _ = tx.send(saved);
         });
         self.send(Command::Outbox(change, finish)).await?;
+        Ok(async move { rx.await.map_err(|_| StoreError::Closed)? })
+    }
+
+    /// Queues changes to this device's MLS state; returns as soon as the actor has them. The
+    /// returned future resolves once they are durable. Like outbox changes, they commit with
+    /// the batch they were queued in, never after anything queued later: queue the state an
+    /// encryption left before the mail it made, and a decrypted message before the state
+    /// that no longer opens it.
+    pub async fn mls_queued(
+        &self,
+        changes: Vec<crate::MlsChange>,
+    ) -> Result<impl Future<Output = Result<(), StoreError>> + Send + 'static, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let finish: Finish = Box::new(move |saved| {
+            let _ = tx.send(saved);
+        });
+        self.send(Command::Mls(changes, finish)).await?;
         Ok(async move { rx.await.map_err(|_| StoreError::Closed)? })
     }
 

@@ -196,6 +196,76 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A device in a conversation.
+#[derive(Serialize, ToSchema)]
+pub struct MemberView {
+    /// Its user.
+    pub user_id: String,
+    /// The device.
+    pub peer_id: String,
+}
+
+/// How a conversation is encrypted.
+#[derive(Serialize, ToSchema)]
+pub struct ConversationView {
+    /// The other party's user id.
+    pub with: String,
+    /// `mls`: an MLS group of both users' devices (forward secrecy, post-compromise
+    /// security); `hpke`: each message sealed to the recipient's user key, until the two
+    /// nodes have exchanged key packages and the next message moves it to MLS.
+    #[schema(example = "mls")]
+    pub encryption: String,
+    /// Whether the next message can move a conversation still on `hpke` to MLS.
+    pub ready: bool,
+    /// The group's epoch: it moves on with every commit (a device added, removed or
+    /// updated).
+    pub epoch: Option<u64>,
+    /// The devices that read the conversation.
+    pub members: Vec<MemberView>,
+    /// The device that orders the conversation's commits.
+    pub committer: Option<String>,
+    /// When this device last refreshed its own keys in it (RFC 3339).
+    pub keys_updated_at: Option<String>,
+}
+
+/// How the conversation with a contact is encrypted, and which devices read it.
+#[utoipa::path(get, path = "/v1/conversations/{user_id}", tag = "messages", security(("bearer" = [])),
+    params(("user_id" = String, Path, description = "The contact's user id")),
+    responses(
+        (status = 200, description = "The conversation", body = ConversationView),
+        (status = 400, description = "Not a user id (`invalid_user_id`)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "Not a contact (`unknown_contact`)", body = ErrorBody),
+    ))]
+pub async fn conversation(
+    State(contacts): State<Contacts>,
+    State(conversations): State<crate::conversations::Conversations>,
+    Path(user_id): Path<String>,
+) -> Result<Json<ConversationView>, ApiError> {
+    let with = user(&user_id)?;
+    contacts
+        .get(with)
+        .await
+        .map_err(|_| ApiError::not_found("unknown_contact", format!("{with} is not a contact")))?;
+    let status = conversations.status(with).await;
+    Ok(Json(ConversationView {
+        with: with.to_string(),
+        encryption: if status.on_mls { "mls" } else { "hpke" }.to_owned(),
+        ready: status.ready,
+        epoch: status.epoch,
+        members: status
+            .members
+            .into_iter()
+            .map(|(user, peer)| MemberView {
+                user_id: user.to_string(),
+                peer_id: peer.to_string(),
+            })
+            .collect(),
+        committer: status.committer.map(|p| p.to_string()),
+        keys_updated_at: status.updated_at.map(|t| t.to_rfc3339()),
+    }))
+}
+
 /// How many messages were deleted.
 #[derive(Serialize, ToSchema)]
 pub struct Deleted {

@@ -15,7 +15,7 @@ use super::{
     Command, Ctx, Finish, Imported, VaultDelta, VaultOptions, VaultStats, VaultVersion, contacts,
     devices, index, migrate, settings,
 };
-use crate::{Db, OutboxChange, StoreError};
+use crate::{Db, MlsChange, OutboxChange, StoreError};
 use tokio::sync::watch;
 
 /// Most writes folded into one commit.
@@ -92,7 +92,7 @@ pub(super) fn run(
 
     while let Some(first) = rx.blocking_recv() {
         let mut pending: Vec<Finish> = Vec::new();
-        let mut outbox: Vec<OutboxChange> = Vec::new();
+        let mut side = Side::default();
         let mut next = Some(first);
         while let Some(command) = next.take() {
             match command {
@@ -104,7 +104,11 @@ pub(super) fn run(
                     pending.push(job(&mut ctx));
                 }
                 Command::Outbox(change, finish) => {
-                    outbox.push(change);
+                    side.outbox.push(change);
+                    pending.push(finish);
+                }
+                Command::Mls(changes, finish) => {
+                    side.mls.extend(changes);
                     pending.push(finish);
                 }
                 // Reads see the document as it is, including writes of this batch that are
@@ -113,7 +117,7 @@ pub(super) fn run(
                 // "saved" any earlier for it.
                 Command::Read(job) => job(&actor.meta),
                 other => {
-                    actor.flush(mem::take(&mut pending), mem::take(&mut outbox));
+                    actor.flush(mem::take(&mut pending), mem::take(&mut side));
                     if let Some(reply) = actor.handle(other) {
                         let _ = reply.send(());
                         return;
@@ -124,9 +128,22 @@ pub(super) fn run(
                 next = rx.try_recv().ok();
             }
         }
-        actor.flush(pending, outbox);
+        actor.flush(pending, side);
     }
-    actor.flush(Vec::new(), Vec::new());
+    actor.flush(Vec::new(), Side::default());
+}
+
+/// Changes to tables beside the documents that commit with the batch they were queued in.
+#[derive(Default)]
+struct Side {
+    outbox: Vec<OutboxChange>,
+    mls: Vec<MlsChange>,
+}
+
+impl Side {
+    fn is_empty(&self) -> bool {
+        self.outbox.is_empty() && self.mls.is_empty()
+    }
 }
 
 /// A Loro peer id never used before by this vault, recorded as used.
@@ -155,7 +172,7 @@ impl Actor {
     /// actor must stop.
     fn handle(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
         match command {
-            Command::Write(_) | Command::Read(_) | Command::Outbox(..) => {
+            Command::Write(_) | Command::Read(_) | Command::Outbox(..) | Command::Mls(..) => {
                 unreachable!("handled in the batch loop")
             }
             Command::Version(reply) => {
@@ -201,10 +218,10 @@ impl Actor {
         None
     }
 
-    /// Commits the batch's changes to every document, its index rows and its outbox changes
-    /// in one transaction, then answers the writers.
-    fn flush(&mut self, finishers: Vec<Finish>, outbox: Vec<OutboxChange>) {
-        let result = self.persist(&outbox);
+    /// Commits the batch's changes to every document, its index rows, its outbox and MLS
+    /// changes in one transaction, then answers the writers.
+    fn flush(&mut self, finishers: Vec<Finish>, side: Side) {
+        let result = self.persist(&side);
         let due = match &result {
             Ok(due) => due.clone(),
             Err(e) => {
@@ -225,7 +242,7 @@ impl Actor {
     }
 
     /// Writes what changed; returns the documents due for compaction.
-    fn persist(&mut self, outbox: &[OutboxChange]) -> Result<Vec<DocId>, StoreError> {
+    fn persist(&mut self, side: &Side) -> Result<Vec<DocId>, StoreError> {
         let mut meta = Vec::new();
         for (i, id) in DocId::META.into_iter().enumerate() {
             if let Some(doc) = self.meta.doc(id)
@@ -239,20 +256,20 @@ impl Actor {
             && chunks.writes.is_empty()
             && chunks.rows.is_empty()
             && chunks.statuses.is_empty()
-            && outbox.is_empty()
+            && side.is_empty()
         {
             return Ok(Vec::new());
         }
-        self.write(&meta, &chunks, outbox)?;
+        self.write(&meta, &chunks, side)?;
         Ok(self.committed(meta, &chunks))
     }
 
-    /// One transaction: document updates, index rows, outbox changes.
+    /// One transaction: document updates, index rows, outbox and MLS changes.
     fn write(
         &self,
         meta: &[DocWrite],
         chunks: &ChunkChanges,
-        outbox: &[OutboxChange],
+        side: &Side,
     ) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
         let written = self.runtime.block_on(async {
@@ -265,7 +282,8 @@ impl Actor {
             let known = index::existing(&mut tx, &ids).await?;
             index::upsert(&mut tx, &chunks.rows).await?;
             index::set_statuses(&mut tx, &chunks.statuses).await?;
-            crate::messaging::apply_outbox(&mut tx, outbox).await?;
+            crate::messaging::apply_outbox(&mut tx, &side.outbox).await?;
+            crate::mls::apply(&mut tx, &side.mls).await?;
             tx.commit().await?;
             for (id, new) in &chunks.unsettled {
                 let _ = new.set(!known.contains(id));
@@ -358,7 +376,7 @@ impl Actor {
                 ..Imported::default()
             });
         }
-        self.write(&meta, &chunks, &[])?;
+        self.write(&meta, &chunks, &Side::default())?;
         for id in self.committed(meta, &chunks) {
             self.compact(id);
         }

@@ -1,0 +1,309 @@
+//! Mail: what travels between nodes for a recipient, directly or through friends' relays.
+//!
+//! Two kinds share the path. Version 1 is an [`Envelope`], sealed with HPKE to the
+//! recipient's user key (what every message was before conversations moved to MLS, and still
+//! readable). Version 2 is [`MlsMail`]: messages of a conversation's MLS group, already
+//! encrypted for its members, addressed to the recipient user (an application message, which
+//! any of its devices may take) or to one of its devices (a commit, a proposal or a Welcome,
+//! which that device must process itself). A relay sees the recipient, the device, the kind,
+//! an id and the size; an MLS message shows its group and epoch besides, and nothing else.
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{BUCKETS, Envelope, EnvelopeError, MAX_BODY_LEN, MessageId};
+use crate::ids::{PeerId, UserId};
+use crate::time::Timestamp;
+
+/// Largest encoded MLS mail accepted (a commit bundle that adds several devices).
+pub const MAX_MLS_MAIL_LEN: usize = 256 << 10;
+/// Most MLS messages in one mail.
+pub const MAX_MLS_MESSAGES: usize = 64;
+
+const MLS_VERSION: u8 = 2;
+
+/// Mail of either kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mail {
+    /// Sealed to the recipient's user key.
+    Sealed(Envelope),
+    /// Messages of a conversation on MLS.
+    Mls(MlsMail),
+}
+
+/// What an MLS mail carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MailKind {
+    /// One application message: any device of the recipient takes it.
+    Application,
+    /// Proposals and a commit, in the order to process them: for one device.
+    Handshake,
+    /// A Welcome into a conversation: for one device.
+    Welcome,
+}
+
+/// Messages of a conversation's MLS group for a recipient.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MlsMail {
+    version: u8,
+    /// The sender, as it says (a relay knows it anyway: it is who deposits). Believed only
+    /// as far as MLS confirms it; receipts go to it.
+    pub sender: UserId,
+    /// The recipient.
+    pub recipient: UserId,
+    /// The recipient's device it is for, when one device must process it.
+    #[serde(with = "optional_peer")]
+    pub device: Option<PeerId>,
+    /// What it carries.
+    pub kind: MailKind,
+    /// Its id: the message's id for an application message (receipts and duplicates go by
+    /// it), a random one otherwise.
+    pub id: MessageId,
+    /// The MLS messages, TLS-encoded.
+    #[serde(with = "crate::encoding::bytes_list")]
+    pub messages: Vec<Vec<u8>>,
+}
+
+impl MlsMail {
+    /// Mail of `kind` from `sender` for `recipient` (or one of its devices).
+    pub fn new(
+        sender: UserId,
+        recipient: UserId,
+        device: Option<PeerId>,
+        kind: MailKind,
+        id: MessageId,
+        messages: Vec<Vec<u8>>,
+    ) -> Self {
+        Self {
+            version: MLS_VERSION,
+            sender,
+            recipient,
+            device,
+            kind,
+            id,
+            messages,
+        }
+    }
+}
+
+impl Mail {
+    /// Parses mail of either kind (not opening it): bounded, versioned, nothing trailing.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        match bytes.first() {
+            Some(&MLS_VERSION) => {
+                if bytes.len() > MAX_MLS_MAIL_LEN {
+                    return Err(EnvelopeError::Malformed);
+                }
+                let mail: MlsMail = match postcard::take_from_bytes(bytes) {
+                    Ok((m, [])) => m,
+                    _ => return Err(EnvelopeError::Malformed),
+                };
+                let well_formed = mail.version == MLS_VERSION
+                    && !mail.messages.is_empty()
+                    && mail.messages.len() <= MAX_MLS_MESSAGES
+                    && match mail.kind {
+                        MailKind::Application => mail.device.is_none() && mail.messages.len() == 1,
+                        MailKind::Welcome => mail.device.is_some() && mail.messages.len() == 1,
+                        MailKind::Handshake => mail.device.is_some(),
+                    };
+                if well_formed {
+                    Ok(Self::Mls(mail))
+                } else {
+                    Err(EnvelopeError::Malformed)
+                }
+            }
+            _ => Envelope::from_bytes(bytes).map(Self::Sealed),
+        }
+    }
+
+    /// The encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Self::Sealed(e) => e.to_bytes(),
+            Self::Mls(m) => postcard::to_allocvec(m)
+                .unwrap_or_else(|_| unreachable!("postcard encodes to a Vec")),
+        }
+    }
+
+    /// Who it is for.
+    pub fn recipient(&self) -> UserId {
+        match self {
+            Self::Sealed(e) => e.recipient(),
+            Self::Mls(m) => m.recipient,
+        }
+    }
+
+    /// The recipient's device it is for, when only that device may take it.
+    pub fn device(&self) -> Option<PeerId> {
+        match self {
+            Self::Sealed(_) => None,
+            Self::Mls(m) => m.device,
+        }
+    }
+
+    /// The id relays know it by: BLAKE3 of its encoding.
+    pub fn digest(&self) -> [u8; 32] {
+        *blake3::hash(&self.to_bytes()).as_bytes()
+    }
+}
+
+/// What an application message of a conversation says, inside MLS. Its sender is the
+/// member device MLS authenticated; the conversation is its group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Content {
+    /// A text message.
+    Text {
+        /// Its id, chosen by the sender.
+        id: MessageId,
+        /// When the sender sent it, by the sender's clock.
+        sent_at: Timestamp,
+        /// The text.
+        body: String,
+    },
+}
+
+impl Content {
+    /// The encoding, zero-padded to the envelope's size buckets so that the length of the
+    /// text does not show.
+    pub fn to_padded(&self) -> Result<Vec<u8>, EnvelopeError> {
+        let mut bytes = postcard::to_allocvec(self).map_err(|_| EnvelopeError::Malformed)?;
+        let padded = BUCKETS
+            .iter()
+            .copied()
+            .find(|b| bytes.len() <= *b)
+            .ok_or(EnvelopeError::TooLong)?;
+        bytes.resize(padded, 0);
+        Ok(bytes)
+    }
+
+    /// Reads a padded encoding: the content, then nothing but zeros.
+    pub fn from_padded(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        if bytes.len() > *BUCKETS.last().unwrap_or(&0) {
+            return Err(EnvelopeError::Malformed);
+        }
+        let (content, padding): (Self, &[u8]) =
+            postcard::take_from_bytes(bytes).map_err(|_| EnvelopeError::Malformed)?;
+        if padding.iter().any(|b| *b != 0) {
+            return Err(EnvelopeError::Malformed);
+        }
+        match &content {
+            Self::Text { body, .. } if body.len() > MAX_BODY_LEN => Err(EnvelopeError::TooLong),
+            _ => Ok(content),
+        }
+    }
+}
+
+/// An optional peer id as its bytes.
+mod optional_peer {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::ids::PeerId;
+
+    #[derive(Serialize, Deserialize)]
+    struct Peer(#[serde(with = "crate::cert::peer_id_bytes")] PeerId);
+
+    pub(super) fn serialize<S: Serializer>(p: &Option<PeerId>, s: S) -> Result<S::Ok, S::Error> {
+        p.map(Peer).serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PeerId>, D::Error> {
+        Ok(Option::<Peer>::deserialize(d)?.map(|Peer(p)| p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::keys::UserSecret;
+
+    fn user() -> UserId {
+        UserSecret::generate().unwrap().user_id()
+    }
+
+    #[test]
+    fn mls_mail_round_trips_and_keeps_its_addressing_rules() {
+        let device = libp2p_identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let (from, to) = (user(), user());
+        let id = MessageId::random().unwrap();
+        let app = Mail::Mls(MlsMail::new(
+            from,
+            to,
+            None,
+            MailKind::Application,
+            id,
+            vec![vec![1, 2, 3]],
+        ));
+        let back = Mail::from_bytes(&app.to_bytes()).unwrap();
+        assert_eq!(back, app);
+        assert_eq!(back.recipient(), to);
+        assert_eq!(back.device(), None);
+        let commit = Mail::Mls(MlsMail::new(
+            from,
+            to,
+            Some(device),
+            MailKind::Handshake,
+            id,
+            vec![vec![4], vec![5]],
+        ));
+        assert_eq!(
+            Mail::from_bytes(&commit.to_bytes()).unwrap().device(),
+            Some(device)
+        );
+        // An application message addressed to a device, a welcome to nobody, an empty one:
+        // refused.
+        for bad in [
+            MlsMail::new(
+                from,
+                to,
+                Some(device),
+                MailKind::Application,
+                id,
+                vec![vec![1]],
+            ),
+            MlsMail::new(from, to, None, MailKind::Welcome, id, vec![vec![1]]),
+            MlsMail::new(from, to, Some(device), MailKind::Handshake, id, Vec::new()),
+        ] {
+            assert!(Mail::from_bytes(&Mail::Mls(bad).to_bytes()).is_err());
+        }
+    }
+
+    #[test]
+    fn content_pads_to_a_bucket_and_reads_back() {
+        let text = Content::Text {
+            id: MessageId::random().unwrap(),
+            sent_at: Timestamp::now(),
+            body: "hello".into(),
+        };
+        let padded = text.to_padded().unwrap();
+        assert_eq!(padded.len(), BUCKETS[0]);
+        assert_eq!(Content::from_padded(&padded).unwrap(), text);
+        let mut tampered = padded.clone();
+        *tampered.last_mut().unwrap() = 1;
+        assert!(Content::from_padded(&tampered).is_err());
+        let long = Content::Text {
+            id: MessageId::random().unwrap(),
+            sent_at: Timestamp::now(),
+            body: "x".repeat(MAX_BODY_LEN),
+        };
+        assert_eq!(long.to_padded().unwrap().len(), 128 << 10);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Mail::from_bytes(&bytes);
+            let mut v2 = bytes.clone();
+            if let Some(first) = v2.first_mut() {
+                *first = MLS_VERSION;
+            }
+            let _ = Mail::from_bytes(&v2);
+            let _ = Content::from_padded(&bytes);
+        }
+    }
+}

@@ -1,0 +1,1599 @@
+//! Conversations on MLS: every one-to-one conversation is an MLS group whose members are the
+//! `messages` devices of both users ([`volli_mls`] holds the cryptography and the rules; this
+//! module wires it to the vault, the outbox and the network).
+//!
+//! - **State.** This device's MLS state lives in memory behind one lock and is persisted by
+//!   the vault actor: what an encryption changed is queued before the mail it made (a crash
+//!   never hands out a ratchet position twice), and a decrypted message is queued before the
+//!   state that no longer opens it (a crash never loses an acknowledged message).
+//! - **Key packages.** When a contact's device or one of the user's own devices connects,
+//!   both hand each other a last-resort package and a few one-time ones (each one-time
+//!   package goes to one device only). The first message to a contact creates the group
+//!   from the packages held for its devices, with no round trip the user waits on; without
+//!   any, the message is sealed to the user key as before.
+//! - **Commits.** Only a conversation's committer commits ([`volli_mls`]): it adds the
+//!   devices the users' cards and device lists name, removes those they no longer name, and
+//!   includes the updates other devices propose. Commits and Welcomes go to each member
+//!   device as handshake mail through the outbox (directly, or held by friends' relays for
+//!   that device); a device that receives mail for an epoch it has not reached holds it and
+//!   asks a member for the commits it missed. A device on the losing side of a fork (or one
+//!   that lost its state) asks the committer to add it again.
+//! - **Forgetting.** Past epochs are dropped once older than the late-mail window, and the
+//!   database then gives back the pages and the write-ahead log that held them.
+//!
+//! What it deliberately does not do: deliver mail (the outbox in `messaging.rs` does) or
+//! decide quotas (the caller's `accept`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Notify, mpsc};
+use volli_core::wire::{self, CommitBundle, MlsRequest, MlsResponse};
+use volli_core::{
+    Content, Mail, MailKind, MessageId, MlsMail, PeerId, Permissions, Timestamp, UserId,
+};
+use volli_mls::{GroupRef, Info, Member, Mls, MlsError, Processed};
+use volli_net::Protocol;
+use volli_store::vault::{MessageStatus, StoredMessage};
+use volli_store::{Db, HeldPackage, OutboxEntry, Vault};
+
+use crate::events::{Event, EventBus};
+use crate::identity::Identity;
+use crate::outbound::Outbound;
+use crate::peers::Peers;
+
+/// One-time key packages handed to a device each time it connects.
+const HAND_OUT: usize = 2;
+/// A last-resort key package is replaced after this long.
+const ROTATE_LAST_RESORT: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Key packages handed out and never used are forgotten after this long.
+const KEY_PACKAGE_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
+/// How often the same device is handed key packages at most.
+const HAND_OUT_EVERY: Duration = Duration::from_secs(3600);
+/// How long a message may wait for what it depends on before this device asks to be added
+/// again (a Welcome it can never open, a fork).
+const REJOIN_AFTER: Duration = Duration::from_secs(20);
+/// How often the same conversation asks for missed commits, or to be added again, at most.
+const ASK_EVERY: Duration = Duration::from_secs(10);
+/// The longest the committer's loop sleeps.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How conversations keep their keys.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// How long keys of past epochs are kept for mail that arrives late (and how long a
+    /// device's state taken by a thief opens captured traffic of past epochs).
+    pub late_mail: Duration,
+    /// A device updates its own leaf after this long in a conversation…
+    pub update_every: Duration,
+    /// …or after this many messages through it, whichever comes first.
+    pub update_after: u64,
+    /// How long handshake mail is retried.
+    pub ttl: Duration,
+}
+
+/// Why a conversation operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConversationError {
+    /// The MLS layer refused.
+    #[error(transparent)]
+    Mls(#[from] MlsError),
+    /// Storage failed.
+    #[error("storage: {0}")]
+    Store(#[from] volli_store::StoreError),
+    /// Malformed content.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a device of a conversation's users may do, as the node believes it now.
+#[derive(Clone, Default)]
+struct Directory {
+    me: Option<UserId>,
+    /// This user's devices that are not revoked.
+    own: HashMap<PeerId, Permissions>,
+    /// Each contact's devices, as its latest card lists them.
+    contacts: HashMap<UserId, HashMap<PeerId, Permissions>>,
+}
+
+impl Directory {
+    fn devices_of(&self, user: &UserId) -> Option<&HashMap<PeerId, Permissions>> {
+        if self.me.as_ref() == Some(user) {
+            Some(&self.own)
+        } else {
+            self.contacts.get(user)
+        }
+    }
+
+    /// The devices of `user` that may read and send messages.
+    fn messaging_devices(&self, user: &UserId) -> Vec<PeerId> {
+        let mut devices: Vec<PeerId> = self
+            .devices_of(user)
+            .map(|d| {
+                d.iter()
+                    .filter(|(_, p)| p.contains(Permissions::MESSAGES))
+                    .map(|(peer, _)| *peer)
+                    .collect()
+            })
+            .unwrap_or_default();
+        devices.sort();
+        devices
+    }
+}
+
+impl volli_mls::Trust for Directory {
+    fn admits(&self, info: &Info, member: &Member) -> bool {
+        info.includes(&member.user)
+            && member.permissions.contains(Permissions::MESSAGES)
+            && self
+                .devices_of(&member.user)
+                .is_some_and(|d| d.contains_key(&member.peer))
+    }
+}
+
+/// A message sealed into a conversation.
+pub struct Sealed {
+    /// The mail to deliver.
+    pub mail: Vec<u8>,
+    /// Resolves once the state the encryption left is durable (before the mail may leave).
+    pub durable: futures::future::BoxFuture<'static, Result<(), volli_store::StoreError>>,
+}
+
+/// What taking in MLS mail did.
+pub enum Opened {
+    /// A text message, queued to the vault with the state it left; `saved` resolves once
+    /// both are durable, to whether the message was new.
+    Text {
+        /// Its sender.
+        sender: UserId,
+        /// Its id.
+        id: MessageId,
+        /// Resolves once durable.
+        saved: futures::future::BoxFuture<'static, Result<bool, volli_store::StoreError>>,
+    },
+    /// Processed (a commit, a proposal, a Welcome), or kept until what it depends on
+    /// arrives: durable either way.
+    Done,
+    /// A message that waits for what it depends on (a commit, a Welcome): kept, and read
+    /// as soon as that arrives, but not to be acknowledged yet.
+    Waiting,
+    /// Already taken in.
+    Duplicate,
+}
+
+/// A conversation as the API shows it.
+#[derive(Clone, Debug)]
+pub struct Status {
+    /// Whether it is on MLS (a group exists).
+    pub on_mls: bool,
+    /// Whether it could move to MLS now (key packages of a device of the contact are held).
+    pub ready: bool,
+    /// The group's epoch.
+    pub epoch: Option<u64>,
+    /// The member devices, with their users.
+    pub members: Vec<(UserId, PeerId)>,
+    /// The device that commits.
+    pub committer: Option<PeerId>,
+    /// When this device last updated its own keys in it.
+    pub updated_at: Option<Timestamp>,
+}
+
+/// The conversations service. Cheap to clone.
+#[derive(Clone)]
+pub struct Conversations {
+    inner: Arc<Inner>,
+}
+
+/// What the service is built from.
+pub struct Parts {
+    /// The database.
+    pub db: Db,
+    /// The vault.
+    pub vault: Vault,
+    /// This node's keys.
+    pub identity: Arc<Identity>,
+    /// The peer table.
+    pub peers: Peers,
+    /// Requests to other nodes.
+    pub outbound: Outbound,
+    /// Events for clients.
+    pub events: EventBus,
+    /// How keys are kept.
+    pub settings: Settings,
+}
+
+struct Inner {
+    mls: tokio::sync::Mutex<Mls>,
+    db: Db,
+    vault: Vault,
+    identity: Arc<Identity>,
+    peers: Peers,
+    outbound: Outbound,
+    events: EventBus,
+    settings: Settings,
+    directory: RwLock<Directory>,
+    /// Handshake mail to deliver at once (the outbox worker also finds it in the table).
+    mailer: mpsc::Sender<OutboxEntry>,
+    mail_out: Mutex<Option<mpsc::Receiver<OutboxEntry>>>,
+    /// Wakes the committer's loop.
+    work: Notify,
+    /// When each device was last handed key packages.
+    handed: Mutex<HashMap<PeerId, Instant>>,
+    /// When each conversation last asked for commits or to be added again.
+    asked: Mutex<HashMap<GroupRef, Instant>>,
+    /// Messages opened lately (their keys are used up), checked under the MLS lock: a copy
+    /// arriving meanwhile by another path is a duplicate even before the vault has the
+    /// message on disk.
+    opened: Mutex<Recent>,
+}
+
+/// The ids of the last [`Recent::MAX`] messages opened.
+#[derive(Default)]
+struct Recent {
+    ids: HashSet<MessageId>,
+    order: std::collections::VecDeque<MessageId>,
+}
+
+impl Recent {
+    const MAX: usize = 65_536;
+
+    fn insert(&mut self, id: MessageId) {
+        if self.ids.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > Self::MAX
+                && let Some(old) = self.order.pop_front()
+            {
+                self.ids.remove(&old);
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    Timestamp::now().as_millis()
+}
+
+impl Conversations {
+    /// Opens this device's MLS state.
+    pub async fn start(parts: Parts) -> anyhow::Result<Self> {
+        let rows = parts.db.mls_rows().await?;
+        let seed = device_seed(&parts.identity)?;
+        let mls = Mls::open(
+            rows,
+            parts.identity.certificate.clone(),
+            &seed,
+            volli_mls::Config::default(),
+        )?;
+        let (mailer, mail_out) = mpsc::channel(1024);
+        let this = Self {
+            inner: Arc::new(Inner {
+                mls: tokio::sync::Mutex::new(mls),
+                db: parts.db,
+                vault: parts.vault,
+                identity: parts.identity,
+                peers: parts.peers,
+                outbound: parts.outbound,
+                events: parts.events,
+                settings: parts.settings,
+                directory: RwLock::new(Directory::default()),
+                mailer,
+                mail_out: Mutex::new(Some(mail_out)),
+                work: Notify::new(),
+                handed: Mutex::new(HashMap::new()),
+                asked: Mutex::new(HashMap::new()),
+                opened: Mutex::new(Recent::default()),
+            }),
+        };
+        this.refresh_directory().await;
+        Ok(this)
+    }
+
+    /// The handshake mail this service queues, for the outbox worker to try at once (taken
+    /// once).
+    pub fn take_mail(&self) -> Option<mpsc::Receiver<OutboxEntry>> {
+        lock(&self.inner.mail_out).take()
+    }
+
+    /// Whether this device takes part in conversations (it may read and send messages).
+    fn messaging(&self) -> bool {
+        self.inner
+            .identity
+            .permissions()
+            .contains(Permissions::MESSAGES)
+    }
+
+    fn me(&self) -> UserId {
+        self.inner.identity.user_id()
+    }
+
+    fn directory(&self) -> Directory {
+        self.inner
+            .directory
+            .read()
+            .map(|d| d.clone())
+            .unwrap_or_default()
+    }
+
+    /// Reads again which devices the contacts' cards and the user's device list name.
+    async fn refresh_directory(&self) {
+        let me = self.me();
+        let mut directory = Directory {
+            me: Some(me),
+            ..Directory::default()
+        };
+        match self.inner.vault.devices_of(me).await {
+            Ok(devices) => {
+                for d in devices.into_iter().filter(|d| d.revoked_at.is_none()) {
+                    directory
+                        .own
+                        .insert(d.peer_id(), d.certificate.permissions());
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read this user's devices"),
+        }
+        // This device is always its own.
+        directory.own.insert(
+            self.inner.identity.peer_id(),
+            self.inner.identity.permissions(),
+        );
+        match self.inner.vault.contacts().await {
+            Ok(contacts) => {
+                for c in contacts {
+                    directory.contacts.insert(
+                        c.user_id,
+                        c.devices
+                            .iter()
+                            .map(|d| (d.peer_id(), d.permissions()))
+                            .collect(),
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the contacts"),
+        }
+        if let Ok(mut current) = self.inner.directory.write() {
+            *current = directory;
+        }
+    }
+
+    /// Starts the committer's loop (membership, updates, forgetting past epochs) and the
+    /// watch on the contacts' and the user's devices.
+    pub fn spawn(&self) {
+        if !self.messaging() {
+            return;
+        }
+        let this = self.clone();
+        let mut changed = self.inner.peers.devices_changed();
+        tokio::spawn(async move {
+            while changed.changed().await.is_ok() {
+                this.refresh_directory().await;
+                this.inner.work.notify_one();
+                // A device connected before its user's card (or the user's own device list)
+                // named it got no key packages then: it gets them now.
+                for peer in this.inner.peers.trusted_connected() {
+                    if let Some(user) = this.inner.peers.user_of(&peer) {
+                        let this = this.clone();
+                        tokio::spawn(async move { this.peer_ready(peer, user).await });
+                    }
+                }
+            }
+        });
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut housekeeping = tokio::time::Instant::now();
+            loop {
+                this.reconcile().await;
+                // Past epochs are forgotten within two late-mail windows of ending.
+                let every = HOUSEKEEPING_EVERY.min(this.inner.settings.late_mail);
+                if tokio::time::Instant::now() >= housekeeping {
+                    this.housekeeping().await;
+                    housekeeping = tokio::time::Instant::now() + every;
+                }
+                let wait = this
+                    .until_update_due()
+                    .await
+                    .min(housekeeping.saturating_duration_since(tokio::time::Instant::now()));
+                tokio::select! {
+                    () = this.inner.work.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        });
+    }
+
+    /// How long until some conversation of this device is due for an update.
+    /// An update this device proposed and that waits for the committer does not count:
+    /// the commit that takes it (or the one that does not) wakes the loop.
+    async fn until_update_due(&self) -> Duration {
+        let mut mls = self.inner.mls.lock().await;
+        let every = i64::try_from(self.inner.settings.update_every.as_millis()).unwrap_or(i64::MAX);
+        let now = now_ms();
+        let mut next = None::<i64>;
+        for (group, _) in mls.groups() {
+            let (Some(a), Ok(epoch)) = (mls.activity(&group), mls.epoch(&group)) else {
+                continue;
+            };
+            if a.proposed_in == Some(epoch) {
+                continue;
+            }
+            let due = a
+                .updated_ms
+                .saturating_add(every)
+                .saturating_sub(now)
+                .max(1000);
+            next = Some(next.map_or(due, |n| n.min(due)));
+        }
+        next.map_or(HOUSEKEEPING_EVERY, |ms| {
+            Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+        })
+    }
+
+    /// Wakes the committer's loop when enough messages went through `group` for an update.
+    fn wake_if_due(&self, mls: &Mls, group: &GroupRef) {
+        if mls
+            .activity(group)
+            .is_some_and(|a| a.messages >= self.inner.settings.update_after)
+        {
+            self.inner.work.notify_one();
+        }
+    }
+
+    /// The group this device sends to in its conversation with `with`: the newest of those
+    /// it is in, by creation time, then id (two created at once converge on one; a device
+    /// that lost its state starts a new one and everyone follows).
+    fn current_group(mls: &Mls, me: &UserId, with: &UserId) -> Option<GroupRef> {
+        mls.groups()
+            .into_iter()
+            .filter(|(_, info)| info.peer_of(me).as_ref() == Some(with))
+            .max_by_key(|(g, info)| (info.created_ms, *g))
+            .map(|(g, _)| g)
+    }
+
+    /// The conversation with `with`, as the API shows it.
+    pub async fn status(&self, with: UserId) -> Status {
+        self.refresh_directory().await;
+        let me = self.me();
+        let held = self.held_for(&with).await;
+        let mut mls = self.inner.mls.lock().await;
+        let Some(group) = Self::current_group(&mls, &me, &with) else {
+            return Status {
+                on_mls: false,
+                ready: held,
+                epoch: None,
+                members: Vec::new(),
+                committer: None,
+                updated_at: None,
+            };
+        };
+        Status {
+            on_mls: true,
+            ready: true,
+            epoch: mls.epoch(&group).ok(),
+            members: mls
+                .members(&group)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|m| (m.user, m.peer))
+                .collect(),
+            committer: mls.committer(&group).ok().flatten().map(|m| m.peer),
+            updated_at: mls
+                .activity(&group)
+                .map(|a| Timestamp::from_millis(a.updated_ms)),
+        }
+    }
+
+    /// Whether key packages of at least one of `with`'s devices are held.
+    async fn held_for(&self, with: &UserId) -> bool {
+        for peer in self.directory().messaging_devices(with) {
+            if matches!(self.inner.db.key_package_count(&peer.to_string()).await, Ok((o, l)) if o + l > 0)
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Seals `content` into the conversation with `to`, creating its group when there is
+    /// none and key packages of `to`'s devices are held. `None`: the conversation is not on
+    /// MLS (yet); the caller seals to the user key.
+    pub async fn seal(
+        &self,
+        to: UserId,
+        id: MessageId,
+        content: &Content,
+    ) -> Result<Option<Sealed>, ConversationError> {
+        if !self.messaging() {
+            return Ok(None);
+        }
+        let plaintext = content
+            .to_padded()
+            .map_err(|e| ConversationError::Invalid(e.to_string()))?;
+        let me = self.me();
+        let mut mls = self.inner.mls.lock().await;
+        let group = match Self::current_group(&mls, &me, &to) {
+            Some(group) => group,
+            None => match self.create(&mut mls, to).await? {
+                Some(group) => group,
+                None => return Ok(None),
+            },
+        };
+        let sealed = mls.encrypt(&group, &plaintext)?;
+        let durable = self.inner.vault.mls_queued(mls.take_changes()).await?;
+        self.wake_if_due(&mls, &group);
+        drop(mls);
+        let mail = Mail::Mls(MlsMail::new(
+            me,
+            to,
+            None,
+            MailKind::Application,
+            id,
+            vec![sealed.bytes],
+        ));
+        Ok(Some(Sealed {
+            mail: mail.to_bytes(),
+            durable: Box::pin(durable),
+        }))
+    }
+
+    /// Starts the conversation with `to` (this user orders it) with the devices whose key
+    /// packages are held; sends the Welcome to each. `None` when none of `to`'s devices has
+    /// one.
+    async fn create(
+        &self,
+        mls: &mut Mls,
+        to: UserId,
+    ) -> Result<Option<GroupRef>, ConversationError> {
+        let me = self.me();
+        // Read again: a device revoked a moment ago must not get into a new group.
+        self.refresh_directory().await;
+        let directory = self.directory();
+        let theirs = directory.messaging_devices(&to);
+        let mut available = false;
+        for peer in &theirs {
+            if matches!(self.inner.db.key_package_count(&peer.to_string()).await, Ok((o, l)) if o + l > 0)
+            {
+                available = true;
+                break;
+            }
+        }
+        if !available {
+            return Ok(None);
+        }
+        let mine: Vec<PeerId> = directory
+            .messaging_devices(&me)
+            .into_iter()
+            .filter(|p| *p != self.inner.identity.peer_id())
+            .collect();
+        let mut packages = Vec::new();
+        for (user, peer) in theirs
+            .iter()
+            .map(|p| (to, *p))
+            .chain(mine.iter().map(|p| (me, *p)))
+        {
+            if let Some(package) = self.take_package(mls, user, peer).await {
+                packages.push(package);
+            }
+        }
+        if !packages.iter().any(|p| p.member.user == to) {
+            return Ok(None);
+        }
+        let created = mls.create(
+            Info::direct(me, to, now_ms()),
+            packages,
+            &directory,
+            now_ms(),
+        )?;
+        let durable = self.inner.vault.mls_queued(mls.take_changes()).await?;
+        tracing::info!(with = %to, group = %created.group, devices = created.added.len(), "started a conversation on MLS");
+        let mut entries = Vec::new();
+        if let Some(welcome) = created.welcome {
+            for member in &created.added {
+                entries.push(self.handshake(member, MailKind::Welcome, vec![welcome.clone()])?);
+            }
+        }
+        self.send_after(durable, entries).await?;
+        Ok(Some(created.group))
+    }
+
+    /// A checked key package of `peer` (of `user`) to add it with, if one is held.
+    async fn take_package(
+        &self,
+        mls: &Mls,
+        user: UserId,
+        peer: PeerId,
+    ) -> Option<volli_mls::Package> {
+        loop {
+            let held = self
+                .inner
+                .db
+                .key_package_take(&peer.to_string())
+                .await
+                .ok()??;
+            match mls.check_key_package(&held.package) {
+                Ok(p) if p.member.peer == peer && p.member.user == user => return Some(p),
+                // Expired, or no longer valid: drop it and try the next.
+                _ => {
+                    let _ = self.inner.db.key_packages_forget(&held.reference).await;
+                }
+            }
+        }
+    }
+
+    /// Handshake mail of `kind` for `member`, as an outbox entry.
+    fn handshake(
+        &self,
+        member: &Member,
+        kind: MailKind,
+        messages: Vec<Vec<u8>>,
+    ) -> Result<OutboxEntry, ConversationError> {
+        let id = MessageId::random().map_err(|e| ConversationError::Invalid(e.to_string()))?;
+        let mail = Mail::Mls(MlsMail::new(
+            self.me(),
+            member.user,
+            Some(member.peer),
+            kind,
+            id,
+            messages,
+        ));
+        let now = Timestamp::now();
+        Ok(OutboxEntry {
+            id: *id.as_bytes(),
+            recipient: member.user.to_string(),
+            envelope: mail.to_bytes(),
+            body: String::new(),
+            sent_at: now,
+            expires_at: now.saturating_add(self.inner.settings.ttl),
+            attempts: 0,
+            relayed: false,
+            device: Some(member.peer.to_string()),
+            handshake: true,
+        })
+    }
+
+    /// Queues `entries` after the state `durable` stands for (so they never leave before
+    /// it is on disk), then hands them to the outbox worker.
+    async fn send_after(
+        &self,
+        durable: impl std::future::Future<Output = Result<(), volli_store::StoreError>>,
+        entries: Vec<OutboxEntry>,
+    ) -> Result<(), ConversationError> {
+        let mut queued = Vec::with_capacity(entries.len());
+        for e in &entries {
+            queued.push(
+                self.inner
+                    .vault
+                    .outbox_queued(volli_store::OutboxChange::Add(e.clone()))
+                    .await?,
+            );
+        }
+        durable.await?;
+        for q in queued {
+            q.await?;
+        }
+        for e in entries {
+            let _ = self.inner.mailer.try_send(e);
+        }
+        Ok(())
+    }
+
+    /// Takes in MLS mail that arrived for this device. `direct` is the contact (or this
+    /// user) whose device handed it over, when it came directly; `accept` decides on an
+    /// application message's sender and length before its key is used up.
+    pub async fn open(
+        &self,
+        mail: &MlsMail,
+        direct: Option<UserId>,
+        accept: &mut (dyn FnMut(UserId, usize) -> Result<(), String> + Send),
+    ) -> Result<Opened, ConversationError> {
+        if !self.messaging() {
+            return Err(ConversationError::Invalid(
+                "this device does not take part in conversations".into(),
+            ));
+        }
+        if mail.recipient != self.me() {
+            return Err(ConversationError::Invalid("mail for another user".into()));
+        }
+        match mail.kind {
+            MailKind::Application => self.open_application(mail, direct, accept, false).await,
+            MailKind::Handshake | MailKind::Welcome => {
+                if mail.device != Some(self.inner.identity.peer_id()) {
+                    return Err(ConversationError::Invalid("mail for another device".into()));
+                }
+                self.open_handshake(mail, false).await
+            }
+        }
+    }
+
+    async fn open_application(
+        &self,
+        mail: &MlsMail,
+        direct: Option<UserId>,
+        accept: &mut (dyn FnMut(UserId, usize) -> Result<(), String> + Send),
+        pending: bool,
+    ) -> Result<Opened, ConversationError> {
+        if matches!(self.inner.vault.message_status(mail.id).await, Ok(Some(_))) {
+            return Ok(Opened::Duplicate);
+        }
+        let bytes = mail
+            .messages
+            .first()
+            .ok_or_else(|| ConversationError::Invalid("empty mail".into()))?;
+        let directory = self.directory();
+        let me = self.me();
+        let mut mls = self.inner.mls.lock().await;
+        if lock(&self.inner.opened).ids.contains(&mail.id) {
+            return Ok(Opened::Duplicate);
+        }
+        let mut text = None;
+        let processed = mls.process_with(bytes, &directory, now_ms(), &mut |sender, content| {
+            let Ok(Content::Text { id, sent_at, body }) = Content::from_padded(content) else {
+                return Err(MlsError::Refused("unreadable content".into()));
+            };
+            if id != mail.id {
+                return Err(MlsError::Refused(
+                    "the content's id is not the mail's".into(),
+                ));
+            }
+            if sender.user == me {
+                return Err(MlsError::Refused(
+                    "a message from this user's own device".into(),
+                ));
+            }
+            if direct.is_some_and(|d| d != sender.user) {
+                return Err(MlsError::Refused(
+                    "a device may only deliver its own user's messages".into(),
+                ));
+            }
+            accept(sender.user, body.len()).map_err(MlsError::Refused)?;
+            text = Some((sender.user, id, sent_at, body));
+            Ok(())
+        });
+        match processed {
+            Ok(Processed::Application { .. }) => {
+                let Some((sender, id, sent_at, body)) = text else {
+                    return Err(ConversationError::Invalid("no content".into()));
+                };
+                lock(&self.inner.opened).insert(id);
+                // The message first: once the state that no longer opens it is on disk, it
+                // must be too.
+                let stored = self
+                    .inner
+                    .vault
+                    .queue_message(
+                        sender,
+                        StoredMessage {
+                            id,
+                            from: sender,
+                            to: me,
+                            body: body.clone(),
+                            sent_at,
+                            status: MessageStatus::Received,
+                        },
+                    )
+                    .await?;
+                let state = self.inner.vault.mls_queued(mls.take_changes()).await?;
+                if let Some(group) = volli_mls::peek(bytes).ok().and_then(|p| p.group) {
+                    self.wake_if_due(&mls, &group);
+                }
+                drop(mls);
+                let events = self.inner.events.clone();
+                let saved = async move {
+                    let new = stored.await?;
+                    state.await?;
+                    if new {
+                        crate::metrics::metrics().received();
+                        events.publish(Event::MessageReceived {
+                            id: id.to_string(),
+                            from: sender.to_string(),
+                            body,
+                            sent_at: sent_at.to_rfc3339(),
+                        });
+                    }
+                    Ok(new)
+                };
+                Ok(Opened::Text {
+                    sender,
+                    id,
+                    saved: Box::pin(saved),
+                })
+            }
+            Ok(_) => Err(ConversationError::Invalid(
+                "not an application message".into(),
+            )),
+            // Not readable yet: the commit or the Welcome it depends on has not arrived. It is
+            // kept to be read the moment it does, but not acknowledged: should what it needs
+            // never come (this device is added again instead), only its sender still has it.
+            Err(MlsError::Ahead { .. } | MlsError::UnknownGroup) if pending => Ok(Opened::Waiting),
+            Err(MlsError::Ahead { group, epoch }) => {
+                drop(mls);
+                self.hold(group, epoch, mail).await?;
+                Ok(Opened::Waiting)
+            }
+            Err(MlsError::UnknownGroup) => {
+                drop(mls);
+                let peeked = volli_mls::peek(bytes)?;
+                let group = peeked.group.ok_or(MlsError::Malformed)?;
+                self.hold(group, peeked.epoch, mail).await?;
+                Ok(Opened::Waiting)
+            }
+            // Its key was used for another message: the sender handed out a ratchet
+            // position twice (a state restored from a copy). Not stored, not acknowledged.
+            Err(MlsError::Duplicate) => Err(ConversationError::Invalid(
+                "a message under a key already used for another one".into(),
+            )),
+            Err(MlsError::Undecryptable) => {
+                drop(mls);
+                if let Ok(peeked) = volli_mls::peek(bytes)
+                    && let Some(group) = peeked.group
+                {
+                    self.suspect_fork(group).await;
+                }
+                Err(MlsError::Undecryptable.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether `mail` is kept here until what it depends on arrives.
+    pub async fn holds(&self, mail: &Mail) -> bool {
+        let Mail::Mls(m) = mail else {
+            return false;
+        };
+        let Some(group) = m
+            .messages
+            .first()
+            .and_then(|b| volli_mls::peek(b).ok())
+            .and_then(|p| p.group)
+        else {
+            return false;
+        };
+        self.inner
+            .db
+            .mls_pending_holds(&group.0, &mail.to_bytes())
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Keeps `mail` until `group` reaches `epoch` (or until its Welcome arrives), and asks
+    /// for what is missing.
+    async fn hold(
+        &self,
+        group: GroupRef,
+        epoch: u64,
+        mail: &MlsMail,
+    ) -> Result<(), ConversationError> {
+        let bytes = Mail::Mls(mail.clone()).to_bytes();
+        if !self
+            .inner
+            .db
+            .mls_pending_add(&group.0, epoch, &bytes, Timestamp::now())
+            .await?
+        {
+            return Err(ConversationError::Invalid(
+                "too many messages wait for this conversation".into(),
+            ));
+        }
+        self.spawn_catch_up(group);
+        Ok(())
+    }
+
+    /// Asks for what `group` misses, in the background. (Boxed: taking in what arrives
+    /// may hold more, which asks again.)
+    fn spawn_catch_up(&self, group: GroupRef) {
+        let this = self.clone();
+        let task: futures::future::BoxFuture<'static, ()> =
+            Box::pin(async move { this.catch_up(group).await });
+        tokio::spawn(task);
+    }
+
+    /// Processes what waited for `group` (boxed, like [`Self::spawn_catch_up`]: reading it
+    /// may apply commits, which read what waited for them).
+    fn drain_boxed(&self, group: GroupRef) -> futures::future::BoxFuture<'static, ()> {
+        let this = self.clone();
+        Box::pin(async move { this.drain(group).await })
+    }
+
+    async fn open_handshake(
+        &self,
+        mail: &MlsMail,
+        pending: bool,
+    ) -> Result<Opened, ConversationError> {
+        let directory = self.directory();
+        let mut mls = self.inner.mls.lock().await;
+        let mut advanced = Vec::new();
+        let mut wake = false;
+        // A Welcome, a proposal for the committer or a lone commit: one message. A commit
+        // with the proposals it includes: one operation.
+        let processed = match mail.messages.as_slice() {
+            [one] => mls
+                .process_with(one, &directory, now_ms(), &mut |_, _| Ok(()))
+                .map(|p| vec![p]),
+            many => mls.process_bundle(many, &directory, now_ms()),
+        };
+        match processed {
+            Ok(results) => {
+                for result in results {
+                    match result {
+                        Processed::Proposal { group, .. } => {
+                            wake |= mls.is_committer(&group).unwrap_or(false);
+                        }
+                        Processed::Commit {
+                            group, epoch, left, ..
+                        } => {
+                            if !left {
+                                advanced.push((group, epoch, true));
+                            }
+                            // An update this device proposed may have been left out: the
+                            // loop proposes it again.
+                            wake = true;
+                        }
+                        Processed::Joined { group, epoch, .. } => {
+                            tracing::info!(%group, epoch, "joined a conversation");
+                            advanced.push((group, epoch, false));
+                            wake = true;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(MlsError::Ahead { group, epoch }) => {
+                drop(mls);
+                if pending {
+                    return Ok(Opened::Waiting);
+                }
+                self.hold(group, epoch, mail).await?;
+                return Ok(Opened::Done);
+            }
+            // Applied before (a retry), or a Welcome this device cannot open (its key
+            // package is gone): nothing to do.
+            Err(MlsError::Stale | MlsError::Duplicate | MlsError::NotForUs) => {}
+            Err(e) => tracing::warn!(error = %e, "dropped handshake mail"),
+        }
+        let state = self.inner.vault.mls_queued(mls.take_changes()).await?;
+        drop(mls);
+        state.await?;
+        for (group, epoch, commit) in &advanced {
+            if *commit {
+                let _ = self
+                    .inner
+                    .db
+                    .mls_commit_record(
+                        &group.0,
+                        *epoch,
+                        &wire::encode(&mail.messages),
+                        Timestamp::now(),
+                    )
+                    .await;
+            }
+        }
+        // What waited for these commits or this Welcome is read before this returns: a
+        // relay's next message in the same fetch then finds it read.
+        for (group, _, _) in advanced {
+            self.drain_boxed(group).await;
+        }
+        if wake {
+            self.inner.work.notify_one();
+        }
+        Ok(Opened::Done)
+    }
+
+    /// Processes what waited for `group` and can be processed now.
+    async fn drain(&self, group: GroupRef) {
+        for _ in 0..64 {
+            let epoch = {
+                let mut mls = self.inner.mls.lock().await;
+                match mls.epoch(&group) {
+                    Ok(e) => e,
+                    Err(_) => return,
+                }
+            };
+            let Ok(waiting) = self.inner.db.mls_pending_for(&group.0, epoch).await else {
+                return;
+            };
+            if waiting.is_empty() {
+                return;
+            }
+            let mut done = Vec::new();
+            let mut progressed = false;
+            for w in waiting {
+                let Ok(Mail::Mls(mail)) = Mail::from_bytes(&w.mail) else {
+                    done.push(w.seq);
+                    continue;
+                };
+                let outcome = match mail.kind {
+                    MailKind::Application => {
+                        match self
+                            .open_application(&mail, None, &mut |_, _| Ok(()), true)
+                            .await
+                        {
+                            Ok(Opened::Text { saved, .. }) => saved
+                                .await
+                                .map(|_| Opened::Done)
+                                .map_err(ConversationError::from),
+                            other => other,
+                        }
+                    }
+                    _ => self.open_handshake(&mail, true).await,
+                };
+                match outcome {
+                    Ok(Opened::Waiting) => continue,
+                    Ok(_) => progressed = true,
+                    Err(e) => tracing::debug!(error = %e, "a held message could not be taken in"),
+                }
+                done.push(w.seq);
+            }
+            let _ = self.inner.db.mls_pending_remove(&done).await;
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    /// Asks a member device for the commits `group` missed; processes them.
+    async fn catch_up(&self, group: GroupRef) {
+        if !self.may_ask(group) {
+            return;
+        }
+        let (epoch, targets) = {
+            let mut mls = self.inner.mls.lock().await;
+            let Ok(epoch) = mls.epoch(&group) else {
+                drop(mls);
+                // Not in it (yet): the Welcome may still come; if it does not, ask to be
+                // added again.
+                let this = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(REJOIN_AFTER).await;
+                    this.rejoin_if_still_waiting(group).await;
+                });
+                return;
+            };
+            let committer = mls.committer(&group).ok().flatten();
+            let mut targets: Vec<PeerId> = committer.iter().map(|m| m.peer).collect();
+            for m in mls.members(&group).unwrap_or_default() {
+                if !targets.contains(&m.peer) && m.peer != self.inner.identity.peer_id() {
+                    targets.push(m.peer);
+                }
+            }
+            (epoch, targets)
+        };
+        let request = wire::encode(&MlsRequest::Commits {
+            group: group.0,
+            after: epoch,
+        });
+        for peer in targets {
+            let Ok(MlsResponse::Commits(bundles)) = self.ask(peer, request.clone()).await else {
+                continue;
+            };
+            if bundles.is_empty() {
+                continue;
+            }
+            for bundle in bundles {
+                let mail = MlsMail::new(
+                    self.me(),
+                    self.me(),
+                    Some(self.inner.identity.peer_id()),
+                    MailKind::Handshake,
+                    MessageId::from_bytes([0; 16]),
+                    bundle.messages,
+                );
+                if let Err(e) = self.open_handshake(&mail, true).await {
+                    tracing::debug!(error = %e, "a missed commit did not apply");
+                    break;
+                }
+            }
+            return;
+        }
+    }
+
+    /// Whether `group` may ask someone something now (at most every [`ASK_EVERY`]).
+    fn may_ask(&self, group: GroupRef) -> bool {
+        let mut asked = lock(&self.inner.asked);
+        let now = Instant::now();
+        if asked
+            .get(&group)
+            .is_some_and(|at| now.duration_since(*at) < ASK_EVERY)
+        {
+            return false;
+        }
+        if asked.len() > 4096 {
+            asked.clear();
+        }
+        asked.insert(group, now);
+        true
+    }
+
+    async fn ask(&self, peer: PeerId, request: Vec<u8>) -> Result<MlsResponse, String> {
+        let addrs = self
+            .inner
+            .peers
+            .get(&peer)
+            .map(|e| e.addrs)
+            .unwrap_or_default();
+        let call = self
+            .inner
+            .outbound
+            .request(peer, Protocol::Mls, request, addrs);
+        match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+            Ok(Ok(bytes)) => {
+                wire::decode(&bytes, Protocol::Mls.max_response()).map_err(|e| e.to_string())
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".into()),
+        }
+    }
+
+    /// A message from a member did not decrypt at an epoch this device has: the group may
+    /// have forked, and this device may be on the side that lost.
+    async fn suspect_fork(&self, group: GroupRef) {
+        self.rejoin(group).await;
+    }
+
+    async fn rejoin_if_still_waiting(&self, group: GroupRef) {
+        let waiting = self
+            .inner
+            .db
+            .mls_pending_groups()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .any(|(g, _, _)| g == group.0);
+        if waiting {
+            self.rejoin(group).await;
+        }
+    }
+
+    /// Asks the devices of the conversation's users to add this device to `group` again,
+    /// with a fresh key package; the committer acts on it.
+    async fn rejoin(&self, group: GroupRef) {
+        let (package, targets) = {
+            let mut mls = self.inner.mls.lock().await;
+            let now = now_ms();
+            let asked = mls.ask_rejoin(&group, now);
+            if asked.is_some_and(|at| now - at < 60_000) {
+                let _ = self.inner.vault.mls_queued(mls.take_changes()).await;
+                return;
+            }
+            let Ok(mut fresh) = mls.new_key_packages(1, false, now) else {
+                return;
+            };
+            let Ok(state) = self.inner.vault.mls_queued(mls.take_changes()).await else {
+                return;
+            };
+            let mut targets: Vec<PeerId> = mls
+                .committer(&group)
+                .ok()
+                .flatten()
+                .map(|m| m.peer)
+                .into_iter()
+                .collect();
+            drop(mls);
+            if state.await.is_err() {
+                return;
+            }
+            // Without the group, this device does not know who commits: every connected
+            // device of the user and of the contacts, and the committer wins.
+            for peer in self.inner.peers.trusted_connected() {
+                if !targets.contains(&peer) {
+                    targets.push(peer);
+                }
+            }
+            (fresh.remove(0), targets)
+        };
+        tracing::info!(%group, "asking to be added to a conversation again");
+        let request = wire::encode(&MlsRequest::Rejoin {
+            group: group.0,
+            package: package.bytes,
+        });
+        for peer in targets {
+            if matches!(self.ask(peer, request.clone()).await, Ok(MlsResponse::Ok)) {
+                return;
+            }
+        }
+    }
+
+    /// A device of a contact or of this user connected: hands it key packages (at most once
+    /// an hour) and takes its own.
+    pub async fn peer_ready(&self, peer: PeerId, user: UserId) {
+        // Only devices that read messages take part (its certificate says what it may do).
+        let reads = self
+            .inner
+            .peers
+            .get(&peer)
+            .and_then(|e| e.certificate)
+            .is_none_or(|c| c.permissions().contains(Permissions::MESSAGES));
+        if !self.messaging() || !reads {
+            return;
+        }
+        {
+            let mut handed = lock(&self.inner.handed);
+            if handed
+                .get(&peer)
+                .is_some_and(|at| at.elapsed() < HAND_OUT_EVERY)
+            {
+                return;
+            }
+            handed.insert(peer, Instant::now());
+        }
+        let Ok(packages) = self.hand_out().await else {
+            return;
+        };
+        let request = wire::encode(&MlsRequest::KeyPackages { packages });
+        match self.ask(peer, request).await {
+            Ok(MlsResponse::KeyPackages { packages }) => {
+                tracing::debug!(%peer, count = packages.len(), "exchanged key packages");
+                self.keep_packages(peer, user, packages).await;
+            }
+            other => {
+                // An older node, or one that does not know this device yet: ask again when
+                // it connects, or when it learns of this device.
+                tracing::debug!(%peer, answer = ?other.err(), "no key packages exchanged");
+                lock(&self.inner.handed).remove(&peer);
+            }
+        }
+    }
+
+    /// `user` became a contact (or changed): hands key packages to its devices connected now
+    /// (a connection opened before it was a contact got no hello since).
+    pub async fn contact_ready(&self, user: UserId) {
+        for peer in self.inner.peers.connected_devices_of(&user) {
+            self.peer_ready(peer, user).await;
+        }
+    }
+
+    /// This device's key packages to hand to another device (durable before they leave).
+    async fn hand_out(&self) -> Result<Vec<Vec<u8>>, ConversationError> {
+        let rotate = i64::try_from(ROTATE_LAST_RESORT.as_millis()).unwrap_or(i64::MAX);
+        let mut mls = self.inner.mls.lock().await;
+        let packages = mls.hand_out(HAND_OUT, now_ms(), rotate)?;
+        let state = self.inner.vault.mls_queued(mls.take_changes()).await?;
+        drop(mls);
+        state.await?;
+        Ok(packages.into_iter().map(|p| p.bytes).collect())
+    }
+
+    /// Keeps key packages `peer` (a device of `user`) handed over: only its own, valid ones.
+    async fn keep_packages(&self, peer: PeerId, user: UserId, packages: Vec<Vec<u8>>) {
+        let mut kept = 0;
+        for bytes in packages.into_iter().take(8) {
+            let checked = {
+                let mls = self.inner.mls.lock().await;
+                mls.check_key_package(&bytes)
+            };
+            match checked {
+                Ok(p) if p.member.peer == peer && p.member.user == user => {
+                    let held = HeldPackage {
+                        reference: p.reference,
+                        peer: peer.to_string(),
+                        user_id: user.to_string(),
+                        last_resort: p.last_resort,
+                        package: bytes,
+                    };
+                    if self
+                        .inner
+                        .db
+                        .key_package_add(&held, Timestamp::now())
+                        .await
+                        .is_ok()
+                    {
+                        kept += 1;
+                    }
+                }
+                Ok(_) => {
+                    tracing::debug!(%peer, "a device handed over another device's key package")
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "a key package was refused"),
+            }
+        }
+        if kept > 0 {
+            self.inner.work.notify_one();
+        }
+    }
+
+    /// Answers `/volli/mls/1` from `peer`, a device of `user` (a contact or this user).
+    pub async fn handle(&self, peer: PeerId, user: UserId, payload: &[u8]) -> Vec<u8> {
+        let response = if self.messaging() {
+            match wire::decode::<MlsRequest>(payload, Protocol::Mls.max_request()) {
+                Ok(request) => self.answer(peer, user, request).await,
+                Err(_) => MlsResponse::Refused("malformed request".into()),
+            }
+        } else {
+            MlsResponse::Refused("this device does not take part in conversations".into())
+        };
+        wire::encode(&response)
+    }
+
+    async fn answer(&self, peer: PeerId, user: UserId, request: MlsRequest) -> MlsResponse {
+        match request {
+            MlsRequest::KeyPackages { packages } => {
+                self.keep_packages(peer, user, packages).await;
+                lock(&self.inner.handed).insert(peer, Instant::now());
+                match self.hand_out().await {
+                    Ok(packages) => MlsResponse::KeyPackages { packages },
+                    Err(e) => MlsResponse::Refused(e.to_string()),
+                }
+            }
+            MlsRequest::Commits { group, after } => {
+                let group = GroupRef(group);
+                let member = {
+                    let mut mls = self.inner.mls.lock().await;
+                    mls.members(&group)
+                        .map(|m| m.iter().any(|m| m.peer == peer))
+                        .unwrap_or(false)
+                };
+                if !member {
+                    return MlsResponse::Refused("not a member of this conversation".into());
+                }
+                match self.inner.db.mls_commits_after(&group.0, after, 32).await {
+                    Ok(rows) => MlsResponse::Commits(
+                        rows.into_iter()
+                            .filter_map(|(epoch, bytes)| {
+                                let messages: Vec<Vec<u8>> =
+                                    wire::decode(&bytes, Protocol::Mls.max_response()).ok()?;
+                                Some(CommitBundle { epoch, messages })
+                            })
+                            .collect(),
+                    ),
+                    Err(e) => MlsResponse::Refused(format!("storage: {e}")),
+                }
+            }
+            MlsRequest::Rejoin { group, package } => {
+                self.readd(GroupRef(group), peer, user, &package).await
+            }
+        }
+    }
+
+    /// As the committer of `group`, adds device `peer` again with `package` (removing the
+    /// leaf it had, if any).
+    async fn readd(
+        &self,
+        group: GroupRef,
+        peer: PeerId,
+        user: UserId,
+        package: &[u8],
+    ) -> MlsResponse {
+        let directory = self.directory();
+        let mut mls = self.inner.mls.lock().await;
+        // The committer adds it; when the requester is the committer itself (it lost its
+        // state), the device next in line takes over by removing it.
+        if !mls.is_committer(&group).unwrap_or(false)
+            && !mls.commits_without(&group, &peer).unwrap_or(false)
+        {
+            return MlsResponse::Refused("this device does not commit in this conversation".into());
+        }
+        let package = match mls.check_key_package(package) {
+            Ok(p) if p.member.peer == peer && p.member.user == user => p,
+            Ok(_) => return MlsResponse::Refused("not the requester's key package".into()),
+            Err(e) => return MlsResponse::Refused(e.to_string()),
+        };
+        match self
+            .commit(&mut mls, &group, vec![package], &[peer], false, &directory)
+            .await
+        {
+            Ok(()) => MlsResponse::Ok,
+            Err(e) => MlsResponse::Refused(e.to_string()),
+        }
+    }
+
+    /// Commits in `group` and sends the commit to every member and the Welcome to the devices
+    /// added; records it for members that miss it.
+    async fn commit(
+        &self,
+        mls: &mut Mls,
+        group: &GroupRef,
+        add: Vec<volli_mls::Package>,
+        remove: &[PeerId],
+        update: bool,
+        directory: &Directory,
+    ) -> Result<(), ConversationError> {
+        let committed = mls.commit(group, add, remove, update, directory, now_ms())?;
+        let durable = self.inner.vault.mls_queued(mls.take_changes()).await?;
+        tracing::info!(
+            %group,
+            epoch = committed.epoch,
+            added = committed.added.len(),
+            removed = committed.removed.len(),
+            "committed"
+        );
+        let removed: HashSet<PeerId> = committed.removed.iter().map(|m| m.peer).collect();
+        let mut entries = Vec::new();
+        for member in committed
+            .recipients
+            .iter()
+            .filter(|m| !removed.contains(&m.peer))
+        {
+            entries.push(self.handshake(
+                member,
+                MailKind::Handshake,
+                committed.messages.clone(),
+            )?);
+        }
+        if let Some(welcome) = &committed.welcome {
+            for member in &committed.added {
+                entries.push(self.handshake(member, MailKind::Welcome, vec![welcome.clone()])?);
+            }
+        }
+        self.send_after(durable, entries).await?;
+        self.inner
+            .db
+            .mls_commit_record(
+                &group.0,
+                committed.epoch,
+                &wire::encode(&committed.messages),
+                Timestamp::now(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The committer's work in every conversation of this device: add the devices the
+    /// users' lists name, remove those they no longer name, commit proposals and due
+    /// updates; as another member, propose an update when one is due.
+    async fn reconcile(&self) {
+        self.refresh_directory().await;
+        let directory = self.directory();
+        let me = self.me();
+        let now = now_ms();
+        let every = i64::try_from(self.inner.settings.update_every.as_millis()).unwrap_or(i64::MAX);
+        let after = self.inner.settings.update_after;
+        let mut mls = self.inner.mls.lock().await;
+        for (group, info) in mls.groups() {
+            let Some(with) = info.peer_of(&me) else {
+                continue;
+            };
+            // Only the conversation's current group is kept up.
+            if Self::current_group(&mls, &me, &with) != Some(group) {
+                continue;
+            }
+            let Ok(due) = mls.update_due(&group, now, every, after) else {
+                continue;
+            };
+            match mls.is_committer(&group) {
+                Ok(true) => {}
+                Ok(false) => {
+                    if due && let Err(e) = self.propose_update(&mut mls, &group).await {
+                        tracing::debug!(%group, error = %e, "cannot propose an update");
+                    }
+                    continue;
+                }
+                Err(_) => continue,
+            }
+            let members = mls.members(&group).unwrap_or_default();
+            let wanted: Vec<(UserId, PeerId)> = [me, with]
+                .iter()
+                .flat_map(|u| directory.messaging_devices(u).into_iter().map(|p| (*u, p)))
+                .collect();
+            let remove: Vec<PeerId> = members
+                .iter()
+                .filter(|m| m.peer != self.inner.identity.peer_id())
+                .filter(|m| !wanted.contains(&(m.user, m.peer)))
+                .map(|m| m.peer)
+                .collect();
+            let mut add = Vec::new();
+            for (user, peer) in &wanted {
+                if !members.iter().any(|m| m.peer == *peer)
+                    && let Some(p) = self.take_package(&mls, *user, *peer).await
+                {
+                    add.push(p);
+                }
+            }
+            let proposals = mls.pending_proposals(&group).unwrap_or(0) > 0;
+            let missing = wanted.len() - add.len() - (members.len() - remove.len());
+            if missing > 0 {
+                tracing::debug!(%group, missing, "devices wait for their key packages");
+            }
+            if add.is_empty() && remove.is_empty() && !due && !proposals {
+                continue;
+            }
+            if let Err(e) = self
+                .commit(&mut mls, &group, add, &remove, due, &directory)
+                .await
+            {
+                tracing::warn!(%group, error = %e, "cannot commit");
+            }
+        }
+    }
+
+    /// Proposes an update of this device's own leaf to the committer of `group`.
+    async fn propose_update(
+        &self,
+        mls: &mut Mls,
+        group: &GroupRef,
+    ) -> Result<(), ConversationError> {
+        let Some(committer) = mls.committer(group)? else {
+            return Ok(());
+        };
+        // Proposed in this epoch: due again only if the epoch moves on without it.
+        let proposal = mls.propose_update(group)?;
+        let durable = self.inner.vault.mls_queued(mls.take_changes()).await?;
+        let entry = self.handshake(&committer, MailKind::Handshake, vec![proposal])?;
+        self.send_after(durable, vec![entry]).await
+    }
+
+    /// Forgets what can no longer be wanted: past epochs older than the late-mail window (and
+    /// the pages and log that held them), key packages nobody used, superseded groups, old
+    /// held mail and recorded commits.
+    async fn housekeeping(&self) {
+        let late = self.inner.settings.late_mail;
+        let before = SystemTime::now()
+            .checked_sub(late)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let me = self.me();
+        let keep: Vec<Vec<u8>> = {
+            let mut mls = self.inner.mls.lock().await;
+            if let Err(e) = mls.forget_past(before) {
+                tracing::warn!(error = %e, "cannot forget past epochs");
+            }
+            let age = i64::try_from(KEY_PACKAGE_AGE.as_millis()).unwrap_or(i64::MAX);
+            if let Err(e) = mls.prune_key_packages(now_ms(), age) {
+                tracing::warn!(error = %e, "cannot forget old key packages");
+            }
+            // A group that lost to another one of the same conversation goes once the last
+            // late mail for it can have arrived.
+            let late_ms = i64::try_from(late.as_millis()).unwrap_or(i64::MAX);
+            for (group, info) in mls.groups() {
+                let Some(with) = info.peer_of(&me) else {
+                    continue;
+                };
+                let superseded = Self::current_group(&mls, &me, &with) != Some(group);
+                let quiet = mls
+                    .activity(&group)
+                    .is_none_or(|a| now_ms().saturating_sub(a.updated_ms) > late_ms);
+                if superseded && quiet {
+                    let _ = mls.forget_group(&group);
+                }
+            }
+            let keep = mls
+                .groups()
+                .into_iter()
+                .map(|(g, _)| g.0.to_vec())
+                .collect();
+            match self.inner.vault.mls_queued(mls.take_changes()).await {
+                Ok(state) => {
+                    drop(mls);
+                    if let Err(e) = state.await {
+                        tracing::warn!(error = %e, "cannot save what was forgotten");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot save what was forgotten"),
+            }
+            keep
+        };
+        let cutoff = Timestamp::now().saturating_sub(late);
+        if let Err(e) = self.inner.db.mls_expire(cutoff, &keep).await {
+            tracing::warn!(error = %e, "cannot expire held mail");
+        }
+        if let Err(e) = self.inner.db.scrub().await {
+            tracing::warn!(error = %e, "cannot scrub the database");
+        }
+    }
+
+    /// Forgets key packages held for `user` (no longer a contact).
+    pub async fn forget_contact(&self, user: UserId) {
+        let _ = self
+            .inner
+            .db
+            .key_packages_forget_user(&user.to_string())
+            .await;
+        self.inner.work.notify_one();
+    }
+}
+
+/// The Ed25519 secret key of this device (its libp2p identity).
+fn device_seed(identity: &Identity) -> anyhow::Result<zeroize::Zeroizing<[u8; 32]>> {
+    let key = identity
+        .device
+        .clone()
+        .try_into_ed25519()
+        .map_err(|_| anyhow::anyhow!("the device key is not Ed25519"))?;
+    let secret = key.secret();
+    let bytes: [u8; 32] = secret
+        .as_ref()
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("the device key is not 32 bytes"))?;
+    Ok(zeroize::Zeroizing::new(bytes))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
