@@ -287,6 +287,55 @@ async fn the_first_message_moves_a_conversation_to_mls_and_both_sides_talk() {
     .await;
     let theirs = conversation(&alice, &bob_id).await;
     assert_eq!(theirs.len(), 2);
+
+    // A file: its offer (with the file's key) travels inside the conversation.
+    let file = tmp.path().join("notes.txt");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let (status, offered) = alice
+        .post(
+            "/v1/transfers",
+            serde_json::json!({"to": bob_id, "path": file}),
+        )
+        .await;
+    assert_eq!(status, 201, "{offered}");
+    let id = offered["id"].as_str().unwrap().to_owned();
+    bob.wait_for(
+        &format!("/v1/transfers/{id}"),
+        Duration::from_secs(20),
+        |t| t["state"] == "offered",
+    )
+    .await;
+    let (status, _) = bob
+        .post(&format!("/v1/transfers/{id}/accept"), serde_json::json!({}))
+        .await;
+    assert_eq!(status, 200);
+    bob.wait_for(
+        &format!("/v1/transfers/{id}"),
+        Duration::from_secs(30),
+        |t| t["state"] == "completed",
+    )
+    .await;
+    let got = reqwest::Client::new()
+        .get(format!("{}/v1/transfers/{id}/content", bob.url))
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(got == data, "the file arrives byte for byte");
+    let offers = copied_rows(
+        &alice.data_dir,
+        "SELECT id, sealed_offer FROM transfers WHERE direction = 'outgoing'",
+    )
+    .await;
+    assert_eq!(offers.len(), 1);
+    assert!(
+        matches!(Mail::from_bytes(&offers[0].1), Ok(Mail::Mls(m)) if m.kind == MailKind::Application),
+        "the offer is mail of the conversation"
+    );
 }
 
 #[tokio::test]

@@ -169,6 +169,14 @@ describe("the admin page", () => {
     await a.page.getByRole("button", { name: "Send" }).click();
     await b.page.getByTestId("message").filter({ hasText: "hello back" }).waitFor();
 
+    // The conversation is on MLS by now: both pages say so, live, with both devices in it.
+    for (const page of [a.page, b.page]) {
+      await page.getByTestId("encryption-kind").filter({ hasText: "End-to-end encrypted with MLS" }).waitFor();
+      await page.getByTestId("encryption").locator("summary").click();
+      assert.equal(await page.getByTestId("member").count(), 2);
+      await page.getByTestId("member").filter({ hasText: "orders the group's changes" }).waitFor();
+    }
+
     // The peer shows up, connected, with how it was found.
     await go(a.page, "Peers");
     await a.page.getByTestId("peer").filter({ hasText: "connected" }).first().waitFor();

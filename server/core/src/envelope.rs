@@ -39,6 +39,9 @@ const INNER_V2: u8 = 2;
 const INFO: &[u8] = b"volli/envelope/1";
 const MESSAGE_DOMAIN: &[u8] = b"volli/message/1";
 const RECEIPT_DOMAIN: &[u8] = b"volli/receipt/1";
+const RECEIPTS_DOMAIN: &[u8] = b"volli/receipts/1";
+/// Messages one batch receipt covers at most.
+pub const MAX_BATCH: usize = 256;
 const TAG_LEN: usize = 16;
 const ENCAPPED_LEN: usize = 1120;
 
@@ -449,6 +452,79 @@ impl Receipt {
                 &recipient,
                 Permissions::MESSAGES,
                 RECEIPT_DOMAIN,
+                &encode(&body),
+            )
+            .map(|_| ())
+            .map_err(|_| EnvelopeError::BadSignature)
+    }
+}
+
+/// The recipient's one signed acknowledgement of several messages from one sender that
+/// arrived in one go: one signature instead of one per message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptBatch {
+    /// The messages.
+    pub ids: Vec<MessageId>,
+    /// Their sender, to whom the receipt is addressed.
+    pub sender: UserId,
+    /// The recipient, who signs.
+    pub recipient: UserId,
+    /// When the recipient's node stored them.
+    pub received_at: Timestamp,
+    proof: Proof,
+}
+
+#[derive(Serialize)]
+struct ReceiptBatchBody<'a> {
+    ids: &'a [MessageId],
+    sender: &'a UserId,
+    recipient: &'a UserId,
+    received_at: Timestamp,
+}
+
+impl ReceiptBatch {
+    /// The recipient (`signer`) acknowledges messages `ids` from `sender`.
+    pub fn issue(
+        signer: &Signer<'_>,
+        ids: Vec<MessageId>,
+        sender: UserId,
+        received_at: Timestamp,
+    ) -> Self {
+        let me = signer.user_id();
+        let proof = signer.prove(
+            RECEIPTS_DOMAIN,
+            &encode(&ReceiptBatchBody {
+                ids: &ids,
+                sender: &sender,
+                recipient: &me,
+                received_at,
+            }),
+        );
+        Self {
+            ids,
+            sender,
+            recipient: me,
+            received_at,
+            proof,
+        }
+    }
+
+    /// Checks that `recipient` acknowledged these messages from `sender`.
+    pub fn verify(&self, sender: UserId, recipient: UserId) -> Result<(), EnvelopeError> {
+        if self.sender != sender || self.recipient != recipient || self.ids.len() > MAX_BATCH {
+            return Err(EnvelopeError::BadSignature);
+        }
+        let body = ReceiptBatchBody {
+            ids: &self.ids,
+            sender: &self.sender,
+            recipient: &self.recipient,
+            received_at: self.received_at,
+        };
+        self.proof
+            .verify(
+                &recipient,
+                Permissions::MESSAGES,
+                RECEIPTS_DOMAIN,
                 &encode(&body),
             )
             .map(|_| ())

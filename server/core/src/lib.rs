@@ -25,11 +25,11 @@ pub mod xwing;
 
 pub use card::{CardError, ContactCard};
 pub use cert::{CertError, DeviceCertificate, Permissions};
-pub use envelope::{Envelope, EnvelopeError, Message, MessageId, Receipt};
+pub use envelope::{Envelope, EnvelopeError, Message, MessageId, Receipt, ReceiptBatch};
 pub use ids::{IdError, PeerId, UserId};
 pub use invite::{Invite, InviteError};
 pub use keys::{KemKey, KemKeyring, KemPublicKey, KeyError, Signature, UserPublicKeys, UserSecret};
-pub use mail::{Content, Mail, MailKind, MlsMail};
+pub use mail::{Content, Mail, MailKind, MlsMail, OfferContent};
 pub use record::{AddressRecord, RecordError};
 pub use signer::Signer;
 pub use statement::{Claim, DeviceAddrs, Statement, StatementError};

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::envelope::{BUCKETS, Envelope, EnvelopeError, MAX_BODY_LEN, MessageId};
 use crate::ids::{PeerId, UserId};
 use crate::time::Timestamp;
+use crate::transfer::{FileKey, FileOffer, Layout, TransferError, TransferId, check_name};
 
 /// Largest encoded MLS mail accepted (a commit bundle that adds several devices).
 pub const MAX_MLS_MAIL_LEN: usize = 256 << 10;
@@ -160,6 +161,64 @@ pub enum Content {
         /// The text.
         body: String,
     },
+    /// An offer of a file (its chunks travel apart, encrypted with its key).
+    FileOffer(OfferContent),
+}
+
+/// A file offer inside a conversation: what [`FileOffer`] holds but its sender, whom MLS
+/// authenticates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferContent {
+    /// The transfer.
+    pub id: TransferId,
+    /// The file's name.
+    pub name: String,
+    /// How the file is cut.
+    pub layout: Layout,
+    /// The hash of the chunk list.
+    pub list: [u8; 32],
+    /// The BLAKE3 hash of the plaintext.
+    pub blake3: [u8; 32],
+    /// The file's key.
+    pub key: FileKey,
+    /// When it was offered.
+    pub created_at: Timestamp,
+    /// Until when the sender keeps the file.
+    pub expires_at: Timestamp,
+}
+
+impl OfferContent {
+    /// What an offer carries.
+    pub fn of(offer: &FileOffer) -> Self {
+        Self {
+            id: offer.id,
+            name: offer.name.clone(),
+            layout: offer.layout,
+            list: offer.list,
+            blake3: offer.blake3,
+            key: offer.key.clone(),
+            created_at: offer.created_at,
+            expires_at: offer.expires_at,
+        }
+    }
+
+    /// The offer it is, from `sender`'s device `device`, checked as a sealed offer is.
+    pub fn into_offer(self, sender: UserId, device: PeerId) -> Result<FileOffer, TransferError> {
+        check_name(&self.name)?;
+        let layout = Layout::new(self.layout.size(), self.layout.chunk_size())?;
+        Ok(FileOffer {
+            id: self.id,
+            sender,
+            name: self.name,
+            layout,
+            list: self.list,
+            blake3: self.blake3,
+            key: self.key,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            device: Some(device),
+        })
+    }
 }
 
 impl Content {
@@ -189,6 +248,14 @@ impl Content {
         match &content {
             Self::Text { body, .. } if body.len() > MAX_BODY_LEN => Err(EnvelopeError::TooLong),
             _ => Ok(content),
+        }
+    }
+
+    /// The id of the mail that carries it: the message's, or the transfer's.
+    pub fn mail_id(&self) -> MessageId {
+        match self {
+            Self::Text { id, .. } => *id,
+            Self::FileOffer(offer) => MessageId::from_bytes(*offer.id.as_bytes()),
         }
     }
 }

@@ -82,6 +82,18 @@ pub struct Deliver {
     pub envelope: Vec<u8>,
 }
 
+/// `/volli/msg/1` request of version 2: several pieces of mail in one go (only mail of
+/// conversations on MLS, which nodes that take it both speak). Told apart from [`Deliver`]
+/// by its first byte.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliverMany {
+    /// Protocol version: 2.
+    pub version: u8,
+    /// The encoded mail, at most [`crate::envelope::MAX_BATCH`].
+    #[serde(with = "crate::encoding::bytes_list")]
+    pub mail: Vec<Vec<u8>>,
+}
+
 /// `/volli/msg/1` response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Delivered {
@@ -92,6 +104,14 @@ pub enum Delivered {
     Refused(String),
     /// Too many messages; retry after this many seconds.
     RateLimited(u32),
+    /// The answer to [`DeliverMany`]: one receipt for everything stored, and what was not
+    /// (by position in the request).
+    Many {
+        /// The receipt for what was stored (absent when nothing was).
+        receipt: Option<Box<crate::ReceiptBatch>>,
+        /// Positions not stored, with why.
+        refused: Vec<(u16, String)>,
+    },
 }
 
 /// `/volli/relay/1` requests: a friend's node as a blind mailbox.

@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Notify, mpsc};
+use volli_core::transfer::FileOffer;
 use volli_core::wire::{self, CommitBundle, MlsRequest, MlsResponse};
 use volli_core::{
     Content, Mail, MailKind, MessageId, MlsMail, PeerId, Permissions, Timestamp, UserId,
@@ -500,9 +501,9 @@ impl Conversations {
     pub async fn seal(
         &self,
         to: UserId,
-        id: MessageId,
         content: &Content,
     ) -> Result<Option<Sealed>, ConversationError> {
+        let id = content.mail_id();
         if !self.messaging() {
             return Ok(None);
         }
@@ -586,6 +587,7 @@ impl Conversations {
         )?;
         let durable = self.inner.vault.mls_queued(mls.take_changes()).await?;
         tracing::info!(with = %to, group = %created.group, devices = created.added.len(), "started a conversation on MLS");
+        self.changed(to, created.epoch);
         let mut entries = Vec::new();
         if let Some(welcome) = created.welcome {
             for member in &created.added {
@@ -835,6 +837,85 @@ impl Conversations {
         }
     }
 
+    /// Opens a file offer that came inside a conversation from a device of `from`;
+    /// `store` records it (durably) before the state that no longer opens it is saved.
+    pub async fn open_offer(
+        &self,
+        mail: &MlsMail,
+        from: UserId,
+        store: impl FnOnce(FileOffer) -> futures::future::BoxFuture<'static, bool>,
+    ) -> Result<(), ConversationError> {
+        if !self.messaging() || mail.kind != MailKind::Application {
+            return Err(ConversationError::Invalid(
+                "not an offer this device takes".into(),
+            ));
+        }
+        let bytes = mail
+            .messages
+            .first()
+            .ok_or_else(|| ConversationError::Invalid("empty mail".into()))?;
+        let directory = self.directory();
+        let mut mls = self.inner.mls.lock().await;
+        let mut opened = None;
+        mls.process_with(bytes, &directory, now_ms(), &mut |sender, content| {
+            let Ok(Content::FileOffer(offer)) = Content::from_padded(content) else {
+                return Err(MlsError::Refused("not a file offer".into()));
+            };
+            if sender.user != from || offer.id.as_bytes() != mail.id.as_bytes() {
+                return Err(MlsError::Refused("an offer from another user".into()));
+            }
+            opened = Some((*sender, offer));
+            Ok(())
+        })?;
+        let Some((sender, content)) = opened else {
+            return Err(ConversationError::Invalid("no offer".into()));
+        };
+        let offer = content
+            .into_offer(sender.user, sender.peer)
+            .map_err(|e| ConversationError::Invalid(e.to_string()))?;
+        // The offer first: once the state that no longer opens it is on disk, it must be.
+        if !store(offer).await {
+            self.reload(&mut mls).await;
+            return Err(ConversationError::Invalid(
+                "the offer was not stored".into(),
+            ));
+        }
+        let state = self.inner.vault.mls_queued(mls.take_changes()).await?;
+        drop(mls);
+        state.await?;
+        Ok(())
+    }
+
+    /// Drops what this device's MLS state did in memory since it was last saved (an
+    /// operation whose result could not be stored): it goes on from what is on disk.
+    async fn reload(&self, mls: &mut Mls) {
+        let reopened = match (
+            self.inner.db.mls_rows().await,
+            device_seed(&self.inner.identity),
+        ) {
+            (Ok(rows), Ok(seed)) => Mls::open(
+                rows,
+                self.inner.identity.certificate.clone(),
+                &seed,
+                volli_mls::Config::default(),
+            )
+            .ok(),
+            _ => None,
+        };
+        match reopened {
+            Some(fresh) => *mls = fresh,
+            None => tracing::error!("cannot reload this device's MLS state"),
+        }
+    }
+
+    /// Tells clients that the conversation with `with` is at `epoch` now.
+    fn changed(&self, with: UserId, epoch: u64) {
+        self.inner.events.publish(Event::ConversationChanged {
+            with: with.to_string(),
+            epoch,
+        });
+    }
+
     /// Whether `mail` is kept here until what it depends on arrives.
     pub async fn holds(&self, mail: &Mail) -> bool {
         let Mail::Mls(m) = mail else {
@@ -950,9 +1031,19 @@ impl Conversations {
             Err(MlsError::Stale | MlsError::Duplicate | MlsError::NotForUs) => {}
             Err(e) => tracing::warn!(error = %e, "dropped handshake mail"),
         }
+        let changed: Vec<(UserId, u64)> = advanced
+            .iter()
+            .filter_map(|(group, epoch, _)| {
+                let with = mls.info(group)?.peer_of(&self.me())?;
+                Some((with, *epoch))
+            })
+            .collect();
         let state = self.inner.vault.mls_queued(mls.take_changes()).await?;
         drop(mls);
         state.await?;
+        for (with, epoch) in changed {
+            self.changed(with, epoch);
+        }
         for (group, epoch, commit) in &advanced {
             if *commit {
                 let _ = self
@@ -1387,6 +1478,7 @@ impl Conversations {
         directory: &Directory,
     ) -> Result<(), ConversationError> {
         let committed = mls.commit(group, add, remove, update, directory, now_ms())?;
+        let with = mls.info(group).and_then(|i| i.peer_of(&self.me()));
         let durable = self.inner.vault.mls_queued(mls.take_changes()).await?;
         tracing::info!(
             %group,
@@ -1423,6 +1515,9 @@ impl Conversations {
                 Timestamp::now(),
             )
             .await?;
+        if let Some(with) = with {
+            self.changed(with, committed.epoch);
+        }
         Ok(())
     }
 

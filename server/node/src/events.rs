@@ -197,6 +197,15 @@ pub enum Event {
         /// The deleted messages' ids.
         ids: Vec<String>,
     },
+    /// A conversation on MLS moved to a new epoch (a device added, removed or updated), or
+    /// this device joined one: what `GET /v1/conversations/{user_id}` shows changed.
+    #[serde(rename = "conversation.changed")]
+    ConversationChanged {
+        /// The other party.
+        with: String,
+        /// The new epoch.
+        epoch: u64,
+    },
     /// A sent message moved on: `relayed`, `delivered` or `failed`.
     #[serde(rename = "message.status")]
     MessageStatus {

@@ -240,6 +240,8 @@ pub struct Parts {
     pub p2p_listen: Vec<Multiaddr>,
     /// Reachability and relays (the rate a circuit through a relay may carry).
     pub connectivity: crate::connectivity::Connectivity,
+    /// Conversations on MLS: offers go inside them.
+    pub conversations: crate::conversations::Conversations,
 }
 
 /// The file transfer service. Cheap to clone.
@@ -268,6 +270,7 @@ struct Inner {
     /// What chunks sent over a friend's relay may use, per peer on the other end.
     relayed: Mutex<HashMap<PeerId, Bucket>>,
     connectivity: crate::connectivity::Connectivity,
+    conversations: crate::conversations::Conversations,
     wake: Notify,
 }
 
@@ -349,6 +352,7 @@ impl Files {
                 rate,
                 relayed: Mutex::new(HashMap::new()),
                 connectivity: parts.connectivity,
+                conversations: parts.conversations,
                 wake: Notify::new(),
             }),
         };
@@ -586,8 +590,21 @@ impl Files {
             expires_at,
             device: None,
         };
-        let sealed = SealedOffer::seal(&self.inner.identity.signer(), to, &kem, &offer)
-            .map_err(|e| FileError::InvalidName(e.to_string()))?;
+        // Inside the conversation when it is on MLS (the file's key then has the
+        // conversation's forward secrecy); sealed to the user key otherwise.
+        let content = volli_core::Content::FileOffer(volli_core::OfferContent::of(&offer));
+        let sealed = match self.inner.conversations.seal(to, &content).await {
+            Ok(Some(sealed)) => {
+                sealed
+                    .durable
+                    .await
+                    .map_err(FileError::Store)?;
+                sealed.mail
+            }
+            _ => SealedOffer::seal(&self.inner.identity.signer(), to, &kem, &offer)
+                .map_err(|e| FileError::InvalidName(e.to_string()))?
+                .to_bytes(),
+        };
         let row = TransferRow {
             id: *prepared.id.as_bytes(),
             outgoing: true,
@@ -601,7 +618,7 @@ impl Files {
             file_key: *prepared.key.as_bytes(),
             source,
             list: Some(prepared.list.to_bytes()),
-            sealed_offer: Some(sealed.to_bytes()),
+            sealed_offer: Some(sealed),
             state: "offered".into(),
             paused_here: false,
             paused_there: false,
@@ -1194,17 +1211,55 @@ impl Files {
 
     async fn take_offer(&self, peer: PeerId, user: UserId, bytes: &[u8]) -> FileResponse {
         let invalid = |m: &str| FileResponse::Refused(FileRefusal::Invalid(m.to_owned()));
-        let Ok(sealed) = SealedOffer::from_bytes(bytes) else {
+        let me = self.inner.identity.user_id();
+        if let Ok(sealed) = SealedOffer::from_bytes(bytes) {
+            let offer = match sealed.open(me, &self.inner.identity.keyring()) {
+                Ok(o) => o,
+                Err(e) => return invalid(&e.to_string()),
+            };
+            if offer.sender != user {
+                return invalid("the offer is not from the peer's user");
+            }
+            return self.record_offer(peer, user, offer).await;
+        }
+        // An offer inside a conversation on MLS: known transfers are not opened again
+        // (their key is used up), and it is opened only when there is room for it.
+        let Ok(volli_core::Mail::Mls(mail)) = volli_core::Mail::from_bytes(bytes) else {
             return invalid("malformed offer");
         };
-        let me = self.inner.identity.user_id();
-        let offer = match sealed.open(me, &self.inner.identity.keyring()) {
-            Ok(o) => o,
-            Err(e) => return invalid(&e.to_string()),
-        };
-        if offer.sender != user {
-            return invalid("the offer is not from the peer's user");
+        if mail.recipient != me || mail.sender != user {
+            return invalid("the offer is not for this user, or not from the peer's");
         }
+        let id = TransferId::from_bytes(*mail.id.as_bytes());
+        match self.inner.db.transfer(id.as_bytes()).await {
+            Ok(Some(_)) => return FileResponse::Ok,
+            Ok(None) => {}
+            Err(_) => return FileResponse::Refused(FileRefusal::Busy),
+        }
+        let answer = Arc::new(Mutex::new(None));
+        let (this, slot) = (self.clone(), Arc::clone(&answer));
+        let opened = self
+            .inner
+            .conversations
+            .open_offer(&mail, user, move |offer| {
+                Box::pin(async move {
+                    let response = this.record_offer(peer, user, offer).await;
+                    let ok = response == FileResponse::Ok;
+                    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(response);
+                    ok
+                })
+            })
+            .await;
+        let recorded = answer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match (opened, recorded) {
+            (_, Some(response)) => response,
+            (Err(e), None) => invalid(&e.to_string()),
+            (Ok(()), None) => FileResponse::Ok,
+        }
+    }
+
+    /// Records an opened offer from `peer` (a device of `user`), within the quotas.
+    async fn record_offer(&self, peer: PeerId, user: UserId, offer: FileOffer) -> FileResponse {
         let now = Timestamp::now();
         if offer.expires_at <= now {
             return FileResponse::Refused(FileRefusal::Gone);

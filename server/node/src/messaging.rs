@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 
 use tokio::sync::{Notify, Semaphore};
-use volli_core::wire::{self, Deliver, Delivered, RelayRequest, RelayResponse};
-use volli_core::{Content, Envelope, Mail, MessageId, MlsMail, PeerId, Receipt, Timestamp, UserId};
+use volli_core::wire::{self, Deliver, DeliverMany, Delivered, RelayRequest, RelayResponse};
+use volli_core::{
+    Content, Envelope, Mail, MessageId, MlsMail, PeerId, Receipt, ReceiptBatch, Timestamp, UserId,
+};
 use volli_net::Protocol;
 use volli_store::vault::{MessageStatus, StoredMessage};
 use volli_store::{Db, OutboxChange, OutboxEntry, Vault};
@@ -41,8 +43,11 @@ const MAX_RETRY: Duration = Duration::from_secs(300);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts running at once.
 const MAX_ATTEMPTS: usize = 256;
-/// Attempts running at once to one recipient.
-pub const PER_RECIPIENT: usize = 64;
+/// Attempts running at once to one recipient (what waits for one of them goes along with it
+/// when it can: mail of a conversation on MLS, in one delivery).
+pub const PER_RECIPIENT: usize = 16;
+/// Bytes of mail one delivery carries at most.
+const BATCH_BYTES: usize = 192 << 10;
 /// Due messages held in memory while their recipient has no free place.
 const MAX_WAITING: usize = 8192;
 /// Incoming messages a sender may send at once, and per second after that.
@@ -209,7 +214,7 @@ impl Messaging {
         };
         // On MLS when the conversation is (or can start there now); sealed to the user key
         // otherwise. The state the encryption left is queued before the mail.
-        let (envelope, state) = match self.inner.conversations.seal(to, id, &content).await {
+        let (envelope, state) = match self.inner.conversations.seal(to, &content).await {
             Ok(Some(sealed)) => (sealed.mail, Some(sealed.durable)),
             Ok(None) => {
                 let envelope = Envelope::seal(
@@ -516,17 +521,52 @@ impl Messaging {
         tokio::spawn(async move {
             let mut entry = entry;
             loop {
-                let (id, recipient) = (entry.id, entry.recipient.clone());
+                let recipient = entry.recipient.clone();
+                // Mail of a conversation on MLS waiting for the same recipient goes along in
+                // the same delivery, acknowledged with one receipt.
+                let mut batch = vec![entry];
+                if batchable(&batch[0]) {
+                    let mut flight = this.lock_flight();
+                    let mut bytes = batch[0].envelope.len();
+                    let mut taken = 0;
+                    if let Some(queue) = flight.waiting.get_mut(&recipient) {
+                        while batch.len() < volli_core::envelope::MAX_BATCH
+                            && bytes < BATCH_BYTES
+                            && queue.front().is_some_and(batchable)
+                        {
+                            if let Some(next) = queue.pop_front() {
+                                bytes += next.envelope.len();
+                                batch.push(next);
+                                taken += 1;
+                            }
+                        }
+                        if queue.is_empty() {
+                            flight.waiting.remove(&recipient);
+                        }
+                    }
+                    flight.waiting_total -= taken;
+                }
+                let ids: Vec<[u8; 16]> = batch.iter().map(|e| e.id).collect();
                 {
                     let Ok(_permit) = this.inner.attempts.clone().acquire_owned().await else {
                         return;
                     };
-                    if let Err(e) = this.attempt(entry).await {
+                    let attempted = if batch.len() > 1 {
+                        this.attempt_many(batch).await
+                    } else {
+                        match batch.pop() {
+                            Some(entry) => this.attempt(entry).await,
+                            None => Ok(()),
+                        }
+                    };
+                    if let Err(e) = attempted {
                         tracing::warn!(error = %e, "delivery attempt failed");
                     }
                 }
                 let mut flight = this.lock_flight();
-                flight.messages.remove(&id);
+                for id in &ids {
+                    flight.messages.remove(id);
+                }
                 let next = flight
                     .waiting
                     .get_mut(&recipient)
@@ -693,6 +733,137 @@ impl Messaging {
         Ok(())
     }
 
+    /// Delivers several messages of a conversation on MLS to `entries`' recipient in one
+    /// request, acknowledged with one receipt; what that does not deliver is attempted one by
+    /// one (directly again, and through relays).
+    async fn attempt_many(&self, entries: Vec<OutboxEntry>) -> Result<(), MessagingError> {
+        let Some(to) = entries
+            .first()
+            .and_then(|e| e.recipient.parse::<UserId>().ok())
+        else {
+            return Ok(());
+        };
+        let delivered = match self.inner.vault.contact(to).await? {
+            Some(contact) if !self.cooling(&to) => {
+                let now = Timestamp::now();
+                let live: Vec<&OutboxEntry> =
+                    entries.iter().filter(|e| now < e.expires_at).collect();
+                match self.deliver_many(&contact.devices, to, &live).await {
+                    Some(ids) => ids,
+                    None => {
+                        self.cool(to);
+                        HashSet::new()
+                    }
+                }
+            }
+            _ => HashSet::new(),
+        };
+        let mut finished = Vec::new();
+        for entry in entries {
+            if delivered.contains(&entry.id) {
+                finished.push(MessageId::from_bytes(entry.id));
+            } else {
+                self.attempt(entry).await?;
+            }
+        }
+        self.finish_all(to, finished, MessageStatus::Delivered)
+            .await
+    }
+
+    /// Offers `entries` to every device of `to` at once in one request each; the first
+    /// valid receipt decides. The ids delivered, or `None` when no device was reached.
+    async fn deliver_many(
+        &self,
+        devices: &[volli_core::DeviceCertificate],
+        to: UserId,
+        entries: &[&OutboxEntry],
+    ) -> Option<HashSet<[u8; 16]>> {
+        let payload = wire::encode(&DeliverMany {
+            version: 2,
+            mail: entries.iter().map(|e| e.envelope.clone()).collect(),
+        });
+        let sent: HashSet<[u8; 16]> = entries.iter().map(|e| e.id).collect();
+        let me = self.inner.identity.user_id();
+        let targets = self.inner.peers.dial_targets(devices);
+        let mut calls: futures::stream::FuturesUnordered<_> = targets
+            .into_iter()
+            .filter(|(_, connected, addrs)| *connected || !addrs.is_empty())
+            .map(|(peer, _, addrs)| {
+                let call =
+                    self.inner
+                        .outbound
+                        .request(peer, Protocol::Message, payload.clone(), addrs);
+                async move { (peer, tokio::time::timeout(ATTEMPT_TIMEOUT, call).await) }
+            })
+            .collect();
+        let mut reached = false;
+        while let Some((peer, answer)) = calls.next().await {
+            let Ok(Ok(bytes)) = answer else {
+                continue;
+            };
+            reached = true;
+            match wire::decode::<Delivered>(&bytes, Protocol::Message.max_response()) {
+                Ok(Delivered::Many { receipt, refused }) => {
+                    if !refused.is_empty() {
+                        tracing::debug!(%peer, refused = refused.len(), "part of a delivery was refused");
+                    }
+                    let Some(receipt) = receipt else {
+                        return Some(HashSet::new());
+                    };
+                    if receipt.verify(me, to).is_ok() {
+                        return Some(
+                            receipt
+                                .ids
+                                .iter()
+                                .map(|id| *id.as_bytes())
+                                .filter(|id| sent.contains(id))
+                                .collect(),
+                        );
+                    }
+                    tracing::debug!(%peer, "a receipt that does not verify");
+                }
+                Ok(other) => tracing::debug!(%peer, ?other, "no receipt for a delivery"),
+                Err(_) => tracing::debug!(%peer, "unreadable delivery response"),
+            }
+        }
+        reached.then(HashSet::new)
+    }
+
+    /// Marks `ids` (messages to `to`) `status` and forgets them in the outbox, queued so
+    /// that they commit together.
+    async fn finish_all(
+        &self,
+        to: UserId,
+        ids: Vec<MessageId>,
+        status: MessageStatus,
+    ) -> Result<(), MessagingError> {
+        let mut changed = Vec::with_capacity(ids.len());
+        let mut removed = Vec::with_capacity(ids.len());
+        for id in &ids {
+            changed.push(
+                self.inner
+                    .vault
+                    .queue_message_status(to, *id, status)
+                    .await?,
+            );
+            removed.push(
+                self.inner
+                    .vault
+                    .outbox_queued(OutboxChange::Remove(*id.as_bytes()))
+                    .await?,
+            );
+        }
+        for (id, changed) in ids.into_iter().zip(changed) {
+            if changed.await? {
+                self.status_event(to, id, status);
+            }
+        }
+        for removed in removed {
+            removed.await?;
+        }
+        Ok(())
+    }
+
     /// Ends an outbox entry: a message moves to `status`; handshake mail just leaves.
     async fn finish_entry(
         &self,
@@ -796,9 +967,12 @@ impl Messaging {
     /// Answers `/volli/msg/1` from a device of `contact`: stores the message (once) and
     /// returns a signed receipt. Only the contact's own messages are taken this way.
     pub async fn handle(&self, from: UserId, payload: &[u8]) -> Vec<u8> {
+        if payload.first() == Some(&2) {
+            return wire::encode(&self.handle_many(from, payload).await);
+        }
         let response = match wire::decode::<Deliver>(payload, Protocol::Message.max_request()) {
             Ok(d) => match Mail::from_bytes(&d.envelope) {
-                Ok(mail) => self.take_in(&mail, Some(from)).await,
+                Ok(mail) => self.answer(self.take_in(&mail, Some(from)).await),
                 Err(e) => Delivered::Refused(e.to_string()),
             },
             Err(_) => Delivered::Refused("malformed delivery".into()),
@@ -806,10 +980,73 @@ impl Messaging {
         wire::encode(&response)
     }
 
+    /// Takes in several pieces of mail from one device of `from`: one receipt, signed once,
+    /// for everything stored.
+    async fn handle_many(&self, from: UserId, payload: &[u8]) -> Delivered {
+        let Ok(many) = wire::decode::<DeliverMany>(payload, Protocol::Message.max_request()) else {
+            return Delivered::Refused("malformed delivery".into());
+        };
+        if many.mail.len() > volli_core::envelope::MAX_BATCH {
+            return Delivered::Refused("too much mail in one delivery".into());
+        }
+        // Every message is queued first and waited for together: one commit for all.
+        let mut queued = Vec::with_capacity(many.mail.len());
+        for bytes in &many.mail {
+            queued.push(match Mail::from_bytes(bytes) {
+                // Only mail of conversations on MLS goes in batches.
+                Ok(Mail::Mls(mail)) if from != self.inner.identity.user_id() => {
+                    self.take_in_mls_queued(&mail, Some(from)).await
+                }
+                Ok(_) => Queued::Now(TakenIn::Refused(
+                    "only mail of conversations on MLS goes in batches".into(),
+                )),
+                Err(e) => Queued::Now(TakenIn::Refused(e.to_string())),
+            });
+        }
+        let mut stored = Vec::with_capacity(many.mail.len());
+        let mut refused = Vec::new();
+        for (i, queued) in queued.into_iter().enumerate() {
+            let at = u16::try_from(i).unwrap_or(u16::MAX);
+            let taken = match queued {
+                Queued::Now(taken) => taken,
+                Queued::Saving { id, sender, saved } => Self::saved(id, sender, saved.await),
+            };
+            match taken {
+                // Everything in one delivery comes from `from` (checked for each).
+                TakenIn::Stored { id, .. } => stored.push(id),
+                TakenIn::Refused(reason) => refused.push((at, reason)),
+                TakenIn::RateLimited(wait) => refused.push((at, format!("retry in {wait} s"))),
+            }
+        }
+        let receipt = (!stored.is_empty()).then(|| {
+            Box::new(ReceiptBatch::issue(
+                &self.inner.identity.signer(),
+                stored,
+                from,
+                Timestamp::now(),
+            ))
+        });
+        Delivered::Many { receipt, refused }
+    }
+
+    /// The answer to one piece of mail: its signed receipt when it was stored.
+    fn answer(&self, taken: TakenIn) -> Delivered {
+        match taken {
+            TakenIn::Stored { id, sender } => Delivered::Receipt(Box::new(Receipt::issue(
+                &self.inner.identity.signer(),
+                id,
+                sender,
+                Timestamp::now(),
+            ))),
+            TakenIn::Refused(reason) => Delivered::Refused(reason),
+            TakenIn::RateLimited(wait) => Delivered::RateLimited(wait),
+        }
+    }
+
     /// Takes in mail of either kind; the answer to give its sender. `direct` is the user
     /// whose device handed it over (a contact, or this user for handshake mail between its
     /// own devices), absent for mail fetched from a relay.
-    async fn take_in(&self, mail: &Mail, direct: Option<UserId>) -> Delivered {
+    async fn take_in(&self, mail: &Mail, direct: Option<UserId>) -> TakenIn {
         let me = self.inner.identity.user_id();
         match mail {
             Mail::Sealed(_)
@@ -817,7 +1054,7 @@ impl Messaging {
                 kind: volli_core::MailKind::Application,
                 ..
             }) if direct == Some(me) => {
-                Delivered::Refused("a device of this user sends it handshake mail only".into())
+                TakenIn::Refused("a device of this user sends it handshake mail only".into())
             }
             Mail::Sealed(envelope) => self.take_in_sealed(envelope, direct).await,
             Mail::Mls(mail) => self.take_in_mls(mail, direct).await,
@@ -826,19 +1063,48 @@ impl Messaging {
 
     /// Takes in mail of a conversation on MLS: stored (a message) or processed (a commit, a
     /// Welcome) or kept until what it depends on arrives, then acknowledged.
-    async fn take_in_mls(&self, mail: &MlsMail, direct: Option<UserId>) -> Delivered {
+    async fn take_in_mls(&self, mail: &MlsMail, direct: Option<UserId>) -> TakenIn {
+        match self.take_in_mls_queued(mail, direct).await {
+            Queued::Now(taken) => taken,
+            Queued::Saving { id, sender, saved } => Self::saved(id, sender, saved.await),
+        }
+    }
+
+    /// What a message being saved becomes once its write is done (or failed).
+    fn saved(
+        id: MessageId,
+        sender: UserId,
+        saved: Result<bool, volli_store::StoreError>,
+    ) -> TakenIn {
+        match saved {
+            Ok(_) => TakenIn::Stored { id, sender },
+            Err(e) => {
+                // Not stored, so not acknowledged: the sender (or the relay) keeps it.
+                tracing::warn!(error = %e, "cannot store an incoming message");
+                TakenIn::RateLimited(1)
+            }
+        }
+    }
+
+    /// Like [`Self::take_in_mls`], but a message's write is left for the caller to wait
+    /// for (with others: one commit for a delivery of many).
+    async fn take_in_mls_queued(&self, mail: &MlsMail, direct: Option<UserId>) -> Queued {
         if direct.is_some_and(|d| d != mail.sender) {
-            return Delivered::Refused("a device may only deliver its own user's mail".into());
+            return Queued::Now(TakenIn::Refused(
+                "a device may only deliver its own user's mail".into(),
+            ));
         }
         let me = self.inner.identity.user_id();
         if mail.sender != me && !self.inner.peers.is_contact(&mail.sender) {
-            return Delivered::Refused("the sender is not a contact".into());
+            return Queued::Now(TakenIn::Refused("the sender is not a contact".into()));
         }
         if direct.is_some()
             && mail.kind == volli_core::MailKind::Application
             && let Err(wait) = self.inner.inbound.check(mail.sender)
         {
-            return Delivered::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX));
+            return Queued::Now(TakenIn::RateLimited(
+                u32::try_from(wait).unwrap_or(u32::MAX),
+            ));
         }
         let claimed = mail.sender;
         let mut over_quota = false;
@@ -859,30 +1125,23 @@ impl Messaging {
             .await;
         if over_quota {
             tracing::warn!(sender = %mail.sender, "a contact's daily quota is used up");
-            return Delivered::RateLimited(3600);
+            return Queued::Now(TakenIn::RateLimited(3600));
         }
         match opened {
-            Ok(Opened::Text { saved, .. }) => {
-                if let Err(e) = saved.await {
-                    // Not stored, so not acknowledged: the sender (or the relay) keeps it.
-                    tracing::warn!(error = %e, "cannot store an incoming message");
-                    return Delivered::RateLimited(1);
-                }
-            }
-            Ok(Opened::Done | Opened::Duplicate) => {}
-            Ok(Opened::Waiting) => {
-                return Delivered::Refused(
-                    "it waits for the commit or the Welcome it depends on".into(),
-                );
-            }
-            Err(e) => return Delivered::Refused(e.to_string()),
+            Ok(Opened::Text { saved, .. }) => Queued::Saving {
+                id: mail.id,
+                sender: mail.sender,
+                saved,
+            },
+            Ok(Opened::Done | Opened::Duplicate) => Queued::Now(TakenIn::Stored {
+                id: mail.id,
+                sender: mail.sender,
+            }),
+            Ok(Opened::Waiting) => Queued::Now(TakenIn::Refused(
+                "it waits for the commit or the Welcome it depends on".into(),
+            )),
+            Err(e) => Queued::Now(TakenIn::Refused(e.to_string())),
         }
-        Delivered::Receipt(Box::new(Receipt::issue(
-            &self.inner.identity.signer(),
-            mail.id,
-            mail.sender,
-            Timestamp::now(),
-        )))
     }
 
     /// The answer to a message from a peer that is not a contact's device.
@@ -925,34 +1184,34 @@ impl Messaging {
     /// Opens, checks and stores an envelope; the answer to give its sender. `direct` is the
     /// contact whose device handed it over (absent for envelopes fetched from a relay):
     /// a device may only deliver its own user's messages, at its sustained rate.
-    async fn take_in_sealed(&self, envelope: &Envelope, direct: Option<UserId>) -> Delivered {
+    async fn take_in_sealed(&self, envelope: &Envelope, direct: Option<UserId>) -> TakenIn {
         let identity = &self.inner.identity;
         let me = identity.user_id();
         let message = match envelope.open(me, &identity.keyring()) {
             Ok(m) => m,
-            Err(e) => return Delivered::Refused(e.to_string()),
+            Err(e) => return TakenIn::Refused(e.to_string()),
         };
         if direct.is_some_and(|contact| contact != message.sender) {
-            return Delivered::Refused("a device may only deliver its own user's messages".into());
+            return TakenIn::Refused("a device may only deliver its own user's messages".into());
         }
         let Ok(Some(sender)) = self.inner.vault.contact(message.sender).await else {
-            return Delivered::Refused("the sender is not a contact".into());
+            return TakenIn::Refused("the sender is not a contact".into());
         };
         // A device signed it: it must be one the sender's latest card lists (a revoked
         // device is dropped from the card, and from then on not believed).
         if let Some(device) = message.device
             && !sender.devices.iter().any(|d| d.peer_id() == device)
         {
-            return Delivered::Refused("signed by a device the sender's card does not list".into());
+            return TakenIn::Refused("signed by a device the sender's card does not list".into());
         }
         if direct.is_some()
             && let Err(wait) = self.inner.inbound.check(message.sender)
         {
-            return Delivered::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX));
+            return TakenIn::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX));
         }
         if !self.within_quota(message.sender, message.body.len()) {
             tracing::warn!(sender = %message.sender, "a contact's daily quota is used up");
-            return Delivered::RateLimited(3600);
+            return TakenIn::RateLimited(3600);
         }
         let stored = StoredMessage {
             id: message.id,
@@ -976,15 +1235,13 @@ impl Messaging {
             Err(e) => {
                 // Not stored, so not acknowledged: the sender (or the relay) keeps it.
                 tracing::warn!(error = %e, "cannot store an incoming message");
-                return Delivered::RateLimited(1);
+                return TakenIn::RateLimited(1);
             }
         }
-        Delivered::Receipt(Box::new(Receipt::issue(
-            &identity.signer(),
-            message.id,
-            message.sender,
-            Timestamp::now(),
-        )))
+        TakenIn::Stored {
+            id: message.id,
+            sender: message.sender,
+        }
     }
 
     /// Fetches, stores and acknowledges what relay `relay` holds for this user, leaves there
@@ -1039,11 +1296,16 @@ impl Messaging {
                     continue;
                 };
                 match self.take_in(&mail, None).await {
-                    Delivered::Receipt(receipt) => {
+                    TakenIn::Stored { id, sender } => {
                         ids.push(mail.digest());
-                        receipts.push(*receipt);
+                        receipts.push(Receipt::issue(
+                            &self.inner.identity.signer(),
+                            id,
+                            sender,
+                            Timestamp::now(),
+                        ));
                     }
-                    Delivered::Refused(reason) => {
+                    TakenIn::Refused(reason) => {
                         tracing::debug!(%relay, %reason, "left a relayed envelope this device does not take");
                         // A message that waited for a Welcome or a commit later in this page
                         // has been read by now: acknowledged on a second look.
@@ -1052,19 +1314,24 @@ impl Messaging {
                         }
                     }
                     // Not stored: leave it at the relay for the next fetch.
-                    Delivered::RateLimited(_) => {}
+                    TakenIn::RateLimited(_) => {}
                 }
             }
             for mail in again {
                 match self.take_in(&mail, None).await {
-                    Delivered::Receipt(receipt) => {
+                    TakenIn::Stored { id, sender } => {
                         ids.push(mail.digest());
-                        receipts.push(*receipt);
+                        receipts.push(Receipt::issue(
+                            &self.inner.identity.signer(),
+                            id,
+                            sender,
+                            Timestamp::now(),
+                        ));
                     }
                     // Still waiting: this device keeps it until it can read it, and the
                     // relay's copy may go — without a receipt, its sender keeps it too and
                     // deposits it again.
-                    Delivered::Refused(_) if self.inner.conversations.holds(&mail).await => {
+                    TakenIn::Refused(_) if self.inner.conversations.holds(&mail).await => {
                         ids.push(mail.digest());
                     }
                     _ => {}
@@ -1165,8 +1432,36 @@ impl Messaging {
     }
 }
 
+/// Whether `entry` can go in one delivery with other mail to its recipient: a message of a
+/// conversation on MLS (mail of version 2), for the user rather than one device.
+fn batchable(entry: &OutboxEntry) -> bool {
+    !entry.handshake && entry.device.is_none() && entry.envelope.first() == Some(&2)
+}
+
 enum Outcome {
     Delivered,
     Refused(String),
     Unreachable,
+}
+
+/// Mail taken in, with its message's write still under way.
+enum Queued {
+    /// Decided.
+    Now(TakenIn),
+    /// Stored once `saved` resolves.
+    Saving {
+        id: MessageId,
+        sender: UserId,
+        saved: futures::future::BoxFuture<'static, Result<bool, volli_store::StoreError>>,
+    },
+}
+
+/// What taking in one piece of mail did.
+enum TakenIn {
+    /// Stored (now or before): acknowledge it to `sender`.
+    Stored { id: MessageId, sender: UserId },
+    /// Not taken, and why.
+    Refused(String),
+    /// Not taken now; retry after this many seconds.
+    RateLimited(u32),
 }

@@ -342,6 +342,7 @@ impl Node {
             config: config.files.clone(),
             p2p_listen: config.p2p_listen.clone(),
             connectivity: connectivity.clone(),
+            conversations: conversations.clone(),
         })
         .await;
         Dispatch {

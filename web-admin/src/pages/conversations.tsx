@@ -129,11 +129,62 @@ function Thread({ peer }: { peer: string }) {
         </button>
       </form>
       <ErrorNote error={send.error} />
+      <Encryption peer={peer} />
       <details class="panel">
         <summary>Retention and deletion</summary>
         <ConversationRetention peer={peer} onDeleted={state.reload} />
       </details>
     </div>
+  );
+}
+
+/** How the conversation is encrypted, and which devices read it: live. */
+function Encryption({ peer }: { peer: string }) {
+  const state = useLoad(
+    () => ok(api.GET("/v1/conversations/{user_id}", { params: { path: { user_id: peer } } })),
+    ["conversation", "message", "contact", "device"],
+    [peer],
+  );
+  return (
+    <details class="panel" data-testid="encryption">
+      <summary>
+        <Loaded state={state} what="the conversation's encryption">
+          {(c) =>
+            c.encryption === "mls" ? (
+              <span data-testid="encryption-kind">
+                End-to-end encrypted with MLS (post-quantum, forward secrecy) · epoch {c.epoch}
+              </span>
+            ) : (
+              <span data-testid="encryption-kind">
+                Sealed to the contact's key
+                {c.ready ? " · moves to MLS with the next message" : " · moves to MLS once your nodes have met"}
+              </span>
+            )
+          }
+        </Loaded>
+      </summary>
+      {state.data && state.data.encryption === "mls" && (
+        <>
+          <p class="muted">
+            Every message has its own key, deleted once used; the group's keys change with every commit.
+            {state.data.keys_updated_at && (
+              <>
+                {" "}
+                This device's keys were last refreshed <When at={state.data.keys_updated_at} />.
+              </>
+            )}
+          </p>
+          <ul class="plain" aria-label="Devices in this conversation">
+            {state.data.members.map((m) => (
+              <li key={m.peer_id} data-testid="member">
+                <code>{m.peer_id.slice(0, 16)}…</code> {m.user_id === peer ? "(theirs)" : "(yours)"}
+                {m.peer_id === state.data?.committer && " · orders the group's changes"}
+              </li>
+            ))}
+          </ul>
+        </>
+      )}
+    </details>
   );
 }
 
