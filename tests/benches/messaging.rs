@@ -28,6 +28,17 @@ async fn main() {
     befriend(&alice, &bob).await;
     let (bob_id, _) = bob.ids().await;
     let mut bob_events = events(&bob).await;
+    // A node with conversations on MLS: wait until the two have handed each other key
+    // packages, so that every measured message goes on MLS (an older node has no such
+    // route, and seals every message to the user key).
+    let conversation = format!("/v1/conversations/{bob_id}");
+    if alice.get(&conversation).await.0 == 200 {
+        alice
+            .wait_for(&conversation, Duration::from_secs(20), |c| {
+                c["ready"] == true
+            })
+            .await;
+    }
 
     let mut latencies = Vec::new();
     for i in 0..LATENCY_TRIALS {
@@ -48,6 +59,15 @@ async fn main() {
         latencies.push(start.elapsed());
     }
     latencies.sort();
+    let (status, c) = alice.get(&conversation).await;
+    println!(
+        "encryption: {}",
+        if status == 200 {
+            c["encryption"].as_str().unwrap_or("?")
+        } else {
+            "envelope (previous release)"
+        }
+    );
     println!(
         "latency A→B (POST → B's message.received), {LATENCY_TRIALS} one at a time: p50 {:?}  p99 {:?}",
         pct(&latencies, 0.5),
@@ -55,7 +75,12 @@ async fn main() {
     );
 
     let start = Instant::now();
-    let per_client = THROUGHPUT_MESSAGES / CLIENTS;
+    // More messages to profile with: VOLLI_BENCH_MESSAGES.
+    let messages = std::env::var("VOLLI_BENCH_MESSAGES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(THROUGHPUT_MESSAGES);
+    let per_client = messages / CLIENTS;
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
         let alice = alice.clone();

@@ -23,9 +23,33 @@ pub type Change = (Vec<u8>, Option<Arc<Vec<u8>>>);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StorageError {
+    /// A key did not serialize.
+    #[error("MLS state key does not serialize: {0}")]
+    Key(#[from] serde_json::Error),
     /// A value did not (de)serialize.
     #[error("MLS state value does not (de)serialize: {0}")]
-    Codec(#[from] serde_json::Error),
+    Value(#[from] postcard::Error),
+}
+
+/// Values are postcard: compact, and quick to write — openmls writes its message secrets
+/// after every message, and JSON spells every byte of them as a number. The join
+/// configuration is the exception: one of its fields reads older encodings through serde's
+/// `untagged`, which postcard cannot carry. Keys stay JSON, as openmls' own stores build
+/// them.
+fn encode<T: Serialize + ?Sized>(label: &[u8], value: &T) -> Result<Vec<u8>, StorageError> {
+    if label == label::JOIN_CONFIG {
+        Ok(serde_json::to_vec(value)?)
+    } else {
+        Ok(postcard::to_allocvec(value)?)
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(label: &[u8], bytes: &[u8]) -> Result<T, StorageError> {
+    if label == label::JOIN_CONFIG {
+        Ok(serde_json::from_slice(bytes)?)
+    } else {
+        Ok(postcard::from_bytes(bytes)?)
+    }
 }
 
 #[derive(Default)]
@@ -150,7 +174,7 @@ impl Storage {
         key: &K,
         value: &V,
     ) -> Result<(), StorageError> {
-        self.put(storage_key(label, key)?, serde_json::to_vec(value)?);
+        self.put(storage_key(label, key)?, encode(label, value)?);
         Ok(())
     }
 
@@ -160,7 +184,7 @@ impl Storage {
         key: &K,
     ) -> Result<Option<V>, StorageError> {
         match self.get(&storage_key(label, key)?) {
-            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            Some(bytes) => Ok(Some(decode(label, &bytes)?)),
             None => Ok(None),
         }
     }
@@ -173,7 +197,7 @@ impl Storage {
     /// The list stored under `key`, each item encoded on its own.
     fn list(&self, label: &[u8], key: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
         match self.get(&raw_key(label, key)) {
-            Some(bytes) => Ok(serde_json::from_slice(&bytes)?),
+            Some(bytes) => decode(label, &bytes),
             None => Ok(Vec::new()),
         }
     }
@@ -185,7 +209,7 @@ impl Storage {
     ) -> Result<Vec<V>, StorageError> {
         self.list(label, &serde_json::to_vec(key)?)?
             .iter()
-            .map(|item| serde_json::from_slice(item).map_err(StorageError::from))
+            .map(|item| decode(label, item))
             .collect()
     }
 
@@ -197,8 +221,8 @@ impl Storage {
     ) -> Result<(), StorageError> {
         let key = serde_json::to_vec(key)?;
         let mut list = self.list(label, &key)?;
-        list.push(serde_json::to_vec(value)?);
-        self.put(raw_key(label, &key), serde_json::to_vec(&list)?);
+        list.push(encode(label, value)?);
+        self.put(raw_key(label, &key), encode(label, &list)?);
         Ok(())
     }
 
@@ -209,12 +233,12 @@ impl Storage {
         value: &V,
     ) -> Result<(), StorageError> {
         let key = serde_json::to_vec(key)?;
-        let item = serde_json::to_vec(value)?;
+        let item = encode(label, value)?;
         let mut list = self.list(label, &key)?;
         if let Some(at) = list.iter().position(|i| *i == item) {
             list.remove(at);
         }
-        self.put(raw_key(label, &key), serde_json::to_vec(&list)?);
+        self.put(raw_key(label, &key), encode(label, &list)?);
         Ok(())
     }
 }
@@ -492,7 +516,7 @@ impl StorageProvider<CURRENT_VERSION> for Storage {
     ) -> Result<(), Self::Error> {
         self.put(
             epoch_key(group_id, epoch, leaf_index)?,
-            serde_json::to_vec(key_pairs)?,
+            encode(label::EPOCH_KEY_PAIRS, key_pairs)?,
         );
         Ok(())
     }
@@ -688,7 +712,7 @@ impl StorageProvider<CURRENT_VERSION> for Storage {
         leaf_index: u32,
     ) -> Result<Vec<HpkeKeyPair>, Self::Error> {
         match self.get(&epoch_key(group_id, epoch, leaf_index)?) {
-            Some(bytes) => Ok(serde_json::from_slice(&bytes)?),
+            Some(bytes) => decode(label::EPOCH_KEY_PAIRS, &bytes),
             None => Ok(Vec::new()),
         }
     }

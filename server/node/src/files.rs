@@ -595,10 +595,7 @@ impl Files {
         let content = volli_core::Content::FileOffer(volli_core::OfferContent::of(&offer));
         let sealed = match self.inner.conversations.seal(to, &content).await {
             Ok(Some(sealed)) => {
-                sealed
-                    .durable
-                    .await
-                    .map_err(FileError::Store)?;
+                sealed.durable.await.map_err(FileError::Store)?;
                 sealed.mail
             }
             _ => SealedOffer::seal(&self.inner.identity.signer(), to, &kem, &offer)
