@@ -118,9 +118,24 @@ async fn main() {
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(300), receive)
+    if tokio::time::timeout(Duration::from_secs(300), receive)
         .await
-        .expect("messages not received in 300 s");
+        .is_err()
+    {
+        let warnings = |log: String| {
+            let lines: Vec<String> = log
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("refused"))
+                .map(String::from)
+                .collect();
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        };
+        panic!(
+            "{received} of {total} messages received in 300 s\nalice:\n{}\nbob:\n{}",
+            warnings(alice.log()),
+            warnings(bob.log())
+        );
+    }
     let took = start.elapsed();
     let accepted = accepted.await.unwrap();
     // The WebSocket may drop events under load (resync); count what B stored instead.

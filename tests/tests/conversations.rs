@@ -726,3 +726,56 @@ async fn pairing_on_one_side_while_the_other_revokes_converges_and_shuts_the_rev
     let a1 = Node::start_with(&tmp.path().join("a1"), on_port(ports[0])).await;
     wait_received(&a1, &bob, &["not for the revoked device"]).await;
 }
+
+/// Copies a stopped node's data directory, permissions and all.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::metadata(from).unwrap().permissions()).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A node brought back from a copy of its data (a snapshot of the machine, a copy of the
+/// directory) seals its next message with keys it already used for another one. The
+/// recipient cannot read it and says so; the sender seals it again, and it arrives.
+#[tokio::test]
+async fn a_message_under_keys_used_before_is_sealed_again_and_arrives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut alice = Node::start_with(&tmp.path().join("alice"), on_port(port)).await;
+    let bob = Node::start(&tmp.path().join("bob")).await;
+    befriend(&alice, &bob).await;
+    let (alice_id, _) = alice.ids().await;
+    let (bob_id, _) = bob.ids().await;
+    wait_ready(&alice, &bob_id).await;
+    send(&alice, &bob_id, "one").await;
+    wait_received(&bob, &alice_id, &["one"]).await;
+
+    // A copy of Alice's data as it is now; then "two" uses the conversation's next key.
+    let dir = alice.data_dir.clone();
+    assert!(alice.terminate().success());
+    let copy = tmp.path().join("alice-copy");
+    copy_dir(&dir, &copy);
+    restart(&mut alice, port, "").await;
+    send(&alice, &bob_id, "two").await;
+    wait_received(&bob, &alice_id, &["two"]).await;
+
+    // Alice comes back from the copy: "three" goes out under the key of "two".
+    assert!(alice.terminate().success());
+    std::fs::remove_dir_all(&dir).unwrap();
+    copy_dir(&copy, &dir);
+    restart(&mut alice, port, "").await;
+    send(&alice, &bob_id, "three").await;
+    wait_received(&bob, &alice_id, &["one", "two", "three"]).await;
+    let (_, page) = bob
+        .get(&format!("/v1/messages?with={alice_id}&limit=500"))
+        .await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 3, "{page}");
+}

@@ -36,7 +36,27 @@ pub struct UserId([u8; 32]);
 impl UserId {
     /// Parses raw key bytes, checking that they are a valid Ed25519 point.
     pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, IdError> {
+        // The check is a point decompression (a square root in the field, ≈ 10 µs), and the
+        // same few ids (this user, its contacts) arrive on every message: keys that passed
+        // are remembered, a bounded number of them.
+        static VALID: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<[u8; 32]>>> =
+            std::sync::LazyLock::new(Default::default);
+        const REMEMBERED: usize = 4096;
+        if VALID
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&bytes)
+        {
+            return Ok(Self(bytes));
+        }
         VerifyingKey::from_bytes(&bytes).map_err(|_| IdError::NotAKey)?;
+        let mut valid = VALID
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if valid.len() >= REMEMBERED {
+            valid.clear();
+        }
+        valid.insert(bytes);
         Ok(Self(bytes))
     }
 
@@ -61,7 +81,23 @@ impl UserId {
 
 impl fmt::Display for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&bs58::encode(&self.0).into_string())
+        // Base58 is quadratic in the length (≈ 1 µs for a key), and the same few ids are
+        // written several times for every message stored: each thread remembers them.
+        thread_local! {
+            static TEXT: std::cell::RefCell<std::collections::HashMap<[u8; 32], String>> =
+                std::cell::RefCell::default();
+        }
+        const REMEMBERED: usize = 1024;
+        TEXT.with(|text| {
+            let mut text = text.borrow_mut();
+            if text.len() >= REMEMBERED && !text.contains_key(&self.0) {
+                text.clear();
+            }
+            f.write_str(
+                text.entry(self.0)
+                    .or_insert_with(|| bs58::encode(&self.0).into_string()),
+            )
+        })
     }
 }
 

@@ -94,6 +94,17 @@ pub struct DeliverMany {
     pub mail: Vec<Vec<u8>>,
 }
 
+/// A [`Delivered::Refused`] reason: a message of a conversation on MLS that arrived before
+/// the commit or the Welcome it depends on. The recipient keeps it and reads it once that
+/// arrives; the sender tries again soon, without holding the recipient unreachable.
+pub const REFUSED_WAITING: &str = "it waits for the commit or the Welcome it depends on";
+
+/// A [`Delivered::Refused`] reason: a message of a conversation on MLS under keys the
+/// recipient no longer holds (it arrived after too many later messages, or from an epoch
+/// past), and not stored before. The sender seals its content again, in the conversation
+/// as it is now, under the same id.
+pub const REFUSED_SEAL_AGAIN: &str = "sealed under keys no longer held; seal it again";
+
 /// `/volli/msg/1` response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Delivered {

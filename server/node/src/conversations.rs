@@ -87,6 +87,10 @@ pub enum ConversationError {
     /// Malformed content.
     #[error("{0}")]
     Invalid(String),
+    /// Sealed under keys this device no longer holds, and not stored before: its sender
+    /// seals it again ([`volli_core::wire::REFUSED_SEAL_AGAIN`]).
+    #[error("{}", volli_core::wire::REFUSED_SEAL_AGAIN)]
+    SealAgain,
 }
 
 /// What a device of a conversation's users may do, as the node believes it now.
@@ -714,9 +718,6 @@ impl Conversations {
         accept: &mut (dyn FnMut(UserId, usize) -> Result<(), String> + Send),
         pending: bool,
     ) -> Result<Opened, ConversationError> {
-        if matches!(self.inner.vault.message_status(mail.id).await, Ok(Some(_))) {
-            return Ok(Opened::Duplicate);
-        }
         let bytes = mail
             .messages
             .first()
@@ -751,6 +752,18 @@ impl Conversations {
             text = Some((sender.user, id, sent_at, body));
             Ok(())
         });
+        // A message stored before (delivered again: its receipt was lost) no longer opens,
+        // its key being used up: it is a duplicate, acknowledged as such. Asked only then,
+        // so that the common case costs no read of the vault.
+        if let Err(e) = &processed
+            && !matches!(e, MlsError::Ahead { .. } | MlsError::UnknownGroup)
+        {
+            drop(mls);
+            if matches!(self.inner.vault.message_status(mail.id).await, Ok(Some(_))) {
+                return Ok(Opened::Duplicate);
+            }
+            mls = self.inner.mls.lock().await;
+        }
         match processed {
             Ok(Processed::Application { .. }) => {
                 let Some((sender, id, sent_at, body)) = text else {
@@ -819,11 +832,11 @@ impl Conversations {
                 self.hold(group, peeked.epoch, mail).await?;
                 Ok(Opened::Waiting)
             }
-            // Its key was used for another message: the sender handed out a ratchet
-            // position twice (a state restored from a copy). Not stored, not acknowledged.
-            Err(MlsError::Duplicate) => Err(ConversationError::Invalid(
-                "a message under a key already used for another one".into(),
-            )),
+            // Not stored before (asked above), and no longer readable: it came after too
+            // many later messages of its sender, or from an epoch forgotten since; or its
+            // key was used for another message (a sender's state restored from a copy).
+            // Its sender seals it again.
+            Err(MlsError::Stale | MlsError::Duplicate) => Err(ConversationError::SealAgain),
             Err(MlsError::Undecryptable) => {
                 drop(mls);
                 if let Ok(peeked) = volli_mls::peek(bytes)
@@ -831,7 +844,9 @@ impl Conversations {
                 {
                     self.suspect_fork(group).await;
                 }
-                Err(MlsError::Undecryptable.into())
+                // Sealed on the other side of a fork: once it is resolved, sealed again it
+                // reads.
+                Err(ConversationError::SealAgain)
             }
             Err(e) => Err(e.into()),
         }

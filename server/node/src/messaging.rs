@@ -46,6 +46,10 @@ const MAX_ATTEMPTS: usize = 256;
 /// Attempts running at once to one recipient (what waits for one of them goes along with it
 /// when it can: mail of a conversation on MLS, in one delivery).
 pub const PER_RECIPIENT: usize = 16;
+/// Attempts running at once to one recipient for mail that can go along in one delivery:
+/// fewer places, so that under load what waits is carried in batches (one receipt each)
+/// rather than one delivery and one signature per message.
+const PER_RECIPIENT_BATCHED: usize = 4;
 /// Bytes of mail one delivery carries at most.
 const BATCH_BYTES: usize = 192 << 10;
 /// Due messages held in memory while their recipient has no free place.
@@ -494,7 +498,12 @@ impl Messaging {
                 .get(&entry.recipient)
                 .copied()
                 .unwrap_or(0);
-            if running >= PER_RECIPIENT {
+            let places = if batchable(&entry) {
+                PER_RECIPIENT_BATCHED
+            } else {
+                PER_RECIPIENT
+            };
+            if running >= places {
                 if flight.waiting_total < MAX_WAITING {
                     flight.messages.insert(entry.id);
                     flight.waiting_total += 1;
@@ -677,12 +686,32 @@ impl Messaging {
                 .finish_entry(&entry, to, id, MessageStatus::Failed)
                 .await;
         }
-        if !self.cooling(&to) {
+        let mut entry = entry;
+        let mut resealed = false;
+        while !self.cooling(&to) {
             match self.deliver_direct(&devices, to, id, &entry.envelope).await {
                 Outcome::Delivered => {
                     return self
                         .finish_entry(&entry, to, id, MessageStatus::Delivered)
                         .await;
+                }
+                // Its keys are gone on the other side (it was overtaken by too many later
+                // messages, or an epoch passed): sealed again, once, and offered at once.
+                Outcome::Refused(reason)
+                    if reason == wire::REFUSED_SEAL_AGAIN && !resealed && batchable(&entry) =>
+                {
+                    resealed = true;
+                    if let Some(envelope) = self.reseal(to, &entry).await? {
+                        entry.envelope = envelope;
+                        continue;
+                    }
+                }
+                // Waiting for a commit on the other side, or sealed again in vain: a matter
+                // of moments, so the recipient is not held unreachable for it.
+                Outcome::Refused(reason)
+                    if reason == wire::REFUSED_WAITING || reason == wire::REFUSED_SEAL_AGAIN =>
+                {
+                    tracing::debug!(%to, %reason, "the recipient cannot read a message yet; will retry");
                 }
                 Outcome::Refused(reason) => {
                     // Possibly passing (an invite whose redemption the recipient has not
@@ -692,6 +721,7 @@ impl Messaging {
                 }
                 Outcome::Unreachable => self.cool(to),
             }
+            break;
         }
         // Every attempt deposits again: a relay that holds it already just says so, and one
         // that lost it (a restart from an old backup, a full disk) gets it back. Mail for the
@@ -731,6 +761,42 @@ impl Messaging {
             })
             .await?;
         Ok(())
+    }
+
+    /// Seals a message's text again in its conversation as it is now, under the same id;
+    /// the new mail once it and the conversation's state are durable (never offered
+    /// before: a state lost in a crash would hand out the same keys twice). `None` when the
+    /// conversation cannot seal it now.
+    async fn reseal(
+        &self,
+        to: UserId,
+        entry: &OutboxEntry,
+    ) -> Result<Option<Vec<u8>>, MessagingError> {
+        let content = Content::Text {
+            id: MessageId::from_bytes(entry.id),
+            sent_at: entry.sent_at,
+            body: entry.body.clone(),
+        };
+        let sealed = match self.inner.conversations.seal(to, &content).await {
+            Ok(Some(sealed)) => sealed,
+            Ok(None) => return Ok(None),
+            Err(crate::conversations::ConversationError::Store(e)) => return Err(e.into()),
+            Err(e) => {
+                tracing::debug!(%to, error = %e, "cannot seal a message again");
+                return Ok(None);
+            }
+        };
+        let queued = self
+            .inner
+            .vault
+            .outbox_queued(OutboxChange::Reseal {
+                id: entry.id,
+                envelope: sealed.mail.clone(),
+            })
+            .await?;
+        sealed.durable.await?;
+        queued.await?;
+        Ok(Some(sealed.mail))
     }
 
     /// Delivers several messages of a conversation on MLS to `entries`' recipient in one
@@ -1137,9 +1203,7 @@ impl Messaging {
                 id: mail.id,
                 sender: mail.sender,
             }),
-            Ok(Opened::Waiting) => Queued::Now(TakenIn::Refused(
-                "it waits for the commit or the Welcome it depends on".into(),
-            )),
+            Ok(Opened::Waiting) => Queued::Now(TakenIn::Refused(wire::REFUSED_WAITING.into())),
             Err(e) => Queued::Now(TakenIn::Refused(e.to_string())),
         }
     }

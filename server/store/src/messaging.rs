@@ -50,6 +50,13 @@ pub enum OutboxChange {
     },
     /// Forget a message (delivered, refused or expired).
     Remove([u8; 16]),
+    /// Replace a message's sealed mail (its content sealed again, under the same id).
+    Reseal {
+        /// The message.
+        id: [u8; 16],
+        /// The new mail.
+        envelope: Vec<u8>,
+    },
 }
 
 /// `(id, recipient, envelope, body, sent_at, expires_at, attempts, relayed, device,
@@ -518,47 +525,95 @@ impl Db {
     }
 }
 
+/// Outbox rows added or removed by one statement at most (nine values per added row).
+const OUTBOX_ROWS_PER_STATEMENT: usize = 64;
+
 /// Applies outbox changes within the caller's transaction.
 pub(crate) async fn apply_outbox(
     tx: &mut sqlx::SqliteConnection,
     changes: &[OutboxChange],
 ) -> Result<(), StoreError> {
-    for change in changes {
-        match change {
-            OutboxChange::Add(entry) => {
-                sqlx::query(
+    // Runs of additions and of removals go in one statement each: the same result as one
+    // statement per change in order, with far fewer of them in a busy batch.
+    let mut rest = changes;
+    while let Some(first) = rest.first() {
+        let run = rest
+            .iter()
+            .take_while(|c| std::mem::discriminant(*c) == std::mem::discriminant(first))
+            .count()
+            .min(OUTBOX_ROWS_PER_STATEMENT);
+        let (part, next) = rest.split_at(run);
+        rest = next;
+        match first {
+            OutboxChange::Add(_) => {
+                let mut sql = String::from(
                     "INSERT OR IGNORE INTO outbox (id, recipient, envelope, body, sent_at, \
-                     expires_at, next_attempt_at, device, handshake) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&entry.id[..])
-                .bind(&entry.recipient)
-                .bind(&entry.envelope)
-                .bind(&entry.body)
-                .bind(entry.sent_at.as_millis())
-                .bind(entry.expires_at.as_millis())
-                .bind(entry.sent_at.as_millis())
-                .bind(&entry.device)
-                .bind(entry.handshake)
-                .execute(&mut *tx)
-                .await?;
+                     expires_at, next_attempt_at, device, handshake) VALUES ",
+                );
+                for i in 0..part.len() {
+                    sql.push_str(if i == 0 {
+                        "(?,?,?,?,?,?,?,?,?)"
+                    } else {
+                        ",(?,?,?,?,?,?,?,?,?)"
+                    });
+                }
+                // Only placeholders are formatted into the text; every value is bound.
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for change in part {
+                    if let OutboxChange::Add(entry) = change {
+                        query = query
+                            .bind(&entry.id[..])
+                            .bind(&entry.recipient)
+                            .bind(&entry.envelope)
+                            .bind(&entry.body)
+                            .bind(entry.sent_at.as_millis())
+                            .bind(entry.expires_at.as_millis())
+                            .bind(entry.sent_at.as_millis())
+                            .bind(&entry.device)
+                            .bind(entry.handshake);
+                    }
+                }
+                query.execute(&mut *tx).await?;
             }
-            OutboxChange::Retry { id, next, relayed } => {
-                sqlx::query(
-                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, \
-                     relayed = MAX(relayed, ?) WHERE id = ?",
-                )
-                .bind(next.as_millis())
-                .bind(i64::from(*relayed))
-                .bind(&id[..])
-                .execute(&mut *tx)
-                .await?;
+            OutboxChange::Remove(_) => {
+                let mut sql = String::from("DELETE FROM outbox WHERE id IN (");
+                for i in 0..part.len() {
+                    sql.push_str(if i == 0 { "?" } else { ",?" });
+                }
+                sql.push(')');
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for change in part {
+                    if let OutboxChange::Remove(id) = change {
+                        query = query.bind(&id[..]);
+                    }
+                }
+                query.execute(&mut *tx).await?;
             }
-            OutboxChange::Remove(id) => {
-                sqlx::query("DELETE FROM outbox WHERE id = ?")
-                    .bind(&id[..])
-                    .execute(&mut *tx)
-                    .await?;
+            OutboxChange::Reseal { .. } => {
+                for change in part {
+                    if let OutboxChange::Reseal { id, envelope } = change {
+                        sqlx::query("UPDATE outbox SET envelope = ? WHERE id = ?")
+                            .bind(envelope.as_slice())
+                            .bind(&id[..])
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+            }
+            OutboxChange::Retry { .. } => {
+                for change in part {
+                    if let OutboxChange::Retry { id, next, relayed } = change {
+                        sqlx::query(
+                            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, \
+                             relayed = MAX(relayed, ?) WHERE id = ?",
+                        )
+                        .bind(next.as_millis())
+                        .bind(i64::from(*relayed))
+                        .bind(&id[..])
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
             }
         }
     }

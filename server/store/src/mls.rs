@@ -354,27 +354,51 @@ impl Db {
     }
 }
 
-/// Applies MLS state changes within the caller's transaction, in order.
+/// Keys written or deleted by one statement at most.
+const KEYS_PER_STATEMENT: usize = 128;
+
+/// Applies MLS state changes within the caller's transaction: the latest change of each
+/// key wins, as if applied in order. A batch of messages to one conversation changes the
+/// same few keys once per message; each is written once, in a few statements.
 pub(crate) async fn apply(
     tx: &mut sqlx::SqliteConnection,
     changes: &[MlsChange],
 ) -> Result<(), StoreError> {
-    for (key, value) in changes {
-        match value {
-            Some(value) => {
-                sqlx::query("INSERT OR REPLACE INTO mls_state (key, value) VALUES (?, ?)")
-                    .bind(key)
-                    .bind(value.as_slice())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            None => {
-                sqlx::query("DELETE FROM mls_state WHERE key = ?")
-                    .bind(key)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+    let mut seen = std::collections::HashSet::new();
+    let mut writes = Vec::new();
+    let mut deletes = Vec::new();
+    for (key, value) in changes.iter().rev() {
+        if !seen.insert(key.as_slice()) {
+            continue;
         }
+        match value {
+            Some(value) => writes.push((key, value)),
+            None => deletes.push(key),
+        }
+    }
+    for part in writes.chunks(KEYS_PER_STATEMENT) {
+        let mut sql = String::from("INSERT OR REPLACE INTO mls_state (key, value) VALUES ");
+        for i in 0..part.len() {
+            sql.push_str(if i == 0 { "(?,?)" } else { ",(?,?)" });
+        }
+        // Only placeholders are formatted into the text; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (key, value) in part {
+            query = query.bind(key.as_slice()).bind(value.as_slice());
+        }
+        query.execute(&mut *tx).await?;
+    }
+    for part in deletes.chunks(KEYS_PER_STATEMENT) {
+        let mut sql = String::from("DELETE FROM mls_state WHERE key IN (");
+        for i in 0..part.len() {
+            sql.push_str(if i == 0 { "?" } else { ",?" });
+        }
+        sql.push(')');
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for key in part {
+            query = query.bind(key.as_slice());
+        }
+        query.execute(&mut *tx).await?;
     }
     Ok(())
 }
