@@ -742,11 +742,10 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A node brought back from a copy of its data (a snapshot of the machine, a copy of the
-/// directory) seals its next message with keys it already used for another one. The
-/// recipient cannot read it and says so; the sender seals it again, and it arrives.
-#[tokio::test]
-async fn a_message_under_keys_used_before_is_sealed_again_and_arrives() {
+/// Alice and Bob in a conversation on MLS where Alice has been brought back from a copy of
+/// her data (a snapshot of the machine, a copy of the directory) taken before her message
+/// "two": the next thing she seals goes out under the key "two" used.
+async fn restored_from_a_copy() -> (tempfile::TempDir, Node, Node, String, String) {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut alice = Node::start_with(&tmp.path().join("alice"), on_port(port)).await;
@@ -758,7 +757,6 @@ async fn a_message_under_keys_used_before_is_sealed_again_and_arrives() {
     send(&alice, &bob_id, "one").await;
     wait_received(&bob, &alice_id, &["one"]).await;
 
-    // A copy of Alice's data as it is now; then "two" uses the conversation's next key.
     let dir = alice.data_dir.clone();
     assert!(alice.terminate().success());
     let copy = tmp.path().join("alice-copy");
@@ -767,15 +765,44 @@ async fn a_message_under_keys_used_before_is_sealed_again_and_arrives() {
     send(&alice, &bob_id, "two").await;
     wait_received(&bob, &alice_id, &["two"]).await;
 
-    // Alice comes back from the copy: "three" goes out under the key of "two".
     assert!(alice.terminate().success());
     std::fs::remove_dir_all(&dir).unwrap();
     copy_dir(&copy, &dir);
     restart(&mut alice, port, "").await;
+    (tmp, alice, bob, alice_id, bob_id)
+}
+
+/// The recipient cannot read a message sealed under a key used before, and says so; the
+/// sender seals it again, and it arrives, once.
+#[tokio::test]
+async fn a_message_under_keys_used_before_is_sealed_again_and_arrives() {
+    let (_tmp, alice, bob, alice_id, bob_id) = restored_from_a_copy().await;
     send(&alice, &bob_id, "three").await;
     wait_received(&bob, &alice_id, &["one", "two", "three"]).await;
     let (_, page) = bob
         .get(&format!("/v1/messages?with={alice_id}&limit=500"))
         .await;
     assert_eq!(page["messages"].as_array().unwrap().len(), 3, "{page}");
+}
+
+/// The same for a file offer inside the conversation: sealed again, it is offered.
+#[tokio::test]
+async fn a_file_offer_under_keys_used_before_is_sealed_again_and_offered() {
+    let (tmp, alice, bob, _, bob_id) = restored_from_a_copy().await;
+    let file = tmp.path().join("notes.txt");
+    std::fs::write(&file, b"a file offered after a restore").unwrap();
+    let (status, offered) = alice
+        .post(
+            "/v1/transfers",
+            serde_json::json!({"to": bob_id, "path": file}),
+        )
+        .await;
+    assert_eq!(status, 201, "{offered}");
+    let id = offered["id"].as_str().unwrap().to_owned();
+    bob.wait_for(
+        &format!("/v1/transfers/{id}"),
+        Duration::from_secs(20),
+        |t| t["state"] == "offered",
+    )
+    .await;
 }

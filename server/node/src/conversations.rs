@@ -872,7 +872,7 @@ impl Conversations {
         let directory = self.directory();
         let mut mls = self.inner.mls.lock().await;
         let mut opened = None;
-        mls.process_with(bytes, &directory, now_ms(), &mut |sender, content| {
+        let processed = mls.process_with(bytes, &directory, now_ms(), &mut |sender, content| {
             let Ok(Content::FileOffer(offer)) = Content::from_padded(content) else {
                 return Err(MlsError::Refused("not a file offer".into()));
             };
@@ -881,7 +881,16 @@ impl Conversations {
             }
             opened = Some((*sender, offer));
             Ok(())
-        })?;
+        });
+        match processed {
+            Ok(_) => {}
+            // Under keys no longer held (the caller knows the transfer is not stored): its
+            // sender seals it again, as a message.
+            Err(MlsError::Stale | MlsError::Duplicate | MlsError::Undecryptable) => {
+                return Err(ConversationError::SealAgain);
+            }
+            Err(e) => return Err(e.into()),
+        }
         let Some((sender, content)) = opened else {
             return Err(ConversationError::Invalid("no offer".into()));
         };

@@ -694,14 +694,29 @@ impl Files {
         let Ok((_, devices)) = self.recipient(to).await else {
             return;
         };
-        let payload = wire::encode(&FileRequest::Offer(bytes.clone()));
+        let mut payload = wire::encode(&FileRequest::Offer(bytes.clone()));
         let mut taken = false;
+        let mut resealed = false;
         for (peer, connected, addrs) in self.inner.peers.dial_targets(&devices) {
             if !connected && addrs.is_empty() {
                 continue;
             }
-            match self.ask(peer, payload.clone(), addrs).await {
+            match self.ask(peer, payload.clone(), addrs.clone()).await {
                 Some(FileResponse::Ok) => taken = true,
+                // Sealed inside the conversation under keys the device no longer holds:
+                // sealed again, once, and offered to it at once.
+                Some(FileResponse::Refused(FileRefusal::Invalid(r)))
+                    if r == wire::REFUSED_SEAL_AGAIN && !resealed =>
+                {
+                    resealed = true;
+                    if let Some(sealed) = self.reseal_offer(row.id).await {
+                        payload = wire::encode(&FileRequest::Offer(sealed));
+                        taken |= matches!(
+                            self.ask(peer, payload.clone(), addrs).await,
+                            Some(FileResponse::Ok)
+                        );
+                    }
+                }
                 Some(FileResponse::Refused(r)) => {
                     tracing::debug!(%peer, ?r, "offer refused");
                 }
@@ -718,6 +733,37 @@ impl Files {
                 let _ = self.inner.db.save_transfer(&t).await;
             }
         }
+    }
+
+    /// Seals an outgoing offer again in its conversation as it is now and keeps it as the
+    /// transfer's offer; the new mail once it and the conversation's state are durable.
+    async fn reseal_offer(&self, id: [u8; 16]) -> Option<Vec<u8>> {
+        let _guard = self.inner.changes.lock().await;
+        let mut row = self.row(TransferId::from_bytes(id)).await.ok()?;
+        let to = row.peer.parse::<UserId>().ok()?;
+        let content = volli_core::Content::FileOffer(volli_core::OfferContent {
+            id: TransferId::from_bytes(row.id),
+            name: row.name.clone(),
+            layout: Layout::new(row.size, row.chunk_size).ok()?,
+            list: row.list_hash,
+            blake3: row.blake3,
+            key: FileKey::from_bytes(row.file_key),
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+        });
+        let sealed = match self.inner.conversations.seal(to, &content).await {
+            Ok(Some(sealed)) => sealed,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::debug!(%to, error = %e, "cannot seal an offer again");
+                return None;
+            }
+        };
+        sealed.durable.await.ok()?;
+        row.sealed_offer = Some(sealed.mail.clone());
+        row.updated_at = Timestamp::now();
+        self.inner.db.save_transfer(&row).await.ok()?;
+        Some(sealed.mail)
     }
 
     /// One request on `/volli/file/1`.
