@@ -55,6 +55,8 @@ pub struct Internet {
     namespaces: Vec<String>,
     links: Vec<String>,
     daemons: Vec<std::process::Child>,
+    /// The daemons' configuration and log directories, removed with the internet.
+    dirs: Vec<std::path::PathBuf>,
     hosts: u32,
     homes: u32,
     /// The IPv6 prefix (`2001:db8:<id>`), on an internet with IPv6.
@@ -121,6 +123,7 @@ impl Internet {
             namespaces: Vec::new(),
             links: Vec::new(),
             daemons: Vec::new(),
+            dirs: Vec::new(),
             hosts: 0,
             homes: 0,
             v6: None,
@@ -366,6 +369,7 @@ impl Internet {
             .spawn()
             .expect("miniupnpd starts (install miniupnpd-nftables)");
         self.daemons.push(daemon);
+        self.dirs.push(dir);
     }
 
     /// Limits what `host` sends to the WAN to `mbit` megabits per second (a token bucket on
@@ -412,6 +416,9 @@ impl Drop for Internet {
         for d in &mut self.daemons {
             let _ = d.kill();
             let _ = d.wait();
+        }
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir_all(dir);
         }
         for ns in &self.namespaces {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
