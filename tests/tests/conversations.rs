@@ -292,20 +292,7 @@ async fn the_first_message_moves_a_conversation_to_mls_and_both_sides_talk() {
     let file = tmp.path().join("notes.txt");
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&file, &data).unwrap();
-    let (status, offered) = alice
-        .post(
-            "/v1/transfers",
-            serde_json::json!({"to": bob_id, "path": file}),
-        )
-        .await;
-    assert_eq!(status, 201, "{offered}");
-    let id = offered["id"].as_str().unwrap().to_owned();
-    bob.wait_for(
-        &format!("/v1/transfers/{id}"),
-        Duration::from_secs(20),
-        |t| t["state"] == "offered",
-    )
-    .await;
+    let id = offer_file(&alice, &bob, &bob_id, &file).await;
     let (status, _) = bob
         .post(&format!("/v1/transfers/{id}/accept"), serde_json::json!({}))
         .await;
@@ -727,6 +714,24 @@ async fn pairing_on_one_side_while_the_other_revokes_converges_and_shuts_the_rev
     wait_received(&a1, &bob, &["not for the revoked device"]).await;
 }
 
+/// `from` offers `file` to `to` (whose node is `to_node`); the transfer's id once `to_node`
+/// shows the offer.
+async fn offer_file(from: &Node, to_node: &Node, to: &str, file: &Path) -> String {
+    let (status, offered) = from
+        .post("/v1/transfers", serde_json::json!({"to": to, "path": file}))
+        .await;
+    assert_eq!(status, 201, "{offered}");
+    let id = offered["id"].as_str().unwrap().to_owned();
+    to_node
+        .wait_for(
+            &format!("/v1/transfers/{id}"),
+            Duration::from_secs(20),
+            |t| t["state"] == "offered",
+        )
+        .await;
+    id
+}
+
 /// Copies a stopped node's data directory, permissions and all.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -791,18 +796,5 @@ async fn a_file_offer_under_keys_used_before_is_sealed_again_and_offered() {
     let (tmp, alice, bob, _, bob_id) = restored_from_a_copy().await;
     let file = tmp.path().join("notes.txt");
     std::fs::write(&file, b"a file offered after a restore").unwrap();
-    let (status, offered) = alice
-        .post(
-            "/v1/transfers",
-            serde_json::json!({"to": bob_id, "path": file}),
-        )
-        .await;
-    assert_eq!(status, 201, "{offered}");
-    let id = offered["id"].as_str().unwrap().to_owned();
-    bob.wait_for(
-        &format!("/v1/transfers/{id}"),
-        Duration::from_secs(20),
-        |t| t["state"] == "offered",
-    )
-    .await;
+    offer_file(&alice, &bob, &bob_id, &file).await;
 }

@@ -755,15 +755,22 @@ impl Conversations {
         // A message stored before (delivered again: its receipt was lost) no longer opens,
         // its key being used up: it is a duplicate, acknowledged as such. Asked only then,
         // so that the common case costs no read of the vault.
-        if let Err(e) = &processed
-            && !matches!(e, MlsError::Ahead { .. } | MlsError::UnknownGroup)
-        {
-            drop(mls);
-            if matches!(self.inner.vault.message_status(mail.id).await, Ok(Some(_))) {
-                return Ok(Opened::Duplicate);
+        let processed = match processed {
+            Err(e) if !matches!(e, MlsError::Ahead { .. } | MlsError::UnknownGroup) => {
+                drop(mls);
+                if matches!(self.inner.vault.message_status(mail.id).await, Ok(Some(_))) {
+                    return Ok(Opened::Duplicate);
+                }
+                if matches!(e, MlsError::Undecryptable)
+                    && let Ok(peeked) = volli_mls::peek(bytes)
+                    && let Some(group) = peeked.group
+                {
+                    self.suspect_fork(group).await;
+                }
+                return Err(unreadable(e));
             }
-            mls = self.inner.mls.lock().await;
-        }
+            other => other,
+        };
         match processed {
             Ok(Processed::Application { .. }) => {
                 let Some((sender, id, sent_at, body)) = text else {
@@ -832,22 +839,6 @@ impl Conversations {
                 self.hold(group, peeked.epoch, mail).await?;
                 Ok(Opened::Waiting)
             }
-            // Not stored before (asked above), and no longer readable: it came after too
-            // many later messages of its sender, or from an epoch forgotten since; or its
-            // key was used for another message (a sender's state restored from a copy).
-            // Its sender seals it again.
-            Err(MlsError::Stale | MlsError::Duplicate) => Err(ConversationError::SealAgain),
-            Err(MlsError::Undecryptable) => {
-                drop(mls);
-                if let Ok(peeked) = volli_mls::peek(bytes)
-                    && let Some(group) = peeked.group
-                {
-                    self.suspect_fork(group).await;
-                }
-                // Sealed on the other side of a fork: once it is resolved, sealed again it
-                // reads.
-                Err(ConversationError::SealAgain)
-            }
             Err(e) => Err(e.into()),
         }
     }
@@ -882,15 +873,8 @@ impl Conversations {
             opened = Some((*sender, offer));
             Ok(())
         });
-        match processed {
-            Ok(_) => {}
-            // Under keys no longer held (the caller knows the transfer is not stored): its
-            // sender seals it again, as a message.
-            Err(MlsError::Stale | MlsError::Duplicate | MlsError::Undecryptable) => {
-                return Err(ConversationError::SealAgain);
-            }
-            Err(e) => return Err(e.into()),
-        }
+        // The caller knows the transfer is not stored.
+        processed.map_err(unreadable)?;
         let Some((sender, content)) = opened else {
             return Err(ConversationError::Invalid("no offer".into()));
         };
@@ -1699,6 +1683,20 @@ impl Conversations {
 }
 
 /// The Ed25519 secret key of this device (its libp2p identity).
+/// What a device answers for mail of a conversation that does not open and that it did
+/// not store before. Past the sender ratchet's window (it came after too many later
+/// messages of its sender), from an epoch forgotten since, under a key used for another
+/// message (a sender's state restored from a copy) or sealed on the other side of a fork
+/// (once that is resolved, it reads): its sender seals it again.
+fn unreadable(e: MlsError) -> ConversationError {
+    match e {
+        MlsError::Stale | MlsError::Duplicate | MlsError::Undecryptable => {
+            ConversationError::SealAgain
+        }
+        e => e.into(),
+    }
+}
+
 fn device_seed(identity: &Identity) -> anyhow::Result<zeroize::Zeroizing<[u8; 32]>> {
     let key = identity
         .device

@@ -836,6 +836,28 @@ impl Messaging {
             .await
     }
 
+    /// Sends `payload` to every reachable device in `devices` at once; their answers as
+    /// they come, each within [`ATTEMPT_TIMEOUT`].
+    fn offer(
+        &self,
+        devices: &[volli_core::DeviceCertificate],
+        payload: &[u8],
+    ) -> futures::stream::FuturesUnordered<impl Future<Output = (PeerId, Answer)> + use<'_>> {
+        self.inner
+            .peers
+            .dial_targets(devices)
+            .into_iter()
+            .filter(|(_, connected, addrs)| *connected || !addrs.is_empty())
+            .map(|(peer, _, addrs)| {
+                let call =
+                    self.inner
+                        .outbound
+                        .request(peer, Protocol::Message, payload.to_vec(), addrs);
+                async move { (peer, tokio::time::timeout(ATTEMPT_TIMEOUT, call).await) }
+            })
+            .collect()
+    }
+
     /// Offers `entries` to every device of `to` at once in one request each; the first
     /// valid receipt decides. The ids delivered, or `None` when no device was reached.
     async fn deliver_many(
@@ -850,18 +872,7 @@ impl Messaging {
         });
         let sent: HashSet<[u8; 16]> = entries.iter().map(|e| e.id).collect();
         let me = self.inner.identity.user_id();
-        let targets = self.inner.peers.dial_targets(devices);
-        let mut calls: futures::stream::FuturesUnordered<_> = targets
-            .into_iter()
-            .filter(|(_, connected, addrs)| *connected || !addrs.is_empty())
-            .map(|(peer, _, addrs)| {
-                let call =
-                    self.inner
-                        .outbound
-                        .request(peer, Protocol::Message, payload.clone(), addrs);
-                async move { (peer, tokio::time::timeout(ATTEMPT_TIMEOUT, call).await) }
-            })
-            .collect();
+        let mut calls = self.offer(devices, &payload);
         let mut reached = false;
         while let Some((peer, answer)) = calls.next().await {
             let Ok(Ok(bytes)) = answer else {
@@ -994,18 +1005,7 @@ impl Messaging {
             version: 1,
             envelope: envelope.to_vec(),
         });
-        let targets = self.inner.peers.dial_targets(devices);
-        let mut calls: futures::stream::FuturesUnordered<_> = targets
-            .into_iter()
-            .filter(|(_, connected, addrs)| *connected || !addrs.is_empty())
-            .map(|(peer, _, addrs)| {
-                let call =
-                    self.inner
-                        .outbound
-                        .request(peer, Protocol::Message, payload.clone(), addrs);
-                async move { (peer, tokio::time::timeout(ATTEMPT_TIMEOUT, call).await) }
-            })
-            .collect();
+        let mut calls = self.offer(devices, &payload);
         let mut outcome = Outcome::Unreachable;
         while let Some((peer, answer)) = calls.next().await {
             let bytes = match answer {
@@ -1501,6 +1501,9 @@ impl Messaging {
 fn batchable(entry: &OutboxEntry) -> bool {
     !entry.handshake && entry.device.is_none() && entry.envelope.first() == Some(&2)
 }
+
+/// A device's answer to a delivery: its bytes, a network error, or no answer in time.
+type Answer = Result<Result<Vec<u8>, volli_net::NetError>, tokio::time::error::Elapsed>;
 
 enum Outcome {
     Delivered,
