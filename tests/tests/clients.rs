@@ -320,6 +320,17 @@ async fn bad_client_requests_say_what_is_wrong_and_change_nothing() {
     assert_eq!(answer["error"]["code"], "invalid_login_code");
     let (_, list) = node.get("/v1/clients").await;
     assert_eq!(list["clients"], json!([]));
+    // Client ids are base64url and may begin with "-": the CLI takes them as ids.
+    let unknown = volli(&[
+        "clients",
+        "revoke",
+        "-Yunknown",
+        "--data-dir",
+        node.data_dir.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert!(!unknown.status.success(), "{unknown:?}");
+    assert!(!said.contains("unexpected argument"), "{said}");
 
     for i in 0..100 {
         client(&node, &format!("c{i}"), &["read"]).await;

@@ -187,7 +187,9 @@ enum ClientsCommand {
     },
     /// Revoke a client: its token stops working at once.
     Revoke {
-        /// The client's id (`volli clients` lists them).
+        /// The client's id (`volli clients` lists them; base64url, so it may begin
+        /// with `-`).
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
 }
