@@ -173,11 +173,14 @@ impl Internet {
     }
 
     /// A veth pair: `outer` in the root namespace (on the bridge when `bridged`), `inner`
-    /// moved into `ns`.
+    /// in `ns`.
     fn veth(&mut self, outer: &str, inner: &str, ns: &str, bridged: bool) {
         let _ = Command::new("ip").args(["link", "del", outer]).output();
-        ip(&["link", "add", outer, "type", "veth", "peer", "name", inner]);
-        ip(&["link", "set", inner, "netns", ns]);
+        // The inner end is made inside `ns` at once: a common name such as `wan0` never
+        // exists in the root namespace, where tests running side by side would collide on it.
+        ip(&[
+            "link", "add", outer, "type", "veth", "peer", "name", inner, "netns", ns,
+        ]);
         if bridged {
             ip(&["link", "set", outer, "master", &self.bridge]);
         }
