@@ -158,7 +158,53 @@ pub enum Kind {
         /// The other user.
         with: UserId,
     },
+    /// A named group: its roster is agreed like everything else in the group context, and
+    /// changes only by the committer's commits.
+    Group {
+        /// Its name.
+        name: String,
+        /// Its users, in the order they joined.
+        members: Vec<Membership>,
+    },
 }
+
+/// What a user may do in a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Adds, removes and promotes members, renames the group.
+    Admin,
+    /// Reads and sends.
+    Member,
+}
+
+impl Role {
+    /// Its name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Member => "member",
+        }
+    }
+}
+
+/// A user in a group's roster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// The user.
+    pub user: UserId,
+    /// What it may do.
+    pub role: Role,
+    /// The member who brought it in (a contact of it, which carries group mail to it for
+    /// members it does not know); `None` for the group's creator.
+    pub sponsor: Option<UserId>,
+}
+
+/// Users in a group at most.
+pub const MAX_GROUP_USERS: usize = 128;
+/// Member devices in a group at most (every user's devices together).
+pub const MAX_GROUP_DEVICES: usize = 512;
+/// Longest group name, in bytes.
+pub const MAX_GROUP_NAME: usize = 64;
 
 impl Info {
     /// A one-to-one conversation that `orderer` starts with `with` at `created_ms`.
@@ -171,10 +217,39 @@ impl Info {
         }
     }
 
+    /// A group named `name` that `orderer` creates with `others` (as members it sponsors)
+    /// at `created_ms`; the orderer is its first admin.
+    pub fn group(orderer: UserId, name: &str, others: &[UserId], created_ms: i64) -> Self {
+        let mut members = vec![Membership {
+            user: orderer,
+            role: Role::Admin,
+            sponsor: None,
+        }];
+        for user in others {
+            if !members.iter().any(|m| m.user == *user) {
+                members.push(Membership {
+                    user: *user,
+                    role: Role::Member,
+                    sponsor: Some(orderer),
+                });
+            }
+        }
+        Self {
+            version: 1,
+            orderer,
+            created_ms,
+            kind: Kind::Group {
+                name: name.to_owned(),
+                members,
+            },
+        }
+    }
+
     /// Whether `user` is one of the conversation's users.
     pub fn includes(&self, user: &UserId) -> bool {
         match &self.kind {
             Kind::Direct { with } => *user == self.orderer || user == with,
+            Kind::Group { members, .. } => members.iter().any(|m| m.user == *user),
         }
     }
 
@@ -183,8 +258,162 @@ impl Info {
         match &self.kind {
             Kind::Direct { with } if *me == self.orderer => Some(*with),
             Kind::Direct { with } if me == with => Some(self.orderer),
+            Kind::Direct { .. } | Kind::Group { .. } => None,
+        }
+    }
+
+    /// Whether it is a group.
+    pub fn is_group(&self) -> bool {
+        matches!(self.kind, Kind::Group { .. })
+    }
+
+    /// A group's name.
+    pub fn name(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Group { name, .. } => Some(name),
             Kind::Direct { .. } => None,
         }
+    }
+
+    /// A group's roster (empty for a one-to-one conversation).
+    pub fn roster(&self) -> &[Membership] {
+        match &self.kind {
+            Kind::Group { members, .. } => members,
+            Kind::Direct { .. } => &[],
+        }
+    }
+
+    /// The users of the conversation.
+    pub fn users(&self) -> Vec<UserId> {
+        match &self.kind {
+            Kind::Direct { with } => vec![self.orderer, *with],
+            Kind::Group { members, .. } => members.iter().map(|m| m.user).collect(),
+        }
+    }
+
+    /// `user`'s role in a group.
+    pub fn role_of(&self, user: &UserId) -> Option<Role> {
+        self.roster()
+            .iter()
+            .find(|m| m.user == *user)
+            .map(|m| m.role)
+    }
+
+    /// The group as it is after `change` by `by` (an admin): checked against the rules every
+    /// member applies to a commit.
+    pub fn changed(&self, by: &UserId, change: &GroupChange) -> Result<Self, MlsError> {
+        let Kind::Group { name, members } = &self.kind else {
+            return Err(MlsError::Refused("not a group".into()));
+        };
+        let leaving = *change == GroupChange::Remove(*by);
+        if !leaving && self.role_of(by) != Some(Role::Admin) {
+            return Err(MlsError::Refused("only an admin changes a group".into()));
+        }
+        let (mut name, mut members, mut orderer) = (name.clone(), members.clone(), self.orderer);
+        match change {
+            GroupChange::Rename(new) => name.clone_from(new),
+            GroupChange::Add(user) => {
+                if members.iter().any(|m| m.user == *user) {
+                    return Err(MlsError::Refused("already a member".into()));
+                }
+                members.push(Membership {
+                    user: *user,
+                    role: Role::Member,
+                    sponsor: Some(*by),
+                });
+            }
+            GroupChange::Remove(user) => {
+                if !members.iter().any(|m| m.user == *user) {
+                    return Err(MlsError::Refused("not a member".into()));
+                }
+                members.retain(|m| m.user != *user);
+                if *user == orderer {
+                    // The next admin orders; without one, the longest-standing member
+                    // becomes admin and orders.
+                    if !members.iter().any(|m| m.role == Role::Admin)
+                        && let Some(first) = members.first_mut()
+                    {
+                        first.role = Role::Admin;
+                    }
+                    if let Some(next) = members.iter().find(|m| m.role == Role::Admin) {
+                        orderer = next.user;
+                    }
+                }
+                // Whom the removed user brought in, another member sponsors now: the remover,
+                // or (when it left) whoever orders the group. Mail to them is carried by a
+                // member who is their contact in any case.
+                let heir = if leaving { orderer } else { *by };
+                for m in &mut members {
+                    if m.sponsor == Some(*user) {
+                        m.sponsor = Some(heir).filter(|h| *h != m.user);
+                    }
+                }
+            }
+            GroupChange::Role(user, role) => {
+                let Some(m) = members.iter_mut().find(|m| m.user == *user) else {
+                    return Err(MlsError::Refused("not a member".into()));
+                };
+                if *user == orderer && *role != Role::Admin {
+                    return Err(MlsError::Refused(
+                        "the member who orders the group's changes stays an admin".into(),
+                    ));
+                }
+                m.role = *role;
+            }
+        }
+        let next = Self {
+            version: self.version,
+            orderer,
+            created_ms: self.created_ms,
+            kind: Kind::Group { name, members },
+        };
+        next.check()?;
+        Ok(next)
+    }
+
+    /// Checks a group's roster against the limits.
+    fn check(&self) -> Result<(), MlsError> {
+        let Kind::Group { name, members } = &self.kind else {
+            return Ok(());
+        };
+        if name.trim().is_empty() || name.len() > MAX_GROUP_NAME {
+            return Err(MlsError::Refused(format!(
+                "a group's name is 1 to {MAX_GROUP_NAME} bytes"
+            )));
+        }
+        if members.len() > MAX_GROUP_USERS {
+            return Err(MlsError::Refused(format!(
+                "a group has at most {MAX_GROUP_USERS} members"
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if !members.iter().all(|m| seen.insert(m.user)) {
+            return Err(MlsError::Refused("a member listed twice".into()));
+        }
+        if self.role_of(&self.orderer) != Some(Role::Admin) {
+            return Err(MlsError::Refused(
+                "the member who orders a group is one of its admins".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `next` may follow this conversation in a commit by `committer`: a group
+    /// stays the same group and its committer's user is an admin of it.
+    fn may_become(&self, next: &Self, committer: &UserId) -> Result<(), MlsError> {
+        if !self.is_group()
+            || !next.is_group()
+            || next.created_ms != self.created_ms
+            || next.version != self.version
+        {
+            return Err(MlsError::Refused(
+                "only a group's roster and name change".into(),
+            ));
+        }
+        if self.role_of(committer) != Some(Role::Admin) {
+            return Err(MlsError::Refused("only an admin changes a group".into()));
+        }
+        next.check()
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -197,6 +426,19 @@ impl Info {
             _ => None,
         }
     }
+}
+
+/// A change to a group's roster or name, asked by an admin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupChange {
+    /// A new name.
+    Rename(String),
+    /// A user joins (the asking admin sponsors it).
+    Add(UserId),
+    /// A user leaves, or is removed.
+    Remove(UserId),
+    /// A user's role changes.
+    Role(UserId, Role),
 }
 
 /// How this device keeps its groups.
@@ -325,6 +567,9 @@ pub enum Processed {
         removed: Vec<Member>,
         /// Whether this device was removed (the group is gone from this device).
         left: bool,
+        /// What the conversation is now, when the commit changed it (a group's roster or
+        /// name).
+        info: Option<Info>,
     },
     /// One of this device's own messages, echoed back: nothing to do.
     Own,
@@ -918,6 +1163,12 @@ impl Mls {
                 "a conversation is started by its orderer".into(),
             ));
         }
+        info.check()?;
+        if packages.len() >= MAX_GROUP_DEVICES {
+            return Err(MlsError::Refused(format!(
+                "a conversation has at most {MAX_GROUP_DEVICES} devices"
+            )));
+        }
         for p in &packages {
             if !info.includes(&p.member.user) || !trust.admits(&info, &p.member) {
                 return Err(MlsError::Refused(format!(
@@ -930,15 +1181,7 @@ impl Mls {
         getrandom::fill(&mut id).map_err(library)?;
         let group = GroupRef(id);
         self.atomically(|this| {
-            let extensions = Extensions::from_vec(vec![
-                Extension::Unknown(INFO_EXTENSION, UnknownExtension(info.encode())),
-                Extension::RequiredCapabilities(RequiredCapabilitiesExtension::new(
-                    &[ExtensionType::Unknown(INFO_EXTENSION)],
-                    &[],
-                    &[CredentialType::Basic],
-                )),
-            ])
-            .map_err(library)?;
+            let extensions = context_extensions(&info)?;
             let config = MlsGroupCreateConfig::builder()
                 .ciphersuite(CIPHERSUITE)
                 .capabilities(Self::capabilities())
@@ -1051,7 +1294,28 @@ impl Mls {
         trust: &dyn Trust,
         now_ms: i64,
     ) -> Result<Committed, MlsError> {
-        let info = self.info(group).ok_or(MlsError::UnknownGroup)?;
+        self.commit_with(group, add, remove, update, None, trust, now_ms)
+    }
+
+    /// Like [`Self::commit`], changing what the conversation is to `next` too (a group's
+    /// roster or name, checked as every member checks it): the devices of `add` are then
+    /// admitted by `next`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit_with(
+        &mut self,
+        group: &GroupRef,
+        add: Vec<Package>,
+        remove: &[PeerId],
+        update: bool,
+        next: Option<Info>,
+        trust: &dyn Trust,
+        now_ms: i64,
+    ) -> Result<Committed, MlsError> {
+        let current = self.info(group).ok_or(MlsError::UnknownGroup)?;
+        if let Some(next) = &next {
+            current.may_become(next, &self.me.user)?;
+        }
+        let info = next.clone().unwrap_or(current);
         if !self.is_committer(group)?
             && !remove
                 .iter()
@@ -1073,6 +1337,15 @@ impl Mls {
             .filter(|(_, m)| remove.contains(&m.peer) && m.peer != self.me.peer)
             .copied()
             .collect();
+        if members.len() - removed_leaves.len() + add.len() > MAX_GROUP_DEVICES {
+            return Err(MlsError::Refused(format!(
+                "a conversation has at most {MAX_GROUP_DEVICES} devices"
+            )));
+        }
+        let extensions = match &next {
+            Some(next) => Some(context_extensions(next)?),
+            None => None,
+        };
         let held = self.held_proposals(group);
         self.atomically(|this| {
             let (provider, signer) = (&this.provider, &this.signer);
@@ -1106,12 +1379,18 @@ impl Mls {
                     forwarded.push(bytes);
                 }
             }
-            let bundle = mls
+            let mut builder = mls
                 .commit_builder()
                 .consume_proposal_store(true)
                 .force_self_update(update)
                 .propose_adds(add.into_iter().map(|p| p.package))
-                .propose_removals(removed_leaves.iter().map(|(i, _)| LeafNodeIndex::new(*i)))
+                .propose_removals(removed_leaves.iter().map(|(i, _)| LeafNodeIndex::new(*i)));
+            if let Some(extensions) = extensions {
+                builder = builder
+                    .propose_group_context_extensions(extensions)
+                    .map_err(library)?;
+            }
+            let bundle = builder
                 .load_psks(provider.storage())
                 .map_err(library)?
                 // The proposal store holds only the updates just checked.
@@ -1127,6 +1406,11 @@ impl Mls {
             let epoch = mls.epoch().as_u64();
             if with_path {
                 confirm_update(&provider.storage, group, now_ms);
+            }
+            if let Some(next) = &next {
+                provider
+                    .storage
+                    .put_own(&[own::GROUP, group.0.as_slice()].concat(), next.encode());
             }
             let mut messages = forwarded;
             messages.push(commit.tls_serialize_detached().map_err(library)?);
@@ -1465,6 +1749,18 @@ impl Mls {
                     if !allowed {
                         return Err(MlsError::NotCommitter);
                     }
+                    // A group's new roster or name, if the commit changes it.
+                    let mut next = None;
+                    for p in staged.queued_proposals() {
+                        if let Proposal::GroupContextExtensions(gce) = p.proposal() {
+                            let proposed = info_of(gce.extensions()).ok_or_else(|| {
+                                MlsError::Refused("a conversation must say what it is".into())
+                            })?;
+                            info.may_become(&proposed, &sender.user)?;
+                            next = Some(proposed);
+                        }
+                    }
+                    let info = next.clone().unwrap_or_else(|| info.clone());
                     let mut added = Vec::new();
                     for add in staged.add_proposals() {
                         let leaf = add.add_proposal().key_package().leaf_node();
@@ -1497,7 +1793,10 @@ impl Mls {
                     if staged.queued_proposals().any(|p| {
                         !matches!(
                             p.proposal(),
-                            Proposal::Add(_) | Proposal::Remove(_) | Proposal::Update(_)
+                            Proposal::Add(_)
+                                | Proposal::Remove(_)
+                                | Proposal::Update(_)
+                                | Proposal::GroupContextExtensions(_)
                         )
                     }) {
                         return Err(MlsError::Refused(
@@ -1520,6 +1819,11 @@ impl Mls {
                     if mine_updated {
                         confirm_update(&provider.storage, &group, now_ms);
                     }
+                    if let Some(next) = &next {
+                        provider
+                            .storage
+                            .put_own(&[own::GROUP, group.0.as_slice()].concat(), next.encode());
+                    }
                     // Proposals of the epoch just left are settled either way.
                     for (key, _) in provider
                         .storage
@@ -1540,6 +1844,7 @@ impl Mls {
                         added,
                         removed,
                         left,
+                        info: next,
                     })
                 }
                 _ => Ok(Processed::Own),
@@ -1656,6 +1961,19 @@ fn confirm_update(storage: &Storage, group: &GroupRef, now_ms: i64) {
 mod tests;
 
 /// The conversation an MLS group context describes, if it is one of ours.
+/// The group context extensions that say what conversation `info` is.
+fn context_extensions(info: &Info) -> Result<Extensions<openmls::prelude::GroupContext>, MlsError> {
+    Extensions::from_vec(vec![
+        Extension::Unknown(INFO_EXTENSION, UnknownExtension(info.encode())),
+        Extension::RequiredCapabilities(RequiredCapabilitiesExtension::new(
+            &[ExtensionType::Unknown(INFO_EXTENSION)],
+            &[],
+            &[CredentialType::Basic],
+        )),
+    ])
+    .map_err(library)
+}
+
 fn info_of(extensions: &Extensions<openmls::prelude::GroupContext>) -> Option<Info> {
     extensions.iter().find_map(|e| match e {
         Extension::Unknown(INFO_EXTENSION, UnknownExtension(bytes)) => Info::decode(bytes),

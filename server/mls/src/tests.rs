@@ -654,3 +654,313 @@ fn key_packages_are_handed_out_once_and_the_last_resort_one_rotates() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].reference, last_resort(&later));
 }
+
+/// A user with two devices.
+struct User {
+    secret: UserSecret,
+    d: [Device; 2],
+}
+
+impl User {
+    fn new(name: &str) -> Self {
+        let secret = UserSecret::generate().unwrap();
+        let d = [
+            Device::new(&secret, &format!("{name}1")),
+            Device::new(&secret, &format!("{name}2")),
+        ];
+        Self { secret, d }
+    }
+
+    fn id(&self) -> UserId {
+        self.secret.user_id()
+    }
+}
+
+/// Every device of `users` processes `messages` (a commit's bundle) and is at `epoch`.
+fn apply(messages: &[Vec<u8>], users: &mut [&mut User], trust: &Devices) -> Vec<Processed> {
+    let mut out = Vec::new();
+    for u in users.iter_mut() {
+        for d in &mut u.d {
+            out.extend(d.mls.process_bundle(messages, trust, 0).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_group_of_five_users_changes_by_its_admins_and_a_removed_member_reads_nothing_new() {
+    let trust = Devices::default();
+    let [mut a, mut b, mut c, mut d, mut e] = ["a", "b", "c", "d", "e"].map(User::new);
+    // Alice creates "friends" with Bob, Carol and Dave: her second device and their two each.
+    let [a1, a2] = &mut a.d;
+    let mut others: Vec<&mut Device> = vec![a2];
+    for u in [&mut b, &mut c, &mut d] {
+        others.extend(u.d.iter_mut());
+    }
+    let packages: Vec<Package> = others
+        .into_iter()
+        .map(|dev| {
+            let own = dev.mls.new_key_packages(1, false, 0).unwrap().remove(0);
+            a1.mls.check_key_package(&own.bytes).unwrap()
+        })
+        .collect();
+    let info = Info::group(a.id(), "friends", &[b.id(), c.id(), d.id()], 0);
+    assert_eq!(info.role_of(&a.id()), Some(Role::Admin));
+    assert_eq!(info.role_of(&b.id()), Some(Role::Member));
+    let created = a.d[0]
+        .mls
+        .create(info.clone(), packages, &trust, 0)
+        .unwrap();
+    let group = created.group;
+    let welcome = created.welcome.unwrap();
+    for dev in std::iter::once(&mut a.d[1])
+        .chain(b.d.iter_mut())
+        .chain(c.d.iter_mut())
+        .chain(d.d.iter_mut())
+    {
+        match dev.mls.process(&welcome, &trust).unwrap() {
+            Processed::Joined {
+                info: joined,
+                members,
+                ..
+            } => {
+                assert_eq!(joined, info);
+                assert_eq!(joined.name(), Some("friends"));
+                assert_eq!(members.len(), 8);
+            }
+            other => panic!("expected a join, got {other:?}"),
+        }
+    }
+    // A message from any device reaches every other.
+    let m = send(&mut c.d[1], &group, "hello group");
+    for dev in a.d.iter_mut().chain(b.d.iter_mut()).chain(d.d.iter_mut()) {
+        assert_eq!(text(dev.mls.process(&m, &trust).unwrap()), "hello group");
+    }
+
+    // A member that is not an admin changes nothing.
+    assert!(info.changed(&b.id(), &GroupChange::Add(e.id())).is_err());
+    assert!(
+        info.changed(&b.id(), &GroupChange::Rename("mine".into()))
+            .is_err()
+    );
+    // Not even as a commit of its own: only the committer commits.
+    assert!(matches!(
+        b.d[0].mls.commit_with(
+            &group,
+            Vec::new(),
+            &[],
+            false,
+            Some(info.changed(&a.id(), &GroupChange::Remove(c.id())).unwrap()),
+            &trust,
+            0
+        ),
+        Err(MlsError::NotCommitter | MlsError::Refused(_))
+    ));
+
+    // Dave goes offline. Alice adds Erin (both devices)…
+    let next = info.changed(&a.id(), &GroupChange::Add(e.id())).unwrap();
+    let [e1, e2] = &mut e.d;
+    let packages = vec![e1.package(&a.d[0]), e2.package(&a.d[0])];
+    let added = a.d[0]
+        .mls
+        .commit_with(&group, packages, &[], false, Some(next.clone()), &trust, 0)
+        .unwrap();
+    assert_eq!(added.added.len(), 2);
+    let processed = apply(&added.messages[..], &mut [&mut b, &mut c], &trust);
+    assert!(
+        processed
+            .iter()
+            .any(|p| matches!(p, Processed::Commit { info: Some(i), .. } if i.includes(&e.id())))
+    );
+    a.d[1]
+        .mls
+        .process_bundle(&added.messages, &trust, 0)
+        .unwrap();
+    for dev in &mut e.d {
+        assert!(matches!(
+            dev.mls
+                .process(added.welcome.as_ref().unwrap(), &trust)
+                .unwrap(),
+            Processed::Joined { .. }
+        ));
+    }
+    assert_eq!(b.d[0].mls.info(&group).unwrap(), next);
+    // …and removes Bob: all his devices in the same commit.
+    let next2 = next.changed(&a.id(), &GroupChange::Remove(b.id())).unwrap();
+    let removed = a.d[0]
+        .mls
+        .commit_with(
+            &group,
+            Vec::new(),
+            &[b.d[0].peer(), b.d[1].peer()],
+            false,
+            Some(next2.clone()),
+            &trust,
+            0,
+        )
+        .unwrap();
+    assert_eq!(removed.removed.len(), 2);
+    for dev in &mut b.d {
+        if let Ok(p) = dev.mls.process_bundle(&removed.messages, &trust, 0) {
+            assert!(matches!(
+                p.last(),
+                Some(Processed::Commit { left: true, .. })
+            ));
+        }
+    }
+    apply(&removed.messages, &mut [&mut c, &mut e], &trust);
+    a.d[1]
+        .mls
+        .process_bundle(&removed.messages, &trust, 0)
+        .unwrap();
+
+    // Bob reads nothing said after his removal, not even with his whole state.
+    let after = send(&mut e.d[0], &group, "bob is gone");
+    for dev in &mut b.d {
+        assert!(dev.mls.process(&after, &trust).is_err());
+        assert!(dev.stolen().process(&after, &trust).is_err());
+    }
+    // Dave comes back: the message waits for the commits, which he applies in order.
+    assert!(matches!(
+        d.d[0].mls.process(&after, &trust),
+        Err(MlsError::Ahead { .. })
+    ));
+    for dev in &mut d.d {
+        dev.mls.process_bundle(&added.messages, &trust, 0).unwrap();
+        dev.mls
+            .process_bundle(&removed.messages, &trust, 0)
+            .unwrap();
+        assert_eq!(
+            text(dev.mls.process(&after, &trust).unwrap()),
+            "bob is gone"
+        );
+        assert_eq!(dev.mls.info(&group).unwrap(), next2);
+    }
+    // Everyone still in agrees on the state.
+    let auth = a.d[0].mls.authenticator(&group).unwrap();
+    for dev in
+        a.d.iter_mut()
+            .chain(c.d.iter_mut())
+            .chain(d.d.iter_mut())
+            .chain(e.d.iter_mut())
+    {
+        assert_eq!(dev.mls.authenticator(&group).unwrap(), auth);
+    }
+}
+
+#[test]
+fn a_commit_that_changes_a_group_must_come_from_an_admin_and_keep_the_rules() {
+    let trust = Devices::default();
+    let [mut a, mut b] = ["a", "b"].map(User::new);
+    let packages = vec![b.d[0].package(&a.d[0])];
+    let info = Info::group(a.id(), "two", &[b.id()], 0);
+    let created = a.d[0]
+        .mls
+        .create(info.clone(), packages, &trust, 0)
+        .unwrap();
+    b.d[0]
+        .mls
+        .process(created.welcome.as_ref().unwrap(), &trust)
+        .unwrap();
+    // A roster in which the orderer is no admin is refused where it is made.
+    let mut demoted = info.clone();
+    if let Kind::Group { members, .. } = &mut demoted.kind {
+        members[0].role = Role::Member;
+    }
+    assert!(
+        a.d[0]
+            .mls
+            .commit_with(&created.group, vec![], &[], false, Some(demoted), &trust, 0)
+            .is_err()
+    );
+    // A one-to-one conversation never becomes a group.
+    assert!(
+        Info::direct(a.id(), b.id(), 0)
+            .may_become(&info, &a.id())
+            .is_err()
+    );
+    // Limits: the name, and the number of members.
+    assert!(
+        info.changed(&a.id(), &GroupChange::Rename("x".repeat(65)))
+            .is_err()
+    );
+    let mut many = info.clone();
+    for _ in 0..MAX_GROUP_USERS - 2 {
+        let u = UserSecret::generate().unwrap().user_id();
+        many = many.changed(&a.id(), &GroupChange::Add(u)).unwrap();
+    }
+    let full = UserSecret::generate().unwrap().user_id();
+    let error = many.changed(&a.id(), &GroupChange::Add(full)).unwrap_err();
+    assert!(error.to_string().contains("at most"), "{error}");
+    // Renaming, promoting: applied by the other member.
+    let renamed = info
+        .changed(&a.id(), &GroupChange::Rename("renamed".into()))
+        .unwrap()
+        .changed(&a.id(), &GroupChange::Role(b.id(), Role::Admin))
+        .unwrap();
+    let committed = a.d[0]
+        .mls
+        .commit_with(
+            &created.group,
+            vec![],
+            &[],
+            false,
+            Some(renamed.clone()),
+            &trust,
+            0,
+        )
+        .unwrap();
+    b.d[0]
+        .mls
+        .process_bundle(&committed.messages, &trust, 0)
+        .unwrap();
+    let now = b.d[0].mls.info(&created.group).unwrap();
+    assert_eq!(now.name(), Some("renamed"));
+    assert_eq!(now.role_of(&b.id()), Some(Role::Admin));
+}
+
+#[test]
+fn when_the_ordering_admin_leaves_the_next_admin_commits() {
+    let trust = Devices::default();
+    let [mut a, mut b, mut c] = ["a", "b", "c"].map(User::new);
+    let packages = vec![b.d[0].package(&a.d[0]), c.d[0].package(&a.d[0])];
+    let info = Info::group(a.id(), "three", &[b.id(), c.id()], 0)
+        .changed(&a.id(), &GroupChange::Role(c.id(), Role::Admin))
+        .unwrap();
+    let created = a.d[0]
+        .mls
+        .create(info.clone(), packages, &trust, 0)
+        .unwrap();
+    for dev in [&mut b.d[0], &mut c.d[0]] {
+        dev.mls
+            .process(created.welcome.as_ref().unwrap(), &trust)
+            .unwrap();
+    }
+    // Alice leaves: the roster without her names Carol the orderer.
+    let next = info.changed(&a.id(), &GroupChange::Remove(a.id())).unwrap();
+    assert_eq!(next.orderer, c.id());
+    let left = a.d[0]
+        .mls
+        .commit_with(&created.group, vec![], &[], false, Some(next), &trust, 0)
+        .unwrap();
+    for dev in [&mut b.d[0], &mut c.d[0]] {
+        dev.mls.process_bundle(&left.messages, &trust, 0).unwrap();
+    }
+    // Carol's device commits now, and removes Alice's last device; Bob accepts it.
+    assert!(c.d[0].mls.is_committer(&created.group).unwrap());
+    assert!(!b.d[0].mls.is_committer(&created.group).unwrap());
+    let gone = c.d[0]
+        .mls
+        .commit(&created.group, vec![], &[a.d[0].peer()], false, &trust, 0)
+        .unwrap();
+    b.d[0]
+        .mls
+        .process_bundle(&gone.messages, &trust, 0)
+        .unwrap();
+    let m = send(&mut b.d[0], &created.group, "without alice");
+    assert_eq!(
+        text(c.d[0].mls.process(&m, &trust).unwrap()),
+        "without alice"
+    );
+    assert!(a.d[0].mls.process(&m, &trust).is_err());
+}
