@@ -163,6 +163,17 @@ pub enum Content {
     },
     /// An offer of a file (its chunks travel apart, encrypted with its key).
     FileOffer(OfferContent),
+    /// A member's request to a group's committer: a change to the roster or the name (the
+    /// committer checks that its sender may ask it), with the key packages of the devices
+    /// of a user it adds.
+    GroupRequest {
+        /// The request's id (its mail's).
+        id: MessageId,
+        /// The change, as the MLS layer encodes it.
+        change: Vec<u8>,
+        /// Key packages of the added user's devices, held by the asking member.
+        packages: Vec<Vec<u8>>,
+    },
 }
 
 /// A file offer inside a conversation: what [`FileOffer`] holds but its sender, whom MLS
@@ -256,6 +267,7 @@ impl Content {
         match self {
             Self::Text { id, .. } => *id,
             Self::FileOffer(offer) => MessageId::from_bytes(*offer.id.as_bytes()),
+            Self::GroupRequest { id, .. } => *id,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod devices;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod groups;
 pub mod health;
 pub mod host;
 pub mod invites;
@@ -101,6 +102,7 @@ pub struct ApiState {
         (name = "contacts", description = "Invites and contacts"),
         (name = "peers", description = "Peers found and connected"),
         (name = "messages", description = "End-to-end encrypted messages and the relay mailbox"),
+        (name = "groups", description = "Group conversations on MLS: members, roles, changes"),
         (name = "plugins", description = "Sandboxed WebAssembly plugins"),
         (name = "devices", description = "The user's devices: pairing, revocation, vault sync"),
         (name = "transfers", description = "End-to-end encrypted, resumable file transfers"),
@@ -150,6 +152,10 @@ fn api_routes() -> OpenApiRouter<ApiState> {
             messages::delete_conversation
         ))
         .routes(routes!(messages::retention, messages::set_retention))
+        .routes(routes!(groups::create, groups::list))
+        .routes(routes!(groups::get, groups::rename))
+        .routes(routes!(groups::add_member))
+        .routes(routes!(groups::remove_member, groups::set_role))
         .routes(routes!(relay::get))
         .routes(routes!(plugins::list))
         .routes({

@@ -157,6 +157,79 @@ enum Command {
         #[command(subcommand)]
         command: Option<ClientsCommand>,
     },
+    /// List the groups this user is in, or create, change, read and write to one.
+    Groups {
+        #[command(subcommand)]
+        command: Option<GroupsCommand>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupsCommand {
+    /// Create a group with contacts (by user id or name); this user is its first admin.
+    Create {
+        /// Its name.
+        name: String,
+        /// Its first members, comma-separated.
+        #[arg(long, default_value = "")]
+        members: String,
+    },
+    /// Show a group (by id or name): its members, their roles and devices.
+    Show {
+        /// The group's id or name.
+        group: String,
+    },
+    /// Add a contact to a group (admins).
+    Add {
+        /// The group's id or name.
+        group: String,
+        /// The contact's user id or name.
+        user: String,
+    },
+    /// Remove a member from a group (admins).
+    Remove {
+        /// The group's id or name.
+        group: String,
+        /// The member's user id (or a contact's name).
+        user: String,
+    },
+    /// Leave a group.
+    Leave {
+        /// The group's id or name.
+        group: String,
+    },
+    /// Make a member an admin (or `--member` again).
+    Promote {
+        /// The group's id or name.
+        group: String,
+        /// The member's user id (or a contact's name).
+        user: String,
+        /// Make it a member again instead.
+        #[arg(long)]
+        member: bool,
+    },
+    /// Rename a group (admins).
+    Rename {
+        /// The group's id or name.
+        group: String,
+        /// The new name.
+        name: String,
+    },
+    /// Send a message to a group.
+    Send {
+        /// The group's id or name.
+        group: String,
+        /// The text.
+        text: String,
+    },
+    /// Show a group's messages.
+    Messages {
+        /// The group's id or name.
+        group: String,
+        /// How many of the latest messages.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -535,6 +608,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Some(TransfersCommand::Cancel { id }) => {
                     client::transfer_action(&c, id, "cancel").await
+                }
+            }
+        }
+        Command::Groups { command } => {
+            let c = connect(&cli)?;
+            match command {
+                None => client::groups(&c).await,
+                Some(GroupsCommand::Create { name, members }) => {
+                    let members: Vec<&str> = members
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|m| !m.is_empty())
+                        .collect();
+                    client::group_create(&c, name, &members).await
+                }
+                Some(GroupsCommand::Show { group }) => client::group_show(&c, group).await,
+                Some(GroupsCommand::Add { group, user }) => {
+                    client::group_add(&c, group, user).await
+                }
+                Some(GroupsCommand::Remove { group, user }) => {
+                    client::group_remove(&c, group, Some(user)).await
+                }
+                Some(GroupsCommand::Leave { group }) => client::group_remove(&c, group, None).await,
+                Some(GroupsCommand::Promote {
+                    group,
+                    user,
+                    member,
+                }) => {
+                    client::group_role(&c, group, user, if *member { "member" } else { "admin" })
+                        .await
+                }
+                Some(GroupsCommand::Rename { group, name }) => {
+                    client::group_rename(&c, group, name).await
+                }
+                Some(GroupsCommand::Send { group, text }) => {
+                    client::group_send(&c, group, text).await
+                }
+                Some(GroupsCommand::Messages { group, limit }) => {
+                    client::group_messages(&c, group, *limit).await
                 }
             }
         }

@@ -39,6 +39,9 @@ use volli_net::Protocol;
 use volli_store::vault::{MessageStatus, StoredMessage};
 use volli_store::{Db, HeldPackage, OutboxEntry, Vault};
 
+mod groups;
+pub use groups::{GroupError, GroupView, MemberView, conversation_key, mail_id, parse_group};
+
 use crate::events::{Event, EventBus};
 use crate::identity::Identity;
 use crate::outbound::Outbound;
@@ -130,11 +133,15 @@ impl Directory {
 
 impl volli_mls::Trust for Directory {
     fn admits(&self, info: &Info, member: &Member) -> bool {
-        info.includes(&member.user)
-            && member.permissions.contains(Permissions::MESSAGES)
-            && self
-                .devices_of(&member.user)
-                .is_some_and(|d| d.contains_key(&member.peer))
+        if !info.includes(&member.user) || !member.permissions.contains(Permissions::MESSAGES) {
+            return false;
+        }
+        match self.devices_of(&member.user) {
+            Some(devices) => devices.contains_key(&member.peer),
+            // A member of a group this user does not know: its device certificate (checked
+            // by the MLS layer) is all there is to go by.
+            None => info.is_group(),
+        }
     }
 }
 
@@ -654,6 +661,7 @@ impl Conversations {
             relayed: false,
             device: Some(member.peer.to_string()),
             handshake: true,
+            group: None,
         })
     }
 
@@ -701,7 +709,14 @@ impl Conversations {
             return Err(ConversationError::Invalid("mail for another user".into()));
         }
         match mail.kind {
-            MailKind::Application => self.open_application(mail, direct, accept, false).await,
+            MailKind::Application => {
+                if let Some((group, info)) = self.group_of(mail).await {
+                    return self
+                        .open_group_application(mail, group, info, direct, accept, false)
+                        .await;
+                }
+                self.open_application(mail, direct, accept, false).await
+            }
             MailKind::Handshake | MailKind::Welcome => {
                 if mail.device != Some(self.inner.identity.peer_id()) {
                     return Err(ConversationError::Invalid("mail for another device".into()));
@@ -991,6 +1006,7 @@ impl Conversations {
         let directory = self.directory();
         let mut mls = self.inner.mls.lock().await;
         let mut advanced = Vec::new();
+        let mut group_events = Vec::new();
         let mut wake = false;
         // A Welcome, a proposal for the committer or a lone commit: one message. A commit
         // with the proposals it includes: one operation.
@@ -1008,16 +1024,44 @@ impl Conversations {
                             wake |= mls.is_committer(&group).unwrap_or(false);
                         }
                         Processed::Commit {
-                            group, epoch, left, ..
+                            group,
+                            epoch,
+                            left,
+                            info,
+                            ..
                         } => {
                             if !left {
                                 advanced.push((group, epoch, true));
+                            }
+                            let is_group = info.as_ref().is_some_and(Info::is_group)
+                                || mls.info(&group).is_some_and(|i| i.is_group())
+                                || left;
+                            if is_group {
+                                let out = info.is_some_and(|i| !i.includes(&self.me()));
+                                group_events.push(Event::GroupChanged {
+                                    group: group.to_string(),
+                                    epoch,
+                                    left: left || out,
+                                });
                             }
                             // An update this device proposed may have been left out: the
                             // loop proposes it again.
                             wake = true;
                         }
-                        Processed::Joined { group, epoch, .. } => {
+                        Processed::Joined {
+                            group, epoch, info, ..
+                        } => {
+                            if info.is_group() && !self.welcomed_by_contact(&info) {
+                                tracing::info!(%group, "left a group nobody this user knows put it in");
+                                let _ = mls.forget_group(&group);
+                                continue;
+                            }
+                            if let Some(name) = info.name() {
+                                group_events.push(Event::GroupCreated {
+                                    group: group.to_string(),
+                                    name: name.to_owned(),
+                                });
+                            }
                             tracing::info!(%group, epoch, "joined a conversation");
                             advanced.push((group, epoch, false));
                             wake = true;
@@ -1051,6 +1095,9 @@ impl Conversations {
         state.await?;
         for (with, epoch) in changed {
             self.changed(with, epoch);
+        }
+        for event in group_events {
+            self.inner.events.publish(event);
         }
         for (group, epoch, commit) in &advanced {
             if *commit {
@@ -1102,10 +1149,24 @@ impl Conversations {
                 };
                 let outcome = match mail.kind {
                     MailKind::Application => {
-                        match self
-                            .open_application(&mail, None, &mut |_, _| Ok(()), true)
-                            .await
-                        {
+                        let opened = match self.group_of(&mail).await {
+                            Some((group, info)) => {
+                                self.open_group_application(
+                                    &mail,
+                                    group,
+                                    info,
+                                    None,
+                                    &mut |_, _| Ok(()),
+                                    true,
+                                )
+                                .await
+                            }
+                            None => {
+                                self.open_application(&mail, None, &mut |_, _| Ok(()), true)
+                                    .await
+                            }
+                        };
+                        match opened {
                             Ok(Opened::Text { saved, .. }) => saved
                                 .await
                                 .map(|_| Opened::Done)
@@ -1541,6 +1602,24 @@ impl Conversations {
         let after = self.inner.settings.update_after;
         let mut mls = self.inner.mls.lock().await;
         for (group, info) in mls.groups() {
+            if info.is_group() {
+                let Ok(due) = mls.update_due(&group, now, every, after) else {
+                    continue;
+                };
+                match mls.is_committer(&group) {
+                    Ok(true) => {
+                        self.reconcile_group(&mut mls, &group, &info, due, &directory)
+                            .await;
+                    }
+                    Ok(false) if due && info.includes(&me) => {
+                        if let Err(e) = self.propose_update(&mut mls, &group).await {
+                            tracing::debug!(%group, error = %e, "cannot propose an update");
+                        }
+                    }
+                    _ => {}
+                }
+                continue;
+            }
             let Some(with) = info.peer_of(&me) else {
                 continue;
             };

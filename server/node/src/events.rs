@@ -206,6 +206,38 @@ pub enum Event {
         /// The new epoch.
         epoch: u64,
     },
+    /// This device took part in a new group: created it, or was added to it.
+    #[serde(rename = "group.created")]
+    GroupCreated {
+        /// The group's id.
+        group: String,
+        /// Its name.
+        name: String,
+    },
+    /// A group changed: its name, its members or their roles, or its devices (a new epoch).
+    #[serde(rename = "group.changed")]
+    GroupChanged {
+        /// The group's id.
+        group: String,
+        /// The new epoch.
+        epoch: u64,
+        /// Whether this user is no longer in it.
+        left: bool,
+    },
+    /// A message arrived in a group.
+    #[serde(rename = "group.message")]
+    GroupMessage {
+        /// The group's id.
+        group: String,
+        /// The message id.
+        id: String,
+        /// The sender's user id.
+        from: String,
+        /// The text.
+        body: String,
+        /// When it was sent (sender's clock).
+        sent_at: String,
+    },
     /// A sent message moved on: `relayed`, `delivered` or `failed`.
     #[serde(rename = "message.status")]
     MessageStatus {

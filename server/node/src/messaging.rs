@@ -87,7 +87,14 @@ pub enum MessagingError {
     /// Storage failed.
     #[error("storage: {0}")]
     Store(#[from] volli_store::StoreError),
+    /// A group operation failed.
+    #[error(transparent)]
+    Group(#[from] crate::conversations::GroupError),
 }
+
+/// Messages one group takes from this user at once, and per second after that.
+const GROUP_BURST: u32 = 60;
+const GROUP_PER_SECOND: u32 = 10;
 
 /// Messages deleted per vault write when deleting many (a conversation, retention).
 pub const DELETE_BATCH: u32 = 512;
@@ -129,6 +136,8 @@ struct Inner {
     in_flight: Mutex<InFlight>,
     attempts: Arc<Semaphore>,
     sends: RateLimiter<()>,
+    /// Messages sent per group.
+    group_sends: RateLimiter<volli_mls::GroupRef>,
     inbound: RateLimiter<UserId>,
     quota: InboundQuota,
     taken: Mutex<HashMap<UserId, Taken>>,
@@ -180,6 +189,7 @@ impl Messaging {
                 in_flight: Mutex::new(InFlight::default()),
                 attempts: Arc::new(Semaphore::new(MAX_ATTEMPTS)),
                 sends,
+                group_sends: RateLimiter::new(GROUP_BURST, GROUP_PER_SECOND),
                 inbound: RateLimiter::new(INBOUND_BURST, INBOUND_PER_SECOND),
                 quota,
                 taken: Mutex::new(HashMap::new()),
@@ -190,15 +200,7 @@ impl Messaging {
 
     /// Sends `body` to contact `to`: sealed, queued durably, then tried at once.
     pub async fn send(&self, to: UserId, body: String) -> Result<StoredMessage, MessagingError> {
-        if body.trim().is_empty() {
-            return Err(MessagingError::Invalid("the message is empty".into()));
-        }
-        if body.len() > volli_core::envelope::MAX_BODY_LEN {
-            return Err(MessagingError::Invalid(format!(
-                "the message is longer than {} bytes",
-                volli_core::envelope::MAX_BODY_LEN
-            )));
-        }
+        Self::check_body(&body)?;
         let contact = self
             .inner
             .vault
@@ -246,6 +248,7 @@ impl Messaging {
             relayed: false,
             device: None,
             handshake: false,
+            group: None,
         };
         // The outbox row (the durable copy that is retried) and the conversation entry are
         // queued together, so they commit in one transaction; the client hears 202 once both
@@ -272,6 +275,190 @@ impl Messaging {
         crate::metrics::metrics().sent();
         self.try_now(entry);
         Ok(message)
+    }
+
+    /// Sends `body` to group `group`: sealed once, one outbox row per member (each
+    /// delivered like one-to-one mail, or carried by a member who knows the recipient),
+    /// queued durably, then tried at once.
+    pub async fn send_group(
+        &self,
+        group: volli_mls::GroupRef,
+        body: String,
+    ) -> Result<StoredMessage, MessagingError> {
+        use crate::conversations::{conversation_key, mail_id};
+        Self::check_body(&body)?;
+        self.inner
+            .sends
+            .check(())
+            .map_err(MessagingError::RateLimited)?;
+        self.inner
+            .group_sends
+            .check(group)
+            .map_err(MessagingError::RateLimited)?;
+        let id = MessageId::random().map_err(|e| MessagingError::Invalid(e.to_string()))?;
+        let sent_at = Timestamp::now();
+        let content = Content::Text {
+            id,
+            sent_at,
+            body: body.clone(),
+        };
+        let (members, sealed) = self.inner.conversations.seal_group(group, &content).await?;
+        let me = self.inner.identity.user_id();
+        let mut entries = Vec::with_capacity(members.len());
+        for member in &members {
+            let mail_id = mail_id(id, member);
+            let mail = volli_core::Mail::Mls(MlsMail::new(
+                me,
+                *member,
+                None,
+                volli_core::MailKind::Application,
+                mail_id,
+                vec![sealed.mail.clone()],
+            ));
+            entries.push(OutboxEntry {
+                id: *mail_id.as_bytes(),
+                recipient: member.to_string(),
+                envelope: mail.to_bytes(),
+                body: body.clone(),
+                sent_at,
+                expires_at: sent_at.saturating_add(self.inner.ttl),
+                attempts: 0,
+                relayed: false,
+                device: None,
+                handshake: false,
+                group: Some(group.to_string()),
+            });
+        }
+        let mut queued = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            queued.push(
+                self.inner
+                    .vault
+                    .outbox_queued(OutboxChange::Add(entry.clone()))
+                    .await?,
+            );
+        }
+        let key = conversation_key(&group);
+        let message = StoredMessage {
+            id,
+            from: me,
+            to: key,
+            body,
+            sent_at,
+            status: if members.is_empty() {
+                MessageStatus::Delivered
+            } else {
+                MessageStatus::Queued
+            },
+        };
+        let saved = self.inner.vault.queue_message(key, message.clone()).await?;
+        sealed.durable.await?;
+        for q in queued {
+            q.await?;
+        }
+        saved.await?;
+        for member in &members {
+            self.inner
+                .db
+                .group_receipt(
+                    id.as_bytes(),
+                    &member.to_string(),
+                    MessageStatus::Queued.rank(),
+                    sent_at,
+                )
+                .await?;
+        }
+        crate::metrics::metrics().sent();
+        for entry in entries {
+            self.try_now(entry);
+        }
+        Ok(message)
+    }
+
+    /// Each member's status for group message `id` that this device sent.
+    pub async fn group_receipts(
+        &self,
+        id: MessageId,
+    ) -> Result<Vec<(String, MessageStatus)>, MessagingError> {
+        Ok(self
+            .inner
+            .db
+            .group_receipts(id.as_bytes())
+            .await?
+            .into_iter()
+            .filter_map(|(user, rank)| Some((user, MessageStatus::from_rank(rank)?)))
+            .collect())
+    }
+
+    /// Group message `id` moved on with `member` (`relayed`, `delivered`, `failed`): the
+    /// member's receipt, and the message's own status once every member is that far.
+    async fn group_progress(
+        &self,
+        group: &str,
+        member: UserId,
+        id: MessageId,
+        status: MessageStatus,
+    ) -> Result<(), MessagingError> {
+        let Some(group) = crate::conversations::parse_group(group) else {
+            return Ok(());
+        };
+        self.inner
+            .db
+            .group_receipt(
+                id.as_bytes(),
+                &member.to_string(),
+                status.rank(),
+                Timestamp::now(),
+            )
+            .await?;
+        let receipts = self.inner.db.group_receipts(id.as_bytes()).await?;
+        // The message as a whole: as far as its least advanced member.
+        let Some(least) = receipts
+            .iter()
+            .filter_map(|(_, rank)| MessageStatus::from_rank(*rank))
+            .min()
+        else {
+            return Ok(());
+        };
+        let key = crate::conversations::conversation_key(&group);
+        if least != MessageStatus::Queued
+            && self.inner.vault.set_message_status(key, id, least).await?
+        {
+            self.inner.events.publish(Event::MessageStatus {
+                id: id.to_string(),
+                to: group.to_string(),
+                status: least.as_str().to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Group `group`'s messages, oldest first: up to `limit` before `before`.
+    pub async fn group_conversation(
+        &self,
+        group: volli_mls::GroupRef,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, MessagingError> {
+        self.conversation(
+            crate::conversations::conversation_key(&group),
+            before,
+            limit,
+        )
+        .await
+    }
+
+    fn check_body(body: &str) -> Result<(), MessagingError> {
+        if body.trim().is_empty() {
+            return Err(MessagingError::Invalid("the message is empty".into()));
+        }
+        if body.len() > volli_core::envelope::MAX_BODY_LEN {
+            return Err(MessagingError::Invalid(format!(
+                "the message is longer than {} bytes",
+                volli_core::envelope::MAX_BODY_LEN
+            )));
+        }
+        Ok(())
     }
 
     /// Deletes message `id` on every device of the user; one still waiting to be sent is
@@ -409,13 +596,25 @@ impl Messaging {
         let me = self.inner.identity.user_id();
         let mut missing = Vec::new();
         for e in entries.into_iter().filter(|e| !e.handshake) {
-            let Ok(to) = e.recipient.parse::<UserId>() else {
+            let Ok(recipient) = e.recipient.parse::<UserId>() else {
                 continue;
+            };
+            // A group's message is stored once, in the group's conversation, under its own id.
+            let (to, id) = match e
+                .group
+                .as_deref()
+                .and_then(crate::conversations::parse_group)
+            {
+                Some(group) => (
+                    crate::conversations::conversation_key(&group),
+                    crate::conversations::mail_id(MessageId::from_bytes(e.id), &recipient),
+                ),
+                None => (recipient, MessageId::from_bytes(e.id)),
             };
             missing.push((
                 to,
                 StoredMessage {
-                    id: MessageId::from_bytes(e.id),
+                    id,
                     from: me,
                     to,
                     body: e.body,
@@ -654,6 +853,8 @@ impl Messaging {
         } else {
             match self.inner.vault.contact(to).await? {
                 Some(contact) => Some(contact),
+                // A group member this user does not know: a member who does carries it.
+                None if entry.group.is_some() => return self.attempt_carried(entry, to, id).await,
                 None => {
                     return self
                         .finish_entry(&entry, to, id, MessageStatus::Failed)
@@ -737,17 +938,80 @@ impl Messaging {
             None => 0,
         };
         let relayed = entry.relayed || held > 0;
-        if held > 0
-            && !entry.relayed
-            && !entry.handshake
-            && self
+        if held > 0 && !entry.relayed && !entry.handshake {
+            if let Some(group) = &entry.group {
+                self.group_progress(
+                    group,
+                    to,
+                    crate::conversations::mail_id(id, &to),
+                    MessageStatus::Relayed,
+                )
+                .await?;
+            } else if self
                 .inner
                 .vault
                 .set_message_status(to, id, MessageStatus::Relayed)
                 .await?
-        {
-            self.status_event(to, id, MessageStatus::Relayed);
+            {
+                self.status_event(to, id, MessageStatus::Relayed);
+            }
         }
+        self.retry_later(&entry, relayed).await
+    }
+
+    /// Hands group mail for `to` (not a contact) to the member on the way to it (ADR 0018),
+    /// whose receipt ends this row: the recipient's own receipt does not come back this
+    /// way, so the member's status is `relayed`.
+    async fn attempt_carried(
+        &self,
+        entry: OutboxEntry,
+        to: UserId,
+        id: MessageId,
+    ) -> Result<(), MessagingError> {
+        let group = entry.group.clone().unwrap_or_default();
+        let carrier = self.inner.conversations.carrier(&group, &to).await;
+        let contact = match carrier {
+            Some(c) => self.inner.vault.contact(c).await?,
+            None => None,
+        };
+        let Some(contact) = contact else {
+            // Nobody on the way (the group is gone here, or no member knows the recipient):
+            // tried again later, until the time to live runs out.
+            tracing::debug!(%to, %group, "no member to carry group mail; will retry");
+            return self.retry_later(&entry, entry.relayed).await;
+        };
+        let carrier = contact.user_id;
+        if !self.cooling(&carrier) {
+            match self
+                .deliver_direct(&contact.devices, carrier, id, &entry.envelope)
+                .await
+            {
+                Outcome::Delivered => {
+                    if !entry.handshake {
+                        self.group_progress(
+                            &group,
+                            to,
+                            crate::conversations::mail_id(id, &to),
+                            MessageStatus::Relayed,
+                        )
+                        .await?;
+                    }
+                    self.inner
+                        .vault
+                        .outbox(OutboxChange::Remove(entry.id))
+                        .await?;
+                    return Ok(());
+                }
+                Outcome::Refused(reason) => {
+                    tracing::info!(%to, %carrier, %reason, "a member refused to carry group mail; will retry");
+                }
+                Outcome::Unreachable => self.cool(carrier),
+            }
+        }
+        self.retry_later(&entry, entry.relayed).await
+    }
+
+    async fn retry_later(&self, entry: &OutboxEntry, relayed: bool) -> Result<(), MessagingError> {
         self.inner
             .vault
             .outbox(OutboxChange::Retry {
@@ -949,7 +1213,11 @@ impl Messaging {
         id: MessageId,
         status: MessageStatus,
     ) -> Result<(), MessagingError> {
-        if entry.handshake {
+        if entry.handshake || entry.group.is_some() {
+            if let Some(group) = entry.group.as_deref().filter(|_| !entry.handshake) {
+                self.group_progress(group, to, crate::conversations::mail_id(id, &to), status)
+                    .await?;
+            }
             self.inner
                 .vault
                 .outbox(OutboxChange::Remove(entry.id))
@@ -1155,15 +1423,40 @@ impl Messaging {
     /// Like [`Self::take_in_mls`], but a message's write is left for the caller to wait
     /// for (with others: one commit for a delivery of many).
     async fn take_in_mls_queued(&self, mail: &MlsMail, direct: Option<UserId>) -> Queued {
-        if direct.is_some_and(|d| d != mail.sender) {
+        let me = self.inner.identity.user_id();
+        // Mail of a group this device is in may come from a member this user does not know,
+        // carried by a member who is a contact; or be for such a member, to carry on.
+        let group = self.inner.conversations.group_of(mail).await;
+        if mail.recipient != me {
+            return Queued::Now(match direct {
+                Some(deliverer) if self.inner.conversations.may_carry(mail, deliverer).await => {
+                    self.carry(mail, deliverer).await
+                }
+                _ => TakenIn::Refused("mail for another user".into()),
+            });
+        }
+        let in_group = |u: &UserId| group.as_ref().is_some_and(|(_, info)| info.includes(u));
+        if direct.is_some_and(|d| d != mail.sender && !in_group(&d)) {
             return Queued::Now(TakenIn::Refused(
                 "a device may only deliver its own user's mail".into(),
             ));
         }
-        let me = self.inner.identity.user_id();
-        if mail.sender != me && !self.inner.peers.is_contact(&mail.sender) {
-            return Queued::Now(TakenIn::Refused("the sender is not a contact".into()));
+        if mail.sender != me
+            && !self.inner.peers.is_contact(&mail.sender)
+            && !in_group(&mail.sender)
+        {
+            // A Welcome into a group comes from its committer, maybe a stranger, carried by
+            // a contact or held by a relay: the group is kept only if the member who brought
+            // this user in is a contact (checked where it is joined).
+            if mail.kind != volli_core::MailKind::Welcome {
+                return Queued::Now(TakenIn::Refused("the sender is not a contact".into()));
+            }
         }
+        // The receipt goes to whoever handed it over.
+        let acker = match (&group, direct) {
+            (Some(_), Some(d)) => d,
+            _ => mail.sender,
+        };
         if direct.is_some()
             && mail.kind == volli_core::MailKind::Application
             && let Err(wait) = self.inner.inbound.check(mail.sender)
@@ -1196,15 +1489,61 @@ impl Messaging {
         match opened {
             Ok(Opened::Text { saved, .. }) => Queued::Saving {
                 id: mail.id,
-                sender: mail.sender,
+                sender: acker,
                 saved,
             },
             Ok(Opened::Done | Opened::Duplicate) => Queued::Now(TakenIn::Stored {
                 id: mail.id,
-                sender: mail.sender,
+                sender: acker,
             }),
             Ok(Opened::Waiting) => Queued::Now(TakenIn::Refused(wire::REFUSED_WAITING.into())),
             Err(e) => Queued::Now(TakenIn::Refused(e.to_string())),
+        }
+    }
+
+    /// Takes group mail for another member on, as this user's own outbox row (delivered
+    /// directly when the recipient is a contact, else carried further): acknowledged to
+    /// `deliverer` once durable. The same mail twice is queued once.
+    async fn carry(&self, mail: &MlsMail, deliverer: UserId) -> TakenIn {
+        let Some((group, _)) = self.inner.conversations.group_of(mail).await else {
+            return TakenIn::Refused("not mail of a group of this node".into());
+        };
+        if let Err(wait) = self.inner.inbound.check(deliverer) {
+            return TakenIn::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX));
+        }
+        let now = Timestamp::now();
+        let entry = OutboxEntry {
+            id: *mail.id.as_bytes(),
+            recipient: mail.recipient.to_string(),
+            envelope: volli_core::Mail::Mls(mail.clone()).to_bytes(),
+            body: String::new(),
+            sent_at: now,
+            expires_at: now.saturating_add(self.inner.ttl),
+            attempts: 0,
+            relayed: false,
+            device: mail.device.map(|d| d.to_string()),
+            // Not a message of this user's: no status, no copy in its conversations.
+            handshake: true,
+            group: Some(group.to_string()),
+        };
+        match self
+            .inner
+            .vault
+            .outbox(OutboxChange::Add(entry.clone()))
+            .await
+        {
+            Ok(()) => {
+                tracing::debug!(to = %mail.recipient, from = %mail.sender, %group, "carrying group mail");
+                self.try_now(entry);
+                TakenIn::Stored {
+                    id: mail.id,
+                    sender: deliverer,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot queue group mail to carry");
+                TakenIn::RateLimited(1)
+            }
         }
     }
 
@@ -1499,7 +1838,10 @@ impl Messaging {
 /// Whether `entry` can go in one delivery with other mail to its recipient: a message of a
 /// conversation on MLS (mail of version 2), for the user rather than one device.
 fn batchable(entry: &OutboxEntry) -> bool {
-    !entry.handshake && entry.device.is_none() && entry.envelope.first() == Some(&2)
+    !entry.handshake
+        && entry.group.is_none()
+        && entry.device.is_none()
+        && entry.envelope.first() == Some(&2)
 }
 
 /// A device's answer to a delivery: its bytes, a network error, or no answer in time.

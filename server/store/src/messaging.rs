@@ -31,6 +31,8 @@ pub struct OutboxEntry {
     /// Whether it is handshake mail of a conversation on MLS (a commit, a proposal, a
     /// Welcome): delivered like a message, but not one of the conversation's.
     pub handshake: bool,
+    /// The group it is mail of (hex id), for a group conversation.
+    pub group: Option<String>,
 }
 
 /// A change to the outbox. Changes are committed by the vault actor together with the vault
@@ -60,7 +62,7 @@ pub enum OutboxChange {
 }
 
 /// `(id, recipient, envelope, body, sent_at, expires_at, attempts, relayed, device,
-/// handshake)`.
+/// handshake, group)`.
 type OutboxRow = (
     Vec<u8>,
     String,
@@ -72,11 +74,23 @@ type OutboxRow = (
     i64,
     Option<String>,
     bool,
+    Option<String>,
 );
 
 fn outbox_entry(row: OutboxRow) -> Option<OutboxEntry> {
-    let (id, recipient, envelope, body, sent_at, expires_at, attempts, relayed, device, handshake) =
-        row;
+    let (
+        id,
+        recipient,
+        envelope,
+        body,
+        sent_at,
+        expires_at,
+        attempts,
+        relayed,
+        device,
+        handshake,
+        group,
+    ) = row;
     Some(OutboxEntry {
         id: id.try_into().ok()?,
         recipient,
@@ -88,6 +102,7 @@ fn outbox_entry(row: OutboxRow) -> Option<OutboxEntry> {
         relayed: relayed != 0,
         device,
         handshake,
+        group,
     })
 }
 
@@ -95,7 +110,7 @@ macro_rules! select_outbox {
     ($rest:literal) => {
         concat!(
             "SELECT id, recipient, envelope, body, sent_at, expires_at, attempts, relayed, \
-             device, handshake FROM outbox ",
+             device, handshake, grp FROM outbox ",
             $rest
         )
     };
@@ -147,6 +162,55 @@ fn held((envelopes, bytes): (i64, i64)) -> Held {
 }
 
 impl Db {
+    /// Records that group message `message` reached `status` (a rank, only ever raised) with
+    /// member `user`.
+    pub async fn group_receipt(
+        &self,
+        message: &[u8; 16],
+        user: &str,
+        status: i64,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO group_receipts (message, user_id, status, at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (message, user_id) DO UPDATE SET status = excluded.status, \
+             at = excluded.at WHERE excluded.status > group_receipts.status",
+        )
+        .bind(&message[..])
+        .bind(user)
+        .bind(status)
+        .bind(at.as_millis())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Each member's status (rank) for group message `message`.
+    pub async fn group_receipts(
+        &self,
+        message: &[u8; 16],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT user_id, status FROM group_receipts WHERE message = ? ORDER BY user_id",
+        )
+        .bind(&message[..])
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Outbox rows of group message `message` still waiting (one per member not reached).
+    pub async fn group_outbox_left(&self, ids: &[[u8; 16]]) -> Result<usize, StoreError> {
+        let mut left = 0;
+        for id in ids {
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE id = ?")
+                .bind(&id[..])
+                .fetch_one(self.pool())
+                .await?;
+            left += usize::try_from(n).unwrap_or(0);
+        }
+        Ok(left)
+    }
+
     /// One queued message.
     pub async fn outbox_get(&self, id: &[u8; 16]) -> Result<Option<OutboxEntry>, StoreError> {
         let row: Option<OutboxRow> = sqlx::query_as(select_outbox!("WHERE id = ?"))
@@ -548,13 +612,13 @@ pub(crate) async fn apply_outbox(
             OutboxChange::Add(_) => {
                 let mut sql = String::from(
                     "INSERT OR IGNORE INTO outbox (id, recipient, envelope, body, sent_at, \
-                     expires_at, next_attempt_at, device, handshake) VALUES ",
+                     expires_at, next_attempt_at, device, handshake, grp) VALUES ",
                 );
                 for i in 0..part.len() {
                     sql.push_str(if i == 0 {
-                        "(?,?,?,?,?,?,?,?,?)"
+                        "(?,?,?,?,?,?,?,?,?,?)"
                     } else {
-                        ",(?,?,?,?,?,?,?,?,?)"
+                        ",(?,?,?,?,?,?,?,?,?,?)"
                     });
                 }
                 // Only placeholders are formatted into the text; every value is bound.
@@ -570,7 +634,8 @@ pub(crate) async fn apply_outbox(
                             .bind(entry.expires_at.as_millis())
                             .bind(entry.sent_at.as_millis())
                             .bind(&entry.device)
-                            .bind(entry.handshake);
+                            .bind(entry.handshake)
+                            .bind(&entry.group);
                     }
                 }
                 query.execute(&mut *tx).await?;

@@ -164,6 +164,16 @@ impl Db {
         ))
     }
 
+    /// The devices of `user` whose key packages are held.
+    pub async fn key_package_peers_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT DISTINCT peer FROM mls_key_packages WHERE user_id = ?")
+                .bind(user)
+                .fetch_all(self.pool())
+                .await?;
+        Ok(rows.into_iter().map(|(p,)| p).collect())
+    }
+
     /// Forgets the key packages of every device of `user` (no longer a contact).
     pub async fn key_packages_forget_user(&self, user: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM mls_key_packages WHERE user_id = ?")

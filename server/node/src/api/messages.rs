@@ -20,8 +20,10 @@ pub const MAX_PAGE: usize = 500;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
-    /// The recipient's user id (a contact).
-    pub to: String,
+    /// The recipient's user id (a contact); or `group` instead.
+    pub to: Option<String>,
+    /// The group's id, to send to every member of a group (instead of `to`).
+    pub group: Option<String>,
     /// The text, 1 byte to 64 KiB.
     pub body: String,
 }
@@ -50,7 +52,24 @@ pub struct MessageView {
     pub body: String,
     /// When the sender sent it (RFC 3339).
     pub sent_at: String,
-    /// `queued`, `relayed`, `delivered`, `failed` (sent) or `received` (incoming).
+    /// `queued`, `relayed`, `delivered`, `failed` (sent) or `received` (incoming). A group
+    /// message sent is as far as its least advanced member.
+    pub status: String,
+    /// The group's id, for a message of a group (`to` is then the group's id too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Each member's status, for a group message this device sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipts: Option<Vec<MemberReceipt>>,
+}
+
+/// How far a group message got with one member.
+#[derive(Serialize, ToSchema)]
+pub struct MemberReceipt {
+    /// The member's user id.
+    pub user_id: String,
+    /// `queued`, `relayed` (held by a relay, or handed to a member who carries it),
+    /// `delivered` or `failed`.
     pub status: String,
 }
 
@@ -63,6 +82,8 @@ impl From<StoredMessage> for MessageView {
             body: m.body,
             sent_at: m.sent_at.to_rfc3339(),
             status: m.status.as_str().to_owned(),
+            group: None,
+            receipts: None,
         }
     }
 }
@@ -78,8 +99,10 @@ pub struct MessageList {
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ConversationQuery {
-    /// The contact's user id.
-    pub with: String,
+    /// The contact's user id; or `group` instead.
+    pub with: Option<String>,
+    /// A group's id, to read the group's messages (instead of `with`).
+    pub group: Option<String>,
     /// Only messages before this message id (for paging back).
     pub before: Option<String>,
     /// At most this many (default 100, at most 500): the latest ones before `before`.
@@ -98,6 +121,7 @@ impl From<MessagingError> for ApiError {
             }
             MessagingError::RateLimited(secs) => ApiError::rate_limited(secs),
             MessagingError::Store(_) => ApiError::internal(e),
+            MessagingError::Group(e) => e.into(),
         }
     }
 }
@@ -117,17 +141,25 @@ fn user(text: &str) -> Result<volli_core::UserId, ApiError> {
     request_body = SendMessage,
     responses(
         (status = 202, description = "Stored and on its way", body = Sent),
-        (status = 400, description = "Not a user id (`invalid_user_id`) or an empty or too long text (`invalid_message`)", body = ErrorBody),
+        (status = 400, description = "Not a user id (`invalid_user_id`) or group id (`invalid_group_id`), neither or both of `to` and `group` (`invalid_message`), or an empty or too long text (`invalid_message`)", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 404, description = "Not a contact (`unknown_contact`)", body = ErrorBody),
-        (status = 429, description = "Too many messages; see `Retry-After`", body = ErrorBody),
+        (status = 404, description = "Not a contact (`unknown_contact`), or no such group (`unknown_group`)", body = ErrorBody),
+        (status = 429, description = "Too many messages (for this node, or for this group); see `Retry-After`", body = ErrorBody),
     ))]
 pub async fn send(
     State(messaging): State<Messaging>,
     Json(body): Json<SendMessage>,
 ) -> Result<(StatusCode, Json<Sent>), ApiError> {
-    let to = user(&body.to)?;
-    let message = messaging.send(to, body.body).await?;
+    let message = match (&body.to, &body.group) {
+        (Some(to), None) => messaging.send(user(to)?, body.body).await?,
+        (None, Some(group)) => messaging.send_group(group_id(group)?, body.body).await?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_message",
+                "a message goes `to` a contact or to a `group`: one of the two",
+            ));
+        }
+    };
     Ok((
         StatusCode::ACCEPTED,
         Json(Sent {
@@ -154,7 +186,6 @@ pub async fn list(
     State(messaging): State<Messaging>,
     Query(query): Query<ConversationQuery>,
 ) -> Result<Json<MessageList>, ApiError> {
-    let with = user(&query.with)?;
     let before = match query.before {
         Some(b) => Some(b.parse::<MessageId>().map_err(|_| {
             ApiError::bad_request("invalid_message_id", "`before` is not a message id")
@@ -168,10 +199,49 @@ pub async fn list(
             format!("`limit` is 1 to {MAX_PAGE}"),
         ));
     }
-    let messages = messaging.conversation(with, before, limit).await?;
-    Ok(Json(MessageList {
-        messages: messages.into_iter().map(MessageView::from).collect(),
-    }))
+    match (&query.with, &query.group) {
+        (Some(with), None) => {
+            let messages = messaging.conversation(user(with)?, before, limit).await?;
+            Ok(Json(MessageList {
+                messages: messages.into_iter().map(MessageView::from).collect(),
+            }))
+        }
+        (None, Some(group)) => {
+            let group = group_id(group)?;
+            let messages = messaging.group_conversation(group, before, limit).await?;
+            let mut views = Vec::with_capacity(messages.len());
+            for m in messages {
+                let receipts = if m.status == volli_store::vault::MessageStatus::Received {
+                    None
+                } else {
+                    let r = messaging.group_receipts(m.id).await?;
+                    (!r.is_empty()).then(|| {
+                        r.into_iter()
+                            .map(|(user_id, status)| MemberReceipt {
+                                user_id,
+                                status: status.as_str().to_owned(),
+                            })
+                            .collect()
+                    })
+                };
+                let mut view = MessageView::from(m);
+                view.to = group.to_string();
+                view.group = Some(group.to_string());
+                view.receipts = receipts;
+                views.push(view);
+            }
+            Ok(Json(MessageList { messages: views }))
+        }
+        _ => Err(ApiError::bad_request(
+            "invalid_query",
+            "read a conversation `with` a contact or of a `group`: one of the two",
+        )),
+    }
+}
+
+fn group_id(text: &str) -> Result<volli_mls::GroupRef, ApiError> {
+    crate::conversations::parse_group(text)
+        .ok_or_else(|| ApiError::bad_request("invalid_group_id", "not a group id (32 hex digits)"))
 }
 
 /// Deletes a message on every device of the user: it is no longer listed, its text leaves

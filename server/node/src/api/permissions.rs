@@ -57,6 +57,7 @@ pub fn needed(method: &Method, path: &str) -> Option<Needs> {
         "/v1/messages" | "/v1/messages/{id}" | "/v1/conversations/{user_id}" => {
             need(Permissions::MESSAGES)
         }
+        p if p.starts_with("/v1/groups") => need(Permissions::MESSAGES),
         p if p.starts_with("/v1/transfers") => need(Permissions::MESSAGES),
         "/v1/pairing" | "/v1/pairing/{id}/approve" | "/v1/pairing/{id}/reject" => {
             need(Permissions::ADMIN)
@@ -104,6 +105,7 @@ pub fn scope_needed(method: &Method, path: &str) -> Option<ScopeNeed> {
         "/v1/messages" | "/v1/messages/{id}" | "/v1/conversations/{user_id}" => {
             write(Scope::Messages)
         }
+        p if p.starts_with("/v1/groups") => write(Scope::Messages),
         p if p.starts_with("/v1/transfers") => write(Scope::Files),
         _ => return None,
     })

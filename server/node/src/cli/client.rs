@@ -680,6 +680,203 @@ pub(crate) async fn messages(client: &Client, with: &str, limit: usize) -> anyho
     Ok(())
 }
 
+/// A group's id: given as one, or the one group with this name.
+async fn group_id(client: &Client, which: &str) -> anyhow::Result<String> {
+    if crate::conversations::parse_group(which).is_some() {
+        return Ok(which.to_owned());
+    }
+    let list: Value = client.get("/v1/groups").await?;
+    let matches: Vec<&Value> = list["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|g| g["name"] == which)
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one["id"].as_str().unwrap_or_default().to_owned()),
+        [] => anyhow::bail!("no group named {which:?} (see `volli groups`)"),
+        _ => anyhow::bail!("several groups are named {which:?}; use the id"),
+    }
+}
+
+fn print_group(g: &Value) {
+    println!(
+        "{}  {}  (epoch {})",
+        g["id"].as_str().unwrap_or("?"),
+        g["name"].as_str().unwrap_or("?"),
+        g["epoch"]
+    );
+    for m in g["members"].as_array().into_iter().flatten() {
+        let devices = m["devices"].as_array().map_or(0, Vec::len);
+        println!(
+            "  {:<6}  {}  {} device(s)",
+            m["role"].as_str().unwrap_or("?"),
+            m["user_id"].as_str().unwrap_or("?"),
+            devices
+        );
+    }
+}
+
+pub(crate) async fn groups(client: &Client) -> anyhow::Result<()> {
+    let list: Value = client.get("/v1/groups").await?;
+    let groups = list["groups"].as_array().cloned().unwrap_or_default();
+    if groups.is_empty() {
+        println!("no groups yet (create one with `volli groups create NAME --members …`)");
+    }
+    for g in &groups {
+        println!(
+            "{}  {:<24}  {} member(s)",
+            g["id"].as_str().unwrap_or("?"),
+            g["name"].as_str().unwrap_or("?"),
+            g["members"].as_array().map_or(0, Vec::len)
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn group_create(
+    client: &Client,
+    name: &str,
+    members: &[&str],
+) -> anyhow::Result<()> {
+    let mut ids = Vec::with_capacity(members.len());
+    for m in members {
+        ids.push(contact_id(client, m).await?);
+    }
+    let g = client
+        .send(
+            reqwest::Method::POST,
+            "/v1/groups",
+            Body::Json(serde_json::json!({ "name": name, "members": ids })),
+        )
+        .await?;
+    print_group(&g);
+    Ok(())
+}
+
+pub(crate) async fn group_show(client: &Client, group: &str) -> anyhow::Result<()> {
+    let id = group_id(client, group).await?;
+    let g: Value = client.get(&format!("/v1/groups/{id}")).await?;
+    print_group(&g);
+    Ok(())
+}
+
+pub(crate) async fn group_add(client: &Client, group: &str, user: &str) -> anyhow::Result<()> {
+    let id = group_id(client, group).await?;
+    let user = contact_id(client, user).await?;
+    let g = client
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/groups/{id}/members"),
+            Body::Json(serde_json::json!({ "user_id": user })),
+        )
+        .await?;
+    print_group(&g);
+    Ok(())
+}
+
+/// Removes `user` from the group, or this user (leaves) without one.
+pub(crate) async fn group_remove(
+    client: &Client,
+    group: &str,
+    user: Option<&String>,
+) -> anyhow::Result<()> {
+    let id = group_id(client, group).await?;
+    let user = match user {
+        Some(u) => contact_id(client, u).await?,
+        None => {
+            let node: Value = client.get("/v1/node").await?;
+            node["user_id"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    let g = client
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/groups/{id}/members/{}", encode(&user)),
+            Body::None,
+        )
+        .await?;
+    print_group(&g);
+    Ok(())
+}
+
+pub(crate) async fn group_role(
+    client: &Client,
+    group: &str,
+    user: &str,
+    role: &str,
+) -> anyhow::Result<()> {
+    let id = group_id(client, group).await?;
+    let user = contact_id(client, user).await?;
+    let g = client
+        .send(
+            reqwest::Method::PUT,
+            &format!("/v1/groups/{id}/members/{}", encode(&user)),
+            Body::Json(serde_json::json!({ "role": role })),
+        )
+        .await?;
+    print_group(&g);
+    Ok(())
+}
+
+pub(crate) async fn group_rename(client: &Client, group: &str, name: &str) -> anyhow::Result<()> {
+    let id = group_id(client, group).await?;
+    let g = client
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/groups/{id}"),
+            Body::Json(serde_json::json!({ "name": name })),
+        )
+        .await?;
+    print_group(&g);
+    Ok(())
+}
+
+pub(crate) async fn group_send(client: &Client, group: &str, text: &str) -> anyhow::Result<()> {
+    let id = group_id(client, group).await?;
+    let answer = client
+        .send(
+            reqwest::Method::POST,
+            "/v1/messages",
+            Body::Json(serde_json::json!({ "group": id, "body": text })),
+        )
+        .await?;
+    println!(
+        "{} {}",
+        answer["status"].as_str().unwrap_or("?"),
+        answer["id"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+pub(crate) async fn group_messages(
+    client: &Client,
+    group: &str,
+    limit: usize,
+) -> anyhow::Result<()> {
+    let id = group_id(client, group).await?;
+    let node: Value = client.get("/v1/node").await?;
+    let me = node["user_id"].as_str().unwrap_or_default();
+    let list: Value = client
+        .get(&format!("/v1/messages?group={id}&limit={limit}"))
+        .await?;
+    for m in list["messages"].as_array().into_iter().flatten() {
+        let from = m["from"].as_str().unwrap_or("?");
+        println!(
+            "{}  {:<12}  {:<9}  {}",
+            m["sent_at"].as_str().unwrap_or("?"),
+            if from == me {
+                "me"
+            } else {
+                from.get(..12).unwrap_or(from)
+            },
+            m["status"].as_str().unwrap_or("?"),
+            m["body"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
 /// Bytes in a readable unit.
 fn size(bytes: u64) -> String {
     let b = bytes as f64;

@@ -1,0 +1,897 @@
+//! Group conversations on the same MLS layer (ADR 0018): the roster (users, roles, who
+//! brought whom in) and the name live in the group context and change only by the
+//! committer's commits; other admins send their changes to the committer as requests inside
+//! the group, which it applies in the order they arrive. Mail to a member this user does not
+//! know is carried by a member who is that member's contact (its sponsor, or whom it
+//! sponsors), so nobody reaches a stranger's node or relays.
+
+use volli_mls::{GroupChange, Role};
+
+use super::*;
+
+/// The vault key a group's messages are stored under: an Ed25519 public key derived from
+/// the group id, used as the conversation's key and for nothing else.
+pub fn conversation_key(group: &GroupRef) -> UserId {
+    let mut seed = blake3::derive_key("volli/group-conversation/1", &group.0);
+    let secret = libp2p_identity::ed25519::SecretKey::try_from_bytes(&mut seed)
+        .unwrap_or_else(|_| unreachable!("32 bytes are an Ed25519 secret key"));
+    let public = libp2p_identity::ed25519::Keypair::from(secret)
+        .public()
+        .to_bytes();
+    UserId::from_bytes(public)
+        .unwrap_or_else(|_| unreachable!("an Ed25519 public key is a user id"))
+}
+
+/// The mail id of group message `message` for member `recipient` (each member's copy is its
+/// own outbox row): reversible, given the recipient.
+pub fn mail_id(message: MessageId, recipient: &UserId) -> MessageId {
+    let mask = blake3::hash(recipient.as_bytes());
+    let mut id = *message.as_bytes();
+    for (b, m) in id.iter_mut().zip(mask.as_bytes()) {
+        *b ^= m;
+    }
+    MessageId::from_bytes(id)
+}
+
+/// Parses a group id (32 hex digits).
+pub fn parse_group(id: &str) -> Option<GroupRef> {
+    if id.len() != 32 || !id.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(id.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(GroupRef(out))
+}
+
+/// A group as the API shows it.
+#[derive(Clone, Debug)]
+pub struct GroupView {
+    /// Its id.
+    pub id: GroupRef,
+    /// Its name.
+    pub name: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// Its users, with their roles and member devices.
+    pub members: Vec<MemberView>,
+    /// The group's epoch.
+    pub epoch: u64,
+    /// The device that commits.
+    pub committer: Option<PeerId>,
+}
+
+/// A member as the API shows it.
+#[derive(Clone, Debug)]
+pub struct MemberView {
+    /// The user.
+    pub user: UserId,
+    /// Its role.
+    pub role: Role,
+    /// Its devices in the group (none yet: they join when their key packages arrive).
+    pub devices: Vec<PeerId>,
+    /// The member who brought it in.
+    pub sponsor: Option<UserId>,
+}
+
+/// Why a group operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    /// No such group on this device.
+    #[error("no such group")]
+    UnknownGroup,
+    /// Only an admin may do that.
+    #[error("only an admin of the group may do that")]
+    NotAdmin,
+    /// The user is not a member.
+    #[error("{0} is not a member of the group")]
+    UnknownMember(UserId),
+    /// A user to add is not a contact.
+    #[error("{0} is not a contact")]
+    UnknownContact(UserId),
+    /// The group is full.
+    #[error("{0}")]
+    Full(String),
+    /// Bad input.
+    #[error("{0}")]
+    Invalid(String),
+    /// The conversation layer failed.
+    #[error(transparent)]
+    Conversation(#[from] ConversationError),
+}
+
+impl From<volli_store::StoreError> for GroupError {
+    fn from(e: volli_store::StoreError) -> Self {
+        Self::Conversation(e.into())
+    }
+}
+
+impl From<MlsError> for GroupError {
+    fn from(e: MlsError) -> Self {
+        match e {
+            MlsError::UnknownGroup => Self::UnknownGroup,
+            MlsError::Refused(reason) if reason.contains("at most") => Self::Full(reason),
+            MlsError::Refused(reason) if reason.contains("only an admin") => Self::NotAdmin,
+            MlsError::Refused(reason) => Self::Invalid(reason),
+            e => Self::Conversation(e.into()),
+        }
+    }
+}
+
+/// The next member on the way to `to` in `info`'s group, for `me`: `to` itself when it is a
+/// contact, else a member who is a contact of `me` and nearer to `to` along the sponsor tree
+/// (every member is a contact of its sponsor), else `me`'s own sponsor.
+pub(super) fn next_hop(
+    info: &Info,
+    me: &UserId,
+    to: &UserId,
+    is_contact: &dyn Fn(&UserId) -> bool,
+) -> Option<UserId> {
+    if is_contact(to) {
+        return Some(*to);
+    }
+    let roster = info.roster();
+    let sponsor = |u: &UserId| roster.iter().find(|m| m.user == *u).and_then(|m| m.sponsor);
+    // `to`'s line up to the group's root, nearest first.
+    let mut line = vec![*to];
+    while let Some(up) = line.last().and_then(sponsor) {
+        if line.contains(&up) || line.len() > roster.len() {
+            break;
+        }
+        line.push(up);
+    }
+    // Those `to` brought in are its contacts too.
+    let below = roster
+        .iter()
+        .filter(|m| m.sponsor == Some(*to))
+        .map(|m| m.user);
+    if let Some(hop) = below
+        .chain(line.iter().skip(1).copied())
+        .find(|u| is_contact(u))
+    {
+        return Some(hop);
+    }
+    if let Some(at) = line.iter().position(|u| u == me)
+        && at > 0
+    {
+        return Some(line[at - 1]);
+    }
+    sponsor(me).filter(|s| is_contact(s))
+}
+
+impl Conversations {
+    fn view(mls: &mut Mls, group: GroupRef, info: &Info) -> GroupView {
+        let devices = mls.members(&group).unwrap_or_default();
+        GroupView {
+            id: group,
+            name: info.name().unwrap_or_default().to_owned(),
+            created_at: Timestamp::from_millis(info.created_ms),
+            members: info
+                .roster()
+                .iter()
+                .map(|m| MemberView {
+                    user: m.user,
+                    role: m.role,
+                    devices: devices
+                        .iter()
+                        .filter(|d| d.user == m.user)
+                        .map(|d| d.peer)
+                        .collect(),
+                    sponsor: m.sponsor,
+                })
+                .collect(),
+            epoch: mls.epoch(&group).unwrap_or(0),
+            committer: mls.committer(&group).ok().flatten().map(|m| m.peer),
+        }
+    }
+
+    /// Every group this device is in, oldest first.
+    pub async fn groups(&self) -> Vec<GroupView> {
+        let mut mls = self.inner.mls.lock().await;
+        let mut out: Vec<GroupView> = mls
+            .groups()
+            .into_iter()
+            .filter(|(_, info)| info.is_group())
+            .map(|(g, info)| Self::view(&mut mls, g, &info))
+            .collect();
+        out.sort_by_key(|g| (g.created_at, g.id));
+        out
+    }
+
+    /// Group `id`, if this device is in it.
+    pub async fn group(&self, id: GroupRef) -> Option<GroupView> {
+        let mut mls = self.inner.mls.lock().await;
+        let info = mls.info(&id).filter(Info::is_group)?;
+        Some(Self::view(&mut mls, id, &info))
+    }
+
+    /// Creates group `name` with `members` (contacts of this user): their devices whose key
+    /// packages are held join at once, the others as soon as theirs arrive.
+    pub async fn create_group(
+        &self,
+        name: &str,
+        members: &[UserId],
+    ) -> Result<GroupView, GroupError> {
+        if !self.messaging() {
+            return Err(GroupError::Invalid(
+                "this device does not take part in conversations".into(),
+            ));
+        }
+        let me = self.me();
+        self.refresh_directory().await;
+        let directory = self.directory();
+        for user in members {
+            if *user != me && !directory.contacts.contains_key(user) {
+                return Err(GroupError::UnknownContact(*user));
+            }
+        }
+        let others: Vec<UserId> = members.iter().copied().filter(|u| *u != me).collect();
+        let info = Info::group(me, name.trim(), &others, now_ms());
+        let mut mls = self.inner.mls.lock().await;
+        let mut packages = Vec::new();
+        for user in std::iter::once(me).chain(others.iter().copied()) {
+            for peer in directory.messaging_devices(&user) {
+                if peer == self.inner.identity.peer_id() {
+                    continue;
+                }
+                if let Some(p) = self.take_package(&mls, user, peer).await {
+                    packages.push(p);
+                }
+            }
+        }
+        let created = mls.create(info.clone(), packages, &directory, now_ms())?;
+        let durable = self.inner.vault.mls_queued(mls.take_changes()).await?;
+        let group_hex = created.group.to_string();
+        tracing::info!(group = %created.group, devices = created.added.len(), "created a group");
+        let mut entries = Vec::new();
+        if let Some(welcome) = &created.welcome {
+            for member in &created.added {
+                let mut entry = self.handshake(member, MailKind::Welcome, vec![welcome.clone()])?;
+                entry.group = Some(group_hex.clone());
+                entries.push(entry);
+            }
+        }
+        let view = Self::view(&mut mls, created.group, &info);
+        drop(mls);
+        self.send_after(durable, entries).await?;
+        self.inner.events.publish(Event::GroupCreated {
+            group: group_hex,
+            name: view.name.clone(),
+        });
+        // Devices without key packages yet join at the committer's next round.
+        self.inner.work.notify_one();
+        Ok(view)
+    }
+
+    /// Applies `change` to group `id` as this user: committed at once when this device
+    /// commits, otherwise sent to the committer, which applies it (the answer shows the
+    /// group as it is until then).
+    pub async fn change_group(
+        &self,
+        id: GroupRef,
+        change: GroupChange,
+    ) -> Result<GroupView, GroupError> {
+        let me = self.me();
+        self.refresh_directory().await;
+        let directory = self.directory();
+        let mut mls = self.inner.mls.lock().await;
+        let info = mls
+            .info(&id)
+            .filter(Info::is_group)
+            .ok_or(GroupError::UnknownGroup)?;
+        if let GroupChange::Remove(user) | GroupChange::Role(user, _) = &change
+            && !info.includes(user)
+        {
+            return Err(GroupError::UnknownMember(*user));
+        }
+        let next = info.changed(&me, &change)?;
+        if let GroupChange::Add(user) = &change
+            && !directory.contacts.contains_key(user)
+        {
+            return Err(GroupError::UnknownContact(*user));
+        }
+        // The added user's devices: key packages this user holds for them.
+        let mut packages = Vec::new();
+        if let GroupChange::Add(user) = &change {
+            for peer in directory.messaging_devices(user) {
+                if let Some(p) = self.take_package(&mls, *user, peer).await {
+                    packages.push(p);
+                }
+            }
+        }
+        if mls.is_committer(&id)? {
+            self.commit_change(&mut mls, &id, &change, next, packages, &directory)
+                .await?;
+            let now = mls.info(&id).unwrap_or(info);
+            return Ok(Self::view(&mut mls, id, &now));
+        }
+        let Some(committer) = mls.committer(&id)? else {
+            return Err(GroupError::Invalid("the group has no committer".into()));
+        };
+        let request_id = MessageId::random().map_err(|e| GroupError::Invalid(e.to_string()))?;
+        let content = Content::GroupRequest {
+            id: request_id,
+            change: postcard::to_allocvec(&change)
+                .map_err(|e| GroupError::Invalid(e.to_string()))?,
+            packages: packages.into_iter().map(|p| p.bytes).collect(),
+        };
+        let plaintext = content
+            .to_padded()
+            .map_err(|e| GroupError::Invalid(e.to_string()))?;
+        let sealed = mls.encrypt(&id, &plaintext)?;
+        let durable = self.inner.vault.mls_queued(mls.take_changes()).await?;
+        let mail = Mail::Mls(MlsMail::new(
+            me,
+            committer.user,
+            Some(committer.peer),
+            MailKind::Application,
+            request_id,
+            vec![sealed.bytes],
+        ));
+        let now = Timestamp::now();
+        let entry = OutboxEntry {
+            id: *request_id.as_bytes(),
+            recipient: committer.user.to_string(),
+            envelope: mail.to_bytes(),
+            body: String::new(),
+            sent_at: now,
+            expires_at: now.saturating_add(self.inner.settings.ttl),
+            attempts: 0,
+            relayed: false,
+            device: Some(committer.peer.to_string()),
+            handshake: true,
+            group: Some(id.to_string()),
+        };
+        let view = Self::view(&mut mls, id, &info);
+        drop(mls);
+        tracing::info!(group = %id, committer = %committer.peer, ?change, "asked the committer to change a group");
+        self.send_after(durable, vec![entry]).await?;
+        Ok(view)
+    }
+
+    /// As the committer: commits `change` (already checked into `next`), adding the devices
+    /// of `packages` and removing those of a removed user.
+    async fn commit_change(
+        &self,
+        mls: &mut Mls,
+        group: &GroupRef,
+        change: &GroupChange,
+        next: Info,
+        packages: Vec<volli_mls::Package>,
+        directory: &Directory,
+    ) -> Result<(), ConversationError> {
+        let remove: Vec<PeerId> = match change {
+            GroupChange::Remove(user) => mls
+                .members(group)?
+                .into_iter()
+                .filter(|m| m.user == *user && m.peer != self.inner.identity.peer_id())
+                .map(|m| m.peer)
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.commit_info(mls, group, packages, &remove, false, Some(next), directory)
+            .await
+    }
+
+    /// A group's roster user that is neither this user nor a contact keeps the devices it
+    /// has in the group, and gains those whose key packages a member handed over.
+    async fn wanted_devices(
+        &self,
+        mls: &mut Mls,
+        group: &GroupRef,
+        info: &Info,
+        directory: &Directory,
+    ) -> Vec<(UserId, PeerId)> {
+        let members = mls.members(group).unwrap_or_default();
+        let mut wanted = Vec::new();
+        for user in info.users() {
+            if directory.devices_of(&user).is_some() {
+                wanted.extend(
+                    directory
+                        .messaging_devices(&user)
+                        .into_iter()
+                        .map(|p| (user, p)),
+                );
+            } else {
+                wanted.extend(
+                    members
+                        .iter()
+                        .filter(|m| m.user == user)
+                        .map(|m| (user, m.peer)),
+                );
+                for peer in self
+                    .inner
+                    .db
+                    .key_package_peers_of(&user.to_string())
+                    .await
+                    .unwrap_or_default()
+                {
+                    if let Ok(peer) = peer.parse::<PeerId>()
+                        && !wanted.contains(&(user, peer))
+                    {
+                        wanted.push((user, peer));
+                    }
+                }
+            }
+        }
+        wanted
+    }
+
+    /// A member's request arrived at this device, the committer: applied if its sender may
+    /// ask it. Returns whether anything was committed.
+    async fn take_request(
+        &self,
+        mls: &mut Mls,
+        group: &GroupRef,
+        sender: &Member,
+        change: &[u8],
+        packages: Vec<Vec<u8>>,
+    ) -> bool {
+        let Ok(change) = postcard::from_bytes::<GroupChange>(change) else {
+            tracing::debug!(%group, "an unreadable group request");
+            return false;
+        };
+        if !mls.is_committer(group).unwrap_or(false) {
+            tracing::info!(%group, "a group request for a committer this device no longer is");
+            return false;
+        }
+        let Some(info) = mls.info(group) else {
+            return false;
+        };
+        let next = match info.changed(&sender.user, &change) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::info!(%group, from = %sender.user, error = %e, "refused a group request");
+                return false;
+            }
+        };
+        let mut checked = Vec::new();
+        if let GroupChange::Add(user) = &change {
+            for bytes in packages.iter().take(volli_core::card::MAX_DEVICES) {
+                match mls.check_key_package(bytes) {
+                    Ok(p) if p.member.user == *user => {
+                        // Kept too: the device can be added again later from it.
+                        let _ = self
+                            .inner
+                            .db
+                            .key_package_add(
+                                &HeldPackage {
+                                    reference: p.reference.clone(),
+                                    peer: p.member.peer.to_string(),
+                                    user_id: user.to_string(),
+                                    last_resort: p.last_resort,
+                                    package: bytes.clone(),
+                                },
+                                Timestamp::now(),
+                            )
+                            .await;
+                        checked.push(p);
+                    }
+                    _ => tracing::debug!(%group, "a key package in a group request was refused"),
+                }
+            }
+            // A contact's own devices come from its card; only one package per device.
+            checked.sort_by_key(|p| p.member.peer);
+            checked.dedup_by_key(|p| p.member.peer);
+        }
+        let directory = self.directory();
+        match self
+            .commit_change(mls, group, &change, next, checked, &directory)
+            .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(%group, error = %e, "cannot commit a group request");
+                false
+            }
+        }
+    }
+
+    /// The committer's round in a group: adds the devices the roster's users have (and
+    /// whose key packages are held), removes devices of users no longer in it or no
+    /// longer listed, and commits waiting proposals and a due update.
+    pub(super) async fn reconcile_group(
+        &self,
+        mls: &mut Mls,
+        group: &GroupRef,
+        info: &Info,
+        due: bool,
+        directory: &Directory,
+    ) {
+        let wanted = self.wanted_devices(mls, group, info, directory).await;
+        let members = mls.members(group).unwrap_or_default();
+        let me = self.inner.identity.peer_id();
+        let remove: Vec<PeerId> = members
+            .iter()
+            .filter(|m| m.peer != me && !wanted.contains(&(m.user, m.peer)))
+            .map(|m| m.peer)
+            .collect();
+        let mut add = Vec::new();
+        for (user, peer) in &wanted {
+            if !members.iter().any(|m| m.peer == *peer)
+                && let Some(p) = self.take_package(mls, *user, *peer).await
+            {
+                add.push(p);
+            }
+        }
+        let proposals = mls.pending_proposals(group).unwrap_or(0) > 0;
+        if add.is_empty() && remove.is_empty() && !due && !proposals {
+            return;
+        }
+        if let Err(e) = self
+            .commit_info(mls, group, add, &remove, due, None, directory)
+            .await
+        {
+            tracing::warn!(%group, error = %e, "cannot commit in a group");
+        }
+    }
+
+    /// Commits in `group` (with `next` as what it is after, for a group change) and sends
+    /// the commit to every member and the Welcome to the devices added.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn commit_info(
+        &self,
+        mls: &mut Mls,
+        group: &GroupRef,
+        add: Vec<volli_mls::Package>,
+        remove: &[PeerId],
+        update: bool,
+        next: Option<Info>,
+        directory: &Directory,
+    ) -> Result<(), ConversationError> {
+        let changed_info = next.is_some();
+        let committed = mls.commit_with(group, add, remove, update, next, directory, now_ms())?;
+        let durable = self.inner.vault.mls_queued(mls.take_changes()).await?;
+        tracing::info!(
+            %group,
+            epoch = committed.epoch,
+            added = committed.added.len(),
+            removed = committed.removed.len(),
+            changed_info,
+            "committed in a group"
+        );
+        let group_hex = group.to_string();
+        let removed: HashSet<PeerId> = committed.removed.iter().map(|m| m.peer).collect();
+        let mut entries = Vec::new();
+        for member in committed
+            .recipients
+            .iter()
+            .filter(|m| !removed.contains(&m.peer))
+        {
+            let mut entry =
+                self.handshake(member, MailKind::Handshake, committed.messages.clone())?;
+            entry.group = Some(group_hex.clone());
+            entries.push(entry);
+        }
+        // A removed device hears of its removal too (it then forgets the group).
+        for member in &committed.removed {
+            let mut entry =
+                self.handshake(member, MailKind::Handshake, committed.messages.clone())?;
+            entry.group = Some(group_hex.clone());
+            entries.push(entry);
+        }
+        if let Some(welcome) = &committed.welcome {
+            for member in &committed.added {
+                let mut entry = self.handshake(member, MailKind::Welcome, vec![welcome.clone()])?;
+                entry.group = Some(group_hex.clone());
+                entries.push(entry);
+            }
+        }
+        self.send_after(durable, entries).await?;
+        self.inner
+            .db
+            .mls_commit_record(
+                &group.0,
+                committed.epoch,
+                &wire::encode(&committed.messages),
+                Timestamp::now(),
+            )
+            .await?;
+        self.inner.events.publish(Event::GroupChanged {
+            group: group_hex,
+            epoch: committed.epoch,
+            left: mls.info(group).is_some_and(|i| !i.includes(&self.me())),
+        });
+        Ok(())
+    }
+
+    /// Seals `content` into group `id`; the members to send it to (every user but this
+    /// one) and the MLS message, with the state it left (durable before the mail leaves).
+    pub async fn seal_group(
+        &self,
+        id: GroupRef,
+        content: &Content,
+    ) -> Result<(Vec<UserId>, Sealed), GroupError> {
+        if !self.messaging() {
+            return Err(GroupError::Invalid(
+                "this device does not take part in conversations".into(),
+            ));
+        }
+        let plaintext = content
+            .to_padded()
+            .map_err(|e| GroupError::Invalid(e.to_string()))?;
+        let me = self.me();
+        let mut mls = self.inner.mls.lock().await;
+        let info = mls
+            .info(&id)
+            .filter(Info::is_group)
+            .ok_or(GroupError::UnknownGroup)?;
+        let sealed = mls.encrypt(&id, &plaintext)?;
+        let durable = self.inner.vault.mls_queued(mls.take_changes()).await?;
+        self.wake_if_due(&mls, &id);
+        drop(mls);
+        Ok((
+            info.users().into_iter().filter(|u| *u != me).collect(),
+            Sealed {
+                mail: sealed.bytes,
+                durable: Box::pin(durable),
+            },
+        ))
+    }
+
+    /// The group `mail` is of, with what it is, when this device is in it.
+    pub async fn group_of(&self, mail: &MlsMail) -> Option<(GroupRef, Info)> {
+        let group = mail
+            .messages
+            .first()
+            .and_then(|b| volli_mls::peek(b).ok())
+            .and_then(|p| p.group)?;
+        let mls = self.inner.mls.lock().await;
+        let info = mls.info(&group).filter(Info::is_group)?;
+        Some((group, info))
+    }
+
+    /// The contact to hand mail of group `group` for `to` (not a contact) to, if any.
+    pub async fn carrier(&self, group: &str, to: &UserId) -> Option<UserId> {
+        let group = parse_group(group)?;
+        let info = {
+            let mls = self.inner.mls.lock().await;
+            mls.info(&group).filter(Info::is_group)?
+        };
+        let me = self.me();
+        let peers = self.inner.peers.clone();
+        let hop = next_hop(&info, &me, to, &|u: &UserId| {
+            *u != me && peers.is_contact(u)
+        })?;
+        (hop != *to && hop != me).then_some(hop)
+    }
+
+    /// Whether mail from `deliverer` (a contact) for `mail.recipient` (another user) is
+    /// group mail this node carries on: both, and the sender, are members of a group this
+    /// device is in.
+    pub async fn may_carry(&self, mail: &MlsMail, deliverer: UserId) -> bool {
+        if mail.recipient == self.me() {
+            return false;
+        }
+        let Some((_, info)) = self.group_of(mail).await else {
+            return false;
+        };
+        info.includes(&mail.recipient) && info.includes(&mail.sender) && info.includes(&deliverer)
+    }
+
+    /// Takes in a group's application message: a text stored in the group's conversation, or
+    /// a request for the committer.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn open_group_application(
+        &self,
+        mail: &MlsMail,
+        group: GroupRef,
+        info: Info,
+        direct: Option<UserId>,
+        accept: &mut (dyn FnMut(UserId, usize) -> Result<(), String> + Send),
+        pending: bool,
+    ) -> Result<Opened, ConversationError> {
+        let bytes = mail
+            .messages
+            .first()
+            .ok_or_else(|| ConversationError::Invalid("empty mail".into()))?;
+        let directory = self.directory();
+        let me = self.me();
+        // Delivered by the sender, or carried by a member who is a contact.
+        if direct.is_some_and(|d| d != mail.sender && !info.includes(&d)) {
+            return Err(ConversationError::Invalid(
+                "group mail carried by a user outside the group".into(),
+            ));
+        }
+        let mut mls = self.inner.mls.lock().await;
+        if lock(&self.inner.opened).ids.contains(&mail.id) {
+            return Ok(Opened::Duplicate);
+        }
+        let mut opened = None;
+        let processed = mls.process_with(bytes, &directory, now_ms(), &mut |sender, content| {
+            let content = Content::from_padded(content)
+                .map_err(|_| MlsError::Refused("unreadable content".into()))?;
+            match &content {
+                Content::Text { id, body, .. } => {
+                    if mail_id(*id, &me) != mail.id {
+                        return Err(MlsError::Refused(
+                            "the content's id is not the mail's".into(),
+                        ));
+                    }
+                    if sender.user == me {
+                        return Err(MlsError::Refused(
+                            "a message from this user's own device".into(),
+                        ));
+                    }
+                    accept(sender.user, body.len()).map_err(MlsError::Refused)?;
+                }
+                Content::GroupRequest { id, .. } => {
+                    if *id != mail.id {
+                        return Err(MlsError::Refused(
+                            "the request's id is not the mail's".into(),
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(MlsError::Refused(
+                        "not a message this device takes here".into(),
+                    ));
+                }
+            }
+            if sender.user != mail.sender {
+                return Err(MlsError::Refused(
+                    "sent by another user than the mail says".into(),
+                ));
+            }
+            opened = Some((*sender, content));
+            Ok(())
+        });
+        let processed = match processed {
+            Err(e) if !matches!(e, MlsError::Ahead { .. } | MlsError::UnknownGroup) => {
+                drop(mls);
+                let message_id = mail_id(mail.id, &me);
+                if matches!(
+                    self.inner.vault.message_status(message_id).await,
+                    Ok(Some(_))
+                ) {
+                    return Ok(Opened::Duplicate);
+                }
+                return Err(unreadable(e));
+            }
+            other => other,
+        };
+        match processed {
+            Ok(Processed::Application { .. }) => {}
+            Ok(_) => {
+                return Err(ConversationError::Invalid(
+                    "not an application message".into(),
+                ));
+            }
+            Err(MlsError::Ahead { .. } | MlsError::UnknownGroup) if pending => {
+                return Ok(Opened::Waiting);
+            }
+            Err(MlsError::Ahead { group, epoch }) => {
+                drop(mls);
+                self.hold(group, epoch, mail).await?;
+                return Ok(Opened::Waiting);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let Some((sender, content)) = opened else {
+            return Err(ConversationError::Invalid("no content".into()));
+        };
+        lock(&self.inner.opened).insert(mail.id);
+        match content {
+            Content::Text { id, sent_at, body } => {
+                let key = conversation_key(&group);
+                let stored = self
+                    .inner
+                    .vault
+                    .queue_message(
+                        key,
+                        StoredMessage {
+                            id,
+                            from: sender.user,
+                            to: key,
+                            body: body.clone(),
+                            sent_at,
+                            status: MessageStatus::Received,
+                        },
+                    )
+                    .await?;
+                let state = self.inner.vault.mls_queued(mls.take_changes()).await?;
+                self.wake_if_due(&mls, &group);
+                drop(mls);
+                let events = self.inner.events.clone();
+                let from = sender.user;
+                let saved = async move {
+                    let new = stored.await?;
+                    state.await?;
+                    if new {
+                        crate::metrics::metrics().received();
+                        events.publish(Event::GroupMessage {
+                            group: group.to_string(),
+                            id: id.to_string(),
+                            from: from.to_string(),
+                            body,
+                            sent_at: sent_at.to_rfc3339(),
+                        });
+                    }
+                    Ok(new)
+                };
+                Ok(Opened::Text {
+                    sender: from,
+                    id: mail.id,
+                    saved: Box::pin(saved),
+                })
+            }
+            Content::GroupRequest {
+                change, packages, ..
+            } => {
+                // The state that used the request's key first, then the commit.
+                let state = self.inner.vault.mls_queued(mls.take_changes()).await?;
+                state.await?;
+                let committed = self
+                    .take_request(&mut mls, &group, &sender, &change, packages)
+                    .await;
+                drop(mls);
+                if committed {
+                    self.inner.work.notify_one();
+                }
+                Ok(Opened::Done)
+            }
+            _ => Err(ConversationError::Invalid("no content".into())),
+        }
+    }
+
+    /// A Welcome into a group took this device in: kept only when the member who brought
+    /// this user in is one of its contacts (nobody else puts it into a group).
+    pub(super) fn welcomed_by_contact(&self, info: &Info) -> bool {
+        let me = self.me();
+        let directory = self.directory();
+        info.roster()
+            .iter()
+            .find(|m| m.user == me)
+            .and_then(|m| m.sponsor)
+            .is_some_and(|s| s == me || directory.contacts.contains_key(&s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use volli_core::UserSecret;
+
+    use super::*;
+
+    #[test]
+    fn mail_ids_are_per_member_and_reversible() {
+        let m = MessageId::random().unwrap();
+        let (a, b) = (
+            UserSecret::generate().unwrap().user_id(),
+            UserSecret::generate().unwrap().user_id(),
+        );
+        assert_ne!(mail_id(m, &a), mail_id(m, &b));
+        assert_eq!(mail_id(mail_id(m, &a), &a), m);
+        let g = GroupRef([7; 16]);
+        assert_eq!(conversation_key(&g), conversation_key(&g));
+        assert_ne!(conversation_key(&g), conversation_key(&GroupRef([8; 16])));
+        assert_eq!(parse_group(&g.to_string()), Some(g));
+        assert_eq!(parse_group("zz"), None);
+    }
+
+    #[test]
+    fn mail_to_a_stranger_goes_through_a_member_who_knows_it() {
+        let [root, x, y, z] = [0; 4].map(|_| UserSecret::generate().unwrap().user_id());
+        // root brought in x and y; x brought in z.
+        let info = Info::group(root, "g", &[x, y], 0)
+            .changed(&root, &GroupChange::Role(x, Role::Admin))
+            .unwrap()
+            .changed(&x, &GroupChange::Add(z))
+            .unwrap();
+        // y knows only root: z is reached through x's sponsor line (root knows x).
+        let y_knows = |u: &UserId| *u == root;
+        assert_eq!(next_hop(&info, &y, &z, &y_knows), Some(root));
+        // root knows x and y: to z through x.
+        let root_knows = |u: &UserId| *u == x || *u == y;
+        assert_eq!(next_hop(&info, &root, &z, &root_knows), Some(x));
+        // x knows z: directly.
+        let x_knows = |u: &UserId| *u == z || *u == root;
+        assert_eq!(next_hop(&info, &x, &z, &x_knows), Some(z));
+        // z to y: up to x, who knows root.
+        let z_knows = |u: &UserId| *u == x;
+        assert_eq!(next_hop(&info, &z, &y, &z_knows), Some(x));
+    }
+}

@@ -1,0 +1,318 @@
+//! Group conversations through the real binary: groups of contacts on MLS across every
+//! member's devices, members who are strangers to each other (their mail carried by a
+//! member who knows them), admins' changes, removal, a member offline catching up, and the
+//! API's refusals.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use volli_tests::{Node, befriend, events, next_event, pair};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until `node` holds key packages of `with`'s devices (their conversation could move
+/// to MLS): a group with `with` then takes its devices at once.
+async fn ready(node: &Node, with: &str) {
+    node.wait_for(&format!("/v1/conversations/{with}"), WAIT, |c| {
+        c["ready"] == true
+    })
+    .await;
+}
+
+/// Waits until group `id` on `node` shows `user` with `devices` devices (0: not a member).
+async fn member_devices(node: &Node, id: &str, user: &str, devices: usize) -> Value {
+    node.wait_for(&format!("/v1/groups/{id}"), WAIT, |g| {
+        let found = g["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["user_id"] == user);
+        match found {
+            Some(m) => m["devices"].as_array().map_or(0, Vec::len) == devices,
+            None => devices == 0,
+        }
+    })
+    .await
+}
+
+/// Sends `body` to group `id` from `node`; the message id.
+async fn send_group(node: &Node, id: &str, body: &str) -> String {
+    let (status, answer) = node
+        .post("/v1/messages", json!({"group": id, "body": body}))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    answer["id"].as_str().unwrap().to_owned()
+}
+
+/// The bodies of group `id`'s messages on `node`.
+async fn bodies(node: &Node, id: &str) -> Vec<String> {
+    let (status, list) = node
+        .get(&format!("/v1/messages?group={id}&limit=500"))
+        .await;
+    assert_eq!(status, 200, "{list}");
+    list["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn wait_body(node: &Node, id: &str, body: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if bodies(node, id).await.iter().any(|b| b == body) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{body:?} never reached {}: {:?}\n{}",
+            node.url,
+            bodies(node, id).await,
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn strangers_in_a_group_read_each_other_through_the_member_who_knows_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = Node::start(&dir.path().join("alice")).await;
+    let bob = Node::start(&dir.path().join("bob")).await;
+    let carol = Node::start(&dir.path().join("carol")).await;
+    // Alice knows Bob and Carol; they do not know each other.
+    befriend(&alice, &bob).await;
+    befriend(&alice, &carol).await;
+    let (a, _) = alice.ids().await;
+    let (b, _) = bob.ids().await;
+    let (c, _) = carol.ids().await;
+    ready(&alice, &b).await;
+    ready(&alice, &c).await;
+
+    let mut carol_events = events(&carol).await;
+    let (status, group) = alice
+        .post(
+            "/v1/groups",
+            json!({"name": "book club", "members": [b, c]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{group}");
+    let id = group["id"].as_str().unwrap().to_owned();
+    assert_eq!(group["name"], "book club");
+    assert_eq!(group["members"][0]["user_id"], a.as_str());
+    assert_eq!(group["members"][0]["role"], "admin");
+    assert_eq!(group["members"][1]["role"], "member");
+    // Carol's node joins through the Welcome (carried by nobody: Alice knows her).
+    let created = next_event(&mut carol_events, "group.created", WAIT, |_| true).await;
+    assert_eq!(created["group"], id.as_str());
+    assert_eq!(created["name"], "book club");
+    for node in [&bob, &carol] {
+        member_devices(node, &id, &c, 1).await;
+        member_devices(node, &id, &b, 1).await;
+    }
+
+    // Bob writes; Carol, whom he does not know, reads it (Alice's node carries it).
+    send_group(&bob, &id, "hello everyone").await;
+    let got = next_event(&mut carol_events, "group.message", WAIT, |e| {
+        e["body"] == "hello everyone"
+    })
+    .await;
+    assert_eq!(got["from"], b.as_str());
+    assert_eq!(got["group"], id.as_str());
+    wait_body(&alice, &id, "hello everyone").await;
+    // And back.
+    send_group(&carol, &id, "hi bob").await;
+    wait_body(&bob, &id, "hi bob").await;
+    let (_, list) = bob.get(&format!("/v1/messages?group={id}&limit=10")).await;
+    let last = list["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["from"], c.as_str());
+    assert_eq!(last["group"], id.as_str());
+
+    // Per-member receipts on the sender's side.
+    let sent = send_group(&alice, &id, "receipts, please").await;
+    alice
+        .wait_for(&format!("/v1/messages?group={id}&limit=10"), WAIT, |l| {
+            l["messages"].as_array().unwrap().iter().any(|m| {
+                m["id"] == sent.as_str()
+                    && m["status"] == "delivered"
+                    && m["receipts"].as_array().is_some_and(|r| {
+                        r.len() == 2 && r.iter().all(|x| x["status"] == "delivered")
+                    })
+            })
+        })
+        .await;
+
+    // A member who is no admin changes nothing: 403, and nothing moves.
+    let (status, refused) = bob
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1/groups/{id}/members/{c}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(refused["error"]["code"], "not_group_admin");
+    let (status, refused) = bob
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/v1/groups/{id}"),
+            Some(json!({"name": "mine"})),
+        )
+        .await;
+    assert_eq!(status, 403, "{refused}");
+
+    // The admin removes Carol: she reads nothing said after it.
+    let mut bob_events = events(&bob).await;
+    let (status, after) = alice
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1/groups/{id}/members/{c}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{after}");
+    assert!(
+        after["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["user_id"] != c.as_str())
+    );
+    next_event(&mut bob_events, "group.changed", WAIT, |e| {
+        e["group"] == id.as_str()
+    })
+    .await;
+    next_event(&mut carol_events, "group.changed", WAIT, |e| {
+        e["group"] == id.as_str() && e["left"] == true
+    })
+    .await;
+    send_group(&bob, &id, "carol is gone").await;
+    wait_body(&alice, &id, "carol is gone").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !bodies(&carol, &id)
+            .await
+            .contains(&"carol is gone".to_owned())
+    );
+    let (status, _) = carol.get(&format!("/v1/groups/{id}")).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_group_requests_get_clear_errors_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = Node::start(&dir.path().join("alice")).await;
+    let bob = Node::start(&dir.path().join("bob")).await;
+    befriend(&alice, &bob).await;
+    let (b, _) = bob.ids().await;
+    let stranger = volli_core::UserSecret::generate()
+        .unwrap()
+        .user_id()
+        .to_string();
+    for (body, status, code) in [
+        (json!({"name": "", "members": []}), 400, "invalid_group"),
+        (
+            json!({"name": "x".repeat(65), "members": []}),
+            400,
+            "invalid_group",
+        ),
+        (
+            json!({"name": "g", "members": ["nope"]}),
+            400,
+            "invalid_user_id",
+        ),
+        (
+            json!({"name": "g", "members": [stranger]}),
+            404,
+            "unknown_contact",
+        ),
+        (json!({"name": "g", "members": [b], "extra": 1}), 400, ""),
+    ] {
+        let (got, answer) = alice.post("/v1/groups", body).await;
+        assert_eq!(got, status, "{answer}");
+        if !code.is_empty() {
+            assert_eq!(answer["error"]["code"], code, "{answer}");
+        }
+    }
+    let (_, list) = alice.get("/v1/groups").await;
+    assert_eq!(list["groups"].as_array().unwrap().len(), 0);
+    let (status, answer) = alice.get("/v1/groups/zz").await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (400, &json!("invalid_group_id"))
+    );
+    let unknown = "00".repeat(16);
+    let (status, answer) = alice.get(&format!("/v1/groups/{unknown}")).await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (404, &json!("unknown_group"))
+    );
+    let (status, answer) = alice
+        .post("/v1/messages", json!({"group": unknown, "body": "hi"}))
+        .await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (404, &json!("unknown_group"))
+    );
+    let (status, answer) = alice
+        .post(
+            "/v1/messages",
+            json!({"group": unknown, "to": b, "body": "hi"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (400, &json!("invalid_message"))
+    );
+
+    let (status, group) = alice
+        .post("/v1/groups", json!({"name": "g", "members": [b]}))
+        .await;
+    assert_eq!(status, 201, "{group}");
+    let id = group["id"].as_str().unwrap();
+    let (status, answer) = alice
+        .post(
+            &format!("/v1/groups/{id}/members"),
+            json!({"user_id": stranger}),
+        )
+        .await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (404, &json!("unknown_contact"))
+    );
+    let (status, answer) = alice
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1/groups/{id}/members/{stranger}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (404, &json!("unknown_member"))
+    );
+    let (status, answer) = alice
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/groups/{id}/members/{b}"),
+            Some(json!({"role": "owner"})),
+        )
+        .await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (400, &json!("invalid_role"))
+    );
+    // Promoting works, and shows.
+    let (status, answer) = alice
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/groups/{id}/members/{b}"),
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["members"][1]["role"], "admin");
+    let _ = pair;
+}
