@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use volli_tests::{Node, befriend, events, next_event, pair};
+use volli_tests::{Node, Options, befriend, events, free_port, next_event, on_port, pair};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -314,5 +314,184 @@ async fn bad_group_requests_get_clear_errors_and_change_nothing() {
         .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["members"][1]["role"], "admin");
-    let _ = pair;
+}
+
+/// A user's two devices, on fixed ports (so that a restart keeps the addresses contacts
+/// know).
+struct User {
+    d: [Node; 2],
+    ports: [u16; 2],
+    id: String,
+}
+
+impl User {
+    async fn start(root: &std::path::Path, name: &str) -> Self {
+        let ports = [free_port(), free_port()];
+        let d1 = Node::start_with(&root.join(format!("{name}1")), on_port(ports[0])).await;
+        let d2 = Node::start_with(&root.join(format!("{name}2")), on_port(ports[1])).await;
+        pair(&d1, &d2, None).await;
+        let (id, _) = d1.ids().await;
+        Self {
+            d: [d1, d2],
+            ports,
+            id,
+        }
+    }
+
+    async fn stop(&mut self) {
+        for node in &mut self.d {
+            assert!(node.terminate().success());
+        }
+    }
+
+    async fn restart(&mut self) {
+        for (node, port) in self.d.iter_mut().zip(self.ports) {
+            let dir = node.data_dir.clone();
+            *node = Node::start_with(&dir, Options { ..on_port(port) }).await;
+        }
+    }
+}
+
+/// Waits until every node in `nodes` shows group `id` with exactly `users` as members (each
+/// with both its devices) at one and the same epoch.
+async fn converged(nodes: &[&Node], id: &str, users: &[&User]) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut epochs = Vec::new();
+        let mut ok = true;
+        for node in nodes {
+            let (status, g) = node.get(&format!("/v1/groups/{id}")).await;
+            let members = g["members"].as_array().cloned().unwrap_or_default();
+            ok &= status == 200
+                && members.len() == users.len()
+                && users.iter().all(|u| {
+                    members.iter().any(|m| {
+                        m["user_id"] == u.id.as_str()
+                            && m["devices"].as_array().map_or(0, Vec::len) == 2
+                    })
+                });
+            epochs.push(g["epoch"].clone());
+        }
+        if ok && epochs.windows(2).all(|w| w[0] == w[1]) {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let logs: Vec<String> = nodes
+                .iter()
+                .map(|n| {
+                    let log = n.log();
+                    let lines: Vec<&str> = log
+                        .lines()
+                        .filter(|l| l.contains("group") || l.contains("WARN"))
+                        .collect();
+                    format!("{}:\n{}", n.data_dir.display(), lines.join("\n"))
+                })
+                .collect();
+            panic!(
+                "group {id} did not converge: epochs {epochs:?}\n{}",
+                logs.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_users_with_two_devices_each_change_the_group_while_one_is_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (mut a, mut b, mut c, mut d, mut e) = tokio::join!(
+        User::start(root, "a"),
+        User::start(root, "b"),
+        User::start(root, "c"),
+        User::start(root, "d"),
+        User::start(root, "e"),
+    );
+    // Alice knows everyone; Bob knows Carol and Erin; the others know only Alice.
+    for other in [&b, &c, &d, &e] {
+        befriend(&a.d[0], &other.d[0]).await;
+    }
+    befriend(&b.d[0], &c.d[0]).await;
+    befriend(&b.d[0], &e.d[0]).await;
+    for other in [&b, &c, &d, &e] {
+        ready(&a.d[0], &other.id).await;
+    }
+    ready(&b.d[0], &c.id).await;
+    ready(&b.d[0], &e.id).await;
+
+    let (status, group) = a.d[0]
+        .post(
+            "/v1/groups",
+            json!({"name": "five", "members": [b.id, c.id, d.id]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{group}");
+    let id = group["id"].as_str().unwrap().to_owned();
+    let (status, promoted) = a.d[0]
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/groups/{id}/members/{}", b.id),
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{promoted}");
+    let all: Vec<&Node> = [&a, &b, &c, &d].iter().flat_map(|u| u.d.iter()).collect();
+    converged(&all, &id, &[&a, &b, &c, &d]).await;
+    send_group(&c.d[1], &id, "before").await;
+    for node in &all {
+        wait_body(node, &id, "before").await;
+    }
+
+    // Dave is offline. At the same moment, Alice adds Erin and Bob (an admin, not the
+    // committer) removes Carol: both changes land, in one order, on every device.
+    d.stop().await;
+    let (add_path, remove_path) = (
+        format!("/v1/groups/{id}/members"),
+        format!("/v1/groups/{id}/members/{}", c.id),
+    );
+    let (added, removed) = tokio::join!(
+        a.d[1].post(&add_path, json!({"user_id": e.id})),
+        b.d[1].request(reqwest::Method::DELETE, &remove_path, None),
+    );
+    assert_eq!(added.0, 200, "{}", added.1);
+    assert_eq!(removed.0, 200, "{}", removed.1);
+    let online: Vec<&Node> = [&a, &b, &e].iter().flat_map(|u| u.d.iter()).collect();
+    converged(&online, &id, &[&a, &b, &d, &e]).await;
+    for n in 0..5 {
+        send_group(&e.d[n % 2], &id, &format!("while dave was away {n}")).await;
+    }
+    for node in &online {
+        wait_body(node, &id, "while dave was away 4").await;
+    }
+    // Carol reads nothing said after her removal.
+    for node in &c.d {
+        let seen = bodies(node, &id).await;
+        assert!(
+            seen.iter().all(|b| !b.starts_with("while dave")),
+            "{seen:?}"
+        );
+        let (status, _) = node.get(&format!("/v1/groups/{id}")).await;
+        assert_eq!(status, 404);
+    }
+
+    // Dave comes back and catches up: the commits, then what was said, in order.
+    d.restart().await;
+    let everyone: Vec<&Node> = [&a, &b, &d, &e].iter().flat_map(|u| u.d.iter()).collect();
+    converged(&everyone, &id, &[&a, &b, &d, &e]).await;
+    let want: Vec<String> = (0..5).map(|n| format!("while dave was away {n}")).collect();
+    for node in &d.d {
+        wait_body(node, &id, "while dave was away 4").await;
+        let seen: Vec<String> = bodies(node, &id)
+            .await
+            .into_iter()
+            .filter(|b| b.starts_with("while dave"))
+            .collect();
+        assert_eq!(seen, want);
+    }
+    send_group(&d.d[0], &id, "back").await;
+    for node in [&e.d[0], &e.d[1], &b.d[0]] {
+        wait_body(node, &id, "back").await;
+    }
+    let _ = &mut c;
+    a.stop().await;
 }

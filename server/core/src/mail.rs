@@ -102,7 +102,8 @@ impl Mail {
                     && !mail.messages.is_empty()
                     && mail.messages.len() <= MAX_MLS_MESSAGES
                     && match mail.kind {
-                        MailKind::Application => mail.device.is_none() && mail.messages.len() == 1,
+                        // For one device only when it is a request to a group's committer.
+                        MailKind::Application => mail.messages.len() == 1,
                         MailKind::Welcome => mail.device.is_some() && mail.messages.len() == 1,
                         MailKind::Handshake => mail.device.is_some(),
                     };
@@ -334,8 +335,23 @@ mod tests {
             Mail::from_bytes(&commit.to_bytes()).unwrap().device(),
             Some(device)
         );
-        // An application message addressed to a device, a welcome to nobody, an empty one:
-        // refused.
+        // An application message for one device (a request to a group's committer) is
+        // one message.
+        let request = MlsMail::new(
+            from,
+            to,
+            Some(device),
+            MailKind::Application,
+            id,
+            vec![vec![1]],
+        );
+        assert_eq!(
+            Mail::from_bytes(&Mail::Mls(request).to_bytes())
+                .unwrap()
+                .device(),
+            Some(device)
+        );
+        // Two application messages in one mail, a welcome to nobody, an empty one: refused.
         for bad in [
             MlsMail::new(
                 from,
@@ -343,7 +359,7 @@ mod tests {
                 Some(device),
                 MailKind::Application,
                 id,
-                vec![vec![1]],
+                vec![vec![1], vec![2]],
             ),
             MlsMail::new(from, to, None, MailKind::Welcome, id, vec![vec![1]]),
             MlsMail::new(from, to, Some(device), MailKind::Handshake, id, Vec::new()),

@@ -1078,6 +1078,22 @@ impl Conversations {
                 self.hold(group, epoch, mail).await?;
                 return Ok(Opened::Done);
             }
+            // A commit that overtook the Welcome into its group: kept for when it comes.
+            Err(MlsError::UnknownGroup) if mail.kind == MailKind::Handshake => {
+                drop(mls);
+                if pending {
+                    return Ok(Opened::Waiting);
+                }
+                let peeked = mail
+                    .messages
+                    .last()
+                    .map(|m| volli_mls::peek(m))
+                    .transpose()?
+                    .ok_or(MlsError::Malformed)?;
+                let group = peeked.group.ok_or(MlsError::Malformed)?;
+                self.hold(group, peeked.epoch, mail).await?;
+                return Ok(Opened::Done);
+            }
             // Applied before (a retry), or a Welcome this device cannot open (its key
             // package is gone): nothing to do.
             Err(MlsError::Stale | MlsError::Duplicate | MlsError::NotForUs) => {}

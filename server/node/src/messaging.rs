@@ -1383,9 +1383,12 @@ impl Messaging {
     async fn take_in(&self, mail: &Mail, direct: Option<UserId>) -> TakenIn {
         let me = self.inner.identity.user_id();
         match mail {
+            // (A request to a group's committer is the one application message for one
+            // device: the user's other device may send it.)
             Mail::Sealed(_)
             | Mail::Mls(MlsMail {
                 kind: volli_core::MailKind::Application,
+                device: None,
                 ..
             }) if direct == Some(me) => {
                 TakenIn::Refused("a device of this user sends it handshake mail only".into())

@@ -840,11 +840,14 @@ impl Conversations {
     pub(super) fn welcomed_by_contact(&self, info: &Info) -> bool {
         let me = self.me();
         let directory = self.directory();
-        info.roster()
-            .iter()
-            .find(|m| m.user == me)
-            .and_then(|m| m.sponsor)
-            .is_some_and(|s| s == me || directory.contacts.contains_key(&s))
+        match info.roster().iter().find(|m| m.user == me) {
+            // This user created it (on another of its devices).
+            Some(m) if m.sponsor.is_none() => info.orderer == me,
+            Some(m) => m
+                .sponsor
+                .is_some_and(|s| s == me || directory.contacts.contains_key(&s)),
+            None => false,
+        }
     }
 }
 
