@@ -400,7 +400,7 @@ async fn converged(nodes: &[&Node], id: &str, users: &[&User]) {
 async fn five_users_with_two_devices_each_change_the_group_while_one_is_offline() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let (mut a, mut b, mut c, mut d, mut e) = tokio::join!(
+    let (mut a, b, mut c, mut d, e) = tokio::join!(
         User::start(root, "a"),
         User::start(root, "b"),
         User::start(root, "c"),

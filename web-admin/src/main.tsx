@@ -7,6 +7,7 @@ import { ErrorNote, LiveContext, topic, type Live } from "./ui";
 import { Overview } from "./pages/overview";
 import { Contacts } from "./pages/contacts";
 import { Conversations } from "./pages/conversations";
+import { Groups } from "./pages/groups";
 import { Peers } from "./pages/peers";
 import { Plugins } from "./pages/plugins";
 import { Devices } from "./pages/devices";
@@ -18,6 +19,7 @@ const PAGES = [
   ["overview", "Overview"],
   ["contacts", "Contacts"],
   ["conversations", "Conversations"],
+  ["groups", "Groups"],
   ["peers", "Peers"],
   ["plugins", "Plugins"],
   ["devices", "Devices"],
@@ -148,6 +150,8 @@ function pageFor(page: string, arg: string | undefined) {
       return <Contacts />;
     case "conversations":
       return <Conversations with={arg} />;
+    case "groups":
+      return <Groups id={arg} />;
     case "peers":
       return <Peers />;
     case "plugins":

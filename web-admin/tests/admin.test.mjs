@@ -186,6 +186,52 @@ describe("the admin page", () => {
     await b.done();
   });
 
+  test("creates a group, writes in it live, promotes and renames, showing the node's errors", async () => {
+    const a = await logIn(alice);
+    const b = await logIn(bob);
+    await go(a.page, "Groups");
+    await a.page.getByRole("heading", { name: "Groups", level: 1 }).waitFor();
+    await a.page.getByText("No groups yet.").waitFor();
+    await go(b.page, "Groups");
+    await b.page.getByText("No groups yet.").waitFor();
+
+    await a.page.getByText("New group").click();
+    await a.page.getByLabel("Name", { exact: true }).fill("Friends");
+    await a.page.getByRole("checkbox").first().check();
+    await a.page.getByRole("button", { name: "Create" }).click();
+    await a.page.getByRole("heading", { name: "Group Friends" }).waitFor();
+    // Bob's page learns of the group live; both see both members.
+    await b.page.getByTestId("group").filter({ hasText: "Friends" }).getByRole("link").click();
+    for (const page of [a.page, b.page]) {
+      await page.getByTestId("group-members").locator("summary").filter({ hasText: "2 members" }).waitFor();
+    }
+
+    await b.page.getByLabel("Message to the group").fill("hello, group");
+    await b.page.getByLabel("Message to the group").press("Enter");
+    await a.page.getByTestId("group-message").filter({ hasText: "hello, group" }).waitFor();
+    await a.page.getByLabel("Message to the group").fill("hello back");
+    await a.page.getByRole("button", { name: "Send" }).click();
+    await b.page.getByTestId("group-message").filter({ hasText: "hello back" }).waitFor();
+    await a.page.getByTestId("message-status").filter({ hasText: "1/1 delivered" }).waitFor();
+
+    // Only an admin sees the controls; Alice makes Bob one, and his page shows it live.
+    assert.equal(await b.page.getByRole("button", { name: "Rename" }).count(), 0);
+    await a.page.getByRole("button", { name: "Make admin" }).click();
+    await b.page.getByTestId("group-member").filter({ hasText: "you" }).filter({ hasText: "admin" }).waitFor();
+    await b.page.getByRole("button", { name: "Rename" }).waitFor();
+
+    // A name of spaces: the node's message, nothing changed.
+    await a.page.getByLabel("Name", { exact: true }).last().fill("   ");
+    await a.page.getByRole("button", { name: "Rename" }).click();
+    await a.page.getByRole("alert").filter({ hasText: /name/ }).waitFor();
+    a.allow(400);
+    await a.page.getByLabel("Name", { exact: true }).last().fill("Old friends");
+    await a.page.getByRole("button", { name: "Rename" }).click();
+    await b.page.getByTestId("group").filter({ hasText: "Old friends" }).waitFor();
+    await a.done();
+    await b.done();
+  });
+
   test("deletes a message and a whole conversation and sets retention rules, showing the node's errors", async () => {
     const a = await logIn(alice);
     const [bobId] = [(await call(bob, "GET", "/v1/node")).body.user_id];
