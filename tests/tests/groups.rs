@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use volli_tests::{Node, Options, befriend, events, free_port, next_event, on_port, pair};
+use volli_tests::{Node, Options, befriend, events, free_port, next_event, on_port, pair, volli};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -314,6 +314,38 @@ async fn bad_group_requests_get_clear_errors_and_change_nothing() {
         .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["members"][1]["role"], "admin");
+
+    // The CLI: by name, and its errors.
+    let data = alice.data_dir.to_str().unwrap();
+    let out = volli(&["groups", "--data-dir", data]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(id), "{out:?}");
+    let out = volli(&[
+        "groups",
+        "send",
+        "g",
+        "from the command line",
+        "--data-dir",
+        data,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("queued"),
+        "{out:?}"
+    );
+    let out = volli(&["groups", "rename", "g", "renamed", "--data-dir", data]);
+    assert!(out.status.success(), "{out:?}");
+    let out = volli(&["groups", "show", "g", "--data-dir", data]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no group named"),
+        "{out:?}"
+    );
+    let out = volli(&["groups", "messages", "renamed", "--data-dir", data]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("from the command line"),
+        "{out:?}"
+    );
 }
 
 /// A user's two devices, on fixed ports (so that a restart keeps the addresses contacts

@@ -93,8 +93,8 @@ pub enum MessagingError {
 }
 
 /// Messages one group takes from this user at once, and per second after that.
-const GROUP_BURST: u32 = 60;
-const GROUP_PER_SECOND: u32 = 10;
+const GROUP_BURST: u32 = 100;
+const GROUP_PER_SECOND: u32 = 20;
 
 /// Messages deleted per vault write when deleting many (a conversation, retention).
 pub const DELETE_BATCH: u32 = 512;
@@ -1036,6 +1036,9 @@ impl Messaging {
         to: UserId,
         entry: &OutboxEntry,
     ) -> Result<Option<Vec<u8>>, MessagingError> {
+        if let Some(group) = entry.group.as_deref() {
+            return self.reseal_group(to, group, entry).await;
+        }
         let content = Content::Text {
             id: MessageId::from_bytes(entry.id),
             sent_at: entry.sent_at,
@@ -1061,6 +1064,56 @@ impl Messaging {
         sealed.durable.await?;
         queued.await?;
         Ok(Some(sealed.mail))
+    }
+
+    /// Like [`Self::reseal`], for a group message's row for member `to`: sealed again in the
+    /// group (for this member's row only; the others keep theirs).
+    async fn reseal_group(
+        &self,
+        to: UserId,
+        group: &str,
+        entry: &OutboxEntry,
+    ) -> Result<Option<Vec<u8>>, MessagingError> {
+        use crate::conversations::{mail_id, parse_group};
+        let Some(group) = parse_group(group) else {
+            return Ok(None);
+        };
+        let id = mail_id(MessageId::from_bytes(entry.id), &to);
+        let content = Content::Text {
+            id,
+            sent_at: entry.sent_at,
+            body: entry.body.clone(),
+        };
+        let sealed = match self.inner.conversations.seal_group(group, &content).await {
+            Ok((_, sealed)) => sealed,
+            Err(crate::conversations::GroupError::Conversation(
+                crate::conversations::ConversationError::Store(e),
+            )) => return Err(e.into()),
+            Err(e) => {
+                tracing::debug!(%to, error = %e, "cannot seal a group message again");
+                return Ok(None);
+            }
+        };
+        let mail = volli_core::Mail::Mls(MlsMail::new(
+            self.inner.identity.user_id(),
+            to,
+            None,
+            volli_core::MailKind::Application,
+            MessageId::from_bytes(entry.id),
+            vec![sealed.mail],
+        ))
+        .to_bytes();
+        let queued = self
+            .inner
+            .vault
+            .outbox_queued(OutboxChange::Reseal {
+                id: entry.id,
+                envelope: mail.clone(),
+            })
+            .await?;
+        sealed.durable.await?;
+        queued.await?;
+        Ok(Some(mail))
     }
 
     /// Delivers several messages of a conversation on MLS to `entries`' recipient in one
@@ -1090,10 +1143,14 @@ impl Messaging {
         };
         let mut finished = Vec::new();
         for entry in entries {
-            if delivered.contains(&entry.id) {
-                finished.push(MessageId::from_bytes(entry.id));
-            } else {
+            if !delivered.contains(&entry.id) {
                 self.attempt(entry).await?;
+            } else if entry.group.is_some() {
+                let id = MessageId::from_bytes(entry.id);
+                self.finish_entry(&entry, to, id, MessageStatus::Delivered)
+                    .await?;
+            } else {
+                finished.push(MessageId::from_bytes(entry.id));
             }
         }
         self.finish_all(to, finished, MessageStatus::Delivered)
@@ -1146,7 +1203,7 @@ impl Messaging {
             match wire::decode::<Delivered>(&bytes, Protocol::Message.max_response()) {
                 Ok(Delivered::Many { receipt, refused }) => {
                     if !refused.is_empty() {
-                        tracing::debug!(%peer, refused = refused.len(), "part of a delivery was refused");
+                        tracing::debug!(%peer, refused = refused.len(), first = ?refused.first(), "part of a delivery was refused");
                     }
                     let Some(receipt) = receipt else {
                         return Some(HashSet::new());
@@ -1841,10 +1898,7 @@ impl Messaging {
 /// Whether `entry` can go in one delivery with other mail to its recipient: a message of a
 /// conversation on MLS (mail of version 2), for the user rather than one device.
 fn batchable(entry: &OutboxEntry) -> bool {
-    !entry.handshake
-        && entry.group.is_none()
-        && entry.device.is_none()
-        && entry.envelope.first() == Some(&2)
+    !entry.handshake && entry.device.is_none() && entry.envelope.first() == Some(&2)
 }
 
 /// A device's answer to a delivery: its bytes, a network error, or no answer in time.
