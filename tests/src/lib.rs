@@ -432,9 +432,12 @@ impl Drop for Node {
 ///
 /// Taken below the kernel's ephemeral range (32768 and up on Linux): a port the kernel handed
 /// out and took back could go to any other test's `tcp/0` listener or outgoing connection
-/// before this test's node binds it. Picked at random, so parallel tests do not pick alike.
+/// before this test's node binds it. Picked at random, so parallel tests do not pick alike, and
+/// never twice in one test (nodes started at once would otherwise race for one port).
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher as _, Hasher as _};
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     const FIRST: u64 = 20_000;
     const COUNT: u64 = 12_000;
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
@@ -443,9 +446,11 @@ pub fn free_port() -> u16 {
     (0..COUNT)
         .map(|i| (FIRST + (start.wrapping_add(i)) % COUNT) as u16)
         .find(|&port| {
-            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            !given.contains(&port)
+                && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
                 && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
         })
+        .inspect(|&port| given.push(port))
         .expect("a free port below the ephemeral range")
 }
 

@@ -200,6 +200,166 @@ async fn strangers_in_a_group_read_each_other_through_the_member_who_knows_both(
     assert_eq!(status, 404);
 }
 
+/// A received file's bytes.
+async fn file_content(node: &Node, id: &str) -> Vec<u8> {
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/transfers/{id}/content", node.url))
+        .bearer_auth(&node.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap().to_vec()
+}
+
+/// Waits until transfer `id` on `node` is `state`.
+async fn transfer_state(node: &Node, id: &str, state: &str) -> Value {
+    node.wait_for(&format!("/v1/transfers/{id}"), WAIT, |t| {
+        assert!(
+            t["state"] != "failed" || state == "failed",
+            "the transfer failed: {t}"
+        );
+        t["state"] == state
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_offered_to_a_group_reaches_every_member_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = Node::start(&dir.path().join("alice")).await;
+    let bob = Node::start(&dir.path().join("bob")).await;
+    let carol = Node::start(&dir.path().join("carol")).await;
+    // Alice knows Bob and Carol; Bob and Carol do not know each other.
+    befriend(&alice, &bob).await;
+    befriend(&alice, &carol).await;
+    let (b, _) = bob.ids().await;
+    let (c, _) = carol.ids().await;
+    ready(&alice, &b).await;
+    ready(&alice, &c).await;
+    let (status, group) = alice
+        .post("/v1/groups", json!({"name": "photos", "members": [b, c]}))
+        .await;
+    assert_eq!(status, 201, "{group}");
+    let id = group["id"].as_str().unwrap().to_owned();
+    for node in [&bob, &carol] {
+        member_devices(node, &id, &c, 1).await;
+        member_devices(node, &id, &b, 1).await;
+    }
+    // Carol takes files from the group's members without asking.
+    let (status, body) = carol
+        .request(
+            reqwest::Method::PUT,
+            "/v1/settings/transfers.auto_accept_bytes",
+            Some(json!({"value": 50 << 20})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Bob offers a file to the group, once.
+    let mut alice_events = events(&alice).await;
+    let mut carol_events = events(&carol).await;
+    let data: Vec<u8> = (0..(3u32 << 20) + 4321)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/transfers?group={id}&name=holiday.bin",
+            bob.url
+        ))
+        .bearer_auth(&bob.token)
+        .header("content-type", "application/octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let sent: Value = response.json().await.unwrap();
+    let t = sent["id"].as_str().unwrap().to_owned();
+    assert_eq!(sent["group"], id.as_str());
+    assert_eq!(sent["peer"], id.as_str());
+    assert_eq!(sent["direction"], "outgoing");
+
+    // Each member's node is offered it as a file from Bob in the group.
+    for events in [&mut alice_events, &mut carol_events] {
+        let offered = next_event(events, "transfer.offered", WAIT, |e| e["id"] == t.as_str()).await;
+        assert_eq!(offered["from"], b.as_str());
+        assert_eq!(offered["group"], id.as_str());
+        assert_eq!(offered["name"], "holiday.bin");
+    }
+    // Carol accepted at once, but cannot reach Bob: she fetches from Alice, who does not
+    // have it yet.
+    let waiting = transfer_state(&carol, &t, "running").await;
+    assert_eq!(waiting["peer"], b.as_str());
+    assert_eq!(waiting["group"], id.as_str());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, still) = carol.get(&format!("/v1/transfers/{t}")).await;
+    assert_eq!(still["bytes_done"], 0, "{still}");
+    // Alice accepts: she fetches from Bob, then Carol from her.
+    let (status, accepted) = alice
+        .post(&format!("/v1/transfers/{t}/accept"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{accepted}");
+    transfer_state(&alice, &t, "completed").await;
+    assert!(file_content(&alice, &t).await == data);
+    transfer_state(&carol, &t, "completed").await;
+    assert!(file_content(&carol, &t).await == data);
+    // Bob's side is done once every member who fetches from him has it.
+    let done = transfer_state(&bob, &t, "completed").await;
+    assert_eq!(done["bytes_done"], data.len());
+
+    // The command line offers a file on the node by its path, to the group by its name.
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, b"chapter three, annotated").unwrap();
+    let data_dir = alice.data_dir.to_str().unwrap();
+    let out = volli(&[
+        "groups",
+        "send-file",
+        "photos",
+        notes.to_str().unwrap(),
+        "--no-wait",
+        "--data-dir",
+        data_dir,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let second = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let offered = bob
+        .wait_for(&format!("/v1/transfers/{second}"), WAIT, |t| {
+            t["state"] == "offered"
+        })
+        .await;
+    assert_eq!(offered["group"], id.as_str());
+    let (status, _) = bob
+        .post(&format!("/v1/transfers/{second}/accept"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    transfer_state(&bob, &second, "completed").await;
+    assert_eq!(
+        file_content(&bob, &second).await,
+        b"chapter three, annotated"
+    );
+    transfer_state(&carol, &second, "completed").await;
+
+    // Files to a group are refused clearly: both a user and a group, an unknown group.
+    let (status, refused) = bob
+        .post(
+            "/v1/transfers",
+            json!({"to": c, "group": id, "path": "/etc/hostname"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["code"], "invalid_transfer");
+    let unknown = "00".repeat(16);
+    let (status, refused) = bob
+        .post(
+            "/v1/transfers",
+            json!({"group": unknown, "path": "/etc/hostname"}),
+        )
+        .await;
+    assert_eq!(status, 404, "{refused}");
+    assert_eq!(refused["error"]["code"], "unknown_group");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_group_requests_get_clear_errors_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -353,6 +353,30 @@ describe("the admin page", () => {
     await limits.getByText("max ttl secs: 7 d 0 h").waitFor();
     await limits.getByText("max bytes per depositor: 50.0 MiB").waitFor();
     await a.page.getByTestId("storage").getByText("friends-only").waitFor();
+
+    // A file to a group: one offer, and each member's page shows it as from its sender in
+    // the group.
+    const aliceId = (await call(alice, "GET", "/v1/node")).body.user_id;
+    const made = await call(bob, "POST", "/v1/groups", { name: "Photos", members: [aliceId] });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    for (let i = 0; i < 300; i++) {
+      if ((await call(alice, "GET", `/v1/groups/${made.body.id}`)).status === 200) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const album = join(root, "album.bin");
+    writeFileSync(album, Buffer.alloc(1 << 20, 9));
+    await go(b.page, "Transfers");
+    await b.page.getByRole("combobox", { name: /^To/ }).selectOption({ label: "Photos (group)" });
+    await b.page.getByLabel("File").setInputFiles(album);
+    await b.page.getByRole("button", { name: "Send" }).click();
+    const sentToGroup = b.page.getByTestId("transfer").filter({ hasText: "album.bin" });
+    await sentToGroup.filter({ hasText: "to group Photos" }).waitFor();
+    await go(a.page, "Transfers");
+    const fromGroup = a.page.getByTestId("transfer").filter({ hasText: "album.bin" });
+    await fromGroup.filter({ hasText: "in group Photos" }).waitFor();
+    await fromGroup.getByRole("button", { name: "Accept" }).click();
+    await fromGroup.getByTestId("transfer-state").filter({ hasText: "completed" }).waitFor();
+    await sentToGroup.getByTestId("transfer-state").filter({ hasText: "completed" }).waitFor();
     await a.done();
     await b.done();
   });

@@ -222,6 +222,20 @@ enum GroupsCommand {
         /// The text.
         text: String,
     },
+    /// Offer a file to every member of a group, showing its progress (until every member
+    /// who fetches it from this node has it).
+    SendFile {
+        /// The group's id or name.
+        group: String,
+        /// The file.
+        path: PathBuf,
+        /// Stream the file's bytes to the node instead of naming its path.
+        #[arg(long)]
+        upload: bool,
+        /// Return once the file is offered; do not wait for the transfer.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Show a group's messages.
     Messages {
         /// The group's id or name.
@@ -645,6 +659,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(GroupsCommand::Send { group, text }) => {
                     client::group_send(&c, group, text).await
                 }
+                Some(GroupsCommand::SendFile {
+                    group,
+                    path,
+                    upload,
+                    no_wait,
+                }) => client::group_send_file(&c, group, path, *upload, !*no_wait).await,
                 Some(GroupsCommand::Messages { group, limit }) => {
                     client::group_messages(&c, group, *limit).await
                 }

@@ -239,7 +239,14 @@ struct Inner {
     /// arriving meanwhile by another path is a duplicate even before the vault has the
     /// message on disk.
     opened: Mutex<Recent>,
+    /// Records a file offered to a group (set by the file service): durable before the
+    /// state that no longer opens the offer is saved; `false` when it could not be stored.
+    offers: std::sync::OnceLock<OfferSink>,
 }
+
+/// What takes in a file offered to a group (the group, the offer).
+pub type OfferSink =
+    Arc<dyn Fn(GroupRef, FileOffer) -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
 
 /// The ids of the last [`Recent::MAX`] messages opened.
 #[derive(Default)]
@@ -259,6 +266,13 @@ impl Recent {
             {
                 self.ids.remove(&old);
             }
+        }
+    }
+
+    /// Forgets `id` (its opening was undone: it is to be opened again).
+    fn remove(&mut self, id: &MessageId) {
+        if self.ids.remove(id) {
+            self.order.retain(|o| o != id);
         }
     }
 }
@@ -296,6 +310,7 @@ impl Conversations {
                 handed: Mutex::new(HashMap::new()),
                 asked: Mutex::new(HashMap::new()),
                 opened: Mutex::new(Recent::default()),
+                offers: std::sync::OnceLock::new(),
             }),
         };
         this.refresh_directory().await;
@@ -856,6 +871,11 @@ impl Conversations {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Sets what takes in files offered to groups (once, by the file service).
+    pub fn take_group_offers(&self, sink: OfferSink) {
+        let _ = self.inner.offers.set(sink);
     }
 
     /// Opens a file offer that came inside a conversation from a device of `from`;

@@ -267,6 +267,9 @@ pub enum Event {
         name: String,
         /// Its size in bytes.
         size: u64,
+        /// The group it was offered to, when it was.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
     },
     /// A transfer moved on: bytes stored (incoming) or sent (outgoing). At most four a
     /// second per transfer; totals only grow.

@@ -22,6 +22,7 @@
 mod bulk;
 mod content;
 mod download;
+mod group;
 mod prepare;
 
 use std::collections::HashMap;
@@ -140,6 +141,12 @@ pub enum FileError {
     /// Reading or writing a file failed.
     #[error("{0}")]
     Io(String),
+    /// No such group (or this device is not in it).
+    #[error("no such group")]
+    UnknownGroup,
+    /// Too many offers to a group at once: retry in this many seconds.
+    #[error("too many messages to this group; retry in {0} s")]
+    RateLimited(u64),
     /// Storage failed.
     #[error("storage: {0}")]
     Store(#[from] StoreError),
@@ -178,6 +185,8 @@ pub struct TransferView {
     pub created_at: Timestamp,
     /// Until when the sender keeps the file.
     pub expires_at: Timestamp,
+    /// The group it was offered to, if any (`peer` is then the group on the sender's side).
+    pub group: Option<String>,
 }
 
 /// Terminal states.
@@ -213,6 +222,7 @@ fn view(t: &TransferRow) -> TransferView {
         error: t.error.clone(),
         created_at: t.created_at,
         expires_at: t.expires_at,
+        group: t.group.clone(),
     }
 }
 
@@ -242,6 +252,8 @@ pub struct Parts {
     pub connectivity: crate::connectivity::Connectivity,
     /// Conversations on MLS: offers go inside them.
     pub conversations: crate::conversations::Conversations,
+    /// Messages: files offered to a group go as its messages do.
+    pub messaging: crate::messaging::Messaging,
 }
 
 /// The file transfer service. Cheap to clone.
@@ -271,6 +283,7 @@ struct Inner {
     relayed: Mutex<HashMap<PeerId, Bucket>>,
     connectivity: crate::connectivity::Connectivity,
     conversations: crate::conversations::Conversations,
+    messaging: crate::messaging::Messaging,
     wake: Notify,
 }
 
@@ -280,7 +293,10 @@ struct Serving {
     key: FileKey,
     list: ChunkList,
     chunk_ids: ChunkIds,
-    peer: UserId,
+    /// Who fetches it: one user, or (`None`) the members of its group.
+    peer: Option<UserId>,
+    /// Members of its group found to be in it.
+    admitted: Mutex<std::collections::HashSet<UserId>>,
     source: Option<std::fs::File>,
     sent: Mutex<Vec<bool>>,
     sent_bytes: std::sync::atomic::AtomicU64,
@@ -353,12 +369,14 @@ impl Files {
                 relayed: Mutex::new(HashMap::new()),
                 connectivity: parts.connectivity,
                 conversations: parts.conversations,
+                messaging: parts.messaging,
                 wake: Notify::new(),
             }),
         };
         if let Some((listener, sockets)) = bulk {
             listener.spawn(sockets, files.clone());
         }
+        files.take_group_offers();
         files
     }
 
@@ -627,6 +645,7 @@ impl Files {
             expires_at,
             updated_at: now,
             chunk_ids_per_transfer: true,
+            group: None,
         };
         self.inner.db.insert_transfer(&row).await?;
         // The maintenance loop sleeps until the next expiry it knew of; this one may be sooner.
@@ -741,16 +760,7 @@ impl Files {
         let _guard = self.inner.changes.lock().await;
         let mut row = self.row(TransferId::from_bytes(id)).await.ok()?;
         let to = row.peer.parse::<UserId>().ok()?;
-        let content = volli_core::Content::FileOffer(volli_core::OfferContent {
-            id: TransferId::from_bytes(row.id),
-            name: row.name.clone(),
-            layout: Layout::new(row.size, row.chunk_size).ok()?,
-            list: row.list_hash,
-            blake3: row.blake3,
-            key: FileKey::from_bytes(row.file_key),
-            created_at: row.created_at,
-            expires_at: row.expires_at,
-        });
+        let content = volli_core::Content::FileOffer(offer_content(&row)?);
         let sealed = match self.inner.conversations.seal(to, &content).await {
             Ok(Some(sealed)) => sealed,
             Ok(None) => return None,
@@ -812,6 +822,10 @@ impl Files {
 
     /// Records `action` for the other side (sent by [`Files::notify_soon`] once saved).
     fn tell(&self, t: &mut TransferRow, action: &str) {
+        // A group's sender has no one other side, nor does a member fetching from a carrier.
+        if t.group.is_some() && (t.outgoing || t.device.is_none()) {
+            return;
+        }
         let mut actions: Vec<String> = t
             .notify
             .as_deref()
@@ -1220,6 +1234,9 @@ impl Files {
                 next = Some(next.map_or(left, |n| n.min(left)));
                 continue;
             }
+            if self.expire_group(&t).await {
+                continue;
+            }
             let reason = if t.outgoing {
                 "the file was kept for [files] keep_secs and nobody finished fetching it"
             } else {
@@ -1263,7 +1280,7 @@ impl Files {
             if offer.sender != user {
                 return invalid("the offer is not from the peer's user");
             }
-            return self.record_offer(peer, user, offer).await;
+            return self.record_offer(Some(peer), user, offer, None).await;
         }
         // An offer inside a conversation on MLS: known transfers are not opened again
         // (their key is used up), and it is opened only when there is room for it.
@@ -1286,7 +1303,7 @@ impl Files {
             .conversations
             .open_offer(&mail, user, move |offer| {
                 Box::pin(async move {
-                    let response = this.record_offer(peer, user, offer).await;
+                    let response = this.record_offer(Some(peer), user, offer, None).await;
                     let ok = response == FileResponse::Ok;
                     *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(response);
                     ok
@@ -1301,8 +1318,15 @@ impl Files {
         }
     }
 
-    /// Records an opened offer from `peer` (a device of `user`), within the quotas.
-    async fn record_offer(&self, peer: PeerId, user: UserId, offer: FileOffer) -> FileResponse {
+    /// Records an opened offer from `user`, to be fetched from its device `peer` (or, in
+    /// `group`, from the member who carries its mail when `peer` is `None`), within the quotas.
+    async fn record_offer(
+        &self,
+        peer: Option<PeerId>,
+        user: UserId,
+        offer: FileOffer,
+        group: Option<String>,
+    ) -> FileResponse {
         let now = Timestamp::now();
         if offer.expires_at <= now {
             return FileResponse::Refused(FileRefusal::Gone);
@@ -1327,7 +1351,7 @@ impl Files {
             id: *offer.id.as_bytes(),
             outgoing: false,
             peer: user.to_string(),
-            device: Some(peer.to_string()),
+            device: peer.map(|p| p.to_string()),
             name: offer.name.clone(),
             size: offer.layout.size(),
             chunk_size: offer.layout.chunk_size(),
@@ -1348,6 +1372,7 @@ impl Files {
             expires_at: offer.expires_at.min(now.saturating_add(MAX_OFFER_LIFE)),
             updated_at: now,
             chunk_ids_per_transfer: true,
+            group: group.clone(),
         };
         if self.inner.db.insert_transfer(&row).await.is_err() {
             return FileResponse::Refused(FileRefusal::Busy);
@@ -1358,6 +1383,7 @@ impl Files {
             from: user.to_string(),
             name: offer.name.clone(),
             size: offer.layout.size(),
+            group,
         });
         drop(_guard);
         if self.auto_accepts(user, offer.layout.size()).await {
@@ -1410,23 +1436,34 @@ impl Files {
         user: UserId,
     ) -> Result<Arc<Serving>, volli_core::transfer::bulk::Status> {
         use volli_core::transfer::bulk::Status;
-        if let Some(s) = self.lock_serving().get(&id).cloned() {
-            return if s.peer == user {
-                Ok(s)
-            } else {
-                Err(Status::Gone)
+        let cached = self.lock_serving().get(&id).cloned();
+        if let Some(s) = cached {
+            return match s.peer {
+                Some(peer) if peer == user => Ok(s),
+                Some(_) => Err(Status::Gone),
+                None => self.admit(id, s, user).await,
             };
         }
         let _guard = self.inner.changes.lock().await;
         let mut t = match self.inner.db.transfer(id.as_bytes()).await {
             Ok(Some(t)) if t.outgoing && t.peer == user.to_string() => t,
+            Ok(Some(t)) if t.group.is_some() && self.may_fetch_group(&t, user).await => t,
             Ok(_) => return Err(Status::Gone),
             Err(_) => return Err(Status::Busy),
         };
         if t.state == "cancelled" {
             return Err(Status::Cancelled);
         }
-        if finished(&t.state) || t.expires_at < Timestamp::now() {
+        // A member serves a group file it received once it has it whole.
+        let passed_on = !t.outgoing;
+        if passed_on && t.state != "completed" {
+            return Err(if finished(&t.state) {
+                Status::Gone
+            } else {
+                Status::Busy
+            });
+        }
+        if (finished(&t.state) && !passed_on) || t.expires_at < Timestamp::now() {
             return Err(Status::Gone);
         }
         if t.paused_here {
@@ -1468,7 +1505,8 @@ impl Files {
             key: FileKey::from_bytes(t.file_key),
             list,
             chunk_ids: ChunkIds::of(&t),
-            peer: user,
+            peer: t.group.is_none().then_some(user),
+            admitted: Mutex::new(std::iter::once(user).collect()),
             source,
             sent: Mutex::new(vec![false; chunks]),
             sent_bytes: std::sync::atomic::AtomicU64::new(0),
@@ -1565,9 +1603,42 @@ impl Files {
         }
     }
 
-    /// Counts a chunk as sent, for the sender's progress.
+    /// A member of a group transfer's group asks for it: admitted once it is found in
+    /// the group (and while the transfer is served).
+    async fn admit(
+        &self,
+        id: TransferId,
+        s: Arc<Serving>,
+        user: UserId,
+    ) -> Result<Arc<Serving>, volli_core::transfer::bulk::Status> {
+        use volli_core::transfer::bulk::Status;
+        if s.admitted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&user)
+        {
+            return Ok(s);
+        }
+        match self.inner.db.transfer(id.as_bytes()).await {
+            Ok(Some(t)) if self.may_fetch_group(&t, user).await => {
+                s.admitted
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(user);
+                Ok(s)
+            }
+            Ok(_) => Err(Status::Gone),
+            Err(_) => Err(Status::Busy),
+        }
+    }
+
+    /// Counts a chunk as sent, for the sender's progress (a group's members each fetch
+    /// every chunk: theirs is in what they report).
     fn sent(&self, id: TransferId, s: &Serving, index: u32) {
         use std::sync::atomic::Ordering;
+        if s.peer.is_none() {
+            return;
+        }
         let first = {
             let mut sent = s.sent.lock().unwrap_or_else(|e| e.into_inner());
             match sent.get_mut(index as usize) {
@@ -1611,6 +1682,9 @@ impl Files {
     async fn control(&self, user: UserId, id: TransferId, action: FileAction) -> FileResponse {
         let guard = self.inner.changes.lock().await;
         let mut t = match self.inner.db.transfer(id.as_bytes()).await {
+            Ok(Some(t)) if t.outgoing && t.group.is_some() => {
+                return self.group_control(t, user, action).await;
+            }
             Ok(Some(t)) if t.peer == user.to_string() => t,
             Ok(_) => return FileResponse::Refused(FileRefusal::Unknown),
             Err(_) => return FileResponse::Refused(FileRefusal::Busy),
@@ -1659,6 +1733,20 @@ impl Files {
         self.changed(&t);
         FileResponse::Ok
     }
+}
+
+/// The offer of outgoing transfer `t`, as it goes inside a conversation or a group.
+pub(crate) fn offer_content(t: &TransferRow) -> Option<volli_core::OfferContent> {
+    Some(volli_core::OfferContent {
+        id: TransferId::from_bytes(t.id),
+        name: t.name.clone(),
+        layout: Layout::new(t.size, t.chunk_size).ok()?,
+        list: t.list_hash,
+        blake3: t.blake3,
+        key: FileKey::from_bytes(t.file_key),
+        created_at: t.created_at,
+        expires_at: t.expires_at,
+    })
 }
 
 fn refusal(status: volli_core::transfer::bulk::Status) -> FileResponse {

@@ -285,8 +285,50 @@ impl Messaging {
         group: volli_mls::GroupRef,
         body: String,
     ) -> Result<StoredMessage, MessagingError> {
-        use crate::conversations::{conversation_key, mail_id};
         Self::check_body(&body)?;
+        let id = MessageId::random().map_err(|e| MessagingError::Invalid(e.to_string()))?;
+        let sent_at = Timestamp::now();
+        let content = Content::Text {
+            id,
+            sent_at,
+            body: body.clone(),
+        };
+        let message = StoredMessage {
+            id,
+            from: self.inner.identity.user_id(),
+            to: crate::conversations::conversation_key(&group),
+            body,
+            sent_at,
+            status: MessageStatus::Queued,
+        };
+        self.queue_group(group, &content, Some(message))
+            .await?
+            .ok_or_else(|| MessagingError::Invalid("the message was not kept".into()))
+    }
+
+    /// Offers a file to group `group` (its transfer already recorded): the offer is sealed
+    /// once and goes to every member as a group message does, in order with the others.
+    pub async fn send_group_offer(
+        &self,
+        group: volli_mls::GroupRef,
+        offer: volli_core::OfferContent,
+    ) -> Result<(), MessagingError> {
+        self.queue_group(group, &Content::FileOffer(offer), None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Seals `content` once into `group` and queues it for every member (one outbox row
+    /// each, durably), keeping `message` in the group's conversation when it is one; then
+    /// tries it at once. The outbox rows keep `message`'s body (a text) or the offered
+    /// file's name (an offer, sealed again from its transfer when needed).
+    async fn queue_group(
+        &self,
+        group: volli_mls::GroupRef,
+        content: &Content,
+        message: Option<StoredMessage>,
+    ) -> Result<Option<StoredMessage>, MessagingError> {
+        use crate::conversations::{conversation_key, mail_id};
         self.inner
             .sends
             .check(())
@@ -295,14 +337,16 @@ impl Messaging {
             .group_sends
             .check(group)
             .map_err(MessagingError::RateLimited)?;
-        let id = MessageId::random().map_err(|e| MessagingError::Invalid(e.to_string()))?;
-        let sent_at = Timestamp::now();
-        let content = Content::Text {
-            id,
-            sent_at,
-            body: body.clone(),
+        let (id, sent_at, body) = match content {
+            Content::Text { id, sent_at, body } => (*id, *sent_at, body.clone()),
+            Content::FileOffer(offer) => (
+                MessageId::from_bytes(*offer.id.as_bytes()),
+                offer.created_at,
+                offer.name.clone(),
+            ),
+            _ => return Err(MessagingError::Invalid("not a group message".into())),
         };
-        let (members, sealed) = self.inner.conversations.seal_group(group, &content).await?;
+        let (members, sealed) = self.inner.conversations.seal_group(group, content).await?;
         let me = self.inner.identity.user_id();
         let mut entries = Vec::with_capacity(members.len());
         for member in &members {
@@ -339,24 +383,23 @@ impl Messaging {
             );
         }
         let key = conversation_key(&group);
-        let message = StoredMessage {
-            id,
-            from: me,
-            to: key,
-            body,
-            sent_at,
-            status: if members.is_empty() {
-                MessageStatus::Delivered
-            } else {
-                MessageStatus::Queued
-            },
+        let message = message.map(|mut m| {
+            if members.is_empty() {
+                m.status = MessageStatus::Delivered;
+            }
+            m
+        });
+        let saved = match &message {
+            Some(m) => Some(self.inner.vault.queue_message(key, m.clone()).await?),
+            None => None,
         };
-        let saved = self.inner.vault.queue_message(key, message.clone()).await?;
         sealed.durable.await?;
         for q in queued {
             q.await?;
         }
-        saved.await?;
+        if let Some(saved) = saved {
+            saved.await?;
+        }
         for member in &members {
             self.inner
                 .db
@@ -1079,10 +1122,23 @@ impl Messaging {
             return Ok(None);
         };
         let id = mail_id(MessageId::from_bytes(entry.id), &to);
-        let content = Content::Text {
-            id,
-            sent_at: entry.sent_at,
-            body: entry.body.clone(),
+        // A file offered to the group is sealed again from its transfer.
+        let offered = self
+            .inner
+            .db
+            .transfer(id.as_bytes())
+            .await?
+            .filter(|t| t.outgoing && t.group.as_deref() == Some(group.to_string().as_str()));
+        let content = match offered {
+            Some(t) => match crate::files::offer_content(&t) {
+                Some(offer) => Content::FileOffer(offer),
+                None => return Ok(None),
+            },
+            None => Content::Text {
+                id,
+                sent_at: entry.sent_at,
+                body: entry.body.clone(),
+            },
         };
         let sealed = match self.inner.conversations.seal_group(group, &content).await {
             Ok((_, sealed)) => sealed,

@@ -343,6 +343,7 @@ impl Node {
             p2p_listen: config.p2p_listen.clone(),
             connectivity: connectivity.clone(),
             conversations: conversations.clone(),
+            messaging: messaging.clone(),
         })
         .await;
         Dispatch {

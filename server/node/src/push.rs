@@ -183,6 +183,7 @@ fn describe(event: &Event, include_text: bool) -> Option<(&'static str, Value)> 
             from,
             name,
             size,
+            ..
         } => {
             let mut v = json!({"type": "transfer.offered", "id": id, "from": from, "size": size});
             if include_text {
@@ -622,6 +623,7 @@ mod tests {
             from: "alice".into(),
             name: "plans.pdf".into(),
             size: 10,
+            group: None,
         };
         assert!(
             !describe(&offer, false)

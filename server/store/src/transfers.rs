@@ -57,6 +57,8 @@ pub struct TransferRow {
     /// Its chunks are stored under ids of this transfer's own (every row made by this
     /// release), rather than under their names (rows of earlier releases).
     pub chunk_ids_per_transfer: bool,
+    /// The group it was offered to (the sender's row and each member's), if any.
+    pub group: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -85,11 +87,12 @@ struct Row {
     expires_at: i64,
     updated_at: i64,
     chunk_ids_per_transfer: bool,
+    grp: Option<String>,
 }
 
 const COLUMNS: &str = "id, direction, peer, device, name, size, chunk_size, list_hash, blake3, \
      file_key, source, list, sealed_offer, state, paused_here, paused_there, delivered, \
-     notify, bytes_done, error, created_at, expires_at, updated_at, chunk_ids_per_transfer";
+     notify, bytes_done, error, created_at, expires_at, updated_at, chunk_ids_per_transfer, grp";
 
 fn array<const N: usize>(bytes: &[u8]) -> Result<[u8; N], StoreError> {
     bytes
@@ -123,7 +126,41 @@ fn from_row(r: Row) -> Result<TransferRow, StoreError> {
         expires_at: Timestamp::from_millis(r.expires_at),
         updated_at: Timestamp::from_millis(r.updated_at),
         chunk_ids_per_transfer: r.chunk_ids_per_transfer,
+        group: r.grp,
     })
+}
+
+/// The statement that inserts `t` (ignored when its id is known).
+fn insert(t: &TransferRow) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT OR IGNORE INTO transfers ({COLUMNS}) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )))
+    .bind(&t.id[..])
+    .bind(if t.outgoing { "outgoing" } else { "incoming" })
+    .bind(&t.peer)
+    .bind(&t.device)
+    .bind(&t.name)
+    .bind(signed(t.size))
+    .bind(i64::from(t.chunk_size))
+    .bind(&t.list_hash[..])
+    .bind(&t.blake3[..])
+    .bind(&t.file_key[..])
+    .bind(&t.source)
+    .bind(&t.list)
+    .bind(&t.sealed_offer)
+    .bind(&t.state)
+    .bind(t.paused_here)
+    .bind(t.paused_there)
+    .bind(t.delivered)
+    .bind(&t.notify)
+    .bind(signed(t.bytes_done))
+    .bind(&t.error)
+    .bind(t.created_at.as_millis())
+    .bind(t.expires_at.as_millis())
+    .bind(t.updated_at.as_millis())
+    .bind(t.chunk_ids_per_transfer)
+    .bind(&t.group)
 }
 
 fn signed(n: u64) -> i64 {
@@ -133,36 +170,7 @@ fn signed(n: u64) -> i64 {
 impl Db {
     /// Inserts a transfer; returns `false` (changing nothing) when its id is known already.
     pub async fn insert_transfer(&self, t: &TransferRow) -> Result<bool, StoreError> {
-        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT OR IGNORE INTO transfers ({COLUMNS}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        )))
-        .bind(&t.id[..])
-        .bind(if t.outgoing { "outgoing" } else { "incoming" })
-        .bind(&t.peer)
-        .bind(&t.device)
-        .bind(&t.name)
-        .bind(signed(t.size))
-        .bind(i64::from(t.chunk_size))
-        .bind(&t.list_hash[..])
-        .bind(&t.blake3[..])
-        .bind(&t.file_key[..])
-        .bind(&t.source)
-        .bind(&t.list)
-        .bind(&t.sealed_offer)
-        .bind(&t.state)
-        .bind(t.paused_here)
-        .bind(t.paused_there)
-        .bind(t.delivered)
-        .bind(&t.notify)
-        .bind(signed(t.bytes_done))
-        .bind(&t.error)
-        .bind(t.created_at.as_millis())
-        .bind(t.expires_at.as_millis())
-        .bind(t.updated_at.as_millis())
-        .bind(t.chunk_ids_per_transfer)
-        .execute(self.writer())
-        .await?;
+        let done = insert(t).execute(self.writer()).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -277,12 +285,71 @@ impl Db {
             .bind(&id[..])
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM transfer_members WHERE transfer = ?")
+            .bind(&id[..])
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM transfers WHERE id = ?")
             .bind(&id[..])
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Inserts a group transfer offered by this node together with the members who fetch it
+    /// from here; returns `false` (changing nothing) when its id is known already.
+    pub async fn insert_group_transfer(
+        &self,
+        t: &TransferRow,
+        members: &[String],
+    ) -> Result<bool, StoreError> {
+        // One transaction: a crash leaves either both or neither.
+        let mut tx = self.writer().begin().await?;
+        if insert(t).execute(&mut *tx).await?.rows_affected() == 0 {
+            return Ok(false);
+        }
+        for user in members {
+            sqlx::query(
+                "INSERT OR IGNORE INTO transfer_members (transfer, user_id, done) VALUES (?, ?, 0)",
+            )
+            .bind(&t.id[..])
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Records that `user` has group transfer `id` whole; returns every member's state
+    /// (user, done) when `user` is one of those it was offered to from here, else `None`.
+    pub async fn transfer_member_done(
+        &self,
+        id: &[u8; 16],
+        user: &str,
+    ) -> Result<Option<Vec<(String, bool)>>, StoreError> {
+        let changed =
+            sqlx::query("UPDATE transfer_members SET done = 1 WHERE transfer = ? AND user_id = ?")
+                .bind(&id[..])
+                .bind(user)
+                .execute(self.writer())
+                .await?;
+        if changed.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.transfer_members(id).await.map(Some)
+    }
+
+    /// The members group transfer `id` was offered to from here, with whether each has it.
+    pub async fn transfer_members(&self, id: &[u8; 16]) -> Result<Vec<(String, bool)>, StoreError> {
+        let rows: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT user_id, done FROM transfer_members WHERE transfer = ? ORDER BY user_id",
+        )
+        .bind(&id[..])
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows)
     }
 }
 
@@ -318,6 +385,7 @@ mod tests {
             expires_at: Timestamp::from_millis(2),
             updated_at: Timestamp::from_millis(1),
             chunk_ids_per_transfer: true,
+            group: None,
         }
     }
 

@@ -51,22 +51,30 @@ function ClearFinished({ count, onCleared }: { count: number; onCleared: () => v
 
 export function Transfers() {
   const state = useLoad(async () => {
-    const [transfers, contacts, node] = await Promise.all([
+    const [transfers, contacts, node, groups] = await Promise.all([
       ok(api.GET("/v1/transfers")),
       ok(api.GET("/v1/contacts")),
       ok(api.GET("/v1/node")),
+      ok(api.GET("/v1/groups")),
     ]);
-    return { transfers: transfers.transfers, contacts: contacts.contacts, me: node.user_id };
-  }, ["transfer", "contact"]);
+    return { transfers: transfers.transfers, contacts: contacts.contacts, me: node.user_id, groups: groups.groups };
+  }, ["transfer", "contact", "group"]);
   const progress = useProgress();
   return (
     <Page title="Transfers">
       <Loaded state={state} what="transfers">
-        {({ transfers, contacts, me }) => {
+        {({ transfers, contacts, me, groups }) => {
           const names = new Map(contacts.map((c) => [c.user_id, c.name]));
+          const groupNames = new Map(groups.map((g) => [g.id, g.name]));
+          const who = (t: S["Transfer"]) => {
+            const person = names.get(t.peer) ?? (t.peer === me ? "your other devices" : "");
+            if (!t.group) return person;
+            const group = `group ${groupNames.get(t.group) ?? t.group.slice(0, 8)}`;
+            return t.direction === "outgoing" ? group : `${person || t.peer.slice(0, 12)} in ${group}`;
+          };
           return (
             <>
-              <SendFile contacts={contacts} me={me} onSent={state.reload} />
+              <SendFile contacts={contacts} groups={groups} me={me} onSent={state.reload} />
               <ClearFinished count={transfers.filter((t) => FINISHED.includes(t.state)).length} onCleared={state.reload} />
               {transfers.length === 0 ? (
                 <Empty>No transfers yet.</Empty>
@@ -75,7 +83,7 @@ export function Transfers() {
                   {[...transfers]
                     .sort((a, b) => b.created_at.localeCompare(a.created_at))
                     .map((t) => (
-                      <Transfer key={t.id} t={t} who={names.get(t.peer) ?? (t.peer === me ? "your other devices" : "")} progress={progress.get(t.id)} onChange={state.reload} />
+                      <Transfer key={t.id} t={t} who={who(t)} progress={progress.get(t.id)} onChange={state.reload} />
                     ))}
                 </ul>
               )}
@@ -202,7 +210,8 @@ function Save({ t }: { t: S["Transfer"] }) {
   );
 }
 
-function SendFile(props: { contacts: S["Contact"][]; me: string; onSent: () => void }) {
+/** Sends a file to a contact, to this user's other devices, or to a group (`group:ID`). */
+function SendFile(props: { contacts: S["Contact"][]; groups: S["Group"][]; me: string; onSent: () => void }) {
   const [to, setTo] = useState("");
   const [file, setFile] = useState<File | null>(null);
   const [sent, setSent] = useState<number | null>(null);
@@ -218,7 +227,9 @@ function SendFile(props: { contacts: S["Contact"][]; me: string; onSent: () => v
           try {
             await ok(
               api.POST("/v1/transfers", {
-                params: { query: { to, name: file.name } },
+                params: {
+                  query: to.startsWith("group:") ? { group: to.slice(6), name: file.name } : { to, name: file.name },
+                },
                 body: file as unknown as string,
                 bodySerializer: (b: unknown) => b as BodyInit,
                 headers: { "Content-Type": "application/octet-stream" },
@@ -245,6 +256,15 @@ function SendFile(props: { contacts: S["Contact"][]; me: string; onSent: () => v
               </option>
             ))}
             <option value={props.me}>My other devices</option>
+            {props.groups.length > 0 && (
+              <optgroup label="Groups">
+                {props.groups.map((g) => (
+                  <option key={g.id} value={`group:${g.id}`}>
+                    {g.name} (group)
+                  </option>
+                ))}
+              </optgroup>
+            )}
           </select>
         </label>
         <label>

@@ -37,6 +37,8 @@ impl From<FileError> for ApiError {
                 "backend_unavailable",
                 message,
             ),
+            FileError::UnknownGroup => ApiError::not_found("unknown_group", message),
+            FileError::RateLimited(secs) => ApiError::rate_limited(secs),
             FileError::Io(_) | FileError::Store(_) => ApiError::internal(message),
         }
     }
@@ -51,7 +53,8 @@ pub struct TransferBody {
     /// `outgoing` or `incoming`.
     #[schema(example = "outgoing")]
     pub direction: &'static str,
-    /// The other side's user id (this user's own for a transfer between its devices).
+    /// The other side's user id (this user's own for a transfer between its devices); for
+    /// a file this user offered to a group, the group's id.
     pub peer: String,
     /// The file's name.
     pub name: String,
@@ -72,6 +75,8 @@ pub struct TransferBody {
     pub created_at: String,
     /// Until when the sender keeps the file (RFC 3339).
     pub expires_at: String,
+    /// The group the file was offered to, when it was.
+    pub group: Option<String>,
 }
 
 impl From<TransferView> for TransferBody {
@@ -89,6 +94,7 @@ impl From<TransferView> for TransferBody {
             error: v.error,
             created_at: v.created_at.to_rfc3339(),
             expires_at: v.expires_at.to_rfc3339(),
+            group: v.group,
         }
     }
 }
@@ -105,7 +111,9 @@ pub struct TransferList {
 #[serde(deny_unknown_fields)]
 pub struct SendFile {
     /// The recipient: a contact's user id, or this user's own (to its other devices).
-    pub to: String,
+    pub to: Option<String>,
+    /// Or a group this user is in: every member is offered the file.
+    pub group: Option<String>,
     /// The file's absolute path on the node.
     pub path: String,
 }
@@ -116,6 +124,8 @@ pub struct SendFile {
 pub struct UploadQuery {
     /// The recipient (with a streamed body).
     pub to: Option<String>,
+    /// Or the group (with a streamed body).
+    pub group: Option<String>,
     /// The file's name (with a streamed body).
     pub name: Option<String>,
 }
@@ -130,6 +140,26 @@ fn user(text: &str) -> Result<volli_core::UserId, ApiError> {
         .ok_or_else(|| ApiError::bad_request("invalid_user_id", "not a user id"))
 }
 
+/// Who a file is sent to.
+enum Recipient {
+    User(volli_core::UserId),
+    Group(volli_mls::GroupRef),
+}
+
+/// Exactly one of `to` and `group`.
+fn recipient(to: Option<&str>, group: Option<&str>) -> Result<Recipient, ApiError> {
+    match (to, group) {
+        (Some(to), None) => Ok(Recipient::User(user(to)?)),
+        (None, Some(group)) => crate::conversations::parse_group(group)
+            .map(Recipient::Group)
+            .ok_or_else(|| ApiError::not_found("unknown_group", "no such group")),
+        _ => Err(ApiError::bad_request(
+            "invalid_transfer",
+            "name exactly one of `to` (a user) and `group`",
+        )),
+    }
+}
+
 fn transfer_id(text: &str) -> Result<TransferId, ApiError> {
     text.parse()
         .map_err(|_| ApiError::not_found("unknown_transfer", "no such transfer"))
@@ -138,10 +168,11 @@ fn transfer_id(text: &str) -> Result<TransferId, ApiError> {
 /// Largest JSON body of `POST /v1/transfers`.
 const MAX_JSON: usize = 16 << 10;
 
-/// Sends a file to a contact (or to this user's other devices).
+/// Sends a file to a contact (or to this user's other devices), or to a group.
 ///
-/// Either a JSON body naming a file on the node (`{"to", "path"}`), or the file's bytes as
-/// the body (`Content-Type: application/octet-stream`, with `?to=&name=`), streamed to the
+/// Either a JSON body naming a file on the node (`{"to", "path"}`, or `{"group", "path"}`),
+/// or the file's bytes as the body (`Content-Type: application/octet-stream`, with
+/// `?to=&name=` or `?group=&name=`), streamed to the
 /// file backend as they arrive — the node never holds the file in memory. The file is
 /// encrypted with a new key, cut into chunks named by their hash, and offered to the
 /// recipient, who gets `transfer.offered`. Follow it with `transfer.*` events.
@@ -153,9 +184,10 @@ const MAX_JSON: usize = 16 << 10;
         (status = 201, description = "Offered", body = TransferBody),
         (status = 400, description = "Not a user id (`invalid_user_id`), a missing or unreadable path (`invalid_path`), an unusable name (`invalid_name`), a file over 64 GiB (`file_too_large`), or a bad request (`invalid_transfer`)", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 404, description = "Not a contact (`unknown_contact`)", body = ErrorBody),
+        (status = 404, description = "Not a contact (`unknown_contact`), or no such group (`unknown_group`)", body = ErrorBody),
         (status = 409, description = "This user has no other device (`no_other_device`), or this device may not send (`not_allowed`)", body = ErrorBody),
         (status = 415, description = "Neither JSON nor `application/octet-stream`", body = ErrorBody),
+        (status = 429, description = "Too many messages to the group at once (`rate_limited`)", body = ErrorBody),
         (status = 503, description = "The file backend is not available (`backend_unavailable`)", body = ErrorBody),
         (status = 507, description = "Transfers would exceed the storage quota (`quota_exceeded`)", body = ErrorBody),
     ))]
@@ -176,10 +208,10 @@ pub async fn send(
         .to_ascii_lowercase();
     let view = match content_type.as_str() {
         "application/json" => {
-            if query.to.is_some() || query.name.is_some() {
+            if query.to.is_some() || query.group.is_some() || query.name.is_some() {
                 return Err(ApiError::bad_request(
                     "invalid_transfer",
-                    "with a JSON body, give `to` in the body, not in the query",
+                    "with a JSON body, give `to` or `group` in the body, not in the query",
                 ));
             }
             let bytes = axum::body::to_bytes(request.into_body(), MAX_JSON)
@@ -192,16 +224,19 @@ pub async fn send(
                     )
                 })?;
             let body: SendFile = super::extract::object(&bytes)?;
-            files.send_path(user(&body.to)?, &body.path).await?
+            match recipient(body.to.as_deref(), body.group.as_deref())? {
+                Recipient::User(to) => files.send_path(to, &body.path).await?,
+                Recipient::Group(group) => files.send_path_to_group(group, &body.path).await?,
+            }
         }
         "application/octet-stream" => {
-            let (Some(to), Some(name)) = (query.to, query.name) else {
+            let Some(name) = query.name else {
                 return Err(ApiError::bad_request(
                     "invalid_transfer",
-                    "a streamed file needs `?to=USER_ID&name=FILE_NAME`",
+                    "a streamed file needs `?to=USER_ID&name=FILE_NAME` (or `?group=ID&name=…`)",
                 ));
             };
-            let to = user(&to)?;
+            let to = recipient(query.to.as_deref(), query.group.as_deref())?;
             let len = request
                 .headers()
                 .get(header::CONTENT_LENGTH)
@@ -211,16 +246,15 @@ pub async fn send(
                 .into_body()
                 .into_data_stream()
                 .map(|r| r.map_err(|e| e.to_string()));
-            files
-                .send_upload(
-                    to,
-                    Upload {
-                        name,
-                        len,
-                        body: Box::pin(body),
-                    },
-                )
-                .await?
+            let upload = Upload {
+                name,
+                len,
+                body: Box::pin(body),
+            };
+            match to {
+                Recipient::User(to) => files.send_upload(to, upload).await?,
+                Recipient::Group(group) => files.send_upload_to_group(group, upload).await?,
+            }
         }
         _ => {
             return Err(ApiError::new(

@@ -943,6 +943,29 @@ pub(crate) async fn send_file(
             Err(e)
         }
     })?;
+    offer_file(client, ("to", &to), path, upload, wait).await
+}
+
+/// `volli groups send-file GROUP PATH`
+pub(crate) async fn group_send_file(
+    client: &Client,
+    group: &str,
+    path: &std::path::Path,
+    upload: bool,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let id = group_id(client, group).await?;
+    offer_file(client, ("group", &id), path, upload, wait).await
+}
+
+/// Offers `path` to `target` (`("to", user)` or `("group", id)`), by path or uploaded.
+async fn offer_file(
+    client: &Client,
+    (key, value): (&str, &str),
+    path: &std::path::Path,
+    upload: bool,
+    wait: bool,
+) -> anyhow::Result<()> {
     let t = if upload {
         let name = path
             .file_name()
@@ -952,7 +975,11 @@ pub(crate) async fn send_file(
             .await
             .with_context(|| format!("cannot read {}", path.display()))?;
         let len = file.metadata().await?.len();
-        let url = format!("/v1/transfers?to={}&name={}", encode(&to), encode(name));
+        let url = format!(
+            "/v1/transfers?{key}={}&name={}",
+            encode(value),
+            encode(name)
+        );
         eprintln!("uploading {} ({})…", path.display(), size(len));
         client
             .send(reqwest::Method::POST, &url, Body::File(file, len))
@@ -965,7 +992,7 @@ pub(crate) async fn send_file(
             .send(
                 reqwest::Method::POST,
                 "/v1/transfers",
-                Body::Json(serde_json::json!({"to": to, "path": absolute.to_string_lossy()})),
+                Body::Json(serde_json::json!({key: value, "path": absolute.to_string_lossy()})),
             )
             .await?
     };

@@ -642,6 +642,13 @@ impl Conversations {
         Some((group, info))
     }
 
+    /// The users of group `group` (its id in hex), when this device is in it.
+    pub async fn group_users(&self, group: &str) -> Option<Vec<UserId>> {
+        let group = parse_group(group)?;
+        let mls = self.inner.mls.lock().await;
+        mls.info(&group).filter(Info::is_group).map(|i| i.users())
+    }
+
     /// The contact to hand mail of group `group` for `to` (not a contact) to, if any.
     pub async fn carrier(&self, group: &str, to: &UserId) -> Option<UserId> {
         let group = parse_group(group)?;
@@ -715,6 +722,17 @@ impl Conversations {
                         ));
                     }
                     accept(sender.user, body.len()).map_err(MlsError::Refused)?;
+                }
+                Content::FileOffer(offer) => {
+                    if mail_id(MessageId::from_bytes(*offer.id.as_bytes()), &me) != mail.id {
+                        return Err(MlsError::Refused("the offer's id is not the mail's".into()));
+                    }
+                    if sender.user == me {
+                        return Err(MlsError::Refused(
+                            "an offer from this user's own device".into(),
+                        ));
+                    }
+                    accept(sender.user, 0).map_err(MlsError::Refused)?;
                 }
                 Content::GroupRequest { id, .. } => {
                     if *id != mail.id {
@@ -815,6 +833,29 @@ impl Conversations {
                     id: mail.id,
                     saved: Box::pin(saved),
                 })
+            }
+            Content::FileOffer(offer) => {
+                let offer = offer
+                    .into_offer(sender.user, sender.peer)
+                    .map_err(|e| ConversationError::Invalid(e.to_string()))?;
+                // The offer first: once the state that no longer opens it is on disk, it
+                // must be (a file service that is not there yet leaves the mail to retry).
+                let stored = match self.inner.offers.get() {
+                    Some(sink) => sink(group, offer).await,
+                    None => false,
+                };
+                if !stored {
+                    lock(&self.inner.opened).remove(&mail.id);
+                    self.reload(&mut mls).await;
+                    return Err(ConversationError::Invalid(
+                        "the offer was not stored".into(),
+                    ));
+                }
+                let state = self.inner.vault.mls_queued(mls.take_changes()).await?;
+                self.wake_if_due(&mls, &group);
+                drop(mls);
+                state.await?;
+                Ok(Opened::Done)
             }
             Content::GroupRequest {
                 change, packages, ..

@@ -182,8 +182,20 @@ impl Files {
     async fn round(&self, t: &TransferRow, h: &Handle, epoch: u64) -> Result<Round, Why> {
         let id = TransferId::from_bytes(t.id);
         let layout = Layout::new(t.size, t.chunk_size).map_err(|e| Why::Fatal(e.to_string()))?;
-        let Some((peer, addrs)) = self.senders(t).into_iter().next() else {
-            return Err(Why::Fatal("the sender's device is unknown".into()));
+        // A group's file whose sender is not a contact comes from the member who carries
+        // the group's mail here.
+        let from_carrier = t.group.is_some() && t.device.is_none();
+        let sources = if from_carrier {
+            self.group_sources(t).await
+        } else {
+            self.senders(t)
+        };
+        let Some((peer, addrs)) = sources.into_iter().next() else {
+            return Err(if from_carrier {
+                Why::Retry("no member that has the file is reachable".into())
+            } else {
+                Why::Fatal("the sender's device is unknown".into())
+            });
         };
         let list = self.list_for(t, &layout, peer, addrs.clone()).await?;
         let backend = self.backend().map_err(|e| Why::Retry(e.to_string()))?;
