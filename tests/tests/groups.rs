@@ -676,7 +676,11 @@ async fn five_users_with_two_devices_each_change_the_group_while_one_is_offline(
     converged(&everyone, &id, &[&a, &b, &d, &e]).await;
     let want: Vec<String> = (0..5).map(|n| format!("while dave was away {n}")).collect();
     for node in &d.d {
-        wait_body(node, &id, "while dave was away 4").await;
+        // Erin wrote from both her devices: each device's messages come in order, the two
+        // devices' in any order; the conversation shows them in the order they were sent.
+        for body in &want {
+            wait_body(node, &id, body).await;
+        }
         let seen: Vec<String> = bodies(node, &id)
             .await
             .into_iter()

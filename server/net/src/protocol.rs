@@ -73,7 +73,9 @@ impl Protocol {
         match self {
             Protocol::Hello => 8 << 10,
             Protocol::Invite => 16 << 10,
-            Protocol::Message => 4 << 10,
+            // A receipt for up to 256 messages (16 bytes of id each) and the reasons for those
+            // refused: a catching-up recipient may refuse most of a batch.
+            Protocol::Message => 64 << 10,
             Protocol::Relay => 4 << 20,
             Protocol::Sync => 16 << 20,
             // The sealed bundle: keys, a certificate, the contacts/settings/devices documents.

@@ -686,7 +686,10 @@ impl Messaging {
             .outbox_wake(&user.to_string(), Timestamp::now())
             .await
         {
-            Ok(n) if n > 0 => self.inner.wake.notify_one(),
+            Ok(n) if n > 0 => {
+                tracing::debug!(%user, rows = n, "a contact is back: what waits for it is due");
+                self.inner.wake.notify_one();
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot wake the outbox"),
         }
@@ -714,6 +717,9 @@ impl Messaging {
                 return;
             }
         };
+        if !due.is_empty() {
+            tracing::debug!(rows = due.len(), "outbox rows due");
+        }
         for entry in due {
             self.try_now(entry);
         }
@@ -864,11 +870,20 @@ impl Messaging {
             .is_some_and(|(until, _)| Instant::now() < *until)
     }
 
+    /// How long direct attempts to `user` still wait, if they do.
+    fn cooling_left(&self, user: &UserId) -> Option<Duration> {
+        self.lock_flight()
+            .cooling
+            .get(user)
+            .and_then(|(until, _)| until.checked_duration_since(Instant::now()))
+    }
+
     /// `user` was unreachable: its next direct attempts wait, longer each time.
     fn cool(&self, user: UserId) {
         let mut flight = self.lock_flight();
         let strikes = flight.cooling.get(&user).map_or(0, |(_, n)| n + 1);
         let wait = backoff(FIRST_RETRY, MAX_RETRY, strikes);
+        tracing::debug!(%user, ?wait, "unreachable: direct attempts wait");
         flight
             .cooling
             .insert(user, (Instant::now() + wait, strikes));
@@ -1055,15 +1070,24 @@ impl Messaging {
     }
 
     async fn retry_later(&self, entry: &OutboxEntry, relayed: bool) -> Result<(), MessagingError> {
+        let mut wait = backoff(FIRST_RETRY, MAX_RETRY, entry.attempts);
+        // A recipient held unreachable for a while (one failed request: it may have been
+        // busy, or just starting) is tried again with everything that waits for it when that
+        // while ends, rather than each message after its own back-off, which grew while the
+        // recipient was away.
+        if let Some(left) = entry
+            .recipient
+            .parse::<UserId>()
+            .ok()
+            .and_then(|to| self.cooling_left(&to))
+        {
+            wait = wait.min(left + Duration::from_millis(50));
+        }
         self.inner
             .vault
             .outbox(OutboxChange::Retry {
                 id: entry.id,
-                next: Timestamp::now().saturating_add(backoff(
-                    FIRST_RETRY,
-                    MAX_RETRY,
-                    entry.attempts,
-                )),
+                next: Timestamp::now().saturating_add(wait),
                 relayed,
             })
             .await?;
@@ -1461,7 +1485,7 @@ impl Messaging {
             match taken {
                 // Everything in one delivery comes from `from` (checked for each).
                 TakenIn::Stored { id, .. } => stored.push(id),
-                TakenIn::Refused(reason) => refused.push((at, reason)),
+                TakenIn::Refused(reason) => refused.push((at, refusal_reason(reason))),
                 TakenIn::RateLimited(wait) => refused.push((at, format!("retry in {wait} s"))),
             }
         }
@@ -1986,4 +2010,76 @@ enum TakenIn {
     Refused(String),
     /// Not taken now; retry after this many seconds.
     RateLimited(u32),
+}
+
+/// Longest reason given for one refused message of a batch: a batch's answer must fit
+/// [`Protocol::max_response`] with every one of [`volli_core::envelope::MAX_BATCH`] refused.
+const MAX_REASON: usize = 200;
+
+fn refusal_reason(mut reason: String) -> String {
+    if reason.len() > MAX_REASON {
+        let mut end = MAX_REASON;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use volli_core::{DeviceCertificate, Permissions, Signer, UserSecret};
+
+    /// The answer to a full batch, through a device (the longest proof), with every message
+    /// refused at the longest reason or every one stored: within what the sender reads.
+    #[test]
+    fn the_answer_to_a_full_batch_fits_the_response_limit() {
+        let (sender, recipient) = (
+            UserSecret::from_master([1; 32]),
+            UserSecret::from_master([2; 32]),
+        );
+        let key = libp2p_identity::Keypair::generate_ed25519();
+        let cert = DeviceCertificate::issue(
+            &recipient,
+            key.public().to_peer_id(),
+            &"n".repeat(64),
+            Permissions::MESSAGES,
+            Timestamp::now(),
+        );
+        let device = Signer::Device {
+            key: &key,
+            certificate: &cert,
+        };
+        let max = volli_core::envelope::MAX_BATCH;
+        let ids: Vec<MessageId> = (0..max).map(|_| MessageId::random().unwrap()).collect();
+        let stored = Delivered::Many {
+            receipt: Some(Box::new(ReceiptBatch::issue(
+                &device,
+                ids,
+                sender.user_id(),
+                Timestamp::now(),
+            ))),
+            refused: Vec::new(),
+        };
+        let refused = Delivered::Many {
+            receipt: None,
+            refused: (0..max)
+                .map(|i| (i as u16, refusal_reason("é".repeat(MAX_REASON))))
+                .collect(),
+        };
+        for answer in [stored, refused] {
+            let bytes = wire::encode(&answer);
+            assert!(
+                bytes.len() <= Protocol::Message.max_response(),
+                "{} bytes",
+                bytes.len()
+            );
+            assert_eq!(
+                wire::decode::<Delivered>(&bytes, Protocol::Message.max_response()).unwrap(),
+                answer
+            );
+        }
+    }
 }

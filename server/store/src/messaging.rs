@@ -227,7 +227,7 @@ impl Db {
         limit: u32,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         let rows: Vec<OutboxRow> = sqlx::query_as(select_outbox!(
-            "WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?"
+            "WHERE next_attempt_at <= ? ORDER BY next_attempt_at, sent_at LIMIT ?"
         ))
         .bind(now.as_millis())
         .bind(i64::from(limit))
