@@ -692,6 +692,56 @@ async fn five_users_with_two_devices_each_change_the_group_while_one_is_offline(
     for node in [&e.d[0], &e.d[1], &b.d[0]] {
         wait_body(node, &id, "back").await;
     }
+
+    // A file to the group reaches every other member byte for byte (on one of its devices:
+    // files are not synced between a user's devices), fetched from Erin or from a member
+    // who knows both.
+    for user in [&a, &b, &d] {
+        let (status, body) = user.d[0]
+            .request(
+                reqwest::Method::PUT,
+                "/v1/settings/transfers.auto_accept_bytes",
+                Some(json!({"value": 10 << 20})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let data: Vec<u8> = (0..(1u32 << 20) + 99).map(|i| (i % 251) as u8).collect();
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/transfers?group={id}&name=minutes.bin",
+            e.d[1].url
+        ))
+        .bearer_auth(&e.d[1].token)
+        .header("content-type", "application/octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let t = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for user in [&a, &b, &d] {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        'user: loop {
+            for node in &user.d {
+                let (status, got) = node.get(&format!("/v1/transfers/{t}")).await;
+                if status == 200 && got["state"] == "completed" {
+                    assert!(file_content(node, &t).await == data);
+                    break 'user;
+                }
+                assert_ne!(got["state"], "failed", "{got}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never got the file",
+                user.id
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     let _ = &mut c;
     a.stop().await;
 }
