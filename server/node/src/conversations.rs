@@ -242,7 +242,13 @@ struct Inner {
     /// Records a file offered to a group (set by the file service): durable before the
     /// state that no longer opens the offer is saved; `false` when it could not be stored.
     offers: std::sync::OnceLock<OfferSink>,
+    /// Counts a message taken in from what waited against its sender's daily quota (set by
+    /// the messaging service, which counts the rest).
+    inbound: std::sync::OnceLock<InboundCheck>,
 }
+
+/// Whether a message of this many bytes from this user may still be taken in today.
+pub type InboundCheck = Arc<dyn Fn(UserId, usize) -> Result<(), String> + Send + Sync>;
 
 /// What takes in a file offered to a group (the group, the offer).
 pub type OfferSink =
@@ -311,6 +317,7 @@ impl Conversations {
                 asked: Mutex::new(HashMap::new()),
                 opened: Mutex::new(Recent::default()),
                 offers: std::sync::OnceLock::new(),
+                inbound: std::sync::OnceLock::new(),
             }),
         };
         this.refresh_directory().await;
@@ -873,6 +880,12 @@ impl Conversations {
         }
     }
 
+    /// Sets what counts messages taken in from what waited against their senders' quotas
+    /// (once, by the messaging service).
+    pub fn check_inbound(&self, check: InboundCheck) {
+        let _ = self.inner.inbound.set(check);
+    }
+
     /// Sets what takes in files offered to groups (once, by the file service).
     pub fn take_group_offers(&self, sink: OfferSink) {
         let _ = self.inner.offers.set(sink);
@@ -1178,6 +1191,12 @@ impl Conversations {
             }
             let mut done = Vec::new();
             let mut progressed = false;
+            // What waited counts against its sender's quota as it would have on arrival.
+            let check = self.inner.inbound.get().cloned();
+            let mut accept = |sender: UserId, len: usize| match &check {
+                Some(check) => check(sender, len),
+                None => Ok(()),
+            };
             for w in waiting {
                 let Ok(Mail::Mls(mail)) = Mail::from_bytes(&w.mail) else {
                     done.push(w.seq);
@@ -1192,15 +1211,12 @@ impl Conversations {
                                     group,
                                     info,
                                     None,
-                                    &mut |_, _| Ok(()),
+                                    &mut accept,
                                     true,
                                 )
                                 .await
                             }
-                            None => {
-                                self.open_application(&mail, None, &mut |_, _| Ok(()), true)
-                                    .await
-                            }
+                            None => self.open_application(&mail, None, &mut accept, true).await,
                         };
                         match opened {
                             Ok(Opened::Text { saved, .. }) => saved

@@ -174,7 +174,7 @@ impl Messaging {
         ttl: Duration,
         quota: InboundQuota,
     ) -> Self {
-        Self {
+        let this = Self {
             inner: Arc::new(Inner {
                 db,
                 vault,
@@ -195,7 +195,22 @@ impl Messaging {
                 taken: Mutex::new(HashMap::new()),
                 ttl: ttl.min(wire::MAX_TTL),
             }),
-        }
+        };
+        // Mail that waited for a commit is taken in later, by the conversations: it counts
+        // against the same quota.
+        let weak = Arc::downgrade(&this.inner);
+        this.inner
+            .conversations
+            .check_inbound(Arc::new(move |sender, len| {
+                let inner = weak.upgrade().ok_or("shutting down")?;
+                let messaging = Self { inner };
+                if messaging.within_quota(sender, len) {
+                    Ok(())
+                } else {
+                    Err("the sender's daily quota is used up".to_owned())
+                }
+            }));
+        this
     }
 
     /// Sends `body` to contact `to`: sealed, queued durably, then tried at once.
@@ -881,6 +896,14 @@ impl Messaging {
     /// `user` was unreachable: its next direct attempts wait, longer each time.
     fn cool(&self, user: UserId) {
         let mut flight = self.lock_flight();
+        // Other attempts that failed while it was held unreachable are the same outage.
+        if flight
+            .cooling
+            .get(&user)
+            .is_some_and(|(until, _)| Instant::now() < *until)
+        {
+            return;
+        }
         let strikes = flight.cooling.get(&user).map_or(0, |(_, n)| n + 1);
         let wait = backoff(FIRST_RETRY, MAX_RETRY, strikes);
         tracing::debug!(%user, ?wait, "unreachable: direct attempts wait");
