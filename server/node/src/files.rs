@@ -684,25 +684,33 @@ impl Files {
     pub async fn send_upload(&self, to: UserId, upload: Upload) -> Result<TransferView, FileError> {
         self.recipient(to).await?;
         self.check_room().await?;
+        let (name, prepared) = self.take_upload(&to.to_string(), upload).await?;
+        self.offer(to, name, prepared, None).await
+    }
+
+    /// Checks an upload's name and size, then streams it to the file backend, within the
+    /// quotas of `quota` (the recipient, or the group); its name and what was prepared.
+    async fn take_upload(
+        &self,
+        quota: &str,
+        upload: Upload,
+    ) -> Result<(String, prepare::Prepared), FileError> {
         volli_core::transfer::check_name(&upload.name)
             .map_err(|e| FileError::InvalidName(e.to_string()))?;
         if let Some(len) = upload.len {
             if len > volli_core::transfer::MAX_FILE_SIZE {
                 return Err(FileError::TooLarge);
             }
-            self.check_quota(&to.to_string(), len).await?;
+            self.check_quota(quota, len).await?;
         }
         let backend = self.backend()?;
         let name = upload.name.clone();
         let prepared = prepare::from_upload(upload, &backend).await?;
-        if let Err(e) = self
-            .check_quota(&to.to_string(), prepared.layout.size())
-            .await
-        {
+        if let Err(e) = self.check_quota(quota, prepared.layout.size()).await {
             prepare::forget(&backend, ChunkIds::new(prepared.id), &prepared.list).await;
             return Err(e);
         }
-        self.offer(to, name, prepared, None).await
+        Ok((name, prepared))
     }
 
     /// Sends the offer of an outgoing transfer to the recipient's devices until one takes it.

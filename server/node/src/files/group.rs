@@ -64,24 +64,7 @@ impl Files {
     ) -> Result<TransferView, FileError> {
         self.check_group(group).await?;
         self.check_room().await?;
-        volli_core::transfer::check_name(&upload.name)
-            .map_err(|e| FileError::InvalidName(e.to_string()))?;
-        if let Some(len) = upload.len {
-            if len > volli_core::transfer::MAX_FILE_SIZE {
-                return Err(FileError::TooLarge);
-            }
-            self.check_quota(&group.to_string(), len).await?;
-        }
-        let backend = self.backend()?;
-        let name = upload.name.clone();
-        let prepared = prepare::from_upload(upload, &backend).await?;
-        if let Err(e) = self
-            .check_quota(&group.to_string(), prepared.layout.size())
-            .await
-        {
-            prepare::forget(&backend, super::ChunkIds::new(prepared.id), &prepared.list).await;
-            return Err(e);
-        }
+        let (name, prepared) = self.take_upload(&group.to_string(), upload).await?;
         self.offer_to_group(group, name, prepared, None).await
     }
 
