@@ -2,7 +2,10 @@
 //!
 //! 1. **Fan-out**: a group of `VOLLI_BENCH_USERS` users (default 20) with two devices each;
 //!    the creator's first device sends, one message at a time; the time until every other
-//!    device shows it (its own user's second device included), p50 and p99.
+//!    device shows it (its own user's second device included), p50 and p99, over
+//!    `VOLLI_BENCH_TRIALS` messages (default 30). A device shows a message when its client
+//!    has the `group.message` event (`VOLLI_BENCH_WATCH=poll`: when `GET /v1/messages` lists
+//!    it, asked every 10 ms).
 //! 2. **Adding a member** to a group of `VOLLI_BENCH_BIG` users (default 50, one device each):
 //!    the commit's size (what the committer recorded) and the time until every member is at
 //!    its epoch.
@@ -19,7 +22,6 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 use volli_tests::{Node, befriend, free_port, on_port, pair};
 
-const TRIALS: usize = 30;
 const WAIT: Duration = Duration::from_secs(300);
 
 fn env(name: &str, default: usize) -> usize {
@@ -105,8 +107,14 @@ async fn create(creator: &Node, name: &str, members: &[String]) -> String {
 
 async fn fan_out(root: &Path) {
     let users = env("VOLLI_BENCH_USERS", 20);
+    // VOLLI_BENCH_DEVICES=1: one device per user (what the second devices cost).
+    let paired = env("VOLLI_BENCH_DEVICES", 2) > 1;
     let first = start(root, "u", users).await;
-    let second = start(root, "s", users).await;
+    let second = if paired {
+        start(root, "s", users).await
+    } else {
+        Vec::new()
+    };
     join_all(first.iter().zip(&second).map(|(a, b)| pair(a, b, None))).await;
     let mut ids = Vec::new();
     for node in &first {
@@ -122,16 +130,33 @@ async fn fan_out(root: &Path) {
     let group = create(&first[0], "fan-out", &ids[1..]).await;
     let all: Vec<&Node> = first.iter().chain(&second).collect();
     let setup = Instant::now();
-    settled(&all, &group, 2 * users).await;
+    let devices = all.len();
+    settled(&all, &group, devices).await;
     println!(
-        "{users} users × 2 devices: every device in the group {:?} after it was created",
+        "{users} users, {devices} devices: every device in the group {:?} after it was created",
         setup.elapsed()
     );
     // Every other device, in user order: first devices, then second devices.
     let others: Vec<&Node> = all.iter().copied().skip(1).collect();
+    // How a device "shows" a message: its `group.message` event on the WebSocket, as a
+    // client sees it (the default), or VOLLI_BENCH_WATCH=poll: `GET /v1/messages` every
+    // 10 ms (the way this was measured first; 39 nodes polled load the two cores).
+    let poll = std::env::var("VOLLI_BENCH_WATCH").is_ok_and(|w| w == "poll");
+    // The sender's own second device (others[users - 1]) has its messages by the vault's
+    // sync, which raises no `group.message`: it is polled either way.
+    let mut streams = Vec::new();
+    for (k, n) in others.iter().enumerate() {
+        streams.push(if poll || (paired && k == users - 1) {
+            None
+        } else {
+            Some(volli_tests::events(n).await)
+        });
+    }
     let mut every_device = Vec::new();
     let mut every_member = Vec::new();
-    for i in 0..TRIALS {
+    let trials = env("VOLLI_BENCH_TRIALS", 30);
+    eprintln!("trials begin");
+    for i in 0..trials {
         let start = Instant::now();
         let (status, sent) = first[0]
             .post(
@@ -141,43 +166,52 @@ async fn fan_out(root: &Path) {
             .await;
         assert_eq!(status, 202, "{sent}");
         let id = sent["id"].as_str().unwrap().to_owned();
-        let shown: Vec<Duration> = join_all(others.iter().map(|n| {
-            let id = id.clone();
-            let group = group.clone();
-            async move {
-                let deadline = Instant::now() + WAIT;
-                while last_id(n, &group).await.as_deref() != Some(id.as_str()) {
-                    assert!(
-                        Instant::now() < deadline,
-                        "message {id} never reached {}",
-                        n.url
-                    );
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+        let shown: Vec<Duration> =
+            join_all(others.iter().zip(streams.iter_mut()).map(|(n, events)| {
+                let id = id.clone();
+                let group = group.clone();
+                async move {
+                    if let Some(events) = events {
+                        volli_tests::next_event(events, "group.message", WAIT, |e| e["id"] == id)
+                            .await;
+                        return start.elapsed();
+                    }
+                    let deadline = Instant::now() + WAIT;
+                    while last_id(n, &group).await.as_deref() != Some(id.as_str()) {
+                        assert!(
+                            Instant::now() < deadline,
+                            "message {id} never reached {}",
+                            n.url
+                        );
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    start.elapsed()
                 }
-                start.elapsed()
-            }
-        }))
-        .await;
+            }))
+            .await;
         every_device.push(*shown.iter().max().unwrap());
-        // A member has it once one of its devices does (the other gets it by the vault's
-        // sync between the user's devices): the others' first devices are shown[..users-1],
-        // then the sender's own second device, then the others' second devices.
+        // A member has it once one of its devices does: the others' first devices are
+        // shown[..users-1], then the sender's own second device, then the others' second
+        // devices (each member's devices are offered it at once).
         let firsts = &shown[..users - 1];
-        let seconds = &shown[users..];
-        every_member.push(
+        let seconds = shown.get(users..).unwrap_or_default();
+        every_member.push(if paired {
             firsts
                 .iter()
                 .zip(seconds)
                 .map(|(a, b)| *a.min(b))
                 .max()
-                .unwrap(),
-        );
+                .unwrap()
+        } else {
+            *firsts.iter().max().unwrap()
+        });
     }
+    eprintln!("trials end");
     every_device.sort();
     every_member.sort();
     println!(
-        "a message to a {users}-member group ({} devices), {TRIALS} one at a time: until one device of every member shows it p50 {:?}  p99 {:?}; until every other device does (the members' second devices by the vault's sync) p50 {:?}  p99 {:?}",
-        2 * users,
+        "a message to a {users}-member group ({} devices), {trials} one at a time: until one device of every member shows it p50 {:?}  p99 {:?}; until every other device does (the sender's second device by the vault's sync) p50 {:?}  p99 {:?}",
+        devices,
         pct(&every_member, 0.5),
         pct(&every_member, 0.99),
         pct(&every_device, 0.5),
