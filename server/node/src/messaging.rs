@@ -415,17 +415,12 @@ impl Messaging {
         if let Some(saved) = saved {
             saved.await?;
         }
-        for member in &members {
-            self.inner
-                .db
-                .group_receipt(
-                    id.as_bytes(),
-                    &member.to_string(),
-                    MessageStatus::Queued.rank(),
-                    sent_at,
-                )
-                .await?;
-        }
+        let users: Vec<String> = members.iter().map(ToString::to_string).collect();
+        let users: Vec<&str> = users.iter().map(String::as_str).collect();
+        self.inner
+            .db
+            .group_receipts_at(id.as_bytes(), &users, MessageStatus::Queued.rank(), sent_at)
+            .await?;
         crate::metrics::metrics().sent();
         for entry in entries {
             self.try_now(entry);

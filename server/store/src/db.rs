@@ -39,6 +39,9 @@ impl Db {
             // Deleted rows are zeroed in the pages written anyway (no extra I/O); with
             // `reclaim` giving free pages back, deleted messages' text leaves the file.
             .pragma("secure_delete", "FAST")
+            // Sorts and temporary b-trees in memory: with the default, SQLite made (and
+            // unlinked) a temporary file for them, several per delivered message.
+            .pragma("temp_store", "MEMORY")
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         // Only the writer sets `auto_vacuum`: setting it writes the database header in a

@@ -171,17 +171,32 @@ impl Db {
         status: i64,
         at: Timestamp,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO group_receipts (message, user_id, status, at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (message, user_id) DO UPDATE SET status = excluded.status, \
-             at = excluded.at WHERE excluded.status > group_receipts.status",
-        )
-        .bind(&message[..])
-        .bind(user)
-        .bind(status)
-        .bind(at.as_millis())
-        .execute(self.pool())
-        .await?;
+        self.group_receipts_at(message, &[user], status, at).await
+    }
+
+    /// [`Self::group_receipt`] for many members in one transaction (one write to disk).
+    pub async fn group_receipts_at(
+        &self,
+        message: &[u8; 16],
+        users: &[&str],
+        status: i64,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer().begin().await?;
+        for user in users {
+            sqlx::query(
+                "INSERT INTO group_receipts (message, user_id, status, at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (message, user_id) DO UPDATE SET status = excluded.status, \
+                 at = excluded.at WHERE excluded.status > group_receipts.status",
+            )
+            .bind(&message[..])
+            .bind(user)
+            .bind(status)
+            .bind(at.as_millis())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -191,6 +191,14 @@ impl VaultDelta {
         self.docs.len()
     }
 
+    /// Whether it carries only conversation chunks (messages), none of the contacts,
+    /// settings or devices documents.
+    pub fn only_messages(&self) -> bool {
+        self.docs
+            .iter()
+            .all(|(id, _)| matches!(id.parse(), Ok(DocId::Chunk { .. })))
+    }
+
     /// Its size in bytes, roughly as sent.
     pub fn size(&self) -> usize {
         self.docs

@@ -35,6 +35,11 @@ const NOTIFY_EVERY: Duration = Duration::from_millis(5);
 const DELTA_INFO: &[u8] = b"volli/sync/1 delta";
 const KEYS_INFO: &[u8] = b"volli/sync/1 keys";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// What another device acknowledged is written at most this often per device. An
+/// acknowledgement only lets deleted text be erased from history; one lost in a crash is
+/// made again by the device's next announcement. Writing each (one for every message
+/// either device took in) was a disk write per message.
+const ACK_EVERY: Duration = Duration::from_secs(2);
 
 /// Pulls under way, so one device is pulled from once at a time.
 #[derive(Default)]
@@ -42,6 +47,15 @@ pub(super) struct State {
     pulling: Mutex<HashSet<PeerId>>,
     /// A pull was asked for while one ran: run another after it.
     again: Mutex<HashSet<PeerId>>,
+    acks: Mutex<Acks>,
+}
+
+/// Acknowledgements of other devices: when each was last written, and the latest of those
+/// waiting to be.
+#[derive(Default)]
+struct Acks {
+    written: std::collections::HashMap<PeerId, std::time::Instant>,
+    waiting: std::collections::HashMap<PeerId, VaultVersion>,
 }
 
 impl Devices {
@@ -115,11 +129,15 @@ impl Devices {
             }
         }
         loop {
-            let docs = self.pull_rounds(peer).await;
-            if docs > 0 {
+            let (docs, meta) = self.pull_rounds(peer).await;
+            // Devices, contacts and keys are read again only when their documents changed
+            // (most pulls bring messages only: one for every message either device took in).
+            if meta {
                 self.refresh().await;
                 self.inner.contacts.refresh().await;
                 self.catch_up_keys(peer).await;
+            }
+            if docs > 0 {
                 self.inner.events.publish(Event::SyncCompleted {
                     peer_id: peer.to_base58(),
                     docs,
@@ -144,15 +162,17 @@ impl Devices {
             .remove(&peer);
     }
 
-    /// Pulls until nothing more comes; returns how many documents changed.
-    async fn pull_rounds(&self, peer: PeerId) -> usize {
+    /// Pulls until nothing more comes; returns how many documents changed, and whether any
+    /// of them was the contacts, settings or devices document.
+    async fn pull_rounds(&self, peer: PeerId) -> (usize, bool) {
         let mut changed = 0;
+        let mut meta = false;
         for _ in 0..1_000 {
             let Ok(version) = self.inner.vault.version().await else {
-                return changed;
+                return (changed, meta);
             };
             let Ok(reply) = ReplyKey::generate() else {
-                return changed;
+                return (changed, meta);
             };
             let request = SyncRequest::Pull {
                 version: version.to_bytes(),
@@ -167,15 +187,15 @@ impl Devices {
                 }) => (encapped, sealed, more),
                 Ok(SyncResponse::Refused(reason)) => {
                     tracing::warn!(%peer, %reason, "a device of this user refused to sync");
-                    return changed;
+                    return (changed, meta);
                 }
                 Ok(other) => {
                     tracing::debug!(%peer, ?other, "unexpected sync answer");
-                    return changed;
+                    return (changed, meta);
                 }
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "sync pull failed");
-                    return changed;
+                    return (changed, meta);
                 }
             };
             let delta = match reply
@@ -186,20 +206,22 @@ impl Devices {
                 Ok(delta) => delta,
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "an unreadable sync delta");
-                    return changed;
+                    return (changed, meta);
                 }
             };
             let docs = delta.len();
+            let only_messages = delta.only_messages();
             if docs > 0 {
                 // Only what the sending device may write; the vault checks the rest.
                 let Some(permissions) = self.permissions_of(peer).await else {
-                    return changed;
+                    return (changed, meta);
                 };
                 let allow = move |doc: &DocId| allowed(permissions, doc);
                 match self.inner.vault.import_from(delta, allow).await {
                     Ok(imported) => {
                         if imported.new {
                             changed += docs;
+                            meta |= !only_messages;
                         }
                         self.publish_deleted(imported.deleted);
                     }
@@ -211,7 +233,7 @@ impl Devices {
                                 reason: reason.clone(),
                             });
                         }
-                        return changed;
+                        return (changed, meta);
                     }
                 }
             }
@@ -219,7 +241,7 @@ impl Devices {
                 break;
             }
         }
-        changed
+        (changed, meta)
     }
 
     /// Tells clients which messages another device deleted: one `messages.deleted` per
@@ -278,6 +300,71 @@ impl Devices {
         }
     }
 
+    /// Records that `peer` holds `version`: at once if nothing was written for it within
+    /// [`ACK_EVERY`], else once that time is up (the latest version by then).
+    async fn acknowledge(&self, peer: PeerId, version: VaultVersion) {
+        // Decided under the lock, written after it.
+        let now = {
+            let mut acks = self
+                .inner
+                .sync
+                .acks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let since = acks.written.get(&peer).map(std::time::Instant::elapsed);
+            if let Some(waiting) = acks.waiting.get_mut(&peer) {
+                *waiting = version;
+                return;
+            }
+            match since {
+                Some(since) if since < ACK_EVERY => {
+                    acks.waiting.insert(peer, version);
+                    Err(ACK_EVERY - since)
+                }
+                _ => {
+                    acks.written.insert(peer, std::time::Instant::now());
+                    Ok(version)
+                }
+            }
+        };
+        let wait = match now {
+            Ok(version) => {
+                let _ = self
+                    .inner
+                    .vault
+                    .acknowledge(&peer.to_base58(), &version)
+                    .await;
+                return;
+            }
+            Err(wait) => wait,
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let version = {
+                let mut acks = this
+                    .inner
+                    .sync
+                    .acks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                acks.written.insert(peer, std::time::Instant::now());
+                acks.waiting.remove(&peer)
+            };
+            // Not for a device revoked meanwhile (its acknowledgements are forgotten then,
+            // and one written after would hold back erasure for good).
+            if let Some(version) = version
+                && this.permissions_of(peer).await.is_some()
+            {
+                let _ = this
+                    .inner
+                    .vault
+                    .acknowledge(&peer.to_base58(), &version)
+                    .await;
+            }
+        });
+    }
+
     /// Answers `/volli/sync/1`.
     pub(super) async fn handle_sync(&self, peer: PeerId, payload: &[u8]) -> Vec<u8> {
         let response = match wire::decode::<SyncRequest>(payload, Protocol::Sync.max_request()) {
@@ -297,11 +384,7 @@ impl Devices {
                 let Ok(theirs) = VaultVersion::from_bytes(&version) else {
                     return SyncResponse::Refused("not a vault version".into());
                 };
-                let _ = self
-                    .inner
-                    .vault
-                    .acknowledge(&peer.to_base58(), &theirs)
-                    .await;
+                self.acknowledge(peer, theirs.clone()).await;
                 let lacking = match self.inner.vault.version().await {
                     Ok(ours) => !ours.includes(&theirs),
                     Err(_) => false,

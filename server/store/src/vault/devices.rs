@@ -95,6 +95,19 @@ struct Legacy {
 }
 
 impl View {
+    /// The view of the devices document as it stands, read again only when the document
+    /// changed: devices are looked up for every sync request and delivery, and reading the
+    /// whole document each time was a good part of the vault thread's work.
+    pub(super) fn current(doc: &VaultDoc) -> std::sync::Arc<Self> {
+        let version = doc.devices_version();
+        if let Some(view) = doc.cached_view(&version) {
+            return view;
+        }
+        let view = std::sync::Arc::new(Self::of(doc));
+        doc.cache_view(version, std::sync::Arc::clone(&view));
+        view
+    }
+
     /// Reads the document.
     pub(super) fn of(doc: &VaultDoc) -> Self {
         let mut view = View::default();
@@ -357,24 +370,25 @@ impl Vault {
     /// Every device of `user` with a valid certificate, revoked ones included, in peer id
     /// order.
     pub async fn devices_of(&self, user: UserId) -> Result<Vec<DeviceRecord>, StoreError> {
-        self.read(move |doc| View::of(doc).records(|c| c.user_id() == user))
+        self.read(move |doc| View::current(doc).records(|c| c.user_id() == user))
             .await
     }
 
     /// Every device with a valid certificate, of any user, revoked ones included.
     pub async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        self.read(|doc| View::of(doc).records(|_| true)).await
+        self.read(|doc| View::current(doc).records(|_| true)).await
     }
 
     /// The generation of `user`'s X-Wing key that contacts seal to (0 until a device that
     /// held message keys is revoked).
     pub async fn key_generation(&self, user: UserId) -> Result<u32, StoreError> {
-        self.read(move |doc| View::of(doc).generation(user)).await
+        self.read(move |doc| View::current(doc).generation(user))
+            .await
     }
 
     /// `user`'s latest contact card, as an admin device last issued it.
     pub async fn own_card(&self, user: UserId) -> Result<Option<ContactCard>, StoreError> {
-        self.read(move |doc| View::of(doc).card(user).cloned())
+        self.read(move |doc| View::current(doc).card(user).cloned())
             .await
     }
 

@@ -40,6 +40,8 @@ pub struct VaultDoc {
     devices_doc: LoroDoc,
     verified: Mutex<Verified>,
     contacts: ContactCache,
+    /// The devices document's view, with the version it was read at.
+    devices_view: Mutex<Option<(loro::VersionVector, Arc<super::devices::View>)>>,
 }
 
 /// Contacts as last read, shared with the [`super::Vault`] handles so that the lookups done
@@ -83,7 +85,31 @@ impl VaultDoc {
             devices_doc,
             verified: Mutex::new(Verified::default()),
             contacts,
+            devices_view: Mutex::new(None),
         }
+    }
+
+    /// The devices document's version, with everything written to it so far committed.
+    pub(crate) fn devices_version(&self) -> loro::VersionVector {
+        self.devices_doc.commit();
+        self.devices_doc.oplog_vv()
+    }
+
+    /// The devices view last read, if it was read at `version`.
+    pub(super) fn cached_view(
+        &self,
+        version: &loro::VersionVector,
+    ) -> Option<Arc<super::devices::View>> {
+        let cached = self.devices_view.lock().unwrap_or_else(|e| e.into_inner());
+        cached
+            .as_ref()
+            .filter(|(at, _)| at == version)
+            .map(|(_, view)| Arc::clone(view))
+    }
+
+    /// Keeps `view`, read at `version`.
+    pub(super) fn cache_view(&self, version: loro::VersionVector, view: Arc<super::devices::View>) {
+        *self.devices_view.lock().unwrap_or_else(|e| e.into_inner()) = Some((version, view));
     }
 
     /// One of the three documents.
