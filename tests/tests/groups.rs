@@ -114,7 +114,7 @@ async fn strangers_in_a_group_read_each_other_through_the_member_who_knows_both(
     }
 
     // Bob writes; Carol, whom he does not know, reads it (Alice's node carries it).
-    send_group(&bob, &id, "hello everyone").await;
+    let hello = send_group(&bob, &id, "hello everyone").await;
     let got = next_event(&mut carol_events, "group.message", WAIT, |e| {
         e["body"] == "hello everyone"
     })
@@ -122,6 +122,17 @@ async fn strangers_in_a_group_read_each_other_through_the_member_who_knows_both(
     assert_eq!(got["from"], b.as_str());
     assert_eq!(got["group"], id.as_str());
     wait_body(&alice, &id, "hello everyone").await;
+    // Carol's own receipt comes back to Bob through Alice: both members `delivered`.
+    bob.wait_for(&format!("/v1/messages?group={id}&limit=10"), WAIT, |l| {
+        l["messages"].as_array().unwrap().iter().any(|m| {
+            m["id"] == hello.as_str()
+                && m["status"] == "delivered"
+                && m["receipts"]
+                    .as_array()
+                    .is_some_and(|r| r.len() == 2 && r.iter().all(|x| x["status"] == "delivered"))
+        })
+    })
+    .await;
     // And back.
     send_group(&carol, &id, "hi bob").await;
     wait_body(&bob, &id, "hi bob").await;

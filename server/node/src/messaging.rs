@@ -965,9 +965,20 @@ impl Messaging {
         }
         let mut entry = entry;
         let mut resealed = false;
+        // Group mail this node carries for another member: the receipt is addressed to it.
+        let carried = carried_for(&entry, self.inner.identity.user_id());
+        let sender = carried.map_or_else(|| self.inner.identity.user_id(), |(s, _)| s);
         while !self.cooling(&to) {
-            match self.deliver_direct(&devices, to, id, &entry.envelope).await {
-                Outcome::Delivered => {
+            match self
+                .deliver_direct(&devices, sender, to, id, &entry.envelope)
+                .await
+            {
+                Outcome::Delivered(receipt) => {
+                    // A message's receipt is left here for its sender, who fetches it as
+                    // from a relay (handshake mail needs none).
+                    if carried.is_some_and(|(_, application)| application) {
+                        self.inner.relay.hold_receipts(vec![*receipt]).await;
+                    }
                     return self
                         .finish_entry(&entry, to, id, MessageStatus::Delivered)
                         .await;
@@ -1058,12 +1069,23 @@ impl Messaging {
         };
         let carrier = contact.user_id;
         if !self.cooling(&carrier) {
+            let me = self.inner.identity.user_id();
             match self
-                .deliver_direct(&contact.devices, carrier, id, &entry.envelope)
+                .deliver_direct(&contact.devices, me, carrier, id, &entry.envelope)
                 .await
             {
-                Outcome::Delivered => {
-                    if !entry.handshake {
+                Outcome::Delivered(_) if entry.handshake => {
+                    self.inner
+                        .vault
+                        .outbox(OutboxChange::Remove(entry.id))
+                        .await?;
+                    return Ok(());
+                }
+                // The carrier holds it: `relayed`. The row stays, offered to the carrier
+                // again now and then as mail held by relays is, until the recipient's own
+                // receipt comes back through the carrier (fetched as from a relay).
+                Outcome::Delivered(_) => {
+                    if !entry.relayed {
                         self.group_progress(
                             &group,
                             to,
@@ -1072,11 +1094,7 @@ impl Messaging {
                         )
                         .await?;
                     }
-                    self.inner
-                        .vault
-                        .outbox(OutboxChange::Remove(entry.id))
-                        .await?;
-                    return Ok(());
+                    return self.retry_later(&entry, true).await;
                 }
                 Outcome::Refused(reason) => {
                     tracing::info!(%to, %carrier, %reason, "a member refused to carry group mail; will retry");
@@ -1416,10 +1434,12 @@ impl Messaging {
     }
 
     /// Offers the envelope to every device of the recipient at once; the first receipt (or
-    /// refusal) decides.
+    /// refusal) decides. The receipt must be addressed to `sender`: this user, or the
+    /// member whose group mail this node carries.
     async fn deliver_direct(
         &self,
         devices: &[volli_core::DeviceCertificate],
+        sender: UserId,
         to: UserId,
         id: MessageId,
         envelope: &[u8],
@@ -1440,10 +1460,8 @@ impl Messaging {
                 Err(_) => continue,
             };
             match wire::decode::<Delivered>(&bytes, Protocol::Message.max_response()) {
-                Ok(Delivered::Receipt(r))
-                    if r.verify(id, self.inner.identity.user_id(), to).is_ok() =>
-                {
-                    return Outcome::Delivered;
+                Ok(Delivered::Receipt(r)) if r.verify(id, sender, to).is_ok() => {
+                    return Outcome::Delivered(r);
                 }
                 Ok(Delivered::Refused(reason)) => outcome = Outcome::Refused(reason),
                 Ok(other) => tracing::debug!(%peer, ?other, "no valid receipt"),
@@ -1610,11 +1628,9 @@ impl Messaging {
                 return Queued::Now(TakenIn::Refused("the sender is not a contact".into()));
             }
         }
-        // The receipt goes to whoever handed it over.
-        let acker = match (&group, direct) {
-            (Some(_), Some(d)) => d,
-            _ => mail.sender,
-        };
+        // The receipt is addressed to the sender, also when a member carried the mail here:
+        // that member checks it and passes it back (ADR 0018).
+        let acker = mail.sender;
         if direct.is_some()
             && mail.kind == volli_core::MailKind::Application
             && let Err(wait) = self.inner.inbound.check(mail.sender)
@@ -1969,10 +1985,18 @@ impl Messaging {
                     }
                     continue;
                 }
-                match self
-                    .finish(r.recipient, r.id, MessageStatus::Delivered)
-                    .await
-                {
+                let finished = match self.inner.db.outbox_get(r.id.as_bytes()).await {
+                    // Group mail a member carried: that member's status moves on.
+                    Ok(Some(entry)) if entry.group.is_some() => {
+                        self.finish_entry(&entry, r.recipient, r.id, MessageStatus::Delivered)
+                            .await
+                    }
+                    _ => {
+                        self.finish(r.recipient, r.id, MessageStatus::Delivered)
+                            .await
+                    }
+                };
+                match finished {
                     Ok(()) => ids.push(r.id),
                     // Not recorded and not acknowledged: fetched again next time.
                     Err(e) => tracing::warn!(error = %e, "cannot record a relayed receipt"),
@@ -1993,6 +2017,20 @@ impl Messaging {
     }
 }
 
+/// For group mail this node carries for another member (`me` is not its sender): that
+/// member, and whether it is a message (rather than a commit or a Welcome).
+fn carried_for(entry: &OutboxEntry, me: UserId) -> Option<(UserId, bool)> {
+    if !entry.handshake || entry.group.is_none() {
+        return None;
+    }
+    match Mail::from_bytes(&entry.envelope) {
+        Ok(Mail::Mls(m)) if m.sender != me => {
+            Some((m.sender, m.kind == volli_core::MailKind::Application))
+        }
+        _ => None,
+    }
+}
+
 /// Whether `entry` can go in one delivery with other mail to its recipient: a message of a
 /// conversation on MLS (mail of version 2), for the user rather than one device.
 fn batchable(entry: &OutboxEntry) -> bool {
@@ -2003,7 +2041,8 @@ fn batchable(entry: &OutboxEntry) -> bool {
 type Answer = Result<Result<Vec<u8>, volli_net::NetError>, tokio::time::error::Elapsed>;
 
 enum Outcome {
-    Delivered,
+    /// With the recipient's receipt.
+    Delivered(Box<Receipt>),
     Refused(String),
     Unreachable,
 }

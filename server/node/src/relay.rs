@@ -717,15 +717,37 @@ impl Relay {
         if let Err(wait) = self.inner.deposits.check(recipient) {
             return RelayResponse::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX));
         }
+        let receipts = receipts
+            .into_iter()
+            .take(1024)
+            .filter(|r| r.recipient == recipient)
+            .collect();
+        match self.keep_receipts(receipts).await {
+            Ok(()) => RelayResponse::Ok,
+            Err(e) => RelayResponse::Refused(format!("storage: {e}")),
+        }
+    }
+
+    /// Holds receipts of group messages this node carried to members its contacts do not
+    /// know, for their senders (who fetch them as from a relay, and are told at once).
+    pub async fn hold_receipts(&self, receipts: Vec<volli_core::Receipt>) {
+        if let Err(e) = self.keep_receipts(receipts).await {
+            tracing::warn!(error = %e, "cannot hold a carried message's receipt");
+        }
+    }
+
+    /// Keeps the receipts that verify and are for contacts' messages (up to each sender's
+    /// limit) and tells their senders.
+    async fn keep_receipts(
+        &self,
+        receipts: Vec<volli_core::Receipt>,
+    ) -> Result<(), volli_store::StoreError> {
         let mut keep = Vec::new();
         // Receipts held per sender, counted once per request and kept up to date as this
         // request adds to them.
         let mut held: HashMap<UserId, u64> = HashMap::new();
-        for r in receipts.into_iter().take(1024) {
-            if r.recipient != recipient
-                || r.verify(r.id, r.sender, recipient).is_err()
-                || !self.is_contact(r.sender)
-            {
+        for r in receipts {
+            if r.verify(r.id, r.sender, r.recipient).is_err() || !self.is_contact(r.sender) {
                 continue;
             }
             let sender = r.sender.to_string();
@@ -747,21 +769,15 @@ impl Relay {
             .iter()
             .filter_map(|(_, sender, _)| sender.parse().ok())
             .collect();
-        match self
-            .inner
+        self.inner
             .db
             .relay_hold_receipts(&keep, now, now.saturating_add(MAX_TTL))
-            .await
-        {
-            Ok(()) => {
-                self.inner.held.notify_one();
-                for sender in senders {
-                    self.tell_waiting(sender);
-                }
-                RelayResponse::Ok
-            }
-            Err(e) => RelayResponse::Refused(format!("storage: {e}")),
+            .await?;
+        self.inner.held.notify_one();
+        for sender in senders {
+            self.tell_waiting(sender);
         }
+        Ok(())
     }
 
     async fn accept_deposit(
