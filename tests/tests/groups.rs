@@ -211,6 +211,84 @@ async fn strangers_in_a_group_read_each_other_through_the_member_who_knows_both(
     assert_eq!(status, 404);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_whose_sponsor_is_removed_is_carried_by_a_member_it_knows() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = ["alice", "bob", "carol", "dave"].map(|n| dir.path().join(n));
+    let (alice, bob, carol, dave) = tokio::join!(
+        Node::start(&paths[0]),
+        Node::start(&paths[1]),
+        Node::start(&paths[2]),
+        Node::start(&paths[3]),
+    );
+    // Alice knows Bob and Carol; Dave knows Bob and Carol, not Alice.
+    befriend(&alice, &bob).await;
+    befriend(&alice, &carol).await;
+    befriend(&bob, &dave).await;
+    befriend(&carol, &dave).await;
+    let (b, _) = bob.ids().await;
+    let (c, _) = carol.ids().await;
+    let (d, _) = dave.ids().await;
+    ready(&alice, &b).await;
+    ready(&alice, &c).await;
+    ready(&bob, &d).await;
+    let (status, group) = alice
+        .post(
+            "/v1/groups",
+            json!({"name": "relay race", "members": [b, c]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{group}");
+    let id = group["id"].as_str().unwrap().to_owned();
+    let (status, promoted) = alice
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/groups/{id}/members/{b}"),
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{promoted}");
+    member_devices(&bob, &id, &c, 1).await;
+    // Bob brings Dave in: Bob carries Dave's group mail.
+    let (status, added) = bob
+        .post(&format!("/v1/groups/{id}/members"), json!({"user_id": d}))
+        .await;
+    assert_eq!(status, 200, "{added}");
+    member_devices(&dave, &id, &d, 1).await;
+    send_group(&alice, &id, "welcome dave").await;
+    wait_body(&dave, &id, "welcome dave").await;
+
+    // Alice removes Bob. The roster passes Dave to Alice, whom he does not know; his node
+    // asks to be carried by Carol, whom he does.
+    let (status, _) = alice
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1/groups/{id}/members/{b}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    alice
+        .wait_for(&format!("/v1/groups/{id}"), WAIT, |g| {
+            g["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["user_id"] == d.as_str() && m["sponsor"] == c.as_str())
+        })
+        .await;
+    // Alice's mail reaches Dave through Carol, and Dave's reaches Alice.
+    send_group(&alice, &id, "still with us, dave?").await;
+    wait_body(&dave, &id, "still with us, dave?").await;
+    send_group(&dave, &id, "yes, through carol").await;
+    wait_body(&alice, &id, "yes, through carol").await;
+    assert!(
+        !bodies(&bob, &id)
+            .await
+            .contains(&"still with us, dave?".to_owned())
+    );
+}
+
 /// A received file's bytes.
 async fn file_content(node: &Node, id: &str) -> Vec<u8> {
     let response = reqwest::Client::new()

@@ -306,7 +306,8 @@ impl Info {
             return Err(MlsError::Refused("not a group".into()));
         };
         let leaving = *change == GroupChange::Remove(*by);
-        if !leaving && self.role_of(by) != Some(Role::Admin) {
+        let own = leaving || matches!(change, GroupChange::Sponsor(_));
+        if !own && self.role_of(by) != Some(Role::Admin) {
             return Err(MlsError::Refused("only an admin changes a group".into()));
         }
         let (mut name, mut members, mut orderer) = (name.clone(), members.clone(), self.orderer);
@@ -348,6 +349,29 @@ impl Info {
                         m.sponsor = Some(heir).filter(|h| *h != m.user);
                     }
                 }
+            }
+            GroupChange::Sponsor(sponsor) => {
+                if sponsor == by || !members.iter().any(|m| m.user == *sponsor) {
+                    return Err(MlsError::Refused(
+                        "a member is carried by another member".into(),
+                    ));
+                }
+                // Not by one it carries, near or far: the sponsor lines stay a tree.
+                let mut up = Some(*sponsor);
+                let mut steps = 0;
+                while let Some(u) = up {
+                    if u == *by || steps > members.len() {
+                        return Err(MlsError::Refused(
+                            "a member cannot be carried by one it carries".into(),
+                        ));
+                    }
+                    up = members.iter().find(|m| m.user == u).and_then(|m| m.sponsor);
+                    steps += 1;
+                }
+                let Some(m) = members.iter_mut().find(|m| m.user == *by) else {
+                    return Err(MlsError::Refused("not a member".into()));
+                };
+                m.sponsor = Some(*sponsor);
             }
             GroupChange::Role(user, role) => {
                 let Some(m) = members.iter_mut().find(|m| m.user == *user) else {
@@ -428,7 +452,8 @@ impl Info {
     }
 }
 
-/// A change to a group's roster or name, asked by an admin.
+/// A change to a group's roster or name, asked by an admin (a member may ask to leave, and
+/// to be carried by another member).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GroupChange {
     /// A new name.
@@ -439,6 +464,9 @@ pub enum GroupChange {
     Remove(UserId),
     /// A user's role changes.
     Role(UserId, Role),
+    /// The asking member is carried from now on by this member, one of its contacts (its
+    /// sponsor left, and whom it passed to is not its contact).
+    Sponsor(UserId),
 }
 
 /// How this device keeps its groups.

@@ -964,3 +964,28 @@ fn when_the_ordering_admin_leaves_the_next_admin_commits() {
     );
     assert!(a.d[0].mls.process(&m, &trust).is_err());
 }
+
+#[test]
+fn a_member_asks_to_be_carried_by_another_member_but_never_by_one_it_carries() {
+    let [a, b, c, d, stranger] = ["a", "b", "c", "d", "s"].map(|_| User::new("x").id());
+    let info = Info::group(a, "g", &[b, c], 0)
+        .changed(&a, &GroupChange::Role(b, Role::Admin))
+        .unwrap()
+        .changed(&b, &GroupChange::Add(d))
+        .unwrap();
+    let sponsor =
+        |info: &Info, u: UserId| info.roster().iter().find(|m| m.user == u).unwrap().sponsor;
+    assert_eq!(sponsor(&info, d), Some(b));
+    // Dave, no admin, asks for himself: Carol carries him from now on.
+    let next = info.changed(&d, &GroupChange::Sponsor(c)).unwrap();
+    assert_eq!(sponsor(&next, d), Some(c));
+    assert_eq!(next.role_of(&d), Some(Role::Member));
+    // Asked again (by his other device), nothing changes.
+    assert_eq!(next.changed(&d, &GroupChange::Sponsor(c)).unwrap(), next);
+    // Not by himself, not by a non-member, and Bob not by Dave, whom he carries.
+    assert!(info.changed(&d, &GroupChange::Sponsor(d)).is_err());
+    assert!(info.changed(&d, &GroupChange::Sponsor(stranger)).is_err());
+    assert!(info.changed(&b, &GroupChange::Sponsor(d)).is_err());
+    // Nor the group's root, whom everyone is carried by in the end.
+    assert!(info.changed(&a, &GroupChange::Sponsor(c)).is_err());
+}

@@ -1146,6 +1146,14 @@ impl Conversations {
             self.changed(with, epoch);
         }
         for event in group_events {
+            if let Event::GroupChanged {
+                group, left: false, ..
+            } = &event
+                && let Some(group) = groups::parse_group(group)
+            {
+                let this = self.clone();
+                tokio::spawn(async move { this.mend_sponsor(group).await });
+            }
             self.inner.events.publish(event);
         }
         for (group, epoch, commit) in &advanced {

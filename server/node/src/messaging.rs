@@ -1056,7 +1056,11 @@ impl Messaging {
         id: MessageId,
     ) -> Result<(), MessagingError> {
         let group = entry.group.clone().unwrap_or_default();
-        let carrier = self.inner.conversations.carrier(&group, &to).await;
+        let carrier = self
+            .inner
+            .conversations
+            .carrier_or_guess(&group, &to, entry.attempts)
+            .await;
         let contact = match carrier {
             Some(c) => self.inner.vault.contact(c).await?,
             None => None,
@@ -1612,7 +1616,12 @@ impl Messaging {
             });
         }
         let in_group = |u: &UserId| group.as_ref().is_some_and(|(_, info)| info.includes(u));
-        if direct.is_some_and(|d| d != mail.sender && !in_group(&d)) {
+        // A Welcome into a group this node is not in yet may come from a stranger (the
+        // committer), carried by a contact (the member who brought this user in).
+        let carried_welcome = |d: &UserId| {
+            mail.kind == volli_core::MailKind::Welcome && self.inner.peers.is_contact(d)
+        };
+        if direct.is_some_and(|d| d != mail.sender && !in_group(&d) && !carried_welcome(&d)) {
             return Queued::Now(TakenIn::Refused(
                 "a device may only deliver its own user's mail".into(),
             ));

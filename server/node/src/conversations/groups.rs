@@ -418,6 +418,59 @@ impl Conversations {
         wanted
     }
 
+    /// After a change: if the member who carries this user's group mail (its sponsor) is
+    /// not a contact — the one who brought it in left, and the roster passed it to someone
+    /// else — asks to be carried by a member who is (ADR 0018). Mail to this user waits
+    /// otherwise, as nobody on its way knows it.
+    pub(super) async fn mend_sponsor(&self, group: GroupRef) {
+        let me = self.me();
+        let directory = self.directory();
+        let is_contact = |u: &UserId| directory.contacts.contains_key(u);
+        let choice = {
+            let mls = self.inner.mls.lock().await;
+            let Some(info) = mls.info(&group).filter(Info::is_group) else {
+                return;
+            };
+            let roster = info.roster();
+            let sponsor_of =
+                |u: &UserId| roster.iter().find(|m| m.user == *u).and_then(|m| m.sponsor);
+            match sponsor_of(&me) {
+                Some(sponsor) if !is_contact(&sponsor) => {}
+                _ => return,
+            }
+            // A contact not carried by this user, near or far (the lines stay a tree),
+            // admins first, then the longest-standing.
+            let carried_by_me = |u: &UserId| {
+                let mut up = Some(*u);
+                for _ in 0..=roster.len() {
+                    match up {
+                        Some(x) if x == me => return true,
+                        Some(x) => up = sponsor_of(&x),
+                        None => return false,
+                    }
+                }
+                true
+            };
+            let mut candidates: Vec<&volli_mls::Membership> = roster
+                .iter()
+                .filter(|m| m.user != me && is_contact(&m.user) && !carried_by_me(&m.user))
+                .collect();
+            candidates.sort_by_key(|m| m.role != Role::Admin);
+            candidates.first().map(|m| m.user)
+        };
+        let Some(sponsor) = choice else {
+            tracing::info!(%group, "no member this user knows can carry its group mail");
+            return;
+        };
+        tracing::info!(%group, %sponsor, "asking to be carried by a member this user knows");
+        if let Err(e) = self
+            .change_group(group, GroupChange::Sponsor(sponsor))
+            .await
+        {
+            tracing::warn!(%group, error = %e, "cannot ask for a new sponsor");
+        }
+    }
+
     /// A member's request arrived at this device, the committer: applied if its sender may
     /// ask it. Returns whether anything was committed.
     async fn take_request(
@@ -440,6 +493,8 @@ impl Conversations {
             return false;
         };
         let next = match info.changed(&sender.user, &change) {
+            // Asked before (by another device of the same user): nothing to commit.
+            Ok(next) if next == info => return false,
             Ok(next) => next,
             Err(e) => {
                 tracing::info!(%group, from = %sender.user, error = %e, "refused a group request");
@@ -636,10 +691,20 @@ impl Conversations {
             .messages
             .first()
             .and_then(|b| volli_mls::peek(b).ok())
-            .and_then(|p| p.group)?;
+            .and_then(|p| p.group);
         let mls = self.inner.mls.lock().await;
-        let info = mls.info(&group).filter(Info::is_group)?;
-        Some((group, info))
+        match group {
+            Some(group) => {
+                let info = mls.info(&group).filter(Info::is_group)?;
+                Some((group, info))
+            }
+            // A Welcome names no group outside its encryption: for one to carry on, the
+            // group of this node's that has both its sender and its recipient.
+            None if mail.kind == MailKind::Welcome => mls.groups().into_iter().find(|(_, info)| {
+                info.is_group() && info.includes(&mail.sender) && info.includes(&mail.recipient)
+            }),
+            None => None,
+        }
     }
 
     /// The users of group `group` (its id in hex), when this device is in it.
@@ -664,6 +729,28 @@ impl Conversations {
         (hop != *to && hop != me).then_some(hop)
     }
 
+    /// Like [`Self::carrier`], and when nobody on the sponsor lines is a contact (the member
+    /// who carried mail to `to` just left, and the roster passed `to` to someone who does
+    /// not know it), the members who are contacts in turn, `attempt` choosing: one of them
+    /// may know `to`, and a member that cannot take the mail on refuses it.
+    pub async fn carrier_or_guess(&self, group: &str, to: &UserId, attempt: u32) -> Option<UserId> {
+        if let Some(hop) = self.carrier(group, to).await {
+            return Some(hop);
+        }
+        let info = {
+            let mls = self.inner.mls.lock().await;
+            mls.info(&parse_group(group)?).filter(Info::is_group)?
+        };
+        let me = self.me();
+        let known: Vec<UserId> = info
+            .users()
+            .into_iter()
+            .filter(|u| *u != me && u != to && self.inner.peers.is_contact(u))
+            .collect();
+        let n = u32::try_from(known.len()).ok().filter(|n| *n > 0)?;
+        known.get(usize::try_from(attempt % n).ok()?).copied()
+    }
+
     /// Whether mail from `deliverer` (a contact) for `mail.recipient` (another user) is
     /// group mail this node carries on: both, and the sender, are members of a group this
     /// device is in.
@@ -674,7 +761,20 @@ impl Conversations {
         let Some((_, info)) = self.group_of(mail).await else {
             return false;
         };
-        info.includes(&mail.recipient) && info.includes(&mail.sender) && info.includes(&deliverer)
+        if !(info.includes(&mail.recipient)
+            && info.includes(&mail.sender)
+            && info.includes(&deliverer))
+        {
+            return false;
+        }
+        // Only what this node can take on: to the recipient itself, or to a member on the
+        // way other than the one that handed it over.
+        let me = self.me();
+        let peers = self.inner.peers.clone();
+        next_hop(&info, &me, &mail.recipient, &|u: &UserId| {
+            *u != me && peers.is_contact(u)
+        })
+        .is_some_and(|hop| hop != deliverer && hop != me)
     }
 
     /// Takes in a group's application message: a text stored in the group's conversation, or
