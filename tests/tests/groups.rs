@@ -212,6 +212,57 @@ async fn strangers_in_a_group_read_each_other_through_the_member_who_knows_both(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_new_device_of_a_member_the_committer_does_not_know_joins_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = ["alice", "bob", "carol", "carol2"].map(|n| dir.path().join(n));
+    let (alice, bob, carol, carol2) = tokio::join!(
+        Node::start(&paths[0]),
+        Node::start(&paths[1]),
+        Node::start(&paths[2]),
+        Node::start(&paths[3]),
+    );
+    // Alice knows Bob; Bob knows Carol; Alice does not know Carol.
+    befriend(&alice, &bob).await;
+    befriend(&bob, &carol).await;
+    let (b, _) = bob.ids().await;
+    let (c, _) = carol.ids().await;
+    ready(&alice, &b).await;
+    ready(&bob, &c).await;
+    let (status, group) = alice
+        .post("/v1/groups", json!({"name": "pairs", "members": [b]}))
+        .await;
+    assert_eq!(status, 201, "{group}");
+    let id = group["id"].as_str().unwrap().to_owned();
+    let (status, promoted) = alice
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/groups/{id}/members/{b}"),
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{promoted}");
+    bob.wait_for(&format!("/v1/groups/{id}"), WAIT, |g| {
+        g["members"][1]["role"] == "admin"
+    })
+    .await;
+    let (status, added) = bob
+        .post(&format!("/v1/groups/{id}/members"), json!({"user_id": c}))
+        .await;
+    assert_eq!(status, 200, "{added}");
+    member_devices(&alice, &id, &c, 1).await;
+
+    // Carol pairs a second device. Alice, who orders the group, has no card of Carol's:
+    // Carol's node hands the new device's key package over, and it joins.
+    pair(&carol, &carol2, None).await;
+    member_devices(&alice, &id, &c, 2).await;
+    member_devices(&carol2, &id, &c, 2).await;
+    send_group(&alice, &id, "hello, both of you").await;
+    wait_body(&carol2, &id, "hello, both of you").await;
+    send_group(&carol2, &id, "from my new device").await;
+    wait_body(&alice, &id, "from my new device").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_member_whose_sponsor_is_removed_is_carried_by_a_member_it_knows() {
     let dir = tempfile::tempdir().unwrap();
     let paths = ["alice", "bob", "carol", "dave"].map(|n| dir.path().join(n));

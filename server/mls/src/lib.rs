@@ -306,7 +306,7 @@ impl Info {
             return Err(MlsError::Refused("not a group".into()));
         };
         let leaving = *change == GroupChange::Remove(*by);
-        let own = leaving || matches!(change, GroupChange::Sponsor(_));
+        let own = leaving || matches!(change, GroupChange::Sponsor(_) | GroupChange::Devices);
         if !own && self.role_of(by) != Some(Role::Admin) {
             return Err(MlsError::Refused("only an admin changes a group".into()));
         }
@@ -350,6 +350,7 @@ impl Info {
                     }
                 }
             }
+            GroupChange::Devices => {}
             GroupChange::Sponsor(sponsor) => {
                 if sponsor == by || !members.iter().any(|m| m.user == *sponsor) {
                     return Err(MlsError::Refused(
@@ -467,6 +468,9 @@ pub enum GroupChange {
     /// The asking member is carried from now on by this member, one of its contacts (its
     /// sponsor left, and whom it passed to is not its contact).
     Sponsor(UserId),
+    /// The asking member's own devices that are not in the group yet join (their key
+    /// packages go with the request): the roster stays as it is.
+    Devices,
 }
 
 /// How this device keeps its groups.

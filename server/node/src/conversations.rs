@@ -235,6 +235,9 @@ struct Inner {
     handed: Mutex<HashMap<PeerId, Instant>>,
     /// When each conversation last asked for commits or to be added again.
     asked: Mutex<HashMap<GroupRef, Instant>>,
+    /// When this device last handed a group's committer a key package of one of its user's
+    /// devices.
+    handed_over: Mutex<HashMap<(GroupRef, PeerId), Instant>>,
     /// Messages opened lately (their keys are used up), checked under the MLS lock: a copy
     /// arriving meanwhile by another path is a duplicate even before the vault has the
     /// message on disk.
@@ -315,6 +318,7 @@ impl Conversations {
                 work: Notify::new(),
                 handed: Mutex::new(HashMap::new()),
                 asked: Mutex::new(HashMap::new()),
+                handed_over: Mutex::new(HashMap::new()),
                 opened: Mutex::new(Recent::default()),
                 offers: std::sync::OnceLock::new(),
                 inbound: std::sync::OnceLock::new(),
@@ -1671,10 +1675,11 @@ impl Conversations {
                         self.reconcile_group(&mut mls, &group, &info, due, &directory)
                             .await;
                     }
-                    Ok(false) if due && info.includes(&me) => {
-                        if let Err(e) = self.propose_update(&mut mls, &group).await {
+                    Ok(false) if info.includes(&me) => {
+                        if due && let Err(e) = self.propose_update(&mut mls, &group).await {
                             tracing::debug!(%group, error = %e, "cannot propose an update");
                         }
+                        self.hand_over_devices(&mut mls, &group, &directory).await;
                     }
                     _ => {}
                 }

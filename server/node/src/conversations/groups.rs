@@ -9,6 +9,10 @@ use volli_mls::{GroupChange, Role};
 
 use super::*;
 
+/// A member hands the committer its user's new devices' key packages at most this often
+/// per device and group (the committer may still be busy adding them).
+const HAND_OVER_EVERY: Duration = Duration::from_secs(600);
+
 /// The vault key a group's messages are stored under: an Ed25519 public key derived from
 /// the group id, used as the conversation's key and for nothing else.
 pub fn conversation_key(group: &GroupRef) -> UserId {
@@ -309,20 +313,37 @@ impl Conversations {
         let Some(committer) = mls.committer(&id)? else {
             return Err(GroupError::Invalid("the group has no committer".into()));
         };
+        let view = Self::view(&mut mls, id, &info);
+        let packages = packages.into_iter().map(|p| p.bytes).collect();
+        self.request_change(&mut mls, &id, &committer, &change, packages)
+            .await?;
+        Ok(view)
+    }
+
+    /// Asks `committer` to commit `change` in group `id` (with key packages for the devices
+    /// it adds): a request sealed in the group, for the committer's device only.
+    async fn request_change(
+        &self,
+        mls: &mut Mls,
+        id: &GroupRef,
+        committer: &Member,
+        change: &GroupChange,
+        packages: Vec<Vec<u8>>,
+    ) -> Result<(), GroupError> {
         let request_id = MessageId::random().map_err(|e| GroupError::Invalid(e.to_string()))?;
         let content = Content::GroupRequest {
             id: request_id,
-            change: postcard::to_allocvec(&change)
+            change: postcard::to_allocvec(change)
                 .map_err(|e| GroupError::Invalid(e.to_string()))?,
-            packages: packages.into_iter().map(|p| p.bytes).collect(),
+            packages,
         };
         let plaintext = content
             .to_padded()
             .map_err(|e| GroupError::Invalid(e.to_string()))?;
-        let sealed = mls.encrypt(&id, &plaintext)?;
+        let sealed = mls.encrypt(id, &plaintext)?;
         let durable = self.inner.vault.mls_queued(mls.take_changes()).await?;
         let mail = Mail::Mls(MlsMail::new(
-            me,
+            self.me(),
             committer.user,
             Some(committer.peer),
             MailKind::Application,
@@ -343,11 +364,61 @@ impl Conversations {
             handshake: true,
             group: Some(id.to_string()),
         };
-        let view = Self::view(&mut mls, id, &info);
-        drop(mls);
         tracing::info!(group = %id, committer = %committer.peer, ?change, "asked the committer to change a group");
         self.send_after(durable, vec![entry]).await?;
-        Ok(view)
+        Ok(())
+    }
+
+    /// As a member that is not the committer, in a group whose committer's user is not a
+    /// contact (so it has no card naming this user's devices): hands it key packages of
+    /// this user's devices that are not in the group yet (paired since), at most every
+    /// [`HAND_OVER_EVERY`] per device.
+    pub(super) async fn hand_over_devices(
+        &self,
+        mls: &mut Mls,
+        group: &GroupRef,
+        directory: &Directory,
+    ) {
+        let me = self.me();
+        let Ok(Some(committer)) = mls.committer(group) else {
+            return;
+        };
+        if committer.user == me || directory.contacts.contains_key(&committer.user) {
+            return;
+        }
+        let members = mls.members(group).unwrap_or_default();
+        let now = Instant::now();
+        let recent = |peer: &PeerId| {
+            lock(&self.inner.handed_over)
+                .get(&(*group, *peer))
+                .is_some_and(|at| now.duration_since(*at) < HAND_OVER_EVERY)
+        };
+        let mut packages = Vec::new();
+        let mut peers = Vec::new();
+        for peer in directory.messaging_devices(&me) {
+            if members.iter().any(|m| m.peer == peer) || recent(&peer) {
+                continue;
+            }
+            if let Some(p) = self.take_package(mls, me, peer).await {
+                packages.push(p.bytes);
+                peers.push(peer);
+            }
+        }
+        if packages.is_empty() {
+            return;
+        }
+        match self
+            .request_change(mls, group, &committer, &GroupChange::Devices, packages)
+            .await
+        {
+            Ok(()) => {
+                let mut handed = lock(&self.inner.handed_over);
+                for peer in peers {
+                    handed.insert((*group, peer), now);
+                }
+            }
+            Err(e) => tracing::debug!(%group, error = %e, "cannot hand this user's devices over"),
+        }
     }
 
     /// As the committer: commits `change` (already checked into `next`), adding the devices
@@ -492,6 +563,9 @@ impl Conversations {
         let Some(info) = mls.info(group) else {
             return false;
         };
+        if change == GroupChange::Devices {
+            return self.take_devices(mls, group, sender, packages).await;
+        }
         let next = match info.changed(&sender.user, &change) {
             // Asked before (by another device of the same user): nothing to commit.
             Ok(next) if next == info => return false,
@@ -538,6 +612,60 @@ impl Conversations {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(%group, error = %e, "cannot commit a group request");
+                false
+            }
+        }
+    }
+
+    /// As the committer: a member handed over key packages of its own devices that are not
+    /// in the group; those that check out are kept (so later rounds keep the devices) and
+    /// added in one commit. Returns whether anything was committed.
+    async fn take_devices(
+        &self,
+        mls: &mut Mls,
+        group: &GroupRef,
+        sender: &Member,
+        packages: Vec<Vec<u8>>,
+    ) -> bool {
+        let members = mls.members(group).unwrap_or_default();
+        let mut checked: Vec<volli_mls::Package> = Vec::new();
+        for bytes in packages.iter().take(volli_core::card::MAX_DEVICES) {
+            match mls.check_key_package(bytes) {
+                Ok(p)
+                    if p.member.user == sender.user
+                        && !members.iter().any(|m| m.peer == p.member.peer)
+                        && !checked.iter().any(|c| c.member.peer == p.member.peer) =>
+                {
+                    let _ = self
+                        .inner
+                        .db
+                        .key_package_add(
+                            &HeldPackage {
+                                reference: p.reference.clone(),
+                                peer: p.member.peer.to_string(),
+                                user_id: p.member.user.to_string(),
+                                last_resort: p.last_resort,
+                                package: bytes.clone(),
+                            },
+                            Timestamp::now(),
+                        )
+                        .await;
+                    checked.push(p);
+                }
+                _ => tracing::debug!(%group, "a handed-over key package was refused"),
+            }
+        }
+        if checked.is_empty() {
+            return false;
+        }
+        let directory = self.directory();
+        match self
+            .commit_info(mls, group, checked, &[], false, None, &directory)
+            .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(%group, error = %e, "cannot add a member's devices");
                 false
             }
         }
