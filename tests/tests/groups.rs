@@ -211,16 +211,50 @@ async fn strangers_in_a_group_read_each_other_through_the_member_who_knows_both(
     assert_eq!(status, 404);
 }
 
+/// Nodes named `names` under `dir`, started at once.
+async fn start_nodes<const N: usize>(dir: &std::path::Path, names: [&str; N]) -> [Node; N] {
+    let paths = names.map(|n| dir.join(n));
+    let nodes = futures::future::join_all(paths.iter().map(|p| Node::start(p))).await;
+    match nodes.try_into() {
+        Ok(nodes) => nodes,
+        Err(_) => unreachable!("one node per name"),
+    }
+}
+
+/// `creator` makes group `name` with `members` and promotes `admin` (one of them); its id.
+async fn group_with_admin(creator: &Node, name: &str, members: &[&str], admin: &str) -> String {
+    let (status, group) = creator
+        .post("/v1/groups", json!({"name": name, "members": members}))
+        .await;
+    assert_eq!(status, 201, "{group}");
+    let id = group["id"].as_str().unwrap().to_owned();
+    let (status, promoted) = creator
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/groups/{id}/members/{admin}"),
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{promoted}");
+    id
+}
+
+/// `admin` adds `user` to group `id`.
+async fn add_member(admin: &Node, id: &str, user: &str) {
+    let (status, added) = admin
+        .post(
+            &format!("/v1/groups/{id}/members"),
+            json!({"user_id": user}),
+        )
+        .await;
+    assert_eq!(status, 200, "{added}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_device_of_a_member_the_committer_does_not_know_joins_the_group() {
     let dir = tempfile::tempdir().unwrap();
-    let paths = ["alice", "bob", "carol", "carol2"].map(|n| dir.path().join(n));
-    let (alice, bob, carol, carol2) = tokio::join!(
-        Node::start(&paths[0]),
-        Node::start(&paths[1]),
-        Node::start(&paths[2]),
-        Node::start(&paths[3]),
-    );
+    let [alice, bob, carol, carol2] =
+        start_nodes(dir.path(), ["alice", "bob", "carol", "carol2"]).await;
     // Alice knows Bob; Bob knows Carol; Alice does not know Carol.
     befriend(&alice, &bob).await;
     befriend(&bob, &carol).await;
@@ -228,27 +262,12 @@ async fn a_new_device_of_a_member_the_committer_does_not_know_joins_the_group() 
     let (c, _) = carol.ids().await;
     ready(&alice, &b).await;
     ready(&bob, &c).await;
-    let (status, group) = alice
-        .post("/v1/groups", json!({"name": "pairs", "members": [b]}))
-        .await;
-    assert_eq!(status, 201, "{group}");
-    let id = group["id"].as_str().unwrap().to_owned();
-    let (status, promoted) = alice
-        .request(
-            reqwest::Method::PUT,
-            &format!("/v1/groups/{id}/members/{b}"),
-            Some(json!({"role": "admin"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{promoted}");
+    let id = group_with_admin(&alice, "pairs", &[&b], &b).await;
     bob.wait_for(&format!("/v1/groups/{id}"), WAIT, |g| {
         g["members"][1]["role"] == "admin"
     })
     .await;
-    let (status, added) = bob
-        .post(&format!("/v1/groups/{id}/members"), json!({"user_id": c}))
-        .await;
-    assert_eq!(status, 200, "{added}");
+    add_member(&bob, &id, &c).await;
     member_devices(&alice, &id, &c, 1).await;
 
     // Carol pairs a second device. Alice, who orders the group, has no card of Carol's:
@@ -265,13 +284,8 @@ async fn a_new_device_of_a_member_the_committer_does_not_know_joins_the_group() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_member_whose_sponsor_is_removed_is_carried_by_a_member_it_knows() {
     let dir = tempfile::tempdir().unwrap();
-    let paths = ["alice", "bob", "carol", "dave"].map(|n| dir.path().join(n));
-    let (alice, bob, carol, dave) = tokio::join!(
-        Node::start(&paths[0]),
-        Node::start(&paths[1]),
-        Node::start(&paths[2]),
-        Node::start(&paths[3]),
-    );
+    let [alice, bob, carol, dave] =
+        start_nodes(dir.path(), ["alice", "bob", "carol", "dave"]).await;
     // Alice knows Bob and Carol; Dave knows Bob and Carol, not Alice.
     befriend(&alice, &bob).await;
     befriend(&alice, &carol).await;
@@ -283,28 +297,10 @@ async fn a_member_whose_sponsor_is_removed_is_carried_by_a_member_it_knows() {
     ready(&alice, &b).await;
     ready(&alice, &c).await;
     ready(&bob, &d).await;
-    let (status, group) = alice
-        .post(
-            "/v1/groups",
-            json!({"name": "relay race", "members": [b, c]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{group}");
-    let id = group["id"].as_str().unwrap().to_owned();
-    let (status, promoted) = alice
-        .request(
-            reqwest::Method::PUT,
-            &format!("/v1/groups/{id}/members/{b}"),
-            Some(json!({"role": "admin"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{promoted}");
+    let id = group_with_admin(&alice, "relay race", &[&b, &c], &b).await;
     member_devices(&bob, &id, &c, 1).await;
     // Bob brings Dave in: Bob carries Dave's group mail.
-    let (status, added) = bob
-        .post(&format!("/v1/groups/{id}/members"), json!({"user_id": d}))
-        .await;
-    assert_eq!(status, 200, "{added}");
+    add_member(&bob, &id, &d).await;
     member_devices(&dave, &id, &d, 1).await;
     send_group(&alice, &id, "welcome dave").await;
     wait_body(&dave, &id, "welcome dave").await;

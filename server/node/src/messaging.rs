@@ -1979,32 +1979,24 @@ impl Messaging {
                     ids.push(r.id);
                     continue;
                 }
-                let queued = matches!(
-                    self.inner.db.outbox_get(r.id.as_bytes()).await,
-                    Ok(Some(entry)) if entry.recipient == r.recipient.to_string()
-                );
-                if !queued {
-                    // Known here as delivered (or deleted): nobody needs it any more. Not
-                    // known: sent by another device of the user, which takes it itself.
-                    if matches!(
-                        self.inner.vault.message_status(r.id).await,
-                        Ok(Some(MessageStatus::Delivered | MessageStatus::Deleted))
-                    ) {
-                        ids.push(r.id);
-                    }
-                    continue;
-                }
-                let finished = match self.inner.db.outbox_get(r.id.as_bytes()).await {
-                    // Group mail a member carried: that member's status moves on.
-                    Ok(Some(entry)) if entry.group.is_some() => {
-                        self.finish_entry(&entry, r.recipient, r.id, MessageStatus::Delivered)
-                            .await
-                    }
+                let entry = match self.inner.db.outbox_get(r.id.as_bytes()).await {
+                    Ok(Some(entry)) if entry.recipient == r.recipient.to_string() => entry,
                     _ => {
-                        self.finish(r.recipient, r.id, MessageStatus::Delivered)
-                            .await
+                        // Known here as delivered (or deleted): nobody needs it any more. Not
+                        // known: sent by another device of the user, which takes it itself.
+                        if matches!(
+                            self.inner.vault.message_status(r.id).await,
+                            Ok(Some(MessageStatus::Delivered | MessageStatus::Deleted))
+                        ) {
+                            ids.push(r.id);
+                        }
+                        continue;
                     }
                 };
+                // A message, or group mail a member carried (that member's status moves on).
+                let finished = self
+                    .finish_entry(&entry, r.recipient, r.id, MessageStatus::Delivered)
+                    .await;
                 match finished {
                     Ok(()) => ids.push(r.id),
                     // Not recorded and not acknowledged: fetched again next time.

@@ -575,35 +575,13 @@ impl Conversations {
                 return false;
             }
         };
-        let mut checked = Vec::new();
-        if let GroupChange::Add(user) = &change {
-            for bytes in packages.iter().take(volli_core::card::MAX_DEVICES) {
-                match mls.check_key_package(bytes) {
-                    Ok(p) if p.member.user == *user => {
-                        // Kept too: the device can be added again later from it.
-                        let _ = self
-                            .inner
-                            .db
-                            .key_package_add(
-                                &HeldPackage {
-                                    reference: p.reference.clone(),
-                                    peer: p.member.peer.to_string(),
-                                    user_id: user.to_string(),
-                                    last_resort: p.last_resort,
-                                    package: bytes.clone(),
-                                },
-                                Timestamp::now(),
-                            )
-                            .await;
-                        checked.push(p);
-                    }
-                    _ => tracing::debug!(%group, "a key package in a group request was refused"),
-                }
+        let checked = match &change {
+            GroupChange::Add(user) => {
+                self.keep_request_packages(mls, group, *user, &packages)
+                    .await
             }
-            // A contact's own devices come from its card; only one package per device.
-            checked.sort_by_key(|p| p.member.peer);
-            checked.dedup_by_key(|p| p.member.peer);
-        }
+            _ => Vec::new(),
+        };
         let directory = self.directory();
         match self
             .commit_change(mls, group, &change, next, checked, &directory)
@@ -617,22 +595,22 @@ impl Conversations {
         }
     }
 
-    /// As the committer: a member handed over key packages of its own devices that are not
-    /// in the group; those that check out are kept (so later rounds keep the devices) and
-    /// added in one commit. Returns whether anything was committed.
-    async fn take_devices(
+    /// Key packages from a request that check out as devices of `user` not in `group` yet,
+    /// one per device, in peer order; each is kept too, so later rounds keep the device and
+    /// it can be added again from it.
+    async fn keep_request_packages(
         &self,
         mls: &mut Mls,
         group: &GroupRef,
-        sender: &Member,
-        packages: Vec<Vec<u8>>,
-    ) -> bool {
+        user: UserId,
+        packages: &[Vec<u8>],
+    ) -> Vec<volli_mls::Package> {
         let members = mls.members(group).unwrap_or_default();
         let mut checked: Vec<volli_mls::Package> = Vec::new();
         for bytes in packages.iter().take(volli_core::card::MAX_DEVICES) {
             match mls.check_key_package(bytes) {
                 Ok(p)
-                    if p.member.user == sender.user
+                    if p.member.user == user
                         && !members.iter().any(|m| m.peer == p.member.peer)
                         && !checked.iter().any(|c| c.member.peer == p.member.peer) =>
                 {
@@ -643,7 +621,7 @@ impl Conversations {
                             &HeldPackage {
                                 reference: p.reference.clone(),
                                 peer: p.member.peer.to_string(),
-                                user_id: p.member.user.to_string(),
+                                user_id: user.to_string(),
                                 last_resort: p.last_resort,
                                 package: bytes.clone(),
                             },
@@ -652,9 +630,26 @@ impl Conversations {
                         .await;
                     checked.push(p);
                 }
-                _ => tracing::debug!(%group, "a handed-over key package was refused"),
+                _ => tracing::debug!(%group, "a key package in a group request was refused"),
             }
         }
+        checked.sort_by_key(|p| p.member.peer);
+        checked
+    }
+
+    /// As the committer: a member handed over key packages of its own devices that are not
+    /// in the group; those that check out are kept (so later rounds keep the devices) and
+    /// added in one commit. Returns whether anything was committed.
+    async fn take_devices(
+        &self,
+        mls: &mut Mls,
+        group: &GroupRef,
+        sender: &Member,
+        packages: Vec<Vec<u8>>,
+    ) -> bool {
+        let checked = self
+            .keep_request_packages(mls, group, sender.user, &packages)
+            .await;
         if checked.is_empty() {
             return false;
         }

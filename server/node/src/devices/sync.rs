@@ -300,17 +300,20 @@ impl Devices {
         }
     }
 
+    fn acks(&self) -> std::sync::MutexGuard<'_, Acks> {
+        self.inner
+            .sync
+            .acks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Records that `peer` holds `version`: at once if nothing was written for it within
     /// [`ACK_EVERY`], else once that time is up (the latest version by then).
     async fn acknowledge(&self, peer: PeerId, version: VaultVersion) {
         // Decided under the lock, written after it.
         let now = {
-            let mut acks = self
-                .inner
-                .sync
-                .acks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut acks = self.acks();
             let since = acks.written.get(&peer).map(std::time::Instant::elapsed);
             if let Some(waiting) = acks.waiting.get_mut(&peer) {
                 *waiting = version;
@@ -342,12 +345,7 @@ impl Devices {
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
             let version = {
-                let mut acks = this
-                    .inner
-                    .sync
-                    .acks
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let mut acks = this.acks();
                 acks.written.insert(peer, std::time::Instant::now());
                 acks.waiting.remove(&peer)
             };
