@@ -471,7 +471,7 @@ describe("the admin page", () => {
     await a.done();
   });
 
-  test("lists push subscriptions, sends a test push and says when this browser cannot subscribe", async () => {
+  test("lists push subscriptions, sends a test push and says when this browser cannot subscribe", async (t) => {
     const pushed = [];
     const service = createServer((req, res) => {
       const chunks = [];
@@ -482,6 +482,7 @@ describe("the admin page", () => {
       });
     });
     await new Promise((r) => service.listen(0, "127.0.0.1", r));
+    t.after(() => service.close());
     const origin = `http://127.0.0.1:${service.address().port}`;
     const carol = await startNode("carol", [], "[push]\nallow_http = true\n");
     const ecdh = createECDH("prime256v1");
@@ -514,7 +515,6 @@ describe("the admin page", () => {
     await row.waitFor({ state: "detached" });
     assert.deepEqual((await call(carol, "GET", "/v1/push/subscriptions")).body.subscriptions, []);
     await c.done();
-    service.close();
   });
 
   test("shows devices, settings and the pages on a phone-sized screen", async () => {

@@ -40,8 +40,9 @@ export class Nodes {
     node.child.stderr.on("data", (d) => node.log.push(d.toString()));
     node.child.on("error", (e) => (node.failed = e));
     for (let i = 0; i < 600; i++) {
-      if (existsSync(join(dir, "api.url"))) {
-        node.url = readFileSync(join(dir, "api.url"), "utf8").trim();
+      const url = existsSync(join(dir, "api.url")) ? readFileSync(join(dir, "api.url"), "utf8").trim() : "";
+      if (url) {
+        node.url = url;
         node.token = readFileSync(join(dir, "admin.token"), "utf8").trim();
         return node;
       }

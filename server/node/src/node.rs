@@ -576,7 +576,9 @@ async fn serve_once(
     let Listening { listener, tls, url } = listening;
     let data_dir = config.data_dir.clone();
     let node = Node::start(config, passphrase.as_ref()).await?;
-    std::fs::write(api_url_path(&data_dir), format!("{url}\n")).context("cannot write api.url")?;
+    // Atomically: a client that sees the file must never read it half written.
+    crate::secret_file::write(&api_url_path(&data_dir), format!("{url}\n").as_bytes())
+        .context("cannot write api.url")?;
     tracing::info!(
         user_id = %node.state.node.user_id(),
         peer_id = %node.state.node.peer_id(),
