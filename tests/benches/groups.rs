@@ -11,6 +11,11 @@
 //!    its epoch.
 //! 3. **Catching up**: a member offline while `VOLLI_BENCH_MISSED` messages (default 500) were
 //!    sent: the time from its start until it has them all, in order.
+//! 4. **A group file to a stranger of its sender**: Bob offers `VOLLI_BENCH_FILE_MIB` MiB
+//!    (default 256) by path to a group where Carol knows only Alice. Carol fetches it
+//!    through Alice while Alice has not taken it (Alice passes the chunks on), then Alice
+//!    fetches it from Bob; a second file Alice takes first, and Carol fetches it from
+//!    Alice's store. Each from the fetcher's accept until `completed`.
 //!
 //! `cargo bench -p volli-tests --bench groups`
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -257,6 +262,79 @@ async fn add_member(root: &Path) {
     );
 }
 
+/// Offers the file at `path` from `sender` to `group`; its transfer id, once `members` have
+/// the offer.
+async fn offer_file(sender: &Node, members: &[&Node], group: &str, path: &Path) -> String {
+    let (status, sent) = sender
+        .post(
+            "/v1/transfers",
+            json!({"group": group, "path": path.to_str().unwrap()}),
+        )
+        .await;
+    assert_eq!(status, 201, "{sent}");
+    let t = sent["id"].as_str().unwrap().to_owned();
+    for member in members {
+        member
+            .wait_for(&format!("/v1/transfers/{t}"), WAIT, |t| {
+                t["state"] == "offered"
+            })
+            .await;
+    }
+    t
+}
+
+/// Accepts transfer `t` on `node`; MB/s from then until it is `completed`.
+async fn fetch(node: &Node, t: &str, size: u64) -> f64 {
+    let start = Instant::now();
+    let (status, body) = node
+        .post(&format!("/v1/transfers/{t}/accept"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    node.wait_for(&format!("/v1/transfers/{t}"), WAIT, |t| {
+        assert_ne!(t["state"], "failed", "{t}");
+        t["state"] == "completed"
+    })
+    .await;
+    size as f64 / 1e6 / start.elapsed().as_secs_f64()
+}
+
+async fn group_file(root: &Path) {
+    let mib = env("VOLLI_BENCH_FILE_MIB", 256) as u64;
+    let size = mib << 20;
+    let [alice, bob, carol]: [Node; 3] = start(root, "f", 3).await.try_into().ok().unwrap();
+    befriend(&alice, &bob).await;
+    befriend(&alice, &carol).await;
+    let (b, _) = bob.ids().await;
+    let (c, _) = carol.ids().await;
+    ready(&alice, &b).await;
+    ready(&alice, &c).await;
+    let group = create(&alice, "files", &[b, c]).await;
+    settled(&[&alice, &bob, &carol], &group, 3).await;
+    let file = root.join("file.bin");
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let data: Vec<u8> = (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&file, &data).unwrap();
+    drop(data);
+
+    let first = offer_file(&bob, &[&alice, &carol], &group, &file).await;
+    let passed_on = fetch(&carol, &first, size).await;
+    let direct = fetch(&alice, &first, size).await;
+    let second = offer_file(&bob, &[&alice, &carol], &group, &file).await;
+    fetch(&alice, &second, size).await;
+    let held = fetch(&carol, &second, size).await;
+    println!(
+        "a {mib} MiB group file: to a stranger of its sender through a member who passes it on {passed_on:.0} MB/s; \
+         that member from the sender {direct:.0} MB/s; the stranger from that member's store {held:.0} MB/s"
+    );
+}
+
 /// The size of the commit (with the proposals beside it) that started `epoch` of `group`,
 /// as the committer recorded it.
 async fn commit_size(data_dir: &Path, group: &str, epoch: u64) -> usize {
@@ -390,5 +468,8 @@ async fn main() {
     }
     if which == "all" || which.contains("catch") {
         catch_up(&root.join("catch")).await;
+    }
+    if which == "all" || which.contains("file") {
+        group_file(&root.join("file")).await;
     }
 }

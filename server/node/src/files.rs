@@ -303,6 +303,18 @@ struct Serving {
     saved_at: Mutex<Instant>,
 }
 
+/// How this node serves a transfer to a member or peer that asks for it.
+enum Served {
+    /// From what it holds: the sender's file, or a group file received whole.
+    Held(Arc<Serving>),
+    /// A group file this member received but does not hold whole (not accepted yet,
+    /// declined, still arriving): passed on chunk by chunk from where this node would fetch
+    /// it, without keeping it ([ADR 0018] §6).
+    ///
+    /// [ADR 0018]: ../../../docs/adr/0018-groups.md
+    PassedOn(Box<TransferRow>),
+}
+
 /// A token bucket of bytes: for `[files] max_send_rate`, and per peer over a relay.
 struct Bucket {
     rate: f64,
@@ -1260,7 +1272,11 @@ impl Files {
         let response = match wire::decode::<FileRequest>(payload, Protocol::File.max_request()) {
             Ok(FileRequest::Offer(bytes)) => self.take_offer(peer, user, &bytes).await,
             Ok(FileRequest::List(id)) => match self.serving(id, user).await {
-                Ok(s) => FileResponse::List(s.list.to_bytes()),
+                Ok(Served::Held(s)) => FileResponse::List(s.list.to_bytes()),
+                Ok(Served::PassedOn(t)) => match self.pass_on_list(&t, user).await {
+                    Ok(list) => FileResponse::List(list.to_bytes()),
+                    Err(status) => refusal(status),
+                },
                 Err(status) => refusal(status),
             },
             Ok(FileRequest::Channel(id)) => self.channel(id, user).await,
@@ -1424,8 +1440,15 @@ impl Files {
     }
 
     async fn channel(&self, id: TransferId, user: UserId) -> FileResponse {
-        if let Err(status) = self.serving(id, user).await {
-            return refusal(status);
+        match self.serving(id, user).await {
+            Ok(Served::Held(_)) => {}
+            // Passed on over `/volli/file/1` only: the fetcher falls back to it.
+            Ok(Served::PassedOn(_)) => {
+                return FileResponse::Refused(FileRefusal::Invalid(
+                    "this member passes the file on without holding it".into(),
+                ));
+            }
+            Err(status) => return refusal(status),
         }
         let Some(listener) = self.inner.bulk.as_ref().filter(|l| l.is_listening()) else {
             return FileResponse::Refused(FileRefusal::Invalid("no bulk channel here".into()));
@@ -1437,19 +1460,20 @@ impl Files {
         }
     }
 
-    /// What the sender needs at hand to serve `id` to `user`, loaded once.
+    /// What the sender needs at hand to serve `id` to `user`, loaded once; or, for a
+    /// group file this member does not hold whole, that it passes it on.
     async fn serving(
         &self,
         id: TransferId,
         user: UserId,
-    ) -> Result<Arc<Serving>, volli_core::transfer::bulk::Status> {
+    ) -> Result<Served, volli_core::transfer::bulk::Status> {
         use volli_core::transfer::bulk::Status;
         let cached = self.lock_serving().get(&id).cloned();
         if let Some(s) = cached {
             return match s.peer {
-                Some(peer) if peer == user => Ok(s),
+                Some(peer) if peer == user => Ok(Served::Held(s)),
                 Some(_) => Err(Status::Gone),
-                None => self.admit(id, s, user).await,
+                None => self.admit(id, s, user).await.map(Served::Held),
             };
         }
         let _guard = self.inner.changes.lock().await;
@@ -1459,19 +1483,22 @@ impl Files {
             Ok(_) => return Err(Status::Gone),
             Err(_) => return Err(Status::Busy),
         };
+        let expired = t.expires_at < Timestamp::now();
+        // A member serves a group file it received from what it holds once it has it
+        // whole, and passes it on until then, whatever its user decided: where it comes
+        // from answers for the sender (who may have cancelled it).
+        let passed_on = !t.outgoing;
+        if passed_on && t.state != "completed" {
+            return if expired {
+                Err(Status::Gone)
+            } else {
+                Ok(Served::PassedOn(Box::new(t)))
+            };
+        }
         if t.state == "cancelled" {
             return Err(Status::Cancelled);
         }
-        // A member serves a group file it received once it has it whole.
-        let passed_on = !t.outgoing;
-        if passed_on && t.state != "completed" {
-            return Err(if finished(&t.state) {
-                Status::Gone
-            } else {
-                Status::Busy
-            });
-        }
-        if (finished(&t.state) && !passed_on) || t.expires_at < Timestamp::now() {
+        if (finished(&t.state) && !passed_on) || expired {
             return Err(Status::Gone);
         }
         if t.paused_here {
@@ -1521,7 +1548,7 @@ impl Files {
             saved_at: Mutex::new(Instant::now()),
         });
         self.lock_serving().insert(id, Arc::clone(&serving));
-        Ok(serving)
+        Ok(Served::Held(serving))
     }
 
     /// One ciphertext chunk of an outgoing transfer, for `user`.
@@ -1532,7 +1559,21 @@ impl Files {
         index: u32,
     ) -> Result<Vec<u8>, volli_core::transfer::bulk::Status> {
         use volli_core::transfer::bulk::Status;
-        let s = self.serving(id, user).await?;
+        let s = match self.serving(id, user).await? {
+            Served::Held(s) => s,
+            Served::PassedOn(t) => match self.pass_on_chunk(&t, user, index).await {
+                Ok(data) => {
+                    self.throttle(data.len()).await;
+                    return Ok(data);
+                }
+                // Gone where it came from: this node may have received it whole since.
+                Err(Status::Gone) => match self.serving(id, user).await? {
+                    Served::Held(s) => s,
+                    Served::PassedOn(_) => return Err(Status::Gone),
+                },
+                Err(status) => return Err(status),
+            },
+        };
         let name = *s.list.get(index).ok_or(Status::Gone)?;
         let len = s.layout.cipher_len(index);
         let data = if s.source.is_some() {

@@ -182,14 +182,7 @@ impl Files {
     async fn round(&self, t: &TransferRow, h: &Handle, epoch: u64) -> Result<Round, Why> {
         let id = TransferId::from_bytes(t.id);
         let layout = Layout::new(t.size, t.chunk_size).map_err(|e| Why::Fatal(e.to_string()))?;
-        // A group's file whose sender is not a contact comes from the member who carries
-        // the group's mail here.
-        let from_carrier = t.group.is_some() && t.device.is_none();
-        let sources = if from_carrier {
-            self.group_sources(t).await
-        } else {
-            self.senders(t)
-        };
+        let (from_carrier, sources) = self.sources(t, None).await;
         let Some((peer, addrs)) = sources.into_iter().next() else {
             return Err(if from_carrier {
                 Why::Retry("no member that has the file is reachable".into())
@@ -307,6 +300,40 @@ impl Files {
                 Ok(Round::Interrupted)
             }
         }
+    }
+
+    /// Where to fetch incoming transfer `t` from, and whether that is the member who
+    /// carries the group's mail here: a group's file whose sender is not a contact comes
+    /// from that member (never from `not`, who asks this node for it).
+    pub(super) async fn sources(
+        &self,
+        t: &TransferRow,
+        not: Option<UserId>,
+    ) -> (bool, Vec<(PeerId, Vec<multiaddr::Multiaddr>)>) {
+        if t.group.is_some() && t.device.is_none() {
+            (true, self.group_sources(t, not).await)
+        } else {
+            (false, self.senders(t))
+        }
+    }
+
+    /// The chunk list of incoming transfer `t`, for passing the file on: from the row, or
+    /// asked of `peer`, checked against the offer and kept.
+    pub(super) async fn list_from(
+        &self,
+        t: &TransferRow,
+        peer: PeerId,
+        addrs: Vec<multiaddr::Multiaddr>,
+    ) -> Result<ChunkList, Status> {
+        let layout = Layout::new(t.size, t.chunk_size).map_err(|_| Status::Gone)?;
+        self.list_for(t, &layout, peer, addrs)
+            .await
+            .map_err(|why| match why {
+                Why::Gone | Why::Fatal(_) => Status::Gone,
+                Why::Cancelled => Status::Cancelled,
+                Why::Paused => Status::Paused,
+                Why::Retry(_) | Why::Corrupt => Status::Busy,
+            })
     }
 
     /// The chunk list: from the row, or asked of the sender and checked against the offer.

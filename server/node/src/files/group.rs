@@ -1,20 +1,23 @@
 //! Files offered to a group ([ADR 0018] §6): one offer, sealed once in the group and sent
 //! to every member as a group message is (in order, through relays and carriers); each
 //! member's node fetches the chunks from the sender when the sender is its contact, else
-//! from the member that carries the group's mail to it, once that member has the file whole.
+//! from the member that carries the group's mail to it.
 //!
 //! The sender serves its group transfer to any current member (who can only reach it when
 //! it is a contact); it is `completed` when every member it was offered to that fetches
-//! from it has reported the file whole. A member serves a group file it received only once
-//! it has it whole, only to other members, and only over connections between contacts.
+//! from it has reported the file whole. A member serves a group file it received to other
+//! members only, over connections between contacts: from its store once it has it whole,
+//! and until then (its user has not taken it, or declined it) by passing each chunk on from
+//! where it would fetch it itself, checked and not kept.
 //!
 //! [ADR 0018]: ../../../../docs/adr/0018-groups.md
 
 use std::sync::Arc;
 
 use multiaddr::Multiaddr;
-use volli_core::transfer::{FileOffer, TransferId};
-use volli_core::wire::{FileAction, FileRefusal, FileResponse};
+use volli_core::transfer::bulk::Status;
+use volli_core::transfer::{ChunkList, FileOffer, Layout, TransferId};
+use volli_core::wire::{self, FileAction, FileRefusal, FileRequest, FileResponse};
 use volli_core::{PeerId, Timestamp, UserId};
 use volli_mls::GroupRef;
 use volli_store::TransferRow;
@@ -183,14 +186,22 @@ impl Files {
     }
 
     /// The devices to fetch incoming group transfer `t` from when its sender is not a
-    /// contact: those of the member that carries the group's mail here.
-    pub(super) async fn group_sources(&self, t: &TransferRow) -> Vec<(PeerId, Vec<Multiaddr>)> {
+    /// contact: those of the member that carries the group's mail here (unless that is
+    /// `not`).
+    pub(super) async fn group_sources(
+        &self,
+        t: &TransferRow,
+        not: Option<UserId>,
+    ) -> Vec<(PeerId, Vec<Multiaddr>)> {
         let (Some(group), Ok(sender)) = (&t.group, t.peer.parse::<UserId>()) else {
             return Vec::new();
         };
         let Some(carrier) = self.inner.conversations.carrier(group, &sender).await else {
             return Vec::new();
         };
+        if Some(carrier) == not {
+            return Vec::new();
+        }
         let Ok((_, devices)) = self.recipient(carrier).await else {
             return Vec::new();
         };
@@ -204,6 +215,65 @@ impl Files {
         // Connected devices first.
         targets.sort_by_key(|(_, connected, _)| !connected);
         targets.into_iter().map(|(p, _, a)| (p, a)).collect()
+    }
+
+    /// Where a group file this member passes on to `user` comes from: the first of its
+    /// own sources (the sender, or the member that carries the group's mail here).
+    async fn upstream(
+        &self,
+        t: &TransferRow,
+        user: UserId,
+    ) -> Result<(PeerId, Vec<Multiaddr>), Status> {
+        let (_, sources) = self.sources(t, Some(user)).await;
+        sources.into_iter().next().ok_or(Status::Busy)
+    }
+
+    /// The chunk list of a group file this member passes on to `user`.
+    pub(super) async fn pass_on_list(
+        &self,
+        t: &TransferRow,
+        user: UserId,
+    ) -> Result<ChunkList, Status> {
+        let (peer, addrs) = self.upstream(t, user).await?;
+        self.list_from(t, peer, addrs).await
+    }
+
+    /// One chunk of a group file this member passes on to `user` without holding it:
+    /// fetched from upstream, checked against its name, handed over, not kept.
+    pub(super) async fn pass_on_chunk(
+        &self,
+        t: &TransferRow,
+        user: UserId,
+        index: u32,
+    ) -> Result<Vec<u8>, Status> {
+        let (peer, addrs) = self.upstream(t, user).await?;
+        let list = self.list_from(t, peer, addrs.clone()).await?;
+        let name = *list.get(index).ok_or(Status::Gone)?;
+        let layout = Layout::new(t.size, t.chunk_size).map_err(|_| Status::Gone)?;
+        let id = TransferId::from_bytes(t.id);
+        let request = wire::encode(&FileRequest::Chunk { id, index });
+        match self.ask(peer, request, addrs).await {
+            Some(FileResponse::Chunk(data)) if data.len() == layout.cipher_len(index) => {
+                let (named, data) = tokio::task::spawn_blocking(move || {
+                    (*blake3::hash(&data).as_bytes() == name, data)
+                })
+                .await
+                .map_err(|_| Status::Busy)?;
+                if !named {
+                    tracing::warn!(transfer = %id, %peer, index, "a group file's chunk passed on to this node does not match its name");
+                    return Err(Status::Busy);
+                }
+                Ok(data)
+            }
+            Some(FileResponse::Refused(FileRefusal::Gone | FileRefusal::Unknown)) => {
+                Err(Status::Gone)
+            }
+            Some(FileResponse::Refused(FileRefusal::Cancelled)) => Err(Status::Cancelled),
+            Some(FileResponse::Refused(FileRefusal::Paused)) => Err(Status::Paused),
+            // Not reachable, busy, or a chunk that is not what its name says: the member
+            // that asks tries again.
+            _ => Err(Status::Busy),
+        }
     }
 
     /// A member's word on group transfer `t` that this node offered: `done` counts it as
