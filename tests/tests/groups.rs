@@ -491,6 +491,43 @@ async fn a_file_offered_to_a_group_reaches_every_member_byte_for_byte() {
     assert_eq!(still["state"], "declined", "{still}");
     assert_eq!(still["bytes_done"], 0, "{still}");
 
+    // A carrier without the offer (not taken in yet; here, declined and deleted) is asked
+    // again later: Carol's fetch waits instead of failing.
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/transfers?group={id}&name=late.bin", bob.url))
+        .bearer_auth(&bob.token)
+        .header("content-type", "application/octet-stream")
+        .body(b"late".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let late = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    transfer_state(&alice, &late, "offered").await;
+    transfer_state(&carol, &late, "offered").await;
+    let (status, _) = alice
+        .post(&format!("/v1/transfers/{late}/decline"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = alice
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1/transfers/{late}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = carol
+        .post(&format!("/v1/transfers/{late}/accept"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, waiting) = carol.get(&format!("/v1/transfers/{late}")).await;
+    assert_eq!(waiting["state"], "running", "{waiting}");
+
     // The command line offers a file on the node by its path, to the group by its name.
     let notes = dir.path().join("notes.txt");
     std::fs::write(&notes, b"chapter three, annotated").unwrap();

@@ -128,6 +128,15 @@ impl Files {
                     return;
                 }
                 Ok(Round::Interrupted) => failures = 0,
+                // The member that carries a group's mail here may not have taken in the
+                // offer yet (its own copy travels apart): asked again until the offer
+                // expires, then `expire` fails it.
+                Err(Why::Gone) if t.group.is_some() && t.device.is_none() => {
+                    failures += 1;
+                    let wait = backoff(Duration::from_secs(1), Duration::from_secs(60), failures);
+                    tracing::debug!(transfer = %id, ?wait, "the member that carries the group's mail here does not have the file (yet)");
+                    let _ = tokio::time::timeout(wait, h.wake.notified()).await;
+                }
                 Err(Why::Gone) => {
                     self.fail(id, "the sender no longer has the file").await;
                     return;
