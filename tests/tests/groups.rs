@@ -586,6 +586,70 @@ async fn a_file_offered_to_a_group_reaches_every_member_byte_for_byte() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_group_file_crosses_two_members_who_have_not_taken_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let [alice, bob, carol, dave] =
+        start_nodes(dir.path(), ["alice", "bob", "carol", "dave"]).await;
+    // A line of contacts: Carol – Alice – Bob – Dave.
+    befriend(&alice, &carol).await;
+    befriend(&alice, &bob).await;
+    befriend(&bob, &dave).await;
+    let (b, _) = bob.ids().await;
+    let (c, _) = carol.ids().await;
+    let (d, _) = dave.ids().await;
+    ready(&alice, &b).await;
+    ready(&alice, &c).await;
+    ready(&bob, &d).await;
+    let id = group_with_admin(&alice, "far apart", &[&b, &c], &b).await;
+    member_devices(&bob, &id, &c, 1).await;
+    add_member(&bob, &id, &d).await;
+    member_devices(&dave, &id, &c, 1).await;
+    member_devices(&carol, &id, &d, 1).await;
+    // Messages cross the line both ways.
+    send_group(&carol, &id, "hello from the far end").await;
+    wait_body(&dave, &id, "hello from the far end").await;
+    send_group(&dave, &id, "and back").await;
+    wait_body(&carol, &id, "and back").await;
+
+    // Carol offers a file; Dave takes it. Neither Alice nor Bob has taken it: each passes
+    // it on from the one before, and it arrives byte for byte.
+    let data: Vec<u8> = (0..(2u32 << 20) + 777)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8)
+        .collect();
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/transfers?group={id}&name=far.bin",
+            carol.url
+        ))
+        .bearer_auth(&carol.token)
+        .header("content-type", "application/octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let t = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for node in [&alice, &bob, &dave] {
+        transfer_state(node, &t, "offered").await;
+    }
+    let (status, accepted) = dave
+        .post(&format!("/v1/transfers/{t}/accept"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{accepted}");
+    let got = transfer_state(&dave, &t, "completed").await;
+    assert_eq!(got["peer"], c.as_str());
+    assert!(file_content(&dave, &t).await == data);
+    for node in [&alice, &bob] {
+        let (_, undecided) = node.get(&format!("/v1/transfers/{t}")).await;
+        assert_eq!(undecided["state"], "offered", "{undecided}");
+        assert_eq!(undecided["bytes_done"], 0, "{undecided}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn bad_group_requests_get_clear_errors_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let alice = Node::start(&dir.path().join("alice")).await;
