@@ -348,6 +348,20 @@ async fn file_content(node: &Node, id: &str) -> Vec<u8> {
     response.bytes().await.unwrap().to_vec()
 }
 
+/// Uploads `data` as `name` from `node` to group `id`: the outgoing transfer.
+async fn upload_to_group(node: &Node, id: &str, name: &str, data: &[u8]) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/transfers?group={id}&name={name}", node.url))
+        .bearer_auth(&node.token)
+        .header("content-type", "application/octet-stream")
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json().await.unwrap()
+}
+
 /// Waits until transfer `id` on `node` is `state`.
 async fn transfer_state(node: &Node, id: &str, state: &str) -> Value {
     node.wait_for(&format!("/v1/transfers/{id}"), WAIT, |t| {
@@ -398,19 +412,7 @@ async fn a_file_offered_to_a_group_reaches_every_member_byte_for_byte() {
     let data: Vec<u8> = (0..(3u32 << 20) + 4321)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    let response = reqwest::Client::new()
-        .post(format!(
-            "{}/v1/transfers?group={id}&name=holiday.bin",
-            bob.url
-        ))
-        .bearer_auth(&bob.token)
-        .header("content-type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let sent: Value = response.json().await.unwrap();
+    let sent = upload_to_group(&bob, &id, "holiday.bin", &data).await;
     let t = sent["id"].as_str().unwrap().to_owned();
     assert_eq!(sent["group"], id.as_str());
     assert_eq!(sent["peer"], id.as_str());
@@ -462,16 +464,7 @@ async fn a_file_offered_to_a_group_reaches_every_member_byte_for_byte() {
         .await;
     assert_eq!(status, 200, "{body}");
     let small: Vec<u8> = data[..(1 << 20) + 99].iter().rev().copied().collect();
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/transfers?group={id}&name=menu.bin", bob.url))
-        .bearer_auth(&bob.token)
-        .header("content-type", "application/octet-stream")
-        .body(small.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let menu = response.json::<Value>().await.unwrap()["id"]
+    let menu = upload_to_group(&bob, &id, "menu.bin", &small).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -493,16 +486,7 @@ async fn a_file_offered_to_a_group_reaches_every_member_byte_for_byte() {
 
     // A carrier without the offer (not taken in yet; here, declined and deleted) is asked
     // again later: Carol's fetch waits instead of failing.
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/transfers?group={id}&name=late.bin", bob.url))
-        .bearer_auth(&bob.token)
-        .header("content-type", "application/octet-stream")
-        .body(b"late".to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let late = response.json::<Value>().await.unwrap()["id"]
+    let late = upload_to_group(&bob, &id, "late.bin", b"late").await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -616,19 +600,7 @@ async fn a_group_file_crosses_two_members_who_have_not_taken_it() {
     let data: Vec<u8> = (0..(2u32 << 20) + 777)
         .map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8)
         .collect();
-    let response = reqwest::Client::new()
-        .post(format!(
-            "{}/v1/transfers?group={id}&name=far.bin",
-            carol.url
-        ))
-        .bearer_auth(&carol.token)
-        .header("content-type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let t = response.json::<Value>().await.unwrap()["id"]
+    let t = upload_to_group(&carol, &id, "far.bin", &data).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -996,19 +968,7 @@ async fn five_users_with_two_devices_each_change_the_group_while_one_is_offline(
         assert_eq!(status, 200, "{body}");
     }
     let data: Vec<u8> = (0..(1u32 << 20) + 99).map(|i| (i % 251) as u8).collect();
-    let response = reqwest::Client::new()
-        .post(format!(
-            "{}/v1/transfers?group={id}&name=minutes.bin",
-            e.d[1].url
-        ))
-        .bearer_auth(&e.d[1].token)
-        .header("content-type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let t = response.json::<Value>().await.unwrap()["id"]
+    let t = upload_to_group(&e.d[1], &id, "minutes.bin", &data).await["id"]
         .as_str()
         .unwrap()
         .to_owned();

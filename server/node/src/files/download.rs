@@ -122,21 +122,22 @@ impl Files {
                 let _ = tokio::time::timeout(Duration::from_secs(60), h.wake.notified()).await;
                 continue;
             }
-            match self.round(&t, h, epoch).await {
+            let round = match self.round(&t, h, epoch).await {
+                // The member that carries a group's mail here may not have taken in the
+                // offer yet (its own copy travels apart): asked again until the offer
+                // expires, then `expire` fails it.
+                Err(Why::Gone) if from_carrier(&t) => Err(Why::Retry(
+                    "the member that carries the group's mail here does not have the file (yet)"
+                        .into(),
+                )),
+                other => other,
+            };
+            match round {
                 Ok(Round::Complete) => {
                     self.complete(id).await;
                     return;
                 }
                 Ok(Round::Interrupted) => failures = 0,
-                // The member that carries a group's mail here may not have taken in the
-                // offer yet (its own copy travels apart): asked again until the offer
-                // expires, then `expire` fails it.
-                Err(Why::Gone) if t.group.is_some() && t.device.is_none() => {
-                    failures += 1;
-                    let wait = backoff(Duration::from_secs(1), Duration::from_secs(60), failures);
-                    tracing::debug!(transfer = %id, ?wait, "the member that carries the group's mail here does not have the file (yet)");
-                    let _ = tokio::time::timeout(wait, h.wake.notified()).await;
-                }
                 Err(Why::Gone) => {
                     self.fail(id, "the sender no longer has the file").await;
                     return;
@@ -319,7 +320,7 @@ impl Files {
         t: &TransferRow,
         not: Option<UserId>,
     ) -> (bool, Vec<(PeerId, Vec<multiaddr::Multiaddr>)>) {
-        if t.group.is_some() && t.device.is_none() {
+        if from_carrier(t) {
             (true, self.group_sources(t, not).await)
         } else {
             (false, self.senders(t))
@@ -569,6 +570,12 @@ impl Files {
             tracing::info!(transfer = %id, size = t.size, "file received");
         }
     }
+}
+
+/// Whether incoming transfer `t` comes from the member that carries its group's mail here:
+/// a group's file whose sender is not a contact (no sender's device to fetch from).
+fn from_carrier(t: &TransferRow) -> bool {
+    t.group.is_some() && t.device.is_none()
 }
 
 fn why_refused(response: FileResponse) -> Why {
