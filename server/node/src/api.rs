@@ -427,6 +427,8 @@ pub fn router(state: ApiState, config: &ApiConfig) -> Router {
             permissions::require_permission,
         ))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
+        .route("/", axum::routing::get(admin::page))
+        .route("/{file}", axum::routing::get(admin::file))
         .route("/admin", axum::routing::get(admin::page))
         .route("/admin/", axum::routing::get(admin::page))
         .route("/admin/{file}", axum::routing::get(admin::file))

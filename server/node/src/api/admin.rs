@@ -106,35 +106,78 @@ pub async fn end_session(State(auth): State<Auth>, headers: HeaderMap) -> Status
     StatusCode::NO_CONTENT
 }
 
-/// The built page (`web-admin/dist`, rebuilt by `web-admin`'s `npm run build`).
-const INDEX: &[u8] = include_bytes!("../../../../web-admin/dist/index.html");
-const SCRIPT: &[u8] = include_bytes!("../../../../web-admin/dist/app.js");
-const STYLE: &[u8] = include_bytes!("../../../../web-admin/dist/app.css");
-const WORKER: &[u8] = include_bytes!("../../../../web-admin/dist/sw.js");
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
+}
 
-/// Scripts and styles only from the node itself, no inline script, no framing, no referrer.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-     connect-src 'self'; font-src 'none'; object-src 'none'; base-uri 'none'; \
-     form-action 'none'; frame-ancestors 'none'";
+/// Scripts and styles only from the node itself, no inline script, no framing, no referrer;
+/// images may be data or blob URLs (avatars and pictures the app shows from memory).
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; \
+     manifest-src 'self'; worker-src 'self'; font-src 'none'; object-src 'none'; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// `GET /admin` and `GET /admin/`: the page.
+/// `GET /`, `GET /admin` and `GET /admin/`: the app.
 pub async fn page() -> Response {
-    asset(INDEX, "text/html; charset=utf-8", "no-cache")
+    file_named("index.html")
 }
 
-/// `GET /admin/{file}`: its script, style and service worker.
+/// `GET /{file}` and `GET /admin/{file}`: its scripts, styles, icons, manifest and service
+/// worker.
 pub async fn file(Path(name): Path<String>) -> Response {
-    match name.as_str() {
-        "app.js" => asset(SCRIPT, "text/javascript; charset=utf-8", "no-cache"),
-        "app.css" => asset(STYLE, "text/css; charset=utf-8", "no-cache"),
-        // The service worker that shows push notifications (scope `/admin/`).
-        "sw.js" => asset(WORKER, "text/javascript; charset=utf-8", "no-cache"),
-        _ => super::error::not_found().await.into_response(),
-    }
+    file_named(&name)
 }
 
-fn asset(body: &'static [u8], content_type: &'static str, cache: &'static str) -> Response {
-    let mut response = body.into_response();
+fn file_named(name: &str) -> Response {
+    let body: std::borrow::Cow<'static, [u8]> = match from_dir(name) {
+        Some(bytes) => bytes.into(),
+        None => match embedded::ASSETS.iter().find(|(n, _)| *n == name) {
+            Some((_, body)) => (*body).into(),
+            None => {
+                return ApiError::not_found("not_found", "no such route").into_response();
+            }
+        },
+    };
+    let extension = name.rsplit('.').next().unwrap_or_default();
+    let content_type = match extension {
+        "html" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "webmanifest" => "application/manifest+json",
+        "json" => "application/json",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "ico" => "image/x-icon",
+        "woff2" => "font/woff2",
+        "mp3" => "audio/mpeg",
+        "ogg" => "audio/ogg",
+        "wav" => "audio/wav",
+        _ => "application/octet-stream",
+    };
+    asset(body, content_type, "no-cache")
+}
+
+/// While the app is being worked on, `VOLLI_WEB_DIR` names a directory (its `dist/`) to
+/// serve it from instead of the copy built into the binary: a change is one reload away.
+fn from_dir(name: &str) -> Option<Vec<u8>> {
+    static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| std::env::var_os("VOLLI_WEB_DIR").map(Into::into));
+    let dir = dir.as_ref()?;
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        return None;
+    }
+    std::fs::read(dir.join(name)).ok()
+}
+
+fn asset(
+    body: impl Into<std::borrow::Cow<'static, [u8]>>,
+    content_type: &'static str,
+    cache: &'static str,
+) -> Response {
+    let mut response = match body.into() {
+        std::borrow::Cow::Borrowed(b) => b.into_response(),
+        std::borrow::Cow::Owned(b) => b.into_response(),
+    };
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
