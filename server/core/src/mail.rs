@@ -19,6 +19,9 @@ use crate::transfer::{FileKey, FileOffer, Layout, TransferError, TransferId, che
 pub const MAX_MLS_MAIL_LEN: usize = 256 << 10;
 /// Most MLS messages in one mail.
 pub const MAX_MLS_MESSAGES: usize = 64;
+/// Longest note beside a Welcome (the sponsor's, signed by its device, with its
+/// certificate).
+pub const MAX_WELCOME_NOTE_LEN: usize = 2048;
 
 const MLS_VERSION: u8 = 2;
 
@@ -104,7 +107,14 @@ impl Mail {
                     && match mail.kind {
                         // For one device only when it is a request to a group's committer.
                         MailKind::Application => mail.messages.len() == 1,
-                        MailKind::Welcome => mail.device.is_some() && mail.messages.len() == 1,
+                        // The Welcome, and into a group the note of the member who
+                        // brought the recipient in.
+                        MailKind::Welcome => {
+                            mail.device.is_some()
+                                && (mail.messages.len() == 1
+                                    || (mail.messages.len() == 2
+                                        && mail.messages[1].len() <= MAX_WELCOME_NOTE_LEN))
+                        }
                         MailKind::Handshake => mail.device.is_some(),
                     };
                 if well_formed {

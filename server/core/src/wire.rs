@@ -522,6 +522,14 @@ pub enum MlsRequest {
         #[serde(with = "crate::encoding::bytes")]
         package: Vec<u8>,
     },
+    /// The requester's user's signed revocations of its devices (encoded
+    /// [`crate::Statement`]s): a commit that removes one of them from a conversation carries
+    /// it, so that members who do not know the user can check the removal.
+    Revocations {
+        /// Encoded statements.
+        #[serde(with = "crate::encoding::bytes_list")]
+        statements: Vec<Vec<u8>>,
+    },
 }
 
 /// The commit (with the proposals it includes) that started an epoch.

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use openmls::prelude::{BasicCredential, Credential, CredentialType, CredentialWithKey};
 use openmls_traits::signatures::{Signer, SignerError};
 use openmls_traits::types::SignatureScheme;
-use volli_core::{DeviceCertificate, PeerId, Permissions, UserId};
+use volli_core::{DeviceCertificate, PeerId, Permissions, Timestamp, UserId};
 use zeroize::Zeroizing;
 
 use crate::MlsError;
@@ -28,6 +28,9 @@ pub struct Member {
     pub peer: PeerId,
     /// What the user allowed the device to do.
     pub permissions: Permissions,
+    /// When the user issued the device's certificate (a device newer than a contact's card
+    /// is one the card cannot list yet).
+    pub issued_at: Timestamp,
 }
 
 /// Signs for this device's leaves with the device key.
@@ -149,5 +152,6 @@ fn verify(credential: &Credential, signature_key: Option<&[u8]>) -> Result<Membe
         user,
         peer,
         permissions: certificate.permissions(),
+        issued_at: certificate.issued_at(),
     })
 }

@@ -26,6 +26,8 @@
 #![warn(missing_docs)]
 
 mod identity;
+mod rules;
+mod sponsor;
 pub mod storage;
 
 use std::collections::HashMap;
@@ -45,10 +47,12 @@ use openmls::prelude::{
 use openmls_rust_crypto::RustCrypto;
 use openmls_traits::OpenMlsProvider;
 use serde::{Deserialize, Serialize};
-use volli_core::{DeviceCertificate, PeerId, Permissions, UserId};
+use volli_core::{DeviceCertificate, PeerId, Permissions, Statement, UserId};
 
 use identity::Verified;
 pub use identity::{DeviceSigner, Member};
+pub use rules::{CommitNote, MAX_CARDS, MAX_REVOCATIONS};
+pub use sponsor::{MAX_SPONSOR_NOTE_LEN, check_sponsor_note, sponsor_note_group};
 use storage::{Change, Storage};
 
 /// The ciphersuite every conversation uses.
@@ -58,6 +62,10 @@ pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_MLKEM768X25519_AES128G
 const INFO_EXTENSION: u16 = 0xff56;
 /// Largest MLS message accepted (a commit adding many devices, with its path).
 pub const MAX_MESSAGE_LEN: usize = 1 << 20;
+/// Largest proposal the committer holds (an update of one leaf is ≈ 7 KB with X-Wing).
+const MAX_HELD_PROPOSAL: usize = 32 << 10;
+/// Proposals the committer holds per conversation and epoch at most.
+const MAX_HELD_PROPOSALS: usize = 64;
 
 /// Why an MLS operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -505,6 +513,12 @@ pub trait Trust {
     /// that the user's latest card (or this user's own device list) names, not revoked, with
     /// `messages`.
     fn admits(&self, info: &Info, member: &Member) -> bool;
+
+    /// Whether this node itself knows `member` to be revoked: a commit that removes it
+    /// without carrying the evidence (one by a node of an earlier release) is taken then.
+    fn revoked(&self, _member: &Member) -> bool {
+        false
+    }
 }
 
 /// Another device's key package, checked.
@@ -532,6 +546,25 @@ pub struct Created {
     pub added: Vec<Member>,
     /// The group's epoch after the adds.
     pub epoch: u64,
+}
+
+/// What a commit is to do (see [`Mls::commit`]).
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// Devices to add.
+    pub add: Vec<Package>,
+    /// Devices to remove: of users leaving, re-added in the same commit, or revoked (with
+    /// their revocations in [`Self::revocations`]).
+    pub remove: Vec<PeerId>,
+    /// Whether to update this device's own leaf.
+    pub update: bool,
+    /// A change to a group, and the user who asked for it.
+    pub change: Option<(UserId, GroupChange)>,
+    /// Signed revocations of devices it removes (those the removals need go in the commit).
+    pub revocations: Vec<Statement>,
+    /// Signed cards of users whose devices it removes because the card no longer lists them
+    /// (one-to-one conversations: the other user holds the card anyway).
+    pub cards: Vec<volli_core::ContactCard>,
 }
 
 /// A commit this device made.
@@ -602,6 +635,8 @@ pub enum Processed {
         /// What the conversation is now, when the commit changed it (a group's roster or
         /// name).
         info: Option<Info>,
+        /// The signed revocations it carried (checked), which justified its removals.
+        revocations: Vec<Statement>,
     },
     /// One of this device's own messages, echoed back: nothing to do.
     Own,
@@ -615,6 +650,8 @@ pub enum Processed {
         epoch: u64,
         /// Every member.
         members: Vec<Member>,
+        /// The device whose commit added this one.
+        committer: Option<Member>,
     },
 }
 
@@ -659,6 +696,15 @@ mod own {
     /// This device's own update proposal, out of the proposal store until the commit that
     /// includes it: `o` + group id → (epoch, queued proposal).
     pub(super) const OWN_PROPOSAL: &[u8] = b"o";
+    /// Groups this device forgot (it left, was removed, or they were superseded): `t` +
+    /// group id → (the last epoch it saw, when it forgot them in ms). A Welcome into one of
+    /// them for that epoch or an earlier one is a replay.
+    pub(super) const GONE: &[u8] = b"t";
+    /// This device's key packages that opened a Welcome: `w` + hash reference → when (ms).
+    pub(super) const USED: &[u8] = b"w";
+    /// Sponsor notes for the users of a group this device commits in, to go beside their
+    /// devices' Welcomes: `n` + group id + user id → the note.
+    pub(super) const SPONSOR_NOTE: &[u8] = b"n";
 }
 
 /// How fresh a device's own leaf in a group is.
@@ -673,42 +719,58 @@ pub struct Activity {
     pub proposed_in: Option<u64>,
 }
 
-/// A message's group and epoch, read without processing it.
+/// What an MLS message is, as its framing says in the clear.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    /// A Welcome into a group.
+    Welcome,
+    /// An application message (text, a file offer, a request).
+    Application,
+    /// A proposal.
+    Proposal,
+    /// A commit.
+    Commit,
+}
+
+/// A message's group, epoch and kind, read without processing it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peeked {
     /// The group (none for a Welcome, whose group is encrypted).
     pub group: Option<GroupRef>,
     /// The epoch (0 for a Welcome).
     pub epoch: u64,
+    /// What it is.
+    pub kind: MessageKind,
 }
 
-/// Reads a message's group and epoch without processing it.
+/// Reads a message's group, epoch and kind without processing it.
 pub fn peek(bytes: &[u8]) -> Result<Peeked, MlsError> {
     if bytes.len() > MAX_MESSAGE_LEN {
         return Err(MlsError::Malformed);
     }
     let message = MlsMessageIn::tls_deserialize_exact(bytes).map_err(|_| MlsError::Malformed)?;
-    match message.extract() {
-        MlsMessageBodyIn::Welcome(_) => Ok(Peeked {
-            group: None,
-            epoch: 0,
-        }),
-        MlsMessageBodyIn::PrivateMessage(m) => {
-            let m: ProtocolMessage = m.into();
-            Ok(Peeked {
-                group: Some(GroupRef::of(m.group_id()).ok_or(MlsError::Malformed)?),
-                epoch: m.epoch().as_u64(),
-            })
+    let protocol: ProtocolMessage = match message.extract() {
+        MlsMessageBodyIn::Welcome(_) => {
+            return Ok(Peeked {
+                group: None,
+                epoch: 0,
+                kind: MessageKind::Welcome,
+            });
         }
-        MlsMessageBodyIn::PublicMessage(m) => {
-            let m: ProtocolMessage = m.into();
-            Ok(Peeked {
-                group: Some(GroupRef::of(m.group_id()).ok_or(MlsError::Malformed)?),
-                epoch: m.epoch().as_u64(),
-            })
-        }
-        _ => Err(MlsError::Malformed),
-    }
+        MlsMessageBodyIn::PrivateMessage(m) => m.into(),
+        MlsMessageBodyIn::PublicMessage(m) => m.into(),
+        _ => return Err(MlsError::Malformed),
+    };
+    let kind = match protocol.content_type() {
+        openmls::prelude::ContentType::Application => MessageKind::Application,
+        openmls::prelude::ContentType::Proposal => MessageKind::Proposal,
+        openmls::prelude::ContentType::Commit => MessageKind::Commit,
+    };
+    Ok(Peeked {
+        group: Some(GroupRef::of(protocol.group_id()).ok_or(MlsError::Malformed)?),
+        epoch: protocol.epoch().as_u64(),
+        kind,
+    })
 }
 
 /// One of this device's key packages, as kept for its bookkeeping.
@@ -768,6 +830,7 @@ impl Mls {
             user: certificate.user_id(),
             peer: certificate.peer_id(),
             permissions: certificate.permissions(),
+            issued_at: certificate.issued_at(),
         };
         Ok(Self {
             provider: Provider {
@@ -902,6 +965,23 @@ impl Mls {
         Ok(committer_of(&info, &members, &gone).is_some_and(|(_, m)| m.peer == self.me.peer))
     }
 
+    /// The device that commits in `group` once the devices `gone` are removed (the next in
+    /// line when the committer was revoked).
+    pub fn committer_without(
+        &mut self,
+        group: &GroupRef,
+        gone: &[PeerId],
+    ) -> Result<Option<Member>, MlsError> {
+        let info = self.info(group).ok_or(MlsError::UnknownGroup)?;
+        let members = self.members_indexed(group)?;
+        let leaves: Vec<u32> = members
+            .iter()
+            .filter(|(_, m)| gone.contains(&m.peer))
+            .map(|(leaf, _)| *leaf)
+            .collect();
+        Ok(committer_of(&info, &members, &leaves).map(|(_, m)| m))
+    }
+
     /// Whether this device commits in `group`.
     pub fn is_committer(&mut self, group: &GroupRef) -> Result<bool, MlsError> {
         Ok(self
@@ -994,8 +1074,9 @@ impl Mls {
     }
 
     /// Key packages to hand to another device: this device's last-resort package (a new one
-    /// when it has none younger than `rotate_ms`) and up to `one_time` one-time packages
-    /// never handed out before (made as needed), marked as given.
+    /// when it has none younger than `rotate_ms`, or when the newest opened a Welcome
+    /// already) and up to `one_time` one-time packages never handed out before (made as
+    /// needed), marked as given.
     pub fn hand_out(
         &mut self,
         one_time: usize,
@@ -1009,7 +1090,11 @@ impl Mls {
             .filter(|p| p.last_resort)
             .max_by_key(|p| p.created_ms)
         {
-            Some(p) if now_ms - p.created_ms < rotate_ms => out.push(p.clone()),
+            Some(p)
+                if now_ms - p.created_ms < rotate_ms && self.used_at(&p.reference).is_none() =>
+            {
+                out.push(p.clone());
+            }
             _ => out.extend(self.new_key_packages(1, true, now_ms)?),
         }
         let mut fresh: Vec<OwnPackage> = owned
@@ -1031,21 +1116,57 @@ impl Mls {
         Ok(out)
     }
 
-    /// Forgets this device's key packages that can no longer be wanted: one-time packages
-    /// older than `max_age_ms`, and last-resort packages older than that which a newer one
-    /// replaced.
-    pub fn prune_key_packages(&mut self, now_ms: i64, max_age_ms: i64) -> Result<(), MlsError> {
-        let owned = self.own_key_packages();
-        let newest_last_resort = owned
+    /// One-time key packages handed out and not used yet.
+    pub fn one_time_outstanding(&self) -> usize {
+        self.own_key_packages()
             .iter()
-            .filter(|p| p.last_resort)
-            .map(|p| p.created_ms)
-            .max();
-        for p in owned {
-            let old = now_ms - p.created_ms > max_age_ms;
-            let replaced = p.last_resort && newest_last_resort.is_some_and(|n| n > p.created_ms);
-            if old && (!p.last_resort || replaced) {
+            .filter(|p| !p.last_resort && p.given)
+            .count()
+    }
+
+    /// Forgets this device's key packages that can no longer be wanted: one-time packages
+    /// older than `max_age_ms`, and a last-resort package `window_ms` after it first opened a
+    /// Welcome or a newer one replaced it — so a thief of the state opens no Welcome (and no
+    /// epoch it started) captured longer ago than that.
+    pub fn prune_key_packages(
+        &mut self,
+        now_ms: i64,
+        max_age_ms: i64,
+        window_ms: i64,
+    ) -> Result<(), MlsError> {
+        let owned = self.own_key_packages();
+        for p in &owned {
+            let gone = if p.last_resort {
+                let replaced = owned
+                    .iter()
+                    .filter(|o| o.last_resort && o.created_ms > p.created_ms)
+                    .map(|o| o.created_ms)
+                    .min();
+                let used = self.used_at(&p.reference);
+                let since = match (replaced, used) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                since.is_some_and(|at| now_ms.saturating_sub(at) > window_ms)
+            } else {
+                now_ms.saturating_sub(p.created_ms) > max_age_ms
+            };
+            if gone {
                 self.forget_key_package(&p.reference)?;
+            }
+        }
+        // What is recorded of packages no longer held goes with them.
+        let held: std::collections::HashSet<Vec<u8>> = self
+            .own_key_packages()
+            .into_iter()
+            .map(|p| p.reference)
+            .collect();
+        for (key, _) in self.provider.storage.own_with_prefix(own::USED) {
+            if key
+                .get(own::USED.len()..)
+                .is_some_and(|reference| !held.contains(reference))
+            {
+                self.provider.storage.delete_own(&key);
             }
         }
         Ok(())
@@ -1313,67 +1434,74 @@ impl Mls {
         })
     }
 
-    /// Commits, as the committer of `group`: adds the devices of `add`, removes the devices
-    /// `remove` names, includes the proposals received since the last commit, and updates
-    /// this device's own leaf when `update` is set (or when anything else changes, as MLS
-    /// requires for removals).
+    /// Commits, as the committer of `group` (or as the device that becomes it by removing
+    /// revoked devices ahead of it): what `commit` says, checked first by the rules every
+    /// member applies ([`rules`]), with its evidence in the commit's authenticated data. The
+    /// proposals received since the last commit go into it, and this device's own leaf is
+    /// updated when `update` is set (or when anything else changes, as MLS requires for
+    /// removals).
     pub fn commit(
         &mut self,
         group: &GroupRef,
-        add: Vec<Package>,
-        remove: &[PeerId],
-        update: bool,
+        commit: Commit,
         trust: &dyn Trust,
         now_ms: i64,
     ) -> Result<Committed, MlsError> {
-        self.commit_with(group, add, remove, update, None, trust, now_ms)
-    }
-
-    /// Like [`Self::commit`], changing what the conversation is to `next` too (a group's
-    /// roster or name, checked as every member checks it): the devices of `add` are then
-    /// admitted by `next`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn commit_with(
-        &mut self,
-        group: &GroupRef,
-        add: Vec<Package>,
-        remove: &[PeerId],
-        update: bool,
-        next: Option<Info>,
-        trust: &dyn Trust,
-        now_ms: i64,
-    ) -> Result<Committed, MlsError> {
+        let Commit {
+            add,
+            remove,
+            update,
+            change,
+            revocations,
+            cards,
+        } = commit;
         let current = self.info(group).ok_or(MlsError::UnknownGroup)?;
-        if let Some(next) = &next {
-            current.may_become(next, &self.me.user)?;
-        }
-        let info = next.clone().unwrap_or(current);
-        if !self.is_committer(group)?
-            && !remove
-                .iter()
-                .any(|peer| self.commits_without(group, peer).unwrap_or(false))
-        {
-            return Err(MlsError::NotCommitter);
-        }
-        for p in &add {
-            if !info.includes(&p.member.user) || !trust.admits(&info, &p.member) {
-                return Err(MlsError::Refused(format!(
-                    "device {} may not be in this conversation",
-                    p.member.peer
-                )));
-            }
-        }
+        let next = match &change {
+            Some((by, change)) => Some(current.changed(by, change)?),
+            None => None,
+        };
         let members = self.members_indexed(group)?;
+        let me = self.me;
+        let sender = members
+            .iter()
+            .find(|(_, m)| m.peer == me.peer)
+            .copied()
+            .ok_or(MlsError::UnknownGroup)?;
         let removed_leaves: Vec<(u32, Member)> = members
             .iter()
-            .filter(|(_, m)| remove.contains(&m.peer) && m.peer != self.me.peer)
+            .filter(|(_, m)| remove.contains(&m.peer) && m.peer != me.peer)
             .copied()
             .collect();
-        if members.len() - removed_leaves.len() + add.len() > MAX_GROUP_DEVICES {
-            return Err(MlsError::Refused(format!(
-                "a conversation has at most {MAX_GROUP_DEVICES} devices"
-            )));
-        }
+        let added: Vec<Member> = add.iter().map(|p| p.member).collect();
+        // Only what the revocations need: a note names no more than it must.
+        let revocations: Vec<Statement> = revocations
+            .into_iter()
+            .filter(|s| {
+                removed_leaves.iter().any(|(_, m)| {
+                    s.user_id() == m.user
+                        && *s.claim() == volli_core::Claim::Revoked { peer: m.peer }
+                })
+            })
+            .take(MAX_REVOCATIONS)
+            .collect();
+        let cards: Vec<volli_core::ContactCard> = cards
+            .into_iter()
+            .filter(|c| removed_leaves.iter().any(|(_, m)| m.user == c.user_id()))
+            .take(MAX_CARDS)
+            .collect();
+        let note = CommitNote::new(&revocations, &cards, change);
+        rules::check_commit(
+            &current,
+            &members,
+            &rules::Proposed {
+                sender,
+                removed: &removed_leaves,
+                added: &added,
+                next: next.as_ref(),
+                note: &note,
+            },
+            trust,
+        )?;
         let extensions = match &next {
             Some(next) => Some(context_extensions(next)?),
             None => None,
@@ -1383,9 +1511,9 @@ impl Mls {
             let (provider, signer) = (&this.provider, &this.signer);
             let mls = loaded(&mut this.groups, provider, group)?;
             let epoch_now = mls.epoch().as_u64();
-            let added: Vec<Member> = add.iter().map(|p| p.member).collect();
             // The proposals held since the last commit are opened now, once, and go into
-            // this commit; those of an earlier epoch are dropped.
+            // this commit when they pass the rule every member applies to them; those of an
+            // earlier epoch are dropped.
             let mut forwarded = Vec::new();
             for (key, epoch, bytes) in held {
                 provider.storage.delete_own(&key);
@@ -1401,16 +1529,22 @@ impl Mls {
                 let Ok(processed) = mls.process_message(provider, protocol) else {
                     continue;
                 };
-                let proposer = processed.credential().clone();
+                let Ok(proposer) = this.verified.known(processed.credential()) else {
+                    continue;
+                };
+                if !trust.admits(&current, &proposer) {
+                    continue;
+                }
                 if let ProcessedMessageContent::ProposalMessage(queued) = processed.into_content()
                     && let Proposal::Update(update) = queued.proposal()
-                    && update.leaf_node().credential() == &proposer
+                    && rules::check_update(&this.verified, &proposer, update.leaf_node()).is_ok()
                 {
                     mls.store_pending_proposal(provider.storage(), *queued)
                         .map_err(library)?;
                     forwarded.push(bytes);
                 }
             }
+            mls.set_aad(note.encode());
             let mut builder = mls
                 .commit_builder()
                 .consume_proposal_store(true)
@@ -1499,6 +1633,39 @@ impl Mls {
         }
     }
 
+    /// Like [`Self::process_with`], for a message that must be an application message (mail
+    /// of kind application, a file offer): anything else — a Welcome, a proposal, a commit —
+    /// is refused before it is processed, so handshake content cannot slip in by a path
+    /// that skips the checks handshake mail gets.
+    pub fn open_application(
+        &mut self,
+        bytes: &[u8],
+        trust: &dyn Trust,
+        now_ms: i64,
+        accept: Accept<'_>,
+    ) -> Result<Processed, MlsError> {
+        if peek(bytes)?.kind != MessageKind::Application {
+            return Err(MlsError::Refused("not an application message".into()));
+        }
+        self.process_with(bytes, trust, now_ms, accept)
+    }
+
+    /// Like [`Self::process`], for handshake mail: a Welcome, a proposal or a commit; an
+    /// application message is refused before its key is used.
+    pub fn process_handshake(
+        &mut self,
+        bytes: &[u8],
+        trust: &dyn Trust,
+        now_ms: i64,
+    ) -> Result<Processed, MlsError> {
+        if peek(bytes)?.kind == MessageKind::Application {
+            return Err(MlsError::Refused(
+                "an application message in handshake mail".into(),
+            ));
+        }
+        self.process_with(bytes, trust, now_ms, &mut |_, _| Ok(()))
+    }
+
     fn process_or_hold(
         &mut self,
         message: ProtocolMessage,
@@ -1534,8 +1701,13 @@ impl Mls {
         if !self.is_committer(&group)? {
             return Err(MlsError::NotCommitter);
         }
+        // Held unopened (its key can be used once, in the commit), so bounded by what
+        // honest members send: an update of one leaf each, a few kilobytes.
+        if bytes.len() > MAX_HELD_PROPOSAL {
+            return Err(MlsError::Refused("a proposal is too long".into()));
+        }
         let held = self.held_proposals(&group);
-        if held.len() >= 256 {
+        if held.len() >= MAX_HELD_PROPOSALS {
             return Err(MlsError::Refused("too many proposals wait".into()));
         }
         let seq = held.len() as u64;
@@ -1591,6 +1763,19 @@ impl Mls {
             Some(Err(e)) => return Err(e),
             _ => return Err(MlsError::Malformed),
         };
+        // Proposals, then the commit that includes them: nothing else rides in a bundle.
+        for (i, bytes) in messages.iter().enumerate() {
+            let expected = if i + 1 == messages.len() {
+                MessageKind::Commit
+            } else {
+                MessageKind::Proposal
+            };
+            if peek(bytes)?.kind != expected {
+                return Err(MlsError::Refused(
+                    "a commit's bundle holds its proposals, then the commit".into(),
+                ));
+            }
+        }
         self.atomically(|this| {
             // This device's own update, taken out of the proposal store when it was made
             // (so it could go on sending), goes back in for the commit that includes it.
@@ -1638,6 +1823,13 @@ impl Mls {
         now_ms: i64,
     ) -> Result<Processed, MlsError> {
         let config = self.join_config();
+        // The key packages of this device the Welcome may be for: a last-resort one it
+        // opens is used from now on, and goes once the late-mail window is over.
+        let for_packages: Vec<Vec<u8>> = welcome
+            .secrets()
+            .iter()
+            .filter_map(|s| s.new_member().tls_serialize_detached().ok())
+            .collect();
         self.atomically(|this| {
             let staged = StagedWelcome::build_from_welcome(&this.provider, &config, welcome)
                 .map_err(|e| match e {
@@ -1649,16 +1841,23 @@ impl Mls {
                 .map_err(|e| MlsError::Refused(format!("the welcome does not verify: {e:?}")))?;
             let group =
                 GroupRef::of(staged.group_context().group_id()).ok_or(MlsError::Malformed)?;
-            // A Welcome into a group this device is in is either one it asked for (it found
-            // itself on the losing side of a fork) or a replay, which would take it back.
+            let epoch = staged.group_context().epoch().as_u64();
+            // A Welcome into a group this device is in, or was in, is a replay (it would
+            // take the device back to an epoch others may still read) unless it starts a
+            // later epoch than any this device saw: the re-add it asked for.
+            if this.tombstone(&group).is_some_and(|gone| epoch <= gone) {
+                return Err(MlsError::Duplicate);
+            }
+            if let Ok(current) = loaded(&mut this.groups, &this.provider, &group)
+                && current.epoch().as_u64() >= epoch
+            {
+                return Err(MlsError::Duplicate);
+            }
             let asked = this
                 .provider
                 .storage
                 .get_own(&[own::REJOIN, group.0.as_slice()].concat());
-            if asked.is_none()
-                && let Ok(current) = loaded(&mut this.groups, &this.provider, &group)
-                && current.epoch().as_u64() >= staged.group_context().epoch().as_u64()
-            {
+            if asked.is_none() && this.groups.contains_key(&group) {
                 return Err(MlsError::Duplicate);
             }
             this.groups.remove(&group);
@@ -1672,31 +1871,112 @@ impl Mls {
             }
             let mut members = Vec::new();
             for m in staged.members() {
-                let member = this
-                    .verified
-                    .member(&m.credential, m.signature_key.as_slice())?;
-                if !info.includes(&member.user) || !trust.admits(&info, &member) {
-                    return Err(MlsError::Refused(format!(
-                        "device {} may not be in this conversation",
-                        member.peer
-                    )));
-                }
-                members.push(member);
+                members.push(
+                    this.verified
+                        .member(&m.credential, m.signature_key.as_slice())?,
+                );
             }
+            rules::check_members(&info, &members, trust)?;
+            let welcomer = members.get(staged.welcome_sender_index().usize()).copied();
             let mls = staged.into_group(&this.provider).map_err(library)?;
             let epoch = mls.epoch().as_u64();
             this.provider
                 .storage
                 .put_own(&[own::GROUP, group.0.as_slice()].concat(), info.encode());
+            this.provider
+                .storage
+                .delete_own(&[own::GONE, group.0.as_slice()].concat());
             this.groups.insert(group, mls);
             this.confirm_update(&group, now_ms);
+            for reference in &for_packages {
+                this.note_used(reference, now_ms);
+            }
             Ok(Processed::Joined {
                 group,
                 info,
                 epoch,
                 members,
+                committer: welcomer,
             })
         })
+    }
+
+    /// A note, signed by this device, that its user brought `user` into `group`.
+    pub fn sponsor_note(&self, group: &GroupRef, user: UserId) -> Option<Vec<u8>> {
+        use openmls_traits::signatures::Signer as _;
+        sponsor::sign(
+            &self.certificate,
+            |payload| self.signer.sign(payload).ok(),
+            group,
+            user,
+        )
+    }
+
+    /// Keeps the sponsor note for `user` in `group` (checked by the caller), to go beside
+    /// the Welcomes of its devices.
+    pub fn keep_sponsor_note(&self, group: &GroupRef, user: &UserId, note: Vec<u8>) {
+        self.provider.storage.put_own(
+            &[
+                own::SPONSOR_NOTE,
+                group.0.as_slice(),
+                user.as_bytes().as_slice(),
+            ]
+            .concat(),
+            note,
+        );
+    }
+
+    /// The sponsor note kept for `user` in `group`.
+    pub fn kept_sponsor_note(&self, group: &GroupRef, user: &UserId) -> Option<Vec<u8>> {
+        self.provider
+            .storage
+            .get_own(
+                &[
+                    own::SPONSOR_NOTE,
+                    group.0.as_slice(),
+                    user.as_bytes().as_slice(),
+                ]
+                .concat(),
+            )
+            .map(|v| v.to_vec())
+    }
+
+    /// Whether this device was in `group` and forgot it (it left, was removed, or the group
+    /// was superseded).
+    pub fn forgot(&self, group: &GroupRef) -> bool {
+        self.tombstone(group).is_some()
+    }
+
+    /// The last epoch of `group` this device saw before it forgot the group, if it did.
+    fn tombstone(&self, group: &GroupRef) -> Option<u64> {
+        let value = self
+            .provider
+            .storage
+            .get_own(&[own::GONE, group.0.as_slice()].concat())?;
+        postcard::from_bytes::<(u64, i64)>(&value)
+            .ok()
+            .map(|(epoch, _)| epoch)
+    }
+
+    /// Records that this device's key package `reference` opened a Welcome at `now_ms`
+    /// (one-time packages are gone already; a last-resort one is forgotten a late-mail
+    /// window later, and a new one is handed out from now on).
+    fn note_used(&self, reference: &[u8], now_ms: i64) {
+        let key = [own::USED, reference].concat();
+        if self.provider.storage.get_own(&key).is_none()
+            && let Ok(value) = postcard::to_allocvec(&now_ms)
+        {
+            self.provider.storage.put_own(&key, value);
+        }
+    }
+
+    /// When this device's key package `reference` first opened a Welcome.
+    fn used_at(&self, reference: &[u8]) -> Option<i64> {
+        let value = self
+            .provider
+            .storage
+            .get_own(&[own::USED, reference].concat())?;
+        postcard::from_bytes(&value).ok()
     }
 
     fn process_protocol(
@@ -1725,6 +2005,7 @@ impl Mls {
                 _ => return Err(MlsError::Refused("not sent by a member".into())),
             };
             let sender = this.verified.known(processed.credential())?;
+            let aad = processed.aad().to_vec();
             match processed.into_content() {
                 ProcessedMessageContent::ApplicationMessage(app) => {
                     if !trust.admits(&info, &sender) {
@@ -1744,17 +2025,15 @@ impl Mls {
                     })
                 }
                 ProcessedMessageContent::ProposalMessage(queued) => {
+                    if !trust.admits(&info, &sender) {
+                        return Err(MlsError::Refused(format!(
+                            "device {} is no longer believed",
+                            sender.peer
+                        )));
+                    }
                     match queued.proposal() {
                         Proposal::Update(update) => {
-                            let leaf = update.leaf_node();
-                            let member = this
-                                .verified
-                                .member(leaf.credential(), leaf.signature_key().as_slice())?;
-                            if member.peer != sender.peer {
-                                return Err(MlsError::Refused(
-                                    "an update must keep the device it updates".into(),
-                                ));
-                            }
+                            rules::check_update(&this.verified, &sender, update.leaf_node())?;
                         }
                         _ => {
                             return Err(MlsError::Refused(
@@ -1770,58 +2049,6 @@ impl Mls {
                     })
                 }
                 ProcessedMessageContent::StagedCommitMessage(staged) => {
-                    let removed_leaves: Vec<u32> = staged
-                        .remove_proposals()
-                        .map(|r| r.remove_proposal().removed().u32())
-                        .collect();
-                    let allowed = [&[][..], removed_leaves.as_slice()].iter().any(|gone| {
-                        committer_of(&info, &members_before, gone)
-                            .is_some_and(|(leaf, _)| leaf == sender_leaf)
-                    });
-                    if !allowed {
-                        return Err(MlsError::NotCommitter);
-                    }
-                    // A group's new roster or name, if the commit changes it.
-                    let mut next = None;
-                    for p in staged.queued_proposals() {
-                        if let Proposal::GroupContextExtensions(gce) = p.proposal() {
-                            let proposed = info_of(gce.extensions()).ok_or_else(|| {
-                                MlsError::Refused("a conversation must say what it is".into())
-                            })?;
-                            info.may_become(&proposed, &sender.user)?;
-                            next = Some(proposed);
-                        }
-                    }
-                    let info = next.clone().unwrap_or_else(|| info.clone());
-                    let mut added = Vec::new();
-                    for add in staged.add_proposals() {
-                        let leaf = add.add_proposal().key_package().leaf_node();
-                        let member = this
-                            .verified
-                            .member(leaf.credential(), leaf.signature_key().as_slice())?;
-                        if !info.includes(&member.user) || !trust.admits(&info, &member) {
-                            return Err(MlsError::Refused(format!(
-                                "device {} may not be in this conversation",
-                                member.peer
-                            )));
-                        }
-                        added.push(member);
-                    }
-                    for update in staged.update_proposals() {
-                        let leaf = update.update_proposal().leaf_node();
-                        this.verified
-                            .member(leaf.credential(), leaf.signature_key().as_slice())?;
-                    }
-                    if let Some(leaf) = staged.update_path_leaf_node() {
-                        let member = this
-                            .verified
-                            .member(leaf.credential(), leaf.signature_key().as_slice())?;
-                        if member.peer != sender.peer {
-                            return Err(MlsError::Refused(
-                                "a commit's path must keep its committer".into(),
-                            ));
-                        }
-                    }
                     if staged.queued_proposals().any(|p| {
                         !matches!(
                             p.proposal(),
@@ -1835,6 +2062,76 @@ impl Mls {
                             "a commit may only add, remove and update devices".into(),
                         ));
                     }
+                    let removed_leaves: Vec<u32> = staged
+                        .remove_proposals()
+                        .map(|r| r.remove_proposal().removed().u32())
+                        .collect();
+                    let removed_members: Vec<(u32, Member)> = members_before
+                        .iter()
+                        .filter(|(leaf, _)| removed_leaves.contains(leaf))
+                        .copied()
+                        .collect();
+                    // A group's new roster or name, if the commit changes it.
+                    let mut next = None;
+                    for p in staged.queued_proposals() {
+                        if let Proposal::GroupContextExtensions(gce) = p.proposal() {
+                            if next.is_some() {
+                                return Err(MlsError::Refused(
+                                    "a commit changes a group once".into(),
+                                ));
+                            }
+                            next = Some(info_of(gce.extensions()).ok_or_else(|| {
+                                MlsError::Refused("a conversation must say what it is".into())
+                            })?);
+                        }
+                    }
+                    let mut added = Vec::new();
+                    for add in staged.add_proposals() {
+                        let leaf = add.add_proposal().key_package().leaf_node();
+                        added.push(
+                            this.verified
+                                .member(leaf.credential(), leaf.signature_key().as_slice())?,
+                        );
+                    }
+                    for update in staged.update_proposals() {
+                        let Sender::Member(leaf) = update.sender() else {
+                            return Err(MlsError::Refused("an update from outside".into()));
+                        };
+                        let proposer = members_before
+                            .iter()
+                            .find(|(l, _)| *l == leaf.u32())
+                            .map(|(_, m)| *m)
+                            .ok_or_else(|| MlsError::Refused("an update of no member".into()))?;
+                        rules::check_update(
+                            &this.verified,
+                            &proposer,
+                            update.update_proposal().leaf_node(),
+                        )?;
+                    }
+                    if let Some(leaf) = staged.update_path_leaf_node() {
+                        let member = this
+                            .verified
+                            .member(leaf.credential(), leaf.signature_key().as_slice())?;
+                        if member.peer != sender.peer {
+                            return Err(MlsError::Refused(
+                                "a commit's path must keep its committer".into(),
+                            ));
+                        }
+                    }
+                    let note = CommitNote::decode(&aad)?;
+                    rules::check_commit(
+                        &info,
+                        &members_before,
+                        &rules::Proposed {
+                            sender: (sender_leaf, sender),
+                            removed: &removed_members,
+                            added: &added,
+                            next: next.as_ref(),
+                            note: &note,
+                        },
+                        trust,
+                    )?;
+                    let revocations = note.statements();
                     let removed: Vec<Member> = members_before
                         .iter()
                         .filter(|(leaf, _)| removed_leaves.contains(leaf))
@@ -1877,6 +2174,7 @@ impl Mls {
                         removed,
                         left,
                         info: next,
+                        revocations,
                     })
                 }
                 _ => Ok(Processed::Own),
@@ -1903,7 +2201,17 @@ impl Mls {
     /// Deletes everything this device holds of `group`.
     pub fn forget_group(&mut self, group: &GroupRef) -> Result<(), MlsError> {
         match loaded(&mut self.groups, &self.provider, group) {
-            Ok(_) => {
+            Ok(mls) => {
+                // What it saw last, so that no old Welcome brings it back.
+                let epoch = mls.epoch().as_u64();
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                if let Ok(value) = postcard::to_allocvec(&(epoch, now)) {
+                    self.provider
+                        .storage
+                        .put_own(&[own::GONE, group.0.as_slice()].concat(), value);
+                }
                 if let Some(mut mls) = self.groups.remove(group) {
                     mls.delete(&self.provider.storage).map_err(library)?;
                 }
@@ -1911,12 +2219,14 @@ impl Mls {
             Err(MlsError::UnknownGroup) => {}
             Err(e) => return Err(e),
         }
-        for (key, _) in self
-            .provider
-            .storage
-            .own_with_prefix(&[own::PROPOSAL, group.0.as_slice()].concat())
-        {
-            self.provider.storage.delete_own(&key);
+        for prefix in [own::PROPOSAL, own::SPONSOR_NOTE] {
+            for (key, _) in self
+                .provider
+                .storage
+                .own_with_prefix(&[prefix, group.0.as_slice()].concat())
+            {
+                self.provider.storage.delete_own(&key);
+            }
         }
         for prefix in [own::GROUP, own::UPDATED, own::REJOIN, own::OWN_PROPOSAL] {
             self.provider
@@ -1946,6 +2256,16 @@ impl Mls {
             }
             Ok(())
         })
+    }
+
+    /// Forgets the groups this device forgot before `before_ms` altogether (no Welcome made
+    /// for them can still open: the key packages it would need are gone by then).
+    pub fn forget_tombstones(&mut self, before_ms: i64) {
+        for (key, value) in self.provider.storage.own_with_prefix(own::GONE) {
+            if postcard::from_bytes::<(u64, i64)>(&value).is_ok_and(|(_, at)| at < before_ms) {
+                self.provider.storage.delete_own(&key);
+            }
+        }
     }
 
     /// Drops past epochs older than `window` as of now.

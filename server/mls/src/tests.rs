@@ -54,6 +54,15 @@ impl Device {
         of.mls.check_key_package(&own.bytes).unwrap()
     }
 
+    /// Another handle on the same device, from a copy of its state.
+    fn copy(&self) -> Device {
+        Device {
+            mls: self.stolen(),
+            certificate: self.certificate.clone(),
+            seed: self.seed,
+        }
+    }
+
     /// The device's whole state as a thief would copy it, opened with this crate.
     fn stolen(&self) -> Mls {
         Mls::open(
@@ -64,6 +73,19 @@ impl Device {
         )
         .unwrap()
     }
+}
+
+/// A commit that only updates (or not) the committer's own leaf.
+fn update(update: bool) -> Commit {
+    Commit {
+        update,
+        ..Commit::default()
+    }
+}
+
+/// `user`'s signed revocation of its device `peer`.
+fn revoke(user: &UserSecret, peer: PeerId) -> Statement {
+    Statement::issue(user, volli_core::Claim::Revoked { peer }, Timestamp::now())
 }
 
 /// Key packages of `devices`, checked by `by`.
@@ -78,6 +100,7 @@ fn packages(by: &Device, devices: &mut [&mut Device]) -> Vec<Package> {
 }
 
 struct Conversation {
+    alice: UserSecret,
     bob: UserSecret,
     a1: Device,
     a2: Device,
@@ -118,6 +141,7 @@ fn conversation() -> Conversation {
         }
     }
     Conversation {
+        alice,
         bob,
         a1,
         a2,
@@ -214,7 +238,7 @@ fn forward_secrecy_a_state_taken_later_opens_no_captured_message() {
     // second device, which never received them.
     let committed =
         c.a1.mls
-            .commit(&c.group, Vec::new(), &[], true, &c.trust, 0)
+            .commit(&c.group, update(true), &c.trust, 0)
             .unwrap();
     deliver(
         &committed.messages,
@@ -269,7 +293,7 @@ fn post_compromise_a_state_taken_before_an_update_reads_nothing_after_it() {
     assert_eq!(c.a1.mls.pending_proposals(&c.group).unwrap(), 1);
     let committed =
         c.a1.mls
-            .commit(&c.group, Vec::new(), &[], false, &c.trust, 0)
+            .commit(&c.group, update(false), &c.trust, 0)
             .unwrap();
     assert_eq!(committed.messages.len(), 2, "the proposal, then the commit");
     assert_eq!(c.a1.mls.pending_proposals(&c.group).unwrap(), 0);
@@ -306,7 +330,7 @@ fn late_mail_six_days_old_across_two_epochs_opens_and_eight_days_old_does_not() 
     for _ in 0..2 {
         let committed =
             c.a1.mls
-                .commit(&c.group, Vec::new(), &[], true, &c.trust, 0)
+                .commit(&c.group, update(true), &c.trust, 0)
                 .unwrap();
         deliver(&committed.messages, &mut [&mut c.b1, &mut c.b2], &c.trust);
     }
@@ -331,7 +355,7 @@ fn a_message_for_a_later_epoch_is_held_until_its_commit_arrives() {
     let mut c = conversation();
     let committed =
         c.a1.mls
-            .commit(&c.group, Vec::new(), &[], true, &c.trust, 0)
+            .commit(&c.group, update(true), &c.trust, 0)
             .unwrap();
     let m = send(&mut c.a1, &c.group, "in the new epoch");
     assert!(matches!(
@@ -349,8 +373,7 @@ fn a_message_for_a_later_epoch_is_held_until_its_commit_arrives() {
 fn only_the_committer_commits() {
     let mut c = conversation();
     assert!(matches!(
-        c.b1.mls
-            .commit(&c.group, Vec::new(), &[], true, &c.trust, 0),
+        c.b1.mls.commit(&c.group, update(true), &c.trust, 0),
         Err(MlsError::NotCommitter)
     ));
     // A commit made anyway (bypassing the rule on the sender) is refused by the others.
@@ -369,7 +392,7 @@ fn only_the_committer_commits() {
     // Refused means unchanged: the real committer's next commit still applies.
     let committed =
         c.a1.mls
-            .commit(&c.group, Vec::new(), &[], true, &c.trust, 0)
+            .commit(&c.group, update(true), &c.trust, 0)
             .unwrap();
     deliver(&committed.messages, &mut [&mut c.a2], &c.trust);
     assert_eq!(
@@ -388,7 +411,17 @@ fn pairing_adds_a_device_and_revocation_removes_it_in_one_commit() {
     c.trust.revoked.borrow_mut().insert(c.b2.peer());
     let committed =
         c.a1.mls
-            .commit(&c.group, vec![package], &[c.b2.peer()], false, &c.trust, 0)
+            .commit(
+                &c.group,
+                Commit {
+                    add: vec![package],
+                    remove: vec![c.b2.peer()],
+                    revocations: vec![revoke(&c.bob, c.b2.peer())],
+                    ..Commit::default()
+                },
+                &c.trust,
+                0,
+            )
             .unwrap();
     assert_eq!(committed.added.len(), 1);
     assert_eq!(committed.removed.len(), 1);
@@ -423,28 +456,95 @@ fn pairing_adds_a_device_and_revocation_removes_it_in_one_commit() {
     assert!(c.b2.stolen().process(&m, &c.trust).is_err());
 }
 
+/// A commit by `device` made with openmls directly, past every rule of this crate (what a
+/// patched node would send): removes `leaves`, with `note` as its authenticated data.
+fn raw_removal(
+    device: &mut Device,
+    group: &GroupRef,
+    peers: &[PeerId],
+    note: &CommitNote,
+) -> Vec<u8> {
+    let members = device.mls.members_indexed(group).unwrap();
+    let leaves: Vec<LeafNodeIndex> = members
+        .iter()
+        .filter(|(_, m)| peers.contains(&m.peer))
+        .map(|(leaf, _)| LeafNodeIndex::new(*leaf))
+        .collect();
+    let provider = &device.mls.provider;
+    let mls = loaded(&mut device.mls.groups, provider, group).unwrap();
+    mls.set_aad(note.encode());
+    let (commit, _, _) = mls
+        .remove_members(provider, &device.mls.signer, &leaves)
+        .unwrap();
+    mls.merge_pending_commit(provider).unwrap();
+    let _ = device.mls.take_changes();
+    commit.tls_serialize_detached().unwrap()
+}
+
 #[test]
 fn a_revoked_committer_is_replaced_by_the_next_device_of_its_user() {
     let mut c = conversation();
-    c.trust.revoked.borrow_mut().insert(c.a1.peer());
-    // Alice's second device takes over by removing the first: others accept it.
     let group = c.group;
-    let members = c.a2.mls.members_indexed(&group).unwrap();
-    let a1_leaf = members
-        .iter()
-        .find(|(_, m)| m.peer == c.a1.peer())
+    let revocation = revoke(&c.alice, c.a1.peer());
+    // Without the revocation, a device that removes the committer ahead of it is refused
+    // by everyone, even one that believes the committer revoked: nobody takes the role on
+    // its own word.
+    let seized = raw_removal(
+        &mut c.a2.copy(),
+        &group,
+        &[c.a1.peer()],
+        &CommitNote::default(),
+    );
+    c.trust.revoked.borrow_mut().insert(c.a1.peer());
+    assert!(matches!(
+        c.b1.mls.process(&seized, &c.trust),
+        Err(MlsError::Refused(_))
+    ));
+    // A revocation of another device (Bob's, signed by Bob) justifies nothing here.
+    assert!(
+        c.a2.mls
+            .commit(
+                &group,
+                Commit {
+                    remove: vec![c.a1.peer()],
+                    revocations: vec![revoke(&c.bob, c.a1.peer())],
+                    ..Commit::default()
+                },
+                &c.trust,
+                0,
+            )
+            .is_err()
+    );
+    // With Alice's signed revocation, her second device takes over, and others accept it.
+    let committed =
+        c.a2.mls
+            .commit(
+                &group,
+                Commit {
+                    remove: vec![c.a1.peer()],
+                    revocations: vec![revocation],
+                    ..Commit::default()
+                },
+                &c.trust,
+                0,
+            )
+            .unwrap();
+    match c
+        .b1
+        .mls
+        .process_bundle(&committed.messages, &c.trust, 0)
         .unwrap()
-        .0;
-    let provider = &c.a2.mls.provider;
-    let mls = loaded(&mut c.a2.mls.groups, provider, &group).unwrap();
-    let (commit, _, _) = mls
-        .remove_members(provider, &c.a2.mls.signer, &[LeafNodeIndex::new(a1_leaf)])
-        .unwrap();
-    mls.merge_pending_commit(provider).unwrap();
-    let bytes = commit.tls_serialize_detached().unwrap();
-    let _ = c.a2.mls.take_changes();
-    match c.b1.mls.process(&bytes, &c.trust).unwrap() {
-        Processed::Commit { removed, .. } => assert_eq!(removed[0].peer, c.a1.peer()),
+        .pop()
+        .unwrap()
+    {
+        Processed::Commit {
+            removed,
+            revocations,
+            ..
+        } => {
+            assert_eq!(removed[0].peer, c.a1.peer());
+            assert_eq!(revocations.len(), 1, "the evidence comes with the commit");
+        }
         other => panic!("expected the takeover to apply, got {other:?}"),
     }
     assert_eq!(
@@ -452,6 +552,238 @@ fn a_revoked_committer_is_replaced_by_the_next_device_of_its_user() {
         c.a2.peer()
     );
     assert!(c.a2.mls.is_committer(&group).unwrap());
+    // The revoked device's commits are refused from then on by who knows of it.
+    let provider = &c.a1.mls.provider;
+    let mls = loaded(&mut c.a1.mls.groups, provider, &group).unwrap();
+    let (late, _, _) = mls
+        .self_update(provider, &c.a1.mls.signer, LeafNodeParameters::default())
+        .unwrap()
+        .into_messages();
+    assert!(
+        c.b2.mls
+            .process(&late.tls_serialize_detached().unwrap(), &c.trust)
+            .is_err()
+    );
+}
+
+#[test]
+fn a_member_cannot_make_itself_committer_of_a_group() {
+    let trust = Devices::default();
+    let [mut a, mut b, mut c] = ["a", "b", "c"].map(User::new);
+    let packages = vec![b.d[0].package(&a.d[0]), c.d[0].package(&a.d[0])];
+    let info = Info::group(a.id(), "three", &[b.id(), c.id()], 0);
+    let created = a.d[0].mls.create(info, packages, &trust, 0).unwrap();
+    let group = created.group;
+    for dev in [&mut b.d[0], &mut c.d[0]] {
+        dev.mls
+            .process(created.welcome.as_ref().unwrap(), &trust)
+            .unwrap();
+    }
+    // Bob, a member at leaf 1, removes the admin's device ahead of him…
+    let seizing = raw_removal(
+        &mut b.d[0].copy(),
+        &group,
+        &[a.d[0].peer()],
+        &CommitNote::default(),
+    );
+    assert!(c.d[0].mls.process(&seizing, &trust).is_err());
+    // …nor with a revocation of Alice's device that he signed himself.
+    let forged = CommitNote::new(&[revoke(&b.secret, a.d[0].peer())], &[], None);
+    let seizing = raw_removal(&mut b.d[0].copy(), &group, &[a.d[0].peer()], &forged);
+    assert!(c.d[0].mls.process(&seizing, &trust).is_err());
+    // Carol's group is as it was: Alice still commits, and her next commit applies.
+    assert_eq!(
+        c.d[0].mls.committer(&group).unwrap().unwrap().peer,
+        a.d[0].peer()
+    );
+    let committed = a.d[0].mls.commit(&group, update(true), &trust, 0).unwrap();
+    c.d[0]
+        .mls
+        .process_bundle(&committed.messages, &trust, 0)
+        .unwrap();
+    assert_eq!(
+        c.d[0].mls.authenticator(&group).unwrap(),
+        a.d[0].mls.authenticator(&group).unwrap()
+    );
+}
+
+#[test]
+fn an_update_with_another_signature_key_is_refused_everywhere_and_the_group_goes_on() {
+    use openmls::prelude::{CredentialWithKey, NewSignerBundle};
+    let mut c = conversation();
+    let group = c.group;
+    // Bob's first device proposes an update of its leaf that keeps its certificate but
+    // brings a new signature key.
+    let other = DeviceSigner::from_seed(&[9; 32]);
+    let proposal = {
+        let provider = &c.b1.mls.provider;
+        let mls = loaded(&mut c.b1.mls.groups, provider, &group).unwrap();
+        let bundle = NewSignerBundle {
+            signer: &other,
+            credential_with_key: CredentialWithKey {
+                credential: identity::credential_with_key(&c.b1.certificate, &c.b1.mls.signer)
+                    .credential,
+                signature_key: other.public().to_vec().into(),
+            },
+        };
+        let (message, _) = mls
+            .propose_self_update_with_new_signer(
+                provider,
+                &c.b1.mls.signer,
+                bundle,
+                LeafNodeParameters::default(),
+            )
+            .unwrap();
+        message.tls_serialize_detached().unwrap()
+    };
+    // The committer holds it, and leaves it out of its commit: everyone can apply that.
+    c.a1.mls.process(&proposal, &c.trust).unwrap();
+    let committed = c.a1.mls.commit(&group, update(false), &c.trust, 0).unwrap();
+    assert_eq!(committed.messages.len(), 1, "the commit alone, no proposal");
+    deliver(&committed.messages, &mut [&mut c.a2, &mut c.b2], &c.trust);
+    let auth = c.a1.mls.authenticator(&group).unwrap();
+    assert_eq!(c.a2.mls.authenticator(&group).unwrap(), auth);
+    assert_eq!(c.b2.mls.authenticator(&group).unwrap(), auth);
+    // Forwarded by hand beside a commit, every member refuses it.
+    let mut bundle = vec![proposal];
+    bundle.extend(committed.messages.clone());
+    assert!(c.a2.stolen().process_bundle(&bundle, &c.trust, 0).is_err());
+}
+
+#[test]
+fn a_committer_adds_at_most_a_cards_worth_of_devices_per_user() {
+    let trust = Devices::default();
+    let [mut a, b] = ["a", "b"].map(User::new);
+    let info = Info::group(a.id(), "g", &[b.id()], 0);
+    let created = a.d[0].mls.create(info, Vec::new(), &trust, 0).unwrap();
+    // Bob mints certificates for devices of his own and hands their packages over.
+    let many: Vec<Package> = (0..=volli_core::card::MAX_DEVICES)
+        .map(|i| {
+            let mut d = Device::new(&b.secret, &format!("fake{i}"));
+            d.package(&a.d[0])
+        })
+        .collect();
+    let error = a.d[0]
+        .mls
+        .commit(
+            &created.group,
+            Commit {
+                add: many,
+                ..Commit::default()
+            },
+            &trust,
+            0,
+        )
+        .unwrap_err();
+    assert!(error.to_string().contains("at most"), "{error}");
+}
+
+#[test]
+fn a_welcome_is_not_taken_again_after_the_device_left_the_group() {
+    let trust = Devices::default();
+    let [mut a, mut b] = ["a", "b"].map(User::new);
+    let package = {
+        let own = b.d[0].mls.new_key_packages(1, true, 0).unwrap().remove(0);
+        a.d[0].mls.check_key_package(&own.bytes).unwrap()
+    };
+    let info = Info::group(a.id(), "g", &[b.id()], 0);
+    let created = a.d[0].mls.create(info, vec![package], &trust, 0).unwrap();
+    let welcome = created.welcome.unwrap();
+    b.d[0].mls.process(&welcome, &trust).unwrap();
+    // Bob is removed (or leaves): his device forgets the group.
+    let removed = a.d[0]
+        .mls
+        .commit(
+            &created.group,
+            Commit {
+                remove: vec![b.d[0].peer()],
+                change: Some((a.id(), GroupChange::Remove(b.id()))),
+                ..Commit::default()
+            },
+            &trust,
+            0,
+        )
+        .unwrap();
+    let _ = b.d[0].mls.process_bundle(&removed.messages, &trust, 0);
+    assert!(b.d[0].mls.groups().is_empty());
+    // The old Welcome (its last-resort package still there) would put it back into an epoch
+    // the others left: refused.
+    assert!(matches!(
+        b.d[0].mls.process(&welcome, &trust),
+        Err(MlsError::Duplicate)
+    ));
+    assert!(b.d[0].mls.groups().is_empty());
+}
+
+#[test]
+fn a_used_last_resort_package_goes_after_the_late_mail_window() {
+    let trust = Devices::default();
+    let [mut a, mut b] = ["a", "b"].map(User::new);
+    let day = 24 * 3600 * 1000;
+    let handed = b.d[0].mls.hand_out(0, 0, 7 * day).unwrap();
+    let last_resort = handed[0].clone();
+    let package = a.d[0].mls.check_key_package(&last_resort.bytes).unwrap();
+    let info = Info::group(a.id(), "g", &[b.id()], 0);
+    let created = a.d[0].mls.create(info, vec![package], &trust, 0).unwrap();
+    b.d[0]
+        .mls
+        .process_with(
+            created.welcome.as_ref().unwrap(),
+            &trust,
+            day,
+            &mut |_, _| Ok(()),
+        )
+        .unwrap();
+    // Once used it is handed out no more: a new one takes its place.
+    let next = b.d[0].mls.hand_out(0, day + 1, 7 * day).unwrap();
+    assert_ne!(next[0].reference, last_resort.reference);
+    // Within the window it stays (late Welcomes made with it still open)…
+    b.d[0]
+        .mls
+        .prune_key_packages(3 * day, 90 * day, 7 * day)
+        .unwrap();
+    assert!(
+        b.d[0]
+            .mls
+            .own_key_packages()
+            .iter()
+            .any(|p| p.reference == last_resort.reference)
+    );
+    // …then it goes, with its private keys.
+    b.d[0]
+        .mls
+        .prune_key_packages(9 * day, 90 * day, 7 * day)
+        .unwrap();
+    assert!(
+        !b.d[0]
+            .mls
+            .own_key_packages()
+            .iter()
+            .any(|p| p.reference == last_resort.reference)
+    );
+}
+
+#[test]
+fn handshake_content_is_refused_where_an_application_message_is_expected() {
+    let mut c = conversation();
+    let committed =
+        c.a1.mls
+            .commit(&c.group, update(true), &c.trust, 0)
+            .unwrap();
+    let commit = committed.messages.last().unwrap();
+    assert!(matches!(
+        c.b1.mls
+            .open_application(commit, &c.trust, 0, &mut |_, _| Ok(())),
+        Err(MlsError::Refused(_))
+    ));
+    // Untouched: the commit still applies as handshake mail.
+    c.b1.mls.process_handshake(commit, &c.trust, 0).unwrap();
+    let m = send(&mut c.a1, &c.group, "after");
+    assert!(matches!(
+        c.b1.mls.process_handshake(&m, &c.trust, 0),
+        Err(MlsError::Refused(_))
+    ));
+    assert_eq!(text(c.b1.mls.process(&m, &c.trust).unwrap()), "after");
 }
 
 #[test]
@@ -461,7 +793,7 @@ fn two_commits_at_once_fork_and_the_losing_side_rejoins() {
     // revocation of the first, commits its removal: both for the same epoch.
     let update =
         c.a1.mls
-            .commit(&c.group, Vec::new(), &[], true, &c.trust, 0)
+            .commit(&c.group, update(true), &c.trust, 0)
             .unwrap();
     let group = c.group;
     let members = c.a2.mls.members_indexed(&group).unwrap();
@@ -470,15 +802,13 @@ fn two_commits_at_once_fork_and_the_losing_side_rejoins() {
         .find(|(_, m)| m.peer == c.a1.peer())
         .unwrap()
         .0;
-    let takeover = {
-        let provider = &c.a2.mls.provider;
-        let mls = loaded(&mut c.a2.mls.groups, provider, &group).unwrap();
-        let (commit, _, _) = mls
-            .remove_members(provider, &c.a2.mls.signer, &[LeafNodeIndex::new(a1_leaf)])
-            .unwrap();
-        mls.merge_pending_commit(provider).unwrap();
-        commit.tls_serialize_detached().unwrap()
-    };
+    assert!(members.iter().any(|(leaf, _)| *leaf == a1_leaf));
+    let takeover = raw_removal(
+        &mut c.a2,
+        &group,
+        &[c.a1.peer()],
+        &CommitNote::new(&[revoke(&c.alice, c.a1.peer())], &[], None),
+    );
     // Bob's devices see them in different orders: each applies the first and cannot read
     // the second.
     deliver(&update.messages, &mut [&mut c.b1], &c.trust);
@@ -508,7 +838,16 @@ fn two_commits_at_once_fork_and_the_losing_side_rejoins() {
     let package = c.b1.package(&c.a2);
     let readd =
         c.a2.mls
-            .commit(&group, vec![package], &[c.b1.peer()], false, &c.trust, 0)
+            .commit(
+                &group,
+                Commit {
+                    add: vec![package],
+                    remove: vec![c.b1.peer()],
+                    ..Commit::default()
+                },
+                &c.trust,
+                0,
+            )
             .unwrap();
     deliver(&readd.messages, &mut [&mut c.b2], &c.trust);
     c.b1.mls
@@ -603,13 +942,21 @@ fn a_welcome_replayed_does_not_take_a_device_back() {
     };
     let committed =
         c.a1.mls
-            .commit(&c.group, vec![package], &[], false, &c.trust, 0)
+            .commit(
+                &c.group,
+                Commit {
+                    add: vec![package],
+                    ..Commit::default()
+                },
+                &c.trust,
+                0,
+            )
             .unwrap();
     let welcome = committed.welcome.unwrap();
     b3.mls.process(&welcome, &c.trust).unwrap();
     let update =
         c.a1.mls
-            .commit(&c.group, Vec::new(), &[], true, &c.trust, 0)
+            .commit(&c.group, update(true), &c.trust, 0)
             .unwrap();
     deliver(&update.messages, &mut [&mut b3], &c.trust);
     // The Welcome used a last-resort package, so its keys are still there: a replay would
@@ -649,7 +996,9 @@ fn key_packages_are_handed_out_once_and_the_last_resort_one_rotates() {
     // A month on, a new last-resort package; the old one goes once it is old enough.
     let later = a1.mls.hand_out(0, 31 * day, 30 * day).unwrap();
     assert_ne!(last_resort(&later), last_resort(&first));
-    a1.mls.prune_key_packages(200 * day, 90 * day).unwrap();
+    a1.mls
+        .prune_key_packages(200 * day, 90 * day, 7 * day)
+        .unwrap();
     let left = a1.mls.own_key_packages();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].reference, last_resort(&later));
@@ -745,12 +1094,12 @@ fn a_group_of_five_users_changes_by_its_admins_and_a_removed_member_reads_nothin
     );
     // Not even as a commit of its own: only the committer commits.
     assert!(matches!(
-        b.d[0].mls.commit_with(
+        b.d[0].mls.commit(
             &group,
-            Vec::new(),
-            &[],
-            false,
-            Some(info.changed(&a.id(), &GroupChange::Remove(c.id())).unwrap()),
+            Commit {
+                change: Some((a.id(), GroupChange::Remove(c.id()))),
+                ..Commit::default()
+            },
             &trust,
             0
         ),
@@ -763,7 +1112,16 @@ fn a_group_of_five_users_changes_by_its_admins_and_a_removed_member_reads_nothin
     let packages = vec![e1.package(&a.d[0]), e2.package(&a.d[0])];
     let added = a.d[0]
         .mls
-        .commit_with(&group, packages, &[], false, Some(next.clone()), &trust, 0)
+        .commit(
+            &group,
+            Commit {
+                add: packages,
+                change: Some((a.id(), GroupChange::Add(e.id()))),
+                ..Commit::default()
+            },
+            &trust,
+            0,
+        )
         .unwrap();
     assert_eq!(added.added.len(), 2);
     let processed = apply(&added.messages[..], &mut [&mut b, &mut c], &trust);
@@ -789,12 +1147,13 @@ fn a_group_of_five_users_changes_by_its_admins_and_a_removed_member_reads_nothin
     let next2 = next.changed(&a.id(), &GroupChange::Remove(b.id())).unwrap();
     let removed = a.d[0]
         .mls
-        .commit_with(
+        .commit(
             &group,
-            Vec::new(),
-            &[b.d[0].peer(), b.d[1].peer()],
-            false,
-            Some(next2.clone()),
+            Commit {
+                remove: vec![b.d[0].peer(), b.d[1].peer()],
+                change: Some((a.id(), GroupChange::Remove(b.id()))),
+                ..Commit::default()
+            },
             &trust,
             0,
         )
@@ -863,14 +1222,18 @@ fn a_commit_that_changes_a_group_must_come_from_an_admin_and_keep_the_rules() {
         .process(created.welcome.as_ref().unwrap(), &trust)
         .unwrap();
     // A roster in which the orderer is no admin is refused where it is made.
-    let mut demoted = info.clone();
-    if let Kind::Group { members, .. } = &mut demoted.kind {
-        members[0].role = Role::Member;
-    }
     assert!(
         a.d[0]
             .mls
-            .commit_with(&created.group, vec![], &[], false, Some(demoted), &trust, 0)
+            .commit(
+                &created.group,
+                Commit {
+                    change: Some((a.id(), GroupChange::Role(a.id(), Role::Member))),
+                    ..Commit::default()
+                },
+                &trust,
+                0
+            )
             .is_err()
     );
     // A one-to-one conversation never becomes a group.
@@ -892,28 +1255,28 @@ fn a_commit_that_changes_a_group_must_come_from_an_admin_and_keep_the_rules() {
     let full = UserSecret::generate().unwrap().user_id();
     let error = many.changed(&a.id(), &GroupChange::Add(full)).unwrap_err();
     assert!(error.to_string().contains("at most"), "{error}");
-    // Renaming, promoting: applied by the other member.
-    let renamed = info
-        .changed(&a.id(), &GroupChange::Rename("renamed".into()))
-        .unwrap()
-        .changed(&a.id(), &GroupChange::Role(b.id(), Role::Admin))
-        .unwrap();
-    let committed = a.d[0]
-        .mls
-        .commit_with(
-            &created.group,
-            vec![],
-            &[],
-            false,
-            Some(renamed.clone()),
-            &trust,
-            0,
-        )
-        .unwrap();
-    b.d[0]
-        .mls
-        .process_bundle(&committed.messages, &trust, 0)
-        .unwrap();
+    // Renaming, promoting: applied by the other member, one change per commit.
+    for change in [
+        GroupChange::Rename("renamed".into()),
+        GroupChange::Role(b.id(), Role::Admin),
+    ] {
+        let committed = a.d[0]
+            .mls
+            .commit(
+                &created.group,
+                Commit {
+                    change: Some((a.id(), change)),
+                    ..Commit::default()
+                },
+                &trust,
+                0,
+            )
+            .unwrap();
+        b.d[0]
+            .mls
+            .process_bundle(&committed.messages, &trust, 0)
+            .unwrap();
+    }
     let now = b.d[0].mls.info(&created.group).unwrap();
     assert_eq!(now.name(), Some("renamed"));
     assert_eq!(now.role_of(&b.id()), Some(Role::Admin));
@@ -941,7 +1304,15 @@ fn when_the_ordering_admin_leaves_the_next_admin_commits() {
     assert_eq!(next.orderer, c.id());
     let left = a.d[0]
         .mls
-        .commit_with(&created.group, vec![], &[], false, Some(next), &trust, 0)
+        .commit(
+            &created.group,
+            Commit {
+                change: Some((a.id(), GroupChange::Remove(a.id()))),
+                ..Commit::default()
+            },
+            &trust,
+            0,
+        )
         .unwrap();
     for dev in [&mut b.d[0], &mut c.d[0]] {
         dev.mls.process_bundle(&left.messages, &trust, 0).unwrap();
@@ -951,7 +1322,15 @@ fn when_the_ordering_admin_leaves_the_next_admin_commits() {
     assert!(!b.d[0].mls.is_committer(&created.group).unwrap());
     let gone = c.d[0]
         .mls
-        .commit(&created.group, vec![], &[a.d[0].peer()], false, &trust, 0)
+        .commit(
+            &created.group,
+            Commit {
+                remove: vec![a.d[0].peer()],
+                ..Commit::default()
+            },
+            &trust,
+            0,
+        )
         .unwrap();
     b.d[0]
         .mls
@@ -988,4 +1367,81 @@ fn a_member_asks_to_be_carried_by_another_member_but_never_by_one_it_carries() {
     assert!(info.changed(&b, &GroupChange::Sponsor(d)).is_err());
     // Nor the group's root, whom everyone is carried by in the end.
     assert!(info.changed(&a, &GroupChange::Sponsor(c)).is_err());
+}
+
+#[test]
+fn the_other_user_replaces_a_revoked_committer_with_its_users_newer_card() {
+    let (alice, bob) = (
+        UserSecret::generate().unwrap(),
+        UserSecret::generate().unwrap(),
+    );
+    let mut a1 = Device::new(&alice, "a1");
+    let mut b1 = Device::new(&bob, "b1");
+    let mut b2 = Device::new(&bob, "b2");
+    let trust = Devices::default();
+    let others = packages(&a1, &mut [&mut b1, &mut b2]);
+    let created = a1
+        .mls
+        .create(
+            Info::direct(alice.user_id(), bob.user_id(), 0),
+            others,
+            &trust,
+            0,
+        )
+        .unwrap();
+    for d in [&mut b1, &mut b2] {
+        d.mls
+            .process(created.welcome.as_ref().unwrap(), &trust)
+            .unwrap();
+    }
+    let group = created.group;
+    // Alice's only device in the conversation is stolen; she revokes it from a new device,
+    // whose card no longer lists it. An older card (before the device) proves nothing.
+    let a2 = Device::new(&alice, "a2");
+    let older = volli_core::ContactCard::issue(
+        &alice,
+        "alice",
+        &[],
+        &[],
+        Timestamp::from_millis(a1.certificate.issued_at().as_millis() - 1),
+    );
+    let card = volli_core::ContactCard::issue(
+        &alice,
+        "alice",
+        std::slice::from_ref(&a2.certificate),
+        &[],
+        Timestamp::from_millis(a1.certificate.issued_at().as_millis() + 1),
+    );
+    trust.revoked.borrow_mut().insert(a1.peer());
+    let by_old_card = Commit {
+        remove: vec![a1.peer()],
+        cards: vec![older],
+        ..Commit::default()
+    };
+    assert!(b1.mls.commit(&group, by_old_card, &trust, 0).is_err());
+    // Bob's first device, next in line, takes over with the newer card; his second agrees.
+    let committed = b1
+        .mls
+        .commit(
+            &group,
+            Commit {
+                remove: vec![a1.peer()],
+                cards: vec![card],
+                ..Commit::default()
+            },
+            &trust,
+            0,
+        )
+        .unwrap();
+    b2.mls
+        .process_bundle(&committed.messages, &trust, 0)
+        .unwrap();
+    assert!(b2.mls.is_committer(&group).is_ok_and(|c| !c));
+    let m = send(&mut b2, &group, "the stolen phone reads none of this");
+    assert!(a1.mls.process(&m, &trust).is_err());
+    assert!(a1.stolen().process(&m, &trust).is_err());
+    assert_eq!(
+        text(b1.mls.process(&m, &trust).unwrap()),
+        "the stolen phone reads none of this"
+    );
 }

@@ -49,10 +49,13 @@ use crate::peers::Peers;
 
 /// One-time key packages handed to a device each time it connects.
 const HAND_OUT: usize = 2;
-/// A last-resort key package is replaced after this long.
-const ROTATE_LAST_RESORT: Duration = Duration::from_secs(30 * 24 * 3600);
+/// A last-resort key package is replaced after this long (and once it opened a Welcome);
+/// the one it replaces goes a late-mail window later.
+const ROTATE_LAST_RESORT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Key packages handed out and never used are forgotten after this long.
 const KEY_PACKAGE_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
+/// A group this device forgot is remembered this long (an old Welcome into it is refused).
+const TOMBSTONE_AGE: Duration = Duration::from_secs(60 * 24 * 3600);
 /// How often the same device is handed key packages at most.
 const HAND_OUT_EVERY: Duration = Duration::from_secs(3600);
 /// How long a message may wait for what it depends on before this device asks to be added
@@ -63,6 +66,14 @@ const ASK_EVERY: Duration = Duration::from_secs(10);
 /// The longest the committer's loop sleeps.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A device is added again at its request at most this often per conversation.
+const READD_EVERY: Duration = Duration::from_secs(60);
+/// One-time key packages handed out and not used yet, at most.
+const MAX_ONE_TIME_OUTSTANDING: usize = 256;
+/// Conversations this device is not in that it asks to join an hour, at most.
+const UNKNOWN_REJOINS_PER_HOUR: usize = 16;
+/// How many epochs ahead of this device mail may be and still wait here.
+const MAX_AHEAD: u64 = 256;
 
 /// How conversations keep their keys.
 #[derive(Clone, Copy, Debug)]
@@ -94,6 +105,10 @@ pub enum ConversationError {
     /// seals it again ([`volli_core::wire::REFUSED_SEAL_AGAIN`]).
     #[error("{}", volli_core::wire::REFUSED_SEAL_AGAIN)]
     SealAgain,
+    /// The conversation still has a device its user revoked, and another device is to
+    /// commit its removal: nothing is sealed until it did (the revoked device would read it).
+    #[error("waiting for a revoked device to be removed from the conversation")]
+    Waiting,
 }
 
 /// What a device of a conversation's users may do, as the node believes it now.
@@ -102,8 +117,17 @@ struct Directory {
     me: Option<UserId>,
     /// This user's devices that are not revoked.
     own: HashMap<PeerId, Permissions>,
+    /// This user's devices that were revoked.
+    own_revoked: HashSet<PeerId>,
+    /// This user's latest card.
+    own_card: Option<volli_core::ContactCard>,
     /// Each contact's devices, as its latest card lists them.
     contacts: HashMap<UserId, HashMap<PeerId, Permissions>>,
+    /// Each contact's latest card.
+    cards: HashMap<UserId, volli_core::ContactCard>,
+    /// Devices their users revoked, by signed statement (this user's, contacts' and group
+    /// members'): the evidence a commit that removes them carries.
+    revoked: HashMap<PeerId, volli_core::Statement>,
 }
 
 impl Directory {
@@ -129,6 +153,64 @@ impl Directory {
         devices.sort();
         devices
     }
+
+    /// `member`'s user's signed revocation of it, if this node holds one.
+    fn revocation(&self, member: &Member) -> Option<&volli_core::Statement> {
+        self.revoked
+            .get(&member.peer)
+            .filter(|s| s.user_id() == member.user)
+    }
+
+    /// The latest card of `user` (a contact, or this user), when it no longer lists `member`
+    /// although it was issued after the device's certificate: the device was revoked.
+    fn card_without(&self, member: &Member) -> Option<&volli_core::ContactCard> {
+        let card = if self.me == Some(member.user) {
+            self.own_card.as_ref()
+        } else {
+            self.cards.get(&member.user)
+        }?;
+        (card.issued_at() > member.issued_at
+            && !card.devices().iter().any(|d| d.peer_id() == member.peer))
+        .then_some(card)
+    }
+
+    /// Whether this node knows `member` to be revoked (by a statement, this user's own list,
+    /// or a newer card of its user that left it off).
+    fn is_revoked(&self, member: &Member) -> bool {
+        self.revocation(member).is_some()
+            || (self.me == Some(member.user) && self.own_revoked.contains(&member.peer))
+            || self.card_without(member).is_some()
+    }
+
+    /// The evidence for removing `members` from a conversation (`direct`: one-to-one, whose
+    /// users hold each other's cards anyway): their revocations, and for a one-to-one
+    /// conversation the cards that no longer list them. Members without any are left out.
+    fn evidence(
+        &self,
+        members: &[Member],
+        direct: bool,
+    ) -> (
+        Vec<PeerId>,
+        Vec<volli_core::Statement>,
+        Vec<volli_core::ContactCard>,
+    ) {
+        let (mut removable, mut statements, mut cards) = (Vec::new(), Vec::new(), Vec::new());
+        for m in members {
+            if let Some(s) = self.revocation(m) {
+                statements.push(s.clone());
+                removable.push(m.peer);
+            } else if direct && let Some(card) = self.card_without(m) {
+                if !cards
+                    .iter()
+                    .any(|c: &volli_core::ContactCard| c.user_id() == card.user_id())
+                {
+                    cards.push(card.clone());
+                }
+                removable.push(m.peer);
+            }
+        }
+        (removable, statements, cards)
+    }
 }
 
 impl volli_mls::Trust for Directory {
@@ -136,10 +218,26 @@ impl volli_mls::Trust for Directory {
         if !info.includes(&member.user) || !member.permissions.contains(Permissions::MESSAGES) {
             return false;
         }
-        match self.devices_of(&member.user) {
-            Some(devices) => devices.contains_key(&member.peer),
+        if self.revocation(member).is_some() {
+            return false;
+        }
+        if self.me == Some(member.user) {
+            // Any certificate of this user's is a device one of its admin devices paired,
+            // unless it was revoked (a pairing on another device may not have synced yet).
+            return !self.own_revoked.contains(&member.peer);
+        }
+        match self.contacts.get(&member.user) {
+            // Listed on the contact's latest card, or newer than that card (paired since;
+            // the new card is on its way): never one the card left off.
+            Some(devices) => {
+                devices.contains_key(&member.peer)
+                    || self
+                        .cards
+                        .get(&member.user)
+                        .is_some_and(|c| member.issued_at > c.issued_at())
+            }
             // A member of a group this user does not know: its device certificate (checked
-            // by the MLS layer) is all there is to go by.
+            // by the MLS layer) and the revocations handed over are all there is to go by.
             None => info.is_group(),
         }
     }
@@ -236,8 +334,16 @@ struct Inner {
     /// When each conversation last asked for commits or to be added again.
     asked: Mutex<HashMap<GroupRef, Instant>>,
     /// When this device last handed a group's committer a key package of one of its user's
-    /// devices.
+    /// devices (or revocations).
     handed_over: Mutex<HashMap<(GroupRef, PeerId), Instant>>,
+    /// As a committer: when each member device's recent requests came, per group.
+    requests: Mutex<HashMap<(GroupRef, PeerId), std::collections::VecDeque<Instant>>>,
+    /// As a committer: when each device was last added again at its request, per group.
+    readds: Mutex<HashMap<(GroupRef, PeerId), Instant>>,
+    /// How many of this user's revocations each device was told of.
+    told: Mutex<HashMap<PeerId, usize>>,
+    /// When this device lately asked to join conversations it is not in.
+    unknown_rejoins: Mutex<std::collections::VecDeque<Instant>>,
     /// Messages opened lately (their keys are used up), checked under the MLS lock: a copy
     /// arriving meanwhile by another path is a duplicate even before the vault has the
     /// message on disk.
@@ -319,6 +425,10 @@ impl Conversations {
                 handed: Mutex::new(HashMap::new()),
                 asked: Mutex::new(HashMap::new()),
                 handed_over: Mutex::new(HashMap::new()),
+                requests: Mutex::new(HashMap::new()),
+                readds: Mutex::new(HashMap::new()),
+                told: Mutex::new(HashMap::new()),
+                unknown_rejoins: Mutex::new(std::collections::VecDeque::new()),
                 opened: Mutex::new(Recent::default()),
                 offers: std::sync::OnceLock::new(),
                 inbound: std::sync::OnceLock::new(),
@@ -354,7 +464,8 @@ impl Conversations {
             .unwrap_or_default()
     }
 
-    /// Reads again which devices the contacts' cards and the user's device list name.
+    /// Reads again which devices the contacts' cards and the user's device list name, and
+    /// which revocations this node holds.
     async fn refresh_directory(&self) {
         let me = self.me();
         let mut directory = Directory {
@@ -363,10 +474,14 @@ impl Conversations {
         };
         match self.inner.vault.devices_of(me).await {
             Ok(devices) => {
-                for d in devices.into_iter().filter(|d| d.revoked_at.is_none()) {
-                    directory
-                        .own
-                        .insert(d.peer_id(), d.certificate.permissions());
+                for d in devices {
+                    if d.revoked_at.is_none() {
+                        directory
+                            .own
+                            .insert(d.peer_id(), d.certificate.permissions());
+                    } else {
+                        directory.own_revoked.insert(d.peer_id());
+                    }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read this user's devices"),
@@ -376,6 +491,17 @@ impl Conversations {
             self.inner.identity.peer_id(),
             self.inner.identity.permissions(),
         );
+        directory.own_card = self.inner.vault.own_card(me).await.ok().flatten();
+        match self.inner.vault.revocations(me).await {
+            Ok(statements) => {
+                for s in statements {
+                    if let volli_core::Claim::Revoked { peer } = s.claim() {
+                        directory.revoked.insert(*peer, s);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read this user's revocations"),
+        }
         match self.inner.vault.contacts().await {
             Ok(contacts) => {
                 for c in contacts {
@@ -386,13 +512,59 @@ impl Conversations {
                             .map(|d| (d.peer_id(), d.permissions()))
                             .collect(),
                     );
+                    directory.cards.insert(c.user_id, c.card);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the contacts"),
         }
+        for bytes in self.inner.db.revocations().await.unwrap_or_default() {
+            if let Ok(s) = volli_core::Statement::from_bytes(&bytes)
+                && let volli_core::Claim::Revoked { peer } = s.claim()
+            {
+                directory.revoked.entry(*peer).or_insert(s);
+            }
+        }
         if let Ok(mut current) = self.inner.directory.write() {
             *current = directory;
         }
+    }
+
+    /// Keeps signed revocations handed over by `from` (a device of that user, or a member of
+    /// a group carrying them): only those that verify and, when `only_of` is set, that are
+    /// that user's own. Returns whether any was new.
+    async fn keep_revocations(&self, statements: &[Vec<u8>], only_of: Option<UserId>) -> bool {
+        let mut new = false;
+        for bytes in statements.iter().take(volli_mls::MAX_REVOCATIONS) {
+            let Ok(s) = volli_core::Statement::from_bytes(bytes) else {
+                continue;
+            };
+            let volli_core::Claim::Revoked { peer } = s.claim() else {
+                continue;
+            };
+            if only_of.is_some_and(|u| u != s.user_id()) {
+                continue;
+            }
+            if self
+                .inner
+                .db
+                .revocation_add(
+                    &s.user_id().to_string(),
+                    &peer.to_string(),
+                    bytes,
+                    Timestamp::now(),
+                )
+                .await
+                .unwrap_or(false)
+            {
+                tracing::info!(user = %s.user_id(), %peer, "learned of a revoked device");
+                new = true;
+            }
+        }
+        if new {
+            self.refresh_directory().await;
+            self.inner.work.notify_one();
+        }
+        new
     }
 
     /// Starts the committer's loop (membership, updates, forgetting past epochs) and the
@@ -556,6 +728,9 @@ impl Conversations {
                 None => return Ok(None),
             },
         };
+        if !self.clear_of_revoked(&mut mls, &group).await {
+            return Err(ConversationError::Waiting);
+        }
         let sealed = mls.encrypt(&group, &plaintext)?;
         let durable = self.inner.vault.mls_queued(mls.take_changes()).await?;
         self.wake_if_due(&mls, &group);
@@ -572,6 +747,29 @@ impl Conversations {
             mail: mail.to_bytes(),
             durable: Box::pin(durable),
         }))
+    }
+
+    /// Whether `group` is free of devices this node can show revoked, so that what is
+    /// sealed now is for the devices that should read it: when this device is next in line
+    /// it commits their removal first; when another is, it is told, and this waits.
+    async fn clear_of_revoked(&self, mls: &mut Mls, group: &GroupRef) -> bool {
+        let Some(info) = mls.info(group) else {
+            return true;
+        };
+        let directory = self.directory();
+        let revoked = |mls: &mut Mls| {
+            let members = mls.members(group).unwrap_or_default();
+            let known: Vec<Member> = members
+                .into_iter()
+                .filter(|m| directory.is_revoked(m))
+                .collect();
+            !directory.evidence(&known, !info.is_group()).0.is_empty()
+        };
+        if !revoked(mls) {
+            return true;
+        }
+        self.keep_up(mls, group, &info, false, &directory).await;
+        !revoked(mls)
     }
 
     /// Starts the conversation with `to` (this user orders it) with the devices whose key
@@ -747,7 +945,8 @@ impl Conversations {
                 if mail.device != Some(self.inner.identity.peer_id()) {
                     return Err(ConversationError::Invalid("mail for another device".into()));
                 }
-                self.open_handshake(mail, false).await
+                self.open_handshake(mail, false, direct.unwrap_or(mail.sender))
+                    .await
             }
         }
     }
@@ -770,29 +969,30 @@ impl Conversations {
             return Ok(Opened::Duplicate);
         }
         let mut text = None;
-        let processed = mls.process_with(bytes, &directory, now_ms(), &mut |sender, content| {
-            let Ok(Content::Text { id, sent_at, body }) = Content::from_padded(content) else {
-                return Err(MlsError::Refused("unreadable content".into()));
-            };
-            if id != mail.id {
-                return Err(MlsError::Refused(
-                    "the content's id is not the mail's".into(),
-                ));
-            }
-            if sender.user == me {
-                return Err(MlsError::Refused(
-                    "a message from this user's own device".into(),
-                ));
-            }
-            if direct.is_some_and(|d| d != sender.user) {
-                return Err(MlsError::Refused(
-                    "a device may only deliver its own user's messages".into(),
-                ));
-            }
-            accept(sender.user, body.len()).map_err(MlsError::Refused)?;
-            text = Some((sender.user, id, sent_at, body));
-            Ok(())
-        });
+        let processed =
+            mls.open_application(bytes, &directory, now_ms(), &mut |sender, content| {
+                let Ok(Content::Text { id, sent_at, body }) = Content::from_padded(content) else {
+                    return Err(MlsError::Refused("unreadable content".into()));
+                };
+                if id != mail.id {
+                    return Err(MlsError::Refused(
+                        "the content's id is not the mail's".into(),
+                    ));
+                }
+                if sender.user == me {
+                    return Err(MlsError::Refused(
+                        "a message from this user's own device".into(),
+                    ));
+                }
+                if direct.is_some_and(|d| d != sender.user) {
+                    return Err(MlsError::Refused(
+                        "a device may only deliver its own user's messages".into(),
+                    ));
+                }
+                accept(sender.user, body.len()).map_err(MlsError::Refused)?;
+                text = Some((sender.user, id, sent_at, body));
+                Ok(())
+            });
         // A message stored before (delivered again: its receipt was lost) no longer opens,
         // its key being used up: it is a duplicate, acknowledged as such. Asked only then,
         // so that the common case costs no read of the vault.
@@ -870,14 +1070,16 @@ impl Conversations {
             Err(MlsError::Ahead { .. } | MlsError::UnknownGroup) if pending => Ok(Opened::Waiting),
             Err(MlsError::Ahead { group, epoch }) => {
                 drop(mls);
-                self.hold(group, epoch, mail).await?;
+                self.hold(group, epoch, mail, direct.unwrap_or(mail.sender))
+                    .await?;
                 Ok(Opened::Waiting)
             }
             Err(MlsError::UnknownGroup) => {
                 drop(mls);
                 let peeked = volli_mls::peek(bytes)?;
                 let group = peeked.group.ok_or(MlsError::Malformed)?;
-                self.hold(group, peeked.epoch, mail).await?;
+                self.hold(group, peeked.epoch, mail, direct.unwrap_or(mail.sender))
+                    .await?;
                 Ok(Opened::Waiting)
             }
             Err(e) => Err(e.into()),
@@ -915,16 +1117,17 @@ impl Conversations {
         let directory = self.directory();
         let mut mls = self.inner.mls.lock().await;
         let mut opened = None;
-        let processed = mls.process_with(bytes, &directory, now_ms(), &mut |sender, content| {
-            let Ok(Content::FileOffer(offer)) = Content::from_padded(content) else {
-                return Err(MlsError::Refused("not a file offer".into()));
-            };
-            if sender.user != from || offer.id.as_bytes() != mail.id.as_bytes() {
-                return Err(MlsError::Refused("an offer from another user".into()));
-            }
-            opened = Some((*sender, offer));
-            Ok(())
-        });
+        let processed =
+            mls.open_application(bytes, &directory, now_ms(), &mut |sender, content| {
+                let Ok(Content::FileOffer(offer)) = Content::from_padded(content) else {
+                    return Err(MlsError::Refused("not a file offer".into()));
+                };
+                if sender.user != from || offer.id.as_bytes() != mail.id.as_bytes() {
+                    return Err(MlsError::Refused("an offer from another user".into()));
+                }
+                opened = Some((*sender, offer));
+                Ok(())
+            });
         // The caller knows the transfer is not stored.
         processed.map_err(unreadable)?;
         let Some((sender, content)) = opened else {
@@ -1003,12 +1206,27 @@ impl Conversations {
         group: GroupRef,
         epoch: u64,
         mail: &MlsMail,
+        deliverer: UserId,
     ) -> Result<(), ConversationError> {
+        // Far ahead of this device is no commit it missed but junk: a device that far
+        // behind is added again instead.
+        let current = self.inner.mls.lock().await.epoch(&group).ok();
+        if current.is_some_and(|c| epoch > c.saturating_add(MAX_AHEAD)) {
+            return Err(ConversationError::Invalid(
+                "mail for an epoch far ahead of this device".into(),
+            ));
+        }
         let bytes = Mail::Mls(mail.clone()).to_bytes();
         if !self
             .inner
             .db
-            .mls_pending_add(&group.0, epoch, &bytes, Timestamp::now())
+            .mls_pending_add(
+                &group.0,
+                epoch,
+                &bytes,
+                &deliverer.to_string(),
+                Timestamp::now(),
+            )
             .await?
         {
             return Err(ConversationError::Invalid(
@@ -1039,17 +1257,24 @@ impl Conversations {
         &self,
         mail: &MlsMail,
         pending: bool,
+        deliverer: UserId,
     ) -> Result<Opened, ConversationError> {
         let directory = self.directory();
         let mut mls = self.inner.mls.lock().await;
         let mut advanced = Vec::new();
         let mut group_events = Vec::new();
+        let mut learned = Vec::new();
         let mut wake = false;
-        // A Welcome, a proposal for the committer or a lone commit: one message. A commit
-        // with the proposals it includes: one operation.
-        let processed = match mail.messages.as_slice() {
+        // A Welcome (with the note of the member who brought this user in beside it), a
+        // proposal for the committer or a lone commit: one message. A commit with the
+        // proposals it includes: one operation.
+        let (messages, note) = match (mail.kind, mail.messages.as_slice()) {
+            (MailKind::Welcome, [welcome, note]) => (std::slice::from_ref(welcome), Some(note)),
+            (_, all) => (all, None),
+        };
+        let processed = match messages {
             [one] => mls
-                .process_with(one, &directory, now_ms(), &mut |_, _| Ok(()))
+                .process_handshake(one, &directory, now_ms())
                 .map(|p| vec![p]),
             many => mls.process_bundle(many, &directory, now_ms()),
         };
@@ -1065,8 +1290,10 @@ impl Conversations {
                             epoch,
                             left,
                             info,
+                            revocations,
                             ..
                         } => {
+                            learned.extend(revocations.iter().map(volli_core::Statement::to_bytes));
                             if !left {
                                 advanced.push((group, epoch, true));
                             }
@@ -1086,12 +1313,24 @@ impl Conversations {
                             wake = true;
                         }
                         Processed::Joined {
-                            group, epoch, info, ..
+                            group,
+                            epoch,
+                            info,
+                            members,
+                            ..
                         } => {
-                            if info.is_group() && !self.welcomed_by_contact(&info) {
+                            // On a re-add, the note this device kept when it first joined.
+                            let kept = mls.kept_sponsor_note(&group, &self.me());
+                            let note = note.or(kept.as_ref());
+                            if info.is_group()
+                                && !self.welcomed_by_contact(&group, &info, &members, note)
+                            {
                                 tracing::info!(%group, "left a group nobody this user knows put it in");
                                 let _ = mls.forget_group(&group);
                                 continue;
+                            }
+                            if let Some(note) = note {
+                                mls.keep_sponsor_note(&group, &self.me(), note.clone());
                             }
                             if let Some(name) = info.name() {
                                 group_events.push(Event::GroupCreated {
@@ -1112,7 +1351,7 @@ impl Conversations {
                 if pending {
                     return Ok(Opened::Waiting);
                 }
-                self.hold(group, epoch, mail).await?;
+                self.hold(group, epoch, mail, deliverer).await?;
                 return Ok(Opened::Done);
             }
             // A commit that overtook the Welcome into its group: kept for when it comes.
@@ -1128,7 +1367,7 @@ impl Conversations {
                     .transpose()?
                     .ok_or(MlsError::Malformed)?;
                 let group = peeked.group.ok_or(MlsError::Malformed)?;
-                self.hold(group, peeked.epoch, mail).await?;
+                self.hold(group, peeked.epoch, mail, deliverer).await?;
                 return Ok(Opened::Done);
             }
             // Applied before (a retry), or a Welcome this device cannot open (its key
@@ -1146,6 +1385,11 @@ impl Conversations {
         let state = self.inner.vault.mls_queued(mls.take_changes()).await?;
         drop(mls);
         state.await?;
+        // What justified a commit's removals is known here from now on (a device this user
+        // does not know may commit next, or be asked to).
+        if !learned.is_empty() {
+            self.keep_revocations(&learned, None).await;
+        }
         for (with, epoch) in changed {
             self.changed(with, epoch);
         }
@@ -1238,7 +1482,7 @@ impl Conversations {
                             other => other,
                         }
                     }
-                    _ => self.open_handshake(&mail, true).await,
+                    _ => self.open_handshake(&mail, true, mail.sender).await,
                 };
                 match outcome {
                     Ok(Opened::Waiting) => continue,
@@ -1301,7 +1545,7 @@ impl Conversations {
                     MessageId::from_bytes([0; 16]),
                     bundle.messages,
                 );
-                if let Err(e) = self.open_handshake(&mail, true).await {
+                if let Err(e) = self.open_handshake(&mail, true, self.me()).await {
                     tracing::debug!(error = %e, "a missed commit did not apply");
                     break;
                 }
@@ -1368,15 +1612,37 @@ impl Conversations {
     }
 
     /// Asks the devices of the conversation's users to add this device to `group` again,
-    /// with a fresh key package; the committer acts on it.
+    /// with a fresh key package; the committer acts on it. For a group this device is not
+    /// in (it lost its state, or its Welcome never came) only the users whose mail for it
+    /// waits here are asked, a few such groups an hour at most; for one it left, nobody.
     async fn rejoin(&self, group: GroupRef) {
         let (package, targets) = {
             let mut mls = self.inner.mls.lock().await;
             let now = now_ms();
-            let asked = mls.ask_rejoin(&group, now);
-            if asked.is_some_and(|at| now - at < 60_000) {
-                let _ = self.inner.vault.mls_queued(mls.take_changes()).await;
-                return;
+            let known = mls.info(&group).is_some();
+            let mut targets: Vec<PeerId> = Vec::new();
+            if known {
+                let asked = mls.ask_rejoin(&group, now);
+                if asked.is_some_and(|at| now - at < 60_000) {
+                    let _ = self.inner.vault.mls_queued(mls.take_changes()).await;
+                    return;
+                }
+                targets.extend(mls.committer(&group).ok().flatten().map(|m| m.peer));
+            } else {
+                if mls.forgot(&group) {
+                    tracing::debug!(%group, "mail for a group this device left: not asking back in");
+                    return;
+                }
+                let mut recent = lock(&self.inner.unknown_rejoins);
+                let hour = Duration::from_secs(3600);
+                while recent.front().is_some_and(|at| at.elapsed() >= hour) {
+                    recent.pop_front();
+                }
+                if recent.len() >= UNKNOWN_REJOINS_PER_HOUR {
+                    tracing::info!(%group, "mail for unknown conversations: not asking to join more now");
+                    return;
+                }
+                recent.push_back(Instant::now());
             }
             let Ok(mut fresh) = mls.new_key_packages(1, false, now) else {
                 return;
@@ -1384,22 +1650,32 @@ impl Conversations {
             let Ok(state) = self.inner.vault.mls_queued(mls.take_changes()).await else {
                 return;
             };
-            let mut targets: Vec<PeerId> = mls
-                .committer(&group)
-                .ok()
-                .flatten()
-                .map(|m| m.peer)
-                .into_iter()
-                .collect();
             drop(mls);
             if state.await.is_err() {
                 return;
             }
-            // Without the group, this device does not know who commits: every connected
-            // device of the user and of the contacts, and the committer wins.
-            for peer in self.inner.peers.trusted_connected() {
-                if !targets.contains(&peer) {
-                    targets.push(peer);
+            if known {
+                // Without the group's current state, this device may not know who commits:
+                // every connected device of the user and of the contacts, and the committer
+                // acts.
+                for peer in self.inner.peers.trusted_connected() {
+                    if !targets.contains(&peer) {
+                        targets.push(peer);
+                    }
+                }
+            } else {
+                let deliverers = self
+                    .inner
+                    .db
+                    .mls_pending_deliverers(&group.0)
+                    .await
+                    .unwrap_or_default();
+                for user in deliverers.iter().filter_map(|u| u.parse::<UserId>().ok()) {
+                    for peer in self.inner.peers.connected_devices_of(&user) {
+                        if !targets.contains(&peer) {
+                            targets.push(peer);
+                        }
+                    }
                 }
             }
             (fresh.remove(0), targets)
@@ -1429,6 +1705,7 @@ impl Conversations {
         if !self.messaging() || !reads {
             return;
         }
+        self.tell_revocations(peer).await;
         {
             let mut handed = lock(&self.inner.handed);
             if handed
@@ -1439,7 +1716,7 @@ impl Conversations {
             }
             handed.insert(peer, Instant::now());
         }
-        let Ok(packages) = self.hand_out().await else {
+        let Ok(packages) = self.hand_out(HAND_OUT).await else {
             return;
         };
         let request = wire::encode(&MlsRequest::KeyPackages { packages });
@@ -1465,11 +1742,49 @@ impl Conversations {
         }
     }
 
-    /// This device's key packages to hand to another device (durable before they leave).
-    async fn hand_out(&self) -> Result<Vec<Vec<u8>>, ConversationError> {
+    /// Tells `peer` (a contact's device, or this user's) this user's revocations it was not
+    /// told yet: it may be next in line to commit in a conversation whose committer was
+    /// revoked, or carry them to a group's committer that does not know this user.
+    async fn tell_revocations(&self, peer: PeerId) {
+        let statements: Vec<Vec<u8>> = match self.inner.vault.revocations(self.me()).await {
+            Ok(s) => s.iter().map(volli_core::Statement::to_bytes).collect(),
+            Err(_) => return,
+        };
+        if statements.is_empty() {
+            return;
+        }
+        {
+            let mut told = lock(&self.inner.told);
+            if told.get(&peer) == Some(&statements.len()) {
+                return;
+            }
+            if told.len() > 4096 {
+                told.clear();
+            }
+            told.insert(peer, statements.len());
+        }
+        let count = statements.len();
+        let request = wire::encode(&MlsRequest::Revocations { statements });
+        if !matches!(self.ask(peer, request).await, Ok(MlsResponse::Ok)) {
+            lock(&self.inner.told).remove(&peer);
+        } else {
+            tracing::debug!(%peer, count, "told a device of this user's revocations");
+        }
+    }
+
+    /// This device's key packages to hand to another device, with up to `one_time`
+    /// one-time packages (durable before they leave).
+    async fn hand_out(&self, one_time: usize) -> Result<Vec<Vec<u8>>, ConversationError> {
         let rotate = i64::try_from(ROTATE_LAST_RESORT.as_millis()).unwrap_or(i64::MAX);
         let mut mls = self.inner.mls.lock().await;
-        let packages = mls.hand_out(HAND_OUT, now_ms(), rotate)?;
+        // However many devices ask, this device holds a bounded number of one-time
+        // packages' private keys: past that, only its last-resort package is handed out.
+        let one_time = if mls.one_time_outstanding() >= MAX_ONE_TIME_OUTSTANDING {
+            0
+        } else {
+            one_time
+        };
+        let packages = mls.hand_out(one_time, now_ms(), rotate)?;
         let state = self.inner.vault.mls_queued(mls.take_changes()).await?;
         drop(mls);
         state.await?;
@@ -1531,8 +1846,12 @@ impl Conversations {
         match request {
             MlsRequest::KeyPackages { packages } => {
                 self.keep_packages(peer, user, packages).await;
-                lock(&self.inner.handed).insert(peer, Instant::now());
-                match self.hand_out().await {
+                // One-time packages at most once an hour per device, as this device asks
+                // for them: a device that asks more often gets the last-resort package.
+                let recent = lock(&self.inner.handed)
+                    .insert(peer, Instant::now())
+                    .is_some_and(|at| at.elapsed() < HAND_OUT_EVERY);
+                match self.hand_out(if recent { 0 } else { HAND_OUT }).await {
                     Ok(packages) => MlsResponse::KeyPackages { packages },
                     Err(e) => MlsResponse::Refused(e.to_string()),
                 }
@@ -1564,6 +1883,11 @@ impl Conversations {
             MlsRequest::Rejoin { group, package } => {
                 self.readd(GroupRef(group), peer, user, &package).await
             }
+            MlsRequest::Revocations { statements } => {
+                // A device hands over its own user's revocations only.
+                self.keep_revocations(&statements, Some(user)).await;
+                MlsResponse::Ok
+            }
         }
     }
 
@@ -1576,6 +1900,21 @@ impl Conversations {
         user: UserId,
         package: &[u8],
     ) -> MlsResponse {
+        {
+            // A re-add is a commit and a Welcome to every member: once a minute per device.
+            let mut readds = lock(&self.inner.readds);
+            let now = Instant::now();
+            if readds
+                .get(&(group, peer))
+                .is_some_and(|at| now.duration_since(*at) < READD_EVERY)
+            {
+                return MlsResponse::Refused("added again a moment ago".into());
+            }
+            if readds.len() > 4096 {
+                readds.retain(|_, at| now.duration_since(*at) < READD_EVERY);
+            }
+            readds.insert((group, peer), now);
+        }
         let directory = self.directory();
         let mut mls = self.inner.mls.lock().await;
         // The committer adds it; when the requester is the committer itself (it lost its
@@ -1590,10 +1929,18 @@ impl Conversations {
             Ok(_) => return MlsResponse::Refused("not the requester's key package".into()),
             Err(e) => return MlsResponse::Refused(e.to_string()),
         };
-        match self
-            .commit(&mut mls, &group, vec![package], &[peer], false, &directory)
-            .await
-        {
+        let commit = volli_mls::Commit {
+            add: vec![package],
+            remove: vec![peer],
+            ..volli_mls::Commit::default()
+        };
+        let committed = if mls.info(&group).is_some_and(|i| i.is_group()) {
+            self.commit_group(&mut mls, &group, commit, &directory)
+                .await
+        } else {
+            self.commit(&mut mls, &group, commit, &directory).await
+        };
+        match committed {
             Ok(()) => MlsResponse::Ok,
             Err(e) => MlsResponse::Refused(e.to_string()),
         }
@@ -1605,12 +1952,10 @@ impl Conversations {
         &self,
         mls: &mut Mls,
         group: &GroupRef,
-        add: Vec<volli_mls::Package>,
-        remove: &[PeerId],
-        update: bool,
+        commit: volli_mls::Commit,
         directory: &Directory,
     ) -> Result<(), ConversationError> {
-        let committed = mls.commit(group, add, remove, update, directory, now_ms())?;
+        let committed = mls.commit(group, commit, directory, now_ms())?;
         let with = mls.info(group).and_then(|i| i.peer_of(&self.me()));
         let durable = self.inner.vault.mls_queued(mls.take_changes()).await?;
         tracing::info!(
@@ -1654,9 +1999,11 @@ impl Conversations {
         Ok(())
     }
 
-    /// The committer's work in every conversation of this device: add the devices the
-    /// users' lists name, remove those they no longer name, commit proposals and due
-    /// updates; as another member, propose an update when one is due.
+    /// The work in every conversation of this device: where it commits (it is the
+    /// committer, or next in line once the revoked devices ahead of it are out), add the
+    /// devices the users' lists name, remove those revoked, commit proposals and due
+    /// updates; elsewhere propose an update when one is due, and hand the committer what it
+    /// may not know (this user's new devices, revocations).
     async fn reconcile(&self) {
         self.refresh_directory().await;
         let directory = self.directory();
@@ -1666,77 +2013,110 @@ impl Conversations {
         let after = self.inner.settings.update_after;
         let mut mls = self.inner.mls.lock().await;
         for (group, info) in mls.groups() {
-            if info.is_group() {
-                let Ok(due) = mls.update_due(&group, now, every, after) else {
-                    continue;
-                };
-                match mls.is_committer(&group) {
-                    Ok(true) => {
-                        self.reconcile_group(&mut mls, &group, &info, due, &directory)
-                            .await;
-                    }
-                    Ok(false) if info.includes(&me) => {
-                        if due && let Err(e) = self.propose_update(&mut mls, &group).await {
-                            tracing::debug!(%group, error = %e, "cannot propose an update");
-                        }
-                        self.hand_over_devices(&mut mls, &group, &directory).await;
-                    }
-                    _ => {}
-                }
+            // Only the current group of a one-to-one conversation is kept up.
+            if let Some(with) = info.peer_of(&me)
+                && Self::current_group(&mls, &me, &with) != Some(group)
+            {
                 continue;
             }
-            let Some(with) = info.peer_of(&me) else {
-                continue;
-            };
-            // Only the conversation's current group is kept up.
-            if Self::current_group(&mls, &me, &with) != Some(group) {
+            if !info.includes(&me) {
                 continue;
             }
             let Ok(due) = mls.update_due(&group, now, every, after) else {
                 continue;
             };
-            match mls.is_committer(&group) {
-                Ok(true) => {}
-                Ok(false) => {
-                    if due && let Err(e) = self.propose_update(&mut mls, &group).await {
-                        tracing::debug!(%group, error = %e, "cannot propose an update");
-                    }
-                    continue;
-                }
-                Err(_) => continue,
-            }
-            let members = mls.members(&group).unwrap_or_default();
-            let wanted: Vec<(UserId, PeerId)> = [me, with]
+            self.keep_up(&mut mls, &group, &info, due, &directory).await;
+        }
+    }
+
+    /// One conversation's round (see [`Self::reconcile`]). Returns whether this device
+    /// committed.
+    async fn keep_up(
+        &self,
+        mls: &mut Mls,
+        group: &GroupRef,
+        info: &Info,
+        due: bool,
+        directory: &Directory,
+    ) -> bool {
+        let me = self.inner.identity.peer_id();
+        let members = mls.members(group).unwrap_or_default();
+        let wanted = if info.is_group() {
+            self.wanted_devices(mls, group, info, directory).await
+        } else {
+            info.users()
                 .iter()
                 .flat_map(|u| directory.messaging_devices(u).into_iter().map(|p| (*u, p)))
-                .collect();
-            let remove: Vec<PeerId> = members
-                .iter()
-                .filter(|m| m.peer != self.inner.identity.peer_id())
-                .filter(|m| !wanted.contains(&(m.user, m.peer)))
-                .map(|m| m.peer)
-                .collect();
-            let mut add = Vec::new();
-            for (user, peer) in &wanted {
-                if !members.iter().any(|m| m.peer == *peer)
-                    && let Some(p) = self.take_package(&mls, *user, *peer).await
-                {
-                    add.push(p);
+                .collect()
+        };
+        // Devices to go: those no longer wanted, and only with the evidence every member
+        // checks (a revocation; for a one-to-one conversation, the card that left it off).
+        let unwanted: Vec<Member> = members
+            .iter()
+            .filter(|m| m.peer != me && !wanted.contains(&(m.user, m.peer)))
+            .copied()
+            .collect();
+        let (remove, revocations, cards) = directory.evidence(&unwanted, !info.is_group());
+        let successor = mls.committer_without(group, &remove).ok().flatten();
+        if successor.is_none_or(|s| s.peer != me) {
+            let committer = mls.committer(group).ok().flatten();
+            // The committer is revoked and the device next in line is another: it may not
+            // know (a stranger to the revoking user), so it is told.
+            if info.is_group()
+                && let Some(next) = successor
+                && !revocations.is_empty()
+            {
+                self.hand_over_revocations(mls, group, &next, &revocations)
+                    .await;
+            }
+            if committer.is_some_and(|c| !directory.is_revoked(&c)) {
+                if due && let Err(e) = self.propose_update(mls, group).await {
+                    tracing::debug!(%group, error = %e, "cannot propose an update");
+                }
+                if info.is_group() {
+                    self.hand_over_devices(mls, group, directory).await;
                 }
             }
-            let proposals = mls.pending_proposals(&group).unwrap_or(0) > 0;
-            let missing = wanted.len() - add.len() - (members.len() - remove.len());
-            if missing > 0 {
-                tracing::debug!(%group, missing, "devices wait for their key packages");
-            }
-            if add.is_empty() && remove.is_empty() && !due && !proposals {
-                continue;
-            }
-            if let Err(e) = self
-                .commit(&mut mls, &group, add, &remove, due, &directory)
-                .await
+            return false;
+        }
+        let mut add = Vec::new();
+        for (user, peer) in &wanted {
+            if !members.iter().any(|m| m.peer == *peer)
+                && let Some(p) = self.take_package(mls, *user, *peer).await
             {
+                add.push(p);
+            }
+        }
+        let proposals = mls.pending_proposals(group).unwrap_or(0) > 0;
+        let missing = wanted
+            .iter()
+            .filter(|(_, p)| !members.iter().any(|m| m.peer == *p))
+            .count()
+            .saturating_sub(add.len());
+        if missing > 0 {
+            tracing::debug!(%group, missing, "devices wait for their key packages");
+        }
+        if add.is_empty() && remove.is_empty() && !due && !proposals {
+            return false;
+        }
+        let commit = volli_mls::Commit {
+            add,
+            remove,
+            update: due,
+            change: None,
+            revocations,
+            cards,
+        };
+        let result = if info.is_group() {
+            self.commit_group(mls, group, commit, directory).await
+        } else {
+            self.commit(mls, group, commit, directory).await
+        };
+        match result {
+            Ok(()) => true,
+            Err(e) => {
                 tracing::warn!(%group, error = %e, "cannot commit");
+                false
             }
         }
     }
@@ -1771,8 +2151,13 @@ impl Conversations {
             if let Err(e) = mls.forget_past(before) {
                 tracing::warn!(error = %e, "cannot forget past epochs");
             }
+            // A group forgotten long ago can no longer be Welcomed into from an old Welcome
+            // (the key packages it would need are gone): its record goes too.
+            let tombstones = i64::try_from(TOMBSTONE_AGE.as_millis()).unwrap_or(i64::MAX);
+            mls.forget_tombstones(now_ms().saturating_sub(tombstones));
             let age = i64::try_from(KEY_PACKAGE_AGE.as_millis()).unwrap_or(i64::MAX);
-            if let Err(e) = mls.prune_key_packages(now_ms(), age) {
+            let window = i64::try_from(late.as_millis()).unwrap_or(i64::MAX);
+            if let Err(e) = mls.prune_key_packages(now_ms(), age, window) {
                 tracing::warn!(error = %e, "cannot forget old key packages");
             }
             // A group that lost to another one of the same conversation goes once the last

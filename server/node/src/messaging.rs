@@ -249,6 +249,9 @@ impl Messaging {
                 .map_err(|e| MessagingError::Invalid(e.to_string()))?;
                 (envelope.to_bytes(), None)
             }
+            // Kept unsealed (its text is in the row) until the device revoked is out of the
+            // conversation: the outbox seals it then.
+            Err(crate::conversations::ConversationError::Waiting) => (Vec::new(), None),
             Err(crate::conversations::ConversationError::Store(e)) => return Err(e.into()),
             Err(e) => return Err(MessagingError::Invalid(e.to_string())),
         };
@@ -361,23 +364,46 @@ impl Messaging {
             ),
             _ => return Err(MessagingError::Invalid("not a group message".into())),
         };
-        let (members, sealed) = self.inner.conversations.seal_group(group, content).await?;
+        let (members, sealed) = match self.inner.conversations.seal_group(group, content).await {
+            Ok((members, sealed)) => (members, Some(sealed)),
+            // Kept unsealed until the device revoked is out of the group: each member's row
+            // is sealed then.
+            Err(crate::conversations::GroupError::Conversation(
+                crate::conversations::ConversationError::Waiting,
+            )) => {
+                let members = self
+                    .inner
+                    .conversations
+                    .group_users(&group.to_string())
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|u| *u != self.inner.identity.user_id())
+                    .collect();
+                (members, None)
+            }
+            Err(e) => return Err(e.into()),
+        };
         let me = self.inner.identity.user_id();
         let mut entries = Vec::with_capacity(members.len());
         for member in &members {
             let mail_id = mail_id(id, member);
-            let mail = volli_core::Mail::Mls(MlsMail::new(
-                me,
-                *member,
-                None,
-                volli_core::MailKind::Application,
-                mail_id,
-                vec![sealed.mail.clone()],
-            ));
+            let envelope = match &sealed {
+                Some(sealed) => volli_core::Mail::Mls(MlsMail::new(
+                    me,
+                    *member,
+                    None,
+                    volli_core::MailKind::Application,
+                    mail_id,
+                    vec![sealed.mail.clone()],
+                ))
+                .to_bytes(),
+                None => Vec::new(),
+            };
             entries.push(OutboxEntry {
                 id: *mail_id.as_bytes(),
                 recipient: member.to_string(),
-                envelope: mail.to_bytes(),
+                envelope,
                 body: body.clone(),
                 sent_at,
                 expires_at: sent_at.saturating_add(self.inner.ttl),
@@ -408,7 +434,9 @@ impl Messaging {
             Some(m) => Some(self.inner.vault.queue_message(key, m.clone()).await?),
             None => None,
         };
-        sealed.durable.await?;
+        if let Some(sealed) = sealed {
+            sealed.durable.await?;
+        }
         for q in queued {
             q.await?;
         }
@@ -922,6 +950,15 @@ impl Messaging {
                 .finish_entry(&entry, to, id, MessageStatus::Failed)
                 .await;
         }
+        // Not sealed yet (the conversation had a revoked device to remove first): sealed
+        // now if it can be, else tried again later.
+        let mut entry = entry;
+        if entry.envelope.is_empty() {
+            match self.reseal(to, &entry).await? {
+                Some(envelope) => entry.envelope = envelope,
+                None => return self.retry_later(&entry, false).await,
+            }
+        }
         // Handshake mail is for one device: of a contact, or of this user.
         let device: Option<PeerId> = entry.device.as_deref().and_then(|d| d.parse().ok());
         let contact = if to == self.inner.identity.user_id() {
@@ -963,7 +1000,6 @@ impl Messaging {
                 .finish_entry(&entry, to, id, MessageStatus::Failed)
                 .await;
         }
-        let mut entry = entry;
         let mut resealed = false;
         // Group mail this node carries for another member: the receipt is addressed to it.
         let carried = carried_for(&entry, self.inner.identity.user_id());

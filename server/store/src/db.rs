@@ -50,10 +50,19 @@ impl Db {
         // with "database is locked". Pages freed by deletions can be given back to the file
         // system ([`Db::reclaim`]); this takes effect on a new database, an older one
         // switches at its first full `VACUUM`.
+        // Every write goes through the writer, which zeroes what it deletes whatever that
+        // costs (`ON`, not `FAST`): freed overflow pages held forgotten message keys (each
+        // message rewrites its conversation's key store), and `FAST` leaves freed pages as
+        // they were.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
-            .connect_with(options.clone().auto_vacuum(SqliteAutoVacuum::Incremental))
+            .connect_with(
+                options
+                    .clone()
+                    .auto_vacuum(SqliteAutoVacuum::Incremental)
+                    .pragma("secure_delete", "ON"),
+            )
             .await?;
         sqlx::migrate!("./migrations").run(&writer).await?;
         let pool = SqlitePoolOptions::new()
@@ -257,13 +266,14 @@ impl Db {
             sqlx::query("PRAGMA incremental_vacuum")
                 .execute(&mut *conn)
                 .await?;
-        } else if free * 4 >= before {
+        } else {
+            // A database of an earlier release (no incremental auto-vacuum): one full
+            // VACUUM switches it, whatever share is free, and from then on freed pages go
+            // back as above; until then they would keep what they held.
             sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
                 .execute(&mut *conn)
                 .await?;
             sqlx::query("VACUUM").execute(&mut *conn).await?;
-        } else {
-            return Ok(0);
         }
         // Truncate the write-ahead log too, so the file system gets the space back now.
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -17,6 +17,15 @@ pub type MlsChange = (Vec<u8>, Option<Arc<Vec<u8>>>);
 pub const MAX_ONE_TIME_PER_DEVICE: i64 = 8;
 /// Messages waiting per conversation.
 pub const MAX_PENDING_PER_GROUP: i64 = 4096;
+/// Bytes of waiting mail one deliverer (a contact, or this user's device) may make this node
+/// hold, over every conversation.
+pub const MAX_PENDING_BYTES_PER_DELIVERER: i64 = 16 << 20;
+/// Messages waiting from one deliverer, over every conversation.
+pub const MAX_PENDING_PER_DELIVERER: i64 = 8192;
+/// Bytes of waiting mail in all.
+pub const MAX_PENDING_BYTES: i64 = 128 << 20;
+/// Revocations kept per user (the newest).
+pub const MAX_REVOCATIONS_PER_USER: i64 = 256;
 
 /// Another device's key package, as held here.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,12 +193,16 @@ impl Db {
     }
 
     /// Keeps a message for `group` that waits for `epoch` (or for the group's Welcome), once,
-    /// at most [`MAX_PENDING_PER_GROUP`] per group. Returns false when the group has no room.
+    /// at most [`MAX_PENDING_PER_GROUP`] per group, and within what `deliverer` (who handed it
+    /// over) and everyone together may make this node hold ([`MAX_PENDING_BYTES_PER_DELIVERER`],
+    /// [`MAX_PENDING_PER_DELIVERER`], [`MAX_PENDING_BYTES`]). Returns false when there is no
+    /// room.
     pub async fn mls_pending_add(
         &self,
         group: &[u8],
         epoch: u64,
         mail: &[u8],
+        deliverer: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         let mut tx = self.writer().begin().await?;
@@ -200,22 +213,97 @@ impl Db {
         if held >= MAX_PENDING_PER_GROUP {
             return Ok(false);
         }
+        let (rows, bytes): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM mls_pending WHERE deliverer = ?",
+        )
+        .bind(deliverer)
+        .fetch_one(&mut *tx)
+        .await?;
+        let size = i64::try_from(mail.len()).unwrap_or(i64::MAX);
+        if rows >= MAX_PENDING_PER_DELIVERER || bytes + size > MAX_PENDING_BYTES_PER_DELIVERER {
+            return Ok(false);
+        }
+        let (all,): (i64,) = sqlx::query_as("SELECT COALESCE(SUM(bytes), 0) FROM mls_pending")
+            .fetch_one(&mut *tx)
+            .await?;
+        if all + size > MAX_PENDING_BYTES {
+            return Ok(false);
+        }
         // The same mail arrives again while it waits (its sender retries): kept once.
         sqlx::query(
-            "INSERT INTO mls_pending (group_id, epoch, mail, received_at) \
-             SELECT ?, ?, ?, ? WHERE NOT EXISTS \
+            "INSERT INTO mls_pending (group_id, epoch, mail, received_at, deliverer, bytes) \
+             SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS \
              (SELECT 1 FROM mls_pending WHERE group_id = ? AND mail = ?)",
         )
         .bind(group)
         .bind(i64::try_from(epoch).unwrap_or(i64::MAX))
         .bind(mail)
         .bind(now.as_millis())
+        .bind(deliverer)
+        .bind(size)
         .bind(group)
         .bind(mail)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Keeps `user`'s signed revocation of its device `peer` (checked by the caller); the
+    /// newest [`MAX_REVOCATIONS_PER_USER`] per user stay. Returns whether it is new here.
+    pub async fn revocation_add(
+        &self,
+        user: &str,
+        peer: &str,
+        statement: &[u8],
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer().begin().await?;
+        let added = sqlx::query(
+            "INSERT INTO mls_revocations (peer, user_id, statement, added_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (peer) DO NOTHING",
+        )
+        .bind(peer)
+        .bind(user)
+        .bind(statement)
+        .bind(now.as_millis())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if added {
+            sqlx::query(
+                "DELETE FROM mls_revocations WHERE user_id = ? AND peer NOT IN \
+                 (SELECT peer FROM mls_revocations WHERE user_id = ? \
+                  ORDER BY added_at DESC, peer LIMIT ?)",
+            )
+            .bind(user)
+            .bind(user)
+            .bind(MAX_REVOCATIONS_PER_USER)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Every revocation kept, as signed.
+    pub async fn revocations(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let rows: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT statement FROM mls_revocations")
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.into_iter().map(|(s,)| s).collect())
+    }
+
+    /// Who handed over the mail that waits for `group`.
+    pub async fn mls_pending_deliverers(&self, group: &[u8]) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT DISTINCT deliverer FROM mls_pending WHERE group_id = ? LIMIT 16",
+        )
+        .bind(group)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(d,)| d).collect())
     }
 
     /// Whether `mail` waits for `group`.

@@ -12,6 +12,42 @@ use super::*;
 /// A member hands the committer its user's new devices' key packages at most this often
 /// per device and group (the committer may still be busy adding them).
 const HAND_OVER_EVERY: Duration = Duration::from_secs(600);
+/// Requests the committer takes from one member device per minute at most (each may cost a
+/// commit and its fan-out to every member).
+const REQUESTS_PER_MINUTE: usize = 10;
+/// What starts a group request of this release: the change, and the evidence beside it.
+const REQUEST_MAGIC: &[u8] = b"VR2";
+
+/// A member's request to the committer, as this release writes it (an earlier one wrote the
+/// change alone): the change, signed revocations it hands over, and for an added user the
+/// note of the member who brought it in.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct RequestBody {
+    change: Option<GroupChange>,
+    revocations: Vec<Vec<u8>>,
+    sponsor_note: Option<Vec<u8>>,
+}
+
+impl RequestBody {
+    fn encode(&self) -> Result<Vec<u8>, GroupError> {
+        let mut out = REQUEST_MAGIC.to_vec();
+        out.extend(postcard::to_allocvec(self).map_err(|e| GroupError::Invalid(e.to_string()))?);
+        Ok(out)
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        match bytes.strip_prefix(REQUEST_MAGIC) {
+            Some(rest) => match postcard::take_from_bytes::<Self>(rest) {
+                Ok((body, [])) => Some(body),
+                _ => None,
+            },
+            None => Some(Self {
+                change: Some(postcard::from_bytes(bytes).ok()?),
+                ..Self::default()
+            }),
+        }
+    }
+}
 
 /// The vault key a group's messages are stored under: an Ed25519 public key derived from
 /// the group id, used as the conversation's key and for nothing else.
@@ -245,13 +281,21 @@ impl Conversations {
             }
         }
         let created = mls.create(info.clone(), packages, &directory, now_ms())?;
+        // This user brought every other member in: its note goes beside their Welcomes.
+        for user in &others {
+            if let Some(note) = mls.sponsor_note(&created.group, *user) {
+                mls.keep_sponsor_note(&created.group, user, note);
+            }
+        }
         let durable = self.inner.vault.mls_queued(mls.take_changes()).await?;
         let group_hex = created.group.to_string();
         tracing::info!(group = %created.group, devices = created.added.len(), "created a group");
         let mut entries = Vec::new();
         if let Some(welcome) = &created.welcome {
             for member in &created.added {
-                let mut entry = self.handshake(member, MailKind::Welcome, vec![welcome.clone()])?;
+                let mut messages = vec![welcome.clone()];
+                messages.extend(mls.kept_sponsor_note(&created.group, &member.user));
+                let mut entry = self.handshake(member, MailKind::Welcome, messages)?;
                 entry.group = Some(group_hex.clone());
                 entries.push(entry);
             }
@@ -304,8 +348,17 @@ impl Conversations {
                 }
             }
         }
+        let _ = next;
+        // The note that this user brings the added user in, for its Welcome.
+        let note = match &change {
+            GroupChange::Add(user) => mls.sponsor_note(&id, *user),
+            _ => None,
+        };
         if mls.is_committer(&id)? {
-            self.commit_change(&mut mls, &id, &change, next, packages, &directory)
+            if let (GroupChange::Add(user), Some(note)) = (&change, &note) {
+                mls.keep_sponsor_note(&id, user, note.clone());
+            }
+            self.commit_change(&mut mls, &id, me, &change, packages, &directory)
                 .await?;
             let now = mls.info(&id).unwrap_or(info);
             return Ok(Self::view(&mut mls, id, &now));
@@ -315,7 +368,12 @@ impl Conversations {
         };
         let view = Self::view(&mut mls, id, &info);
         let packages = packages.into_iter().map(|p| p.bytes).collect();
-        self.request_change(&mut mls, &id, &committer, &change, packages)
+        let body = RequestBody {
+            change: Some(change),
+            sponsor_note: note,
+            ..RequestBody::default()
+        };
+        self.request_change(&mut mls, &id, &committer, &body, packages)
             .await?;
         Ok(view)
     }
@@ -327,14 +385,13 @@ impl Conversations {
         mls: &mut Mls,
         id: &GroupRef,
         committer: &Member,
-        change: &GroupChange,
+        body: &RequestBody,
         packages: Vec<Vec<u8>>,
     ) -> Result<(), GroupError> {
         let request_id = MessageId::random().map_err(|e| GroupError::Invalid(e.to_string()))?;
         let content = Content::GroupRequest {
             id: request_id,
-            change: postcard::to_allocvec(change)
-                .map_err(|e| GroupError::Invalid(e.to_string()))?,
+            change: body.encode()?,
             packages,
         };
         let plaintext = content
@@ -364,7 +421,7 @@ impl Conversations {
             handshake: true,
             group: Some(id.to_string()),
         };
-        tracing::info!(group = %id, committer = %committer.peer, ?change, "asked the committer to change a group");
+        tracing::info!(group = %id, committer = %committer.peer, change = ?body.change, revocations = body.revocations.len(), "asked the committer to change a group");
         self.send_after(durable, vec![entry]).await?;
         Ok(())
     }
@@ -407,8 +464,12 @@ impl Conversations {
         if packages.is_empty() {
             return;
         }
+        let body = RequestBody {
+            change: Some(GroupChange::Devices),
+            ..RequestBody::default()
+        };
         match self
-            .request_change(mls, group, &committer, &GroupChange::Devices, packages)
+            .request_change(mls, group, &committer, &body, packages)
             .await
         {
             Ok(()) => {
@@ -421,14 +482,63 @@ impl Conversations {
         }
     }
 
-    /// As the committer: commits `change` (already checked into `next`), adding the devices
-    /// of `packages` and removing those of a removed user.
+    /// As a member that is not next in line to commit: hands `next` (the device that is)
+    /// the signed revocations of devices in the group that it may not know of (it is a
+    /// stranger to their user), at most every [`HAND_OVER_EVERY`] for the same ones.
+    pub(super) async fn hand_over_revocations(
+        &self,
+        mls: &mut Mls,
+        group: &GroupRef,
+        next: &Member,
+        revocations: &[volli_core::Statement],
+    ) {
+        let fingerprint = {
+            let mut h = blake3::Hasher::new();
+            for r in revocations {
+                h.update(&r.to_bytes());
+            }
+            h.update(&next.peer.to_bytes());
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+            GroupRef(id)
+        };
+        {
+            let now = Instant::now();
+            let mut told = lock(&self.inner.handed_over);
+            if told
+                .get(&(*group, next.peer))
+                .zip(told.get(&(fingerprint, next.peer)))
+                .is_some_and(|(_, at)| now.duration_since(*at) < HAND_OVER_EVERY)
+            {
+                return;
+            }
+            told.insert((*group, next.peer), now);
+            told.insert((fingerprint, next.peer), now);
+        }
+        let body = RequestBody {
+            change: Some(GroupChange::Devices),
+            revocations: revocations
+                .iter()
+                .map(volli_core::Statement::to_bytes)
+                .collect(),
+            sponsor_note: None,
+        };
+        if let Err(e) = self
+            .request_change(mls, group, next, &body, Vec::new())
+            .await
+        {
+            tracing::debug!(%group, error = %e, "cannot hand revocations over");
+        }
+    }
+
+    /// As the committer: commits `change` by `by` (checked by the MLS layer as every member
+    /// checks it), adding the devices of `packages` and removing those of a removed user.
     async fn commit_change(
         &self,
         mls: &mut Mls,
         group: &GroupRef,
+        by: UserId,
         change: &GroupChange,
-        next: Info,
         packages: Vec<volli_mls::Package>,
         directory: &Directory,
     ) -> Result<(), ConversationError> {
@@ -441,13 +551,18 @@ impl Conversations {
                 .collect(),
             _ => Vec::new(),
         };
-        self.commit_info(mls, group, packages, &remove, false, Some(next), directory)
-            .await
+        let commit = volli_mls::Commit {
+            add: packages,
+            remove,
+            change: Some((by, change.clone())),
+            ..volli_mls::Commit::default()
+        };
+        self.commit_group(mls, group, commit, directory).await
     }
 
     /// A group's roster user that is neither this user nor a contact keeps the devices it
     /// has in the group, and gains those whose key packages a member handed over.
-    async fn wanted_devices(
+    pub(super) async fn wanted_devices(
         &self,
         mls: &mut Mls,
         group: &GroupRef,
@@ -468,7 +583,7 @@ impl Conversations {
                 wanted.extend(
                     members
                         .iter()
-                        .filter(|m| m.user == user)
+                        .filter(|m| m.user == user && !directory.is_revoked(m))
                         .map(|m| (user, m.peer)),
                 );
                 for peer in self
@@ -480,6 +595,7 @@ impl Conversations {
                 {
                     if let Ok(peer) = peer.parse::<PeerId>()
                         && !wanted.contains(&(user, peer))
+                        && !directory.revoked.contains_key(&peer)
                     {
                         wanted.push((user, peer));
                     }
@@ -552,39 +668,85 @@ impl Conversations {
         change: &[u8],
         packages: Vec<Vec<u8>>,
     ) -> bool {
-        let Ok(change) = postcard::from_bytes::<GroupChange>(change) else {
+        let Some(body) = RequestBody::decode(change) else {
             tracing::debug!(%group, "an unreadable group request");
             return false;
         };
-        if !mls.is_committer(group).unwrap_or(false) {
-            tracing::info!(%group, "a group request for a committer this device no longer is");
+        if !self.request_allowed(group, sender) {
+            tracing::info!(%group, from = %sender.peer, "too many group requests from one device");
             return false;
         }
-        let Some(info) = mls.info(group) else {
-            return false;
+        // Revocations handed over are kept whoever sent them (each is signed by the user it
+        // is about, and about a device of this group): the round that follows removes them.
+        let members = mls.members(group).unwrap_or_default();
+        let relevant: Vec<Vec<u8>> = body
+            .revocations
+            .iter()
+            .filter(|b| {
+                volli_core::Statement::from_bytes(b).is_ok_and(|s| match s.claim() {
+                    volli_core::Claim::Revoked { peer } => members
+                        .iter()
+                        .any(|m| m.peer == *peer && m.user == s.user_id()),
+                    volli_core::Claim::KeyGeneration { .. } => false,
+                })
+            })
+            .cloned()
+            .collect();
+        let learned = !relevant.is_empty() && self.keep_revocations(&relevant, None).await;
+        let Some(change) = body.change else {
+            return learned;
         };
+        let Some(info) = mls.info(group) else {
+            return learned;
+        };
+        let directory = self.directory();
+        let successor = {
+            let gone: Vec<PeerId> = members
+                .iter()
+                .filter(|m| directory.revocation(m).is_some())
+                .map(|m| m.peer)
+                .collect();
+            mls.committer_without(group, &gone).ok().flatten()
+        };
+        if successor.is_none_or(|s| s.peer != self.inner.identity.peer_id()) {
+            tracing::info!(%group, "a group request for a committer this device is not");
+            return learned;
+        }
         if change == GroupChange::Devices {
-            return self.take_devices(mls, group, sender, packages).await;
+            let added = self.take_devices(mls, group, sender, packages).await;
+            return added || learned;
+        }
+        if !mls.is_committer(group).unwrap_or(false) {
+            // Next in line only: the takeover comes first, at the next round.
+            return learned;
         }
         let next = match info.changed(&sender.user, &change) {
             // Asked before (by another device of the same user): nothing to commit.
-            Ok(next) if next == info => return false,
+            Ok(next) if next == info => return learned,
             Ok(next) => next,
             Err(e) => {
                 tracing::info!(%group, from = %sender.user, error = %e, "refused a group request");
-                return false;
+                return learned;
             }
         };
+        drop(next);
         let checked = match &change {
             GroupChange::Add(user) => {
+                // The asking admin's note that it brings the user in goes beside the
+                // Welcomes (a request of an earlier release has none).
+                if let Some(note) = body.sponsor_note
+                    && volli_mls::check_sponsor_note(&note, group, user)
+                        .is_ok_and(|sponsor| sponsor == sender.user)
+                {
+                    mls.keep_sponsor_note(group, user, note);
+                }
                 self.keep_request_packages(mls, group, *user, &packages)
                     .await
             }
             _ => Vec::new(),
         };
-        let directory = self.directory();
         match self
-            .commit_change(mls, group, &change, next, checked, &directory)
+            .commit_change(mls, group, sender.user, &change, checked, &directory)
             .await
         {
             Ok(()) => true,
@@ -593,6 +755,32 @@ impl Conversations {
                 false
             }
         }
+    }
+
+    /// Whether the committer takes one more request from `sender`'s device in `group` now
+    /// (at most [`REQUESTS_PER_MINUTE`] a minute).
+    fn request_allowed(&self, group: &GroupRef, sender: &Member) -> bool {
+        let now = Instant::now();
+        let mut seen = lock(&self.inner.requests);
+        if seen.len() > 4096 {
+            seen.retain(|_, times| {
+                times
+                    .back()
+                    .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60))
+            });
+        }
+        let times = seen.entry((*group, sender.peer)).or_default();
+        while times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            times.pop_front();
+        }
+        if times.len() >= REQUESTS_PER_MINUTE {
+            return false;
+        }
+        times.push_back(now);
+        true
     }
 
     /// Key packages from a request that check out as devices of `user` not in `group` yet,
@@ -654,10 +842,11 @@ impl Conversations {
             return false;
         }
         let directory = self.directory();
-        match self
-            .commit_info(mls, group, checked, &[], false, None, &directory)
-            .await
-        {
+        let commit = volli_mls::Commit {
+            add: checked,
+            ..volli_mls::Commit::default()
+        };
+        match self.commit_group(mls, group, commit, &directory).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(%group, error = %e, "cannot add a member's devices");
@@ -666,60 +855,17 @@ impl Conversations {
         }
     }
 
-    /// The committer's round in a group: adds the devices the roster's users have (and
-    /// whose key packages are held), removes devices of users no longer in it or no
-    /// longer listed, and commits waiting proposals and a due update.
-    pub(super) async fn reconcile_group(
+    /// Commits `commit` in `group` and sends the commit to every member (the removed
+    /// devices too: they then forget the group) and the Welcome to the devices added.
+    pub(super) async fn commit_group(
         &self,
         mls: &mut Mls,
         group: &GroupRef,
-        info: &Info,
-        due: bool,
-        directory: &Directory,
-    ) {
-        let wanted = self.wanted_devices(mls, group, info, directory).await;
-        let members = mls.members(group).unwrap_or_default();
-        let me = self.inner.identity.peer_id();
-        let remove: Vec<PeerId> = members
-            .iter()
-            .filter(|m| m.peer != me && !wanted.contains(&(m.user, m.peer)))
-            .map(|m| m.peer)
-            .collect();
-        let mut add = Vec::new();
-        for (user, peer) in &wanted {
-            if !members.iter().any(|m| m.peer == *peer)
-                && let Some(p) = self.take_package(mls, *user, *peer).await
-            {
-                add.push(p);
-            }
-        }
-        let proposals = mls.pending_proposals(group).unwrap_or(0) > 0;
-        if add.is_empty() && remove.is_empty() && !due && !proposals {
-            return;
-        }
-        if let Err(e) = self
-            .commit_info(mls, group, add, &remove, due, None, directory)
-            .await
-        {
-            tracing::warn!(%group, error = %e, "cannot commit in a group");
-        }
-    }
-
-    /// Commits in `group` (with `next` as what it is after, for a group change) and sends
-    /// the commit to every member and the Welcome to the devices added.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn commit_info(
-        &self,
-        mls: &mut Mls,
-        group: &GroupRef,
-        add: Vec<volli_mls::Package>,
-        remove: &[PeerId],
-        update: bool,
-        next: Option<Info>,
+        commit: volli_mls::Commit,
         directory: &Directory,
     ) -> Result<(), ConversationError> {
-        let changed_info = next.is_some();
-        let committed = mls.commit_with(group, add, remove, update, next, directory, now_ms())?;
+        let changed_info = commit.change.is_some();
+        let committed = mls.commit(group, commit, directory, now_ms())?;
         let durable = self.inner.vault.mls_queued(mls.take_changes()).await?;
         tracing::info!(
             %group,
@@ -751,7 +897,9 @@ impl Conversations {
         }
         if let Some(welcome) = &committed.welcome {
             for member in &committed.added {
-                let mut entry = self.handshake(member, MailKind::Welcome, vec![welcome.clone()])?;
+                let mut messages = vec![welcome.clone()];
+                messages.extend(mls.kept_sponsor_note(group, &member.user));
+                let mut entry = self.handshake(member, MailKind::Welcome, messages)?;
                 entry.group = Some(group_hex.clone());
                 entries.push(entry);
             }
@@ -795,6 +943,9 @@ impl Conversations {
             .info(&id)
             .filter(Info::is_group)
             .ok_or(GroupError::UnknownGroup)?;
+        if !self.clear_of_revoked(&mut mls, &id).await {
+            return Err(ConversationError::Waiting.into());
+        }
         let sealed = mls.encrypt(&id, &plaintext)?;
         let durable = self.inner.vault.mls_queued(mls.take_changes()).await?;
         self.wake_if_due(&mls, &id);
@@ -821,11 +972,21 @@ impl Conversations {
                 let info = mls.info(&group).filter(Info::is_group)?;
                 Some((group, info))
             }
-            // A Welcome names no group outside its encryption: for one to carry on, the
-            // group of this node's that has both its sender and its recipient.
-            None if mail.kind == MailKind::Welcome => mls.groups().into_iter().find(|(_, info)| {
-                info.is_group() && info.includes(&mail.sender) && info.includes(&mail.recipient)
-            }),
+            // A Welcome names no group outside its encryption; the sponsor's note beside it
+            // does, and only a group of this node's with both its sender and its recipient is
+            // carried for. (One of an earlier release, without a note: any such group.)
+            None if mail.kind == MailKind::Welcome => {
+                let named = mail
+                    .messages
+                    .get(1)
+                    .and_then(|note| volli_mls::sponsor_note_group(note));
+                mls.groups().into_iter().find(|(g, info)| {
+                    named.is_none_or(|n| n == *g)
+                        && info.is_group()
+                        && info.includes(&mail.sender)
+                        && info.includes(&mail.recipient)
+                })
+            }
             None => None,
         }
     }
@@ -929,55 +1090,58 @@ impl Conversations {
             return Ok(Opened::Duplicate);
         }
         let mut opened = None;
-        let processed = mls.process_with(bytes, &directory, now_ms(), &mut |sender, content| {
-            let content = Content::from_padded(content)
-                .map_err(|_| MlsError::Refused("unreadable content".into()))?;
-            match &content {
-                Content::Text { id, body, .. } => {
-                    if mail_id(*id, &me) != mail.id {
+        let processed =
+            mls.open_application(bytes, &directory, now_ms(), &mut |sender, content| {
+                let content = Content::from_padded(content)
+                    .map_err(|_| MlsError::Refused("unreadable content".into()))?;
+                match &content {
+                    Content::Text { id, body, .. } => {
+                        if mail_id(*id, &me) != mail.id {
+                            return Err(MlsError::Refused(
+                                "the content's id is not the mail's".into(),
+                            ));
+                        }
+                        if sender.user == me {
+                            return Err(MlsError::Refused(
+                                "a message from this user's own device".into(),
+                            ));
+                        }
+                        accept(sender.user, body.len()).map_err(MlsError::Refused)?;
+                    }
+                    Content::FileOffer(offer) => {
+                        if mail_id(MessageId::from_bytes(*offer.id.as_bytes()), &me) != mail.id {
+                            return Err(MlsError::Refused(
+                                "the offer's id is not the mail's".into(),
+                            ));
+                        }
+                        if sender.user == me {
+                            return Err(MlsError::Refused(
+                                "an offer from this user's own device".into(),
+                            ));
+                        }
+                        accept(sender.user, 0).map_err(MlsError::Refused)?;
+                    }
+                    Content::GroupRequest { id, .. } => {
+                        if *id != mail.id {
+                            return Err(MlsError::Refused(
+                                "the request's id is not the mail's".into(),
+                            ));
+                        }
+                    }
+                    _ => {
                         return Err(MlsError::Refused(
-                            "the content's id is not the mail's".into(),
+                            "not a message this device takes here".into(),
                         ));
                     }
-                    if sender.user == me {
-                        return Err(MlsError::Refused(
-                            "a message from this user's own device".into(),
-                        ));
-                    }
-                    accept(sender.user, body.len()).map_err(MlsError::Refused)?;
                 }
-                Content::FileOffer(offer) => {
-                    if mail_id(MessageId::from_bytes(*offer.id.as_bytes()), &me) != mail.id {
-                        return Err(MlsError::Refused("the offer's id is not the mail's".into()));
-                    }
-                    if sender.user == me {
-                        return Err(MlsError::Refused(
-                            "an offer from this user's own device".into(),
-                        ));
-                    }
-                    accept(sender.user, 0).map_err(MlsError::Refused)?;
-                }
-                Content::GroupRequest { id, .. } => {
-                    if *id != mail.id {
-                        return Err(MlsError::Refused(
-                            "the request's id is not the mail's".into(),
-                        ));
-                    }
-                }
-                _ => {
+                if sender.user != mail.sender {
                     return Err(MlsError::Refused(
-                        "not a message this device takes here".into(),
+                        "sent by another user than the mail says".into(),
                     ));
                 }
-            }
-            if sender.user != mail.sender {
-                return Err(MlsError::Refused(
-                    "sent by another user than the mail says".into(),
-                ));
-            }
-            opened = Some((*sender, content));
-            Ok(())
-        });
+                opened = Some((*sender, content));
+                Ok(())
+            });
         let processed = match processed {
             Err(e) if !matches!(e, MlsError::Ahead { .. } | MlsError::UnknownGroup) => {
                 drop(mls);
@@ -1004,7 +1168,8 @@ impl Conversations {
             }
             Err(MlsError::Ahead { group, epoch }) => {
                 drop(mls);
-                self.hold(group, epoch, mail).await?;
+                self.hold(group, epoch, mail, direct.unwrap_or(mail.sender))
+                    .await?;
                 return Ok(Opened::Waiting);
             }
             Err(e) => return Err(e.into()),
@@ -1099,17 +1264,37 @@ impl Conversations {
         }
     }
 
-    /// A Welcome into a group took this device in: kept only when the member who brought
-    /// this user in is one of its contacts (nobody else puts it into a group).
-    pub(super) fn welcomed_by_contact(&self, info: &Info) -> bool {
+    /// A Welcome into a group took this device in: kept only when another device of this
+    /// user is in the group already (this user joined it before), or this user created it,
+    /// or the member who brought this user in is one of its contacts and said so itself —
+    /// a note signed by its device for this group and this user (`note`, beside the
+    /// Welcome). The roster's word alone is not enough: whoever makes a group writes it.
+    pub(super) fn welcomed_by_contact(
+        &self,
+        group: &GroupRef,
+        info: &Info,
+        members: &[Member],
+        note: Option<&Vec<u8>>,
+    ) -> bool {
         let me = self.me();
+        let this_device = self.inner.identity.peer_id();
+        if members
+            .iter()
+            .any(|m| m.user == me && m.peer != this_device)
+        {
+            return true;
+        }
         let directory = self.directory();
         match info.roster().iter().find(|m| m.user == me) {
             // This user created it (on another of its devices).
             Some(m) if m.sponsor.is_none() => info.orderer == me,
-            Some(m) => m
-                .sponsor
-                .is_some_and(|s| s == me || directory.contacts.contains_key(&s)),
+            Some(m) => m.sponsor.is_some_and(|s| {
+                directory.contacts.contains_key(&s)
+                    && note.is_some_and(|note| {
+                        volli_mls::check_sponsor_note(note, group, &me)
+                            .is_ok_and(|signer| signer == s)
+                    })
+            }),
             None => false,
         }
     }

@@ -386,6 +386,20 @@ impl Vault {
             .await
     }
 
+    /// `user`'s signed revocations of its devices (the evidence a commit that removes one
+    /// of them from a conversation carries).
+    pub async fn revocations(&self, user: UserId) -> Result<Vec<Statement>, StoreError> {
+        self.read(move |doc| {
+            View::current(doc)
+                .statements
+                .values()
+                .filter(|s| s.user_id() == user && matches!(s.claim(), Claim::Revoked { .. }))
+                .cloned()
+                .collect()
+        })
+        .await
+    }
+
     /// `user`'s latest contact card, as an admin device last issued it.
     pub async fn own_card(&self, user: UserId) -> Result<Option<ContactCard>, StoreError> {
         self.read(move |doc| View::current(doc).card(user).cloned())
