@@ -30,6 +30,36 @@ impl HostilePeer {
         let peer = keypair.public().to_peer_id();
         let certificate =
             DeviceCertificate::issue(&user, peer, "hostile", Permissions::ALL, Timestamp::now());
+        Self::with_keys(user, keypair, certificate).await
+    }
+
+    /// The device of a stopped node, from its data directory (its device key, certificate
+    /// and user key: an admin device's): what a thief of that directory speaks as.
+    pub async fn impersonate(data_dir: &std::path::Path) -> Self {
+        let identity = data_dir.join("identity");
+        let keypair =
+            Keypair::from_protobuf_encoding(&std::fs::read(identity.join("device.key")).unwrap())
+                .unwrap();
+        let certificate =
+            DeviceCertificate::from_bytes(&std::fs::read(identity.join("device.cert")).unwrap())
+                .unwrap();
+        let user = std::fs::read(identity.join("user.key")).unwrap();
+        let master: [u8; 32] = user[user.len() - 32..].try_into().unwrap();
+        let user = Arc::new(UserSecret::from_master(master));
+        assert_eq!(
+            user.user_id(),
+            certificate.user_id(),
+            "the data directory's user key"
+        );
+        Self::with_keys(user, keypair, certificate).await
+    }
+
+    /// A peer with the device key `keypair` and its `certificate`, acting for `user`.
+    pub async fn with_keys(
+        user: Arc<UserSecret>,
+        keypair: Keypair,
+        certificate: DeviceCertificate,
+    ) -> Self {
         let mut config = NetConfig::new(keypair, vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]);
         config.dht = false;
         config.relay_server = false;

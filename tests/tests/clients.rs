@@ -346,3 +346,78 @@ async fn bad_client_requests_say_what_is_wrong_and_change_nothing() {
     let (_, list) = node.get("/v1/clients").await;
     assert_eq!(list["clients"].as_array().unwrap().len(), 100);
 }
+
+/// A `files` token sends files by path only from the configured upload directories, and
+/// learns nothing of the node's files outside them; no token sends the node's data
+/// directory (its admin token, its keys, its database).
+#[tokio::test]
+async fn a_files_token_sends_by_path_only_from_the_upload_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let config = format!("[files]\nupload_dirs = [{:?}]", shared.to_str().unwrap());
+    let alice_dir = tmp.path().join("alice");
+    let alice = Node::start_with(
+        &alice_dir,
+        volli_tests::Options {
+            config,
+            ..volli_tests::Options::default()
+        },
+    )
+    .await;
+    let bob = Node::start(&tmp.path().join("bob")).await;
+    volli_tests::befriend(&alice, &bob).await;
+    let (bob_id, _) = bob.ids().await;
+    let (_, token) = client(&alice, "phone", &["read", "files"]).await;
+
+    std::fs::write(shared.join("notes.txt"), b"shared notes").unwrap();
+    let secret = tmp.path().join("secret.txt");
+    std::fs::write(&secret, b"not shared").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(alice_dir.join("admin.token"), shared.join("link")).unwrap();
+    let send = |token: String, path: std::path::PathBuf| {
+        let alice = &alice;
+        let bob_id = bob_id.clone();
+        async move {
+            alice
+                .request_as(
+                    &token,
+                    Method::POST,
+                    "/v1/transfers",
+                    Some(json!({"to": bob_id, "path": path})),
+                )
+                .await
+        }
+    };
+    let refused = |answer: &Value| answer["error"]["code"] == "path_not_allowed";
+
+    // The node's own files: refused, whether they exist or not, with the same words.
+    let mut messages = std::collections::HashSet::new();
+    for path in [
+        alice_dir.join("admin.token"),
+        alice_dir.join("identity/device.key"),
+        alice_dir.join("volli.db"),
+        secret.clone(),
+        tmp.path().join("does-not-exist"),
+        shared.join("link"),
+        shared.join("../alice/admin.token"),
+    ] {
+        let (status, answer) = send(token.clone(), path.clone()).await;
+        assert_eq!(status, 403, "{path:?}: {answer}");
+        assert!(refused(&answer), "{answer}");
+        messages.insert(answer["error"]["message"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(messages.len(), 1, "refusals tell paths apart: {messages:?}");
+    // From the upload directory: sent.
+    let (status, answer) = send(token.clone(), shared.join("notes.txt")).await;
+    assert_eq!(status, 201, "{answer}");
+    // The admin token sends any file the node can read — but never its data directory.
+    let admin = alice.token.clone();
+    let (status, answer) = send(admin.clone(), secret.clone()).await;
+    assert_eq!(status, 201, "{answer}");
+    for path in [alice_dir.join("admin.token"), shared.join("link")] {
+        let (status, answer) = send(admin.clone(), path.clone()).await;
+        assert_eq!(status, 403, "{path:?}: {answer}");
+        assert!(refused(&answer), "{answer}");
+    }
+}

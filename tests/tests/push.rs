@@ -418,3 +418,162 @@ async fn a_phone_is_pushed_what_arrived_without_the_text_and_bursts_are_coalesce
 fn volli_node_coalesce() -> Duration {
     Duration::from_millis(2_100)
 }
+
+/// A client with scope `read`: its id and token.
+async fn new_client(node: &Node, name: &str) -> (String, String) {
+    let (status, c) = node
+        .post("/v1/clients", json!({"name": name, "scopes": ["read"]}))
+        .await;
+    assert_eq!(status, 201, "{c}");
+    (
+        c["id"].as_str().unwrap().to_owned(),
+        c["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_revoked_clients_subscriptions_are_gone_at_once_after_a_crash_and_after_a_restore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("alice");
+    let options = Options {
+        config: "[push]\nallow_http = true".into(),
+        ..Options::default()
+    };
+    let mut alice = Node::start_with(&dir, options.clone()).await;
+    let (service, origin) = push_service().await;
+
+    // A client may hold a few subscriptions, not the node's every slot.
+    let (_, greedy) = new_client(&alice, "greedy").await;
+    for i in 0..10 {
+        let keys = Keys::new();
+        let (status, _) = alice
+            .request_as(
+                &greedy,
+                Method::POST,
+                "/v1/push/subscriptions",
+                Some(keys.json(&format!("{origin}/push/greedy{i}"))),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let (status, answer) = alice
+        .request_as(
+            &greedy,
+            Method::POST,
+            "/v1/push/subscriptions",
+            Some(Keys::new().json(&format!("{origin}/push/greedy-more"))),
+        )
+        .await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "too_many_subscriptions");
+
+    // Revoked: gone from the list at once, without waiting for anything.
+    let (id, token) = new_client(&alice, "phone").await;
+    subscribe(&alice, &token, &service, &origin, "phone", true).await;
+    let (status, _) = alice
+        .request(Method::DELETE, &format!("/v1/clients/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    let (_, list) = alice.get("/v1/push/subscriptions").await;
+    assert!(
+        list["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["client_id"] != id.as_str()),
+        "{list}"
+    );
+
+    // Revoked, and the node is killed at once: after the restart nothing is pushed to it.
+    let (id, token) = new_client(&alice, "tablet").await;
+    subscribe(&alice, &token, &service, &origin, "tablet", true).await;
+    let (status, _) = alice
+        .request(Method::DELETE, &format!("/v1/clients/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    alice.kill();
+    let mut alice = Node::start_with(&dir, options.clone()).await;
+    let (_, list) = alice.get("/v1/push/subscriptions").await;
+    assert!(
+        list["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["client_id"] != id.as_str()),
+        "{list}"
+    );
+    let (status, _) = alice.post("/v1/push/test", json!({})).await;
+    assert_eq!(status, 202);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(service.pushes_to("tablet").is_empty());
+
+    // A backup made while a client and its subscription live brings neither back.
+    let (_, token) = new_client(&alice, "watch").await;
+    subscribe(&alice, &token, &service, &origin, "watch", true).await;
+    let pass = tmp.path().join("pass");
+    std::fs::write(&pass, "correct horse battery\n").unwrap();
+    let file = tmp.path().join("alice.volli-backup");
+    let out = volli_tests::volli(&[
+        "backup",
+        file.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = tmp.path().join("restored");
+    let out = volli_tests::volli(&[
+        "restore",
+        file.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    alice.kill();
+    let restored = Node::start_with(&restored, options).await;
+    let (status, _) = restored
+        .request_as(&token, Method::GET, "/v1/push/subscriptions", None)
+        .await;
+    assert_eq!(status, 401, "a token comes back with a restore");
+    let (_, clients) = restored.get("/v1/clients").await;
+    assert!(
+        clients["clients"].as_array().unwrap().is_empty(),
+        "{clients}"
+    );
+    let (_, list) = restored.get("/v1/push/subscriptions").await;
+    assert!(
+        list["subscriptions"].as_array().unwrap().is_empty(),
+        "{list}"
+    );
+}
+
+#[tokio::test]
+async fn a_push_endpoint_on_the_nodes_own_network_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = Node::start(&tmp.path().join("alice")).await;
+    for endpoint in [
+        "https://127.0.0.1:8470/v1/node",
+        "https://10.0.0.1/push",
+        "https://[::1]/push",
+        "https://192.168.1.1:443/admin",
+        "https://localhost/push",
+        "https://printer.local/push",
+    ] {
+        let (status, answer) = alice
+            .post("/v1/push/subscriptions", Keys::new().json(endpoint))
+            .await;
+        assert_eq!(status, 400, "{endpoint}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_subscription");
+    }
+}

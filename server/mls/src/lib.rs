@@ -25,6 +25,8 @@
 //! (the node does, from what it learns about devices and time).
 #![warn(missing_docs)]
 
+#[cfg(feature = "crafted")]
+pub mod crafted;
 mod identity;
 mod rules;
 mod sponsor;
@@ -2164,7 +2166,17 @@ impl Mls {
                         .storage
                         .delete_own(&[own::OWN_PROPOSAL, group.0.as_slice()].concat());
                     if left {
+                        // Removed and added again in the same commit (a re-add it asked for,
+                        // or another of its user's devices asked for it): the Welcome that
+                        // follows is for a later epoch, and if it does not open here the
+                        // device may ask to be added again. Otherwise it is out for good.
+                        let readded = added.iter().any(|a| a.peer == this.me.peer);
                         this.forget_group(&group)?;
+                        if readded {
+                            this.provider
+                                .storage
+                                .delete_own(&[own::GONE, group.0.as_slice()].concat());
+                        }
                     }
                     Ok(Processed::Commit {
                         group,

@@ -154,6 +154,9 @@ pub struct Caller {
     pub scopes: Scopes,
     /// The client, for a client token (none for the admin token and admin page sessions).
     pub client: Option<ClientSession>,
+    /// For an admin page session: a signal that turns true when it ends (the page logs
+    /// out, or a newer session pushes it out), and when it expires.
+    pub session: Option<(watch::Receiver<bool>, std::time::Instant)>,
 }
 
 impl Caller {
@@ -162,6 +165,46 @@ impl Caller {
         Self {
             scopes: Scopes::ALL,
             client: None,
+            session: None,
+        }
+    }
+
+    /// Whether what the caller authenticated with still holds (a client not revoked, a
+    /// session not ended or expired).
+    pub fn live(&self) -> bool {
+        self.client.as_ref().is_none_or(|c| !*c.revoked.borrow())
+            && self.session.as_ref().is_none_or(|(ended, expires)| {
+                !*ended.borrow() && *expires > std::time::Instant::now()
+            })
+    }
+
+    /// Resolves when what the caller authenticated with ends: its client is revoked, or
+    /// its session ends or expires (true); or when the node lets go of it while shutting
+    /// down (false). Never for the admin token.
+    pub async fn ended(&mut self) -> bool {
+        let client = async {
+            match &mut self.client {
+                // Revoking marks the client before forgetting it; a sender dropped unmarked
+                // is the node going away, which clients must not take for a revocation.
+                Some(c) => c.revoked.wait_for(|revoked| *revoked).await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        let session = async {
+            match &mut self.session {
+                Some((ended, expires)) => {
+                    let expires = tokio::time::Instant::from_std(*expires);
+                    tokio::select! {
+                        r = ended.wait_for(|ended| *ended) => r.is_ok(),
+                        () = tokio::time::sleep_until(expires) => true,
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = client => r,
+            r = session => r,
         }
     }
 }
@@ -407,6 +450,7 @@ impl Clients {
             });
         }
         Some(Caller {
+            session: None,
             scopes: live.scopes,
             client: Some(ClientSession {
                 id: live.id.clone(),

@@ -175,7 +175,10 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            filter: "info,loro_internal=warn".into(),
+            // The MLS library reports as errors what the node expects and handles (a copy of a
+            // message that arrived twice, a key used up): the node logs the outcome itself.
+            // Kademlia warns at each start that no bootstrap peer is configured, the default.
+            filter: "info,loro_internal=warn,openmls=off,libp2p_kad=error".into(),
             format: LogFormat::Auto,
         }
     }
@@ -320,6 +323,10 @@ pub struct FilesConfig {
     pub max_bytes_per_contact: u64,
     /// Sending rate cap in bytes per second for all transfers together (0: none).
     pub max_send_rate: u64,
+    /// Directories from which a client token with `files` may send a file by its path on
+    /// the node (the admin token may send any file the node can read, but never one of its
+    /// data directory). Empty: client tokens upload the file's bytes instead.
+    pub upload_dirs: Vec<PathBuf>,
 }
 
 impl Default for FilesConfig {
@@ -332,6 +339,7 @@ impl Default for FilesConfig {
             max_bytes: 256 << 30,
             max_bytes_per_contact: 64 << 30,
             max_send_rate: 0,
+            upload_dirs: Vec::new(),
         }
     }
 }

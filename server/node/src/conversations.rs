@@ -70,6 +70,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const READD_EVERY: Duration = Duration::from_secs(60);
 /// One-time key packages handed out and not used yet, at most.
 const MAX_ONE_TIME_OUTSTANDING: usize = 256;
+/// Conversations this device is not in that one contact may have it hold mail for.
+const MAX_UNKNOWN_PER_DELIVERER: usize = 64;
 /// Conversations this device is not in that it asks to join an hour, at most.
 const UNKNOWN_REJOINS_PER_HOUR: usize = 16;
 /// How many epochs ahead of this device mail may be and still wait here.
@@ -344,6 +346,9 @@ struct Inner {
     told: Mutex<HashMap<PeerId, usize>>,
     /// When this device lately asked to join conversations it is not in.
     unknown_rejoins: Mutex<std::collections::VecDeque<Instant>>,
+    /// Conversations this device is not in that each contact handed it mail for (emptied
+    /// at each housekeeping).
+    unknown_held: Mutex<HashMap<UserId, HashSet<GroupRef>>>,
     /// Messages opened lately (their keys are used up), checked under the MLS lock: a copy
     /// arriving meanwhile by another path is a duplicate even before the vault has the
     /// message on disk.
@@ -429,6 +434,7 @@ impl Conversations {
                 readds: Mutex::new(HashMap::new()),
                 told: Mutex::new(HashMap::new()),
                 unknown_rejoins: Mutex::new(std::collections::VecDeque::new()),
+                unknown_held: Mutex::new(HashMap::new()),
                 opened: Mutex::new(Recent::default()),
                 offers: std::sync::OnceLock::new(),
                 inbound: std::sync::OnceLock::new(),
@@ -1215,6 +1221,21 @@ impl Conversations {
             return Err(ConversationError::Invalid(
                 "mail for an epoch far ahead of this device".into(),
             ));
+        }
+        // Mail for a conversation this device is not in (its Welcome may still come): a few
+        // such conversations per contact, checked before anything is written.
+        if current.is_none() {
+            let mut unknown = lock(&self.inner.unknown_held);
+            if unknown.len() > 4096 {
+                unknown.clear();
+            }
+            let groups = unknown.entry(deliverer).or_default();
+            if !groups.contains(&group) && groups.len() >= MAX_UNKNOWN_PER_DELIVERER {
+                return Err(ConversationError::Invalid(
+                    "mail for too many conversations this device is not in".into(),
+                ));
+            }
+            groups.insert(group);
         }
         let bytes = Mail::Mls(mail.clone()).to_bytes();
         if !self
@@ -2191,6 +2212,7 @@ impl Conversations {
             }
             keep
         };
+        lock(&self.inner.unknown_held).clear();
         let cutoff = Timestamp::now().saturating_sub(late);
         if let Err(e) = self.inner.db.mls_expire(cutoff, &keep).await {
             tracing::warn!(error = %e, "cannot expire held mail");

@@ -111,6 +111,9 @@ pub enum FileError {
     /// The recipient is not a contact.
     #[error("{0} is not a contact")]
     UnknownContact(UserId),
+    /// The caller may not send files by that path.
+    #[error("{0}")]
+    PathNotAllowed(String),
     /// The path cannot be sent.
     #[error("{0}")]
     InvalidPath(String),
@@ -246,6 +249,8 @@ pub struct Parts {
     pub host: PluginHost,
     /// `[files]`.
     pub config: FilesConfig,
+    /// The node's data directory (no file of it is ever sent by path).
+    pub data_dir: std::path::PathBuf,
     /// The libp2p listen addresses (for the bulk listener's default).
     pub p2p_listen: Vec<Multiaddr>,
     /// Reachability and relays (the rate a circuit through a relay may carry).
@@ -254,6 +259,21 @@ pub struct Parts {
     pub conversations: crate::conversations::Conversations,
     /// Messages: files offered to a group go as its messages do.
     pub messaging: crate::messaging::Messaging,
+}
+
+/// `path` with `.` and `..` resolved by their names alone (no file system access).
+fn normalized(path: &std::path::Path) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The file transfer service. Cheap to clone.
@@ -272,6 +292,9 @@ struct Inner {
     events: EventBus,
     host: PluginHost,
     config: FilesConfig,
+    data_dir: std::path::PathBuf,
+    /// Chunks of group files passed on, per file and member asking.
+    passed_on: std::sync::Mutex<HashMap<([u8; 16], UserId), usize>>,
     bulk: Option<Arc<bulk::Listener>>,
     /// State changes, one at a time (they are rare; chunks do not take this).
     changes: tokio::sync::Mutex<()>,
@@ -372,6 +395,8 @@ impl Files {
                 events: parts.events,
                 host: parts.host,
                 config: parts.config,
+                data_dir: parts.data_dir,
+                passed_on: std::sync::Mutex::new(HashMap::new()),
                 bulk: bulk.as_ref().map(|(l, _)| Arc::clone(l)),
                 changes: tokio::sync::Mutex::new(()),
                 downloads: Mutex::new(HashMap::new()),
@@ -690,6 +715,53 @@ impl Files {
         self.check_room().await?;
         let (name, prepared) = prepare::from_path(path).await?;
         self.offer(to, name, prepared, Some(path.to_owned())).await
+    }
+
+    /// Whether a caller may send the file at `path` by its path on the node: an `admin`
+    /// caller any file but those of the data directory, another only files inside
+    /// `[files] upload_dirs`. Checked before anything about the path is read, so a refusal
+    /// says nothing of what exists there.
+    pub fn may_send_path(&self, path: &str, admin: bool) -> Result<(), FileError> {
+        let refused = || {
+            FileError::PathNotAllowed(if admin {
+                "files of the node's data directory are never sent".into()
+            } else {
+                "a client token sends files by path only from the node's upload directories \
+                 ([files] upload_dirs); send the file's bytes instead"
+                    .into()
+            })
+        };
+        let inside = |path: &std::path::Path, dir: &std::path::Path| path.starts_with(dir);
+        let requested = std::path::Path::new(path);
+        let normal = normalized(requested);
+        let dirs = &self.inner.config.upload_dirs;
+        if !admin && !dirs.iter().any(|d| inside(&normal, &normalized(d))) {
+            return Err(refused());
+        }
+        // Where it really is (links followed): never in the data directory, and for a
+        // client token still inside an upload directory.
+        let Ok(real) = requested.canonicalize() else {
+            // Unreadable: the admin hears why when the file is read; a client token, only
+            // that it may not.
+            return if admin { Ok(()) } else { Err(refused()) };
+        };
+        let data = self
+            .inner
+            .data_dir
+            .canonicalize()
+            .unwrap_or_else(|_| self.inner.data_dir.clone());
+        if inside(&real, &data) {
+            return Err(refused());
+        }
+        if !admin
+            && !dirs
+                .iter()
+                .filter_map(|d| d.canonicalize().ok())
+                .any(|d| inside(&real, &d))
+        {
+            return Err(refused());
+        }
+        Ok(())
     }
 
     /// Offers an uploaded file to `to`; its chunks go to the file backend as they arrive.

@@ -54,6 +54,9 @@ const PER_RECIPIENT_BATCHED: usize = 4;
 const BATCH_BYTES: usize = 192 << 10;
 /// Due messages held in memory while their recipient has no free place.
 const MAX_WAITING: usize = 8192;
+/// Group mail this node carries for others at most: rows, and bytes.
+const MAX_CARRIED_ROWS: i64 = 20_000;
+const MAX_CARRIED_BYTES: i64 = 256 << 20;
 /// Incoming messages a sender may send at once, and per second after that.
 const INBOUND_BURST: u32 = 20_000;
 const INBOUND_PER_SECOND: u32 = 5_000;
@@ -1730,11 +1733,29 @@ impl Messaging {
         if let Err(wait) = self.inner.inbound.check(deliverer) {
             return TakenIn::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX));
         }
+        // Carried mail is stored and retried for days: it counts against the daily quota of
+        // the contact who handed it over, and all of it together is bounded.
+        let bytes = volli_core::Mail::Mls(mail.clone()).to_bytes();
+        if !self.within_quota(deliverer, bytes.len()) {
+            tracing::warn!(%deliverer, "a contact's daily quota is used up (carried mail)");
+            return TakenIn::RateLimited(3600);
+        }
+        match self.inner.db.outbox_carried().await {
+            Ok((rows, held)) if rows < MAX_CARRIED_ROWS && held < MAX_CARRIED_BYTES => {}
+            Ok(_) => {
+                tracing::warn!("carrying as much group mail as it may; refused more");
+                return TakenIn::RateLimited(600);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count carried mail");
+                return TakenIn::RateLimited(1);
+            }
+        }
         let now = Timestamp::now();
         let entry = OutboxEntry {
             id: *mail.id.as_bytes(),
             recipient: mail.recipient.to_string(),
-            envelope: volli_core::Mail::Mls(mail.clone()).to_bytes(),
+            envelope: bytes,
             body: String::new(),
             sent_at: now,
             expires_at: now.saturating_add(self.inner.ttl),

@@ -340,6 +340,7 @@ impl Node {
             events: events.clone(),
             host: plugins.host().clone(),
             config: config.files.clone(),
+            data_dir: config.data_dir.clone(),
             p2p_listen: config.p2p_listen.clone(),
             connectivity: connectivity.clone(),
             conversations: conversations.clone(),

@@ -5,7 +5,7 @@
 //! file < what the operator changed through the API (stored in SQLite). Installed components
 //! live in `<data-dir>/plugins/<name>.wasm`.
 
-mod backends;
+pub(crate) mod backends;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -38,6 +38,11 @@ const MAX_TRIES: u32 = 6;
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Subscriptions a node keeps.
 pub const MAX_SUBSCRIPTIONS: usize = 100;
+/// Subscriptions one client keeps (the admin's are counted against the node's only).
+pub const MAX_PER_CLIENT: usize = 10;
+/// The sizes a push's payload is padded to (the push service learns no more from its
+/// length than which of these it is).
+const PAYLOAD_SIZES: [usize; 4] = [512, 1024, 2048, 3000];
 /// The longest endpoint URL taken.
 pub const MAX_ENDPOINT: usize = 2048;
 /// How long a push service should keep a push for an offline device.
@@ -52,9 +57,12 @@ pub enum PushError {
     /// The keys are not a P-256 public key and a 16-byte secret.
     #[error("{0}")]
     InvalidKeys(String),
-    /// The node has [`MAX_SUBSCRIPTIONS`].
-    #[error("this node has {MAX_SUBSCRIPTIONS} push subscriptions already; remove one first")]
-    TooMany,
+    /// The node has [`MAX_SUBSCRIPTIONS`], or the client [`MAX_PER_CLIENT`].
+    #[error("{0}")]
+    TooMany(String),
+    /// The client was revoked while it subscribed.
+    #[error("this client was revoked")]
+    Revoked,
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -93,6 +101,9 @@ struct Inner {
     allow_http: bool,
     http: reqwest::Client,
     subs: Mutex<HashMap<String, Sub>>,
+    /// Clients revoked since the start (checked with `subs` locked, so a subscription made
+    /// by a request that was authenticated just before its client's revocation is dropped).
+    revoked: Mutex<std::collections::HashSet<String>>,
     wake: Notify,
 }
 
@@ -238,11 +249,22 @@ impl Push {
                 public_key,
                 contact: config.contact.trim().to_owned(),
                 allow_http: config.allow_http,
-                http: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(30))
-                    .redirect(reqwest::redirect::Policy::none())
-                    .build()?,
+                http: {
+                    let builder = reqwest::Client::builder()
+                        .timeout(Duration::from_secs(30))
+                        .redirect(reqwest::redirect::Policy::none());
+                    // A push service is on the internet: a name that resolves to this machine
+                    // or its network is refused (unless a local one is allowed, as tests do).
+                    if config.allow_http {
+                        builder.build()?
+                    } else {
+                        builder
+                            .dns_resolver(Arc::new(crate::plugins::backends::GlobalOnly))
+                            .build()?
+                    }
+                },
                 subs: Mutex::new(subs),
+                revoked: Mutex::new(std::collections::HashSet::new()),
                 wake: Notify::new(),
             }),
         };
@@ -272,6 +294,29 @@ impl Push {
             .map_err(|e| PushError::InvalidEndpoint(format!("endpoint is not a URL: {e}")))?;
         let scheme_ok =
             url.scheme() == "https" || (self.inner.allow_http && url.scheme() == "http");
+        // An address on this machine or its network is no push service: refused (it would
+        // let a client probe the node's neighbourhood), unless local ones are allowed.
+        let host = url.host_str().unwrap_or_default();
+        let local = match host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+        {
+            Ok(ip) => !crate::plugins::backends::is_global(ip),
+            Err(_) => {
+                let name = host.trim_end_matches('.').to_ascii_lowercase();
+                name.is_empty()
+                    || name == "localhost"
+                    || name.ends_with(".localhost")
+                    || name.ends_with(".local")
+            }
+        };
+        if local && !self.inner.allow_http {
+            return Err(PushError::InvalidEndpoint(
+                "the endpoint's host is this machine or a private network, not a push service"
+                    .into(),
+            ));
+        }
         if !scheme_ok || url.host_str().is_none() || endpoint.len() > MAX_ENDPOINT {
             return Err(PushError::InvalidEndpoint(format!(
                 "endpoint must be an https:// URL of at most {MAX_ENDPOINT} characters{}",
@@ -295,9 +340,23 @@ impl Push {
         })?;
         {
             let subs = lock(&self.inner.subs);
-            if subs.len() >= MAX_SUBSCRIPTIONS && !subs.values().any(|s| s.row.endpoint == endpoint)
+            let known = subs.values().any(|s| s.row.endpoint == endpoint);
+            if subs.len() >= MAX_SUBSCRIPTIONS && !known {
+                return Err(PushError::TooMany(format!(
+                    "this node has {MAX_SUBSCRIPTIONS} push subscriptions already; remove one first"
+                )));
+            }
+            if let Some(client) = client
+                && !known
+                && subs
+                    .values()
+                    .filter(|s| s.row.client_id.as_deref() == Some(client))
+                    .count()
+                    >= MAX_PER_CLIENT
             {
-                return Err(PushError::TooMany);
+                return Err(PushError::TooMany(format!(
+                    "this client has {MAX_PER_CLIENT} push subscriptions already; remove one first"
+                )));
             }
         }
         let mut raw = [0u8; 9];
@@ -311,12 +370,27 @@ impl Push {
             include_text,
             created_at: Timestamp::now(),
         };
-        row.id = self.inner.db.put_push_subscription(&row).await?;
+        // The database refuses a subscription for a client that is gone.
+        row.id = match self.inner.db.put_push_subscription(&row).await {
+            Ok(id) => id,
+            Err(e) if e.to_string().contains("the client was revoked") => {
+                return Err(PushError::Revoked);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let id = row.id.clone();
-        let mut subs = lock(&self.inner.subs);
-        subs.retain(|_, s| s.row.endpoint != row.endpoint);
-        subs.insert(id.clone(), Sub::new(row));
-        Ok(id)
+        {
+            let mut subs = lock(&self.inner.subs);
+            let revoked = client.is_some_and(|c| lock(&self.inner.revoked).contains(c));
+            if !revoked {
+                subs.retain(|_, s| s.row.endpoint != row.endpoint);
+                subs.insert(id.clone(), Sub::new(row));
+                return Ok(id);
+            }
+        }
+        // Revoked while this request was on its way: its row goes too.
+        self.inner.db.delete_push_subscription(&id).await?;
+        Err(PushError::Revoked)
     }
 
     /// The subscriptions, oldest first; only `client`'s unless `all`.
@@ -376,18 +450,13 @@ impl Push {
         tokio::spawn(async move {
             while let Some(event) = subscription.next().await {
                 if let Event::ClientRevoked { id } = &*event {
-                    let gone: Vec<String> = lock(&push.inner.subs)
-                        .values()
-                        .filter(|s| s.row.client_id.as_deref() == Some(id))
-                        .map(|s| s.row.id.clone())
-                        .collect();
-                    if let Err(e) = push.inner.db.delete_push_subscriptions_of(id).await {
-                        tracing::warn!(client = %id, "cannot drop the revoked client's push subscriptions: {e}");
-                    }
-                    let mut subs = lock(&push.inner.subs);
-                    for g in gone {
-                        subs.remove(&g);
-                    }
+                    push.forget_client(id);
+                    continue;
+                }
+                // Events were missed (a revocation among them, maybe): what the database
+                // holds is the truth.
+                if let Event::Resync { .. } = &*event {
+                    push.reload().await;
                     continue;
                 }
                 let mut any = false;
@@ -405,6 +474,26 @@ impl Push {
         });
         let push = self.clone();
         tokio::spawn(async move { push.deliver().await });
+    }
+
+    /// Forgets revoked client `id`'s subscriptions (the database dropped their rows with the
+    /// client, in the same transaction), and any it makes in a request already under way.
+    pub fn forget_client(&self, id: &str) {
+        let mut subs = lock(&self.inner.subs);
+        lock(&self.inner.revoked).insert(id.to_owned());
+        subs.retain(|_, s| s.row.client_id.as_deref() != Some(id));
+    }
+
+    /// Keeps only the subscriptions the database holds (their pending counts stay).
+    async fn reload(&self) {
+        let Ok(rows) = self.inner.db.push_subscriptions().await else {
+            return;
+        };
+        let mut subs = lock(&self.inner.subs);
+        subs.retain(|id, _| rows.iter().any(|r| &r.id == id));
+        for row in rows {
+            subs.entry(row.id.clone()).or_insert_with(|| Sub::new(row));
+        }
     }
 
     /// Sends what is due, then sleeps until the next thing is due or an event arrives.
@@ -449,14 +538,13 @@ impl Push {
         counts: BTreeMap<&'static str, u64>,
         latest: Option<Value>,
     ) {
-        let urgency =
-            if counts.contains_key("message.received") || counts.contains_key("pairing.request") {
-                "high"
-            } else {
-                "normal"
-            };
-        let payload = json!({"counts": counts, "latest": latest}).to_string();
-        let outcome = self.post(&row, payload.into_bytes(), urgency).await;
+        // The same urgency for every push and a padded length: the push service learns
+        // that something arrived, not what.
+        let mut payload = json!({"counts": counts, "latest": latest}).to_string();
+        if let Some(size) = PAYLOAD_SIZES.iter().find(|s| **s >= payload.len()) {
+            payload.extend(std::iter::repeat_n(' ', size - payload.len()));
+        }
+        let outcome = self.post(&row, payload.into_bytes(), "high").await;
         let now = Instant::now();
         let mut gone = false;
         {
@@ -531,7 +619,8 @@ impl Push {
         );
         let response = match builder.send().await {
             Ok(r) => r,
-            Err(e) => return Outcome::Retry(format!("cannot reach the push service: {e}"), None),
+            // Without the cause: a client should not learn from it what is on the network.
+            Err(_) => return Outcome::Retry("the push service could not be reached".into(), None),
         };
         let status = response.status().as_u16();
         let after = response

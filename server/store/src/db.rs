@@ -80,7 +80,8 @@ impl Db {
     /// The copy leaves out this device's MLS state (zeroed, not just unlinked): a copy of it
     /// would open traffic its conversations have since forgotten, and a device restored
     /// from it would encrypt under ratchet positions it had already used. A restored device
-    /// asks to be added to its conversations again instead.
+    /// asks to be added to its conversations again instead. It leaves out the client tokens
+    /// and push subscriptions too: after a restore, clients log in again.
     pub async fn snapshot(path: &Path, dest: &Path) -> Result<(), StoreError> {
         if !path.is_file() {
             return Err(StoreError::Io(std::io::Error::new(
@@ -115,7 +116,16 @@ impl Db {
             )
             .await?;
         let mut stripped = Ok(());
-        for table in ["mls_state", "mls_pending", "mls_commits"] {
+        // Nor client tokens and their push subscriptions: a restore must not bring back a
+        // token revoked since the backup (it would work again, and push to the thief).
+        for table in [
+            "mls_state",
+            "mls_pending",
+            "mls_commits",
+            "mls_revocations",
+            "push_subscriptions",
+            "clients",
+        ] {
             if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
                 .execute(&copy)
                 .await

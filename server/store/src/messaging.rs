@@ -251,6 +251,17 @@ impl Db {
         Ok(rows.into_iter().filter_map(outbox_entry).collect())
     }
 
+    /// Group mail this node carries for other members (and its own group handshake mail,
+    /// which is little): rows and bytes.
+    pub async fn outbox_carried(&self) -> Result<(i64, i64), StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(envelope)), 0) FROM outbox \
+             WHERE handshake = 1 AND grp IS NOT NULL",
+        )
+        .fetch_one(self.pool())
+        .await?)
+    }
+
     /// When the outbox's next message is due, if it holds any.
     pub async fn outbox_next_due(&self) -> Result<Option<Timestamp>, StoreError> {
         let (next,): (Option<i64>,) = sqlx::query_as("SELECT MIN(next_attempt_at) FROM outbox")

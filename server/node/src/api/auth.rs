@@ -47,7 +47,8 @@ struct Inner {
     clients: Clients,
     tickets: Mutex<HashMap<blake3::Hash, (Instant, Caller)>>,
     login_codes: Mutex<HashMap<blake3::Hash, Instant>>,
-    sessions: Mutex<HashMap<blake3::Hash, Instant>>,
+    /// Admin page sessions: when each expires, and its end signal.
+    sessions: Mutex<HashMap<blake3::Hash, (Instant, tokio::sync::watch::Sender<bool>)>>,
 }
 
 /// A random URL-safe secret and the hash it is kept under.
@@ -99,11 +100,16 @@ impl Auth {
             return Some(client);
         }
         let hash = blake3::hash(token.as_bytes());
-        let admin = hash == self.inner.token
-            || lock(&self.inner.sessions)
-                .get(&hash)
-                .is_some_and(|expires| *expires > Instant::now());
-        admin.then(Caller::admin)
+        if hash == self.inner.token {
+            return Some(Caller::admin());
+        }
+        lock(&self.inner.sessions)
+            .get(&hash)
+            .filter(|(expires, _)| *expires > Instant::now())
+            .map(|(expires, ended)| Caller {
+                session: Some((ended.subscribe(), expires.into_std())),
+                ..Caller::admin()
+            })
     }
 
     /// Whether the request carries a valid token.
@@ -130,9 +136,7 @@ impl Auth {
         let now = Instant::now();
         lock(&self.inner.tickets)
             .remove(&blake3::hash(ticket.as_bytes()))
-            .filter(|(expires, caller)| {
-                *expires > now && caller.client.as_ref().is_none_or(|c| !*c.revoked.borrow())
-            })
+            .filter(|(expires, caller)| *expires > now && caller.live())
             .map(|(_, caller)| caller)
     }
 
@@ -160,22 +164,34 @@ impl Auth {
         }
         let (token, hash) = secret()?;
         let mut sessions = lock(&self.inner.sessions);
-        sessions.retain(|_, expires| *expires > now);
+        sessions.retain(|_, (expires, _)| *expires > now);
         if sessions.len() >= MAX_LOGINS
-            && let Some(oldest) = sessions.iter().min_by_key(|(_, e)| **e).map(|(h, _)| *h)
+            && let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, (e, _))| *e)
+                .map(|(h, _)| *h)
+            && let Some((_, ended)) = sessions.remove(&oldest)
         {
-            sessions.remove(&oldest);
+            ended.send_replace(true);
         }
-        sessions.insert(hash, now + SESSION_TTL);
+        sessions.insert(
+            hash,
+            (now + SESSION_TTL, tokio::sync::watch::channel(false).0),
+        );
         Ok(Some(token))
     }
 
-    /// Ends the session whose token the request carries; false if it carries none.
+    /// Ends the session whose token the request carries (its event streams close); false
+    /// if it carries none.
     pub fn end_session(&self, headers: &HeaderMap) -> bool {
         bearer(headers).is_some_and(|t| {
-            lock(&self.inner.sessions)
-                .remove(&blake3::hash(t.as_bytes()))
-                .is_some()
+            match lock(&self.inner.sessions).remove(&blake3::hash(t.as_bytes())) {
+                Some((_, ended)) => {
+                    ended.send_replace(true);
+                    true
+                }
+                None => false,
+            }
         })
     }
 }

@@ -149,6 +149,7 @@ pub async fn list(State(auth): State<Auth>) -> Json<ClientList> {
     ))]
 pub async fn revoke(
     State(auth): State<Auth>,
+    State(push): State<crate::push::Push>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     if auth
@@ -157,6 +158,8 @@ pub async fn revoke(
         .await
         .map_err(ApiError::internal)?
     {
+        // Its push subscriptions went with its row; nothing more is pushed to them from now.
+        push.forget_client(&id);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(

@@ -73,28 +73,12 @@ pub async fn events(
     Extension(caller): Extension<Caller>,
 ) -> Response {
     let subscription = bus.subscribe();
-    let revoked = caller.client.map(|c| c.revoked);
     ws.max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
-        .on_upgrade(move |socket| stream(socket, subscription, revoked))
+        .on_upgrade(move |socket| stream(socket, subscription, caller))
 }
 
-/// Resolves when the client is revoked (true) or the node lets go of it while shutting down
-/// (false); never for the admin.
-async fn revocation(revoked: &mut Option<tokio::sync::watch::Receiver<bool>>) -> bool {
-    match revoked {
-        // Revoking marks the client before forgetting it; a sender dropped unmarked is the
-        // node going away, which clients must not take for a revocation.
-        Some(r) => r.wait_for(|revoked| *revoked).await.is_ok(),
-        None => std::future::pending().await,
-    }
-}
-
-async fn stream(
-    mut socket: WebSocket,
-    mut events: Subscription,
-    mut revoked: Option<tokio::sync::watch::Receiver<bool>>,
-) {
+async fn stream(mut socket: WebSocket, mut events: Subscription, mut caller: Caller) {
     let ready = Event::Ready {
         version: crate::VERSION.to_owned(),
     };
@@ -115,9 +99,9 @@ async fn stream(
                 Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
-            revoked_now = revocation(&mut revoked) => {
+            revoked_now = caller.ended() => {
                 let close = Message::Close(Some(if revoked_now {
-                    CloseFrame { code: close_code::POLICY, reason: "this client was revoked".into() }
+                    CloseFrame { code: close_code::POLICY, reason: "this client was revoked, or its session ended".into() }
                 } else {
                     CloseFrame { code: close_code::AWAY, reason: "the node is shutting down".into() }
                 }));

@@ -18,9 +18,10 @@ impl From<PushError> for ApiError {
             PushError::InvalidEndpoint(_) | PushError::InvalidKeys(_) => {
                 ApiError::bad_request("invalid_subscription", message)
             }
-            PushError::TooMany => {
+            PushError::TooMany(_) => {
                 ApiError::new(StatusCode::CONFLICT, "too_many_subscriptions", message)
             }
+            PushError::Revoked => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message),
             PushError::Store(_) => ApiError::internal(e),
         }
     }

@@ -12,6 +12,7 @@ use volli_core::transfer::TransferId;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path, Query};
+use crate::clients::{Caller, Scope, Scopes};
 use crate::contacts::Contacts;
 use crate::files::{FileError, Files, TransferView, Upload};
 
@@ -21,6 +22,9 @@ impl From<FileError> for ApiError {
         match e {
             FileError::UnknownContact(_) => ApiError::not_found("unknown_contact", message),
             FileError::InvalidPath(_) => ApiError::bad_request("invalid_path", message),
+            FileError::PathNotAllowed(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "path_not_allowed", message)
+            }
             FileError::InvalidName(_) => ApiError::bad_request("invalid_name", message),
             FileError::Invalid(_) => ApiError::bad_request("invalid_transfer", message),
             FileError::TooLarge => ApiError::bad_request("file_too_large", message),
@@ -184,6 +188,7 @@ const MAX_JSON: usize = 16 << 10;
         (status = 201, description = "Offered", body = TransferBody),
         (status = 400, description = "Not a user id (`invalid_user_id`), a missing or unreadable path (`invalid_path`), an unusable name (`invalid_name`), a file over 64 GiB (`file_too_large`), or a bad request (`invalid_transfer`)", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "A path outside `[files] upload_dirs` from a client token, or in the node's data directory (`path_not_allowed`)", body = ErrorBody),
         (status = 404, description = "Not a contact (`unknown_contact`), or no such group (`unknown_group`)", body = ErrorBody),
         (status = 409, description = "This user has no other device (`no_other_device`), or this device may not send (`not_allowed`)", body = ErrorBody),
         (status = 415, description = "Neither JSON nor `application/octet-stream`", body = ErrorBody),
@@ -196,6 +201,10 @@ pub async fn send(
     Query(query): Query<UploadQuery>,
     request: Request,
 ) -> Result<(StatusCode, Json<TransferBody>), ApiError> {
+    let scopes = request
+        .extensions()
+        .get::<Caller>()
+        .map_or(Scopes::default(), |c| c.scopes);
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -224,6 +233,9 @@ pub async fn send(
                     )
                 })?;
             let body: SendFile = super::extract::object(&bytes)?;
+            // Checked before the path is looked at: a client token learns nothing of the
+            // node's files outside the directories it may send from.
+            files.may_send_path(&body.path, scopes.allows(Scope::Admin))?;
             match recipient(body.to.as_deref(), body.group.as_deref())? {
                 Recipient::User(to) => files.send_path(to, &body.path).await?,
                 Recipient::Group(group) => files.send_path_to_group(group, &body.path).await?,

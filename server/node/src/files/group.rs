@@ -249,6 +249,24 @@ impl Files {
         let (peer, addrs) = self.upstream(t, user).await?;
         let list = self.list_from(t, peer, addrs.clone()).await?;
         let name = *list.get(index).ok_or(Status::Gone)?;
+        // Each chunk costs a fetch upstream: a member gets each chunk of a file passed on a
+        // few times at most (a retry after a failure), not again and again.
+        {
+            let mut passed = self
+                .inner
+                .passed_on
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if passed.len() > 4096 {
+                passed.clear();
+            }
+            let count = passed.entry((t.id, user)).or_insert(0);
+            if *count >= list.len().saturating_mul(2).saturating_add(16) {
+                tracing::warn!(transfer = %TransferId::from_bytes(t.id), %user, "a member asked for more of a group file than it has chunks; passed on no more");
+                return Err(Status::Gone);
+            }
+            *count += 1;
+        }
         let layout = Layout::new(t.size, t.chunk_size).map_err(|_| Status::Gone)?;
         let id = TransferId::from_bytes(t.id);
         let request = wire::encode(&FileRequest::Chunk { id, index });

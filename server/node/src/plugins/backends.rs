@@ -101,7 +101,7 @@ fn causes(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Resolves names to global addresses only.
-struct GlobalOnly;
+pub(crate) struct GlobalOnly;
 
 impl reqwest::dns::Resolve for GlobalOnly {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
