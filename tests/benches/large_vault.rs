@@ -77,6 +77,7 @@ async fn fill(data_dir: &Path, me: UserId, total: usize) -> Vec<UserId> {
                 } else {
                     MessageStatus::Delivered
                 },
+                extra: Default::default(),
             },
         ));
         if batch.len() == 1_000 {
@@ -170,6 +171,7 @@ async fn export_figures(dir: &Path) {
             body: body(n),
             sent_at: Timestamp::from_millis(1_800_000_000_000 + n as i64),
             status: MessageStatus::Queued,
+            extra: Default::default(),
         })
         .collect();
     let (known, new) = messages.split_at(300);

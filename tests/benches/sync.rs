@@ -51,6 +51,7 @@ fn message(me: volli_core::UserId, with: volli_core::UserId, n: usize) -> Stored
         body: format!("message {n}: a line of ordinary chat text, about as long as most are"),
         sent_at: Timestamp::from_millis(1_800_000_000_000 + n as i64),
         status: MessageStatus::Delivered,
+        extra: Default::default(),
     }
 }
 

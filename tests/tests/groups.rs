@@ -239,8 +239,19 @@ async fn group_with_admin(creator: &Node, name: &str, members: &[&str], admin: &
     id
 }
 
-/// `admin` adds `user` to group `id`.
+/// `admin` adds `user` to group `id`, once its node knows it is an admin (the commit that
+/// made it one may still be on its way).
 async fn add_member(admin: &Node, id: &str, user: &str) {
+    let (me, _) = admin.ids().await;
+    admin
+        .wait_for(&format!("/v1/groups/{id}"), WAIT, |g| {
+            g["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["user_id"] == me.as_str() && m["role"] == "admin")
+        })
+        .await;
     let (status, added) = admin
         .post(
             &format!("/v1/groups/{id}/members"),

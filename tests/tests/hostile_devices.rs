@@ -214,6 +214,7 @@ async fn a_contacts_only_device_changes_nothing_outside_its_permissions() {
                 body: "send me your password".into(),
                 sent_at: volli_core::Timestamp::now(),
                 status: MessageStatus::Received,
+                extra: Default::default(),
             },
         )
         .await

@@ -185,7 +185,85 @@ pub enum Content {
         /// Key packages of the added user's devices, held by the asking member.
         packages: Vec<Vec<u8>>,
     },
+    /// A text of this release, with what nodes of earlier ones cannot read (they get
+    /// [`Self::Text`] instead, or nothing).
+    Message {
+        /// Its id, chosen by the sender.
+        id: MessageId,
+        /// When the sender sent it.
+        sent_at: Timestamp,
+        /// The text.
+        body: String,
+        /// The message of the conversation it answers.
+        reply_to: Option<MessageId>,
+        /// When it disappears from every device (the conversation's timer).
+        expires_at: Option<Timestamp>,
+    },
+    /// The sender's reaction to a message of the conversation (one per user; empty: taken
+    /// back).
+    Reaction {
+        /// This change's id.
+        id: MessageId,
+        /// The message.
+        target: MessageId,
+        /// The emoji, or empty.
+        emoji: String,
+    },
+    /// The new text of a message of the sender's.
+    Edit {
+        /// This change's id.
+        id: MessageId,
+        /// The message.
+        target: MessageId,
+        /// The text.
+        body: String,
+        /// When it was edited.
+        edited_at: Timestamp,
+    },
+    /// A message of the sender's, deleted for everyone.
+    Unsend {
+        /// This change's id.
+        id: MessageId,
+        /// The message.
+        target: MessageId,
+    },
+    /// The sender read the conversation up to a message.
+    Read {
+        /// This receipt's id.
+        id: MessageId,
+        /// The newest message read.
+        up_to: MessageId,
+    },
+    /// The conversation's messages disappear after this long from now on (0: never).
+    Timer {
+        /// This change's id (and its line in the conversation).
+        id: MessageId,
+        /// When it was set.
+        sent_at: Timestamp,
+        /// Seconds.
+        secs: u64,
+    },
+    /// A file offered in the conversation, with what nodes of earlier ones cannot read
+    /// (they get [`Self::FileOffer`]).
+    File {
+        /// The offer.
+        offer: OfferContent,
+        /// The file's media type, as the sender said.
+        mime: String,
+        /// A small picture of it (a `data:` URL), for images.
+        thumbnail: Option<String>,
+    },
 }
+
+/// What a node that speaks [`Content`]'s later kinds tells others it reads (`MlsRequest::Features`).
+pub const FEATURE_MESSAGE_KINDS: u32 = 1;
+
+/// Longest reaction, in bytes.
+pub const MAX_EMOJI_LEN: usize = 32;
+/// Longest thumbnail carried in an offer, in bytes (a `data:` URL).
+pub const MAX_THUMBNAIL_LEN: usize = 16 << 10;
+/// Longest media type.
+pub const MAX_MIME_LEN: usize = 128;
 
 /// A file offer inside a conversation: what [`FileOffer`] holds but its sender, whom MLS
 /// authenticates.
@@ -268,7 +346,23 @@ impl Content {
             return Err(EnvelopeError::Malformed);
         }
         match &content {
-            Self::Text { body, .. } if body.len() > MAX_BODY_LEN => Err(EnvelopeError::TooLong),
+            Self::Text { body, .. } | Self::Message { body, .. } | Self::Edit { body, .. }
+                if body.len() > MAX_BODY_LEN =>
+            {
+                Err(EnvelopeError::TooLong)
+            }
+            Self::Reaction { emoji, .. } if emoji.len() > MAX_EMOJI_LEN => {
+                Err(EnvelopeError::Malformed)
+            }
+            Self::File {
+                mime, thumbnail, ..
+            } if mime.len() > MAX_MIME_LEN
+                || thumbnail
+                    .as_ref()
+                    .is_some_and(|t| t.len() > MAX_THUMBNAIL_LEN) =>
+            {
+                Err(EnvelopeError::Malformed)
+            }
             _ => Ok(content),
         }
     }
@@ -276,9 +370,27 @@ impl Content {
     /// The id of the mail that carries it: the message's, or the transfer's.
     pub fn mail_id(&self) -> MessageId {
         match self {
-            Self::Text { id, .. } => *id,
-            Self::FileOffer(offer) => MessageId::from_bytes(*offer.id.as_bytes()),
-            Self::GroupRequest { id, .. } => *id,
+            Self::Text { id, .. }
+            | Self::GroupRequest { id, .. }
+            | Self::Message { id, .. }
+            | Self::Reaction { id, .. }
+            | Self::Edit { id, .. }
+            | Self::Unsend { id, .. }
+            | Self::Read { id, .. }
+            | Self::Timer { id, .. } => *id,
+            Self::FileOffer(offer) | Self::File { offer, .. } => {
+                MessageId::from_bytes(*offer.id.as_bytes())
+            }
+        }
+    }
+
+    /// The text it carries, if any (for quotas and checks).
+    pub fn text_len(&self) -> usize {
+        match self {
+            Self::Text { body, .. } | Self::Message { body, .. } | Self::Edit { body, .. } => {
+                body.len()
+            }
+            _ => 0,
         }
     }
 }

@@ -522,6 +522,31 @@ pub enum MlsRequest {
         #[serde(with = "crate::encoding::bytes")]
         package: Vec<u8>,
     },
+    /// Like [`Self::Rejoin`], with the device's own signed request to be added again with
+    /// that key package (the evidence the commit that re-adds it carries: without it,
+    /// members refuse a commit that removes a device and adds it back).
+    RejoinSigned {
+        /// The conversation's group id.
+        group: [u8; 16],
+        /// A fresh key package of the requester.
+        #[serde(with = "crate::encoding::bytes")]
+        package: Vec<u8>,
+        /// The signed request.
+        #[serde(with = "crate::encoding::bytes")]
+        request: Vec<u8>,
+    },
+    /// What the requester's node reads ([`crate::mail::FEATURE_MESSAGE_KINDS`]…); the
+    /// answer says what the responder's reads.
+    Features {
+        /// Bits.
+        features: u32,
+    },
+    /// The requester's user is typing in the one-to-one conversation with the responder's
+    /// user, or in a group: shown for a few seconds, never stored or relayed.
+    Typing {
+        /// The group, for a group conversation.
+        group: Option<[u8; 16]>,
+    },
     /// The requester's user's signed revocations of its devices (encoded
     /// [`crate::Statement`]s): a commit that removes one of them from a conversation carries
     /// it, so that members who do not know the user can check the removal.
@@ -553,6 +578,11 @@ pub enum MlsResponse {
     },
     /// Commits, in epoch order.
     Commits(Vec<CommitBundle>),
+    /// What the responder's node reads.
+    Features {
+        /// Bits.
+        features: u32,
+    },
     /// Done.
     Ok,
     /// Not done, and why.

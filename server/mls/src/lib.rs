@@ -521,6 +521,15 @@ pub trait Trust {
     fn revoked(&self, _member: &Member) -> bool {
         false
     }
+
+    /// Whether `member` may join the conversation `info` in a commit or a Welcome. Judged
+    /// only by what cannot differ between members in ways that matter — a device its user
+    /// revoked by a signed statement — so that a device a member's own view merely does not
+    /// list yet (or a device a member minted for itself, bounded per user) never makes some
+    /// members refuse a commit that others take.
+    fn may_join(&self, info: &Info, member: &Member) -> bool {
+        self.admits(info, member)
+    }
 }
 
 /// Another device's key package, checked.
@@ -551,7 +560,7 @@ pub struct Created {
 }
 
 /// What a commit is to do (see [`Mls::commit`]).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Commit {
     /// Devices to add.
     pub add: Vec<Package>,
@@ -567,6 +576,9 @@ pub struct Commit {
     /// Signed cards of users whose devices it removes because the card no longer lists them
     /// (one-to-one conversations: the other user holds the card anyway).
     pub cards: Vec<volli_core::ContactCard>,
+    /// Devices' own signed requests to be added again ([`Mls::rejoin_request`]), for the
+    /// devices it removes and adds back.
+    pub rejoins: Vec<Vec<u8>>,
 }
 
 /// A commit this device made.
@@ -1456,6 +1468,7 @@ impl Mls {
             change,
             revocations,
             cards,
+            rejoins,
         } = commit;
         let current = self.info(group).ok_or(MlsError::UnknownGroup)?;
         let next = match &change {
@@ -1474,7 +1487,10 @@ impl Mls {
             .filter(|(_, m)| remove.contains(&m.peer) && m.peer != me.peer)
             .copied()
             .collect();
-        let added: Vec<Member> = add.iter().map(|p| p.member).collect();
+        let added: Vec<(Member, Vec<u8>)> = add
+            .iter()
+            .map(|p| (p.member, p.reference.clone()))
+            .collect();
         // Only what the revocations need: a note names no more than it must.
         let revocations: Vec<Statement> = revocations
             .into_iter()
@@ -1491,11 +1507,12 @@ impl Mls {
             .filter(|c| removed_leaves.iter().any(|(_, m)| m.user == c.user_id()))
             .take(MAX_CARDS)
             .collect();
-        let note = CommitNote::new(&revocations, &cards, change);
+        let note = CommitNote::new(&revocations, &cards, &rejoins, change);
         rules::check_commit(
             &current,
             &members,
             &rules::Proposed {
+                group: *group,
                 sender,
                 removed: &removed_leaves,
                 added: &added,
@@ -1503,7 +1520,9 @@ impl Mls {
                 note: &note,
             },
             trust,
+            now_ms,
         )?;
+        let added: Vec<Member> = added.into_iter().map(|(m, _)| m).collect();
         let extensions = match &next {
             Some(next) => Some(context_extensions(next)?),
             None => None,
@@ -1903,6 +1922,19 @@ impl Mls {
         })
     }
 
+    /// This device's signed request to be added again to `group` with its key package
+    /// `package` (the evidence a commit that re-adds it carries).
+    pub fn rejoin_request(&self, group: &GroupRef, package: &OwnPackage, now_ms: i64) -> Vec<u8> {
+        use openmls_traits::signatures::Signer as _;
+        rules::sign_rejoin(
+            |payload| self.signer.sign(payload).ok(),
+            group,
+            &package.reference,
+            now_ms,
+        )
+        .unwrap_or_default()
+    }
+
     /// A note, signed by this device, that its user brought `user` into `group`.
     pub fn sponsor_note(&self, group: &GroupRef, user: UserId) -> Option<Vec<u8>> {
         use openmls_traits::signatures::Signer as _;
@@ -1943,21 +1975,25 @@ impl Mls {
             .map(|v| v.to_vec())
     }
 
-    /// Whether this device was in `group` and forgot it (it left, was removed, or the group
-    /// was superseded).
+    /// Whether this device was in `group` and is out for good (it left, was removed, or the
+    /// group was superseded) — not when it is being added again.
     pub fn forgot(&self, group: &GroupRef) -> bool {
-        self.tombstone(group).is_some()
+        self.gone(group).is_some_and(|(_, readded)| !readded)
     }
 
     /// The last epoch of `group` this device saw before it forgot the group, if it did.
     fn tombstone(&self, group: &GroupRef) -> Option<u64> {
+        self.gone(group).map(|(epoch, _)| epoch)
+    }
+
+    fn gone(&self, group: &GroupRef) -> Option<(u64, bool)> {
         let value = self
             .provider
             .storage
             .get_own(&[own::GONE, group.0.as_slice()].concat())?;
-        postcard::from_bytes::<(u64, i64)>(&value)
+        postcard::from_bytes::<(u64, i64, bool)>(&value)
             .ok()
-            .map(|(epoch, _)| epoch)
+            .map(|(epoch, _, readded)| (epoch, readded))
     }
 
     /// Records that this device's key package `reference` opened a Welcome at `now_ms`
@@ -2089,11 +2125,18 @@ impl Mls {
                     }
                     let mut added = Vec::new();
                     for add in staged.add_proposals() {
-                        let leaf = add.add_proposal().key_package().leaf_node();
-                        added.push(
+                        let package = add.add_proposal().key_package();
+                        let leaf = package.leaf_node();
+                        let reference = package
+                            .hash_ref(provider.crypto())
+                            .map_err(library)?
+                            .tls_serialize_detached()
+                            .map_err(library)?;
+                        added.push((
                             this.verified
                                 .member(leaf.credential(), leaf.signature_key().as_slice())?,
-                        );
+                            reference,
+                        ));
                     }
                     for update in staged.update_proposals() {
                         let Sender::Member(leaf) = update.sender() else {
@@ -2125,6 +2168,7 @@ impl Mls {
                         &info,
                         &members_before,
                         &rules::Proposed {
+                            group,
                             sender: (sender_leaf, sender),
                             removed: &removed_members,
                             added: &added,
@@ -2132,8 +2176,20 @@ impl Mls {
                             note: &note,
                         },
                         trust,
+                        now_ms,
                     )?;
-                    let revocations = note.statements();
+                    // Only the revocations that justified a removal are worth keeping.
+                    let revocations: Vec<Statement> = note
+                        .statements()
+                        .into_iter()
+                        .filter(|s| {
+                            removed_members.iter().any(|(_, m)| {
+                                s.user_id() == m.user
+                                    && *s.claim() == volli_core::Claim::Revoked { peer: m.peer }
+                            })
+                        })
+                        .collect();
+                    let added: Vec<Member> = added.into_iter().map(|(m, _)| m).collect();
                     let removed: Vec<Member> = members_before
                         .iter()
                         .filter(|(leaf, _)| removed_leaves.contains(leaf))
@@ -2166,17 +2222,13 @@ impl Mls {
                         .storage
                         .delete_own(&[own::OWN_PROPOSAL, group.0.as_slice()].concat());
                     if left {
-                        // Removed and added again in the same commit (a re-add it asked for,
-                        // or another of its user's devices asked for it): the Welcome that
-                        // follows is for a later epoch, and if it does not open here the
-                        // device may ask to be added again. Otherwise it is out for good.
+                        // Removed and added again in the same commit (a re-add it asked for):
+                        // the Welcome that follows starts a later epoch than the one this
+                        // device forgets, and should it not open, the device may ask again.
+                        // Otherwise it is out for good.
                         let readded = added.iter().any(|a| a.peer == this.me.peer);
-                        this.forget_group(&group)?;
-                        if readded {
-                            this.provider
-                                .storage
-                                .delete_own(&[own::GONE, group.0.as_slice()].concat());
-                        }
+                        let seen = if readded { epoch } else { new_epoch };
+                        this.forget_group_at(&group, seen, readded)?;
                     }
                     Ok(Processed::Commit {
                         group,
@@ -2212,14 +2264,32 @@ impl Mls {
 
     /// Deletes everything this device holds of `group`.
     pub fn forget_group(&mut self, group: &GroupRef) -> Result<(), MlsError> {
+        let epoch = match loaded(&mut self.groups, &self.provider, group) {
+            Ok(mls) => Some(mls.epoch().as_u64()),
+            Err(MlsError::UnknownGroup) => None,
+            Err(e) => return Err(e),
+        };
+        match epoch {
+            Some(epoch) => self.forget_group_at(group, epoch, false),
+            None => self.forget_group_at(group, 0, false),
+        }
+    }
+
+    /// Deletes everything this device holds of `group`, remembering `epoch` as the last it
+    /// saw (a Welcome for it or an earlier one is a replay); `readded`: it is being added
+    /// again (it may ask again should the Welcome not come, and keeps its sponsor's note).
+    fn forget_group_at(
+        &mut self,
+        group: &GroupRef,
+        epoch: u64,
+        readded: bool,
+    ) -> Result<(), MlsError> {
         match loaded(&mut self.groups, &self.provider, group) {
-            Ok(mls) => {
-                // What it saw last, so that no old Welcome brings it back.
-                let epoch = mls.epoch().as_u64();
+            Ok(_) => {
                 let now = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-                if let Ok(value) = postcard::to_allocvec(&(epoch, now)) {
+                if let Ok(value) = postcard::to_allocvec(&(epoch, now, readded)) {
                     self.provider
                         .storage
                         .put_own(&[own::GONE, group.0.as_slice()].concat(), value);
@@ -2231,13 +2301,21 @@ impl Mls {
             Err(MlsError::UnknownGroup) => {}
             Err(e) => return Err(e),
         }
+        let mine = [
+            own::SPONSOR_NOTE,
+            group.0.as_slice(),
+            self.me.user.as_bytes().as_slice(),
+        ]
+        .concat();
         for prefix in [own::PROPOSAL, own::SPONSOR_NOTE] {
             for (key, _) in self
                 .provider
                 .storage
                 .own_with_prefix(&[prefix, group.0.as_slice()].concat())
             {
-                self.provider.storage.delete_own(&key);
+                if !(readded && key == mine) {
+                    self.provider.storage.delete_own(&key);
+                }
             }
         }
         for prefix in [own::GROUP, own::UPDATED, own::REJOIN, own::OWN_PROPOSAL] {
@@ -2274,7 +2352,9 @@ impl Mls {
     /// for them can still open: the key packages it would need are gone by then).
     pub fn forget_tombstones(&mut self, before_ms: i64) {
         for (key, value) in self.provider.storage.own_with_prefix(own::GONE) {
-            if postcard::from_bytes::<(u64, i64)>(&value).is_ok_and(|(_, at)| at < before_ms) {
+            if postcard::from_bytes::<(u64, i64, bool)>(&value)
+                .is_ok_and(|(_, at, _)| at < before_ms)
+            {
                 self.provider.storage.delete_own(&key);
             }
         }

@@ -54,28 +54,37 @@ pub struct CommitNote {
     /// Signed cards (encoded [`ContactCard`]s) of users whose devices it removes because
     /// their latest card no longer lists them.
     pub cards: Vec<Vec<u8>>,
+    /// Devices' own signed requests to be added again ([`Rejoin`]), for those it removes
+    /// and adds back in the same commit.
+    pub rejoins: Vec<Vec<u8>>,
     /// The change to a group's roster or name it makes, and the user who asked for it.
     pub change: Option<(UserId, GroupChange)>,
 }
 
 impl CommitNote {
-    /// A note with `revocations`, `cards` and `change`.
+    /// A note with `revocations`, `cards`, `rejoins` and `change`.
     pub fn new(
         revocations: &[Statement],
         cards: &[ContactCard],
+        rejoins: &[Vec<u8>],
         change: Option<(UserId, GroupChange)>,
     ) -> Self {
         Self {
             version: NOTE_VERSION,
             revocations: revocations.iter().map(Statement::to_bytes).collect(),
             cards: cards.iter().map(ContactCard::to_bytes).collect(),
+            rejoins: rejoins.to_vec(),
             change,
         }
     }
 
     /// The encoding (empty for a note that says nothing, as commits of earlier releases).
     pub(crate) fn encode(&self) -> Vec<u8> {
-        if self.revocations.is_empty() && self.cards.is_empty() && self.change.is_none() {
+        if self.revocations.is_empty()
+            && self.cards.is_empty()
+            && self.rejoins.is_empty()
+            && self.change.is_none()
+        {
             return Vec::new();
         }
         postcard::to_allocvec(self).unwrap_or_default()
@@ -143,14 +152,93 @@ impl CommitNote {
     }
 }
 
+/// How old a device's request to be added again may be when a commit carries it.
+const REJOIN_VALID_MS: i64 = 7 * 24 * 3600 * 1000;
+const REJOIN_DOMAIN: &[u8] = b"volli/rejoin/1";
+
+/// A device's own request to be added again to a group, with the key package it wants to
+/// be added with, signed by its device key: the only thing that lets a commit remove a
+/// device and add it back (so nobody re-adds another's device with a package of its
+/// choice, locking the device out).
+#[derive(Serialize, Deserialize)]
+struct Rejoin {
+    version: u8,
+    group: [u8; 16],
+    /// The hash reference of the fresh key package.
+    package: Vec<u8>,
+    at_ms: i64,
+    signature: Vec<u8>,
+}
+
+fn rejoin_payload(group: &crate::GroupRef, package: &[u8], at_ms: i64) -> Vec<u8> {
+    [
+        REJOIN_DOMAIN,
+        group.0.as_slice(),
+        &at_ms.to_be_bytes(),
+        package,
+    ]
+    .concat()
+}
+
+/// Signs a request of this device (its key `sign` uses) to be added again to `group` with
+/// the key package whose hash reference is `package`.
+pub(crate) fn sign_rejoin(
+    sign: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
+    group: &crate::GroupRef,
+    package: &[u8],
+    at_ms: i64,
+) -> Option<Vec<u8>> {
+    let rejoin = Rejoin {
+        version: 1,
+        group: group.0,
+        package: package.to_vec(),
+        at_ms,
+        signature: sign(&rejoin_payload(group, package, at_ms))?,
+    };
+    postcard::to_allocvec(&rejoin).ok()
+}
+
+/// Whether `bytes` is `device`'s own request, within the last week of `now_ms`, to be added
+/// again to `group` with the key package `package`.
+fn rejoin_by(
+    bytes: &[u8],
+    device: &PeerId,
+    group: &crate::GroupRef,
+    package: &[u8],
+    now_ms: i64,
+) -> bool {
+    let Ok((r, [])) = postcard::take_from_bytes::<Rejoin>(bytes) else {
+        return false;
+    };
+    if r.version != 1 || r.group != group.0 || r.package != package {
+        return false;
+    }
+    if now_ms != 0 && (now_ms - r.at_ms).abs() > REJOIN_VALID_MS {
+        return false;
+    }
+    let Some(key) = volli_core::signer::ed25519_public_key(device) else {
+        return false;
+    };
+    let (Ok(key), Ok(signature)) = (
+        ed25519_dalek::VerifyingKey::from_bytes(&key),
+        ed25519_dalek::Signature::from_slice(&r.signature),
+    ) else {
+        return false;
+    };
+    key.verify_strict(&rejoin_payload(group, package, r.at_ms), &signature)
+        .is_ok()
+}
+
 /// A commit as the rules see it.
 pub(crate) struct Proposed<'a> {
+    /// The group.
+    pub(crate) group: crate::GroupRef,
     /// Who commits: its leaf and device.
     pub(crate) sender: (u32, Member),
     /// The leaves it removes.
     pub(crate) removed: &'a [(u32, Member)],
-    /// The devices it adds.
-    pub(crate) added: &'a [Member],
+    /// The devices it adds, with their key packages' hash references.
+    pub(crate) added: &'a [(Member, Vec<u8>)],
     /// What the conversation is after it, when it changes that.
     pub(crate) next: Option<&'a Info>,
     /// Its evidence.
@@ -158,12 +246,13 @@ pub(crate) struct Proposed<'a> {
 }
 
 /// Whether the commit `p` may follow the group state (`info`, its `members` by leaf), for a
-/// member whose view of devices is `trust`.
+/// member whose view of devices is `trust`, at `now_ms` (0: no clock check).
 pub(crate) fn check_commit(
     info: &Info,
     members: &[(u32, Member)],
     p: &Proposed<'_>,
     trust: &dyn Trust,
+    now_ms: i64,
 ) -> Result<(), MlsError> {
     let (sender_leaf, sender) = p.sender;
     if !trust.admits(info, &sender) {
@@ -208,8 +297,20 @@ pub(crate) fn check_commit(
         }
     };
 
+    if p.note.rejoins.len() > MAX_REVOCATIONS {
+        return Err(MlsError::Refused(
+            "a commit carries too many rejoins".into(),
+        ));
+    }
     for (_, m) in p.removed {
-        let readded = p.added.iter().any(|a| a.peer == m.peer);
+        // Added back in the same commit, with the key package it asked to be added with.
+        let readded = p.added.iter().any(|(a, package)| {
+            a.peer == m.peer
+                && p.note
+                    .rejoins
+                    .iter()
+                    .any(|r| rejoin_by(r, &m.peer, &p.group, package, now_ms))
+        });
         let left = !takeover && !after.includes(&m.user);
         if !(readded || left || is_revoked(m) || (!takeover && trust.revoked(m))) {
             return Err(MlsError::Refused(format!(
@@ -225,8 +326,8 @@ pub(crate) fn check_commit(
         }
     }
 
-    for m in p.added {
-        if !after.includes(&m.user) || !trust.admits(&after, m) || is_revoked(m) {
+    for (m, _) in p.added {
+        if !after.includes(&m.user) || !trust.may_join(&after, m) || is_revoked(m) {
             return Err(MlsError::Refused(format!(
                 "device {} may not be in this conversation",
                 m.peer
@@ -237,13 +338,13 @@ pub(crate) fn check_commit(
         .iter()
         .filter(|(leaf, _)| !p.removed.iter().any(|(r, _)| r == leaf))
         .map(|(_, m)| m);
-    let devices: Vec<&Member> = staying.chain(p.added.iter()).collect();
+    let devices: Vec<&Member> = staying.chain(p.added.iter().map(|(m, _)| m)).collect();
     if devices.len() > MAX_GROUP_DEVICES {
         return Err(MlsError::Refused(format!(
             "a conversation has at most {MAX_GROUP_DEVICES} devices"
         )));
     }
-    for m in p.added {
+    for (m, _) in p.added {
         let of_user = devices.iter().filter(|d| d.user == m.user).count();
         if of_user > volli_core::card::MAX_DEVICES {
             return Err(MlsError::Refused(format!(
@@ -280,7 +381,7 @@ pub(crate) fn check_members(
     trust: &dyn Trust,
 ) -> Result<(), MlsError> {
     for member in members {
-        if !info.includes(&member.user) || !trust.admits(info, member) {
+        if !info.includes(&member.user) || !trust.may_join(info, member) {
             return Err(MlsError::Refused(format!(
                 "device {} may not be in this conversation",
                 member.peer

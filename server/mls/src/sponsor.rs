@@ -48,12 +48,13 @@ pub(crate) fn sign(
     postcard::to_allocvec(&note).ok()
 }
 
-/// Checks a sponsor note for `user` in `group`: the user whose device signed it.
+/// Checks a sponsor note for `user` in `group`: the device that signed it (the caller
+/// checks that it believes that device).
 pub fn check_sponsor_note(
     bytes: &[u8],
     group: &GroupRef,
     user: &UserId,
-) -> Result<UserId, MlsError> {
+) -> Result<crate::Member, MlsError> {
     let refused = |why: &str| MlsError::Refused(format!("the sponsor's note {why}"));
     if bytes.len() > MAX_SPONSOR_NOTE_LEN {
         return Err(refused("is too long"));
@@ -79,7 +80,12 @@ pub fn check_sponsor_note(
         .map_err(|_| refused("has a malformed signature"))?;
     key.verify_strict(&payload(group, user), &signature)
         .map_err(|_| refused("does not verify"))?;
-    Ok(sponsor)
+    Ok(crate::Member {
+        user: sponsor,
+        peer,
+        permissions: certificate.permissions(),
+        issued_at: certificate.issued_at(),
+    })
 }
 
 /// The group a sponsor note names (unchecked: for a carrier, which group a Welcome is for).

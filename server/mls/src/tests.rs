@@ -588,7 +588,7 @@ fn a_member_cannot_make_itself_committer_of_a_group() {
     );
     assert!(c.d[0].mls.process(&seizing, &trust).is_err());
     // …nor with a revocation of Alice's device that he signed himself.
-    let forged = CommitNote::new(&[revoke(&b.secret, a.d[0].peer())], &[], None);
+    let forged = CommitNote::new(&[revoke(&b.secret, a.d[0].peer())], &[], &[], None);
     let seizing = raw_removal(&mut b.d[0].copy(), &group, &[a.d[0].peer()], &forged);
     assert!(c.d[0].mls.process(&seizing, &trust).is_err());
     // Carol's group is as it was: Alice still commits, and her next commit applies.
@@ -807,7 +807,7 @@ fn two_commits_at_once_fork_and_the_losing_side_rejoins() {
         &mut c.a2,
         &group,
         &[c.a1.peer()],
-        &CommitNote::new(&[revoke(&c.alice, c.a1.peer())], &[], None),
+        &CommitNote::new(&[revoke(&c.alice, c.a1.peer())], &[], &[], None),
     );
     // Bob's devices see them in different orders: each applies the first and cannot read
     // the second.
@@ -835,7 +835,16 @@ fn two_commits_at_once_fork_and_the_losing_side_rejoins() {
     ));
     // ... so it asks the winning side's committer to add it again, with a fresh package.
     assert_eq!(c.b1.mls.ask_rejoin(&group, 1), None);
-    let package = c.b1.package(&c.a2);
+    let own = c.b1.mls.new_key_packages(1, false, 0).unwrap().remove(0);
+    let rejoin = c.b1.mls.rejoin_request(&group, &own, 0);
+    let package = c.a2.mls.check_key_package(&own.bytes).unwrap();
+    // Without the device's own request, nobody re-adds it (with a package of their choice).
+    let without = Commit {
+        add: vec![package.clone()],
+        remove: vec![c.b1.peer()],
+        ..Commit::default()
+    };
+    assert!(c.a2.mls.commit(&group, without, &c.trust, 0).is_err());
     let readd =
         c.a2.mls
             .commit(
@@ -843,6 +852,7 @@ fn two_commits_at_once_fork_and_the_losing_side_rejoins() {
                 Commit {
                     add: vec![package],
                     remove: vec![c.b1.peer()],
+                    rejoins: vec![rejoin],
                     ..Commit::default()
                 },
                 &c.trust,
@@ -1443,5 +1453,52 @@ fn the_other_user_replaces_a_revoked_committer_with_its_users_newer_card() {
     assert_eq!(
         text(b1.mls.process(&m, &trust).unwrap()),
         "the stolen phone reads none of this"
+    );
+}
+
+#[test]
+fn a_member_cannot_re_add_the_orderers_device_to_take_its_place() {
+    let trust = Devices::default();
+    let [mut a, mut b, mut c] = ["a", "b", "c"].map(User::new);
+    let packages = vec![b.d[0].package(&a.d[0]), c.d[0].package(&a.d[0])];
+    let info = Info::group(a.id(), "three", &[b.id(), c.id()], 0);
+    let created = a.d[0].mls.create(info, packages, &trust, 0).unwrap();
+    let group = created.group;
+    for dev in [&mut b.d[0], &mut c.d[0]] {
+        dev.mls
+            .process(created.welcome.as_ref().unwrap(), &trust)
+            .unwrap();
+    }
+    // Bob holds a key package of Alice's device (contacts hand them to each other): he
+    // removes the device and adds it back with it, which would lock it out.
+    let alices = a.d[0].mls.new_key_packages(1, true, 0).unwrap().remove(0);
+    let package = b.d[0].mls.check_key_package(&alices.bytes).unwrap();
+    let members = b.d[0].mls.members_indexed(&group).unwrap();
+    let leaf = members
+        .iter()
+        .find(|(_, m)| m.peer == a.d[0].peer())
+        .unwrap()
+        .0;
+    let bytes = {
+        let bob = &mut b.d[0].mls;
+        let provider = &bob.provider;
+        let mls = loaded(&mut bob.groups, provider, &group).unwrap();
+        let (commit, _, _) = mls
+            .commit_builder()
+            .propose_removals([LeafNodeIndex::new(leaf)])
+            .propose_adds([package.package.clone()])
+            .load_psks(provider.storage())
+            .unwrap()
+            .build(provider.rand(), provider.crypto(), &bob.signer, |_| true)
+            .unwrap()
+            .stage_commit(provider)
+            .unwrap()
+            .into_messages();
+        commit.tls_serialize_detached().unwrap()
+    };
+    assert!(c.d[0].mls.process(&bytes, &trust).is_err());
+    assert_eq!(
+        c.d[0].mls.committer(&group).unwrap().unwrap().peer,
+        a.d[0].peer()
     );
 }

@@ -70,6 +70,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const READD_EVERY: Duration = Duration::from_secs(60);
 /// One-time key packages handed out and not used yet, at most.
 const MAX_ONE_TIME_OUTSTANDING: usize = 256;
+/// The longest messages wait for a revoked device to be removed before they are sealed
+/// anyway (the device next in line may be away for good).
+const MAX_BARRIER: Duration = Duration::from_secs(600);
 /// Conversations this device is not in that one contact may have it hold mail for.
 const MAX_UNKNOWN_PER_DELIVERER: usize = 64;
 /// Conversations this device is not in that it asks to join an hour, at most.
@@ -129,7 +132,7 @@ struct Directory {
     cards: HashMap<UserId, volli_core::ContactCard>,
     /// Devices their users revoked, by signed statement (this user's, contacts' and group
     /// members'): the evidence a commit that removes them carries.
-    revoked: HashMap<PeerId, volli_core::Statement>,
+    revoked: HashMap<(UserId, PeerId), volli_core::Statement>,
 }
 
 impl Directory {
@@ -158,9 +161,7 @@ impl Directory {
 
     /// `member`'s user's signed revocation of it, if this node holds one.
     fn revocation(&self, member: &Member) -> Option<&volli_core::Statement> {
-        self.revoked
-            .get(&member.peer)
-            .filter(|s| s.user_id() == member.user)
+        self.revoked.get(&(member.user, member.peer))
     }
 
     /// The latest card of `user` (a contact, or this user), when it no longer lists `member`
@@ -216,6 +217,17 @@ impl Directory {
 }
 
 impl volli_mls::Trust for Directory {
+    fn revoked(&self, member: &Member) -> bool {
+        self.is_revoked(member)
+    }
+
+    fn may_join(&self, info: &Info, member: &Member) -> bool {
+        info.includes(&member.user)
+            && member.permissions.contains(Permissions::MESSAGES)
+            && self.revocation(member).is_none()
+            && !(self.me == Some(member.user) && self.own_revoked.contains(&member.peer))
+    }
+
     fn admits(&self, info: &Info, member: &Member) -> bool {
         if !info.includes(&member.user) || !member.permissions.contains(Permissions::MESSAGES) {
             return false;
@@ -349,6 +361,10 @@ struct Inner {
     /// Conversations this device is not in that each contact handed it mail for (emptied
     /// at each housekeeping).
     unknown_held: Mutex<HashMap<UserId, HashSet<GroupRef>>>,
+    /// Conversations whose messages wait for a revoked device's removal, since when.
+    barriers: Mutex<HashMap<GroupRef, Instant>>,
+    /// What each contact's node reads (from `MlsRequest::Features`).
+    features: Mutex<HashMap<UserId, u32>>,
     /// Messages opened lately (their keys are used up), checked under the MLS lock: a copy
     /// arriving meanwhile by another path is a duplicate even before the vault has the
     /// message on disk.
@@ -435,6 +451,8 @@ impl Conversations {
                 told: Mutex::new(HashMap::new()),
                 unknown_rejoins: Mutex::new(std::collections::VecDeque::new()),
                 unknown_held: Mutex::new(HashMap::new()),
+                barriers: Mutex::new(HashMap::new()),
+                features: Mutex::new(HashMap::new()),
                 opened: Mutex::new(Recent::default()),
                 offers: std::sync::OnceLock::new(),
                 inbound: std::sync::OnceLock::new(),
@@ -502,7 +520,7 @@ impl Conversations {
             Ok(statements) => {
                 for s in statements {
                     if let volli_core::Claim::Revoked { peer } = s.claim() {
-                        directory.revoked.insert(*peer, s);
+                        directory.revoked.insert((s.user_id(), *peer), s);
                     }
                 }
             }
@@ -527,7 +545,7 @@ impl Conversations {
             if let Ok(s) = volli_core::Statement::from_bytes(&bytes)
                 && let volli_core::Claim::Revoked { peer } = s.claim()
             {
-                directory.revoked.entry(*peer).or_insert(s);
+                directory.revoked.entry((s.user_id(), *peer)).or_insert(s);
             }
         }
         if let Ok(mut current) = self.inner.directory.write() {
@@ -762,6 +780,16 @@ impl Conversations {
         let Some(info) = mls.info(group) else {
             return true;
         };
+        // Waiting is bounded: a device next in line that stays away (or will not commit)
+        // must not silence the conversation for good. Past the bound, what is sent may
+        // reach the revoked device until its removal — said in the log.
+        if lock(&self.inner.barriers)
+            .get(group)
+            .is_some_and(|since| since.elapsed() > MAX_BARRIER)
+        {
+            tracing::warn!(%group, "a revoked device is still in the conversation; sealing anyway");
+            return true;
+        }
         let directory = self.directory();
         let revoked = |mls: &mut Mls| {
             let members = mls.members(group).unwrap_or_default();
@@ -775,7 +803,17 @@ impl Conversations {
             return true;
         }
         self.keep_up(mls, group, &info, false, &directory).await;
-        !revoked(mls)
+        let clear = !revoked(mls);
+        let mut barriers = lock(&self.inner.barriers);
+        if clear {
+            barriers.remove(group);
+        } else {
+            if barriers.len() > 4096 {
+                barriers.retain(|_, since| since.elapsed() <= MAX_BARRIER);
+            }
+            barriers.entry(*group).or_insert_with(Instant::now);
+        }
+        clear
     }
 
     /// Starts the conversation with `to` (this user orders it) with the devices whose key
@@ -1038,6 +1076,7 @@ impl Conversations {
                             body: body.clone(),
                             sent_at,
                             status: MessageStatus::Received,
+                            extra: volli_store::vault::Extra::default(),
                         },
                     )
                     .await?;
@@ -1334,18 +1373,12 @@ impl Conversations {
                             wake = true;
                         }
                         Processed::Joined {
-                            group,
-                            epoch,
-                            info,
-                            members,
-                            ..
+                            group, epoch, info, ..
                         } => {
                             // On a re-add, the note this device kept when it first joined.
                             let kept = mls.kept_sponsor_note(&group, &self.me());
                             let note = note.or(kept.as_ref());
-                            if info.is_group()
-                                && !self.welcomed_by_contact(&group, &info, &members, note)
-                            {
+                            if info.is_group() && !self.welcomed_by_contact(&group, &info, note) {
                                 tracing::info!(%group, "left a group nobody this user knows put it in");
                                 let _ = mls.forget_group(&group);
                                 continue;
@@ -1665,7 +1698,11 @@ impl Conversations {
                 }
                 recent.push_back(Instant::now());
             }
-            let Ok(mut fresh) = mls.new_key_packages(1, false, now) else {
+            let Some(fresh) = mls
+                .new_key_packages(1, false, now)
+                .ok()
+                .and_then(|mut f| f.pop())
+            else {
                 return;
             };
             let Ok(state) = self.inner.vault.mls_queued(mls.take_changes()).await else {
@@ -1699,12 +1736,19 @@ impl Conversations {
                     }
                 }
             }
-            (fresh.remove(0), targets)
+            (fresh, targets)
         };
         tracing::info!(%group, "asking to be added to a conversation again");
-        let request = wire::encode(&MlsRequest::Rejoin {
+        let signed = self
+            .inner
+            .mls
+            .lock()
+            .await
+            .rejoin_request(&group, &package, now_ms());
+        let request = wire::encode(&MlsRequest::RejoinSigned {
             group: group.0,
             package: package.bytes,
+            request: signed,
         });
         for peer in targets {
             if matches!(self.ask(peer, request.clone()).await, Ok(MlsResponse::Ok)) {
@@ -1727,6 +1771,9 @@ impl Conversations {
             return;
         }
         self.tell_revocations(peer).await;
+        if user != self.me() && !lock(&self.inner.features).contains_key(&user) {
+            self.exchange_features(peer, user).await;
+        }
         {
             let mut handed = lock(&self.inner.handed);
             if handed
@@ -1791,6 +1838,57 @@ impl Conversations {
         } else {
             tracing::debug!(%peer, count, "told a device of this user's revocations");
         }
+    }
+
+    /// Records what `user`'s node reads.
+    fn note_features(&self, user: UserId, features: u32) {
+        let mut known = lock(&self.inner.features);
+        if known.len() > 4096 {
+            known.clear();
+        }
+        known.insert(user, features);
+    }
+
+    /// Whether `user`'s node reads the message kinds of this release (a reply, a reaction,
+    /// an edit…): known when it said so; a member this user does not know is assumed to.
+    pub fn reads_kinds(&self, user: &UserId) -> bool {
+        match lock(&self.inner.features).get(user) {
+            Some(features) => features & volli_core::mail::FEATURE_MESSAGE_KINDS != 0,
+            None => !self.inner.peers.is_contact(user),
+        }
+    }
+
+    /// Asks `peer` (a device of `user`) what its node reads, and says what this one reads.
+    async fn exchange_features(&self, peer: PeerId, user: UserId) {
+        let request = wire::encode(&MlsRequest::Features {
+            features: volli_core::mail::FEATURE_MESSAGE_KINDS,
+        });
+        match self.ask(peer, request).await {
+            Ok(MlsResponse::Features { features }) => self.note_features(user, features),
+            // An earlier release refuses the request: it reads texts and offers only.
+            Ok(MlsResponse::Refused(_)) => self.note_features(user, 0),
+            _ => {}
+        }
+    }
+
+    /// A contact's device says its user is typing: told to clients, kept nowhere.
+    async fn typing_from(&self, user: UserId, group: Option<GroupRef>) {
+        if let Some(group) = group
+            && !self
+                .inner
+                .mls
+                .lock()
+                .await
+                .info(&group)
+                .is_some_and(|i| i.is_group() && i.includes(&user))
+        {
+            return;
+        }
+        self.inner.events.publish(Event::Typing {
+            with: group.is_none().then(|| user.to_string()),
+            group: group.map(|g| g.to_string()),
+            from: user.to_string(),
+        });
     }
 
     /// This device's key packages to hand to another device, with up to `one_time`
@@ -1902,7 +2000,26 @@ impl Conversations {
                 }
             }
             MlsRequest::Rejoin { group, package } => {
-                self.readd(GroupRef(group), peer, user, &package).await
+                self.readd(GroupRef(group), peer, user, &package, None)
+                    .await
+            }
+            MlsRequest::RejoinSigned {
+                group,
+                package,
+                request,
+            } => {
+                self.readd(GroupRef(group), peer, user, &package, Some(request))
+                    .await
+            }
+            MlsRequest::Features { features } => {
+                self.note_features(user, features);
+                MlsResponse::Features {
+                    features: volli_core::mail::FEATURE_MESSAGE_KINDS,
+                }
+            }
+            MlsRequest::Typing { group } => {
+                self.typing_from(user, group.map(GroupRef)).await;
+                MlsResponse::Ok
             }
             MlsRequest::Revocations { statements } => {
                 // A device hands over its own user's revocations only.
@@ -1920,7 +2037,25 @@ impl Conversations {
         peer: PeerId,
         user: UserId,
         package: &[u8],
+        request: Option<Vec<u8>>,
     ) -> MlsResponse {
+        // Only the committer (or the device next in line) answers, before anything is
+        // recorded: requests for groups this device does not order cost nothing.
+        {
+            let mut mls = self.inner.mls.lock().await;
+            if !mls.is_committer(&group).unwrap_or(false)
+                && !mls.commits_without(&group, &peer).unwrap_or(false)
+            {
+                return MlsResponse::Refused(
+                    "this device does not commit in this conversation".into(),
+                );
+            }
+        }
+        // Members take a re-add only with the device's own signed request (a node of an
+        // earlier release sends none: it cannot be added again this way).
+        let Some(request) = request else {
+            return MlsResponse::Refused("a re-add needs the device's signed request".into());
+        };
         {
             // A re-add is a commit and a Welcome to every member: once a minute per device.
             let mut readds = lock(&self.inner.readds);
@@ -1953,6 +2088,7 @@ impl Conversations {
         let commit = volli_mls::Commit {
             add: vec![package],
             remove: vec![peer],
+            rejoins: vec![request],
             ..volli_mls::Commit::default()
         };
         let committed = if mls.info(&group).is_some_and(|i| i.is_group()) {
@@ -2127,14 +2263,39 @@ impl Conversations {
             change: None,
             revocations,
             cards,
+            rejoins: Vec::new(),
         };
+        let adds: Vec<Vec<u8>> = commit.add.iter().map(|p| p.reference.clone()).collect();
         let result = if info.is_group() {
-            self.commit_group(mls, group, commit, directory).await
+            self.commit_group(mls, group, commit.clone(), directory)
+                .await
         } else {
-            self.commit(mls, group, commit, directory).await
+            self.commit(mls, group, commit.clone(), directory).await
         };
         match result {
             Ok(()) => true,
+            Err(e) if !adds.is_empty() => {
+                // A device that cannot join (a package refused, a user over its devices)
+                // must not hold up the rest — removals, updates, proposals: its packages go,
+                // and the round commits without them.
+                tracing::warn!(%group, error = %e, "cannot add devices; committing without them");
+                for reference in &adds {
+                    let _ = self.inner.db.key_packages_forget(reference).await;
+                }
+                let without = volli_mls::Commit {
+                    add: Vec::new(),
+                    ..commit
+                };
+                if without.remove.is_empty() && !without.update && !proposals {
+                    return false;
+                }
+                let result = if info.is_group() {
+                    self.commit_group(mls, group, without, directory).await
+                } else {
+                    self.commit(mls, group, without, directory).await
+                };
+                result.is_ok()
+            }
             Err(e) => {
                 tracing::warn!(%group, error = %e, "cannot commit");
                 false

@@ -206,6 +206,93 @@ pub enum Event {
         /// The new epoch.
         epoch: u64,
     },
+    /// A conversation's timer changed (`disappearing_secs`), or it moved in the chat list
+    /// in a way its messages do not say (read on another device).
+    #[serde(rename = "conversation.timer")]
+    ConversationTimer {
+        /// The contact, for a one-to-one conversation.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        with: Option<String>,
+        /// The group, for a group conversation.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+        /// Messages disappear this long after they are sent (0: never).
+        disappearing_secs: u64,
+        /// Who set it.
+        by: String,
+    },
+    /// A message was edited by its author: the new text.
+    #[serde(rename = "message.edited")]
+    MessageEdited {
+        /// The message.
+        id: String,
+        /// The contact, for a one-to-one conversation.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        with: Option<String>,
+        /// The group, for a group conversation.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+        /// The new text.
+        body: String,
+        /// When it was edited (RFC 3339).
+        edited_at: String,
+    },
+    /// A message was deleted for everyone by its author: a tombstone now, without text.
+    #[serde(rename = "message.deleted")]
+    MessageDeleted {
+        /// The message.
+        id: String,
+        /// The contact, for a one-to-one conversation.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        with: Option<String>,
+        /// The group, for a group conversation.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+    },
+    /// A reaction to a message was set or taken back.
+    #[serde(rename = "message.reaction")]
+    MessageReaction {
+        /// The message.
+        id: String,
+        /// The contact, for a one-to-one conversation.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        with: Option<String>,
+        /// The group, for a group conversation.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+        /// Who reacted.
+        from: String,
+        /// The emoji (absent: taken back).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        emoji: Option<String>,
+    },
+    /// Someone read a conversation up to a message: this user (on any of its devices: the
+    /// unread count drops) or another member (a read receipt).
+    #[serde(rename = "message.read")]
+    MessageRead {
+        /// The newest message read.
+        up_to: String,
+        /// The contact, for a one-to-one conversation.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        with: Option<String>,
+        /// The group, for a group conversation.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+        /// Who read.
+        by: String,
+    },
+    /// A contact is typing (shown for a few seconds; never stored).
+    #[serde(rename = "typing")]
+    Typing {
+        /// The contact, for a one-to-one conversation.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        with: Option<String>,
+        /// The group, for a group conversation.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+        /// Who types.
+        from: String,
+    },
     /// This device took part in a new group: created it, or was added to it.
     #[serde(rename = "group.created")]
     GroupCreated {

@@ -710,10 +710,17 @@ impl Files {
     }
 
     /// Offers the file at `path` (on this node) to `to`.
-    pub async fn send_path(&self, to: UserId, path: &str) -> Result<TransferView, FileError> {
+    pub async fn send_path(
+        &self,
+        to: UserId,
+        path: &str,
+        admin: bool,
+    ) -> Result<TransferView, FileError> {
         self.recipient(to).await?;
         self.check_room().await?;
-        let (name, prepared) = prepare::from_path(path).await?;
+        let this = self.clone();
+        let allowed = move |real: &std::path::Path| this.path_allowed(real, admin);
+        let (name, prepared) = prepare::from_path(path, &allowed).await?;
         self.offer(to, name, prepared, Some(path.to_owned())).await
     }
 
@@ -745,23 +752,32 @@ impl Files {
             // that it may not.
             return if admin { Ok(()) } else { Err(refused()) };
         };
+        if !self.path_allowed(&real, admin) {
+            return Err(refused());
+        }
+        Ok(())
+    }
+
+    /// Whether a file whose real path (links followed) is `real` may be sent by its path:
+    /// never from the data directory, and for a caller without `admin` only from inside an
+    /// upload directory.
+    pub(crate) fn path_allowed(&self, real: &std::path::Path, admin: bool) -> bool {
         let data = self
             .inner
             .data_dir
             .canonicalize()
             .unwrap_or_else(|_| self.inner.data_dir.clone());
-        if inside(&real, &data) {
-            return Err(refused());
+        if real.as_os_str().is_empty() || real.starts_with(&data) {
+            return false;
         }
-        if !admin
-            && !dirs
+        admin
+            || self
+                .inner
+                .config
+                .upload_dirs
                 .iter()
                 .filter_map(|d| d.canonicalize().ok())
-                .any(|d| inside(&real, &d))
-        {
-            return Err(refused());
-        }
-        Ok(())
+                .any(|d| real.starts_with(&d))
     }
 
     /// Offers an uploaded file to `to`; its chunks go to the file backend as they arrive.

@@ -286,6 +286,7 @@ impl Messaging {
             body,
             sent_at,
             status: MessageStatus::Queued,
+            extra: volli_store::vault::Extra::default(),
         };
         let saved = self.inner.vault.queue_message(to, message.clone()).await?;
         if let Some(state) = state {
@@ -321,6 +322,7 @@ impl Messaging {
             body,
             sent_at,
             status: MessageStatus::Queued,
+            extra: volli_store::vault::Extra::default(),
         };
         self.queue_group(group, &content, Some(message))
             .await?
@@ -708,6 +710,7 @@ impl Messaging {
                     } else {
                         MessageStatus::Queued
                     },
+                    extra: volli_store::vault::Extra::default(),
                 },
             ));
         }
@@ -1863,6 +1866,7 @@ impl Messaging {
             body: message.body.clone(),
             sent_at: message.sent_at,
             status: MessageStatus::Received,
+            extra: volli_store::vault::Extra::default(),
         };
         match self.inner.vault.put_message(message.sender, stored).await {
             Ok(true) => {

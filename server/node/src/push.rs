@@ -43,6 +43,8 @@ pub const MAX_PER_CLIENT: usize = 10;
 /// The sizes a push's payload is padded to (the push service learns no more from its
 /// length than which of these it is).
 const PAYLOAD_SIZES: [usize; 4] = [512, 1024, 2048, 3000];
+/// Longest message text a push carries (with `include_text`), so every push fits a size.
+const MAX_PUSHED_TEXT: usize = 1500;
 /// The longest endpoint URL taken.
 pub const MAX_ENDPOINT: usize = 2048;
 /// How long a push service should keep a push for an offline device.
@@ -157,6 +159,29 @@ fn host_of(endpoint: &str) -> String {
         .to_owned()
 }
 
+/// Whether `endpoint`'s host is this machine or a private network (an address literal that
+/// is not global, `localhost`, a `.local` name), or is not readable at all.
+fn local_endpoint(endpoint: &str) -> bool {
+    let Ok(url) = endpoint.parse::<reqwest::Url>() else {
+        return true;
+    };
+    let host = url.host_str().unwrap_or_default();
+    match host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+    {
+        Ok(ip) => !crate::plugins::backends::is_global(ip),
+        Err(_) => {
+            let name = host.trim_end_matches('.').to_ascii_lowercase();
+            name.is_empty()
+                || name == "localhost"
+                || name.ends_with(".localhost")
+                || name.ends_with(".local")
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Each critical section leaves the map consistent.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -236,12 +261,16 @@ impl Push {
                 .to_encoded_point(false)
                 .as_bytes(),
         );
-        let subs = db
-            .push_subscriptions()
-            .await?
-            .into_iter()
-            .map(|row| (row.id.clone(), Sub::new(row)))
-            .collect();
+        // Subscriptions an earlier release took to this machine or its network go.
+        let mut subs = HashMap::new();
+        for row in db.push_subscriptions().await? {
+            if !config.allow_http && local_endpoint(&row.endpoint) {
+                tracing::warn!(subscription = %row.id, "dropping a push subscription to this machine or its network");
+                db.delete_push_subscription(&row.id).await?;
+                continue;
+            }
+            subs.insert(row.id.clone(), Sub::new(row));
+        }
         let push = Self {
             inner: Arc::new(Inner {
                 db,
@@ -250,8 +279,11 @@ impl Push {
                 contact: config.contact.trim().to_owned(),
                 allow_http: config.allow_http,
                 http: {
+                    // No proxy from the environment: it would reach what the resolver
+                    // below refuses.
                     let builder = reqwest::Client::builder()
                         .timeout(Duration::from_secs(30))
+                        .no_proxy()
                         .redirect(reqwest::redirect::Policy::none());
                     // A push service is on the internet: a name that resolves to this machine
                     // or its network is refused (unless a local one is allowed, as tests do).
@@ -296,22 +328,7 @@ impl Push {
             url.scheme() == "https" || (self.inner.allow_http && url.scheme() == "http");
         // An address on this machine or its network is no push service: refused (it would
         // let a client probe the node's neighbourhood), unless local ones are allowed.
-        let host = url.host_str().unwrap_or_default();
-        let local = match host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-        {
-            Ok(ip) => !crate::plugins::backends::is_global(ip),
-            Err(_) => {
-                let name = host.trim_end_matches('.').to_ascii_lowercase();
-                name.is_empty()
-                    || name == "localhost"
-                    || name.ends_with(".localhost")
-                    || name.ends_with(".local")
-            }
-        };
-        if local && !self.inner.allow_http {
+        if local_endpoint(endpoint) && !self.inner.allow_http {
             return Err(PushError::InvalidEndpoint(
                 "the endpoint's host is this machine or a private network, not a push service"
                     .into(),
@@ -540,10 +557,30 @@ impl Push {
     ) {
         // The same urgency for every push and a padded length: the push service learns
         // that something arrived, not what.
-        let mut payload = json!({"counts": counts, "latest": latest}).to_string();
-        if let Some(size) = PAYLOAD_SIZES.iter().find(|s| **s >= payload.len()) {
-            payload.extend(std::iter::repeat_n(' ', size - payload.len()));
+        let mut latest = latest;
+        // A text that would not fit one push is cut (the app fetches the whole message).
+        if let Some(body) = latest
+            .as_mut()
+            .and_then(|l| l.get_mut("body"))
+            .and_then(|b| b.as_str().map(str::to_owned))
+            && body.len() > MAX_PUSHED_TEXT
+        {
+            let mut end = MAX_PUSHED_TEXT;
+            while !body.is_char_boundary(end) {
+                end -= 1;
+            }
+            if let Some(l) = latest.as_mut() {
+                l["body"] = json!(format!("{}…", &body[..end]));
+                l["truncated"] = json!(true);
+            }
         }
+        let mut payload = json!({"counts": counts, "latest": latest}).to_string();
+        let size = PAYLOAD_SIZES
+            .iter()
+            .copied()
+            .find(|s| *s >= payload.len())
+            .unwrap_or(payload.len());
+        payload.extend(std::iter::repeat_n(' ', size - payload.len()));
         let outcome = self.post(&row, payload.into_bytes(), "high").await;
         let now = Instant::now();
         let mut gone = false;

@@ -33,6 +33,7 @@ async fn main() {
                 body: format!("message {i} with a line of ordinary text in it"),
                 sent_at: Timestamp::from_millis(1_800_000_000_000 + i as i64),
                 status: MessageStatus::Received,
+                extra: Default::default(),
             })
             .collect();
         let count = if batch == 1 { 2_000 } else { n };

@@ -3,10 +3,12 @@
 -- and requests). A commit that removes a revoked device carries its revocation, so that every
 -- member, knowing the user or not, can check it. Node-local, like the rest of the MLS state.
 CREATE TABLE mls_revocations (
-    peer      TEXT    PRIMARY KEY,
     user_id   TEXT    NOT NULL,
+    peer      TEXT    NOT NULL,
     statement BLOB    NOT NULL,
-    added_at  INTEGER NOT NULL
+    added_at  INTEGER NOT NULL,
+    -- Per user: another user's statement about the same device says nothing of it.
+    PRIMARY KEY (user_id, peer)
 );
 CREATE INDEX mls_revocations_user ON mls_revocations (user_id, added_at);
 

@@ -26,6 +26,8 @@ pub const MAX_PENDING_PER_DELIVERER: i64 = 8192;
 pub const MAX_PENDING_BYTES: i64 = 128 << 20;
 /// Revocations kept per user (the newest).
 pub const MAX_REVOCATIONS_PER_USER: i64 = 256;
+/// Messages waiting per conversation from one deliverer.
+pub const MAX_PENDING_PER_GROUP_AND_DELIVERER: i64 = 1024;
 
 /// Another device's key package, as held here.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -213,6 +215,15 @@ impl Db {
         if held >= MAX_PENDING_PER_GROUP {
             return Ok(false);
         }
+        let (mine,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM mls_pending WHERE group_id = ? AND deliverer = ?")
+                .bind(group)
+                .bind(deliverer)
+                .fetch_one(&mut *tx)
+                .await?;
+        if mine >= MAX_PENDING_PER_GROUP_AND_DELIVERER {
+            return Ok(false);
+        }
         let (rows, bytes): (i64, i64) = sqlx::query_as(
             "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM mls_pending WHERE deliverer = ?",
         )
@@ -261,7 +272,7 @@ impl Db {
         let mut tx = self.writer().begin().await?;
         let added = sqlx::query(
             "INSERT INTO mls_revocations (peer, user_id, statement, added_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (peer) DO NOTHING",
+             ON CONFLICT (user_id, peer) DO NOTHING",
         )
         .bind(peer)
         .bind(user)

@@ -42,10 +42,14 @@ use tokio::sync::{mpsc, oneshot};
 use volli_core::{MessageId, UserId};
 
 pub use contacts::Contact;
-pub use conversations::{CHUNK_BYTES, CHUNK_MESSAGES, MAX_LOADED, MessageStatus, StoredMessage};
+pub use conversations::{
+    CHUNK_BYTES, CHUNK_MESSAGES, Change, Extra, FileItem, MAX_ITEM_LEN, MAX_LOADED,
+    MAX_REACTION_LEN, MAX_REACTIONS, MessageKind, MessageStatus, StoredMessage,
+};
 pub use devices::DeviceRecord;
 pub use doc::{VaultDoc, root};
 pub use docs::DocId;
+pub use index::Summary;
 
 use crate::{Db, StoreError};
 

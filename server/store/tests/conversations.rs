@@ -34,6 +34,7 @@ fn message(n: u64, from: UserId, to: UserId, sent_at: i64) -> StoredMessage {
         body: format!("message {n}"),
         sent_at: Timestamp::from_millis(sent_at),
         status: MessageStatus::Queued,
+        extra: Default::default(),
     }
 }
 

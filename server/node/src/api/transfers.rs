@@ -235,10 +235,13 @@ pub async fn send(
             let body: SendFile = super::extract::object(&bytes)?;
             // Checked before the path is looked at: a client token learns nothing of the
             // node's files outside the directories it may send from.
-            files.may_send_path(&body.path, scopes.allows(Scope::Admin))?;
+            let admin = scopes.allows(Scope::Admin);
+            files.may_send_path(&body.path, admin)?;
             match recipient(body.to.as_deref(), body.group.as_deref())? {
-                Recipient::User(to) => files.send_path(to, &body.path).await?,
-                Recipient::Group(group) => files.send_path_to_group(group, &body.path).await?,
+                Recipient::User(to) => files.send_path(to, &body.path, admin).await?,
+                Recipient::Group(group) => {
+                    files.send_path_to_group(group, &body.path, admin).await?
+                }
             }
         }
         "application/octet-stream" => {

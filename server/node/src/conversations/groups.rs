@@ -281,8 +281,9 @@ impl Conversations {
             }
         }
         let created = mls.create(info.clone(), packages, &directory, now_ms())?;
-        // This user brought every other member in: its note goes beside their Welcomes.
-        for user in &others {
+        // This user brought every other member in (and its own other devices): its note
+        // goes beside their Welcomes.
+        for user in others.iter().chain(std::iter::once(&me)) {
             if let Some(note) = mls.sponsor_note(&created.group, *user) {
                 mls.keep_sponsor_note(&created.group, user, note);
             }
@@ -464,8 +465,10 @@ impl Conversations {
         if packages.is_empty() {
             return;
         }
+        // The note that brought this user in goes along, for the new devices' Welcomes.
         let body = RequestBody {
             change: Some(GroupChange::Devices),
+            sponsor_note: mls.kept_sponsor_note(group, &me),
             ..RequestBody::default()
         };
         match self
@@ -586,6 +589,9 @@ impl Conversations {
                         .filter(|m| m.user == user && !directory.is_revoked(m))
                         .map(|m| (user, m.peer)),
                 );
+                // At most a card's worth of devices per user, those in the group first.
+                let mut room = volli_core::card::MAX_DEVICES
+                    .saturating_sub(wanted.iter().filter(|(u, _)| *u == user).count());
                 for peer in self
                     .inner
                     .db
@@ -593,11 +599,15 @@ impl Conversations {
                     .await
                     .unwrap_or_default()
                 {
+                    if room == 0 {
+                        break;
+                    }
                     if let Ok(peer) = peer.parse::<PeerId>()
                         && !wanted.contains(&(user, peer))
-                        && !directory.revoked.contains_key(&peer)
+                        && !directory.revoked.contains_key(&(user, peer))
                     {
                         wanted.push((user, peer));
+                        room -= 1;
                     }
                 }
             }
@@ -713,6 +723,20 @@ impl Conversations {
             return learned;
         }
         if change == GroupChange::Devices {
+            // The requester's note for its own user (from whoever brought it in, or its
+            // own), for its new devices' Welcomes.
+            if let Some(note) = body.sponsor_note
+                && mls.kept_sponsor_note(group, &sender.user).is_none()
+                && volli_mls::check_sponsor_note(&note, group, &sender.user).is_ok_and(|s| {
+                    s.user == sender.user
+                        || info
+                            .roster()
+                            .iter()
+                            .any(|m| m.user == sender.user && m.sponsor == Some(s.user))
+                })
+            {
+                mls.keep_sponsor_note(group, &sender.user, note);
+            }
             let added = self.take_devices(mls, group, sender, packages).await;
             return added || learned;
         }
@@ -736,7 +760,7 @@ impl Conversations {
                 // Welcomes (a request of an earlier release has none).
                 if let Some(note) = body.sponsor_note
                     && volli_mls::check_sponsor_note(&note, group, user)
-                        .is_ok_and(|sponsor| sponsor == sender.user)
+                        .is_ok_and(|sponsor| sponsor.user == sender.user)
                 {
                     mls.keep_sponsor_note(group, user, note);
                 }
@@ -973,19 +997,16 @@ impl Conversations {
                 Some((group, info))
             }
             // A Welcome names no group outside its encryption; the sponsor's note beside it
-            // does, and only a group of this node's with both its sender and its recipient is
-            // carried for. (One of an earlier release, without a note: any such group.)
+            // does, and only for that group of this node's, with both its sender and its
+            // recipient, is it carried (a Welcome without a note is carried nowhere).
             None if mail.kind == MailKind::Welcome => {
                 let named = mail
                     .messages
                     .get(1)
-                    .and_then(|note| volli_mls::sponsor_note_group(note));
-                mls.groups().into_iter().find(|(g, info)| {
-                    named.is_none_or(|n| n == *g)
-                        && info.is_group()
-                        && info.includes(&mail.sender)
-                        && info.includes(&mail.recipient)
-                })
+                    .and_then(|note| volli_mls::sponsor_note_group(note))?;
+                let info = mls.info(&named).filter(Info::is_group)?;
+                (info.includes(&mail.sender) && info.includes(&mail.recipient))
+                    .then_some((named, info))
             }
             None => None,
         }
@@ -1193,6 +1214,7 @@ impl Conversations {
                             body: body.clone(),
                             sent_at,
                             status: MessageStatus::Received,
+                            extra: volli_store::vault::Extra::default(),
                         },
                     )
                     .await?;
@@ -1264,37 +1286,38 @@ impl Conversations {
         }
     }
 
-    /// A Welcome into a group took this device in: kept only when another device of this
-    /// user is in the group already (this user joined it before), or this user created it,
-    /// or the member who brought this user in is one of its contacts and said so itself —
-    /// a note signed by its device for this group and this user (`note`, beside the
-    /// Welcome). The roster's word alone is not enough: whoever makes a group writes it.
+    /// A Welcome into a group took this device in: kept only with a note, signed by a device
+    /// of the member who brought this user in (its sponsor in the roster), naming this group
+    /// and this user — a contact whose device is not revoked — or by a device of this user
+    /// itself (it created the group, or added this device). The roster's word alone is not
+    /// enough: whoever makes a group writes it, and a stranger could make one with this
+    /// user's devices in it.
     pub(super) fn welcomed_by_contact(
         &self,
         group: &GroupRef,
         info: &Info,
-        members: &[Member],
         note: Option<&Vec<u8>>,
     ) -> bool {
         let me = self.me();
-        let this_device = self.inner.identity.peer_id();
-        if members
-            .iter()
-            .any(|m| m.user == me && m.peer != this_device)
-        {
+        let directory = self.directory();
+        let Some(note) = note else {
+            return false;
+        };
+        let Ok(signer) = volli_mls::check_sponsor_note(note, group, &me) else {
+            return false;
+        };
+        if directory.is_revoked(&signer) {
+            return false;
+        }
+        if signer.user == me {
             return true;
         }
-        let directory = self.directory();
         match info.roster().iter().find(|m| m.user == me) {
-            // This user created it (on another of its devices).
-            Some(m) if m.sponsor.is_none() => info.orderer == me,
-            Some(m) => m.sponsor.is_some_and(|s| {
-                directory.contacts.contains_key(&s)
-                    && note.is_some_and(|note| {
-                        volli_mls::check_sponsor_note(note, group, &me)
-                            .is_ok_and(|signer| signer == s)
-                    })
-            }),
+            Some(m) => {
+                m.sponsor == Some(signer.user)
+                    && info.includes(&signer.user)
+                    && directory.contacts.contains_key(&signer.user)
+            }
             None => false,
         }
     }

@@ -49,10 +49,13 @@ impl Files {
         &self,
         group: GroupRef,
         path: &str,
+        admin: bool,
     ) -> Result<TransferView, FileError> {
         self.check_group(group).await?;
         self.check_room().await?;
-        let (name, prepared) = prepare::from_path(path).await?;
+        let this = self.clone();
+        let allowed = move |real: &std::path::Path| this.path_allowed(real, admin);
+        let (name, prepared) = prepare::from_path(path, &allowed).await?;
         self.check_quota(&group.to_string(), prepared.layout.size())
             .await?;
         self.offer_to_group(group, name, prepared, Some(path.to_owned()))

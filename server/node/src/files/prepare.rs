@@ -37,14 +37,25 @@ pub struct Upload {
     pub body: Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>,
 }
 
+/// Where an open file really is, from the file itself (Linux: `/proc/self/fd`).
+fn opened_path(file: &File) -> Option<std::path::PathBuf> {
+    use std::os::fd::AsRawFd as _;
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()
+}
+
 fn new_ids() -> Result<(TransferId, FileKey), FileError> {
     let id = TransferId::random().map_err(|e| FileError::Io(e.to_string()))?;
     let key = FileKey::random().map_err(|e| FileError::Io(e.to_string()))?;
     Ok((id, key))
 }
 
-/// Prepares the file at `path`: its name and what the offer needs.
-pub(crate) async fn from_path(path: &str) -> Result<(String, Prepared), FileError> {
+/// Prepares the file at `path`: its name and what the offer needs. `allowed` judges where
+/// the opened file really is (its path with every link followed, read from the open file
+/// itself), so a link swapped in after the caller's check gains nothing.
+pub(crate) async fn from_path(
+    path: &str,
+    allowed: &(dyn Fn(&Path) -> bool + Send + Sync),
+) -> Result<(String, Prepared), FileError> {
     let p = Path::new(path);
     if !p.is_absolute() {
         return Err(FileError::InvalidPath(format!(
@@ -69,6 +80,12 @@ pub(crate) async fn from_path(path: &str) -> Result<(String, Prepared), FileErro
     }
     let file =
         File::open(p).map_err(|e| FileError::InvalidPath(format!("cannot read {path}: {e}")))?;
+    let real = opened_path(&file).unwrap_or_default();
+    if !allowed(&real) {
+        return Err(FileError::PathNotAllowed(
+            "the file is not one this caller may send by its path".into(),
+        ));
+    }
     let layout = Layout::for_size(meta.len()).map_err(|_| FileError::TooLarge)?;
     let (id, key) = new_ids()?;
     let key2 = key.clone();

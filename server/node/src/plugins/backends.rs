@@ -148,13 +148,35 @@ pub(crate) fn is_global(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_global(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let seg = v6.segments();
+            let first = seg[0];
+            // An IPv4 address inside an IPv6 one (IPv4-compatible, NAT64 64:ff9b::/96,
+            // 6to4 2002::/16) is judged as that IPv4 address.
+            let octets = v6.octets();
+            let embedded = |at: usize| {
+                IpAddr::V4(std::net::Ipv4Addr::new(
+                    octets[at],
+                    octets[at + 1],
+                    octets[at + 2],
+                    octets[at + 3],
+                ))
+            };
+            if seg[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified() {
+                return is_global(embedded(12));
+            }
+            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_global(embedded(12));
+            }
+            if first == 0x2002 {
+                return is_global(embedded(2));
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
-                || (first == 0x2001 && v6.segments()[1] == 0x0db8))
+                || (first & 0xffc0) == 0xfec0
+                || (first == 0x2001 && seg[1] == 0x0db8))
         }
     }
 }

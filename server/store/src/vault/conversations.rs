@@ -122,6 +122,97 @@ pub struct StoredMessage {
     pub sent_at: Timestamp,
     /// Where it stands.
     pub status: MessageStatus,
+    /// What it is besides its text: a reply, its reactions, an edit, a file, a timer.
+    pub extra: Extra,
+}
+
+/// What a message is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MessageKind {
+    /// A text.
+    #[default]
+    Text,
+    /// A file offered in the conversation.
+    File,
+    /// A line about the conversation itself ("Carol was added", a timer set).
+    System,
+}
+
+impl MessageKind {
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::File => "file",
+            Self::System => "system",
+        }
+    }
+
+    /// Parses an API name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "text" => Self::Text,
+            "file" => Self::File,
+            "system" => Self::System,
+            _ => return None,
+        })
+    }
+}
+
+/// A file in a conversation's timeline.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileItem {
+    /// The transfer (32 hex digits).
+    pub transfer: String,
+    /// The file's name.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its media type, as the sender said.
+    pub mime: String,
+    /// A small image of it (a `data:` URL), for pictures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<String>,
+}
+
+/// Reactions a message keeps at most (one per user).
+pub const MAX_REACTIONS: usize = 256;
+/// Longest reaction, in bytes (one emoji, with its modifiers).
+pub const MAX_REACTION_LEN: usize = 32;
+/// Readers a message is the read marker of at most.
+pub(super) const MAX_READERS: usize = 256;
+/// Longest file or system entry, in bytes (a thumbnail included).
+pub const MAX_ITEM_LEN: usize = 32 << 10;
+
+/// What a message carries besides its text and status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Extra {
+    /// What it is.
+    pub kind: MessageKind,
+    /// The message it answers.
+    pub reply_to: Option<MessageId>,
+    /// When its author last edited it.
+    pub edited_at: Option<Timestamp>,
+    /// Deleted for everyone by its author: a tombstone, without text.
+    pub unsent: bool,
+    /// When it disappears from every device.
+    pub expires_at: Option<Timestamp>,
+    /// Each user's reaction (one emoji per user).
+    pub reactions: std::collections::BTreeMap<UserId, String>,
+    /// The users who read the conversation up to this message (their read marker).
+    pub read_by: std::collections::BTreeSet<UserId>,
+    /// For a file: what it is.
+    pub file: Option<FileItem>,
+    /// For a system line: what happened, as JSON (`{"timer": 86400}`, `{"added": user}`…).
+    pub system: Option<String>,
+}
+
+impl Extra {
+    /// The timer a system line set, if it is one (seconds; 0: off).
+    pub fn timer(&self) -> Option<u64> {
+        let system: serde_json::Value = serde_json::from_str(self.system.as_deref()?).ok()?;
+        system.get("timer")?.as_u64()
+    }
 }
 
 fn map_of(value: ValueOrContainer) -> Option<LoroMap> {
@@ -168,18 +259,102 @@ pub(super) fn read_entry(id: &str, map: &LoroMap) -> Option<StoredMessage> {
             }
         }
     }
+    let extra = read_extra(map)?;
     Some(StoredMessage {
         id: id.parse().ok()?,
         from: text(map, "from")?.parse().ok()?,
         to: text(map, "to")?.parse().ok()?,
-        body: if deleted {
+        body: if deleted || extra.unsent {
             String::new()
         } else {
             text(map, "body")?
         },
         sent_at,
         status,
+        extra,
     })
+}
+
+fn flag(map: &LoroMap, key: &str) -> bool {
+    matches!(
+        map.get(key),
+        Some(ValueOrContainer::Value(LoroValue::Bool(true)))
+    )
+}
+
+fn millis(map: &LoroMap, key: &str) -> Option<Timestamp> {
+    match map.get(key)? {
+        ValueOrContainer::Value(LoroValue::I64(ms)) => Some(Timestamp::from_millis(ms)),
+        _ => None,
+    }
+}
+
+/// Reads what an entry carries besides its text and status; `None` when it is out of bounds
+/// (an entry written by a patched device, refused with its import).
+fn read_extra(map: &LoroMap) -> Option<Extra> {
+    let mut extra = Extra {
+        kind: match text(map, "kind") {
+            Some(k) => MessageKind::parse(&k)?,
+            None => MessageKind::Text,
+        },
+        reply_to: match text(map, "reply_to") {
+            Some(r) => Some(r.parse().ok()?),
+            None => None,
+        },
+        edited_at: millis(map, "edited_at"),
+        unsent: flag(map, "unsent"),
+        expires_at: millis(map, "expires_at"),
+        ..Extra::default()
+    };
+    if let Some(reactions) = map.get("reactions").and_then(map_of) {
+        if reactions.len() > MAX_REACTIONS {
+            return None;
+        }
+        let mut bad = false;
+        reactions.for_each(|user, v| {
+            if let ValueOrContainer::Value(LoroValue::String(emoji)) = v
+                && !emoji.is_empty()
+            {
+                match user.parse::<UserId>() {
+                    Ok(user) if emoji.len() <= MAX_REACTION_LEN => {
+                        extra.reactions.insert(user, emoji.to_string());
+                    }
+                    _ => bad = true,
+                }
+            }
+        });
+        if bad {
+            return None;
+        }
+    }
+    if let Some(readers) = map.get("read_by").and_then(map_of) {
+        if readers.len() > MAX_READERS {
+            return None;
+        }
+        let mut bad = false;
+        readers.for_each(|user, _| match user.parse::<UserId>() {
+            Ok(user) => {
+                extra.read_by.insert(user);
+            }
+            Err(_) => bad = true,
+        });
+        if bad {
+            return None;
+        }
+    }
+    if let Some(file) = text(map, "file") {
+        if file.len() > MAX_ITEM_LEN {
+            return None;
+        }
+        extra.file = Some(serde_json::from_str(&file).ok()?);
+    }
+    if let Some(system) = text(map, "system") {
+        if system.len() > MAX_ITEM_LEN {
+            return None;
+        }
+        extra.system = Some(system);
+    }
+    Some(extra)
 }
 
 /// Writes `m` as a new entry of a chunk's `messages` map.
@@ -190,7 +365,102 @@ pub(super) fn write_entry(messages: &LoroMap, m: &StoredMessage) -> Result<(), S
     entry.insert("body", m.body.as_str())?;
     entry.insert("sent_at", m.sent_at.as_millis())?;
     entry.insert("status", m.status.as_str())?;
+    let x = &m.extra;
+    if x.kind != MessageKind::Text {
+        entry.insert("kind", x.kind.as_str())?;
+    }
+    if let Some(r) = x.reply_to {
+        entry.insert("reply_to", r.to_string())?;
+    }
+    if let Some(at) = x.expires_at {
+        entry.insert("expires_at", at.as_millis())?;
+    }
+    if let Some(file) = &x.file {
+        entry.insert(
+            "file",
+            serde_json::to_string(file).map_err(|e| StoreError::Document(e.to_string()))?,
+        )?;
+    }
+    if let Some(system) = &x.system {
+        entry.insert("system", system.as_str())?;
+    }
     Ok(())
+}
+
+/// A change to a stored message, by its author or a reader.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// `user`'s reaction is now `emoji` (`None`: taken back).
+    React {
+        /// Who reacts.
+        user: UserId,
+        /// The emoji.
+        emoji: Option<String>,
+    },
+    /// Its author's new text, as of `at`.
+    Edit {
+        /// The text.
+        body: String,
+        /// When it was edited.
+        at: Timestamp,
+    },
+    /// Deleted for everyone by its author.
+    Unsend,
+    /// `reader` read the conversation up to this message.
+    ReadUpTo {
+        /// The reader.
+        reader: UserId,
+    },
+}
+
+/// Applies `change` to a message's entry; whether it changed anything.
+fn apply(entry: &LoroMap, change: &Change) -> Result<bool, StoreError> {
+    Ok(match change {
+        Change::React { user, emoji } => {
+            let reactions = entry.ensure_mergeable_map("reactions")?;
+            let key = user.to_string();
+            let now = match reactions.get(&key) {
+                Some(ValueOrContainer::Value(LoroValue::String(e))) if !e.is_empty() => {
+                    Some(e.to_string())
+                }
+                _ => None,
+            };
+            if now == *emoji {
+                return Ok(false);
+            }
+            reactions.insert(&key, emoji.clone().unwrap_or_default())?;
+            true
+        }
+        Change::Edit { body, at } => {
+            if flag(entry, "unsent") || flag(entry, MessageStatus::Deleted.as_str()) {
+                return Ok(false);
+            }
+            if millis(entry, "edited_at").is_some_and(|before| before >= *at) {
+                return Ok(false);
+            }
+            entry.insert("body", body.as_str())?;
+            entry.insert("edited_at", at.as_millis())?;
+            true
+        }
+        Change::Unsend => {
+            if flag(entry, "unsent") {
+                return Ok(false);
+            }
+            entry.insert("unsent", true)?;
+            entry.delete("body")?;
+            entry.delete("file")?;
+            true
+        }
+        Change::ReadUpTo { reader } => {
+            let readers = entry.ensure_mergeable_map("read_by")?;
+            let key = reader.to_string();
+            if readers.get(&key).is_some() {
+                return Ok(false);
+            }
+            readers.insert(&key, true)?;
+            true
+        }
+    })
 }
 
 /// Whether an appended message was new: known at once, or once its batch is written.
@@ -436,6 +706,60 @@ impl Chunks {
         Ok(true)
     }
 
+    /// Applies `change` to message `id` of the conversation with `with`; whether it changed.
+    /// The message's whole index row is written again with the batch (its text, reactions,
+    /// read markers…).
+    pub(super) fn modify(
+        &mut self,
+        with: UserId,
+        id: MessageId,
+        change: &Change,
+    ) -> Result<bool, StoreError> {
+        let Some(found) = self.locate(id)? else {
+            return Ok(false);
+        };
+        if found.conversation != with || found.status == MessageStatus::Deleted {
+            return Ok(false);
+        }
+        let key = id.to_string();
+        let loaded = self.get(found.doc)?;
+        let Some(entry) = loaded
+            .doc
+            .get_map(root::MESSAGES)
+            .get(&key)
+            .and_then(map_of)
+        else {
+            return Ok(false);
+        };
+        if !apply(&entry, change)? {
+            return Ok(false);
+        }
+        let Some(mut message) = read_entry(&key, &entry) else {
+            return Err(StoreError::Document(format!(
+                "message {key:.32} is unreadable"
+            )));
+        };
+        if matches!(change, Change::Unsend) {
+            // Its text leaves the stored history too (see `Self::compact`).
+            self.erase.insert(found.doc);
+        }
+        self.dirty.insert(found.doc);
+        // A status changed in this batch stays.
+        message.status = message.status.max(found.status);
+        if let Some(row) = self.staged.get(&id) {
+            message.status = message.status.max(row.message.status);
+        }
+        self.staged.insert(
+            id,
+            Row {
+                conversation: with,
+                message,
+                doc: found.doc,
+            },
+        );
+        Ok(true)
+    }
+
     /// Takes updates from another device into chunk `id`; returns what to write and whether
     /// anything is new, or `None` when they add nothing. Updates that leave the chunk with
     /// more messages than devices write into one, with text longer than a message may be,
@@ -468,10 +792,14 @@ impl Chunks {
         super::devices::only_roots(doc, &[root::MESSAGES]).map_err(StoreError::Refused)?;
         let mut rows = Vec::new();
         for key in changed_messages(doc, &before) {
-            if let Some(message) = messages
-                .get(&key)
-                .and_then(map_of)
-                .and_then(|e| read_entry(&key, &e))
+            let Some(entry) = messages.get(&key).and_then(map_of) else {
+                continue;
+            };
+            let Some(message) = read_entry(&key, &entry) else {
+                return Err(StoreError::Refused(format!(
+                    "message {key:.32} in chunk {id} is unreadable or out of bounds"
+                )));
+            };
             {
                 if message.body.len() > volli_core::envelope::MAX_BODY_LEN
                     || (message.from != conversation && message.to != conversation)
@@ -798,6 +1126,54 @@ impl Vault {
         Ok(deleted.into_iter().filter(|d| *d).count())
     }
 
+    /// Applies `change` to message `id` of the conversation with `with`, on every device of
+    /// the user (the change is in the vault, which syncs); whether it changed anything.
+    pub async fn change_message(
+        &self,
+        with: UserId,
+        id: MessageId,
+        change: Change,
+    ) -> Result<bool, StoreError> {
+        self.write_ctx_queued(move |ctx| ctx.chunks.modify(with, id, &change))
+            .await?
+            .await
+    }
+
+    /// Message `id` and its conversation, if it is stored and not deleted for this user.
+    pub async fn message(
+        &self,
+        id: MessageId,
+    ) -> Result<Option<(UserId, StoredMessage)>, StoreError> {
+        index::get(&self.db, id).await
+    }
+
+    /// How far each reader of the conversation with `with` read (this user's devices and
+    /// those who sent read receipts): the send time of the newest message each marked.
+    pub async fn read_marks(&self, with: UserId) -> Result<Vec<(UserId, Timestamp)>, StoreError> {
+        index::read_marks(&self.db, with).await
+    }
+
+    /// Every conversation holding messages, with its newest message, what `me` has not read
+    /// yet and its timer.
+    pub async fn summaries(&self, me: UserId) -> Result<Vec<index::Summary>, StoreError> {
+        index::summaries(&self.db, me).await
+    }
+
+    /// The conversation with `with`, as [`Self::summaries`] shows it.
+    pub async fn summary(&self, with: UserId, me: UserId) -> Result<index::Summary, StoreError> {
+        index::summary(&self.db, with, me).await
+    }
+
+    /// Messages whose time ran out by `now`, with their conversations (at most `limit`), and
+    /// when the next one does.
+    pub async fn expiring(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<(Vec<(UserId, MessageId)>, Option<Timestamp>), StoreError> {
+        index::expiring(&self.db, now, limit).await
+    }
+
     /// Which conversation message `id` belongs to, if it is stored and not deleted.
     pub async fn conversation_of(&self, id: MessageId) -> Result<Option<UserId>, StoreError> {
         Ok(index::locate(&self.db, id)
@@ -876,6 +1252,7 @@ mod tests {
             body: format!("message {n}"),
             sent_at: Timestamp::from_millis(1_000 + n),
             status,
+            extra: Default::default(),
         }
     }
 

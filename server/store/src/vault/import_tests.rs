@@ -147,6 +147,7 @@ async fn messages_of_another_conversation_and_oversized_text_are_refused() {
         body,
         sent_at: Timestamp::from_millis(i64::from(n)),
         status: MessageStatus::Received,
+        extra: Default::default(),
     };
     store
         .vault()
@@ -253,6 +254,7 @@ async fn a_chunk_erased_of_deleted_text_reaches_a_device_paired_later() {
                     body: format!("message {n}"),
                     sent_at: Timestamp::from_millis(i64::from(n)),
                     status: MessageStatus::Queued,
+                    extra: Default::default(),
                 },
             )
             .await
@@ -274,6 +276,7 @@ async fn a_chunk_erased_of_deleted_text_reaches_a_device_paired_later() {
                 body: "after".into(),
                 sent_at: Timestamp::from_millis(10),
                 status: MessageStatus::Queued,
+                extra: Default::default(),
             },
         )
         .await

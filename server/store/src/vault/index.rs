@@ -21,34 +21,72 @@ pub(super) struct Row {
     pub(super) doc: DocId,
 }
 
-/// Rows per statement: 8 parameters each, well under SQLite's limit of 32,766.
+/// Rows per statement: 15 parameters each, well under SQLite's limit of 32,766.
 const ROWS_PER_STATEMENT: usize = 256;
 
+/// The `extra` column: what a message carries that no query looks into.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct ExtraColumn {
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    reactions: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file: Option<super::conversations::FileItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    system: Option<String>,
+}
+
+fn extra_column(m: &StoredMessage) -> String {
+    let x = &m.extra;
+    if x.reactions.is_empty() && x.file.is_none() && x.system.is_none() {
+        return String::new();
+    }
+    serde_json::to_string(&ExtraColumn {
+        reactions: x
+            .reactions
+            .iter()
+            .map(|(u, e)| (u.to_string(), e.clone()))
+            .collect(),
+        file: x.file.clone(),
+        system: x.system.clone(),
+    })
+    .unwrap_or_default()
+}
+
 /// Writes `rows` inside `tx`, a few hundred per statement. A message already indexed keeps
-/// its place and body; its status becomes the further of the two, so copies of a message in
-/// two chunks (two devices that stored it at the same time) show as one with the status both
-/// agree it reached.
+/// its place; its status becomes the further of the two, so copies of a message in two
+/// chunks (two devices that stored it at the same time) show as one with the status both
+/// agree it reached; its text is the newest edit's, and what else it carries (reactions,
+/// a timer, a tombstone) is as the chunk has it now. Readers' marks move forward.
 pub(super) async fn upsert(tx: &mut SqliteConnection, rows: &[Row]) -> Result<(), StoreError> {
     for part in rows.chunks(ROWS_PER_STATEMENT) {
         let mut sql = String::from(
-            "INSERT INTO messages (id, conversation, sent_at, sender, recipient, body, status, doc) VALUES ",
+            "INSERT INTO messages (id, conversation, sent_at, sender, recipient, body, status, doc, \
+             kind, reply_to, edited_at, unsent, expires_at, timer, extra) VALUES ",
         );
         for i in 0..part.len() {
             sql.push_str(if i == 0 {
-                "(?,?,?,?,?,?,?,?)"
+                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
             } else {
-                ",(?,?,?,?,?,?,?,?)"
+                ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
             });
         }
-        // A deleted copy (another device deleted it) takes the text out of the index too.
+        // A deleted copy (another device deleted it, or its author for everyone) takes the
+        // text out of the index too; a later edit brings its text.
         sql.push_str(
             " ON CONFLICT (id) DO UPDATE SET status = MAX(status, excluded.status), \
-             body = CASE WHEN excluded.status = 5 THEN '' ELSE body END",
+             body = CASE WHEN excluded.status = 5 OR excluded.unsent = 1 OR unsent = 1 THEN '' \
+                         WHEN COALESCE(excluded.edited_at, 0) > COALESCE(edited_at, 0) \
+                         THEN excluded.body ELSE body END, \
+             edited_at = MAX(COALESCE(edited_at, 0), COALESCE(excluded.edited_at, 0)), \
+             unsent = MAX(unsent, excluded.unsent), \
+             expires_at = COALESCE(expires_at, excluded.expires_at), \
+             extra = CASE WHEN excluded.unsent = 1 OR unsent = 1 THEN '' ELSE excluded.extra END",
         );
         // Only placeholders are formatted into the text; every value is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for row in part {
             let m = &row.message;
+            let x = &m.extra;
             query = query
                 .bind(m.id.as_bytes().to_vec())
                 .bind(row.conversation.to_string())
@@ -57,9 +95,32 @@ pub(super) async fn upsert(tx: &mut SqliteConnection, rows: &[Row]) -> Result<()
                 .bind(m.to.to_string())
                 .bind(m.body.clone())
                 .bind(m.status.rank())
-                .bind(row.doc.to_string());
+                .bind(row.doc.to_string())
+                .bind(x.kind.as_str())
+                .bind(x.reply_to.map(|r| r.to_string()))
+                .bind(x.edited_at.map(Timestamp::as_millis))
+                .bind(i64::from(x.unsent))
+                .bind(x.expires_at.map(Timestamp::as_millis))
+                .bind(x.timer().and_then(|t| i64::try_from(t).ok()))
+                .bind(extra_column(m));
         }
         query.execute(&mut *tx).await?;
+    }
+    // Read marks: the newest message each reader marked, per conversation.
+    for row in rows {
+        for reader in &row.message.extra.read_by {
+            sqlx::query(
+                "INSERT INTO read_marks (conversation, reader, sent_at, id) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (conversation, reader) DO UPDATE SET sent_at = excluded.sent_at, \
+                 id = excluded.id WHERE (excluded.sent_at, excluded.id) > (read_marks.sent_at, read_marks.id)",
+            )
+            .bind(row.conversation.to_string())
+            .bind(reader.to_string())
+            .bind(row.message.sent_at.as_millis())
+            .bind(row.message.id.as_bytes().to_vec())
+            .execute(&mut *tx)
+            .await?;
+        }
     }
     Ok(())
 }
@@ -161,10 +222,33 @@ pub(super) async fn locate(db: &Db, id: MessageId) -> Result<Option<Located>, St
     }))
 }
 
-type MessageRow = (Vec<u8>, String, String, String, i64, i64);
+/// The columns a message is read back from, in [`MessageRow`]'s order.
+pub(super) const MESSAGE_COLUMNS: &str = "id, sender, recipient, body, sent_at, status, kind, \
+     reply_to, edited_at, unsent, expires_at, extra";
 
-fn message(row: MessageRow) -> Option<StoredMessage> {
-    let (id, from, to, body, sent_at, status) = row;
+pub(super) type MessageRow = (
+    Vec<u8>,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    Option<i64>,
+    i64,
+    Option<i64>,
+    String,
+);
+
+pub(super) fn message(row: MessageRow) -> Option<StoredMessage> {
+    let (id, from, to, body, sent_at, status, kind, reply_to, edited_at, unsent, expires_at, extra) =
+        row;
+    let column: ExtraColumn = if extra.is_empty() {
+        ExtraColumn::default()
+    } else {
+        serde_json::from_str(&extra).unwrap_or_default()
+    };
     Some(StoredMessage {
         id: MessageId::from_bytes(id.try_into().ok()?),
         from: from.parse().ok()?,
@@ -172,6 +256,22 @@ fn message(row: MessageRow) -> Option<StoredMessage> {
         body,
         sent_at: Timestamp::from_millis(sent_at),
         status: MessageStatus::from_rank(status)?,
+        extra: super::conversations::Extra {
+            kind: super::conversations::MessageKind::parse(&kind).unwrap_or_default(),
+            reply_to: reply_to.and_then(|r| r.parse().ok()),
+            edited_at: edited_at.filter(|at| *at > 0).map(Timestamp::from_millis),
+            unsent: unsent != 0,
+            expires_at: expires_at.map(Timestamp::from_millis),
+            reactions: column
+                .reactions
+                .into_iter()
+                .filter_map(|(u, e)| Some((u.parse().ok()?, e)))
+                .collect(),
+            // Who read up to where is in `read_marks`, read with the page.
+            read_by: std::collections::BTreeSet::new(),
+            file: column.file,
+            system: column.system,
+        },
     })
 }
 
@@ -204,11 +304,11 @@ pub(super) async fn page(
                     .await
                     .map_err(|e| PageError::Store(e.into()))?;
             let (sent_at,) = at.ok_or(PageError::UnknownCursor)?;
-            sqlx::query_as(
-                "SELECT id, sender, recipient, body, sent_at, status FROM messages \
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages \
                  WHERE conversation = ? AND (sent_at, id) < (?, ?) AND status < 5 \
-                 ORDER BY sent_at DESC, id DESC LIMIT ?",
-            )
+                 ORDER BY sent_at DESC, id DESC LIMIT ?"
+            )))
             .bind(&conversation)
             .bind(sent_at)
             .bind(&cursor.as_bytes()[..])
@@ -217,10 +317,10 @@ pub(super) async fn page(
             .await
         }
         None => {
-            sqlx::query_as(
-                "SELECT id, sender, recipient, body, sent_at, status FROM messages \
-                 WHERE conversation = ? AND status < 5 ORDER BY sent_at DESC, id DESC LIMIT ?",
-            )
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages \
+                 WHERE conversation = ? AND status < 5 ORDER BY sent_at DESC, id DESC LIMIT ?"
+            )))
             .bind(&conversation)
             .bind(limit)
             .fetch_all(db.pool())
@@ -297,4 +397,146 @@ pub(super) async fn contains(db: &Db, with: UserId, id: MessageId) -> Result<boo
             .fetch_optional(db.pool())
             .await?;
     Ok(row.is_some())
+}
+
+/// Message `id`, with its conversation, if it is stored and not deleted for this user.
+pub(super) async fn get(
+    db: &Db,
+    id: MessageId,
+) -> Result<Option<(UserId, StoredMessage)>, StoreError> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT conversation FROM messages WHERE id = ? AND status < 5")
+            .bind(&id.as_bytes()[..])
+            .fetch_optional(db.pool())
+            .await?;
+    let Some((conversation,)) = row else {
+        return Ok(None);
+    };
+    let row: Option<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?"
+    )))
+    .bind(&id.as_bytes()[..])
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row
+        .and_then(message)
+        .and_then(|m| Some((conversation.parse().ok()?, m))))
+}
+
+/// Where each reader of a conversation has read up to: (reader, sent_at of the message).
+pub(super) async fn read_marks(
+    db: &Db,
+    conversation: UserId,
+) -> Result<Vec<(UserId, Timestamp)>, StoreError> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT reader, sent_at FROM read_marks WHERE conversation = ?")
+            .bind(conversation.to_string())
+            .fetch_all(db.pool())
+            .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(r, at)| Some((r.parse().ok()?, Timestamp::from_millis(at))))
+        .collect())
+}
+
+/// A conversation as a chat list shows it.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// The conversation (a contact's user id, or a group's conversation key).
+    pub conversation: UserId,
+    /// Its newest message (a tombstone included), if any.
+    pub last: Option<StoredMessage>,
+    /// Messages received after this user's read mark.
+    pub unread: u64,
+    /// Its timer, in seconds (0: off).
+    pub timer: u64,
+}
+
+/// Every conversation that holds messages, with its newest message, what `me` has not read
+/// and its timer.
+pub(super) async fn summaries(db: &Db, me: UserId) -> Result<Vec<Summary>, StoreError> {
+    let conversations: Vec<(String,)> =
+        sqlx::query_as("SELECT DISTINCT conversation FROM messages WHERE status < 5")
+            .fetch_all(db.pool())
+            .await?;
+    let mut out = Vec::with_capacity(conversations.len());
+    for (conversation,) in conversations {
+        let Ok(key) = conversation.parse::<UserId>() else {
+            continue;
+        };
+        out.push(summary(db, key, me).await?);
+    }
+    Ok(out)
+}
+
+/// One conversation's [`Summary`].
+pub(super) async fn summary(
+    db: &Db,
+    conversation: UserId,
+    me: UserId,
+) -> Result<Summary, StoreError> {
+    let key = conversation.to_string();
+    let last: Option<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation = ? AND status < 5 \
+         ORDER BY sent_at DESC, id DESC LIMIT 1"
+    )))
+    .bind(&key)
+    .fetch_optional(db.pool())
+    .await?;
+    let (unread,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM messages WHERE conversation = ? AND status = 4 AND unsent = 0 \
+         AND sender != ? AND sent_at > COALESCE((SELECT sent_at FROM read_marks \
+         WHERE conversation = ? AND reader = ?), -1)",
+    )
+    .bind(&key)
+    .bind(me.to_string())
+    .bind(&key)
+    .bind(me.to_string())
+    .fetch_one(db.pool())
+    .await?;
+    let timer: Option<(i64,)> = sqlx::query_as(
+        "SELECT timer FROM messages WHERE conversation = ? AND timer IS NOT NULL \
+         ORDER BY sent_at DESC, id DESC LIMIT 1",
+    )
+    .bind(&key)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(Summary {
+        conversation,
+        last: last.and_then(message),
+        unread: u64::try_from(unread).unwrap_or(0),
+        timer: timer.map_or(0, |(t,)| u64::try_from(t).unwrap_or(0)),
+    })
+}
+
+/// Messages whose time ran out before `now` (not yet deleted), oldest first, at most
+/// `limit`; and when the next one runs out.
+pub(super) async fn expiring(
+    db: &Db,
+    now: Timestamp,
+    limit: u32,
+) -> Result<(Vec<(UserId, MessageId)>, Option<Timestamp>), StoreError> {
+    let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+        "SELECT conversation, id FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ? \
+         AND status < 5 ORDER BY expires_at LIMIT ?",
+    )
+    .bind(now.as_millis())
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    let (next,): (Option<i64>,) = sqlx::query_as(
+        "SELECT MIN(expires_at) FROM messages WHERE expires_at IS NOT NULL AND expires_at > ? \
+         AND status < 5",
+    )
+    .bind(now.as_millis())
+    .fetch_one(db.pool())
+    .await?;
+    Ok((
+        rows.into_iter()
+            .filter_map(|(c, id)| {
+                Some((c.parse().ok()?, MessageId::from_bytes(id.try_into().ok()?)))
+            })
+            .collect(),
+        next.map(Timestamp::from_millis),
+    ))
 }
