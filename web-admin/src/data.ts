@@ -469,6 +469,7 @@ function addMessage(key: Key, m: Msg) {
 // ---------------------------------------------------------------------------------------
 // Sending, and the outbox of sends the node has not taken yet
 
+const statusSeen = new Map<string, string>();
 type Out = { local: string; key: Key; body: string; replyTo?: string; at: string };
 export const outbox = new Store<Out[]>([]);
 let localSeq = 0;
@@ -502,7 +503,8 @@ export async function flushOutbox() {
           ? await next.send(target, out.body, out.replyTo)
           : await ok(api.POST("/v1/messages", { body: { ...target, body: out.body } }));
         outbox.update((o) => o.filter((x) => x.local !== out.local));
-        patchMessage(out.local, (m) => ({ ...m, id: sent.id, status: sent.status, pending: undefined as never }), out.key);
+        const status = statusSeen.get(sent.id) ?? sent.status;
+        patchMessage(out.local, (m) => ({ ...m, id: sent.id, status, pending: undefined as never }), out.key);
         retryDelay = 1000;
       } catch (e) {
         if (unreachable(e)) {
@@ -698,7 +700,12 @@ function onEvent(raw: Event) {
       break;
     }
     case "message.status":
+      // The status may come before the answer to the send that made the message.
+      statusSeen.set(e.id, e.status);
+      if (statusSeen.size > 500) statusSeen.delete(statusSeen.keys().next().value!);
       patchMessage(e.id, (m) => ({ ...m, status: e.status }));
+      // A group message's receipts (who has it) come with the message itself.
+      if ([...timelines].some(([key, t]) => key.startsWith("g:") && t.value.messages.some((m) => m.id === e.id))) reloadSoon(reloadOpen);
       break;
     case "messages.deleted":
       for (const id of e.ids) patchMessage(id, () => null);

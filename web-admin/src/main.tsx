@@ -234,7 +234,7 @@ function shortcut(e: KeyboardEvent) {
   } else if ((e.ctrlKey || e.metaKey) && e.altKey && e.key.toLowerCase() === "n") {
     e.preventDefault();
     location.hash = "#/new";
-  } else if (e.key === "Escape" && !typing && !document.querySelector(".dialog, .menu-pop") && location.hash.length > 2) {
+  } else if (e.key === "Escape" && !e.defaultPrevented && !typing && !document.querySelector(".dialog, .menu-pop") && location.hash.length > 2) {
     location.hash = "#/";
   }
 }

@@ -136,17 +136,29 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
   const stick = useRef(true);
   const firstId = useRef<string | null>(null);
   const fromBottom = useRef<number | null>(null);
+  const anchor = useRef<{ node: Element; y: number } | null>(null);
   const [away, setAway] = useState(false);
   const currentFirst = t.messages[0]?.id ?? null;
   if (scroller.current && firstId.current !== currentFirst && firstId.current !== null && !stick.current) {
-    // Render phase, before the DOM changes: remember the distance from the bottom.
-    fromBottom.current = scroller.current.scrollHeight - scroller.current.scrollTop;
+    // Render phase, before the DOM changes: remember where the first message on screen is.
+    const top = scroller.current.getBoundingClientRect().top;
+    for (const row of scroller.current.querySelectorAll(".msg-row")) {
+      const r = row.getBoundingClientRect();
+      if (r.bottom > top) {
+        anchor.current = { node: row, y: r.top };
+        break;
+      }
+    }
+    if (!anchor.current) fromBottom.current = scroller.current.scrollHeight - scroller.current.scrollTop;
   }
   firstId.current = currentFirst;
   useLayoutEffect(() => {
     const el = scroller.current;
     if (!el) return;
-    if (fromBottom.current !== null) {
+    if (anchor.current) {
+      if (anchor.current.node.isConnected) el.scrollTop += anchor.current.node.getBoundingClientRect().top - anchor.current.y;
+      anchor.current = null;
+    } else if (fromBottom.current !== null) {
       el.scrollTop = el.scrollHeight - fromBottom.current;
       fromBottom.current = null;
     } else if (stick.current && !focus) el.scrollTop = el.scrollHeight;
@@ -754,6 +766,7 @@ function Composer(props: {
                 e.preventDefault();
                 submit();
               } else if (e.key === "Escape" && (props.replyTo || props.editing)) {
+                e.preventDefault();
                 if (props.editing) setText("");
                 props.onDone();
               } else if (e.key === "ArrowUp" && !text) props.onEditLast();
@@ -805,7 +818,7 @@ function MessageMenu(props: {
       onKeyDown={(e) => {
         const all = Array.from(ref.current!.querySelectorAll<HTMLElement>("[role=menuitem]"));
         const i = all.indexOf(document.activeElement as HTMLElement);
-        if (e.key === "Escape") props.onClose();
+        if (e.key === "Escape") (e.preventDefault(), props.onClose());
         else if (e.key === "ArrowDown" || e.key === "ArrowRight") (e.preventDefault(), all[(i + 1) % all.length]?.focus());
         else if (e.key === "ArrowUp" || e.key === "ArrowLeft") (e.preventDefault(), all[(i - 1 + all.length) % all.length]?.focus());
       }}
@@ -858,7 +871,7 @@ export function Dialog(props: { label: string; onClose: () => void; children: pr
   }, []);
   return (
     <div class="scrim" onClick={(e) => e.target === e.currentTarget && props.onClose()}>
-      <div class="dialog" role="dialog" aria-modal="true" aria-label={props.label} ref={ref} onKeyDown={(e) => e.key === "Escape" && props.onClose()}>
+      <div class="dialog" role="dialog" aria-modal="true" aria-label={props.label} ref={ref} onKeyDown={(e) => e.key === "Escape" && (e.preventDefault(), props.onClose())}>
         {props.children}
       </div>
     </div>
