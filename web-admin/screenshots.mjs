@@ -67,6 +67,9 @@ try {
     await page.goto(login);
     await page.getByTestId("live").filter({ hasText: "live" }).waitFor();
     await page.getByRole("button", { name: "Not now" }).click();
+    // Something new since this device last looked: a count on the chat list.
+    await api(carol, "POST", "/v1/messages", { to: A, body: size === "phone" ? "Bring the book, please!" : "See you there 📚" });
+    await page.getByTestId("unread").first().waitFor();
     for (const [name, hash] of screens) {
       await page.evaluate((h) => (location.hash = h), hash);
       await page.waitForLoadState("networkidle");

@@ -353,14 +353,16 @@ export function markRead(key: Key) {
   const chat = chats.value.find((c) => c.key === key);
   if (newest) setReadMark(key, newest.sent_at);
   else if (chat?.last) setReadMark(key, chat.last.sent_at);
-  if (chat && chat.unread > 0) {
-    chats.update((list) => list.map((c) => (c.key === key ? { ...c, unread: 0 } : c)));
-    if (me.value.features.read && newest) {
-      const { group, id } = parseKey(key);
-      void next.read(group ? { group: id } : { with: id }, newest.id).catch(() => {});
-    }
+  if (chat && chat.unread > 0) chats.update((list) => list.map((c) => (c.key === key ? { ...c, unread: 0 } : c)));
+  // The read receipt (and the unread count on this user's other devices), once per newest message.
+  const incoming = [...t.messages].reverse().find((m) => !m.pending && m.from !== myId());
+  if (me.value.features.read && incoming && readPosted.get(key) !== incoming.id && (chat?.unread || incoming.status !== "read")) {
+    readPosted.set(key, incoming.id);
+    const { group, id } = parseKey(key);
+    void next.read(group ? { group: id } : { with: id }, incoming.id).catch(() => readPosted.delete(key));
   }
 }
+const readPosted = new Map<Key, string>();
 
 export function setMuted(key: Key, on: boolean) {
   muted.update((m) => (on ? [...new Set([...m, key])] : m.filter((k) => k !== key)));
@@ -437,10 +439,19 @@ export async function loadOlder(key: Key): Promise<boolean> {
 
 /** Pages back until a message is loaded (a search result, a quoted reply). */
 export async function findMessage(key: Key, id: string): Promise<boolean> {
+  const t = timeline(key);
+  const idle = () =>
+    new Promise<void>((resolve) => {
+      if (!t.value.loading) return resolve();
+      const off = t.subscribe(() => !t.value.loading && (off(), resolve()));
+    });
   await openTimeline(key);
-  for (let i = 0; i < 400; i++) {
-    if (timeline(key).value.messages.some((m) => m.id === id)) return true;
-    if (!(await loadOlder(key))) return timeline(key).value.messages.some((m) => m.id === id);
+  for (let i = 0; i < 1000; i++) {
+    await idle();
+    if (t.value.messages.some((m) => m.id === id)) return true;
+    if (!t.value.hasMore || t.value.error) return false;
+    // Another reader (the scroll) may be loading the same page: wait for it instead.
+    if (!t.value.loading) await loadOlder(key);
   }
   return false;
 }

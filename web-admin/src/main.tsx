@@ -52,16 +52,22 @@ function App() {
   const [loginError, setLoginError] = useState<string | null>(null);
   useEffect(() => {
     void registerWorker();
-    void redeemFragment().then((error) => {
-      setLoginError(error);
-      setLoggedIn(!!session.get());
-      setReady(true);
-    });
-    return onLoggedOut(() => {
+    const redeem = () =>
+      void redeemFragment().then((error) => {
+        setLoginError(error);
+        setLoggedIn(!!session.get());
+        setReady(true);
+      });
+    redeem();
+    // A login link opened in a tab that already shows the app changes only the fragment.
+    const onHash = () => /[#&](code|login)=/.test(location.hash) && redeem();
+    window.addEventListener("hashchange", onHash);
+    const off = onLoggedOut(() => {
       void data.forget();
       setLoggedIn(false);
       setLoginError("Your session ended. Log in again.");
     });
+    return () => (off(), window.removeEventListener("hashchange", onHash));
   }, []);
   if (!ready) return <p class="loading">Loading…</p>;
   return loggedIn ? (
@@ -88,6 +94,8 @@ function Shell({ onLogout }: { onLogout: () => void }) {
       requestAnimationFrame(() => (document.getElementById("page-title") as HTMLElement | null)?.focus({ preventScroll: true }));
     };
     window.addEventListener("hashchange", onHash);
+    // The address may have changed between the first render and now.
+    setRoute(route());
     void data.start();
     const stopNotes = startNotifications();
     const offEvents = data.lastEvent.subscribe(() => {

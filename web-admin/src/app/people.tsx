@@ -403,6 +403,46 @@ export function safetyNumber(a: string, b: string): string {
   return digits.join(" ");
 }
 
+const TIMERS: [number, string][] = [
+  [0, "Off"],
+  [3600, "1 hour"],
+  [86400, "1 day"],
+  [604800, "1 week"],
+  [2592000, "30 days"],
+];
+
+/** "Messages disappear after …", when the node has disappearing messages. */
+function Disappearing({ chatKey }: { chatKey: data.Key }) {
+  const m = useStore(data.me);
+  const chat = useStore(data.chats).find((c) => c.key === chatKey);
+  const [error, setError] = useState<string | null>(null);
+  if (!m.features.disappearing || !data.can("send")) return null;
+  const { group, id } = data.parseKey(chatKey);
+  return (
+    <div class="panel">
+      <label>
+        Messages disappear after
+        <select
+          value={String(chat?.disappearing_secs ?? 0)}
+          onChange={(e) => {
+            const secs = Number(e.currentTarget.value);
+            (group ? next.groupDisappearing(id, secs) : next.disappearing(id, secs))
+              .then(() => data.chats.update((cs) => cs.map((c) => (c.key === chatKey ? { ...c, disappearing_secs: secs } : c))))
+              .catch((err) => setError(errorText(err)));
+          }}
+        >
+          {TIMERS.map(([secs, label]) => (
+            <option key={secs} value={secs}>
+              {label}
+            </option>
+          ))}
+        </select>
+      </label>
+      <ErrorNote error={error} />
+    </div>
+  );
+}
+
 export function ContactInfo({ id }: { id: string }) {
   const list = useStore(data.contacts);
   const m = useStore(data.me);
@@ -439,6 +479,7 @@ export function ContactInfo({ id }: { id: string }) {
         <label class="inline switch">
           <input type="checkbox" checked={muted.includes(key)} onChange={(e) => data.setMuted(key, e.currentTarget.checked)} /> Mute notifications
         </label>
+        <Disappearing chatKey={key} />
         {m.features.rename && data.can("contacts") && c && (
           <form
             class="panel"
@@ -463,7 +504,7 @@ export function ContactInfo({ id }: { id: string }) {
             Compare these numbers with {name}, in person or on a call. If they match on both screens, nobody stands between you.
           </p>
           <p class="safety" data-testid="safety-number">
-            {m.node ? safetyNumber(m.node.user_id, id) : ""}
+            {m.node ? safetyNumber(m.node.user_id, id).split(" ").map((g, i) => <span key={i}>{g}</span>) : ""}
           </p>
           <p class="muted small">
             Their user id: <code class="wrap">{id}</code>
@@ -555,6 +596,7 @@ export function GroupInfo({ id }: { id: string }) {
             <label class="inline switch">
               <input type="checkbox" checked={muted.includes(key)} onChange={(e) => data.setMuted(key, e.currentTarget.checked)} /> Mute notifications
             </label>
+            <Disappearing chatKey={key} />
             <Members group={g} me={data.myId()} who={(u) => (u === data.myId() ? "you" : data.nameOf(u))} contacts={contacts} canChange={data.can("send")} />
           </>
         )}

@@ -112,8 +112,10 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
   const items = useMemo(() => {
     const oldest = t.hasMore ? (t.messages.find((m) => !m.pending)?.sent_at ?? "") : "";
     const list: Item[] = t.messages.map((m) => ({ kind: "msg", id: m.id, at: m.sent_at, from: m.from, m }));
+    // Files the node already lists as messages of the conversation are shown there, once.
+    const asMessages = new Set(t.messages.map((m) => m.file?.transfer).filter(Boolean));
     for (const tr of data.transfersOf(chatKey, allTransfers)) {
-      if (tr.created_at < oldest) continue;
+      if (tr.created_at < oldest || asMessages.has(tr.id)) continue;
       list.push({ kind: "file", id: `file:${tr.id}`, at: tr.created_at, from: tr.direction === "outgoing" ? data.myId() : tr.peer, t: tr });
     }
     for (const u of uploads) if (u.key === chatKey) list.push({ kind: "upload", id: u.id, at: "9999", from: data.myId(), u });
@@ -396,14 +398,16 @@ class Row extends Component<RowProps> {
     const p = this.props;
     return p.item !== n.item && !(p.item.kind === "msg" && n.item.kind === "msg" && p.item.m === n.item.m && p.item.at === n.item.at)
       ? true
-      : p.mine !== n.mine || p.first !== n.first || p.last !== n.last || p.showName !== n.showName || p.quoted !== n.quoted || p.features !== n.features || p.highlight !== n.highlight;
+      : (n.item.kind === "msg" && !!n.item.m.file) || p.mine !== n.mine || p.first !== n.first || p.last !== n.last || p.showName !== n.showName || p.quoted !== n.quoted || p.features !== n.features || p.highlight !== n.highlight;
   }
   render() {
     const { item, mine, first, last, showName } = this.props;
     const cls = `msg-row ${mine ? "mine" : "theirs"}${first ? " first" : ""}${last ? " last" : ""}${this.props.highlight ? " highlight" : ""}`;
     return (
       <div class={cls} id={`m-${item.id}`}>
-        {item.kind === "msg" ? (
+        {item.kind === "msg" && item.m.file && data.transfers.value[item.m.file.transfer] && !item.m.deleted ? (
+          <FileBubble t={data.transfers.value[item.m.file.transfer]!} mine={mine} showName={showName} last={last} open={this.props.actions.open} />
+        ) : item.kind === "msg" ? (
           <MessageBubble {...this.props} m={item.m} showName={showName} />
         ) : item.kind === "file" ? (
           <FileBubble t={item.t} mine={mine} showName={showName} last={last} open={this.props.actions.open} />
@@ -492,7 +496,8 @@ function MessageBubble(props: RowProps & { m: Msg }) {
             <span>{quoted ? (quoted.deleted ? "Deleted message" : quoted.body) : "to an earlier message"}</span>
           </button>
         )}
-        <p class="text">{deleted ? <em>{mine ? "You deleted this message" : "This message was deleted"}</em> : <Linked text={m.body} />}</p>
+        {m.file?.thumbnail && !deleted && <img class="photo-preview" src={m.file.thumbnail} alt={m.file.name} />}
+        <p class="text">{deleted ? <em>{mine ? "You deleted this message" : "This message was deleted"}</em> : m.file && !m.body ? `📎 ${m.file.name} (${size(m.file.size)})` : <Linked text={m.body} />}</p>
         <span class="meta">
           {m.edited_at && !deleted && <span class="edited">edited</span>}
           {(last || m.pending) && <time dateTime={m.sent_at} title={new Date(m.sent_at).toLocaleString()}>{shortTime(m.sent_at)}</time>}
