@@ -515,7 +515,9 @@ export async function flushOutbox() {
           : await ok(api.POST("/v1/messages", { body: { ...target, body: out.body } }));
         outbox.update((o) => o.filter((x) => x.local !== out.local));
         const status = statusSeen.get(sent.id) ?? sent.status;
-        patchMessage(out.local, (m) => ({ ...m, id: sent.id, status, pending: undefined as never }), out.key);
+        // The node's event for this message may have come first (a group echoes it): keep one.
+        if (timeline(out.key).value.messages.some((m) => m.id === sent.id)) patchMessage(out.local, () => null, out.key);
+        else patchMessage(out.local, (m) => ({ ...m, id: sent.id, status, pending: undefined as never }), out.key);
         retryDelay = 1000;
       } catch (e) {
         if (unreachable(e)) {

@@ -46,9 +46,12 @@ export function Settings({ onLogout }: { onLogout: () => void }) {
   const soundOn = useStore(sound);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
-  const theme = currentTheme(settings);
+  // The choice shows at once; the node's copy of it follows.
+  const [chosen, setChosen] = useState<Theme | null>(null);
+  const theme = chosen ?? currentTheme(settings);
   const name = m.profile?.name || m.node?.device_name || "You";
   const setTheme = async (t: Theme) => {
+    setChosen(t);
     applyTheme(t);
     if (data.can("settings")) {
       localStorage.removeItem("volli.theme");
