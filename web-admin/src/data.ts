@@ -398,12 +398,14 @@ async function refreshTimeline(key: Key) {
     const page = (await ok(api.GET("/v1/messages", { params: { query: query(key, { limit: PAGE }) } }))).messages as Msg[];
     t.update((v) => {
       const first = page[0]?.sent_at ?? "";
+      const last = page.at(-1)?.sent_at ?? "";
       const fresh = new Set(page.map((m) => m.id));
-      // Older pages already loaded stay; the newest page replaces what it covers.
-      const older = v.messages.filter((m) => !m.pending && !fresh.has(m.id) && m.sent_at < first);
+      // Older pages already loaded stay, and so do messages that came live while this page was
+      // on its way; the newest page replaces what it covers.
+      const kept = v.messages.filter((m) => !m.pending && !fresh.has(m.id) && (m.sent_at < first || m.sent_at > last));
       const waiting = v.messages.filter((m) => m.pending);
       return {
-        messages: sortMessages([...older, ...page, ...waiting]),
+        messages: sortMessages([...kept, ...page, ...waiting]),
         loaded: true,
         hasMore: v.loaded ? v.hasMore : page.length === PAGE,
         loading: false,
@@ -472,7 +474,8 @@ function patchMessage(id: string, f: (m: Msg) => Msg | null, key?: Key) {
 
 function addMessage(key: Key, m: Msg) {
   const t = timeline(key);
-  if (t.value.loaded && !t.value.messages.some((x) => x.id === m.id)) {
+  // A chat not opened yet gets its messages when it is; one being loaded keeps what comes meanwhile.
+  if ((t.value.loaded || t.value.loading) && !t.value.messages.some((x) => x.id === m.id)) {
     t.set({ ...t.value, messages: sortMessages([...t.value.messages, m]) });
   }
 }

@@ -217,10 +217,15 @@ describe("the chat app", () => {
     await b.page.keyboard.press("Escape");
     await b.page.getByTestId("full-photo").waitFor({ state: "detached" });
 
-    // A file, accepted and saved: the same bytes.
+    // A file dropped on the thread, accepted and saved: the same bytes.
     const notes = join(root, "notes.txt");
     writeFileSync(notes, "Bring: plates, glasses, the good cheese.\n".repeat(2000));
-    await a.page.getByTestId("attach").setInputFiles(notes);
+    await a.page.locator("section.thread").evaluate((thread, text) => {
+      const dt = new DataTransfer();
+      dt.items.add(new File([text], "notes.txt", { type: "text/plain" }));
+      thread.dispatchEvent(new DragEvent("dragover", { dataTransfer: dt, bubbles: true, cancelable: true }));
+      thread.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+    }, readFileSync(notes, "utf8"));
     const file = b.page.getByTestId("file").filter({ hasText: "notes.txt" });
     await file.getByRole("button", { name: "Accept" }).click();
     await file.getByTestId("file-state").filter({ hasText: "received" }).waitFor();

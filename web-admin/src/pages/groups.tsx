@@ -2,6 +2,7 @@
 import { useState } from "preact/hooks";
 import { api, ok, type S } from "../client";
 import { Confirm, ErrorNote, useAction } from "../ui";
+import { Avatar } from "../app/bits";
 
 type Group = S["Group"];
 
@@ -33,8 +34,11 @@ export function Members({
       <ul class="plain" aria-label="Members">
         {group.members.map((m) => (
           <li key={m.user_id} data-testid="group-member">
-            <strong>{who(m.user_id)}</strong> <span class="muted">{m.role}</span>{" "}
-            <span class="muted">
+            <Avatar id={m.user_id} name={who(m.user_id)} size={32} />
+            <span class="member-name">
+              <strong>{who(m.user_id)}</strong> <span class={`badge${m.role === "admin" ? " good" : ""}`}>{m.role}</span>
+            </span>{" "}
+            <span class="muted small">
               · {m.devices.length} device{m.devices.length === 1 ? "" : "s"}
               {m.devices.length === 0 && " (joins when its keys arrive)"}
             </span>{" "}
