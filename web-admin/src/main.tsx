@@ -91,7 +91,13 @@ function Shell({ onLogout }: { onLogout: () => void }) {
   useEffect(() => {
     const onHash = () => {
       setRoute(route());
-      requestAnimationFrame(() => (document.getElementById("page-title") as HTMLElement | null)?.focus({ preventScroll: true }));
+      // Focus moves to the new screen's title, unless the screen has put it somewhere already.
+      requestAnimationFrame(() => {
+        const main = document.getElementById("main");
+        const at = document.activeElement;
+        if (at && at !== main && main?.contains(at)) return;
+        (document.getElementById("page-title") as HTMLElement | null)?.focus({ preventScroll: true });
+      });
     };
     window.addEventListener("hashchange", onHash);
     // The address may have changed between the first render and now.

@@ -467,6 +467,9 @@ describe("the admin page", () => {
     const url = new URL(link);
     assert.equal(url.searchParams.get("api"), new URL(alice.url).origin, link);
     assert.ok(!link.includes("volli_c_"), "no token in the link");
+    // The same code as an address the phone's browser opens (the app trades it on arrival).
+    const address = await login.getByTestId("client-login-url").textContent();
+    assert.equal(address, `${new URL(alice.url).origin}/#login=${encodeURIComponent(url.searchParams.get("code"))}`);
 
     // The phone trades the code for its token; the page shows the new client at once.
     const traded = await fetch(`${url.searchParams.get("api")}/v1/clients/login`, {

@@ -58,6 +58,19 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
     title.set(name);
   }, [name]);
 
+  // Screen readers hear what arrives in the open chat; a keyboard and mouse start in the composer.
+  const [heard, setHeard] = useState("");
+  useEffect(
+    () =>
+      data.onIncoming((key, m) => {
+        if (key === chatKey) setHeard(`${data.nameOf(m.from)}: ${m.body}`);
+      }),
+    [chatKey],
+  );
+  useEffect(() => {
+    if (typeof matchMedia === "function" && matchMedia("(pointer: fine)").matches && !focus) composer.current?.focus({ preventScroll: true });
+  }, [chatKey]);
+
   // This chat is on screen: its messages are read while the page is seen.
   useEffect(() => {
     data.openChat.set(chatKey);
@@ -237,6 +250,9 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
           </span>
         </a>
       </Bar>
+      <p class="sr-only" aria-live="polite">
+        {heard}
+      </p>
       <div class="timeline" ref={scroller} onScroll={onScroll} tabIndex={0} aria-label="Messages">
         <div class="timeline-inner">
           <div class="history-edge" aria-live="polite">

@@ -246,6 +246,11 @@ function NewClient() {
             <code class="wrap">{offer.code}</code> <Copy text={offer.code} />
           </p>
           <p>
+            In the phone's browser, this address opens the app logged in:{" "}
+            <code class="wrap" data-testid="client-login-url">{`${offer.api_url.replace(/\/+$/, "")}/#login=${encodeURIComponent(offer.code)}`}</code>{" "}
+            <Copy text={`${offer.api_url.replace(/\/+$/, "")}/#login=${encodeURIComponent(offer.code)}`} label="Copy address" />
+          </p>
+          <p>
             <code class="wrap">{offer.link}</code> <Copy text={offer.link} label="Copy link" />
           </p>
           <p class="muted">
