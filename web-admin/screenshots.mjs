@@ -1,63 +1,94 @@
-// Screenshots of every page for the README (docs/screenshots/), from two real nodes with a
-// little data: `npm run screenshots` (VOLLI_BIN and CHROMIUM as for the browser tests).
+// Screenshots of every screen of the app at phone (390×844) and desktop (1280×800) sizes for
+// the README (docs/screenshots/), from three real nodes with a little data:
+// `npm run screenshots` (VOLLI_BIN, CHROMIUM and VOLLI_WEB_DIR as for the browser tests).
 import { execFileSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
 import { BIN, call, Nodes } from "../clients/typescript/tests/nodes.mjs";
 
 const OUT = resolve("../docs/screenshots");
 const nodes = new Nodes("volli-shots-");
-const root = nodes.root;
-
-async function start(name) {
-  const node = await nodes.start(name, { env: { VOLLI_DEVICE_NAME: name } });
-  return { ...node, call: async (method, path, body) => (await call(node, method, path, body)).body };
-}
+const wait = (ms) => new Promise((r) => setTimeout(r, ms));
+const api = async (node, method, path, body) => (await call(node, method, path, body)).body;
 
 try {
-  const [alice, bob] = await Promise.all([start("alice"), start("bob")]);
-  const invite = await alice.call("POST", "/v1/invites", {});
-  await bob.call("POST", "/v1/contacts", { invite: invite.link, name: "Alice" });
-  const bobId = (await bob.call("GET", "/v1/node")).user_id;
-  for (let i = 0; i < 50 && !(await alice.call("GET", "/v1/contacts")).contacts.length; i++) await new Promise((r) => setTimeout(r, 100));
-  await alice.call("PUT", `/v1/settings/ui.theme`, { value: "dark" });
-  await bob.call("POST", "/v1/messages", { to: (await alice.call("GET", "/v1/node")).user_id, body: "Hi Alice! Dinner on Friday?" });
-  await new Promise((r) => setTimeout(r, 500));
-  await alice.call("POST", "/v1/messages", { to: bobId, body: "Yes! 7 pm at the usual place." });
-  const file = join(root, "holiday-photos.zip");
-  writeFileSync(file, Buffer.alloc(24 << 20, 1));
-  await alice.call("POST", "/v1/transfers", { to: bobId, path: file });
-  await new Promise((r) => setTimeout(r, 1000));
-
-  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: ["--no-sandbox"] });
-  const page = await browser.newPage({ viewport: { width: 1200, height: 760 } });
-  const login = execFileSync(BIN, ["admin", "--data-dir", alice.dir], { encoding: "utf8" }).trim();
-  await page.goto(login);
-  await page.getByTestId("live").filter({ hasText: "live" }).waitFor();
-  mkdirSync(OUT, { recursive: true });
-  const shots = {
-    overview: "#/overview",
-    contacts: "#/contacts",
-    conversations: `#/conversations/${encodeURIComponent(bobId)}`,
-    peers: "#/peers",
-    plugins: "#/plugins",
-    devices: "#/devices",
-    transfers: "#/transfers",
-    settings: "#/settings",
-  };
-  for (const [name, hash] of Object.entries(shots)) {
-    await page.goto(`${alice.url}/admin${hash}`);
-    await page.waitForLoadState("networkidle");
-    if (name === "contacts") await page.getByRole("button", { name: "Create invite" }).click();
-    if (name === "devices") await page.getByRole("button", { name: "Create pairing code" }).click();
-    await page.waitForTimeout(400);
-    await page.screenshot({ path: join(OUT, `${name}.png`) });
+  const [alice, bob, carol] = await Promise.all(["Alice", "Bob", "Carol"].map((n) => nodes.start(n.toLowerCase(), { env: { VOLLI_DEVICE_NAME: n } })));
+  const [A, B, C] = await Promise.all([alice, bob, carol].map(async (n) => (await api(n, "GET", "/v1/node")).user_id));
+  for (const [who, name] of [[bob, "Alice"], [carol, "Alice"]]) {
+    const invite = await api(alice, "POST", "/v1/invites", {});
+    await api(who, "POST", "/v1/contacts", { invite: invite.link, name });
   }
-  await page.setViewportSize({ width: 390, height: 760 });
-  await page.goto(`${alice.url}/admin#/conversations/${encodeURIComponent(bobId)}`);
-  await page.waitForTimeout(600);
-  await page.screenshot({ path: join(OUT, "phone.png") });
+  for (let i = 0; i < 100 && (await api(alice, "GET", "/v1/contacts")).contacts.length < 2; i++) await wait(100);
+  const say = async (from, to, body) => (await api(from, "POST", "/v1/messages", { to, body }), wait(60));
+  await say(bob, A, "Hi Alice! Dinner on Friday?");
+  await say(alice, B, "Yes! 7 pm at the usual place.");
+  await say(alice, B, "I'll bring the wine 🍷");
+  await say(bob, A, "Perfect. Here is the menu: https://example.org/menu");
+  await say(bob, A, "👍");
+  const group = await api(alice, "POST", "/v1/groups", { name: "Book club", members: [B, C] });
+  for (let i = 0; i < 100 && (await call(carol, "GET", `/v1/groups/${group.id}`)).status !== 200; i++) await wait(100);
+  await wait(500);
+  await api(bob, "POST", "/v1/messages", { group: group.id, body: "Who picks the next book?" });
+  await wait(100);
+  await api(carol, "POST", "/v1/messages", { group: group.id, body: "Me! Something short this time." });
+  await wait(100);
+  await api(alice, "POST", "/v1/messages", { group: group.id, body: "Sounds good — see you Thursday." });
+  const photo = join(nodes.root, "sunset.png");
+  writeFileSync(photo, readFileSync("static/icon-512.png"));
+  const offer = await api(bob, "POST", "/v1/transfers", { to: A, path: photo });
+  for (let i = 0; i < 100 && !(await api(alice, "GET", "/v1/transfers")).transfers.length; i++) await wait(100);
+  await api(alice, "POST", `/v1/transfers/${offer.id}/accept`);
+  await wait(1500);
+  await say(carol, A, "Are you coming to the book club?");
+
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: ["--no-sandbox", "--disable-gpu"] });
+  rmSync(OUT, { recursive: true, force: true });
+  mkdirSync(OUT, { recursive: true });
+  const screens = [
+    ["chats", "#/"],
+    ["thread", `#/chat/u/${B}`],
+    ["group", `#/chat/g/${group.id}`],
+    ["new-chat", "#/new"],
+    ["add-contact", "#/add"],
+    ["contact", `#/contact/${B}`],
+    ["group-info", `#/group/${group.id}`],
+    ["profile", "#/profile"],
+    ["settings", "#/settings"],
+    ["node-overview", "#/admin/overview"],
+    ["node-devices", "#/admin/devices"],
+  ];
+  for (const [size, viewport] of [["phone", { width: 390, height: 844 }], ["desktop", { width: 1280, height: 800 }]]) {
+    const context = await browser.newContext({ viewport, deviceScaleFactor: 1 });
+    const page = await context.newPage();
+    await page.goto(`${alice.url}/`);
+    await page.screenshot({ path: join(OUT, `${size}-login.png`) });
+    const login = execFileSync(BIN, ["admin", "--data-dir", alice.dir], { encoding: "utf8" }).trim().replace("/admin#", "/#");
+    await page.goto(login);
+    await page.getByTestId("live").filter({ hasText: "live" }).waitFor();
+    await page.getByRole("button", { name: "Not now" }).click();
+    // Something new since this device last looked: a count on the chat list.
+    await api(carol, "POST", "/v1/messages", { to: A, body: size === "phone" ? "Bring the book, please!" : "See you there 📚" });
+    await page.getByTestId("unread").first().waitFor();
+    for (const [name, hash] of screens) {
+      await page.evaluate((h) => (location.hash = h), hash);
+      await page.waitForLoadState("networkidle");
+      if (name === "add-contact") await page.getByRole("button", { name: "Create invite" }).click();
+      if (name === "node-devices") await page.getByRole("button", { name: "Create pairing code" }).click();
+      await wait(400);
+      await page.screenshot({ path: join(OUT, `${size}-${name}.png`) });
+    }
+    // The dark theme, and a message's menu.
+    await page.evaluate(() => (document.documentElement.dataset.theme = "dark"));
+    await page.evaluate((h) => (location.hash = h), `#/chat/u/${B}`);
+    await wait(400);
+    const bubble = page.getByTestId("message").filter({ hasText: "Dinner on Friday" });
+    await bubble.hover();
+    await bubble.getByRole("button", { name: "Message actions" }).click({ force: true });
+    await wait(200);
+    await page.screenshot({ path: join(OUT, `${size}-thread-dark-menu.png`) });
+    await context.close();
+  }
   await browser.close();
   console.log(`screenshots in ${OUT}`);
 } finally {

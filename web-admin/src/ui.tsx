@@ -2,6 +2,7 @@
 import { createContext, type ComponentChildren } from "preact";
 import { useCallback, useContext, useEffect, useRef, useState } from "preact/hooks";
 import { message, type Event } from "./client";
+import { title } from "./notify";
 
 /** What changed recently: a counter per event family ("message", "transfer", …). */
 export type Live = { ticks: Record<string, number>; last: Event | null };
@@ -99,7 +100,7 @@ export function Loaded<T>(props: {
 
 export function Page(props: { title: string; children: ComponentChildren; actions?: ComponentChildren }) {
   useEffect(() => {
-    document.title = `${props.title} · Volli node`;
+    title.set(props.title);
   }, [props.title]);
   return (
     <section aria-labelledby="page-title">

@@ -55,9 +55,22 @@ async function open(node) {
   };
 }
 
-/** Follows a link of the navigation. */
+const PAGES = { Overview: "overview", Contacts: "contacts", Peers: "peers", Plugins: "plugins", Devices: "devices", Clients: "clients", Transfers: "transfers", Settings: "settings" };
+
+/** Opens one of the node's pages: from the app's settings, then its tab. */
 async function go(page, name) {
-  await page.getByRole("navigation", { name: "Pages" }).getByRole("link", { name, exact: true }).click();
+  if (!(await page.getByRole("navigation", { name: "Pages" }).isVisible())) {
+    await page.evaluate(() => (location.hash = "#/settings"));
+    await page.getByRole("heading", { name: "Settings", level: 1 }).waitFor();
+    await page.getByRole("link", { name: PAGES[name] === "settings" ? "Node settings and retention" : new RegExp(`^${name}`) }).click();
+  }
+  await page.getByRole("navigation", { name: "Pages" }).getByRole("link", { name: name === "Settings" ? "Node settings" : name, exact: true }).click();
+}
+
+/** Opens a chat from the app's chat list. */
+async function openChat(page, name) {
+  await page.evaluate(() => (location.hash = "#/"));
+  await page.getByTestId("chat").filter({ hasText: name }).first().click();
 }
 
 async function logIn(node) {
@@ -110,8 +123,11 @@ describe("the admin page", () => {
     const node = (await call(alice, "GET", "/v1/node")).body;
     await s.page.getByTestId("user-id").filter({ hasText: node.user_id }).waitFor();
     assert.ok(!s.page.url().includes("code="), `the code stays in the URL: ${s.page.url()}`);
-    assert.equal(await s.page.evaluate(() => localStorage.length), 0);
-    assert.ok(await s.page.evaluate(() => sessionStorage.getItem("volli.session")));
+    const token = await s.page.evaluate(() => sessionStorage.getItem("volli.session"));
+    assert.ok(token);
+    const kept = await s.page.evaluate(() => Object.values(localStorage).join("\n"));
+    assert.ok(!kept.includes(token), "the session token is not kept in localStorage");
+    await s.page.evaluate(() => (location.hash = "#/settings"));
     await s.page.getByRole("button", { name: "Log out" }).click();
     await s.page.getByText("volli admin").first().waitFor();
     await s.done();
@@ -159,18 +175,20 @@ describe("the admin page", () => {
     await a.page.getByTestId("contact").first().getByRole("link").click();
     await a.page.getByText("No messages yet.").waitFor();
     await b.page.getByTestId("contact").filter({ hasText: "Alice" }).getByRole("link").click();
+    await b.page.getByRole("heading", { name: "Alice", level: 1 }).waitFor();
     await b.page.getByLabel("Message", { exact: true }).fill("hello from the browser");
     await b.page.getByLabel("Message", { exact: true }).press("Enter");
     await b.page.getByTestId("message").filter({ hasText: "hello from the browser" }).waitFor();
     await a.page.getByTestId("message").filter({ hasText: "hello from the browser" }).waitFor();
-    await b.page.getByTestId("message-status").filter({ hasText: /delivered|read/ }).waitFor();
+    await b.page.getByTestId("message-status").filter({ hasText: /delivered|read/i }).waitFor();
 
     await a.page.getByLabel("Message", { exact: true }).fill("hello back");
     await a.page.getByRole("button", { name: "Send" }).click();
     await b.page.getByTestId("message").filter({ hasText: "hello back" }).waitFor();
 
-    // The conversation is on MLS by now: both pages say so, live, with both devices in it.
+    // The conversation is on MLS by now: both contact pages say so, live, with both devices in it.
     for (const page of [a.page, b.page]) {
+      await page.getByRole("link", { name: "Contact info" }).click();
       await page.getByTestId("encryption-kind").filter({ hasText: "End-to-end encrypted with MLS" }).waitFor();
       await page.getByTestId("encryption").locator("summary").click();
       assert.equal(await page.getByTestId("member").count(), 2);
@@ -189,30 +207,27 @@ describe("the admin page", () => {
   test("creates a group, writes in it live, promotes and renames, showing the node's errors", async () => {
     const a = await logIn(alice);
     const b = await logIn(bob);
-    await go(a.page, "Groups");
-    await a.page.getByRole("heading", { name: "Groups", level: 1 }).waitFor();
-    await a.page.getByText("No groups yet.").waitFor();
-    await go(b.page, "Groups");
-    await b.page.getByText("No groups yet.").waitFor();
-
-    await a.page.getByText("New group").click();
-    await a.page.getByLabel("Name", { exact: true }).fill("Friends");
+    await a.page.evaluate(() => (location.hash = "#/new"));
+    await a.page.getByRole("button", { name: "New group" }).click();
+    await a.page.getByLabel("Group name").fill("Friends");
     await a.page.getByRole("checkbox").first().check();
-    await a.page.getByRole("button", { name: "Create" }).click();
-    await a.page.getByRole("heading", { name: "Group Friends" }).waitFor();
-    // Bob's page learns of the group live; both see both members.
-    await b.page.getByTestId("group").filter({ hasText: "Friends" }).getByRole("link").click();
+    await a.page.getByRole("button", { name: "Create group" }).click();
+    await a.page.getByRole("heading", { name: "Friends", level: 1 }).waitFor();
+    // Bob's chat list learns of the group live; both see both members.
+    await openChat(b.page, "Friends");
+    await b.page.getByRole("heading", { name: "Friends", level: 1 }).waitFor();
+
+    await b.page.getByLabel("Message", { exact: true }).fill("hello, group");
+    await b.page.getByLabel("Message", { exact: true }).press("Enter");
+    await a.page.getByTestId("message").filter({ hasText: "hello, group" }).waitFor();
+    await a.page.getByLabel("Message", { exact: true }).fill("hello back");
+    await a.page.getByRole("button", { name: "Send" }).click();
+    await b.page.getByTestId("message").filter({ hasText: "hello back" }).waitFor();
+    await a.page.getByTestId("message-status").filter({ hasText: "1 of 1 delivered" }).waitFor();
     for (const page of [a.page, b.page]) {
+      await page.getByRole("link", { name: "Group info" }).click();
       await page.getByTestId("group-members").locator("summary").filter({ hasText: "2 members" }).waitFor();
     }
-
-    await b.page.getByLabel("Message to the group").fill("hello, group");
-    await b.page.getByLabel("Message to the group").press("Enter");
-    await a.page.getByTestId("group-message").filter({ hasText: "hello, group" }).waitFor();
-    await a.page.getByLabel("Message to the group").fill("hello back");
-    await a.page.getByRole("button", { name: "Send" }).click();
-    await b.page.getByTestId("group-message").filter({ hasText: "hello back" }).waitFor();
-    await a.page.getByTestId("message-status").filter({ hasText: "1/1 delivered" }).waitFor();
 
     // Only an admin sees the controls; Alice makes Bob one, and his page shows it live.
     assert.equal(await b.page.getByRole("button", { name: "Rename" }).count(), 0);
@@ -227,7 +242,10 @@ describe("the admin page", () => {
     a.allow(400);
     await a.page.getByLabel("Name", { exact: true }).last().fill("Old friends");
     await a.page.getByRole("button", { name: "Rename" }).click();
-    await b.page.getByTestId("group").filter({ hasText: "Old friends" }).waitFor();
+    await b.page.getByTestId("chat").filter({ hasText: "Old friends" }).waitFor();
+    // The change shows in the thread as a line of its own.
+    await b.page.getByRole("link", { name: "Back", exact: true }).click();
+    await b.page.getByTestId("system-line").filter({ hasText: "now called “Old friends”" }).waitFor();
     await a.done();
     await b.done();
   });
@@ -238,14 +256,16 @@ describe("the admin page", () => {
     for (const text of ["one", "two", "three"]) {
       assert.equal((await call(alice, "POST", "/v1/messages", { to: bobId, body: text })).status, 202);
     }
-    await go(a.page, "Conversations");
-    await a.page.getByRole("navigation", { name: "Conversations" }).getByRole("link").first().click();
+    await a.page.evaluate((id) => (location.hash = `#/chat/u/${id}`), bobId);
     const message = (text) => a.page.getByTestId("message").filter({ hasText: text });
     await message("three").waitFor();
 
-    // One message, after a confirmation; the contact keeps their copy.
-    await message("hello back").getByRole("button", { name: "Delete" }).click();
-    await message("hello back").getByRole("button", { name: "Delete on all my devices" }).click();
+    // One message, from its menu, after a confirmation; the contact keeps their copy.
+    assert.equal(await a.page.getByRole("button", { name: "Delete" }).count(), 0, "no delete button on every bubble");
+    await message("hello back").hover();
+    await message("hello back").getByRole("button", { name: "Message actions" }).click();
+    await a.page.getByRole("menuitem", { name: "Delete…" }).click();
+    await a.page.getByRole("dialog").getByRole("button", { name: "Delete for me" }).click();
     await message("hello back").waitFor({ state: "detached" });
     const mine = (await call(alice, "GET", `/v1/messages?with=${bobId}`)).body.messages.map((m) => m.body);
     assert.deepEqual(mine, ["hello from the browser", "one", "two", "three"]);
@@ -254,6 +274,7 @@ describe("the admin page", () => {
     assert.ok(theirs.includes("hello back"));
 
     // This conversation's own rule: a bad one shows the node's message; "keep the last 2" applies.
+    await a.page.getByRole("link", { name: "Contact info" }).click();
     await a.page.getByText("Retention and deletion").click();
     const form = a.page.getByTestId("retention");
     await form.getByText("follows the default rule").waitFor();
@@ -264,14 +285,18 @@ describe("the admin page", () => {
     await form.getByLabel("Newest messages to keep").fill("2");
     await form.getByRole("button", { name: "Save" }).click();
     await a.page.getByTestId("retention").getByText("Keeps the last 2").waitFor();
+    await a.page.getByRole("link", { name: "Back", exact: true }).click();
     await message("one").waitFor({ state: "detached" });
     assert.equal(await a.page.getByTestId("message").count(), 2);
+    await a.page.getByRole("link", { name: "Contact info" }).click();
+    await a.page.getByText("Retention and deletion").click();
     assert.deepEqual((await call(alice, "GET", "/v1/retention")).body.conversations, { [bobId]: { keep_last: 2 } });
 
     // The whole conversation.
     await a.page.getByRole("button", { name: "Delete the whole conversation" }).click();
     await a.page.getByRole("button", { name: "Delete every message on all my devices" }).click();
     await a.page.getByRole("status").filter({ hasText: "2 messages deleted." }).waitFor();
+    await a.page.getByRole("link", { name: "Back", exact: true }).click();
     await a.page.getByText("No messages yet.").waitFor();
 
     // The default rule, on the settings page.
@@ -330,7 +355,7 @@ describe("the admin page", () => {
     await go(b.page, "Transfers");
     await b.page.getByText("No transfers yet.").waitFor();
     await b.page.getByLabel("To").selectOption({ label: "Alice" });
-    await b.page.getByLabel("File").setInputFiles(file);
+    await b.page.getByLabel("File", { exact: true }).setInputFiles(file);
     await b.page.getByRole("button", { name: "Send" }).click();
     await b.page.getByTestId("transfer").filter({ hasText: "photo.bin" }).waitFor();
 
@@ -367,7 +392,7 @@ describe("the admin page", () => {
     writeFileSync(album, Buffer.alloc(1 << 20, 9));
     await go(b.page, "Transfers");
     await b.page.getByRole("combobox", { name: /^To/ }).selectOption({ label: "Photos (group)" });
-    await b.page.getByLabel("File").setInputFiles(album);
+    await b.page.getByLabel("File", { exact: true }).setInputFiles(album);
     await b.page.getByRole("button", { name: "Send" }).click();
     const sentToGroup = b.page.getByTestId("transfer").filter({ hasText: "album.bin" });
     await sentToGroup.filter({ hasText: "to group Photos" }).waitFor();
@@ -442,6 +467,9 @@ describe("the admin page", () => {
     const url = new URL(link);
     assert.equal(url.searchParams.get("api"), new URL(alice.url).origin, link);
     assert.ok(!link.includes("volli_c_"), "no token in the link");
+    // The same code as an address the phone's browser opens (the app trades it on arrival).
+    const address = await login.getByTestId("client-login-url").textContent();
+    assert.equal(address, `${new URL(alice.url).origin}/#login=${encodeURIComponent(url.searchParams.get("code"))}`);
 
     // The phone trades the code for its token; the page shows the new client at once.
     const traded = await fetch(`${url.searchParams.get("api")}/v1/clients/login`, {
@@ -524,7 +552,7 @@ describe("the admin page", () => {
     await a.page.getByRole("heading", { name: "Contacts", level: 1 }).waitFor();
     await a.page.evaluate(() => document.activeElement?.blur());
     let reached = false;
-    for (let i = 0; i < 20 && !reached; i++) {
+    for (let i = 0; i < 40 && !reached; i++) {
       await a.page.keyboard.press("Tab");
       reached = await a.page.evaluate(() => document.activeElement?.textContent === "Overview");
     }
@@ -533,13 +561,11 @@ describe("the admin page", () => {
     await a.page.getByRole("heading", { name: "Overview" }).waitFor();
 
     await a.page.setViewportSize({ width: 390, height: 844 });
-    await a.page.getByRole("button", { name: "Menu" }).click();
     await go(a.page, "Devices");
     await a.page.getByTestId("device").filter({ hasText: "this device" }).waitFor();
     await a.page.getByRole("button", { name: "Create pairing code" }).click();
     await a.page.getByRole("img", { name: "QR code of the pairing link" }).waitFor();
 
-    await a.page.getByRole("button", { name: "Menu" }).click();
     await go(a.page, "Settings");
     await a.page.getByLabel("Key").fill("theme");
     await a.page.getByLabel("Value (JSON)").fill('"dark"');

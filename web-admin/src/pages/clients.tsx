@@ -1,5 +1,6 @@
 import { useState } from "preact/hooks";
 import { api, ok, type S } from "../client";
+import { enablePush } from "../notify";
 import { Confirm, Copy, Empty, ErrorNote, Id, Loaded, Page, Qr, useAction, useLoad, When } from "../ui";
 
 const SCOPES = [
@@ -86,26 +87,7 @@ function Notifications() {
   const [sent, setSent] = useState<string | null>(null);
   const subscribe = () =>
     action.run(async () => {
-      if (!("serviceWorker" in navigator) || !("PushManager" in window))
-        throw new Error("This browser cannot receive push notifications.");
-      if ((await Notification.requestPermission()) !== "granted")
-        throw new Error("Notifications are blocked for this page; allow them in the browser's site settings.");
-      const registration = await navigator.serviceWorker.register("/admin/sw.js", { scope: "/admin/" });
-      await navigator.serviceWorker.ready;
-      const { public_key } = await ok(api.GET("/v1/push/vapid"));
-      const key = Uint8Array.from(atob(public_key.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
-      let subscription: PushSubscription;
-      try {
-        subscription = await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
-      } catch (e) {
-        throw new Error(`The browser's push service did not answer (${e instanceof Error ? e.message : String(e)}).`);
-      }
-      const json = subscription.toJSON();
-      await ok(
-        api.POST("/v1/push/subscriptions", {
-          body: { endpoint: json.endpoint ?? "", keys: { p256dh: json.keys?.p256dh ?? "", auth: json.keys?.auth ?? "" } },
-        }),
-      );
+      await enablePush();
       await subs.reload();
     });
   return (
@@ -262,6 +244,11 @@ function NewClient() {
           <p>
             Scan it with the app, or enter the address <code>{offer.api_url}</code> and the code{" "}
             <code class="wrap">{offer.code}</code> <Copy text={offer.code} />
+          </p>
+          <p>
+            In the phone's browser, this address opens the app logged in:{" "}
+            <code class="wrap" data-testid="client-login-url">{`${offer.api_url.replace(/\/+$/, "")}/#login=${encodeURIComponent(offer.code)}`}</code>{" "}
+            <Copy text={`${offer.api_url.replace(/\/+$/, "")}/#login=${encodeURIComponent(offer.code)}`} label="Copy address" />
           </p>
           <p>
             <code class="wrap">{offer.link}</code> <Copy text={offer.link} label="Copy link" />
