@@ -1005,3 +1005,81 @@ async fn five_users_with_two_devices_each_change_the_group_while_one_is_offline(
     let _ = &mut c;
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_file_completes_when_every_member_has_it_or_declined_with_each_members_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = Node::start(&dir.path().join("alice")).await;
+    let bob = Node::start(&dir.path().join("bob")).await;
+    let carol = Node::start(&dir.path().join("carol")).await;
+    // Alice knows both: each fetches from her.
+    befriend(&alice, &bob).await;
+    befriend(&alice, &carol).await;
+    let (b, _) = bob.ids().await;
+    let (c, _) = carol.ids().await;
+    ready(&alice, &b).await;
+    ready(&alice, &c).await;
+    let (status, group) = alice
+        .post(
+            "/v1/groups",
+            json!({"name": "book club", "members": [b, c]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{group}");
+    let id = group["id"].as_str().unwrap().to_owned();
+    for node in [&bob, &carol] {
+        member_devices(node, &id, &c, 1).await;
+        member_devices(node, &id, &b, 1).await;
+    }
+    let data: Vec<u8> = (0..(2u32 << 20) + 17).map(|i| (i % 251) as u8).collect();
+    let sent = upload_to_group(&alice, &id, "chapter3.pdf", &data).await;
+    let t = sent["id"].as_str().unwrap().to_owned();
+    assert_eq!(sent["members"].as_array().map(Vec::len), Some(2), "{sent}");
+    // In the thread: a file item with its type, on every member's node.
+    for node in [&bob, &carol, &alice] {
+        let item = node
+            .wait_for(&format!("/v1/messages/{t}"), WAIT, |m| m["kind"] == "file")
+            .await;
+        assert_eq!(item["file"]["name"], "chapter3.pdf", "{item}");
+        assert_eq!(item["file"]["mime"], "application/pdf", "{item}");
+        assert_eq!(item["file"]["size"], data.len(), "{item}");
+    }
+    transfer_state(&bob, &t, "offered").await;
+    transfer_state(&carol, &t, "offered").await;
+    let (status, _) = bob
+        .post(&format!("/v1/transfers/{t}/accept"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    transfer_state(&bob, &t, "completed").await;
+    // Bob has it, Carol has not answered: Alice's side waits, showing each member.
+    let waiting = alice
+        .wait_for(&format!("/v1/transfers/{t}"), WAIT, |t| {
+            t["members"].as_array().is_some_and(|m| {
+                m.iter()
+                    .any(|m| m["user_id"] == b.as_str() && m["state"] == "completed")
+            })
+        })
+        .await;
+    assert_ne!(waiting["state"], "completed", "{waiting}");
+    assert!(waiting["bytes_done"].as_u64().unwrap() > 0, "{waiting}");
+    let members = waiting["members"].as_array().unwrap();
+    let bobs = members.iter().find(|m| m["user_id"] == b.as_str()).unwrap();
+    assert_eq!(bobs["bytes_done"], data.len(), "{waiting}");
+    let carols = members.iter().find(|m| m["user_id"] == c.as_str()).unwrap();
+    assert_eq!(carols["state"], "offered", "{waiting}");
+    // Carol declines: nobody is left to wait for.
+    let (status, _) = carol
+        .post(&format!("/v1/transfers/{t}/decline"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let done = transfer_state(&alice, &t, "completed").await;
+    assert_eq!(done["bytes_done"], data.len(), "{done}");
+    let carols = done["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["user_id"] == c.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(carols["state"], "declined", "{done}");
+}

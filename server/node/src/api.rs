@@ -146,7 +146,13 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(contacts::get, contacts::remove))
         .routes(routes!(peers::list))
         .routes(routes!(messages::send, messages::list))
-        .routes(routes!(messages::delete))
+        .routes(routes!(messages::get, messages::delete, messages::edit))
+        .routes(routes!(messages::react))
+        .routes(routes!(messages::unreact))
+        .routes(routes!(messages::mark_read))
+        .routes(routes!(messages::typing))
+        .routes(routes!(messages::chats))
+        .routes(routes!(messages::set_timer))
         .routes(routes!(
             messages::conversation,
             messages::delete_conversation

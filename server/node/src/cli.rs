@@ -103,6 +103,36 @@ enum Command {
         /// The text.
         text: String,
     },
+    /// Answer a message (by its id), in its conversation.
+    Reply {
+        /// The message's id.
+        id: String,
+        /// The text.
+        text: String,
+    },
+    /// React to a message (by its id) with one emoji; `--remove` takes it back.
+    React {
+        /// The message's id.
+        id: String,
+        /// The emoji.
+        emoji: String,
+        /// Take the reaction back.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Edit a message of this user's (by its id): the new text on every member's devices.
+    Edit {
+        /// The message's id.
+        id: String,
+        /// The new text.
+        text: String,
+    },
+    /// Delete a message of this user's for everyone (by its id): a tombstone on every
+    /// member's devices.
+    Unsend {
+        /// The message's id.
+        id: String,
+    },
     /// Show the conversation with a contact (by user id or by name).
     Messages {
         /// The contact's user id or name.
@@ -565,6 +595,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Peers => client::peers(&connect(&cli)?).await,
         Command::Send { to, text } => client::send(&connect(&cli)?, to, text).await,
+        Command::Reply { id, text } => client::reply(&connect(&cli)?, id, text).await,
+        Command::React { id, emoji, remove } => {
+            client::react(&connect(&cli)?, id, emoji, *remove).await
+        }
+        Command::Edit { id, text } => client::edit(&connect(&cli)?, id, text).await,
+        Command::Unsend { id } => client::unsend(&connect(&cli)?, id).await,
         Command::Messages { with, limit } => client::messages(&connect(&cli)?, with, *limit).await,
         Command::Pair {
             command,

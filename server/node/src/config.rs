@@ -14,7 +14,14 @@ use multiaddr::Multiaddr;
 use serde::{Deserialize, Serialize};
 
 /// Environment variables that belong to the client or the tooling, not to the node config.
-const NOT_CONFIG: &[&str] = &["CONFIG", "API", "TOKEN", "BIN", "PASSPHRASE_FILE"];
+const NOT_CONFIG: &[&str] = &[
+    "CONFIG",
+    "API",
+    "TOKEN",
+    "BIN",
+    "PASSPHRASE_FILE",
+    "WEB_DIR",
+];
 
 /// The node's settings.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

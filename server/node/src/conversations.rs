@@ -36,7 +36,6 @@ use volli_core::{
 };
 use volli_mls::{GroupRef, Info, Member, Mls, MlsError, Processed};
 use volli_net::Protocol;
-use volli_store::vault::{MessageStatus, StoredMessage};
 use volli_store::{Db, HeldPackage, OutboxEntry, Vault};
 
 mod groups;
@@ -364,7 +363,8 @@ struct Inner {
     /// Conversations whose messages wait for a revoked device's removal, since when.
     barriers: Mutex<HashMap<GroupRef, Instant>>,
     /// What each contact's node reads (from `MlsRequest::Features`).
-    features: Mutex<HashMap<UserId, u32>>,
+    /// What each contact's node reads, and whether it said so during this run.
+    features: Mutex<HashMap<UserId, (u32, bool)>>,
     /// Messages opened lately (their keys are used up), checked under the MLS lock: a copy
     /// arriving meanwhile by another path is a duplicate even before the vault has the
     /// message on disk.
@@ -381,8 +381,11 @@ struct Inner {
 pub type InboundCheck = Arc<dyn Fn(UserId, usize) -> Result<(), String> + Send + Sync>;
 
 /// What takes in a file offered to a group (the group, the offer).
-pub type OfferSink =
-    Arc<dyn Fn(GroupRef, FileOffer) -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
+pub type OfferSink = Arc<
+    dyn Fn(GroupRef, FileOffer, crate::files::FileMeta) -> futures::future::BoxFuture<'static, bool>
+        + Send
+        + Sync,
+>;
 
 /// The ids of the last [`Recent::MAX`] messages opened.
 #[derive(Default)]
@@ -459,6 +462,15 @@ impl Conversations {
             }),
         };
         this.refresh_directory().await;
+        // What contacts' nodes said they read, as last heard (asked again once per run).
+        if let Ok(rows) = this.inner.db.contact_features().await {
+            let mut known = lock(&this.inner.features);
+            for (user, features) in rows {
+                if let Ok(user) = user.parse::<UserId>() {
+                    known.insert(user, (u32::try_from(features).unwrap_or(0), false));
+                }
+            }
+        }
         Ok(this)
     }
 
@@ -930,6 +942,7 @@ impl Conversations {
             device: Some(member.peer.to_string()),
             handshake: true,
             group: None,
+            content: None,
         })
     }
 
@@ -1012,13 +1025,22 @@ impl Conversations {
         if lock(&self.inner.opened).ids.contains(&mail.id) {
             return Ok(Opened::Duplicate);
         }
-        let mut text = None;
+        let mut opened = None;
         let processed =
             mls.open_application(bytes, &directory, now_ms(), &mut |sender, content| {
-                let Ok(Content::Text { id, sent_at, body }) = Content::from_padded(content) else {
+                let Ok(content) = Content::from_padded(content) else {
                     return Err(MlsError::Refused("unreadable content".into()));
                 };
-                if id != mail.id {
+                // One-to-one file offers come over the file protocol; requests are a group's.
+                if matches!(
+                    content,
+                    Content::FileOffer(_) | Content::File { .. } | Content::GroupRequest { .. }
+                ) {
+                    return Err(MlsError::Refused(
+                        "not a message this device takes here".into(),
+                    ));
+                }
+                if content.mail_id() != mail.id {
                     return Err(MlsError::Refused(
                         "the content's id is not the mail's".into(),
                     ));
@@ -1033,8 +1055,8 @@ impl Conversations {
                         "a device may only deliver its own user's messages".into(),
                     ));
                 }
-                accept(sender.user, body.len()).map_err(MlsError::Refused)?;
-                text = Some((sender.user, id, sent_at, body));
+                accept(sender.user, content.text_len()).map_err(MlsError::Refused)?;
+                opened = Some((sender.user, content));
                 Ok(())
             });
         // A message stored before (delivered again: its receipt was lost) no longer opens,
@@ -1058,46 +1080,34 @@ impl Conversations {
         };
         match processed {
             Ok(Processed::Application { .. }) => {
-                let Some((sender, id, sent_at, body)) = text else {
+                let Some((sender, content)) = opened else {
                     return Err(ConversationError::Invalid("no content".into()));
                 };
+                let id = content.mail_id();
                 lock(&self.inner.opened).insert(id);
-                // The message first: once the state that no longer opens it is on disk, it
+                // The item first: once the state that no longer opens it is on disk, it
                 // must be too.
-                let stored = self
-                    .inner
-                    .vault
-                    .queue_message(
-                        sender,
-                        StoredMessage {
-                            id,
-                            from: sender,
-                            to: me,
-                            body: body.clone(),
-                            sent_at,
-                            status: MessageStatus::Received,
-                            extra: volli_store::vault::Extra::default(),
-                        },
-                    )
-                    .await?;
+                let stored = crate::timeline::queue_received(
+                    &self.inner.vault,
+                    &self.inner.events,
+                    crate::timeline::Where::Direct(sender),
+                    me,
+                    sender,
+                    content,
+                    false,
+                )
+                .await?;
                 let state = self.inner.vault.mls_queued(mls.take_changes()).await?;
                 if let Some(group) = volli_mls::peek(bytes).ok().and_then(|p| p.group) {
                     self.wake_if_due(&mls, &group);
                 }
                 drop(mls);
-                let events = self.inner.events.clone();
                 let saved = async move {
-                    let new = stored.await?;
+                    let new = match stored {
+                        Some(stored) => stored.await?,
+                        None => false,
+                    };
                     state.await?;
-                    if new {
-                        crate::metrics::metrics().received();
-                        events.publish(Event::MessageReceived {
-                            id: id.to_string(),
-                            from: sender.to_string(),
-                            body,
-                            sent_at: sent_at.to_rfc3339(),
-                        });
-                    }
                     Ok(new)
                 };
                 Ok(Opened::Text {
@@ -1148,7 +1158,10 @@ impl Conversations {
         &self,
         mail: &MlsMail,
         from: UserId,
-        store: impl FnOnce(FileOffer) -> futures::future::BoxFuture<'static, bool>,
+        store: impl FnOnce(
+            FileOffer,
+            crate::files::FileMeta,
+        ) -> futures::future::BoxFuture<'static, bool>,
     ) -> Result<(), ConversationError> {
         if !self.messaging() || mail.kind != MailKind::Application {
             return Err(ConversationError::Invalid(
@@ -1164,25 +1177,34 @@ impl Conversations {
         let mut opened = None;
         let processed =
             mls.open_application(bytes, &directory, now_ms(), &mut |sender, content| {
-                let Ok(Content::FileOffer(offer)) = Content::from_padded(content) else {
-                    return Err(MlsError::Refused("not a file offer".into()));
+                let (offer, meta) = match Content::from_padded(content) {
+                    Ok(Content::FileOffer(offer)) => {
+                        let meta = crate::files::FileMeta::of_name(&offer.name);
+                        (offer, meta)
+                    }
+                    Ok(Content::File {
+                        offer,
+                        mime,
+                        thumbnail,
+                    }) => (offer, crate::files::FileMeta { mime, thumbnail }),
+                    _ => return Err(MlsError::Refused("not a file offer".into())),
                 };
                 if sender.user != from || offer.id.as_bytes() != mail.id.as_bytes() {
                     return Err(MlsError::Refused("an offer from another user".into()));
                 }
-                opened = Some((*sender, offer));
+                opened = Some((*sender, offer, meta));
                 Ok(())
             });
         // The caller knows the transfer is not stored.
         processed.map_err(unreadable)?;
-        let Some((sender, content)) = opened else {
+        let Some((sender, content, meta)) = opened else {
             return Err(ConversationError::Invalid("no offer".into()));
         };
         let offer = content
             .into_offer(sender.user, sender.peer)
             .map_err(|e| ConversationError::Invalid(e.to_string()))?;
         // The offer first: once the state that no longer opens it is on disk, it must be.
-        if !store(offer).await {
+        if !store(offer, meta).await {
             self.reload(&mut mls).await;
             return Err(ConversationError::Invalid(
                 "the offer was not stored".into(),
@@ -1219,8 +1241,11 @@ impl Conversations {
     /// Tells clients that the conversation with `with` is at `epoch` now.
     fn changed(&self, with: UserId, epoch: u64) {
         self.inner.events.publish(Event::ConversationChanged {
-            with: with.to_string(),
-            epoch,
+            with: Some(with.to_string()),
+            group: None,
+            epoch: Some(epoch),
+            disappearing_secs: None,
+            by: None,
         });
     }
 
@@ -1771,7 +1796,7 @@ impl Conversations {
             return;
         }
         self.tell_revocations(peer).await;
-        if user != self.me() && !lock(&self.inner.features).contains_key(&user) {
+        if user != self.me() && !lock(&self.inner.features).get(&user).is_some_and(|f| f.1) {
             self.exchange_features(peer, user).await;
         }
         {
@@ -1842,19 +1867,62 @@ impl Conversations {
 
     /// Records what `user`'s node reads.
     fn note_features(&self, user: UserId, features: u32) {
-        let mut known = lock(&self.inner.features);
-        if known.len() > 4096 {
-            known.clear();
+        if !self.inner.peers.is_contact(&user) {
+            return;
         }
-        known.insert(user, features);
+        let changed = {
+            let mut known = lock(&self.inner.features);
+            known.insert(user, (features, true)).map(|f| f.0) != Some(features)
+        };
+        if changed {
+            let db = self.inner.db.clone();
+            tokio::spawn(async move {
+                if let Err(e) = db
+                    .set_contact_features(&user.to_string(), i64::from(features))
+                    .await
+                {
+                    tracing::debug!(error = %e, "what a contact's node reads was not kept");
+                }
+            });
+        }
     }
 
     /// Whether `user`'s node reads the message kinds of this release (a reply, a reaction,
     /// an edit…): known when it said so; a member this user does not know is assumed to.
     pub fn reads_kinds(&self, user: &UserId) -> bool {
+        self.features_of(user).unwrap_or(false)
+    }
+
+    /// Whether `user`'s node reads the message kinds of this release: `None` for a contact
+    /// never heard on it (a member this user does not know is assumed to).
+    pub fn features_of(&self, user: &UserId) -> Option<bool> {
         match lock(&self.inner.features).get(user) {
-            Some(features) => features & volli_core::mail::FEATURE_MESSAGE_KINDS != 0,
-            None => !self.inner.peers.is_contact(user),
+            Some((features, _)) => Some(features & volli_core::mail::FEATURE_MESSAGE_KINDS != 0),
+            None => (!self.inner.peers.is_contact(user)).then_some(true),
+        }
+    }
+
+    /// Learns what contact `user`'s node reads when that was never heard: from a connected
+    /// device, or (with `dial`) from any of its devices, dialled.
+    pub async fn learn_features(&self, user: UserId, dial: bool) {
+        if self.features_of(&user).is_some() {
+            return;
+        }
+        let mut devices = self.inner.peers.connected_devices_of(&user);
+        if devices.is_empty() && dial {
+            devices = self
+                .inner
+                .peers
+                .devices_of(&user)
+                .into_iter()
+                .map(|e| e.peer_id)
+                .collect();
+        }
+        for peer in devices {
+            self.exchange_features(peer, user).await;
+            if self.features_of(&user).is_some() {
+                return;
+            }
         }
     }
 
@@ -1868,6 +1936,24 @@ impl Conversations {
             // An earlier release refuses the request: it reads texts and offers only.
             Ok(MlsResponse::Refused(_)) => self.note_features(user, 0),
             _ => {}
+        }
+    }
+
+    /// Tells the connected devices of contact `user` that this user is typing (to them, or
+    /// in `group`): one request each, at once, never queued or relayed.
+    pub fn send_typing(&self, user: UserId, group: Option<GroupRef>) {
+        if !self.reads_kinds(&user) {
+            return;
+        }
+        let request = wire::encode(&MlsRequest::Typing {
+            group: group.map(|g| g.0),
+        });
+        for peer in self.inner.peers.connected_devices_of(&user) {
+            let this = self.clone();
+            let request = request.clone();
+            tokio::spawn(async move {
+                let _ = this.ask(peer, request).await;
+            });
         }
     }
 

@@ -186,6 +186,9 @@ pub enum Event {
         body: String,
         /// When the sender sent it (RFC 3339).
         sent_at: String,
+        /// The message it answers.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reply_to: Option<String>,
     },
     /// Messages were deleted: by the user (one message, or a whole conversation in
     /// batches) or by the retention rules, on this device or on another device of the user
@@ -197,29 +200,28 @@ pub enum Event {
         /// The deleted messages' ids.
         ids: Vec<String>,
     },
-    /// A conversation on MLS moved to a new epoch (a device added, removed or updated), or
-    /// this device joined one: what `GET /v1/conversations/{user_id}` shows changed.
+    /// A conversation changed in a way its messages do not say: on MLS, a new epoch (a
+    /// device added, removed or updated, or this device joined: what
+    /// `GET /v1/conversations/{user_id}` shows); its disappearing timer; or read on another
+    /// device of this user (its unread count in `GET /v1/conversations`).
     #[serde(rename = "conversation.changed")]
     ConversationChanged {
-        /// The other party.
-        with: String,
-        /// The new epoch.
-        epoch: u64,
-    },
-    /// A conversation's timer changed (`disappearing_secs`), or it moved in the chat list
-    /// in a way its messages do not say (read on another device).
-    #[serde(rename = "conversation.timer")]
-    ConversationTimer {
         /// The contact, for a one-to-one conversation.
         #[serde(skip_serializing_if = "Option::is_none")]
         with: Option<String>,
         /// The group, for a group conversation.
         #[serde(skip_serializing_if = "Option::is_none")]
         group: Option<String>,
-        /// Messages disappear this long after they are sent (0: never).
-        disappearing_secs: u64,
-        /// Who set it.
-        by: String,
+        /// The new epoch, when that is what changed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
+        /// The new timer, when that is what changed: messages disappear this long after
+        /// they are sent (0: never).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        disappearing_secs: Option<u64>,
+        /// Who changed the timer.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// A message was edited by its author: the new text.
     #[serde(rename = "message.edited")]
@@ -324,6 +326,9 @@ pub enum Event {
         body: String,
         /// When it was sent (sender's clock).
         sent_at: String,
+        /// The message it answers.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reply_to: Option<String>,
     },
     /// A sent message moved on: `relayed`, `delivered` or `failed`.
     #[serde(rename = "message.status")]

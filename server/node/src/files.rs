@@ -190,6 +190,8 @@ pub struct TransferView {
     pub expires_at: Timestamp,
     /// The group it was offered to, if any (`peer` is then the group on the sender's side).
     pub group: Option<String>,
+    /// For a file this user offered to a group: each member that fetches it from here.
+    pub members: Option<Vec<volli_store::TransferMember>>,
 }
 
 /// Terminal states.
@@ -226,6 +228,7 @@ fn view(t: &TransferRow) -> TransferView {
         created_at: t.created_at,
         expires_at: t.expires_at,
         group: t.group.clone(),
+        members: None,
     }
 }
 
@@ -259,6 +262,92 @@ pub struct Parts {
     pub conversations: crate::conversations::Conversations,
     /// Messages: files offered to a group go as its messages do.
     pub messaging: crate::messaging::Messaging,
+}
+
+/// What a file is, beside its name and size, as the conversation's timeline shows it: its
+/// media type and, for a picture, a small image of it made by the sender's client.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileMeta {
+    /// The media type (`image/png`…).
+    pub mime: String,
+    /// A `data:image/…;base64,…` URL of at most [`volli_core::mail::MAX_THUMBNAIL_LEN`].
+    pub thumbnail: Option<String>,
+}
+
+impl FileMeta {
+    /// What a file named `name` most likely is (by its extension), without a picture.
+    pub fn of_name(name: &str) -> Self {
+        let extension = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+        let mime = match extension.as_deref() {
+            Some("png") => "image/png",
+            Some("jpg" | "jpeg") => "image/jpeg",
+            Some("gif") => "image/gif",
+            Some("webp") => "image/webp",
+            Some("svg") => "image/svg+xml",
+            Some("pdf") => "application/pdf",
+            Some("txt" | "md") => "text/plain",
+            Some("mp4") => "video/mp4",
+            Some("webm") => "video/webm",
+            Some("mp3") => "audio/mpeg",
+            Some("ogg" | "opus") => "audio/ogg",
+            Some("zip") => "application/zip",
+            _ => "application/octet-stream",
+        };
+        Self {
+            mime: mime.into(),
+            thumbnail: None,
+        }
+    }
+
+    /// The media type and picture a client gave for a file named `name`, checked: a media
+    /// type of the form `type/subtype`, a picture that is a `data:` URL of a PNG, JPEG or
+    /// WebP image within the size allowed.
+    pub fn given(
+        name: &str,
+        mime: Option<&str>,
+        thumbnail: Option<&str>,
+    ) -> Result<Self, FileError> {
+        let mut meta = Self::of_name(name);
+        if let Some(mime) = mime.map(str::trim).filter(|m| !m.is_empty()) {
+            let valid = mime.len() <= volli_core::mail::MAX_MIME_LEN
+                && mime.split_once('/').is_some_and(|(a, b)| {
+                    !a.is_empty()
+                        && !b.is_empty()
+                        && mime
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "/.+-_".contains(c))
+                });
+            if !valid {
+                return Err(FileError::Invalid(format!(
+                    "`mime` is not a media type: {mime}"
+                )));
+            }
+            meta.mime = mime.to_ascii_lowercase();
+        }
+        if let Some(t) = thumbnail.filter(|t| !t.is_empty()) {
+            let ok = t.len() <= volli_core::mail::MAX_THUMBNAIL_LEN
+                && [
+                    "data:image/png;base64,",
+                    "data:image/jpeg;base64,",
+                    "data:image/webp;base64,",
+                ]
+                .iter()
+                .any(|p| {
+                    t.strip_prefix(p).is_some_and(|b64| {
+                        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
+                            .is_ok()
+                    })
+                });
+            if !ok {
+                return Err(FileError::Invalid(format!(
+                    "`thumbnail` is a data: URL of a PNG, JPEG or WebP image of at most {} bytes",
+                    volli_core::mail::MAX_THUMBNAIL_LEN
+                )));
+            }
+            meta.thumbnail = Some(t.to_owned());
+        }
+        Ok(meta)
+    }
 }
 
 /// `path` with `.` and `..` resolved by their names alone (no file system access).
@@ -324,7 +413,13 @@ struct Serving {
     sent: Mutex<Vec<bool>>,
     sent_bytes: std::sync::atomic::AtomicU64,
     saved_at: Mutex<Instant>,
+    /// For a file this node offered to a group: the chunks each member fetched, and how
+    /// many bytes that makes.
+    members: Option<Mutex<MembersFetched>>,
 }
+
+/// Per member of a group: the chunks it fetched, and their bytes.
+type MembersFetched = HashMap<UserId, (Vec<bool>, u64)>;
 
 /// How this node serves a transfer to a member or peer that asks for it.
 enum Served {
@@ -480,19 +575,25 @@ impl Files {
 
     /// Every transfer, newest first.
     pub async fn list(&self) -> Result<Vec<TransferView>, FileError> {
-        Ok(self
-            .inner
-            .db
-            .transfers()
-            .await?
-            .iter()
-            .map(|t| self.live(view(t)))
-            .collect())
+        let mut out = Vec::new();
+        for t in self.inner.db.transfers().await? {
+            out.push(self.with_members(self.live(view(&t))).await?);
+        }
+        Ok(out)
     }
 
     /// One transfer.
     pub async fn get(&self, id: TransferId) -> Result<TransferView, FileError> {
-        Ok(self.live(view(&self.row(id).await?)))
+        self.with_members(self.live(view(&self.row(id).await?)))
+            .await
+    }
+
+    /// A view with the members of a file this user offered to a group.
+    async fn with_members(&self, mut v: TransferView) -> Result<TransferView, FileError> {
+        if v.outgoing && v.group.is_some() {
+            v.members = Some(self.inner.db.transfer_members(v.id.as_bytes()).await?);
+        }
+        Ok(v)
     }
 
     /// A view with the progress of a download under way (recorded in batches).
@@ -629,6 +730,7 @@ impl Files {
         name: String,
         prepared: prepare::Prepared,
         source: Option<String>,
+        meta: FileMeta,
     ) -> Result<TransferView, FileError> {
         let (kem, _) = self.recipient(to).await?;
         let now = Timestamp::now();
@@ -647,7 +749,15 @@ impl Files {
         };
         // Inside the conversation when it is on MLS (the file's key then has the
         // conversation's forward secrecy); sealed to the user key otherwise.
-        let content = volli_core::Content::FileOffer(volli_core::OfferContent::of(&offer));
+        let content = if self.inner.conversations.reads_kinds(&to) {
+            volli_core::Content::File {
+                offer: volli_core::OfferContent::of(&offer),
+                mime: meta.mime.clone(),
+                thumbnail: meta.thumbnail.clone(),
+            }
+        } else {
+            volli_core::Content::FileOffer(volli_core::OfferContent::of(&offer))
+        };
         let sealed = match self.inner.conversations.seal(to, &content).await {
             Ok(Some(sealed)) => {
                 sealed.durable.await.map_err(FileError::Store)?;
@@ -685,11 +795,59 @@ impl Files {
             group: None,
         };
         self.inner.db.insert_transfer(&row).await?;
+        if to != self.inner.identity.user_id() {
+            self.put_file_item(
+                crate::timeline::Where::Direct(to),
+                self.inner.identity.user_id(),
+                &row,
+                &meta,
+                volli_store::vault::MessageStatus::Queued,
+            )
+            .await;
+        }
         // The maintenance loop sleeps until the next expiry it knew of; this one may be sooner.
         self.inner.wake.notify_one();
         let this = self.clone();
         tokio::spawn(async move { this.deliver_offer(&row).await });
         Ok(view(&self.row(prepared.id).await?))
+    }
+
+    /// Shows transfer `t` in the conversation `at` as a file item from `from`.
+    pub(crate) async fn put_file_item(
+        &self,
+        at: crate::timeline::Where,
+        from: UserId,
+        t: &TransferRow,
+        meta: &FileMeta,
+        status: volli_store::vault::MessageStatus,
+    ) {
+        let me = self.inner.identity.user_id();
+        let item = volli_store::vault::StoredMessage {
+            id: volli_core::MessageId::from_bytes(t.id),
+            from,
+            to: match at {
+                crate::timeline::Where::Direct(with) if from == me => with,
+                crate::timeline::Where::Direct(_) => me,
+                crate::timeline::Where::Group(_) => at.key(),
+            },
+            body: t.name.clone(),
+            sent_at: t.created_at,
+            status,
+            extra: volli_store::vault::Extra {
+                kind: volli_store::vault::MessageKind::File,
+                file: Some(volli_store::vault::FileItem {
+                    transfer: TransferId::from_bytes(t.id).to_string(),
+                    name: t.name.clone(),
+                    size: t.size,
+                    mime: meta.mime.clone(),
+                    thumbnail: meta.thumbnail.clone(),
+                }),
+                ..volli_store::vault::Extra::default()
+            },
+        };
+        if let Err(e) = self.inner.vault.put_message(at.key(), item).await {
+            tracing::warn!(error = %e, "a file could not be shown in its conversation");
+        }
     }
 
     async fn check_room(&self) -> Result<(), FileError> {
@@ -721,7 +879,9 @@ impl Files {
         let this = self.clone();
         let allowed = move |real: &std::path::Path| this.path_allowed(real, admin);
         let (name, prepared) = prepare::from_path(path, &allowed).await?;
-        self.offer(to, name, prepared, Some(path.to_owned())).await
+        let meta = FileMeta::of_name(&name);
+        self.offer(to, name, prepared, Some(path.to_owned()), meta)
+            .await
     }
 
     /// Whether a caller may send the file at `path` by its path on the node: an `admin`
@@ -784,8 +944,12 @@ impl Files {
     pub async fn send_upload(&self, to: UserId, upload: Upload) -> Result<TransferView, FileError> {
         self.recipient(to).await?;
         self.check_room().await?;
+        let meta = upload
+            .meta
+            .clone()
+            .unwrap_or_else(|| FileMeta::of_name(&upload.name));
         let (name, prepared) = self.take_upload(&to.to_string(), upload).await?;
-        self.offer(to, name, prepared, None).await
+        self.offer(to, name, prepared, None, meta).await
     }
 
     /// Checks an upload's name and size, then streams it to the file backend, within the
@@ -1392,7 +1556,8 @@ impl Files {
             if offer.sender != user {
                 return invalid("the offer is not from the peer's user");
             }
-            return self.record_offer(Some(peer), user, offer, None).await;
+            let meta = FileMeta::of_name(&offer.name);
+            return self.record_offer(Some(peer), user, offer, None, meta).await;
         }
         // An offer inside a conversation on MLS: known transfers are not opened again
         // (their key is used up), and it is opened only when there is room for it.
@@ -1413,9 +1578,9 @@ impl Files {
         let opened = self
             .inner
             .conversations
-            .open_offer(&mail, user, move |offer| {
+            .open_offer(&mail, user, move |offer, meta| {
                 Box::pin(async move {
-                    let response = this.record_offer(Some(peer), user, offer, None).await;
+                    let response = this.record_offer(Some(peer), user, offer, None, meta).await;
                     let ok = response == FileResponse::Ok;
                     *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(response);
                     ok
@@ -1438,6 +1603,7 @@ impl Files {
         user: UserId,
         offer: FileOffer,
         group: Option<String>,
+        meta: FileMeta,
     ) -> FileResponse {
         let now = Timestamp::now();
         if offer.expires_at <= now {
@@ -1488,6 +1654,24 @@ impl Files {
         };
         if self.inner.db.insert_transfer(&row).await.is_err() {
             return FileResponse::Refused(FileRefusal::Busy);
+        }
+        // In its conversation's timeline (a file between this user's own devices has none).
+        let at = match &group {
+            Some(g) => crate::conversations::parse_group(g).map(crate::timeline::Where::Group),
+            None if user != self.inner.identity.user_id() => {
+                Some(crate::timeline::Where::Direct(user))
+            }
+            None => None,
+        };
+        if let Some(at) = at {
+            self.put_file_item(
+                at,
+                user,
+                &row,
+                &meta,
+                volli_store::vault::MessageStatus::Received,
+            )
+            .await;
         }
         self.inner.wake.notify_one();
         self.inner.events.publish(Event::TransferOffered {
@@ -1634,6 +1818,7 @@ impl Files {
             sent: Mutex::new(vec![false; chunks]),
             sent_bytes: std::sync::atomic::AtomicU64::new(0),
             saved_at: Mutex::new(Instant::now()),
+            members: (t.group.is_some() && t.outgoing).then(|| Mutex::new(HashMap::new())),
         });
         self.lock_serving().insert(id, Arc::clone(&serving));
         Ok(Served::Held(serving))
@@ -1701,6 +1886,7 @@ impl Files {
         };
         self.throttle(data.len()).await;
         self.sent(id, &s, index);
+        self.member_fetched(id, &s, user, index);
         Ok(data)
     }
 
@@ -1769,6 +1955,51 @@ impl Files {
         }
     }
 
+    /// Counts a chunk of a file this node offered to a group as fetched by `member`: its
+    /// progress (`members` in the transfer), and the transfer's, as far as the members that
+    /// fetch it got on average.
+    fn member_fetched(&self, id: TransferId, s: &Serving, member: UserId, index: u32) {
+        let Some(members) = &s.members else { return };
+        let chunks = s.layout.chunks() as usize;
+        let (mine, average) = {
+            let mut members = members.lock().unwrap_or_else(|e| e.into_inner());
+            let (got, bytes) = members
+                .entry(member)
+                .or_insert_with(|| (vec![false; chunks], 0));
+            match got.get_mut(index as usize) {
+                Some(b) if !*b => {
+                    *b = true;
+                    *bytes += s.layout.plain_range(index).1 as u64;
+                }
+                _ => return,
+            }
+            let mine = *bytes;
+            let total: u64 = members.values().map(|(_, b)| *b).sum();
+            (mine, total / members.len().max(1) as u64)
+        };
+        let size = s.layout.size();
+        self.progress(id, average.min(size), size);
+        // Kept now and then (every chunk at the end), for `GET /v1/transfers`.
+        let save = mine == size || {
+            let mut at = s.saved_at.lock().unwrap_or_else(|e| e.into_inner());
+            if at.elapsed() >= Duration::from_millis(500) {
+                *at = Instant::now();
+                true
+            } else {
+                false
+            }
+        };
+        if save {
+            let db = self.inner.db.clone();
+            tokio::spawn(async move {
+                let _ = db
+                    .transfer_member_progress(id.as_bytes(), &member.to_string(), mine)
+                    .await;
+                let _ = db.transfer_progress(id.as_bytes(), average.min(size)).await;
+            });
+        }
+    }
+
     /// Counts a chunk as sent, for the sender's progress (a group's members each fetch
     /// every chunk: theirs is in what they report).
     fn sent(&self, id: TransferId, s: &Serving, index: u32) {
@@ -1820,6 +2051,8 @@ impl Files {
         let guard = self.inner.changes.lock().await;
         let mut t = match self.inner.db.transfer(id.as_bytes()).await {
             Ok(Some(t)) if t.outgoing && t.group.is_some() => {
+                // It takes the lock itself when it ends the transfer.
+                drop(guard);
                 return self.group_control(t, user, action).await;
             }
             Ok(Some(t)) if t.peer == user.to_string() => t,

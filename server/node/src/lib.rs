@@ -34,6 +34,7 @@ pub mod relay;
 pub mod retention;
 mod secret_file;
 pub mod systemd;
+pub mod timeline;
 pub mod tls;
 
 /// The node's version, as reported by `/v1/node` and the OpenAPI document.

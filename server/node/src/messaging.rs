@@ -30,6 +30,9 @@ use volli_store::vault::{MessageStatus, StoredMessage};
 use volli_store::{Db, OutboxChange, OutboxEntry, Vault};
 
 use crate::conversations::{Conversations, Opened};
+use crate::timeline::Where;
+
+mod kinds;
 use crate::events::{Event, EventBus};
 use crate::identity::Identity;
 use crate::limits::RateLimiter;
@@ -37,6 +40,7 @@ use crate::limits::backoff;
 use crate::outbound::Outbound;
 use crate::peers::Peers;
 use crate::relay::Relay;
+pub use kinds::{ChatSummary, TYPING_EVERY, is_one_emoji};
 
 const FIRST_RETRY: Duration = Duration::from_secs(2);
 const MAX_RETRY: Duration = Duration::from_secs(300);
@@ -87,6 +91,21 @@ pub enum MessagingError {
     /// Too many messages; retry after this many seconds.
     #[error("too many messages; retry in {0} s")]
     RateLimited(u64),
+    /// An edit or a deletion for everyone of another's message.
+    #[error("only its author may change a message for everyone")]
+    NotAuthor,
+    /// A reply to a message that is not in the conversation.
+    #[error("`reply_to` is not a message of this conversation")]
+    InvalidReply,
+    /// A reaction that is not one emoji.
+    #[error("a reaction is one emoji")]
+    InvalidReaction,
+    /// An edit of a message deleted for everyone, or of one that is not a text.
+    #[error("{0}")]
+    NotEditable(String),
+    /// A disappearing timer out of range.
+    #[error("a timer is 0 (off) or 30 seconds to 28 days")]
+    InvalidTimer,
     /// Storage failed.
     #[error("storage: {0}")]
     Store(#[from] volli_store::StoreError),
@@ -141,6 +160,8 @@ struct Inner {
     sends: RateLimiter<()>,
     /// Messages sent per group.
     group_sends: RateLimiter<volli_mls::GroupRef>,
+    /// Typing frames, per conversation.
+    typing: RateLimiter<UserId>,
     inbound: RateLimiter<UserId>,
     quota: InboundQuota,
     taken: Mutex<HashMap<UserId, Taken>>,
@@ -193,6 +214,7 @@ impl Messaging {
                 attempts: Arc::new(Semaphore::new(MAX_ATTEMPTS)),
                 sends,
                 group_sends: RateLimiter::new(GROUP_BURST, GROUP_PER_SECOND),
+                typing: RateLimiter::per_minute(1, 20),
                 inbound: RateLimiter::new(INBOUND_BURST, INBOUND_PER_SECOND),
                 quota,
                 taken: Mutex::new(HashMap::new()),
@@ -216,44 +238,122 @@ impl Messaging {
         this
     }
 
-    /// Sends `body` to contact `to`: sealed, queued durably, then tried at once.
-    pub async fn send(&self, to: UserId, body: String) -> Result<StoredMessage, MessagingError> {
+    /// Sends `body` to contact `to` (answering `reply_to`, a message of the same
+    /// conversation): sealed, queued durably, then tried at once.
+    pub async fn send(
+        &self,
+        to: UserId,
+        body: String,
+        reply_to: Option<MessageId>,
+    ) -> Result<StoredMessage, MessagingError> {
         Self::check_body(&body)?;
-        let contact = self
-            .inner
+        self.inner
             .vault
             .contact(to)
             .await?
             .ok_or(MessagingError::UnknownContact(to))?;
+        let at = Where::Direct(to);
+        self.check_reply(at, reply_to).await?;
         self.inner
             .sends
             .check(())
             .map_err(MessagingError::RateLimited)?;
         let id = MessageId::random().map_err(|e| MessagingError::Invalid(e.to_string()))?;
         let sent_at = Timestamp::now();
-        let content = Content::Text {
+        let expires_at = self.expiry(at, sent_at).await?;
+        let (content, legacy) = message_content(id, sent_at, &body, reply_to, expires_at);
+        let message = StoredMessage {
             id,
+            from: self.inner.identity.user_id(),
+            to,
+            body,
             sent_at,
-            body: body.clone(),
+            status: MessageStatus::Queued,
+            extra: volli_store::vault::Extra {
+                reply_to,
+                expires_at,
+                ..volli_store::vault::Extra::default()
+            },
         };
+        // The outbox row (the durable copy that is retried) and the conversation entry are
+        // queued together, so they commit in one transaction; the client hears 202 once both
+        // are durable.
+        let row = self.queue_direct(to, &content, Some(&legacy)).await?;
+        let saved = self.inner.vault.queue_message(to, message.clone()).await?;
+        let entry = match row {
+            Some((entry, durable)) => {
+                durable.await?;
+                Some(entry)
+            }
+            None => None,
+        };
+        saved.await?;
+        crate::metrics::metrics().sent();
+        if let Some(entry) = entry {
+            self.try_now(entry);
+        }
+        Ok(message)
+    }
+
+    /// Seals `content` for contact `to` and queues its outbox row; `legacy` is what a
+    /// node of an earlier release gets instead (and what a conversation not on MLS yet
+    /// carries, as a text): without it, such a contact gets nothing. Returns the row, to
+    /// try once the returned future says it is durable.
+    pub(crate) async fn queue_direct(
+        &self,
+        to: UserId,
+        content: &Content,
+        legacy: Option<&Content>,
+    ) -> Result<Option<(OutboxEntry, Durable)>, MessagingError> {
+        let contact = self
+            .inner
+            .vault
+            .contact(to)
+            .await?
+            .ok_or(MessagingError::UnknownContact(to))?;
+        let plain = legacy == Some(content);
+        if !plain {
+            self.inner.conversations.learn_features(to, false).await;
+        }
+        // Not known yet whether the contact's node reads it: kept unsealed, and sealed (or
+        // not sent) once the outbox knows.
+        let undecided = !plain && self.inner.conversations.features_of(&to).is_none();
+        let content = if undecided || self.inner.conversations.reads_kinds(&to) {
+            content
+        } else {
+            match legacy {
+                Some(legacy) => legacy,
+                None => return Ok(None),
+            }
+        };
+        let (id, sent_at, body) = row_fields(content);
         // On MLS when the conversation is (or can start there now); sealed to the user key
         // otherwise. The state the encryption left is queued before the mail.
-        let (envelope, state) = match self.inner.conversations.seal(to, &content).await {
+        let sealing = if undecided {
+            Err(crate::conversations::ConversationError::Waiting)
+        } else {
+            self.inner.conversations.seal(to, content).await
+        };
+        let (envelope, state) = match sealing {
             Ok(Some(sealed)) => (sealed.mail, Some(sealed.durable)),
-            Ok(None) => {
-                let envelope = Envelope::seal(
-                    &self.inner.identity.signer(),
-                    to,
-                    &contact.card.keys().kem,
-                    id,
-                    sent_at,
-                    &body,
-                )
-                .map_err(|e| MessagingError::Invalid(e.to_string()))?;
-                (envelope.to_bytes(), None)
-            }
-            // Kept unsealed (its text is in the row) until the device revoked is out of the
-            // conversation: the outbox seals it then.
+            Ok(None) => match legacy {
+                Some(Content::Text { body, .. }) => {
+                    let envelope = Envelope::seal(
+                        &self.inner.identity.signer(),
+                        to,
+                        &contact.card.keys().kem,
+                        id,
+                        sent_at,
+                        body,
+                    )
+                    .map_err(|e| MessagingError::Invalid(e.to_string()))?;
+                    (envelope.to_bytes(), None)
+                }
+                // Only texts travel outside MLS.
+                _ => return Ok(None),
+            },
+            // Kept unsealed (its content is in the row) until the device revoked is out of
+            // the conversation: the outbox seals it then.
             Err(crate::conversations::ConversationError::Waiting) => (Vec::new(), None),
             Err(crate::conversations::ConversationError::Store(e)) => return Err(e.into()),
             Err(e) => return Err(MessagingError::Invalid(e.to_string())),
@@ -262,7 +362,7 @@ impl Messaging {
             id: *id.as_bytes(),
             recipient: to.to_string(),
             envelope,
-            body: body.clone(),
+            body,
             sent_at,
             expires_at: sent_at.saturating_add(self.inner.ttl),
             attempts: 0,
@@ -270,51 +370,39 @@ impl Messaging {
             device: None,
             handshake: false,
             group: None,
+            content: stored_content(content)?,
         };
-        // The outbox row (the durable copy that is retried) and the conversation entry are
-        // queued together, so they commit in one transaction; the client hears 202 once both
-        // are durable.
         let queued = self
             .inner
             .vault
             .outbox_queued(OutboxChange::Add(entry.clone()))
             .await?;
-        let message = StoredMessage {
-            id,
-            from: self.inner.identity.user_id(),
-            to,
-            body,
-            sent_at,
-            status: MessageStatus::Queued,
-            extra: volli_store::vault::Extra::default(),
-        };
-        let saved = self.inner.vault.queue_message(to, message.clone()).await?;
-        if let Some(state) = state {
-            state.await?;
-        }
-        queued.await?;
-        saved.await?;
-        crate::metrics::metrics().sent();
-        self.try_now(entry);
-        Ok(message)
+        let durable: Durable = Box::pin(async move {
+            if let Some(state) = state {
+                state.await?;
+            }
+            queued.await?;
+            Ok(())
+        });
+        Ok(Some((entry, durable)))
     }
 
-    /// Sends `body` to group `group`: sealed once, one outbox row per member (each
-    /// delivered like one-to-one mail, or carried by a member who knows the recipient),
-    /// queued durably, then tried at once.
+    /// Sends `body` to group `group` (answering `reply_to`): sealed once, one outbox row per
+    /// member (each delivered like one-to-one mail, or carried by a member who knows the
+    /// recipient), queued durably, then tried at once.
     pub async fn send_group(
         &self,
         group: volli_mls::GroupRef,
         body: String,
+        reply_to: Option<MessageId>,
     ) -> Result<StoredMessage, MessagingError> {
         Self::check_body(&body)?;
+        let at = Where::Group(group);
+        self.check_reply(at, reply_to).await?;
         let id = MessageId::random().map_err(|e| MessagingError::Invalid(e.to_string()))?;
         let sent_at = Timestamp::now();
-        let content = Content::Text {
-            id,
-            sent_at,
-            body: body.clone(),
-        };
+        let expires_at = self.expiry(at, sent_at).await?;
+        let (content, legacy) = message_content(id, sent_at, &body, reply_to, expires_at);
         let message = StoredMessage {
             id,
             from: self.inner.identity.user_id(),
@@ -322,33 +410,48 @@ impl Messaging {
             body,
             sent_at,
             status: MessageStatus::Queued,
-            extra: volli_store::vault::Extra::default(),
+            extra: volli_store::vault::Extra {
+                reply_to,
+                expires_at,
+                ..volli_store::vault::Extra::default()
+            },
         };
-        self.queue_group(group, &content, Some(message))
+        self.queue_group(group, &content, Some(&legacy), Some(message))
             .await?
             .ok_or_else(|| MessagingError::Invalid("the message was not kept".into()))
     }
 
     /// Offers a file to group `group` (its transfer already recorded): the offer is sealed
-    /// once and goes to every member as a group message does, in order with the others.
+    /// once and goes to every member as a group message does, in order with the others
+    /// (with its type and thumbnail to members whose nodes read them).
     pub async fn send_group_offer(
         &self,
         group: volli_mls::GroupRef,
         offer: volli_core::OfferContent,
+        meta: &crate::files::FileMeta,
     ) -> Result<(), MessagingError> {
-        self.queue_group(group, &Content::FileOffer(offer), None)
+        let legacy = Content::FileOffer(offer.clone());
+        let content = Content::File {
+            offer,
+            mime: meta.mime.clone(),
+            thumbnail: meta.thumbnail.clone(),
+        };
+        self.queue_group(group, &content, Some(&legacy), None)
             .await
             .map(|_| ())
     }
 
     /// Seals `content` once into `group` and queues it for every member (one outbox row
     /// each, durably), keeping `message` in the group's conversation when it is one; then
-    /// tries it at once. The outbox rows keep `message`'s body (a text) or the offered
-    /// file's name (an offer, sealed again from its transfer when needed).
-    async fn queue_group(
+    /// tries it at once. Members whose nodes are of an earlier release get `legacy`
+    /// instead (sealed apart), or nothing. The outbox rows keep `message`'s body (a text),
+    /// the offered file's name (an offer, sealed again from its transfer when needed) and
+    /// the content when it is not a plain text.
+    pub(crate) async fn queue_group(
         &self,
         group: volli_mls::GroupRef,
         content: &Content,
+        legacy: Option<&Content>,
         message: Option<StoredMessage>,
     ) -> Result<Option<StoredMessage>, MessagingError> {
         use crate::conversations::{conversation_key, mail_id};
@@ -360,64 +463,104 @@ impl Messaging {
             .group_sends
             .check(group)
             .map_err(MessagingError::RateLimited)?;
-        let (id, sent_at, body) = match content {
-            Content::Text { id, sent_at, body } => (*id, *sent_at, body.clone()),
-            Content::FileOffer(offer) => (
-                MessageId::from_bytes(*offer.id.as_bytes()),
-                offer.created_at,
-                offer.name.clone(),
-            ),
-            _ => return Err(MessagingError::Invalid("not a group message".into())),
-        };
-        let (members, sealed) = match self.inner.conversations.seal_group(group, content).await {
-            Ok((members, sealed)) => (members, Some(sealed)),
-            // Kept unsealed until the device revoked is out of the group: each member's row
-            // is sealed then.
-            Err(crate::conversations::GroupError::Conversation(
-                crate::conversations::ConversationError::Waiting,
-            )) => {
-                let members = self
-                    .inner
-                    .conversations
-                    .group_users(&group.to_string())
-                    .await
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|u| *u != self.inner.identity.user_id())
-                    .collect();
-                (members, None)
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let (id, sent_at, _) = row_fields(content);
+        let receipts = is_message(content);
         let me = self.inner.identity.user_id();
-        let mut entries = Vec::with_capacity(members.len());
-        for member in &members {
-            let mail_id = mail_id(id, member);
-            let envelope = match &sealed {
-                Some(sealed) => volli_core::Mail::Mls(MlsMail::new(
-                    me,
-                    *member,
-                    None,
-                    volli_core::MailKind::Application,
-                    mail_id,
-                    vec![sealed.mail.clone()],
+        let all = self
+            .inner
+            .conversations
+            .group_users(&group.to_string())
+            .await
+            .ok_or(crate::conversations::GroupError::UnknownGroup)?;
+        let plain = legacy == Some(content);
+        let (mut current, mut earlier, mut undecided) = (Vec::new(), Vec::new(), Vec::new());
+        for user in all.into_iter().filter(|u| *u != me) {
+            if !plain {
+                self.inner.conversations.learn_features(user, false).await;
+            }
+            match self.inner.conversations.features_of(&user) {
+                Some(true) => current.push(user),
+                _ if plain => current.push(user),
+                Some(false) => earlier.push(user),
+                // Sealed for them (or not sent) once the outbox knows what they read.
+                None => undecided.push(user),
+            }
+        }
+        // Who gets what: the content, or what earlier releases read (when it differs).
+        let mut parts: Vec<(&Content, Vec<UserId>, bool)> = Vec::with_capacity(3);
+        if !undecided.is_empty() {
+            parts.push((content, undecided, false));
+        }
+        match legacy {
+            Some(legacy) if legacy == content => {
+                parts.push((content, current.into_iter().chain(earlier).collect(), true));
+            }
+            Some(legacy) => {
+                parts.push((content, current, true));
+                if !earlier.is_empty() {
+                    parts.push((legacy, earlier, true));
+                }
+            }
+            None => parts.push((content, current, true)),
+        }
+        let mut members = Vec::new();
+        let mut entries = Vec::new();
+        let mut durable = Vec::new();
+        for (content, users, seal) in parts {
+            if users.is_empty() {
+                continue;
+            }
+            let sealing = if seal {
+                self.inner.conversations.seal_group(group, content).await
+            } else {
+                Err(crate::conversations::GroupError::Conversation(
+                    crate::conversations::ConversationError::Waiting,
                 ))
-                .to_bytes(),
-                None => Vec::new(),
             };
-            entries.push(OutboxEntry {
-                id: *mail_id.as_bytes(),
-                recipient: member.to_string(),
-                envelope,
-                body: body.clone(),
-                sent_at,
-                expires_at: sent_at.saturating_add(self.inner.ttl),
-                attempts: 0,
-                relayed: false,
-                device: None,
-                handshake: false,
-                group: Some(group.to_string()),
-            });
+            let sealed = match sealing {
+                Ok((_, sealed)) => Some(sealed),
+                // Kept unsealed until the device revoked is out of the group: each
+                // member's row is sealed then.
+                Err(crate::conversations::GroupError::Conversation(
+                    crate::conversations::ConversationError::Waiting,
+                )) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let (_, _, body) = row_fields(content);
+            let stored = stored_content(content)?;
+            for member in &users {
+                let mail_id = mail_id(id, member);
+                let envelope = match &sealed {
+                    Some(sealed) => volli_core::Mail::Mls(MlsMail::new(
+                        me,
+                        *member,
+                        None,
+                        volli_core::MailKind::Application,
+                        mail_id,
+                        vec![sealed.mail.clone()],
+                    ))
+                    .to_bytes(),
+                    None => Vec::new(),
+                };
+                entries.push(OutboxEntry {
+                    id: *mail_id.as_bytes(),
+                    recipient: member.to_string(),
+                    envelope,
+                    body: body.clone(),
+                    sent_at,
+                    expires_at: sent_at.saturating_add(self.inner.ttl),
+                    attempts: 0,
+                    relayed: false,
+                    device: None,
+                    handshake: false,
+                    group: Some(group.to_string()),
+                    content: stored.clone(),
+                });
+            }
+            members.extend(users);
+            if let Some(sealed) = sealed {
+                durable.push(sealed.durable);
+            }
         }
         let mut queued = Vec::with_capacity(entries.len());
         for entry in &entries {
@@ -439,8 +582,8 @@ impl Messaging {
             Some(m) => Some(self.inner.vault.queue_message(key, m.clone()).await?),
             None => None,
         };
-        if let Some(sealed) = sealed {
-            sealed.durable.await?;
+        for d in durable {
+            d.await?;
         }
         for q in queued {
             q.await?;
@@ -448,13 +591,15 @@ impl Messaging {
         if let Some(saved) = saved {
             saved.await?;
         }
-        let users: Vec<String> = members.iter().map(ToString::to_string).collect();
-        let users: Vec<&str> = users.iter().map(String::as_str).collect();
-        self.inner
-            .db
-            .group_receipts_at(id.as_bytes(), &users, MessageStatus::Queued.rank(), sent_at)
-            .await?;
-        crate::metrics::metrics().sent();
+        if receipts {
+            let users: Vec<String> = members.iter().map(ToString::to_string).collect();
+            let users: Vec<&str> = users.iter().map(String::as_str).collect();
+            self.inner
+                .db
+                .group_receipts_at(id.as_bytes(), &users, MessageStatus::Queued.rank(), sent_at)
+                .await?;
+            crate::metrics::metrics().sent();
+        }
         for entry in entries {
             self.try_now(entry);
         }
@@ -628,6 +773,7 @@ impl Messaging {
     /// Starts the outbox worker and the periodic relay fetch; first puts back into the
     /// vault any queued message whose vault write a crash lost.
     pub fn spawn(&self) {
+        self.spawn_expiry();
         if let Some(mut mail) = self.inner.conversations.take_mail() {
             let this = self.clone();
             tokio::spawn(async move {
@@ -681,7 +827,10 @@ impl Messaging {
         };
         let me = self.inner.identity.user_id();
         let mut missing = Vec::new();
-        for e in entries.into_iter().filter(|e| !e.handshake) {
+        for e in entries
+            .into_iter()
+            .filter(|e| !e.handshake && !is_change(e))
+        {
             let Ok(recipient) = e.recipient.parse::<UserId>() else {
                 continue;
             };
@@ -1067,7 +1216,7 @@ impl Messaging {
             None => 0,
         };
         let relayed = entry.relayed || held > 0;
-        if held > 0 && !entry.relayed && !entry.handshake {
+        if held > 0 && !entry.relayed && !entry.handshake && !is_change(&entry) {
             if let Some(group) = &entry.group {
                 self.group_progress(
                     group,
@@ -1120,7 +1269,7 @@ impl Messaging {
                 .deliver_direct(&contact.devices, me, carrier, id, &entry.envelope)
                 .await
             {
-                Outcome::Delivered(_) if entry.handshake => {
+                Outcome::Delivered(_) if entry.handshake || is_change(&entry) => {
                     self.inner
                         .vault
                         .outbox(OutboxChange::Remove(entry.id))
@@ -1188,10 +1337,13 @@ impl Messaging {
         if let Some(group) = entry.group.as_deref() {
             return self.reseal_group(to, group, entry).await;
         }
-        let content = Content::Text {
+        let content = entry_content(entry).unwrap_or_else(|| Content::Text {
             id: MessageId::from_bytes(entry.id),
             sent_at: entry.sent_at,
             body: entry.body.clone(),
+        });
+        let Some(content) = self.fit(to, entry, content).await? else {
+            return Ok(None);
         };
         let sealed = match self.inner.conversations.seal(to, &content).await {
             Ok(Some(sealed)) => sealed,
@@ -1215,6 +1367,38 @@ impl Messaging {
         Ok(Some(sealed.mail))
     }
 
+    /// What of `content` (outbox row `entry`'s) to seal for `to`: all of it when `to`'s
+    /// node reads this release's kinds, what earlier releases read instead when it does not
+    /// (a change they cannot read leaves the outbox). `None`: not known yet, or dropped.
+    async fn fit(
+        &self,
+        to: UserId,
+        entry: &OutboxEntry,
+        content: Content,
+    ) -> Result<Option<Content>, MessagingError> {
+        if matches!(content, Content::Text { .. } | Content::FileOffer(_)) {
+            return Ok(Some(content));
+        }
+        self.inner.conversations.learn_features(to, true).await;
+        match self.inner.conversations.features_of(&to) {
+            Some(true) => Ok(Some(content)),
+            Some(false) => match content {
+                Content::Message {
+                    id, sent_at, body, ..
+                } => Ok(Some(Content::Text { id, sent_at, body })),
+                Content::File { offer, .. } => Ok(Some(Content::FileOffer(offer))),
+                _ => {
+                    self.inner
+                        .vault
+                        .outbox(OutboxChange::Remove(entry.id))
+                        .await?;
+                    Ok(None)
+                }
+            },
+            None => Ok(None),
+        }
+    }
+
     /// Like [`Self::reseal`], for a group message's row for member `to`: sealed again in the
     /// group (for this member's row only; the others keep theirs).
     async fn reseal_group(
@@ -1236,6 +1420,10 @@ impl Messaging {
             .await?
             .filter(|t| t.outgoing && t.group.as_deref() == Some(group.to_string().as_str()));
         let content = match offered {
+            _ if entry.content.is_some() => match entry_content(entry) {
+                Some(content) => content,
+                None => return Ok(None),
+            },
             Some(t) => match crate::files::offer_content(&t) {
                 Some(offer) => Content::FileOffer(offer),
                 None => return Ok(None),
@@ -1245,6 +1433,9 @@ impl Messaging {
                 sent_at: entry.sent_at,
                 body: entry.body.clone(),
             },
+        };
+        let Some(content) = self.fit(to, entry, content).await? else {
+            return Ok(None);
         };
         let sealed = match self.inner.conversations.seal_group(group, &content).await {
             Ok((_, sealed)) => sealed,
@@ -1432,8 +1623,12 @@ impl Messaging {
         id: MessageId,
         status: MessageStatus,
     ) -> Result<(), MessagingError> {
-        if entry.handshake || entry.group.is_some() {
-            if let Some(group) = entry.group.as_deref().filter(|_| !entry.handshake) {
+        if entry.handshake || entry.group.is_some() || is_change(entry) {
+            if let Some(group) = entry
+                .group
+                .as_deref()
+                .filter(|_| !entry.handshake && !is_change(entry))
+            {
                 self.group_progress(group, to, crate::conversations::mail_id(id, &to), status)
                     .await?;
             }
@@ -1768,6 +1963,7 @@ impl Messaging {
             // Not a message of this user's: no status, no copy in its conversations.
             handshake: true,
             group: Some(group.to_string()),
+            content: None,
         };
         match self
             .inner
@@ -1876,6 +2072,7 @@ impl Messaging {
                     from: message.sender.to_string(),
                     body: message.body,
                     sent_at: message.sent_at.to_rfc3339(),
+                    reply_to: None,
                 });
             }
             Ok(false) => {}
@@ -2077,6 +2274,103 @@ impl Messaging {
             }
         }
     }
+}
+
+/// Resolves once what was queued is durable.
+pub(crate) type Durable = futures::future::BoxFuture<'static, Result<(), MessagingError>>;
+
+/// A message's content, and what nodes of earlier releases read instead (a plain text):
+/// the same when it is nothing more than a text.
+fn message_content(
+    id: MessageId,
+    sent_at: Timestamp,
+    body: &str,
+    reply_to: Option<MessageId>,
+    expires_at: Option<Timestamp>,
+) -> (Content, Content) {
+    let text = Content::Text {
+        id,
+        sent_at,
+        body: body.to_owned(),
+    };
+    if reply_to.is_none() && expires_at.is_none() {
+        return (text.clone(), text);
+    }
+    (
+        Content::Message {
+            id,
+            sent_at,
+            body: body.to_owned(),
+            reply_to,
+            expires_at,
+        },
+        text,
+    )
+}
+
+/// An outbox row's id, time and text for `content`: a message's own, a file's name, or
+/// none for a change (a reaction, an edit...), whose time is now.
+fn row_fields(content: &Content) -> (MessageId, Timestamp, String) {
+    match content {
+        Content::Text { id, sent_at, body }
+        | Content::Message {
+            id, sent_at, body, ..
+        } => (*id, *sent_at, body.clone()),
+        Content::FileOffer(offer) | Content::File { offer, .. } => (
+            MessageId::from_bytes(*offer.id.as_bytes()),
+            offer.created_at,
+            offer.name.clone(),
+        ),
+        Content::Timer { id, sent_at, .. } => (*id, *sent_at, String::new()),
+        Content::Reaction { id, .. }
+        | Content::Edit { id, .. }
+        | Content::Unsend { id, .. }
+        | Content::Read { id, .. }
+        | Content::GroupRequest { id, .. } => (*id, Timestamp::now(), String::new()),
+        _ => (
+            MessageId::from_bytes([0; 16]),
+            Timestamp::now(),
+            String::new(),
+        ),
+    }
+}
+
+/// Whether `content` is an item with a status of its own (a message, a file), rather than
+/// a change to others.
+fn is_message(content: &Content) -> bool {
+    matches!(
+        content,
+        Content::Text { .. }
+            | Content::Message { .. }
+            | Content::FileOffer(_)
+            | Content::File { .. }
+    )
+}
+
+/// What an outbox row keeps of `content`: nothing for a plain text or offer (sealed again
+/// from the row's text, or the transfer), the encoding otherwise.
+fn stored_content(content: &Content) -> Result<Option<Vec<u8>>, MessagingError> {
+    match content {
+        Content::Text { .. } | Content::FileOffer(_) => Ok(None),
+        other => other
+            .to_padded()
+            .map(Some)
+            .map_err(|e| MessagingError::Invalid(e.to_string())),
+    }
+}
+
+/// The content an outbox row keeps, if any.
+fn entry_content(entry: &OutboxEntry) -> Option<Content> {
+    entry
+        .content
+        .as_deref()
+        .and_then(|bytes| Content::from_padded(bytes).ok())
+}
+
+/// Whether `entry` carries a change (a reaction, an edit, a deletion, a read receipt, a
+/// timer): it has no status of its own and just leaves the outbox once delivered.
+fn is_change(entry: &OutboxEntry) -> bool {
+    entry.content.is_some() && entry_content(entry).is_none_or(|c| !is_message(&c))
 }
 
 /// For group mail this node carries for another member (`me` is not its sender): that

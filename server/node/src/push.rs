@@ -206,6 +206,7 @@ fn describe(event: &Event, include_text: bool) -> Option<(&'static str, Value)> 
             from,
             body,
             sent_at,
+            ..
         } => {
             let mut v =
                 json!({"type": "message.received", "id": id, "from": from, "sent_at": sent_at});
@@ -738,6 +739,7 @@ mod tests {
             from: "alice".into(),
             body: "secret plans".into(),
             sent_at: "2026-12-03T00:00:00Z".into(),
+            reply_to: None,
         };
         let (kind, plain) = describe(&message, false).unwrap();
         assert_eq!(kind, "message.received");

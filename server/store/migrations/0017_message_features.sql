@@ -31,3 +31,17 @@ CREATE TABLE read_marks (
 -- What an outbox row carries when it is not a plain text (a reply, a reaction, an edit, a
 -- read receipt, a timer...): the content, to be sealed again when the recipient asks.
 ALTER TABLE outbox ADD COLUMN content BLOB;
+
+-- What each contact's node reads (the message kinds of a release), as it last said: kept so
+-- that a reply sent while the contact is offline after a restart is not sent as plain text.
+CREATE TABLE contact_features (
+    user_id    TEXT    PRIMARY KEY,
+    features   INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+
+-- A group file's sender sees each member that fetches from it: its state (offered, running,
+-- completed, declined, cancelled) and how much it fetched. The transfer completes once every
+-- member who accepted has it; declines do not hold it open.
+ALTER TABLE transfer_members ADD COLUMN state TEXT NOT NULL DEFAULT 'offered';
+ALTER TABLE transfer_members ADD COLUMN bytes_done INTEGER NOT NULL DEFAULT 0;

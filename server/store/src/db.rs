@@ -303,6 +303,11 @@ impl Db {
         sqlx::query("PRAGMA incremental_vacuum")
             .execute(&self.writer)
             .await?;
+        // The write-ahead log still holds the pages as they were (the erased text with
+        // them) until it is checkpointed and emptied.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 

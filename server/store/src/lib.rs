@@ -25,7 +25,7 @@ pub use messaging::{Held, HeldEnvelope, OutboxChange, OutboxEntry, RelayStats};
 pub use mls::{HeldPackage, MlsChange, PendingMail};
 pub use plugins::PluginRecord;
 pub use push::PushSubscriptionRow;
-pub use transfers::TransferRow;
+pub use transfers::{TransferMember, TransferRow};
 pub use vault::{DocId, Imported, Vault, VaultDelta, VaultOptions, VaultStats, VaultVersion};
 
 /// A failure of the store.

@@ -33,6 +33,9 @@ pub struct OutboxEntry {
     pub handshake: bool,
     /// The group it is mail of (hex id), for a group conversation.
     pub group: Option<String>,
+    /// What it carries when that is not a plain text (a reply, a reaction, an edit, a read
+    /// receipt…), encoded: sealed again from this when the recipient asks.
+    pub content: Option<Vec<u8>>,
 }
 
 /// A change to the outbox. Changes are committed by the vault actor together with the vault
@@ -62,7 +65,7 @@ pub enum OutboxChange {
 }
 
 /// `(id, recipient, envelope, body, sent_at, expires_at, attempts, relayed, device,
-/// handshake, group)`.
+/// handshake, group, content)`.
 type OutboxRow = (
     Vec<u8>,
     String,
@@ -75,6 +78,7 @@ type OutboxRow = (
     Option<String>,
     bool,
     Option<String>,
+    Option<Vec<u8>>,
 );
 
 fn outbox_entry(row: OutboxRow) -> Option<OutboxEntry> {
@@ -90,6 +94,7 @@ fn outbox_entry(row: OutboxRow) -> Option<OutboxEntry> {
         device,
         handshake,
         group,
+        content,
     ) = row;
     Some(OutboxEntry {
         id: id.try_into().ok()?,
@@ -103,6 +108,7 @@ fn outbox_entry(row: OutboxRow) -> Option<OutboxEntry> {
         device,
         handshake,
         group,
+        content,
     })
 }
 
@@ -110,7 +116,7 @@ macro_rules! select_outbox {
     ($rest:literal) => {
         concat!(
             "SELECT id, recipient, envelope, body, sent_at, expires_at, attempts, relayed, \
-             device, handshake, grp FROM outbox ",
+             device, handshake, grp, content FROM outbox ",
             $rest
         )
     };
@@ -197,6 +203,30 @@ impl Db {
             .await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// What each contact's node said it reads (`user_id`, feature bits).
+    pub async fn contact_features(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT user_id, features FROM contact_features LIMIT 100000")
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+
+    /// Records what `user`'s node reads.
+    pub async fn set_contact_features(&self, user: &str, features: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO contact_features (user_id, features, updated_at) VALUES (?, ?, ?) \
+             ON CONFLICT (user_id) DO UPDATE SET features = excluded.features, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(user)
+        .bind(features)
+        .bind(Timestamp::now().as_millis())
+        .execute(self.writer())
+        .await?;
         Ok(())
     }
 
@@ -638,13 +668,13 @@ pub(crate) async fn apply_outbox(
             OutboxChange::Add(_) => {
                 let mut sql = String::from(
                     "INSERT OR IGNORE INTO outbox (id, recipient, envelope, body, sent_at, \
-                     expires_at, next_attempt_at, device, handshake, grp) VALUES ",
+                     expires_at, next_attempt_at, device, handshake, grp, content) VALUES ",
                 );
                 for i in 0..part.len() {
                     sql.push_str(if i == 0 {
-                        "(?,?,?,?,?,?,?,?,?,?)"
+                        "(?,?,?,?,?,?,?,?,?,?,?)"
                     } else {
-                        ",(?,?,?,?,?,?,?,?,?,?)"
+                        ",(?,?,?,?,?,?,?,?,?,?,?)"
                     });
                 }
                 // Only placeholders are formatted into the text; every value is bound.
@@ -661,7 +691,8 @@ pub(crate) async fn apply_outbox(
                             .bind(entry.sent_at.as_millis())
                             .bind(&entry.device)
                             .bind(entry.handshake)
-                            .bind(&entry.group);
+                            .bind(&entry.group)
+                            .bind(&entry.content);
                     }
                 }
                 query.execute(&mut *tx).await?;

@@ -322,35 +322,96 @@ impl Db {
         Ok(true)
     }
 
-    /// Records that `user` has group transfer `id` whole; returns every member's state
-    /// (user, done) when `user` is one of those it was offered to from here, else `None`.
-    pub async fn transfer_member_done(
+    /// Records `user`'s word on group transfer `id` (`running`, `declined`, `cancelled`
+    /// or `completed`: a member that has the file keeps it); returns every member when
+    /// `user` is one of those it was offered to from here, else `None`.
+    pub async fn transfer_member_state(
         &self,
         id: &[u8; 16],
         user: &str,
-    ) -> Result<Option<Vec<(String, bool)>>, StoreError> {
-        let changed =
-            sqlx::query("UPDATE transfer_members SET done = 1 WHERE transfer = ? AND user_id = ?")
-                .bind(&id[..])
-                .bind(user)
-                .execute(self.writer())
-                .await?;
-        if changed.rows_affected() == 0 {
+        state: &str,
+    ) -> Result<Option<Vec<TransferMember>>, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE transfer_members SET state = ?, done = (? = 'completed') \
+             WHERE transfer = ? AND user_id = ? AND state != 'completed'",
+        )
+        .bind(state)
+        .bind(state)
+        .bind(&id[..])
+        .bind(user)
+        .execute(self.writer())
+        .await?;
+        let members = self.transfer_members(id).await?;
+        if changed.rows_affected() == 0 && !members.iter().any(|m| m.user_id == user) {
             return Ok(None);
         }
-        self.transfer_members(id).await.map(Some)
+        Ok(Some(members))
     }
 
-    /// The members group transfer `id` was offered to from here, with whether each has it.
-    pub async fn transfer_members(&self, id: &[u8; 16]) -> Result<Vec<(String, bool)>, StoreError> {
-        let rows: Vec<(String, bool)> = sqlx::query_as(
-            "SELECT user_id, done FROM transfer_members WHERE transfer = ? ORDER BY user_id",
+    /// Records how much of group transfer `id` member `user` fetched from here.
+    pub async fn transfer_member_progress(
+        &self,
+        id: &[u8; 16],
+        user: &str,
+        bytes: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE transfer_members SET bytes_done = MAX(bytes_done, ?), \
+             state = CASE WHEN state = 'offered' THEN 'running' ELSE state END \
+             WHERE transfer = ? AND user_id = ?",
+        )
+        .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+        .bind(&id[..])
+        .bind(user)
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    /// Records how far a group transfer offered from here got (its members on average):
+    /// `running` from `offered`, never past a state that ended it.
+    pub async fn transfer_progress(&self, id: &[u8; 16], bytes: u64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE transfers SET bytes_done = MAX(bytes_done, ?), \
+             state = CASE WHEN state = 'offered' THEN 'running' ELSE state END \
+             WHERE id = ? AND state IN ('offered', 'running')",
+        )
+        .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+        .bind(&id[..])
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    /// The members group transfer `id` was offered to from here, each with its state.
+    pub async fn transfer_members(&self, id: &[u8; 16]) -> Result<Vec<TransferMember>, StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT user_id, state, bytes_done FROM transfer_members WHERE transfer = ? \
+             ORDER BY user_id",
         )
         .bind(&id[..])
         .fetch_all(self.pool())
         .await?;
-        Ok(rows)
+        Ok(rows
+            .into_iter()
+            .map(|(user_id, state, bytes)| TransferMember {
+                user_id,
+                state,
+                bytes_done: u64::try_from(bytes).unwrap_or(0),
+            })
+            .collect())
     }
+}
+
+/// A member a group transfer was offered to from this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferMember {
+    /// Its user id.
+    pub user_id: String,
+    /// `offered`, `running`, `completed`, `declined` or `cancelled`.
+    pub state: String,
+    /// How much it fetched from here.
+    pub bytes_done: u64,
 }
 
 #[cfg(test)]

@@ -200,7 +200,8 @@ fn asset(
     );
     h.insert(
         "permissions-policy",
-        HeaderValue::from_static("camera=(), microphone=(), geolocation=()"),
+        // The app scans QR codes (an invite, a login) with the camera.
+        HeaderValue::from_static("camera=(self), microphone=(), geolocation=()"),
     );
     response
 }

@@ -194,9 +194,13 @@ pub struct LoginOffer {
     pub code: String,
     /// The API address in the link.
     pub api_url: String,
-    /// `volli://login?api=…&code=…`, for the client to scan or open.
+    /// `volli://login?api=…&code=…`, for a client app that registers the scheme.
     pub link: String,
-    /// The link as a QR code (SVG).
+    /// The node's web app at the API address with the code in its fragment
+    /// (`https://…/#login=…`): a phone's camera opens it in the browser, logged in with this
+    /// client's scopes (the fragment never reaches the server).
+    pub app_url: String,
+    /// `app_url` as a QR code (SVG).
     pub qr_svg: String,
     /// When the code stops working (RFC 3339).
     pub expires_at: String,
@@ -276,13 +280,15 @@ pub async fn offer_login(
         body.ttl_secs.map(Duration::from_secs),
     )?;
     let link = format!("volli://login?api={}&code={code}", percent(&api_url));
+    let app_url = format!("{api_url}/#login={code}");
     Ok((
         StatusCode::CREATED,
         Json(LoginOffer {
-            qr_svg: qr_svg(&link)?,
+            qr_svg: qr_svg(&app_url)?,
             code,
             api_url,
             link,
+            app_url,
             expires_at: expires_at.to_rfc3339(),
         }),
     ))

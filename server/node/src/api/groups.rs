@@ -11,6 +11,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path};
 use crate::contacts::Contacts;
 use crate::conversations::{Conversations, GroupError, GroupView, parse_group};
+use crate::messaging::Messaging;
 
 /// A member of a group.
 #[derive(Serialize, ToSchema)]
@@ -42,6 +43,8 @@ pub struct GroupJson {
     pub epoch: u64,
     /// The device that orders the group's changes.
     pub committer: Option<String>,
+    /// Messages disappear this long after they are sent (0: never); admins set it.
+    pub disappearing_secs: u64,
 }
 
 impl From<GroupView> for GroupJson {
@@ -62,6 +65,7 @@ impl From<GroupView> for GroupJson {
             created_at: g.created_at.to_rfc3339(),
             epoch: g.epoch,
             committer: g.committer.map(|p| p.to_base58()),
+            disappearing_secs: 0,
         }
     }
 }
@@ -84,12 +88,22 @@ pub struct CreateGroup {
     pub members: Vec<String>,
 }
 
-/// A new name.
+/// What to change in a group: its name, its timer, or both.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameGroup {
-    /// 1 to 64 bytes.
-    pub name: String,
+    /// A new name, 1 to 64 bytes.
+    pub name: Option<String>,
+    /// A new disappearing timer, in seconds: 0 (off), or 30 to 2,419,200 (28 days).
+    pub disappearing_secs: Option<u64>,
+}
+
+/// `group` as the API shows it, with its timer.
+async fn shown(messaging: &Messaging, group: GroupView) -> Result<GroupJson, ApiError> {
+    let id = group.id;
+    let mut json = GroupJson::from(group);
+    json.disappearing_secs = messaging.timer(crate::timeline::Where::Group(id)).await?;
+    Ok(json)
 }
 
 /// A member to add.
@@ -184,15 +198,15 @@ pub async fn create(
         (status = 200, description = "The groups", body = GroupList),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
     ))]
-pub async fn list(State(conversations): State<Conversations>) -> Json<GroupList> {
-    Json(GroupList {
-        groups: conversations
-            .groups()
-            .await
-            .into_iter()
-            .map(GroupJson::from)
-            .collect(),
-    })
+pub async fn list(
+    State(conversations): State<Conversations>,
+    State(messaging): State<Messaging>,
+) -> Result<Json<GroupList>, ApiError> {
+    let mut groups = Vec::new();
+    for group in conversations.groups().await {
+        groups.push(shown(&messaging, group).await?);
+    }
+    Ok(Json(GroupList { groups }))
 }
 
 /// One group, with each member's role and devices.
@@ -206,6 +220,7 @@ pub async fn list(State(conversations): State<Conversations>) -> Json<GroupList>
     ))]
 pub async fn get(
     State(conversations): State<Conversations>,
+    State(messaging): State<Messaging>,
     Path(id): Path<String>,
 ) -> Result<Json<GroupJson>, ApiError> {
     let id = group_id(&id)?;
@@ -213,35 +228,63 @@ pub async fn get(
         .group(id)
         .await
         .ok_or_else(|| ApiError::not_found("unknown_group", "no such group"))?;
-    Ok(Json(group.into()))
+    Ok(Json(shown(&messaging, group).await?))
 }
 
-/// Renames a group (admins only).
+/// Renames a group, or sets its disappearing timer (admins only).
 ///
-/// Applied by the group's committer: at once when this device is it, otherwise when the
-/// committer takes the request (`group.changed` follows); the answer shows the group as it
-/// is until then.
+/// A new name is applied by the group's committer: at once when this device is it,
+/// otherwise when the committer takes the request (`group.changed` follows); the answer
+/// shows the group as it is until then. A timer is a line in the conversation for every
+/// member (`conversation.changed` follows); messages sent from then on disappear from every
+/// device that long after they were sent.
 #[utoipa::path(patch, path = "/v1/groups/{id}", tag = "groups", security(("bearer" = [])),
     params(("id" = String, Path, description = "The group id")),
     request_body = RenameGroup,
     responses(
         (status = 200, description = "Renamed, or asked", body = GroupJson),
-        (status = 400, description = "Bad id or name", body = ErrorBody),
+        (status = 400, description = "Bad id or name (`invalid_group`), a timer out of range (`invalid_timer`), or nothing to change (`invalid_group`)", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "Not an admin of the group (`not_group_admin`)", body = ErrorBody),
         (status = 404, description = "No such group (`unknown_group`)", body = ErrorBody),
     ))]
 pub async fn rename(
     State(conversations): State<Conversations>,
+    State(messaging): State<Messaging>,
     Path(id): Path<String>,
     Json(body): Json<RenameGroup>,
 ) -> Result<Json<GroupJson>, ApiError> {
     let id = group_id(&id)?;
-    let name = name(&body.name)?;
-    let group = conversations
-        .change_group(id, GroupChange::Rename(name))
-        .await?;
-    Ok(Json(group.into()))
+    let name = match &body.name {
+        Some(n) => Some(name(n)?),
+        None => None,
+    };
+    if name.is_none() && body.disappearing_secs.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_group",
+            "give a `name`, a `disappearing_secs`, or both",
+        ));
+    }
+    if let Some(secs) = body.disappearing_secs {
+        if !crate::timeline::valid_timer(secs) {
+            return Err(crate::messaging::MessagingError::InvalidTimer.into());
+        }
+        messaging
+            .set_timer(crate::timeline::Where::Group(id), secs)
+            .await?;
+    }
+    let group = match name {
+        Some(name) => {
+            conversations
+                .change_group(id, GroupChange::Rename(name))
+                .await?
+        }
+        None => conversations
+            .group(id)
+            .await
+            .ok_or_else(|| ApiError::not_found("unknown_group", "no such group"))?,
+    };
+    Ok(Json(shown(&messaging, group).await?))
 }
 
 /// Adds a contact to a group (admins only).

@@ -81,6 +81,22 @@ pub struct TransferBody {
     pub expires_at: String,
     /// The group the file was offered to, when it was.
     pub group: Option<String>,
+    /// For a file this user offered to a group: each member that fetches it from this node
+    /// (members who do not know this user fetch it from one who does, and are not listed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<TransferMemberBody>>,
+}
+
+/// How far one member got with a file offered to a group.
+#[derive(Serialize, ToSchema)]
+pub struct TransferMemberBody {
+    /// The member's user id.
+    pub user_id: String,
+    /// `offered`, `running`, `completed`, `declined` or `cancelled`.
+    #[schema(example = "running")]
+    pub state: String,
+    /// Bytes it fetched so far.
+    pub bytes_done: u64,
 }
 
 impl From<TransferView> for TransferBody {
@@ -99,6 +115,15 @@ impl From<TransferView> for TransferBody {
             created_at: v.created_at.to_rfc3339(),
             expires_at: v.expires_at.to_rfc3339(),
             group: v.group,
+            members: v.members.map(|m| {
+                m.into_iter()
+                    .map(|m| TransferMemberBody {
+                        user_id: m.user_id,
+                        state: m.state,
+                        bytes_done: m.bytes_done,
+                    })
+                    .collect()
+            }),
         }
     }
 }
@@ -132,6 +157,12 @@ pub struct UploadQuery {
     pub group: Option<String>,
     /// The file's name (with a streamed body).
     pub name: Option<String>,
+    /// Its media type (`image/png`…), shown in the conversation (with a streamed body; by
+    /// default guessed from the name).
+    pub mime: Option<String>,
+    /// A small picture of it for the conversation: a `data:image/png|jpeg|webp;base64,…` URL
+    /// of at most 16 KiB, made by the client (with a streamed body).
+    pub thumbnail: Option<String>,
 }
 
 /// A file's bytes (a type for the OpenAPI document only: the handler streams the body).
@@ -217,7 +248,12 @@ pub async fn send(
         .to_ascii_lowercase();
     let view = match content_type.as_str() {
         "application/json" => {
-            if query.to.is_some() || query.group.is_some() || query.name.is_some() {
+            if query.to.is_some()
+                || query.group.is_some()
+                || query.name.is_some()
+                || query.mime.is_some()
+                || query.thumbnail.is_some()
+            {
                 return Err(ApiError::bad_request(
                     "invalid_transfer",
                     "with a JSON body, give `to` or `group` in the body, not in the query",
@@ -261,10 +297,16 @@ pub async fn send(
                 .into_body()
                 .into_data_stream()
                 .map(|r| r.map_err(|e| e.to_string()));
+            let meta = crate::files::FileMeta::given(
+                &name,
+                query.mime.as_deref(),
+                query.thumbnail.as_deref(),
+            )?;
             let upload = Upload {
                 name,
                 len,
                 body: Box::pin(body),
+                meta: Some(meta),
             };
             match to {
                 Recipient::User(to) => files.send_upload(to, upload).await?,

@@ -516,13 +516,15 @@ pub(crate) async fn offer_client_login(
         )
         .await?;
     let link = offer["link"].as_str().unwrap_or_default();
+    let app_url = offer["app_url"].as_str().unwrap_or(link);
     if qr {
-        print_qr(link)?;
+        print_qr(app_url)?;
     }
+    println!("{app_url}");
     println!("{link}");
     let api = offer["api_url"].as_str().unwrap_or("?");
     eprintln!(
-        "scan it with the client, or give it the code {} and the address {api}; it works once, until {}",
+        "scan it with the phone's camera (the web app opens logged in), or give a client the code {} and the address {api}; it works once, until {}",
         offer["code"].as_str().unwrap_or("?"),
         offer["expires_at"].as_str().unwrap_or("?"),
     );
@@ -656,6 +658,112 @@ pub(crate) async fn send(client: &Client, to: &str, text: &str) -> anyhow::Resul
         answer["status"].as_str().unwrap_or("?"),
         answer["id"].as_str().unwrap_or("?")
     );
+    Ok(())
+}
+
+/// Message `id`, as the node shows it.
+async fn message(client: &Client, id: &str) -> anyhow::Result<Value> {
+    if id.parse::<volli_core::MessageId>().is_err() {
+        anyhow::bail!("{id:?} is not a message id (32 hex digits, as `volli messages` shows)");
+    }
+    client.get(&format!("/v1/messages/{}", encode(id))).await
+}
+
+pub(crate) async fn reply(client: &Client, id: &str, text: &str) -> anyhow::Result<()> {
+    let m = message(client, id).await?;
+    let me: Value = client.get("/v1/node").await?;
+    let mut body = serde_json::json!({ "body": text, "reply_to": id });
+    if let Some(group) = m["group"].as_str() {
+        body["group"] = group.into();
+    } else {
+        let other = if m["from"] == me["user_id"] {
+            &m["to"]
+        } else {
+            &m["from"]
+        };
+        body["to"] = other.clone();
+    }
+    let answer = client
+        .send(reqwest::Method::POST, "/v1/messages", Body::Json(body))
+        .await?;
+    println!(
+        "{} {}",
+        answer["status"].as_str().unwrap_or("?"),
+        answer["id"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+pub(crate) async fn react(
+    client: &Client,
+    id: &str,
+    emoji: &str,
+    remove: bool,
+) -> anyhow::Result<()> {
+    message(client, id).await?;
+    let m = if remove {
+        client
+            .send(
+                reqwest::Method::DELETE,
+                &format!("/v1/messages/{}/reactions/{}", encode(id), encode(emoji)),
+                Body::None,
+            )
+            .await?
+    } else {
+        client
+            .send(
+                reqwest::Method::POST,
+                &format!("/v1/messages/{}/reactions", encode(id)),
+                Body::Json(serde_json::json!({ "emoji": emoji })),
+            )
+            .await?
+    };
+    let reactions: Vec<String> = m["reactions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["emoji"].as_str().unwrap_or("?"),
+                r["from"].as_array().map_or(0, Vec::len)
+            )
+        })
+        .collect();
+    println!(
+        "reactions: {}",
+        if reactions.is_empty() {
+            "none".to_owned()
+        } else {
+            reactions.join("  ")
+        }
+    );
+    Ok(())
+}
+
+pub(crate) async fn edit(client: &Client, id: &str, text: &str) -> anyhow::Result<()> {
+    message(client, id).await?;
+    let m = client
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/messages/{}", encode(id)),
+            Body::Json(serde_json::json!({ "body": text })),
+        )
+        .await?;
+    println!("edited {}", m["id"].as_str().unwrap_or("?"));
+    Ok(())
+}
+
+pub(crate) async fn unsend(client: &Client, id: &str) -> anyhow::Result<()> {
+    message(client, id).await?;
+    client
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/messages/{}?for=everyone", encode(id)),
+            Body::None,
+        )
+        .await?;
+    println!("deleted {id} for everyone");
     Ok(())
 }
 

@@ -421,6 +421,7 @@ impl Conversations {
             device: Some(committer.peer.to_string()),
             handshake: true,
             group: Some(id.to_string()),
+            content: None,
         };
         tracing::info!(group = %id, committer = %committer.peer, change = ?body.change, revocations = body.revocations.len(), "asked the committer to change a group");
         self.send_after(durable, vec![entry]).await?;
@@ -1019,6 +1020,27 @@ impl Conversations {
         mls.info(&group).filter(Info::is_group).map(|i| i.users())
     }
 
+    /// The group whose conversation is stored under `key`, if this device is in it.
+    pub async fn group_of_key(&self, key: &UserId) -> Option<GroupRef> {
+        let groups: Vec<GroupRef> = {
+            let mls = self.inner.mls.lock().await;
+            mls.groups()
+                .into_iter()
+                .filter(|(_, info)| info.is_group())
+                .map(|(g, _)| g)
+                .collect()
+        };
+        groups.into_iter().find(|g| conversation_key(g) == *key)
+    }
+
+    /// Whether `user` is an admin of group `group`.
+    pub async fn is_group_admin(&self, group: GroupRef, user: UserId) -> bool {
+        let mls = self.inner.mls.lock().await;
+        mls.info(&group)
+            .filter(Info::is_group)
+            .is_some_and(|i| i.role_of(&user) == Some(Role::Admin))
+    }
+
     /// The contact to hand mail of group `group` for `to` (not a contact) to, if any.
     pub async fn carrier(&self, group: &str, to: &UserId) -> Option<UserId> {
         let group = parse_group(group)?;
@@ -1116,8 +1138,24 @@ impl Conversations {
                 let content = Content::from_padded(content)
                     .map_err(|_| MlsError::Refused("unreadable content".into()))?;
                 match &content {
-                    Content::Text { id, body, .. } => {
-                        if mail_id(*id, &me) != mail.id {
+                    Content::GroupRequest { id, .. } => {
+                        if *id != mail.id {
+                            return Err(MlsError::Refused(
+                                "the request's id is not the mail's".into(),
+                            ));
+                        }
+                    }
+                    Content::Text { .. }
+                    | Content::Message { .. }
+                    | Content::Reaction { .. }
+                    | Content::Edit { .. }
+                    | Content::Unsend { .. }
+                    | Content::Read { .. }
+                    | Content::Timer { .. }
+                    | Content::FileOffer(_)
+                    | Content::File { .. } => {
+                        // Each member's copy is its own outbox row, under a masked id.
+                        if mail_id(content.mail_id(), &me) != mail.id {
                             return Err(MlsError::Refused(
                                 "the content's id is not the mail's".into(),
                             ));
@@ -1127,27 +1165,7 @@ impl Conversations {
                                 "a message from this user's own device".into(),
                             ));
                         }
-                        accept(sender.user, body.len()).map_err(MlsError::Refused)?;
-                    }
-                    Content::FileOffer(offer) => {
-                        if mail_id(MessageId::from_bytes(*offer.id.as_bytes()), &me) != mail.id {
-                            return Err(MlsError::Refused(
-                                "the offer's id is not the mail's".into(),
-                            ));
-                        }
-                        if sender.user == me {
-                            return Err(MlsError::Refused(
-                                "an offer from this user's own device".into(),
-                            ));
-                        }
-                        accept(sender.user, 0).map_err(MlsError::Refused)?;
-                    }
-                    Content::GroupRequest { id, .. } => {
-                        if *id != mail.id {
-                            return Err(MlsError::Refused(
-                                "the request's id is not the mail's".into(),
-                            ));
-                        }
+                        accept(sender.user, content.text_len()).map_err(MlsError::Refused)?;
                     }
                     _ => {
                         return Err(MlsError::Refused(
@@ -1199,59 +1217,62 @@ impl Conversations {
             return Err(ConversationError::Invalid("no content".into()));
         };
         lock(&self.inner.opened).insert(mail.id);
+        let content_meta = match &content {
+            Content::File {
+                mime, thumbnail, ..
+            } => Some(crate::files::FileMeta {
+                mime: mime.clone(),
+                thumbnail: thumbnail.clone(),
+            }),
+            _ => None,
+        };
         match content {
-            Content::Text { id, sent_at, body } => {
-                let key = conversation_key(&group);
-                let stored = self
-                    .inner
-                    .vault
-                    .queue_message(
-                        key,
-                        StoredMessage {
-                            id,
-                            from: sender.user,
-                            to: key,
-                            body: body.clone(),
-                            sent_at,
-                            status: MessageStatus::Received,
-                            extra: volli_store::vault::Extra::default(),
-                        },
-                    )
-                    .await?;
+            Content::FileOffer(_) | Content::File { .. } | Content::GroupRequest { .. } => {}
+            content => {
+                let at = crate::timeline::Where::Group(group);
+                let admin = info.role_of(&sender.user) == Some(volli_mls::Role::Admin);
+                let stored = crate::timeline::queue_received(
+                    &self.inner.vault,
+                    &self.inner.events,
+                    at,
+                    me,
+                    sender.user,
+                    content,
+                    admin,
+                )
+                .await?;
                 let state = self.inner.vault.mls_queued(mls.take_changes()).await?;
                 self.wake_if_due(&mls, &group);
                 drop(mls);
-                let events = self.inner.events.clone();
                 let from = sender.user;
                 let saved = async move {
-                    let new = stored.await?;
+                    let new = match stored {
+                        Some(stored) => stored.await?,
+                        None => false,
+                    };
                     state.await?;
-                    if new {
-                        crate::metrics::metrics().received();
-                        events.publish(Event::GroupMessage {
-                            group: group.to_string(),
-                            id: id.to_string(),
-                            from: from.to_string(),
-                            body,
-                            sent_at: sent_at.to_rfc3339(),
-                        });
-                    }
                     Ok(new)
                 };
-                Ok(Opened::Text {
+                return Ok(Opened::Text {
                     sender: from,
                     id: mail.id,
                     saved: Box::pin(saved),
-                })
+                });
             }
-            Content::FileOffer(offer) => {
+        }
+        match content {
+            Content::FileOffer(offer) | Content::File { offer, .. } => {
                 let offer = offer
                     .into_offer(sender.user, sender.peer)
                     .map_err(|e| ConversationError::Invalid(e.to_string()))?;
+                let meta = match content_meta {
+                    Some(meta) => meta,
+                    None => crate::files::FileMeta::of_name(&offer.name),
+                };
                 // The offer first: once the state that no longer opens it is on disk, it
                 // must be (a file service that is not there yet leaves the mail to retry).
                 let stored = match self.inner.offers.get() {
-                    Some(sink) => sink(group, offer).await,
+                    Some(sink) => sink(group, offer, meta).await,
                     None => false,
                 };
                 if !stored {

@@ -22,7 +22,7 @@ use volli_core::{PeerId, Timestamp, UserId};
 use volli_mls::GroupRef;
 use volli_store::TransferRow;
 
-use super::{FileError, Files, TransferView, Upload, finished, prepare, view};
+use super::{FileError, Files, TransferView, Upload, finished, prepare};
 
 impl Files {
     /// Lets the conversations layer hand over files offered to groups.
@@ -30,9 +30,9 @@ impl Files {
         let this = self.clone();
         self.inner
             .conversations
-            .take_group_offers(Arc::new(move |group, offer| {
+            .take_group_offers(Arc::new(move |group, offer, meta| {
                 let this = this.clone();
-                Box::pin(async move { this.record_group_offer(group, offer).await })
+                Box::pin(async move { this.record_group_offer(group, offer, meta).await })
             }));
     }
 
@@ -58,7 +58,8 @@ impl Files {
         let (name, prepared) = prepare::from_path(path, &allowed).await?;
         self.check_quota(&group.to_string(), prepared.layout.size())
             .await?;
-        self.offer_to_group(group, name, prepared, Some(path.to_owned()))
+        let meta = super::FileMeta::of_name(&name);
+        self.offer_to_group(group, name, prepared, Some(path.to_owned()), meta)
             .await
     }
 
@@ -70,8 +71,12 @@ impl Files {
     ) -> Result<TransferView, FileError> {
         self.check_group(group).await?;
         self.check_room().await?;
+        let meta = upload
+            .meta
+            .clone()
+            .unwrap_or_else(|| super::FileMeta::of_name(&upload.name));
         let (name, prepared) = self.take_upload(&group.to_string(), upload).await?;
-        self.offer_to_group(group, name, prepared, None).await
+        self.offer_to_group(group, name, prepared, None, meta).await
     }
 
     /// Records the group transfer (with the members who will fetch from here), then sends
@@ -82,6 +87,7 @@ impl Files {
         name: String,
         prepared: prepare::Prepared,
         source: Option<String>,
+        meta: super::FileMeta,
     ) -> Result<TransferView, FileError> {
         let now = Timestamp::now();
         let expires_at =
@@ -130,7 +136,12 @@ impl Files {
         self.inner.db.insert_group_transfer(&row, &members).await?;
         let offer = super::offer_content(&row)
             .ok_or_else(|| FileError::Invalid("the file's layout is not valid".into()))?;
-        if let Err(e) = self.inner.messaging.send_group_offer(group, offer).await {
+        if let Err(e) = self
+            .inner
+            .messaging
+            .send_group_offer(group, offer, &meta)
+            .await
+        {
             // Not offered: nothing is left of it.
             let _ = self.inner.db.delete_transfer(&row.id).await;
             self.clean_up(&row);
@@ -142,14 +153,28 @@ impl Files {
                 other => FileError::Invalid(other.to_string()),
             });
         }
+        // The file, as an item of the group's conversation.
+        self.put_file_item(
+            crate::timeline::Where::Group(group),
+            me,
+            &row,
+            &meta,
+            volli_store::vault::MessageStatus::Queued,
+        )
+        .await;
         self.inner.wake.notify_one();
-        Ok(view(&self.row(prepared.id).await?))
+        self.get(prepared.id).await
     }
 
     /// Takes in a file offered to `group` by one of its members: an incoming transfer, to
     /// be fetched from the sender (a contact) or from the member who carries the group's
     /// mail here. `false` only when it could not be stored (the offer is then read again).
-    pub(crate) async fn record_group_offer(&self, group: GroupRef, offer: FileOffer) -> bool {
+    pub(crate) async fn record_group_offer(
+        &self,
+        group: GroupRef,
+        offer: FileOffer,
+        meta: super::FileMeta,
+    ) -> bool {
         let sender = offer.sender;
         let device = self
             .inner
@@ -158,7 +183,7 @@ impl Files {
             .then_some(offer.device)
             .flatten();
         match self
-            .record_offer(device, sender, offer, Some(group.to_string()))
+            .record_offer(device, sender, offer, Some(group.to_string()), meta)
             .await
         {
             FileResponse::Ok | FileResponse::Refused(FileRefusal::Gone) => true,
@@ -297,46 +322,101 @@ impl Files {
         }
     }
 
-    /// A member's word on group transfer `t` that this node offered: `done` counts it as
-    /// having the file; the transfer completes once all who fetch from here have it.
+    /// A member's word on group transfer `t` that this node offered (an accept, a decline,
+    /// a cancel, or `done`: it has the file whole). The transfer completes once every
+    /// member who fetches from here has it or declined (declined, when all declined).
     pub(super) async fn group_control(
         &self,
-        mut t: TransferRow,
+        t: TransferRow,
         user: UserId,
         action: FileAction,
     ) -> FileResponse {
-        let id = TransferId::from_bytes(t.id);
-        match action {
-            FileAction::Done(hash) if hash == t.blake3 => {
-                let members = match self
-                    .inner
-                    .db
-                    .transfer_member_done(&t.id, &user.to_string())
-                    .await
-                {
-                    Ok(Some(members)) => members,
-                    Ok(None) => return FileResponse::Ok,
-                    Err(_) => return FileResponse::Refused(FileRefusal::Busy),
-                };
-                if finished(&t.state) || !members.iter().all(|(_, done)| *done) {
-                    return FileResponse::Ok;
-                }
-                t.state = "completed".into();
-                t.bytes_done = t.size;
-                t.updated_at = Timestamp::now();
-                if self.inner.db.save_transfer(&t).await.is_err() {
-                    return FileResponse::Refused(FileRefusal::Busy);
-                }
-                self.interrupt(id);
-                self.clean_up(&t);
-                self.progress(id, t.size, t.size);
-                self.changed(&t);
-                FileResponse::Ok
-            }
-            // One member's accept, decline, pause or cancel does not change what the others
-            // fetch; a wrong hash is that member's own failure.
-            _ => FileResponse::Ok,
+        let state = match action {
+            FileAction::Done(hash) if hash == t.blake3 => "completed",
+            FileAction::Accept => "running",
+            FileAction::Decline => "declined",
+            FileAction::Cancel => "cancelled",
+            // A pause, or a wrong hash (that member's own failure), changes nothing here.
+            _ => return FileResponse::Ok,
+        };
+        let members = match self
+            .inner
+            .db
+            .transfer_member_state(&t.id, &user.to_string(), state)
+            .await
+        {
+            Ok(Some(members)) => members,
+            Ok(None) => return FileResponse::Ok,
+            Err(_) => return FileResponse::Refused(FileRefusal::Busy),
+        };
+        self.changed(&t);
+        if self.settle_group(&t, &members, false).await.is_err() {
+            return FileResponse::Refused(FileRefusal::Busy);
         }
+        FileResponse::Ok
+    }
+
+    /// Ends group transfer `t` (offered from here) when its members are done with it:
+    /// `completed` once every member has it or declined it (with `expired`: once its time
+    /// ran out, when any has it), `declined` when all declined.
+    async fn settle_group(
+        &self,
+        t: &TransferRow,
+        members: &[volli_store::TransferMember],
+        expired: bool,
+    ) -> Result<bool, FileError> {
+        let has = |m: &volli_store::TransferMember| m.state == "completed";
+        let out =
+            |m: &volli_store::TransferMember| matches!(m.state.as_str(), "declined" | "cancelled");
+        // Members who do not know this user fetch through one who does, until the file's
+        // time runs out: a decline of the members who fetch from here does not end it then.
+        let strangers = match &t.group {
+            Some(group) => {
+                let me = self.inner.identity.user_id().to_string();
+                self.inner
+                    .conversations
+                    .group_users(group)
+                    .await
+                    .unwrap_or_default()
+                    .iter()
+                    .map(ToString::to_string)
+                    .any(|u| u != me && !members.iter().any(|m| m.user_id == u))
+            }
+            None => false,
+        };
+        let answered = members.iter().all(|m| has(m) || out(m));
+        let state = if !members.is_empty() && members.iter().all(has) {
+            "completed"
+        } else if !strangers && !members.is_empty() && answered {
+            if members.iter().any(has) {
+                "completed"
+            } else {
+                "declined"
+            }
+        } else if expired && members.iter().any(has) {
+            "completed"
+        } else {
+            return Ok(false);
+        };
+        let _guard = self.inner.changes.lock().await;
+        let id = TransferId::from_bytes(t.id);
+        let mut t = self.row(id).await?;
+        if finished(&t.state) {
+            return Ok(true);
+        }
+        t.state = state.into();
+        if state == "completed" {
+            t.bytes_done = t.size;
+        }
+        t.updated_at = Timestamp::now();
+        self.inner.db.save_transfer(&t).await?;
+        self.interrupt(id);
+        self.clean_up(&t);
+        if state == "completed" {
+            self.progress(id, t.size, t.size);
+        }
+        self.changed(&t);
+        Ok(true)
     }
 
     /// A group transfer this node offered, past the time it keeps the file: `completed`
@@ -348,31 +428,15 @@ impl Files {
         let Ok(members) = self.inner.db.transfer_members(&t.id).await else {
             return false;
         };
-        if !members.iter().any(|(_, done)| *done) {
-            return false;
-        }
-        let _guard = self.inner.changes.lock().await;
-        let Ok(mut t) = self.row(TransferId::from_bytes(t.id)).await else {
-            return false;
-        };
-        if finished(&t.state) {
-            return true;
-        }
-        t.state = "completed".into();
-        t.bytes_done = t.size;
-        t.updated_at = Timestamp::now();
-        if self.inner.db.save_transfer(&t).await.is_err() {
-            return false;
-        }
-        self.interrupt(TransferId::from_bytes(t.id));
-        self.clean_up(&t);
-        self.changed(&t);
-        true
+        self.settle_group(t, &members, true).await.unwrap_or(false)
     }
 
     /// The members of group transfer `id` this node offered that fetch from here, with
     /// whether each has it whole.
-    pub async fn group_fetched(&self, id: TransferId) -> Result<Vec<(String, bool)>, FileError> {
+    pub async fn group_fetched(
+        &self,
+        id: TransferId,
+    ) -> Result<Vec<volli_store::TransferMember>, FileError> {
         Ok(self.inner.db.transfer_members(id.as_bytes()).await?)
     }
 }

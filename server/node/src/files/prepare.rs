@@ -35,6 +35,8 @@ pub struct Upload {
     pub len: Option<u64>,
     /// The bytes.
     pub body: Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>,
+    /// Its media type and picture, as the client said.
+    pub meta: Option<super::FileMeta>,
 }
 
 /// Where an open file really is, from the file itself (Linux: `/proc/self/fd`).

@@ -1139,6 +1139,18 @@ impl Vault {
             .await
     }
 
+    /// Like [`Self::change_message`], but returns as soon as the vault has the change; the
+    /// returned future says whether it changed anything, once that is durable.
+    pub async fn queue_change(
+        &self,
+        with: UserId,
+        id: MessageId,
+        change: Change,
+    ) -> Result<impl Future<Output = Result<bool, StoreError>> + Send + 'static, StoreError> {
+        self.write_ctx_queued(move |ctx| ctx.chunks.modify(with, id, &change))
+            .await
+    }
+
     /// Message `id` and its conversation, if it is stored and not deleted for this user.
     pub async fn message(
         &self,
@@ -1162,6 +1174,11 @@ impl Vault {
     /// The conversation with `with`, as [`Self::summaries`] shows it.
     pub async fn summary(&self, with: UserId, me: UserId) -> Result<index::Summary, StoreError> {
         index::summary(&self.db, with, me).await
+    }
+
+    /// The timer of the conversation with `with`, in seconds (0: off).
+    pub async fn timer(&self, with: UserId) -> Result<u64, StoreError> {
+        index::timer(&self.db, with).await
     }
 
     /// Messages whose time ran out by `now`, with their conversations (at most `limit`), and

@@ -509,6 +509,19 @@ pub(super) async fn summary(
     })
 }
 
+/// The timer of the conversation `conversation`, in seconds (0: off): the newest line
+/// that set one.
+pub(super) async fn timer(db: &Db, conversation: UserId) -> Result<u64, StoreError> {
+    let timer: Option<(i64,)> = sqlx::query_as(
+        "SELECT timer FROM messages WHERE conversation = ? AND timer IS NOT NULL \
+         ORDER BY sent_at DESC, id DESC LIMIT 1",
+    )
+    .bind(conversation.to_string())
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(timer.map_or(0, |(t,)| u64::try_from(t).unwrap_or(0)))
+}
+
 /// Messages whose time ran out before `now` (not yet deleted), oldest first, at most
 /// `limit`; and when the next one runs out.
 pub(super) async fn expiring(

@@ -1,0 +1,334 @@
+//! One timeline per conversation: messages, files, replies, reactions, edits, tombstones,
+//! read marks and system lines are items of one conversation, stored in the vault (which
+//! syncs them to the user's devices and indexes them for paging, the chat list and search).
+//! This module says what an item received from another user does to the timeline, with the
+//! checks only the timeline can make (an edit or a deletion for everyone by the author alone,
+//! a timer in a group by an admin alone), and what clients are told.
+//!
+//! What it deliberately does not do: open or seal anything (the conversations layer does),
+//! deliver (messaging does), or hold files (the file service does).
+
+use futures::future::BoxFuture;
+use serde_json::json;
+use volli_core::{Content, MessageId, Timestamp, UserId};
+use volli_mls::GroupRef;
+use volli_store::StoreError;
+use volli_store::Vault;
+use volli_store::vault::{Change, Extra, MessageKind, MessageStatus, StoredMessage};
+
+use crate::events::{Event, EventBus};
+
+/// Where a conversation's items are: with a contact, or in a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Where {
+    /// The one-to-one conversation with this user.
+    Direct(UserId),
+    /// A group conversation.
+    Group(GroupRef),
+}
+
+impl Where {
+    /// The vault key its items are stored under.
+    pub fn key(&self) -> UserId {
+        match self {
+            Self::Direct(with) => *with,
+            Self::Group(group) => crate::conversations::conversation_key(group),
+        }
+    }
+
+    /// The contact, for a one-to-one conversation (as events name it).
+    pub fn with(&self) -> Option<String> {
+        match self {
+            Self::Direct(with) => Some(with.to_string()),
+            Self::Group(_) => None,
+        }
+    }
+
+    /// The group, for a group conversation (as events name it).
+    pub fn group(&self) -> Option<String> {
+        match self {
+            Self::Group(group) => Some(group.to_string()),
+            Self::Direct(_) => None,
+        }
+    }
+}
+
+/// The disappearing timers a conversation may have, in seconds (0: off): from 30 seconds to
+/// four weeks, as the API takes them.
+pub fn valid_timer(secs: u64) -> bool {
+    secs == 0 || (30..=28 * 24 * 3600).contains(&secs)
+}
+
+/// A system line's details for a timer set by `by` to `secs`.
+pub fn timer_line(secs: u64, by: UserId) -> String {
+    json!({"timer": secs, "by": by.to_string()}).to_string()
+}
+
+/// The stored item for a system line `system` (JSON) in `at`, from `from`, at `sent_at`.
+pub fn system_item(
+    id: MessageId,
+    at: Where,
+    from: UserId,
+    sent_at: Timestamp,
+    system: String,
+    status: MessageStatus,
+) -> StoredMessage {
+    StoredMessage {
+        id,
+        from,
+        to: at.key(),
+        body: String::new(),
+        sent_at,
+        status,
+        extra: Extra {
+            kind: MessageKind::System,
+            system: Some(system),
+            ..Extra::default()
+        },
+    }
+}
+
+/// What taking in an item queued: resolves (once durable) to whether it was new, having
+/// told clients.
+pub type Saved = BoxFuture<'static, Result<bool, StoreError>>;
+
+/// Queues what `content`, received from `sender` in `at`, does to the timeline (the caller
+/// saves the conversation's state after: the item is durable first). `me` is this user;
+/// `admin` says whether `sender` is an admin of the group (a timer needs one). `None`:
+/// nothing to store (refused by the timeline's rules, or not a timeline item).
+pub async fn queue_received(
+    vault: &Vault,
+    events: &EventBus,
+    at: Where,
+    me: UserId,
+    sender: UserId,
+    content: Content,
+    admin: bool,
+) -> Result<Option<Saved>, StoreError> {
+    let key = at.key();
+    let to = match at {
+        Where::Direct(_) => me,
+        Where::Group(_) => key,
+    };
+    let events = events.clone();
+    Ok(Some(match content {
+        Content::Text { id, sent_at, body } => {
+            let stored = vault
+                .queue_message(
+                    key,
+                    StoredMessage {
+                        id,
+                        from: sender,
+                        to,
+                        body: body.clone(),
+                        sent_at,
+                        status: MessageStatus::Received,
+                        extra: Extra::default(),
+                    },
+                )
+                .await?;
+            Box::pin(async move {
+                let new = stored.await?;
+                if new {
+                    received(&events, at, id, sender, body, sent_at, None);
+                }
+                Ok(new)
+            })
+        }
+        Content::Message {
+            id,
+            sent_at,
+            body,
+            reply_to,
+            expires_at,
+        } => {
+            let stored = vault
+                .queue_message(
+                    key,
+                    StoredMessage {
+                        id,
+                        from: sender,
+                        to,
+                        body: body.clone(),
+                        sent_at,
+                        status: MessageStatus::Received,
+                        extra: Extra {
+                            reply_to,
+                            expires_at,
+                            ..Extra::default()
+                        },
+                    },
+                )
+                .await?;
+            Box::pin(async move {
+                let new = stored.await?;
+                if new {
+                    received(&events, at, id, sender, body, sent_at, reply_to);
+                }
+                Ok(new)
+            })
+        }
+        Content::Reaction { target, emoji, .. } => {
+            let emoji = (!emoji.is_empty()).then_some(emoji);
+            let change = Change::React {
+                user: sender,
+                emoji: emoji.clone(),
+            };
+            let changed = vault.queue_change(key, target, change).await?;
+            Box::pin(async move {
+                let changed = changed.await?;
+                if changed {
+                    events.publish(Event::MessageReaction {
+                        id: target.to_string(),
+                        with: at.with(),
+                        group: at.group(),
+                        from: sender.to_string(),
+                        emoji,
+                    });
+                }
+                Ok(changed)
+            })
+        }
+        Content::Edit {
+            target,
+            body,
+            edited_at,
+            ..
+        } => {
+            // The author alone edits its messages.
+            if !authored_by(vault, key, target, sender).await? {
+                tracing::info!(from = %sender, "an edit of another's message was ignored");
+                return Ok(None);
+            }
+            let change = Change::Edit {
+                body: body.clone(),
+                at: edited_at,
+            };
+            let changed = vault.queue_change(key, target, change).await?;
+            Box::pin(async move {
+                let changed = changed.await?;
+                if changed {
+                    events.publish(Event::MessageEdited {
+                        id: target.to_string(),
+                        with: at.with(),
+                        group: at.group(),
+                        body,
+                        edited_at: edited_at.to_rfc3339(),
+                    });
+                }
+                Ok(changed)
+            })
+        }
+        Content::Unsend { target, .. } => {
+            if !authored_by(vault, key, target, sender).await? {
+                tracing::info!(from = %sender, "a deletion of another's message was ignored");
+                return Ok(None);
+            }
+            let changed = vault.queue_change(key, target, Change::Unsend).await?;
+            Box::pin(async move {
+                let changed = changed.await?;
+                if changed {
+                    events.publish(Event::MessageDeleted {
+                        id: target.to_string(),
+                        with: at.with(),
+                        group: at.group(),
+                    });
+                }
+                Ok(changed)
+            })
+        }
+        Content::Read { up_to, .. } => {
+            let changed = vault
+                .queue_change(key, up_to, Change::ReadUpTo { reader: sender })
+                .await?;
+            Box::pin(async move {
+                let changed = changed.await?;
+                if changed {
+                    events.publish(Event::MessageRead {
+                        up_to: up_to.to_string(),
+                        with: at.with(),
+                        group: at.group(),
+                        by: sender.to_string(),
+                    });
+                }
+                Ok(changed)
+            })
+        }
+        Content::Timer { id, sent_at, secs } => {
+            if !valid_timer(secs) || (matches!(at, Where::Group(_)) && !admin) {
+                tracing::info!(from = %sender, secs, "a timer this user may not set was ignored");
+                return Ok(None);
+            }
+            let stored = vault
+                .queue_message(
+                    key,
+                    system_item(
+                        id,
+                        at,
+                        sender,
+                        sent_at,
+                        timer_line(secs, sender),
+                        MessageStatus::Received,
+                    ),
+                )
+                .await?;
+            Box::pin(async move {
+                let new = stored.await?;
+                if new {
+                    events.publish(Event::ConversationChanged {
+                        with: at.with(),
+                        group: at.group(),
+                        epoch: None,
+                        disappearing_secs: Some(secs),
+                        by: Some(sender.to_string()),
+                    });
+                }
+                Ok(new)
+            })
+        }
+        // Offers go to the file service, requests to the committer.
+        _ => return Ok(None),
+    }))
+}
+
+/// Whether message `target` of the conversation `key` was written by `user`.
+async fn authored_by(
+    vault: &Vault,
+    key: UserId,
+    target: MessageId,
+    user: UserId,
+) -> Result<bool, StoreError> {
+    Ok(vault
+        .message(target)
+        .await?
+        .is_some_and(|(conversation, m)| conversation == key && m.from == user))
+}
+
+fn received(
+    events: &EventBus,
+    at: Where,
+    id: MessageId,
+    from: UserId,
+    body: String,
+    sent_at: Timestamp,
+    reply_to: Option<MessageId>,
+) {
+    crate::metrics::metrics().received();
+    match at {
+        Where::Direct(_) => events.publish(Event::MessageReceived {
+            id: id.to_string(),
+            from: from.to_string(),
+            body,
+            sent_at: sent_at.to_rfc3339(),
+            reply_to: reply_to.map(|r| r.to_string()),
+        }),
+        Where::Group(group) => events.publish(Event::GroupMessage {
+            group: group.to_string(),
+            id: id.to_string(),
+            from: from.to_string(),
+            body,
+            sent_at: sent_at.to_rfc3339(),
+            reply_to: reply_to.map(|r| r.to_string()),
+        }),
+    }
+}
