@@ -24,6 +24,7 @@ pub mod plugins;
 pub mod push;
 pub mod rate_limit;
 pub mod relay;
+pub mod search;
 pub mod settings;
 pub mod transfers;
 
@@ -79,6 +80,8 @@ pub struct ApiState {
     pub connectivity: crate::connectivity::Connectivity,
     /// Web Push to clients.
     pub push: crate::push::Push,
+    /// Search over every conversation.
+    pub search: crate::search::Searcher,
 }
 
 #[derive(OpenApi)]
@@ -152,6 +155,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
             messages::delete_conversation
         ))
         .routes(routes!(messages::retention, messages::set_retention))
+        .routes(routes!(search::search))
         .routes(routes!(groups::create, groups::list))
         .routes(routes!(groups::get, groups::rename))
         .routes(routes!(groups::add_member))

@@ -312,6 +312,21 @@ pub enum Event {
         /// The setting's key.
         key: String,
     },
+    /// The search index of messages stored before it existed is being built (at most
+    /// twice a second); what is indexed is searchable already.
+    #[serde(rename = "search.progress")]
+    SearchProgress {
+        /// Messages looked at.
+        indexed: u64,
+        /// Messages to look at.
+        total: u64,
+    },
+    /// The search index holds every message.
+    #[serde(rename = "search.ready")]
+    SearchReady {
+        /// Messages the build looked at.
+        indexed: u64,
+    },
 }
 
 /// Publisher side of the bus. Cheap to clone.

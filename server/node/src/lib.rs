@@ -32,6 +32,7 @@ pub mod plugins;
 pub mod push;
 pub mod relay;
 pub mod retention;
+pub mod search;
 mod secret_file;
 pub mod systemd;
 pub mod tls;

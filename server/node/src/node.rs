@@ -414,7 +414,12 @@ impl Node {
         let push = crate::push::Push::start(store.db().clone(), &events, &config.push)
             .await
             .context("cannot start push notifications")?;
+        let search =
+            crate::search::Searcher::new(store.db().clone(), events.clone(), conversations.clone())
+                .await;
+        search.spawn();
         let state = ApiState {
+            search,
             push,
             auth: Auth::new(&token, clients),
             node,

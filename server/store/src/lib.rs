@@ -13,6 +13,7 @@ pub mod messaging;
 pub mod mls;
 pub mod plugins;
 pub mod push;
+pub mod search;
 pub mod transfers;
 pub mod vault;
 

@@ -126,7 +126,7 @@ impl From<MessagingError> for ApiError {
     }
 }
 
-fn user(text: &str) -> Result<volli_core::UserId, ApiError> {
+pub(crate) fn user(text: &str) -> Result<volli_core::UserId, ApiError> {
     Contacts::parse_user(text)
         .ok_or_else(|| ApiError::bad_request("invalid_user_id", "not a user id"))
 }
@@ -211,24 +211,7 @@ pub async fn list(
             let messages = messaging.group_conversation(group, before, limit).await?;
             let mut views = Vec::with_capacity(messages.len());
             for m in messages {
-                let receipts = if m.status == volli_store::vault::MessageStatus::Received {
-                    None
-                } else {
-                    let r = messaging.group_receipts(m.id).await?;
-                    (!r.is_empty()).then(|| {
-                        r.into_iter()
-                            .map(|(user_id, status)| MemberReceipt {
-                                user_id,
-                                status: status.as_str().to_owned(),
-                            })
-                            .collect()
-                    })
-                };
-                let mut view = MessageView::from(m);
-                view.to = group.to_string();
-                view.group = Some(group.to_string());
-                view.receipts = receipts;
-                views.push(view);
+                views.push(render(&messaging, m, Some(group)).await?);
             }
             Ok(Json(MessageList { messages: views }))
         }
@@ -239,7 +222,37 @@ pub async fn list(
     }
 }
 
-fn group_id(text: &str) -> Result<volli_mls::GroupRef, ApiError> {
+/// A message as every route shows it: in a group (`group`), addressed to the group, with
+/// each member's receipt for a message this device sent.
+pub(crate) async fn render(
+    messaging: &Messaging,
+    m: StoredMessage,
+    group: Option<volli_mls::GroupRef>,
+) -> Result<MessageView, ApiError> {
+    let Some(group) = group else {
+        return Ok(MessageView::from(m));
+    };
+    let receipts = if m.status == volli_store::vault::MessageStatus::Received {
+        None
+    } else {
+        let r = messaging.group_receipts(m.id).await?;
+        (!r.is_empty()).then(|| {
+            r.into_iter()
+                .map(|(user_id, status)| MemberReceipt {
+                    user_id,
+                    status: status.as_str().to_owned(),
+                })
+                .collect()
+        })
+    };
+    let mut view = MessageView::from(m);
+    view.to = group.to_string();
+    view.group = Some(group.to_string());
+    view.receipts = receipts;
+    Ok(view)
+}
+
+pub(crate) fn group_id(text: &str) -> Result<volli_mls::GroupRef, ApiError> {
     crate::conversations::parse_group(text)
         .ok_or_else(|| ApiError::bad_request("invalid_group_id", "not a group id (32 hex digits)"))
 }

@@ -54,7 +54,7 @@ pub fn needed(method: &Method, path: &str) -> Option<Needs> {
         "/v1/settings" | "/v1/settings/{key}" | "/v1/retention" => need(Permissions::SETTINGS),
         "/v1/contacts" | "/v1/contacts/{user_id}" => need(Permissions::CONTACTS),
         "/v1/invites" => need(Permissions::ADMIN),
-        "/v1/messages" | "/v1/messages/{id}" | "/v1/conversations/{user_id}" => {
+        "/v1/messages" | "/v1/messages/{id}" | "/v1/conversations/{user_id}" | "/v1/search" => {
             need(Permissions::MESSAGES)
         }
         p if p.starts_with("/v1/groups") => need(Permissions::MESSAGES),
@@ -102,7 +102,7 @@ pub fn scope_needed(method: &Method, path: &str) -> Option<ScopeNeed> {
         }
         p if p.starts_with("/v1/plugins") => write(Scope::Admin),
         "/v1/contacts" | "/v1/contacts/{user_id}" | "/v1/invites" => write(Scope::Contacts),
-        "/v1/messages" | "/v1/messages/{id}" | "/v1/conversations/{user_id}" => {
+        "/v1/messages" | "/v1/messages/{id}" | "/v1/conversations/{user_id}" | "/v1/search" => {
             write(Scope::Messages)
         }
         p if p.starts_with("/v1/groups") => write(Scope::Messages),
