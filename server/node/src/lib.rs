@@ -29,6 +29,7 @@ pub mod node;
 pub mod outbound;
 pub mod peers;
 pub mod plugins;
+pub mod profile;
 pub mod push;
 pub mod relay;
 pub mod retention;

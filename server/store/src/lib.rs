@@ -6,6 +6,7 @@
 //! call returns. This crate knows nothing of HTTP, libp2p or plugins.
 #![warn(missing_docs)]
 
+pub mod avatars;
 pub mod clients;
 mod db;
 pub mod invites;
