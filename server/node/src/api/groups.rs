@@ -24,6 +24,43 @@ pub struct GroupMemberView {
     pub devices: Vec<String>,
     /// The member who brought it in (a contact of it), absent for the creator.
     pub sponsor: Option<String>,
+    /// Its name as this user knows it: this user's own display name, a contact's name;
+    /// absent for a member this user does not know.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Who is who, for members' names: this user's display name and its contacts' names.
+pub struct MemberNames(std::collections::HashMap<volli_core::UserId, String>);
+
+impl axum::extract::FromRequestParts<super::ApiState> for MemberNames {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        _parts: &mut axum::http::request::Parts,
+        state: &super::ApiState,
+    ) -> Result<Self, ApiError> {
+        let mut names: std::collections::HashMap<_, _> = state
+            .contacts
+            .list()
+            .await?
+            .into_iter()
+            .map(|c| (c.user_id, c.name))
+            .collect();
+        names.insert(state.node.user_id(), state.profile.name().await?);
+        Ok(Self(names))
+    }
+}
+
+impl MemberNames {
+    /// `group` as the API shows it, with its members' names.
+    fn json(&self, group: GroupView) -> GroupJson {
+        let mut json = GroupJson::from(group);
+        for m in &mut json.members {
+            m.name = m.user_id.parse().ok().and_then(|u| self.0.get(&u).cloned());
+        }
+        json
+    }
 }
 
 /// A group.
@@ -57,6 +94,7 @@ impl From<GroupView> for GroupJson {
                     role: m.role.as_str().to_owned(),
                     devices: m.devices.iter().map(|p| p.to_base58()).collect(),
                     sponsor: m.sponsor.map(|s| s.to_string()),
+                    name: None,
                 })
                 .collect(),
             created_at: g.created_at.to_rfc3339(),
@@ -159,6 +197,7 @@ fn name(text: &str) -> Result<String, ApiError> {
         (status = 409, description = "More members than a group takes (`group_full`)", body = ErrorBody),
     ))]
 pub async fn create(
+    names: MemberNames,
     State(conversations): State<Conversations>,
     Json(body): Json<CreateGroup>,
 ) -> Result<(StatusCode, Json<GroupJson>), ApiError> {
@@ -175,7 +214,7 @@ pub async fn create(
         ));
     }
     let group = conversations.create_group(&name, &members).await?;
-    Ok((StatusCode::CREATED, Json(group.into())))
+    Ok((StatusCode::CREATED, Json(names.json(group))))
 }
 
 /// The groups this user is in.
@@ -184,13 +223,16 @@ pub async fn create(
         (status = 200, description = "The groups", body = GroupList),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
     ))]
-pub async fn list(State(conversations): State<Conversations>) -> Json<GroupList> {
+pub async fn list(
+    State(conversations): State<Conversations>,
+    names: MemberNames,
+) -> Json<GroupList> {
     Json(GroupList {
         groups: conversations
             .groups()
             .await
             .into_iter()
-            .map(GroupJson::from)
+            .map(|g| names.json(g))
             .collect(),
     })
 }
@@ -205,6 +247,7 @@ pub async fn list(State(conversations): State<Conversations>) -> Json<GroupList>
         (status = 404, description = "No such group (`unknown_group`)", body = ErrorBody),
     ))]
 pub async fn get(
+    names: MemberNames,
     State(conversations): State<Conversations>,
     Path(id): Path<String>,
 ) -> Result<Json<GroupJson>, ApiError> {
@@ -213,7 +256,7 @@ pub async fn get(
         .group(id)
         .await
         .ok_or_else(|| ApiError::not_found("unknown_group", "no such group"))?;
-    Ok(Json(group.into()))
+    Ok(Json(names.json(group)))
 }
 
 /// Renames a group (admins only).
@@ -232,6 +275,7 @@ pub async fn get(
         (status = 404, description = "No such group (`unknown_group`)", body = ErrorBody),
     ))]
 pub async fn rename(
+    names: MemberNames,
     State(conversations): State<Conversations>,
     Path(id): Path<String>,
     Json(body): Json<RenameGroup>,
@@ -241,7 +285,7 @@ pub async fn rename(
     let group = conversations
         .change_group(id, GroupChange::Rename(name))
         .await?;
-    Ok(Json(group.into()))
+    Ok(Json(names.json(group)))
 }
 
 /// Adds a contact to a group (admins only).
@@ -260,6 +304,7 @@ pub async fn rename(
         (status = 409, description = "The group is full (`group_full`)", body = ErrorBody),
     ))]
 pub async fn add_member(
+    names: MemberNames,
     State(conversations): State<Conversations>,
     Path(id): Path<String>,
     Json(body): Json<AddMember>,
@@ -269,7 +314,7 @@ pub async fn add_member(
     let group = conversations
         .change_group(id, GroupChange::Add(member))
         .await?;
-    Ok(Json(group.into()))
+    Ok(Json(names.json(group)))
 }
 
 /// Removes a member (admins only), or leaves the group (a member removing itself).
@@ -288,6 +333,7 @@ pub async fn add_member(
         (status = 404, description = "No such group (`unknown_group`) or member (`unknown_member`)", body = ErrorBody),
     ))]
 pub async fn remove_member(
+    names: MemberNames,
     State(conversations): State<Conversations>,
     Path((id, member)): Path<(String, String)>,
 ) -> Result<Json<GroupJson>, ApiError> {
@@ -296,7 +342,7 @@ pub async fn remove_member(
     let group = conversations
         .change_group(id, GroupChange::Remove(member))
         .await?;
-    Ok(Json(group.into()))
+    Ok(Json(names.json(group)))
 }
 
 /// Sets a member's role: promotes it to `admin` or makes it a `member` again (admins only).
@@ -314,6 +360,7 @@ pub async fn remove_member(
         (status = 404, description = "No such group (`unknown_group`) or member (`unknown_member`)", body = ErrorBody),
     ))]
 pub async fn set_role(
+    names: MemberNames,
     State(conversations): State<Conversations>,
     Path((id, member)): Path<(String, String)>,
     Json(body): Json<SetRole>,
@@ -333,5 +380,5 @@ pub async fn set_role(
     let group = conversations
         .change_group(id, GroupChange::Role(member, role))
         .await?;
-    Ok(Json(group.into()))
+    Ok(Json(names.json(group)))
 }
