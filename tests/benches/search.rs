@@ -237,6 +237,10 @@ async fn main() {
         .execute(&pool)
         .await
         .unwrap();
+    sqlx::query("DELETE FROM search_days")
+        .execute(&pool)
+        .await
+        .unwrap();
     sqlx::query("UPDATE search_state SET done = 0, ceiling = (SELECT MAX(rowid) FROM messages)")
         .execute(&pool)
         .await

@@ -172,6 +172,10 @@ async fn finds_messages_of_every_conversation_and_builds_the_index_of_an_older_v
         .execute(&pool)
         .await
         .unwrap();
+    sqlx::query("DELETE FROM search_days")
+        .execute(&pool)
+        .await
+        .unwrap();
     sqlx::query("UPDATE search_state SET done = 0, ceiling = (SELECT MAX(rowid) FROM messages)")
         .execute(&pool)
         .await

@@ -164,6 +164,7 @@ impl Searcher {
             Place::With(user) => user,
             Place::Group(group) => self.key_of(group),
         });
+        let started = std::time::Instant::now();
         let hits = self
             .inner
             .db
@@ -174,6 +175,7 @@ impl Searcher {
                 limit,
             })
             .await?;
+        tracing::debug!(took = ?started.elapsed(), found = hits.len(), "searched");
         if hits.is_empty() {
             return Ok(Vec::new());
         }

@@ -17,6 +17,17 @@ CREATE VIRTUAL TABLE search USING fts5(
     tokenize = 'unicode61 remove_diacritics 2'
 );
 
+-- Besides the text, each row is indexed with two terms no text can hold (they start with
+-- U+E000, which is taken out of the text): its day (`\uE000d<days since 1970>`) and its
+-- conversation (`\uE000c<user id>`). A word found in many messages is then read a day at
+-- a time from the newest day on, and one conversation's matches are found by the index
+-- alone, so neither costs a row lookup per match. `search_days` counts the indexed rows
+-- of each day, so a search visits only days that have some.
+CREATE TABLE search_days (
+    day  INTEGER PRIMARY KEY,
+    rows INTEGER NOT NULL
+);
+
 -- The build of the index for rows that existed before it (a vault of an earlier release):
 -- rows with `rowid <= done` are indexed; rows in `(done, ceiling]` wait for the background
 -- build (`Db::search_build`), which takes them in their state at that time; rows after
@@ -35,7 +46,12 @@ WHEN new.body <> '' AND new.status < 5
      AND (new.rowid <= (SELECT done FROM search_state)
           OR new.rowid > (SELECT ceiling FROM search_state))
 BEGIN
-    INSERT INTO search (rowid, body) VALUES (new.rowid, new.body);
+    INSERT INTO search (rowid, body) VALUES (new.rowid,
+        replace(new.body, char(57344), ' ')
+        || ' ' || char(57344) || 'd' || (MAX(new.sent_at, 0) / 86400000)
+        || ' ' || char(57344) || 'c' || new.conversation);
+    INSERT INTO search_days (day, rows) VALUES (MAX(new.sent_at, 0) / 86400000, 1)
+        ON CONFLICT (day) DO UPDATE SET rows = rows + 1;
 END;
 
 CREATE TRIGGER search_update AFTER UPDATE OF body, status ON messages
@@ -44,8 +60,18 @@ WHEN (old.body IS NOT new.body OR (old.status < 5) <> (new.status < 5))
           OR new.rowid > (SELECT ceiling FROM search_state))
 BEGIN
     DELETE FROM search WHERE rowid = old.rowid AND old.body <> '' AND old.status < 5;
+    UPDATE search_days SET rows = rows - 1
+        WHERE day = MAX(old.sent_at, 0) / 86400000 AND old.body <> '' AND old.status < 5;
     INSERT INTO search (rowid, body)
-        SELECT new.rowid, new.body WHERE new.body <> '' AND new.status < 5;
+        SELECT new.rowid,
+            replace(new.body, char(57344), ' ')
+            || ' ' || char(57344) || 'd' || (MAX(new.sent_at, 0) / 86400000)
+            || ' ' || char(57344) || 'c' || new.conversation
+        WHERE new.body <> '' AND new.status < 5;
+    INSERT INTO search_days (day, rows)
+        SELECT MAX(new.sent_at, 0) / 86400000, 1 WHERE new.body <> '' AND new.status < 5
+        ON CONFLICT (day) DO UPDATE SET rows = rows + 1;
+    DELETE FROM search_days WHERE day = MAX(old.sent_at, 0) / 86400000 AND rows <= 0;
 END;
 
 CREATE TRIGGER search_delete AFTER DELETE ON messages
@@ -54,4 +80,6 @@ WHEN old.body <> '' AND old.status < 5
           OR old.rowid > (SELECT ceiling FROM search_state))
 BEGIN
     DELETE FROM search WHERE rowid = old.rowid;
+    UPDATE search_days SET rows = rows - 1 WHERE day = MAX(old.sent_at, 0) / 86400000;
+    DELETE FROM search_days WHERE day = MAX(old.sent_at, 0) / 86400000 AND rows <= 0;
 END;

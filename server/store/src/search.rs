@@ -53,12 +53,34 @@ pub struct Query {
 /// Whether the FTS5 `unicode61` tokenizer (default categories `L* N* Co`) keeps `c` in a
 /// word: the query is split where the index's text is, so no quoted word becomes a phrase.
 fn is_word_char(c: char) -> bool {
-    c.is_ascii_alphanumeric()
-        || (!c.is_ascii()
-            && (matches!(
-                c.general_category_group(),
-                GeneralCategoryGroup::Letter | GeneralCategoryGroup::Number
-            ) || c.general_category() == GeneralCategory::PrivateUse))
+    c != MARK
+        && (c.is_ascii_alphanumeric()
+            || (!c.is_ascii()
+                && (matches!(
+                    c.general_category_group(),
+                    GeneralCategoryGroup::Letter | GeneralCategoryGroup::Number
+                ) || c.general_category() == GeneralCategory::PrivateUse)))
+}
+
+/// What starts the terms a row is indexed with besides its text (its day, its
+/// conversation): a private-use character, taken out of the text (see `0018_search.sql`).
+const MARK: char = '\u{E000}';
+/// Milliseconds in a day: rows are indexed with `sent_at / DAY` (0 for times before 1970).
+const DAY: i64 = 86_400_000;
+/// A query that matches at most this many rows is answered by reading them all and keeping
+/// the newest; one that matches more, a day at a time from the newest.
+const FEW: i64 = 1_000;
+/// Days read by one query at most, when reading a day at a time.
+const MOST_DAYS: usize = 64;
+
+/// The term a row of conversation `conversation` is indexed with.
+fn conversation_term(conversation: &UserId) -> String {
+    format!("\"{MARK}c{}\"", conversation.to_string().to_lowercase())
+}
+
+/// The term a row sent on `day` is indexed with.
+fn day_term(day: i64) -> String {
+    format!("\"{MARK}d{day}\"")
 }
 
 /// Folds a word as `remove_diacritics 2` does, about: lower case, without combining marks.
@@ -260,11 +282,70 @@ impl Db {
             }
             None => None,
         };
-        // Every match is joined to its row and the newest kept: the sorter keeps only
-        // `limit` rows, and each match costs one lookup by row id.
+        let mut scope = search.query.expression();
+        if let Some(conversation) = &search.conversation {
+            scope.push_str(" AND ");
+            scope.push_str(&conversation_term(conversation));
+        }
+        let limit = search.limit.clamp(1, MAX_RESULTS);
+        let (matches,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM (SELECT rowid FROM search WHERE search MATCH ? LIMIT ?)",
+        )
+        .bind(&scope)
+        .bind(FEW + 1)
+        .fetch_one(self.pool())
+        .await
+        .map_err(StoreError::from)?;
+        if matches <= FEW {
+            return self.newest(&scope, search, cursor, limit).await;
+        }
+        // Many matches: a day at a time, newest first (days are in order, so the pages of
+        // consecutive days follow each other), a few days per query once a day was not
+        // enough, until the page is full.
+        let days: Vec<(i64,)> = match cursor {
+            Some((sent_at, _)) => {
+                sqlx::query_as("SELECT day FROM search_days WHERE day <= ? ORDER BY day DESC")
+                    .bind(sent_at.max(0) / DAY)
+                    .fetch_all(self.pool())
+                    .await
+            }
+            None => {
+                sqlx::query_as("SELECT day FROM search_days ORDER BY day DESC")
+                    .fetch_all(self.pool())
+                    .await
+            }
+        }
+        .map_err(StoreError::from)?;
+        let mut out: Vec<Hit> = Vec::new();
+        let mut at = 0;
+        let mut span = 1;
+        while at < days.len() && out.len() < limit as usize {
+            let these = &days[at..(at + span).min(days.len())];
+            at += these.len();
+            span = (span * 2).min(MOST_DAYS);
+            let terms: Vec<String> = these.iter().map(|(d,)| day_term(*d)).collect();
+            let scoped = format!("{scope} AND ({})", terms.join(" OR "));
+            let left = limit - u32::try_from(out.len()).unwrap_or(limit);
+            out.extend(self.newest(&scoped, search, cursor, left).await?);
+        }
+        Ok(out)
+    }
+
+    /// The newest `limit` rows that match `expression` (and the search's conversation and
+    /// cursor): every match is joined to its row, and the sorter keeps the newest.
+    async fn newest(
+        &self,
+        expression: &str,
+        search: &Search,
+        cursor: Option<(i64, MessageId)>,
+        limit: u32,
+    ) -> Result<Vec<Hit>, SearchError> {
         let mut sql = String::from(
+            // CROSS JOIN: the index is read first and each match looked up (SQLite would
+            // otherwise walk one conversation's rows and run the full-text query once for
+            // each of them).
             "SELECT m.id, m.sender, m.recipient, m.body, m.sent_at, m.status, m.conversation \
-             FROM search JOIN messages m ON m.rowid = search.rowid \
+             FROM search CROSS JOIN messages m ON m.rowid = search.rowid \
              WHERE search MATCH ? AND m.status < 5 AND m.body <> ''",
         );
         if search.conversation.is_some() {
@@ -275,8 +356,7 @@ impl Db {
         }
         sql.push_str(" ORDER BY m.sent_at DESC, m.id DESC LIMIT ?");
         // Only fixed clauses are formatted into the text; every value is bound.
-        let mut query =
-            sqlx::query_as::<_, HitRow>(sqlx::AssertSqlSafe(sql)).bind(search.query.expression());
+        let mut query = sqlx::query_as::<_, HitRow>(sqlx::AssertSqlSafe(sql)).bind(expression);
         if let Some(conversation) = search.conversation {
             query = query.bind(conversation.to_string());
         }
@@ -284,7 +364,7 @@ impl Db {
             query = query.bind(sent_at).bind(id.as_bytes().to_vec());
         }
         let rows = query
-            .bind(search.limit.clamp(1, MAX_RESULTS))
+            .bind(limit)
             .fetch_all(self.pool())
             .await
             .map_err(StoreError::from)?;
@@ -337,9 +417,22 @@ impl Db {
             Some((upto, n)) if n > 0 => (upto, n),
             _ => (ceiling, 0),
         };
+        // As the triggers index a row (`0018_search.sql`).
         sqlx::query(
-            "INSERT INTO search (rowid, body) SELECT rowid, body FROM messages \
-             WHERE rowid > ? AND rowid <= ? AND body <> '' AND status < 5",
+            "INSERT INTO search (rowid, body) SELECT rowid, \
+               replace(body, char(57344), ' ') \
+               || ' ' || char(57344) || 'd' || (MAX(sent_at, 0) / 86400000) \
+               || ' ' || char(57344) || 'c' || conversation \
+             FROM messages WHERE rowid > ? AND rowid <= ? AND body <> '' AND status < 5",
+        )
+        .bind(done)
+        .bind(upto)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO search_days (day, rows) SELECT MAX(sent_at, 0) / 86400000 AS d, COUNT(*) \
+             FROM messages WHERE rowid > ? AND rowid <= ? AND body <> '' AND status < 5 \
+             GROUP BY d ON CONFLICT (day) DO UPDATE SET rows = rows + excluded.rows",
         )
         .bind(done)
         .bind(upto)

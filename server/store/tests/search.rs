@@ -225,6 +225,10 @@ async fn builds_the_index_of_an_older_vault_in_batches_while_it_changes() {
         .execute(&pool)
         .await
         .unwrap();
+    sqlx::query("DELETE FROM search_days")
+        .execute(&pool)
+        .await
+        .unwrap();
     sqlx::query("UPDATE search_state SET done = 0, ceiling = (SELECT MAX(rowid) FROM messages)")
         .execute(&pool)
         .await
@@ -264,5 +268,54 @@ async fn builds_the_index_of_an_older_vault_in_batches_while_it_changes() {
     assert_eq!(find(db, "olden new", None).await, [id(200)]);
     let (index, text) = db.search_size().await.unwrap();
     assert!(index > 0 && text > 0);
+    store.close().await;
+}
+
+/// A word in more messages than are read at once is read a day at a time: pages in exactly
+/// the order of a full sort, for every conversation and for one, however the messages
+/// arrived.
+#[tokio::test]
+async fn many_matches_come_a_day_at_a_time_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (me, bob, carol) = (user(1), user(2), user(3));
+    // 2,400 messages over 40 days, stored in an order unrelated to their times; some share
+    // a time.
+    let mut all: Vec<(UserId, StoredMessage)> = (0..2_400u64)
+        .map(|n| {
+            let with = if n % 3 == 0 { carol } else { bob };
+            let mut m = message(n, me, with, &format!("common word, number {n}"));
+            let scrambled = (n * 7_919) % 2_400;
+            m.sent_at =
+                Timestamp::from_millis(1_700_000_000_000 + (scrambled as i64 / 2) * 1_440_000);
+            (with, m)
+        })
+        .collect();
+    all.reverse();
+    for part in all.chunks(500) {
+        store.vault().put_messages(part.to_vec()).await.unwrap();
+    }
+    let db = store.db();
+    for conversation in [None, Some(bob), Some(carol)] {
+        let mut expected: Vec<&StoredMessage> = all
+            .iter()
+            .filter(|(with, _)| conversation.is_none_or(|c| c == *with))
+            .map(|(_, m)| m)
+            .collect();
+        expected.sort_by_key(|m| std::cmp::Reverse((m.sent_at, *m.id.as_bytes())));
+        let expected: Vec<MessageId> = expected.iter().map(|m| m.id).collect();
+        let mut got = Vec::new();
+        let mut before = None;
+        loop {
+            let page = found(db, "common", conversation, before, 97).await;
+            if page.is_empty() {
+                break;
+            }
+            before = page.last().copied();
+            got.extend(page);
+        }
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "pages out of order for {conversation:?}");
+    }
     store.close().await;
 }
