@@ -192,6 +192,19 @@ pub enum RelayRequest {
     /// messages): fetch it. A relay says so to its connected recipients as soon as it holds
     /// something for them, so they need not ask every minute. Answered with `Ok`.
     Waiting,
+    /// The asking user's profile picture, unless it is the one with this BLAKE3 hash (the
+    /// asker holds it already). Answered with `Avatar`. Asked by contacts and by the user's
+    /// own devices; a node of an earlier release refuses it as malformed.
+    Avatar {
+        /// The hash of the picture the asker holds, if any.
+        have: Option<[u8; 32]>,
+    },
+    /// The sending user's profile picture changed (to the one with this hash; `None`: it has
+    /// none now): ask for it with `Avatar`. Answered with `Ok`.
+    AvatarChanged {
+        /// The new picture's BLAKE3 hash.
+        hash: Option<[u8; 32]>,
+    },
 }
 
 /// Where a page of what a relay holds ended: when it was stored and its id.
@@ -255,6 +268,17 @@ pub enum RelayResponse {
         addrs: Vec<Vec<u8>>,
         /// Bytes per second one circuit through this node may carry.
         bytes_per_sec: u64,
+    },
+    /// The answering user's profile picture (`Avatar`): its hash and media type, and its
+    /// bytes unless the asker holds it already. `hash` is `None` when there is none.
+    Avatar {
+        /// The BLAKE3 hash of the bytes.
+        hash: Option<[u8; 32]>,
+        /// `image/png`, `image/jpeg` or `image/webp`.
+        mime: String,
+        /// The picture (empty when the asker has it, or when it is not on this device).
+        #[serde(with = "crate::encoding::bytes")]
+        bytes: Vec<u8>,
     },
 }
 

@@ -21,9 +21,11 @@ pub mod node_info;
 pub mod peers;
 pub mod permissions;
 pub mod plugins;
+pub mod profile;
 pub mod push;
 pub mod rate_limit;
 pub mod relay;
+pub mod search;
 pub mod settings;
 pub mod transfers;
 
@@ -79,6 +81,10 @@ pub struct ApiState {
     pub connectivity: crate::connectivity::Connectivity,
     /// Web Push to clients.
     pub push: crate::push::Push,
+    /// Search over every conversation.
+    pub search: crate::search::Searcher,
+    /// The user's name and picture, and contacts' pictures.
+    pub profile: crate::profile::Profile,
 }
 
 #[derive(OpenApi)]
@@ -100,6 +106,7 @@ pub struct ApiState {
         (name = "events", description = "Live events over WebSocket"),
         (name = "settings", description = "Settings synced across the user's devices"),
         (name = "contacts", description = "Invites and contacts"),
+        (name = "profile", description = "The user's display name and picture, as contacts see them"),
         (name = "peers", description = "Peers found and connected"),
         (name = "messages", description = "End-to-end encrypted messages and the relay mailbox"),
         (name = "groups", description = "Group conversations on MLS: members, roles, changes"),
@@ -143,7 +150,23 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(settings::get, settings::put, settings::delete))
         .routes(routes!(invites::create))
         .routes(routes!(contacts::add, contacts::list))
-        .routes(routes!(contacts::get, contacts::remove))
+        .routes(routes!(contacts::get, contacts::remove, contacts::rename))
+        .routes(routes!(profile::contact_avatar))
+        .routes(routes!(profile::get, profile::put))
+        .routes({
+            // A picture is 256 KiB at most; a little more is read so that a larger one is
+            // told so (400 `avatar_too_large`) rather than cut off.
+            let (schemas, paths, router) = routes!(
+                profile::get_avatar,
+                profile::put_avatar,
+                profile::delete_avatar
+            );
+            (
+                schemas,
+                paths,
+                router.layer(DefaultBodyLimit::max(profile::MAX_UPLOAD)),
+            )
+        })
         .routes(routes!(peers::list))
         .routes(routes!(messages::send, messages::list))
         .routes(routes!(messages::get, messages::delete, messages::edit))
@@ -158,6 +181,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
             messages::delete_conversation
         ))
         .routes(routes!(messages::retention, messages::set_retention))
+        .routes(routes!(search::search))
         .routes(routes!(groups::create, groups::list))
         .routes(routes!(groups::get, groups::rename))
         .routes(routes!(groups::add_member))

@@ -94,6 +94,26 @@ enum Command {
         #[command(subcommand)]
         command: Option<ContactsCommand>,
     },
+    /// Show this user's display name and picture, or change them.
+    Profile {
+        #[command(subcommand)]
+        command: Option<ProfileCommand>,
+    },
+    /// Search the messages of every conversation (or one): each word matches the start of a
+    /// word, whatever its case and accents; newest first.
+    Search {
+        /// The words.
+        text: String,
+        /// Only the conversation with this contact (user id or name).
+        #[arg(long, conflicts_with = "group")]
+        with: Option<String>,
+        /// Only this group's messages (id or name).
+        #[arg(long)]
+        group: Option<String>,
+        /// How many results at most.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
     /// List the peers this node knows.
     Peers,
     /// Send a message to a contact (by user id or by name).
@@ -421,9 +441,32 @@ enum ContactsCommand {
     },
     /// Remove a contact.
     Remove {
-        /// Their user id.
+        /// Their user id or name.
         user_id: String,
     },
+    /// Give a contact a name of your own (only you see it; your devices do too).
+    Rename {
+        /// Their user id or name.
+        who: String,
+        /// The new name; leave it out to use their own name again.
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProfileCommand {
+    /// Set the display name contacts see.
+    SetName {
+        /// 1 to 64 bytes.
+        name: String,
+    },
+    /// Set the picture contacts see: a PNG, JPEG or WebP image of at most 256 KiB.
+    SetAvatar {
+        /// The image file.
+        path: PathBuf,
+    },
+    /// Remove the picture.
+    RemoveAvatar,
 }
 
 #[derive(Subcommand, Debug)]
@@ -584,14 +627,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(ContactsCommand::Add { link, name }) => {
                     client::add_contact(&c, link, name.as_deref()).await
                 }
+                Some(ContactsCommand::Rename { who, name }) => {
+                    client::rename_contact(&c, who, name.as_deref()).await
+                }
                 Some(ContactsCommand::Remove { user_id }) => {
-                    let path = format!("/v1/contacts/{}", client::encode(user_id));
+                    let user_id = client::contact_id(&c, user_id).await?;
+                    let path = format!("/v1/contacts/{}", client::encode(&user_id));
                     c.send(reqwest::Method::DELETE, &path, client::Body::None)
                         .await?;
                     println!("removed {user_id}");
                     Ok(())
                 }
             }
+        }
+        Command::Profile { command } => {
+            let c = connect(&cli)?;
+            match command {
+                None => client::profile(&c).await,
+                Some(ProfileCommand::SetName { name }) => client::set_name(&c, name).await,
+                Some(ProfileCommand::SetAvatar { path }) => client::set_avatar(&c, path).await,
+                Some(ProfileCommand::RemoveAvatar) => {
+                    c.send(
+                        reqwest::Method::DELETE,
+                        "/v1/profile/avatar",
+                        client::Body::None,
+                    )
+                    .await?;
+                    client::profile(&c).await
+                }
+            }
+        }
+        Command::Search {
+            text,
+            with,
+            group,
+            limit,
+        } => {
+            client::search(
+                &connect(&cli)?,
+                text,
+                with.as_deref(),
+                group.as_deref(),
+                *limit,
+            )
+            .await
         }
         Command::Peers => client::peers(&connect(&cli)?).await,
         Command::Send { to, text } => client::send(&connect(&cli)?, to, text).await,

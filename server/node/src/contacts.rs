@@ -489,6 +489,21 @@ impl Contacts {
             .ok_or(ContactError::NotFound)
     }
 
+    /// Gives a contact a name of this user's own (`None`: their own name again).
+    pub async fn rename(
+        &self,
+        user: UserId,
+        name: Option<String>,
+    ) -> Result<Contact, ContactError> {
+        let contact = self
+            .inner
+            .vault
+            .rename_contact(user, name)
+            .await?
+            .ok_or(ContactError::NotFound)?;
+        Ok(contact)
+    }
+
     /// Removes a contact (and any pending invite from them). Invites issued until now no
     /// longer let it back in; it can no longer message this user or use this node as a
     /// relay (`contact.removed` tells the services).

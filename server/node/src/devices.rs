@@ -369,7 +369,7 @@ impl Devices {
 
     /// Issues the user's card anew (devices or key changed) and sends it to the contacts
     /// that are connected; the others get it when they next connect.
-    async fn publish_card(&self) {
+    pub(crate) async fn publish_card(&self) {
         if let Err(e) = self.inner.contacts.my_card().await {
             tracing::warn!(error = %e, "cannot issue a new contact card");
             return;

@@ -404,6 +404,43 @@ pub enum Event {
         /// The setting's key.
         key: String,
     },
+    /// The search index of messages stored before it existed is being built (at most
+    /// twice a second); what is indexed is searchable already.
+    #[serde(rename = "search.progress")]
+    SearchProgress {
+        /// Messages looked at.
+        indexed: u64,
+        /// Messages to look at.
+        total: u64,
+    },
+    /// The user's display name or picture changed (on this device or another of the
+    /// user's).
+    #[serde(rename = "profile.changed")]
+    ProfileChanged {
+        /// The display name.
+        name: String,
+        /// Whether the user has a picture.
+        avatar: bool,
+    },
+    /// A contact's name, own name or picture changed: this user renamed them, or their new
+    /// card or picture arrived.
+    #[serde(rename = "contact.changed")]
+    ContactChanged {
+        /// The contact's user id.
+        user_id: String,
+        /// This user's name for them.
+        name: String,
+        /// Their own name.
+        display_name: String,
+        /// Whether their picture is held (`GET /v1/contacts/{user_id}/avatar`).
+        avatar: bool,
+    },
+    /// The search index holds every message.
+    #[serde(rename = "search.ready")]
+    SearchReady {
+        /// Messages the build looked at.
+        indexed: u64,
+    },
 }
 
 /// Publisher side of the bus. Cheap to clone.

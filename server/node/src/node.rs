@@ -330,6 +330,17 @@ impl Node {
             restart: restart.clone(),
         });
         devices.refresh().await;
+        let profile = crate::profile::Profile::new(crate::profile::Parts {
+            db: store.db().clone(),
+            vault: store.vault().clone(),
+            identity: identity.clone(),
+            events: events.clone(),
+            peers: peers.clone(),
+            outbound: outbound.clone(),
+            devices: devices.clone(),
+        });
+        relay.set_profile(profile.clone());
+        profile.spawn(&events);
         let files = Files::new(crate::files::Parts {
             db: store.db().clone(),
             vault: store.vault().clone(),
@@ -414,7 +425,13 @@ impl Node {
         let push = crate::push::Push::start(store.db().clone(), &events, &config.push)
             .await
             .context("cannot start push notifications")?;
+        let search =
+            crate::search::Searcher::new(store.db().clone(), events.clone(), conversations.clone())
+                .await;
+        search.spawn();
         let state = ApiState {
+            profile,
+            search,
             push,
             auth: Auth::new(&token, clients),
             node,

@@ -52,6 +52,9 @@ const DEPOSITS_PER_SECOND: u32 = 50;
 /// Newer contact cards taken from one contact at once, and a minute after that.
 const CARD_BURST: u32 = 10;
 const CARDS_PER_MINUTE: u32 = 2;
+/// Picture requests answered for one user at once, and per minute after that.
+const AVATAR_BURST: u32 = 10;
+const AVATARS_PER_MINUTE: u32 = 4;
 /// The longest the sweeper sleeps when nothing is due (it wakes for the first expiry, and
 /// is told of every new holding).
 const SWEEP_AT_LEAST_EVERY: Duration = Duration::from_secs(3600);
@@ -79,6 +82,8 @@ struct Inner {
     /// Newer cards taken per contact: each one is kept in the contacts document (and its
     /// history until every device has it), so a contact cannot grow it at will.
     cards: RateLimiter<UserId>,
+    /// Picture requests per contact (and the user's own devices).
+    avatars: RateLimiter<UserId>,
     redesignate: Notify,
     /// Something new is held: the sweeper reconsiders when to wake.
     held: Notify,
@@ -89,6 +94,8 @@ struct Inner {
     /// Contacts whose node said mail waits there for this user, and its wake-up.
     told: Mutex<HashSet<UserId>>,
     told_wake: Notify,
+    /// Profile pictures: set once at start (the profile service is made after the relay).
+    profile: std::sync::OnceLock<crate::profile::Profile>,
 }
 
 impl Relay {
@@ -118,14 +125,21 @@ impl Relay {
                 policy,
                 deposits: RateLimiter::new(DEPOSIT_BURST, DEPOSITS_PER_SECOND),
                 cards: RateLimiter::per_minute(CARD_BURST, CARDS_PER_MINUTE),
+                avatars: RateLimiter::per_minute(AVATAR_BURST, AVATARS_PER_MINUTE),
                 redesignate: Notify::new(),
                 held: Notify::new(),
                 cards_sent: Mutex::new(HashMap::new()),
                 telling: Mutex::new(HashMap::new()),
                 told: Mutex::new(HashSet::new()),
                 told_wake: Notify::new(),
+                profile: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Answers and follows profile pictures through `profile` from now on.
+    pub fn set_profile(&self, profile: crate::profile::Profile) {
+        let _ = self.inner.profile.set(profile);
     }
 
     /// Starts the sweeper and the designation loop.
@@ -177,6 +191,9 @@ impl Relay {
     /// reconsider our relays.
     pub async fn contact_ready(&self, user: UserId) {
         self.inner.redesignate.notify_one();
+        if let Some(profile) = self.inner.profile.get() {
+            profile.contact_ready(user);
+        }
         let Some(card) = self.current_card().await else {
             return;
         };
@@ -514,6 +531,34 @@ impl Relay {
         {
             return self.inner.connectivity.offer();
         }
+        // Profile pictures: for contacts' current devices and the user's own devices.
+        if let RelayRequest::Avatar { .. } | RelayRequest::AvatarChanged { .. } = &request {
+            let Some(user) = self.inner.peers.contact_of(&peer).or_else(|| {
+                self.inner
+                    .peers
+                    .is_own_device(&peer)
+                    .then(|| self.inner.identity.user_id())
+            }) else {
+                return RelayResponse::Refused(
+                    "this node serves its contacts' current devices only (say hello first)".into(),
+                );
+            };
+            let Some(profile) = self.inner.profile.get() else {
+                return RelayResponse::Refused("not ready".into());
+            };
+            // Each answer may carry 256 KiB: as many as cards per contact.
+            if let Err(wait) = self.inner.avatars.check(user) {
+                return RelayResponse::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX));
+            }
+            return match request {
+                RelayRequest::Avatar { have } => profile.answer(have).await,
+                RelayRequest::AvatarChanged { hash } => {
+                    profile.told_changed(user, peer, hash);
+                    RelayResponse::Ok
+                }
+                _ => RelayResponse::Refused("unexpected".into()),
+            };
+        }
         // A contact's newer card may come from a device the card it replaces does not list
         // yet (a device just paired introduces itself): the card is signed by the user, so
         // who hands it over does not matter, as long as it proved it is that user's device.
@@ -587,6 +632,9 @@ impl Relay {
                 self.inner.told_wake.notify_one();
                 RelayResponse::Ok
             }
+            RelayRequest::Avatar { .. } | RelayRequest::AvatarChanged { .. } => {
+                RelayResponse::Refused("answered above".into())
+            }
             RelayRequest::DepositReceipts { receipts } => {
                 self.accept_receipts(user, receipts).await
             }
@@ -637,11 +685,18 @@ impl Relay {
         if let Err(wait) = self.inner.cards.check(user) {
             return RelayResponse::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX));
         }
+        let renamed = match self.inner.vault.contact(user).await {
+            Ok(Some(c)) => c.display_name != card.name(),
+            _ => false,
+        };
         match self.inner.vault.update_contact_card(card).await {
             Ok(newer) => {
                 if newer {
                     // Its devices may have changed: trust the ones it lists now.
                     self.inner.contacts.refresh().await;
+                    if renamed && let Some(profile) = self.inner.profile.get() {
+                        profile.tell_contact_changed(user).await;
+                    }
                 }
                 RelayResponse::Ok
             }

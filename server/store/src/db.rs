@@ -184,6 +184,8 @@ impl Db {
                 "mls_key_packages",
                 "mls_pending",
                 "mls_commits",
+                // Pictures of the old user and its contacts.
+                "avatars",
             ] {
                 // The names are the constants above.
                 sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))

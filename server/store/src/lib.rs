@@ -6,6 +6,7 @@
 //! call returns. This crate knows nothing of HTTP, libp2p or plugins.
 #![warn(missing_docs)]
 
+pub mod avatars;
 pub mod clients;
 mod db;
 pub mod invites;
@@ -13,6 +14,7 @@ pub mod messaging;
 pub mod mls;
 pub mod plugins;
 pub mod push;
+pub mod search;
 pub mod transfers;
 pub mod vault;
 

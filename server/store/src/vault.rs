@@ -30,7 +30,7 @@ mod doc;
 mod docs;
 #[cfg(test)]
 mod import_tests;
-mod index;
+pub(crate) mod index;
 mod migrate;
 mod settings;
 

@@ -1,4 +1,4 @@
-//! `/v1/contacts`: add a contact from an invite, list, remove.
+//! `/v1/contacts`: add a contact from an invite, list, rename, remove.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,6 +10,7 @@ use volli_store::vault::Contact;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path};
 use crate::contacts::{Accepted, ContactError, Contacts};
+use crate::profile::Profile;
 
 /// A contact.
 #[derive(Serialize, ToSchema)]
@@ -17,8 +18,15 @@ use crate::contacts::{Accepted, ContactError, Contacts};
 pub struct ContactView {
     /// Their user id.
     pub user_id: String,
-    /// The name this user gave them (their own, by default).
+    /// This user's name for them: the one given with `PATCH`, else `display_name`.
     pub name: String,
+    /// Their own name, as their latest contact card says.
+    pub display_name: String,
+    /// Whether this user gave them a name of its own (`name` then differs from
+    /// `display_name` and no longer follows it).
+    pub renamed: bool,
+    /// Whether their picture is here (`GET /v1/contacts/{user_id}/avatar`).
+    pub avatar: bool,
     /// Their devices' peer ids.
     pub devices: Vec<String>,
     /// When they were added (RFC 3339).
@@ -32,6 +40,9 @@ impl From<Contact> for ContactView {
         Self {
             user_id: c.user_id.to_string(),
             name: c.name,
+            display_name: c.display_name,
+            renamed: c.renamed,
+            avatar: false,
             devices: c.devices.iter().map(|d| d.peer_id().to_base58()).collect(),
             added_at: c.added_at.to_rfc3339(),
             relays: c.card.relays().iter().map(ToString::to_string).collect(),
@@ -47,6 +58,8 @@ pub struct PendingView {
     pub state: &'static str,
     /// The inviter's user id.
     pub user_id: String,
+    /// The name given to the inviter when the invite was accepted, if any.
+    pub name: Option<String>,
     /// Attempts made so far.
     pub attempts: u32,
     /// The last failure, if any.
@@ -94,14 +107,18 @@ impl From<ContactError> for ApiError {
     }
 }
 
-fn check_name(name: &Option<String>) -> Result<(), ApiError> {
-    match name {
-        Some(n) if n.trim().is_empty() || n.len() > 64 => Err(ApiError::bad_request(
-            "invalid_name",
-            "names are 1 to 64 bytes",
-        )),
-        _ => Ok(()),
-    }
+fn check_name(name: Option<String>) -> Result<Option<String>, ApiError> {
+    name.map(|n| crate::profile::check_name(&n))
+        .transpose()
+        .map_err(ApiError::from)
+}
+
+/// A contact as the API shows it, with whether its picture is here.
+async fn view(profile: &Profile, contact: Contact) -> ContactView {
+    let user = contact.user_id;
+    let mut view = ContactView::from(contact);
+    view.avatar = profile.has_contact_avatar(user).await;
+    view
 }
 
 /// Accepts an invite.
@@ -122,18 +139,20 @@ fn check_name(name: &Option<String>) -> Result<(), ApiError> {
     ))]
 pub async fn add(
     State(contacts): State<Contacts>,
+    State(profile): State<Profile>,
     Json(body): Json<AddContact>,
 ) -> Result<Response, ApiError> {
-    check_name(&body.name)?;
-    match contacts.accept(&body.invite, body.name).await? {
+    let name = check_name(body.name)?;
+    match contacts.accept(&body.invite, name.clone()).await? {
         Accepted::Contact(contact) => {
-            Ok((StatusCode::CREATED, Json(ContactView::from(*contact))).into_response())
+            Ok((StatusCode::CREATED, Json(view(&profile, *contact).await)).into_response())
         }
         Accepted::Pending { inviter, reason } => Ok((
             StatusCode::ACCEPTED,
             Json(PendingView {
                 state: "pending",
                 user_id: inviter.to_string(),
+                name,
                 attempts: 1,
                 last_error: Some(reason),
             }),
@@ -148,16 +167,24 @@ pub async fn add(
         (status = 200, description = "Contacts", body = ContactList),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
     ))]
-pub async fn list(State(contacts): State<Contacts>) -> Result<Json<ContactList>, ApiError> {
+pub async fn list(
+    State(contacts): State<Contacts>,
+    State(profile): State<Profile>,
+) -> Result<Json<ContactList>, ApiError> {
     let list = contacts.list().await?;
     let pending = contacts.pending().await?;
+    let mut views = Vec::with_capacity(list.len());
+    for c in list {
+        views.push(view(&profile, c).await);
+    }
     Ok(Json(ContactList {
-        contacts: list.into_iter().map(ContactView::from).collect(),
+        contacts: views,
         pending: pending
             .into_iter()
             .map(|p| PendingView {
                 state: "pending",
                 user_id: p.inviter,
+                name: p.name,
                 attempts: p.attempts,
                 last_error: p.last_error,
             })
@@ -181,9 +208,45 @@ fn user(text: &str) -> Result<volli_core::UserId, ApiError> {
     ))]
 pub async fn get(
     State(contacts): State<Contacts>,
+    State(profile): State<Profile>,
     Path(user_id): Path<String>,
 ) -> Result<Json<ContactView>, ApiError> {
-    Ok(Json(contacts.get(user(&user_id)?).await?.into()))
+    Ok(Json(
+        view(&profile, contacts.get(user(&user_id)?).await?).await,
+    ))
+}
+
+/// This user's own name for a contact.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rename {
+    /// 1 to 64 bytes (after trimming), no control characters; `null`: their own name again.
+    pub name: Option<String>,
+}
+
+/// Gives a contact a name of this user's own (or, with `null`, their own name again). The
+/// name syncs to the user's other devices; the contact's own name (`display_name`) stays as
+/// their card says. `contact.changed` follows.
+#[utoipa::path(patch, path = "/v1/contacts/{user_id}", tag = "contacts", security(("bearer" = [])),
+    params(("user_id" = String, Path, description = "The contact's user id")),
+    request_body = Rename,
+    responses(
+        (status = 200, description = "The contact", body = ContactView),
+        (status = 400, description = "Not a user id (`invalid_user_id`), or a bad name (`invalid_name`)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "Not a contact (`unknown_contact`)", body = ErrorBody),
+    ))]
+pub async fn rename(
+    State(contacts): State<Contacts>,
+    State(profile): State<Profile>,
+    Path(user_id): Path<String>,
+    Json(body): Json<Rename>,
+) -> Result<Json<ContactView>, ApiError> {
+    let user = user(&user_id)?;
+    let name = check_name(body.name)?;
+    let contact = contacts.rename(user, name).await?;
+    profile.tell_contact_changed(user).await;
+    Ok(Json(view(&profile, contact).await))
 }
 
 /// Removes a contact (or a pending invite from them).

@@ -25,6 +25,43 @@ pub struct GroupMemberView {
     pub devices: Vec<String>,
     /// The member who brought it in (a contact of it), absent for the creator.
     pub sponsor: Option<String>,
+    /// Its name as this user knows it: this user's own display name, a contact's name;
+    /// absent for a member this user does not know.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Who is who, for members' names: this user's display name and its contacts' names.
+pub struct MemberNames(std::collections::HashMap<volli_core::UserId, String>);
+
+impl axum::extract::FromRequestParts<super::ApiState> for MemberNames {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        _parts: &mut axum::http::request::Parts,
+        state: &super::ApiState,
+    ) -> Result<Self, ApiError> {
+        let mut names: std::collections::HashMap<_, _> = state
+            .contacts
+            .list()
+            .await?
+            .into_iter()
+            .map(|c| (c.user_id, c.name))
+            .collect();
+        names.insert(state.node.user_id(), state.profile.name().await?);
+        Ok(Self(names))
+    }
+}
+
+impl MemberNames {
+    /// `group` as the API shows it, with its members' names.
+    fn json(&self, group: GroupView) -> GroupJson {
+        let mut json = GroupJson::from(group);
+        for m in &mut json.members {
+            m.name = m.user_id.parse().ok().and_then(|u| self.0.get(&u).cloned());
+        }
+        json
+    }
 }
 
 /// A group.
@@ -60,6 +97,7 @@ impl From<GroupView> for GroupJson {
                     role: m.role.as_str().to_owned(),
                     devices: m.devices.iter().map(|p| p.to_base58()).collect(),
                     sponsor: m.sponsor.map(|s| s.to_string()),
+                    name: None,
                 })
                 .collect(),
             created_at: g.created_at.to_rfc3339(),
@@ -99,9 +137,13 @@ pub struct RenameGroup {
 }
 
 /// `group` as the API shows it, with its timer.
-async fn shown(messaging: &Messaging, group: GroupView) -> Result<GroupJson, ApiError> {
+async fn shown(
+    messaging: &Messaging,
+    names: &MemberNames,
+    group: GroupView,
+) -> Result<GroupJson, ApiError> {
     let id = group.id;
-    let mut json = GroupJson::from(group);
+    let mut json = names.json(group);
     json.disappearing_secs = messaging.timer(crate::timeline::Where::Group(id)).await?;
     Ok(json)
 }
@@ -173,6 +215,7 @@ fn name(text: &str) -> Result<String, ApiError> {
         (status = 409, description = "More members than a group takes (`group_full`)", body = ErrorBody),
     ))]
 pub async fn create(
+    names: MemberNames,
     State(conversations): State<Conversations>,
     Json(body): Json<CreateGroup>,
 ) -> Result<(StatusCode, Json<GroupJson>), ApiError> {
@@ -189,7 +232,7 @@ pub async fn create(
         ));
     }
     let group = conversations.create_group(&name, &members).await?;
-    Ok((StatusCode::CREATED, Json(group.into())))
+    Ok((StatusCode::CREATED, Json(names.json(group))))
 }
 
 /// The groups this user is in.
@@ -201,10 +244,11 @@ pub async fn create(
 pub async fn list(
     State(conversations): State<Conversations>,
     State(messaging): State<Messaging>,
+    names: MemberNames,
 ) -> Result<Json<GroupList>, ApiError> {
     let mut groups = Vec::new();
     for group in conversations.groups().await {
-        groups.push(shown(&messaging, group).await?);
+        groups.push(shown(&messaging, &names, group).await?);
     }
     Ok(Json(GroupList { groups }))
 }
@@ -219,6 +263,7 @@ pub async fn list(
         (status = 404, description = "No such group (`unknown_group`)", body = ErrorBody),
     ))]
 pub async fn get(
+    names: MemberNames,
     State(conversations): State<Conversations>,
     State(messaging): State<Messaging>,
     Path(id): Path<String>,
@@ -228,7 +273,7 @@ pub async fn get(
         .group(id)
         .await
         .ok_or_else(|| ApiError::not_found("unknown_group", "no such group"))?;
-    Ok(Json(shown(&messaging, group).await?))
+    Ok(Json(shown(&messaging, &names, group).await?))
 }
 
 /// Renames a group, or sets its disappearing timer (admins only).
@@ -249,6 +294,7 @@ pub async fn get(
         (status = 404, description = "No such group (`unknown_group`)", body = ErrorBody),
     ))]
 pub async fn rename(
+    names: MemberNames,
     State(conversations): State<Conversations>,
     State(messaging): State<Messaging>,
     Path(id): Path<String>,
@@ -284,7 +330,7 @@ pub async fn rename(
             .await
             .ok_or_else(|| ApiError::not_found("unknown_group", "no such group"))?,
     };
-    Ok(Json(shown(&messaging, group).await?))
+    Ok(Json(shown(&messaging, &names, group).await?))
 }
 
 /// Adds a contact to a group (admins only).
@@ -303,6 +349,7 @@ pub async fn rename(
         (status = 409, description = "The group is full (`group_full`)", body = ErrorBody),
     ))]
 pub async fn add_member(
+    names: MemberNames,
     State(conversations): State<Conversations>,
     Path(id): Path<String>,
     Json(body): Json<AddMember>,
@@ -312,7 +359,7 @@ pub async fn add_member(
     let group = conversations
         .change_group(id, GroupChange::Add(member))
         .await?;
-    Ok(Json(group.into()))
+    Ok(Json(names.json(group)))
 }
 
 /// Removes a member (admins only), or leaves the group (a member removing itself).
@@ -331,6 +378,7 @@ pub async fn add_member(
         (status = 404, description = "No such group (`unknown_group`) or member (`unknown_member`)", body = ErrorBody),
     ))]
 pub async fn remove_member(
+    names: MemberNames,
     State(conversations): State<Conversations>,
     Path((id, member)): Path<(String, String)>,
 ) -> Result<Json<GroupJson>, ApiError> {
@@ -339,7 +387,7 @@ pub async fn remove_member(
     let group = conversations
         .change_group(id, GroupChange::Remove(member))
         .await?;
-    Ok(Json(group.into()))
+    Ok(Json(names.json(group)))
 }
 
 /// Sets a member's role: promotes it to `admin` or makes it a `member` again (admins only).
@@ -357,6 +405,7 @@ pub async fn remove_member(
         (status = 404, description = "No such group (`unknown_group`) or member (`unknown_member`)", body = ErrorBody),
     ))]
 pub async fn set_role(
+    names: MemberNames,
     State(conversations): State<Conversations>,
     Path((id, member)): Path<(String, String)>,
     Json(body): Json<SetRole>,
@@ -376,5 +425,5 @@ pub async fn set_role(
     let group = conversations
         .change_group(id, GroupChange::Role(member, role))
         .await?;
-    Ok(Json(group.into()))
+    Ok(Json(names.json(group)))
 }

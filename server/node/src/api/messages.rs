@@ -298,7 +298,7 @@ impl From<MessagingError> for ApiError {
     }
 }
 
-fn user(text: &str) -> Result<volli_core::UserId, ApiError> {
+pub(crate) fn user(text: &str) -> Result<volli_core::UserId, ApiError> {
     Contacts::parse_user(text)
         .ok_or_else(|| ApiError::bad_request("invalid_user_id", "not a user id"))
 }
@@ -406,7 +406,25 @@ fn message_id(text: &str) -> Result<MessageId, ApiError> {
         .map_err(|_| ApiError::bad_request("invalid_message_id", "not a message id"))
 }
 
-fn group_id(text: &str) -> Result<volli_mls::GroupRef, ApiError> {
+/// A message as every route shows it (see [`views`]): of group `group`, or of the
+/// one-to-one conversation of its sender and recipient.
+pub(crate) async fn render(
+    messaging: &Messaging,
+    m: StoredMessage,
+    group: Option<volli_mls::GroupRef>,
+) -> Result<MessageView, ApiError> {
+    let at = match group {
+        Some(group) => Where::Group(group),
+        None if m.from == messaging.me() => Where::Direct(m.to),
+        None => Where::Direct(m.from),
+    };
+    views(messaging, at, vec![m])
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::not_found("unknown_message", "no message has this id"))
+}
+
+pub(crate) fn group_id(text: &str) -> Result<volli_mls::GroupRef, ApiError> {
     crate::conversations::parse_group(text)
         .ok_or_else(|| ApiError::bad_request("invalid_group_id", "not a group id (32 hex digits)"))
 }

@@ -38,6 +38,21 @@ pub struct NodeView {
     /// Peer ids of the friends' nodes whose circuit relay this node listens through (each
     /// holds a reservation for it).
     pub relayed_via: Vec<String>,
+    /// The search index.
+    pub search: SearchIndexView,
+}
+
+/// How far the search index is built.
+#[derive(Serialize, ToSchema)]
+pub struct SearchIndexView {
+    /// `ready` (every message is searchable) or `building` (the index of messages stored
+    /// before it existed is being built in the background; what it holds is searchable).
+    #[schema(example = "ready")]
+    pub state: &'static str,
+    /// Messages the build has looked at.
+    pub indexed: u64,
+    /// Messages the build has to look at.
+    pub total: u64,
 }
 
 /// Describes this node.
@@ -49,9 +64,16 @@ pub struct NodeView {
 pub async fn node_info(
     State(node): State<NodeInfo>,
     State(connectivity): State<crate::connectivity::Connectivity>,
+    State(searcher): State<crate::search::Searcher>,
 ) -> Json<NodeView> {
     let now = connectivity.now();
+    let search = searcher.progress();
     Json(NodeView {
+        search: SearchIndexView {
+            state: if search.ready() { "ready" } else { "building" },
+            indexed: search.indexed,
+            total: search.total,
+        },
         reachability: match now.reachability {
             volli_net::Reachability::Public => "public",
             volli_net::Reachability::Private => "private",

@@ -52,11 +52,16 @@ pub fn needed(method: &Method, path: &str) -> Option<Needs> {
         p if p.starts_with("/v1/push") => Nothing,
         p if p.starts_with("/v1/plugins") => Nothing,
         "/v1/settings" | "/v1/settings/{key}" | "/v1/retention" => need(Permissions::SETTINGS),
-        "/v1/contacts" | "/v1/contacts/{user_id}" => need(Permissions::CONTACTS),
+        "/v1/contacts" | "/v1/contacts/{user_id}" | "/v1/contacts/{user_id}/avatar" => {
+            need(Permissions::CONTACTS)
+        }
+        // The name and picture are settings of the user's, synced to every device.
+        "/v1/profile" | "/v1/profile/avatar" => need(Permissions::SETTINGS),
         "/v1/invites" => need(Permissions::ADMIN),
         p if p.starts_with("/v1/messages")
             || p.starts_with("/v1/conversations")
-            || p == "/v1/typing" =>
+            || p == "/v1/typing"
+            || p == "/v1/search" =>
         {
             need(Permissions::MESSAGES)
         }
@@ -104,10 +109,16 @@ pub fn scope_needed(method: &Method, path: &str) -> Option<ScopeNeed> {
             write(Scope::Admin)
         }
         p if p.starts_with("/v1/plugins") => write(Scope::Admin),
-        "/v1/contacts" | "/v1/contacts/{user_id}" | "/v1/invites" => write(Scope::Contacts),
+        "/v1/contacts"
+        | "/v1/contacts/{user_id}"
+        | "/v1/contacts/{user_id}/avatar"
+        | "/v1/invites" => write(Scope::Contacts),
+        // What contacts see of the user: as much a contacts matter as the contacts are.
+        "/v1/profile" | "/v1/profile/avatar" => write(Scope::Contacts),
         p if p.starts_with("/v1/messages")
             || p.starts_with("/v1/conversations")
-            || p == "/v1/typing" =>
+            || p == "/v1/typing"
+            || p == "/v1/search" =>
         {
             write(Scope::Messages)
         }

@@ -78,6 +78,9 @@ impl Client {
             Body::Wasm(bytes) => request
                 .header("content-type", "application/wasm")
                 .body(bytes),
+            Body::Image(bytes) => request
+                .header("content-type", "application/octet-stream")
+                .body(bytes),
             Body::File(file, len) => {
                 let stream = futures::stream::unfold(file, |mut file| async move {
                     use tokio::io::AsyncReadExt as _;
@@ -156,6 +159,8 @@ pub(crate) enum Body {
     None,
     Json(Value),
     Wasm(Vec<u8>),
+    /// Bytes of an image (the node tells its type from them).
+    Image(Vec<u8>),
     /// A file streamed as `application/octet-stream`, with its length.
     File(tokio::fs::File, u64),
 }
@@ -541,17 +546,24 @@ pub(crate) async fn offer_client_login(
 pub(crate) async fn contacts(client: &Client) -> anyhow::Result<()> {
     let list: Value = client.get("/v1/contacts").await?;
     for c in list["contacts"].as_array().into_iter().flatten() {
+        let name = c["name"].as_str().unwrap_or("?");
+        let own = c["display_name"].as_str().unwrap_or(name);
         println!(
-            "{}  {}  ({} device(s), since {})",
+            "{name}{}  {}  ({} device(s), since {})",
+            if own == name {
+                String::new()
+            } else {
+                format!(" (calls themselves {own})")
+            },
             c["user_id"].as_str().unwrap_or("?"),
-            c["name"].as_str().unwrap_or("?"),
             c["devices"].as_array().map_or(0, Vec::len),
             c["added_at"].as_str().unwrap_or("?")
         );
     }
     for p in list["pending"].as_array().into_iter().flatten() {
         println!(
-            "{}  (pending: {} attempt(s){})",
+            "{}  {}  (pending: {} attempt(s){})",
+            p["name"].as_str().unwrap_or("(invite)"),
             p["user_id"].as_str().unwrap_or("?"),
             p["attempts"],
             p["last_error"]
@@ -561,6 +573,168 @@ pub(crate) async fn contacts(client: &Client) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `volli contacts rename WHO [NAME]`
+pub(crate) async fn rename_contact(
+    client: &Client,
+    who: &str,
+    name: Option<&str>,
+) -> anyhow::Result<()> {
+    let id = contact_id(client, who).await?;
+    let c = client
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/contacts/{}", encode(&id)),
+            Body::Json(serde_json::json!({ "name": name })),
+        )
+        .await?;
+    println!(
+        "{} is now {} (they call themselves {})",
+        c["user_id"].as_str().unwrap_or("?"),
+        c["name"].as_str().unwrap_or("?"),
+        c["display_name"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+/// `volli profile`
+pub(crate) async fn profile(client: &Client) -> anyhow::Result<()> {
+    let p: Value = client.get("/v1/profile").await?;
+    println!(
+        "{}  ({})",
+        p["name"].as_str().unwrap_or("?"),
+        if p["avatar"] == true {
+            "with a picture"
+        } else {
+            "no picture"
+        }
+    );
+    Ok(())
+}
+
+/// `volli profile set-name NAME`
+pub(crate) async fn set_name(client: &Client, name: &str) -> anyhow::Result<()> {
+    client
+        .send(
+            reqwest::Method::PUT,
+            "/v1/profile",
+            Body::Json(serde_json::json!({ "name": name })),
+        )
+        .await?;
+    profile(client).await
+}
+
+/// `volli profile set-avatar FILE`
+pub(crate) async fn set_avatar(client: &Client, path: &std::path::Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    client
+        .send(
+            reqwest::Method::PUT,
+            "/v1/profile/avatar",
+            Body::Image(bytes),
+        )
+        .await?;
+    profile(client).await
+}
+
+/// `volli search TEXT`
+pub(crate) async fn search(
+    client: &Client,
+    text: &str,
+    with: Option<&str>,
+    group: Option<&str>,
+    limit: u32,
+) -> anyhow::Result<()> {
+    let mut path = format!("/v1/search?q={}&limit={limit}", encode(text));
+    if let Some(with) = with {
+        path.push_str(&format!(
+            "&with={}",
+            encode(&contact_id(client, with).await?)
+        ));
+    }
+    if let Some(group) = group {
+        path.push_str(&format!("&group={}", group_id(client, group).await?));
+    }
+    let found: Value = client.get(&path).await?;
+    let names = Names::load(client).await?;
+    let results = found["results"].as_array().cloned().unwrap_or_default();
+    if results.is_empty() {
+        println!("nothing found");
+    }
+    for r in &results {
+        let m = &r["message"];
+        let place = match (r["with"].as_str(), r["group"].as_str()) {
+            (_, Some(g)) => names.group(g),
+            (Some(w), None) => names.user(w),
+            _ => "?".to_owned(),
+        };
+        println!(
+            "{}  {:<16}  {:<12}  {}",
+            m["sent_at"].as_str().unwrap_or("?"),
+            place,
+            names.user(m["from"].as_str().unwrap_or("?")),
+            r["snippet"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// People's and groups' names, to print instead of ids: this user is "me", a contact is
+/// its name, anyone else a short id.
+pub(crate) struct Names {
+    me: String,
+    users: std::collections::HashMap<String, String>,
+    groups: std::collections::HashMap<String, String>,
+}
+
+impl Names {
+    pub(crate) async fn load(client: &Client) -> anyhow::Result<Self> {
+        let node: Value = client.get("/v1/node").await?;
+        let contacts: Value = client.get("/v1/contacts").await?;
+        let groups: Value = client.get("/v1/groups").await.unwrap_or(Value::Null);
+        let users = contacts["contacts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                Some((
+                    c["user_id"].as_str()?.to_owned(),
+                    c["name"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        let groups = groups["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| Some((g["id"].as_str()?.to_owned(), g["name"].as_str()?.to_owned())))
+            .collect();
+        Ok(Self {
+            me: node["user_id"].as_str().unwrap_or_default().to_owned(),
+            users,
+            groups,
+        })
+    }
+
+    /// A user's name.
+    pub(crate) fn user(&self, id: &str) -> String {
+        if id == self.me {
+            return "me".to_owned();
+        }
+        match self.users.get(id) {
+            Some(name) => name.clone(),
+            None => format!("{}…", id.get(..8).unwrap_or(id)),
+        }
+    }
+
+    /// A group's name.
+    pub(crate) fn group(&self, id: &str) -> String {
+        match self.groups.get(id) {
+            Some(name) => name.clone(),
+            None => format!("{}…", id.get(..8).unwrap_or(id)),
+        }
+    }
 }
 
 /// `volli contacts add`
@@ -626,17 +800,17 @@ pub(crate) async fn peers(client: &Client) -> anyhow::Result<()> {
 }
 
 /// A contact's user id from a user id or a contact name.
-async fn contact_id(client: &Client, who: &str) -> anyhow::Result<String> {
+pub(crate) async fn contact_id(client: &Client, who: &str) -> anyhow::Result<String> {
     if crate::contacts::Contacts::parse_user(who).is_some() {
         return Ok(who.to_owned());
     }
     let list: Value = client.get("/v1/contacts").await?;
-    let matches: Vec<&Value> = list["contacts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["name"] == who)
-        .collect();
+    let all = list["contacts"].as_array().cloned().unwrap_or_default();
+    // This user's name for them first, then their own.
+    let mut matches: Vec<&Value> = all.iter().filter(|c| c["name"] == who).collect();
+    if matches.is_empty() {
+        matches = all.iter().filter(|c| c["display_name"] == who).collect();
+    }
     match matches.as_slice() {
         [one] => Ok(one["user_id"].as_str().unwrap_or_default().to_owned()),
         [] => anyhow::bail!("no contact named {who:?} (see `volli contacts`)"),
@@ -775,12 +949,12 @@ pub(crate) async fn messages(client: &Client, with: &str, limit: usize) -> anyho
             encode(&with)
         ))
         .await?;
+    let names = Names::load(client).await?;
     for m in list["messages"].as_array().into_iter().flatten() {
-        let mine = m["from"] != with.as_str();
         println!(
-            "{}  {}  {:<9}  {}",
+            "{}  {:<12}  {:<9}  {}",
             m["sent_at"].as_str().unwrap_or("?"),
-            if mine { "me  " } else { "them" },
+            names.user(m["from"].as_str().unwrap_or("?")),
             m["status"].as_str().unwrap_or("?"),
             m["body"].as_str().unwrap_or("")
         );
@@ -807,20 +981,20 @@ async fn group_id(client: &Client, which: &str) -> anyhow::Result<String> {
     }
 }
 
-fn print_group(g: &Value) {
+fn print_group(g: &Value, names: &Names) {
     println!(
         "{}  {}  (epoch {})",
-        g["id"].as_str().unwrap_or("?"),
         g["name"].as_str().unwrap_or("?"),
+        g["id"].as_str().unwrap_or("?"),
         g["epoch"]
     );
     for m in g["members"].as_array().into_iter().flatten() {
         let devices = m["devices"].as_array().map_or(0, Vec::len);
+        let id = m["user_id"].as_str().unwrap_or("?");
         println!(
-            "  {:<6}  {}  {} device(s)",
+            "  {:<6}  {:<16}  {id}  {devices} device(s)",
             m["role"].as_str().unwrap_or("?"),
-            m["user_id"].as_str().unwrap_or("?"),
-            devices
+            names.user(id),
         );
     }
 }
@@ -858,14 +1032,14 @@ pub(crate) async fn group_create(
             Body::Json(serde_json::json!({ "name": name, "members": ids })),
         )
         .await?;
-    print_group(&g);
+    print_group(&g, &Names::load(client).await?);
     Ok(())
 }
 
 pub(crate) async fn group_show(client: &Client, group: &str) -> anyhow::Result<()> {
     let id = group_id(client, group).await?;
     let g: Value = client.get(&format!("/v1/groups/{id}")).await?;
-    print_group(&g);
+    print_group(&g, &Names::load(client).await?);
     Ok(())
 }
 
@@ -879,7 +1053,7 @@ pub(crate) async fn group_add(client: &Client, group: &str, user: &str) -> anyho
             Body::Json(serde_json::json!({ "user_id": user })),
         )
         .await?;
-    print_group(&g);
+    print_group(&g, &Names::load(client).await?);
     Ok(())
 }
 
@@ -904,7 +1078,7 @@ pub(crate) async fn group_remove(
             Body::None,
         )
         .await?;
-    print_group(&g);
+    print_group(&g, &Names::load(client).await?);
     Ok(())
 }
 
@@ -923,7 +1097,7 @@ pub(crate) async fn group_role(
             Body::Json(serde_json::json!({ "role": role })),
         )
         .await?;
-    print_group(&g);
+    print_group(&g, &Names::load(client).await?);
     Ok(())
 }
 
@@ -936,7 +1110,7 @@ pub(crate) async fn group_rename(client: &Client, group: &str, name: &str) -> an
             Body::Json(serde_json::json!({ "name": name })),
         )
         .await?;
-    print_group(&g);
+    print_group(&g, &Names::load(client).await?);
     Ok(())
 }
 
@@ -963,21 +1137,15 @@ pub(crate) async fn group_messages(
     limit: usize,
 ) -> anyhow::Result<()> {
     let id = group_id(client, group).await?;
-    let node: Value = client.get("/v1/node").await?;
-    let me = node["user_id"].as_str().unwrap_or_default();
+    let names = Names::load(client).await?;
     let list: Value = client
         .get(&format!("/v1/messages?group={id}&limit={limit}"))
         .await?;
     for m in list["messages"].as_array().into_iter().flatten() {
-        let from = m["from"].as_str().unwrap_or("?");
         println!(
             "{}  {:<12}  {:<9}  {}",
             m["sent_at"].as_str().unwrap_or("?"),
-            if from == me {
-                "me"
-            } else {
-                from.get(..12).unwrap_or(from)
-            },
+            names.user(m["from"].as_str().unwrap_or("?")),
             m["status"].as_str().unwrap_or("?"),
             m["body"].as_str().unwrap_or("")
         );
@@ -996,7 +1164,11 @@ fn size(bytes: u64) -> String {
     }
 }
 
-fn print_transfer(t: &Value) {
+fn print_transfer(t: &Value, names: &Names) {
+    let peer = match t["group"].as_str() {
+        Some(g) => names.group(g),
+        None => names.user(t["peer"].as_str().unwrap_or("?")),
+    };
     println!(
         "{}  {:<8} {:<9} {:>10}  {}  {}{}",
         t["id"].as_str().unwrap_or("?"),
@@ -1004,7 +1176,7 @@ fn print_transfer(t: &Value) {
         t["state"].as_str().unwrap_or("?"),
         size(t["size"].as_u64().unwrap_or(0)),
         t["name"].as_str().unwrap_or("?"),
-        t["peer"].as_str().unwrap_or("?"),
+        peer,
         t["error"]
             .as_str()
             .map(|e| format!("  ({e})"))
@@ -1019,8 +1191,9 @@ pub(crate) async fn transfers(client: &Client) -> anyhow::Result<()> {
     if all.is_empty() {
         println!("no transfers");
     }
+    let names = Names::load(client).await?;
     for t in &all {
-        print_transfer(t);
+        print_transfer(t, &names);
     }
     Ok(())
 }
@@ -1031,7 +1204,7 @@ pub(crate) async fn transfer_action(client: &Client, id: &str, action: &str) -> 
     let t = client
         .send(reqwest::Method::POST, &path, Body::None)
         .await?;
-    print_transfer(&t);
+    print_transfer(&t, &Names::load(client).await?);
     Ok(())
 }
 
@@ -1116,6 +1289,7 @@ async fn offer_file(
 pub(crate) async fn follow(client: &Client, id: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     let path = format!("/v1/transfers/{}", encode(id));
+    let names = Names::load(client).await?;
     let mut samples: std::collections::VecDeque<(std::time::Instant, u64)> =
         std::collections::VecDeque::new();
     loop {
@@ -1138,7 +1312,10 @@ pub(crate) async fn follow(client: &Client, id: &str) -> anyhow::Result<()> {
         let line = match state.as_str() {
             "offered" => format!(
                 "waiting for {} to accept…",
-                t["peer"].as_str().unwrap_or("?")
+                match t["group"].as_str() {
+                    Some(g) => format!("the members of {}", names.group(g)),
+                    None => names.user(t["peer"].as_str().unwrap_or("?")),
+                }
             ),
             "paused" => format!(
                 "paused ({}) at {} of {}",

@@ -14,8 +14,12 @@ use crate::StoreError;
 pub struct Contact {
     /// The contact's user id.
     pub user_id: UserId,
-    /// The name this user gave them.
+    /// This user's name for them: the one this user gave them, else their own.
     pub name: String,
+    /// Their own name, from their latest card.
+    pub display_name: String,
+    /// Whether this user gave them a name of its own (else `name` follows `display_name`).
+    pub renamed: bool,
     /// Their latest card.
     pub card: ContactCard,
     /// Their devices, as their latest card lists them.
@@ -46,9 +50,21 @@ fn read(doc: &VaultDoc, user: &str, map: &LoroMap) -> Option<Contact> {
     if card.user_id() != user_id {
         return None;
     }
-    let name = match map.get("name") {
-        Some(ValueOrContainer::Value(LoroValue::String(s))) => s.to_string(),
-        _ => card.name().to_owned(),
+    let display_name = card.name().to_owned();
+    let stored = match map.get("name") {
+        Some(ValueOrContainer::Value(LoroValue::String(s))) => Some(s.to_string()),
+        _ => None,
+    };
+    // A name this user chose is flagged. Earlier releases stored the card's name at first
+    // and flagged nothing: a stored name equal to the card's is not a choice, and follows
+    // the card; another one was given by the user.
+    let renamed = match map.get("renamed") {
+        Some(ValueOrContainer::Value(LoroValue::Bool(flag))) => flag,
+        _ => stored.as_ref().is_some_and(|n| *n != display_name),
+    };
+    let name = match stored {
+        Some(n) if renamed => n,
+        _ => display_name.clone(),
     };
     let added_at = match map.get("added_at") {
         Some(ValueOrContainer::Value(LoroValue::I64(ms))) => Timestamp::from_millis(ms),
@@ -58,6 +74,8 @@ fn read(doc: &VaultDoc, user: &str, map: &LoroMap) -> Option<Contact> {
     Some(Contact {
         user_id,
         name,
+        display_name,
+        renamed,
         card,
         devices,
         added_at,
@@ -87,10 +105,12 @@ impl Vault {
                 .as_ref()
                 .is_none_or(|c| card.issued_at() > c.card.issued_at());
             if newer {
+                follow_card(&map, existing.as_ref(), &card)?;
                 map.insert("card", card.to_bytes())?;
             }
             if let Some(name) = name {
                 map.insert("name", name)?;
+                map.insert("renamed", true)?;
             } else if is_new {
                 map.insert("name", card.name())?;
             }
@@ -123,8 +143,41 @@ impl Vault {
             if card.issued_at() <= existing.card.issued_at() {
                 return Ok(false);
             }
+            follow_card(&map, Some(&existing), &card)?;
             map.insert("card", card.to_bytes())?;
             Ok(true)
+        })
+        .await
+    }
+
+    /// Gives a contact a name of this user's own (`None`: their own name again). Returns
+    /// the contact, or `None` if there is no such contact.
+    pub async fn rename_contact(
+        &self,
+        user: UserId,
+        name: Option<String>,
+    ) -> Result<Option<Contact>, StoreError> {
+        let key = user.to_string();
+        self.write(move |doc| {
+            doc.forget_contact(&user);
+            let contacts = doc.contact_map();
+            let Some(map) = contacts.get(&key).and_then(entry) else {
+                return Ok(None);
+            };
+            let Some(existing) = read(doc, &key, &map) else {
+                return Ok(None);
+            };
+            match name {
+                Some(name) => {
+                    map.insert("name", name)?;
+                    map.insert("renamed", true)?;
+                }
+                None => {
+                    map.insert("name", existing.display_name.as_str())?;
+                    map.insert("renamed", false)?;
+                }
+            }
+            Ok(read(doc, &key, &map))
         })
         .await
     }
@@ -184,6 +237,23 @@ impl Vault {
         })
         .await
     }
+}
+
+/// Before a contact's newer card is stored: a name that follows the card's (not one this
+/// user gave) follows to the new card's, so that devices of an earlier release, which show
+/// the stored name, show the contact's new name too.
+fn follow_card(
+    map: &LoroMap,
+    existing: Option<&Contact>,
+    card: &ContactCard,
+) -> Result<(), StoreError> {
+    if let Some(existing) = existing
+        && !existing.renamed
+        && card.name() != existing.display_name
+    {
+        map.insert("name", card.name())?;
+    }
+    Ok(())
 }
 
 /// Contacts a vault holds at most (removed ones included): a bound on the contacts

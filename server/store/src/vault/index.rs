@@ -241,7 +241,7 @@ pub(super) type MessageRow = (
     String,
 );
 
-pub(super) fn message(row: MessageRow) -> Option<StoredMessage> {
+pub(crate) fn message(row: MessageRow) -> Option<StoredMessage> {
     let (id, from, to, body, sent_at, status, kind, reply_to, edited_at, unsent, expires_at, extra) =
         row;
     let column: ExtraColumn = if extra.is_empty() {

@@ -1,0 +1,542 @@
+//! Search over every conversation: an SQLite FTS5 index beside the `messages` index
+//! (migration `0018_search.sql`), kept in step by triggers on `messages`, so a message is
+//! searchable from the transaction that stores it and leaves the index in the transaction
+//! that deletes it, whichever path that is (a delete, retention, an expiry, a copy from
+//! another device).
+//!
+//! This module turns a person's text into an FTS5 query (words, each a prefix; case and
+//! diacritics folded), reads results newest first, builds the index in batches for rows that
+//! existed before it, and makes snippets. It does not know conversations' names or groups.
+
+use sqlx::Row as _;
+use unicode_normalization::UnicodeNormalization as _;
+use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory as _};
+use volli_core::{MessageId, Timestamp, UserId};
+
+use crate::vault::StoredMessage;
+use crate::{Db, StoreError};
+
+/// Longest query, in bytes after trimming.
+pub const MAX_QUERY_BYTES: usize = 256;
+/// Most words a query is made of (each costs a term lookup).
+pub const MAX_WORDS: usize = 16;
+/// Most results in one page.
+pub const MAX_RESULTS: u32 = 100;
+/// Characters of a snippet, about.
+const SNIPPET_CHARS: usize = 96;
+
+/// Why a query cannot be run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// Nothing to search for.
+    #[error("the search query is empty")]
+    Empty,
+    /// Longer than [`MAX_QUERY_BYTES`].
+    #[error("the search query is longer than {MAX_QUERY_BYTES} bytes")]
+    TooLong,
+    /// Letters or digits are needed: punctuation alone matches nothing.
+    #[error("the search query has no words (letters or digits)")]
+    NoWords,
+    /// More than [`MAX_WORDS`] words.
+    #[error("the search query has more than {MAX_WORDS} words")]
+    TooManyWords,
+}
+
+/// A person's search text, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    /// The words, folded as the index folds them.
+    words: Vec<String>,
+}
+
+/// Whether the FTS5 `unicode61` tokenizer (default categories `L* N* Co`) keeps `c` in a
+/// word: the query is split where the index's text is, so no quoted word becomes a phrase.
+fn is_word_char(c: char) -> bool {
+    c != MARK
+        && (c.is_ascii_alphanumeric()
+            || (!c.is_ascii()
+                && (matches!(
+                    c.general_category_group(),
+                    GeneralCategoryGroup::Letter | GeneralCategoryGroup::Number
+                ) || c.general_category() == GeneralCategory::PrivateUse)))
+}
+
+/// What starts the terms a row is indexed with besides its text (its day, its
+/// conversation): a private-use character, taken out of the text (see `0018_search.sql`).
+const MARK: char = '\u{E000}';
+/// Milliseconds in a day: rows are indexed with `sent_at / DAY` (0 for times before 1970).
+const DAY: i64 = 86_400_000;
+/// A query that matches at most this many rows is answered by reading them all and keeping
+/// the newest; one that matches more, a day at a time from the newest.
+const FEW: i64 = 1_000;
+/// Days read by one query at most, when reading a day at a time.
+const MOST_DAYS: usize = 64;
+
+/// The term a row of conversation `conversation` is indexed with.
+fn conversation_term(conversation: &UserId) -> String {
+    format!("\"{MARK}c{}\"", conversation.to_string().to_lowercase())
+}
+
+/// The term a row sent on `day` is indexed with.
+fn day_term(day: i64) -> String {
+    format!("\"{MARK}d{day}\"")
+}
+
+/// Folds a word as `remove_diacritics 2` does, about: lower case, without combining marks.
+fn fold(word: &str) -> String {
+    word.nfd()
+        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// The words of `text`, with their byte ranges.
+fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let mut rest = text.char_indices().peekable();
+    std::iter::from_fn(move || {
+        while rest.peek().is_some_and(|(_, c)| !is_word_char(*c)) {
+            rest.next();
+        }
+        let (start, _) = *rest.peek()?;
+        let mut end = start;
+        while let Some((i, c)) = rest.peek().copied() {
+            if !is_word_char(c) {
+                break;
+            }
+            end = i + c.len_utf8();
+            rest.next();
+        }
+        Some((start, &text[start..end]))
+    })
+}
+
+impl Query {
+    /// Parses what a person typed: its words, each matched as the start of a word of a
+    /// message, all of them in the same message. FTS5's own syntax is not taken from the
+    /// text (`"`, `*`, `AND`, `NEAR` are words or separators like any other).
+    pub fn parse(text: &str) -> Result<Self, QueryError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(QueryError::Empty);
+        }
+        if text.len() > MAX_QUERY_BYTES {
+            return Err(QueryError::TooLong);
+        }
+        let mut out: Vec<String> = Vec::new();
+        for (_, word) in words(text) {
+            let folded = fold(word);
+            if !folded.is_empty() && !out.contains(&folded) {
+                out.push(folded);
+            }
+        }
+        if out.is_empty() {
+            return Err(QueryError::NoWords);
+        }
+        if out.len() > MAX_WORDS {
+            return Err(QueryError::TooManyWords);
+        }
+        Ok(Self { words: out })
+    }
+
+    /// The FTS5 expression: every word quoted (it holds only letters and digits) as a
+    /// prefix, all required.
+    fn expression(&self) -> String {
+        self.words
+            .iter()
+            .map(|w| format!("\"{}\"*", w.replace('"', "\"\"")))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    /// A short piece of `body` around the first word that matches, and where the matching
+    /// words are in it.
+    pub fn snippet(&self, body: &str) -> Snippet {
+        let matching: Vec<(usize, usize)> = words(body)
+            .filter(|(_, w)| {
+                let folded = fold(w);
+                self.words.iter().any(|q| folded.starts_with(q.as_str()))
+            })
+            .map(|(start, w)| (start, start + w.len()))
+            .collect();
+        let first = matching.first().map_or(0, |(start, _)| *start);
+        // A window of about SNIPPET_CHARS characters, a third of it before the first match.
+        let chars: Vec<(usize, char)> = body.char_indices().collect();
+        let at = chars.partition_point(|(i, _)| *i < first);
+        let from = at.saturating_sub(SNIPPET_CHARS / 3);
+        let to = (from + SNIPPET_CHARS).min(chars.len());
+        let from = to.saturating_sub(SNIPPET_CHARS).min(from);
+        let start = chars.get(from).map_or(body.len(), |(i, _)| *i);
+        let end = chars.get(to).map_or(body.len(), |(i, _)| *i);
+        let mut text = String::new();
+        let lead = if start > 0 { "…" } else { "" };
+        text.push_str(lead);
+        text.push_str(body[start..end].trim_end_matches('\n'));
+        let cut = text.len();
+        if end < body.len() {
+            text.push('…');
+        }
+        // Offsets in UTF-16 code units, as clients' string functions count them.
+        let utf16 = |byte: usize| -> usize {
+            let in_text = lead.len() + byte - start;
+            text[..in_text].encode_utf16().count()
+        };
+        let highlights = matching
+            .into_iter()
+            .filter(|(s, e)| *s >= start && lead.len() + *e - start <= cut)
+            .map(|(s, e)| (utf16(s), utf16(e)))
+            .collect();
+        Snippet { text, highlights }
+    }
+}
+
+/// A piece of a message's text for a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snippet {
+    /// The text, with `…` where it was cut.
+    pub text: String,
+    /// Where the matching words are in it: `[start, end)` in UTF-16 code units.
+    pub highlights: Vec<(usize, usize)>,
+}
+
+/// What to search and which page.
+#[derive(Debug, Clone)]
+pub struct Search {
+    /// The words.
+    pub query: Query,
+    /// Only this conversation (a contact's user id, or a group's conversation key).
+    pub conversation: Option<UserId>,
+    /// Only messages older than this one (the last of the previous page).
+    pub before: Option<MessageId>,
+    /// At most this many, 1 to [`MAX_RESULTS`].
+    pub limit: u32,
+}
+
+/// One message found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// The conversation it is in: a contact's user id or a group's conversation key.
+    pub conversation: UserId,
+    /// The message.
+    pub message: StoredMessage,
+}
+
+/// How far the index is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Rows of the messages index looked at by the build.
+    pub indexed: u64,
+    /// Rows the build has to look at.
+    pub total: u64,
+}
+
+impl Progress {
+    /// Whether every row is in the index.
+    pub fn ready(&self) -> bool {
+        self.indexed >= self.total
+    }
+}
+
+/// Why a search failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SearchError {
+    /// `before` names no stored message.
+    #[error("`before` is not a stored message")]
+    UnknownCursor,
+    /// SQLite failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type HitRow = (
+    Vec<u8>,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    Option<i64>,
+    i64,
+    Option<i64>,
+    String,
+    String,
+);
+
+fn hit(row: HitRow) -> Option<Hit> {
+    let (
+        id,
+        from,
+        to,
+        body,
+        sent_at,
+        status,
+        kind,
+        reply_to,
+        edited_at,
+        unsent,
+        expires_at,
+        extra,
+        conversation,
+    ) = row;
+    Some(Hit {
+        conversation: conversation.parse().ok()?,
+        message: crate::vault::index::message((
+            id, from, to, body, sent_at, status, kind, reply_to, edited_at, unsent, expires_at,
+            extra,
+        ))?,
+    })
+}
+
+impl Db {
+    /// Messages whose text has every word of the query (each as the start of a word), newest
+    /// first, never deleted ones. Rows the background build has not reached yet are not
+    /// found.
+    pub async fn search(&self, search: &Search) -> Result<Vec<Hit>, SearchError> {
+        let cursor = match search.before {
+            Some(id) => {
+                let at: Option<(i64,)> =
+                    sqlx::query_as("SELECT sent_at FROM messages WHERE id = ? AND status < 5")
+                        .bind(&id.as_bytes()[..])
+                        .fetch_optional(self.pool())
+                        .await
+                        .map_err(StoreError::from)?;
+                Some((at.ok_or(SearchError::UnknownCursor)?.0, id))
+            }
+            None => None,
+        };
+        let mut scope = search.query.expression();
+        if let Some(conversation) = &search.conversation {
+            scope.push_str(" AND ");
+            scope.push_str(&conversation_term(conversation));
+        }
+        let limit = search.limit.clamp(1, MAX_RESULTS);
+        let (matches,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM (SELECT rowid FROM search WHERE search MATCH ? LIMIT ?)",
+        )
+        .bind(&scope)
+        .bind(FEW + 1)
+        .fetch_one(self.pool())
+        .await
+        .map_err(StoreError::from)?;
+        if matches <= FEW {
+            return self.newest(&scope, search, cursor, limit).await;
+        }
+        // Many matches: a day at a time, newest first (days are in order, so the pages of
+        // consecutive days follow each other), a few days per query once a day was not
+        // enough, until the page is full.
+        let days: Vec<(i64,)> = match cursor {
+            Some((sent_at, _)) => {
+                sqlx::query_as("SELECT day FROM search_days WHERE day <= ? ORDER BY day DESC")
+                    .bind(sent_at.max(0) / DAY)
+                    .fetch_all(self.pool())
+                    .await
+            }
+            None => {
+                sqlx::query_as("SELECT day FROM search_days ORDER BY day DESC")
+                    .fetch_all(self.pool())
+                    .await
+            }
+        }
+        .map_err(StoreError::from)?;
+        let mut out: Vec<Hit> = Vec::new();
+        let mut at = 0;
+        let mut span = 1;
+        while at < days.len() && out.len() < limit as usize {
+            let these = &days[at..(at + span).min(days.len())];
+            at += these.len();
+            span = (span * 2).min(MOST_DAYS);
+            let terms: Vec<String> = these.iter().map(|(d,)| day_term(*d)).collect();
+            let scoped = format!("{scope} AND ({})", terms.join(" OR "));
+            let left = limit - u32::try_from(out.len()).unwrap_or(limit);
+            out.extend(self.newest(&scoped, search, cursor, left).await?);
+        }
+        Ok(out)
+    }
+
+    /// The newest `limit` rows that match `expression` (and the search's conversation and
+    /// cursor): every match is joined to its row, and the sorter keeps the newest.
+    async fn newest(
+        &self,
+        expression: &str,
+        search: &Search,
+        cursor: Option<(i64, MessageId)>,
+        limit: u32,
+    ) -> Result<Vec<Hit>, SearchError> {
+        let mut sql = String::from(
+            // CROSS JOIN: the index is read first and each match looked up (SQLite would
+            // otherwise walk one conversation's rows and run the full-text query once for
+            // each of them).
+            "SELECT m.id, m.sender, m.recipient, m.body, m.sent_at, m.status, m.kind, \
+             m.reply_to, m.edited_at, m.unsent, m.expires_at, m.extra, m.conversation \
+             FROM search CROSS JOIN messages m ON m.rowid = search.rowid \
+             WHERE search MATCH ? AND m.status < 5 AND m.body <> '' AND m.unsent = 0 \
+             AND (m.expires_at IS NULL OR m.expires_at > ?)",
+        );
+        if search.conversation.is_some() {
+            sql.push_str(" AND m.conversation = ?");
+        }
+        if cursor.is_some() {
+            sql.push_str(" AND (m.sent_at, m.id) < (?, ?)");
+        }
+        sql.push_str(" ORDER BY m.sent_at DESC, m.id DESC LIMIT ?");
+        // Only fixed clauses are formatted into the text; every value is bound.
+        let mut query = sqlx::query_as::<_, HitRow>(sqlx::AssertSqlSafe(sql))
+            .bind(expression)
+            .bind(Timestamp::now().as_millis());
+        if let Some(conversation) = search.conversation {
+            query = query.bind(conversation.to_string());
+        }
+        if let Some((sent_at, id)) = cursor {
+            query = query.bind(sent_at).bind(id.as_bytes().to_vec());
+        }
+        let rows = query
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await
+            .map_err(StoreError::from)?;
+        Ok(rows.into_iter().filter_map(hit).collect())
+    }
+
+    /// How far the index is built.
+    pub async fn search_progress(&self) -> Result<Progress, StoreError> {
+        let row = sqlx::query(
+            "SELECT \
+               (SELECT COUNT(*) FROM messages, search_state \
+                  WHERE messages.rowid <= search_state.ceiling) AS total, \
+               (SELECT COUNT(*) FROM messages, search_state \
+                  WHERE messages.rowid <= MIN(search_state.done, search_state.ceiling)) AS indexed",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        let count = |name: &str| -> Result<u64, StoreError> {
+            Ok(u64::try_from(row.try_get::<i64, _>(name)?).unwrap_or(0))
+        };
+        Ok(Progress {
+            indexed: count("indexed")?,
+            total: count("total")?,
+        })
+    }
+
+    /// Indexes the next `batch` rows that existed before the index (in one short write
+    /// transaction, so the vault's commits go on between batches); returns how many rows it
+    /// looked at, 0 once the index is whole.
+    pub async fn search_build(&self, batch: u32) -> Result<u64, StoreError> {
+        let mut tx = self.writer().begin().await?;
+        let (done, ceiling): (i64, i64) =
+            sqlx::query_as("SELECT done, ceiling FROM search_state WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
+        if done >= ceiling {
+            return Ok(0);
+        }
+        // The rows after `done`, up to `batch` of them: row ids may have gaps.
+        let upto: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT MAX(rowid), COUNT(*) FROM (SELECT rowid FROM messages \
+             WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?)",
+        )
+        .bind(done)
+        .bind(ceiling)
+        .bind(batch.max(1))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (upto, looked) = match upto {
+            Some((upto, n)) if n > 0 => (upto, n),
+            _ => (ceiling, 0),
+        };
+        // As the triggers index a row (`0018_search.sql`).
+        sqlx::query(
+            "INSERT INTO search (rowid, body) SELECT rowid, \
+               replace(body, char(57344), ' ') \
+               || ' ' || char(57344) || 'd' || (MAX(sent_at, 0) / 86400000) \
+               || ' ' || char(57344) || 'c' || conversation \
+             FROM messages WHERE rowid > ? AND rowid <= ? AND body <> '' AND status < 5",
+        )
+        .bind(done)
+        .bind(upto)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO search_days (day, rows) SELECT MAX(sent_at, 0) / 86400000 AS d, COUNT(*) \
+             FROM messages WHERE rowid > ? AND rowid <= ? AND body <> '' AND status < 5 \
+             GROUP BY d ON CONFLICT (day) DO UPDATE SET rows = rows + excluded.rows",
+        )
+        .bind(done)
+        .bind(upto)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE search_state SET done = ? WHERE id = 1")
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(u64::try_from(looked).unwrap_or(0).max(1))
+    }
+
+    /// Bytes the search index takes in the file, and bytes of the text it indexes (for the
+    /// figures: what the index costs beside the text).
+    pub async fn search_size(&self) -> Result<(u64, u64), StoreError> {
+        let (index,): (Option<i64>,) = sqlx::query_as(
+            "SELECT SUM(pgsize) FROM dbstat WHERE name = 'search' OR name LIKE 'search\\_%' ESCAPE '\\'",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        let (text,): (Option<i64>,) =
+            sqlx::query_as("SELECT SUM(LENGTH(CAST(body AS BLOB))) FROM messages WHERE status < 5")
+                .fetch_one(self.pool())
+                .await?;
+        let size = |n: Option<i64>| u64::try_from(n.unwrap_or(0)).unwrap_or(0);
+        Ok((size(index), size(text)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn queries_are_words_folded_and_bounded() {
+        let q = Query::parse("  Café NEAR \"x\" OR* ").unwrap();
+        assert_eq!(q.words, ["cafe", "near", "x", "or"]);
+        assert_eq!(
+            q.expression(),
+            "\"cafe\"* AND \"near\"* AND \"x\"* AND \"or\"*"
+        );
+        assert_eq!(Query::parse("   "), Err(QueryError::Empty));
+        assert_eq!(Query::parse("?!? …"), Err(QueryError::NoWords));
+        assert_eq!(
+            Query::parse(&"a".repeat(MAX_QUERY_BYTES + 1)),
+            Err(QueryError::TooLong)
+        );
+        let many: Vec<String> = (0..=MAX_WORDS).map(|i| format!("w{i}")).collect();
+        assert_eq!(Query::parse(&many.join(" ")), Err(QueryError::TooManyWords));
+        // Repeated words count once.
+        assert_eq!(Query::parse("Über über UBER").unwrap().words, ["uber"]);
+    }
+
+    #[test]
+    fn snippets_cut_around_the_first_match_and_mark_words() {
+        let q = Query::parse("cafe").unwrap();
+        let s = q.snippet("Meet at the Café at noon");
+        assert_eq!(s.text, "Meet at the Café at noon");
+        assert_eq!(s.highlights, [(12, 16)]);
+        let long = format!(
+            "{} the café here {}",
+            "word ".repeat(40),
+            "tail ".repeat(40)
+        );
+        let s = q.snippet(&long);
+        assert!(
+            s.text.starts_with('…') && s.text.ends_with('…'),
+            "{}",
+            s.text
+        );
+        let (a, b) = s.highlights[0];
+        let units: Vec<u16> = s.text.encode_utf16().collect();
+        assert_eq!(String::from_utf16(&units[a..b]).unwrap(), "café");
+    }
+}
