@@ -5,3 +5,5 @@ export { EventStream } from "./events.js";
 export type { Event, EventOf, EventStreamOptions, EventType, StreamStatus, WebSocketConstructor } from "./events.js";
 export { logIn, parseLoginLink } from "./login.js";
 export type { LoggedIn, LoginLink } from "./login.js";
+export { avatar, sendFile, setAvatar } from "./files.js";
+export type { FileToSend, Target } from "./files.js";

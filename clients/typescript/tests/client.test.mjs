@@ -2,7 +2,7 @@
 // stream's typed events, reconnection after a restart and end on revocation.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { createVolliClient, logIn, ok, parseLoginLink, VolliError } from "../dist/index.js";
+import { avatar, createVolliClient, logIn, ok, parseLoginLink, sendFile, setAvatar, VolliError } from "../dist/index.js";
 import { call, Nodes } from "./nodes.mjs";
 
 const nodes = new Nodes("volli-client-");
@@ -77,6 +77,75 @@ describe("@volli/client", () => {
       assert.equal((await delivered).id, sent.id);
       const { messages } = await ok(a.api.GET("/v1/messages", { params: { query: { with: bobId } } }));
       assert.ok(messages.some((m) => m.body === "hello from a script"));
+    } finally {
+      aEvents.close();
+      bEvents.close();
+    }
+  });
+
+  test("replies, reactions, edits, read marks and search through typed routes; a file with a thumbnail and a picture through the helpers", async () => {
+    const a = (await clientOf(alice, "app", ["read", "messages", "files", "contacts"])).client;
+    const b = (await clientOf(bob, "app", ["read", "messages", "files", "contacts"])).client;
+    const { user_id: aliceId } = await ok(a.api.GET("/v1/node"));
+    const { user_id: bobId } = await ok(b.api.GET("/v1/node"));
+    const aEvents = a.events();
+    const bEvents = b.events();
+    try {
+      await Promise.all([aEvents.next("ready"), bEvents.next("ready")]);
+      const arrived = aEvents.next("message.received", (e) => e.body === "the blue train leaves at nine");
+      const question = await ok(b.api.POST("/v1/messages", { body: { to: aliceId, body: "the blue train leaves at nine" } }));
+      await arrived;
+      // A reply, seen with what it answers.
+      const replied = bEvents.next("message.received", (e) => e.reply_to === question.id);
+      const answer = await ok(a.api.POST("/v1/messages", { body: { to: bobId, body: "see you on it", reply_to: question.id } }));
+      assert.equal((await replied).id, answer.id);
+      // One reaction per person: a second replaces the first; anything but one emoji is refused.
+      const reacted = bEvents.next("message.reaction", (e) => e.id === question.id && e.emoji === "🚆");
+      await ok(a.api.POST("/v1/messages/{id}/reactions", { params: { path: { id: question.id } }, body: { emoji: "👍" } }));
+      const m = await ok(a.api.POST("/v1/messages/{id}/reactions", { params: { path: { id: question.id } }, body: { emoji: "🚆" } }));
+      assert.deepEqual(m.reactions, [{ emoji: "🚆", from: [aliceId] }]);
+      assert.equal((await reacted).from, aliceId);
+      await assert.rejects(ok(a.api.POST("/v1/messages/{id}/reactions", { params: { path: { id: question.id } }, body: { emoji: "no" } })), (e) => e.code === "invalid_reaction");
+      const back = await ok(a.api.DELETE("/v1/messages/{id}/reactions/{emoji}", { params: { path: { id: question.id, emoji: "🚆" } } }));
+      assert.deepEqual(back.reactions, []);
+      // An edit by its author only.
+      const edited = bEvents.next("message.edited", (e) => e.id === answer.id);
+      const changed = await ok(a.api.PATCH("/v1/messages/{id}", { params: { path: { id: answer.id } }, body: { body: "see you on the platform" } }));
+      assert.ok(changed.edited_at);
+      assert.equal((await edited).body, "see you on the platform");
+      await assert.rejects(ok(a.api.PATCH("/v1/messages/{id}", { params: { path: { id: question.id } }, body: { body: "x" } })), (e) => e.status === 403 && e.code === "not_author");
+      // Read: the chat list's count drops, the sender hears it.
+      const before = (await ok(a.api.GET("/v1/conversations"))).conversations.find((c) => c.with === bobId);
+      assert.ok(before.unread >= 1);
+      const read = bEvents.next("message.read", (e) => e.by === aliceId && e.up_to === question.id);
+      await ok(a.api.POST("/v1/messages/read", { body: { with: bobId, up_to: question.id } }));
+      await read;
+      assert.equal((await ok(a.api.GET("/v1/conversations"))).conversations.find((c) => c.with === bobId).unread, 0);
+      // Search: the typed route sends its query.
+      const { results } = await ok(a.api.GET("/v1/search", { params: { query: { q: "blue tra", with: bobId } } }));
+      assert.equal(results[0]?.message.id, question.id);
+      assert.equal(results[0].snippet.slice(results[0].highlights[0][0], results[0].highlights[0][1]), "blue");
+
+      // A file with a thumbnail: a `file` item of the conversation on both sides.
+      const thumbnail = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=";
+      const offered = aEvents.next("transfer.offered", (e) => e.name === "ticket.png");
+      const t = await sendFile(b, { to: aliceId }, { name: "ticket.png", bytes: new Uint8Array(3000).fill(7), mime: "image/png", thumbnail });
+      assert.equal(t.state, "offered");
+      assert.equal((await offered).id, t.id);
+      const item = await ok(a.api.GET("/v1/messages/{id}", { params: { path: { id: t.id } } }));
+      assert.equal(item.kind, "file");
+      assert.deepEqual({ name: item.file.name, mime: item.file.mime, thumbnail: item.file.thumbnail }, { name: "ticket.png", mime: "image/png", thumbnail });
+      await assert.rejects(sendFile(b, { to: "nobody" }, { name: "x", bytes: new Uint8Array(1) }), (e) => e instanceof VolliError && e.status >= 400);
+
+      // A picture: set, seen by the contact, removed.
+      const png = Uint8Array.from(atob(thumbnail.split(",")[1]), (c) => c.charCodeAt(0));
+      const changedCard = bEvents.next("contact.changed", (e) => e.user_id === aliceId && e.avatar);
+      await setAvatar(a, new Blob([png], { type: "image/png" }));
+      assert.deepEqual(new Uint8Array(await (await avatar(a)).arrayBuffer()), png);
+      await changedCard;
+      assert.deepEqual(new Uint8Array(await (await avatar(b, aliceId)).arrayBuffer()), png);
+      await setAvatar(a, null);
+      assert.equal(await avatar(a), null);
     } finally {
       aEvents.close();
       bEvents.close();

@@ -39,7 +39,8 @@ export class Nodes {
     );
     node.child.stderr.on("data", (d) => node.log.push(d.toString()));
     node.child.on("error", (e) => (node.failed = e));
-    for (let i = 0; i < 600; i++) {
+    // A minute is plenty on an idle machine; a busy one (a build beside the tests) needs more.
+    for (let i = 0; i < 1800; i++) {
       const url = existsSync(join(dir, "api.url")) ? readFileSync(join(dir, "api.url"), "utf8").trim() : "";
       if (url) {
         node.url = url;
