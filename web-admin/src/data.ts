@@ -3,9 +3,9 @@
 // chat, file transfers, the outbox of sends waiting for the node, typing and unread counts.
 // Views read these stores and call the actions here; none of them fetches on its own.
 import { api, ok, raw, session, unreachable, message as errorText, volli, type Event, type S } from "./client";
-import { next, NO_FEATURES, probe, type Conversation, type Features, type Message, type NextEvent, type Profile } from "./api-next";
 import { idb, Store } from "./store";
 
+export type Message = S["Message"];
 export type Msg = Message & { pending?: "sending" | "waiting" | "failed"; error?: string };
 export type Key = string; // "u:<user id>" or "g:<group id>"
 export type Sys = { id: string; at: string; text: string };
@@ -17,7 +17,7 @@ export type Chat = {
   last: Msg | null;
   unread: number;
   updated_at: string;
-  disappearing_secs?: number | null;
+  disappearing_secs: number;
 };
 export type Timeline = {
   messages: Msg[];
@@ -29,6 +29,7 @@ export type Timeline = {
 export type Upload = { id: string; key: Key; name: string; size: number; sent: number; url: string | null; error: string | null };
 export type Transfer = S["Transfer"] & { url?: string | null };
 export type Status = "connecting" | "live" | "offline";
+export type SearchResult = S["SearchResult"];
 
 export const keyOf = (kind: "u" | "g", id: string): Key => `${kind}:${id}`;
 export const parseKey = (key: Key) => ({ group: key.startsWith("g:"), id: key.slice(2) });
@@ -36,13 +37,15 @@ export const targetOf = (key: Key): { to: string } | { group: string } => {
   const { group, id } = parseKey(key);
   return group ? { group: id } : { to: id };
 };
+/** The chat a message, event or search result belongs to. */
+export const keyFor = (x: { with?: string | null; group?: string | null }, fallback = ""): Key =>
+  x.group ? keyOf("g", x.group) : keyOf("u", x.with ?? fallback);
 
 // ---------------------------------------------------------------------------------------
 // Stores
 
-export const me = new Store<{ node: S["Node"] | null; features: Features; profile: Profile | null; avatar: string | null }>({
+export const me = new Store<{ node: S["Node"] | null; profile: S["Profile"] | null; avatar: string | null }>({
   node: null,
-  features: NO_FEATURES,
   profile: null,
   avatar: null,
 });
@@ -57,13 +60,14 @@ export const uploads = new Store<Upload[]>([]);
 export const progress = new Store<Record<string, number>>({});
 export const system = new Store<Record<Key, Sys[]>>({});
 export const typing = new Store<Record<Key, { from: string; until: number }>>({});
+/** Contacts' pictures as blob URLs (null while loading or when there is none). */
 export const avatars = new Store<Record<string, string | null>>({});
 export const muted = new Store<string[]>(readJson("volli.muted", []));
 export const settings = new Store<Record<string, unknown>>({});
 export const lastEvent = new Store<Event | null>(null);
 const timelines = new Map<Key, Store<Timeline>>();
 
-/** The chat on screen now, if any (its messages are read as they arrive). */
+/** The chat on screen now, if any (its messages are read as they are seen). */
 export const openChat = new Store<Key | null>(null);
 
 function readJson<T>(key: string, fallback: T): T {
@@ -83,7 +87,7 @@ export function timeline(key: Key): Store<Timeline> {
 // ---------------------------------------------------------------------------------------
 // What this login may do: the token's scopes and this device's permissions, both.
 
-export type Ability = "send" | "files" | "contacts" | "invite" | "admin" | "settings";
+export type Ability = "send" | "files" | "contacts" | "invite" | "admin" | "settings" | "profile";
 export function can(what: Ability): boolean {
   const scopes = session.scopes();
   const perms = me.value.node?.permissions ?? ["messages", "contacts", "settings", "admin"];
@@ -100,6 +104,8 @@ export function can(what: Ability): boolean {
       return scopes.includes("admin");
     case "settings":
       return scopes.includes("admin") && perms.includes("settings");
+    case "profile":
+      return scopes.includes("contacts") && perms.includes("settings");
   }
 }
 
@@ -110,17 +116,53 @@ export function myId(): string {
   return me.value.node?.user_id ?? "";
 }
 
+/** A person as this user knows them: "You", a contact's name, a group member's name. */
 export function nameOf(user: string): string {
   if (user === myId()) return "You";
   const c = contacts.value.find((x) => x.user_id === user);
-  const display = (c as { display_name?: string } | undefined)?.display_name;
-  return c?.name || display || `${user.slice(0, 6)}…`;
+  if (c) return c.name || c.display_name || `${user.slice(0, 6)}…`;
+  for (const g of groups.value) {
+    const m = g.members.find((x) => x.user_id === user);
+    if (m?.name) return m.name;
+  }
+  return `${user.slice(0, 6)}…`;
 }
 
 export function chatTitle(key: Key): string {
   const { group, id } = parseKey(key);
   if (group) return groups.value.find((g) => g.id === id)?.name ?? chats.value.find((c) => c.key === key)?.title ?? "Group";
   return nameOf(id);
+}
+
+/** "1 hour", "30 seconds": a disappearing timer in words. */
+export function timerText(secs: number): string {
+  const units: [number, string][] = [
+    [604800, "week"],
+    [86400, "day"],
+    [3600, "hour"],
+    [60, "minute"],
+    [1, "second"],
+  ];
+  for (const [n, word] of units) if (secs >= n && secs % n === 0) return `${secs / n} ${word}${secs / n === 1 ? "" : "s"}`;
+  return `${secs} seconds`;
+}
+
+/** What a system line says ("You set messages to disappear after 1 hour"). */
+export function systemText(m: Message): string {
+  const s = (m.system ?? {}) as { timer?: number; by?: string };
+  if (typeof s.timer === "number") {
+    const by = nameOf(s.by ?? m.from);
+    return s.timer ? `${by} set messages to disappear after ${timerText(s.timer)}` : `${by} turned off disappearing messages`;
+  }
+  return m.body || "The conversation changed";
+}
+
+/** A message in one line, for the chat list and quotes. */
+export function summary(m: Message): string {
+  if (m.deleted) return "This message was deleted";
+  if (m.kind === "system") return systemText(m);
+  if (m.kind === "file" && m.file) return `${m.file.mime.startsWith("image/") ? "📷" : "📎"} ${m.file.name}`;
+  return m.body;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -156,8 +198,6 @@ async function refreshAll(): Promise<void> {
   try {
     const node = await ok(api.GET("/v1/node"));
     me.update((m) => ({ ...m, node }));
-    const features = await probe(`${node.version}|${node.started_at}`).catch(() => NO_FEATURES);
-    me.update((m) => ({ ...m, features }));
     await Promise.all([loadContacts(), loadGroups(), loadTransfers(), loadSettings(), loadProfile()]);
     await loadChats();
     for (const [key, t] of timelines) if (t.value.loaded) void refreshTimeline(key);
@@ -167,12 +207,23 @@ async function refreshAll(): Promise<void> {
   }
 }
 
+async function loadNode() {
+  const node = await ok(api.GET("/v1/node"));
+  me.update((m) => ({ ...m, node }));
+}
+
+/** An image of the API as a blob URL, or null when there is none (404 `no_avatar`). */
+async function imageUrl(path: string): Promise<string | null> {
+  try {
+    return URL.createObjectURL(await (await raw("GET", path)).blob());
+  } catch {
+    return null;
+  }
+}
+
 async function loadProfile() {
-  const f = me.value.features;
-  if (!f.profile) return;
-  const profile = await next.profile().catch(() => null);
-  let avatar: string | null = null;
-  if (profile?.avatar) avatar = await next.avatarUrl("/v1/profile/avatar");
+  const profile = await ok(api.GET("/v1/profile")).catch(() => null);
+  const avatar = profile?.avatar ? await imageUrl("/v1/profile/avatar") : null;
   const old = me.value.avatar;
   if (old) URL.revokeObjectURL(old);
   me.update((m) => ({ ...m, profile, avatar }));
@@ -183,18 +234,25 @@ async function loadSettings() {
   settings.set((s.settings ?? {}) as Record<string, unknown>);
 }
 
+/** A contact's picture, fetched again (it changed, or it is new). */
+function loadAvatar(user: string, has: boolean) {
+  const old = avatars.value[user];
+  if (!has) {
+    if (old) URL.revokeObjectURL(old);
+    avatars.update((a) => ({ ...a, [user]: null }));
+    return;
+  }
+  void imageUrl(`/v1/contacts/${encodeURIComponent(user)}/avatar`).then((url) => {
+    if (old) URL.revokeObjectURL(old);
+    avatars.update((a) => ({ ...a, [user]: url }));
+  });
+}
+
 async function loadContacts() {
   const list = await ok(api.GET("/v1/contacts"));
   contacts.set(list.contacts);
   pending.set(list.pending);
-  if (me.value.features.avatars) {
-    for (const c of list.contacts) {
-      if ((c as { avatar?: boolean }).avatar && avatars.value[c.user_id] === undefined) {
-        avatars.update((a) => ({ ...a, [c.user_id]: null }));
-        void next.avatarUrl(`/v1/contacts/${encodeURIComponent(c.user_id)}/avatar`).then((url) => avatars.update((a) => ({ ...a, [c.user_id]: url })));
-      }
-    }
-  }
+  for (const c of list.contacts) if (c.avatar && avatars.value[c.user_id] === undefined) loadAvatar(c.user_id, true);
 }
 
 async function loadGroups() {
@@ -244,84 +302,35 @@ async function loadTransfer(id: string) {
     const t = await ok(api.GET("/v1/transfers/{id}", { params: { path: { id } } }));
     transfers.update((m) => ({ ...m, [id]: { ...t, url: m[id]?.url ?? null } }));
   } catch {
-    await loadTransfers();
+    /* forgotten: the conversation's item keeps what it last said */
   }
 }
 
 // ---------------------------------------------------------------------------------------
-// The chat list
-
-const READ = () => `volli.read.${myId()}`;
-function readMarks(): Record<Key, string> {
-  return readJson(READ(), {});
-}
-function setReadMark(key: Key, at: string) {
-  const marks = readMarks();
-  if (marks[key] && marks[key] >= at) return;
-  marks[key] = at;
-  localStorage.setItem(READ(), JSON.stringify(marks));
-}
+// The chat list (the node's: GET /v1/conversations, unread counts kept on every device)
 
 const byActivity = (a: Chat, b: Chat) => b.updated_at.localeCompare(a.updated_at);
 
 async function loadChats() {
-  if (me.value.features.conversations) {
-    const list = await next.conversations();
-    chats.set(list.conversations.map(fromConversation).sort(byActivity));
-    chatsLoaded.set(true);
-    save();
-    return;
-  }
-  // Without GET /v1/conversations: contacts and groups, each with its newest message.
-  const old = new Map(chats.value.map((c) => [c.key, c]));
-  const base: Chat[] = [
-    ...contacts.value.map((c) => {
-      const key = keyOf("u", c.user_id);
-      return { key, kind: "direct" as const, id: c.user_id, title: nameOf(c.user_id), last: old.get(key)?.last ?? null, unread: old.get(key)?.unread ?? 0, updated_at: old.get(key)?.updated_at ?? c.added_at };
-    }),
-    ...groups.value.map((g) => {
-      const key = keyOf("g", g.id);
-      return { key, kind: "group" as const, id: g.id, title: g.name, last: old.get(key)?.last ?? null, unread: old.get(key)?.unread ?? 0, updated_at: old.get(key)?.updated_at ?? g.created_at };
-    }),
-  ];
-  chats.set(base.sort(byActivity));
+  const list = await ok(api.GET("/v1/conversations"));
+  chats.set(list.conversations.map(fromConversation).map((c) => (readingNow.has(c.key) ? { ...c, unread: Math.min(c.unread, readingNow.get(c.key)!) } : c)));
   chatsLoaded.set(true);
-  const marks = readMarks();
-  const filled = await Promise.all(
-    base.map(async (chat) => {
-      const query = chat.kind === "group" ? { group: chat.id, limit: 1 } : { with: chat.id, limit: 1 };
-      const page = await ok(api.GET("/v1/messages", { params: { query } })).catch(() => null);
-      const last = (page?.messages.at(-1) as Msg | undefined) ?? null;
-      if (!last) return chat;
-      let unread = 0;
-      const mark = marks[chat.key];
-      if (!mark) setReadMark(chat.key, last.sent_at);
-      else if (last.from !== myId() && last.sent_at > mark) {
-        const q = chat.kind === "group" ? { group: chat.id, limit: 50 } : { with: chat.id, limit: 50 };
-        const recent = await ok(api.GET("/v1/messages", { params: { query: q } })).catch(() => null);
-        unread = (recent?.messages ?? []).filter((m) => m.from !== myId() && m.sent_at > mark).length;
-      }
-      return { ...chat, last, unread, updated_at: last.sent_at > chat.updated_at ? last.sent_at : chat.updated_at };
-    }),
-  );
-  const now = new Map(chats.value.map((c) => [c.key, c]));
-  // Keep what events changed while the newest messages were on their way.
-  chats.set(
-    filled
-      .map((c) => {
-        const live = now.get(c.key);
-        if (live && live.last && (!c.last || live.last.sent_at > c.last.sent_at)) return live;
-        return { ...c, title: live?.title ?? c.title };
-      })
-      .sort(byActivity),
-  );
   save();
 }
 
-function fromConversation(c: Conversation): Chat {
+function fromConversation(c: S["ChatView"]): Chat {
   const group = c.kind === "group";
   const id = (group ? c.group : c.with) ?? "";
-  return { key: keyOf(group ? "g" : "u", id), kind: c.kind, id, title: c.title, last: c.last_message, unread: c.unread, updated_at: c.updated_at, disappearing_secs: c.disappearing_secs ?? null };
+  return {
+    key: keyOf(group ? "g" : "u", id),
+    kind: group ? "group" : "direct",
+    id,
+    title: c.title,
+    last: c.last_message ?? null,
+    unread: c.unread,
+    updated_at: c.updated_at ?? "",
+    disappearing_secs: c.disappearing_secs,
+  };
 }
 
 /** Puts a message at the top of the chat list (a new one, or one this user sent). */
@@ -329,9 +338,9 @@ function bump(key: Key, m: Msg, incoming: boolean) {
   chats.update((list) => {
     const i = list.findIndex((c) => c.key === key);
     const { group, id } = parseKey(key);
-    const chat: Chat = i >= 0 ? list[i]! : { key, kind: group ? "group" : "direct", id, title: chatTitle(key), last: null, unread: 0, updated_at: m.sent_at };
-    const reading = isReading(key);
-    const updated: Chat = { ...chat, last: m, updated_at: m.sent_at > chat.updated_at ? m.sent_at : new Date().toISOString(), unread: incoming && !reading && !m.pending ? chat.unread + 1 : chat.unread };
+    const chat: Chat = i >= 0 ? list[i]! : { key, kind: group ? "group" : "direct", id, title: chatTitle(key), last: null, unread: 0, updated_at: m.sent_at, disappearing_secs: 0 };
+    if (chat.last && chat.last.sent_at > m.sent_at && !m.pending) return list;
+    const updated: Chat = { ...chat, last: m, updated_at: m.sent_at > chat.updated_at ? m.sent_at : new Date().toISOString(), unread: incoming && !m.pending ? chat.unread + 1 : chat.unread };
     return [updated, ...list.filter((c) => c.key !== key)].sort(byActivity);
   });
   save();
@@ -346,28 +355,54 @@ export function totalUnread(): number {
   return chats.value.filter((c) => !muted.value.includes(c.key)).reduce((n, c) => n + c.unread, 0);
 }
 
-/** Marks a chat read up to its newest message, on this device and (when the node can) everywhere. */
-export function markRead(key: Key) {
-  const t = timeline(key).value;
-  const newest = [...t.messages].reverse().find((m) => !m.pending);
-  const chat = chats.value.find((c) => c.key === key);
-  if (newest) setReadMark(key, newest.sent_at);
-  else if (chat?.last) setReadMark(key, chat.last.sent_at);
-  if (chat && chat.unread > 0) chats.update((list) => list.map((c) => (c.key === key ? { ...c, unread: 0 } : c)));
-  // The read receipt (and the unread count on this user's other devices), once per newest message.
-  const incoming = [...t.messages].reverse().find((m) => !m.pending && m.from !== myId());
-  if (me.value.features.read && incoming && readPosted.get(key) !== incoming.id && (chat?.unread || incoming.status !== "read")) {
-    readPosted.set(key, incoming.id);
-    const { group, id } = parseKey(key);
-    void next.read(group ? { group: id } : { with: id }, incoming.id).catch(() => readPosted.delete(key));
-  }
-}
 const readPosted = new Map<Key, string>();
+/** Chats whose read mark is on its way to the node: their count as this device has it meanwhile. */
+const readingNow = new Map<Key, number>();
+
+/**
+ * Marks a chat read up to `upTo`, the newest message from someone else that the person has
+ * seen: the node drops the unread count on every device of this user and (unless setting
+ * `receipts.read` is false) tells the sender. Nothing is posted when nothing was unread.
+ */
+export function markRead(key: Key, upTo: Msg) {
+  const chat = chats.value.find((c) => c.key === key);
+  if (!chat?.unread) return;
+  const t = timeline(key).value;
+  const after = t.messages.filter((m) => !m.pending && m.from !== myId() && m.sent_at > upTo.sent_at).length;
+  if (after >= chat.unread) return;
+  chats.update((list) => list.map((c) => (c.key === key ? { ...c, unread: after } : c)));
+  const posted = t.messages.find((m) => m.id === readPosted.get(key));
+  if (posted && posted.sent_at >= upTo.sent_at) return;
+  readPosted.set(key, upTo.id);
+  readingNow.set(key, after);
+  const { group, id } = parseKey(key);
+  void ok(api.POST("/v1/messages/read", { body: { ...(group ? { group: id } : { with: id }), up_to: upTo.id } }))
+    .catch(() => readPosted.delete(key))
+    .finally(() => readingNow.delete(key));
+}
 
 export function setMuted(key: Key, on: boolean) {
   muted.update((m) => (on ? [...new Set([...m, key])] : m.filter((k) => k !== key)));
   localStorage.setItem("volli.muted", JSON.stringify(muted.value));
   void idb.set("muted", muted.value).catch(() => {});
+}
+
+/** Sets a chat's disappearing timer (0: off); in a group only its admins may. */
+export async function setTimer(key: Key, secs: number) {
+  const { group, id } = parseKey(key);
+  if (group) {
+    const g = await ok(api.PATCH("/v1/groups/{id}", { params: { path: { id } }, body: { disappearing_secs: secs } }));
+    groups.update((gs) => gs.map((x) => (x.id === id ? g : x)));
+  } else await ok(api.PUT("/v1/conversations/{user_id}/disappearing", { params: { path: { user_id: id } }, body: { secs } }));
+  chats.update((cs) => cs.map((c) => (c.key === key ? { ...c, disappearing_secs: secs } : c)));
+}
+
+/** The timer of a chat, as the chat list or the group says. */
+export function timerOf(key: Key): number {
+  const { group, id } = parseKey(key);
+  const chat = chats.value.find((c) => c.key === key);
+  if (chat) return chat.disappearing_secs;
+  return group ? (groups.value.find((g) => g.id === id)?.disappearing_secs ?? 0) : 0;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -458,18 +493,21 @@ export async function findMessage(key: Key, id: string): Promise<boolean> {
   return false;
 }
 
-function patchMessage(id: string, f: (m: Msg) => Msg | null, key?: Key) {
+function patchMessage(id: string, f: (m: Msg) => Msg | null, key?: Key): boolean {
   const stores = key ? [timeline(key)] : [...timelines.values()];
+  let found = false;
   for (const t of stores) {
     const i = t.value.messages.findIndex((m) => m.id === id);
     if (i < 0) continue;
+    found = true;
     const updated = f(t.value.messages[i]!);
     const messages = [...t.value.messages];
     if (updated) messages[i] = updated;
     else messages.splice(i, 1);
     t.set({ ...t.value, messages });
   }
-  chats.update((list) => list.map((c) => (c.last?.id === id ? { ...c, last: f(c.last) } : c)));
+  chats.update((list) => (list.some((c) => c.last?.id === id) ? list.map((c) => (c.last?.id === id ? { ...c, last: f(c.last!) } : c)) : list));
+  return found;
 }
 
 function addMessage(key: Key, m: Msg) {
@@ -480,6 +518,18 @@ function addMessage(key: Key, m: Msg) {
   }
 }
 
+/** One message from the node (a file offer, a line the event did not carry), into its chat. */
+async function fetchMessage(id: string, tries = 3): Promise<Msg | null> {
+  for (let i = 0; i < tries; i++) {
+    try {
+      return (await ok(api.GET("/v1/messages/{id}", { params: { path: { id } } }))) as Msg;
+    } catch {
+      await new Promise((r) => setTimeout(r, 300 * (i + 1)));
+    }
+  }
+  return null;
+}
+
 // ---------------------------------------------------------------------------------------
 // Sending, and the outbox of sends the node has not taken yet
 
@@ -488,10 +538,15 @@ type Out = { local: string; key: Key; body: string; replyTo?: string; at: string
 export const outbox = new Store<Out[]>([]);
 let localSeq = 0;
 
+function localMessage(key: Key, out: Out, from: string, pendingState: Msg["pending"]): Msg {
+  const { group, id } = parseKey(key);
+  return { id: out.local, from, to: id, ...(group ? { group: id } : {}), kind: "text", body: out.body, sent_at: out.at, status: "sending", pending: pendingState, reply_to: out.replyTo ?? null, reactions: [], deleted: false };
+}
+
 export async function send(key: Key, body: string, replyTo?: string) {
   const local = `local:${Date.now().toString(36)}${(localSeq++).toString(36)}`;
   const out: Out = { local, key, body, at: new Date().toISOString(), ...(replyTo ? { replyTo } : {}) };
-  const m: Msg = { id: local, from: myId(), to: parseKey(key).id, body, sent_at: out.at, status: "sending", pending: "sending", reply_to: replyTo ?? null };
+  const m = localMessage(key, out, myId(), "sending");
   addMessage(key, m);
   bump(key, m, false);
   outbox.update((o) => [...o, out]);
@@ -512,10 +567,7 @@ export async function flushOutbox() {
     while (outbox.value.length) {
       const out = outbox.value[0]!;
       try {
-        const target = targetOf(out.key);
-        const sent = out.replyTo
-          ? await next.send(target, out.body, out.replyTo)
-          : await ok(api.POST("/v1/messages", { body: { ...target, body: out.body } }));
+        const sent = await ok(api.POST("/v1/messages", { body: { ...targetOf(out.key), body: out.body, ...(out.replyTo ? { reply_to: out.replyTo } : {}) } }));
         outbox.update((o) => o.filter((x) => x.local !== out.local));
         const status = statusSeen.get(sent.id) ?? sent.status;
         // The node's event for this message may have come first (a group echoes it): keep one.
@@ -555,73 +607,134 @@ export function discard(key: Key, m: Msg) {
 export async function deleteForMe(key: Key, id: string) {
   await ok(api.DELETE("/v1/messages/{id}", { params: { path: { id } } }));
   patchMessage(id, () => null, key);
+  reloadSoon(reloadChats);
 }
 
 export async function deleteForEveryone(key: Key, id: string) {
-  await next.deleteForEveryone(id);
-  patchMessage(id, (m) => ({ ...m, deleted: true, body: "" }), key);
+  await ok(api.DELETE("/v1/messages/{id}", { params: { path: { id }, query: { for: "everyone" } } }));
+  patchMessage(id, (m) => ({ ...m, deleted: true, body: "", reactions: [] }), key);
 }
 
 export async function edit(key: Key, id: string, body: string) {
-  const m = await next.edit(id, body);
+  const m = await ok(api.PATCH("/v1/messages/{id}", { params: { path: { id } }, body: { body } }));
   patchMessage(id, (old) => ({ ...old, ...m }), key);
 }
 
+/** Reacts with `emoji`, or takes this user's reaction back when it is that one already. */
 export async function react(key: Key, m: Msg, emoji: string) {
-  const mine = m.reactions?.find((r) => r.emoji === emoji)?.from.includes(myId());
-  const updated = mine ? await next.unreact(m.id, emoji) : await next.react(m.id, emoji);
-  patchMessage(m.id, (old) => ({ ...old, ...updated }), key);
+  const mine = m.reactions.find((r) => r.emoji === emoji)?.from.includes(myId());
+  const path = { params: { path: { id: m.id } } };
+  const updated = mine
+    ? await ok(api.DELETE("/v1/messages/{id}/reactions/{emoji}", { params: { path: { id: m.id, emoji } } }))
+    : await ok(api.POST("/v1/messages/{id}/reactions", { ...path, body: { emoji } }));
+  patchMessage(m.id, (old) => ({ ...old, reactions: updated.reactions }), key);
+}
+
+/** One person's reaction (or none) on a message: at most one each. */
+function setReaction(m: Msg, from: string, emoji: string | null | undefined): Msg {
+  const reactions = m.reactions.map((r) => ({ ...r, from: r.from.filter((u) => u !== from) })).filter((r) => r.from.length);
+  if (emoji) {
+    const r = reactions.find((x) => x.emoji === emoji);
+    if (r) r.from = [...r.from, from];
+    else reactions.push({ emoji, from: [from] });
+  }
+  return { ...m, reactions };
 }
 
 let lastTyping = 0;
-/** Tells the other side this user is typing, at most every 4 seconds. */
+let lastTypingKey: Key | null = null;
+/** Tells the other side this user is typing (the node sends at most one frame per 3 s). */
 export function sendTyping(key: Key) {
-  if (!me.value.features.typing || Date.now() - lastTyping < 4000) return;
+  if (!can("send") || (lastTypingKey === key && Date.now() - lastTyping < 2000)) return;
   lastTyping = Date.now();
-  void next.typing(targetOf(key)).catch(() => {});
+  lastTypingKey = key;
+  void ok(api.POST("/v1/typing", { body: targetOf(key) })).catch(() => {});
+}
+
+function stopTyping(key: Key, from: string) {
+  if (typing.value[key]?.from === from) typing.update((t) => (({ [key]: _x, ...rest }) => rest)(t));
 }
 
 // ---------------------------------------------------------------------------------------
 // Files
 
 let uploadSeq = 0;
+// The API takes a thumbnail of up to 16 KiB, but the node's file offer between nodes is a
+// request of at most 8 KiB that carries it several times over: an offer whose thumbnail is
+// longer than about 1,800 characters never reaches the other side. Kept well under that (the
+// file's name travels in the same request).
+const THUMB = 1200;
+const PICTURE = /^image\/(png|jpeg|webp|gif|bmp|avif)$/;
 
-/** Sends a file into a chat, with its upload progress on the bubble. */
-export function sendFile(key: Key, file: File) {
+/** A small picture of an image (a WebP or JPEG data URL), drawn on a canvas; null for others. */
+export async function thumbnail(file: Blob): Promise<string | null> {
+  if (!PICTURE.test(file.type)) return null;
+  try {
+    const bitmap = await createImageBitmap(file);
+    for (const side of [96, 72, 56, 40]) {
+      const scale = Math.min(1, side / Math.max(bitmap.width, bitmap.height));
+      const canvas = document.createElement("canvas");
+      canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+      canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+      const ctx = canvas.getContext("2d")!;
+      // Transparent pictures get a white ground (JPEG has no alpha).
+      ctx.fillStyle = "#fff";
+      ctx.fillRect(0, 0, canvas.width, canvas.height);
+      ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+      for (const q of [0.6, 0.45, 0.3]) {
+        for (const type of ["image/webp", "image/jpeg"]) {
+          const url = canvas.toDataURL(type, q);
+          // A browser that cannot write WebP gives a PNG instead: not what was asked.
+          if (url.startsWith(`data:${type};`) && url.length <= THUMB) return url;
+        }
+      }
+    }
+  } catch {
+    /* not a picture the browser can read: sent without one */
+  }
+  return null;
+}
+
+/** Sends a file into a chat, with its upload progress on the bubble and a thumbnail of a picture. */
+export async function sendFile(key: Key, file: File) {
   const id = `upload:${uploadSeq++}`;
-  const image = file.type.startsWith("image/") ? URL.createObjectURL(file) : null;
+  const image = PICTURE.test(file.type) ? URL.createObjectURL(file) : null;
   uploads.update((u) => [...u, { id, key, name: file.name, size: file.size, sent: 0, url: image, error: null }]);
+  const thumb = await thumbnail(file);
   const { group, id: target } = parseKey(key);
+  const q = new URLSearchParams({ [group ? "group" : "to"]: target, name: file.name });
+  if (file.type) q.set("mime", file.type);
+  if (thumb) q.set("thumbnail", thumb);
   const xhr = new XMLHttpRequest();
-  xhr.open("POST", `/v1/transfers?${group ? "group" : "to"}=${encodeURIComponent(target)}&name=${encodeURIComponent(file.name)}`);
+  xhr.open("POST", `/v1/transfers?${q}`);
   xhr.setRequestHeader("Authorization", `Bearer ${session.get() ?? ""}`);
   xhr.setRequestHeader("Content-Type", "application/octet-stream");
   xhr.upload.onprogress = (e) => uploads.update((u) => u.map((x) => (x.id === id ? { ...x, sent: e.loaded } : x)));
   const fail = (text: string) => uploads.update((u) => u.map((x) => (x.id === id ? { ...x, error: text } : x)));
   xhr.onerror = () => fail("The node cannot be reached. Is it running?");
   xhr.onload = () => {
-    let body: { id?: string; error?: { message?: string } } | null = null;
+    let answer = null as { id?: string; error?: { message?: string } } | null;
     try {
-      body = JSON.parse(xhr.responseText) as typeof body;
+      answer = JSON.parse(xhr.responseText) as { id?: string; error?: { message?: string } } | null;
     } catch {
       /* not JSON: the status says enough */
     }
-    const answer = body as { id?: string; error?: { message?: string } } | null;
     if (xhr.status !== 201 || !answer?.id) return fail(answer?.error?.message ?? `The node answered ${xhr.status}.`);
     const t = answer as unknown as S["Transfer"];
     transfers.update((m) => ({ ...m, [t.id]: { ...t, url: image } }));
-    uploads.update((u) => u.filter((x) => x.id !== id));
+    // The offer is an item of the conversation, with the transfer's id.
+    void fetchMessage(t.id).then((m) => {
+      uploads.update((u) => u.filter((x) => x.id !== id));
+      if (!m) return;
+      addMessage(key, m);
+      bump(key, m, false);
+    });
   };
   xhr.send(file);
 }
 
 export function dismissUpload(id: string) {
   uploads.update((u) => u.filter((x) => x.id !== id));
-}
-
-export function transfersOf(key: Key, all: Record<string, Transfer>): Transfer[] {
-  const { group, id } = parseKey(key);
-  return Object.values(all).filter((t) => (group ? t.group === id : t.peer === id && !t.group));
 }
 
 export async function transferAction(id: string, what: "accept" | "decline" | "cancel" | "pause" | "resume") {
@@ -637,16 +750,50 @@ export async function transferAction(id: string, what: "accept" | "decline" | "c
   transfers.update((m) => ({ ...m, [id]: { ...t, url: m[id]?.url ?? null } }));
 }
 
-const IMAGE = /\.(png|jpe?g|gif|webp|avif|bmp)$/i;
-export const isImage = (name: string) => IMAGE.test(name);
-
-/** A received file's bytes as a blob URL (images are shown in place with it). */
+/** A received file's bytes as a blob URL (pictures are shown in place with it). */
 export async function contentUrl(t: Transfer): Promise<string> {
   if (t.url) return t.url;
   const blob = await (await raw("GET", `/v1/transfers/${encodeURIComponent(t.id)}/content`)).blob();
   const url = URL.createObjectURL(blob);
   transfers.update((m) => (m[t.id] ? { ...m, [t.id]: { ...m[t.id]!, url } } : m));
   return url;
+}
+
+// ---------------------------------------------------------------------------------------
+// Search, profile, contacts
+
+/** Messages of every conversation (or one) that hold the words, newest first. */
+export async function search(q: string, options: { key?: Key; before?: string; limit?: number } = {}): Promise<SearchResult[]> {
+  const where = options.key ? (parseKey(options.key).group ? { group: parseKey(options.key).id } : { with: parseKey(options.key).id }) : {};
+  const query = { q, limit: options.limit ?? 30, ...where, ...(options.before ? { before: options.before } : {}) };
+  return (await ok(api.GET("/v1/search", { params: { query } }))).results;
+}
+
+export async function setProfileName(name: string) {
+  const profile = await ok(api.PUT("/v1/profile", { body: { name } }));
+  me.update((m) => ({ ...m, profile }));
+}
+
+export async function setAvatar(image: Blob | null) {
+  if (image) await raw("PUT", "/v1/profile/avatar", { body: image, headers: { "Content-Type": image.type } });
+  else await raw("DELETE", "/v1/profile/avatar");
+  await loadProfile();
+}
+
+/** This user's own name for a contact; null: the contact's own name again. */
+export async function renameContact(user: string, name: string | null) {
+  const c = await ok(api.PATCH("/v1/contacts/{user_id}", { params: { path: { user_id: user } }, body: { name } }));
+  contacts.update((cs) => cs.map((x) => (x.user_id === user ? c : x)));
+  chats.update((cs) => cs.map((x) => (x.key === keyOf("u", user) ? { ...x, title: c.name } : x)));
+}
+
+export async function setSetting(key: string, value: unknown) {
+  if (value === undefined) await ok(api.DELETE("/v1/settings/{key}", { params: { path: { key } } }));
+  else await ok(api.PUT("/v1/settings/{key}", { params: { path: { key } }, body: { value } }));
+  settings.update((s) => {
+    const { [key]: _old, ...rest } = s;
+    return value === undefined ? rest : { ...rest, [key]: value };
+  });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -679,9 +826,21 @@ const reloadGroups = async () => (await loadGroups(), await loadChats());
 const reloadOpen = async () => {
   for (const [key, t] of timelines) if (t.value.loaded) await refreshTimeline(key);
 };
+const reloadTransfers = () => loadTransfers();
+
+/** A received message: into its timeline and to the top of the chat list. */
+function received(key: Key, m: Msg) {
+  addMessage(key, m);
+  // The event does not say when a message of a chat with a timer disappears: the node does.
+  if (timerOf(key) > 0 && !m.expires_at) void fetchMessage(m.id, 1).then((full) => full && patchMessage(m.id, (x) => ({ ...x, expires_at: full.expires_at }), key));
+  stopTyping(key, m.from);
+  bump(key, m, true);
+  incomingListeners.forEach((f) => f(key, m));
+  reloadSoon(reloadChats);
+}
 
 function onEvent(raw: Event) {
-  const e = raw as Event | NextEvent;
+  const e = raw;
   lastEvent.set(raw);
   switch (e.type) {
     case "ready":
@@ -694,25 +853,18 @@ function onEvent(raw: Event) {
       break;
     case "message.received": {
       const key = keyOf("u", e.from);
-      const m: Msg = { id: e.id, from: e.from, to: myId(), body: e.body, sent_at: e.sent_at, status: "received", kind: "text", ...pickNew(e) };
-      addMessage(key, m);
-      bump(key, m, true);
-      if (isReading(key)) markRead(key);
-      incomingListeners.forEach((f) => f(key, m));
-      if (me.value.features.conversations) reloadSoon(reloadChats);
+      received(key, { id: e.id, from: e.from, to: myId(), kind: "text", body: e.body, sent_at: e.sent_at, status: "received", reply_to: e.reply_to ?? null, reactions: [], deleted: false });
       break;
     }
     case "group.message": {
       const key = keyOf("g", e.group);
       const mine = e.from === myId();
-      const m: Msg = { id: e.id, from: e.from, to: e.group, group: e.group, body: e.body, sent_at: e.sent_at, status: mine ? "delivered" : "received", kind: "text", ...pickNew(e) };
-      if (mine && timeline(key).value.messages.some((x) => x.id === e.id)) break;
-      addMessage(key, m);
-      bump(key, m, !mine);
-      if (!mine) {
-        if (isReading(key)) markRead(key);
-        incomingListeners.forEach((f) => f(key, m));
-      }
+      const m: Msg = { id: e.id, from: e.from, to: e.group, group: e.group, kind: "text", body: e.body, sent_at: e.sent_at, status: mine ? "delivered" : "received", reply_to: e.reply_to ?? null, reactions: [], deleted: false, read_by: [] };
+      if (mine) {
+        if (timeline(key).value.messages.some((x) => x.id === e.id)) break;
+        addMessage(key, m);
+        bump(key, m, false);
+      } else received(key, m);
       break;
     }
     case "message.status":
@@ -727,6 +879,52 @@ function onEvent(raw: Event) {
       for (const id of e.ids) patchMessage(id, () => null);
       reloadSoon(reloadChats);
       break;
+    case "message.edited":
+      patchMessage(e.id, (m) => ({ ...m, body: e.body, edited_at: e.edited_at }));
+      break;
+    case "message.deleted":
+      patchMessage(e.id, (m) => ({ ...m, deleted: true, body: "", reactions: [], file: m.file ? { ...m.file, thumbnail: null } : null }));
+      reloadSoon(reloadChats);
+      break;
+    case "message.reaction":
+      patchMessage(e.id, (m) => setReaction(m, e.from, e.emoji));
+      break;
+    case "message.read": {
+      const key = keyFor(e);
+      if (e.by === myId()) {
+        // Read on another device of this user: its count drops here too.
+        reloadSoon(reloadChats);
+        break;
+      }
+      const t = timeline(key);
+      const upTo = t.value.messages.find((m) => m.id === e.up_to);
+      if (!upTo || parseKey(key).group) {
+        // A group's status is its least advanced member's: the node says it.
+        if (t.value.loaded) reloadSoon(reloadOpen);
+        break;
+      }
+      for (const m of t.value.messages) if (m.from === myId() && !m.pending && m.sent_at <= upTo.sent_at && m.status !== "read") patchMessage(m.id, (x) => ({ ...x, status: "read" }), key);
+      break;
+    }
+    case "typing": {
+      if (e.from === myId()) break;
+      const key = e.group ? keyOf("g", e.group) : keyOf("u", e.with ?? e.from);
+      typing.update((t) => ({ ...t, [key]: { from: e.from, until: Date.now() + 6000 } }));
+      setTimeout(() => typing.update((t) => (t[key] && t[key]!.until <= Date.now() ? (({ [key]: _x, ...rest }) => rest)(t) : t)), 6100);
+      break;
+    }
+    case "conversation.changed": {
+      if (e.disappearing_secs !== undefined && e.disappearing_secs !== null) {
+        const key = keyFor(e);
+        const secs = e.disappearing_secs;
+        chats.update((cs) => cs.map((c) => (c.key === key ? { ...c, disappearing_secs: secs } : c)));
+        if (e.group) groups.update((gs) => gs.map((g) => (g.id === e.group ? { ...g, disappearing_secs: secs } : g)));
+        // The line in the conversation ("Alice set messages to disappear after…").
+        if (timeline(key).value.loaded) reloadSoon(reloadOpen);
+      }
+      reloadSoon(reloadChats);
+      break;
+    }
     case "sync.completed":
       reloadSoon(reloadChats);
       reloadSoon(reloadOpen);
@@ -737,10 +935,9 @@ function onEvent(raw: Event) {
       reloadSoon(reloadContacts);
       break;
     case "contact.changed":
-      avatars.update((a) => {
-        const { [e.user_id]: _gone, ...rest } = a;
-        return rest;
-      });
+      contacts.update((cs) => cs.map((c) => (c.user_id === e.user_id ? { ...c, name: e.name, display_name: e.display_name, avatar: e.avatar } : c)));
+      chats.update((cs) => cs.map((c) => (c.key === keyOf("u", e.user_id) ? { ...c, title: e.name } : c)));
+      loadAvatar(e.user_id, e.avatar);
       reloadSoon(reloadContacts);
       break;
     case "profile.changed":
@@ -750,63 +947,35 @@ function onEvent(raw: Event) {
     case "group.changed":
       reloadSoon(reloadGroups);
       break;
-    case "conversation.changed":
-      if (me.value.features.conversations) reloadSoon(reloadChats);
-      break;
     case "settings.changed":
       reloadSoon(loadSettings);
       break;
+    case "search.progress":
+    case "search.ready":
+      reloadSoon(loadNode);
+      break;
     case "transfer.offered":
-      void loadTransfer(e.id).then(() => {
-        const t = transfers.value[e.id];
-        if (!t) return;
-        const key = t.group ? keyOf("g", t.group) : keyOf("u", t.peer);
-        const m: Msg = { id: `file:${t.id}`, from: e.from, to: myId(), body: `📎 ${t.name}`, sent_at: t.created_at, status: "received", kind: "file" };
-        bump(key, m, true);
-        incomingListeners.forEach((f) => f(key, m));
+      void loadTransfer(e.id);
+      void fetchMessage(e.id).then((m) => {
+        if (!m) return reloadSoon(reloadChats);
+        const key = e.group ? keyOf("g", e.group) : keyOf("u", e.from);
+        if (e.from === myId()) (addMessage(key, m), bump(key, m, false));
+        else received(key, m);
       });
       break;
-    case "transfer.progress":
+    case "transfer.progress": {
       progress.update((p) => ({ ...p, [e.id]: e.bytes_done }));
+      // A group file's sender follows each member.
+      const t = transfers.value[e.id];
+      if (t?.group && t.direction === "outgoing") reloadSoon(reloadTransfers);
       break;
+    }
     case "transfer.updated":
     case "transfer.completed":
     case "transfer.failed":
       void loadTransfer(e.id);
       break;
-    case "message.edited":
-      patchMessage(e.id, (m) => ({ ...m, ...(e.body !== undefined ? { body: e.body } : {}), edited_at: e.edited_at ?? new Date().toISOString() }));
-      break;
-    case "message.deleted":
-      patchMessage(e.id, (m) => ({ ...m, deleted: true, body: "" }));
-      break;
-    case "message.reaction":
-      if (e.reactions) patchMessage(e.id, (m) => ({ ...m, reactions: e.reactions! }));
-      else reloadSoon(reloadOpen);
-      break;
-    case "message.read":
-      reloadSoon(reloadOpen);
-      reloadSoon(reloadChats);
-      break;
-    case "typing": {
-      const key = e.group ? keyOf("g", e.group) : keyOf("u", e.from);
-      if (e.from === myId()) break;
-      typing.update((t) => ({ ...t, [key]: { from: e.from, until: Date.now() + 6000 } }));
-      setTimeout(() => typing.update((t) => (t[key] && t[key]!.until <= Date.now() ? (({ [key]: _x, ...rest }) => rest)(t) : t)), 6100);
-      break;
-    }
   }
-}
-
-/** The new message fields, when an event carries them. */
-function pickNew(e: object): Partial<Msg> {
-  const x = e as Partial<Msg>;
-  const out: Partial<Msg> = {};
-  if (x.reply_to) out.reply_to = x.reply_to;
-  if (x.kind) out.kind = x.kind;
-  if (x.file) out.file = x.file;
-  if (x.expires_at) out.expires_at = x.expires_at;
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -850,15 +1019,14 @@ async function restore() {
   me.update((m) => ({ ...m, node: snap.node }));
   contacts.set(snap.contacts);
   groups.set(snap.groups);
-  chats.set(snap.chats);
+  // A snapshot of an earlier release may lack fields that are required now.
+  chats.set(snap.chats.map((c) => ({ ...c, updated_at: c.updated_at ?? "", disappearing_secs: c.disappearing_secs ?? 0 })));
   chatsLoaded.set(true);
   system.set(snap.system ?? {});
-  for (const [key, messages] of snap.timelines) timeline(key).set({ messages, loaded: true, hasMore: true, loading: false, error: null });
+  const upgrade = (m: Msg): Msg => ({ ...m, kind: m.kind ?? "text", reactions: m.reactions ?? [], deleted: m.deleted ?? false });
+  for (const [key, messages] of snap.timelines) timeline(key).set({ messages: messages.map(upgrade), loaded: true, hasMore: true, loading: false, error: null });
   outbox.set(snap.outbox ?? []);
-  for (const out of snap.outbox ?? []) {
-    const m: Msg = { id: out.local, from: snap.user, to: parseKey(out.key).id, body: out.body, sent_at: out.at, status: "sending", pending: "waiting", reply_to: out.replyTo ?? null };
-    addMessage(out.key, m);
-  }
+  for (const out of snap.outbox ?? []) addMessage(out.key, localMessage(out.key, out, snap.user, "waiting"));
 }
 
 /** Forgets everything this device kept (logging out). */

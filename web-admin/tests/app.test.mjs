@@ -96,7 +96,6 @@ function pushService() {
   return { pushed, server };
 }
 
-let features = {};
 let alice, bob, carol, A, B, C, push;
 
 before(async () => {
@@ -113,15 +112,6 @@ before(async () => {
   const invite = (await call(alice, "POST", "/v1/invites", {})).body;
   assert.equal((await call(carol, "POST", "/v1/contacts", { invite: invite.link, name: "Alice" })).status, 201);
   await until("alice to know carol", async () => (await call(alice, "GET", "/v1/contacts")).body.contacts.length === 1);
-  const doc = await (await fetch(`${alice.url}/openapi.json`)).json();
-  features = {
-    reply: JSON.stringify(doc.components.schemas.Message ?? {}).includes("reply_to"),
-    reactions: !!doc.paths["/v1/messages/{id}/reactions"],
-    edit: !!doc.paths["/v1/messages/{id}"]?.patch,
-    read: !!doc.paths["/v1/messages/read"],
-    search: !!doc.paths["/v1/search"],
-    profile: !!doc.paths["/v1/profile"],
-  };
 });
 
 after(async () => {
@@ -196,8 +186,9 @@ describe("the chat app", () => {
     await hi.getByRole("button", { name: "Message actions" }).click();
     const menu = a.page.getByRole("menu", { name: "Message actions" });
     await menu.getByRole("menuitem", { name: "Copy text" }).waitFor();
-    assert.equal(await menu.getByRole("menuitem", { name: "Reply" }).count(), features.reply ? 1 : 0);
-    assert.equal(await menu.getByRole("menuitem", { name: /React with/ }).count(), features.reactions ? 6 : 0);
+    assert.equal(await menu.getByRole("menuitem", { name: "Reply" }).count(), 1);
+    assert.equal(await menu.getByRole("menuitem", { name: /React with/ }).count(), 6);
+    assert.equal(await menu.getByRole("menuitem", { name: "Edit" }).count(), 0, "another's message is not edited");
     await a.page.keyboard.press("Escape");
     await menu.waitFor({ state: "detached" });
 
@@ -484,68 +475,343 @@ describe("the chat app", () => {
   });
 });
 
-// The features of "Messages people expect" (API.md): run once the node has them.
-describe("replies, reactions, edits, deletes for everyone, read ticks and search", () => {
-  test("a person's day with the new message features", async (t) => {
-    if (!features.reply || !features.reactions || !features.edit || !features.read) return t.skip("the node does not have the message features yet");
+
+/** A text bubble by its own text (not by the text it quotes). */
+const bubble = (page, text) => page.getByTestId("message").filter({ has: page.locator(".text", { hasText: text }) });
+/** Opens a bubble's menu (hovered, as a mouse does; the button is there for keyboards too). */
+async function menuOf(page, b) {
+  await b.hover();
+  await b.getByRole("button", { name: "Message actions" }).click();
+  const menu = page.getByRole("menu", { name: "Message actions" });
+  await menu.waitFor();
+  return menu;
+}
+const ticks = (b) => b.getByTestId("message-status");
+
+// "Messages as people expect them" (API.md): what a person sees on both sides.
+describe("messages as people expect them", () => {
+  let group;
+  before(async () => {
+    group = (await call(alice, "GET", "/v1/groups")).body.groups.find((g) => g.name === "Trip");
+  });
+
+  test("a reply quotes its message and jumps to it; reactions toggle and one per person; edits show; deletes for everyone leave a tombstone", async () => {
     const a = await logIn(alice, { viewport: DESKTOP });
     const b = await logIn(bob, { viewport: PHONE });
     await hash(a.page, `#/chat/u/${B}`);
     await hash(b.page, `#/chat/u/${A}`);
     await b.page.getByLabel("Message", { exact: true }).fill("Shall we take the train?");
     await b.page.getByLabel("Message", { exact: true }).press("Enter");
-    const question = a.page.getByTestId("message").filter({ hasText: "Shall we take the train?" });
+    const question = bubble(a.page, "Shall we take the train?");
     await question.waitFor();
 
-    // Reply from the menu: the quote shows on both sides.
-    await question.hover();
-    await question.getByRole("button", { name: "Message actions" }).click();
-    await a.page.getByRole("menuitem", { name: "Reply" }).click();
-    await a.page.getByTestId("replying").waitFor();
+    // Reply from the menu: the quote shows on both sides; a tap on it shows the original.
+    await (await menuOf(a.page, question)).getByRole("menuitem", { name: "Reply" }).click();
+    await a.page.getByTestId("replying").filter({ hasText: "Replying to bob" }).waitFor();
     await a.page.getByLabel("Message", { exact: true }).fill("Yes, the 9:10");
     await a.page.getByLabel("Message", { exact: true }).press("Enter");
-    await b.page.getByTestId("message").filter({ hasText: "Yes, the 9:10" }).getByTestId("quote").filter({ hasText: "Shall we take the train?" }).waitFor();
+    const answer = bubble(b.page, "Yes, the 9:10");
+    await answer.getByTestId("quote").filter({ hasText: "Shall we take the train?" }).waitFor();
+    await answer.getByTestId("quote").click();
+    await b.page.locator(".msg-row.highlight").filter({ has: b.page.locator(".text", { hasText: "Shall we take the train?" }) }).waitFor();
 
-    // A reaction.
-    await question.hover();
-    await question.getByRole("button", { name: "Message actions" }).click();
-    await a.page.getByRole("menuitem", { name: "React with 👍" }).click();
-    await b.page.getByTestId("message").filter({ hasText: "Shall we take the train?" }).getByTestId("reaction").filter({ hasText: "👍" }).waitFor();
+    // A reaction from the menu, seen on the other side; the other person's tap on it adds theirs.
+    await (await menuOf(a.page, question)).getByRole("menuitem", { name: "React with 👍" }).click();
+    const bobsView = bubble(b.page, "Shall we take the train?");
+    await b.page.locator(".msg-row", { has: bobsView }).getByTestId("reaction").filter({ hasText: "👍" }).click();
+    const alicesChip = a.page.locator(".msg-row", { has: question }).getByTestId("reaction");
+    await alicesChip.filter({ hasText: "👍 2" }).waitFor();
+    // …and a second tap takes it back.
+    await b.page.locator(".msg-row", { has: bobsView }).getByTestId("reaction").filter({ hasText: "👍 2" }).click();
+    await until("bob's 👍 taken back", async () => (await alicesChip.allTextContents()).join("|") === "👍");
+    // One reaction per person: another emoji from the picker replaces Alice's.
+    const menu = await menuOf(a.page, question);
+    await menu.getByRole("menuitem", { name: "More reactions" }).click();
+    await menu.getByRole("menuitem", { name: "React with 🎉" }).click();
+    await until("🎉 instead of 👍 at bob's", async () => (await b.page.locator(".msg-row", { has: bobsView }).getByTestId("reaction").allTextContents()).join("|") === "🎉");
 
-    // An edit (↑ in the empty composer edits the last message).
+    // An edit (↑ in the empty composer edits the last message): "edited" on both sides.
     await a.page.getByLabel("Message", { exact: true }).press("ArrowUp");
     await a.page.getByTestId("editing").waitFor();
     await a.page.getByLabel("Message", { exact: true }).fill("Yes, the 9:40");
     await a.page.getByLabel("Message", { exact: true }).press("Enter");
-    await b.page.getByTestId("message").filter({ hasText: "Yes, the 9:40" }).filter({ hasText: "edited" }).waitFor();
+    await bubble(b.page, "Yes, the 9:40").filter({ hasText: "edited" }).waitFor();
+    await bubble(a.page, "Yes, the 9:40").filter({ hasText: "edited" }).waitFor();
+    assert.equal(await bubble(b.page, "Yes, the 9:10").count(), 0, await b.page.locator(".timeline").innerText());
+    // Another's message cannot be edited.
+    assert.equal(await (await menuOf(a.page, question)).getByRole("menuitem", { name: "Edit" }).count(), 0);
+    await a.page.keyboard.press("Escape");
 
-    // Delete for everyone.
-    const mine = a.page.getByTestId("message").filter({ hasText: "Yes, the 9:40" });
-    await mine.hover();
-    await mine.getByRole("button", { name: "Message actions" }).click();
-    await a.page.getByRole("menuitem", { name: "Delete…" }).click();
+    // Deleted for everyone: a tombstone on both sides, its quote says so too.
+    await (await menuOf(a.page, bubble(a.page, "Yes, the 9:40"))).getByRole("menuitem", { name: "Delete…" }).click();
     await a.page.getByRole("dialog").getByRole("button", { name: "Delete for everyone" }).click();
-    await b.page.getByTestId("message").filter({ hasText: "This message was deleted" }).waitFor();
-
-    // Bob reads on his phone; Alice sees "read".
-    await a.page.getByLabel("Message", { exact: true }).fill("see you there");
-    await a.page.getByLabel("Message", { exact: true }).press("Enter");
-    await b.page.getByTestId("message").filter({ hasText: "see you there" }).waitFor();
-    await a.page.getByTestId("message").filter({ hasText: "see you there" }).getByTestId("message-status").filter({ hasText: "Read" }).waitFor();
-
-    // Typing shows on the other side.
-    await b.page.getByLabel("Message", { exact: true }).pressSequentially("ok", { delay: 50 });
-    await a.page.getByTestId("typing").waitFor();
+    await bubble(b.page, "This message was deleted").waitFor();
+    await bubble(a.page, "You deleted this message").waitFor();
+    assert.equal(await b.page.getByText("Yes, the 9:40").count(), 0);
+    // Deleted for me: gone here, still there.
+    await (await menuOf(a.page, question)).getByRole("menuitem", { name: "Delete…" }).click();
+    assert.equal(await a.page.getByRole("dialog").getByRole("button", { name: "Delete for everyone" }).count(), 0, "not for everyone: it is Bob's");
+    await a.page.getByRole("dialog").getByRole("button", { name: "Delete for me" }).click();
+    await question.waitFor({ state: "detached" });
+    await a.page.waitForTimeout(500);
+    assert.equal(await bubble(b.page, "Shall we take the train?").count(), 1);
     await a.done();
     await b.done();
   });
 
-  test("search finds an old message and jumps to it", async (t) => {
-    if (!features.search) return t.skip("the node does not have GET /v1/search yet");
+  test("ticks go to read when the other side sees the message, unless its read receipts are off; unread counts drop on every device", async () => {
+    const a = await logIn(alice, { viewport: DESKTOP });
+    const b = await logIn(bob, { viewport: PHONE });
+    await hash(a.page, `#/chat/u/${B}`);
+    await hash(b.page, "#/");
+    await a.page.getByLabel("Message", { exact: true }).fill("see you at the station");
+    await a.page.getByLabel("Message", { exact: true }).press("Enter");
+    const sent = bubble(a.page, "see you at the station");
+    await ticks(sent).filter({ hasText: "Delivered" }).waitFor();
+    // Bob's chat list: a count, and Alice's "Delivered", not "Read", while he has not opened it.
+    const aliceRow = b.page.getByTestId("chat").filter({ hasText: "see you at the station" });
+    await aliceRow.getByTestId("unread").filter({ hasText: "1" }).waitFor();
+    await a.page.waitForTimeout(500);
+    assert.equal(await ticks(sent).textContent(), "Delivered");
+    await aliceRow.click();
+    await bubble(b.page, "see you at the station").waitFor();
+    await ticks(sent).filter({ hasText: "Read" }).waitFor();
+    assert.ok(await ticks(sent).evaluate((el) => el.classList.contains("read")), "read ticks are coloured");
+    // Alice's chat list shows the read ticks of her last message too.
+    await hash(a.page, "#/");
+    await a.page.getByTestId("chat").filter({ hasText: "see you at the station" }).getByTestId("list-status").filter({ hasText: "Read" }).waitFor();
+
+    // Bob turns read receipts off: his count still drops, Alice's ticks stay at delivered.
+    await hash(b.page, "#/settings");
+    await b.page.getByLabel("Send read receipts").uncheck();
+    await until("receipts.read false", async () => (await call(bob, "GET", "/v1/settings")).body.settings["receipts.read"] === false);
+    await hash(a.page, `#/chat/u/${B}`);
+    await a.page.getByLabel("Message", { exact: true }).fill("platform 4");
+    await a.page.getByLabel("Message", { exact: true }).press("Enter");
+    const second = bubble(a.page, "platform 4");
+    await ticks(second).filter({ hasText: "Delivered" }).waitFor();
+    await hash(b.page, `#/chat/u/${A}`);
+    await bubble(b.page, "platform 4").waitFor();
+    await until("bob's count to drop", async () => (await call(bob, "GET", "/v1/conversations")).body.conversations.find((c) => c.with === A).unread === 0);
+    await a.page.waitForTimeout(1500);
+    assert.equal(await ticks(second).textContent(), "Delivered", "no read receipt while they are off");
+    await hash(b.page, "#/settings");
+    await b.page.getByLabel("Send read receipts").check();
+    await until("receipts.read back on", async () => (await call(bob, "GET", "/v1/settings")).body.settings["receipts.read"] === undefined);
+    await b.done();
+
+    // Two devices of Alice (a desktop tab and a phone tab): reading on one drops the count on the other.
+    const phone = await logIn(alice, { viewport: PHONE });
+    await hash(a.page, "#/");
+    for (const body of ["the book is in my bag", "chapter 4 is the best"]) await call(carol, "POST", "/v1/messages", { to: A, body });
+    const carolOnPhone = phone.page.getByTestId("chat").filter({ hasText: "chapter 4 is the best" });
+    await carolOnPhone.getByTestId("unread").filter({ hasText: "2" }).waitFor();
+    await a.page.getByTestId("chat").filter({ hasText: "chapter 4 is the best" }).getByTestId("unread").filter({ hasText: "2" }).waitFor();
+    await a.page.getByTestId("chat").filter({ hasText: "chapter 4 is the best" }).click();
+    await bubble(a.page, "chapter 4 is the best").waitFor();
+    await carolOnPhone.getByTestId("unread").waitFor({ state: "detached" });
+    await until("the phone's title count to clear", async () => !(await phone.page.title()).startsWith("("));
+    await phone.done();
+    await a.done();
+  });
+
+  test("typing shows in the thread's header and in the chat list", async () => {
+    const a = await logIn(alice, { viewport: PHONE });
+    const b = await logIn(bob, { viewport: PHONE });
+    await hash(b.page, `#/chat/u/${A}`);
+    await b.page.getByLabel("Message", { exact: true }).pressSequentially("on my w", { delay: 40 });
+    await a.page.getByTestId("chat").filter({ hasText: "bob" }).getByTestId("list-typing").filter({ hasText: "typing…" }).waitFor();
+    await hash(a.page, `#/chat/u/${B}`);
+    await b.page.getByLabel("Message", { exact: true }).pressSequentially("ay", { delay: 40 });
+    await a.page.getByTestId("typing").filter({ hasText: "typing…" }).waitFor({ timeout: 8000 });
+    // It ends once the message arrives.
+    await b.page.getByLabel("Message", { exact: true }).press("Enter");
+    await bubble(a.page, "on my way").waitFor();
+    await a.page.getByTestId("typing").waitFor({ state: "detached" });
+    // In a group the header says who.
+    await hash(a.page, `#/chat/g/${group.id}`);
+    await hash(b.page, `#/chat/g/${group.id}`);
+    await b.page.getByLabel("Message", { exact: true }).pressSequentially("hm", { delay: 40 });
+    await a.page.getByTestId("typing").filter({ hasText: "bob is typing…" }).waitFor();
+    await b.page.getByLabel("Message", { exact: true }).fill("");
+    await a.done();
+    await b.done();
+  });
+
+  test("a disappearing timer: set on the chat's page, a line in both threads, and messages leave in time; in a group only admins set it", async () => {
+    const a = await logIn(alice, { viewport: DESKTOP });
+    const b = await logIn(bob, { viewport: PHONE });
+    await hash(b.page, `#/chat/u/${A}`);
+    await hash(a.page, `#/contact/${B}`);
+    await a.page.getByLabel("Disappearing messages").selectOption({ label: "30 seconds" });
+    await b.page.getByTestId("system-line").filter({ hasText: /set messages to disappear after 30 seconds/ }).waitFor();
+    await b.page.getByTestId("timer-badge").filter({ hasText: "30 seconds" }).waitFor();
+    await hash(a.page, `#/chat/u/${B}`);
+    await a.page.getByTestId("system-line").filter({ hasText: "You set messages to disappear after 30 seconds" }).waitFor();
+    await b.page.getByLabel("Message", { exact: true }).fill("this will vanish");
+    await b.page.getByLabel("Message", { exact: true }).press("Enter");
+    const vanishing = bubble(a.page, "this will vanish");
+    await vanishing.getByRole("img", { name: "disappearing" }).waitFor();
+    await vanishing.waitFor({ state: "detached", timeout: 45_000 });
+    await bubble(b.page, "this will vanish").waitFor({ state: "detached", timeout: 10_000 });
+    // Either side turns it off.
+    await hash(b.page, `#/contact/${A}`);
+    await b.page.getByLabel("Disappearing messages").selectOption({ label: "Off" });
+    await a.page.getByTestId("system-line").filter({ hasText: /turned off disappearing messages/ }).waitFor();
+    await a.page.getByTestId("timer-badge").waitFor({ state: "detached" });
+
+    // A group: Bob is a member, not an admin; Alice is.
+    await hash(b.page, `#/group/${group.id}`);
+    assert.ok(await b.page.getByLabel("Disappearing messages").isDisabled());
+    await b.page.getByText("Only the group's admins can change this.").waitFor();
+    await hash(a.page, `#/group/${group.id}`);
+    await a.page.getByLabel("Disappearing messages").selectOption({ label: "1 hour" });
+    await until("the group's timer", async () => (await call(bob, "GET", `/v1/groups/${group.id}`)).body.disappearing_secs === 3600);
+    await hash(b.page, `#/chat/g/${group.id}`);
+    await b.page.getByTestId("system-line").filter({ hasText: /set messages to disappear after 1 hour/ }).waitFor();
+    await hash(a.page, `#/group/${group.id}`);
+    await a.page.getByLabel("Disappearing messages").selectOption({ label: "Off" });
+    await until("the group's timer off", async () => (await call(bob, "GET", `/v1/groups/${group.id}`)).body.disappearing_secs === 0);
+    await a.done();
+    await b.done();
+  });
+
+  test("a picture gets a thumbnail made in the browser, shown before it is accepted; a group file shows each member's progress to its sender", async () => {
+    const a = await logIn(alice, { viewport: DESKTOP });
+    const b = await logIn(bob, { viewport: PHONE });
+    await hash(a.page, `#/chat/u/${B}`);
+    await hash(b.page, `#/chat/u/${A}`);
+    const photo = join(root, "harbour.png");
+    writeFileSync(photo, readFileSync(new URL("../static/icon-512.png", import.meta.url)));
+    await a.page.getByTestId("attach").setInputFiles(photo);
+    const offered = b.page.getByTestId("file").filter({ hasText: "harbour.png" });
+    await offered.getByTestId("file-state").filter({ hasText: "offered to you" }).waitFor();
+    const thumb = offered.getByTestId("thumbnail");
+    await until("the thumbnail to load", () => thumb.evaluate((img) => img.complete && img.naturalWidth > 0));
+    const src = await thumb.getAttribute("src");
+    assert.match(src, /^data:image\/(webp|jpeg);base64,/);
+    assert.ok(src.length <= 1200, `the thumbnail is ${src.length} bytes`);
+    assert.ok((await thumb.evaluate((img) => img.naturalWidth)) <= 96, "a thumbnail, not the picture");
+    await offered.getByText(/16 KB/).waitFor();
+    // Accepted: the picture itself, full size on a tap.
+    await offered.getByRole("button", { name: "Accept" }).click();
+    const full = offered.getByTestId("photo");
+    await until("the picture to load", () => full.evaluate((img) => img.complete && img.naturalWidth === 512));
+    await offered.getByRole("button", { name: "Open", exact: true }).click();
+    await b.page.getByTestId("full-photo").waitFor();
+    await b.page.keyboard.press("Escape");
+    await a.page.getByTestId("file").filter({ hasText: "harbour.png" }).getByTestId("file-state").filter({ hasText: "delivered" }).waitFor();
+    // Declined: it says so on both sides.
+    const other = join(root, "minutes.txt");
+    writeFileSync(other, "minutes of the meeting\n");
+    await a.page.getByTestId("attach").setInputFiles(other);
+    const minutes = b.page.getByTestId("file").filter({ hasText: "minutes.txt" });
+    await minutes.getByRole("button", { name: "Decline" }).click();
+    await a.page.getByTestId("file").filter({ hasText: "minutes.txt" }).getByTestId("file-state").filter({ hasText: "declined" }).waitFor();
+
+    // A group file: its sender sees how far each member got.
+    await hash(a.page, `#/chat/g/${group.id}`);
+    await hash(b.page, `#/chat/g/${group.id}`);
+    const plan = join(root, "plan.txt");
+    writeFileSync(plan, "day 1: the coast\n".repeat(500));
+    await a.page.getByTestId("attach").setInputFiles(plan);
+    const mine = a.page.getByTestId("file").filter({ hasText: "plan.txt" });
+    await mine.getByTestId("file-state").filter({ hasText: "delivered to 0 of 2" }).waitFor();
+    await mine.getByText("Each member").click();
+    await mine.getByTestId("file-member").filter({ hasText: "carol" }).filter({ hasText: "has not accepted yet" }).waitFor();
+    await b.page.getByTestId("file").filter({ hasText: "plan.txt" }).getByRole("button", { name: "Accept" }).click();
+    await mine.getByTestId("file-member").filter({ hasText: "bob" }).filter({ hasText: "has it" }).waitFor();
+    await mine.getByTestId("file-state").filter({ hasText: "delivered to 1 of 2" }).waitFor();
+    const offer = (await call(carol, "GET", "/v1/transfers")).body.transfers.find((t) => t.name === "plan.txt");
+    assert.equal((await call(carol, "POST", `/v1/transfers/${offer.id}/decline`)).status, 200);
+    await mine.getByTestId("file-member").filter({ hasText: "carol" }).filter({ hasText: "declined" }).waitFor();
+    await a.done();
+    await b.done();
+  });
+
+  test("message info in a group: who has read it, who has it", async () => {
+    const a = await logIn(alice, { viewport: PHONE });
+    const b = await logIn(bob, { viewport: PHONE });
+    await hash(a.page, `#/chat/g/${group.id}`);
+    await hash(b.page, `#/chat/g/${group.id}`);
+    await a.page.getByLabel("Message", { exact: true }).fill("tickets are booked");
+    await a.page.getByLabel("Message", { exact: true }).press("Enter");
+    await bubble(b.page, "tickets are booked").waitFor();
+    const sent = bubble(a.page, "tickets are booked");
+    await ticks(sent).filter({ hasText: /Delivered \(2 of 2 delivered, 1 read\)/ }).waitFor();
+    await (await menuOf(a.page, sent)).getByRole("menuitem", { name: "Info" }).click();
+    const info = a.page.getByRole("dialog", { name: "Message info" });
+    await info.getByTestId("receipt").filter({ hasText: "bob" }).filter({ hasText: "Read" }).waitFor();
+    await info.getByTestId("receipt").filter({ hasText: "carol" }).filter({ hasText: "Delivered" }).waitFor();
+    await a.page.keyboard.press("Escape");
+    // Carol reads too: every member read it, so its ticks say read.
+    const id = (await call(carol, "GET", `/v1/messages?group=${group.id}&limit=5`)).body.messages.find((m) => m.body === "tickets are booked").id;
+    assert.equal((await call(carol, "POST", "/v1/messages/read", { group: group.id, up_to: id })).status, 204);
+    await ticks(sent).filter({ hasText: /^Read/ }).waitFor();
+    await a.done();
+    await b.done();
+  });
+
+  test("search: results with the words marked, a tap opens the thread at the message", async () => {
     const a = await logIn(alice, { viewport: PHONE });
     await a.page.getByRole("searchbox").fill("history 007");
-    await a.page.getByTestId("search-result").filter({ hasText: "history 007" }).first().click();
+    const result = a.page.getByTestId("search-result").filter({ hasText: "history 007" }).first();
+    await result.waitFor();
+    assert.deepEqual(await result.locator("mark").allTextContents(), ["history", "007"]);
+    await result.getByText("carol").first().waitFor();
+    await result.click();
+    await a.page.getByRole("heading", { name: "carol", level: 1 }).waitFor();
     await a.page.locator(".msg-row.highlight").filter({ hasText: "history 007" }).waitFor();
+    // Words of a reply from another chat are found too; nothing found says so.
+    await hash(a.page, "#/");
+    await a.page.getByRole("searchbox").fill("zebra crossing");
+    await a.page.getByText("Nothing matches “zebra crossing”.").waitFor();
     await a.done();
+  });
+
+  test("a profile's name and picture reach contacts; a contact renamed is called so everywhere, or by their own name again", async () => {
+    const a = await logIn(alice, { viewport: DESKTOP });
+    const b = await logIn(bob, { viewport: PHONE });
+    await hash(a.page, "#/settings");
+    await a.page.getByRole("link", { name: /Profile/ }).click();
+    await a.page.getByLabel("Your name, as your contacts see it").fill("Alice Liddell");
+    await a.page.getByRole("button", { name: "Save name" }).click();
+    await a.page.getByText("Name saved.").waitFor();
+    await a.page.getByTestId("profile-name").filter({ hasText: "Alice Liddell" }).waitFor();
+    // A picture, cropped in the browser.
+    const picture = join(root, "me.png");
+    writeFileSync(picture, readFileSync(new URL("../static/icon-512.png", import.meta.url)));
+    await a.page.getByLabel("Choose a picture").setInputFiles(picture);
+    await a.page.getByRole("button", { name: "Use this picture" }).click();
+    await a.page.getByText("Picture saved.").waitFor();
+    assert.equal((await call(alice, "GET", "/v1/profile")).body.avatar, true);
+    // The chat list's own picture is it.
+    await a.page.locator(".list-bar img.avatar").waitFor();
+
+    // Bob named her "Alice" when he added her: her own name shows on her page, and he can go back to it.
+    await hash(b.page, `#/contact/${A}`);
+    await b.page.getByTestId("display-name").filter({ hasText: "calls themself Alice Liddell" }).waitFor();
+    await b.page.getByRole("button", { name: "Use their own name, Alice Liddell" }).click();
+    await b.page.getByRole("heading", { name: "Alice Liddell", level: 1 }).waitFor();
+    // Her picture, on her page, in the chat list and in the thread's header.
+    await b.page.locator(".profile-head img.avatar").waitFor();
+    await hash(b.page, "#/");
+    const row = b.page.getByTestId("chat").filter({ has: b.page.locator(".chat-title", { hasText: "Alice Liddell" }) });
+    await row.locator("img.avatar").waitFor();
+    await row.click();
+    await b.page.locator(".thread .bar img.avatar").waitFor();
+    // Renamed: everywhere he sees her.
+    await hash(b.page, `#/contact/${A}`);
+    await b.page.getByLabel("Your name for them").fill("Ally");
+    await b.page.getByRole("button", { name: "Rename" }).click();
+    await b.page.getByRole("heading", { name: "Ally", level: 1 }).waitFor();
+    await hash(b.page, "#/");
+    await b.page.getByTestId("chat").locator(".chat-title", { hasText: "Ally" }).waitFor();
+    assert.equal((await call(bob, "GET", `/v1/contacts/${A}`)).body.renamed, true);
+    // In the group she is Ally to him too.
+    await hash(b.page, `#/group/${group.id}`);
+    await b.page.getByTestId("group-member").filter({ hasText: "Ally" }).locator("img.avatar").waitFor();
+    await a.done();
+    await b.done();
   });
 });

@@ -19,6 +19,8 @@ const PATHS: Record<string, string> = {
   search: "M10.5 18a7.5 7.5 0 110-15 7.5 7.5 0 010 15zM16 16l5 5",
   alert: "M12 3l10 18H2zM12 10v5M12 18v.01",
   person: "M12 12a4 4 0 100-8 4 4 0 000 8zM4 21a8 8 0 0116 0",
+  timer: "M12 21a8 8 0 110-16 8 8 0 010 16zM12 9v4l2.5 1.5M9.5 2.5h5",
+  camera: "M4 8h3l2-3h6l2 3h3v11H4zM12 16.5a3.5 3.5 0 100-7 3.5 3.5 0 000 7z",
   bellOff: "M6 8a6 6 0 0110.5-4M18 11v3l2 3H8M10 20a2 2 0 004 0M3 3l18 18",
 };
 

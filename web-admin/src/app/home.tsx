@@ -1,8 +1,8 @@
 // The home screen: every 1:1 and group chat, newest activity first, with a search over names
 // and (when the node can search) over all history.
+import type { JSX } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { message as errorText } from "../client";
-import { next, type SearchResult } from "../api-next";
 import * as data from "../data";
 import { useStore } from "../store";
 import { dismissOffer, enablePush, offer } from "../notify";
@@ -15,23 +15,27 @@ export function ChatList({ current }: { current: data.Key | null }) {
   const avatars = useStore(data.avatars);
   const muted = useStore(data.muted);
   const m = useStore(data.me);
+  const typing = useStore(data.typing);
   useStore(data.contacts);
+  useStore(data.groups);
   const [q, setQ] = useState("");
-  const [results, setResults] = useState<SearchResult[] | null>(null);
+  const [results, setResults] = useState<data.SearchResult[] | null>(null);
   const [searchError, setSearchError] = useState<string | null>(null);
   const needle = q.trim().toLowerCase();
   const shown = needle ? list.filter((c) => c.title.toLowerCase().includes(needle) || data.chatTitle(c.key).toLowerCase().includes(needle)) : list;
 
   useEffect(() => {
-    if (!m.features.search || needle.length < 2) return setResults(null);
+    if (needle.length < 2) return (setResults(null), setSearchError(null));
+    let current = true;
     const timer = setTimeout(() => {
-      next
+      data
         .search(q.trim())
-        .then((r) => (setResults(r.results), setSearchError(null)))
-        .catch((e) => setSearchError(errorText(e)));
-    }, 250);
-    return () => clearTimeout(timer);
-  }, [needle, m.features.search]);
+        .then((r) => current && (setResults(r), setSearchError(null)))
+        .catch((e) => current && setSearchError(errorText(e)));
+    }, 200);
+    return () => ((current = false), clearTimeout(timer));
+  }, [needle]);
+  const indexing = m.node?.search.state === "building" ? m.node.search : null;
 
   const me = m.node?.user_id ?? "";
   const myName = m.profile?.name || m.node?.device_name || "You";
@@ -65,12 +69,12 @@ export function ChatList({ current }: { current: data.Key | null }) {
       <div class="search" role="search">
         <Icon name="search" />
         <label class="sr-only" for="search">
-          Search chats{m.features.search ? " and messages" : ""}
+          Search chats and messages
         </label>
         <input
           id="search"
           type="search"
-          placeholder={m.features.search ? "Search chats and messages" : "Search chats"}
+          placeholder="Search chats and messages"
           value={q}
           aria-keyshortcuts="Control+K"
           onInput={(e) => setQ(e.currentTarget.value)}
@@ -97,7 +101,18 @@ export function ChatList({ current }: { current: data.Key | null }) {
               const title = data.chatTitle(c.key);
               const last = c.last;
               const mine = last?.from === me;
-              const preview = !last ? (c.kind === "group" ? "New group" : "New contact — say hello") : last.deleted ? "Deleted message" : `${mine ? "You: " : c.kind === "group" ? `${data.nameOf(last.from)}: ` : ""}${last.body}`;
+              const who = typing[c.key];
+              const preview = who
+                ? c.kind === "group"
+                  ? `${data.nameOf(who.from)} is typing…`
+                  : "typing…"
+                : !last
+                  ? c.kind === "group"
+                    ? "New group"
+                    : "New contact — say hello"
+                  : last.kind === "system" || last.deleted
+                    ? data.summary(last)
+                    : `${mine ? "You: " : c.kind === "group" ? `${data.nameOf(last.from)}: ` : ""}${data.summary(last)}`;
               return (
                 <li key={c.key}>
                   <a class={`chat${c.unread ? " unread" : ""}`} href={`#/chat/${c.key.replace(":", "/")}`} aria-current={c.key === current ? "page" : undefined} data-testid="chat">
@@ -108,7 +123,8 @@ export function ChatList({ current }: { current: data.Key | null }) {
                         {last && <time dateTime={last.sent_at}>{listTime(c.updated_at)}</time>}
                       </span>
                       <span class="chat-bottom">
-                        <span class="preview" data-testid="preview">
+                        {mine && last && !last.deleted && last.kind !== "system" && !who && <ListTicks status={last.pending ? "sending" : last.status} />}
+                        <span class={`preview${who ? " typing" : ""}`} data-testid={who ? "list-typing" : "preview"}>
                           {preview}
                         </span>
                         {muted.includes(c.key) && (
@@ -130,22 +146,28 @@ export function ChatList({ current }: { current: data.Key | null }) {
             })}
           </ul>
         )}
-        {needle && shown.length === 0 && !results?.length && <p class="muted center">No chat is called “{q.trim()}”.</p>}
+        {needle && shown.length === 0 && results !== null && !results.length && <p class="muted center">Nothing matches “{q.trim()}”.</p>}
         {results && results.length > 0 && (
           <section aria-label="Messages found" class="results">
             <h2 class="list-heading">Messages</h2>
             <ul class="plain">
               {results.map((r) => {
-                const key = r.group ? data.keyOf("g", r.group) : data.keyOf("u", r.with ?? r.message.from);
+                const key = data.keyFor(r, r.message.from);
+                const title = data.chatTitle(key);
+                const from = r.group ? `${data.nameOf(r.message.from)}: ` : r.message.from === me ? "You: " : "";
                 return (
                   <li key={r.message.id}>
                     <a class="chat result" href={`#/chat/${key.replace(":", "/")}/${encodeURIComponent(r.message.id)}`} data-testid="search-result">
+                      <Avatar id={data.parseKey(key).id} name={title} url={r.group ? null : avatars[data.parseKey(key).id]} size={40} />
                       <span class="chat-main">
                         <span class="chat-top">
-                          <span class="chat-title">{data.chatTitle(key)}</span>
+                          <span class="chat-title">{title}</span>
                           <time dateTime={r.message.sent_at}>{listTime(r.message.sent_at)}</time>
                         </span>
-                        <span class="preview">{r.snippet || r.message.body}</span>
+                        <span class="preview snippet">
+                          {from}
+                          <Highlighted text={r.snippet || r.message.body} marks={r.snippet ? r.highlights : []} />
+                        </span>
                       </span>
                     </a>
                   </li>
@@ -154,9 +176,39 @@ export function ChatList({ current }: { current: data.Key | null }) {
             </ul>
           </section>
         )}
+        {needle.length >= 2 && indexing && (
+          <p class="muted small center" role="status">
+            Still indexing older messages ({indexing.indexed} of {indexing.total}): some may not be found yet.
+          </p>
+        )}
         {searchError && <p class="error">{searchError}</p>}
       </nav>
     </div>
+  );
+}
+
+/** A snippet with the words that matched marked (`[start, end)` in UTF-16 code units). */
+function Highlighted({ text, marks }: { text: string; marks: number[][] }) {
+  const parts: (string | JSX.Element)[] = [];
+  let at = 0;
+  for (const [start = 0, end = 0] of [...marks].sort((a, b) => (a[0] ?? 0) - (b[0] ?? 0))) {
+    if (start < at || end <= start || end > text.length) continue;
+    if (start > at) parts.push(text.slice(at, start));
+    parts.push(<mark key={start}>{text.slice(start, end)}</mark>);
+    at = end;
+  }
+  if (at < text.length) parts.push(text.slice(at));
+  return <>{parts}</>;
+}
+
+/** The ticks of this user's last message, in the chat list. */
+function ListTicks({ status }: { status: string }) {
+  const icon = status === "delivered" || status === "read" ? "checks" : status === "sending" ? "clock" : status === "failed" ? "alert" : "check";
+  return (
+    <span class={`ticks ${status}`} data-testid="list-status">
+      <Icon name={icon} />
+      <span class="sr-only">{status === "read" ? "Read" : status === "delivered" ? "Delivered" : status === "sending" ? "Sending" : status === "failed" ? "Not delivered" : "Sent"}</span>
+    </span>
   );
 }
 

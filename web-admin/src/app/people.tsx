@@ -2,7 +2,6 @@
 // user's profile, a contact's page (devices, safety check) and a group's page (members, roles).
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, ok, message as errorText, type S } from "../client";
-import { next } from "../api-next";
 import * as data from "../data";
 import { useStore } from "../store";
 import { title } from "../notify";
@@ -19,6 +18,7 @@ function useTitle(t: string) {
 export function NewChat() {
   useTitle("New chat");
   const list = useStore(data.contacts);
+  const avatars = useStore(data.avatars);
   const [making, setMaking] = useState(false);
   const [name, setName] = useState("");
   const [picked, setPicked] = useState<string[]>([]);
@@ -65,7 +65,7 @@ export function NewChat() {
                 {sorted.map((c) => (
                   <li key={c.user_id}>
                     <a class="chat" href={`#/chat/u/${encodeURIComponent(c.user_id)}`} data-testid="contact">
-                      <Avatar id={c.user_id} name={data.nameOf(c.user_id)} size={40} />
+                      <Avatar id={c.user_id} name={data.nameOf(c.user_id)} url={avatars[c.user_id]} size={40} />
                       <span class="chat-title">{data.nameOf(c.user_id)}</span>
                     </a>
                   </li>
@@ -102,7 +102,7 @@ export function NewChat() {
                     checked={picked.includes(c.user_id)}
                     onChange={(e) => setPicked(e.currentTarget.checked ? [...picked, c.user_id] : picked.filter((p) => p !== c.user_id))}
                   />
-                  <Avatar id={c.user_id} name={data.nameOf(c.user_id)} size={28} /> {data.nameOf(c.user_id)}
+                  <Avatar id={c.user_id} name={data.nameOf(c.user_id)} url={avatars[c.user_id]} size={28} /> {data.nameOf(c.user_id)}
                 </label>
               ))}
             </fieldset>
@@ -294,20 +294,33 @@ export function Profile() {
   const [file, setFile] = useState<File | null>(null);
   const [preview, setPreview] = useState<string | null>(null);
   const [zoom, setZoom] = useState(1);
+  const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [saved, setSaved] = useState<string | null>(null);
   useEffect(() => setName(m.profile?.name ?? ""), [m.profile?.name]);
   useEffect(() => {
     if (!file) return setPreview(null);
     let url: string | null = null;
-    void cropAvatar(file, zoom).then((b) => {
-      url = URL.createObjectURL(b);
-      setPreview(url);
-    }, (e) => setError(errorText(e)));
+    void cropAvatar(file, zoom).then(
+      (b) => {
+        url = URL.createObjectURL(b);
+        setPreview(url);
+      },
+      (e) => setError(errorText(e)),
+    );
     return () => url && URL.revokeObjectURL(url);
   }, [file, zoom]);
   const node = m.node;
   const shown = m.profile?.name || node?.device_name || "You";
+  const run = (f: () => Promise<unknown>, done: string) => {
+    setBusy(true);
+    setError(null);
+    setSaved(null);
+    f()
+      .then(() => setSaved(done))
+      .catch((err) => setError(errorText(err)))
+      .finally(() => setBusy(false));
+  };
   return (
     <section class="screen" aria-labelledby="page-title">
       <Bar back="#/settings">
@@ -319,66 +332,63 @@ export function Profile() {
         <div class="profile-head">
           <Avatar id={node?.user_id ?? "me"} name={shown} url={preview ?? m.avatar} size={96} />
           <div>
-            <p class="big">{shown}</p>
+            <p class="big" data-testid="profile-name">
+              {shown}
+            </p>
             <p class="muted small">
               Your user id <code class="wrap">{node?.user_id}</code> {node && <Copy text={node.user_id} />}
             </p>
           </div>
         </div>
-        {m.features.profile && data.can("settings") ? (
+        {data.can("profile") ? (
           <>
             <form
               class="panel"
               onSubmit={(e) => {
                 e.preventDefault();
-                next
-                  .setProfile(name.trim())
-                  .then((p) => (data.me.update((x) => ({ ...x, profile: p })), setSaved("Name saved."), setError(null)))
-                  .catch((err) => setError(errorText(err)));
+                run(() => data.setProfileName(name.trim()), "Name saved.");
               }}
             >
               <label>
                 Your name, as your contacts see it
                 <input value={name} maxLength={64} required onInput={(e) => setName(e.currentTarget.value)} />
               </label>
-              <button type="submit">Save name</button>
+              <button type="submit" disabled={busy || !name.trim() || name.trim() === m.profile?.name}>
+                Save name
+              </button>
             </form>
-            {m.features.avatars && (
-              <div class="panel">
-                <h2>Picture</h2>
-                <label>
-                  Choose a picture
-                  <input type="file" accept="image/png,image/jpeg,image/webp" onChange={(e) => (setFile(e.currentTarget.files?.[0] ?? null), setZoom(1))} />
-                </label>
-                {file && (
-                  <>
-                    <label>
-                      Zoom
-                      <input type="range" min="1" max="3" step="0.1" value={zoom} onInput={(e) => setZoom(Number(e.currentTarget.value))} />
-                    </label>
-                    <button
-                      type="button"
-                      onClick={() =>
-                        void cropAvatar(file, zoom)
-                          .then((b) => next.setAvatar(b))
-                          .then(() => (setFile(null), setSaved("Picture saved.")))
-                          .catch((err) => setError(errorText(err)))
-                      }
-                    >
+            <div class="panel">
+              <h2>Picture</h2>
+              <p class="muted small">Your contacts see it beside your name. It is cropped to a square and made small here, before it leaves this device.</p>
+              <label>
+                Choose a picture
+                <input type="file" accept="image/png,image/jpeg,image/webp" onChange={(e) => (setFile(e.currentTarget.files?.[0] ?? null), setZoom(1), setSaved(null))} />
+              </label>
+              {file && (
+                <>
+                  <label>
+                    Zoom
+                    <input type="range" min="1" max="3" step="0.1" value={zoom} onInput={(e) => setZoom(Number(e.currentTarget.value))} />
+                  </label>
+                  <div class="row">
+                    <button type="button" disabled={busy} onClick={() => run(async () => (await data.setAvatar(await cropAvatar(file, zoom)), setFile(null)), "Picture saved.")}>
                       Use this picture
                     </button>
-                  </>
-                )}
-                {m.avatar && !file && (
-                  <button type="button" class="secondary" onClick={() => void next.deleteAvatar().catch((err) => setError(errorText(err)))}>
-                    Remove picture
-                  </button>
-                )}
-              </div>
-            )}
+                    <button type="button" class="secondary" onClick={() => setFile(null)}>
+                      Cancel
+                    </button>
+                  </div>
+                </>
+              )}
+              {m.avatar && !file && (
+                <button type="button" class="secondary" disabled={busy} onClick={() => run(() => data.setAvatar(null), "Picture removed.")}>
+                  Remove picture
+                </button>
+              )}
+            </div>
           </>
         ) : (
-          <p class="muted">Your contacts see the name of this device, {node?.device_name}.</p>
+          <p class="muted">This login cannot change your name or picture.</p>
         )}
         <ErrorNote error={error} />
         {saved && (
@@ -403,43 +413,93 @@ export function safetyNumber(a: string, b: string): string {
   return digits.join(" ");
 }
 
-const TIMERS: [number, string][] = [
-  [0, "Off"],
-  [3600, "1 hour"],
-  [86400, "1 day"],
-  [604800, "1 week"],
-  [2592000, "30 days"],
-];
+const TIMERS = [0, 30, 300, 3600, 28800, 86400, 604800, 2419200];
 
-/** "Messages disappear after …", when the node has disappearing messages. */
+/** "Disappearing messages": the chat's timer, set by either side of a 1:1 chat or a group's admins. */
 function Disappearing({ chatKey }: { chatKey: data.Key }) {
-  const m = useStore(data.me);
-  const chat = useStore(data.chats).find((c) => c.key === chatKey);
+  useStore(data.chats);
+  const groupList = useStore(data.groups);
   const [error, setError] = useState<string | null>(null);
-  if (!m.features.disappearing || !data.can("send")) return null;
+  const [busy, setBusy] = useState(false);
   const { group, id } = data.parseKey(chatKey);
+  const secs = data.timerOf(chatKey);
+  const g = group ? groupList.find((x) => x.id === id) : undefined;
+  const admin = !group || g?.members.some((x) => x.user_id === data.myId() && x.role === "admin");
+  const may = data.can("send") && admin;
+  const options = TIMERS.includes(secs) ? TIMERS : [...TIMERS, secs].sort((a, b) => a - b);
   return (
-    <div class="panel">
+    <div class="panel" data-testid="disappearing">
       <label>
-        Messages disappear after
+        <span>
+          <Icon name="timer" /> Disappearing messages
+        </span>
         <select
-          value={String(chat?.disappearing_secs ?? 0)}
+          value={String(secs)}
+          disabled={!may || busy}
           onChange={(e) => {
-            const secs = Number(e.currentTarget.value);
-            (group ? next.groupDisappearing(id, secs) : next.disappearing(id, secs))
-              .then(() => data.chats.update((cs) => cs.map((c) => (c.key === chatKey ? { ...c, disappearing_secs: secs } : c))))
-              .catch((err) => setError(errorText(err)));
+            setBusy(true);
+            setError(null);
+            data
+              .setTimer(chatKey, Number(e.currentTarget.value))
+              .catch((err) => setError(errorText(err)))
+              .finally(() => setBusy(false));
           }}
         >
-          {TIMERS.map(([secs, label]) => (
-            <option key={secs} value={secs}>
-              {label}
+          {options.map((s) => (
+            <option key={s} value={s}>
+              {s ? data.timerText(s) : "Off"}
             </option>
           ))}
         </select>
       </label>
+      <p class="muted small">
+        {secs ? `New messages disappear from every device ${data.timerText(secs)} after they are sent.` : "Messages stay until someone deletes them."}
+        {group && !admin ? " Only the group's admins can change this." : ""}
+      </p>
       <ErrorNote error={error} />
     </div>
+  );
+}
+
+/** This user's own name for a contact, or theirs again. */
+function Rename({ c }: { c: S["Contact"] }) {
+  const [rename, setRename] = useState(c.name);
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  useEffect(() => setRename(c.name), [c.name]);
+  const run = (name: string | null) => {
+    setBusy(true);
+    setError(null);
+    data
+      .renameContact(c.user_id, name)
+      .catch((err) => setError(errorText(err)))
+      .finally(() => setBusy(false));
+  };
+  return (
+    <form
+      class="panel"
+      onSubmit={(e) => {
+        e.preventDefault();
+        run(rename.trim());
+      }}
+    >
+      <label>
+        Your name for them
+        <input value={rename} maxLength={64} required onInput={(e) => setRename(e.currentTarget.value)} />
+      </label>
+      <div class="row">
+        <button type="submit" disabled={busy || !rename.trim() || rename.trim() === c.name}>
+          Rename
+        </button>
+        {c.renamed && (
+          <button type="button" class="secondary" disabled={busy} onClick={() => run(null)}>
+            Use their own name, {c.display_name}
+          </button>
+        )}
+      </div>
+      <p class="muted small">Only you and your devices see the name you give them.</p>
+      <ErrorNote error={error} />
+    </form>
   );
 }
 
@@ -451,11 +511,10 @@ export function ContactInfo({ id }: { id: string }) {
   const c = list.find((x) => x.user_id === id);
   const name = data.nameOf(id);
   useTitle(name);
-  const [rename, setRename] = useState(name);
   const [error, setError] = useState<string | null>(null);
   const [confirm, setConfirm] = useState(false);
   const key = data.keyOf("u", id);
-  const display = (c as { display_name?: string } | undefined)?.display_name;
+  const display = c?.display_name;
   return (
     <section class="screen" aria-labelledby="page-title">
       <Bar back={`#/chat/u/${encodeURIComponent(id)}`} always>
@@ -468,7 +527,7 @@ export function ContactInfo({ id }: { id: string }) {
           <Avatar id={id} name={name} url={avatars[id]} size={96} />
           <div>
             <p class="big">{name}</p>
-            {display && display !== name && <p class="muted">calls themself {display}</p>}
+            {display && display !== name && <p class="muted" data-testid="display-name">calls themself {display}</p>}
             {c && (
               <p class="muted small">
                 Contact since <When at={c.added_at} />
@@ -480,24 +539,7 @@ export function ContactInfo({ id }: { id: string }) {
           <input type="checkbox" checked={muted.includes(key)} onChange={(e) => data.setMuted(key, e.currentTarget.checked)} /> Mute notifications
         </label>
         <Disappearing chatKey={key} />
-        {m.features.rename && data.can("contacts") && c && (
-          <form
-            class="panel"
-            onSubmit={(e) => {
-              e.preventDefault();
-              next
-                .renameContact(id, rename.trim())
-                .then((x) => data.contacts.update((cs) => cs.map((y) => (y.user_id === id ? x : y))))
-                .catch((err) => setError(errorText(err)));
-            }}
-          >
-            <label>
-              Your name for them
-              <input value={rename} maxLength={64} required onInput={(e) => setRename(e.currentTarget.value)} />
-            </label>
-            <button type="submit">Rename</button>
-          </form>
-        )}
+        {data.can("contacts") && c && <Rename c={c} />}
         <section class="panel" aria-labelledby="safety-h">
           <h2 id="safety-h">Safety check</h2>
           <p class="muted">
@@ -567,6 +609,7 @@ export function ContactInfo({ id }: { id: string }) {
 
 export function GroupInfo({ id }: { id: string }) {
   const list = useStore(data.groups);
+  const avatars = useStore(data.avatars);
   const contacts = useStore(data.contacts);
   const muted = useStore(data.muted);
   const g = list.find((x) => x.id === id);
@@ -597,7 +640,7 @@ export function GroupInfo({ id }: { id: string }) {
               <input type="checkbox" checked={muted.includes(key)} onChange={(e) => data.setMuted(key, e.currentTarget.checked)} /> Mute notifications
             </label>
             <Disappearing chatKey={key} />
-            <Members group={g} me={data.myId()} who={(u) => (u === data.myId() ? "you" : data.nameOf(u))} contacts={contacts} canChange={data.can("send")} />
+            <Members group={g} me={data.myId()} who={(u) => (u === data.myId() ? "you" : data.nameOf(u))} picture={(u) => (u === data.myId() ? data.me.value.avatar : avatars[u])} contacts={contacts} canChange={data.can("send")} />
           </>
         )}
       </div>

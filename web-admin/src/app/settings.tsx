@@ -50,6 +50,9 @@ export function Settings({ onLogout }: { onLogout: () => void }) {
   const [chosen, setChosen] = useState<Theme | null>(null);
   const theme = chosen ?? currentTheme(settings);
   const name = m.profile?.name || m.node?.device_name || "You";
+  // The choice shows at once; the node's copy of it follows.
+  const [receiptsChosen, setReceiptsChosen] = useState<boolean | null>(null);
+  const receipts = receiptsChosen ?? settings["receipts.read"] !== false;
   const setTheme = async (t: Theme) => {
     setChosen(t);
     applyTheme(t);
@@ -83,7 +86,7 @@ export function Settings({ onLogout }: { onLogout: () => void }) {
           <Avatar id={m.node?.user_id ?? "me"} name={name} url={m.avatar} size={56} />
           <span class="chat-main">
             <span class="chat-title">{name}</span>
-            <span class="preview">Profile: your name{m.features.avatars ? ", picture" : ""} and user id</span>
+            <span class="preview">Profile: your name, picture and user id</span>
           </span>
         </a>
 
@@ -116,6 +119,33 @@ export function Settings({ onLogout }: { onLogout: () => void }) {
             <input type="checkbox" checked={soundOn} onChange={(e) => setSound(e.currentTarget.checked)} /> Play a sound for new messages while the app is open
           </label>
           <p class="muted small">Muted chats stay quiet; mute one from its page.</p>
+        </section>
+
+        <section class="panel" aria-labelledby="privacy-h">
+          <h2 id="privacy-h">Privacy</h2>
+          <label class="inline switch">
+            <input
+              type="checkbox"
+              checked={receipts}
+              disabled={!data.can("settings") || busy}
+              onChange={(e) => {
+                const on = e.currentTarget.checked;
+                setReceiptsChosen(on);
+                setBusy(true);
+                setError(null);
+                // On is the default: the setting is only stored when it is off.
+                data
+                  .setSetting("receipts.read", on ? undefined : false)
+                  .catch((err) => (setError(errorText(err)), setReceiptsChosen(null)))
+                  .finally(() => setBusy(false));
+              }}
+            />{" "}
+            Send read receipts
+          </label>
+          <p class="muted small">
+            {receipts ? "The people you chat with see when you have read their messages." : "Nobody sees when you have read their messages; your own devices still do."}
+            {!data.can("settings") && " This login cannot change it."}
+          </p>
         </section>
 
         <section class="panel" aria-labelledby="theme-h">

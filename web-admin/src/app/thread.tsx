@@ -6,17 +6,16 @@ import { message as errorText } from "../client";
 import * as data from "../data";
 import { useStore } from "../store";
 import { title } from "../notify";
-import type { Features } from "../api-next";
 import { Avatar, Bar, dayLabel, dayOf, Icon, Linked, onlyEmoji, shortTime, size } from "./bits";
 
 type Msg = data.Msg;
 type Item =
   | { kind: "msg"; id: string; at: string; from: string; m: Msg }
-  | { kind: "file"; id: string; at: string; from: string; t: data.Transfer }
   | { kind: "upload"; id: string; at: string; from: string; u: data.Upload }
   | { kind: "sys"; id: string; at: string; from: ""; text: string };
 
 const REACTIONS = ["👍", "❤️", "😂", "😮", "😢", "🙏"];
+const MORE_EMOJI = ["😀", "😊", "😍", "🥰", "😘", "😉", "😎", "🤔", "😅", "🤣", "😭", "😡", "😱", "🥳", "😴", "🙄", "👏", "🙌", "👌", "✌️", "🤞", "💪", "👎", "🔥", "✨", "🎉", "💯", "✅", "❌", "👀", "🤝", "💔"];
 const RUN_GAP = 5 * 60_000;
 
 /** What a bubble can ask of its thread: stable across renders, so bubbles need not re-render. */
@@ -31,11 +30,9 @@ type Actions = {
 export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string | undefined }) {
   const { group, id } = data.parseKey(chatKey);
   const t = useStore(data.timeline(chatKey));
-  const allTransfers = useStore(data.transfers);
   const uploads = useStore(data.uploads);
   const sys = useStore(data.system)[chatKey];
   const typing = useStore(data.typing)[chatKey];
-  const features = useStore(data.me).features;
   const contactList = useStore(data.contacts);
   const groupList = useStore(data.groups);
   const avatars = useStore(data.avatars);
@@ -43,11 +40,13 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
   const g = group ? groupList.find((x) => x.id === id) : undefined;
   const name = data.chatTitle(chatKey);
   const known = group ? !!g : contactList.some((c) => c.user_id === id);
+  const timer = data.timerOf(chatKey);
 
   const [replyTo, setReplyTo] = useState<Msg | null>(null);
   const [editing, setEditing] = useState<Msg | null>(null);
   const [menu, setMenu] = useState<{ m: Msg; x: number; y: number } | null>(null);
   const [confirmDelete, setConfirmDelete] = useState<Msg | null>(null);
+  const [info, setInfo] = useState<Msg | null>(null);
   const [lightbox, setLightbox] = useState<{ url: string; name: string } | null>(null);
   const [note, setNote] = useState<string | null>(null);
   const [highlight, setHighlight] = useState<string | null>(null);
@@ -63,7 +62,7 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
   useEffect(
     () =>
       data.onIncoming((key, m) => {
-        if (key === chatKey) setHeard(`${data.nameOf(m.from)}: ${m.body}`);
+        if (key === chatKey) setHeard(`${data.nameOf(m.from)}: ${data.summary(m)}`);
       }),
     [chatKey],
   );
@@ -71,23 +70,47 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
     if (typeof matchMedia === "function" && matchMedia("(pointer: fine)").matches && !focus) composer.current?.focus({ preventScroll: true });
   }, [chatKey]);
 
+  const scroller = useRef<HTMLDivElement>(null);
+  // Read up to the newest message from someone else that is on screen (or above it).
+  const seenFrame = useRef(0);
+  const markSeen = () => {
+    cancelAnimationFrame(seenFrame.current);
+    seenFrame.current = requestAnimationFrame(() => {
+      const el = scroller.current;
+      if (!el || !data.isReading(chatKey)) return;
+      const chat = data.chats.value.find((c) => c.key === chatKey);
+      if (!chat?.unread) return;
+      const bottom = el.getBoundingClientRect().bottom;
+      const rows = el.querySelectorAll<HTMLElement>("[data-read]");
+      for (let i = rows.length - 1; i >= 0; i--) {
+        if (rows[i]!.getBoundingClientRect().top >= bottom - 4) continue;
+        const m = data.timeline(chatKey).value.messages.find((x) => x.id === rows[i]!.dataset.read);
+        if (m) data.markRead(chatKey, m);
+        return;
+      }
+    });
+  };
+
   // This chat is on screen: its messages are read while the page is seen.
   useEffect(() => {
     data.openChat.set(chatKey);
-    void data.openTimeline(chatKey).then(() => data.isReading(chatKey) && data.markRead(chatKey));
-    const seen = () => data.isReading(chatKey) && data.markRead(chatKey);
-    document.addEventListener("visibilitychange", seen);
-    window.addEventListener("focus", seen);
+    void data.openTimeline(chatKey);
+    document.addEventListener("visibilitychange", markSeen);
+    window.addEventListener("focus", markSeen);
+    const offChats = data.chats.subscribe(markSeen);
     return () => {
-      document.removeEventListener("visibilitychange", seen);
-      window.removeEventListener("focus", seen);
+      document.removeEventListener("visibilitychange", markSeen);
+      window.removeEventListener("focus", markSeen);
+      offChats();
       if (data.openChat.value === chatKey) data.openChat.set(null);
     };
   }, [chatKey]);
+  useEffect(markSeen, [t.messages]);
 
   const jump = async (target: string) => {
     if (!(await data.findMessage(chatKey, target))) return setNote("That message is no longer here.");
     setHighlight(target);
+    stick.current = false;
     requestAnimationFrame(() => document.getElementById(`m-${target}`)?.scrollIntoView({ block: "center" }));
   };
   useEffect(() => {
@@ -98,10 +121,11 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
   actions.current = {
     menu: (m, at) => {
       const r = at.getBoundingClientRect();
-      setMenu({ m, x: Math.min(r.left, window.innerWidth - 230), y: r.bottom + 4 > window.innerHeight - 260 ? Math.max(8, r.top - 260) : r.bottom + 4 });
+      const h = 330;
+      setMenu({ m, x: Math.min(r.left, window.innerWidth - 250), y: r.bottom + 4 > window.innerHeight - h ? Math.max(8, r.top - h) : r.bottom + 4 });
     },
     reply: (m) => {
-      if (!features.reply || !data.can("send")) return;
+      if (!data.can("send") || m.kind === "system" || m.pending) return;
       setEditing(null);
       setReplyTo(m);
       composer.current?.focus();
@@ -121,16 +145,11 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
     [],
   );
 
-  // The items in time order: messages, files, uploads, and system lines.
+  // The items in time order: messages (texts, files, the node's system lines), uploads, and
+  // the lines this device noted about a group's members.
   const items = useMemo(() => {
     const oldest = t.hasMore ? (t.messages.find((m) => !m.pending)?.sent_at ?? "") : "";
-    const list: Item[] = t.messages.map((m) => ({ kind: "msg", id: m.id, at: m.sent_at, from: m.from, m }));
-    // Files the node already lists as messages of the conversation are shown there, once.
-    const asMessages = new Set(t.messages.map((m) => m.file?.transfer).filter(Boolean));
-    for (const tr of data.transfersOf(chatKey, allTransfers)) {
-      if (tr.created_at < oldest || asMessages.has(tr.id)) continue;
-      list.push({ kind: "file", id: `file:${tr.id}`, at: tr.created_at, from: tr.direction === "outgoing" ? data.myId() : tr.peer, t: tr });
-    }
+    const list: Item[] = t.messages.map((m) => ({ kind: "msg", id: m.id, at: m.sent_at, from: m.kind === "system" ? "" : m.from, m }));
     for (const u of uploads) if (u.key === chatKey) list.push({ kind: "upload", id: u.id, at: "9999", from: data.myId(), u });
     if (!t.hasMore && g) {
       const creator = g.members.find((m) => !m.sponsor)?.user_id;
@@ -142,12 +161,11 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
       const pb = b.kind === "msg" && b.m.pending ? 1 : 0;
       return pa - pb || a.at.localeCompare(b.at);
     });
-  }, [t, allTransfers, uploads, sys, chatKey, g]);
+  }, [t, uploads, sys, chatKey, g]);
 
   const byId = useMemo(() => new Map(t.messages.map((m) => [m.id, m])), [t.messages]);
 
   // Scrolling: stick to the newest while at the bottom; keep the place when older pages arrive.
-  const scroller = useRef<HTMLDivElement>(null);
   const stick = useRef(true);
   const firstId = useRef<string | null>(null);
   const fromBottom = useRef<number | null>(null);
@@ -197,6 +215,7 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
     const atBottom = el.scrollHeight - el.scrollTop - el.clientHeight < 60;
     stick.current = atBottom;
     setAway(!atBottom);
+    markSeen();
     if (el.scrollTop < el.clientHeight && t.hasMore && !t.loading && t.loaded) void data.loadOlder(chatKey);
   };
 
@@ -204,7 +223,7 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
     e.preventDefault();
     setDragging(false);
     if (!data.can("files")) return;
-    for (const f of Array.from(e.dataTransfer?.files ?? [])) data.sendFile(chatKey, f);
+    for (const f of Array.from(e.dataTransfer?.files ?? [])) void data.sendFile(chatKey, f);
   };
 
   const subtitle = typing
@@ -214,6 +233,7 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
     : g
       ? g.members.map((m) => data.nameOf(m.user_id)).join(", ")
       : "";
+  const unread = data.chats.value.find((c) => c.key === chatKey)?.unread ?? 0;
 
   return (
     <section
@@ -239,11 +259,20 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
         <a class="who" href={group ? `#/group/${encodeURIComponent(id)}` : `#/contact/${encodeURIComponent(id)}`}>
           <Avatar id={id} name={name} url={group ? null : avatars[id]} size={36} />
           <span class="who-text">
-            <h1 id="page-title" tabIndex={-1}>
-              {name}
-            </h1>
+            <span class="who-title">
+              <h1 id="page-title" tabIndex={-1}>
+                {name}
+              </h1>
+              {timer > 0 && (
+                <span class="timer-badge" data-testid="timer-badge" title={`Messages disappear after ${data.timerText(timer)}`}>
+                  <Icon name="timer" />
+                  <span>{data.timerText(timer)}</span>
+                  <span class="sr-only"> disappearing messages</span>
+                </span>
+              )}
+            </span>
             {subtitle && (
-              <span class={`sub${typing ? " typing" : ""}`} data-testid={typing ? "typing" : undefined}>
+              <span class={`sub${typing ? " typing" : ""}`} data-testid={typing ? "typing" : undefined} aria-live={typing ? "polite" : undefined}>
                 {subtitle}
               </span>
             )}
@@ -262,14 +291,14 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
           {!t.loaded && !t.error && <p class="muted center" aria-busy="true">Loading messages…</p>}
           {t.error && <p class="error center" role="alert">{t.error}</p>}
           {t.loaded && items.length === 0 && <p class="empty center">No messages yet. Say hello!</p>}
-          <Items items={items} group={group} byId={byId} actions={stable} features={features} highlight={highlight} chatKey={chatKey} />
+          <Items items={items} group={group} byId={byId} actions={stable} highlight={highlight} chatKey={chatKey} avatars={avatars} />
         </div>
       </div>
       {away && (
         <button
           type="button"
           class="to-newest"
-          aria-label="Jump to the newest message"
+          aria-label={unread ? `Jump to the newest message, ${unread} unread` : "Jump to the newest message"}
           onClick={() => {
             stick.current = true;
             setHighlight(null);
@@ -277,6 +306,11 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
           }}
         >
           <Icon name="down" />
+          {unread > 0 && (
+            <span class="count" aria-hidden="true">
+              {unread}
+            </span>
+          )}
         </button>
       )}
       {note && (
@@ -299,8 +333,7 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
             stick.current = true;
           }}
           onEditLast={() => {
-            if (!features.edit) return;
-            const last = [...t.messages].reverse().find((m) => m.from === data.myId() && !m.pending && !m.deleted);
+            const last = [...t.messages].reverse().find((m) => m.from === data.myId() && m.kind === "text" && !m.pending && !m.deleted);
             if (last) (setEditing(last), setReplyTo(null));
           }}
           onError={setNote}
@@ -318,18 +351,18 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
           m={menu.m}
           x={menu.x}
           y={menu.y}
-          features={features}
           onClose={() => setMenu(null)}
           onReply={() => stable.reply(menu.m)}
           onEdit={() => (setEditing(menu.m), setReplyTo(null), composer.current?.focus())}
           onReact={(e) => stable.react(menu.m, e)}
+          onInfo={() => setInfo(menu.m)}
           onDelete={() => setConfirmDelete(menu.m)}
         />
       )}
       {confirmDelete && (
         <DeleteDialog
           m={confirmDelete}
-          everyone={features.deleteForEveryone && confirmDelete.from === data.myId()}
+          everyone={confirmDelete.from === data.myId() && !confirmDelete.deleted && data.can("send")}
           onClose={() => setConfirmDelete(null)}
           onDelete={(everyone) => {
             const m = confirmDelete;
@@ -338,13 +371,14 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
           }}
         />
       )}
+      {info && <InfoDialog m={byId.get(info.id) ?? info} group={group} onClose={() => setInfo(null)} />}
       {lightbox && <Lightbox {...lightbox} onClose={() => setLightbox(null)} />}
     </section>
   );
 }
 
 /** The timeline's items with day separators and runs; rendered item by item, memoised. */
-function Items(props: { items: Item[]; group: boolean; byId: Map<string, Msg>; actions: Actions; features: Features; highlight: string | null; chatKey: data.Key }) {
+function Items(props: { items: Item[]; group: boolean; byId: Map<string, Msg>; actions: Actions; highlight: string | null; chatKey: data.Key; avatars: Record<string, string | null> }) {
   const out: JSX.Element[] = [];
   let day = "";
   const me = data.myId();
@@ -368,10 +402,18 @@ function Items(props: { items: Item[]; group: boolean; byId: Map<string, Msg>; a
       );
       continue;
     }
+    if (it.kind === "msg" && it.m.kind === "system") {
+      out.push(
+        <p class="sys" key={it.id} id={`m-${it.id}`} data-testid="system-line" data-read={it.m.from !== me ? it.id : undefined}>
+          <Icon name="timer" /> {data.systemText(it.m)}
+        </p>,
+      );
+      continue;
+    }
     const prev = items[i - 1];
     const nextItem = items[i + 1];
     const joins = (a: Item | undefined, b: Item | undefined) =>
-      !!a && !!b && a.kind !== "sys" && b.kind !== "sys" && a.from === b.from && (a.kind === "upload" || b.kind === "upload" || (dayOf(a.at) === dayOf(b.at) && Math.abs(Date.parse(b.at) - Date.parse(a.at)) < RUN_GAP));
+      !!a && !!b && a.from !== "" && b.from !== "" && a.from === b.from && (a.kind === "upload" || b.kind === "upload" || (dayOf(a.at) === dayOf(b.at) && Math.abs(Date.parse(b.at) - Date.parse(a.at)) < RUN_GAP));
     const first = !joins(prev, it);
     const last = !joins(it, nextItem);
     const mine = it.from === me;
@@ -383,16 +425,17 @@ function Items(props: { items: Item[]; group: boolean; byId: Map<string, Msg>; a
         mine={mine}
         first={first}
         last={last}
+        group={props.group}
         showName={props.group && !mine && first}
+        avatar={props.group && !mine && last ? (props.avatars[it.from] ?? null) : undefined}
         quoted={quoted}
         actions={props.actions}
-        features={props.features}
         highlight={props.highlight === it.id}
         chatKey={props.chatKey}
       />,
     );
   }
-  return <div class="items">{out}</div>;
+  return <div class={`items${props.group ? " in-group" : ""}`}>{out}</div>;
 }
 
 type RowProps = {
@@ -400,10 +443,12 @@ type RowProps = {
   mine: boolean;
   first: boolean;
   last: boolean;
+  group: boolean;
   showName: boolean;
+  /** In a group, beside the last of someone's run: their picture (null: their initials). */
+  avatar: string | null | undefined;
   quoted: Msg | null;
   actions: Actions;
-  features: Features;
   highlight: boolean;
   chatKey: data.Key;
 };
@@ -412,21 +457,24 @@ type RowProps = {
 class Row extends Component<RowProps> {
   override shouldComponentUpdate(n: RowProps) {
     const p = this.props;
-    return p.item !== n.item && !(p.item.kind === "msg" && n.item.kind === "msg" && p.item.m === n.item.m && p.item.at === n.item.at)
-      ? true
-      : (n.item.kind === "msg" && !!n.item.m.file) || p.mine !== n.mine || p.first !== n.first || p.last !== n.last || p.showName !== n.showName || p.quoted !== n.quoted || p.features !== n.features || p.highlight !== n.highlight;
+    const same = p.item === n.item || (p.item.kind === "msg" && n.item.kind === "msg" && p.item.m === n.item.m && p.item.at === n.item.at);
+    return !same || p.mine !== n.mine || p.first !== n.first || p.last !== n.last || p.showName !== n.showName || p.avatar !== n.avatar || p.quoted !== n.quoted || p.highlight !== n.highlight;
   }
   render() {
-    const { item, mine, first, last, showName } = this.props;
+    const { item, mine, first, last, showName, avatar } = this.props;
     const cls = `msg-row ${mine ? "mine" : "theirs"}${first ? " first" : ""}${last ? " last" : ""}${this.props.highlight ? " highlight" : ""}`;
+    const read = item.kind === "msg" && !mine && !item.m.pending ? item.id : undefined;
     return (
-      <div class={cls} id={`m-${item.id}`}>
-        {item.kind === "msg" && item.m.file && data.transfers.value[item.m.file.transfer] && !item.m.deleted ? (
-          <FileBubble t={data.transfers.value[item.m.file.transfer]!} mine={mine} showName={showName} last={last} open={this.props.actions.open} />
+      <div class={cls} id={`m-${item.id}`} data-read={read}>
+        {avatar !== undefined && (
+          <span class="row-avatar">
+            <Avatar id={item.from} name={data.nameOf(item.from)} url={avatar} size={28} />
+          </span>
+        )}
+        {item.kind === "msg" && item.m.kind === "file" && item.m.file && !item.m.deleted ? (
+          <FileBubble m={item.m} file={item.m.file} {...this.props} />
         ) : item.kind === "msg" ? (
           <MessageBubble {...this.props} m={item.m} showName={showName} />
-        ) : item.kind === "file" ? (
-          <FileBubble t={item.t} mine={mine} showName={showName} last={last} open={this.props.actions.open} />
         ) : item.kind === "upload" ? (
           <UploadBubble u={item.u} />
         ) : null}
@@ -446,14 +494,14 @@ const STATUS: Record<string, [string, string]> = {
 };
 
 function Ticks({ m, group }: { m: Msg; group: boolean }) {
-  const key = m.pending === "failed" ? "failed" : m.pending ?? m.status;
+  const key = m.pending === "failed" ? "failed" : (m.pending ?? m.status);
   const [icon, words] = STATUS[key] ?? ["check", m.status];
   let detail = words;
   if (group && m.receipts?.length) {
     const delivered = m.receipts.filter((r) => r.status === "delivered" || r.status === "read").length;
-    detail = `${words} (${delivered} of ${m.receipts.length} delivered)`;
+    const read = m.receipts.filter((r) => r.status === "read").length;
+    detail = `${words} (${delivered} of ${m.receipts.length} delivered${read && key !== "read" ? `, ${read} read` : ""})`;
   }
-  if (group && m.read_by?.length) detail += `, read by ${m.read_by.map(data.nameOf).join(", ")}`;
   return (
     <span class={`ticks ${key}`} data-testid="message-status" title={detail}>
       <Icon name={icon} />
@@ -462,86 +510,114 @@ function Ticks({ m, group }: { m: Msg; group: boolean }) {
   );
 }
 
-function MessageBubble(props: RowProps & { m: Msg }) {
-  const { m, mine, showName, last, quoted, actions, features } = props;
-  const group = data.parseKey(props.chatKey).group;
+/** Long press (menu) and swipe right (reply) on a touch screen; double click replies. */
+function useGestures(m: Msg, actions: Actions) {
   const touch = useRef<{ x: number; y: number; timer: ReturnType<typeof setTimeout> | undefined; dx: number } | null>(null);
   const bubble = useRef<HTMLDivElement>(null);
+  const canReply = data.can("send") && !m.pending && !m.deleted;
+  return {
+    ref: bubble,
+    onPointerDown: (e: PointerEvent) => {
+      if (e.pointerType !== "touch") return;
+      touch.current = { x: e.clientX, y: e.clientY, dx: 0, timer: setTimeout(() => bubble.current && actions.menu(m, bubble.current), 500) };
+    },
+    onPointerMove: (e: PointerEvent) => {
+      const t = touch.current;
+      if (!t) return;
+      const dx = e.clientX - t.x;
+      if (Math.abs(dx) > 8 || Math.abs(e.clientY - t.y) > 8) clearTimeout(t.timer);
+      if (canReply && dx > 0 && Math.abs(e.clientY - t.y) < 30 && bubble.current) {
+        t.dx = Math.min(dx, 80);
+        bubble.current.style.transform = `translateX(${t.dx}px)`;
+      }
+    },
+    onPointerUp: () => {
+      const t = touch.current;
+      if (!t) return;
+      clearTimeout(t.timer);
+      if (bubble.current) bubble.current.style.transform = "";
+      if (t.dx >= 60) actions.reply(m);
+      touch.current = null;
+    },
+    onDblClick: () => canReply && actions.reply(m),
+  };
+}
+
+function Quote({ id, quoted, jump }: { id: string; quoted: Msg | null; jump: (id: string) => void }) {
+  return (
+    <button type="button" class="quote" onClick={() => jump(id)} data-testid="quote" aria-label={quoted ? `Reply to ${data.nameOf(quoted.from)}: ${data.summary(quoted)}. Show it` : "Reply to an earlier message. Show it"}>
+      <strong>{quoted ? data.nameOf(quoted.from) : "Reply"}</strong>
+      <span>{quoted ? data.summary(quoted) : "to an earlier message"}</span>
+    </button>
+  );
+}
+
+function Reactions({ m, react }: { m: Msg; react: (m: Msg, emoji: string) => void }) {
+  if (!m.reactions.length) return null;
+  const me = data.myId();
+  return (
+    <div class="reactions">
+      {m.reactions.map((r) => {
+        const own = r.from.includes(me);
+        return (
+          <button
+            type="button"
+            key={r.emoji}
+            class={`reaction${own ? " own" : ""}`}
+            aria-label={`${r.emoji} ${r.from.length}: ${r.from.map(data.nameOf).join(", ")}${own ? ". Take yours back" : `. React with ${r.emoji}`}`}
+            aria-pressed={own}
+            disabled={!data.can("send")}
+            onClick={() => react(m, r.emoji)}
+            data-testid="reaction"
+          >
+            {r.emoji}
+            {r.from.length > 1 ? ` ${r.from.length}` : ""}
+          </button>
+        );
+      })}
+    </div>
+  );
+}
+
+function Meta({ m, mine, last, group }: { m: Msg; mine: boolean; last: boolean; group: boolean }) {
+  return (
+    <span class="meta">
+      {m.expires_at && !m.deleted && (
+        <span class="expiring" title={`Disappears ${new Date(m.expires_at).toLocaleString()}`}>
+          <Icon name="timer" label="disappearing" />
+        </span>
+      )}
+      {m.edited_at && !m.deleted && <span class="edited">edited</span>}
+      {(last || m.pending) && (
+        <time dateTime={m.sent_at} title={new Date(m.sent_at).toLocaleString()}>
+          {shortTime(m.sent_at)}
+        </time>
+      )}
+      {mine && !m.deleted && <Ticks m={m} group={group} />}
+    </span>
+  );
+}
+
+function MessageBubble(props: RowProps & { m: Msg }) {
+  const { m, mine, showName, last, quoted, actions, group } = props;
+  const gestures = useGestures(m, actions);
   const more = useRef<HTMLButtonElement>(null);
-  if (m.kind === "system") return <p class="sys" data-testid="system-line">{m.body}</p>;
   const deleted = m.deleted;
   const emoji = !deleted && onlyEmoji(m.body);
-  const onPointerDown = (e: PointerEvent) => {
-    if (e.pointerType !== "touch") return;
-    touch.current = { x: e.clientX, y: e.clientY, dx: 0, timer: setTimeout(() => bubble.current && actions.menu(m, bubble.current), 500) };
-  };
-  const onPointerMove = (e: PointerEvent) => {
-    const t = touch.current;
-    if (!t) return;
-    const dx = e.clientX - t.x;
-    if (Math.abs(dx) > 8 || Math.abs(e.clientY - t.y) > 8) clearTimeout(t.timer);
-    if (features.reply && dx > 0 && Math.abs(e.clientY - t.y) < 30 && bubble.current) {
-      t.dx = Math.min(dx, 80);
-      bubble.current.style.transform = `translateX(${t.dx}px)`;
-    }
-  };
-  const onPointerUp = () => {
-    const t = touch.current;
-    if (!t) return;
-    clearTimeout(t.timer);
-    if (bubble.current) bubble.current.style.transform = "";
-    if (t.dx >= 60) actions.reply(m);
-    touch.current = null;
-  };
   return (
     <>
-      <div
-        class={`bubble${emoji ? " jumbo" : ""}${deleted ? " deleted" : ""}${m.pending === "failed" ? " failed" : ""}`}
-        ref={bubble}
-        data-testid="message"
-        onPointerDown={onPointerDown}
-        onPointerMove={onPointerMove}
-        onPointerUp={onPointerUp}
-        onPointerCancel={onPointerUp}
-        onDblClick={() => features.reply && actions.reply(m)}
-      >
+      <div class={`bubble${emoji ? " jumbo" : ""}${deleted ? " deleted" : ""}${m.pending === "failed" ? " failed" : ""}`} data-testid="message" {...gestures} onPointerCancel={gestures.onPointerUp}>
         {showName && <p class="sender">{data.nameOf(m.from)}</p>}
-        {m.reply_to && (
-          <button type="button" class="quote" onClick={() => m.reply_to && actions.jump(m.reply_to)} data-testid="quote">
-            <strong>{quoted ? data.nameOf(quoted.from) : "Reply"}</strong>
-            <span>{quoted ? (quoted.deleted ? "Deleted message" : quoted.body) : "to an earlier message"}</span>
-          </button>
-        )}
-        {m.file?.thumbnail && !deleted && <img class="photo-preview" src={m.file.thumbnail} alt={m.file.name} />}
-        <p class="text">{deleted ? <em>{mine ? "You deleted this message" : "This message was deleted"}</em> : m.file && !m.body ? `📎 ${m.file.name} (${size(m.file.size)})` : <Linked text={m.body} />}</p>
-        <span class="meta">
-          {m.edited_at && !deleted && <span class="edited">edited</span>}
-          {(last || m.pending) && <time dateTime={m.sent_at} title={new Date(m.sent_at).toLocaleString()}>{shortTime(m.sent_at)}</time>}
-          {mine && <Ticks m={m} group={group} />}
-        </span>
-        {!deleted && !m.pending && (
+        {m.reply_to && !deleted && <Quote id={m.reply_to} quoted={quoted} jump={actions.jump} />}
+        <p class="text">{deleted ? <em>{mine ? "You deleted this message" : "This message was deleted"}</em> : <Linked text={m.body} />}</p>
+        <Meta m={m} mine={mine} last={last} group={group} />
+        {!m.pending && (
           <button type="button" class="more" ref={more} aria-label="Message actions" aria-haspopup="menu" onClick={(e) => actions.menu(m, e.currentTarget)}>
             <Icon name="more" />
           </button>
         )}
       </div>
-      {m.reactions && m.reactions.length > 0 && (
-        <div class="reactions">
-          {m.reactions.map((r) => (
-            <button
-              type="button"
-              key={r.emoji}
-              class={`reaction${r.from.includes(data.myId()) ? " own" : ""}`}
-              aria-label={`${r.emoji} ${r.from.length}: ${r.from.map(data.nameOf).join(", ")}`}
-              disabled={!features.reactions || !data.can("send")}
-              onClick={() => actions.react(m, r.emoji)}
-              data-testid="reaction"
-            >
-              {r.emoji} {r.from.length > 1 ? r.from.length : ""}
-            </button>
-          ))}
-        </div>
-      )}
+      {!deleted && <Reactions m={m} react={actions.react} />}
       {m.pending === "failed" && (
         <p class="send-error" role="alert">
           {m.error ?? "Not sent."}{" "}
@@ -557,114 +633,163 @@ function MessageBubble(props: RowProps & { m: Msg }) {
   );
 }
 
-function FileBubble({ t, mine, showName, last, open }: { t: data.Transfer; mine: boolean; showName: boolean; last: boolean; open: (url: string, name: string) => void }) {
-  const bytes = useStore(data.progress)[t.id];
+/** A file offered in the conversation: its picture (thumbnail, then the file once here), name, size, state. */
+function FileBubble(props: RowProps & { m: Msg; file: NonNullable<Msg["file"]> }) {
+  const { m, file, mine, showName, last, quoted, actions, group } = props;
+  const t = useStore(data.transfers)[file.transfer];
+  const bytes = useStore(data.progress)[file.transfer];
+  const gestures = useGestures(m, actions);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
-  const [url, setUrl] = useState<string | null>(t.url ?? null);
-  const image = data.isImage(t.name);
-  const incoming = t.direction === "incoming";
-  const canShow = image && (t.url || (incoming && t.state === "completed")) && t.size <= 40_000_000;
+  const [url, setUrl] = useState<string | null>(t?.url ?? null);
+  const picture = file.mime.startsWith("image/");
+  const state = t?.state ?? file.state ?? "gone";
+  const incoming = !mine;
+  const canShow = picture && t && (t.url || (incoming && state === "completed")) && file.size <= 40_000_000;
   useEffect(() => {
     if (canShow && !url) void data.contentUrl(t).then(setUrl, () => setUrl(null));
-  }, [canShow, t.state]);
-  const done = t.state === "running" && bytes !== undefined ? Math.max(bytes, t.bytes_done) : t.bytes_done;
-  const pct = t.size ? Math.min(100, (done * 100) / t.size) : 0;
+    else if (t?.url && t.url !== url) setUrl(t.url);
+  }, [canShow, state, t?.url]);
+  const done = t ? (state === "running" && bytes !== undefined ? Math.max(bytes, t.bytes_done) : t.bytes_done) : 0;
+  const pct = file.size ? Math.min(100, (done * 100) / file.size) : 0;
   const act = (what: "accept" | "decline" | "cancel") => {
     setBusy(true);
     setError(null);
     data
-      .transferAction(t.id, what)
+      .transferAction(file.transfer, what)
       .catch((e) => setError(errorText(e)))
       .finally(() => setBusy(false));
   };
   const save = async () => {
     try {
-      const u = url ?? (await data.contentUrl(t));
+      const u = url ?? (await data.contentUrl(t!));
       const a = document.createElement("a");
       a.href = u;
-      a.download = t.name;
+      a.download = file.name;
       a.click();
     } catch (e) {
       setError(errorText(e));
     }
   };
   const files = data.can("files");
+  const shown = url ?? file.thumbnail ?? null;
+  const members = t?.members ?? null;
   return (
-    <div class={`bubble file${url ? " has-photo" : ""}`} data-testid="file">
-      {showName && <p class="sender">{data.nameOf(t.peer)}</p>}
-      {url ? (
-        <button type="button" class="photo" onClick={() => open(url, t.name)} aria-label={`Open ${t.name} full size`}>
-          <img src={url} alt={t.name} data-testid="photo" />
-        </button>
-      ) : (
+    <>
+      <div class={`bubble file${shown ? " has-photo" : ""}`} data-testid="file" {...gestures} onPointerCancel={gestures.onPointerUp}>
+        {showName && <p class="sender">{data.nameOf(m.from)}</p>}
+        {m.reply_to && <Quote id={m.reply_to} quoted={quoted} jump={actions.jump} />}
+        {shown &&
+          (url ? (
+            <button type="button" class="photo" onClick={() => actions.open(url, file.name)} aria-label={`Open ${file.name} full size`}>
+              <img src={url} alt={file.name} data-testid="photo" />
+            </button>
+          ) : (
+            <span class="photo thumb">
+              <img src={shown} alt={`${file.name} (preview)`} data-testid="thumbnail" />
+            </span>
+          ))}
         <div class="file-row">
-          <span class="file-icon">
-            <Icon name="file" />
-          </span>
+          {!shown && (
+            <span class="file-icon">
+              <Icon name="file" />
+            </span>
+          )}
           <span class="file-text">
-            <strong class="wrap">{t.name}</strong>
-            <span class="muted small">
-              {size(t.size)} · <span data-testid="file-state">{fileState(t)}</span>
+            <strong class="wrap">{file.name}</strong>
+            <span class="small file-sub">
+              {size(file.size)} · <span data-testid="file-state">{fileState(state, incoming, members)}</span>
             </span>
           </span>
         </div>
-      )}
-      {(t.state === "running" || t.state === "paused" || (t.state === "offered" && !incoming)) && (
-        <progress max={100} value={pct} aria-label={`${t.name}: ${pct.toFixed(0)} %`} />
-      )}
-      <div class="file-actions">
-        {incoming && t.state === "offered" && files && (
-          <>
-            <button type="button" class="small" disabled={busy} onClick={() => act("accept")}>
-              Accept
+        {(state === "running" || state === "paused" || (state === "offered" && !incoming && !members)) && <progress max={100} value={pct} aria-label={`${file.name}: ${pct.toFixed(0)} %`} />}
+        <div class="file-actions">
+          {incoming && state === "offered" && files && (
+            <>
+              <button type="button" class="small" disabled={busy} onClick={() => act("accept")}>
+                Accept
+              </button>
+              <button type="button" class="small" disabled={busy} onClick={() => act("decline")}>
+                Decline
+              </button>
+            </>
+          )}
+          {incoming && state === "completed" && (
+            <>
+              {url && (
+                <button type="button" class="small" onClick={() => actions.open(url, file.name)}>
+                  Open
+                </button>
+              )}
+              <button type="button" class="small" onClick={() => void save()}>
+                Save
+              </button>
+            </>
+          )}
+          {!incoming && ["offered", "running", "paused"].includes(state) && files && (
+            <button type="button" class="small" disabled={busy} onClick={() => act("cancel")}>
+              Cancel
             </button>
-            <button type="button" class="small" disabled={busy} onClick={() => act("decline")}>
-              Decline
-            </button>
-          </>
+          )}
+        </div>
+        {members && members.length > 0 && (
+          <details class="members-progress" data-testid="file-members">
+            <summary>Each member</summary>
+            <ul class="plain">
+              {members.map((x) => (
+                <li key={x.user_id} data-testid="file-member">
+                  <span>{data.nameOf(x.user_id)}</span>{" "}
+                  <span class="small">
+                    {x.state === "running" ? `${size(x.bytes_done)} of ${size(file.size)}` : memberState(x.state)}
+                  </span>
+                </li>
+              ))}
+            </ul>
+          </details>
         )}
-        {incoming && t.state === "completed" && (
-          <button type="button" class="small" onClick={() => void save()}>
-            Save
-          </button>
-        )}
-        {!incoming && ["offered", "running", "paused"].includes(t.state) && files && (
-          <button type="button" class="small" disabled={busy} onClick={() => act("cancel")}>
-            Cancel
+        {error && <p class="error-text" role="alert">{error}</p>}
+        <Meta m={m} mine={mine} last={last} group={group} />
+        {!m.pending && (
+          <button type="button" class="more" aria-label="Message actions" aria-haspopup="menu" onClick={(e) => actions.menu(m, e.currentTarget)}>
+            <Icon name="more" />
           </button>
         )}
       </div>
-      {error && <p class="error-text" role="alert">{error}</p>}
-      <span class="meta">{last && <time dateTime={t.created_at}>{shortTime(t.created_at)}</time>}</span>
-      {mine && t.state === "completed" && <span class="sr-only">delivered</span>}
-    </div>
+      <Reactions m={m} react={actions.react} />
+    </>
   );
 }
 
-function fileState(t: data.Transfer): string {
-  const incoming = t.direction === "incoming";
-  switch (t.state) {
+function memberState(state: string): string {
+  return { offered: "has not accepted yet", completed: "has it", declined: "declined", cancelled: "cancelled", running: "receiving" }[state] ?? state;
+}
+
+function fileState(state: string, incoming: boolean, members: { state: string }[] | null): string {
+  if (members && members.length && !incoming) {
+    const have = members.filter((x) => x.state === "completed").length;
+    if (state === "offered" || state === "running" || state === "completed") return `delivered to ${have} of ${members.length}`;
+  }
+  switch (state) {
     case "offered":
       return incoming ? "offered to you" : "waiting for them to accept";
     case "running":
       return incoming ? "receiving" : "sending";
     case "completed":
       return incoming ? "received" : "delivered";
+    case "gone":
+      return "no longer here";
     default:
-      return t.state;
+      return state;
   }
 }
 
 function UploadBubble({ u }: { u: data.Upload }) {
   const pct = u.size ? (u.sent * 100) / u.size : 0;
   return (
-    <div class="bubble file" data-testid="file">
+    <div class="bubble file" data-testid="upload">
       {u.url ? <img class="photo-preview" src={u.url} alt={u.name} /> : <strong class="wrap">{u.name}</strong>}
       <progress max={100} value={pct} aria-label={`Uploading ${u.name}: ${pct.toFixed(0)} %`} />
-      <span class="muted small">
-        {u.error ? "" : `Uploading ${size(u.sent)} of ${size(u.size)}`}
-      </span>
+      <span class="muted small">{u.error ? "" : `Uploading ${size(u.sent)} of ${size(u.size)}`}</span>
       {u.error && (
         <p class="error-text" role="alert">
           {u.error}{" "}
@@ -709,12 +834,13 @@ function Composer(props: {
     drafts.current.delete(props.chatKey);
     if (props.editing) {
       const id = props.editing.id;
-      void data.edit(props.chatKey, id, body).catch((e) => props.onError(errorText(e)));
+      if (body !== props.editing.body) void data.edit(props.chatKey, id, body).catch((e) => props.onError(errorText(e)));
     } else void data.send(props.chatKey, body, props.replyTo?.id);
     props.onDone();
     props.inputRef.current?.focus();
   };
   const files = data.can("files");
+  const about = props.editing ?? props.replyTo;
   return (
     <form
       class="composer"
@@ -723,11 +849,11 @@ function Composer(props: {
         submit();
       }}
     >
-      {(props.replyTo || props.editing) && (
+      {about && (
         <div class="composing" data-testid={props.editing ? "editing" : "replying"}>
           <div>
-            <strong>{props.editing ? "Edit message" : `Replying to ${data.nameOf(props.replyTo!.from)}`}</strong>
-            <span class="muted">{(props.editing ?? props.replyTo)!.body}</span>
+            <strong>{props.editing ? "Edit message" : `Replying to ${data.nameOf(about.from)}`}</strong>
+            <span class="muted">{data.summary(about)}</span>
           </div>
           <button
             type="button"
@@ -743,7 +869,7 @@ function Composer(props: {
         </div>
       )}
       <div class="composer-row">
-        {files && (
+        {files && !props.editing && (
           <>
             <button type="button" class="iconbtn" aria-label="Attach a file" onClick={() => file.current?.click()}>
               <Icon name="clip" />
@@ -756,7 +882,7 @@ function Composer(props: {
               aria-label="File to send"
               data-testid="attach"
               onChange={(e) => {
-                for (const f of Array.from(e.currentTarget.files ?? [])) data.sendFile(props.chatKey, f);
+                for (const f of Array.from(e.currentTarget.files ?? [])) void data.sendFile(props.chatKey, f);
                 e.currentTarget.value = "";
               }}
             />
@@ -773,13 +899,13 @@ function Composer(props: {
             onInput={(e) => {
               setText(e.currentTarget.value);
               drafts.current.set(props.chatKey, e.currentTarget.value);
-              if (e.currentTarget.value) data.sendTyping(props.chatKey);
+              if (e.currentTarget.value && !props.editing) data.sendTyping(props.chatKey);
             }}
             onPaste={(e) => {
               const pasted = Array.from(e.clipboardData?.files ?? []);
               if (pasted.length && files) {
                 e.preventDefault();
-                for (const f of pasted) data.sendFile(props.chatKey, f);
+                for (const f of pasted) void data.sendFile(props.chatKey, f);
               }
             }}
             onKeyDown={(e) => {
@@ -802,21 +928,13 @@ function Composer(props: {
   );
 }
 
-function MessageMenu(props: {
-  m: Msg;
-  x: number;
-  y: number;
-  features: Features;
-  onClose: () => void;
-  onReply: () => void;
-  onEdit: () => void;
-  onReact: (e: string) => void;
-  onDelete: () => void;
-}) {
-  const { m, features } = props;
+function MessageMenu(props: { m: Msg; x: number; y: number; onClose: () => void; onReply: () => void; onEdit: () => void; onReact: (e: string) => void; onInfo: () => void; onDelete: () => void }) {
+  const { m } = props;
   const ref = useRef<HTMLDivElement>(null);
+  const [more, setMore] = useState(false);
   const mine = m.from === data.myId();
   const send = data.can("send");
+  const live = !m.deleted;
   useEffect(() => {
     const el = ref.current!;
     (el.querySelector("[role=menuitem]") as HTMLElement | null)?.focus();
@@ -824,9 +942,18 @@ function MessageMenu(props: {
     setTimeout(() => document.addEventListener("pointerdown", away), 0);
     return () => document.removeEventListener("pointerdown", away);
   }, []);
+  useEffect(() => {
+    if (more) (ref.current?.querySelector(".emoji-grid [role=menuitem]") as HTMLElement | null)?.focus();
+  }, [more]);
   const item = (label: string, f: () => void) => (
     <button type="button" role="menuitem" onClick={() => (props.onClose(), f())}>
       {label}
+    </button>
+  );
+  const own = m.reactions.find((r) => r.from.includes(data.myId()))?.emoji;
+  const emoji = (r: string) => (
+    <button type="button" role="menuitem" key={r} class={own === r ? "own" : undefined} aria-label={own === r ? `Take back ${r}` : `React with ${r}`} onClick={() => (props.onClose(), props.onReact(r))}>
+      {r}
     </button>
   );
   return (
@@ -844,28 +971,31 @@ function MessageMenu(props: {
         else if (e.key === "ArrowUp" || e.key === "ArrowLeft") (e.preventDefault(), all[(i - 1 + all.length) % all.length]?.focus());
       }}
     >
-      {features.reactions && send && (
+      {live && send && (
         <div class="react-row">
-          {REACTIONS.map((r) => (
-            <button type="button" role="menuitem" key={r} aria-label={`React with ${r}`} onClick={() => (props.onClose(), props.onReact(r))}>
-              {r}
-            </button>
-          ))}
+          {REACTIONS.map(emoji)}
+          <button type="button" role="menuitem" class="more-emoji" aria-label="More reactions" aria-expanded={more} onClick={() => setMore(!more)}>
+            <Icon name="plus" />
+          </button>
         </div>
       )}
-      {features.reply && send && item("Reply", props.onReply)}
-      {item("Copy text", () => void navigator.clipboard?.writeText(m.body).catch(() => {}))}
-      {features.edit && mine && send && item("Edit", props.onEdit)}
+      {more && <div class="emoji-grid">{MORE_EMOJI.map(emoji)}</div>}
+      {live && send && item("Reply", props.onReply)}
+      {live && m.kind === "text" && item("Copy text", () => void navigator.clipboard?.writeText(m.body).catch(() => {}))}
+      {live && mine && m.kind === "text" && send && item("Edit", props.onEdit)}
+      {mine && item("Info", props.onInfo)}
       {send && item("Delete…", props.onDelete)}
     </div>
   );
 }
 
 function DeleteDialog(props: { m: Msg; everyone: boolean; onClose: () => void; onDelete: (everyone: boolean) => void }) {
+  const text = props.m.deleted ? "" : data.summary(props.m);
   return (
     <Dialog label="Delete message" onClose={props.onClose}>
       <h2>Delete this message?</h2>
-      <p class="muted">“{props.m.body.length > 80 ? `${props.m.body.slice(0, 80)}…` : props.m.body}”</p>
+      {text && <p class="muted">“{text.length > 80 ? `${text.slice(0, 80)}…` : text}”</p>}
+      {props.everyone && <p class="muted small">For everyone: it is replaced by “This message was deleted” on every device of everyone in this chat.</p>}
       <div class="dialog-actions">
         {props.everyone && (
           <button type="button" class="danger" onClick={() => props.onDelete(true)}>
@@ -883,16 +1013,87 @@ function DeleteDialog(props: { m: Msg; everyone: boolean; onClose: () => void; o
   );
 }
 
+const RECEIPT: Record<string, string> = { read: "Read", delivered: "Delivered", relayed: "Held by a friend", queued: "Waiting", failed: "Not delivered" };
+
+/** Who has a message this user sent: each member of a group, or the one contact. */
+function InfoDialog({ m, group, onClose }: { m: Msg; group: boolean; onClose: () => void }) {
+  const [, words] = STATUS[m.status] ?? ["", m.status];
+  const order = ["read", "delivered", "relayed", "queued", "failed"];
+  const receipts = [...(m.receipts ?? [])].sort((a, b) => order.indexOf(a.status) - order.indexOf(b.status));
+  return (
+    <Dialog label="Message info" onClose={onClose}>
+      <h2>Message info</h2>
+      <p class="muted">{data.summary(m)}</p>
+      <dl class="facts">
+        <dt>Sent</dt>
+        <dd>{new Date(m.sent_at).toLocaleString()}</dd>
+        {m.edited_at && (
+          <>
+            <dt>Edited</dt>
+            <dd>{new Date(m.edited_at).toLocaleString()}</dd>
+          </>
+        )}
+        {m.expires_at && (
+          <>
+            <dt>Disappears</dt>
+            <dd>{new Date(m.expires_at).toLocaleString()}</dd>
+          </>
+        )}
+        {!group && (
+          <>
+            <dt>Status</dt>
+            <dd data-testid="info-status">{words}</dd>
+          </>
+        )}
+      </dl>
+      {group && (
+        <ul class="plain receipts" aria-label="Members">
+          {receipts.map((r) => (
+            <li key={r.user_id} data-testid="receipt">
+              <Avatar id={r.user_id} name={data.nameOf(r.user_id)} url={data.avatars.value[r.user_id]} size={28} />
+              <span class="grow">{data.nameOf(r.user_id)}</span>
+              <span class={`ticks ${r.status}`}>
+                <Icon name={STATUS[r.status]?.[0] ?? "check"} />
+              </span>
+              <span>{RECEIPT[r.status] ?? r.status}</span>
+            </li>
+          ))}
+          {receipts.length === 0 && <li class="muted">No member has it yet.</li>}
+        </ul>
+      )}
+      <div class="dialog-actions">
+        <button type="button" class="secondary" onClick={onClose}>
+          Close
+        </button>
+      </div>
+    </Dialog>
+  );
+}
+
 export function Dialog(props: { label: string; onClose: () => void; children: preact.ComponentChildren }) {
   const ref = useRef<HTMLDivElement>(null);
+  const close = useRef(props.onClose);
+  close.current = props.onClose;
   useEffect(() => {
     const before = document.activeElement as HTMLElement | null;
-    (ref.current?.querySelector("button, input, a, textarea") as HTMLElement | null)?.focus();
-    return () => before?.focus?.();
+    const focusIn = () => {
+      const el = ref.current;
+      if (el && !el.contains(document.activeElement)) (el.querySelector("button, input, a, textarea, select") as HTMLElement | null)?.focus();
+    };
+    focusIn();
+    // What was clicked to open it may take focus back as the click ends.
+    const frame = requestAnimationFrame(focusIn);
+    // Escape closes the topmost dialog wherever the focus is.
+    const onKey = (e: KeyboardEvent) => {
+      const all = document.querySelectorAll(".dialog");
+      if (e.key === "Escape" && all[all.length - 1] === ref.current) (e.preventDefault(), close.current());
+    };
+    document.addEventListener("keydown", onKey);
+    return () => (cancelAnimationFrame(frame), document.removeEventListener("keydown", onKey), before?.focus?.());
   }, []);
   return (
     <div class="scrim" onClick={(e) => e.target === e.currentTarget && props.onClose()}>
-      <div class="dialog" role="dialog" aria-modal="true" aria-label={props.label} ref={ref} onKeyDown={(e) => e.key === "Escape" && (e.preventDefault(), props.onClose())}>
+      <div class="dialog" role="dialog" aria-modal="true" aria-label={props.label} ref={ref}>
         {props.children}
       </div>
     </div>

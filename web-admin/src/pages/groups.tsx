@@ -10,6 +10,7 @@ export function Members({
   group,
   me,
   who,
+  picture,
   contacts,
   canChange,
 }: {
@@ -17,6 +18,7 @@ export function Members({
   group: Group;
   me: string | undefined;
   who: (u: string) => string;
+  picture?: (u: string) => string | null | undefined;
   contacts: S["Contact"][];
 }) {
   const change = useAction();
@@ -34,7 +36,7 @@ export function Members({
       <ul class="plain" aria-label="Members">
         {group.members.map((m) => (
           <li key={m.user_id} data-testid="group-member">
-            <Avatar id={m.user_id} name={who(m.user_id)} size={32} />
+            <Avatar id={m.user_id} name={who(m.user_id)} url={picture?.(m.user_id)} size={32} />
             <span class="member-name">
               <strong>{who(m.user_id)}</strong> <span class={`badge${m.role === "admin" ? " good" : ""}`}>{m.role}</span>
             </span>{" "}
