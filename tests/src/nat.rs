@@ -211,11 +211,12 @@ impl Internet {
         );
         in_ns(&ns, "sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
         let random = if nat == Nat::Random { " random" } else { "" };
-        // Carriers do not filter beyond what their translation implies.
+        // A carrier's NAT answers nothing that arrives unasked at its address.
         nft(
             &ns,
             &format!(
-                "table ip nat {{\n  chain postrouting {{\n    type nat hook postrouting priority 100;\n    oifname \"wan0\" masquerade{random}\n  }}\n}}\n"
+                "table ip nat {{\n  chain postrouting {{\n    type nat hook postrouting priority 100;\n    oifname \"wan0\" masquerade{random}\n  }}\n}}\n\
+                 table ip filter {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    iifname \"wan0\" ct state new drop\n  }}\n}}\n"
             ),
         );
         Carrier {

@@ -561,9 +561,22 @@ fn place_name(place: &Place, carriers: &[(Carrier, Nat)]) -> String {
     }
 }
 
+/// The path a cell is to end on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// Direct within 10 s.
+    Direct,
+    /// Relayed (and it stays so).
+    Relayed,
+    /// Both routers answer stray packets: direct only when the two sides' first packets
+    /// cross between the routers, which on these links (microseconds apart) is luck; a
+    /// later attempt may make it. Either path passes; the table records which.
+    Either,
+}
+
 struct Cell {
     name: String,
-    direct: bool,
+    expect: Expect,
     hosts: [Host; 2],
     a: Node,
     b: Node,
@@ -584,14 +597,14 @@ struct Matrix {
 async fn matrix_setup(
     mut net: Internet,
     carriers: &[Nat],
-    pairs: &[(Place, Place, bool)],
+    pairs: &[(Place, Place, Expect)],
     relay_rate: u64,
 ) -> Matrix {
     let tmp = tempfile::tempdir().unwrap();
     let public_host = net.public_host();
     let carriers: Vec<(Carrier, Nat)> = carriers.iter().map(|n| (net.carrier(*n), *n)).collect();
     let mut homes = Vec::new();
-    for (a, b, direct) in pairs {
+    for (a, b, expect) in pairs {
         let mut host = |p: &Place| match p.carrier {
             None => net.home_behind(p.router),
             Some(c) => net.home_behind_carrier(&carriers[c].0, p.router),
@@ -602,7 +615,7 @@ async fn matrix_setup(
             place_name(a, &carriers),
             place_name(b, &carriers)
         );
-        homes.push((name, *direct, [ha, hb]));
+        homes.push((name, *expect, [ha, hb]));
     }
     let public = node_on(
         &tmp.path().join("public"),
@@ -622,10 +635,10 @@ async fn matrix_setup(
     }))
     .await;
     let mut cells = Vec::new();
-    for ((name, direct, hosts), (a, b)) in homes.into_iter().zip(started) {
+    for ((name, expect, hosts), (a, b)) in homes.into_iter().zip(started) {
         cells.push(Cell {
             name,
-            direct,
+            expect,
             hosts,
             a,
             b,
@@ -648,7 +661,7 @@ async fn matrix_setup(
 async fn matrix(
     net: Internet,
     carriers: &[Nat],
-    pairs: &[(Place, Place, bool)],
+    pairs: &[(Place, Place, Expect)],
     relay_rate: u64,
 ) -> Matrix {
     let m = matrix_setup(net, carriers, pairs, relay_rate).await;
@@ -742,9 +755,11 @@ async fn settle(cell: &Cell) -> (String, Option<Duration>, Value) {
     let (_, b_peer) = cell.b.ids().await;
     let started = Instant::now();
     let mut direct_after = None;
-    if cell.direct {
+    // Direct within 10 s, or relayed once an attempt to punch failed (then it stays so).
+    let direct = {
+        let mut both = true;
         for (node, other) in [(&cell.a, &b_peer), (&cell.b, &a_peer)] {
-            let direct = within(node, "/v1/peers", Duration::from_secs(10), |p| {
+            both &= within(node, "/v1/peers", Duration::from_secs(10), |p| {
                 p["peers"].as_array().unwrap().iter().any(|p| {
                     p["peer_id"] == other.as_str()
                         && p["connected"] == true
@@ -752,20 +767,17 @@ async fn settle(cell: &Cell) -> (String, Option<Duration>, Value) {
                 })
             })
             .await;
-            assert!(
-                direct,
-                "{}: not direct within 10 s: {}",
-                cell.name,
-                peer_entry(node, other).await
-            );
         }
+        both
+    };
+    if direct {
         direct_after = Some(started.elapsed());
     } else {
-        // Relayed, and it stays so after a punch was tried and failed.
         cell.a
             .wait_for("/v1/peers", Duration::from_secs(40), |p| {
                 p["peers"].as_array().unwrap().iter().any(|p| {
-                    p["peer_id"] == b_peer.as_str() && p["last_punch"]["outcome"] == "failed"
+                    p["peer_id"] == b_peer.as_str()
+                        && (p["last_punch"]["outcome"] == "failed" || p["path"] == "direct")
                 })
             })
             .await;
@@ -791,7 +803,12 @@ async fn run_matrix(
     // Direct cells one at a time, each on its own link.
     let mut rates = vec![0.0; m.cells.len()];
     let mut links = vec![None; m.cells.len()];
-    for (i, cell) in m.cells.iter().enumerate().filter(|(_, c)| c.direct) {
+    for (i, cell) in m
+        .cells
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| settled[*i].1.is_some())
+    {
         m.net.limit_upload(&cell.hosts[0], link_mbit);
         rates[i] = send_file(&cell.a, &cell.b, direct_size).await;
         links[i] = Some(f64::from(link_mbit) * 1e6 / 8.0);
@@ -801,7 +818,7 @@ async fn run_matrix(
         m.cells
             .iter()
             .enumerate()
-            .filter(|(_, c)| !c.direct)
+            .filter(|(i, _)| settled[*i].1.is_none())
             .map(|(i, c)| async move { (i, send_file(&c.a, &c.b, relayed_size).await) }),
     )
     .await;
@@ -842,12 +859,15 @@ async fn run_matrix(
     }
     eprintln!("direct: {direct} of {} cells", outcomes.len());
     for (o, cell) in outcomes.iter().zip(&m.cells) {
-        assert_eq!(
-            o.path,
-            if cell.direct { "direct" } else { "relayed" },
-            "{}",
-            o.name
-        );
+        match cell.expect {
+            Expect::Direct => assert!(
+                o.direct_after.is_some(),
+                "{}: not direct within 10 s",
+                o.name
+            ),
+            Expect::Relayed => assert_eq!(o.path, "relayed", "{}", o.name),
+            Expect::Either => {}
+        }
         match o.link {
             // As in the single-cell test: 90 % of what plain TCP moves on a tbf link (96 %
             // of its rate), offer to completion.
@@ -857,17 +877,21 @@ async fn run_matrix(
                 o.name,
                 o.rate / 1e6
             ),
-            None => assert!(
-                o.rate > 0.8 * m.relay_rate as f64 && o.rate < 1.2 * m.relay_rate as f64,
+            // At the relay's rate (up to eight cells at once on two cores: the offer and
+            // set-up weigh more than alone); faster only where a later punch moved it to a
+            // direct path.
+            None if o.path == "relayed" => assert!(
+                o.rate > 0.75 * m.relay_rate as f64 && o.rate < 1.2 * m.relay_rate as f64,
                 "{}: {:.0} B/s at a relay rate of {} B/s",
                 o.name,
                 o.rate,
                 m.relay_rate
             ),
+            None => assert!(o.rate > 0.8 * m.relay_rate as f64, "{}", o.name),
         }
     }
     // No storms: per relayed home, a handful of attempts.
-    for cell in m.cells.iter().filter(|c| !c.direct) {
+    for cell in m.cells.iter().filter(|c| c.expect != Expect::Direct) {
         let dials = cell.a.log().matches("hole punching: dialing again").count();
         assert!(dials <= 8, "{}: {dials} re-dials", cell.name);
     }
@@ -884,22 +908,22 @@ async fn matrix_homes_that_keep_ports_punch_through_dropping_rejecting_and_carri
         Internet::new(),
         &[Nat::PortPreserving],
         &[
-            (at(DP), at(DP), true),
-            (at(RP), at(RP), true),
-            (at(DP), at(RP), true),
+            (at(DP), at(DP), Expect::Direct),
+            (at(RP), at(RP), Expect::Either),
+            (at(DP), at(RP), Expect::Direct),
             (
                 Place {
                     router: DP,
                     carrier: Some(0),
                 },
                 at(RP),
-                true,
+                Expect::Direct,
             ),
         ],
         2 << 20,
     )
     .await;
-    run_matrix(&m, 40, 32 << 20, 4 << 20).await;
+    run_matrix(&m, 40, 32 << 20, 8 << 20).await;
 }
 
 #[tokio::test]
@@ -911,26 +935,26 @@ async fn matrix_homes_behind_a_random_port_nat_talk_through_the_relay() {
         Internet::new(),
         &[Nat::Random],
         &[
-            (at(DP), at(DR), false),
-            (at(DP), at(RR), false),
-            (at(RP), at(DR), false),
-            (at(RP), at(RR), false),
-            (at(DR), at(DR), false),
-            (at(DR), at(RR), false),
-            (at(RR), at(RR), false),
+            (at(DP), at(DR), Expect::Relayed),
+            (at(DP), at(RR), Expect::Relayed),
+            (at(RP), at(DR), Expect::Relayed),
+            (at(RP), at(RR), Expect::Relayed),
+            (at(DR), at(DR), Expect::Relayed),
+            (at(DR), at(RR), Expect::Relayed),
+            (at(RR), at(RR), Expect::Relayed),
             (
                 Place {
                     router: DP,
                     carrier: Some(0),
                 },
                 at(DP),
-                false,
+                Expect::Relayed,
             ),
         ],
         1 << 20,
     )
     .await;
-    run_matrix(&m, 40, 32 << 20, 4 << 20).await;
+    run_matrix(&m, 40, 32 << 20, 8 << 20).await;
 }
 
 #[tokio::test]
@@ -943,7 +967,10 @@ async fn a_friend_in_a_private_range_relays_for_both_homes_though_nobody_knows_i
     let m = matrix(
         Internet::private_range(),
         &[],
-        &[(at(RR), at(DR), false), (at(RP), at(DP), true)],
+        &[
+            (at(RR), at(DR), Expect::Relayed),
+            (at(RP), at(DP), Expect::Direct),
+        ],
         1 << 20,
     )
     .await;
@@ -954,7 +981,7 @@ async fn a_friend_in_a_private_range_relays_for_both_homes_though_nobody_knows_i
         assert_eq!(n["relayed_via"], json!([public_peer]), "{n}");
     }
     assert_eq!(node_of(&m.public).await["reachability"], "unknown");
-    run_matrix(&m, 40, 32 << 20, 4 << 20).await;
+    run_matrix(&m, 40, 32 << 20, 8 << 20).await;
 }
 
 #[tokio::test]
@@ -963,12 +990,20 @@ async fn a_file_that_started_on_the_relay_moves_to_the_direct_path_when_a_later_
         return;
     }
     let relay_rate: u64 = 1 << 20;
-    let m = matrix_setup(Internet::new(), &[], &[(at(RP), at(RP), false)], relay_rate).await;
+    let m = matrix_setup(
+        Internet::new(),
+        &[],
+        &[(at(DP), at(RP), Expect::Relayed)],
+        relay_rate,
+    )
+    .await;
     let cell = &m.cells[0];
-    // Until the first attempt has failed, B's router drops everything from A's router: only
-    // the relay connects them.
+    // Until the first attempt has failed, each router drops everything from the other's:
+    // only the relay connects them.
     let (_, router_a) = cell.hosts[0].router.clone().unwrap();
+    let (_, router_b) = cell.hosts[1].router.clone().unwrap();
     m.net.cut(&cell.hosts[1], &router_a);
+    m.net.cut(&cell.hosts[0], &router_b);
     contacts_in(&m).await;
     let (_, a_peer) = cell.a.ids().await;
     let (b_user, b_peer) = cell.b.ids().await;
@@ -1016,6 +1051,7 @@ async fn a_file_that_started_on_the_relay_moves_to_the_direct_path_when_a_later_
         )
         .await;
     m.net.heal(&cell.hosts[1]);
+    m.net.heal(&cell.hosts[0]);
     // The next attempt (30 s after the failed one) finds the path open.
     let mut moved = None;
     let mut done_then = 0;

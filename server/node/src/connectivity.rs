@@ -138,10 +138,14 @@ impl Connectivity {
         let this = self.clone();
         tokio::spawn(async move {
             let mut changes = this.inner.net.connectivity();
+            // A new contact (or a new device of one) may be a friend to ask: its node was
+            // connected before it became a contact, when it was not asked.
+            let mut contacts = this.inner.peers.devices_changed();
             loop {
                 let wait = this.step().await;
                 tokio::select! {
                     changed = changes.changed() => if changed.is_err() { return },
+                    changed = contacts.changed() => if changed.is_err() { return },
                     () = this.inner.wake.notified() => {}
                     () = tokio::time::sleep(wait) => {}
                 }
