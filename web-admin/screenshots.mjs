@@ -20,12 +20,25 @@ try {
     await api(who, "POST", "/v1/contacts", { invite: invite.link, name });
   }
   for (let i = 0; i < 100 && (await api(alice, "GET", "/v1/contacts")).contacts.length < 2; i++) await wait(100);
-  const say = async (from, to, body) => (await api(from, "POST", "/v1/messages", { to, body }), wait(60));
-  await say(bob, A, "Hi Alice! Dinner on Friday?");
-  await say(alice, B, "Yes! 7 pm at the usual place.");
-  await say(alice, B, "I'll bring the wine 🍷");
+  // Names as people set them (the machines' names otherwise).
+  await Promise.all([[alice, "Alice Martin"], [bob, "Bob Ito"], [carol, "Carol Diaz"]].map(([n, name]) => api(n, "PUT", "/v1/profile", { name })));
+  const say = async (from, to, body, extra = {}) => {
+    const sent = await api(from, "POST", "/v1/messages", { to, body, ...extra });
+    await wait(60);
+    return sent.id;
+  };
+  const dinner = await say(bob, A, "Hi Alice! Dinner on Friday?");
+  const seven = await say(alice, B, "Yes! 7 pm at the usual place.", { reply_to: dinner });
+  const wine = await say(alice, B, "I'll bring the wine 🍷");
   await say(bob, A, "Perfect. Here is the menu: https://example.org/menu");
-  await say(bob, A, "👍");
+  // A reaction, an edit and a read mark: what the thread shows of them.
+  for (let i = 0; i < 100 && (await call(bob, "GET", `/v1/messages/${wine}`)).status !== 200; i++) await wait(100);
+  await api(bob, "POST", `/v1/messages/${seven}/reactions`, { emoji: "👍" });
+  await api(alice, "PATCH", `/v1/messages/${wine}`, { body: "I'll bring the wine and dessert 🍷" });
+  const last = await say(bob, A, "See you then!");
+  await api(bob, "POST", "/v1/messages/read", { with: A, up_to: wine });
+  await wait(300);
+  await api(alice, "POST", "/v1/messages/read", { with: B, up_to: last });
   const group = await api(alice, "POST", "/v1/groups", { name: "Book club", members: [B, C] });
   for (let i = 0; i < 100 && (await call(carol, "GET", `/v1/groups/${group.id}`)).status !== 200; i++) await wait(100);
   await wait(500);
@@ -34,6 +47,8 @@ try {
   await api(carol, "POST", "/v1/messages", { group: group.id, body: "Me! Something short this time." });
   await wait(100);
   await api(alice, "POST", "/v1/messages", { group: group.id, body: "Sounds good — see you Thursday." });
+  await wait(100);
+  await api(alice, "PATCH", `/v1/groups/${group.id}`, { disappearing_secs: 604800 });
   const photo = join(nodes.root, "sunset.png");
   writeFileSync(photo, readFileSync("static/icon-512.png"));
   const offer = await api(bob, "POST", "/v1/transfers", { to: A, path: photo });
@@ -78,6 +93,13 @@ try {
       await wait(400);
       await page.screenshot({ path: join(OUT, `${size}-${name}.png`) });
     }
+    // Search over all history, from the chat list.
+    await page.evaluate(() => (location.hash = "#/"));
+    await page.getByRole("searchbox").fill("book");
+    await page.getByTestId("search-result").first().waitFor();
+    await wait(300);
+    await page.screenshot({ path: join(OUT, `${size}-search.png`) });
+    await page.getByRole("searchbox").fill("");
     // The dark theme, and a message's menu.
     await page.evaluate(() => (document.documentElement.dataset.theme = "dark"));
     await page.evaluate((h) => (location.hash = h), `#/chat/u/${B}`);

@@ -311,9 +311,29 @@ async function loadTransfer(id: string) {
 
 const byActivity = (a: Chat, b: Chat) => b.updated_at.localeCompare(a.updated_at);
 
+/** Chats changed here by an event (a message in or out), by when: a list asked before keeps them. */
+let bumps = 0;
+const bumped = new Map<Key, number>();
+let listAsked = 0;
+let listShown = 0;
+
 async function loadChats() {
+  const asked = ++listAsked;
+  const since = bumps;
   const list = await ok(api.GET("/v1/conversations"));
-  chats.set(list.conversations.map(fromConversation).map((c) => (readingNow.has(c.key) ? { ...c, unread: Math.min(c.unread, readingNow.get(c.key)!) } : c)));
+  // An answer to an older question, once a newer one is shown, is stale.
+  if (asked < listShown) return;
+  listShown = asked;
+  const here = new Map(chats.value.map((c) => [c.key, c]));
+  const fresh = list.conversations.map(fromConversation).map((c) => {
+    if (readingNow.has(c.key)) c = { ...c, unread: Math.min(c.unread, readingNow.get(c.key)!) };
+    // A message this page put in the list while the node was answering stays there.
+    const local = here.get(c.key);
+    if ((bumped.get(c.key) ?? 0) > since && local?.last && (!c.last || local.last.sent_at > c.last.sent_at)) return { ...c, last: local.last, updated_at: local.updated_at, unread: Math.max(c.unread, local.unread) };
+    return c;
+  });
+  for (const [key, n] of bumped) if (n > since && !fresh.some((c) => c.key === key) && here.has(key)) fresh.push(here.get(key)!);
+  chats.set(fresh.sort(byActivity));
   chatsLoaded.set(true);
   save();
 }
@@ -343,6 +363,7 @@ function bump(key: Key, m: Msg, incoming: boolean) {
     const updated: Chat = { ...chat, last: m, updated_at: m.sent_at > chat.updated_at ? m.sent_at : new Date().toISOString(), unread: incoming && !m.pending ? chat.unread + 1 : chat.unread };
     return [updated, ...list.filter((c) => c.key !== key)].sort(byActivity);
   });
+  bumped.set(key, ++bumps);
   save();
 }
 
@@ -416,7 +437,8 @@ function query(key: Key, extra: { before?: string; limit: number }) {
 }
 
 function sortMessages(list: Msg[]): Msg[] {
-  return list.sort((a, b) => (a.pending && !b.pending ? 1 : !a.pending && b.pending ? -1 : a.sent_at.localeCompare(b.sent_at)));
+  // As the node orders them: by time, then by id (messages sent in the same millisecond).
+  return list.sort((a, b) => (a.pending && !b.pending ? 1 : !a.pending && b.pending ? -1 : a.sent_at < b.sent_at ? -1 : a.sent_at > b.sent_at ? 1 : a.pending ? 0 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 
 /** Loads the newest page of a chat, once (later only refreshed). */
@@ -437,7 +459,8 @@ async function refreshTimeline(key: Key) {
       const fresh = new Set(page.map((m) => m.id));
       // Older pages already loaded stay, and so do messages that came live while this page was
       // on its way; the newest page replaces what it covers.
-      const kept = v.messages.filter((m) => !m.pending && !fresh.has(m.id) && (m.sent_at < first || m.sent_at > last));
+      // (A message of the same millisecond as the page's first or last is outside it too.)
+      const kept = v.messages.filter((m) => !m.pending && !fresh.has(m.id) && (page.length < PAGE ? m.sent_at > last : m.sent_at <= first || m.sent_at > last));
       const waiting = v.messages.filter((m) => m.pending);
       return {
         messages: sortMessages([...kept, ...page, ...waiting]),

@@ -4,7 +4,7 @@
 //
 //   VOLLI_BIN      the node binary (default ../target/debug/volli; see clients/typescript/tests/nodes.mjs)
 //   CHROMIUM       the browser (default /usr/bin/chromium)
-import { after, before, describe, test } from "node:test";
+import { after, afterEach, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createECDH, randomBytes } from "node:crypto";
@@ -22,6 +22,16 @@ const DESKTOP = { width: 1280, height: 800 };
 const nodes = new Nodes("volli-app-");
 const root = nodes.root;
 let browser;
+/** Pages still open: a test that failed half way leaves none to the next (which would read its messages). */
+const contexts = new Set();
+let failed = 0;
+afterEach(async () => {
+  for (const c of [...contexts]) {
+    // What a failed test's pages showed, for whoever reads the log (VOLLI_FAIL_SHOTS=dir).
+    if (process.env.VOLLI_FAIL_SHOTS) for (const p of c.pages()) await p.screenshot({ path: join(process.env.VOLLI_FAIL_SHOTS, `failed-${++failed}.png`) }).catch(() => {});
+    await c.close().catch(() => {});
+  }
+});
 
 const wait = (ms) => new Promise((r) => setTimeout(r, ms));
 async function until(what, f, ms = 20_000) {
@@ -39,6 +49,8 @@ const hash = (page, h) => page.evaluate((x) => (location.hash = x), h);
 /** A page that records every problem: console errors, exceptions, requests elsewhere. */
 async function open(node, { viewport = DESKTOP, permissions = [] } = {}) {
   const context = await browser.newContext({ viewport, acceptDownloads: true });
+  contexts.add(context);
+  context.on("close", () => contexts.delete(context));
   if (permissions.length) await context.grantPermissions(permissions, { origin: new URL(node.url).origin });
   const page = await context.newPage();
   const problems = [];

@@ -211,7 +211,9 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
     stick.current = !focus;
   }, [chatKey]);
   const onScroll = () => {
-    const el = scroller.current!;
+    // A scroll may still be on its way when the thread has left the screen.
+    const el = scroller.current;
+    if (!el) return;
     const atBottom = el.scrollHeight - el.scrollTop - el.clientHeight < 60;
     stick.current = atBottom;
     setAway(!atBottom);
@@ -302,7 +304,7 @@ export function Thread({ chatKey, focus }: { chatKey: data.Key; focus?: string |
           onClick={() => {
             stick.current = true;
             setHighlight(null);
-            scroller.current!.scrollTop = scroller.current!.scrollHeight;
+            if (scroller.current) scroller.current.scrollTop = scroller.current.scrollHeight;
           }}
         >
           <Icon name="down" />
@@ -1074,7 +1076,8 @@ export function Dialog(props: { label: string; onClose: () => void; children: pr
   const ref = useRef<HTMLDivElement>(null);
   const close = useRef(props.onClose);
   close.current = props.onClose;
-  useEffect(() => {
+  // A layout effect: Escape works from the moment the dialog is on screen.
+  useLayoutEffect(() => {
     const before = document.activeElement as HTMLElement | null;
     const focusIn = () => {
       const el = ref.current;
