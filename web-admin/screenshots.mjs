@@ -104,7 +104,7 @@ try {
     await page.evaluate(() => (document.documentElement.dataset.theme = "dark"));
     await page.evaluate((h) => (location.hash = h), `#/chat/u/${B}`);
     await wait(400);
-    const bubble = page.getByTestId("message").filter({ hasText: "Dinner on Friday" });
+    const bubble = page.getByTestId("message").filter({ hasText: "Dinner on Friday" }).first();
     await bubble.hover();
     await bubble.getByRole("button", { name: "Message actions" }).click({ force: true });
     await wait(200);

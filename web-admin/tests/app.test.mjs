@@ -450,6 +450,8 @@ describe("the chat app", () => {
 
   test("every screen passes axe-core (no serious or critical violation) at both sizes, and the node's pages are inside", async () => {
     const group = (await call(alice, "GET", "/v1/groups")).body.groups[0];
+    // A long last message: its preview is cut, it never makes a screen wider than the phone.
+    await call(alice, "POST", "/v1/messages", { to: C, body: "A long line about the book club, the chapters we read and the ones still to come, and where we meet" });
     for (const viewport of [PHONE, DESKTOP]) {
       const login = await open(alice, { viewport });
       await login.page.goto(`${alice.url}/`);
@@ -475,6 +477,8 @@ describe("the chat app", () => {
         await a.page.getByRole("heading", { name: heading, exact: true }).first().waitFor();
         await a.page.waitForLoadState("networkidle");
         await axe(a.page, `${h} ${viewport.width}`);
+        const wide = await a.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+        assert.ok(wide <= 0, `${h} at ${viewport.width}: ${wide}px wider than the window`);
       }
       // From the settings to a node page and back, on one login.
       await hash(a.page, "#/settings");
