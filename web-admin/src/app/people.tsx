@@ -193,7 +193,7 @@ export function AddContact() {
   };
   return (
     <section class="screen" aria-labelledby="page-title">
-      <Bar back="#/new">
+      <Bar back="#/new" always>
         <h1 id="page-title" tabIndex={-1}>
           Add a contact
         </h1>
@@ -323,7 +323,7 @@ export function Profile() {
   };
   return (
     <section class="screen" aria-labelledby="page-title">
-      <Bar back="#/settings">
+      <Bar back="#/settings" always>
         <h1 id="page-title" tabIndex={-1}>
           Profile
         </h1>

@@ -572,7 +572,7 @@ function Reactions({ m, react }: { m: Msg; react: (m: Msg, emoji: string) => voi
             onClick={() => react(m, r.emoji)}
             data-testid="reaction"
           >
-            {r.emoji}
+            <span class="emoji">{r.emoji}</span>
             {r.from.length > 1 ? ` ${r.from.length}` : ""}
           </button>
         );
