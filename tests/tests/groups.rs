@@ -345,6 +345,62 @@ async fn a_member_whose_sponsor_is_removed_is_carried_by_a_member_it_knows() {
             .await
             .contains(&"still with us, dave?".to_owned())
     );
+
+    // Each change of the roster is a line of the conversation, once, on the committer's
+    // node and on a member's alike: Bob made an admin, Dave added by Bob, Bob gone.
+    let expected = [
+        json!({"role": "admin", "user": b}),
+        json!({"added": d, "by": b}),
+        json!({"removed": b}),
+    ];
+    for node in [&alice, &carol] {
+        let lines = node
+            .wait_for(&format!("/v1/messages?group={id}&limit=500"), WAIT, |l| {
+                let lines = system_lines(l);
+                expected.iter().all(|e| lines.contains(e))
+            })
+            .await;
+        let lines = system_lines(&lines);
+        for e in &expected {
+            assert_eq!(
+                lines.iter().filter(|l| *l == e).count(),
+                1,
+                "{e} once on {}: {lines:?}",
+                node.url
+            );
+        }
+    }
+    // Lines are not unread messages: Carol, who read nothing, has the others' texts unread.
+    wait_body(&carol, &id, "yes, through carol").await;
+    let (_, page) = carol
+        .get(&format!("/v1/messages?group={id}&limit=500"))
+        .await;
+    let texts = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] != "system" && m["from"] != c.as_str())
+        .count();
+    let (_, chats) = carol.get("/v1/conversations").await;
+    let chat = chats["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["group"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(chat["unread"], texts, "the others' texts only: {chat}");
+}
+
+/// The system lines of a page of messages.
+fn system_lines(page: &Value) -> Vec<Value> {
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] == "system")
+        .map(|m| m["system"].clone())
+        .collect()
 }
 
 /// A received file's bytes.

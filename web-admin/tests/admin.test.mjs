@@ -410,8 +410,8 @@ describe("the admin page", () => {
     const a = await logIn(alice);
     await a.page.getByTestId("permissions").filter({ hasText: "messages, contacts, settings, admin" }).waitFor();
     // Whether others can reach the node, in words: on loopback nothing confirms an address
-    // from outside, so it is still finding out or knows it is not reachable yet.
-    await a.page.getByTestId("reachability").filter({ hasText: /finding out|not yet|through friends|other nodes connect/ }).waitFor();
+    // from outside, so it is still not known or knows it is not reachable yet.
+    await a.page.getByTestId("reachability").filter({ hasText: /not known|not yet|through friends|other nodes connect/ }).waitFor();
 
     // Someone who can reach Alice's node tries a pairing code with the wrong words: the
     // Devices page says so, live.

@@ -1005,6 +1005,11 @@ impl EventLoop {
                     self.act(action);
                 }
                 if num_established.get() == 1 {
+                    if relay.is_none() {
+                        // Direct from the start (after attempts that failed, perhaps).
+                        let action = self.punches.direct_up(peer_id, &remote);
+                        self.act(action);
+                    }
                     self.links.connected(peer_id, remote, relay);
                 } else if relay.is_none() && !had_direct {
                     // A direct path beside a relayed one (a hole punch, or the peer dialed

@@ -220,10 +220,14 @@ impl Punches {
         }
     }
 
-    /// A direct connection to `peer` came up beside a relayed one: the attempt succeeded.
+    /// A direct connection to `peer` came up: the attempt under way succeeded, or (after
+    /// attempts that failed) the path is direct after all — either side's later punch, or a
+    /// dial once the routers let it through.
     pub(crate) fn direct_up(&mut self, peer: PeerId, remote: &Multiaddr) -> Option<Action> {
         let p = self.peers.get_mut(&peer)?;
-        p.attempt.take()?;
+        if p.attempt.take().is_none() && p.failures == 0 {
+            return None;
+        }
         p.failures = 0;
         p.retry_at = None;
         p.circuits.clear();
@@ -289,6 +293,21 @@ impl Punches {
                         addrs,
                         as_listener: attempt.as_listener,
                     });
+                } else if attempt.next_redial().is_none()
+                    && attempt.deadline() <= now
+                    && !relayed_only(peer)
+                {
+                    // A direct connection came up meanwhile (the other side's dial).
+                    p.attempt = None;
+                    p.failures = 0;
+                    p.retry_at = None;
+                    for id in p.circuits.drain(..) {
+                        out.push(Action::Close(*peer, id));
+                    }
+                    out.push(Action::Report(
+                        *peer,
+                        report(PunchOutcome::Direct, None, None),
+                    ));
                 } else if attempt.next_redial().is_none() && attempt.deadline() <= now {
                     let reason = attempt.reason();
                     p.attempt = None;
@@ -438,5 +457,30 @@ mod tests {
         );
         let out = punches.due(t0 + Duration::from_secs(16), |_| true);
         assert_eq!(reports(&out), vec![PunchOutcome::Failed]);
+    }
+
+    #[test]
+    fn a_path_that_turns_direct_after_failures_is_reported_direct() {
+        let mut punches = Punches::default();
+        let peer = PeerId::random();
+        let t0 = Instant::now();
+        punches.relayed_up(peer, false, t0);
+        let out = punches.due(t0 + Duration::from_secs(16), |_| true);
+        assert_eq!(reports(&out), vec![PunchOutcome::Failed]);
+        // The other side's dial gets through later, with no attempt of this side under way.
+        let tcp: Multiaddr = "/ip4/11.0.0.3/tcp/4001".parse().unwrap();
+        let done = punches
+            .direct_up(peer, &tcp)
+            .into_iter()
+            .collect::<Vec<_>>();
+        assert_eq!(reports(&done), vec![PunchOutcome::Direct]);
+        assert!(punches.next_wake().is_none());
+
+        // An attempt whose time runs out while a direct connection is up ended direct.
+        let other = PeerId::random();
+        punches.relayed_up(other, false, t0);
+        let out = punches.due(t0 + Duration::from_secs(16), |_| false);
+        assert_eq!(reports(&out), vec![PunchOutcome::Direct]);
+        assert!(punches.next_wake().is_none());
     }
 }

@@ -1357,6 +1357,13 @@ impl Conversations {
             (MailKind::Welcome, [welcome, note]) => (std::slice::from_ref(welcome), Some(note)),
             (_, all) => (all, None),
         };
+        // The roster before a commit, for the system lines its change makes.
+        let before = messages
+            .last()
+            .and_then(|m| volli_mls::peek(m).ok())
+            .and_then(|p| p.group)
+            .and_then(|g| Some((g, mls.info(&g)?)));
+        let mut lines = Vec::new();
         let processed = match messages {
             [one] => mls
                 .process_handshake(one, &directory, now_ms())
@@ -1373,12 +1380,28 @@ impl Conversations {
                         Processed::Commit {
                             group,
                             epoch,
+                            sender,
                             left,
                             info,
                             revocations,
                             ..
                         } => {
                             learned.extend(revocations.iter().map(volli_core::Statement::to_bytes));
+                            if let (Some((g, was)), Some(now), false) = (&before, &info, left)
+                                && *g == group
+                                && now.is_group()
+                            {
+                                lines.push((
+                                    group,
+                                    crate::timeline::roster_lines(
+                                        group,
+                                        epoch,
+                                        sender.user,
+                                        was,
+                                        now,
+                                    ),
+                                ));
+                            }
                             if !left {
                                 advanced.push((group, epoch, true));
                             }
@@ -1471,6 +1494,9 @@ impl Conversations {
         }
         for (with, epoch) in changed {
             self.changed(with, epoch);
+        }
+        for (group, lines) in lines {
+            self.keep_lines(group, lines).await;
         }
         for event in group_events {
             if let Event::GroupChanged {

@@ -88,6 +88,67 @@ pub fn system_item(
     }
 }
 
+/// The system lines a change of a group's roster or name makes, from `before` to `after` at
+/// `epoch`: who joined (and who brought them in), who is no longer a member, a new name, a new
+/// role. Their ids derive from the group, the epoch and the line, so each of this user's
+/// devices that sees the commit stores the same items, once.
+pub fn roster_lines(
+    group: GroupRef,
+    epoch: u64,
+    committer: UserId,
+    before: &volli_mls::Info,
+    after: &volli_mls::Info,
+) -> Vec<StoredMessage> {
+    let mut lines = Vec::new();
+    let was = before.roster();
+    for m in after.roster() {
+        match was.iter().find(|w| w.user == m.user) {
+            None => lines.push(json!({
+                "added": m.user.to_string(),
+                "by": m.sponsor.unwrap_or(committer).to_string(),
+            })),
+            Some(w) if w.role != m.role => lines.push(json!({
+                "role": m.role.as_str(),
+                "user": m.user.to_string(),
+            })),
+            Some(_) => {}
+        }
+    }
+    for w in was {
+        if !after.roster().iter().any(|m| m.user == w.user) {
+            lines.push(json!({"removed": w.user.to_string()}));
+        }
+    }
+    if let (Some(old), Some(new)) = (before.name(), after.name())
+        && old != new
+    {
+        lines.push(json!({"name": new, "by": committer.to_string()}));
+    }
+    let at = Where::Group(group);
+    let now = Timestamp::now();
+    lines
+        .into_iter()
+        .map(|line| {
+            let text = line.to_string();
+            let hash = blake3::Hasher::new_derive_key("volli roster line v1")
+                .update(&group.0)
+                .update(&epoch.to_le_bytes())
+                .update(text.as_bytes())
+                .finalize();
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&hash.as_bytes()[..16]);
+            system_item(
+                MessageId::from_bytes(id),
+                at,
+                committer,
+                now,
+                text,
+                MessageStatus::Received,
+            )
+        })
+        .collect()
+}
+
 /// What taking in an item queued: resolves (once durable) to whether it was new, having
 /// told clients.
 pub type Saved = BoxFuture<'static, Result<bool, StoreError>>;

@@ -177,7 +177,15 @@ function Reachability({ node, peers, contacts }: { node: Node; peers: PeerList; 
     default:
       return (
         <>
-          <span class="badge">finding out</span> it asks the nodes it connects to whether they can dial it back
+          <span class="badge">not known</span> no node it connects to has confirmed it can dial this one back, so it
+          acts as if it could not: it asks friends' nodes to relay for it
+          {node.relayed_via.length > 0 && (
+            <>
+              {" "}
+              (now <span data-testid="relayed-via">{node.relayed_via.map(relayName).join(" and ")}</span>)
+            </>
+          )}{" "}
+          and connects directly where the routers let it
         </>
       );
   }

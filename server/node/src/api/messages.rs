@@ -52,7 +52,7 @@ pub struct MessageView {
     /// The recipient's user id.
     pub to: String,
     /// `text`, `file` (a file offered in the conversation: see `file`) or `system` (a line
-    /// about the conversation itself: a timer set; see `system`).
+    /// about the conversation itself: a timer set, a member added or gone; see `system`).
     #[schema(example = "text")]
     pub kind: String,
     /// The text (the latest, once edited; empty once deleted for everyone).
@@ -76,7 +76,9 @@ pub struct MessageView {
     /// For kind `file`: the file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<FileView>,
-    /// For kind `system`: what happened, e.g. `{"timer": 86400, "by": user_id}`.
+    /// For kind `system`: what happened, one of `{"timer": 86400, "by": user_id}` (0: off),
+    /// `{"added": user_id, "by": user_id}`, `{"removed": user_id}` (left or removed),
+    /// `{"role": "admin", "user": user_id}`, `{"name": "new name", "by": user_id}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub system: Option<serde_json::Value>,

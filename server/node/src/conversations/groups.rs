@@ -899,8 +899,14 @@ impl Conversations {
         directory: &Directory,
     ) -> Result<(), ConversationError> {
         let changed_info = commit.change.is_some();
+        let before = mls.info(group);
         let committed = mls.commit(group, commit, directory, now_ms())?;
         let durable = self.inner.vault.mls_queued(mls.take_changes()).await?;
+        if let (Some(before), Some(after)) = (before, mls.info(group)) {
+            let lines =
+                crate::timeline::roster_lines(*group, committed.epoch, self.me(), &before, &after);
+            self.keep_lines(*group, lines).await;
+        }
         tracing::info!(
             %group,
             epoch = committed.epoch,
@@ -1033,6 +1039,25 @@ impl Conversations {
 
     /// Whether `user`'s node takes a sponsor's note beside a Welcome (nodes of earlier
     /// releases read a Welcome alone, and refuse the mail otherwise).
+    /// Stores the system lines of a roster change in the group's timeline (a line this user's
+    /// other device stored already is not stored twice), before clients hear of the change.
+    pub(super) async fn keep_lines(
+        &self,
+        group: GroupRef,
+        lines: Vec<volli_store::vault::StoredMessage>,
+    ) {
+        let key = conversation_key(&group);
+        for line in lines {
+            let saved = match self.inner.vault.queue_message(key, line).await {
+                Ok(saved) => saved.await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = saved {
+                tracing::warn!(error = %e, "a group's system line was not stored");
+            }
+        }
+    }
+
     fn reads_notes(&self, user: &UserId) -> bool {
         *user == self.me() || self.features_of(user) != Some(false)
     }

@@ -485,7 +485,7 @@ pub(super) async fn summary(
     .await?;
     let (unread,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM messages WHERE conversation = ? AND status = 4 AND unsent = 0 \
-         AND sender != ? AND sent_at > COALESCE((SELECT sent_at FROM read_marks \
+         AND kind != 'system' AND sender != ? AND sent_at > COALESCE((SELECT sent_at FROM read_marks \
          WHERE conversation = ? AND reader = ?), -1)",
     )
     .bind(&key)
