@@ -149,12 +149,23 @@ export function timerText(secs: number): string {
 
 /** What a system line says ("You set messages to disappear after 1 hour"). */
 export function systemText(m: Message): string {
-  const s = (m.system ?? {}) as { timer?: number; by?: string };
+  const s = (m.system ?? {}) as { timer?: number; by?: string; added?: string; removed?: string; role?: string; user?: string; name?: string };
   if (typeof s.timer === "number") {
     const by = nameOf(s.by ?? m.from);
     return s.timer ? `${by} set messages to disappear after ${timerText(s.timer)}` : `${by} turned off disappearing messages`;
   }
+  // A group's roster (the node writes a line for each change, on every member's devices).
+  const you = (u: string) => u === myId();
+  if (s.added) return s.by ? `${nameOf(s.by)} added ${you(s.added) ? "you" : nameOf(s.added)}` : `${nameOf(s.added)} ${you(s.added) ? "were" : "was"} added`;
+  if (s.removed) return you(s.removed) ? "You are no longer a member" : `${nameOf(s.removed)} is no longer a member`;
+  if (s.role && s.user) return `${nameOf(s.user)} ${you(s.user) ? "are" : "is"} now ${s.role === "admin" ? "an admin" : "a member"}`;
+  if (typeof s.name === "string") return `${s.by ? nameOf(s.by) : "Someone"} renamed the group “${s.name}”`;
   return m.body || "The conversation changed";
+}
+
+/** Whether a system line is about a disappearing timer. */
+export function isTimerLine(m: Message): boolean {
+  return typeof (m.system as { timer?: unknown } | null | undefined)?.timer === "number";
 }
 
 /** A message in one line, for the chat list and quotes. */
@@ -258,35 +269,9 @@ async function loadContacts() {
 async function loadGroups() {
   const list = await ok(api.GET("/v1/groups"));
   const before = new Map(groups.value.map((g) => [g.id, g]));
-  for (const g of list.groups) {
-    const old = before.get(g.id);
-    if (old) noteGroupChanges(old, g);
-  }
   groups.set(list.groups);
-}
-
-/** "Carol was added", "Bob left": what changed in a group between two reads of it. */
-function noteGroupChanges(old: S["Group"], now: S["Group"]) {
-  const at = new Date().toISOString();
-  const lines: Sys[] = [];
-  const was = new Set(old.members.map((m) => m.user_id));
-  const is = new Set(now.members.map((m) => m.user_id));
-  for (const m of now.members) if (!was.has(m.user_id)) lines.push({ id: `sys:${now.id}:${now.epoch}:+${m.user_id}`, at, text: `${nameOf(m.user_id)} ${m.user_id === myId() ? "were" : "was"} added` });
-  for (const m of old.members) if (!is.has(m.user_id)) lines.push({ id: `sys:${now.id}:${now.epoch}:-${m.user_id}`, at, text: `${nameOf(m.user_id)} left` });
-  for (const m of now.members) {
-    const o = old.members.find((x) => x.user_id === m.user_id);
-    if (o && o.role !== m.role) lines.push({ id: `sys:${now.id}:${now.epoch}:r${m.user_id}`, at, text: `${nameOf(m.user_id)} ${m.user_id === myId() ? "are" : "is"} now ${m.role === "admin" ? "an admin" : "a member"}` });
-  }
-  if (old.name !== now.name) lines.push({ id: `sys:${now.id}:${now.epoch}:n`, at, text: `The group is now called “${now.name}”` });
-  if (lines.length) addSystem(keyOf("g", now.id), lines);
-}
-
-function addSystem(key: Key, lines: Sys[]) {
-  system.update((s) => {
-    const have = new Set((s[key] ?? []).map((l) => l.id));
-    return { ...s, [key]: [...(s[key] ?? []), ...lines.filter((l) => !have.has(l.id))] };
-  });
-  save();
+  // The lines a roster change wrote in a group's conversation ("Alice added Carol").
+  if (list.groups.some((g) => { const old = before.get(g.id); return old && (old.epoch !== g.epoch || old.name !== g.name); })) reloadSoon(reloadOpen);
 }
 
 async function loadTransfers() {

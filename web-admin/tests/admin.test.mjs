@@ -245,7 +245,7 @@ describe("the admin page", () => {
     await b.page.getByTestId("chat").filter({ hasText: "Old friends" }).waitFor();
     // The change shows in the thread as a line of its own.
     await b.page.getByRole("link", { name: "Back", exact: true }).click();
-    await b.page.getByTestId("system-line").filter({ hasText: "now called “Old friends”" }).waitFor();
+    await b.page.getByTestId("system-line").filter({ hasText: "renamed the group “Old friends”" }).waitFor();
     await a.done();
     await b.done();
   });

@@ -249,8 +249,10 @@ describe("the chat app", () => {
     await b.page.getByRole("heading", { name: "Trip", level: 1 }).waitFor();
     const group = (await call(alice, "GET", "/v1/groups")).body.groups.find((g) => g.name === "Trip");
     assert.equal((await call(alice, "POST", `/v1/groups/${group.id}/members`, { user_id: C })).status, 200);
-    await a.page.getByTestId("system-line").filter({ hasText: "carol was added" }).waitFor();
-    await b.page.getByTestId("system-line").filter({ hasText: /was added/ }).waitFor();
+    // The node's line of the roster change, once, in both threads.
+    await a.page.getByTestId("system-line").filter({ hasText: "You added carol" }).waitFor();
+    await b.page.getByTestId("system-line").filter({ hasText: /^Alice added / }).waitFor();
+    assert.equal(await a.page.getByTestId("system-line").filter({ hasText: /added carol/ }).count(), 1);
     await until("carol in the group", async () => (await call(carol, "GET", `/v1/groups/${group.id}`)).status === 200);
     await call(carol, "POST", "/v1/messages", { group: group.id, body: "Count me in!" });
     await b.page.getByTestId("message").filter({ hasText: "Count me in!" }).waitFor();

@@ -407,7 +407,13 @@ function Items(props: { items: Item[]; group: boolean; byId: Map<string, Msg>; a
     if (it.kind === "msg" && it.m.kind === "system") {
       out.push(
         <p class="sys" key={it.id} id={`m-${it.id}`} data-testid="system-line" data-read={it.m.from !== me ? it.id : undefined}>
-          <Icon name="timer" /> {data.systemText(it.m)}
+          {data.isTimerLine(it.m) ? (
+            <>
+              <Icon name="timer" /> {data.systemText(it.m)}
+            </>
+          ) : (
+            data.systemText(it.m)
+          )}
         </p>,
       );
       continue;
@@ -819,7 +825,8 @@ function Composer(props: {
   useEffect(() => {
     setText(drafts.current.get(props.chatKey) ?? "");
   }, [props.chatKey]);
-  useEffect(() => {
+  // Before the next keystroke: what is typed right after choosing Edit replaces the old text.
+  useLayoutEffect(() => {
     if (props.editing) setText(props.editing.body);
   }, [props.editing]);
   useLayoutEffect(() => {
