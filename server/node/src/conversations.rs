@@ -55,6 +55,10 @@ const ROTATE_LAST_RESORT: Duration = Duration::from_secs(7 * 24 * 3600);
 const KEY_PACKAGE_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
 /// A group this device forgot is remembered this long (an old Welcome into it is refused).
 const TOMBSTONE_AGE: Duration = Duration::from_secs(60 * 24 * 3600);
+
+/// What a device answers a request it cannot decode (so does every earlier release, to a
+/// request it does not know).
+const MALFORMED: &str = "malformed request";
 /// How often the same device is handed key packages at most.
 const HAND_OUT_EVERY: Duration = Duration::from_secs(3600);
 /// How long a message may wait for what it depends on before this device asks to be added
@@ -369,6 +373,9 @@ struct Inner {
     /// arriving meanwhile by another path is a duplicate even before the vault has the
     /// message on disk.
     opened: Mutex<Recent>,
+    /// When each user's typing in each conversation was last told to clients: a contact's
+    /// node that sends more than one frame per [`TYPING_EVERY`] reaches no client more often.
+    typing: Mutex<HashMap<(UserId, Option<GroupRef>), std::time::Instant>>,
     /// Records a file offered to a group (set by the file service): durable before the
     /// state that no longer opens the offer is saved; `false` when it could not be stored.
     offers: std::sync::OnceLock<OfferSink>,
@@ -457,6 +464,7 @@ impl Conversations {
                 barriers: Mutex::new(HashMap::new()),
                 features: Mutex::new(HashMap::new()),
                 opened: Mutex::new(Recent::default()),
+                typing: Mutex::new(HashMap::new()),
                 offers: std::sync::OnceLock::new(),
                 inbound: std::sync::OnceLock::new(),
             }),
@@ -1186,7 +1194,14 @@ impl Conversations {
                         offer,
                         mime,
                         thumbnail,
-                    }) => (offer, crate::files::FileMeta { mime, thumbnail }),
+                    }) => {
+                        let meta = crate::files::FileMeta::received(
+                            &offer.name,
+                            &mime,
+                            thumbnail.as_deref(),
+                        );
+                        (offer, meta)
+                    }
                     _ => return Err(MlsError::Refused("not a file offer".into())),
                 };
                 if sender.user != from || offer.id.as_bytes() != mail.id.as_bytes() {
@@ -1985,8 +2000,10 @@ impl Conversations {
         });
         match self.ask(peer, request).await {
             Ok(MlsResponse::Features { features }) => self.note_features(user, features),
-            // An earlier release refuses the request: it reads texts and offers only.
-            Ok(MlsResponse::Refused(_)) => self.note_features(user, 0),
+            // An earlier release cannot decode the request: it reads texts and offers only.
+            // Any other refusal (a device that takes no part in conversations, of either
+            // release) says nothing of what the user's node reads.
+            Ok(MlsResponse::Refused(why)) if why == MALFORMED => self.note_features(user, 0),
             _ => {}
         }
     }
@@ -2011,6 +2028,24 @@ impl Conversations {
 
     /// A contact's device says its user is typing: told to clients, kept nowhere.
     async fn typing_from(&self, user: UserId, group: Option<GroupRef>) {
+        if user == self.me() {
+            return;
+        }
+        {
+            let now = std::time::Instant::now();
+            let every = crate::messaging::TYPING_EVERY / 2;
+            let mut seen = lock(&self.inner.typing);
+            if seen
+                .get(&(user, group))
+                .is_some_and(|at| now.duration_since(*at) < every)
+            {
+                return;
+            }
+            if seen.len() >= 4096 {
+                seen.retain(|_, at| now.duration_since(*at) < every);
+            }
+            seen.insert((user, group), now);
+        }
         if let Some(group) = group
             && !self
                 .inner
@@ -2091,7 +2126,7 @@ impl Conversations {
         let response = if self.messaging() {
             match wire::decode::<MlsRequest>(payload, Protocol::Mls.max_request()) {
                 Ok(request) => self.answer(peer, user, request).await,
-                Err(_) => MlsResponse::Refused("malformed request".into()),
+                Err(_) => MlsResponse::Refused(MALFORMED.into()),
             }
         } else {
             MlsResponse::Refused("this device does not take part in conversations".into())

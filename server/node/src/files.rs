@@ -299,6 +299,17 @@ impl FileMeta {
         }
     }
 
+    /// What a peer's offer says a file named `name` is, checked as a client's word is: a
+    /// media type or a picture that does not pass is dropped (the type then comes from the
+    /// name), so no other node puts a script or a misleading type before this user's clients.
+    pub fn received(name: &str, mime: &str, thumbnail: Option<&str>) -> Self {
+        let mut meta = Self::given(name, Some(mime), None).unwrap_or_else(|_| Self::of_name(name));
+        meta.thumbnail = thumbnail
+            .and_then(|t| Self::given(name, None, Some(t)).ok())
+            .and_then(|m| m.thumbnail);
+        meta
+    }
+
     /// The media type and picture a client gave for a file named `name`, checked: a media
     /// type of the form `type/subtype`, a picture that is a `data:` URL of a PNG, JPEG or
     /// WebP image within the size allowed.

@@ -149,6 +149,9 @@ pub fn roster_lines(
         .collect()
 }
 
+/// How far ahead of this node's clock a received item's time may be.
+const MAX_AHEAD: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// What taking in an item queued: resolves (once durable) to whether it was new, having
 /// told clients.
 pub type Saved = BoxFuture<'static, Result<bool, StoreError>>;
@@ -172,6 +175,49 @@ pub async fn queue_received(
         Where::Group(_) => key,
     };
     let events = events.clone();
+    // A sender's clock is its word: a time ahead of this node's by more than a few minutes
+    // is taken as now, so no item dated years ahead stays on top, pins a timer or the read
+    // mark.
+    let now = Timestamp::now();
+    let latest = now.saturating_add(MAX_AHEAD);
+    let content = match content {
+        Content::Text { id, sent_at, body } => Content::Text {
+            id,
+            sent_at: if sent_at > latest { now } else { sent_at },
+            body,
+        },
+        Content::Message {
+            id,
+            sent_at,
+            body,
+            reply_to,
+            expires_at,
+        } => Content::Message {
+            id,
+            sent_at: if sent_at > latest { now } else { sent_at },
+            body,
+            reply_to,
+            expires_at,
+        },
+        // A timer counts from when it is received.
+        Content::Timer { id, sent_at, secs } => Content::Timer {
+            id,
+            sent_at: sent_at.min(now),
+            secs,
+        },
+        Content::Edit {
+            id,
+            target,
+            body,
+            edited_at,
+        } => Content::Edit {
+            id,
+            target,
+            body,
+            edited_at: edited_at.min(latest),
+        },
+        other => other,
+    };
     Ok(Some(match content {
         Content::Text { id, sent_at, body } => {
             let stored = vault
@@ -230,6 +276,10 @@ pub async fn queue_received(
             })
         }
         Content::Reaction { target, emoji, .. } => {
+            if !emoji.is_empty() && !crate::messaging::is_one_emoji(&emoji) {
+                tracing::info!(from = %sender, "a reaction that is not one emoji was ignored");
+                return Ok(None);
+            }
             let emoji = (!emoji.is_empty()).then_some(emoji);
             let change = Change::React {
                 user: sender,
@@ -359,10 +409,14 @@ async fn authored_by(
     target: MessageId,
     user: UserId,
 ) -> Result<bool, StoreError> {
+    // A line about the conversation (a member added, a timer) is nobody's to change, even
+    // if its `from` is the member whose commit made it.
     Ok(vault
         .message(target)
         .await?
-        .is_some_and(|(conversation, m)| conversation == key && m.from == user))
+        .is_some_and(|(conversation, m)| {
+            conversation == key && m.from == user && m.extra.kind != MessageKind::System
+        }))
 }
 
 fn received(
@@ -391,5 +445,99 @@ fn received(
             sent_at: sent_at.to_rfc3339(),
             reply_to: reply_to.map(|r| r.to_string()),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use volli_core::UserSecret;
+    use volli_store::{Db, VaultOptions};
+
+    use super::*;
+
+    async fn vault() -> (tempfile::TempDir, Vault) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("v.db")).await.unwrap();
+        let vault = Vault::open(db, VaultOptions::default()).await.unwrap();
+        (dir, vault)
+    }
+
+    async fn take(
+        vault: &Vault,
+        at: Where,
+        me: UserId,
+        sender: UserId,
+        content: Content,
+        admin: bool,
+    ) -> bool {
+        match queue_received(vault, &EventBus::new(), at, me, sender, content, admin)
+            .await
+            .unwrap()
+        {
+            Some(saved) => saved.await.unwrap(),
+            None => false,
+        }
+    }
+
+    #[tokio::test]
+    async fn what_a_sender_may_not_do_to_the_timeline_is_ignored() {
+        let (_dir, vault) = vault().await;
+        let me = UserSecret::from_master([1; 32]).user_id();
+        let mallory = UserSecret::from_master([2; 32]).user_id();
+        let group = GroupRef([7; 16]);
+        let at = Where::Group(group);
+
+        // A text dated years ahead is taken as sent now.
+        let id = MessageId::random().unwrap();
+        let far = Timestamp::now().saturating_add(std::time::Duration::from_secs(1 << 30));
+        let content = Content::Message {
+            id,
+            sent_at: far,
+            body: "from the future".into(),
+            reply_to: None,
+            expires_at: None,
+        };
+        assert!(take(&vault, at, me, mallory, content, false).await);
+        let (_, stored) = vault.message(id).await.unwrap().unwrap();
+        assert!(stored.sent_at <= Timestamp::now());
+
+        // A line about the group made by Mallory's commit is not Mallory's to delete or edit.
+        let carol = UserSecret::from_master([3; 32]).user_id();
+        let before = volli_mls::Info::group(mallory, "club", &[me], 1);
+        let after = volli_mls::Info::group(mallory, "club", &[me, carol], 1);
+        let lines = roster_lines(group, 2, mallory, &before, &after);
+        assert_eq!(lines.len(), 1);
+        let line = lines[0].id;
+        vault
+            .queue_message(at.key(), lines[0].clone())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let unsend = Content::Unsend {
+            id: MessageId::random().unwrap(),
+            target: line,
+        };
+        assert!(!take(&vault, at, me, mallory, unsend, true).await);
+        let edit = Content::Edit {
+            id: MessageId::random().unwrap(),
+            target: line,
+            body: "nothing happened".into(),
+            edited_at: Timestamp::now(),
+        };
+        assert!(!take(&vault, at, me, mallory, edit, true).await);
+        let (_, kept) = vault.message(line).await.unwrap().unwrap();
+        assert!(!kept.extra.unsent && kept.extra.edited_at.is_none());
+
+        // A reaction is one emoji.
+        let react = |emoji: &str| Content::Reaction {
+            id: MessageId::random().unwrap(),
+            target: id,
+            emoji: emoji.into(),
+        };
+        assert!(!take(&vault, at, me, mallory, react("\u{202e}evil"), false).await);
+        assert!(take(&vault, at, me, mallory, react("👍"), false).await);
     }
 }

@@ -302,6 +302,11 @@ impl Db {
     /// content on the pages that stay in use but not on pages that became free. A no-op on
     /// an older database without incremental auto-vacuum (see [`Self::reclaim`]).
     pub async fn drop_free_pages(&self) -> Result<(), StoreError> {
+        // The search index deletes by tombstone (`contentless_delete`): the words of deleted
+        // rows stay in its segments until they are merged. Merging them all drops them.
+        sqlx::query("INSERT INTO search(search) VALUES ('optimize')")
+            .execute(&self.writer)
+            .await?;
         sqlx::query("PRAGMA incremental_vacuum")
             .execute(&self.writer)
             .await?;

@@ -1261,11 +1261,14 @@ impl Conversations {
         lock(&self.inner.opened).insert(mail.id);
         let content_meta = match &content {
             Content::File {
-                mime, thumbnail, ..
-            } => Some(crate::files::FileMeta {
-                mime: mime.clone(),
-                thumbnail: thumbnail.clone(),
-            }),
+                offer,
+                mime,
+                thumbnail,
+            } => Some(crate::files::FileMeta::received(
+                &offer.name,
+                mime,
+                thumbnail.as_deref(),
+            )),
             _ => None,
         };
         match content {
