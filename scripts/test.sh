@@ -26,6 +26,10 @@ echo "==> plugins: fmt and clippy (wasm32-wasip2)" >&2
 echo "==> fuzz targets (bounded)" >&2
 ./scripts/fuzz.sh
 
+echo "==> the previous release's node, for the tests that run it beside this one" >&2
+VOLLI_PREVIOUS_BIN=$(./scripts/previous-release.sh)
+export VOLLI_PREVIOUS_BIN
+
 echo "==> tests" >&2
 if cargo nextest --version >/dev/null 2>&1; then
   # The end-to-end tests run the `volli` binary that this same build makes for the node's

@@ -95,6 +95,8 @@ pub struct Node {
 /// Options for starting a node.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
+    /// Another node binary than [`volli_bin`] (a previous release's).
+    pub bin: Option<PathBuf>,
     /// Extra command-line arguments after `serve`.
     pub args: Vec<String>,
     /// Extra environment variables.
@@ -143,13 +145,14 @@ impl Node {
             "[network]\nlan = false\n"
         };
         std::fs::write(&config, format!("{base}{}\n", options.config)).unwrap();
+        let bin = options.bin.clone().unwrap_or_else(volli_bin);
         let mut command = match &options.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(volli_bin());
+                c.args(["netns", "exec", ns]).arg(&bin);
                 c
             }
-            None => Command::new(volli_bin()),
+            None => Command::new(&bin),
         };
         let child = command
             .arg("serve")

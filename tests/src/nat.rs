@@ -32,6 +32,51 @@ pub enum Nat {
     Upnp,
 }
 
+/// What a router does with a packet that arrives unasked at its WAN address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stray {
+    /// Drops it silently (`iifname "wan0" ct state new drop`).
+    Drop,
+    /// Answers it as the kernel does with no input filter: TCP RST, ICMP port unreachable
+    /// (OpenWrt's default `REJECT` on the wan zone behaves the same).
+    Reject,
+}
+
+/// A home router: how it maps ports and what it does with stray packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Router {
+    /// Port-preserving or random ([`Nat::Upnp`] is not a choice here).
+    pub nat: Nat,
+    /// Drop or reject.
+    pub stray: Stray,
+}
+
+impl Router {
+    /// A short name for tables: `drop/pp`, `reject/random`.
+    pub fn name(&self) -> String {
+        format!(
+            "{}/{}",
+            match self.stray {
+                Stray::Drop => "drop",
+                Stray::Reject => "reject",
+            },
+            match self.nat {
+                Nat::Random => "random",
+                _ => "pp",
+            }
+        )
+    }
+}
+
+/// A carrier-grade NAT: a router between the WAN and the homes behind it, whose inside is
+/// `100.64.<c>.0/24` (RFC 6598 shared address space).
+#[derive(Clone, Debug)]
+pub struct Carrier {
+    ns: String,
+    inside: String,
+    index: u32,
+}
+
 /// A host on the internet: its namespace and addresses.
 #[derive(Clone, Debug)]
 pub struct Host {
@@ -65,6 +110,8 @@ pub struct Internet {
     v6_routes: Vec<(String, String)>,
     /// Namespaces on the WAN (public hosts and routers), which learn each home's route.
     on_wan: Vec<String>,
+    /// Carrier NATs made so far.
+    carriers: u32,
 }
 
 fn run(program: &str, args: &[&str]) {
@@ -108,10 +155,21 @@ impl Internet {
     /// The WAN bridge, with `<wan>.1/24` in the root namespace.
     pub fn new() -> Self {
         let id = std::process::id() % 10_000;
-        let bridge = format!("wan{id}");
         // A routable-looking prefix, as real WAN addresses are (UPnP and AutoNAT treat
         // private ranges differently); only the one /24, on a bridge of this machine.
         let wan = format!("11.{}.{}", 150 + (id / 250) % 50, id % 250);
+        Self::on(id, wan)
+    }
+
+    /// An "internet" in a private range (`10.<200..249>.x.0/24`), as a company or campus
+    /// network, or a carrier's inside, is: AutoNAT counts no address in it as public.
+    pub fn private_range() -> Self {
+        let id = std::process::id() % 10_000;
+        Self::on(id, format!("10.{}.{}", 200 + (id / 250) % 50, id % 250))
+    }
+
+    fn on(id: u32, wan: String) -> Self {
+        let bridge = format!("wan{id}");
         let _ = Command::new("ip").args(["link", "del", &bridge]).output();
         ip(&["link", "add", &bridge, "type", "bridge"]);
         ip(&["addr", "add", &format!("{wan}.1/24"), "dev", &bridge]);
@@ -129,7 +187,53 @@ impl Internet {
             v6: None,
             v6_routes: Vec::new(),
             on_wan: Vec::new(),
+            carriers: 0,
         }
+    }
+
+    /// A carrier-grade NAT on the WAN (at `<wan>.(200+c)`), mapping ports as `nat` says;
+    /// homes go behind it with [`Internet::home_behind_carrier`].
+    pub fn carrier(&mut self, nat: Nat) -> Carrier {
+        self.carriers += 1;
+        let c = self.carriers;
+        let ns = self.namespace(format!("inet{}c{c}", self.id));
+        self.veth(&format!("ic{}w{c}", self.id), "wan0", &ns, true);
+        in_ns(
+            &ns,
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{}.{}/24", self.wan, 200 + c),
+                "dev",
+                "wan0",
+            ],
+        );
+        in_ns(&ns, "sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
+        let random = if nat == Nat::Random { " random" } else { "" };
+        // A carrier's NAT answers nothing that arrives unasked at its address.
+        nft(
+            &ns,
+            &format!(
+                "table ip nat {{\n  chain postrouting {{\n    type nat hook postrouting priority 100;\n    oifname \"wan0\" masquerade{random}\n  }}\n}}\n\
+                 table ip filter {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    iifname \"wan0\" ct state new drop\n  }}\n}}\n"
+            ),
+        );
+        Carrier {
+            ns,
+            inside: format!("100.64.{c}"),
+            index: c,
+        }
+    }
+
+    /// A home behind `router`, itself behind the carrier NAT `carrier` (double NAT).
+    pub fn home_behind_carrier(&mut self, carrier: &Carrier, router: Router) -> Host {
+        self.home_at(router, Some(carrier))
+    }
+
+    /// A home behind `router` (see [`Internet::home`]).
+    pub fn home_behind(&mut self, router: Router) -> Host {
+        self.home_at(router, None)
     }
 
     /// The same, with IPv6 beside IPv4 (global addresses, no translation).
@@ -222,18 +326,94 @@ impl Internet {
     /// A home behind a router of kind `nat`: returns the home host (its LAN address is the
     /// one it listens on; the router's WAN address is what the internet sees).
     pub fn home(&mut self, nat: Nat) -> Host {
+        self.home_at(
+            Router {
+                nat,
+                stray: Stray::Drop,
+            },
+            None,
+        )
+    }
+
+    fn home_at(&mut self, kind: Router, carrier: Option<&Carrier>) -> Host {
+        let nat = kind.nat;
         self.homes += 1;
         let k = self.homes;
         let router = self.namespace(format!("inet{}r{k}", self.id));
         let home = self.namespace(format!("inet{}h{k}", self.id));
-        // The router's WAN side.
-        let wan_addr = format!("{}.{}", self.wan, 100 + k);
-        self.veth(&format!("ir{}w{k}", self.id), "wan0", &router, true);
-        in_ns(
-            &router,
-            "ip",
-            &["addr", "add", &format!("{wan_addr}/24"), "dev", "wan0"],
-        );
+        // The router's WAN side: on the WAN, or inside a carrier's NAT.
+        let wan_addr = match carrier {
+            None => {
+                let wan_addr = format!("{}.{}", self.wan, 100 + k);
+                self.veth(&format!("ir{}w{k}", self.id), "wan0", &router, true);
+                in_ns(
+                    &router,
+                    "ip",
+                    &["addr", "add", &format!("{wan_addr}/24"), "dev", "wan0"],
+                );
+                wan_addr
+            }
+            Some(carrier) => {
+                let wan_addr = format!("{}.{}", carrier.inside, 2 + k);
+                let (outer, inner) = (format!("ic{}c{k}", self.id), format!("ih{}c{k}", self.id));
+                let _ = Command::new("ip").args(["link", "del", &outer]).output();
+                ip(&[
+                    "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+                ]);
+                ip(&["link", "set", &outer, "netns", &carrier.ns]);
+                ip(&["link", "set", &inner, "netns", &router]);
+                let port = format!("in{k}");
+                in_ns(&carrier.ns, "ip", &["link", "set", &outer, "name", &port]);
+                in_ns(&router, "ip", &["link", "set", &inner, "name", "wan0"]);
+                in_ns(
+                    &carrier.ns,
+                    "ip",
+                    &[
+                        "addr",
+                        "add",
+                        &format!("{}.1/32", carrier.inside),
+                        "dev",
+                        &port,
+                    ],
+                );
+                in_ns(&carrier.ns, "ip", &["link", "set", &port, "up"]);
+                in_ns(
+                    &carrier.ns,
+                    "ip",
+                    &["route", "add", &format!("{wan_addr}/32"), "dev", &port],
+                );
+                in_ns(
+                    &router,
+                    "ip",
+                    &["addr", "add", &format!("{wan_addr}/32"), "dev", "wan0"],
+                );
+                in_ns(&router, "ip", &["link", "set", "wan0", "up"]);
+                in_ns(
+                    &router,
+                    "ip",
+                    &[
+                        "route",
+                        "add",
+                        &format!("{}.1", carrier.inside),
+                        "dev",
+                        "wan0",
+                    ],
+                );
+                in_ns(
+                    &router,
+                    "ip",
+                    &[
+                        "route",
+                        "add",
+                        "default",
+                        "via",
+                        &format!("{}.1", carrier.inside),
+                    ],
+                );
+                let _ = carrier.index;
+                wan_addr
+            }
+        };
         // The home's LAN: a veth pair between router and home, not through the root. Like a
         // home router, it forwards what its LAN starts and the answers to that, and drops
         // anything else that arrives from the WAN (no RST, no service of its own).
@@ -266,6 +446,12 @@ impl Internet {
         );
         in_ns(&router, "sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
         let random = if nat == Nat::Random { " random" } else { "" };
+        // A router that drops stray packets at its WAN address; one that rejects has no
+        // input rule, so its kernel answers them (RST, ICMP port unreachable).
+        let stray = match kind.stray {
+            Stray::Drop => "\n    iifname \"wan0\" ct state new drop",
+            Stray::Reject => "",
+        };
         if nat == Nat::Upnp {
             self.upnp_router(&router, k);
         } else {
@@ -273,7 +459,7 @@ impl Internet {
                 &router,
                 &format!(
                     "table ip nat {{\n  chain postrouting {{\n    type nat hook postrouting priority 100;\n    oifname \"wan0\" masquerade{random}\n  }}\n}}\n\
-                 table ip filter {{\n  chain forward {{\n    type filter hook forward priority 0; policy drop;\n    iifname \"lan0\" accept\n    ct state established,related accept\n  }}\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    iifname \"wan0\" ct state new drop\n  }}\n}}\n"
+                 table ip filter {{\n  chain forward {{\n    type filter hook forward priority 0; policy drop;\n    iifname \"lan0\" accept\n    ct state established,related accept\n  }}\n  chain input {{\n    type filter hook input priority 0; policy accept;{stray}\n  }}\n}}\n"
                 ),
             );
         }
@@ -400,6 +586,24 @@ impl Internet {
                 "50ms",
             ],
         );
+    }
+
+    /// Makes `host`'s router drop every packet from `from` (a WAN address), before any
+    /// translation: a path that is cut, until [`Internet::heal`].
+    pub fn cut(&self, host: &Host, from: &str) {
+        let (router, _) = host.router.as_ref().expect("a home");
+        nft(
+            router,
+            &format!(
+                "table ip cut {{\n  chain prerouting {{\n    type filter hook prerouting priority -300;\n    ip saddr {from} drop\n  }}\n}}\n"
+            ),
+        );
+    }
+
+    /// Undoes [`Internet::cut`].
+    pub fn heal(&self, host: &Host) {
+        let (router, _) = host.router.as_ref().expect("a home");
+        nft(router, "delete table ip cut\n");
     }
 
     /// Keeps `daemon` (a process started for this internet) until the internet goes.

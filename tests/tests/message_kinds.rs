@@ -578,3 +578,54 @@ async fn changes_reach_an_offline_contact_through_a_friends_node() {
     wait_message(&bob, &mine, |m| m["body"] == "one o'clock it is").await;
     drop(alice_dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_command_line_replies_reacts_edits_and_shows_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = Node::start(&tmp.path().join("alice")).await;
+    let bob = Node::start(&tmp.path().join("bob")).await;
+    befriend(&alice, &bob).await;
+    let (a, _) = alice.ids().await;
+    let (b, _) = bob.ids().await;
+    let hello = send(&bob, &a, "dinner at eight?").await;
+    wait_message(&alice, &hello, |_| true).await;
+    let data = alice.data_dir.to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--data-dir", &data]);
+        let out = volli_tests::volli(&all);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let replied = run(&["reply", &hello, "eight works"]);
+    let reply = replied.split_whitespace().last().unwrap().to_owned();
+    let reacted = run(&["react", &hello, "🍝"]);
+    assert!(reacted.contains("🍝 1"), "{reacted}");
+    run(&["edit", &reply, "eight thirty works"]);
+    let shown = run(&["messages", &b]);
+    assert!(shown.contains(&hello), "{shown}");
+    assert!(
+        shown.contains("(re: \"dinner at eight?\") eight thirty works"),
+        "{shown}"
+    );
+    assert!(shown.contains("(edited)"), "{shown}");
+    assert!(shown.contains("[🍝1]"), "{shown}");
+    // What Bob sees.
+    wait_message(&bob, &reply, |m| {
+        m["body"] == "eight thirty works" && m["reply_to"] == hello.as_str()
+    })
+    .await;
+    // Refusals are clear.
+    let out = volli_tests::volli(&["edit", &hello, "not mine", "--data-dir", &data]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not_author"),
+        "{out:?}"
+    );
+    let out = volli_tests::volli(&["react", "nonsense", "👍", "--data-dir", &data]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a message id"),
+        "{out:?}"
+    );
+}

@@ -680,15 +680,17 @@ pub enum MlsResponse {
     },
     /// Commits, in epoch order.
     Commits(Vec<CommitBundle>),
+    /// Done.
+    Ok,
+    /// Not done, and why.
+    Refused(String),
+    // Later variants go last: a variant's index is its encoding, which nodes of earlier
+    // releases read (`tests/tests/previous_release.rs`).
     /// What the responder's node reads.
     Features {
         /// Bits.
         features: u32,
     },
-    /// Done.
-    Ok,
-    /// Not done, and why.
-    Refused(String),
 }
 
 #[cfg(test)]
@@ -696,6 +698,17 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// Variants keep the index (their encoding) they had in earlier releases: later ones
+    /// only ever go last.
+    #[test]
+    fn variants_keep_the_encoding_earlier_releases_read() {
+        let first = |r: &MlsResponse| postcard::to_allocvec(r).unwrap()[0];
+        assert_eq!(first(&MlsResponse::Commits(Vec::new())), 1);
+        assert_eq!(first(&MlsResponse::Ok), 2);
+        assert_eq!(first(&MlsResponse::Refused(String::new())), 3);
+        assert_eq!(first(&MlsResponse::Features { features: 1 }), 4);
+    }
 
     /// The messages as they were encoded before their byte fields were serde bytes.
     #[derive(Serialize, Deserialize)]

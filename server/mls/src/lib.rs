@@ -62,6 +62,10 @@ pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_MLKEM768X25519_AES128G
 /// The group context extension that says what a conversation is ([`Info`]), in the
 /// private-use range.
 const INFO_EXTENSION: u16 = 0xff56;
+/// Listed in the capabilities of a leaf whose device reads the message kinds of this release
+/// (replies, reactions, edits...): devices of earlier releases do not list it, so members
+/// who do not know each other's nodes can tell from the tree what each one reads.
+const KINDS_CAPABILITY: u16 = 0xff57;
 /// Largest MLS message accepted (a commit adding many devices, with its path).
 pub const MAX_MESSAGE_LEN: usize = 1 << 20;
 /// Largest proposal the committer holds (an update of one leaf is ≈ 7 KB with X-Wing).
@@ -959,6 +963,37 @@ impl Mls {
             .collect()
     }
 
+    /// For each user of `group`: whether every one of its devices in the tree reads the
+    /// message kinds of this release (its leaf lists them).
+    pub fn users_reading_kinds(
+        &mut self,
+        group: &GroupRef,
+    ) -> Result<HashMap<UserId, bool>, MlsError> {
+        let leaves: Vec<(u32, bool)> = {
+            let group = self.group(group)?;
+            let tree = group.public_group();
+            group
+                .members()
+                .map(|m| {
+                    let reads = tree.leaf(m.index).is_some_and(|leaf| {
+                        leaf.capabilities()
+                            .extensions()
+                            .contains(&ExtensionType::Unknown(KINDS_CAPABILITY))
+                    });
+                    (m.index.u32(), reads)
+                })
+                .collect()
+        };
+        let members = self.members_indexed(group)?;
+        let mut out: HashMap<UserId, bool> = HashMap::new();
+        for (leaf, member) in members {
+            let reads = leaves.iter().any(|(l, r)| *l == leaf && *r);
+            let all = out.entry(member.user).or_insert(true);
+            *all &= reads;
+        }
+        Ok(out)
+    }
+
     /// The device that commits in `group` now.
     pub fn committer(&mut self, group: &GroupRef) -> Result<Option<Member>, MlsError> {
         let info = self.info(group).ok_or(MlsError::UnknownGroup)?;
@@ -1012,6 +1047,13 @@ impl Mls {
             .collect()
     }
 
+    /// What this device's leaf says of it when it updates: its capabilities of this release.
+    fn leaf_parameters() -> LeafNodeParameters {
+        LeafNodeParameters::builder()
+            .with_capabilities(Self::capabilities())
+            .build()
+    }
+
     fn capabilities() -> Capabilities {
         Capabilities::new(
             None,
@@ -1019,6 +1061,7 @@ impl Mls {
             Some(&[
                 ExtensionType::Unknown(INFO_EXTENSION),
                 ExtensionType::LastResort,
+                ExtensionType::Unknown(KINDS_CAPABILITY),
             ]),
             None,
             Some(&[CredentialType::Basic]),
@@ -1225,8 +1268,15 @@ impl Mls {
         after: u64,
     ) -> Result<bool, MlsError> {
         let epoch = self.epoch(group)?;
+        // A leaf of an earlier release (without this release's capabilities) is due at once.
+        let behind = !self.group(group)?.own_leaf_node().is_some_and(|leaf| {
+            leaf.capabilities()
+                .extensions()
+                .contains(&ExtensionType::Unknown(KINDS_CAPABILITY))
+        });
         Ok(self.activity(group).is_none_or(|a| {
-            let stale = now_ms.saturating_sub(a.updated_ms) >= every_ms || a.messages >= after;
+            let stale =
+                behind || now_ms.saturating_sub(a.updated_ms) >= every_ms || a.messages >= after;
             stale && a.proposed_in != Some(epoch)
         }))
     }
@@ -1421,7 +1471,7 @@ impl Mls {
             let mls = loaded(&mut this.groups, provider, group)?;
             let epoch = mls.epoch().as_u64();
             let (message, reference) = mls
-                .propose_self_update(provider, signer, LeafNodeParameters::default())
+                .propose_self_update(provider, signer, Self::leaf_parameters())
                 .map_err(library)?;
             // Out of the proposal store (openmls would send nothing while it is there),
             // kept for the commit that includes it.
@@ -1570,6 +1620,7 @@ impl Mls {
                 .commit_builder()
                 .consume_proposal_store(true)
                 .force_self_update(update)
+                .leaf_node_parameters(Self::leaf_parameters())
                 .propose_adds(add.into_iter().map(|p| p.package))
                 .propose_removals(removed_leaves.iter().map(|(i, _)| LeafNodeIndex::new(*i)));
             if let Some(extensions) = extensions {

@@ -65,6 +65,10 @@ pub(crate) enum Command {
         reply: Reply<()>,
     },
     StopListeningVia(PeerId),
+    DialedAddr {
+        peer: PeerId,
+        reply: oneshot::Sender<Option<Multiaddr>>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -106,6 +110,18 @@ impl NetClient {
     /// Stops listening through relay `relay`.
     pub async fn stop_listening_via(&self, relay: PeerId) {
         let _ = self.tx.send(Command::StopListeningVia(relay)).await;
+    }
+
+    /// The address this node dialed `peer` at, if it holds a direct connection it opened
+    /// itself (not a hole punch, not one the peer opened): proof that `peer` is reachable
+    /// there from this node's network.
+    pub async fn dialed_addr(&self, peer: PeerId) -> Option<Multiaddr> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::DialedAddr { peer, reply: tx })
+            .await
+            .ok()?;
+        rx.await.ok().flatten()
     }
 
     /// This node's peer id.

@@ -35,6 +35,7 @@ use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::client::{Command, NetClient, Responder};
 use crate::events::{Links, NetEvents};
 use crate::protocol::Protocol;
+use crate::punch::{Action, Punches};
 use crate::{
     Connectivity, NetConfig, NetError, NetEvent, Reachability, RecordValidator, RelayListener,
 };
@@ -92,7 +93,16 @@ pub(crate) struct EventLoop {
     /// What AutoNAT found out: an address dialed back from outside, or none.
     nat: autonat::NatStatus,
     connectivity: watch::Sender<Connectivity>,
+    /// Hole-punching attempts beyond DCUtR's own tries.
+    punches: Punches,
+    /// Peers this node opened a QUIC connection to beside a TCP one (so that its QUIC
+    /// mapping is observed), and when.
+    quic_probed: HashMap<PeerId, Instant>,
 }
+
+/// Peers remembered as QUIC-probed at most, and how long before one is probed again.
+const MAX_QUIC_PROBED: usize = 256;
+const QUIC_PROBE_AGAIN: Duration = Duration::from_secs(10 * 60);
 
 /// The peer an outbound request went to and who waits for its answer.
 type PendingRequest = (PeerId, Reply<Vec<u8>>);
@@ -159,6 +169,27 @@ struct Conn {
     remote: Multiaddr,
     /// The relay it goes through; `None` when direct.
     relay: Option<PeerId>,
+    /// This node dialed it in the dialer's role (for a relayed one: this node opened the
+    /// circuit; the peer listens through the relay).
+    dialed: bool,
+    /// Dialed directly while no relayed connection to the peer existed: not a hole punch.
+    plain: bool,
+}
+
+fn is_quic(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, AddrProtocol::QuicV1))
+}
+
+fn is_tcp(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, AddrProtocol::Tcp(_))) && !is_circuit(addr)
+}
+
+fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    match addr.iter().next()? {
+        AddrProtocol::Ip4(ip) => Some(ip.into()),
+        AddrProtocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    }
 }
 
 /// The relay a connection goes through: the peer named before `/p2p-circuit` in its
@@ -325,6 +356,8 @@ pub(crate) async fn start(config: NetConfig) -> Result<(NetClient, NetEvents), N
         mapped: BTreeSet::new(),
         nat: autonat::NatStatus::Unknown,
         connectivity,
+        punches: Punches::default(),
+        quic_probed: HashMap::new(),
     };
     tokio::spawn(event_loop.run());
     Ok((
@@ -338,8 +371,16 @@ impl EventLoop {
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let punch_at = self.punches.next_wake();
+            let punch_due = async {
+                match punch_at {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                () = punch_due => self.punch_due(),
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown(done)) => {
                         let _ = done.send(());
@@ -525,6 +566,14 @@ impl EventLoop {
             Command::ListenVia { relay, reply } => {
                 let _ = reply.send(self.listen_via(relay));
             }
+            Command::DialedAddr { peer, reply } => {
+                let addr = self
+                    .connections
+                    .get(&peer)
+                    .and_then(|c| c.iter().find(|c| c.plain))
+                    .map(|c| c.remote.clone());
+                let _ = reply.send(addr);
+            }
             Command::StopListeningVia(relay) => {
                 let ids: Vec<ListenerId> = self
                     .relay_listeners
@@ -610,6 +659,136 @@ impl EventLoop {
         self.connections
             .get(peer)
             .is_some_and(|c| c.iter().any(|c| c.relay.is_none()))
+    }
+
+    /// Whether `peer` is connected through relays only.
+    fn relayed_only(&self, peer: &PeerId) -> bool {
+        self.connections
+            .get(peer)
+            .is_some_and(|c| !c.is_empty() && c.iter().all(|c| c.relay.is_some()))
+    }
+
+    /// Hole-punching re-dials and later attempts that are due.
+    fn punch_due(&mut self) {
+        let connections = &self.connections;
+        let actions = self.punches.due(Instant::now(), |peer| {
+            connections
+                .get(peer)
+                .is_some_and(|c| !c.is_empty() && c.iter().all(|c| c.relay.is_some()))
+        });
+        self.act(actions);
+    }
+
+    fn act(&mut self, actions: impl IntoIterator<Item = Action>) {
+        for action in actions {
+            match action {
+                Action::Redial {
+                    peer,
+                    addrs,
+                    as_listener,
+                } => {
+                    if !self.relayed_only(&peer) {
+                        continue;
+                    }
+                    tracing::debug!(%peer, ?addrs, "hole punching: dialing again");
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(addrs)
+                        .condition(PeerCondition::Always);
+                    let opts = if as_listener {
+                        opts.override_role().build()
+                    } else {
+                        opts.build()
+                    };
+                    if let Err(e) = self.swarm.dial(opts) {
+                        tracing::debug!(%peer, error = %e, "hole punching: cannot dial again");
+                    }
+                }
+                Action::Circuit(peer) => {
+                    let Some(circuit) = self.connections.get(&peer).and_then(|c| {
+                        c.iter()
+                            .find(|c| c.relay.is_some() && c.dialed)
+                            .map(|c| c.remote.clone())
+                    }) else {
+                        continue;
+                    };
+                    tracing::debug!(%peer, %circuit, "hole punching: a fresh circuit for another attempt");
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(vec![circuit])
+                        .condition(PeerCondition::Always)
+                        .build();
+                    let id = opts.connection_id();
+                    if self.swarm.dial(opts).is_ok() {
+                        self.punches.circuit_opened(peer, id);
+                    }
+                }
+                Action::Close(peer, id) => {
+                    let others = self
+                        .connections
+                        .get(&peer)
+                        .is_some_and(|c| c.iter().any(|c| c.id != id && c.relay.is_some()));
+                    if others {
+                        self.swarm.close_connection(id);
+                    }
+                }
+                Action::Report(peer, report) => self.emit(NetEvent::Punch { peer, report }),
+            }
+        }
+    }
+
+    /// `peer` told where it listens: if this node reached it over TCP only, it also opens a
+    /// QUIC connection to it, so that the QUIC port mapping of this node's NAT is observed
+    /// (identify) and hole punching can offer QUIC. Only while not known to be public.
+    fn probe_quic(&mut self, peer: PeerId, listen_addrs: &[Multiaddr]) {
+        if self.connectivity.borrow().reachability == Reachability::Public {
+            return;
+        }
+        let Some(conns) = self.connections.get(&peer) else {
+            return;
+        };
+        if conns
+            .iter()
+            .any(|c| c.relay.is_none() && is_quic(&c.remote))
+        {
+            return;
+        }
+        let Some(ip) = conns
+            .iter()
+            .find(|c| c.plain && is_tcp(&c.remote))
+            .and_then(|c| ip_of(&c.remote))
+        else {
+            return;
+        };
+        let Some(quic) = listen_addrs
+            .iter()
+            .find(|a| is_quic(a) && !is_circuit(a) && ip_of(a) == Some(ip))
+            .cloned()
+        else {
+            return;
+        };
+        let now = Instant::now();
+        if self
+            .quic_probed
+            .get(&peer)
+            .is_some_and(|at| now.duration_since(*at) < QUIC_PROBE_AGAIN)
+        {
+            return;
+        }
+        if self.quic_probed.len() >= MAX_QUIC_PROBED {
+            self.quic_probed
+                .retain(|_, at| now.duration_since(*at) < QUIC_PROBE_AGAIN);
+            if self.quic_probed.len() >= MAX_QUIC_PROBED {
+                return;
+            }
+        }
+        self.quic_probed.insert(peer, now);
+        tracing::debug!(%peer, %quic, "also connecting over QUIC, to learn this node's QUIC mapping");
+        let opts = DialOpts::peer_id(peer)
+            .addresses(vec![quic])
+            .condition(PeerCondition::Always)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, error = %e, "cannot connect over QUIC");
+        }
     }
 
     fn register(&mut self, namespace: String, ttl: Duration, reply: Reply<()>) {
@@ -804,23 +983,43 @@ impl EventLoop {
                 }
                 let relay = relay_of(&endpoint);
                 let had_direct = self.direct(&peer_id);
+                let had_relayed = self.relayed_only(&peer_id);
                 let remote = endpoint.get_remote_address().clone();
-                let connections = self.connections.entry(peer_id).or_default();
-                connections.push(Conn {
+                let dialed = matches!(
+                    endpoint,
+                    libp2p::core::ConnectedPoint::Dialer {
+                        role_override: libp2p::core::Endpoint::Dialer,
+                        ..
+                    }
+                );
+                self.connections.entry(peer_id).or_default().push(Conn {
                     id: connection_id,
                     remote: remote.clone(),
                     relay,
+                    dialed,
+                    plain: dialed && relay.is_none() && !had_relayed,
                 });
+                if relay.is_some() && !had_direct {
+                    // DCUtR starts on it: an attempt begins.
+                    let action = self.punches.relayed_up(peer_id, !dialed, Instant::now());
+                    self.act(action);
+                }
                 if num_established.get() == 1 {
                     self.links.connected(peer_id, remote, relay);
                 } else if relay.is_none() && !had_direct {
                     // A direct path beside a relayed one (a hole punch, or the peer dialed
                     // us directly): move everything to it.
-                    let relayed: Vec<ConnectionId> = connections
-                        .iter()
+                    let relayed: Vec<ConnectionId> = self
+                        .connections
+                        .get(&peer_id)
+                        .into_iter()
+                        .flatten()
                         .filter(|c| c.relay.is_some())
                         .map(|c| c.id)
                         .collect();
+                    let action = self.punches.direct_up(peer_id, &remote);
+                    self.act(action);
+                    self.punches.relayed_gone(peer_id);
                     for id in relayed {
                         self.swarm.close_connection(id);
                     }
@@ -833,6 +1032,7 @@ impl EventLoop {
                 num_established,
                 ..
             } => {
+                self.punches.closed(peer_id, connection_id);
                 let mut closed_remote = None;
                 if let Some(c) = self.connections.get_mut(&peer_id) {
                     if let Some(at) = c.iter().position(|c| c.id == connection_id) {
@@ -841,6 +1041,9 @@ impl EventLoop {
                     if c.is_empty() {
                         self.connections.remove(&peer_id);
                     }
+                }
+                if !self.relayed_only(&peer_id) {
+                    self.punches.relayed_gone(peer_id);
                 }
                 if num_established == 0 {
                     self.links.disconnected(peer_id);
@@ -859,6 +1062,18 @@ impl EventLoop {
                         self.links.path(peer_id, remote, relay);
                     }
                 }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error: DialError::Transport(failed),
+                ..
+            } if self.relayed_only(&peer) => {
+                // Most likely a hole-punching dial (the peer is reached through a relay).
+                let failed: Vec<(Multiaddr, String)> = failed
+                    .iter()
+                    .map(|(addr, e)| (addr.clone(), transport_error(e)))
+                    .collect();
+                self.punches.dial_failed(peer, &failed, Instant::now());
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
@@ -887,6 +1102,7 @@ impl EventLoop {
                         kad.add_address(&peer_id, addr.clone());
                     }
                 }
+                self.probe_quic(peer_id, &info.listen_addrs);
                 self.emit(NetEvent::Identified {
                     peer: peer_id,
                     listen_addrs: info.listen_addrs,
@@ -930,7 +1146,8 @@ impl EventLoop {
                     tracing::info!(peer = %remote_peer_id, "hole punched: a direct connection")
                 }
                 Err(e) => {
-                    tracing::info!(peer = %remote_peer_id, error = %e, "hole punching failed; staying on the relay")
+                    tracing::debug!(peer = %remote_peer_id, error = %e, "DCUtR gave up");
+                    self.punches.dcutr_failed(remote_peer_id, &e.to_string());
                 }
             },
             BehaviourEvent::Upnp(event) => match event {
@@ -1186,6 +1403,22 @@ impl EventLoop {
                     "every rendezvous point refused the lookup".into(),
                 ))
             });
+        }
+    }
+}
+
+/// A transport error in words: the innermost cause (a reset, no answer…).
+fn transport_error(e: &libp2p::TransportError<std::io::Error>) -> String {
+    match e {
+        libp2p::TransportError::MultiaddrNotSupported(_) => "not a supported address".into(),
+        libp2p::TransportError::Other(e) => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(inner) = source {
+                text = inner.to_string();
+                source = inner.source();
+            }
+            text
         }
     }
 }

@@ -26,6 +26,7 @@ mod event_loop;
 mod events;
 mod keep_alive;
 mod protocol;
+mod punch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,6 +126,41 @@ pub struct Connectivity {
     pub relays: Vec<RelayListener>,
 }
 
+/// How an attempt to replace a relayed connection by a direct one (a hole punch) went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PunchOutcome {
+    /// Under way.
+    Trying,
+    /// A direct connection came up; the relayed one is closed.
+    Direct,
+    /// No direct connection within the attempt; the peer stays relayed.
+    Failed,
+}
+
+impl PunchOutcome {
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PunchOutcome::Trying => "trying",
+            PunchOutcome::Direct => "direct",
+            PunchOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// The latest hole-punching attempt with a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PunchReport {
+    /// How it went.
+    pub outcome: PunchOutcome,
+    /// The transport of the direct connection (`quic`, `tcp`), when it succeeded.
+    pub transport: Option<&'static str>,
+    /// Why it failed: what the dials to the peer's addresses said.
+    pub reason: Option<String>,
+    /// When this was known.
+    pub at: std::time::SystemTime,
+}
+
 /// libp2p's metrics, registered under `libp2p_` in a Prometheus registry.
 pub use libp2p::metrics::Metrics as Libp2pMetrics;
 
@@ -197,6 +233,13 @@ pub enum NetEvent {
         peer: PeerId,
         /// Round-trip time.
         rtt: Duration,
+    },
+    /// A hole-punching attempt with `peer` started or ended.
+    Punch {
+        /// The peer.
+        peer: PeerId,
+        /// What happened.
+        report: PunchReport,
     },
     /// A peer sent a request on one of the application protocols.
     Request {

@@ -19,6 +19,7 @@ const NOT_CONFIG: &[&str] = &[
     "API",
     "TOKEN",
     "BIN",
+    "PREVIOUS_BIN",
     "PASSPHRASE_FILE",
     "WEB_DIR",
 ];

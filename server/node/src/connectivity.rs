@@ -12,12 +12,18 @@
 //!   reservations. A relay that refuses or goes away is tried again after a backoff, and at
 //!   once when it connects again, when the node's addresses change, or when its reachability
 //!   does. A node that becomes public lets its reservations go.
-//! - **Serving.** This node answers `CircuitOffer` only when it is public and its relay is
-//!   on; reservations on it are for its contacts' and its own devices only (`node.rs`).
+//! - **Serving.** This node answers `CircuitOffer` when its relay is on and it is not known
+//!   to be private: with its external addresses when it is public, with none when it does
+//!   not know (then a node that dialed it directly uses the address it reached it at, and
+//!   ranks it after confirmed relays). Reservations on it are for its contacts' and its own
+//!   devices only (`node.rs`).
+//! - **In doubt, as if private.** A node that is not confirmed public (`unknown`) reserves
+//!   relays as a private one does: AutoNAT decides only on globally routable addresses, and
+//!   a node on a private-range network would otherwise have no path at all.
 //!
 //! What this module does not do: dial anyone (discovery and the services do), or hole-punch
-//! (libp2p's DCUtR does, on every relayed connection; the network closes the relayed
-//! connection once a direct one is up).
+//! (libp2p's DCUtR does, on every relayed connection, with `volli-net`'s spaced re-dials and
+//! later attempts; the network closes the relayed connection once a direct one is up).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -85,6 +91,9 @@ struct State {
 struct Offer {
     addrs: Vec<Multiaddr>,
     bytes_per_sec: u64,
+    /// The relay said it is reachable from outside (its addresses were confirmed); else it
+    /// does not know, and is used at the address this node reached it at.
+    confirmed: bool,
 }
 
 /// What the connectivity service is built from.
@@ -129,10 +138,14 @@ impl Connectivity {
         let this = self.clone();
         tokio::spawn(async move {
             let mut changes = this.inner.net.connectivity();
+            // A new contact (or a new device of one) may be a friend to ask: its node was
+            // connected before it became a contact, when it was not asked.
+            let mut contacts = this.inner.peers.devices_changed();
             loop {
                 let wait = this.step().await;
                 tokio::select! {
                     changed = changes.changed() => if changed.is_err() { return },
+                    changed = contacts.changed() => if changed.is_err() { return },
                     () = this.inner.wake.notified() => {}
                     () = tokio::time::sleep(wait) => {}
                 }
@@ -179,9 +192,12 @@ impl Connectivity {
                     .configured
                     .iter()
                     .filter_map(|a| Some((peer_in(a)?, a.clone())));
-                let offered = state
-                    .offers
-                    .iter()
+                // Relays confirmed reachable from outside first, then those this node
+                // reached directly that do not know where they stand.
+                let mut offers: Vec<(&PeerId, &Offer)> = state.offers.iter().collect();
+                offers.sort_by_key(|(p, o)| (!o.confirmed, **p));
+                let offered = offers
+                    .into_iter()
                     .filter_map(|(p, o)| Some((*p, with_peer(o.addrs.first()?, *p))));
                 let chosen: Vec<(PeerId, Multiaddr)> = configured
                     .chain(offered)
@@ -280,16 +296,28 @@ impl Connectivity {
             Ok(RelayResponse::CircuitOffer {
                 addrs,
                 bytes_per_sec,
-            }) => Some(Offer {
-                addrs: addrs
+            }) => {
+                let mut addrs: Vec<Multiaddr> = addrs
                     .iter()
                     .filter_map(|a| Multiaddr::try_from(a.clone()).ok())
                     .filter(|a| !a.iter().any(|p| matches!(p, Ma::P2pCircuit)))
                     .take(8)
-                    .collect(),
-                bytes_per_sec: bytes_per_sec.max(1),
-            })
-            .filter(|o| !o.addrs.is_empty()),
+                    .collect();
+                let confirmed = !addrs.is_empty();
+                // A relay that does not know whether it is reachable from outside (say, a
+                // friend's server on a company network or behind a carrier's NAT, where
+                // AutoNAT never decides) names no address: it is used where this node
+                // reached it itself, which proves it is reachable from here.
+                if !confirmed && let Some(dialed) = self.inner.net.dialed_addr(peer).await {
+                    addrs.push(dialed);
+                }
+                Some(Offer {
+                    addrs,
+                    bytes_per_sec: bytes_per_sec.max(1),
+                    confirmed,
+                })
+                .filter(|o| !o.addrs.is_empty())
+            }
             _ => None,
         };
         let mut state = self.lock();
@@ -313,12 +341,20 @@ impl Connectivity {
             return RelayResponse::Refused("this node does not relay connections".into());
         }
         let now = self.inner.net.connectivity().borrow().clone();
-        if now.reachability != Reachability::Public || now.external_addrs.is_empty() {
-            return RelayResponse::Refused("this node is not reachable from outside".into());
-        }
-        RelayResponse::CircuitOffer {
-            addrs: now.external_addrs.iter().map(|a| a.to_vec()).collect(),
-            bytes_per_sec: self.inner.rate,
+        match now.reachability {
+            Reachability::Private => {
+                RelayResponse::Refused("this node is not reachable from outside".into())
+            }
+            Reachability::Public if !now.external_addrs.is_empty() => RelayResponse::CircuitOffer {
+                addrs: now.external_addrs.iter().map(|a| a.to_vec()).collect(),
+                bytes_per_sec: self.inner.rate,
+            },
+            // Not known: offered without addresses; a node that reached this one directly
+            // uses it where it did (nodes of earlier versions take no such offer).
+            _ => RelayResponse::CircuitOffer {
+                addrs: Vec::new(),
+                bytes_per_sec: self.inner.rate,
+            },
         }
     }
 

@@ -1926,6 +1926,32 @@ impl Conversations {
         }
     }
 
+    /// Whether `user`'s devices in a conversation (`group`, or the one with `user`) read
+    /// the message kinds of this release: what its node said (a contact's; a member this
+    /// user does not know is assumed to), and what each of its devices' leaves in the tree
+    /// says (a device of an earlier release does not list them). `None`: not known yet.
+    pub async fn reads_kinds_in(&self, user: UserId, group: Option<GroupRef>) -> Option<bool> {
+        let said = self.features_of(&user);
+        if said == Some(false) {
+            return said;
+        }
+        let tree = {
+            let me = self.me();
+            let mut mls = self.inner.mls.lock().await;
+            match group.or_else(|| Self::current_group(&mls, &me, &user)) {
+                Some(group) => mls
+                    .users_reading_kinds(&group)
+                    .ok()
+                    .and_then(|users| users.get(&user).copied()),
+                None => None,
+            }
+        };
+        match (said, tree) {
+            (_, Some(false)) => Some(false),
+            (said, _) => said,
+        }
+    }
+
     /// Asks `peer` (a device of `user`) what its node reads, and says what this one reads.
     async fn exchange_features(&self, peer: PeerId, user: UserId) {
         let request = wire::encode(&MlsRequest::Features {

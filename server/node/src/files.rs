@@ -555,6 +555,19 @@ impl Files {
         }
     }
 
+    /// `peer` is now reached directly (a hole punch succeeded): downloads from its user
+    /// start a new round at once, on the direct path (the bulk channel where it can be
+    /// reached), keeping every chunk already stored. Chunks asked for over the relay fail
+    /// as its connection closes and are asked for again.
+    pub fn direct_path(&self, peer: PeerId) {
+        let Some(user) = self.inner.peers.user_of(&peer) else {
+            return;
+        };
+        for handle in self.lock_downloads().values().filter(|h| h.peer == user) {
+            handle.interrupt();
+        }
+    }
+
     fn lock_downloads(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<TransferId, Arc<download::Handle>>> {
@@ -1907,6 +1920,7 @@ impl Files {
             Some(crate::peers::Path::Relayed { via }) => via,
             _ => return,
         };
+        crate::metrics::metrics().relayed(bytes);
         let rate = self.inner.connectivity.relay_rate(via) as f64;
         let wait = {
             let mut relayed = self.inner.relayed.lock().unwrap_or_else(|e| e.into_inner());

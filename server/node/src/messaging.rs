@@ -317,8 +317,13 @@ impl Messaging {
         }
         // Not known yet whether the contact's node reads it: kept unsealed, and sealed (or
         // not sent) once the outbox knows.
-        let undecided = !plain && self.inner.conversations.features_of(&to).is_none();
-        let content = if undecided || self.inner.conversations.reads_kinds(&to) {
+        let reads = if plain {
+            Some(true)
+        } else {
+            self.inner.conversations.reads_kinds_in(to, None).await
+        };
+        let undecided = reads.is_none();
+        let content = if reads != Some(false) {
             content
         } else {
             match legacy {
@@ -478,9 +483,17 @@ impl Messaging {
             if !plain {
                 self.inner.conversations.learn_features(user, false).await;
             }
-            match self.inner.conversations.features_of(&user) {
+            if plain {
+                current.push(user);
+                continue;
+            }
+            match self
+                .inner
+                .conversations
+                .reads_kinds_in(user, Some(group))
+                .await
+            {
                 Some(true) => current.push(user),
-                _ if plain => current.push(user),
                 Some(false) => earlier.push(user),
                 // Sealed for them (or not sent) once the outbox knows what they read.
                 None => undecided.push(user),
@@ -1380,7 +1393,11 @@ impl Messaging {
             return Ok(Some(content));
         }
         self.inner.conversations.learn_features(to, true).await;
-        match self.inner.conversations.features_of(&to) {
+        let group = entry
+            .group
+            .as_deref()
+            .and_then(crate::conversations::parse_group);
+        match self.inner.conversations.reads_kinds_in(to, group).await {
             Some(true) => Ok(Some(content)),
             Some(false) => match content {
                 Content::Message {

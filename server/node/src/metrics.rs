@@ -54,6 +54,12 @@ pub struct RouteLabels {
     route: String,
 }
 
+/// Labels of a hole-punching outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PunchLabels {
+    outcome: &'static str,
+}
+
 /// The process's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -63,6 +69,8 @@ pub struct Metrics {
     messages_sent: Counter,
     messages_received: Counter,
     vault_commit: Histogram,
+    punches: Family<PunchLabels, Counter>,
+    relayed_bytes: Counter,
     libp2p: volli_net::Libp2pMetrics,
     snapshot: std::sync::Arc<Mutex<Snapshot>>,
 }
@@ -119,6 +127,19 @@ impl Metrics {
             "Time to commit a batch of vault changes (one SQLite transaction)",
             vault_commit.clone(),
         );
+        let punches = Family::<PunchLabels, Counter>::default();
+        registry.register(
+            "hole_punches",
+            "Attempts to replace a relayed connection by a direct one, by outcome: started, \
+             direct, failed",
+            punches.clone(),
+        );
+        let relayed_bytes = Counter::default();
+        registry.register(
+            "relayed_file_bytes",
+            "File bytes this node sent or received through a friend's relay",
+            relayed_bytes.clone(),
+        );
         // libp2p's own: connections and dials by outcome, Kademlia queries, identify, ping
         // round trips, relay circuits (`volli_libp2p_…`).
         let libp2p = volli_net::Libp2pMetrics::new(&mut registry);
@@ -132,6 +153,8 @@ impl Metrics {
             messages_sent,
             messages_received,
             vault_commit,
+            punches,
+            relayed_bytes,
             libp2p,
             snapshot,
         }
@@ -159,6 +182,20 @@ impl Metrics {
     /// A message received.
     pub fn received(&self) {
         self.messages_received.inc();
+    }
+
+    /// A hole-punching attempt started or ended.
+    pub fn punch(&self, outcome: volli_net::PunchOutcome) {
+        let outcome = match outcome {
+            volli_net::PunchOutcome::Trying => "started",
+            other => other.as_str(),
+        };
+        self.punches.get_or_create(&PunchLabels { outcome }).inc();
+    }
+
+    /// `bytes` of a file went through a friend's relay.
+    pub fn relayed(&self, bytes: usize) {
+        self.relayed_bytes.inc_by(bytes as u64);
     }
 
     /// A vault commit took `elapsed`.

@@ -129,6 +129,14 @@ impl Dispatch {
                     }
                     NetEvent::Path { peer, addr, relay } => {
                         self.peers.set_path(peer, &addr, relay);
+                        if relay.is_none() {
+                            // Downloads from it that went through the relay move over now.
+                            self.files.direct_path(peer);
+                        }
+                    }
+                    NetEvent::Punch { peer, report } => {
+                        crate::metrics::metrics().punch(report.outcome);
+                        self.peers.set_punch(peer, report);
                     }
                     NetEvent::Connected { peer, addr, relay } => {
                         self.peers.set_connected(peer, true, Some(&addr), relay);

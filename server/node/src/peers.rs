@@ -44,6 +44,8 @@ pub struct PeerEntry {
     pub path: Option<Path>,
     /// Its address on the connection in use, while connected.
     pub remote: Option<Multiaddr>,
+    /// The latest attempt to replace a relayed connection to it by a direct one.
+    pub last_punch: Option<volli_net::PunchReport>,
     last_seen: Instant,
 }
 
@@ -264,6 +266,7 @@ impl Peers {
                 transport: None,
                 path: None,
                 remote: None,
+                last_punch: None,
                 last_seen: Instant::now(),
             }
         });
@@ -413,6 +416,13 @@ impl Peers {
                 peer_id: peer.to_base58(),
                 path: path.as_str().into(),
             });
+        }
+    }
+
+    /// Records how the latest hole-punching attempt with `peer` went.
+    pub fn set_punch(&self, peer: PeerId, report: volli_net::PunchReport) {
+        if let Some(entry) = self.lock().get_mut(&peer) {
+            entry.last_punch = Some(report);
         }
     }
 

@@ -45,3 +45,26 @@ fn every_route_documents_its_errors_in_the_common_shape() {
         }
     }
 }
+
+#[test]
+fn operation_ids_are_unique_and_path_parameters_are_in_the_path() {
+    // Client generators key their types on operation ids, and put path parameters into the
+    // URL template: a repeated id or a query parameter said to be in the path breaks them.
+    let doc: serde_json::Value = serde_json::from_str(&volli_node::api::openapi_json()).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap().to_owned();
+            assert!(seen.insert(id.clone()), "{method} {path}: operationId {id} repeated");
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                if param["in"] == "path" {
+                    let name = param["name"].as_str().unwrap();
+                    assert!(
+                        path.contains(&format!("{{{name}}}")),
+                        "{method} {path}: path parameter {name} is not in the path"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -29,6 +29,43 @@ pub struct PeerView {
     /// connected.
     #[schema(example = "direct")]
     pub path: Option<&'static str>,
+    /// The latest attempt to replace a relayed connection by a direct one (hole punching);
+    /// null when none was made.
+    pub last_punch: Option<PunchView>,
+}
+
+/// A hole-punching attempt.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Punch)]
+pub struct PunchView {
+    /// `trying`, `direct` (a direct connection replaced the relayed one) or `failed` (the
+    /// peer stays relayed; tried again later).
+    #[schema(example = "direct")]
+    pub outcome: &'static str,
+    /// The direct connection's transport (`quic` or `tcp`), when it succeeded.
+    #[schema(example = "quic")]
+    pub transport: Option<&'static str>,
+    /// Why it failed: what dialing the peer's addresses gave (e.g. a reset from its router,
+    /// or no answer).
+    pub reason: Option<String>,
+    /// When (RFC 3339, UTC).
+    pub at: String,
+}
+
+impl From<volli_net::PunchReport> for PunchView {
+    fn from(r: volli_net::PunchReport) -> Self {
+        Self {
+            outcome: r.outcome.as_str(),
+            transport: r.transport,
+            reason: r.reason,
+            at: volli_core::Timestamp::from_millis(
+                r.at.duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                    .unwrap_or(0),
+            )
+            .to_rfc3339(),
+        }
+    }
 }
 
 impl From<PeerEntry> for PeerView {
@@ -43,6 +80,7 @@ impl From<PeerEntry> for PeerView {
                 .rtt
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             path: e.path.filter(|_| e.connected).map(|p| p.as_str()),
+            last_punch: e.last_punch.map(PunchView::from),
         }
     }
 }

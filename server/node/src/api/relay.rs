@@ -66,7 +66,7 @@ pub struct TransferStorageView {
 
 /// What this node holds as a blind mailbox for its user's contacts and for file transfers,
 /// with the quotas and expiry that bound them.
-#[utoipa::path(get, path = "/v1/relay", tag = "messages", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/relay", tag = "messages", operation_id = "relay_get", security(("bearer" = [])),
     responses(
         (status = 200, description = "Held envelopes and transfer storage", body = RelayView),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),

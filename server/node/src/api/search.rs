@@ -18,6 +18,7 @@ const DEFAULT_LIMIT: u32 = 20;
 
 /// What to search for.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchQuery {
     /// The words, 1 to 256 bytes: each matches the start of a word of a message (case and

@@ -1082,16 +1082,67 @@ pub(crate) async fn messages(client: &Client, with: &str, limit: usize) -> anyho
         ))
         .await?;
     let names = Names::load(client).await?;
-    for m in list["messages"].as_array().into_iter().flatten() {
+    print_messages(&list, &names);
+    Ok(())
+}
+
+/// A conversation's messages, one per line: id, time, sender, status and what it says
+/// (a reply's quote, a file, a deleted message, reactions, "edited").
+fn print_messages(list: &Value, names: &Names) {
+    let messages = list["messages"].as_array().cloned().unwrap_or_default();
+    let text_of = |id: &str| {
+        messages
+            .iter()
+            .find(|m| m["id"] == id)
+            .and_then(|m| m["body"].as_str())
+            .map(|b| b.chars().take(30).collect::<String>())
+    };
+    for m in &messages {
+        let mut what = match m["kind"].as_str() {
+            Some("file") => format!(
+                "[file] {} ({})",
+                m["file"]["name"].as_str().unwrap_or("?"),
+                size(m["file"]["size"].as_u64().unwrap_or(0))
+            ),
+            Some("system") => match m["system"]["timer"].as_u64() {
+                Some(0) => "[disappearing messages off]".to_owned(),
+                Some(secs) => format!("[messages disappear after {secs} s]"),
+                None => format!("[{}]", m["system"]),
+            },
+            _ if m["deleted"] == true => "[deleted]".to_owned(),
+            _ => m["body"].as_str().unwrap_or("").to_owned(),
+        };
+        if let Some(reply) = m["reply_to"].as_str() {
+            let quoted = text_of(reply).unwrap_or_else(|| "an earlier message".into());
+            what = format!("(re: {quoted:?}) {what}");
+        }
+        if m["edited_at"].is_string() && m["deleted"] != true {
+            what.push_str("  (edited)");
+        }
+        let reactions: Vec<String> = m["reactions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                format!(
+                    "{}{}",
+                    r["emoji"].as_str().unwrap_or("?"),
+                    r["from"].as_array().map_or(0, Vec::len)
+                )
+            })
+            .collect();
+        if !reactions.is_empty() {
+            what.push_str(&format!("  [{}]", reactions.join(" ")));
+        }
         println!(
-            "{}  {:<12}  {:<9}  {}",
+            "{}  {}  {:<12}  {:<9}  {}",
+            m["id"].as_str().unwrap_or("?"),
             m["sent_at"].as_str().unwrap_or("?"),
             names.user(m["from"].as_str().unwrap_or("?")),
             m["status"].as_str().unwrap_or("?"),
-            m["body"].as_str().unwrap_or("")
+            what
         );
     }
-    Ok(())
 }
 
 /// A group's id: given as one, or the one group with this name.
@@ -1273,15 +1324,7 @@ pub(crate) async fn group_messages(
     let list: Value = client
         .get(&format!("/v1/messages?group={id}&limit={limit}"))
         .await?;
-    for m in list["messages"].as_array().into_iter().flatten() {
-        println!(
-            "{}  {:<12}  {:<9}  {}",
-            m["sent_at"].as_str().unwrap_or("?"),
-            names.user(m["from"].as_str().unwrap_or("?")),
-            m["status"].as_str().unwrap_or("?"),
-            m["body"].as_str().unwrap_or("")
-        );
-    }
+    print_messages(&list, &names);
     Ok(())
 }
 

@@ -267,6 +267,10 @@ impl Conversations {
             }
         }
         let others: Vec<UserId> = members.iter().copied().filter(|u| *u != me).collect();
+        // What each member's node reads decides what its Welcome carries.
+        for user in &others {
+            self.learn_features(*user, false).await;
+        }
         let info = Info::group(me, name.trim(), &others, now_ms());
         let mut mls = self.inner.mls.lock().await;
         let mut packages = Vec::new();
@@ -295,7 +299,9 @@ impl Conversations {
         if let Some(welcome) = &created.welcome {
             for member in &created.added {
                 let mut messages = vec![welcome.clone()];
-                messages.extend(mls.kept_sponsor_note(&created.group, &member.user));
+                if self.reads_notes(&member.user) {
+                    messages.extend(mls.kept_sponsor_note(&created.group, &member.user));
+                }
                 let mut entry = self.handshake(member, MailKind::Welcome, messages)?;
                 entry.group = Some(group_hex.clone());
                 entries.push(entry);
@@ -322,6 +328,9 @@ impl Conversations {
         change: GroupChange,
     ) -> Result<GroupView, GroupError> {
         let me = self.me();
+        if let GroupChange::Add(user) = &change {
+            self.learn_features(*user, false).await;
+        }
         self.refresh_directory().await;
         let directory = self.directory();
         let mut mls = self.inner.mls.lock().await;
@@ -923,7 +932,9 @@ impl Conversations {
         if let Some(welcome) = &committed.welcome {
             for member in &committed.added {
                 let mut messages = vec![welcome.clone()];
-                messages.extend(mls.kept_sponsor_note(group, &member.user));
+                if self.reads_notes(&member.user) {
+                    messages.extend(mls.kept_sponsor_note(group, &member.user));
+                }
                 let mut entry = self.handshake(member, MailKind::Welcome, messages)?;
                 entry.group = Some(group_hex.clone());
                 entries.push(entry);
@@ -1018,6 +1029,12 @@ impl Conversations {
         let group = parse_group(group)?;
         let mls = self.inner.mls.lock().await;
         mls.info(&group).filter(Info::is_group).map(|i| i.users())
+    }
+
+    /// Whether `user`'s node takes a sponsor's note beside a Welcome (nodes of earlier
+    /// releases read a Welcome alone, and refuse the mail otherwise).
+    fn reads_notes(&self, user: &UserId) -> bool {
+        *user == self.me() || self.features_of(user) != Some(false)
     }
 
     /// The group whose conversation is stored under `key`, if this device is in it.

@@ -490,6 +490,12 @@ impl Files {
             };
             match answer {
                 Some(FileResponse::Chunk(bytes)) => {
+                    if matches!(
+                        self.inner.peers.get(&peer).and_then(|e| e.path),
+                        Some(crate::peers::Path::Relayed { .. })
+                    ) {
+                        crate::metrics::metrics().relayed(bytes.len());
+                    }
                     if bytes.len() != store.layout.cipher_len(index) {
                         store.window.add_permits(1);
                         return Err(store.corrupt(index, "a chunk of the wrong size"));
