@@ -143,17 +143,26 @@ async fn a_user_comes_back_from_the_phrase_alone_with_two_holders_stopped() {
     let (_, status) = alice.get("/v1/backup").await;
     assert_eq!(status["state"], "ok", "{status}");
     assert_eq!(
-        (status["needed"].as_u64(), status["spread"].as_u64()),
+        (status["k"].as_u64(), status["n"].as_u64()),
         (Some(3), Some(5))
     );
+    assert!(status["updated_at"].is_string(), "{status}");
+    assert!(status["bytes"].as_u64() > Some(0), "{status}");
     assert!(
         status["holders"]
             .as_array()
             .unwrap()
             .iter()
-            .all(|h| h["current"] == true && h["bytes"].as_u64() > Some(0)),
+            .all(|h| h["current"] == true
+                && h["online"] == true
+                && h["updated_at"].is_string()
+                && h["bytes"].as_u64() > Some(0)),
         "{status}"
     );
+    // Shown once: a second setup is refused and changes nothing.
+    let (code, body) = alice.post("/v1/backup/setup", json!({})).await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["error"]["code"], "backup_exists");
     // Each holder holds something for a contact, and how much: nothing it can read.
     for (i, f) in friends.iter().enumerate() {
         let (_, held) = f.get("/v1/backup").await;
@@ -193,8 +202,8 @@ async fn a_user_comes_back_from_the_phrase_alone_with_two_holders_stopped() {
             json!({"phrase": other.words().as_str(), "bootstrap": [from]}),
         )
         .await;
-    assert_eq!(status, 404, "{body}");
-    assert_eq!(body["error"]["code"], "backup_not_found");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_phrase");
     assert_eq!(fresh.ids().await, (fresh_user.clone(), fresh_peer.clone()));
     let (_, contacts) = fresh.get("/v1/contacts").await;
     assert_eq!(contacts["contacts"].as_array().unwrap().len(), 0);
@@ -267,9 +276,10 @@ async fn a_holder_over_quota_refuses_and_another_friend_takes_its_share() {
     let alice = Node::start(&tmp.path().join("alice")).await;
     let mut friends = Vec::new();
     for i in 0..5 {
-        let options = if i == 2 {
+        // One offers little room: in its config file, or (friend 2) as the setting.
+        let options = if i == 4 {
             Options {
-                config: "[backup]\noffer_bytes = 1000\n".into(),
+                config: "[backup]\noffer_bytes = 900000000\n".into(),
                 ..Options::default()
             }
         } else {
@@ -280,6 +290,24 @@ async fn a_holder_over_quota_refuses_and_another_friend_takes_its_share() {
         friends.push(friend);
     }
     let small = friends[2].ids().await.0;
+    // What a node offers may also be set as a setting, checked.
+    let (code, body) = friends[3]
+        .request(
+            reqwest::Method::PUT,
+            "/v1/settings/backup.offer_bytes",
+            Some(json!({"value": "lots"})),
+        )
+        .await;
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_setting_value");
+    let (code, body) = friends[2]
+        .request(
+            reqwest::Method::PUT,
+            "/v1/settings/backup.offer_bytes",
+            Some(json!({"value": 1000})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
     let (alice_id, _) = alice.ids().await;
     for i in 0..20 {
         send(&alice, &friends[0].ids().await.0, &format!("message {i}")).await;
@@ -303,6 +331,9 @@ async fn a_holder_over_quota_refuses_and_another_friend_takes_its_share() {
     assert_eq!(status["can_lose"], 1, "{status}");
     let (_, held) = friends[2].get("/v1/backup").await;
     assert_eq!(held["held"]["bytes"], 0, "{held}");
+    assert_eq!(held["held"]["offer_bytes"], 1000, "{held}");
+    let (_, held) = friends[4].get("/v1/backup").await;
+    assert_eq!(held["held"]["offer_bytes"], 900_000_000u64, "{held}");
 
     // A sixth friend with room: the share moves there.
     let sixth = Node::start(&tmp.path().join("friend5")).await;
@@ -442,7 +473,8 @@ async fn tampered_and_stale_shares_are_set_aside() {
             json!({"phrase": phrase, "bootstrap": from}),
         )
         .await;
-    assert_eq!(status, 200, "{body}\n{}", fresh.log());
+    assert_eq!(status, 202, "{body}\n{}", fresh.log());
+    assert_eq!(body["state"], "restoring", "{body}");
     // The newest backup (the node may have refreshed once more by itself), not the older
     // one holder 1 hands back.
     assert!(body["seq"].as_u64() >= Some(2), "{body}");

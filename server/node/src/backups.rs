@@ -1,4 +1,4 @@
-//! Backups held by friends ([ADR 0020](../../../docs/adr/0020-backups-held-by-friends.md)).
+//! Backups held by friends ([ADR 0021](../../../docs/adr/0021-backups-held-by-friends.md)).
 //!
 //! **Holding** (`/volli/hold/1`): a contact's current device may ask how much room this node
 //! offers (`[backup] offer_bytes`), put pieces of its backup (sealed shards, and its sealed
@@ -70,6 +70,9 @@ const RETRY_AFTER: Duration = Duration::from_secs(600);
 const SETTLE: Duration = Duration::from_secs(10);
 /// Argon2id cost of the phrase's key: 64 MiB, 3 passes (about half a second here).
 const KDF_COST: [u32; 3] = [64 * 1024, 3, 1];
+
+/// The setting (synced across the user's devices) that overrides `[backup] offer_bytes`.
+pub const OFFER_SETTING: &str = "backup.offer_bytes";
 
 /// Why a backup operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +148,8 @@ struct HolderState {
     added_at: Timestamp,
     /// When it last answered.
     seen_at: Timestamp,
+    /// When it last took a backup whole.
+    updated_at: Option<Timestamp>,
     /// The newest manifest it holds with every piece it names.
     seq: u64,
     /// What it holds for this user, as it said.
@@ -184,6 +189,8 @@ pub struct HolderStatus {
     pub online: bool,
     /// When it last answered.
     pub seen_at: Timestamp,
+    /// When it last took a backup whole.
+    pub updated_at: Option<Timestamp>,
     /// Whether it holds the newest backup whole.
     pub current: bool,
     /// What it holds for this user.
@@ -487,6 +494,7 @@ impl Backups {
                 slot: h.slot,
                 online: self.inner.peers.user_connected(&h.user),
                 seen_at: h.seen_at,
+                updated_at: h.updated_at,
                 current: state.seq > 0 && h.seq == state.seq,
                 bytes: h.bytes,
                 refused: h.refused.clone(),
@@ -517,9 +525,18 @@ impl Backups {
             last_error: state.last_error.clone(),
             tried_at: state.tried_at,
             held: self.inner.db.held_stats().await?,
-            offer_bytes: self.inner.config.offer_bytes,
+            offer_bytes: self.offer_bytes().await,
             max_total_bytes: self.inner.config.max_total_bytes,
         })
+    }
+
+    /// What this node holds for each contact at most: setting `backup.offer_bytes` if the
+    /// user set it, else `[backup] offer_bytes`.
+    async fn offer_bytes(&self) -> u64 {
+        match self.inner.vault.setting(OFFER_SETTING).await {
+            Ok(Some(value)) => value.as_u64().unwrap_or(self.inner.config.offer_bytes),
+            _ => self.inner.config.offer_bytes,
+        }
     }
 
     /// `user` is no longer a contact: nothing is held for it any more.
@@ -599,11 +616,12 @@ impl Backups {
     /// Requests of a contact about its own backup.
     async fn answer_owner(&self, owner: UserId, request: HoldRequest) -> HoldResponse {
         let config = &self.inner.config;
+        let offer_bytes = self.offer_bytes().await;
         let name = owner.to_string();
         match request {
             HoldRequest::Offer => match self.inner.db.held_for(&name).await {
                 Ok(used) => HoldResponse::Offered {
-                    offer: config.offer_bytes,
+                    offer: offer_bytes,
                     used,
                 },
                 Err(e) => HoldResponse::Refused(format!("storage: {e}")),
@@ -613,7 +631,7 @@ impl Backups {
                 piece,
                 bytes,
             } => {
-                if config.offer_bytes == 0 {
+                if offer_bytes == 0 {
                     return HoldResponse::Refused("this node offers no backup space".into());
                 }
                 if bytes.len() > MAX_PIECE {
@@ -643,7 +661,7 @@ impl Backups {
                         &locator,
                         &piece,
                         &bytes,
-                        config.offer_bytes,
+                        offer_bytes,
                         config.max_total_bytes,
                     )
                     .await
@@ -653,7 +671,7 @@ impl Backups {
                         HoldResponse::Ok
                     }
                     Ok(PutOutcome::OverQuota { used }) => HoldResponse::OverQuota {
-                        offer: config.offer_bytes,
+                        offer: offer_bytes,
                         used,
                     },
                     Ok(PutOutcome::Taken) => {

@@ -398,7 +398,7 @@ enum BackupCommand {
     Setup {
         /// Make a new phrase even though one is set up (the old one stops working).
         #[arg(long)]
-        replace: bool,
+        rotate: bool,
     },
     /// Where the backup held by friends stands: holders, freshness, how many may vanish.
     Status,
@@ -619,7 +619,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let c = connect(&cli)?;
             match command {
-                BackupCommand::Setup { replace } => client::backup_setup(&c, *replace).await,
+                BackupCommand::Setup { rotate } => client::backup_setup(&c, *rotate).await,
                 BackupCommand::Status => client::backup_status(&c).await,
                 BackupCommand::Now => client::backup_now(&c).await,
             }

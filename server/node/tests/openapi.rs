@@ -55,7 +55,10 @@ fn operation_ids_are_unique_and_path_parameters_are_in_the_path() {
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             let id = op["operationId"].as_str().unwrap().to_owned();
-            assert!(seen.insert(id.clone()), "{method} {path}: operationId {id} repeated");
+            assert!(
+                seen.insert(id.clone()),
+                "{method} {path}: operationId {id} repeated"
+            );
             for param in op["parameters"].as_array().into_iter().flatten() {
                 if param["in"] == "path" {
                     let name = param["name"].as_str().unwrap();

@@ -1,4 +1,4 @@
--- Backups held by friends (docs/adr/0020-backups-held-by-friends.md).
+-- Backups held by friends (docs/adr/0021-backups-held-by-friends.md).
 --
 -- As a holder: pieces of contacts' backups, opaque bytes (shards of sealed blobs, and each
 -- backup's sealed manifest under the all-zero piece id), filed under the backup's locator,

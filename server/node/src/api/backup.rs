@@ -47,7 +47,7 @@ pub struct SetupRequest {
     /// Make a new phrase even though one is set up: the old one stops working once the
     /// holders have the new backup.
     #[serde(default)]
-    pub replace: bool,
+    pub rotate: bool,
 }
 
 /// A new recovery phrase. Shown this once: the node keeps only a key derived from it.
@@ -73,6 +73,8 @@ pub struct HolderView {
     pub slot: u8,
     /// Whether one of its devices is connected now.
     pub online: bool,
+    /// When it last took a backup whole (RFC 3339; null: never yet).
+    pub updated_at: Option<String>,
     /// When it last answered (RFC 3339).
     pub seen_at: String,
     /// Whether it holds the newest backup whole.
@@ -109,19 +111,19 @@ pub struct BackupView {
     pub state: String,
     /// The newest backup's sequence number (0: none yet).
     pub seq: u64,
-    /// When it was made (RFC 3339), if it was.
-    pub made_at: Option<String>,
-    /// Holders needed to restore it.
-    pub needed: u8,
-    /// Holders it is spread over.
-    pub spread: u8,
+    /// When the newest backup was made (RFC 3339), if one was.
+    pub updated_at: Option<String>,
+    /// Holders needed to restore it (any `k` of them).
+    pub k: u8,
+    /// Holders it is spread over (one share each).
+    pub n: u8,
+    /// Its size: the sealed, padded backup before it is cut into shares.
+    pub bytes: u64,
     /// How many holders may vanish before it is lost (null: it cannot be restored as it
     /// stands).
     pub can_lose: Option<u32>,
     /// The holders, by slot.
     pub holders: Vec<HolderView>,
-    /// Its sealed size, before it is cut into shares.
-    pub sealed_bytes: u64,
     /// What the holders keep of it together.
     pub stored_bytes: u64,
     /// Bytes the last refresh sent.
@@ -151,9 +153,10 @@ impl From<Status> for BackupView {
         Self {
             state: state.into(),
             seq: s.seq,
-            made_at: s.made_at.map(|t| t.to_rfc3339()),
-            needed: s.k,
-            spread: s.n,
+            updated_at: s.made_at.map(|t| t.to_rfc3339()),
+            k: s.k,
+            n: s.n,
+            bytes: s.sealed_bytes,
             can_lose: s.can_lose,
             holders: s
                 .holders
@@ -163,13 +166,13 @@ impl From<Status> for BackupView {
                     name: h.name,
                     slot: h.slot,
                     online: h.online,
+                    updated_at: h.updated_at.map(|t| t.to_rfc3339()),
                     seen_at: h.seen_at.to_rfc3339(),
                     current: h.current,
                     bytes: h.bytes,
                     refused: h.refused,
                 })
                 .collect(),
-            sealed_bytes: s.sealed_bytes,
             stored_bytes: s.stored_bytes,
             last_sent_bytes: s.last_sent,
             tried_at: s.tried_at.map(|t| t.to_rfc3339()),
@@ -227,9 +230,14 @@ pub struct RestoreRequest {
     pub bootstrap: Vec<String>,
 }
 
-/// What a restore put back. The node restarts as the user's device right after.
+/// What a restore put back. The node restarts as the user's device right after and says
+/// `backup.restored` on the WebSocket.
 #[derive(Serialize, ToSchema)]
 pub struct RestoredView {
+    /// `restoring`: the backup is in hand and checked; the node restarts as the user's
+    /// device (`GET /v1/node` shows the user id once it is back).
+    #[schema(example = "restoring")]
+    pub state: String,
     /// The user this node now belongs to.
     pub user_id: String,
     /// The backup's sequence number.
@@ -246,7 +254,7 @@ pub struct RestoredView {
 
 /// Where this user's backup held by friends stands: its holders, how fresh it is, how many
 /// holders may vanish before it is lost; and what this node holds of its contacts' backups.
-#[utoipa::path(get, path = "/v1/backup", tag = "backup", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/backup", tag = "backup", operation_id = "backup_get", security(("bearer" = [])),
     responses(
         (status = 200, description = "The backup", body = BackupView),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
@@ -257,7 +265,7 @@ pub async fn get(State(backups): State<Backups>) -> Result<Json<BackupView>, Api
 
 /// Sets up this user's backup held by friends: makes a recovery phrase, shown in the answer
 /// and never again, and starts backing up to contacts' nodes that offer room.
-#[utoipa::path(post, path = "/v1/backup/setup", tag = "backup", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/backup/setup", tag = "backup", operation_id = "backup_setup", security(("bearer" = [])),
     request_body(content = Option<SetupRequest>, description = "Options (none needed)"),
     responses(
         (status = 201, description = "The recovery phrase: write it down, it is not shown again", body = PhraseView),
@@ -270,7 +278,7 @@ pub async fn setup(
     State(backups): State<Backups>,
     OptionalJson(request): OptionalJson<SetupRequest>,
 ) -> Result<(StatusCode, Json<PhraseView>), ApiError> {
-    let phrase = backups.setup(request.replace).await?;
+    let phrase = backups.setup(request.rotate).await?;
     Ok((
         StatusCode::CREATED,
         Json(PhraseView {
@@ -281,7 +289,7 @@ pub async fn setup(
 }
 
 /// Refreshes the backup now (only what changed), and answers once the holders have it.
-#[utoipa::path(post, path = "/v1/backup/refresh", tag = "backup", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/backup/refresh", tag = "backup", operation_id = "backup_refresh", security(("bearer" = [])),
     responses(
         (status = 200, description = "Refreshed", body = RefreshView),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
@@ -297,20 +305,20 @@ pub async fn refresh(State(backups): State<Backups>) -> Result<Json<RefreshView>
 /// the shares, and makes this node the user's device again (same user, contacts, settings
 /// and history; the device the backup was made on is revoked). The node restarts right
 /// after answering. A wrong phrase changes nothing.
-#[utoipa::path(post, path = "/v1/backup/restore", tag = "backup", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/backup/restore", tag = "backup", operation_id = "backup_restore", security(("bearer" = [])),
     request_body = RestoreRequest,
     responses(
-        (status = 200, description = "Restored; the node restarts as the user's device", body = RestoredView),
-        (status = 400, description = "Not a recovery phrase (`invalid_phrase`), or a bad address (`invalid_address`)", body = ErrorBody),
+        (status = 202, description = "Restored; the node restarts as the user's device", body = RestoredView),
+        (status = 400, description = "Not a recovery phrase, or no node reached holds a backup for it (`invalid_phrase`); a bad address (`invalid_address`)", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 404, description = "No backup found for the phrase (`backup_not_found`)", body = ErrorBody),
+        (status = 404, description = "No node that could hold the backup could be reached (`backup_not_found`)", body = ErrorBody),
         (status = 409, description = "This node has contacts or messages (`node_not_empty`), or a restore runs (`backup_busy`)", body = ErrorBody),
         (status = 503, description = "Found, but too few holders can be reached (`backup_incomplete`)", body = ErrorBody),
     ))]
 pub async fn restore(
     State(backups): State<Backups>,
     Json(request): Json<RestoreRequest>,
-) -> Result<Json<RestoredView>, ApiError> {
+) -> Result<(StatusCode, Json<RestoredView>), ApiError> {
     let mut bootstrap = Vec::new();
     for text in request.bootstrap.iter().take(16) {
         let addr: multiaddr::Multiaddr = text.parse().map_err(|_| {
@@ -319,12 +327,16 @@ pub async fn restore(
         bootstrap.push(addr);
     }
     let done = backups.restore(&request.phrase, &bootstrap).await?;
-    Ok(Json(RestoredView {
-        user_id: done.user.to_string(),
-        seq: done.seq,
-        made_at: done.made_at.to_rfc3339(),
-        documents: done.documents,
-        holders_used: done.holders_used,
-        shares_rejected: done.shares_rejected,
-    }))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RestoredView {
+            state: "restoring".into(),
+            user_id: done.user.to_string(),
+            seq: done.seq,
+            made_at: done.made_at.to_rfc3339(),
+            documents: done.documents,
+            holders_used: done.holders_used,
+            shares_rejected: done.shares_rejected,
+        }),
+    ))
 }

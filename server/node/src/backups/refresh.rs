@@ -137,6 +137,7 @@ impl Backups {
                 user,
                 added_at: now,
                 seen_at: now,
+                updated_at: None,
                 seq: 0,
                 bytes: 0,
                 refused: None,
@@ -360,6 +361,7 @@ impl Backups {
             match (&s.has, &s.failed) {
                 (Some(_), None) => {
                     h.seq = seq;
+                    h.updated_at = Some(now);
                     h.refused = None;
                 }
                 (Some(_), Some(why)) => h.refused = Some(why.clone()),

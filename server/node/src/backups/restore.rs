@@ -108,11 +108,19 @@ impl Backups {
         let root = derive_root(&phrase).await?;
         let keys = BackupKeys::from_root(&root);
 
-        let manifests = self.find(&keys, bootstrap).await;
+        let (manifests, reached) = self.find(&keys, bootstrap).await;
         if manifests.is_empty() {
+            // Nodes answered, and none holds anything under this phrase's locator: most
+            // likely a wrong phrase (its checksum lets one typo in sixteen through).
+            if reached > 0 {
+                return Err(BackupError::InvalidPhrase(format!(
+                    "no backup opens with this recovery phrase at the {reached} nodes that \
+                     answered: check its words (or reach a friend's node that holds it)"
+                )));
+            }
             return Err(BackupError::NotFound(
-                "no backup was found for this phrase: check its words, and that at least one \
-                 of the friends' nodes holding it can be reached (give one with --bootstrap)"
+                "no node that could hold a backup for this phrase could be reached: give a \
+                 friend's node with --bootstrap"
                     .into(),
             ));
         }
@@ -163,6 +171,7 @@ impl Backups {
                         user: h.user,
                         added_at: now,
                         seen_at: now,
+                        updated_at: Some(manifest.made_at),
                         seq: manifest.seq,
                         bytes: 0,
                         refused: None,
@@ -212,12 +221,12 @@ impl Backups {
     }
 
     /// Asks every peer that may hold the backup for its manifest; the ones that open, newest
-    /// first, each with the peers that answered with it (and their users).
+    /// first, each with the peers that answered with it; and how many peers answered at all.
     async fn find(
         &self,
         keys: &BackupKeys,
         bootstrap: &[Multiaddr],
-    ) -> Vec<(Manifest, Vec<PeerId>)> {
+    ) -> (Vec<(Manifest, Vec<PeerId>)>, usize) {
         let net = &self.inner.net;
         let mut candidates: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
         for addr in bootstrap {
@@ -259,7 +268,7 @@ impl Backups {
         candidates.remove(&me);
         let access = *keys.access();
         let payload = wire::encode(&HoldRequest::Find { access });
-        let answers: Vec<(PeerId, Option<Vec<u8>>)> = futures::stream::iter(candidates)
+        let answers: Vec<(PeerId, bool, Option<Vec<u8>>)> = futures::stream::iter(candidates)
             .map(|(peer, addrs)| {
                 let payload = payload.clone();
                 async move {
@@ -267,10 +276,11 @@ impl Backups {
                         tokio::time::timeout(FIND_TIMEOUT, self.ask_peer(peer, payload, addrs))
                             .await;
                     match answer {
-                        Ok(Ok(HoldResponse::Piece(bytes))) => (peer, Some(bytes)),
+                        Ok(Ok(HoldResponse::Piece(bytes))) => (peer, true, Some(bytes)),
+                        Ok(Ok(HoldResponse::NotHere)) => (peer, true, None),
                         other => {
                             tracing::debug!(%peer, answer = ?other.map(|a| a.map(|_| ())), "no manifest here");
-                            (peer, None)
+                            (peer, false, None)
                         }
                     }
                 }
@@ -278,8 +288,9 @@ impl Backups {
             .buffer_unordered(PROBES)
             .collect()
             .await;
+        let reached = answers.iter().filter(|(_, answered, _)| *answered).count();
         let mut by_seq: BTreeMap<u64, (Manifest, Vec<PeerId>)> = BTreeMap::new();
-        for (peer, bytes) in answers {
+        for (peer, _, bytes) in answers {
             let Some(bytes) = bytes else { continue };
             match keys.open_manifest(&bytes) {
                 Ok(manifest) => {
@@ -294,7 +305,7 @@ impl Backups {
                 }
             }
         }
-        by_seq.into_values().rev().collect()
+        (by_seq.into_values().rev().collect(), reached)
     }
 
     /// Fetches and opens every blob `manifest` names: the vault delta, documents, holders

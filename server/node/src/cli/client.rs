@@ -401,20 +401,19 @@ pub(crate) async fn pair_join(
 }
 
 /// `volli backup setup`
-pub(crate) async fn backup_setup(client: &Client, replace: bool) -> anyhow::Result<()> {
+pub(crate) async fn backup_setup(client: &Client, rotate: bool) -> anyhow::Result<()> {
     let answer = client
         .send(
             reqwest::Method::POST,
             "/v1/backup/setup",
-            Body::Json(serde_json::json!({ "replace": replace })),
+            Body::Json(serde_json::json!({ "rotate": rotate })),
         )
         .await?;
     println!("Your recovery phrase (write it down; it is not shown again):\n");
-    for (i, word) in answer["words"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
+    for (i, word) in answer["phrase"]
+        .as_str()
+        .unwrap_or_default()
+        .split_whitespace()
         .enumerate()
     {
         println!("  {:>2}. {word}", i + 1);
@@ -437,9 +436,9 @@ pub(crate) async fn backup_status(client: &Client) -> anyhow::Result<()> {
         println!(
             "backup #{} of {} ({state}): {} of {} holders needed; {}",
             b["seq"],
-            b["made_at"].as_str().unwrap_or("never"),
-            b["needed"],
-            b["spread"],
+            b["updated_at"].as_str().unwrap_or("never"),
+            b["k"],
+            b["n"],
             match b["can_lose"].as_u64() {
                 Some(n) => format!("{n} may vanish before it is lost"),
                 None => "too few hold it whole to restore it".into(),
