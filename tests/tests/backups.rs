@@ -467,6 +467,7 @@ async fn tampered_and_stale_shares_are_set_aside() {
         }
         v
     };
+    let mut events = volli_tests::events(&fresh).await;
     let (status, body) = fresh
         .post(
             "/v1/backup/restore",
@@ -475,6 +476,13 @@ async fn tampered_and_stale_shares_are_set_aside() {
         .await;
     assert_eq!(status, 202, "{body}\n{}", fresh.log());
     assert_eq!(body["state"], "restoring", "{body}");
+    volli_tests::next_event(
+        &mut events,
+        "backup.restored",
+        Duration::from_secs(10),
+        |e| e["user_id"] == alice_id.as_str(),
+    )
+    .await;
     // The newest backup (the node may have refreshed once more by itself), not the older
     // one holder 1 hands back.
     assert!(body["seq"].as_u64() >= Some(2), "{body}");
@@ -490,4 +498,60 @@ async fn tampered_and_stale_shares_are_set_aside() {
         .filter_map(|m| m["body"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(history, ["first", "second, after the first backup"]);
+}
+
+/// The node refreshes its backup by itself soon after a burst of changes, sending only what
+/// changed.
+#[tokio::test]
+async fn a_burst_of_changes_refreshes_the_backup_by_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = Node::start_with(
+        &tmp.path().join("alice"),
+        Options {
+            config: "[backup]\nrefresh_after_changes = 5\n".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let mut friends = Vec::new();
+    for i in 0..3 {
+        let friend = Node::start(&tmp.path().join(format!("friend{i}"))).await;
+        befriend(&alice, &friend).await;
+        friends.push(friend);
+    }
+    let bob = friends[0].ids().await.0;
+    let mut events = volli_tests::events(&alice).await;
+    setup(&alice).await;
+    // Set up, it backs up at once without being asked.
+    let first = volli_tests::next_event(
+        &mut events,
+        "backup.refreshed",
+        Duration::from_secs(30),
+        |_| true,
+    )
+    .await;
+    assert_eq!(first["holders"], 3, "{first}");
+    assert_eq!(first["can_lose"], 1, "{first}");
+    let (_, status) = alice.get("/v1/backup").await;
+    let full = status["last_sent_bytes"].as_u64().unwrap();
+    assert_eq!(
+        (status["k"].as_u64(), status["n"].as_u64()),
+        (Some(2), Some(3))
+    );
+
+    for i in 0..8 {
+        send(&alice, &bob, &format!("burst {i}")).await;
+    }
+    let again = volli_tests::next_event(
+        &mut events,
+        "backup.refreshed",
+        Duration::from_secs(60),
+        |e| e["seq"].as_u64() > first["seq"].as_u64(),
+    )
+    .await;
+    assert_eq!(again["holders"], 3, "{again}");
+    assert!(
+        again["bytes_sent"].as_u64().unwrap() < full,
+        "only what changed: {again} after {full} bytes"
+    );
 }

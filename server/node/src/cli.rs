@@ -657,7 +657,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 zeroize::Zeroizing::new(phrase.clone())
             };
-            client::restore_phrase(&connect(&cli)?, &phrase, bootstrap).await
+            // The phrase is checked before anything else, so a typo is said at once.
+            if let Err(e) = volli_core::backup::RecoveryPhrase::parse(&phrase) {
+                anyhow::bail!("not a recovery phrase: {e}");
+            }
+            let client = connect(&cli).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}\nrestoring from a phrase needs a fresh node running on this data dir: \
+                     start one with `volli serve --data-dir DIR`, then run this again"
+                )
+            })?;
+            client::restore_phrase(&client, &phrase, bootstrap).await
         }
         Command::Restore {
             file,
