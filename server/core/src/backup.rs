@@ -7,12 +7,13 @@
 //! phrase is not taken for ours, nor ours for a wallet's). Words may be given by their first
 //! four letters.
 //!
-//! **Keys** (BLAKE3 `derive_key` from the root, distinct contexts): `access` proves to a
-//! holder that the asker holds the phrase; the **locator**, the BLAKE3 hash of `access`, is
-//! what holders file shares under and what they announce (in the DHT, at rendezvous points)
-//! in a derived form — so a holder can be found from the phrase alone, and a holder that
-//! knows the locator still cannot fetch what other holders keep without `access`; `seal`
-//! encrypts.
+//! **Keys** (BLAKE3 `derive_key` from the root, distinct contexts): an Ed25519 **access key**
+//! whose signatures prove to a holder that the asker holds the phrase ([`AccessProof`]: over
+//! the holder's peer id and the time, so a proof sent to one node opens nothing at another,
+//! nor later); the **locator**, the BLAKE3 hash of the access key's public half, is what
+//! holders file shares under and what they announce (in the DHT, at rendezvous points) in a
+//! derived form — so a holder can be found from the phrase alone, and neither a holder nor a
+//! node a restoring device asks can fetch what other holders keep; `seal` encrypts.
 //!
 //! **Blobs.** Each part of the backup is padded (at most 1/16 more, so sizes say little),
 //! sealed with AES-256-GCM under a key derived from `seal` and the blob's random id, and cut
@@ -62,6 +63,9 @@ pub enum BackupError {
     /// An opened manifest that does not hold together.
     #[error("the backup's manifest is malformed")]
     Malformed,
+    /// A proof of the phrase that does not hold: another node's, too old, or forged.
+    #[error("the proof of the recovery phrase does not hold")]
+    Proof,
 }
 
 /// A recovery phrase: 128 random bits as twelve words.
@@ -168,10 +172,49 @@ impl RecoveryPhrase {
     }
 }
 
+/// How far a proof's time may be from the holder's clock.
+pub const PROOF_SKEW_MS: i64 = 10 * 60 * 1000;
+const PROOF_DOMAIN: &[u8] = b"volli/backup/1 access proof";
+
+/// Proof that the asker holds a backup's phrase, for one holder, at one time: the access
+/// key's public half (whose hash is the locator) and its signature over the holder's peer id
+/// and the time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessProof {
+    /// The access key's public half.
+    pub key: [u8; 32],
+    /// When it was made (milliseconds since the Unix epoch).
+    pub at: i64,
+    /// The signature.
+    pub signature: crate::Signature,
+}
+
+fn proof_message(holder: &PeerId, at: i64) -> Vec<u8> {
+    let mut m = PROOF_DOMAIN.to_vec();
+    m.extend_from_slice(&at.to_le_bytes());
+    m.extend_from_slice(&holder.to_bytes());
+    m
+}
+
+impl AccessProof {
+    /// The locator it opens at `holder` (this node) at `now`, if it holds.
+    pub fn verify(&self, holder: &PeerId, now: Timestamp) -> Result<[u8; 32], BackupError> {
+        if (now.as_millis() - self.at).abs() > PROOF_SKEW_MS {
+            return Err(BackupError::Proof);
+        }
+        let key =
+            ed25519_dalek::VerifyingKey::from_bytes(&self.key).map_err(|_| BackupError::Proof)?;
+        let signature = ed25519_dalek::Signature::from_bytes(self.signature.as_bytes());
+        key.verify_strict(&proof_message(holder, self.at), &signature)
+            .map_err(|_| BackupError::Proof)?;
+        Ok(*blake3::hash(&self.key).as_bytes())
+    }
+}
+
 /// What is derived from the root. Dropping it wipes the secrets.
 #[derive(Clone)]
 pub struct BackupKeys {
-    access: Zeroizing<[u8; 32]>,
+    access: ed25519_dalek::SigningKey,
     seal: Zeroizing<[u8; 32]>,
     locator: [u8; 32],
 }
@@ -179,9 +222,10 @@ pub struct BackupKeys {
 impl BackupKeys {
     /// The keys of the root Argon2id derived from the phrase.
     pub fn from_root(root: &[u8; 32]) -> Self {
-        let access = Zeroizing::new(blake3::derive_key("volli/backup/1 access", root));
+        let seed = Zeroizing::new(blake3::derive_key("volli/backup/1 access", root));
+        let access = ed25519_dalek::SigningKey::from_bytes(&seed);
         let seal = Zeroizing::new(blake3::derive_key("volli/backup/1 seal", root));
-        let locator = *blake3::hash(access.as_ref()).as_bytes();
+        let locator = *blake3::hash(access.verifying_key().as_bytes()).as_bytes();
         Self {
             access,
             seal,
@@ -189,9 +233,17 @@ impl BackupKeys {
         }
     }
 
-    /// What proves to a holder that the asker holds the phrase.
-    pub fn access(&self) -> &[u8; 32] {
-        &self.access
+    /// A proof for `holder`, now, that the asker holds the phrase.
+    pub fn prove(&self, holder: &PeerId, now: Timestamp) -> AccessProof {
+        use ed25519_dalek::Signer as _;
+        let at = now.as_millis();
+        AccessProof {
+            key: self.access.verifying_key().to_bytes(),
+            at,
+            signature: crate::Signature::from_bytes(
+                self.access.sign(&proof_message(holder, at)).to_bytes(),
+            ),
+        }
     }
 
     /// What holders file this backup under.
@@ -509,6 +561,30 @@ mod tests {
     }
 
     #[test]
+    fn a_proof_opens_one_locator_at_one_holder_for_a_while() {
+        let keys = BackupKeys::from_root(&[7; 32]);
+        let holder = libp2p_identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let elsewhere = libp2p_identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let now = Timestamp::now();
+        let proof = keys.prove(&holder, now);
+        assert_eq!(proof.verify(&holder, now), Ok(keys.locator()));
+        // At another node, too late, or altered: nothing.
+        assert_eq!(proof.verify(&elsewhere, now), Err(BackupError::Proof));
+        let later = Timestamp::from_millis(now.as_millis() + PROOF_SKEW_MS + 1);
+        assert_eq!(proof.verify(&holder, later), Err(BackupError::Proof));
+        let mut moved = proof.clone();
+        moved.at += 1;
+        assert_eq!(moved.verify(&holder, now), Err(BackupError::Proof));
+        let mut other_key = proof.clone();
+        other_key.key = BackupKeys::from_root(&[8; 32]).prove(&holder, now).key;
+        assert_eq!(other_key.verify(&holder, now), Err(BackupError::Proof));
+    }
+
+    #[test]
     fn padding_stays_within_a_sixteenth() {
         for len in [
             0, 1, 500, 508, 513, 1000, 4097, 65_537, 1_000_003, 9_999_999,
@@ -524,7 +600,6 @@ mod tests {
         let keys = BackupKeys::from_root(&[7; 32]);
         let other = BackupKeys::from_root(&[8; 32]);
         assert_ne!(keys.locator(), other.locator());
-        assert_eq!(keys.locator(), *blake3::hash(keys.access()).as_bytes());
         let id = blob_id().unwrap();
         let sealed = keys.seal_blob(&id, b"hello");
         assert_eq!(sealed.len(), sealed_len(5));

@@ -284,8 +284,8 @@ pub enum RelayResponse {
 
 /// `/volli/hold/1` requests: what a friend's node holds for a contact beyond mail — the
 /// shares of the contact's backup (see [`crate::backup`]). `Offer`, `Put`, `Have` and `Keep`
-/// come from the contact's own devices; `Find` and `Get` from anyone who knows the backup's
-/// `access` secret (a new device restoring from the phrase, a stranger to the holder).
+/// come from the contact's own devices; `Find` and `Get` from anyone who proves it holds the
+/// backup's phrase (a new device restoring from it, a stranger to the holder).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HoldRequest {
     /// How much backup space does this node offer the asking user, and how much is used?
@@ -315,15 +315,15 @@ pub enum HoldRequest {
         /// The pieces to keep.
         pieces: Vec<[u8; 16]>,
     },
-    /// The manifest kept under the BLAKE3 hash of `access`, if any.
+    /// The manifest kept under the locator `proof` opens, if any.
     Find {
-        /// The backup's access secret.
-        access: [u8; 32],
+        /// Proof of the phrase, for this holder.
+        proof: crate::backup::AccessProof,
     },
-    /// A piece kept under the BLAKE3 hash of `access`.
+    /// A piece kept under the locator `proof` opens.
     Get {
-        /// The backup's access secret.
-        access: [u8; 32],
+        /// Proof of the phrase, for this holder.
+        proof: crate::backup::AccessProof,
         /// The piece.
         piece: [u8; 16],
     },

@@ -4,9 +4,10 @@
 //! offers (`[backup] offer_bytes`), put pieces of its backup (sealed shards, and its sealed
 //! manifest) under the backup's locator, list them and keep only some; each piece counts
 //! against the contact's quota and the node's total in the transaction that stores it, and
-//! everything held for a contact goes with the contact. Anyone who knows a backup's `access`
-//! secret (a device restoring from the recovery phrase, a stranger here) may read its
-//! manifest and pieces, rate-limited; nobody else gets anything. This node announces the
+//! everything held for a contact goes with the contact. Anyone who proves it holds a
+//! backup's phrase (a signature of the access key over this node's peer id and the time: a
+//! device restoring, a stranger here) may read its manifest and pieces, rate-limited; nobody
+//! else gets anything. This node announces the
 //! locators it holds something under (DHT provider records, rendezvous registrations), so
 //! the phrase alone finds it.
 //!
@@ -70,6 +71,10 @@ const RETRY_AFTER: Duration = Duration::from_secs(600);
 const SETTLE: Duration = Duration::from_secs(10);
 /// Argon2id cost of the phrase's key: 64 MiB, 3 passes (about half a second here).
 const KDF_COST: [u32; 3] = [64 * 1024, 3, 1];
+
+/// Why a `Find` or `Get` was refused: its proof of the phrase is not for this node, too far
+/// from its clock, or forged.
+const PROOF_REFUSED: &str = "the proof of the recovery phrase does not hold here (check the clock)";
 
 /// The setting (synced across the user's devices) that overrides `[backup] offer_bytes`.
 pub const OFFER_SETTING: &str = "backup.offer_bytes";
@@ -586,20 +591,25 @@ impl Backups {
             Ok(None) => HoldResponse::NotHere,
             Err(e) => HoldResponse::Refused(format!("storage: {e}")),
         };
+        let me = self.inner.identity.peer_id();
         match request {
             // Whoever holds the phrase: a new device, which nobody here knows yet.
-            HoldRequest::Find { access } => {
+            HoldRequest::Find { proof } => {
                 if let Err(wait) = self.inner.restorers.check(peer) {
                     return HoldResponse::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX));
                 }
-                let locator = *blake3::hash(&access).as_bytes();
+                let Ok(locator) = proof.verify(&me, Timestamp::now()) else {
+                    return HoldResponse::Refused(PROOF_REFUSED.into());
+                };
                 found(self.inner.db.held_piece(&locator, &MANIFEST_PIECE).await)
             }
-            HoldRequest::Get { access, piece } => {
+            HoldRequest::Get { proof, piece } => {
                 if let Err(wait) = self.inner.restorers.check(peer) {
                     return HoldResponse::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX));
                 }
-                let locator = *blake3::hash(&access).as_bytes();
+                let Ok(locator) = proof.verify(&me, Timestamp::now()) else {
+                    return HoldResponse::Refused(PROOF_REFUSED.into());
+                };
                 found(self.inner.db.held_piece(&locator, &piece).await)
             }
             request => {

@@ -266,11 +266,12 @@ impl Backups {
         }
         let me = self.inner.identity.peer_id();
         candidates.remove(&me);
-        let access = *keys.access();
-        let payload = wire::encode(&HoldRequest::Find { access });
         let answers: Vec<(PeerId, bool, Option<Vec<u8>>)> = futures::stream::iter(candidates)
             .map(|(peer, addrs)| {
-                let payload = payload.clone();
+                // A proof for this peer only: it opens nothing elsewhere.
+                let payload = wire::encode(&HoldRequest::Find {
+                    proof: keys.prove(&peer, Timestamp::now()),
+                });
                 async move {
                     let answer =
                         tokio::time::timeout(FIND_TIMEOUT, self.ask_peer(peer, payload, addrs))
@@ -344,13 +345,12 @@ impl Backups {
             }
         }
         let sources = tokio::sync::Mutex::new(sources);
-        let access = *keys.access();
         let sources = &sources;
         let code = &code;
         let parts: Vec<Result<(BlobRef, Vec<u8>), String>> =
             futures::stream::iter(manifest.blobs.clone())
                 .map(move |blob| async move {
-                    let sealed = self.fetch_blob(code, access, &blob, sources).await?;
+                    let sealed = self.fetch_blob(code, keys, &blob, sources).await?;
                     let plain = keys
                         .open_blob(&blob.id, &sealed)
                         .map_err(|e| format!("a blob of {}: {e}", blob.doc))?;
@@ -391,7 +391,7 @@ impl Backups {
     async fn fetch_blob(
         &self,
         code: &Code,
-        access: [u8; 32],
+        keys: &BackupKeys,
         blob: &BlobRef,
         sources: &tokio::sync::Mutex<Vec<Option<SlotSource>>>,
     ) -> Result<Vec<u8>, String> {
@@ -424,7 +424,7 @@ impl Backups {
             let answers = futures::future::join_all(
                 batch
                     .iter()
-                    .map(|slot| self.get_shard(*slot, access, blob.id, sources)),
+                    .map(|slot| self.get_shard(*slot, keys, blob.id, sources)),
             )
             .await;
             for (slot, answer) in batch.into_iter().zip(answers) {
@@ -460,7 +460,7 @@ impl Backups {
     async fn get_shard(
         &self,
         slot: usize,
-        access: [u8; 32],
+        keys: &BackupKeys,
         id: [u8; 16],
         sources: &tokio::sync::Mutex<Vec<Option<SlotSource>>>,
     ) -> Option<Vec<u8>> {
@@ -469,7 +469,6 @@ impl Backups {
             let s = sources.get(slot)?.as_ref()?;
             (s.user, s.answering, s.peers.clone())
         };
-        let payload = wire::encode(&HoldRequest::Get { access, piece: id });
         let mut targets: Vec<(PeerId, Vec<Multiaddr>)> = match answering {
             Some(peer) => peers.into_iter().filter(|(p, _)| *p == peer).collect(),
             None => peers,
@@ -483,7 +482,11 @@ impl Backups {
             }
         }
         for (peer, addrs) in targets {
-            match self.ask_peer(peer, payload.clone(), addrs).await {
+            let payload = wire::encode(&HoldRequest::Get {
+                proof: keys.prove(&peer, Timestamp::now()),
+                piece: id,
+            });
+            match self.ask_peer(peer, payload, addrs).await {
                 Ok(HoldResponse::Piece(bytes)) => {
                     if let Some(Some(s)) = sources.lock().await.get_mut(slot) {
                         s.answering = Some(peer);
