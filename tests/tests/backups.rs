@@ -555,3 +555,76 @@ async fn a_burst_of_changes_refreshes_the_backup_by_itself() {
         "only what changed: {again} after {full} bytes"
     );
 }
+
+/// In a deployment no friend's address is at hand: the fresh node knows only a public
+/// bootstrap node (here a hub that holds nothing), and finds the holders in the DHT under a
+/// key derived from the phrase.
+#[tokio::test]
+async fn the_phrase_alone_finds_the_holders_through_the_dht() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = Node::start_with(
+        &tmp.path().join("hub"),
+        Options {
+            config: "[network]\nlan = false\n".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let hub_addr = hub.p2p_addr().await;
+    let options = Options {
+        args: vec!["--bootstrap".into(), hub_addr.clone()],
+        config: "[network]\nlan = false\n[plugins.rendezvous]\nenabled = false\n".into(),
+        ..Options::default()
+    };
+    let alice = Node::start_with(&tmp.path().join("alice"), options.clone()).await;
+    let mut friends = Vec::new();
+    for i in 0..3 {
+        let friend =
+            Node::start_with(&tmp.path().join(format!("friend{i}")), options.clone()).await;
+        befriend(&alice, &friend).await;
+        friends.push(friend);
+    }
+    let (alice_id, _) = alice.ids().await;
+    let bob = friends[0].ids().await.0;
+    send(&alice, &bob, "found through the dht").await;
+    let phrase = setup(&alice).await;
+    assert_eq!(refresh(&alice).await["holders"], 3);
+    let mut alice = alice;
+    alice.kill();
+    std::fs::remove_dir_all(&alice.data_dir).unwrap();
+
+    let fresh = Node::start_with(&tmp.path().join("fresh"), options).await;
+    let started = std::time::Instant::now();
+    let mut answer = (0, Value::Null);
+    // The holders' provider records may still be on their way to the DHT.
+    for _ in 0..20 {
+        answer = fresh
+            .post("/v1/backup/restore", json!({"phrase": phrase}))
+            .await;
+        if answer.0 == 202 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(answer.0, 202, "{}\n{}", answer.1, fresh.log());
+    fresh
+        .wait_for("/v1/node", Duration::from_secs(30), |n| {
+            n["user_id"] == alice_id.as_str()
+        })
+        .await;
+    eprintln!("restored through the DHT in {:?}", started.elapsed());
+    for line in fresh
+        .log()
+        .lines()
+        .filter(|l| l.contains("may hold the backup"))
+    {
+        eprintln!("{line}");
+    }
+    let history: Vec<String> = conversation(&fresh, &bob)
+        .await
+        .iter()
+        .filter_map(|m| m["body"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(history, ["found through the dht"]);
+    drop(hub);
+}

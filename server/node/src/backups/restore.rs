@@ -254,16 +254,26 @@ impl Backups {
             ),
         )
         .await;
+        let known = candidates.len();
+        let (mut from_dht, mut from_rendezvous) = (0, 0);
         if let Ok(Ok(providers)) = providers {
+            from_dht = providers.len();
             for peer in providers {
                 candidates.entry(peer).or_default();
             }
         }
         if let Ok(Ok(registered)) = registered {
+            from_rendezvous = registered.len();
             for (peer, addrs) in registered {
                 candidates.entry(peer).or_default().extend(addrs);
             }
         }
+        tracing::info!(
+            known,
+            from_dht,
+            from_rendezvous,
+            "asking the peers that may hold the backup"
+        );
         let me = self.inner.identity.peer_id();
         candidates.remove(&me);
         let answers: Vec<(PeerId, bool, Option<Vec<u8>>)> = futures::stream::iter(candidates)
