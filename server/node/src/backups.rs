@@ -59,6 +59,10 @@ const RESTORE_PER_SECOND: u32 = 32;
 /// Pieces one contact may put at once, and per second after.
 const PUT_BURST: u32 = 512;
 const PUTS_PER_SECOND: u32 = 128;
+/// How often a request a holder found too fast is sent again, and the longest wait asked
+/// for that is waited out.
+const RATE_LIMITED_RETRIES: usize = 30;
+const MAX_RATE_LIMITED_WAIT: u32 = 10;
 /// How long one request to a holder may take (a piece of a few MiB).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often this node announces the backups it holds (DHT providers, rendezvous).
@@ -737,17 +741,27 @@ impl Backups {
         payload: Vec<u8>,
         addrs: Vec<multiaddr::Multiaddr>,
     ) -> Result<HoldResponse, String> {
-        let call = self
-            .inner
-            .outbound
-            .request(peer, Protocol::Hold, payload, addrs);
-        match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
-            Ok(Ok(bytes)) => {
-                wire::decode(&bytes, Protocol::Hold.max_response()).map_err(|e| e.to_string())
+        // A holder that says "too fast" is asked again once it is ready (a refresh or a
+        // restore of a large backup sends hundreds of pieces).
+        for _ in 0..RATE_LIMITED_RETRIES {
+            let call =
+                self.inner
+                    .outbound
+                    .request(peer, Protocol::Hold, payload.clone(), addrs.clone());
+            let answer = match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+                Ok(Ok(bytes)) => wire::decode(&bytes, Protocol::Hold.max_response())
+                    .map_err(|e| e.to_string())?,
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err("timed out".into()),
+            };
+            match answer {
+                HoldResponse::RateLimited(secs) if secs <= MAX_RATE_LIMITED_WAIT => {
+                    tokio::time::sleep(Duration::from_secs(u64::from(secs.max(1)))).await;
+                }
+                answer => return Ok(answer),
             }
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("timed out".into()),
         }
+        Err("the holder stayed busy".into())
     }
 }
 
