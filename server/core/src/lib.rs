@@ -6,10 +6,12 @@
 //! thing everywhere and is parsed in one place.
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod card;
 pub mod cert;
 mod encoding;
 pub mod envelope;
+pub mod erasure;
 pub mod ids;
 pub mod invite;
 pub mod keys;

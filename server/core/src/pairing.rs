@@ -45,6 +45,11 @@ const HPKE_INFO: &[u8] = b"volli/pair/1 bundle";
 static WORDS: std::sync::LazyLock<Vec<&'static str>> =
     std::sync::LazyLock::new(|| include_str!("pairing/words.txt").lines().collect());
 
+/// The word list (2,048 words, sorted), shared with recovery phrases.
+pub(crate) fn words() -> &'static [&'static str] {
+    &WORDS
+}
+
 /// Why a link, a code or a step of the exchange was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

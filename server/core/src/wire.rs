@@ -282,6 +282,84 @@ pub enum RelayResponse {
     },
 }
 
+/// `/volli/hold/1` requests: what a friend's node holds for a contact beyond mail — the
+/// shares of the contact's backup (see [`crate::backup`]). `Offer`, `Put`, `Have` and `Keep`
+/// come from the contact's own devices; `Find` and `Get` from anyone who proves it holds the
+/// backup's phrase (a new device restoring from it, a stranger to the holder).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HoldRequest {
+    /// How much backup space does this node offer the asking user, and how much is used?
+    Offer,
+    /// Keep this piece of the asking user's backup filed under `locator` (a shard of a blob,
+    /// or the sealed manifest under [`crate::backup::MANIFEST_PIECE`], which replaces the
+    /// one kept before).
+    Put {
+        /// The backup's locator.
+        locator: [u8; 32],
+        /// The piece: a blob id, or the manifest's.
+        piece: [u8; 16],
+        /// Its bytes.
+        #[serde(with = "crate::encoding::bytes")]
+        bytes: Vec<u8>,
+    },
+    /// Which pieces are kept under `locator` for the asking user?
+    Have {
+        /// The backup's locator.
+        locator: [u8; 32],
+    },
+    /// Keep only these pieces for the asking user (under `locator`; anything it kept under
+    /// another locator goes too).
+    Keep {
+        /// The backup's locator.
+        locator: [u8; 32],
+        /// The pieces to keep.
+        pieces: Vec<[u8; 16]>,
+    },
+    /// The manifest kept under the locator `proof` opens, if any.
+    Find {
+        /// Proof of the phrase, for this holder.
+        proof: crate::backup::AccessProof,
+    },
+    /// A piece kept under the locator `proof` opens.
+    Get {
+        /// Proof of the phrase, for this holder.
+        proof: crate::backup::AccessProof,
+        /// The piece.
+        piece: [u8; 16],
+    },
+}
+
+/// `/volli/hold/1` responses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HoldResponse {
+    /// The space offered to the asking user, and what it uses of it (0 offered: none).
+    Offered {
+        /// Bytes offered.
+        offer: u64,
+        /// Bytes used.
+        used: u64,
+    },
+    /// Done.
+    Ok,
+    /// Refused, with a reason.
+    Refused(String),
+    /// Refused: the piece would take the asking user past what is offered.
+    OverQuota {
+        /// Bytes offered.
+        offer: u64,
+        /// Bytes used.
+        used: u64,
+    },
+    /// Too many requests; retry after this many seconds.
+    RateLimited(u32),
+    /// The pieces kept under a locator.
+    Pieces(Vec<[u8; 16]>),
+    /// A piece's (or the manifest's) bytes.
+    Piece(#[serde(with = "crate::encoding::bytes")] Vec<u8>),
+    /// Nothing is kept here under that locator (or that piece).
+    NotHere,
+}
+
 /// `/volli/pair/1` requests: a new node pairing with an existing device of a user (see
 /// [`crate::pairing`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

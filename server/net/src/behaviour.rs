@@ -44,6 +44,7 @@ pub(crate) struct Behaviour {
     pub(crate) pair: Rpc,
     pub(crate) file: Rpc,
     pub(crate) mls: Rpc,
+    pub(crate) hold: Rpc,
 }
 
 fn rpc(protocol: Protocol, timeout: Duration) -> Rpc {
@@ -159,6 +160,7 @@ impl Behaviour {
             pair: rpc(Protocol::Pair, timeout.max(Duration::from_secs(90))),
             file: rpc(Protocol::File, timeout),
             mls: rpc(Protocol::Mls, timeout),
+            hold: rpc(Protocol::Hold, timeout),
         }
     }
 
@@ -172,6 +174,7 @@ impl Behaviour {
             Protocol::Pair => &mut self.pair,
             Protocol::File => &mut self.file,
             Protocol::Mls => &mut self.mls,
+            Protocol::Hold => &mut self.hold,
         }
     }
 }

@@ -1128,6 +1128,7 @@ impl EventLoop {
             BehaviourEvent::Pair(e) => self.on_rpc_event(Protocol::Pair, e),
             BehaviourEvent::File(e) => self.on_rpc_event(Protocol::File, e),
             BehaviourEvent::Mls(e) => self.on_rpc_event(Protocol::Mls, e),
+            BehaviourEvent::Hold(e) => self.on_rpc_event(Protocol::Hold, e),
             BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. }) => {
                 if let autonat::NatStatus::Public(addr) = &new {
                     tracing::info!(%addr, "reachable from outside at this address");

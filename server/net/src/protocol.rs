@@ -23,11 +23,14 @@ pub enum Protocol {
     File,
     /// Conversations on MLS: key packages, missed commits, requests to be added again.
     Mls,
+    /// What a friend's node holds for a contact beyond mail: backup shares (and their
+    /// retrieval by a device restoring from the recovery phrase).
+    Hold,
 }
 
 impl Protocol {
     /// Every protocol.
-    pub const ALL: [Protocol; 8] = [
+    pub const ALL: [Protocol; 9] = [
         Protocol::Hello,
         Protocol::Invite,
         Protocol::Message,
@@ -36,6 +39,7 @@ impl Protocol {
         Protocol::Pair,
         Protocol::File,
         Protocol::Mls,
+        Protocol::Hold,
     ];
 
     /// The wire protocol id.
@@ -49,6 +53,7 @@ impl Protocol {
             Protocol::Pair => "/volli/pair/1",
             Protocol::File => "/volli/file/1",
             Protocol::Mls => "/volli/mls/1",
+            Protocol::Hold => "/volli/hold/1",
         })
     }
 
@@ -65,6 +70,8 @@ impl Protocol {
             Protocol::File => 8 << 10,
             // A few key packages (≈ 2.7 KB each with X-Wing).
             Protocol::Mls => 64 << 10,
+            // A piece of a backup (a shard of at most 2 MiB, a manifest of at most 4 MiB).
+            Protocol::Hold => (4 << 20) + (64 << 10),
         }
     }
 
@@ -85,6 +92,8 @@ impl Protocol {
             Protocol::File => (4 << 20) + (1 << 10) + (64 << 10),
             // Commits a device missed (each up to a few hundred KB in a large group).
             Protocol::Mls => 4 << 20,
+            // A piece of a backup, as it was put.
+            Protocol::Hold => (4 << 20) + (64 << 10),
         }
     }
 }

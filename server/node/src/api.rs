@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod backup;
 pub mod clients;
 pub mod contacts;
 pub mod devices;
@@ -77,6 +78,8 @@ pub struct ApiState {
     pub devices: crate::devices::Devices,
     /// File transfers.
     pub files: crate::files::Files,
+    /// Backups held by friends.
+    pub backups: crate::backups::Backups,
     /// Reachability and relays.
     pub connectivity: crate::connectivity::Connectivity,
     /// Web Push to clients.
@@ -113,6 +116,7 @@ pub struct ApiState {
         (name = "plugins", description = "Sandboxed WebAssembly plugins"),
         (name = "devices", description = "The user's devices: pairing, revocation, vault sync"),
         (name = "transfers", description = "End-to-end encrypted, resumable file transfers"),
+        (name = "backup", description = "Backups held by friends: the recovery phrase, holders, restoring a new node"),
         (name = "admin", description = "Logging in to the admin page (`GET /admin`)"),
         (name = "clients", description = "Client tokens with scopes, for phones, browsers and scripts"),
         (name = "push", description = "Web Push notifications to clients (RFC 8030, 8291, 8292)"),
@@ -187,6 +191,10 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(groups::add_member))
         .routes(routes!(groups::remove_member, groups::set_role))
         .routes(routes!(relay::get))
+        .routes(routes!(backup::get))
+        .routes(routes!(backup::setup))
+        .routes(routes!(backup::refresh))
+        .routes(routes!(backup::restore))
         .routes(routes!(plugins::list))
         .routes({
             let (schemas, paths, router) = routes!(plugins::install);

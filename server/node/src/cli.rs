@@ -50,22 +50,35 @@ enum Command {
     Node,
     /// Print a one-time login link to the admin page (valid once, for 10 minutes).
     Admin,
-    /// Write an encrypted backup of the node's data dir to FILE (works while it runs):
-    /// identity, admin token, a consistent copy of the database, installed plugins.
+    /// Backups: `volli backup FILE --passphrase-file F` writes an encrypted copy of the
+    /// node's data dir to FILE (works while it runs); `volli backup setup|status|now` manage
+    /// the backup held by friends' nodes.
+    #[command(args_conflicts_with_subcommands = true)]
     Backup {
+        #[command(subcommand)]
+        command: Option<BackupCommand>,
         /// The backup file to create.
-        file: PathBuf,
+        file: Option<PathBuf>,
         /// A file whose first line is the passphrase (at least 8 characters).
         #[arg(long, value_name = "F")]
-        passphrase_file: PathBuf,
+        passphrase_file: Option<PathBuf>,
     },
-    /// Restore a backup into a new data dir (`--data-dir`, which must not exist or be empty).
+    /// Restore: a backup file into a new data dir (`--data-dir`, which must not exist or be
+    /// empty); or, with `--phrase`, a running fresh node from the recovery phrase of a backup
+    /// held by friends.
     Restore {
         /// The backup file.
-        file: PathBuf,
+        #[arg(conflicts_with = "phrase")]
+        file: Option<PathBuf>,
         /// A file whose first line is the passphrase.
-        #[arg(long, value_name = "F")]
-        passphrase_file: PathBuf,
+        #[arg(long, value_name = "F", conflicts_with = "phrase")]
+        passphrase_file: Option<PathBuf>,
+        /// The recovery phrase (`-`: read it from standard input).
+        #[arg(long, value_name = "WORDS")]
+        phrase: Option<String>,
+        /// With `--phrase`: a friend's node to ask first (`/ip4/…/tcp/…/p2p/<peer id>`).
+        #[arg(long, value_name = "MULTIADDR", requires = "phrase")]
+        bootstrap: Vec<String>,
     },
     /// Seal the node's keys with a passphrase, or unseal them (with the node stopped).
     #[command(subcommand)]
@@ -380,6 +393,20 @@ enum TransfersCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum BackupCommand {
+    /// Set up the backup held by friends: prints the recovery phrase, once.
+    Setup {
+        /// Make a new phrase even though one is set up (the old one stops working).
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// Where the backup held by friends stands: holders, freshness, how many may vanish.
+    Status,
+    /// Refresh the backup held by friends now.
+    Now,
+}
+
+#[derive(Subcommand, Debug)]
 enum PairCommand {
     /// Join a user as a new device (run on the new node), with a link or a short code.
     Join {
@@ -587,9 +614,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node => client::node(&connect(&cli)?).await,
         Command::Admin => client::admin(&connect(&cli)?).await,
         Command::Backup {
+            command: Some(command),
+            ..
+        } => {
+            let c = connect(&cli)?;
+            match command {
+                BackupCommand::Setup { rotate } => client::backup_setup(&c, *rotate).await,
+                BackupCommand::Status => client::backup_status(&c).await,
+                BackupCommand::Now => client::backup_now(&c).await,
+            }
+        }
+        Command::Backup {
+            command: None,
             file,
             passphrase_file,
         } => {
+            let (Some(file), Some(passphrase_file)) = (file, passphrase_file) else {
+                anyhow::bail!(
+                    "give a FILE and --passphrase-file F, or one of `volli backup setup|status|now`"
+                );
+            };
             let data_dir = load_config(&cli, None)?.config.data_dir;
             let passphrase = crate::backup::read_passphrase(passphrase_file)?;
             let size = crate::backup::backup(&data_dir, file, &passphrase).await?;
@@ -602,9 +646,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Restore {
+            phrase: Some(phrase),
+            bootstrap,
+            ..
+        } => {
+            let phrase = if phrase == "-" {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                zeroize::Zeroizing::new(line)
+            } else {
+                zeroize::Zeroizing::new(phrase.clone())
+            };
+            // The phrase is checked before anything else, so a typo is said at once.
+            if let Err(e) = volli_core::backup::RecoveryPhrase::parse(&phrase) {
+                anyhow::bail!("not a recovery phrase: {e}");
+            }
+            let client = connect(&cli).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}\nrestoring from a phrase needs a fresh node running on this data dir: \
+                     start one with `volli serve --data-dir DIR`, then run this again"
+                )
+            })?;
+            client::restore_phrase(&client, &phrase, bootstrap).await
+        }
+        Command::Restore {
             file,
             passphrase_file,
+            ..
         } => {
+            let (Some(file), Some(passphrase_file)) = (file, passphrase_file) else {
+                anyhow::bail!("give a FILE and --passphrase-file F, or --phrase WORDS");
+            };
             let data_dir = load_config(&cli, None)?.config.data_dir;
             let passphrase = crate::backup::read_passphrase(passphrase_file)?;
             let files = crate::backup::restore(file, &data_dir, &passphrase)?;

@@ -50,6 +50,8 @@ pub struct Config {
     pub relay: RelayConfig,
     /// File transfers.
     pub files: FilesConfig,
+    /// Backups held by friends.
+    pub backup: BackupConfig,
     /// Plugins.
     pub plugins: PluginsConfig,
     /// Prometheus metrics.
@@ -112,6 +114,7 @@ impl Default for Config {
             log: LogConfig::default(),
             api: ApiConfig::default(),
             network: NetworkConfig::default(),
+            backup: BackupConfig::default(),
             messages: MessagesConfig::default(),
             relay: RelayConfig::default(),
             files: FilesConfig::default(),
@@ -306,6 +309,42 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             policy: "friends-only".into(),
+        }
+    }
+}
+
+/// Backups held by friends: what this node keeps for its contacts, and how it spreads its own.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Bytes of backup this node keeps for each contact that asks (0: it keeps none).
+    pub offer_bytes: u64,
+    /// Bytes of backups this node keeps for all its contacts together.
+    pub max_total_bytes: u64,
+    /// Holders this node's own backup is spread over, at most (n, 1 to 16).
+    pub holders: u8,
+    /// Holders needed to restore it when all `holders` hold a share (k); with fewer holders
+    /// fewer are needed, so that one holder may always vanish.
+    pub threshold: u8,
+    /// Seconds between refreshes of this node's backup while little changes.
+    pub refresh_secs: u64,
+    /// Changes to the vault after which the backup is refreshed soon, not at the next
+    /// `refresh_secs`.
+    pub refresh_after_changes: u64,
+    /// Seconds a holder may stay unreachable before its share moves to another friend.
+    pub move_after_secs: u64,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            offer_bytes: 256 << 20,
+            max_total_bytes: 4 << 30,
+            holders: 5,
+            threshold: 3,
+            refresh_secs: 24 * 3600,
+            refresh_after_changes: 200,
+            move_after_secs: 7 * 24 * 3600,
         }
     }
 }
@@ -582,6 +621,19 @@ impl Config {
         if self.network.relay_rate < 1024 {
             return Err(ConfigError::Invalid(
                 "network.relay_rate must be at least 1024 bytes per second".into(),
+            ));
+        }
+        let b = &self.backup;
+        if !(1..=16).contains(&b.holders) || b.threshold == 0 || b.threshold > b.holders {
+            return Err(ConfigError::Invalid(
+                "backup.holders must be 1 to 16 and backup.threshold 1 to backup.holders".into(),
+            ));
+        }
+        if b.refresh_secs == 0 || b.refresh_after_changes == 0 || b.move_after_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "backup.refresh_secs, backup.refresh_after_changes and backup.move_after_secs \
+                 must be positive"
+                    .into(),
             ));
         }
         if self.api.public_burst == 0 || self.api.public_per_second == 0 {

@@ -113,6 +113,33 @@ pub enum Event {
         /// Its peer id.
         peer_id: String,
     },
+    /// This user's backup was refreshed at its holders (`GET /v1/backup` shows where).
+    #[serde(rename = "backup.refreshed")]
+    BackupRefreshed {
+        /// The new backup's sequence number.
+        seq: u64,
+        /// Holders that hold it whole.
+        holders: u32,
+        /// How many of them may vanish before it is lost (null: too few hold it to restore).
+        can_lose: Option<u32>,
+        /// Bytes sent to holders.
+        bytes_sent: u64,
+    },
+    /// This user's backup could not be refreshed (it is tried again later).
+    #[serde(rename = "backup.failed")]
+    BackupFailed {
+        /// Why.
+        reason: String,
+    },
+    /// This node was restored from a recovery phrase (on the fresh node). It restarts as
+    /// the user's device right after; reconnect.
+    #[serde(rename = "backup.restored")]
+    BackupRestored {
+        /// The user restored.
+        user_id: String,
+        /// The backup's sequence number.
+        seq: u64,
+    },
     /// A client token was created (directly or by trading a login code).
     #[serde(rename = "client.added")]
     ClientAdded {

@@ -386,6 +386,44 @@ impl Identity {
     pub fn forget_joined_vault(&self) -> Result<(), IdentityError> {
         remove_optional(&self.keys.path("joined.vault"))
     }
+
+    /// The root of the keys of this user's backup held by friends (what Argon2id made of
+    /// the recovery phrase), if it was set up on this device.
+    pub fn backup_root(&self) -> Result<Option<Zeroizing<[u8; 32]>>, IdentityError> {
+        let Some(bytes) = self.keys.read("backup.key")?.map(Zeroizing::new) else {
+            return Ok(None);
+        };
+        let root: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| IdentityError::Corrupt {
+                path: self.keys.path("backup.key"),
+                reason: "not a backup key",
+            })?;
+        Ok(Some(Zeroizing::new(root)))
+    }
+
+    /// Keeps (or, with `None`, forgets) the root of the backup's keys.
+    pub fn set_backup_root(&self, root: Option<&[u8; 32]>) -> Result<(), IdentityError> {
+        match root {
+            Some(root) => self.keys.write("backup.key", root),
+            None => remove_optional(&self.keys.path("backup.key")),
+        }
+    }
+
+    /// What a restore from friends left for the restored device to finish once it runs as
+    /// the user's device (encoded by the backups service), if anything.
+    pub fn restored(&self) -> Result<Option<Zeroizing<Vec<u8>>>, IdentityError> {
+        Ok(self.keys.read("restored")?.map(Zeroizing::new))
+    }
+
+    /// Keeps (or, with `None`, forgets) what a restore left to finish.
+    pub fn set_restored(&self, bytes: Option<&[u8]>) -> Result<(), IdentityError> {
+        match bytes {
+            Some(bytes) => self.keys.write("restored", bytes),
+            None => remove_optional(&self.keys.path("restored")),
+        }
+    }
 }
 
 /// Applies a committed pairing, if there is one: the user's keys and this device's new

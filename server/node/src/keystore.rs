@@ -45,6 +45,8 @@ pub const SECRET_FILES: &[&str] = &[
     "member.key",
     "joined",
     "joined.vault",
+    "backup.key",
+    "restored",
 ];
 
 /// A passphrase held in memory, wiped when dropped, never printed.

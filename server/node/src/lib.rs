@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod backup;
+pub mod backups;
 pub mod cli;
 pub mod clients;
 pub mod config;

@@ -63,6 +63,8 @@ pub struct Dispatch {
     pub devices: Devices,
     /// File transfers.
     pub files: Files,
+    /// Backups held for contacts.
+    pub backups: crate::backups::Backups,
     /// Reachability and relays.
     pub connectivity: crate::connectivity::Connectivity,
     /// Connections that strangers may hold at most.
@@ -295,6 +297,12 @@ impl Dispatch {
                     }
                     None => drop(responder),
                 }
+            }
+            // Backups: contacts' devices put and keep theirs; anyone with a backup's access
+            // secret may read it (checked inside, rate-limited per peer).
+            Protocol::Hold => {
+                let response = self.backups.handle(peer, &payload).await;
+                responder.respond(response).await;
             }
             // Not served: dropping the responder fails the requester's call.
             _ => drop(responder),

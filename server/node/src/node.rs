@@ -140,6 +140,10 @@ impl Node {
         let identity = loaded.identity;
         if loaded.created_user {
             tracing::info!(user_id = %identity.user_id(), data_dir = %data_dir.display(), "created a new identity");
+            tracing::info!(
+                "to keep it safe, let friends' nodes hold an encrypted backup: `volli backup setup` \
+                 shows a recovery phrase that restores this user on a new machine"
+            );
         }
         if loaded.joined.is_some() {
             tracing::info!(user_id = %identity.user_id(), "this node is now a device of the user it joined");
@@ -330,6 +334,19 @@ impl Node {
             restart: restart.clone(),
         });
         devices.refresh().await;
+        let backups = crate::backups::Backups::new(crate::backups::Parts {
+            db: store.db().clone(),
+            vault: store.vault().clone(),
+            net: net.clone(),
+            outbound: outbound.clone(),
+            identity: identity.clone(),
+            peers: peers.clone(),
+            events: events.clone(),
+            discovery: discovery.clone(),
+            devices: devices.clone(),
+            config: config.backup.clone(),
+            restart: restart.clone(),
+        });
         let profile = crate::profile::Profile::new(crate::profile::Parts {
             db: store.db().clone(),
             vault: store.vault().clone(),
@@ -370,6 +387,7 @@ impl Node {
             relay: relay.clone(),
             devices: devices.clone(),
             files: files.clone(),
+            backups: backups.clone(),
             connectivity: connectivity.clone(),
             max_strangers: usize::try_from(config.network.max_connections / 2).unwrap_or(128),
         }
@@ -382,10 +400,16 @@ impl Node {
         relay.spawn();
         messaging.spawn();
         conversations.spawn();
+        backups.spawn();
         // A contact added over a connection that is already open gets no new hello: start
         // what a connected contact gets (our card, relay designation, outbox, mailbox) here.
         let mut added = events.subscribe();
-        let (r, m, c) = (relay.clone(), messaging.clone(), conversations.clone());
+        let (r, m, c, b) = (
+            relay.clone(),
+            messaging.clone(),
+            conversations.clone(),
+            backups.clone(),
+        );
         tokio::spawn(async move {
             while let Some(event) = added.next().await {
                 match &*event {
@@ -401,10 +425,11 @@ impl Node {
                     }
                     Event::ContactRemoved { user_id } => {
                         if let Ok(user) = user_id.parse::<UserId>() {
-                            let (r, c) = (r.clone(), c.clone());
+                            let (r, c, b) = (r.clone(), c.clone(), b.clone());
                             tokio::spawn(async move {
                                 r.forget(user).await;
                                 c.forget_contact(user).await;
+                                b.forget(user).await;
                             });
                         }
                     }
@@ -446,6 +471,7 @@ impl Node {
             relay,
             devices,
             files,
+            backups,
             connectivity,
         };
 

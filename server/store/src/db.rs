@@ -186,6 +186,9 @@ impl Db {
                 "mls_commits",
                 // Pictures of the old user and its contacts.
                 "avatars",
+                // What was held for the old user's contacts, and its own backup's state.
+                "backup_held",
+                "backup_state",
             ] {
                 // The names are the constants above.
                 sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))

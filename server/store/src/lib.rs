@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod avatars;
+pub mod backups;
 pub mod clients;
 mod db;
 pub mod invites;
@@ -20,6 +21,7 @@ pub mod vault;
 
 use std::path::Path;
 
+pub use backups::{HeldStats, PutOutcome};
 pub use clients::ClientRow;
 pub use db::Db;
 pub use invites::{PendingContact, Redemption};

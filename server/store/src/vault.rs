@@ -153,6 +153,15 @@ impl VaultVersion {
         })
     }
 
+    /// Each document with a fingerprint of its version (the BLAKE3 hash of its encoded
+    /// version vector): equal fingerprints, equal contents.
+    pub fn fingerprints(&self) -> Vec<(DocId, [u8; 32])> {
+        self.docs
+            .iter()
+            .map(|(id, vv)| (*id, *blake3::hash(&vv.encode()).as_bytes()))
+            .collect()
+    }
+
     /// Encodes it for the wire.
     pub fn to_bytes(&self) -> Vec<u8> {
         let wire = VersionWire {
@@ -227,6 +236,11 @@ impl VaultDelta {
     pub fn with(mut self, id: DocId, blobs: Vec<Vec<u8>>) -> Self {
         self.push(id, blobs);
         self
+    }
+
+    /// The documents it carries (by name), each with its blobs in order.
+    pub fn into_docs(self) -> Vec<(String, Vec<Vec<u8>>)> {
+        self.docs
     }
 
     /// Adds what `other` carries.

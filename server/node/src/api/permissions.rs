@@ -71,6 +71,10 @@ pub fn needed(method: &Method, path: &str) -> Option<Needs> {
             need(Permissions::ADMIN)
         }
         "/v1/devices/{peer_id}" => need(Permissions::ADMIN),
+        // Only a device holding the identity can back it up; restoring makes a fresh node
+        // the user's device, as joining by pairing does.
+        "/v1/backup" | "/v1/backup/setup" | "/v1/backup/refresh" => need(Permissions::ADMIN),
+        "/v1/backup/restore" => Nothing,
         _ => return None,
     })
 }
@@ -100,7 +104,9 @@ pub fn scope_needed(method: &Method, path: &str) -> Option<ScopeNeed> {
         | "/v1/pairing"
         | "/v1/pairing/join"
         | "/v1/pairing/{id}/approve"
-        | "/v1/pairing/{id}/reject" => S(Scope::Admin),
+        | "/v1/pairing/{id}/reject"
+        | "/v1/backup/restore" => S(Scope::Admin),
+        "/v1/backup" | "/v1/backup/setup" | "/v1/backup/refresh" => write(Scope::Admin),
         "/v1/node" | "/v1/peers" | "/v1/relay" | "/v1/devices" | "/v1/events"
         | "/v1/events/ticket" => S(Scope::Read),
         // A client's own notifications: whoever may read may be told.

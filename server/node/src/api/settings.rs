@@ -106,7 +106,7 @@ pub async fn get(
     request_body = SettingValue,
     responses(
         (status = 200, description = "Saved", body = Setting),
-        (status = 400, description = "Malformed key or body", body = ErrorBody),
+        (status = 400, description = "Malformed key or body, or a value a known setting cannot take (`invalid_setting_value`)", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 413, description = "Value or body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
@@ -118,6 +118,12 @@ pub async fn put(
     Json(body): Json<SettingValue>,
 ) -> Result<Json<Setting>, ApiError> {
     check_key(&key)?;
+    if key == crate::backups::OFFER_SETTING && body.value.as_u64().is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_setting_value",
+            "backup.offer_bytes is a whole number of bytes (0: hold no backups for contacts)",
+        ));
+    }
     let len = serde_json::to_string(&body.value).map_or(usize::MAX, |s| s.len());
     if len > MAX_VALUE_LEN {
         return Err(ApiError::new(

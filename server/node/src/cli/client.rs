@@ -400,6 +400,137 @@ pub(crate) async fn pair_join(
     Ok(())
 }
 
+/// `volli backup setup`
+pub(crate) async fn backup_setup(client: &Client, rotate: bool) -> anyhow::Result<()> {
+    let answer = client
+        .send(
+            reqwest::Method::POST,
+            "/v1/backup/setup",
+            Body::Json(serde_json::json!({ "rotate": rotate })),
+        )
+        .await?;
+    println!("Your recovery phrase (write it down; it is not shown again):\n");
+    for (i, word) in answer["phrase"]
+        .as_str()
+        .unwrap_or_default()
+        .split_whitespace()
+        .enumerate()
+    {
+        println!("  {:>2}. {word}", i + 1);
+    }
+    println!(
+        "\nWith these words alone, `volli restore --phrase` brings this user back on a new \
+         node: contacts, settings and history. Friends' nodes that offer room now hold the \
+         backup (`volli backup status`)."
+    );
+    Ok(())
+}
+
+/// `volli backup status`
+pub(crate) async fn backup_status(client: &Client) -> anyhow::Result<()> {
+    let b: Value = client.get("/v1/backup").await?;
+    let state = b["state"].as_str().unwrap_or("?");
+    if state == "off" {
+        println!("no backup held by friends: `volli backup setup` makes one");
+    } else {
+        println!(
+            "backup #{} of {} ({state}): {} of {} holders needed; {}",
+            b["seq"],
+            b["updated_at"].as_str().unwrap_or("never"),
+            b["k"],
+            b["n"],
+            match b["can_lose"].as_u64() {
+                Some(n) => format!("{n} may vanish before it is lost"),
+                None => "too few hold it whole to restore it".into(),
+            }
+        );
+        for h in b["holders"].as_array().into_iter().flatten() {
+            println!(
+                "  slot {}  {}  {}  {}  {} bytes{}",
+                h["slot"],
+                h["name"].as_str().unwrap_or("?"),
+                if h["online"] == true {
+                    "online "
+                } else {
+                    "offline"
+                },
+                if h["current"] == true {
+                    "current"
+                } else {
+                    "behind "
+                },
+                h["bytes"],
+                h["refused"]
+                    .as_str()
+                    .map(|r| format!("  ({r})"))
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(e) = b["last_error"].as_str() {
+            println!("last refresh failed: {e}");
+        }
+    }
+    println!(
+        "held here for contacts: {} bytes for {} of them (each may keep {} bytes)",
+        b["held"]["bytes"], b["held"]["contacts"], b["held"]["offer_bytes"]
+    );
+    Ok(())
+}
+
+/// `volli backup now`
+pub(crate) async fn backup_now(client: &Client) -> anyhow::Result<()> {
+    let r = client
+        .send(reqwest::Method::POST, "/v1/backup/refresh", Body::None)
+        .await?;
+    println!(
+        "backup #{}: {} of {} parts sealed anew, {} bytes sent; {} holders hold it",
+        r["seq"], r["parts_sealed"], r["parts"], r["bytes_sent"], r["holders"]
+    );
+    Ok(())
+}
+
+/// `volli restore --phrase`: restores the running fresh node, then waits for it to come
+/// back as the user's device.
+pub(crate) async fn restore_phrase(
+    client: &Client,
+    phrase: &str,
+    bootstrap: &[String],
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let r = client
+        .send(
+            reqwest::Method::POST,
+            "/v1/backup/restore",
+            Body::Json(serde_json::json!({ "phrase": phrase.trim(), "bootstrap": bootstrap })),
+        )
+        .await?;
+    let user = r["user_id"].as_str().unwrap_or_default().to_owned();
+    println!(
+        "restored backup #{} of {} ({} documents, from {} holders{}); restarting as {user}",
+        r["seq"],
+        r["made_at"].as_str().unwrap_or("?"),
+        r["documents"],
+        r["holders_used"],
+        match r["shares_rejected"].as_u64() {
+            Some(0) | None => String::new(),
+            Some(n) => format!(", {n} damaged shares set aside"),
+        }
+    );
+    for _ in 0..600 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if let Ok(node) = client.get::<Value>("/v1/node").await
+            && node["user_id"] == user.as_str()
+        {
+            println!(
+                "back as the user's device in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+    }
+    bail!("the node did not come back as the restored user within a minute")
+}
+
 /// `volli pair approve|reject`
 pub(crate) async fn pair_decide(client: &Client, id: &str, approve: bool) -> anyhow::Result<()> {
     let path = format!(
