@@ -428,7 +428,11 @@ async fn tampered_and_stale_shares_are_set_aside() {
         "incremental: {done}"
     );
 
-    // Holder 1 goes back to its older copy; holder 2 alters every share it holds.
+    // Alice's node is gone first (it would otherwise store fresh shares at a holder that
+    // comes back). Then holder 1 goes back to its older copy; holder 2 alters every share
+    // it holds.
+    let mut alice = alice;
+    alice.kill();
     {
         let (node, port) = &mut friends[1];
         node.terminate();
@@ -457,8 +461,6 @@ async fn tampered_and_stale_shares_are_set_aside() {
         *node = Node::start_with(&node.data_dir.clone(), volli_tests::on_port(*port)).await;
     }
 
-    let mut alice = alice;
-    alice.kill();
     let fresh = Node::start(&tmp.path().join("fresh")).await;
     let from: Vec<String> = {
         let mut v = Vec::new();

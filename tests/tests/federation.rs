@@ -187,6 +187,7 @@ async fn an_invite_accepted_while_the_inviter_is_down_completes_when_it_returns(
         json!({
             "state": "pending",
             "user_id": alice_id,
+            "name": null,
             "attempts": 1,
             "last_error": body["last_error"],
         })

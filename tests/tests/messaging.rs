@@ -391,6 +391,9 @@ async fn a_relay_tells_a_connected_recipient_that_mail_waits() {
             netns: Some(ns.clone()),
             api_listen: Some(format!("{addr}:0")),
             p2p_listen: Some(format!("/ip4/{addr}/tcp/0")),
+            // Nodes that do not know whether they are reachable relay circuits for their
+            // contacts: none here, so that the mailbox is the only way between Alice and Bob.
+            config: "[network]\nrelay_server = false\n".into(),
             ..Options::default()
         };
         nodes.push(Node::start_with(&tmp.path().join(name), options).await);
@@ -405,7 +408,7 @@ async fn a_relay_tells_a_connected_recipient_that_mail_waits() {
     let (relay_id, _) = relay.ids().await;
     wait_until_relay_of(alice, &bob_id, &relay_id).await;
 
-    // On one LAN nobody listens through a circuit: the only way between them is the mailbox.
+    // Nobody listens through a circuit: the only way between them is the mailbox.
     let (_, node) = bob.get("/v1/node").await;
     assert!(
         node["relayed_via"].as_array().is_none_or(Vec::is_empty),

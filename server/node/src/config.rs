@@ -137,7 +137,7 @@ pub struct NetworkConfig {
     /// Serve as a rendezvous point for others.
     pub rendezvous_server: bool,
     /// Relay connections for contacts' devices (and this user's own) that cannot be reached
-    /// directly, once this node is reachable from outside (bounded).
+    /// directly, unless this node knows it is not reachable from outside (bounded).
     pub relay_server: bool,
     /// Bytes per second one circuit through this node's relay may carry (the nodes at its
     /// ends pace what they send through it to this).
