@@ -57,6 +57,7 @@ export function Backup() {
             onDone={() => {
               setPhrase(null);
               void state.reload();
+              requestAnimationFrame(() => document.getElementById("page-title")?.focus());
             }}
           />
         ) : (
