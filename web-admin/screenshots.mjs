@@ -56,6 +56,9 @@ try {
   await api(alice, "POST", `/v1/transfers/${offer.id}/accept`);
   await wait(1500);
   await say(carol, A, "Are you coming to the book club?");
+  // Alice's backup, held by Bob's and Carol's nodes.
+  await api(alice, "POST", "/v1/backup/setup", {});
+  for (let i = 0; i < 600 && (await api(alice, "GET", "/v1/backup")).state !== "ok"; i++) await wait(100);
 
   const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: ["--no-sandbox", "--disable-gpu"] });
   rmSync(OUT, { recursive: true, force: true });
@@ -70,6 +73,7 @@ try {
     ["group-info", `#/group/${group.id}`],
     ["profile", "#/profile"],
     ["settings", "#/settings"],
+    ["backup", "#/backup"],
     ["node-overview", "#/admin/overview"],
     ["node-devices", "#/admin/devices"],
   ];
@@ -93,6 +97,14 @@ try {
       await wait(400);
       await page.screenshot({ path: join(OUT, `${size}-${name}.png`) });
     }
+    // A new recovery phrase, as it is shown once.
+    await page.evaluate(() => (location.hash = "#/backup"));
+    await page.getByRole("button", { name: "New phrase" }).click();
+    await page.getByRole("button", { name: "Make a new phrase" }).click();
+    await page.getByTestId("phrase").waitFor();
+    await wait(300);
+    await page.screenshot({ path: join(OUT, `${size}-backup-phrase.png`) });
+    await page.getByRole("button", { name: "I wrote it down" }).click();
     // Search over all history, from the chat list.
     await page.evaluate(() => (location.hash = "#/"));
     await page.getByRole("searchbox").fill("book");

@@ -87,7 +87,7 @@ export function timeline(key: Key): Store<Timeline> {
 // ---------------------------------------------------------------------------------------
 // What this login may do: the token's scopes and this device's permissions, both.
 
-export type Ability = "send" | "files" | "contacts" | "invite" | "admin" | "settings" | "profile";
+export type Ability = "send" | "files" | "contacts" | "invite" | "admin" | "settings" | "profile" | "backup";
 export function can(what: Ability): boolean {
   const scopes = session.scopes();
   const perms = me.value.node?.permissions ?? ["messages", "contacts", "settings", "admin"];
@@ -106,6 +106,9 @@ export function can(what: Ability): boolean {
       return scopes.includes("admin") && perms.includes("settings");
     case "profile":
       return scopes.includes("contacts") && perms.includes("settings");
+    case "backup":
+      // Only a device holding the identity backs it up (setup, refresh, a new phrase).
+      return scopes.includes("admin") && perms.includes("admin");
   }
 }
 

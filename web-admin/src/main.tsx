@@ -12,6 +12,7 @@ import { Thread } from "./app/thread";
 import { AddContact, ContactInfo, GroupInfo, NewChat, Profile } from "./app/people";
 import { ADMIN_PAGES, adminVisible, applyTheme, currentTheme, Settings } from "./app/settings";
 import { Login, redeemFragment } from "./app/login";
+import { Backup } from "./app/backup";
 import { Bar } from "./app/bits";
 import { Overview } from "./pages/overview";
 import { Contacts } from "./pages/contacts";
@@ -25,7 +26,7 @@ import { Settings as NodeSettings } from "./pages/settings";
 type Route =
   | { screen: "home" }
   | { screen: "chat"; key: data.Key; focus?: string }
-  | { screen: "new" | "add" | "profile" | "settings" }
+  | { screen: "new" | "add" | "profile" | "settings" | "backup" }
   | { screen: "contact" | "group"; id: string }
   | { screen: "admin"; page: string };
 
@@ -35,7 +36,7 @@ function route(): Route {
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   const [a = "", b, c, d] = parts;
   if (a === "chat" && (b === "u" || b === "g") && c) return { screen: "chat", key: data.keyOf(b, c), ...(d ? { focus: d } : {}) };
-  if (a === "new" || a === "add" || a === "profile" || a === "settings") return { screen: a };
+  if (a === "new" || a === "add" || a === "profile" || a === "settings" || a === "backup") return { screen: a };
   if ((a === "contact" || a === "group") && b) return { screen: a, id: b };
   if (a === "admin") return { screen: "admin", page: b || "overview" };
   // The admin page's old addresses (#/overview, …) still lead where they did.
@@ -176,6 +177,8 @@ function screen(r: Route, logout: () => void) {
       return <Profile />;
     case "settings":
       return <Settings onLogout={logout} />;
+    case "backup":
+      return <Backup />;
     case "contact":
       return <ContactInfo key={r.id} id={r.id} />;
     case "group":

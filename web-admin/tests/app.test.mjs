@@ -471,6 +471,7 @@ describe("the chat app", () => {
         [`#/contact/${B}`, "bob"],
         [`#/group/${group.id}`, group.name],
         ["#/settings", "Settings"],
+        ["#/backup", "Backup"],
         ["#/admin/overview", "Overview"],
         ["#/admin/devices", "Devices"],
       ];

@@ -1,4 +1,4 @@
-// The app's settings: profile, notifications, theme, the node's own pages, logging out.
+// The app's settings: profile, notifications, backup, theme, the node's own pages, logging out.
 import { useEffect, useState } from "preact/hooks";
 import { api, ok, message as errorText, session } from "../client";
 import * as data from "../data";
@@ -89,6 +89,21 @@ export function Settings({ onLogout }: { onLogout: () => void }) {
             <span class="preview">Profile: your name, picture and user id</span>
           </span>
         </a>
+
+        <section class="panel" aria-labelledby="backup-link-h">
+          <h2 id="backup-link-h">Backup</h2>
+          <ul class="plain links">
+            <li>
+              <a href="#/backup">
+                <span>
+                  Backup held by friends
+                  <span class="muted small block">An encrypted copy on your friends' nodes, restored with a recovery phrase</span>
+                </span>{" "}
+                <Icon name="back" />
+              </a>
+            </li>
+          </ul>
+        </section>
 
         <section class="panel" aria-labelledby="notify-h">
           <h2 id="notify-h">Notifications</h2>
