@@ -429,8 +429,31 @@ async fn tampered_and_stale_shares_are_set_aside() {
     );
 
     // Alice's node is gone first (it would otherwise store fresh shares at a holder that
-    // comes back). Then holder 1 goes back to its older copy; holder 2 alters every share
+    // comes back). Then holder 1 goes back to its older copy; another alters every share
     // it holds.
+    // The tampered holder is the one with the lowest share number among those that hold
+    // the newest backup: a restore asks holders in that order, so it meets the tampering.
+    let (_, view) = alice.get("/v1/backup").await;
+    let stale_user = friends[1].0.ids().await.0;
+    let mut tampered = None;
+    let mut lowest = u64::MAX;
+    for (i, (friend, _)) in friends.iter().enumerate() {
+        let user = friend.ids().await.0;
+        if user == stale_user {
+            continue;
+        }
+        let slot = view["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["user_id"] == user.as_str())
+            .and_then(|h| h["slot"].as_u64())
+            .unwrap_or_else(|| panic!("{user} holds no share: {view}"));
+        if slot < lowest {
+            (lowest, tampered) = (slot, Some(i));
+        }
+    }
+    let tampered = tampered.unwrap();
     let mut alice = alice;
     alice.kill();
     {
@@ -442,7 +465,7 @@ async fn tampered_and_stale_shares_are_set_aside() {
         *node = Node::start_with(&node.data_dir.clone(), volli_tests::on_port(*port)).await;
     }
     {
-        let (node, port) = &mut friends[2];
+        let (node, port) = &mut friends[tampered];
         node.terminate();
         let db = sqlx::SqlitePool::connect(&format!(
             "sqlite:{}",
