@@ -21,9 +21,7 @@ impl From<BackupError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "backup_exists", message)
             }
             BackupError::NotAdmin => ApiError::new(StatusCode::FORBIDDEN, "not_admin", message),
-            BackupError::NoHolders(_) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_holders", message)
-            }
+            BackupError::NoHolders(_) => ApiError::new(StatusCode::CONFLICT, "no_holders", message),
             BackupError::InvalidPhrase(_) => ApiError::bad_request("invalid_phrase", message),
             BackupError::NotFound(_) => ApiError::not_found("backup_not_found", message),
             BackupError::Incomplete(_) => ApiError::new(
@@ -294,8 +292,7 @@ pub async fn setup(
         (status = 200, description = "Refreshed", body = RefreshView),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "Not an admin device (`not_admin`)", body = ErrorBody),
-        (status = 409, description = "No phrase is set up (`backup_not_set_up`), or a refresh runs (`backup_busy`)", body = ErrorBody),
-        (status = 503, description = "Too few holders can be reached (`no_holders`)", body = ErrorBody),
+        (status = 409, description = "No phrase is set up (`backup_not_set_up`), a refresh runs (`backup_busy`), or too few contacts offer backup space or can be reached now (`no_holders`: tried again later by itself)", body = ErrorBody),
     ))]
 pub async fn refresh(State(backups): State<Backups>) -> Result<Json<RefreshView>, ApiError> {
     Ok(Json(backups.refresh_now().await?.into()))

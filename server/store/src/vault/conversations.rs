@@ -1254,6 +1254,24 @@ mod tests {
     use super::*;
     use crate::{Db, VaultOptions};
 
+    #[tokio::test]
+    async fn a_conversations_timer_is_read_from_the_index_of_timer_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("v.db")).await.unwrap();
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {}",
+            crate::vault::index::TIMER_QUERY
+        )))
+        .bind("x")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+        assert!(
+            plan.iter().any(|p| p.3.contains("messages_timer")),
+            "{plan:?}"
+        );
+    }
+
     async fn vault() -> (tempfile::TempDir, Vault) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("v.db")).await.unwrap();

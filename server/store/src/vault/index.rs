@@ -494,13 +494,10 @@ pub(super) async fn summary(
     .bind(me.to_string())
     .fetch_one(db.pool())
     .await?;
-    let timer: Option<(i64,)> = sqlx::query_as(
-        "SELECT timer FROM messages WHERE conversation = ? AND timer IS NOT NULL \
-         ORDER BY sent_at DESC, id DESC LIMIT 1",
-    )
-    .bind(&key)
-    .fetch_optional(db.pool())
-    .await?;
+    let timer: Option<(i64,)> = sqlx::query_as(TIMER_QUERY)
+        .bind(&key)
+        .fetch_optional(db.pool())
+        .await?;
     Ok(Summary {
         conversation,
         last: last.and_then(message),
@@ -509,16 +506,19 @@ pub(super) async fn summary(
     })
 }
 
+/// The newest line that set a conversation's timer. Through the index of timer lines only:
+/// left to itself SQLite walks the conversation's page index for the order, reading every
+/// message of the conversation back to the last timer line — at every message sent.
+pub(super) const TIMER_QUERY: &str = "SELECT timer FROM messages INDEXED BY messages_timer \
+     WHERE conversation = ? AND timer IS NOT NULL ORDER BY sent_at DESC, id DESC LIMIT 1";
+
 /// The timer of the conversation `conversation`, in seconds (0: off): the newest line
 /// that set one.
 pub(super) async fn timer(db: &Db, conversation: UserId) -> Result<u64, StoreError> {
-    let timer: Option<(i64,)> = sqlx::query_as(
-        "SELECT timer FROM messages WHERE conversation = ? AND timer IS NOT NULL \
-         ORDER BY sent_at DESC, id DESC LIMIT 1",
-    )
-    .bind(conversation.to_string())
-    .fetch_optional(db.pool())
-    .await?;
+    let timer: Option<(i64,)> = sqlx::query_as(TIMER_QUERY)
+        .bind(conversation.to_string())
+        .fetch_optional(db.pool())
+        .await?;
     Ok(timer.map_or(0, |(t,)| u64::try_from(t).unwrap_or(0)))
 }
 
