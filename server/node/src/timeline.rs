@@ -180,46 +180,10 @@ pub async fn queue_received(
     // mark.
     let now = Timestamp::now();
     let latest = now.saturating_add(MAX_AHEAD);
-    let content = match content {
-        Content::Text { id, sent_at, body } => Content::Text {
-            id,
-            sent_at: if sent_at > latest { now } else { sent_at },
-            body,
-        },
-        Content::Message {
-            id,
-            sent_at,
-            body,
-            reply_to,
-            expires_at,
-        } => Content::Message {
-            id,
-            sent_at: if sent_at > latest { now } else { sent_at },
-            body,
-            reply_to,
-            expires_at,
-        },
-        // A timer counts from when it is received.
-        Content::Timer { id, sent_at, secs } => Content::Timer {
-            id,
-            sent_at: sent_at.min(now),
-            secs,
-        },
-        Content::Edit {
-            id,
-            target,
-            body,
-            edited_at,
-        } => Content::Edit {
-            id,
-            target,
-            body,
-            edited_at: edited_at.min(latest),
-        },
-        other => other,
-    };
+    let clamp = |t: Timestamp| if t > latest { now } else { t };
     Ok(Some(match content {
         Content::Text { id, sent_at, body } => {
+            let sent_at = clamp(sent_at);
             let stored = vault
                 .queue_message(
                     key,
@@ -249,6 +213,7 @@ pub async fn queue_received(
             reply_to,
             expires_at,
         } => {
+            let sent_at = clamp(sent_at);
             let stored = vault
                 .queue_message(
                     key,
@@ -306,6 +271,7 @@ pub async fn queue_received(
             edited_at,
             ..
         } => {
+            let edited_at = edited_at.min(latest);
             // The author alone edits its messages.
             if !authored_by(vault, key, target, sender).await? {
                 tracing::info!(from = %sender, "an edit of another's message was ignored");
@@ -366,6 +332,8 @@ pub async fn queue_received(
             })
         }
         Content::Timer { id, sent_at, secs } => {
+            // A timer counts from when it is received.
+            let sent_at = sent_at.min(now);
             if !valid_timer(secs) || (matches!(at, Where::Group(_)) && !admin) {
                 tracing::info!(from = %sender, secs, "a timer this user may not set was ignored");
                 return Ok(None);
