@@ -123,7 +123,17 @@ impl Verified {
         {
             return Ok(*member);
         }
-        verify(credential, None)
+        // A group loaded from storage has leaves no `member` call saw in this run: checked
+        // once here, and remembered without a signature key (`member` still checks its own).
+        let member = verify(credential, None)?;
+        let mut cache = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= 4096 {
+            cache.clear();
+        }
+        cache
+            .entry(identity.to_vec())
+            .or_insert_with(|| (member, Vec::new()));
+        Ok(member)
     }
 }
 
