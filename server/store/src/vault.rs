@@ -299,6 +299,7 @@ enum Command {
 pub struct Vault {
     tx: mpsc::Sender<Command>,
     contacts: doc::ContactCache,
+    timers: index::Timers,
     db: Db,
     changed: tokio::sync::watch::Receiver<u64>,
 }
@@ -312,17 +313,29 @@ impl Vault {
         let runtime = tokio::runtime::Handle::current();
         let contacts = doc::ContactCache::default();
         let cache = contacts.clone();
+        let timers = index::Timers::default();
+        let actor_timers = timers.clone();
         let actor_db = db.clone();
         let (changed_tx, changed) = tokio::sync::watch::channel(0);
         std::thread::Builder::new()
             .name("volli-vault".into())
             .spawn(move || {
-                actor::run(actor_db, options, cache, changed_tx, runtime, rx, ready_tx)
+                actor::run(
+                    actor_db,
+                    options,
+                    cache,
+                    actor_timers,
+                    changed_tx,
+                    runtime,
+                    rx,
+                    ready_tx,
+                )
             })?;
         ready_rx.await.map_err(|_| StoreError::Closed)??;
         Ok(Self {
             tx,
             contacts,
+            timers,
             db,
             changed,
         })

@@ -36,6 +36,8 @@ struct Actor {
     compactions: u64,
     /// Counts committed changes to any document, for whoever syncs them.
     changed: watch::Sender<u64>,
+    /// Conversations' timers, as the vault's readers keep them.
+    timers: index::Timers,
 }
 
 /// Opens the three always-loaded documents.
@@ -54,10 +56,12 @@ fn meta_index(id: DocId) -> Option<usize> {
     DocId::META.iter().position(|m| *m == id)
 }
 
+#[allow(clippy::too_many_arguments)] // the handles it is wired from, once, in `Vault::open`
 pub(super) fn run(
     db: Db,
     options: VaultOptions,
     contacts: ContactCache,
+    timers: index::Timers,
     changed: watch::Sender<u64>,
     runtime: Handle,
     mut rx: mpsc::Receiver<Command>,
@@ -87,6 +91,7 @@ pub(super) fn run(
         peer,
         compactions: 0,
         changed,
+        timers,
     };
     let _ = ready.send(Ok(()));
 
@@ -285,6 +290,7 @@ impl Actor {
             crate::messaging::apply_outbox(&mut tx, &side.outbox).await?;
             crate::mls::apply(&mut tx, &side.mls).await?;
             tx.commit().await?;
+            self.timers.written(&chunks.rows);
             for (id, new) in &chunks.unsettled {
                 let _ = new.set(!known.contains(id));
             }

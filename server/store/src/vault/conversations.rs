@@ -1178,7 +1178,7 @@ impl Vault {
 
     /// The timer of the conversation with `with`, in seconds (0: off).
     pub async fn timer(&self, with: UserId) -> Result<u64, StoreError> {
-        index::timer(&self.db, with).await
+        index::timer(&self.db, &self.timers, with).await
     }
 
     /// Messages whose time ran out by `now`, with their conversations (at most `limit`), and
@@ -1289,6 +1289,31 @@ mod tests {
             status,
             extra: Default::default(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_conversations_timer_follows_each_new_timer_line_while_it_is_kept() {
+        let (_dir, vault) = vault().await;
+        let a = UserSecret::from_master([1; 32]).user_id();
+        let b = UserSecret::from_master([2; 32]).user_id();
+        assert_eq!(vault.timer(b).await.unwrap(), 0);
+        let line = |n: i64, secs: u64| {
+            let mut m = message(a, b, n, MessageStatus::Received);
+            m.extra.kind = MessageKind::System;
+            m.extra.system = Some(format!(r#"{{"timer":{secs}}}"#));
+            m
+        };
+        for (n, secs) in [(1, 3600), (2, 60), (3, 0)] {
+            assert!(vault.put_message(b, line(n, secs)).await.unwrap());
+            assert_eq!(vault.timer(b).await.unwrap(), secs, "after line {n}");
+            // Read again: from what is kept.
+            assert_eq!(vault.timer(b).await.unwrap(), secs);
+            // Other messages leave it as it is.
+            let plain = message(a, b, 10 + n, MessageStatus::Received);
+            assert!(vault.put_message(b, plain).await.unwrap());
+            assert_eq!(vault.timer(b).await.unwrap(), secs);
+        }
+        assert_eq!(vault.timer(a).await.unwrap(), 0);
     }
 
     #[tokio::test]

@@ -3,7 +3,8 @@
 //! here, a page at a time, in `(sent_at, id)` order, so reading it never loads a document
 //! and costs the same at any depth.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use sqlx::SqliteConnection;
 use volli_core::{MessageId, Timestamp, UserId};
@@ -513,13 +514,84 @@ pub(super) const TIMER_QUERY: &str = "SELECT timer FROM messages INDEXED BY mess
      WHERE conversation = ? AND timer IS NOT NULL ORDER BY sent_at DESC, id DESC LIMIT 1";
 
 /// The timer of the conversation `conversation`, in seconds (0: off): the newest line
-/// that set one.
-pub(super) async fn timer(db: &Db, conversation: UserId) -> Result<u64, StoreError> {
+/// that set one. Every message sent reads it, so it is kept in `timers` once read, until a
+/// row that sets a timer in that conversation is written.
+pub(super) async fn timer(
+    db: &Db,
+    timers: &Timers,
+    conversation: UserId,
+) -> Result<u64, StoreError> {
+    let generation = match timers.get(conversation) {
+        Ok(secs) => return Ok(secs),
+        Err(generation) => generation,
+    };
     let timer: Option<(i64,)> = sqlx::query_as(TIMER_QUERY)
         .bind(conversation.to_string())
         .fetch_optional(db.pool())
         .await?;
-    Ok(timer.map_or(0, |(t,)| u64::try_from(t).unwrap_or(0)))
+    let secs = timer.map_or(0, |(t,)| u64::try_from(t).unwrap_or(0));
+    timers.put(conversation, generation, secs);
+    Ok(secs)
+}
+
+/// Conversations' timers as last read from the index. Rows are never removed from the
+/// index, so only a written row that sets a timer changes one; each such write (after its
+/// commit) forgets that conversation's timer and moves the generation on, so a read that
+/// began before it cannot put back what it read.
+#[derive(Clone, Default)]
+pub(crate) struct Timers(Arc<Mutex<TimersInner>>);
+
+#[derive(Default)]
+struct TimersInner {
+    known: HashMap<UserId, u64>,
+    generation: u64,
+}
+
+/// Conversations whose timers are kept at most (forgotten all at once past it).
+const TIMERS_KEPT: usize = 4096;
+
+impl Timers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TimersInner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The timer kept for `conversation`, or the generation to read it under.
+    fn get(&self, conversation: UserId) -> Result<u64, u64> {
+        let inner = self.lock();
+        inner
+            .known
+            .get(&conversation)
+            .copied()
+            .ok_or(inner.generation)
+    }
+
+    fn put(&self, conversation: UserId, generation: u64, secs: u64) {
+        let mut inner = self.lock();
+        if inner.generation != generation {
+            return;
+        }
+        if inner.known.len() >= TIMERS_KEPT {
+            inner.known.clear();
+        }
+        inner.known.insert(conversation, secs);
+    }
+
+    /// `rows` are committed: forgets the timers they set.
+    pub(super) fn written(&self, rows: &[Row]) {
+        let mut set = rows
+            .iter()
+            .filter(|r| r.message.extra.timer().is_some())
+            .map(|r| r.conversation)
+            .peekable();
+        if set.peek().is_none() {
+            return;
+        }
+        let mut inner = self.lock();
+        inner.generation += 1;
+        for conversation in set {
+            inner.known.remove(&conversation);
+        }
+    }
 }
 
 /// Messages whose time ran out before `now` (not yet deleted), oldest first, at most
