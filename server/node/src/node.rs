@@ -454,6 +454,7 @@ impl Node {
             crate::search::Searcher::new(store.db().clone(), events.clone(), conversations.clone())
                 .await;
         search.spawn();
+        search.spawn_flusher(store.vault().changes());
         let state = ApiState {
             profile,
             search,

@@ -21,6 +21,9 @@ use crate::events::{Event, EventBus};
 /// Rows the build takes per transaction: short enough that the vault's commits, which use
 /// the same writer connection, wait a few milliseconds at most.
 const BUILD_BATCH: u32 = 2_000;
+/// How long new messages wait to be indexed together after a commit, at most (a search
+/// does not wait: it indexes what is queued first).
+const FLUSH_AFTER: Duration = Duration::from_millis(250);
 /// Progress events at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
@@ -90,6 +93,25 @@ impl Searcher {
             .progress
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Indexes new messages a moment after the vault stored them (`changes` ticks at each
+    /// commit), in batches: at most one index write per [`FLUSH_AFTER`] however many
+    /// messages come and go. A search indexes what is still queued before it reads.
+    pub fn spawn_flusher(&self, mut changes: tokio::sync::watch::Receiver<u64>) {
+        let db = self.inner.db.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = db.search_flush().await {
+                    tracing::warn!(error = %e, "cannot index new messages for search");
+                }
+                if changes.changed().await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(FLUSH_AFTER).await;
+                changes.mark_unchanged();
+            }
+        });
     }
 
     /// Builds the index of the messages stored before it existed, in batches, in the

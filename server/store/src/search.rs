@@ -1,8 +1,9 @@
 //! Search over every conversation: an SQLite FTS5 index beside the `messages` index
-//! (migration `0018_search.sql`), kept in step by triggers on `messages`, so a message is
-//! searchable from the transaction that stores it and leaves the index in the transaction
-//! that deletes it, whichever path that is (a delete, retention, an expiry, a copy from
-//! another device).
+//! (migration `0018_search.sql`), kept in step by triggers on `messages`: a new row is
+//! queued by the transaction that stores it and indexed in a batch a moment later, or
+//! before the next search, whichever comes first (`0022_search_queue.sql`); an indexed row
+//! leaves the index in the transaction that deletes it, whichever path that is (a delete,
+//! retention, an expiry, a copy from another device).
 //!
 //! This module turns a person's text into an FTS5 query (words, each a prefix; case and
 //! diacritics folded), reads results newest first, builds the index in batches for rows that
@@ -295,6 +296,8 @@ impl Db {
     /// first, never deleted ones. Rows the background build has not reached yet are not
     /// found.
     pub async fn search(&self, search: &Search) -> Result<Vec<Hit>, SearchError> {
+        // What was stored before the search is found by it.
+        self.search_flush().await?;
         let cursor = match search.before {
             Some(id) => {
                 let at: Option<(i64,)> =
@@ -473,6 +476,43 @@ impl Db {
             .await?;
         tx.commit().await?;
         Ok(u64::try_from(looked).unwrap_or(0).max(1))
+    }
+
+    /// Indexes the rows queued since the last flush (`0022_search_queue.sql`) in their
+    /// state now, in one write transaction; returns how many rows it took off the queue.
+    pub async fn search_flush(&self) -> Result<u64, StoreError> {
+        let (queued,): (bool,) = sqlx::query_as("SELECT EXISTS (SELECT 1 FROM search_queue)")
+            .fetch_one(self.pool())
+            .await?;
+        if !queued {
+            return Ok(0);
+        }
+        let mut tx = self.writer().begin().await?;
+        // As the triggers index a row (`0018_search.sql`).
+        sqlx::query(
+            "INSERT INTO search (rowid, body) SELECT m.rowid, \
+               replace(m.body, char(57344), ' ') \
+               || ' ' || char(57344) || 'd' || (MAX(m.sent_at, 0) / 86400000) \
+               || ' ' || char(57344) || 'c' || m.conversation \
+             FROM search_queue q JOIN messages m ON m.rowid = q.rowid \
+             WHERE m.body <> '' AND m.status < 5",
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO search_days (day, rows) SELECT MAX(m.sent_at, 0) / 86400000 AS d, \
+             COUNT(*) FROM search_queue q JOIN messages m ON m.rowid = q.rowid \
+             WHERE m.body <> '' AND m.status < 5 \
+             GROUP BY d ON CONFLICT (day) DO UPDATE SET rows = rows + excluded.rows",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let taken = sqlx::query("DELETE FROM search_queue")
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(taken)
     }
 
     /// Bytes the search index takes in the file, and bytes of the text it indexes (for the

@@ -199,6 +199,61 @@ async fn stays_in_step_with_another_devices_changes_and_a_backup_copy() {
     }
 }
 
+/// New rows wait in a queue and are indexed together, in their state then: a message
+/// deleted before it was indexed never reaches the index; a search indexes what waits first.
+#[tokio::test]
+async fn new_messages_are_indexed_together_in_their_state_at_that_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (me, bob) = (user(1), user(2));
+    let store = open(dir.path()).await;
+    let db = store.db();
+    store
+        .vault()
+        .put_messages(
+            [(1, "alpha one"), (2, "alpha twofold"), (3, "alpha three")]
+                .into_iter()
+                .map(|(n, text)| (bob, message(n, me, bob, text)))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    store
+        .vault()
+        .delete_messages(bob, vec![id(2)])
+        .await
+        .unwrap();
+    assert_eq!(db.search_flush().await.unwrap(), 3);
+    assert_eq!(db.search_flush().await.unwrap(), 0);
+    assert_eq!(find(db, "alpha", None).await, [id(3), id(1)]);
+    // Stored after the last flush: the search takes it in before it reads.
+    store
+        .vault()
+        .put_message(bob, message(4, me, bob, "alpha four"))
+        .await
+        .unwrap();
+    assert_eq!(find(db, "alpha", None).await, [id(4), id(3), id(1)]);
+    assert_eq!(db.search_flush().await.unwrap(), 0);
+    store.close().await;
+    // The deleted text's word is nowhere in the index.
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("volli.db").display()
+    ))
+    .await
+    .unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM search WHERE search MATCH 'twofold'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    let (days,): (i64,) = sqlx::query_as("SELECT SUM(rows) FROM search_days")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(days, 3);
+    pool.close().await;
+}
+
 #[tokio::test]
 async fn builds_the_index_of_an_older_vault_in_batches_while_it_changes() {
     let dir = tempfile::tempdir().unwrap();
@@ -227,6 +282,10 @@ async fn builds_the_index_of_an_older_vault_in_batches_while_it_changes() {
         .await
         .unwrap();
     sqlx::query("DELETE FROM search_days")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM search_queue")
         .execute(&pool)
         .await
         .unwrap();
