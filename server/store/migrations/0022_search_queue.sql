@@ -47,18 +47,22 @@ BEGIN
     DELETE FROM search_days WHERE day = MAX(old.sent_at, 0) / 86400000 AND rows <= 0;
 END;
 
+-- One trigger for a deleted row, so the order of its steps is fixed (SQLite runs separate
+-- triggers on one event in an order of its own): the index and the day counts first, for a
+-- row that is in the index (not queued), then the queue.
 CREATE TRIGGER search_delete AFTER DELETE ON messages
-WHEN old.body <> '' AND old.status < 5
-     AND (old.rowid <= (SELECT done FROM search_state)
-          OR old.rowid > (SELECT ceiling FROM search_state))
-     AND NOT EXISTS (SELECT 1 FROM search_queue WHERE rowid = old.rowid)
 BEGIN
-    DELETE FROM search WHERE rowid = old.rowid;
-    UPDATE search_days SET rows = rows - 1 WHERE day = MAX(old.sent_at, 0) / 86400000;
+    DELETE FROM search WHERE rowid = old.rowid
+        AND old.body <> '' AND old.status < 5
+        AND (old.rowid <= (SELECT done FROM search_state)
+             OR old.rowid > (SELECT ceiling FROM search_state))
+        AND NOT EXISTS (SELECT 1 FROM search_queue WHERE rowid = old.rowid);
+    UPDATE search_days SET rows = rows - 1
+        WHERE day = MAX(old.sent_at, 0) / 86400000
+        AND old.body <> '' AND old.status < 5
+        AND (old.rowid <= (SELECT done FROM search_state)
+             OR old.rowid > (SELECT ceiling FROM search_state))
+        AND NOT EXISTS (SELECT 1 FROM search_queue WHERE rowid = old.rowid);
     DELETE FROM search_days WHERE day = MAX(old.sent_at, 0) / 86400000 AND rows <= 0;
-END;
-
-CREATE TRIGGER search_unqueue AFTER DELETE ON messages
-BEGIN
     DELETE FROM search_queue WHERE rowid = old.rowid;
 END;

@@ -23,6 +23,8 @@ pub const MAX_QUERY_BYTES: usize = 256;
 pub const MAX_WORDS: usize = 16;
 /// Most results in one page.
 pub const MAX_RESULTS: u32 = 100;
+/// Queued rows indexed per write transaction, at most.
+const FLUSH_BATCH: u32 = 2_000;
 /// Characters of a snippet, about.
 const SNIPPET_CHARS: usize = 96;
 
@@ -479,8 +481,22 @@ impl Db {
     }
 
     /// Indexes the rows queued since the last flush (`0022_search_queue.sql`) in their
-    /// state now, in one write transaction; returns how many rows it took off the queue.
+    /// state now, [`FLUSH_BATCH`] rows per write transaction (the vault's commits share the
+    /// writer and go on between them); returns how many rows it took off the queue.
     pub async fn search_flush(&self) -> Result<u64, StoreError> {
+        let mut taken = 0;
+        loop {
+            let n = self.search_flush_batch().await?;
+            taken += n;
+            if n < u64::from(FLUSH_BATCH) {
+                return Ok(taken);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The first [`FLUSH_BATCH`] queued rows, indexed in one transaction.
+    async fn search_flush_batch(&self) -> Result<u64, StoreError> {
         let (queued,): (bool,) = sqlx::query_as("SELECT EXISTS (SELECT 1 FROM search_queue)")
             .fetch_one(self.pool())
             .await?;
@@ -488,6 +504,15 @@ impl Db {
             return Ok(0);
         }
         let mut tx = self.writer().begin().await?;
+        let (upto,): (Option<i64>,) = sqlx::query_as(
+            "SELECT MAX(rowid) FROM (SELECT rowid FROM search_queue ORDER BY rowid LIMIT ?)",
+        )
+        .bind(FLUSH_BATCH)
+        .fetch_one(&mut *tx)
+        .await?;
+        let Some(upto) = upto else {
+            return Ok(0);
+        };
         // As the triggers index a row (`0018_search.sql`).
         sqlx::query(
             "INSERT INTO search (rowid, body) SELECT m.rowid, \
@@ -495,19 +520,22 @@ impl Db {
                || ' ' || char(57344) || 'd' || (MAX(m.sent_at, 0) / 86400000) \
                || ' ' || char(57344) || 'c' || m.conversation \
              FROM search_queue q JOIN messages m ON m.rowid = q.rowid \
-             WHERE m.body <> '' AND m.status < 5",
+             WHERE q.rowid <= ? AND m.body <> '' AND m.status < 5",
         )
+        .bind(upto)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
             "INSERT INTO search_days (day, rows) SELECT MAX(m.sent_at, 0) / 86400000 AS d, \
              COUNT(*) FROM search_queue q JOIN messages m ON m.rowid = q.rowid \
-             WHERE m.body <> '' AND m.status < 5 \
+             WHERE q.rowid <= ? AND m.body <> '' AND m.status < 5 \
              GROUP BY d ON CONFLICT (day) DO UPDATE SET rows = rows + excluded.rows",
         )
+        .bind(upto)
         .execute(&mut *tx)
         .await?;
-        let taken = sqlx::query("DELETE FROM search_queue")
+        let taken = sqlx::query("DELETE FROM search_queue WHERE rowid <= ?")
+            .bind(upto)
             .execute(&mut *tx)
             .await?
             .rows_affected();

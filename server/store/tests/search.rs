@@ -254,6 +254,57 @@ async fn new_messages_are_indexed_together_in_their_state_at_that_time() {
     pool.close().await;
 }
 
+/// A row leaving `messages` while it waits in the queue leaves the queue only: the index and
+/// its day counts stay as the indexed rows have them.
+#[tokio::test]
+async fn a_queued_row_deleted_leaves_the_day_counts_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (me, bob) = (user(1), user(2));
+    let store = open(dir.path()).await;
+    let put = |n: u64| {
+        store
+            .vault()
+            .put_message(bob, message(n, me, bob, &format!("gamma {n}")))
+    };
+    put(1).await.unwrap();
+    put(2).await.unwrap();
+    assert_eq!(store.db().search_flush().await.unwrap(), 2);
+    put(3).await.unwrap();
+    store.close().await;
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("volli.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM messages WHERE id = ?")
+        .bind(id(3).as_bytes().to_vec())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (days, queued): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT SUM(rows) FROM search_days), (SELECT COUNT(*) FROM search_queue)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((days, queued), (2, 0));
+    sqlx::query("DELETE FROM messages WHERE id = ?")
+        .bind(id(1).as_bytes().to_vec())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (days, indexed): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT SUM(rows) FROM search_days), \
+         (SELECT COUNT(*) FROM search WHERE search MATCH 'gamma')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((days, indexed), (1, 1));
+    pool.close().await;
+}
+
 #[tokio::test]
 async fn builds_the_index_of_an_older_vault_in_batches_while_it_changes() {
     let dir = tempfile::tempdir().unwrap();
