@@ -653,3 +653,108 @@ async fn the_phrase_alone_finds_the_holders_through_the_dht() {
     assert_eq!(history, ["found through the dht"]);
     drop(hub);
 }
+
+/// The group a restored user was in takes its new device back: the group's messages from
+/// before (from the backup) and after (through the group) are on it, and it writes there.
+#[tokio::test]
+#[ignore = "known defect (issue 36): the committer adds the restored device but removes the \
+            device it replaced in only some runs; passes alone about half the time"]
+async fn a_restored_device_is_taken_back_into_its_groups() {
+    const WAIT: Duration = Duration::from_secs(60);
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = Node::start(&tmp.path().join("alice")).await;
+    let bob = Node::start(&tmp.path().join("bob")).await;
+    let carol = Node::start(&tmp.path().join("carol")).await;
+    let dave = Node::start(&tmp.path().join("dave")).await;
+    for f in [&bob, &carol, &dave] {
+        befriend(&alice, f).await;
+    }
+    befriend(&bob, &carol).await;
+    let (alice_id, _) = alice.ids().await;
+    let (carol_id, _) = carol.ids().await;
+    for with in [&alice_id, &carol_id] {
+        bob.wait_for(&format!("/v1/conversations/{with}"), WAIT, |c| {
+            c["ready"] == true
+        })
+        .await;
+    }
+    let (status, group) = bob
+        .post(
+            "/v1/groups",
+            json!({"name": "climbing", "members": [alice_id, carol_id]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{group}");
+    let id = group["id"].as_str().unwrap().to_owned();
+    alice
+        .wait_for(&format!("/v1/groups/{id}"), WAIT, |g| {
+            g["name"] == "climbing"
+        })
+        .await;
+    let (status, sent) = bob
+        .post(
+            "/v1/messages",
+            json!({"group": id, "body": "rope-is-packed"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    alice
+        .wait_for(&format!("/v1/messages?group={id}&limit=100"), WAIT, |l| {
+            l.to_string().contains("rope-is-packed")
+        })
+        .await;
+
+    let phrase = setup(&alice).await;
+    let done = refresh(&alice).await;
+    assert!(done["holders"].as_u64() >= Some(2), "{done}");
+    let mut alice = alice;
+    alice.kill();
+    std::fs::remove_dir_all(&alice.data_dir).unwrap();
+
+    let fresh = Node::start(&tmp.path().join("fresh")).await;
+    let from = dave.p2p_addr().await;
+    restore_with_cli(&fresh, &phrase, &from, &alice_id).await;
+    let (_, peer) = fresh.ids().await;
+    let (_, history) = fresh
+        .get(&format!("/v1/messages?group={id}&limit=100"))
+        .await;
+    assert!(history.to_string().contains("rope-is-packed"), "{history}");
+    // The group's committer takes the user's new device in, and drops the old one.
+    bob.wait_for(&format!("/v1/groups/{id}"), WAIT, |g| {
+        g["members"].as_array().into_iter().flatten().any(|m| {
+            m["user_id"] == alice_id.as_str()
+                && m["devices"]
+                    .as_array()
+                    .is_some_and(|d| d.len() == 1 && d[0] == peer.as_str())
+        })
+    })
+    .await;
+    fresh
+        .wait_for(&format!("/v1/groups/{id}"), WAIT, |g| {
+            g["name"] == "climbing"
+        })
+        .await;
+    let (status, sent) = carol
+        .post(
+            "/v1/messages",
+            json!({"group": id, "body": "see-you-at-eight"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    fresh
+        .wait_for(&format!("/v1/messages?group={id}&limit=100"), WAIT, |l| {
+            l.to_string().contains("see-you-at-eight")
+        })
+        .await;
+    let (status, sent) = fresh
+        .post(
+            "/v1/messages",
+            json!({"group": id, "body": "back-on-the-wall"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    bob.wait_for(&format!("/v1/messages?group={id}&limit=100"), WAIT, |l| {
+        l.to_string().contains("back-on-the-wall")
+    })
+    .await;
+}

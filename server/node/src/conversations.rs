@@ -1868,6 +1868,18 @@ impl Conversations {
         }
     }
 
+    /// Tells every contact's device connected now this user's revocations it was not told yet.
+    pub async fn tell_connected_revocations(&self) {
+        let Ok(contacts) = self.inner.vault.contacts().await else {
+            return;
+        };
+        for contact in contacts {
+            for peer in self.inner.peers.connected_devices_of(&contact.user_id) {
+                self.tell_revocations(peer).await;
+            }
+        }
+    }
+
     /// `user` became a contact (or changed): hands key packages to its devices connected now
     /// (a connection opened before it was a contact got no hello since).
     pub async fn contact_ready(&self, user: UserId) {

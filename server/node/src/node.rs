@@ -433,6 +433,14 @@ impl Node {
                             });
                         }
                     }
+                    // A group's committer removes a device on its user's signed revocation:
+                    // the contacts connected now hear of it at once (the others at their next
+                    // hello) — also when the revoking device is in none of the groups yet, as
+                    // a device restored from a backup is.
+                    Event::DeviceRevoked { .. } => {
+                        let c = c.clone();
+                        tokio::spawn(async move { c.tell_connected_revocations().await });
+                    }
                     _ => {}
                 }
             }
