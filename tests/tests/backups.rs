@@ -654,6 +654,24 @@ async fn the_phrase_alone_finds_the_holders_through_the_dht() {
     drop(hub);
 }
 
+/// Sends `body` to group `id` from `node`.
+async fn group_send(node: &Node, id: &str, body: &str) {
+    let (status, sent) = node
+        .post("/v1/messages", json!({"group": id, "body": body}))
+        .await;
+    assert_eq!(status, 202, "{sent}");
+}
+
+/// Waits until `node` lists `body` among group `id`'s messages.
+async fn group_shows(node: &Node, id: &str, body: &str) {
+    node.wait_for(
+        &format!("/v1/messages?group={id}&limit=100"),
+        Duration::from_secs(60),
+        |l| l.to_string().contains(body),
+    )
+    .await;
+}
+
 /// The group a restored user was in takes its new device back: the group's messages from
 /// before (from the backup) and after (through the group) are on it, and it writes there.
 #[tokio::test]
@@ -691,18 +709,8 @@ async fn a_restored_device_is_taken_back_into_its_groups() {
             g["name"] == "climbing"
         })
         .await;
-    let (status, sent) = bob
-        .post(
-            "/v1/messages",
-            json!({"group": id, "body": "rope-is-packed"}),
-        )
-        .await;
-    assert_eq!(status, 202, "{sent}");
-    alice
-        .wait_for(&format!("/v1/messages?group={id}&limit=100"), WAIT, |l| {
-            l.to_string().contains("rope-is-packed")
-        })
-        .await;
+    group_send(&bob, &id, "rope-is-packed").await;
+    group_shows(&alice, &id, "rope-is-packed").await;
 
     let phrase = setup(&alice).await;
     let done = refresh(&alice).await;
@@ -734,27 +742,8 @@ async fn a_restored_device_is_taken_back_into_its_groups() {
             g["name"] == "climbing"
         })
         .await;
-    let (status, sent) = carol
-        .post(
-            "/v1/messages",
-            json!({"group": id, "body": "see-you-at-eight"}),
-        )
-        .await;
-    assert_eq!(status, 202, "{sent}");
-    fresh
-        .wait_for(&format!("/v1/messages?group={id}&limit=100"), WAIT, |l| {
-            l.to_string().contains("see-you-at-eight")
-        })
-        .await;
-    let (status, sent) = fresh
-        .post(
-            "/v1/messages",
-            json!({"group": id, "body": "back-on-the-wall"}),
-        )
-        .await;
-    assert_eq!(status, 202, "{sent}");
-    bob.wait_for(&format!("/v1/messages?group={id}&limit=100"), WAIT, |l| {
-        l.to_string().contains("back-on-the-wall")
-    })
-    .await;
+    group_send(&carol, &id, "see-you-at-eight").await;
+    group_shows(&fresh, &id, "see-you-at-eight").await;
+    group_send(&fresh, &id, "back-on-the-wall").await;
+    group_shows(&bob, &id, "back-on-the-wall").await;
 }

@@ -94,20 +94,14 @@ impl Verified {
         signature_key: &[u8],
     ) -> Result<Member, MlsError> {
         let identity = credential.serialized_content();
-        let mut cache = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.lock();
         if let Some((member, keys)) = cache.get(identity)
             && keys.iter().any(|k| k == signature_key)
         {
             return Ok(*member);
         }
         let member = verify(credential, Some(signature_key))?;
-        if cache.len() >= 4096 {
-            cache.clear();
-        }
-        let (_, keys) = cache
-            .entry(identity.to_vec())
-            .or_insert_with(|| (member, Vec::new()));
-        keys.push(signature_key.to_vec());
+        remember(&mut cache, identity, member).push(signature_key.to_vec());
         Ok(member)
     }
 
@@ -115,26 +109,35 @@ impl Verified {
     /// leaf was verified with [`Self::member`] when it entered the group).
     pub(crate) fn known(&self, credential: &Credential) -> Result<Member, MlsError> {
         let identity = credential.serialized_content();
-        if let Some((member, _)) = self
-            .members
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(identity)
-        {
+        if let Some((member, _)) = self.lock().get(identity) {
             return Ok(*member);
         }
         // A group loaded from storage has leaves no `member` call saw in this run: checked
         // once here, and remembered without a signature key (`member` still checks its own).
         let member = verify(credential, None)?;
-        let mut cache = self.members.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= 4096 {
-            cache.clear();
-        }
-        cache
-            .entry(identity.to_vec())
-            .or_insert_with(|| (member, Vec::new()));
+        remember(&mut self.lock(), identity, member);
         Ok(member)
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, (Member, SignatureKeys)>> {
+        self.members.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Keeps `member` as what `identity` proves (every member is forgotten past 4,096 of them);
+/// the signature keys it was verified with.
+fn remember<'a>(
+    cache: &'a mut HashMap<Vec<u8>, (Member, SignatureKeys)>,
+    identity: &[u8],
+    member: Member,
+) -> &'a mut SignatureKeys {
+    if cache.len() >= 4096 {
+        cache.clear();
+    }
+    &mut cache
+        .entry(identity.to_vec())
+        .or_insert_with(|| (member, Vec::new()))
+        .1
 }
 
 /// Checks the certificate inside `credential`, and that `signature_key` is the key of the

@@ -1870,11 +1870,8 @@ impl Conversations {
 
     /// Tells every contact's device connected now this user's revocations it was not told yet.
     pub async fn tell_connected_revocations(&self) {
-        let Ok(contacts) = self.inner.vault.contacts().await else {
-            return;
-        };
-        for contact in contacts {
-            for peer in self.inner.peers.connected_devices_of(&contact.user_id) {
+        for user in self.inner.peers.connected_contacts() {
+            for peer in self.inner.peers.connected_devices_of(&user) {
                 self.tell_revocations(peer).await;
             }
         }

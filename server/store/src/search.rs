@@ -451,26 +451,11 @@ impl Db {
             Some((upto, n)) if n > 0 => (upto, n),
             _ => (ceiling, 0),
         };
-        // As the triggers index a row (`0018_search.sql`).
-        sqlx::query(
-            "INSERT INTO search (rowid, body) SELECT rowid, \
-               replace(body, char(57344), ' ') \
-               || ' ' || char(57344) || 'd' || (MAX(sent_at, 0) / 86400000) \
-               || ' ' || char(57344) || 'c' || conversation \
-             FROM messages WHERE rowid > ? AND rowid <= ? AND body <> '' AND status < 5",
+        index_rows(
+            &mut tx,
+            "FROM messages m WHERE m.rowid > ?1 AND m.rowid <= ?2",
+            &[done, upto],
         )
-        .bind(done)
-        .bind(upto)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO search_days (day, rows) SELECT MAX(sent_at, 0) / 86400000 AS d, COUNT(*) \
-             FROM messages WHERE rowid > ? AND rowid <= ? AND body <> '' AND status < 5 \
-             GROUP BY d ON CONFLICT (day) DO UPDATE SET rows = rows + excluded.rows",
-        )
-        .bind(done)
-        .bind(upto)
-        .execute(&mut *tx)
         .await?;
         sqlx::query("UPDATE search_state SET done = ? WHERE id = 1")
             .bind(upto)
@@ -513,26 +498,11 @@ impl Db {
         let Some(upto) = upto else {
             return Ok(0);
         };
-        // As the triggers index a row (`0018_search.sql`).
-        sqlx::query(
-            "INSERT INTO search (rowid, body) SELECT m.rowid, \
-               replace(m.body, char(57344), ' ') \
-               || ' ' || char(57344) || 'd' || (MAX(m.sent_at, 0) / 86400000) \
-               || ' ' || char(57344) || 'c' || m.conversation \
-             FROM search_queue q JOIN messages m ON m.rowid = q.rowid \
-             WHERE q.rowid <= ? AND m.body <> '' AND m.status < 5",
+        index_rows(
+            &mut tx,
+            "FROM search_queue q JOIN messages m ON m.rowid = q.rowid WHERE q.rowid <= ?1",
+            &[upto],
         )
-        .bind(upto)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO search_days (day, rows) SELECT MAX(m.sent_at, 0) / 86400000 AS d, \
-             COUNT(*) FROM search_queue q JOIN messages m ON m.rowid = q.rowid \
-             WHERE q.rowid <= ? AND m.body <> '' AND m.status < 5 \
-             GROUP BY d ON CONFLICT (day) DO UPDATE SET rows = rows + excluded.rows",
-        )
-        .bind(upto)
-        .execute(&mut *tx)
         .await?;
         let taken = sqlx::query("DELETE FROM search_queue WHERE rowid <= ?")
             .bind(upto)
@@ -558,6 +528,37 @@ impl Db {
         let size = |n: Option<i64>| u64::try_from(n.unwrap_or(0)).unwrap_or(0);
         Ok((size(index), size(text)))
     }
+}
+
+/// Indexes the rows of `messages m` that `rows` (a `FROM … WHERE …` clause, with `binds` as
+/// its numbered parameters) selects, as the triggers index a row (`0018_search.sql`): those
+/// with text and not deleted, with their day and conversation terms, counted per day.
+async fn index_rows(
+    tx: &mut sqlx::SqliteConnection,
+    rows: &str,
+    binds: &[i64],
+) -> Result<(), StoreError> {
+    let text = format!(
+        "INSERT INTO search (rowid, body) SELECT m.rowid, \
+           replace(m.body, char(57344), ' ') \
+           || ' ' || char(57344) || 'd' || (MAX(m.sent_at, 0) / 86400000) \
+           || ' ' || char(57344) || 'c' || m.conversation \
+         {rows} AND m.body <> '' AND m.status < 5"
+    );
+    let days = format!(
+        "INSERT INTO search_days (day, rows) SELECT MAX(m.sent_at, 0) / 86400000 AS d, COUNT(*) \
+         {rows} AND m.body <> '' AND m.status < 5 \
+         GROUP BY d ON CONFLICT (day) DO UPDATE SET rows = rows + excluded.rows"
+    );
+    // Only the callers' fixed clauses are formatted into the text; every value is bound.
+    for sql in [text, days] {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for b in binds {
+            query = query.bind(*b);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -58,6 +58,13 @@ async fn found(
     .collect()
 }
 
+/// The store's database file, opened beside (or after) the store.
+async fn raw(dir: &Path) -> sqlx::SqlitePool {
+    sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("volli.db").display()))
+        .await
+        .unwrap()
+}
+
 async fn open(dir: &Path) -> Store {
     Store::open(dir, VaultOptions::default()).await.unwrap()
 }
@@ -235,12 +242,7 @@ async fn new_messages_are_indexed_together_in_their_state_at_that_time() {
     assert_eq!(db.search_flush().await.unwrap(), 0);
     store.close().await;
     // The deleted text's word is nowhere in the index.
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("volli.db").display()
-    ))
-    .await
-    .unwrap();
+    let pool = raw(dir.path()).await;
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM search WHERE search MATCH 'twofold'")
         .fetch_one(&pool)
         .await
@@ -271,12 +273,7 @@ async fn a_queued_row_deleted_leaves_the_day_counts_alone() {
     assert_eq!(store.db().search_flush().await.unwrap(), 2);
     put(3).await.unwrap();
     store.close().await;
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("volli.db").display()
-    ))
-    .await
-    .unwrap();
+    let pool = raw(dir.path()).await;
     sqlx::query("DELETE FROM messages WHERE id = ?")
         .bind(id(3).as_bytes().to_vec())
         .execute(&pool)
@@ -322,12 +319,7 @@ async fn builds_the_index_of_an_older_vault_in_batches_while_it_changes() {
     store.close().await;
     // A vault of an earlier release: messages, no index. (The migration sets the same state
     // when it meets existing messages.)
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("volli.db").display()
-    ))
-    .await
-    .unwrap();
+    let pool = raw(dir.path()).await;
     sqlx::query("INSERT INTO search (search) VALUES ('delete-all')")
         .execute(&pool)
         .await
