@@ -204,10 +204,10 @@ impl Searcher {
         let groups: HashMap<UserId, GroupRef> = self
             .inner
             .conversations
-            .groups()
+            .group_ids()
             .await
             .into_iter()
-            .map(|g| (self.key_of(g.id), g.id))
+            .map(|g| (self.key_of(g), g))
             .collect();
         Ok(hits
             .into_iter()

@@ -75,6 +75,8 @@ const DAY: i64 = 86_400_000;
 const FEW: i64 = 1_000;
 /// Days read by one query at most, when reading a day at a time.
 const MOST_DAYS: usize = 64;
+/// Most terms a word typed is spelled out as; a prefix of more stays a prefix.
+const MOST_TERMS: usize = 32;
 
 /// The term a row of conversation `conversation` is indexed with.
 fn conversation_term(conversation: &UserId) -> String {
@@ -114,6 +116,28 @@ fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
     })
 }
 
+/// `word` as an FTS5 prefix: every term it is the start of.
+fn prefix(word: &str) -> String {
+    format!("{}*", quoted(word))
+}
+
+/// `term` as an FTS5 string.
+fn quoted(term: &str) -> String {
+    format!("\"{}\"", term.replace('"', "\"\""))
+}
+
+/// The FTS5 expression for `word` given the terms of the index it is the start of
+/// (`0023_search_terms.sql`): those terms, joined by OR, when there are a few; the prefix
+/// itself when there are many (they were cut at `MOST_TERMS + 1`) or none (the index's
+/// folding of the word may differ from [`fold`]'s: let FTS5 fold it).
+fn spelled_out(word: &str, terms: &[String]) -> String {
+    if terms.is_empty() || terms.len() > MOST_TERMS {
+        return prefix(word);
+    }
+    let terms: Vec<String> = terms.iter().map(|t| quoted(t)).collect();
+    format!("({})", terms.join(" OR "))
+}
+
 impl Query {
     /// Parses what a person typed: its words, each matched as the start of a word of a
     /// message, all of them in the same message. FTS5's own syntax is not taken from the
@@ -140,16 +164,6 @@ impl Query {
             return Err(QueryError::TooManyWords);
         }
         Ok(Self { words: out })
-    }
-
-    /// The FTS5 expression: every word quoted (it holds only letters and digits) as a
-    /// prefix, all required.
-    fn expression(&self) -> String {
-        self.words
-            .iter()
-            .map(|w| format!("\"{}\"*", w.replace('"', "\"\"")))
-            .collect::<Vec<_>>()
-            .join(" AND ")
     }
 
     /// A short piece of `body` around the first word that matches, and where the matching
@@ -312,7 +326,7 @@ impl Db {
             }
             None => None,
         };
-        let mut scope = search.query.expression();
+        let mut scope = self.spell_out(&search.query).await?;
         if let Some(conversation) = &search.conversation {
             scope.push_str(" AND ");
             scope.push_str(&conversation_term(conversation));
@@ -359,6 +373,27 @@ impl Db {
             out.extend(self.newest(&scoped, search, cursor, left).await?);
         }
         Ok(out)
+    }
+
+    /// The query's FTS5 expression, each word spelled out as the terms of the index it is
+    /// the start of ([`spelled_out`]).
+    async fn spell_out(&self, query: &Query) -> Result<String, StoreError> {
+        let mut words = Vec::with_capacity(query.words.len());
+        for word in &query.words {
+            // Terms compare as bytes: U+10FFFF encodes above every character that can
+            // follow the word.
+            let terms: Vec<(String,)> = sqlx::query_as(
+                "SELECT term FROM search_terms WHERE term >= ? AND term < ? ORDER BY term LIMIT ?",
+            )
+            .bind(word)
+            .bind(format!("{word}\u{10FFFF}"))
+            .bind(i64::try_from(MOST_TERMS + 1).unwrap_or(i64::MAX))
+            .fetch_all(self.pool())
+            .await?;
+            let terms: Vec<String> = terms.into_iter().map(|(t,)| t).collect();
+            words.push(spelled_out(word, &terms));
+        }
+        Ok(words.join(" AND "))
     }
 
     /// The newest `limit` rows that match `expression` (and the search's conversation and
@@ -571,10 +606,7 @@ mod tests {
     fn queries_are_words_folded_and_bounded() {
         let q = Query::parse("  Café NEAR \"x\" OR* ").unwrap();
         assert_eq!(q.words, ["cafe", "near", "x", "or"]);
-        assert_eq!(
-            q.expression(),
-            "\"cafe\"* AND \"near\"* AND \"x\"* AND \"or\"*"
-        );
+        assert_eq!(prefix("cafe"), "\"cafe\"*");
         assert_eq!(Query::parse("   "), Err(QueryError::Empty));
         assert_eq!(Query::parse("?!? …"), Err(QueryError::NoWords));
         assert_eq!(
@@ -585,6 +617,21 @@ mod tests {
         assert_eq!(Query::parse(&many.join(" ")), Err(QueryError::TooManyWords));
         // Repeated words count once.
         assert_eq!(Query::parse("Über über UBER").unwrap().words, ["uber"]);
+    }
+
+    #[test]
+    fn a_word_is_spelled_out_as_a_few_terms_or_stays_a_prefix() {
+        let terms = |n: usize| -> Vec<String> { (0..n).map(|i| format!("caf{i}")).collect() };
+        assert_eq!(spelled_out("caf", &terms(2)), "(\"caf0\" OR \"caf1\")");
+        assert_eq!(
+            spelled_out("caf", &terms(MOST_TERMS))
+                .matches(" OR ")
+                .count(),
+            MOST_TERMS - 1
+        );
+        assert_eq!(spelled_out("caf", &terms(MOST_TERMS + 1)), "\"caf\"*");
+        assert_eq!(spelled_out("caf", &[]), "\"caf\"*");
+        assert_eq!(quoted("a\"b"), "\"a\"\"b\"");
     }
 
     #[test]

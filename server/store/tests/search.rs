@@ -147,6 +147,34 @@ async fn finds_words_folded_newest_first_and_forgets_deleted_ones() {
     store.close().await;
 }
 
+/// A word typed is looked for as the terms of the index it starts, spelled out when they are
+/// few: the same rows are found as by the prefix itself, for a prefix of many terms, of
+/// terms beyond the Basic Multilingual Plane, and of terms whose rows are gone.
+#[tokio::test]
+async fn a_prefix_finds_every_term_it_starts_however_many() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (me, bob) = (user(1), user(2));
+    let vault = store.vault();
+    let mut rows: Vec<(UserId, StoredMessage)> = (0..40u64)
+        .map(|n| (bob, message(n + 1, me, bob, &format!("many{n:02} things"))))
+        .collect();
+    rows.push((bob, message(41, bob, me, "ca\u{20000}x alone")));
+    rows.push((bob, message(42, bob, me, "gone cafe")));
+    vault.put_messages(rows).await.unwrap();
+    let db = store.db();
+    assert_eq!(find(db, "many", None).await.len(), 40);
+    assert_eq!(find(db, "many3", None).await.len(), 10);
+    assert_eq!(find(db, "many39 thi", None).await, [id(40)]);
+    assert_eq!(find(db, "ca", None).await, [id(42), id(41)]);
+    assert_eq!(find(db, "ca\u{20000}", None).await, [id(41)]);
+    vault.delete_messages(bob, vec![id(42)]).await.unwrap();
+    assert_eq!(find(db, "ca", None).await, [id(41)]);
+    assert!(find(db, "gone", None).await.is_empty());
+    assert!(find(db, "nowhere", None).await.is_empty());
+    store.close().await;
+}
+
 #[tokio::test]
 async fn stays_in_step_with_another_devices_changes_and_a_backup_copy() {
     let dir = tempfile::tempdir().unwrap();

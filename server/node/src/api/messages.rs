@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use volli_core::MessageId;
+use volli_core::{MessageId, Timestamp, UserId};
 use volli_store::vault::StoredMessage;
 
 use super::error::{ApiError, ErrorBody};
@@ -190,8 +190,18 @@ pub async fn views(
     at: Where,
     messages: Vec<StoredMessage>,
 ) -> Result<Vec<MessageView>, ApiError> {
-    let me = messaging.me();
     let marks = messaging.read_marks(at).await?;
+    views_marked(messaging, at, messages, &marks).await
+}
+
+/// [`views`], with the conversation's read marks read already.
+pub async fn views_marked(
+    messaging: &Messaging,
+    at: Where,
+    messages: Vec<StoredMessage>,
+    marks: &[(UserId, Timestamp)],
+) -> Result<Vec<MessageView>, ApiError> {
+    let me = messaging.me();
     let mut out = Vec::with_capacity(messages.len());
     for m in messages {
         let readers: Vec<String> = marks
@@ -406,24 +416,6 @@ fn place(with: Option<&str>, group: Option<&str>, what: &str) -> Result<Where, A
 fn message_id(text: &str) -> Result<MessageId, ApiError> {
     text.parse::<MessageId>()
         .map_err(|_| ApiError::bad_request("invalid_message_id", "not a message id"))
-}
-
-/// A message as every route shows it (see [`views`]): of group `group`, or of the
-/// one-to-one conversation of its sender and recipient.
-pub(crate) async fn render(
-    messaging: &Messaging,
-    m: StoredMessage,
-    group: Option<volli_mls::GroupRef>,
-) -> Result<MessageView, ApiError> {
-    let at = match group {
-        Some(group) => Where::Group(group),
-        None if m.from == messaging.me() => Where::Direct(m.to),
-        None => Where::Direct(m.from),
-    };
-    views(messaging, at, vec![m])
-        .await?
-        .pop()
-        .ok_or_else(|| ApiError::not_found("unknown_message", "no message has this id"))
 }
 
 pub(crate) fn group_id(text: &str) -> Result<volli_mls::GroupRef, ApiError> {

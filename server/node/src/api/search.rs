@@ -9,9 +9,10 @@ use volli_store::search::{MAX_RESULTS, Query, QueryError, SearchError};
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Query as QueryParams};
-use super::messages::{MessageView, group_id, render, user};
+use super::messages::{MessageView, group_id, user, views_marked};
 use crate::messaging::Messaging;
 use crate::search::{Place, Searcher};
+use crate::timeline::Where;
 
 /// Results per page when `limit` is not given.
 const DEFAULT_LIMIT: u32 = 20;
@@ -119,21 +120,44 @@ pub async fn search(
             }
             e => ApiError::internal(e),
         })?;
-    let mut results = Vec::with_capacity(found.len());
-    for f in found {
-        let group = match f.place {
-            Place::Group(g) => Some(g),
-            Place::With(_) => None,
+    // The results' messages as their conversations show them: the read marks of all their
+    // conversations in one query.
+    let mut places: Vec<(Where, Vec<usize>)> = Vec::new();
+    for (i, f) in found.iter().enumerate() {
+        let at = match f.place {
+            Place::With(u) => Where::Direct(u),
+            Place::Group(g) => Where::Group(g),
         };
+        match places.iter_mut().find(|(p, _)| *p == at) {
+            Some((_, these)) => these.push(i),
+            None => places.push((at, vec![i])),
+        }
+    }
+    let at: Vec<Where> = places.iter().map(|(at, _)| *at).collect();
+    let marks = messaging.read_marks_in(&at).await?;
+    let mut shown: Vec<Option<MessageView>> = found.iter().map(|_| None).collect();
+    for ((at, these), marks) in places.into_iter().zip(marks) {
+        let messages = these.iter().map(|i| found[*i].hit.message.clone()).collect();
+        let views = views_marked(&messaging, at, messages, &marks).await?;
+        for (i, view) in these.into_iter().zip(views) {
+            shown[i] = Some(view);
+        }
+    }
+    let mut results = Vec::with_capacity(found.len());
+    for (f, message) in found.into_iter().zip(shown) {
+        let Some(message) = message else { continue };
         results.push(SearchResult {
-            message: render(&messaging, f.hit.message, group).await?,
+            message,
             snippet: f.snippet.text,
             highlights: f.snippet.highlights.iter().map(|(s, e)| [*s, *e]).collect(),
             with: match f.place {
                 Place::With(u) => Some(u.to_string()),
                 Place::Group(_) => None,
             },
-            group: group.map(|g| g.to_string()),
+            group: match f.place {
+                Place::Group(g) => Some(g.to_string()),
+                Place::With(_) => None,
+            },
         });
     }
     Ok(Json(SearchResults { results }))

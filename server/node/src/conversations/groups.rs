@@ -239,6 +239,17 @@ impl Conversations {
         out
     }
 
+    /// The ids of the groups this device is in (what [`Self::groups`] lists, without their
+    /// members).
+    pub async fn group_ids(&self) -> Vec<GroupRef> {
+        let mls = self.inner.mls.lock().await;
+        mls.groups()
+            .into_iter()
+            .filter(|(_, info)| info.is_group())
+            .map(|(g, _)| g)
+            .collect()
+    }
+
     /// Group `id`, if this device is in it.
     pub async fn group(&self, id: GroupRef) -> Option<GroupView> {
         let mut mls = self.inner.mls.lock().await;

@@ -440,6 +440,35 @@ pub(super) async fn read_marks(
         .collect())
 }
 
+/// How far each reader read in each of `conversations` (as [`read_marks`], for many in one
+/// query).
+pub(super) async fn read_marks_in(
+    db: &Db,
+    conversations: &[UserId],
+) -> Result<HashMap<UserId, Vec<(UserId, Timestamp)>>, StoreError> {
+    let mut out: HashMap<UserId, Vec<(UserId, Timestamp)>> = HashMap::new();
+    // At most 100 at a time: a page of search results spans up to 100 conversations.
+    for some in conversations.chunks(100) {
+        let marks = vec!["?"; some.len()].join(", ");
+        let sql = format!(
+            "SELECT conversation, reader, sent_at FROM read_marks WHERE conversation IN ({marks})"
+        );
+        // Only placeholders are formatted into the text; every value is bound.
+        let mut query = sqlx::query_as::<_, (String, String, i64)>(sqlx::AssertSqlSafe(sql));
+        for c in some {
+            query = query.bind(c.to_string());
+        }
+        for (conversation, reader, at) in query.fetch_all(db.pool()).await? {
+            if let (Ok(conversation), Ok(reader)) = (conversation.parse(), reader.parse()) {
+                out.entry(conversation)
+                    .or_default()
+                    .push((reader, Timestamp::from_millis(at)));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A conversation as a chat list shows it.
 #[derive(Clone, Debug)]
 pub struct Summary {
