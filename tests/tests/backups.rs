@@ -675,8 +675,6 @@ async fn group_shows(node: &Node, id: &str, body: &str) {
 /// The group a restored user was in takes its new device back: the group's messages from
 /// before (from the backup) and after (through the group) are on it, and it writes there.
 #[tokio::test]
-#[ignore = "known defect (issue 36): the committer adds the restored device but removes the \
-            device it replaced in only some runs; passes alone about half the time"]
 async fn a_restored_device_is_taken_back_into_its_groups() {
     const WAIT: Duration = Duration::from_secs(60);
     let tmp = tempfile::tempdir().unwrap();

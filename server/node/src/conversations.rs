@@ -1893,9 +1893,6 @@ impl Conversations {
             Ok(s) => s.iter().map(volli_core::Statement::to_bytes).collect(),
             Err(_) => return,
         };
-        if statements.is_empty() {
-            return;
-        }
         {
             let mut told = lock(&self.inner.told);
             if told.get(&peer) == Some(&statements.len()) {
@@ -1906,9 +1903,14 @@ impl Conversations {
             }
             told.insert(peer, statements.len());
         }
+        if statements.is_empty() {
+            return;
+        }
         let count = statements.len();
         let request = wire::encode(&MlsRequest::Revocations { statements });
-        if !matches!(self.ask(peer, request).await, Ok(MlsResponse::Ok)) {
+        let answer = self.ask(peer, request).await;
+        if !matches!(answer, Ok(MlsResponse::Ok)) {
+            tracing::debug!(%peer, ?answer, "a device was not told this user's revocations");
             lock(&self.inner.told).remove(&peer);
         } else {
             tracing::debug!(%peer, count, "told a device of this user's revocations");
@@ -2132,6 +2134,14 @@ impl Conversations {
 
     /// Answers `/volli/mls/1` from `peer`, a device of `user` (a contact or this user).
     pub async fn handle(&self, peer: PeerId, user: UserId, payload: &[u8]) -> Vec<u8> {
+        // A device that was not told this user's revocations in this run is told now: when
+        // it was first told (at its hello) it may not have known this device yet and hung
+        // up (a device restored from a backup revokes the one it replaces while its
+        // contacts learn its new card), and it asks something of this device once it does.
+        if self.messaging() && !lock(&self.inner.told).contains_key(&peer) {
+            let this = self.clone();
+            tokio::spawn(async move { this.tell_revocations(peer).await });
+        }
         let response = if self.messaging() {
             match wire::decode::<MlsRequest>(payload, Protocol::Mls.max_request()) {
                 Ok(request) => self.answer(peer, user, request).await,

@@ -137,7 +137,10 @@ pub async fn search(
     let marks = messaging.read_marks_in(&at).await?;
     let mut shown: Vec<Option<MessageView>> = found.iter().map(|_| None).collect();
     for ((at, these), marks) in places.into_iter().zip(marks) {
-        let messages = these.iter().map(|i| found[*i].hit.message.clone()).collect();
+        let messages = these
+            .iter()
+            .map(|i| found[*i].hit.message.clone())
+            .collect();
         let views = views_marked(&messaging, at, messages, &marks).await?;
         for (i, view) in these.into_iter().zip(views) {
             shown[i] = Some(view);
