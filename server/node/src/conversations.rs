@@ -331,6 +331,22 @@ pub struct Parts {
     pub settings: Settings,
 }
 
+/// What a device was told of this user's revocations (see [`Conversations::tell_revocations`]).
+#[derive(Clone, Copy, Debug)]
+enum Told {
+    /// Being told now.
+    Telling,
+    /// Told this many (it answered).
+    Count(usize),
+    /// Not told: it did not answer, the `attempts`-th time in a row, at `at`.
+    Failed { at: Instant, attempts: u32 },
+}
+
+/// A device that was not told this user's revocations is told again this long after, then
+/// twice as long after each failure, at most [`RETELL_ATTEMPTS`] times in a row.
+const RETELL_AFTER: Duration = Duration::from_secs(2);
+const RETELL_ATTEMPTS: u32 = 5;
+
 struct Inner {
     mls: tokio::sync::Mutex<Mls>,
     db: Db,
@@ -357,8 +373,8 @@ struct Inner {
     requests: Mutex<HashMap<(GroupRef, PeerId), std::collections::VecDeque<Instant>>>,
     /// As a committer: when each device was last added again at its request, per group.
     readds: Mutex<HashMap<(GroupRef, PeerId), Instant>>,
-    /// How many of this user's revocations each device was told of.
-    told: Mutex<HashMap<PeerId, usize>>,
+    /// What each device was told of this user's revocations.
+    told: Mutex<HashMap<PeerId, Told>>,
     /// When this device lately asked to join conversations it is not in.
     unknown_rejoins: Mutex<std::collections::VecDeque<Instant>>,
     /// Conversations this device is not in that each contact handed it mail for (emptied
@@ -1889,32 +1905,72 @@ impl Conversations {
     /// told yet: it may be next in line to commit in a conversation whose committer was
     /// revoked, or carry them to a group's committer that does not know this user.
     async fn tell_revocations(&self, peer: PeerId) {
+        let Some(mut failed) = self.tell_revocations_once(peer).await else {
+            return;
+        };
+        // It may not know this device yet (a device restored from a backup revokes the one
+        // it replaces while its contacts learn its new card) and hung up: told again a
+        // moment later, then twice as long after each failure, while it is connected (and
+        // when it next asks something, `Self::handle`).
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let (at, attempts @ 1..RETELL_ATTEMPTS) = failed {
+                tokio::time::sleep(RETELL_AFTER * 2u32.pow(attempts - 1)).await;
+                let still = matches!(
+                    lock(&this.inner.told).get(&peer),
+                    Some(Told::Failed { at: then, .. }) if *then == at
+                );
+                if !still || !this.inner.peers.get(&peer).is_some_and(|e| e.connected) {
+                    return;
+                }
+                match this.tell_revocations_once(peer).await {
+                    Some(again) => failed = again,
+                    None => return,
+                }
+            }
+        });
+    }
+
+    /// Tells `peer` this user's revocations once, unless it was told them all; when it did
+    /// not answer, when that was and how many times in a row.
+    async fn tell_revocations_once(&self, peer: PeerId) -> Option<(Instant, u32)> {
         let statements: Vec<Vec<u8>> = match self.inner.vault.revocations(self.me()).await {
             Ok(s) => s.iter().map(volli_core::Statement::to_bytes).collect(),
-            Err(_) => return,
+            Err(_) => return None,
         };
-        {
+        let attempts = {
             let mut told = lock(&self.inner.told);
-            if told.get(&peer) == Some(&statements.len()) {
-                return;
-            }
+            let attempts = match told.get(&peer) {
+                Some(Told::Count(n)) if *n == statements.len() => return None,
+                Some(Told::Failed { attempts, .. }) => *attempts,
+                _ => 0,
+            };
             if told.len() > 4096 {
                 told.clear();
             }
-            told.insert(peer, statements.len());
-        }
+            told.insert(peer, Told::Count(statements.len()));
+            attempts
+        };
         if statements.is_empty() {
-            return;
+            return None;
         }
         let count = statements.len();
         let request = wire::encode(&MlsRequest::Revocations { statements });
         let answer = self.ask(peer, request).await;
-        if !matches!(answer, Ok(MlsResponse::Ok)) {
-            tracing::debug!(%peer, ?answer, "a device was not told this user's revocations");
-            lock(&self.inner.told).remove(&peer);
-        } else {
+        if matches!(answer, Ok(MlsResponse::Ok)) {
             tracing::debug!(%peer, count, "told a device of this user's revocations");
+            return None;
         }
+        tracing::debug!(%peer, ?answer, "a device was not told this user's revocations");
+        let failed = (Instant::now(), attempts + 1);
+        lock(&self.inner.told).insert(
+            peer,
+            Told::Failed {
+                at: failed.0,
+                attempts: failed.1,
+            },
+        );
+        Some(failed)
     }
 
     /// Records what `user`'s node reads.
@@ -2138,9 +2194,23 @@ impl Conversations {
         // it was first told (at its hello) it may not have known this device yet and hung
         // up (a device restored from a backup revokes the one it replaces while its
         // contacts learn its new card), and it asks something of this device once it does.
-        if self.messaging() && !lock(&self.inner.told).contains_key(&peer) {
-            let this = self.clone();
-            tokio::spawn(async move { this.tell_revocations(peer).await });
+        if self.messaging() {
+            let tell = {
+                let mut told = lock(&self.inner.told);
+                let due = match told.get(&peer) {
+                    None => true,
+                    Some(Told::Failed { at, .. }) => at.elapsed() >= RETELL_AFTER,
+                    Some(Told::Telling | Told::Count(_)) => false,
+                };
+                if due {
+                    told.insert(peer, Told::Telling);
+                }
+                due
+            };
+            if tell {
+                let this = self.clone();
+                tokio::spawn(async move { this.tell_revocations(peer).await });
+            }
         }
         let response = if self.messaging() {
             match wire::decode::<MlsRequest>(payload, Protocol::Mls.max_request()) {

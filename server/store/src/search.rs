@@ -77,6 +77,8 @@ const FEW: i64 = 1_000;
 const MOST_DAYS: usize = 64;
 /// Most terms a word typed is spelled out as; a prefix of more stays a prefix.
 const MOST_TERMS: usize = 32;
+/// Longest term spelled out, in bytes; a prefix of a longer one stays a prefix.
+const MAX_TERM_BYTES: usize = 64;
 
 /// The term a row of conversation `conversation` is indexed with.
 fn conversation_term(conversation: &UserId) -> String {
@@ -382,16 +384,30 @@ impl Db {
         for word in &query.words {
             // Terms compare as bytes: U+10FFFF encodes above every character that can
             // follow the word.
-            let terms: Vec<(String,)> = sqlx::query_as(
-                "SELECT term FROM search_terms WHERE term >= ? AND term < ? ORDER BY term LIMIT ?",
+            // As bytes: FTS5 cuts a token of over 32 KiB where the bytes run out, maybe
+            // inside a character, and a contact may send one.
+            let terms: Vec<(Vec<u8>,)> = sqlx::query_as(
+                "SELECT CAST(term AS BLOB) FROM search_terms WHERE term >= ? AND term < ? \
+                 ORDER BY term LIMIT ?",
             )
             .bind(word)
             .bind(format!("{word}\u{10FFFF}"))
             .bind(i64::try_from(MOST_TERMS + 1).unwrap_or(i64::MAX))
             .fetch_all(self.pool())
             .await?;
-            let terms: Vec<String> = terms.into_iter().map(|(t,)| t).collect();
-            words.push(spelled_out(word, &terms));
+            let terms: Option<Vec<String>> = terms
+                .into_iter()
+                .map(|(t,)| {
+                    String::from_utf8(t)
+                        .ok()
+                        .filter(|t| t.len() <= MAX_TERM_BYTES)
+                })
+                .collect();
+            // A term that is not a whole word of text, or a long one: the prefix itself.
+            words.push(match terms {
+                Some(terms) => spelled_out(word, &terms),
+                None => prefix(word),
+            });
         }
         Ok(words.join(" AND "))
     }

@@ -149,7 +149,8 @@ async fn finds_words_folded_newest_first_and_forgets_deleted_ones() {
 
 /// A word typed is looked for as the terms of the index it starts, spelled out when they are
 /// few: the same rows are found as by the prefix itself, for a prefix of many terms, of
-/// terms beyond the Basic Multilingual Plane, and of terms whose rows are gone.
+/// terms beyond the Basic Multilingual Plane, of terms whose rows are gone, and of a word FTS5
+/// cut at 32 KiB inside a character (a contact may send one: it must not fail the search).
 #[tokio::test]
 async fn a_prefix_finds_every_term_it_starts_however_many() {
     let dir = tempfile::tempdir().unwrap();
@@ -161,6 +162,13 @@ async fn a_prefix_finds_every_term_it_starts_however_many() {
         .collect();
     rows.push((bob, message(41, bob, me, "ca\u{20000}x alone")));
     rows.push((bob, message(42, bob, me, "gone cafe")));
+    // A word FTS5 cuts at 32 KiB inside a character, and a long one.
+    let cut = format!("password{}ж", "0".repeat(32_760));
+    rows.push((bob, message(43, bob, me, &cut)));
+    rows.push((
+        bob,
+        message(44, bob, me, &format!("pass{} more", "x".repeat(100))),
+    ));
     vault.put_messages(rows).await.unwrap();
     let db = store.db();
     assert_eq!(find(db, "many", None).await.len(), 40);
@@ -172,6 +180,9 @@ async fn a_prefix_finds_every_term_it_starts_however_many() {
     assert_eq!(find(db, "ca", None).await, [id(41)]);
     assert!(find(db, "gone", None).await.is_empty());
     assert!(find(db, "nowhere", None).await.is_empty());
+    assert_eq!(find(db, "passw", None).await, [id(43)]);
+    assert_eq!(find(db, "pass", None).await, [id(44), id(43)]);
+    assert_eq!(find(db, "passxx more", None).await, [id(44)]);
     store.close().await;
 }
 
