@@ -136,6 +136,34 @@ after(async () => {
 });
 
 describe("the backup screen", () => {
+  test("the chat list offers the backup until it is set up; Later puts it off on this device", async () => {
+    const a = await logIn(alice, { viewport: PHONE });
+    const { page } = a;
+    // Alice has friends whose nodes can hold it and no backup yet: offered, in words.
+    const offer = page.getByRole("region", { name: "Backup offer" });
+    await offer.getByText(/encrypted backup/).waitFor();
+    await noWiderThanWindow(page, "the chat list with the offer at 390");
+    await axe(page, "backup offer 390");
+    await shot(page, "phone-backup-offer.png");
+    await offer.getByRole("link", { name: "Set up backup" }).click();
+    await page.getByRole("heading", { name: "Backup", level: 1 }).waitFor();
+    await page.getByTestId("backup-off").waitFor();
+    // Back at the list, put off: gone, also after a reload of the page on this device.
+    await hash(page, "#/");
+    await offer.getByRole("button", { name: "Later" }).click();
+    assert.equal(await offer.count(), 0);
+    await page.reload();
+    await page.getByRole("heading", { name: "Chats" }).waitFor();
+    await page.getByTestId("live").filter({ hasText: "live" }).waitFor();
+    await wait(500);
+    assert.equal(await offer.count(), 0);
+    await a.done();
+    // Another device (a fresh page) is asked again.
+    const b = await logIn(alice, { viewport: DESKTOP });
+    await b.page.getByTestId("backup-prompt").waitFor();
+    await b.done();
+  });
+
   test("set up from the settings: the phrase shown once, held by two friends, back up now, a new phrase, the space offered; at both sizes", async () => {
     const a = await logIn(alice, { viewport: PHONE });
     const { page } = a;
@@ -207,6 +235,13 @@ describe("the backup screen", () => {
     await axe(page, "backup 390");
     await shot(page, "phone-backup.png");
     await a.done();
+
+    // Set up: the chat list no longer offers it, on any device.
+    const later = await logIn(alice, { viewport: PHONE });
+    await later.page.getByTestId("chat").or(later.page.getByText("No chats yet.")).first().waitFor();
+    await wait(500);
+    assert.equal(await later.page.getByTestId("backup-prompt").count(), 0);
+    await later.done();
 
     // The desktop: the same screen beside the chat list.
     const d = await logIn(alice, { viewport: DESKTOP });

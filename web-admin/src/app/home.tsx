@@ -2,10 +2,11 @@
 // and (when the node can search) over all history.
 import type { JSX } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
-import { message as errorText } from "../client";
+import { api, message as errorText, ok } from "../client";
 import * as data from "../data";
 import { useStore } from "../store";
 import { dismissOffer, enablePush, offer } from "../notify";
+import { useLoad } from "../ui";
 import { Avatar, Icon, listTime } from "./bits";
 
 export function ChatList({ current }: { current: data.Key | null }) {
@@ -66,6 +67,7 @@ export function ChatList({ current }: { current: data.Key | null }) {
         </p>
       )}
       <NotifyOffer />
+      <BackupOffer />
       <div class="search" role="search">
         <Icon name="search" />
         <label class="sr-only" for="search">
@@ -213,6 +215,45 @@ function ListTicks({ status }: { status: string }) {
 }
 
 /** The first time the app opens on a device: would the person like to be notified? */
+/** Whether the backup was offered on this device and put off ("Later"). */
+const BACKUP_LATER = "volli.backup.later";
+
+/**
+ * The backup, offered on the chat list until it is set up: once this user has a contact (a
+ * friend's node to hold it) and this login may set it up, and not while notifications are
+ * offered (one question at a time). "Later" puts it off on this device; Settings → Backup
+ * stays. The node does not make a recovery phrase unasked: a phrase is shown once, to a
+ * person, and a node's first start has nobody to show it to but its log.
+ */
+function BackupOffer() {
+  const notifying = useStore(offer);
+  const contacts = useStore(data.contacts);
+  const [later, setLater] = useState(() => !!localStorage.getItem(BACKUP_LATER));
+  const wanted = data.can("backup") && !notifying && !later && contacts.length > 0;
+  const backup = useLoad(() => (wanted ? ok(api.GET("/v1/backup")) : Promise.resolve(null)), ["backup"], [wanted]);
+  if (!wanted || backup.data?.state !== "off") return null;
+  return (
+    <div class="offer" role="region" aria-label="Backup offer" data-testid="backup-prompt">
+      <p>Keep your chats if this device is lost: your friends' nodes can hold an encrypted backup, restored with a recovery phrase.</p>
+      <div class="row">
+        <a class="button" href="#/backup">
+          Set up backup
+        </a>
+        <button
+          type="button"
+          class="secondary"
+          onClick={() => {
+            localStorage.setItem(BACKUP_LATER, "1");
+            setLater(true);
+          }}
+        >
+          Later
+        </button>
+      </div>
+    </div>
+  );
+}
+
 function NotifyOffer() {
   const show = useStore(offer);
   const [error, setError] = useState<string | null>(null);
