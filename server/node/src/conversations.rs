@@ -334,8 +334,8 @@ pub struct Parts {
 /// What a device was told of this user's revocations (see [`Conversations::tell_revocations`]).
 #[derive(Clone, Copy, Debug)]
 enum Told {
-    /// Being told now.
-    Telling,
+    /// Being told now, after `attempts` failures in a row.
+    Telling { attempts: u32 },
     /// Told this many (it answered).
     Count(usize),
     /// Not told: it did not answer, the `attempts`-th time in a row, at `at`.
@@ -343,7 +343,8 @@ enum Told {
 }
 
 /// A device that was not told this user's revocations is told again this long after, then
-/// twice as long after each failure, at most [`RETELL_ATTEMPTS`] times in a row.
+/// twice as long after each failure: by itself at most [`RETELL_ATTEMPTS`] times in a row,
+/// and when it asks something, after at most 2⁷ times this.
 const RETELL_AFTER: Duration = Duration::from_secs(2);
 const RETELL_ATTEMPTS: u32 = 5;
 
@@ -1936,13 +1937,26 @@ impl Conversations {
     async fn tell_revocations_once(&self, peer: PeerId) -> Option<(Instant, u32)> {
         let statements: Vec<Vec<u8>> = match self.inner.vault.revocations(self.me()).await {
             Ok(s) => s.iter().map(volli_core::Statement::to_bytes).collect(),
-            Err(_) => return None,
+            Err(_) => {
+                // Not told: the next request from it tries again.
+                let mut told = lock(&self.inner.told);
+                if let Some(Told::Telling { attempts }) = told.get(&peer).copied() {
+                    told.insert(
+                        peer,
+                        Told::Failed {
+                            at: Instant::now(),
+                            attempts,
+                        },
+                    );
+                }
+                return None;
+            }
         };
         let attempts = {
             let mut told = lock(&self.inner.told);
             let attempts = match told.get(&peer) {
                 Some(Told::Count(n)) if *n == statements.len() => return None,
-                Some(Told::Failed { attempts, .. }) => *attempts,
+                Some(Told::Failed { attempts, .. } | Told::Telling { attempts }) => *attempts,
                 _ => 0,
             };
             if told.len() > 4096 {
@@ -2197,15 +2211,18 @@ impl Conversations {
         if self.messaging() {
             let tell = {
                 let mut told = lock(&self.inner.told);
+                // After failures, the wait doubles (up to about 4 minutes).
                 let due = match told.get(&peer) {
-                    None => true,
-                    Some(Told::Failed { at, .. }) => at.elapsed() >= RETELL_AFTER,
-                    Some(Told::Telling | Told::Count(_)) => false,
+                    None => Some(0),
+                    Some(Told::Failed { at, attempts }) => (at.elapsed()
+                        >= RETELL_AFTER * 2u32.pow((*attempts).clamp(1, 8) - 1))
+                    .then_some(*attempts),
+                    Some(Told::Telling { .. } | Told::Count(_)) => None,
                 };
-                if due {
-                    told.insert(peer, Told::Telling);
+                if let Some(attempts) = due {
+                    told.insert(peer, Told::Telling { attempts });
                 }
-                due
+                due.is_some()
             };
             if tell {
                 let this = self.clone();
