@@ -1075,15 +1075,10 @@ impl Conversations {
 
     /// The group whose conversation is stored under `key`, if this device is in it.
     pub async fn group_of_key(&self, key: &UserId) -> Option<GroupRef> {
-        let groups: Vec<GroupRef> = {
-            let mls = self.inner.mls.lock().await;
-            mls.groups()
-                .into_iter()
-                .filter(|(_, info)| info.is_group())
-                .map(|(g, _)| g)
-                .collect()
-        };
-        groups.into_iter().find(|g| conversation_key(g) == *key)
+        self.group_ids()
+            .await
+            .into_iter()
+            .find(|g| conversation_key(g) == *key)
     }
 
     /// Whether `user` is an admin of group `group`.
