@@ -867,3 +867,124 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Files through friends (issue 36, ADR 0022): a file offered to a contact who is offline
+/// waits at a mutual friend's node the recipient designated as a relay — not at one over its
+/// `[files] relay_bytes` for the sender, which refuses and the next is used — and the
+/// recipient fetches it there, verified, while the sender is offline. The holder reads
+/// nothing of it and lets it go once fetched.
+#[tokio::test]
+async fn a_file_to_an_offline_contact_waits_at_a_mutual_friend_and_arrives_with_the_sender_offline()
+{
+    let tmp = tempfile::tempdir().unwrap();
+    let ports = (free_port(), free_port(), free_port(), free_port());
+    let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let mut alice = Node::start_with(&alice_dir, on_port(ports.0)).await;
+    let mut bob = Node::start_with(&bob_dir, on_port(ports.1)).await;
+    // Carol lends little room; Dave the default.
+    let carol = Node::start_with(
+        &tmp.path().join("carol"),
+        Options {
+            config: "[files]\nrelay_bytes = 1048576\n".into(),
+            ..on_port(ports.2)
+        },
+    )
+    .await;
+    let dave = Node::start_with(&tmp.path().join("dave"), on_port(ports.3)).await;
+    for friend in [&carol, &dave] {
+        befriend(friend, &alice).await;
+        befriend(friend, &bob).await;
+    }
+    befriend(&alice, &bob).await;
+    let (alice_id, _) = alice.ids().await;
+    let (bob_id, _) = bob.ids().await;
+    let (carol_id, _) = carol.ids().await;
+    let (dave_id, _) = dave.ids().await;
+    volli_tests::wait_until_relay_of(&alice, &bob_id, &carol_id).await;
+    volli_tests::wait_until_relay_of(&alice, &bob_id, &dave_id).await;
+    let (status, _) = bob
+        .request(
+            reqwest::Method::PUT,
+            "/v1/settings/transfers.auto_accept_bytes",
+            Some(json!({"value": 64u64 << 20})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // A bad allowance is refused and changes nothing.
+    let (status, body) = dave
+        .request(
+            reqwest::Method::PUT,
+            "/v1/settings/files.relay_bytes",
+            Some(json!({"value": "lots"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_setting_value", "{body}");
+    assert!(bob.terminate().success());
+
+    let (path, data) = random_file(tmp.path(), "holiday-plans.bin", 5 << 20);
+    let started = Instant::now();
+    let t = offer(&alice, &bob_id, &path).await;
+    let id = t["id"].as_str().unwrap().to_owned();
+    assert_eq!(t["via"], json!([]), "{t}");
+    let t = alice
+        .wait_for(
+            &format!("/v1/transfers/{id}"),
+            Duration::from_secs(60),
+            |t| t["via"] == json!([dave_id.as_str()]),
+        )
+        .await;
+    eprintln!(
+        "5 MiB deposited with a friend in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(t["state"], "offered", "{t}");
+    let held = dave.get("/v1/relay").await.1;
+    assert_eq!(held["held_files"]["files"], 1, "{held}");
+    assert_eq!(held["held_files"]["recipients"], 1, "{held}");
+    assert!(
+        held["held_files"]["bytes"].as_u64().unwrap() >= 5 << 20,
+        "{held}"
+    );
+    assert_eq!(held["held_files"]["relay_bytes"], 256u64 << 20, "{held}");
+    // Carol refused it: over what she lends.
+    let refused = carol.get("/v1/relay").await.1;
+    assert_eq!(refused["held_files"]["files"], 0, "{refused}");
+    assert_eq!(
+        refused["held_files"]["relay_bytes"],
+        1u64 << 20,
+        "{refused}"
+    );
+    // Dave holds ciphertext only: neither the name nor the content is in his database.
+    let db = std::fs::read(tmp.path().join("dave").join("volli.db")).unwrap_or_default();
+    let wal = std::fs::read(tmp.path().join("dave").join("volli.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(
+            !bytes.windows(16).any(|w| w == b"holiday-plans.bi"),
+            "the name is readable at the holder"
+        );
+        assert!(
+            !bytes.windows(64).any(|w| w == &data[4096..4160]),
+            "the content is readable at the holder"
+        );
+    }
+    assert!(alice.terminate().success());
+
+    // Bob comes back while Alice is away: the file comes from Dave, checked.
+    let bob = Node::start_with(&bob_dir, on_port(ports.1)).await;
+    let got = wait_state(&bob, &id, "completed", Duration::from_secs(60)).await;
+    assert_eq!(got["blake3"], hash(&data), "{got}");
+    assert_eq!(got["peer"], alice_id.as_str(), "{got}");
+    let (status, _, body) = content(&bob, &id, None).await;
+    assert_eq!(status, 200);
+    assert!(body == data, "the content differs");
+    // Dave lets it go once Bob has it.
+    dave.wait_for("/v1/relay", Duration::from_secs(20), |h| {
+        h["held_files"]["files"] == 0 && h["held_files"]["bytes"] == 0
+    })
+    .await;
+
+    // Alice, back, hears that it arrived.
+    let alice = Node::start_with(&alice_dir, on_port(ports.0)).await;
+    wait_state(&alice, &id, "completed", Duration::from_secs(60)).await;
+}

@@ -327,6 +327,56 @@ pub enum HoldRequest {
         /// The piece.
         piece: [u8; 16],
     },
+    /// Hold file `id`, offered by the asking user to `recipient`, who is offline, until the
+    /// recipient fetches it (or `expires_at`). `ticket` is the recipient's signed contact card
+    /// listing this node's user among its relays: its consent. The holder cannot open `offer`
+    /// (sealed to the recipient); it checks each chunk against `list` (BLAKE3 names of the
+    /// ciphertext chunks). Answered with `FileHave`: the chunks held already.
+    File {
+        /// The recipient.
+        recipient: crate::UserId,
+        /// The transfer.
+        id: crate::transfer::TransferId,
+        /// The sealed offer, as it would go to the recipient.
+        #[serde(with = "crate::encoding::bytes")]
+        offer: Vec<u8>,
+        /// The recipient's encoded contact card.
+        #[serde(with = "crate::encoding::bytes")]
+        ticket: Vec<u8>,
+        /// Plaintext size.
+        size: u64,
+        /// Plaintext bytes per chunk.
+        chunk_size: u32,
+        /// The encoded chunk list.
+        #[serde(with = "crate::encoding::bytes")]
+        list: Vec<u8>,
+        /// Held no longer than this.
+        expires_at: crate::Timestamp,
+    },
+    /// One ciphertext chunk of a file deposited with `File`.
+    FileChunk {
+        /// The transfer.
+        id: crate::transfer::TransferId,
+        /// Which chunk.
+        index: u32,
+        /// Its bytes.
+        #[serde(with = "crate::encoding::bytes")]
+        bytes: Vec<u8>,
+    },
+    /// Which files are held here for the asking user, whole? Answered with `HeldFiles`.
+    FilesHeld,
+    /// The asking user (the file's recipient, or its depositor) is done with file `id`: drop it.
+    FileDone(crate::transfer::TransferId),
+}
+
+/// A file a friend's node holds for the asking user ([`HoldRequest::FilesHeld`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldFile {
+    /// Who deposited it (the offer's sender, as the holder knows it).
+    pub from: crate::UserId,
+    /// The sealed offer.
+    #[serde(with = "crate::encoding::bytes")]
+    pub offer: Vec<u8>,
 }
 
 /// `/volli/hold/1` responses.
@@ -358,6 +408,10 @@ pub enum HoldResponse {
     Piece(#[serde(with = "crate::encoding::bytes")] Vec<u8>),
     /// Nothing is kept here under that locator (or that piece).
     NotHere,
+    /// The chunks of a deposited file held already (`File`); the rest is to come.
+    FileHave(Vec<u32>),
+    /// Files held for the asking user (`FilesHeld`).
+    HeldFiles(Vec<HeldFile>),
 }
 
 /// `/volli/pair/1` requests: a new node pairing with an existing device of a user (see
@@ -532,6 +586,9 @@ pub enum FileRequest {
         /// Which chunk.
         index: u32,
     },
+    /// Files wait at the requester's node for this user (files through friends): ask it
+    /// which with `HoldRequest::FilesHeld`. Answered with `Ok`.
+    Held,
     /// A change of state decided on the requester's side.
     Control {
         /// The transfer.

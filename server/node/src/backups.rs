@@ -590,6 +590,11 @@ impl Backups {
         let Ok(request) = wire::decode::<HoldRequest>(payload, Protocol::Hold.max_request()) else {
             return HoldResponse::Refused("malformed request".into());
         };
+        self.answer_request(peer, request).await
+    }
+
+    /// Answers a decoded `/volli/hold/1` request about backups from `peer`.
+    pub async fn answer_request(&self, peer: PeerId, request: HoldRequest) -> HoldResponse {
         let found = |bytes: Result<Option<Vec<u8>>, volli_store::StoreError>| match bytes {
             Ok(Some(bytes)) => HoldResponse::Piece(bytes),
             Ok(None) => HoldResponse::NotHere,
@@ -711,6 +716,10 @@ impl Backups {
             HoldRequest::Find { .. } | HoldRequest::Get { .. } => {
                 HoldResponse::Refused("answered above".into())
             }
+            HoldRequest::File { .. }
+            | HoldRequest::FileChunk { .. }
+            | HoldRequest::FilesHeld
+            | HoldRequest::FileDone(_) => HoldResponse::Refused("not a backup request".into()),
         }
     }
 

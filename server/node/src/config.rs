@@ -370,6 +370,10 @@ pub struct FilesConfig {
     pub max_bytes_per_contact: u64,
     /// Sending rate cap in bytes per second for all transfers together (0: none).
     pub max_send_rate: u64,
+    /// What each contact may leave here for its offline contacts who designated this node
+    /// as a relay (files through friends), in bytes; 0: none. The setting
+    /// `files.relay_bytes` overrides it.
+    pub relay_bytes: u64,
     /// Directories from which a client token with `files` may send a file by its path on
     /// the node (the admin token may send any file the node can read, but never one of its
     /// data directory). Empty: client tokens upload the file's bytes instead.
@@ -386,6 +390,7 @@ impl Default for FilesConfig {
             max_bytes: 256 << 30,
             max_bytes_per_contact: 64 << 30,
             max_send_rate: 0,
+            relay_bytes: 256 << 20,
             upload_dirs: Vec::new(),
         }
     }

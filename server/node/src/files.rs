@@ -23,6 +23,7 @@ mod bulk;
 mod content;
 mod download;
 mod group;
+mod held;
 mod prepare;
 
 use std::collections::HashMap;
@@ -47,6 +48,7 @@ use crate::outbound::Outbound;
 use crate::peers::Peers;
 
 pub use content::Content;
+pub use held::RELAY_BYTES_SETTING;
 pub use prepare::Upload;
 
 /// Offers waiting for a decision from one contact, at most.
@@ -192,6 +194,8 @@ pub struct TransferView {
     pub group: Option<String>,
     /// For a file this user offered to a group: each member that fetches it from here.
     pub members: Option<Vec<volli_store::TransferMember>>,
+    /// The user ids of friends holding it for an offline recipient (files through friends).
+    pub via: Vec<String>,
 }
 
 /// Terminal states.
@@ -229,6 +233,7 @@ fn view(t: &TransferRow) -> TransferView {
         expires_at: t.expires_at,
         group: t.group.clone(),
         members: None,
+        via: Vec::new(),
     }
 }
 
@@ -402,6 +407,10 @@ struct Inner {
     serving: Mutex<HashMap<TransferId, Arc<Serving>>>,
     progress: Mutex<HashMap<TransferId, Instant>>,
     rate: Option<Mutex<Bucket>>,
+    /// Outgoing transfers being deposited with friends (`None`), or held by one since.
+    depositing: Mutex<HashMap<TransferId, Option<Instant>>>,
+    /// Contacts being asked which files they hold for this user.
+    asking_holders: Mutex<std::collections::HashSet<UserId>>,
     /// What chunks sent over a friend's relay may use, per peer on the other end.
     relayed: Mutex<HashMap<PeerId, Bucket>>,
     connectivity: crate::connectivity::Connectivity,
@@ -510,6 +519,8 @@ impl Files {
                 progress: Mutex::new(HashMap::new()),
                 rate,
                 relayed: Mutex::new(HashMap::new()),
+                depositing: Mutex::new(HashMap::new()),
+                asking_holders: Mutex::new(std::collections::HashSet::new()),
                 connectivity: parts.connectivity,
                 conversations: parts.conversations,
                 messaging: parts.messaging,
@@ -538,6 +549,7 @@ impl Files {
                 }
             }
             loop {
+                this.expire_held().await;
                 let next_expiry = this.expire().await;
                 // With nothing waiting for the other side, sleep until the next expiry: a
                 // new transfer or a change wakes the loop, and so does a contact connecting.
@@ -555,6 +567,10 @@ impl Files {
     /// A device of `user` connected: what waits for it goes now.
     pub async fn peer_ready(&self, user: UserId) {
         self.deliver_pending(Some(user)).await;
+        if user != self.inner.identity.user_id() {
+            let this = self.clone();
+            tokio::spawn(async move { this.fetch_held(user).await });
+        }
         let waiting: Vec<Arc<download::Handle>> = self
             .lock_downloads()
             .values()
@@ -616,6 +632,9 @@ impl Files {
     async fn with_members(&self, mut v: TransferView) -> Result<TransferView, FileError> {
         if v.outgoing && v.group.is_some() {
             v.members = Some(self.inner.db.transfer_members(v.id.as_bytes()).await?);
+        }
+        if v.group.is_none() {
+            v.via = self.via(v.id).await?;
         }
         Ok(v)
     }
@@ -1038,6 +1057,18 @@ impl Files {
                 _ => {}
             }
         }
+        if !taken
+            && row.group.is_none()
+            && !devices.iter().any(|d| {
+                self.inner
+                    .peers
+                    .get(&d.peer_id())
+                    .is_some_and(|e| e.connected)
+            })
+        {
+            // Nobody there: the file waits at friends' nodes (files through friends).
+            self.deposit_soon(TransferId::from_bytes(row.id));
+        }
         if taken {
             let _guard = self.inner.changes.lock().await;
             if let Ok(mut t) = self.row(TransferId::from_bytes(row.id)).await
@@ -1437,6 +1468,10 @@ impl Files {
 
     /// Publishes a state change.
     fn changed(&self, t: &TransferRow) {
+        // Friends holding it for its recipient let it go once it is over, either way.
+        if finished(&t.state) && t.group.is_none() {
+            self.release_holders(TransferId::from_bytes(t.id));
+        }
         let v = view(t);
         let id = v.id.to_string();
         match v.state {
@@ -1545,8 +1580,22 @@ impl Files {
 
     /// Answers `/volli/file/1` from `peer`, a device of `user` (a contact or this user).
     pub async fn handle(&self, peer: PeerId, user: UserId, payload: &[u8]) -> Vec<u8> {
-        let response = match wire::decode::<FileRequest>(payload, Protocol::File.max_request()) {
-            Ok(FileRequest::Offer(bytes)) => self.take_offer(peer, user, &bytes).await,
+        let request = wire::decode::<FileRequest>(payload, Protocol::File.max_request());
+        // A file held here for its recipient (files through friends).
+        if let Ok(
+            r @ (FileRequest::List(id) | FileRequest::Chunk { id, .. } | FileRequest::Channel(id)),
+        ) = &request
+            && let Some(held) = self.held_for(*id, user).await
+        {
+            return wire::encode(&self.serve_held(peer, &held, r).await);
+        }
+        let response = match request {
+            Ok(FileRequest::Offer(bytes)) => self.take_offer(Some(peer), user, &bytes).await,
+            Ok(FileRequest::Held) => {
+                let this = self.clone();
+                tokio::spawn(async move { this.fetch_held(user).await });
+                FileResponse::Ok
+            }
             Ok(FileRequest::List(id)) => match self.serving(id, user).await {
                 Ok(Served::Held(s)) => FileResponse::List(s.list.to_bytes()),
                 Ok(Served::PassedOn(t)) => match self.pass_on_list(&t, user).await {
@@ -1569,7 +1618,9 @@ impl Files {
         wire::encode(&response)
     }
 
-    async fn take_offer(&self, peer: PeerId, user: UserId, bytes: &[u8]) -> FileResponse {
+    /// Takes an offer from `user`, delivered by its device `peer` (or left at a friend's
+    /// node, when `None`: then fetched from the device that signed it, or the friend).
+    async fn take_offer(&self, peer: Option<PeerId>, user: UserId, bytes: &[u8]) -> FileResponse {
         let invalid = |m: &str| FileResponse::Refused(FileRefusal::Invalid(m.to_owned()));
         let me = self.inner.identity.user_id();
         if let Ok(sealed) = SealedOffer::from_bytes(bytes) {
@@ -1581,7 +1632,8 @@ impl Files {
                 return invalid("the offer is not from the peer's user");
             }
             let meta = FileMeta::of_name(&offer.name);
-            return self.record_offer(Some(peer), user, offer, None, meta).await;
+            let device = peer.or(offer.device);
+            return self.record_offer(device, user, offer, None, meta).await;
         }
         // An offer inside a conversation on MLS: known transfers are not opened again
         // (their key is used up), and it is opened only when there is room for it.
@@ -1604,7 +1656,8 @@ impl Files {
             .conversations
             .open_offer(&mail, user, move |offer, meta| {
                 Box::pin(async move {
-                    let response = this.record_offer(Some(peer), user, offer, None, meta).await;
+                    let device = peer.or(offer.device);
+                    let response = this.record_offer(device, user, offer, None, meta).await;
                     let ok = response == FileResponse::Ok;
                     *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(response);
                     ok

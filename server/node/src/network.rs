@@ -300,9 +300,26 @@ impl Dispatch {
             }
             // Backups: contacts' devices put and keep theirs; anyone with a backup's access
             // secret may read it (checked inside, rate-limited per peer).
+            // Files through friends: a contact's files for its offline contacts, and the
+            // files held here for a contact.
             Protocol::Hold => {
-                let response = self.backups.handle(peer, &payload).await;
-                responder.respond(response).await;
+                use volli_core::wire::{self, HoldRequest, HoldResponse};
+                let response = match wire::decode::<HoldRequest>(&payload, protocol.max_request()) {
+                    Ok(
+                        request @ (HoldRequest::File { .. }
+                        | HoldRequest::FileChunk { .. }
+                        | HoldRequest::FilesHeld
+                        | HoldRequest::FileDone(_)),
+                    ) => match self.peers.contact_of(&peer) {
+                        Some(user) => self.files.answer_hold(user, request).await,
+                        None => HoldResponse::Refused(
+                            "this node holds files for its contacts' current devices only".into(),
+                        ),
+                    },
+                    Ok(request) => self.backups.answer_request(peer, request).await,
+                    Err(_) => HoldResponse::Refused("malformed request".into()),
+                };
+                responder.respond(wire::encode(&response)).await;
             }
             // Not served: dropping the responder fails the requester's call.
             _ => drop(responder),

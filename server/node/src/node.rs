@@ -404,11 +404,12 @@ impl Node {
         // A contact added over a connection that is already open gets no new hello: start
         // what a connected contact gets (our card, relay designation, outbox, mailbox) here.
         let mut added = events.subscribe();
-        let (r, m, c, b) = (
+        let (r, m, c, b, f) = (
             relay.clone(),
             messaging.clone(),
             conversations.clone(),
             backups.clone(),
+            files.clone(),
         );
         tokio::spawn(async move {
             while let Some(event) = added.next().await {
@@ -425,11 +426,12 @@ impl Node {
                     }
                     Event::ContactRemoved { user_id } => {
                         if let Ok(user) = user_id.parse::<UserId>() {
-                            let (r, c, b) = (r.clone(), c.clone(), b.clone());
+                            let (r, c, b, f) = (r.clone(), c.clone(), b.clone(), f.clone());
                             tokio::spawn(async move {
                                 r.forget(user).await;
                                 c.forget_contact(user).await;
                                 b.forget(user).await;
+                                f.forget_held(user).await;
                             });
                         }
                     }

@@ -289,6 +289,10 @@ impl Db {
             .bind(&id[..])
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM transfer_holders WHERE transfer = ?")
+            .bind(&id[..])
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM transfers WHERE id = ?")
             .bind(&id[..])
             .execute(&mut *tx)

@@ -28,6 +28,24 @@ pub struct RelayView {
     pub policy: PolicyView,
     /// What file transfers hold in the file backend, and its limits.
     pub transfers: TransferStorageView,
+    /// Files held for contacts' offline contacts (files through friends).
+    pub held_files: HeldFilesView,
+}
+
+/// Files this node holds for its contacts' offline contacts, who designated it as a relay.
+#[derive(Serialize, ToSchema)]
+pub struct HeldFilesView {
+    /// Files held.
+    pub files: u64,
+    /// Their ciphertext bytes held so far.
+    pub bytes: u64,
+    /// How many users they are for.
+    pub recipients: u64,
+    /// What each contact may leave here (`files.relay_bytes`, else `[files] relay_bytes`;
+    /// 0: none).
+    pub relay_bytes: u64,
+    /// When the first expires and is deleted (RFC 3339; null when none is held).
+    pub next_expiry: Option<String>,
 }
 
 /// The relay-policy plugin in force (`[relay] policy`).
@@ -79,6 +97,7 @@ pub async fn get(
     let storage = files.storage().await.map_err(ApiError::internal)?;
     let (plugin, state, limits) = relay.policy_in_force();
     let config = files.config();
+    let held = files.held_stats().await.map_err(ApiError::internal)?;
     Ok(Json(RelayView {
         envelopes: s.envelopes,
         bytes: s.bytes,
@@ -97,6 +116,13 @@ pub async fn get(
             max_bytes_per_contact: config.max_bytes_per_contact,
             keep_secs: config.keep_secs,
             next_expiry: storage.next_expiry.map(|t| t.to_rfc3339()),
+        },
+        held_files: HeldFilesView {
+            files: held.0,
+            bytes: held.1,
+            recipients: held.2.len() as u64,
+            relay_bytes: files.relay_bytes().await,
+            next_expiry: held.3.map(|t| t.to_rfc3339()),
         },
     }))
 }

@@ -118,6 +118,12 @@ pub async fn put(
     Json(body): Json<SettingValue>,
 ) -> Result<Json<Setting>, ApiError> {
     check_key(&key)?;
+    if key == crate::files::RELAY_BYTES_SETTING && body.value.as_u64().is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_setting_value",
+            "files.relay_bytes is a whole number of bytes (0: hold no files for contacts)",
+        ));
+    }
     if key == crate::backups::OFFER_SETTING && body.value.as_u64().is_none() {
         return Err(ApiError::bad_request(
             "invalid_setting_value",

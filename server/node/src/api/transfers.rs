@@ -85,6 +85,10 @@ pub struct TransferBody {
     /// (members who do not know this user fetch it from one who does, and are not listed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<TransferMemberBody>>,
+    /// The user ids of friends holding the file for an offline recipient (files through
+    /// friends): on the sender, those that have it whole; on the recipient, those it may
+    /// fetch it from.
+    pub via: Vec<String>,
 }
 
 /// How far one member got with a file offered to a group.
@@ -124,6 +128,7 @@ impl From<TransferView> for TransferBody {
                     })
                     .collect()
             }),
+            via: v.via,
         }
     }
 }

@@ -174,18 +174,34 @@ impl Files {
         }
     }
 
-    /// The sender's devices to ask, the one that made the offer first.
-    fn senders(&self, t: &TransferRow) -> Vec<(PeerId, Vec<multiaddr::Multiaddr>)> {
+    /// Where to fetch from: the sender's device that made the offer when it is connected,
+    /// else the friends holding the file for this user (files through friends) that are
+    /// connected, then the sender's device, then the other holders.
+    async fn senders(&self, t: &TransferRow) -> Vec<(PeerId, Vec<multiaddr::Multiaddr>)> {
+        let device = t.device.as_deref().and_then(|d| d.parse::<PeerId>().ok());
+        let entry = device.and_then(|d| self.inner.peers.get(&d));
+        let connected = entry.as_ref().is_some_and(|e| e.connected);
+        let device = device.map(|d| (d, entry.map(|e| e.addrs).unwrap_or_default()));
+        let holders = self.holder_sources(t).await;
         let mut out = Vec::new();
-        if let Some(device) = t.device.as_deref().and_then(|d| d.parse::<PeerId>().ok()) {
-            let addrs = self
-                .inner
-                .peers
-                .get(&device)
-                .map(|e| e.addrs)
-                .unwrap_or_default();
-            out.push((device, addrs));
+        if connected {
+            out.extend(device.clone());
         }
+        out.extend(
+            holders
+                .iter()
+                .filter(|(_, _, c)| *c)
+                .map(|(p, a, _)| (*p, a.clone())),
+        );
+        if !connected {
+            out.extend(device);
+        }
+        out.extend(
+            holders
+                .into_iter()
+                .filter(|(_, _, c)| !*c)
+                .map(|(p, a, _)| (p, a)),
+        );
         out
     }
 
@@ -274,8 +290,10 @@ impl Files {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
+        // Held files come from their holder chunk by chunk (no bulk channel there).
+        let from_device = t.device.as_deref() == Some(peer.to_string().as_str());
         let fetch = async {
-            if self.inner.config.bulk {
+            if self.inner.config.bulk && from_device {
                 match self.open_channel(id, peer, addrs.clone()).await {
                     Ok(stream) => {
                         tracing::debug!(transfer = %id, "fetching on the bulk channel");
@@ -323,7 +341,7 @@ impl Files {
         if from_carrier(t) {
             (true, self.group_sources(t, not).await)
         } else {
-            (false, self.senders(t))
+            (false, self.senders(t).await)
         }
     }
 

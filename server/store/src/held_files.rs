@@ -1,0 +1,460 @@
+//! Files through friends ([ADR 0022]): the files this node holds for a contact's offline
+//! contact (ciphertext it cannot open, chunk by chunk), and which friends hold a transfer of
+//! this node's for its recipient.
+//!
+//! [ADR 0022]: ../../../docs/adr/0022-files-through-friends.md
+
+use volli_core::Timestamp;
+
+use crate::{Db, StoreError};
+
+/// A file held here for a contact's contact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldFileRow {
+    /// The transfer id.
+    pub id: [u8; 16],
+    /// Who left it.
+    pub depositor: String,
+    /// Who it is for.
+    pub recipient: String,
+    /// The sealed offer.
+    pub offer: Vec<u8>,
+    /// Plaintext size.
+    pub size: u64,
+    /// Plaintext bytes per chunk.
+    pub chunk_size: u32,
+    /// The encoded chunk list.
+    pub list: Vec<u8>,
+    /// Ciphertext bytes whole (what counts against the depositor's allowance).
+    pub bytes: u64,
+    /// When it was left.
+    pub stored_at: Timestamp,
+    /// When it goes.
+    pub expires_at: Timestamp,
+}
+
+/// What [`Db::hold_file`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileHold {
+    /// Held (now or before); the chunks held already.
+    Held(Vec<u32>),
+    /// Refused: it would take the depositor past `allowed` (it uses `used`).
+    OverQuota {
+        /// Bytes allowed per depositor.
+        allowed: u64,
+        /// Bytes the depositor uses.
+        used: u64,
+    },
+    /// Another depositor, or another recipient, holds a file under that id.
+    Taken,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Vec<u8>,
+    depositor: String,
+    recipient: String,
+    offer: Vec<u8>,
+    size: i64,
+    chunk_size: i64,
+    list: Vec<u8>,
+    bytes: i64,
+    stored_at: i64,
+    expires_at: i64,
+}
+
+const COLUMNS: &str =
+    "id, depositor, recipient, offer, size, chunk_size, list, bytes, stored_at, expires_at";
+
+fn from_row(r: Row) -> Result<HeldFileRow, StoreError> {
+    Ok(HeldFileRow {
+        id: r
+            .id
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Document("a held file's id is not 16 bytes".into()))?,
+        depositor: r.depositor,
+        recipient: r.recipient,
+        offer: r.offer,
+        size: u64::try_from(r.size).unwrap_or(0),
+        chunk_size: u32::try_from(r.chunk_size).unwrap_or(0),
+        list: r.list,
+        bytes: u64::try_from(r.bytes).unwrap_or(0),
+        stored_at: Timestamp::from_millis(r.stored_at),
+        expires_at: Timestamp::from_millis(r.expires_at),
+    })
+}
+
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Db {
+    /// Holds `file` unless it would take its depositor past `allowed` bytes, or this node
+    /// past `total` bytes of held files; a file held already (same id, depositor and
+    /// recipient) is kept as it is. One transaction: two deposits at once cannot both pass.
+    pub async fn hold_file(
+        &self,
+        file: &HeldFileRow,
+        allowed: u64,
+        total: u64,
+    ) -> Result<FileHold, StoreError> {
+        let mut tx = self.writer().begin().await?;
+        let known: Option<(String, String)> =
+            sqlx::query_as("SELECT depositor, recipient FROM held_files WHERE id = ?")
+                .bind(&file.id[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+        match known {
+            Some((d, r)) if d == file.depositor && r == file.recipient => {
+                let have: Vec<(i64,)> =
+                    sqlx::query_as("SELECT idx FROM held_file_chunks WHERE id = ? ORDER BY idx")
+                        .bind(&file.id[..])
+                        .fetch_all(&mut *tx)
+                        .await?;
+                return Ok(FileHold::Held(
+                    have.into_iter()
+                        .filter_map(|(i,)| u32::try_from(i).ok())
+                        .collect(),
+                ));
+            }
+            Some(_) => return Ok(FileHold::Taken),
+            None => {}
+        }
+        let (used, all): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(CASE WHEN depositor = ? THEN bytes ELSE 0 END), 0), \
+             COALESCE(SUM(bytes), 0) FROM held_files",
+        )
+        .bind(&file.depositor)
+        .fetch_one(&mut *tx)
+        .await?;
+        let used = u64::try_from(used).unwrap_or(0);
+        let all = u64::try_from(all).unwrap_or(0);
+        if used.saturating_add(file.bytes) > allowed || all.saturating_add(file.bytes) > total {
+            return Ok(FileHold::OverQuota { allowed, used });
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO held_files ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )))
+        .bind(&file.id[..])
+        .bind(&file.depositor)
+        .bind(&file.recipient)
+        .bind(&file.offer)
+        .bind(signed(file.size))
+        .bind(i64::from(file.chunk_size))
+        .bind(&file.list)
+        .bind(signed(file.bytes))
+        .bind(file.stored_at.as_millis())
+        .bind(file.expires_at.as_millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(FileHold::Held(Vec::new()))
+    }
+
+    /// The held file `id`.
+    pub async fn held_file(&self, id: &[u8; 16]) -> Result<Option<HeldFileRow>, StoreError> {
+        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM held_files WHERE id = ?"
+        )))
+        .bind(&id[..])
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(from_row).transpose()
+    }
+
+    /// Keeps a chunk of held file `id` (durably; a chunk held already is kept as it is).
+    pub async fn hold_file_chunk(
+        &self,
+        id: &[u8; 16],
+        index: u32,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR IGNORE INTO held_file_chunks (id, idx, bytes) VALUES (?, ?, ?)")
+            .bind(&id[..])
+            .bind(i64::from(index))
+            .bind(bytes)
+            .execute(self.writer())
+            .await?;
+        Ok(())
+    }
+
+    /// A chunk of held file `id`, if held.
+    pub async fn held_file_chunk(
+        &self,
+        id: &[u8; 16],
+        index: u32,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let row: Option<(Vec<u8>,)> =
+            sqlx::query_as("SELECT bytes FROM held_file_chunks WHERE id = ? AND idx = ?")
+                .bind(&id[..])
+                .bind(i64::from(index))
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.map(|(b,)| b))
+    }
+
+    /// How many files `depositor` left here.
+    pub async fn held_files_for_depositor(&self, depositor: &str) -> Result<u64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM held_files WHERE depositor = ?")
+            .bind(depositor)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// How many chunks of held file `id` are held.
+    pub async fn held_file_chunks(&self, id: &[u8; 16]) -> Result<u64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM held_file_chunks WHERE id = ?")
+            .bind(&id[..])
+            .fetch_one(self.pool())
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The files held for `recipient` whose every chunk is here (`chunks(row)`: how many it
+    /// has), oldest first, at most `limit`.
+    pub async fn held_files_for(
+        &self,
+        recipient: &str,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(HeldFileRow, u64)>, StoreError> {
+        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM held_files WHERE recipient = ? AND expires_at > ? \
+             ORDER BY stored_at LIMIT ?"
+        )))
+        .bind(recipient)
+        .bind(now.as_millis())
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let row = from_row(r)?;
+            let n = self.held_file_chunks(&row.id).await?;
+            out.push((row, n));
+        }
+        Ok(out)
+    }
+
+    /// Drops held file `id` if `user` left it or it is for `user`; whether it did.
+    pub async fn drop_held_file(&self, id: &[u8; 16], user: &str) -> Result<bool, StoreError> {
+        let mut tx = self.writer().begin().await?;
+        let done =
+            sqlx::query("DELETE FROM held_files WHERE id = ? AND (depositor = ? OR recipient = ?)")
+                .bind(&id[..])
+                .bind(user)
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+        if done.rows_affected() > 0 {
+            sqlx::query("DELETE FROM held_file_chunks WHERE id = ?")
+                .bind(&id[..])
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Drops every file held for or from `user` (a contact removed); how many.
+    pub async fn drop_held_files_of(&self, user: &str) -> Result<u64, StoreError> {
+        self.drop_held_where("depositor = ? OR recipient = ?", &[user, user])
+            .await
+    }
+
+    /// Drops held files past their expiry; how many.
+    pub async fn expire_held_files(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let mut tx = self.writer().begin().await?;
+        sqlx::query(
+            "DELETE FROM held_file_chunks WHERE id IN \
+             (SELECT id FROM held_files WHERE expires_at <= ?)",
+        )
+        .bind(now.as_millis())
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query("DELETE FROM held_files WHERE expires_at <= ?")
+            .bind(now.as_millis())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn drop_held_where(&self, filter: &str, args: &[&str]) -> Result<u64, StoreError> {
+        let mut tx = self.writer().begin().await?;
+        let mut chunks = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM held_file_chunks WHERE id IN (SELECT id FROM held_files WHERE {filter})"
+        )));
+        for a in args {
+            chunks = chunks.bind(*a);
+        }
+        chunks.execute(&mut *tx).await?;
+        let mut files = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM held_files WHERE {filter}"
+        )));
+        for a in args {
+            files = files.bind(*a);
+        }
+        let done = files.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Held files: how many, their ciphertext bytes as held now, their distinct recipients,
+    /// and when the first expires.
+    pub async fn held_files_stats(
+        &self,
+    ) -> Result<(u64, u64, Vec<String>, Option<Timestamp>), StoreError> {
+        let (files, next): (i64, Option<i64>) =
+            sqlx::query_as("SELECT COUNT(*), MIN(expires_at) FROM held_files")
+                .fetch_one(self.pool())
+                .await?;
+        let (bytes,): (i64,) =
+            sqlx::query_as("SELECT COALESCE(SUM(LENGTH(bytes)), 0) FROM held_file_chunks")
+                .fetch_one(self.pool())
+                .await?;
+        let recipients: Vec<(String,)> =
+            sqlx::query_as("SELECT DISTINCT recipient FROM held_files")
+                .fetch_all(self.pool())
+                .await?;
+        Ok((
+            u64::try_from(files).unwrap_or(0),
+            u64::try_from(bytes).unwrap_or(0),
+            recipients.into_iter().map(|(r,)| r).collect(),
+            next.map(Timestamp::from_millis),
+        ))
+    }
+
+    /// Records that `user` holds (`held`) or is being given (`!held`) transfer `id`.
+    pub async fn set_transfer_holder(
+        &self,
+        id: &[u8; 16],
+        user: &str,
+        held: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO transfer_holders (transfer, user_id, held) VALUES (?, ?, ?) \
+             ON CONFLICT (transfer, user_id) DO UPDATE SET held = excluded.held",
+        )
+        .bind(&id[..])
+        .bind(user)
+        .bind(held)
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets that `user` holds transfer `id`.
+    pub async fn remove_transfer_holder(
+        &self,
+        id: &[u8; 16],
+        user: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM transfer_holders WHERE transfer = ? AND user_id = ?")
+            .bind(&id[..])
+            .bind(user)
+            .execute(self.writer())
+            .await?;
+        Ok(())
+    }
+
+    /// The friends that hold transfer `id` (with whether they hold it whole).
+    pub async fn transfer_holders(&self, id: &[u8; 16]) -> Result<Vec<(String, bool)>, StoreError> {
+        let rows: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT user_id, held FROM transfer_holders WHERE transfer = ? ORDER BY rowid",
+        )
+        .bind(&id[..])
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn file(id: u8, depositor: &str, recipient: &str, bytes: u64, expires: i64) -> HeldFileRow {
+        HeldFileRow {
+            id: [id; 16],
+            depositor: depositor.into(),
+            recipient: recipient.into(),
+            offer: vec![id; 40],
+            size: bytes,
+            chunk_size: 1 << 20,
+            list: vec![0; 32],
+            bytes,
+            stored_at: Timestamp::from_millis(1),
+            expires_at: Timestamp::from_millis(expires),
+        }
+    }
+
+    #[tokio::test]
+    async fn allowances_bound_each_depositor_and_a_file_goes_with_its_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("volli.db")).await.unwrap();
+        let a = file(1, "alice", "bob", 600, 10_000);
+        assert_eq!(
+            db.hold_file(&a, 1000, 1500).await.unwrap(),
+            FileHold::Held(vec![])
+        );
+        // Over the depositor's allowance, then over the node's total.
+        assert_eq!(
+            db.hold_file(&file(2, "alice", "bob", 500, 10_000), 1000, 1500)
+                .await
+                .unwrap(),
+            FileHold::OverQuota {
+                allowed: 1000,
+                used: 600
+            }
+        );
+        assert_eq!(
+            db.hold_file(&file(3, "carol", "bob", 1000, 10_000), 1000, 1500)
+                .await
+                .unwrap(),
+            FileHold::OverQuota {
+                allowed: 1000,
+                used: 0
+            }
+        );
+        // Another depositor cannot take over an id, nor address another's file.
+        assert_eq!(
+            db.hold_file(&file(1, "carol", "bob", 10, 10_000), 1000, 1500)
+                .await
+                .unwrap(),
+            FileHold::Taken
+        );
+        db.hold_file_chunk(&a.id, 0, b"chunk").await.unwrap();
+        // Asked again, the same deposit says what is held.
+        assert_eq!(
+            db.hold_file(&a, 1000, 1500).await.unwrap(),
+            FileHold::Held(vec![0])
+        );
+        assert_eq!(
+            db.held_files_for("bob", Timestamp::from_millis(5), 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(!db.drop_held_file(&a.id, "carol").await.unwrap());
+        assert!(db.drop_held_file(&a.id, "bob").await.unwrap());
+        assert_eq!(db.held_file_chunk(&a.id, 0).await.unwrap(), None);
+        // Expiry takes the file and its chunks.
+        let b = file(4, "alice", "bob", 100, 50);
+        db.hold_file(&b, 1000, 1500).await.unwrap();
+        db.hold_file_chunk(&b.id, 0, b"x").await.unwrap();
+        assert_eq!(
+            db.expire_held_files(Timestamp::from_millis(60))
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(db.held_file_chunk(&b.id, 0).await.unwrap(), None);
+        assert_eq!(db.held_files_stats().await.unwrap().0, 0);
+    }
+}
