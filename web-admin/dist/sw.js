@@ -2,7 +2,7 @@
 // what it last had), and shows the node's Web Push notifications. A push carries
 // {"counts": {"message.received": n, …}, "latest": {"type", "from"?, "group"?, "body"?}},
 // encrypted to this browser. The cache's name changes with every build of the app.
-const CACHE = "volli-shell-147acd8d1325";
+const CACHE = "volli-shell-6ff307c2399b";
 const SHELL = ["/", "/app.js", "/app.css", "/manifest.webmanifest", "/icon.svg", "/icon-192.png", "/icon-512.png", "/icon-180.png"];
 
 self.addEventListener("install", (event) => {

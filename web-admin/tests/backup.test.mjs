@@ -1,5 +1,6 @@
 // Browser tests of the app's Backup screen (Settings → Backup held by friends) against real
-// nodes: Alice, with Bob and Carol as contacts whose nodes hold her backup. Debian's Chromium
+// nodes: Alice, with Bob and Carol as contacts whose nodes hold her backup; and a file that
+// waits at a friend's node (Bob's) for a contact who is away (Dave). Debian's Chromium
 // driven by playwright-core at phone (390×844) and desktop (1280×800) sizes; every page fails
 // its test on a console error, an uncaught exception, or a request to anywhere but the node.
 //
@@ -9,7 +10,7 @@
 import { after, afterEach, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
@@ -284,5 +285,46 @@ describe("the backup screen", () => {
     assert.equal(await p.page.getByLabel("Space per contact, in MiB (0: none)").count(), 0);
     await axe(p.page, "backup read-only 390");
     await p.done();
+  });
+});
+
+describe("files through friends", () => {
+  test("a file to a contact who is away says it waits at a friend's node, then that it was delivered", async () => {
+    const dave = await nodes.start("dave", { env: { VOLLI_DEVICE_NAME: "dave" } });
+    for (const friend of [bob, alice]) {
+      const invite = (await call(friend, "POST", "/v1/invites", {})).body;
+      assert.equal((await call(dave, "POST", "/v1/contacts", { invite: invite.link })).status, 201);
+    }
+    const D = (await call(dave, "GET", "/v1/node")).body.user_id;
+    const B = (await call(bob, "GET", "/v1/node")).body.user_id;
+    // Dave's node designates Bob's as a relay and tells Alice's with a newer card.
+    await until(
+      "alice to know that bob relays for dave",
+      async () => ((await call(alice, "GET", `/v1/contacts/${D}`)).body.relays ?? []).includes(B),
+      60_000,
+    );
+    assert.equal((await call(dave, "PUT", "/v1/settings/transfers.auto_accept_bytes", { value: 1 << 20 })).status, 200);
+    await nodes.stop(dave);
+
+    const a = await logIn(alice, { viewport: PHONE });
+    const { page } = a;
+    await hash(page, `#/chat/u/${D}`);
+    const plans = join(nodes.root, "plans.txt");
+    writeFileSync(plans, "the plans for the summer\n".repeat(2000));
+    await page.getByTestId("attach").setInputFiles(plans);
+    const item = page.getByTestId("file").filter({ hasText: "plans.txt" });
+    await item.getByTestId("file-state").filter({ hasText: "they are away · waiting at bob's node" }).waitFor({ timeout: 60_000 });
+    const held = (await call(bob, "GET", "/v1/relay")).body.held_files;
+    assert.equal(held.files, 1);
+    assert.equal(held.recipients, 1);
+    await noWiderThanWindow(page, "a file waiting at a friend's node at 390");
+    await axe(page, "file via a friend 390");
+    await shot(page, "phone-file-via-friend.png");
+
+    // Dave is back: he takes it, and Alice's page says it was delivered; Bob lets it go.
+    await nodes.restart(dave);
+    await item.getByTestId("file-state").filter({ hasText: "delivered" }).waitFor({ timeout: 60_000 });
+    await until("bob to let the file go", async () => (await call(bob, "GET", "/v1/relay")).body.held_files.files === 0);
+    await a.done();
   });
 });

@@ -706,11 +706,11 @@ function FileBubble(props: RowProps & { m: Msg; file: NonNullable<Msg["file"]> }
           <span class="file-text">
             <strong class="wrap">{file.name}</strong>
             <span class="small file-sub">
-              {size(file.size)} · <span data-testid="file-state">{fileState(state, incoming, members)}</span>
+              {size(file.size)} · <span data-testid="file-state">{fileState(state, incoming, members, t?.via ?? [])}</span>
             </span>
           </span>
         </div>
-        {(state === "running" || state === "paused" || (state === "offered" && !incoming && !members)) && <progress max={100} value={pct} aria-label={`${file.name}: ${pct.toFixed(0)} %`} />}
+        {(state === "running" || state === "paused" || (state === "offered" && !incoming && !members && !t?.via.length)) && <progress max={100} value={pct} aria-label={`${file.name}: ${pct.toFixed(0)} %`} />}
         <div class="file-actions">
           {incoming && state === "offered" && files && (
             <>
@@ -772,15 +772,19 @@ function memberState(state: string): string {
   return { offered: "has not accepted yet", completed: "has it", declined: "declined", cancelled: "cancelled", running: "receiving" }[state] ?? state;
 }
 
-function fileState(state: string, incoming: boolean, members: { state: string }[] | null): string {
+function fileState(state: string, incoming: boolean, members: { state: string }[] | null, via: string[]): string {
   if (members && members.length && !incoming) {
     const have = members.filter((x) => x.state === "completed").length;
     if (state === "offered" || state === "running" || state === "completed") return `delivered to ${have} of ${members.length}`;
   }
+  // Files through friends: held at a mutual friend's node while one side is away.
+  const at = via.map((u) => data.nameOf(u)).join(" and ");
   switch (state) {
     case "offered":
+      if (via.length) return incoming ? `offered to you · waiting at ${at}'s node` : `they are away · waiting at ${at}'s node`;
       return incoming ? "offered to you" : "waiting for them to accept";
     case "running":
+      if (via.length && incoming) return `receiving (via ${at}'s node)`;
       return incoming ? "receiving" : "sending";
     case "completed":
       return incoming ? "received" : "delivered";

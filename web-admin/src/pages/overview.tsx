@@ -97,6 +97,20 @@ export function Overview() {
                   )}
                   . Nothing is held longer than {duration(relay.max_hold_secs)}.
                 </dd>
+                <dt>Files for friends</dt>
+                <dd data-testid="held-files">
+                  {size(relay.held_files.bytes)} in {count(relay.held_files.files, "file")} for{" "}
+                  {count(relay.held_files.recipients, "person", "people")}
+                  {relay.held_files.next_expiry && (
+                    <>
+                      ; the first expires <When at={relay.held_files.next_expiry} />
+                    </>
+                  )}
+                  .{" "}
+                  {relay.held_files.relay_bytes > 0
+                    ? `Each contact may leave up to ${size(relay.held_files.relay_bytes)} here for friends who are away (files.relay_bytes).`
+                    : "This node holds no files for contacts (files.relay_bytes is 0)."}
+                </dd>
                 <dt>Relay policy</dt>
                 <dd>
                   <code>{relay.policy.plugin}</code> ({relay.policy.state}
@@ -199,6 +213,6 @@ function limit(key: string, value: unknown): string {
   return value.toLocaleString();
 }
 
-function count(n: number, what: string): string {
-  return `${n.toLocaleString()} ${what}${n === 1 ? "" : "s"}`;
+function count(n: number, what: string, many = `${what}s`): string {
+  return `${n.toLocaleString()} ${n === 1 ? what : many}`;
 }

@@ -131,6 +131,11 @@ function Transfer(props: { t: S["Transfer"]; who: string; progress: Progress | u
         {size(done)} of {size(t.size)} ({pct.toFixed(0)} %)
         {t.state === "running" && progress && progress.rate > 0 && ` · ${size(progress.rate)}/s`}
       </p>
+      {t.via.length > 0 && (
+        <p class="small" data-testid="transfer-via">
+          Held for {incoming ? "you" : "them"} at a friend's node: {t.via.map((u) => <Id key={u} value={u} />)}
+        </p>
+      )}
       {t.error && <p class="error-text">{t.error}</p>}
       <div class="row">
         {incoming && t.state === "offered" && (
