@@ -988,3 +988,81 @@ async fn a_file_to_an_offline_contact_waits_at_a_mutual_friend_and_arrives_with_
     let alice = Node::start_with(&alice_dir, on_port(ports.0)).await;
     wait_state(&alice, &id, "completed", Duration::from_secs(60)).await;
 }
+
+/// A friend holding a file speaks for nobody: when it no longer has the file (here: it
+/// dropped everything of a contact it removed), the recipient's transfer does not fail — it
+/// waits for the sender, and completes from the sender's device once it is back.
+#[tokio::test]
+async fn a_friend_that_no_longer_holds_a_file_does_not_end_its_transfer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ports = (free_port(), free_port());
+    let alice_dir = tmp.path().join("alice");
+    let mut alice = Node::start_with(&alice_dir, on_port(ports.0)).await;
+    let mut bob = Node::start_with(&tmp.path().join("bob"), on_port(ports.1)).await;
+    let dave = Node::start(&tmp.path().join("dave")).await;
+    befriend(&dave, &alice).await;
+    befriend(&dave, &bob).await;
+    befriend(&alice, &bob).await;
+    let (alice_id, _) = alice.ids().await;
+    let (bob_id, _) = bob.ids().await;
+    let (dave_id, _) = dave.ids().await;
+    volli_tests::wait_until_relay_of(&alice, &bob_id, &dave_id).await;
+    let bob_dir = bob.data_dir.clone();
+    assert!(bob.terminate().success());
+    let (path, data) = random_file(tmp.path(), "notes.bin", 3 << 20);
+    let id = offer(&alice, &bob_id, &path).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice
+        .wait_for(
+            &format!("/v1/transfers/{id}"),
+            Duration::from_secs(60),
+            |t| t["via"] == json!([dave_id.as_str()]),
+        )
+        .await;
+    assert!(alice.terminate().success());
+
+    // Bob, back, is offered it through Dave (not accepted yet)…
+    let bob = Node::start_with(&bob_dir, on_port(ports.1)).await;
+    let t = bob
+        .wait_for(
+            &format!("/v1/transfers/{id}"),
+            Duration::from_secs(30),
+            |t| t["state"] == "offered",
+        )
+        .await;
+    assert_eq!(t["via"], json!([dave_id.as_str()]), "{t}");
+    assert_eq!(t["peer"], alice_id.as_str(), "{t}");
+    // …then Dave drops it (he no longer knows Alice) before Bob accepts.
+    let (status, body) = dave
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1/contacts/{alice_id}"),
+            None,
+        )
+        .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    dave.wait_for("/v1/relay", Duration::from_secs(10), |h| {
+        h["held_files"]["files"] == 0
+    })
+    .await;
+    let (status, _) = act(&bob, &id, "accept").await;
+    assert_eq!(status, 200);
+    // Dave's "gone" does not end it: still running, Dave no longer listed.
+    let t = bob
+        .wait_for(
+            &format!("/v1/transfers/{id}"),
+            Duration::from_secs(30),
+            |t| t["via"] == json!([]),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t2 = transfer(&bob, &id).await;
+    assert_eq!(t2["state"], "running", "{t} {t2}");
+
+    // Alice is back: it comes from her.
+    let _alice = Node::start_with(&alice_dir, on_port(ports.0)).await;
+    let got = wait_state(&bob, &id, "completed", Duration::from_secs(90)).await;
+    assert_eq!(got["blake3"], hash(&data), "{got}");
+}

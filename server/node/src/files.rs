@@ -410,7 +410,8 @@ struct Inner {
     /// Outgoing transfers being deposited with friends (`None`), or held by one since.
     depositing: Mutex<HashMap<TransferId, Option<Instant>>>,
     /// Contacts being asked which files they hold for this user.
-    asking_holders: Mutex<std::collections::HashSet<UserId>>,
+    /// (with whether it is to be asked again once done).
+    asking_holders: Mutex<HashMap<UserId, bool>>,
     /// What chunks sent over a friend's relay may use, per peer on the other end.
     relayed: Mutex<HashMap<PeerId, Bucket>>,
     connectivity: crate::connectivity::Connectivity,
@@ -520,7 +521,7 @@ impl Files {
                 rate,
                 relayed: Mutex::new(HashMap::new()),
                 depositing: Mutex::new(HashMap::new()),
-                asking_holders: Mutex::new(std::collections::HashSet::new()),
+                asking_holders: Mutex::new(HashMap::new()),
                 connectivity: parts.connectivity,
                 conversations: parts.conversations,
                 messaging: parts.messaging,
@@ -1632,6 +1633,15 @@ impl Files {
                 return invalid("the offer is not from the peer's user");
             }
             let meta = FileMeta::of_name(&offer.name);
+            // Left at a friend's node: signed by a device its sender still has (or its user
+            // key) — a device it revoked offers nothing in its name.
+            if peer.is_none()
+                && offer
+                    .device
+                    .is_some_and(|d| !self.inner.peers.is_current_device_of(&user, &d))
+            {
+                return invalid("signed by a device its sender no longer has");
+            }
             let device = peer.or(offer.device);
             return self.record_offer(device, user, offer, None, meta).await;
         }
@@ -1656,6 +1666,17 @@ impl Files {
             .conversations
             .open_offer(&mail, user, move |offer, meta| {
                 Box::pin(async move {
+                    if peer.is_none()
+                        && offer
+                            .device
+                            .is_none_or(|d| !this.inner.peers.is_current_device_of(&user, &d))
+                    {
+                        *slot.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(FileResponse::Refused(FileRefusal::Invalid(
+                                "sent by a device its sender no longer has".into(),
+                            )));
+                        return false;
+                    }
                     let device = peer.or(offer.device);
                     let response = this.record_offer(device, user, offer, None, meta).await;
                     let ok = response == FileResponse::Ok;
@@ -1687,8 +1708,16 @@ impl Files {
             return FileResponse::Refused(FileRefusal::Gone);
         }
         let _guard = self.inner.changes.lock().await;
-        if let Ok(Some(_)) = self.inner.db.transfer(offer.id.as_bytes()).await {
-            return FileResponse::Ok;
+        match self.inner.db.transfer(offer.id.as_bytes()).await {
+            // Known: taken already — when it is the same sender's.
+            Ok(Some(t)) if !t.outgoing && t.peer == user.to_string() => return FileResponse::Ok,
+            Ok(Some(_)) => {
+                return FileResponse::Refused(FileRefusal::Invalid(
+                    "another transfer has that id".into(),
+                ));
+            }
+            Ok(None) => {}
+            Err(_) => return FileResponse::Refused(FileRefusal::Busy),
         }
         let Ok(all) = self.inner.db.transfers().await else {
             return FileResponse::Refused(FileRefusal::Busy);

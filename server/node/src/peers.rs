@@ -198,6 +198,13 @@ impl Peers {
             .then_some(user)
     }
 
+    /// Whether contact `user`'s latest card lists device `peer` (one it revoked it does not).
+    pub fn is_current_device_of(&self, user: &UserId, peer: &PeerId) -> bool {
+        self.contact_set()
+            .get(user)
+            .is_some_and(|devices| devices.contains(peer))
+    }
+
     /// The user `peer` proved it belongs to, if it did.
     pub fn user_of(&self, peer: &PeerId) -> Option<UserId> {
         self.lock().get(peer).and_then(|e| e.user_id)

@@ -12,6 +12,7 @@ CREATE TABLE held_files (
     size       INTEGER NOT NULL,
     chunk_size INTEGER NOT NULL,
     list       BLOB    NOT NULL,
+    chunks     INTEGER NOT NULL,
     bytes      INTEGER NOT NULL,
     stored_at  INTEGER NOT NULL,
     expires_at INTEGER NOT NULL
@@ -19,9 +20,9 @@ CREATE TABLE held_files (
 CREATE INDEX held_files_recipient ON held_files (recipient);
 CREATE INDEX held_files_depositor ON held_files (depositor);
 
--- Its ciphertext chunks, each checked against its name in `list`.
+-- Its ciphertext chunks, each checked against its name in `list`; they go with the file.
 CREATE TABLE held_file_chunks (
-    id    BLOB    NOT NULL,
+    id    BLOB    NOT NULL REFERENCES held_files (id) ON DELETE CASCADE,
     idx   INTEGER NOT NULL,
     bytes BLOB    NOT NULL,
     PRIMARY KEY (id, idx)

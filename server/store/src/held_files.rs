@@ -25,6 +25,8 @@ pub struct HeldFileRow {
     pub chunk_size: u32,
     /// The encoded chunk list.
     pub list: Vec<u8>,
+    /// How many chunks it has.
+    pub chunks: u32,
     /// Ciphertext bytes whole (what counts against the depositor's allowance).
     pub bytes: u64,
     /// When it was left.
@@ -38,6 +40,8 @@ pub struct HeldFileRow {
 pub enum FileHold {
     /// Held (now or before); the chunks held already.
     Held(Vec<u32>),
+    /// Refused: the depositor left as many files as it may.
+    TooMany,
     /// Refused: it would take the depositor past `allowed` (it uses `used`).
     OverQuota {
         /// Bytes allowed per depositor.
@@ -58,13 +62,14 @@ struct Row {
     size: i64,
     chunk_size: i64,
     list: Vec<u8>,
+    chunks: i64,
     bytes: i64,
     stored_at: i64,
     expires_at: i64,
 }
 
 const COLUMNS: &str =
-    "id, depositor, recipient, offer, size, chunk_size, list, bytes, stored_at, expires_at";
+    "id, depositor, recipient, offer, size, chunk_size, list, chunks, bytes, stored_at, expires_at";
 
 fn from_row(r: Row) -> Result<HeldFileRow, StoreError> {
     Ok(HeldFileRow {
@@ -79,6 +84,7 @@ fn from_row(r: Row) -> Result<HeldFileRow, StoreError> {
         size: u64::try_from(r.size).unwrap_or(0),
         chunk_size: u32::try_from(r.chunk_size).unwrap_or(0),
         list: r.list,
+        chunks: u32::try_from(r.chunks).unwrap_or(0),
         bytes: u64::try_from(r.bytes).unwrap_or(0),
         stored_at: Timestamp::from_millis(r.stored_at),
         expires_at: Timestamp::from_millis(r.expires_at),
@@ -90,13 +96,15 @@ fn signed(n: u64) -> i64 {
 }
 
 impl Db {
-    /// Holds `file` unless it would take its depositor past `allowed` bytes, or this node
-    /// past `total` bytes of held files; a file held already (same id, depositor and
-    /// recipient) is kept as it is. One transaction: two deposits at once cannot both pass.
+    /// Holds `file` unless it would take its depositor past `allowed` bytes or `max_files`
+    /// files, or this node past `total` bytes of held files; a file held already (same id,
+    /// depositor and recipient) is kept as it is. One transaction: two deposits at once
+    /// cannot both pass.
     pub async fn hold_file(
         &self,
         file: &HeldFileRow,
         allowed: u64,
+        max_files: u64,
         total: u64,
     ) -> Result<FileHold, StoreError> {
         let mut tx = self.writer().begin().await?;
@@ -121,20 +129,31 @@ impl Db {
             Some(_) => return Ok(FileHold::Taken),
             None => {}
         }
-        let (used, all): (i64, i64) = sqlx::query_as(
-            "SELECT COALESCE(SUM(CASE WHEN depositor = ? THEN bytes ELSE 0 END), 0), \
-             COALESCE(SUM(bytes), 0) FROM held_files",
+        let (used, files, all): (i64, i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(CASE WHEN depositor = ? THEN bytes + LENGTH(offer) + LENGTH(list) \
+             ELSE 0 END), 0), COALESCE(SUM(depositor = ?), 0), \
+             COALESCE(SUM(bytes + LENGTH(offer) + LENGTH(list)), 0) FROM held_files",
         )
+        .bind(&file.depositor)
         .bind(&file.depositor)
         .fetch_one(&mut *tx)
         .await?;
         let used = u64::try_from(used).unwrap_or(0);
         let all = u64::try_from(all).unwrap_or(0);
-        if used.saturating_add(file.bytes) > allowed || all.saturating_add(file.bytes) > total {
+        if u64::try_from(files).unwrap_or(0) >= max_files {
+            return Ok(FileHold::TooMany);
+        }
+        let cost = file.bytes + (file.offer.len() + file.list.len()) as u64;
+        if used.saturating_add(cost) > allowed || all.saturating_add(cost) > total {
             return Ok(FileHold::OverQuota { allowed, used });
         }
+        // Chunks of an earlier file under this id (gone since) are not this one's.
+        sqlx::query("DELETE FROM held_file_chunks WHERE id = ?")
+            .bind(&file.id[..])
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO held_files ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO held_files ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )))
         .bind(&file.id[..])
         .bind(&file.depositor)
@@ -143,6 +162,7 @@ impl Db {
         .bind(signed(file.size))
         .bind(i64::from(file.chunk_size))
         .bind(&file.list)
+        .bind(i64::from(file.chunks))
         .bind(signed(file.bytes))
         .bind(file.stored_at.as_millis())
         .bind(file.expires_at.as_millis())
@@ -163,20 +183,28 @@ impl Db {
         row.map(from_row).transpose()
     }
 
-    /// Keeps a chunk of held file `id` (durably; a chunk held already is kept as it is).
+    /// Keeps a chunk of held file `id` left by `depositor` (durably; a chunk held already is
+    /// kept as it is); `false` when no such file is held (any more) — in one statement, so a
+    /// file dropped meanwhile leaves no chunk behind.
     pub async fn hold_file_chunk(
         &self,
         id: &[u8; 16],
+        depositor: &str,
         index: u32,
         bytes: &[u8],
-    ) -> Result<(), StoreError> {
-        sqlx::query("INSERT OR IGNORE INTO held_file_chunks (id, idx, bytes) VALUES (?, ?, ?)")
-            .bind(&id[..])
-            .bind(i64::from(index))
-            .bind(bytes)
-            .execute(self.writer())
-            .await?;
-        Ok(())
+    ) -> Result<bool, StoreError> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO held_file_chunks (id, idx, bytes) SELECT ?, ?, ? \
+             WHERE EXISTS (SELECT 1 FROM held_files WHERE id = ? AND depositor = ?)",
+        )
+        .bind(&id[..])
+        .bind(i64::from(index))
+        .bind(bytes)
+        .bind(&id[..])
+        .bind(depositor)
+        .execute(self.writer())
+        .await?;
+        Ok(matches!(self.held_file(id).await?, Some(f) if f.depositor == depositor))
     }
 
     /// A chunk of held file `id`, if held.
@@ -212,16 +240,17 @@ impl Db {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// The files held for `recipient` whose every chunk is here (`chunks(row)`: how many it
-    /// has), oldest first, at most `limit`.
+    /// The files held for `recipient` whose every chunk is here, oldest first, at most
+    /// `limit`.
     pub async fn held_files_for(
         &self,
         recipient: &str,
         now: Timestamp,
         limit: u32,
-    ) -> Result<Vec<(HeldFileRow, u64)>, StoreError> {
+    ) -> Result<Vec<HeldFileRow>, StoreError> {
         let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM held_files WHERE recipient = ? AND expires_at > ? \
+            "SELECT {COLUMNS} FROM held_files f WHERE recipient = ? AND expires_at > ? \
+             AND chunks = (SELECT COUNT(*) FROM held_file_chunks c WHERE c.id = f.id) \
              ORDER BY stored_at LIMIT ?"
         )))
         .bind(recipient)
@@ -229,13 +258,7 @@ impl Db {
         .bind(i64::from(limit))
         .fetch_all(self.pool())
         .await?;
-        let mut out = Vec::new();
-        for r in rows {
-            let row = from_row(r)?;
-            let n = self.held_file_chunks(&row.id).await?;
-            out.push((row, n));
-        }
-        Ok(out)
+        rows.into_iter().map(from_row).collect()
     }
 
     /// Drops held file `id` if `user` left it or it is for `user`; whether it did.
@@ -378,6 +401,7 @@ mod tests {
 
     use super::*;
 
+    /// A file of one chunk of `bytes` (the offer and the list add 72 to what it costs).
     fn file(id: u8, depositor: &str, recipient: &str, bytes: u64, expires: i64) -> HeldFileRow {
         HeldFileRow {
             id: [id; 16],
@@ -387,6 +411,7 @@ mod tests {
             size: bytes,
             chunk_size: 1 << 20,
             list: vec![0; 32],
+            chunks: 1,
             bytes,
             stored_at: Timestamp::from_millis(1),
             expires_at: Timestamp::from_millis(expires),
@@ -397,57 +422,71 @@ mod tests {
     async fn allowances_bound_each_depositor_and_a_file_goes_with_its_chunks() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("volli.db")).await.unwrap();
+        let hold = |f: HeldFileRow| {
+            let db = db.clone();
+            async move { db.hold_file(&f, 1000, 2, 1500).await.unwrap() }
+        };
         let a = file(1, "alice", "bob", 600, 10_000);
-        assert_eq!(
-            db.hold_file(&a, 1000, 1500).await.unwrap(),
-            FileHold::Held(vec![])
-        );
+        assert_eq!(hold(a.clone()).await, FileHold::Held(vec![]));
         // Over the depositor's allowance, then over the node's total.
         assert_eq!(
-            db.hold_file(&file(2, "alice", "bob", 500, 10_000), 1000, 1500)
-                .await
-                .unwrap(),
+            hold(file(2, "alice", "bob", 500, 10_000)).await,
             FileHold::OverQuota {
                 allowed: 1000,
-                used: 600
+                used: 672
             }
         );
         assert_eq!(
-            db.hold_file(&file(3, "carol", "bob", 1000, 10_000), 1000, 1500)
-                .await
-                .unwrap(),
+            hold(file(3, "carol", "bob", 900, 10_000)).await,
             FileHold::OverQuota {
                 allowed: 1000,
                 used: 0
             }
         );
-        // Another depositor cannot take over an id, nor address another's file.
+        // As many files as allowed, then no more.
         assert_eq!(
-            db.hold_file(&file(1, "carol", "bob", 10, 10_000), 1000, 1500)
-                .await
-                .unwrap(),
+            hold(file(5, "alice", "bob", 10, 10_000)).await,
+            FileHold::Held(vec![])
+        );
+        assert_eq!(
+            hold(file(6, "alice", "bob", 10, 10_000)).await,
+            FileHold::TooMany
+        );
+        // Another depositor cannot take over an id, nor add to another's file.
+        assert_eq!(
+            hold(file(1, "carol", "bob", 10, 10_000)).await,
             FileHold::Taken
         );
-        db.hold_file_chunk(&a.id, 0, b"chunk").await.unwrap();
-        // Asked again, the same deposit says what is held.
-        assert_eq!(
-            db.hold_file(&a, 1000, 1500).await.unwrap(),
-            FileHold::Held(vec![0])
-        );
-        assert_eq!(
-            db.held_files_for("bob", Timestamp::from_millis(5), 10)
+        assert!(!db.hold_file_chunk(&a.id, "carol", 0, b"x").await.unwrap());
+        // Listed once whole.
+        let now = Timestamp::from_millis(5);
+        assert!(db.held_files_for("bob", now, 10).await.unwrap().is_empty());
+        assert!(
+            db.hold_file_chunk(&a.id, "alice", 0, b"chunk")
                 .await
                 .unwrap()
-                .len(),
-            1
         );
+        assert_eq!(
+            db.held_files_for("bob", now, 10).await.unwrap(),
+            vec![a.clone()]
+        );
+        // Asked again, the same deposit says what is held.
+        assert_eq!(hold(a.clone()).await, FileHold::Held(vec![0]));
         assert!(!db.drop_held_file(&a.id, "carol").await.unwrap());
         assert!(db.drop_held_file(&a.id, "bob").await.unwrap());
         assert_eq!(db.held_file_chunk(&a.id, 0).await.unwrap(), None);
+        // A chunk for a file dropped meanwhile is not kept.
+        assert!(
+            !db.hold_file_chunk(&a.id, "alice", 0, b"chunk")
+                .await
+                .unwrap()
+        );
+        assert_eq!(db.held_file_chunk(&a.id, 0).await.unwrap(), None);
         // Expiry takes the file and its chunks.
+        db.drop_held_file(&[5; 16], "alice").await.unwrap();
         let b = file(4, "alice", "bob", 100, 50);
-        db.hold_file(&b, 1000, 1500).await.unwrap();
-        db.hold_file_chunk(&b.id, 0, b"x").await.unwrap();
+        assert_eq!(hold(b.clone()).await, FileHold::Held(vec![]));
+        assert!(db.hold_file_chunk(&b.id, "alice", 0, b"x").await.unwrap());
         assert_eq!(
             db.expire_held_files(Timestamp::from_millis(60))
                 .await

@@ -1343,19 +1343,33 @@ fn print_transfer(t: &Value, names: &Names) {
         Some(g) => names.group(g),
         None => names.user(t["peer"].as_str().unwrap_or("?")),
     };
+    let via = via_names(t, names);
     println!(
-        "{}  {:<8} {:<9} {:>10}  {}  {}{}",
+        "{}  {:<8} {:<9} {:>10}  {}  {}{}{}",
         t["id"].as_str().unwrap_or("?"),
         t["direction"].as_str().unwrap_or("?"),
         t["state"].as_str().unwrap_or("?"),
         size(t["size"].as_u64().unwrap_or(0)),
         t["name"].as_str().unwrap_or("?"),
         peer,
+        via.map(|v| format!("  (waiting at {v}'s node)"))
+            .unwrap_or_default(),
         t["error"]
             .as_str()
             .map(|e| format!("  ({e})"))
             .unwrap_or_default()
     );
+}
+
+/// The names of the friends holding transfer `t` for an offline recipient, if any.
+fn via_names(t: &Value, names: &Names) -> Option<String> {
+    let via: Vec<String> = t["via"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .map(|u| names.user(u))
+        .collect();
+    (!via.is_empty()).then(|| via.join(" and "))
 }
 
 /// `volli transfers`
@@ -1484,6 +1498,10 @@ pub(crate) async fn follow(client: &Client, id: &str) -> anyhow::Result<()> {
             0.0
         };
         let line = match state.as_str() {
+            "offered" if let Some(v) = via_names(&t, &names) => format!(
+                "{} is away: the file waits at {v}'s node until they are back…",
+                names.user(t["peer"].as_str().unwrap_or("?"))
+            ),
             "offered" => format!(
                 "waiting for {} to accept…",
                 match t["group"].as_str() {

@@ -216,6 +216,42 @@ impl Files {
                 Why::Fatal("the sender's device is unknown".into())
             });
         };
+        // A friend holding the file for this user speaks for nobody: whatever it refuses or
+        // sends wrong ends its part, not the transfer (only the sender's device can).
+        let holder = if from_carrier || t.device.as_deref() == Some(peer.to_string().as_str()) {
+            None
+        } else {
+            self.inner.peers.user_of(&peer)
+        };
+        let outcome = self.round_from(t, h, epoch, layout, peer, addrs).await;
+        match (holder, outcome) {
+            (Some(holder), Err(why)) if !matches!(why, Why::Retry(_)) => {
+                tracing::info!(transfer = %id, %holder, "a friend holding the file could not give it; asking elsewhere");
+                let _ = self
+                    .inner
+                    .db
+                    .remove_transfer_holder(&t.id, &holder.to_string())
+                    .await;
+                h.corrupt.store(0, Ordering::SeqCst);
+                Err(Why::Retry(
+                    "a friend holding the file could not give it".into(),
+                ))
+            }
+            (_, outcome) => outcome,
+        }
+    }
+
+    /// A round fetching from `peer`.
+    async fn round_from(
+        &self,
+        t: &TransferRow,
+        h: &Handle,
+        epoch: u64,
+        layout: Layout,
+        peer: PeerId,
+        addrs: Vec<multiaddr::Multiaddr>,
+    ) -> Result<Round, Why> {
+        let id = TransferId::from_bytes(t.id);
         let list = self.list_for(t, &layout, peer, addrs.clone()).await?;
         let backend = self.backend().map_err(|e| Why::Retry(e.to_string()))?;
         let mut done = vec![false; layout.chunks() as usize];

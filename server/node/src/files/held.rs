@@ -54,6 +54,14 @@ const MAX_OFFER: usize = 64 << 10;
 const MAX_TICKET: usize = 32 << 10;
 /// How long one hold request may take (a chunk of up to 4 MiB).
 const HOLD_TIMEOUT: Duration = Duration::from_secs(60);
+/// What all files held for contacts may take on this node at most (they live in its
+/// database), whatever each contact is allowed.
+const MAX_HELD_TOTAL: u64 = 4 << 30;
+/// The least time between two askings of one friend for the files it holds for this user.
+const ASK_SPACING: Duration = Duration::from_secs(2);
+/// What a deposit refused for its recipient or its ticket says (one answer: it does not
+/// tell who this node's contacts are).
+const NOT_DESIGNATED: &str = "the recipient has not designated this node as a relay";
 
 impl Files {
     /// What each contact may leave here for its contacts (`files.relay_bytes`, else
@@ -131,18 +139,41 @@ impl Files {
             return refused("this node holds no files for its contacts ([files] relay_bytes = 0)");
         }
         let me = self.inner.identity.user_id();
-        if d.recipient == depositor || d.recipient == me {
-            return refused("a file is held for another contact only");
-        }
-        if !self.inner.peers.is_contact(&d.recipient) {
-            return refused("the recipient is not a contact of this node");
-        }
         if d.offer.len() > MAX_OFFER || d.ticket.len() > MAX_TICKET {
             return refused("the offer or the ticket is too large");
         }
-        match ContactCard::from_bytes(&d.ticket) {
-            Ok(card) if card.user_id() == d.recipient && card.relays().contains(&me) => {}
-            _ => return refused("the recipient has not designated this node as a relay"),
+        // The recipient's consent: the newer of its card handed over and the one this node
+        // holds lists this node's user among its relays.
+        let Ok(ticket) = ContactCard::from_bytes(&d.ticket) else {
+            return refused(NOT_DESIGNATED);
+        };
+        let held = match self.inner.vault.contact(d.recipient).await {
+            Ok(Some(c)) => c.card,
+            _ => return refused(NOT_DESIGNATED),
+        };
+        let newest = if ticket.user_id() == d.recipient && ticket.issued_at() > held.issued_at() {
+            ticket
+        } else {
+            held
+        };
+        if d.recipient == depositor || d.recipient == me || !newest.relays().contains(&me) {
+            return refused(NOT_DESIGNATED);
+        }
+        // The offer is for that recipient, under that id, from the depositor (as far as its
+        // clear header tells).
+        let addressed = match SealedOffer::from_bytes(&d.offer) {
+            Ok(sealed) => sealed.recipient() == d.recipient && sealed.id() == d.id,
+            Err(_) => match volli_core::Mail::from_bytes(&d.offer) {
+                Ok(volli_core::Mail::Mls(mail)) => {
+                    mail.recipient == d.recipient
+                        && mail.sender == depositor
+                        && mail.id.as_bytes() == d.id.as_bytes()
+                }
+                _ => false,
+            },
+        };
+        if !addressed {
+            return refused("the offer is not one for that recipient under that id");
         }
         let Ok(layout) = Layout::new(d.size, d.chunk_size) else {
             return refused("not a file's layout");
@@ -155,18 +186,6 @@ impl Files {
         if expires_at <= now {
             return refused("the offer has expired");
         }
-        match self
-            .inner
-            .db
-            .held_files_for_depositor(&depositor.to_string())
-            .await
-        {
-            Ok(n) if n >= MAX_FILES_PER_DEPOSITOR => {
-                return refused("too many files held for this contact");
-            }
-            Ok(_) => {}
-            Err(e) => return HoldResponse::Refused(format!("storage: {e}")),
-        }
         let bytes: u64 = (0..layout.chunks())
             .map(|i| layout.cipher_len(i) as u64)
             .sum();
@@ -178,6 +197,7 @@ impl Files {
             size: d.size,
             chunk_size: d.chunk_size,
             list: d.list,
+            chunks: layout.chunks(),
             bytes,
             stored_at: now,
             expires_at,
@@ -185,7 +205,12 @@ impl Files {
         match self
             .inner
             .db
-            .hold_file(&row, allowed, self.inner.config.max_bytes)
+            .hold_file(
+                &row,
+                allowed,
+                MAX_FILES_PER_DEPOSITOR,
+                MAX_HELD_TOTAL.min(self.inner.config.max_bytes),
+            )
             .await
         {
             Ok(FileHold::Held(have)) => {
@@ -196,6 +221,7 @@ impl Files {
                 offer: allowed,
                 used,
             },
+            Ok(FileHold::TooMany) => refused("too many files held for this contact"),
             Ok(FileHold::Taken) => refused("another file is held under that id"),
             Err(e) => HoldResponse::Refused(format!("storage: {e}")),
         }
@@ -223,13 +249,15 @@ impl Files {
         if bytes.len() != layout.cipher_len(index) || blake3::hash(&bytes).as_bytes() != name {
             return refused("the chunk does not match its name");
         }
-        if let Err(e) = self
+        match self
             .inner
             .db
-            .hold_file_chunk(id.as_bytes(), index, &bytes)
+            .hold_file_chunk(id.as_bytes(), &held.depositor, index, &bytes)
             .await
         {
-            return HoldResponse::Refused(format!("storage: {e}"));
+            Ok(true) => {}
+            Ok(false) => return refused("no such file is held for this contact"),
+            Err(e) => return HoldResponse::Refused(format!("storage: {e}")),
         }
         // Whole now: its recipient, if connected, hears that a file waits here.
         if index + 1 == layout.chunks()
@@ -245,7 +273,14 @@ impl Files {
     /// Tells `recipient`'s connected devices that a file waits here.
     async fn tell_held(&self, recipient: UserId) {
         let payload = wire::encode(&FileRequest::Held);
-        for peer in self.inner.peers.connected_devices_of(&recipient) {
+        // Its current devices only (not one it revoked).
+        for peer in self
+            .inner
+            .peers
+            .connected_devices_of(&recipient)
+            .into_iter()
+            .filter(|p| self.inner.peers.contact_of(p) == Some(recipient))
+        {
             let _ = self.ask(peer, payload.clone(), Vec::new()).await;
         }
     }
@@ -262,10 +297,7 @@ impl Files {
         };
         let mut files = Vec::new();
         let mut bytes = 0;
-        for (h, n) in held {
-            if layout_of(&h).is_none_or(|(l, _)| u64::from(l.chunks()) != n) {
-                continue;
-            }
+        for h in held {
             let Ok(from) = h.depositor.parse() else {
                 continue;
             };
@@ -475,9 +507,16 @@ impl Files {
         let id = TransferId::from_bytes(t.id);
         let list = ChunkList::from_bytes(layout, t.list.as_deref().unwrap_or_default())
             .map_err(|e| e.to_string())?;
-        let mut done = have.len() as u64;
+        // What the holder says it has, within the file (it may say anything).
+        let mut held = vec![false; layout.chunks() as usize];
+        for i in have {
+            if let Some(h) = held.get_mut(*i as usize) {
+                *h = true;
+            }
+        }
+        let mut done = held.iter().filter(|h| **h).count() as u64;
         let chunks = u64::from(layout.chunks());
-        for index in (0..layout.chunks()).filter(|i| !have.contains(i)) {
+        for index in (0..layout.chunks()).filter(|i| !held[*i as usize]) {
             // Taken or cancelled meanwhile: the rest is not needed.
             match self.row(id).await {
                 Ok(now) if now.state == "offered" && !now.delivered => {}
@@ -605,11 +644,34 @@ impl Files {
 
     // ---- Fetching ------------------------------------------------------------------------
 
-    /// Asks contact `holder` which files it holds for this user, and takes their offers.
+    /// Asks contact `holder` which files it holds for this user, and takes their offers:
+    /// one asking per holder at a time, [`ASK_SPACING`] apart (what is asked meanwhile makes
+    /// one more round).
     pub(super) async fn fetch_held(&self, holder: UserId) {
-        if !lock(&self.inner.asking_holders).insert(holder) {
-            return;
+        {
+            let mut asking = lock(&self.inner.asking_holders);
+            if let Some(again) = asking.get_mut(&holder) {
+                *again = true;
+                return;
+            }
+            asking.insert(holder, false);
         }
+        loop {
+            let started = std::time::Instant::now();
+            self.fetch_held_once(holder).await;
+            tokio::time::sleep(ASK_SPACING.saturating_sub(started.elapsed())).await;
+            let mut asking = lock(&self.inner.asking_holders);
+            match asking.get_mut(&holder) {
+                Some(again) if *again => *again = false,
+                _ => {
+                    asking.remove(&holder);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn fetch_held_once(&self, holder: UserId) {
         let files = match tokio::time::timeout(
             REQUEST_TIMEOUT,
             self.ask_hold(holder, &HoldRequest::FilesHeld),
@@ -617,48 +679,90 @@ impl Files {
         .await
         {
             Ok(Ok(HoldResponse::HeldFiles(files))) => files,
-            _ => Vec::new(),
+            _ => return,
         };
         for f in files {
-            if let Err(e) = self.take_held_offer(holder, &f).await {
-                tracing::debug!(%holder, error = %e, "a held file's offer was not taken");
+            match self.take_held_offer(holder, &f).await {
+                Ok(()) => {}
+                Err(Taken::Later(e)) => {
+                    tracing::debug!(%holder, error = %e, "a held file's offer was not taken (yet)");
+                }
+                // Not one this user takes, ever: the holder need not keep it.
+                Err(Taken::Never(e, id)) => {
+                    tracing::info!(%holder, error = %e, "a held file's offer was refused");
+                    if let Some(id) = id {
+                        let _ = self.ask_hold(holder, &HoldRequest::FileDone(id)).await;
+                    }
+                }
             }
         }
-        lock(&self.inner.asking_holders).remove(&holder);
     }
 
-    async fn take_held_offer(&self, holder: UserId, f: &HeldFile) -> Result<(), String> {
+    async fn take_held_offer(&self, holder: UserId, f: &HeldFile) -> Result<(), Taken> {
         let me = self.inner.identity.user_id();
-        if !self.inner.peers.is_contact(&f.from) || f.from == me {
-            return Err("from someone who is not a contact".into());
-        }
-        // The transfer's id, to record the holder before the offer (an offer accepted at
-        // once starts fetching from it).
-        let id = if let Ok(sealed) = SealedOffer::from_bytes(&f.offer) {
-            sealed
-                .open(me, &self.inner.identity.keyring())
-                .map_err(|e| e.to_string())?
-                .id
+        let never = |e: &str, id: Option<TransferId>| Taken::Never(e.to_owned(), id);
+        // The transfer's id (to record the holder before the offer: an offer accepted at
+        // once starts fetching from it), and what the offer says of itself.
+        let (id, opened) = if let Ok(sealed) = SealedOffer::from_bytes(&f.offer) {
+            match sealed.open(me, &self.inner.identity.keyring()) {
+                Ok(offer) => (offer.id, Some(offer)),
+                Err(e) => return Err(never(&e.to_string(), Some(sealed.id()))),
+            }
         } else {
             match volli_core::Mail::from_bytes(&f.offer) {
-                Ok(volli_core::Mail::Mls(mail)) => TransferId::from_bytes(*mail.id.as_bytes()),
-                _ => return Err("malformed offer".into()),
+                Ok(volli_core::Mail::Mls(mail))
+                    if mail.recipient == me && mail.sender == f.from =>
+                {
+                    (TransferId::from_bytes(*mail.id.as_bytes()), None)
+                }
+                _ => return Err(never("not an offer from its depositor to this user", None)),
             }
         };
-        let known = matches!(self.inner.db.transfer(id.as_bytes()).await, Ok(Some(_)));
-        self.inner
-            .db
-            .set_transfer_holder(id.as_bytes(), &holder.to_string(), true)
-            .await
-            .map_err(|e| e.to_string())?;
-        if known {
-            // Known already (an offer its sender delivered, or another holder's): fetched
-            // from this holder too should its sender be offline.
+        if !self.inner.peers.is_contact(&f.from) || f.from == me {
+            return Err(never("from someone who is not a contact", Some(id)));
+        }
+        if let Some(o) = &opened
+            && o.sender != f.from
+        {
+            return Err(never(
+                "an offer from someone else than its depositor",
+                Some(id),
+            ));
+        }
+        let known = match self.inner.db.transfer(id.as_bytes()).await {
+            Ok(known) => known,
+            Err(e) => return Err(Taken::Later(e.to_string())),
+        };
+        if let Some(t) = known {
+            // Known already (an offer its sender delivered, or another holder's): the same
+            // transfer, from the same sender, or nothing.
+            let same = !t.outgoing
+                && t.group.is_none()
+                && t.peer == f.from.to_string()
+                && opened
+                    .as_ref()
+                    .is_none_or(|o| o.list == t.list_hash && o.blake3 == t.blake3);
+            if !same {
+                return Err(never("another transfer has that id", None));
+            }
+            if super::finished(&t.state) {
+                return Err(never("the transfer is over", Some(id)));
+            }
+            self.inner
+                .db
+                .set_transfer_holder(id.as_bytes(), &holder.to_string(), true)
+                .await
+                .map_err(|e| Taken::Later(e.to_string()))?;
             if let Some(h) = self.lock_downloads().get(&id) {
                 h.wake.notify_one();
             }
             return Ok(());
         }
+        self.inner
+            .db
+            .set_transfer_holder(id.as_bytes(), &holder.to_string(), true)
+            .await
+            .map_err(|e| Taken::Later(e.to_string()))?;
         match self.take_offer(None, f.from, &f.offer).await {
             FileResponse::Ok => {
                 tracing::info!(transfer = %id, %holder, "a file waits at a friend's node for this user");
@@ -670,7 +774,10 @@ impl Files {
                     .db
                     .remove_transfer_holder(id.as_bytes(), &holder.to_string())
                     .await;
-                Err(format!("{other:?}"))
+                match other {
+                    FileResponse::Refused(FileRefusal::Busy) => Err(Taken::Later("busy".into())),
+                    other => Err(never(&format!("{other:?}"), Some(id))),
+                }
             }
         }
     }
@@ -716,6 +823,14 @@ impl Files {
             .map(|(u, _)| u)
             .collect())
     }
+}
+
+/// Why a held offer was not taken.
+enum Taken {
+    /// Worth asking again later.
+    Later(String),
+    /// Never (the holder may drop the file, by its id when known).
+    Never(String, Option<TransferId>),
 }
 
 /// A deposit's fields.
