@@ -174,6 +174,9 @@ struct Conn {
     dialed: bool,
     /// Dialed directly while no relayed connection to the peer existed: not a hole punch.
     plain: bool,
+    /// For a relayed connection the peer opened: the way back to it through the same relay
+    /// (this node's circuit listen address, then the peer), for a later attempt.
+    back: Option<Multiaddr>,
 }
 
 fn is_quic(addr: &Multiaddr) -> bool {
@@ -690,7 +693,7 @@ impl EventLoop {
                     if !self.relayed_only(&peer) {
                         continue;
                     }
-                    tracing::debug!(%peer, ?addrs, "hole punching: dialing again");
+                    tracing::info!(%peer, addrs = addrs.len(), "hole punching: dialing again");
                     let opts = DialOpts::peer_id(peer)
                         .addresses(addrs)
                         .condition(PeerCondition::Always);
@@ -704,14 +707,24 @@ impl EventLoop {
                     }
                 }
                 Action::Circuit(peer) => {
-                    let Some(circuit) = self.connections.get(&peer).and_then(|c| {
+                    // Through the circuit this side opened; else back through the relay the
+                    // peer's circuit came through (the peer listens there too, as a rule:
+                    // a mutual friend's relay).
+                    let circuit = self.connections.get(&peer).and_then(|c| {
                         c.iter()
                             .find(|c| c.relay.is_some() && c.dialed)
                             .map(|c| c.remote.clone())
-                    }) else {
+                            .or_else(|| {
+                                c.iter()
+                                    .filter(|c| c.relay.is_some())
+                                    .find_map(|c| c.back.clone())
+                            })
+                    });
+                    let Some(circuit) = circuit else {
+                        tracing::info!(%peer, "hole punching: no circuit to try again through");
                         continue;
                     };
-                    tracing::debug!(%peer, %circuit, "hole punching: a fresh circuit for another attempt");
+                    tracing::info!(%peer, %circuit, "hole punching: a fresh circuit for another attempt");
                     let opts = DialOpts::peer_id(peer)
                         .addresses(vec![circuit])
                         .condition(PeerCondition::Always)
@@ -992,12 +1005,19 @@ impl EventLoop {
                         ..
                     }
                 );
+                let back = match (&endpoint, relay) {
+                    (libp2p::core::ConnectedPoint::Listener { local_addr, .. }, Some(_)) => {
+                        Some(local_addr.clone().with(AddrProtocol::P2p(peer_id)))
+                    }
+                    _ => None,
+                };
                 self.connections.entry(peer_id).or_default().push(Conn {
                     id: connection_id,
                     remote: remote.clone(),
                     relay,
                     dialed,
                     plain: dialed && relay.is_none() && !had_relayed,
+                    back,
                 });
                 if relay.is_some() && !had_direct {
                     // DCUtR starts on it: an attempt begins.

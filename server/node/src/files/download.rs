@@ -35,6 +35,9 @@ const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
 const CHECKING: usize = 2;
 /// Chunks that do not match their name before the transfer is given up.
 const MAX_CORRUPT: u32 = 16;
+/// Chunk requests lost with their connection, while the peer stayed connected, asked again
+/// within one round at most.
+const MAX_LOST_REQUESTS: u32 = 16;
 
 /// A running download, as the rest of the service sees it.
 pub(crate) struct Handle {
@@ -511,6 +514,11 @@ impl Files {
         chunks: mpsc::Sender<(u32, Vec<u8>)>,
     ) -> Result<(), Why> {
         let mut pending = missing.iter().copied();
+        // Chunks whose request was lost with its connection while the peer stayed connected
+        // (a relayed connection closed beside another, a fresh circuit given up): asked
+        // again at once, not in a new round that would drop every other one in flight.
+        let mut again = std::collections::VecDeque::new();
+        let mut lost = 0u32;
         let mut calls = futures::stream::FuturesUnordered::new();
         // Through a friend's relay the sender paces chunks to the relay's rate: ask for no
         // more at once than arrive in a few seconds, so none waits past its timeout.
@@ -531,7 +539,9 @@ impl Files {
         };
         loop {
             while calls.len() < depth {
-                let Some(index) = pending.next() else { break };
+                let Some(index) = again.pop_front().or_else(|| pending.next()) else {
+                    break;
+                };
                 let permit = Arc::clone(&store.window)
                     .acquire_owned()
                     .await
@@ -564,6 +574,12 @@ impl Files {
                 }
                 None => {
                     store.window.add_permits(1);
+                    let connected = self.inner.peers.get(&peer).is_some_and(|e| e.connected);
+                    if connected && lost < MAX_LOST_REQUESTS {
+                        lost += 1;
+                        again.push_back(index);
+                        continue;
+                    }
                     return Err(Why::Retry("the sender is not reachable".into()));
                 }
             }

@@ -37,6 +37,8 @@ use super::{FileError, Files, REQUEST_TIMEOUT, prepare};
 pub const RELAY_BYTES_SETTING: &str = "files.relay_bytes";
 /// Friends a file is deposited with at most.
 const HOLDERS: usize = 2;
+/// Chunks on their way to a holder at once.
+const PUSH_DEPTH: usize = 4;
 /// Longest a friend holds a file (as for mail).
 const MAX_HOLD: Duration = wire::MAX_TTL;
 /// Files one contact may leave here at once.
@@ -516,16 +518,26 @@ impl Files {
         }
         let mut done = held.iter().filter(|h| **h).count() as u64;
         let chunks = u64::from(layout.chunks());
-        for index in (0..layout.chunks()).filter(|i| !held[*i as usize]) {
-            // Taken or cancelled meanwhile: the rest is not needed.
-            match self.row(id).await {
-                Ok(now) if now.state == "offered" && !now.delivered => {}
-                _ => return Err("the offer was taken or ended meanwhile".into()),
+        let mut todo = (0..layout.chunks()).filter(|i| !held[*i as usize]);
+        // A few chunks on their way at once: one at a time would wait a round trip each.
+        let mut sending = futures::stream::FuturesUnordered::new();
+        loop {
+            while sending.len() < PUSH_DEPTH {
+                let Some(index) = todo.next() else { break };
+                // Taken or cancelled meanwhile: the rest is not needed.
+                match self.row(id).await {
+                    Ok(now) if now.state == "offered" && !now.delivered => {}
+                    _ => return Err("the offer was taken or ended meanwhile".into()),
+                }
+                let bytes = self.cipher_chunk(t, layout, &list, index).await?;
+                self.throttle(bytes.len()).await;
+                let request = HoldRequest::FileChunk { id, index, bytes };
+                sending.push(async move { self.ask_hold(relay, &request).await });
             }
-            let bytes = self.cipher_chunk(t, layout, &list, index).await?;
-            self.throttle(bytes.len()).await;
-            let request = HoldRequest::FileChunk { id, index, bytes };
-            match self.ask_hold(relay, &request).await {
+            let Some(answer) = futures::StreamExt::next(&mut sending).await else {
+                return Ok(());
+            };
+            match answer {
                 Ok(HoldResponse::Ok) => {}
                 Ok(other) => return Err(format!("refused: {other:?}")),
                 Err(e) => return Err(e),
@@ -539,7 +551,6 @@ impl Files {
                     size: t.size,
                 });
         }
-        Ok(())
     }
 
     /// Ciphertext chunk `index` of outgoing transfer `t`, checked against its name.
