@@ -708,8 +708,9 @@ impl EventLoop {
                 }
                 Action::Circuit(peer) => {
                     // Through the circuit this side opened; else back through the relay the
-                    // peer's circuit came through (the peer listens there too, as a rule:
-                    // a mutual friend's relay).
+                    // peer's circuit came through — which reaches it when it reserved there
+                    // too (a mutual friend's relay); otherwise the dial fails, and the next
+                    // attempt waits as long.
                     let circuit = self.connections.get(&peer).and_then(|c| {
                         c.iter()
                             .find(|c| c.relay.is_some() && c.dialed)

@@ -412,6 +412,8 @@ struct Inner {
     /// Contacts being asked which files they hold for this user.
     /// (with whether it is to be asked again once done).
     asking_holders: Mutex<HashMap<UserId, bool>>,
+    /// Friends no longer asked for a transfer they hold (they could not give it).
+    dropped_holders: Mutex<std::collections::HashSet<(TransferId, UserId)>>,
     /// What chunks sent over a friend's relay may use, per peer on the other end.
     relayed: Mutex<HashMap<PeerId, Bucket>>,
     connectivity: crate::connectivity::Connectivity,
@@ -522,6 +524,7 @@ impl Files {
                 relayed: Mutex::new(HashMap::new()),
                 depositing: Mutex::new(HashMap::new()),
                 asking_holders: Mutex::new(HashMap::new()),
+                dropped_holders: Mutex::new(std::collections::HashSet::new()),
                 connectivity: parts.connectivity,
                 conversations: parts.conversations,
                 messaging: parts.messaging,
@@ -1586,9 +1589,12 @@ impl Files {
         if let Ok(
             r @ (FileRequest::List(id) | FileRequest::Chunk { id, .. } | FileRequest::Channel(id)),
         ) = &request
-            && let Some(held) = self.held_for(*id, user).await
         {
-            return wire::encode(&self.serve_held(peer, &held, r).await);
+            match self.held_for(*id, user).await {
+                Ok(Some(held)) => return wire::encode(&self.serve_held(peer, &held, r).await),
+                Ok(None) => {}
+                Err(_) => return wire::encode(&FileResponse::Refused(FileRefusal::Busy)),
+            }
         }
         let response = match request {
             Ok(FileRequest::Offer(bytes)) => self.take_offer(Some(peer), user, &bytes).await,
@@ -1655,7 +1661,9 @@ impl Files {
         }
         let id = TransferId::from_bytes(*mail.id.as_bytes());
         match self.inner.db.transfer(id.as_bytes()).await {
-            Ok(Some(_)) => return FileResponse::Ok,
+            // Taken already — when it is the same sender's.
+            Ok(Some(t)) if !t.outgoing && t.peer == user.to_string() => return FileResponse::Ok,
+            Ok(Some(_)) => return invalid("another transfer has that id"),
             Ok(None) => {}
             Err(_) => return FileResponse::Refused(FileRefusal::Busy),
         }

@@ -37,7 +37,10 @@ const CHECKING: usize = 2;
 const MAX_CORRUPT: u32 = 16;
 /// Chunk requests lost with their connection, while the peer stayed connected, asked again
 /// within one round at most.
-const MAX_LOST_REQUESTS: u32 = 16;
+const MAX_LOST_REQUESTS: u32 = 8;
+/// Rounds in a row from a friend holding a file that end to be tried again (it does not
+/// answer, or says it is busy) before another source is asked.
+const HOLDER_RETRIES: u32 = 4;
 
 /// A running download, as the rest of the service sees it.
 pub(crate) struct Handle {
@@ -52,6 +55,8 @@ pub(crate) struct Handle {
     /// Bytes stored so far (recorded or about to be).
     pub(crate) bytes_done: AtomicU64,
     corrupt: std::sync::atomic::AtomicU32,
+    /// Rounds in a row from a friend holding the file that ended to be tried again.
+    holder_retries: std::sync::atomic::AtomicU32,
 }
 
 impl Handle {
@@ -100,6 +105,7 @@ impl Files {
             checked: AtomicBool::new(false),
             bytes_done: AtomicU64::new(0),
             corrupt: std::sync::atomic::AtomicU32::new(0),
+            holder_retries: std::sync::atomic::AtomicU32::new(0),
         });
         downloads.insert(id, Arc::clone(&handle));
         drop(downloads);
@@ -193,8 +199,8 @@ impl Files {
         out.extend(
             holders
                 .iter()
-                .filter(|(_, _, c)| *c)
-                .map(|(p, a, _)| (*p, a.clone())),
+                .filter(|(_, _, c, _)| *c)
+                .map(|(p, a, _, _)| (*p, a.clone())),
         );
         if !connected {
             out.extend(device);
@@ -202,8 +208,8 @@ impl Files {
         out.extend(
             holders
                 .into_iter()
-                .filter(|(_, _, c)| !*c)
-                .map(|(p, a, _)| (p, a)),
+                .filter(|(_, _, c, _)| !*c)
+                .map(|(p, a, _, _)| (p, a)),
         );
         out
     }
@@ -220,28 +226,39 @@ impl Files {
             });
         };
         // A friend holding the file for this user speaks for nobody: whatever it refuses or
-        // sends wrong ends its part, not the transfer (only the sender's device can).
+        // sends wrong ends its part, not the transfer (only the sender's device can); so
+        // does failing round after round.
         let holder = if from_carrier || t.device.as_deref() == Some(peer.to_string().as_str()) {
             None
         } else {
-            self.inner.peers.user_of(&peer)
+            self.holder_sources(t)
+                .await
+                .into_iter()
+                .find(|s| s.0 == peer)
+                .map(|s| s.3)
         };
         let outcome = self.round_from(t, h, epoch, layout, peer, addrs).await;
-        match (holder, outcome) {
-            (Some(holder), Err(why)) if !matches!(why, Why::Retry(_)) => {
-                tracing::info!(transfer = %id, %holder, "a friend holding the file could not give it; asking elsewhere");
-                let _ = self
-                    .inner
-                    .db
-                    .remove_transfer_holder(&t.id, &holder.to_string())
-                    .await;
-                h.corrupt.store(0, Ordering::SeqCst);
-                Err(Why::Retry(
-                    "a friend holding the file could not give it".into(),
-                ))
+        let Some(holder) = holder else {
+            return outcome;
+        };
+        let retries = match &outcome {
+            Ok(_) => 0,
+            Err(Why::Retry(_)) => h.holder_retries.fetch_add(1, Ordering::SeqCst) + 1,
+            Err(_) => HOLDER_RETRIES,
+        };
+        if retries < HOLDER_RETRIES {
+            if retries == 0 {
+                h.holder_retries.store(0, Ordering::SeqCst);
             }
-            (_, outcome) => outcome,
+            return outcome;
         }
+        tracing::info!(transfer = %id, %holder, "a friend holding the file could not give it; asking elsewhere");
+        self.drop_holder(id, holder).await;
+        h.corrupt.store(0, Ordering::SeqCst);
+        h.holder_retries.store(0, Ordering::SeqCst);
+        Err(Why::Retry(
+            "a friend holding the file could not give it".into(),
+        ))
     }
 
     /// A round fetching from `peer`.

@@ -47,6 +47,8 @@ const MAX_FILES_PER_DEPOSITOR: u64 = 256;
 /// may carry, less room for its framing).
 const LIST_LIMIT: u32 = 64;
 const LIST_BYTES: usize = 3 << 20;
+/// Held files of one depositor listed per request at most.
+const LIST_SHARE: u32 = 16;
 /// Once a friend holds a file, how long before the others are asked again (those that
 /// refused, or could not be reached).
 const ASK_AGAIN: Duration = Duration::from_secs(600);
@@ -262,8 +264,7 @@ impl Files {
             Err(e) => return HoldResponse::Refused(format!("storage: {e}")),
         }
         // Whole now: its recipient, if connected, hears that a file waits here.
-        if index + 1 == layout.chunks()
-            && matches!(self.inner.db.held_file_chunks(id.as_bytes()).await, Ok(n) if n == u64::from(layout.chunks()))
+        if matches!(self.inner.db.held_file_chunks(id.as_bytes()).await, Ok(n) if n == u64::from(layout.chunks()))
             && let Ok(recipient) = held.recipient.parse::<UserId>()
         {
             let this = self.clone();
@@ -291,7 +292,7 @@ impl Files {
         let held = match self
             .inner
             .db
-            .held_files_for(&recipient.to_string(), Timestamp::now(), LIST_LIMIT)
+            .held_files_for(&recipient.to_string(), Timestamp::now(), LIST_LIMIT * 4)
             .await
         {
             Ok(h) => h,
@@ -299,7 +300,17 @@ impl Files {
         };
         let mut files = Vec::new();
         let mut bytes = 0;
+        // No depositor fills the list: a share each.
+        let mut per: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
         for h in held {
+            if files.len() >= LIST_LIMIT as usize {
+                break;
+            }
+            let share = per.entry(h.depositor.clone()).or_default();
+            *share += 1;
+            if *share > LIST_SHARE {
+                continue;
+            }
             let Ok(from) = h.depositor.parse() else {
                 continue;
             };
@@ -317,14 +328,21 @@ impl Files {
 
     /// The file held here for `user` under `id` (none when this node has a transfer of its
     /// own under that id: its own come first).
-    pub(super) async fn held_for(&self, id: TransferId, user: UserId) -> Option<HeldFileRow> {
-        if !matches!(self.inner.db.transfer(id.as_bytes()).await, Ok(None)) {
-            return None;
+    /// `Err` when storage failed (the asker is told to try again, not that it is gone).
+    pub(super) async fn held_for(
+        &self,
+        id: TransferId,
+        user: UserId,
+    ) -> Result<Option<HeldFileRow>, volli_store::StoreError> {
+        if self.inner.db.transfer(id.as_bytes()).await?.is_some() {
+            return Ok(None);
         }
-        match self.inner.db.held_file(id.as_bytes()).await {
-            Ok(Some(h)) if h.recipient == user.to_string() => Some(h),
-            _ => None,
-        }
+        Ok(self
+            .inner
+            .db
+            .held_file(id.as_bytes())
+            .await?
+            .filter(|h| h.recipient == user.to_string()))
     }
 
     /// Answers the recipient's `/volli/file/1` request for a file held here.
@@ -605,6 +623,14 @@ impl Files {
             .map_err(|e| e.to_string())?
             .ok_or("not a contact")?;
         let payload = wire::encode(request);
+        // A chunk shares the link with the others on their way: room for all of them at a
+        // slow uplink's pace (64 KiB/s).
+        let timeout = match request {
+            HoldRequest::FileChunk { bytes, .. } => {
+                HOLD_TIMEOUT + Duration::from_secs((PUSH_DEPTH * bytes.len()) as u64 >> 16)
+            }
+            _ => HOLD_TIMEOUT,
+        };
         let mut last = String::from("no device known");
         for (peer, connected, addrs) in self.inner.peers.dial_targets(&contact.devices) {
             if !connected && addrs.is_empty() {
@@ -614,7 +640,7 @@ impl Files {
                 .inner
                 .outbound
                 .request(peer, Protocol::Hold, payload.clone(), addrs);
-            match tokio::time::timeout(HOLD_TIMEOUT, call).await {
+            match tokio::time::timeout(timeout, call).await {
                 Ok(Ok(bytes)) => {
                     return wire::decode(&bytes, Protocol::Hold.max_response())
                         .map_err(|e| e.to_string());
@@ -740,6 +766,9 @@ impl Files {
                 Some(id),
             ));
         }
+        if lock(&self.inner.dropped_holders).contains(&(id, holder)) {
+            return Ok(());
+        }
         let known = match self.inner.db.transfer(id.as_bytes()).await {
             Ok(known) => known,
             Err(e) => return Err(Taken::Later(e.to_string())),
@@ -754,7 +783,7 @@ impl Files {
                     .as_ref()
                     .is_none_or(|o| o.list == t.list_hash && o.blake3 == t.blake3);
             if !same {
-                return Err(never("another transfer has that id", None));
+                return Err(never("another transfer has that id", Some(id)));
             }
             if super::finished(&t.state) {
                 return Err(never("the transfer is over", Some(id)));
@@ -780,14 +809,27 @@ impl Files {
                 Ok(())
             }
             other => {
+                // Taken meanwhile from another holder's listing of the same offer: the same
+                // transfer, held here too.
+                if let Ok(Some(t)) = self.inner.db.transfer(id.as_bytes()).await
+                    && !t.outgoing
+                    && t.peer == f.from.to_string()
+                {
+                    return Ok(());
+                }
                 let _ = self
                     .inner
                     .db
                     .remove_transfer_holder(id.as_bytes(), &holder.to_string())
                     .await;
                 match other {
-                    FileResponse::Refused(FileRefusal::Busy) => Err(Taken::Later("busy".into())),
-                    other => Err(never(&format!("{other:?}"), Some(id))),
+                    // Past its time: nobody will take it.
+                    FileResponse::Refused(FileRefusal::Gone) => {
+                        Err(never("the offer has expired", Some(id)))
+                    }
+                    // Not now (a conversation's commit on its way, a device of its sender's
+                    // not known here yet, no room): asked again at the next listing.
+                    other => Err(Taken::Later(format!("{other:?}"))),
                 }
             }
         }
@@ -797,7 +839,7 @@ impl Files {
     pub(super) async fn holder_sources(
         &self,
         t: &volli_store::TransferRow,
-    ) -> Vec<(PeerId, Vec<multiaddr::Multiaddr>, bool)> {
+    ) -> Vec<(PeerId, Vec<multiaddr::Multiaddr>, bool, UserId)> {
         let Ok(holders) = self.inner.db.transfer_holders(&t.id).await else {
             return Vec::new();
         };
@@ -814,12 +856,29 @@ impl Files {
             };
             for (peer, connected, addrs) in self.inner.peers.dial_targets(&contact.devices) {
                 if connected || !addrs.is_empty() {
-                    out.push((peer, addrs, connected));
+                    out.push((peer, addrs, connected, user));
                 }
             }
         }
-        out.sort_by_key(|(_, _, connected)| !connected);
+        out.sort_by_key(|(_, _, connected, _)| !connected);
         out
+    }
+
+    /// Stops asking `holder` for transfer `id` (it could not give it): in this run it is
+    /// not taken again from its listing.
+    pub(super) async fn drop_holder(&self, id: TransferId, holder: UserId) {
+        {
+            let mut dropped = lock(&self.inner.dropped_holders);
+            if dropped.len() > 4096 {
+                dropped.clear();
+            }
+            dropped.insert((id, holder));
+        }
+        let _ = self
+            .inner
+            .db
+            .remove_transfer_holder(id.as_bytes(), &holder.to_string())
+            .await;
     }
 
     /// The user ids of the friends that hold transfer `id` whole (a transfer's `via`).
