@@ -113,8 +113,9 @@ impl NetClient {
     }
 
     /// The address this node dialed `peer` at, if it holds a direct connection it opened
-    /// itself (not a hole punch, not one the peer opened): proof that `peer` is reachable
-    /// there from this node's network.
+    /// itself (not a hole punch, not one the peer opened, and never to a peer reached
+    /// directly only after a relayed connection: behind a NAT whose mapping the punch
+    /// opened): proof that `peer` is reachable there from this node's network.
     pub async fn dialed_addr(&self, peer: PeerId) -> Option<Multiaddr> {
         let (tx, rx) = oneshot::channel();
         self.tx

@@ -84,6 +84,10 @@ pub(crate) struct EventLoop {
     /// Open connections per peer: the peer's address on each, and the relay it goes through
     /// (`None`: direct).
     connections: HashMap<PeerId, Vec<Conn>>,
+    /// Peers reached directly only once a relayed connection to them was up (a hole punch,
+    /// or a dial the punch's mappings let through): behind a NAT, whatever a later plain dial
+    /// suggests — reachable from here, not from outside, so never a relay (`DialedAddr`).
+    punched: std::collections::HashSet<PeerId>,
     /// Relays listened through, by their listener.
     relay_listeners: HashMap<ListenerId, RelayListener>,
     /// External addresses configured (taken as public).
@@ -354,6 +358,7 @@ pub(crate) async fn start(config: NetConfig) -> Result<(NetClient, NetEvents), N
         discovers: HashMap::new(),
         metrics: config.metrics,
         connections: HashMap::new(),
+        punched: std::collections::HashSet::new(),
         relay_listeners: HashMap::new(),
         configured: external,
         mapped: BTreeSet::new(),
@@ -573,6 +578,7 @@ impl EventLoop {
                 let addr = self
                     .connections
                     .get(&peer)
+                    .filter(|_| !self.punched.contains(&peer))
                     .and_then(|c| c.iter().find(|c| c.plain))
                     .map(|c| c.remote.clone());
                 let _ = reply.send(addr);
@@ -1006,6 +1012,12 @@ impl EventLoop {
                         ..
                     }
                 );
+                if relay.is_none() && had_relayed {
+                    if self.punched.len() > 4096 {
+                        self.punched.clear();
+                    }
+                    self.punched.insert(peer_id);
+                }
                 let back = match (&endpoint, relay) {
                     (libp2p::core::ConnectedPoint::Listener { local_addr, .. }, Some(_)) => {
                         Some(local_addr.clone().with(AddrProtocol::P2p(peer_id)))
