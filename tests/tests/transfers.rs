@@ -1066,3 +1066,57 @@ async fn a_friend_that_no_longer_holds_a_file_does_not_end_its_transfer() {
     let got = wait_state(&bob, &id, "completed", Duration::from_secs(90)).await;
     assert_eq!(got["blake3"], hash(&data), "{got}");
 }
+
+/// A friend that was away when the file it held was fetched elsewhere (the two met while it
+/// was offline) is told by the sender to let it go when it is back — the recipient being
+/// away by then — not left holding it until it expires.
+#[tokio::test]
+async fn a_friend_away_when_its_file_was_fetched_elsewhere_lets_it_go_when_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ports = (free_port(), free_port());
+    let alice = Node::start(&tmp.path().join("alice")).await;
+    let bob_dir = tmp.path().join("bob");
+    let mut bob = Node::start_with(&bob_dir, on_port(ports.0)).await;
+    let dave_dir = tmp.path().join("dave");
+    let mut dave = Node::start_with(&dave_dir, on_port(ports.1)).await;
+    befriend(&dave, &alice).await;
+    befriend(&dave, &bob).await;
+    befriend(&alice, &bob).await;
+    let (bob_id, _) = bob.ids().await;
+    let (dave_id, _) = dave.ids().await;
+    volli_tests::wait_until_relay_of(&alice, &bob_id, &dave_id).await;
+    let (status, _) = bob
+        .request(
+            reqwest::Method::PUT,
+            "/v1/settings/transfers.auto_accept_bytes",
+            Some(json!({"value": 64u64 << 20})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(bob.terminate().success());
+    let (path, data) = random_file(tmp.path(), "minutes.bin", 2 << 20);
+    let id = offer(&alice, &bob_id, &path).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice
+        .wait_for(
+            &format!("/v1/transfers/{id}"),
+            Duration::from_secs(60),
+            |t| t["via"] == json!([dave_id.as_str()]),
+        )
+        .await;
+    // Dave goes away; Bob comes back while Alice is here, and gets it from her.
+    assert!(dave.terminate().success());
+    let mut bob = Node::start_with(&bob_dir, on_port(ports.0)).await;
+    let got = wait_state(&bob, &id, "completed", Duration::from_secs(60)).await;
+    assert_eq!(got["blake3"], hash(&data), "{got}");
+    wait_state(&alice, &id, "completed", Duration::from_secs(60)).await;
+    // Bob leaves before Dave is back: Alice, the sender, tells Dave to let it go.
+    assert!(bob.terminate().success());
+    let dave = Node::start_with(&dave_dir, on_port(ports.1)).await;
+    dave.wait_for("/v1/relay", Duration::from_secs(30), |h| {
+        h["held_files"]["files"] == 0
+    })
+    .await;
+}

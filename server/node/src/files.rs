@@ -573,7 +573,10 @@ impl Files {
         self.deliver_pending(Some(user)).await;
         if user != self.inner.identity.user_id() {
             let this = self.clone();
-            tokio::spawn(async move { this.fetch_held(user).await });
+            tokio::spawn(async move {
+                this.fetch_held(user).await;
+                this.release_to(user).await;
+            });
         }
         let waiting: Vec<Arc<download::Handle>> = self
             .lock_downloads()

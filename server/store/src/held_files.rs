@@ -383,6 +383,26 @@ impl Db {
         Ok(())
     }
 
+    /// Transfers of this node's that are over and that `user` was holding when last heard
+    /// of (it has not been told yet that it may let them go), at most 256.
+    pub async fn finished_transfers_held_by(
+        &self,
+        user: &str,
+    ) -> Result<Vec<[u8; 16]>, StoreError> {
+        let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+            "SELECT h.transfer FROM transfer_holders h JOIN transfers t ON t.id = h.transfer \
+             WHERE h.user_id = ? AND t.state IN ('completed', 'declined', 'cancelled', 'failed') \
+             LIMIT 256",
+        )
+        .bind(user)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id,)| id.as_slice().try_into().ok())
+            .collect())
+    }
+
     /// The friends that hold transfer `id` (with whether they hold it whole).
     pub async fn transfer_holders(&self, id: &[u8; 16]) -> Result<Vec<(String, bool)>, StoreError> {
         let rows: Vec<(String, bool)> = sqlx::query_as(

@@ -672,11 +672,35 @@ impl Files {
                             .await;
                     }
                     other => {
-                        tracing::debug!(transfer = %id, %holder, answer = ?other, "a holder was not told the file is done (it expires there)");
+                        tracing::debug!(transfer = %id, %holder, answer = ?other, "a holder was not told the file is done (told again when it is next connected)");
                     }
                 }
             }
         });
+    }
+
+    /// Contact `holder` is connected: the transfers it held that are over since, and that it
+    /// was not told of (it was away then), it may let go now — what it lends this user is
+    /// freed before the files expire there.
+    pub(super) async fn release_to(&self, holder: UserId) {
+        let Ok(ids) = self
+            .inner
+            .db
+            .finished_transfers_held_by(&holder.to_string())
+            .await
+        else {
+            return;
+        };
+        for id in ids {
+            let id = TransferId::from_bytes(id);
+            if let Ok(HoldResponse::Ok) = self.ask_hold(holder, &HoldRequest::FileDone(id)).await {
+                let _ = self
+                    .inner
+                    .db
+                    .remove_transfer_holder(id.as_bytes(), &holder.to_string())
+                    .await;
+            }
+        }
     }
 
     // ---- Fetching ------------------------------------------------------------------------
