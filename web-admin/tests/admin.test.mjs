@@ -287,6 +287,10 @@ describe("the admin page", () => {
     await a.page.getByTestId("retention").getByText("Keeps the last 2").waitFor();
     await a.page.getByRole("link", { name: "Back", exact: true }).click();
     await message("one").waitFor({ state: "detached" });
+    // The list is drawn again as the rule applies: the two kept, once it settles.
+    await message("hello from the browser").waitFor({ state: "detached" });
+    await message("two").waitFor();
+    await message("three").waitFor();
     assert.equal(await a.page.getByTestId("message").count(), 2);
     await a.page.getByRole("link", { name: "Contact info" }).click();
     await a.page.getByText("Retention and deletion").click();
