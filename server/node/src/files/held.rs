@@ -90,28 +90,7 @@ impl Files {
     /// another contact, or ones left here for it.
     pub async fn answer_hold(&self, user: UserId, request: HoldRequest) -> HoldResponse {
         match request {
-            HoldRequest::File {
-                recipient,
-                id,
-                offer,
-                ticket,
-                size,
-                chunk_size,
-                list,
-                expires_at,
-            } => {
-                let deposit = Deposit {
-                    recipient,
-                    id,
-                    offer,
-                    ticket,
-                    size,
-                    chunk_size,
-                    list,
-                    expires_at,
-                };
-                self.take_deposit(user, deposit).await
-            }
+            request @ HoldRequest::File { .. } => self.take_deposit(user, request).await,
             HoldRequest::FileChunk { id, index, bytes } => {
                 self.take_chunk(user, id, index, bytes).await
             }
@@ -136,42 +115,55 @@ impl Files {
         }
     }
 
-    async fn take_deposit(&self, depositor: UserId, d: Deposit) -> HoldResponse {
+    async fn take_deposit(&self, depositor: UserId, request: HoldRequest) -> HoldResponse {
         let refused = |m: &str| HoldResponse::Refused(m.to_owned());
+        let HoldRequest::File {
+            recipient,
+            id,
+            offer,
+            ticket,
+            size,
+            chunk_size,
+            list,
+            expires_at,
+        } = request
+        else {
+            return refused("not a deposit");
+        };
         let allowed = self.relay_bytes().await;
         if allowed == 0 {
             return refused("this node holds no files for its contacts ([files] relay_bytes = 0)");
         }
         let me = self.inner.identity.user_id();
-        if d.offer.len() > MAX_OFFER || d.ticket.len() > MAX_TICKET {
+        if offer.len() > MAX_OFFER || ticket.len() > MAX_TICKET {
             return refused("the offer or the ticket is too large");
         }
         // The recipient's consent: the newer of its card handed over and the one this node
         // holds lists this node's user among its relays.
-        let Ok(ticket) = ContactCard::from_bytes(&d.ticket) else {
+        let Ok(ticket) = ContactCard::from_bytes(&ticket) else {
             return refused(NOT_DESIGNATED);
         };
-        let held = match self.inner.vault.contact(d.recipient).await {
+        let held = match self.inner.vault.contact(recipient).await {
             Ok(Some(c)) => c.card,
             _ => return refused(NOT_DESIGNATED),
         };
-        let newest = if ticket.user_id() == d.recipient && ticket.issued_at() > held.issued_at() {
+        let newest = if ticket.user_id() == recipient && ticket.issued_at() > held.issued_at() {
             ticket
         } else {
             held
         };
-        if d.recipient == depositor || d.recipient == me || !newest.relays().contains(&me) {
+        if recipient == depositor || recipient == me || !newest.relays().contains(&me) {
             return refused(NOT_DESIGNATED);
         }
         // The offer is for that recipient, under that id, from the depositor (as far as its
         // clear header tells).
-        let addressed = match SealedOffer::from_bytes(&d.offer) {
-            Ok(sealed) => sealed.recipient() == d.recipient && sealed.id() == d.id,
-            Err(_) => match volli_core::Mail::from_bytes(&d.offer) {
+        let addressed = match SealedOffer::from_bytes(&offer) {
+            Ok(sealed) => sealed.recipient() == recipient && sealed.id() == id,
+            Err(_) => match volli_core::Mail::from_bytes(&offer) {
                 Ok(volli_core::Mail::Mls(mail)) => {
-                    mail.recipient == d.recipient
+                    mail.recipient == recipient
                         && mail.sender == depositor
-                        && mail.id.as_bytes() == d.id.as_bytes()
+                        && mail.id.as_bytes() == id.as_bytes()
                 }
                 _ => false,
             },
@@ -179,14 +171,14 @@ impl Files {
         if !addressed {
             return refused("the offer is not one for that recipient under that id");
         }
-        let Ok(layout) = Layout::new(d.size, d.chunk_size) else {
+        let Ok(layout) = Layout::new(size, chunk_size) else {
             return refused("not a file's layout");
         };
-        if ChunkList::from_bytes(&layout, &d.list).is_err() {
+        if ChunkList::from_bytes(&layout, &list).is_err() {
             return refused("the chunk list does not fit the layout");
         }
         let now = Timestamp::now();
-        let expires_at = d.expires_at.min(now.saturating_add(MAX_HOLD));
+        let expires_at = expires_at.min(now.saturating_add(MAX_HOLD));
         if expires_at <= now {
             return refused("the offer has expired");
         }
@@ -194,13 +186,13 @@ impl Files {
             .map(|i| layout.cipher_len(i) as u64)
             .sum();
         let row = HeldFileRow {
-            id: *d.id.as_bytes(),
+            id: *id.as_bytes(),
             depositor: depositor.to_string(),
-            recipient: d.recipient.to_string(),
-            offer: d.offer,
-            size: d.size,
-            chunk_size: d.chunk_size,
-            list: d.list,
+            recipient: recipient.to_string(),
+            offer,
+            size,
+            chunk_size,
+            list,
             chunks: layout.chunks(),
             bytes,
             stored_at: now,
@@ -925,18 +917,6 @@ enum Taken {
     Later(String),
     /// Never (the holder may drop the file, by its id when known).
     Never(String, Option<TransferId>),
-}
-
-/// A deposit's fields.
-struct Deposit {
-    recipient: UserId,
-    id: TransferId,
-    offer: Vec<u8>,
-    ticket: Vec<u8>,
-    size: u64,
-    chunk_size: u32,
-    list: Vec<u8>,
-    expires_at: Timestamp,
 }
 
 fn layout_of(h: &HeldFileRow) -> Option<(Layout, ChunkList)> {
