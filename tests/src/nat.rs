@@ -37,9 +37,14 @@ pub enum Nat {
 pub enum Stray {
     /// Drops it silently (`iifname "wan0" ct state new drop`).
     Drop,
-    /// Answers it as the kernel does with no input filter: TCP RST, ICMP port unreachable
-    /// (OpenWrt's default `REJECT` on the wan zone behaves the same).
+    /// Rejects it with a filter rule, as OpenWrt's wan zone does by default: TCP RST, ICMP
+    /// port unreachable. The rejected packet leaves no connection-tracking entry behind.
     Reject,
+    /// Has no input filter: the kernel answers it (TCP RST, ICMP port unreachable) as a
+    /// closed port — the sender sees what [`Stray::Reject`] sends, but the router's
+    /// connection tracking keeps an entry for the packet it answered, which takes that
+    /// pair of addresses and ports from its own side's later packets for a while.
+    Open,
 }
 
 /// A home router: how it maps ports and what it does with stray packets.
@@ -59,6 +64,7 @@ impl Router {
             match self.stray {
                 Stray::Drop => "drop",
                 Stray::Reject => "reject",
+                Stray::Open => "open",
             },
             match self.nat {
                 Nat::Random => "random",
@@ -446,11 +452,15 @@ impl Internet {
         );
         in_ns(&router, "sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
         let random = if nat == Nat::Random { " random" } else { "" };
-        // A router that drops stray packets at its WAN address; one that rejects has no
-        // input rule, so its kernel answers them (RST, ICMP port unreachable).
+        // A router that drops stray packets at its WAN address, one that rejects them with
+        // a rule (as OpenWrt's `handle_reject`), or one with no input rule, whose kernel
+        // answers them (RST, ICMP port unreachable).
         let stray = match kind.stray {
             Stray::Drop => "\n    iifname \"wan0\" ct state new drop",
-            Stray::Reject => "",
+            Stray::Reject => {
+                "\n    iifname \"wan0\" ct state new meta l4proto tcp reject with tcp reset\n    iifname \"wan0\" ct state new reject"
+            }
+            Stray::Open => "",
         };
         if nat == Nat::Upnp {
             self.upnp_router(&router, k);

@@ -83,6 +83,9 @@ struct Peer {
     retry_at: Option<Instant>,
     /// Fresh circuits this side opened for a later attempt.
     circuits: Vec<ConnectionId>,
+    /// An attempt reported as trying ended with its relayed connection, neither way: the
+    /// next direct connection ends it as a success.
+    unended: bool,
 }
 
 struct Attempt {
@@ -225,9 +228,10 @@ impl Punches {
     /// dial once the routers let it through.
     pub(crate) fn direct_up(&mut self, peer: PeerId, remote: &Multiaddr) -> Option<Action> {
         let p = self.peers.get_mut(&peer)?;
-        if p.attempt.take().is_none() && p.failures == 0 {
+        if p.attempt.take().is_none() && p.failures == 0 && !p.unended {
             return None;
         }
+        p.unended = false;
         p.failures = 0;
         p.retry_at = None;
         p.circuits.clear();
@@ -241,7 +245,9 @@ impl Punches {
     /// failures are kept for the back-off.
     pub(crate) fn relayed_gone(&mut self, peer: PeerId) {
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.attempt = None;
+            if p.attempt.take().is_some() {
+                p.unended = true;
+            }
             p.retry_at = None;
             p.circuits.clear();
         }
@@ -442,6 +448,18 @@ mod tests {
         assert!(punches.next_wake().is_none());
         // A direct connection with no attempt under way reports nothing.
         assert!(punches.direct_up(peer, &quic).is_none());
+
+        // An attempt whose relayed connection closed before a direct one came up (the peer
+        // reconnected directly) ends direct, not trying for good.
+        let other = PeerId::random();
+        punches.relayed_up(other, false, t0);
+        punches.relayed_gone(other);
+        let done = punches
+            .direct_up(other, &quic)
+            .into_iter()
+            .collect::<Vec<_>>();
+        assert_eq!(reports(&done), vec![PunchOutcome::Direct]);
+        assert!(punches.direct_up(other, &quic).is_none());
     }
 
     #[test]
