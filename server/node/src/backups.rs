@@ -733,14 +733,12 @@ impl Backups {
             .map_err(|e| e.to_string())?
             .ok_or("not a contact")?;
         let payload = wire::encode(request);
-        let mut last = String::from("no device known");
-        for (peer, _, addrs) in self.inner.peers.dial_targets(&contact.devices) {
-            match self.ask_peer(peer, payload.clone(), addrs).await {
-                Ok(answer) => return Ok(answer),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+        self.inner
+            .outbound
+            .ask_any(&contact.devices, false, |peer, addrs| {
+                self.ask_peer(peer, payload.clone(), addrs)
+            })
+            .await
     }
 
     /// Sends an encoded request to `peer`.
@@ -753,16 +751,17 @@ impl Backups {
         // A holder that says "too fast" is asked again once it is ready (a refresh or a
         // restore of a large backup sends hundreds of pieces).
         for _ in 0..RATE_LIMITED_RETRIES {
-            let call =
-                self.inner
-                    .outbound
-                    .request(peer, Protocol::Hold, payload.clone(), addrs.clone());
-            let answer = match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
-                Ok(Ok(bytes)) => wire::decode(&bytes, Protocol::Hold.max_response())
-                    .map_err(|e| e.to_string())?,
-                Ok(Err(e)) => return Err(e.to_string()),
-                Err(_) => return Err("timed out".into()),
-            };
+            let answer = self
+                .inner
+                .outbound
+                .call(
+                    peer,
+                    Protocol::Hold,
+                    payload.clone(),
+                    addrs.clone(),
+                    REQUEST_TIMEOUT,
+                )
+                .await?;
             match answer {
                 HoldResponse::RateLimited(secs) if secs <= MAX_RATE_LIMITED_WAIT => {
                     tokio::time::sleep(Duration::from_secs(u64::from(secs.max(1)))).await;

@@ -8,8 +8,10 @@
 //! the invitee yet, and the invite itself says who it is; pairings likewise.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use multiaddr::Multiaddr;
+use serde::de::DeserializeOwned;
 use volli_core::wire::{self, Hello};
 use volli_core::{DeviceCertificate, PeerId, UserId};
 use volli_net::{NetClient, NetError, Protocol};
@@ -62,6 +64,46 @@ impl Outbound {
             self.greet(peer, addrs.clone()).await?;
         }
         self.net.request(peer, protocol, payload, addrs).await
+    }
+
+    /// [`Outbound::request`] within `timeout`, its answer decoded; errors as text.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        peer: PeerId,
+        protocol: Protocol,
+        payload: Vec<u8>,
+        addrs: Vec<Multiaddr>,
+        timeout: Duration,
+    ) -> Result<T, String> {
+        match tokio::time::timeout(timeout, self.request(peer, protocol, payload, addrs)).await {
+            Ok(Ok(bytes)) => {
+                wire::decode(&bytes, protocol.max_response()).map_err(|e| e.to_string())
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".into()),
+        }
+    }
+
+    /// Asks one of a contact's `devices` after another, connected ones first, until one
+    /// answers: `ask` gets each device and its known addresses. With `known_only`, devices
+    /// neither connected nor with an address are not tried. The last error when none did.
+    pub async fn ask_any<T, F: Future<Output = Result<T, String>>>(
+        &self,
+        devices: &[DeviceCertificate],
+        known_only: bool,
+        mut ask: impl FnMut(PeerId, Vec<Multiaddr>) -> F,
+    ) -> Result<T, String> {
+        let mut last = String::from("no device known");
+        for (peer, connected, addrs) in self.peers.dial_targets(devices) {
+            if known_only && !connected && addrs.is_empty() {
+                continue;
+            }
+            match ask(peer, addrs).await {
+                Ok(answer) => return Ok(answer),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// Exchanges hellos with `peer`; returns the user it proved it belongs to, if any.

@@ -452,24 +452,19 @@ impl Relay {
             .await
             .map_err(|e| e.to_string())?
             .ok_or("not a contact")?;
-        let devices = self.inner.peers.dial_targets(&contact.devices);
         let payload = wire::encode(&request);
-        let mut last = String::from("no device known");
-        for (peer, _, addrs) in devices {
-            let call = self
-                .inner
-                .outbound
-                .request(peer, Protocol::Relay, payload.clone(), addrs);
-            match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
-                Ok(Ok(bytes)) => {
-                    return wire::decode(&bytes, Protocol::Relay.max_response())
-                        .map_err(|e| e.to_string());
-                }
-                Ok(Err(e)) => last = e.to_string(),
-                Err(_) => last = "timed out".into(),
-            }
-        }
-        Err(last)
+        let outbound = &self.inner.outbound;
+        outbound
+            .ask_any(&contact.devices, false, |peer, addrs| {
+                outbound.call(
+                    peer,
+                    Protocol::Relay,
+                    payload.clone(),
+                    addrs,
+                    REQUEST_TIMEOUT,
+                )
+            })
+            .await
     }
 
     /// Deposits `envelope` for `recipient` at up to [`WANTED_RELAYS`] of the relays its

@@ -623,25 +623,12 @@ impl Files {
             }
             _ => HOLD_TIMEOUT,
         };
-        let mut last = String::from("no device known");
-        for (peer, connected, addrs) in self.inner.peers.dial_targets(&contact.devices) {
-            if !connected && addrs.is_empty() {
-                continue;
-            }
-            let call = self
-                .inner
-                .outbound
-                .request(peer, Protocol::Hold, payload.clone(), addrs);
-            match tokio::time::timeout(timeout, call).await {
-                Ok(Ok(bytes)) => {
-                    return wire::decode(&bytes, Protocol::Hold.max_response())
-                        .map_err(|e| e.to_string());
-                }
-                Ok(Err(e)) => last = e.to_string(),
-                Err(_) => last = "timed out".into(),
-            }
-        }
-        Err(last)
+        let outbound = &self.inner.outbound;
+        outbound
+            .ask_any(&contact.devices, true, |peer, addrs| {
+                outbound.call(peer, Protocol::Hold, payload.clone(), addrs, timeout)
+            })
+            .await
     }
 
     /// Tells the friends holding transfer `id` that it is done with (fetched, or withdrawn).
