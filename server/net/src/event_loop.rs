@@ -84,9 +84,10 @@ pub(crate) struct EventLoop {
     /// Open connections per peer: the peer's address on each, and the relay it goes through
     /// (`None`: direct).
     connections: HashMap<PeerId, Vec<Conn>>,
-    /// Peers reached directly only once a relayed connection to them was up (a hole punch,
-    /// or a dial the punch's mappings let through): behind a NAT, whatever a later plain dial
-    /// suggests — reachable from here, not from outside, so never a relay (`DialedAddr`).
+    /// Peers connected through a relay in this run: behind a NAT, whatever a later direct
+    /// connection suggests (a hole punch, or a plain dial the punch's mappings let through,
+    /// maybe after the relayed connection closed) — reachable from here, not from outside,
+    /// so never a relay (`DialedAddr`).
     punched: std::collections::HashSet<PeerId>,
     /// Relays listened through, by their listener.
     relay_listeners: HashMap<ListenerId, RelayListener>,
@@ -1012,7 +1013,7 @@ impl EventLoop {
                         ..
                     }
                 );
-                if relay.is_none() && had_relayed {
+                if relay.is_some() || had_relayed {
                     if self.punched.len() > 4096 {
                         self.punched.clear();
                     }
