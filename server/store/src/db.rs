@@ -54,9 +54,13 @@ impl Db {
         // costs (`ON`, not `FAST`): freed overflow pages held forgotten message keys (each
         // message rewrites its conversation's key store), and `FAST` leaves freed pages as
         // they were.
+        // No ping before each statement (sqlx's default): a connection here is a thread
+        // in this process with the file open, not a link that can go down, and the ping
+        // was a round trip to that thread as long as the statement's own.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .connect_with(
                 options
                     .clone()
@@ -68,6 +72,7 @@ impl Db {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Ok(Self { pool, writer })
