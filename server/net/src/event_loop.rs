@@ -84,7 +84,7 @@ pub(crate) struct EventLoop {
     /// Open connections per peer: the peer's address on each, and the relay it goes through
     /// (`None`: direct).
     connections: HashMap<PeerId, Vec<Conn>>,
-    /// Peers connected through a relay in this run: behind a NAT, whatever a later direct
+    /// Peers connected through a relay in this run (at most [`MAX_PUNCHED`]): behind a NAT, whatever a later direct
     /// connection suggests (a hole punch, or a plain dial the punch's mappings let through,
     /// maybe after the relayed connection closed) — reachable from here, not from outside,
     /// so never a relay (`DialedAddr`).
@@ -107,6 +107,8 @@ pub(crate) struct EventLoop {
 
 /// Peers remembered as QUIC-probed at most, and how long before one is probed again.
 const MAX_QUIC_PROBED: usize = 256;
+/// Peers remembered as reached through a relay.
+const MAX_PUNCHED: usize = 4096;
 const QUIC_PROBE_AGAIN: Duration = Duration::from_secs(10 * 60);
 
 /// The peer an outbound request went to and who waits for its answer.
@@ -1013,11 +1015,23 @@ impl EventLoop {
                         ..
                     }
                 );
-                if relay.is_some() || had_relayed {
-                    if self.punched.len() > 4096 {
-                        self.punched.clear();
+                // A relayed connection beside a plain one this side dialed says that this
+                // side is behind a NAT (the peer dialed its relayed address), not the peer.
+                let plain_now = self
+                    .connections
+                    .get(&peer_id)
+                    .is_some_and(|c| c.iter().any(|c| c.plain));
+                if (relay.is_some() && !plain_now) || had_relayed {
+                    if self.punched.len() >= MAX_PUNCHED {
+                        // Anyone may open circuits to this node through its relays: the
+                        // peers connected now are kept, so a flood of fresh ids cannot
+                        // wipe out what is known of a contact's device.
+                        let connections = &self.connections;
+                        self.punched.retain(|p| connections.contains_key(p));
                     }
-                    self.punched.insert(peer_id);
+                    if self.punched.len() < MAX_PUNCHED {
+                        self.punched.insert(peer_id);
+                    }
                 }
                 let back = match (&endpoint, relay) {
                     (libp2p::core::ConnectedPoint::Listener { local_addr, .. }, Some(_)) => {

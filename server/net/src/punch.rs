@@ -305,6 +305,7 @@ impl Punches {
                 {
                     // A direct connection came up meanwhile (the other side's dial).
                     p.attempt = None;
+                    p.unended = false;
                     p.failures = 0;
                     p.retry_at = None;
                     for id in p.circuits.drain(..) {
