@@ -39,6 +39,21 @@ async fn offer(from: &Node, to: &str, path: &Path) -> Value {
     t
 }
 
+/// [`offer`] to a contact who is away, once the file is deposited with `holder`; its id.
+async fn offer_held(from: &Node, to: &str, path: &Path, holder: &str) -> String {
+    let id = offer(from, to, path).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    from.wait_for(
+        &format!("/v1/transfers/{id}"),
+        Duration::from_secs(60),
+        |t| t["via"] == json!([holder]),
+    )
+    .await;
+    id
+}
+
 async fn act(node: &Node, id: &str, action: &str) -> (u16, Value) {
     node.post(&format!("/v1/transfers/{id}/{action}"), json!({}))
         .await
@@ -1010,17 +1025,7 @@ async fn a_friend_that_no_longer_holds_a_file_does_not_end_its_transfer() {
     let bob_dir = bob.data_dir.clone();
     assert!(bob.terminate().success());
     let (path, data) = random_file(tmp.path(), "notes.bin", 3 << 20);
-    let id = offer(&alice, &bob_id, &path).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    alice
-        .wait_for(
-            &format!("/v1/transfers/{id}"),
-            Duration::from_secs(60),
-            |t| t["via"] == json!([dave_id.as_str()]),
-        )
-        .await;
+    let id = offer_held(&alice, &bob_id, &path, &dave_id).await;
     assert!(alice.terminate().success());
 
     // Bob, back, is offered it through Dave (not accepted yet)…
@@ -1095,17 +1100,7 @@ async fn a_friend_away_when_its_file_was_fetched_elsewhere_lets_it_go_when_back(
     assert_eq!(status, 200);
     assert!(bob.terminate().success());
     let (path, data) = random_file(tmp.path(), "minutes.bin", 2 << 20);
-    let id = offer(&alice, &bob_id, &path).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    alice
-        .wait_for(
-            &format!("/v1/transfers/{id}"),
-            Duration::from_secs(60),
-            |t| t["via"] == json!([dave_id.as_str()]),
-        )
-        .await;
+    let id = offer_held(&alice, &bob_id, &path, &dave_id).await;
     // Dave goes away; Bob comes back while Alice is here, and gets it from her.
     assert!(dave.terminate().success());
     let mut bob = Node::start_with(&bob_dir, on_port(ports.0)).await;
