@@ -11,7 +11,8 @@
 //!   newest first, in this process on the same SQLite file).
 //!
 //! `cargo bench -p volli-tests --bench search` (`VOLLI_BENCH_MESSAGES` to scale down,
-//! `VOLLI_BENCH_TRIALS` for the trials per query).
+//! `VOLLI_BENCH_TRIALS` for the trials per query, `VOLLI_BENCH_KEEP=1` to keep the node's
+//! data dir and log for a closer look).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::Path;
@@ -225,6 +226,9 @@ async fn main() {
         .unwrap_or(200);
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("node");
+    if std::env::var_os("VOLLI_BENCH_KEEP").is_some() {
+        println!("data dir kept: {}", tmp.keep().display());
+    }
     let mut node = Node::start(&data).await;
     let (me, _) = node.ids().await;
     node.terminate();
@@ -239,6 +243,10 @@ async fn main() {
         .await
         .unwrap();
     sqlx::query("DELETE FROM search_days")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM search_queue")
         .execute(&pool)
         .await
         .unwrap();
