@@ -129,7 +129,7 @@ fn quoted(term: &str) -> String {
 }
 
 /// The FTS5 expression for `word` given the terms of the index it is the start of
-/// (`0023_search_terms.sql`): those terms, joined by OR, when there are a few; the prefix
+/// (`search_words`, `0025_search_words.sql`): those terms, joined by OR, when there are a few; the prefix
 /// itself when there are many (they were cut at `MOST_TERMS + 1`) or none (the index's
 /// folding of the word may differ from [`fold`]'s: let FTS5 fold it).
 fn spelled_out(word: &str, terms: &[String]) -> String {
@@ -387,7 +387,7 @@ impl Db {
             // As bytes: FTS5 cuts a token of over 32 KiB where the bytes run out, maybe
             // inside a character, and a contact may send one.
             let terms: Vec<(Vec<u8>,)> = sqlx::query_as(
-                "SELECT CAST(term AS BLOB) FROM search_terms WHERE term >= ? AND term < ? \
+                "SELECT CAST(term AS BLOB) FROM search_words WHERE term >= ? AND term < ? \
                  ORDER BY term LIMIT ?",
             )
             .bind(word)
@@ -608,14 +608,28 @@ async fn index_rows(
          {rows} AND m.body <> '' AND m.status < 5 \
          GROUP BY d ON CONFLICT (day) DO UPDATE SET rows = rows + excluded.rows"
     );
+    // The rows' words, as the tokenizer makes them (`0025_search_words.sql`).
+    let scratch = format!(
+        "INSERT INTO search_scratch (rowid, body) SELECT m.rowid, \
+           replace(m.body, char(57344), ' ') {rows} AND m.body <> '' AND m.status < 5"
+    );
     // Only the callers' fixed clauses are formatted into the text; every value is bound.
-    for sql in [text, days] {
+    for sql in [text, days, scratch] {
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for b in binds {
             query = query.bind(*b);
         }
         query.execute(&mut *tx).await?;
     }
+    sqlx::query(
+        "INSERT INTO search_words (term) SELECT t.term FROM search_scratch_terms t \
+         WHERE NOT EXISTS (SELECT 1 FROM search_words w WHERE w.term = t.term)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO search_scratch (search_scratch) VALUES ('delete-all')")
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use volli_core::{MessageId, Timestamp, UserId, UserSecret};
 use volli_store::search::{Query, Search, SearchError};
-use volli_store::vault::{MessageStatus, StoredMessage};
+use volli_store::vault::{Change, MessageStatus, StoredMessage};
 use volli_store::{Db, Store, VaultOptions};
 
 fn user(n: u8) -> UserId {
@@ -459,5 +459,63 @@ async fn many_matches_come_a_day_at_a_time_in_order() {
         assert_eq!(got.len(), expected.len());
         assert!(got == expected, "pages out of order for {conversation:?}");
     }
+    store.close().await;
+}
+
+/// The words a prefix is spelled out as come from the text as the tokenizer splits it, an
+/// edit's included, and those of deleted text leave the word list once the index is merged.
+#[tokio::test]
+async fn edited_words_are_found_by_prefix_and_deleted_ones_leave_the_word_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let (me, bob) = (user(1), user(2));
+    let store = open(dir.path()).await;
+    let vault = store.vault();
+    let db = store.db();
+    vault
+        .put_message(bob, message(1, me, bob, "the cafeteria is closed"))
+        .await
+        .unwrap();
+    vault
+        .put_message(bob, message(2, me, bob, "nothing here"))
+        .await
+        .unwrap();
+    assert_eq!(db.search_flush().await.unwrap(), 2);
+    // Edited once indexed: the trigger indexes the new text, and its words.
+    assert!(
+        vault
+            .change_message(
+                bob,
+                id(2),
+                Change::Edit {
+                    body: "Café zébrine, closed".into(),
+                    at: Timestamp::from_millis(1_800_000_100_000),
+                },
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(find(db, "caf", None).await, [id(2), id(1)]);
+    assert_eq!(find(db, "zeb", None).await, [id(2)]);
+    let path = dir.path().to_path_buf();
+    let words = |term: &'static str| {
+        let path = path.clone();
+        async move {
+            let pool = raw(&path).await;
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM search_words WHERE term = ?")
+                .bind(term)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            n
+        }
+    };
+    assert_eq!(words("zebrine").await, 1);
+    vault.delete_messages(bob, vec![id(2)]).await.unwrap();
+    assert!(find(db, "zeb", None).await.is_empty());
+    db.drop_free_pages().await.unwrap();
+    assert_eq!(words("zebrine").await, 0);
+    assert_eq!(words("cafeteria").await, 1);
+    assert_eq!(find(db, "caf", None).await, [id(1)]);
     store.close().await;
 }
