@@ -6,8 +6,8 @@
 --
 -- Its words are the tokenizer's own: text being indexed is also put into `search_scratch`
 -- (an index like `search`, emptied at once), whose terms are copied here. A word stays until
--- the index is merged after an erase (`Db::drop_free_pages`), which lists the words again from
--- the merged index, so the words of deleted text leave the file with it. Meanwhile a word no
+-- the index is merged after an erase (`Db::drop_free_pages`), which deletes the words the
+-- merged index no longer has, so the words of deleted text leave the file with it. Meanwhile a word no
 -- row has any more only adds a term that matches nothing.
 CREATE TABLE search_words (
     term TEXT PRIMARY KEY
@@ -51,8 +51,11 @@ BEGIN
         SELECT new.rowid, replace(new.body, char(57344), ' ')
         WHERE new.body <> '' AND new.status < 5;
     -- Not `OR IGNORE`: the statement that fires a trigger decides its conflicts (an upsert
-    -- of `messages` would fail on a word known already).
+    -- of `messages` would fail on a word known already). Only when there is text: a delete
+    -- or an expiry fires this twice (status, then body) and writes nothing here.
     INSERT INTO search_words (term) SELECT t.term FROM search_scratch_terms t
-        WHERE NOT EXISTS (SELECT 1 FROM search_words w WHERE w.term = t.term);
-    INSERT INTO search_scratch (search_scratch) VALUES ('delete-all');
+        WHERE new.body <> '' AND new.status < 5
+        AND NOT EXISTS (SELECT 1 FROM search_words w WHERE w.term = t.term);
+    INSERT INTO search_scratch (search_scratch)
+        SELECT 'delete-all' WHERE new.body <> '' AND new.status < 5;
 END;

@@ -313,20 +313,15 @@ impl Db {
         // The search index deletes by tombstone (`contentless_delete`): the words of deleted
         // rows stay in its segments until they are merged. Merging them all drops them.
         // Merged, the index lists only the words rows still have: the words of deleted text
-        // leave the word list too (`0025_search_words.sql`).
+        // leave the word list too (`0025_search_words.sql`; it holds every word the index
+        // has, so none is added back).
         let mut tx = self.writer.begin().await?;
         sqlx::query("INSERT INTO search(search) VALUES ('optimize')")
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM search_words")
+        sqlx::query("DELETE FROM search_words WHERE term NOT IN (SELECT term FROM search_terms)")
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO search_words (term) SELECT term FROM search_terms \
-             WHERE substr(term, 1, 1) <> char(57344)",
-        )
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
         sqlx::query("PRAGMA incremental_vacuum")
             .execute(&self.writer)
