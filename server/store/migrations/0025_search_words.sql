@@ -7,8 +7,8 @@
 -- Its words are the tokenizer's own: text being indexed is also put into `search_scratch`
 -- (an index like `search`, emptied at once), whose terms are copied here. A word stays until
 -- the index is merged after an erase (`Db::drop_free_pages`), which deletes the words the
--- merged index no longer has, so the words of deleted text leave the file with it. Meanwhile a word no
--- row has any more only adds a term that matches nothing.
+-- merged index no longer has, so the words of deleted text leave the file with it.
+-- Meanwhile a word no row has any more only adds a term that matches nothing.
 CREATE TABLE search_words (
     term TEXT PRIMARY KEY
 ) WITHOUT ROWID;
@@ -26,36 +26,20 @@ CREATE VIRTUAL TABLE search_scratch_terms USING fts5vocab(search_scratch, row);
 INSERT INTO search_words (term)
     SELECT term FROM search_terms WHERE substr(term, 1, 1) <> char(57344);
 
--- An edit of an indexed row brings its words along.
-DROP TRIGGER search_update;
-CREATE TRIGGER search_update AFTER UPDATE OF body, status ON messages
+-- An edit of an indexed row brings its words along: beside `search_update` (0022), which
+-- indexes the new text under the same condition, when there is text.
+CREATE TRIGGER search_update_words AFTER UPDATE OF body, status ON messages
 WHEN (old.body IS NOT new.body OR (old.status < 5) <> (new.status < 5))
      AND (new.rowid <= (SELECT done FROM search_state)
           OR new.rowid > (SELECT ceiling FROM search_state))
      AND NOT EXISTS (SELECT 1 FROM search_queue WHERE rowid = new.rowid)
+     AND new.body <> '' AND new.status < 5
 BEGIN
-    DELETE FROM search WHERE rowid = old.rowid AND old.body <> '' AND old.status < 5;
-    UPDATE search_days SET rows = rows - 1
-        WHERE day = MAX(old.sent_at, 0) / 86400000 AND old.body <> '' AND old.status < 5;
-    INSERT INTO search (rowid, body)
-        SELECT new.rowid,
-            replace(new.body, char(57344), ' ')
-            || ' ' || char(57344) || 'd' || (MAX(new.sent_at, 0) / 86400000)
-            || ' ' || char(57344) || 'c' || new.conversation
-        WHERE new.body <> '' AND new.status < 5;
-    INSERT INTO search_days (day, rows)
-        SELECT MAX(new.sent_at, 0) / 86400000, 1 WHERE new.body <> '' AND new.status < 5
-        ON CONFLICT (day) DO UPDATE SET rows = rows + 1;
-    DELETE FROM search_days WHERE day = MAX(old.sent_at, 0) / 86400000 AND rows <= 0;
     INSERT INTO search_scratch (rowid, body)
-        SELECT new.rowid, replace(new.body, char(57344), ' ')
-        WHERE new.body <> '' AND new.status < 5;
+        VALUES (new.rowid, replace(new.body, char(57344), ' '));
     -- Not `OR IGNORE`: the statement that fires a trigger decides its conflicts (an upsert
-    -- of `messages` would fail on a word known already). Only when there is text: a delete
-    -- or an expiry fires this twice (status, then body) and writes nothing here.
+    -- of `messages` would fail on a word known already).
     INSERT INTO search_words (term) SELECT t.term FROM search_scratch_terms t
-        WHERE new.body <> '' AND new.status < 5
-        AND NOT EXISTS (SELECT 1 FROM search_words w WHERE w.term = t.term);
-    INSERT INTO search_scratch (search_scratch)
-        SELECT 'delete-all' WHERE new.body <> '' AND new.status < 5;
+        WHERE NOT EXISTS (SELECT 1 FROM search_words w WHERE w.term = t.term);
+    INSERT INTO search_scratch (search_scratch) VALUES ('delete-all');
 END;

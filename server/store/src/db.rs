@@ -311,10 +311,9 @@ impl Db {
     /// an older database without incremental auto-vacuum (see [`Self::reclaim`]).
     pub async fn drop_free_pages(&self) -> Result<(), StoreError> {
         // The search index deletes by tombstone (`contentless_delete`): the words of deleted
-        // rows stay in its segments until they are merged. Merging them all drops them.
-        // Merged, the index lists only the words rows still have: the words of deleted text
-        // leave the word list too (`0025_search_words.sql`; it holds every word the index
-        // has, so none is added back).
+        // rows stay in its segments until they are merged. Merging them all drops them; the
+        // word list (`0025_search_words.sql`) then loses the words the index no longer has
+        // (it holds every word the index has, so none is added back).
         let mut tx = self.writer.begin().await?;
         sqlx::query("INSERT INTO search(search) VALUES ('optimize')")
             .execute(&mut *tx)

@@ -129,9 +129,9 @@ fn quoted(term: &str) -> String {
 }
 
 /// The FTS5 expression for `word` given the terms of the index it is the start of
-/// (`search_words`, `0025_search_words.sql`): those terms, joined by OR, when there are a few; the prefix
-/// itself when there are many (they were cut at `MOST_TERMS + 1`) or none (the index's
-/// folding of the word may differ from [`fold`]'s: let FTS5 fold it).
+/// (`search_words`, `0025_search_words.sql`): those terms, joined by OR, when there are a
+/// few; the prefix itself when there are many (they were cut at `MOST_TERMS + 1`) or none
+/// (the index's folding of the word may differ from [`fold`]'s: let FTS5 fold it).
 fn spelled_out(word: &str, terms: &[String]) -> String {
     if terms.is_empty() || terms.len() > MOST_TERMS {
         return prefix(word);
