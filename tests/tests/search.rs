@@ -55,7 +55,7 @@ async fn finds_messages_of_every_conversation_and_builds_the_index_of_an_older_v
     let group = group["id"].as_str().unwrap().to_owned();
 
     let (a, _) = alice.ids().await;
-    send(&alice, &b, "Shall we meet at the Café Müller tomorrow?").await;
+    let met = send(&alice, &b, "Shall we meet at the Café Müller tomorrow?").await;
     let gone = send(&alice, &b, "the cafeteria is a worse idea").await;
     send(&bob, &a, "CAFE sounds good; noon?").await;
     let (status, sent) = alice
@@ -118,6 +118,31 @@ async fn finds_messages_of_every_conversation_and_builds_the_index_of_an_older_v
             "Shall we meet at the Café Müller tomorrow?",
         ]
     );
+    // A result shows its message as its conversation does: read by Bob (the tick), read by
+    // Carol in the group (`read_by`), once they read them.
+    let (status, _) = bob
+        .post("/v1/messages/read", json!({"with": a, "up_to": met}))
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = carol
+        .post(
+            "/v1/messages/read",
+            json!({"group": group, "up_to": sent["id"]}),
+        )
+        .await;
+    assert_eq!(status, 204);
+    alice
+        .wait_for(&format!("/v1/search?q={}", q("Müller")), WAIT, |v| {
+            v["results"][0]["message"]["status"] == "read"
+        })
+        .await;
+    alice
+        .wait_for("/v1/search?q=universe", WAIT, |v| {
+            v["results"][0]["message"]["read_by"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|u| u == c.as_str()))
+        })
+        .await;
     // A deleted message is found no more.
     let (status, _) = alice
         .request(

@@ -73,7 +73,16 @@ impl Db {
             .max_connections(4)
             .min_connections(1)
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(
+                options
+                    // Pages read in place from the file's mapping instead of copied in by a
+                    // system call each (they were 14 % of a search's time); the writer
+                    // writes as before. An upper bound: a file is mapped as large as it is.
+                    .pragma("mmap_size", "1073741824")
+                    // Every statement of the node's reads stays prepared on each connection
+                    // (sqlx's default keeps the last 100 used).
+                    .statement_cache_capacity(400),
+            )
             .await?;
         Ok(Self { pool, writer })
     }

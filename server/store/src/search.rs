@@ -72,9 +72,11 @@ const MARK: char = '\u{E000}';
 const DAY: i64 = 86_400_000;
 /// A query that matches at most this many rows is answered by reading them all and keeping
 /// the newest; one that matches more, a day at a time from the newest.
-const FEW: i64 = 1_000;
+const FEW: i64 = 250;
 /// Days read by one query at most, when reading a day at a time.
 const MOST_DAYS: usize = 64;
+/// Days (and their rows) fetched at a time for reading a day at a time.
+const DAYS_READ: usize = 256;
 /// Most terms a word typed is spelled out as; a prefix of more stays a prefix.
 const MOST_TERMS: usize = 32;
 /// Longest term spelled out, in bytes; a prefix of a longer one stays a prefix.
@@ -314,8 +316,17 @@ impl Db {
     /// first, never deleted ones. Rows the background build has not reached yet are not
     /// found.
     pub async fn search(&self, search: &Search) -> Result<Vec<Hit>, SearchError> {
-        // What was stored before the search is found by it.
-        self.search_flush().await?;
+        // What was stored before the search is found by it: the statement that spells the
+        // words out also says whether rows wait to be indexed, and they are indexed first.
+        let mut scope = match self.spell_out(&search.query, true).await? {
+            Some(scope) => scope,
+            None => {
+                self.search_flush().await?;
+                self.spell_out(&search.query, false)
+                    .await?
+                    .unwrap_or_default()
+            }
+        };
         let cursor = match search.before {
             Some(id) => {
                 let at: Option<(i64,)> =
@@ -328,92 +339,150 @@ impl Db {
             }
             None => None,
         };
-        let mut scope = self.spell_out(&search.query).await?;
         if let Some(conversation) = &search.conversation {
             scope.push_str(" AND ");
             scope.push_str(&conversation_term(conversation));
         }
         let limit = search.limit.clamp(1, MAX_RESULTS);
-        let (matches,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM (SELECT rowid FROM search WHERE search MATCH ? LIMIT ?)",
-        )
-        .bind(&scope)
-        .bind(FEW + 1)
-        .fetch_one(self.pool())
-        .await
-        .map_err(StoreError::from)?;
+        let last_day = cursor.map_or(i64::MAX, |(sent_at, _)| sent_at.max(0) / DAY);
+        // How many rows match, up to FEW + 1, the row ids of the first and the last of them
+        // (how densely the index's rows match: which days a page needs), and, when there
+        // are many, the newest days with their rows — in one statement.
+        let (matches, lowest, highest, days): (i64, Option<i64>, Option<i64>, Option<String>) =
+            sqlx::query_as(
+                "SELECT c.n, c.lo, c.hi, CASE WHEN c.n > ?3 THEN \
+                   (SELECT group_concat(day || ':' || rows) FROM \
+                      (SELECT day, rows FROM search_days WHERE day <= ?4 \
+                       ORDER BY day DESC LIMIT ?5)) END \
+                 FROM (SELECT COUNT(*) AS n, MIN(rowid) AS lo, MAX(rowid) AS hi FROM \
+                   (SELECT rowid FROM search WHERE search MATCH ?1 LIMIT ?2)) c",
+            )
+            .bind(&scope)
+            .bind(FEW + 1)
+            .bind(FEW)
+            .bind(last_day)
+            .bind(i64::try_from(DAYS_READ).unwrap_or(i64::MAX))
+            .fetch_one(self.pool())
+            .await
+            .map_err(StoreError::from)?;
         if matches <= FEW {
             return self.newest(&scope, search, cursor, limit).await;
         }
-        // Many matches: a day at a time, newest first (days are in order, so the pages of
-        // consecutive days follow each other), a few days per query once a day was not
-        // enough, until the page is full.
-        let days: Vec<(i64,)> = match cursor {
-            Some((sent_at, _)) => {
-                sqlx::query_as("SELECT day FROM search_days WHERE day <= ? ORDER BY day DESC")
-                    .bind(sent_at.max(0) / DAY)
-                    .fetch_all(self.pool())
-                    .await
-            }
-            None => {
-                sqlx::query_as("SELECT day FROM search_days ORDER BY day DESC")
-                    .fetch_all(self.pool())
-                    .await
-            }
-        }
-        .map_err(StoreError::from)?;
+        let mut days = parse_days(days.as_deref());
+        // Many matches: a few days at a time, newest first (days are in order, so the pages
+        // of consecutive days follow each other), until the page is full. The first read
+        // takes the days whose rows should hold twice the page at the density the count
+        // saw; each read that leaves the page short takes twice as many rows as the last.
+        let spread = highest.unwrap_or(0) - lowest.unwrap_or(0) + 1;
+        let mut want = (2 * i64::from(limit) * spread / matches).max(1);
         let mut out: Vec<Hit> = Vec::new();
         let mut at = 0;
-        let mut span = 1;
-        while at < days.len() && out.len() < limit as usize {
-            let these = &days[at..(at + span).min(days.len())];
-            at += these.len();
-            span = (span * 2).min(MOST_DAYS);
-            let terms: Vec<String> = these.iter().map(|(d,)| day_term(*d)).collect();
-            let scoped = format!("{scope} AND ({})", terms.join(" OR "));
+        while out.len() < limit as usize {
+            if at == days.len() {
+                // The days read so far are used up: the next ones, when there are more.
+                let Some(&(oldest, _)) = days.last() else {
+                    break;
+                };
+                if !days.len().is_multiple_of(DAYS_READ) {
+                    break;
+                }
+                let more = self.days_before(oldest).await?;
+                if more.is_empty() {
+                    break;
+                }
+                days.extend(more);
+            }
+            let mut rows = 0;
+            let mut these = Vec::new();
+            while at < days.len() && these.len() < MOST_DAYS && (these.is_empty() || rows < want) {
+                let (day, n) = days[at];
+                these.push(day_term(day));
+                rows += n;
+                at += 1;
+            }
+            want = want.saturating_mul(2);
+            let scoped = format!("{scope} AND ({})", these.join(" OR "));
             let left = limit - u32::try_from(out.len()).unwrap_or(limit);
             out.extend(self.newest(&scoped, search, cursor, left).await?);
         }
         Ok(out)
     }
 
+    /// The days before `day` that have indexed rows, newest first, [`DAYS_READ`] at most.
+    async fn days_before(&self, day: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT day, rows FROM search_days WHERE day < ? ORDER BY day DESC LIMIT ?",
+        )
+        .bind(day)
+        .bind(i64::try_from(DAYS_READ).unwrap_or(i64::MAX))
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     /// The query's FTS5 expression, each word spelled out as the terms of the index it is
-    /// the start of ([`spelled_out`]).
-    async fn spell_out(&self, query: &Query) -> Result<String, StoreError> {
-        let mut words = Vec::with_capacity(query.words.len());
-        for word in &query.words {
+    /// the start of ([`spelled_out`]); `None` when `queued` asks whether rows wait to be
+    /// indexed and some do (the words of those rows may not be in the list yet).
+    async fn spell_out(&self, query: &Query, queued: bool) -> Result<Option<String>, StoreError> {
+        // One statement for every word (and the queue): each word's terms tagged with the
+        // word's place, the queue's answer with -1.
+        let mut sql = String::new();
+        if queued {
+            sql.push_str("SELECT -1, NULL WHERE EXISTS (SELECT 1 FROM search_queue)");
+        }
+        for i in 0..query.words.len() {
+            if !sql.is_empty() {
+                sql.push_str(" UNION ALL ");
+            }
             // Terms compare as bytes: U+10FFFF encodes above every character that can
             // follow the word.
             // As bytes: FTS5 cuts a token of over 32 KiB where the bytes run out, maybe
             // inside a character, and a contact may send one.
-            let terms: Vec<(Vec<u8>,)> = sqlx::query_as(
-                "SELECT CAST(term AS BLOB) FROM search_words WHERE term >= ? AND term < ? \
-                 ORDER BY term LIMIT ?",
-            )
-            .bind(word)
-            .bind(format!("{word}\u{10FFFF}"))
-            .bind(i64::try_from(MOST_TERMS + 1).unwrap_or(i64::MAX))
-            .fetch_all(self.pool())
-            .await?;
-            let terms: Option<Vec<String>> = terms
-                .into_iter()
-                .map(|(t,)| {
-                    String::from_utf8(t)
-                        .ok()
-                        .filter(|t| t.len() <= MAX_TERM_BYTES)
-                })
-                .collect();
-            // A term that is not a whole word of text, or a long one: the prefix itself.
-            words.push(match terms {
+            sql.push_str(&format!(
+                "SELECT * FROM (SELECT {i}, CAST(term AS BLOB) FROM search_words \
+                 WHERE term >= ? AND term < ? ORDER BY term LIMIT ?)"
+            ));
+        }
+        // Only numbers are formatted into the text; every value is bound.
+        let mut statement = sqlx::query_as::<_, (i64, Option<Vec<u8>>)>(sqlx::AssertSqlSafe(sql));
+        for word in &query.words {
+            statement = statement
+                .bind(word)
+                .bind(format!("{word}\u{10FFFF}"))
+                .bind(i64::try_from(MOST_TERMS + 1).unwrap_or(i64::MAX));
+        }
+        let rows = statement.fetch_all(self.pool()).await?;
+        if rows.iter().any(|(tag, _)| *tag < 0) {
+            return Ok(None);
+        }
+        let mut terms: Vec<Option<Vec<String>>> = vec![Some(Vec::new()); query.words.len()];
+        for (tag, term) in rows {
+            let Some(slot) = usize::try_from(tag).ok().and_then(|i| terms.get_mut(i)) else {
+                continue;
+            };
+            let term = term
+                .and_then(|t| String::from_utf8(t).ok())
+                .filter(|t| t.len() <= MAX_TERM_BYTES);
+            match (slot.as_mut(), term) {
+                (Some(list), Some(term)) => list.push(term),
+                // A term that is not a whole word of text, or a long one: the prefix itself.
+                _ => *slot = None,
+            }
+        }
+        let words: Vec<String> = query
+            .words
+            .iter()
+            .zip(terms)
+            .map(|(word, terms)| match terms {
                 Some(terms) => spelled_out(word, &terms),
                 None => prefix(word),
-            });
-        }
-        Ok(words.join(" AND "))
+            })
+            .collect();
+        Ok(Some(words.join(" AND ")))
     }
 
     /// The newest `limit` rows that match `expression` (and the search's conversation and
-    /// cursor): every match is joined to its row, and the sorter keeps the newest.
+    /// cursor): every match is joined to its row and the sorter keeps the newest by their
+    /// times and ids alone; only those are read whole.
     async fn newest(
         &self,
         expression: &str,
@@ -427,9 +496,10 @@ impl Db {
             // each of them).
             "SELECT m.id, m.sender, m.recipient, m.body, m.sent_at, m.status, m.kind, \
              m.reply_to, m.edited_at, m.unsent, m.expires_at, m.extra, m.conversation \
-             FROM search CROSS JOIN messages m ON m.rowid = search.rowid \
-             WHERE search MATCH ? AND m.status < 5 AND m.body <> '' AND m.unsent = 0 \
-             AND (m.expires_at IS NULL OR m.expires_at > ?)",
+             FROM (SELECT m.rowid AS r, m.sent_at AS s, m.id AS i \
+               FROM search CROSS JOIN messages m ON m.rowid = search.rowid \
+               WHERE search MATCH ? AND m.status < 5 AND m.body <> '' AND m.unsent = 0 \
+               AND (m.expires_at IS NULL OR m.expires_at > ?)",
         );
         if search.conversation.is_some() {
             sql.push_str(" AND m.conversation = ?");
@@ -437,7 +507,10 @@ impl Db {
         if cursor.is_some() {
             sql.push_str(" AND (m.sent_at, m.id) < (?, ?)");
         }
-        sql.push_str(" ORDER BY m.sent_at DESC, m.id DESC LIMIT ?");
+        sql.push_str(
+            " ORDER BY m.sent_at DESC, m.id DESC LIMIT ?) t \
+             CROSS JOIN messages m ON m.rowid = t.r ORDER BY t.s DESC, t.i DESC",
+        );
         // Only fixed clauses are formatted into the text; every value is bound.
         let mut query = sqlx::query_as::<_, HitRow>(sqlx::AssertSqlSafe(sql))
             .bind(expression)
@@ -587,6 +660,20 @@ impl Db {
         let size = |n: Option<i64>| u64::try_from(n.unwrap_or(0)).unwrap_or(0);
         Ok((size(index), size(text)))
     }
+}
+
+/// The days and rows of `group_concat(day || ':' || rows)`, newest first.
+fn parse_days(list: Option<&str>) -> Vec<(i64, i64)> {
+    let mut days: Vec<(i64, i64)> = list
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|d| {
+            let (day, rows) = d.split_once(':')?;
+            Some((day.parse().ok()?, rows.parse().ok()?))
+        })
+        .collect();
+    days.sort_unstable_by_key(|d| std::cmp::Reverse(d.0));
+    days
 }
 
 /// Indexes the rows of `messages m` that `rows` (a `FROM … WHERE …` clause, with `binds` as

@@ -462,6 +462,38 @@ async fn many_matches_come_a_day_at_a_time_in_order() {
     store.close().await;
 }
 
+/// A frequent word whose matches are all older than the newest few hundred days (which hold
+/// other text only) is still found whole: the days are fetched a few hundred at a time.
+#[tokio::test]
+async fn matches_older_than_the_days_fetched_at_once_are_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (me, bob) = (user(1), user(2));
+    let day = 86_400_000i64;
+    let start = 1_500_000_000_000i64;
+    // 1,200 matches on 60 days, then 400 days of other text, one message a day.
+    let mut all: Vec<(UserId, StoredMessage)> = (0..1_200u64)
+        .map(|n| {
+            let mut m = message(n, me, bob, &format!("rare harvest {n}"));
+            m.sent_at = Timestamp::from_millis(start + (n as i64 / 20) * day + n as i64);
+            (bob, m)
+        })
+        .collect();
+    all.extend((0..400u64).map(|n| {
+        let mut m = message(10_000 + n, me, bob, "weather report");
+        m.sent_at = Timestamp::from_millis(start + (100 + n as i64) * day);
+        (bob, m)
+    }));
+    for part in all.chunks(500) {
+        store.vault().put_messages(part.to_vec()).await.unwrap();
+    }
+    let db = store.db();
+    let page = found(db, "harvest", None, None, 30).await;
+    let newest: Vec<MessageId> = (1_170..1_200u64).rev().map(id).collect();
+    assert_eq!(page, newest);
+    store.close().await;
+}
+
 /// The words a prefix is spelled out as come from the text as the tokenizer splits it, an
 /// edit's included, and those of deleted text leave the word list once the index is merged.
 #[tokio::test]

@@ -447,23 +447,28 @@ pub(super) async fn read_marks_in(
     conversations: &[UserId],
 ) -> Result<HashMap<UserId, Vec<(UserId, Timestamp)>>, StoreError> {
     let mut out: HashMap<UserId, Vec<(UserId, Timestamp)>> = HashMap::new();
-    // At most 100 at a time: a page of search results spans up to 100 conversations.
-    for some in conversations.chunks(100) {
-        let marks = vec!["?"; some.len()].join(", ");
-        let sql = format!(
-            "SELECT conversation, reader, sent_at FROM read_marks WHERE conversation IN ({marks})"
-        );
-        // Only placeholders are formatted into the text; every value is bound.
-        let mut query = sqlx::query_as::<_, (String, String, i64)>(sqlx::AssertSqlSafe(sql));
-        for c in some {
-            query = query.bind(c.to_string());
-        }
-        for (conversation, reader, at) in query.fetch_all(db.pool()).await? {
-            if let (Ok(conversation), Ok(reader)) = (conversation.parse(), reader.parse()) {
-                out.entry(conversation)
-                    .or_default()
-                    .push((reader, Timestamp::from_millis(at)));
-            }
+    // One statement of one shape whatever the number of conversations (a list bound as
+    // JSON), so it is prepared once per connection.
+    let list = serde_json::to_string(
+        &conversations
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<String>>(),
+    )
+    // A list of strings always serializes.
+    .unwrap_or_else(|_| "[]".to_owned());
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT conversation, reader, sent_at FROM read_marks \
+         WHERE conversation IN (SELECT value FROM json_each(?))",
+    )
+    .bind(list)
+    .fetch_all(db.pool())
+    .await?;
+    for (conversation, reader, at) in rows {
+        if let (Ok(conversation), Ok(reader)) = (conversation.parse(), reader.parse()) {
+            out.entry(conversation)
+                .or_default()
+                .push((reader, Timestamp::from_millis(at)));
         }
     }
     Ok(out)
