@@ -11,6 +11,16 @@ use sqlx::sqlite::{
 
 use crate::StoreError;
 
+/// How much of the database file each reader maps (`PRAGMA mmap_size`; a file is mapped
+/// as large as it is, up to this): less on a 32-bit system, whose address space four readers
+/// share with everything else. The file must not be cut short by another program while the
+/// node runs (a mapping of it would end the process): a backup copies it through SQLite
+/// (`VACUUM INTO`), and a restore writes a new data directory.
+#[cfg(target_pointer_width = "64")]
+const MMAP_SIZE: &str = "1073741824";
+#[cfg(not(target_pointer_width = "64"))]
+const MMAP_SIZE: &str = "67108864";
+
 /// A handle to the node's database. Cheap to clone.
 ///
 /// Two pools on the same file: readers, and a single writer connection. SQLite admits one
@@ -78,7 +88,7 @@ impl Db {
                     // Pages read in place from the file's mapping instead of copied in by a
                     // system call each (they were 14 % of a search's time); the writer
                     // writes as before. An upper bound: a file is mapped as large as it is.
-                    .pragma("mmap_size", "1073741824")
+                    .pragma("mmap_size", MMAP_SIZE)
                     // Every statement of the node's reads stays prepared on each connection
                     // (sqlx's default keeps the last 100 used).
                     .statement_cache_capacity(400),

@@ -55,8 +55,11 @@ pub struct Query {
 
 /// Whether the FTS5 `unicode61` tokenizer (default categories `L* N* Co`) keeps `c` in a
 /// word: the query is split where the index's text is, so no quoted word becomes a phrase.
+/// SQLite's tables are of an older Unicode: these New Tai Lue vowel signs and Vedic signs
+/// are combining marks there, which split words, and letters in Rust's.
 fn is_word_char(c: char) -> bool {
     c != MARK
+        && !matches!(c, '\u{19B0}'..='\u{19C0}' | '\u{19C8}'..='\u{19C9}' | '\u{1CF2}'..='\u{1CF3}')
         && (c.is_ascii_alphanumeric()
             || (!c.is_ascii()
                 && (matches!(
@@ -74,7 +77,7 @@ const DAY: i64 = 86_400_000;
 /// the newest; one that matches more, a day at a time from the newest.
 const FEW: i64 = 250;
 /// Days read by one query at most, when reading a day at a time.
-const MOST_DAYS: usize = 64;
+const MOST_DAYS: usize = 256;
 /// Days (and their rows) fetched at a time for reading a day at a time.
 const DAYS_READ: usize = 256;
 /// Most terms a word typed is spelled out as; a prefix of more stays a prefix.
@@ -118,6 +121,24 @@ fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
         }
         Some((start, &text[start..end]))
     })
+}
+
+/// The first string after every string that starts with `word`: its last character that is
+/// not the last of all, one further on, and nothing after it (a term may hold any character
+/// the tokenizer keeps, U+10FFFF included, so `word` followed by U+10FFFF is not enough).
+fn after(word: &str) -> Option<String> {
+    let mut chars: Vec<char> = word.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match u32::from(last) + 1 {
+            0xD800 => Some('\u{E000}'),
+            n => char::from_u32(n),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 /// `word` as an FTS5 prefix: every term it is the start of.
@@ -345,8 +366,9 @@ impl Db {
         }
         let limit = search.limit.clamp(1, MAX_RESULTS);
         let last_day = cursor.map_or(i64::MAX, |(sent_at, _)| sent_at.max(0) / DAY);
-        // How many rows match, up to FEW + 1, the row ids of the first and the last of them
-        // (how densely the index's rows match: which days a page needs), and, when there
+        // How many rows match, up to FEW + 1, the row ids of the newest written and the last
+        // of them (how densely the index's recent rows match: which days a page needs), and,
+        // when there
         // are many, the newest days with their rows — in one statement.
         let (matches, lowest, highest, days): (i64, Option<i64>, Option<i64>, Option<String>) =
             sqlx::query_as(
@@ -355,7 +377,8 @@ impl Db {
                       (SELECT day, rows FROM search_days WHERE day <= ?4 \
                        ORDER BY day DESC LIMIT ?5)) END \
                  FROM (SELECT COUNT(*) AS n, MIN(rowid) AS lo, MAX(rowid) AS hi FROM \
-                   (SELECT rowid FROM search WHERE search MATCH ?1 LIMIT ?2)) c",
+                   (SELECT rowid FROM search WHERE search MATCH ?1 \
+                    ORDER BY rowid DESC LIMIT ?2)) c",
             )
             .bind(&scope)
             .bind(FEW + 1)
@@ -373,8 +396,12 @@ impl Db {
         // of consecutive days follow each other), until the page is full. The first read
         // takes the days whose rows should hold twice the page at the density the count
         // saw; each read that leaves the page short takes twice as many rows as the last.
-        let spread = highest.unwrap_or(0) - lowest.unwrap_or(0) + 1;
-        let mut want = (2 * i64::from(limit) * spread / matches).max(1);
+        let spread = highest
+            .unwrap_or(0)
+            .saturating_sub(lowest.unwrap_or(0))
+            .saturating_add(1);
+        let mut want = (2 * i64::from(limit)).saturating_mul(spread) / matches;
+        want = want.max(1);
         let mut out: Vec<Hit> = Vec::new();
         let mut at = 0;
         while out.len() < limit as usize {
@@ -397,7 +424,7 @@ impl Db {
             while at < days.len() && these.len() < MOST_DAYS && (these.is_empty() || rows < want) {
                 let (day, n) = days[at];
                 these.push(day_term(day));
-                rows += n;
+                rows = rows.saturating_add(n);
                 at += 1;
             }
             want = want.saturating_mul(2);
@@ -433,8 +460,8 @@ impl Db {
             if !sql.is_empty() {
                 sql.push_str(" UNION ALL ");
             }
-            // Terms compare as bytes: U+10FFFF encodes above every character that can
-            // follow the word.
+            // The terms from the word up to the first string after all it starts
+            // ([`after`]; terms compare as bytes, in the order of their characters).
             // As bytes: FTS5 cuts a token of over 32 KiB where the bytes run out, maybe
             // inside a character, and a contact may send one.
             sql.push_str(&format!(
@@ -447,7 +474,8 @@ impl Db {
         for word in &query.words {
             statement = statement
                 .bind(word)
-                .bind(format!("{word}\u{10FFFF}"))
+                // No string after it (only U+10FFFF): no terms, the prefix itself.
+                .bind(after(word).unwrap_or_else(|| word.clone()))
                 .bind(i64::try_from(MOST_TERMS + 1).unwrap_or(i64::MAX));
         }
         let rows = statement.fetch_all(self.pool()).await?;
@@ -742,6 +770,32 @@ mod tests {
         assert_eq!(Query::parse(&many.join(" ")), Err(QueryError::TooManyWords));
         // Repeated words count once.
         assert_eq!(Query::parse("Über über UBER").unwrap().words, ["uber"]);
+    }
+
+    #[test]
+    fn the_string_after_a_word_follows_every_term_it_starts() {
+        assert_eq!(after("caf").as_deref(), Some("cag"));
+        assert_eq!(after("caf\u{10FFFF}").as_deref(), Some("cag"));
+        assert_eq!(after("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+        assert_eq!(after("\u{10FFFF}"), None);
+        for term in ["caf", "cafe", "caf\u{10FFFF}x", "caf\u{10FFFD}"] {
+            assert!(
+                term >= "caf" && term < after("caf").unwrap().as_str(),
+                "{term:?}"
+            );
+        }
+        // Where SQLite's older tables split a word, so does a query.
+        assert_eq!(Query::parse("ab\u{19B0}cd").unwrap().words, ["ab", "cd"]);
+    }
+
+    #[test]
+    fn days_come_newest_first_whatever_their_list() {
+        assert_eq!(parse_days(None), []);
+        assert_eq!(parse_days(Some("")), []);
+        assert_eq!(
+            parse_days(Some("3:10,20000:1,0:5,x:1,7")),
+            [(20_000, 1), (3, 10), (0, 5)]
+        );
     }
 
     #[test]

@@ -183,6 +183,24 @@ async fn a_prefix_finds_every_term_it_starts_however_many() {
     assert_eq!(find(db, "passw", None).await, [id(43)]);
     assert_eq!(find(db, "pass", None).await, [id(44), id(43)]);
     assert_eq!(find(db, "passxx more", None).await, [id(44)]);
+    // A term with the last character of all (which the tokenizer keeps) after the word.
+    vault
+        .put_message(bob, message(45, bob, me, "ca\u{10FFFF}z last"))
+        .await
+        .unwrap();
+    assert_eq!(find(db, "ca", None).await, [id(45), id(41)]);
+    // A term only a message still waiting to be indexed has: the word is spelled out after
+    // the flush.
+    vault
+        .put_message(bob, message(46, bob, me, "zebra crossing"))
+        .await
+        .unwrap();
+    assert_eq!(find(db, "zebra", None).await, [id(46)]);
+    vault
+        .put_message(bob, message(47, bob, me, "zebrafinch"))
+        .await
+        .unwrap();
+    assert_eq!(find(db, "zebra", None).await, [id(47), id(46)]);
     store.close().await;
 }
 
