@@ -171,7 +171,7 @@ async fn reader(data: &Path) -> sqlx::SqlitePool {
                 .read_only(true)
                 // Read as the node's own readers read (`Db::open`), so the ratio is the
                 // index's and not the page cache's.
-                .pragma("mmap_size", "1073741824"),
+                .pragma("mmap_size", volli_store::MMAP_SIZE),
         )
         .await
         .unwrap()
@@ -206,6 +206,20 @@ async fn scan(
         .unwrap(),
     };
     (start.elapsed(), rows.len())
+}
+
+/// `GET path` `trials` times: how long each took, and the last answer (each must be 200).
+async fn timed(node: &Node, path: &str, trials: usize) -> (Vec<Duration>, serde_json::Value) {
+    let mut took = Vec::with_capacity(trials);
+    let mut last = serde_json::Value::Null;
+    for _ in 0..trials {
+        let start = Instant::now();
+        let (status, body) = node.get(path).await;
+        took.push(start.elapsed());
+        assert_eq!(status, 200, "{body}");
+        last = body;
+    }
+    (took, last)
 }
 
 fn encode(text: &str) -> String {
@@ -320,24 +334,12 @@ async fn main() {
     ];
     // What a request costs that does next to nothing: the part of every search's time that
     // is HTTP, JSON and the token, not the index.
-    let mut floor = Vec::with_capacity(trials);
-    for _ in 0..trials {
-        let start = Instant::now();
-        let (status, _) = node.get("/health").await;
-        floor.push(start.elapsed());
-        assert_eq!(status, 200);
-    }
+    let (floor, _) = timed(&node, "/health", trials).await;
     let (f50, f99) = summary(floor);
     println!("GET /health (the floor of a request): p50 {f50:.2?} p99 {f99:.2?}");
     // And of a search: a word no message has (its statements, no results).
-    let mut none = Vec::with_capacity(trials);
-    for _ in 0..trials {
-        let start = Instant::now();
-        let (status, body) = node.get("/v1/search?q=zqxjzqxj&limit=20").await;
-        none.push(start.elapsed());
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body["results"].as_array().map(Vec::len), Some(0));
-    }
+    let (none, body) = timed(&node, "/v1/search?q=zqxjzqxj&limit=20", trials).await;
+    assert_eq!(body["results"].as_array().map(Vec::len), Some(0));
     let (n50, n99) = summary(none);
     println!("a word no message has (not in the figures below): p50 {n50:.2?} p99 {n99:.2?}");
     let mut all_api = Vec::new();
@@ -361,15 +363,8 @@ async fn main() {
             Some(w) => format!("/v1/search?q={}&limit={LIMIT}&with={w}", encode(&typed)),
             None => format!("/v1/search?q={}&limit={LIMIT}", encode(&typed)),
         };
-        let mut api = Vec::with_capacity(trials);
-        let mut found = 0;
-        for _ in 0..trials {
-            let start = Instant::now();
-            let (status, body) = node.get(&path).await;
-            api.push(start.elapsed());
-            assert_eq!(status, 200, "{body}");
-            found = body["results"].as_array().unwrap().len();
-        }
+        let (api, body) = timed(&node, &path, trials).await;
+        let found = body["results"].as_array().unwrap().len();
         // The scan looks for the first word (LIKE folds ASCII case only: the text as stored).
         let first = text.split(' ').next().unwrap();
         let mut base = Vec::with_capacity(trials);

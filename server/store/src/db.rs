@@ -17,9 +17,10 @@ use crate::StoreError;
 /// node runs (a mapping of it would end the process): a backup copies it through SQLite
 /// (`VACUUM INTO`), and a restore writes a new data directory.
 #[cfg(target_pointer_width = "64")]
-const MMAP_SIZE: &str = "1073741824";
+pub const MMAP_SIZE: &str = "1073741824";
+/// How much of the database file each reader maps (see the 64-bit one).
 #[cfg(not(target_pointer_width = "64"))]
-const MMAP_SIZE: &str = "67108864";
+pub const MMAP_SIZE: &str = "67108864";
 
 /// A handle to the node's database. Cheap to clone.
 ///

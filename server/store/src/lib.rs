@@ -24,7 +24,7 @@ use std::path::Path;
 
 pub use backups::{HeldStats, PutOutcome};
 pub use clients::ClientRow;
-pub use db::Db;
+pub use db::{Db, MMAP_SIZE};
 pub use held_files::{FileHold, HeldFileRow};
 pub use invites::{PendingContact, Redemption};
 pub use messaging::{Held, HeldEnvelope, OutboxChange, OutboxEntry, RelayStats};

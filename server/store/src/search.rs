@@ -368,8 +368,7 @@ impl Db {
         let last_day = cursor.map_or(i64::MAX, |(sent_at, _)| sent_at.max(0) / DAY);
         // How many rows match, up to FEW + 1, the row ids of the newest written and the last
         // of them (how densely the index's recent rows match: which days a page needs), and,
-        // when there
-        // are many, the newest days with their rows — in one statement.
+        // when there are many, the newest days with their rows — in one statement.
         let (matches, lowest, highest, days): (i64, Option<i64>, Option<i64>, Option<String>) =
             sqlx::query_as(
                 "SELECT c.n, c.lo, c.hi, CASE WHEN c.n > ?3 THEN \
@@ -400,8 +399,7 @@ impl Db {
             .unwrap_or(0)
             .saturating_sub(lowest.unwrap_or(0))
             .saturating_add(1);
-        let mut want = (2 * i64::from(limit)).saturating_mul(spread) / matches;
-        want = want.max(1);
+        let mut want = ((2 * i64::from(limit)).saturating_mul(spread) / matches).max(1);
         let mut out: Vec<Hit> = Vec::new();
         let mut at = 0;
         while out.len() < limit as usize {
