@@ -10,6 +10,7 @@
 //! existed before it, and makes snippets. It does not know conversations' names or groups.
 
 use sqlx::Row as _;
+use sqlx::SqliteConnection;
 use unicode_normalization::UnicodeNormalization as _;
 use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory as _};
 use volli_core::{MessageId, Timestamp, UserId};
@@ -337,13 +338,18 @@ impl Db {
     /// first, never deleted ones. Rows the background build has not reached yet are not
     /// found.
     pub async fn search(&self, search: &Search) -> Result<Vec<Hit>, SearchError> {
+        // Every statement of a search on one reader: a connection handed back to the pool is
+        // tested by a round trip to its worker thread, once per search rather than once per
+        // statement.
+        let mut conn = self.pool().acquire().await.map_err(StoreError::from)?;
+        let conn = &mut *conn;
         // What was stored before the search is found by it: the statement that spells the
         // words out also says whether rows wait to be indexed, and they are indexed first.
-        let mut scope = match self.spell_out(&search.query, true).await? {
+        let mut scope = match spell_out(conn, &search.query, true).await? {
             Some(scope) => scope,
             None => {
                 self.search_flush().await?;
-                self.spell_out(&search.query, false)
+                spell_out(conn, &search.query, false)
                     .await?
                     .unwrap_or_default()
             }
@@ -353,7 +359,7 @@ impl Db {
                 let at: Option<(i64,)> =
                     sqlx::query_as("SELECT sent_at FROM messages WHERE id = ? AND status < 5")
                         .bind(&id.as_bytes()[..])
-                        .fetch_optional(self.pool())
+                        .fetch_optional(&mut *conn)
                         .await
                         .map_err(StoreError::from)?;
                 Some((at.ok_or(SearchError::UnknownCursor)?.0, id))
@@ -384,11 +390,14 @@ impl Db {
             .bind(FEW)
             .bind(last_day)
             .bind(i64::try_from(DAYS_READ).unwrap_or(i64::MAX))
-            .fetch_one(self.pool())
+            .fetch_one(&mut *conn)
             .await
             .map_err(StoreError::from)?;
+        if matches == 0 {
+            return Ok(Vec::new());
+        }
         if matches <= FEW {
-            return self.newest(&scope, search, cursor, limit).await;
+            return newest(conn, &scope, search, cursor, limit).await;
         }
         let mut days = parse_days(days.as_deref());
         // Many matches: a few days at a time, newest first (days are in order, so the pages
@@ -411,7 +420,7 @@ impl Db {
                 if !days.len().is_multiple_of(DAYS_READ) {
                     break;
                 }
-                let more = self.days_before(oldest).await?;
+                let more = days_before(conn, oldest).await?;
                 if more.is_empty() {
                     break;
                 }
@@ -428,131 +437,9 @@ impl Db {
             want = want.saturating_mul(2);
             let scoped = format!("{scope} AND ({})", these.join(" OR "));
             let left = limit - u32::try_from(out.len()).unwrap_or(limit);
-            out.extend(self.newest(&scoped, search, cursor, left).await?);
+            out.extend(newest(conn, &scoped, search, cursor, left).await?);
         }
         Ok(out)
-    }
-
-    /// The days before `day` that have indexed rows, newest first, [`DAYS_READ`] at most.
-    async fn days_before(&self, day: i64) -> Result<Vec<(i64, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT day, rows FROM search_days WHERE day < ? ORDER BY day DESC LIMIT ?",
-        )
-        .bind(day)
-        .bind(i64::try_from(DAYS_READ).unwrap_or(i64::MAX))
-        .fetch_all(self.pool())
-        .await?)
-    }
-
-    /// The query's FTS5 expression, each word spelled out as the terms of the index it is
-    /// the start of ([`spelled_out`]); `None` when `queued` asks whether rows wait to be
-    /// indexed and some do (the words of those rows may not be in the list yet).
-    async fn spell_out(&self, query: &Query, queued: bool) -> Result<Option<String>, StoreError> {
-        // One statement for every word (and the queue): each word's terms tagged with the
-        // word's place, the queue's answer with -1.
-        let mut sql = String::new();
-        if queued {
-            sql.push_str("SELECT -1, NULL WHERE EXISTS (SELECT 1 FROM search_queue)");
-        }
-        for i in 0..query.words.len() {
-            if !sql.is_empty() {
-                sql.push_str(" UNION ALL ");
-            }
-            // The terms from the word up to the first string after all it starts
-            // ([`after`]; terms compare as bytes, in the order of their characters).
-            // As bytes: FTS5 cuts a token of over 32 KiB where the bytes run out, maybe
-            // inside a character, and a contact may send one.
-            sql.push_str(&format!(
-                "SELECT * FROM (SELECT {i}, CAST(term AS BLOB) FROM search_words \
-                 WHERE term >= ? AND term < ? ORDER BY term LIMIT ?)"
-            ));
-        }
-        // Only numbers are formatted into the text; every value is bound.
-        let mut statement = sqlx::query_as::<_, (i64, Option<Vec<u8>>)>(sqlx::AssertSqlSafe(sql));
-        for word in &query.words {
-            statement = statement
-                .bind(word)
-                // No string after it (only U+10FFFF): no terms, the prefix itself.
-                .bind(after(word).unwrap_or_else(|| word.clone()))
-                .bind(i64::try_from(MOST_TERMS + 1).unwrap_or(i64::MAX));
-        }
-        let rows = statement.fetch_all(self.pool()).await?;
-        if rows.iter().any(|(tag, _)| *tag < 0) {
-            return Ok(None);
-        }
-        let mut terms: Vec<Option<Vec<String>>> = vec![Some(Vec::new()); query.words.len()];
-        for (tag, term) in rows {
-            let Some(slot) = usize::try_from(tag).ok().and_then(|i| terms.get_mut(i)) else {
-                continue;
-            };
-            let term = term
-                .and_then(|t| String::from_utf8(t).ok())
-                .filter(|t| t.len() <= MAX_TERM_BYTES);
-            match (slot.as_mut(), term) {
-                (Some(list), Some(term)) => list.push(term),
-                // A term that is not a whole word of text, or a long one: the prefix itself.
-                _ => *slot = None,
-            }
-        }
-        let words: Vec<String> = query
-            .words
-            .iter()
-            .zip(terms)
-            .map(|(word, terms)| match terms {
-                Some(terms) => spelled_out(word, &terms),
-                None => prefix(word),
-            })
-            .collect();
-        Ok(Some(words.join(" AND ")))
-    }
-
-    /// The newest `limit` rows that match `expression` (and the search's conversation and
-    /// cursor): every match is joined to its row and the sorter keeps the newest by their
-    /// times and ids alone; only those are read whole.
-    async fn newest(
-        &self,
-        expression: &str,
-        search: &Search,
-        cursor: Option<(i64, MessageId)>,
-        limit: u32,
-    ) -> Result<Vec<Hit>, SearchError> {
-        let mut sql = String::from(
-            // CROSS JOIN: the index is read first and each match looked up (SQLite would
-            // otherwise walk one conversation's rows and run the full-text query once for
-            // each of them).
-            "SELECT m.id, m.sender, m.recipient, m.body, m.sent_at, m.status, m.kind, \
-             m.reply_to, m.edited_at, m.unsent, m.expires_at, m.extra, m.conversation \
-             FROM (SELECT m.rowid AS r, m.sent_at AS s, m.id AS i \
-               FROM search CROSS JOIN messages m ON m.rowid = search.rowid \
-               WHERE search MATCH ? AND m.status < 5 AND m.body <> '' AND m.unsent = 0 \
-               AND (m.expires_at IS NULL OR m.expires_at > ?)",
-        );
-        if search.conversation.is_some() {
-            sql.push_str(" AND m.conversation = ?");
-        }
-        if cursor.is_some() {
-            sql.push_str(" AND (m.sent_at, m.id) < (?, ?)");
-        }
-        sql.push_str(
-            " ORDER BY m.sent_at DESC, m.id DESC LIMIT ?) t \
-             CROSS JOIN messages m ON m.rowid = t.r ORDER BY t.s DESC, t.i DESC",
-        );
-        // Only fixed clauses are formatted into the text; every value is bound.
-        let mut query = sqlx::query_as::<_, HitRow>(sqlx::AssertSqlSafe(sql))
-            .bind(expression)
-            .bind(Timestamp::now().as_millis());
-        if let Some(conversation) = search.conversation {
-            query = query.bind(conversation.to_string());
-        }
-        if let Some((sent_at, id)) = cursor {
-            query = query.bind(sent_at).bind(id.as_bytes().to_vec());
-        }
-        let rows = query
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await
-            .map_err(StoreError::from)?;
-        Ok(rows.into_iter().filter_map(hit).collect())
     }
 
     /// How far the index is built.
@@ -686,6 +573,132 @@ impl Db {
         let size = |n: Option<i64>| u64::try_from(n.unwrap_or(0)).unwrap_or(0);
         Ok((size(index), size(text)))
     }
+}
+
+/// The days before `day` that have indexed rows, newest first, [`DAYS_READ`] at most.
+async fn days_before(conn: &mut SqliteConnection, day: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT day, rows FROM search_days WHERE day < ? ORDER BY day DESC LIMIT ?")
+            .bind(day)
+            .bind(i64::try_from(DAYS_READ).unwrap_or(i64::MAX))
+            .fetch_all(&mut *conn)
+            .await?,
+    )
+}
+
+/// The query's FTS5 expression, each word spelled out as the terms of the index it is
+/// the start of ([`spelled_out`]); `None` when `queued` asks whether rows wait to be
+/// indexed and some do (the words of those rows may not be in the list yet).
+async fn spell_out(
+    conn: &mut SqliteConnection,
+    query: &Query,
+    queued: bool,
+) -> Result<Option<String>, StoreError> {
+    // One statement for every word (and the queue): each word's terms tagged with the
+    // word's place, the queue's answer with -1.
+    let mut sql = String::new();
+    if queued {
+        sql.push_str("SELECT -1, NULL WHERE EXISTS (SELECT 1 FROM search_queue)");
+    }
+    for i in 0..query.words.len() {
+        if !sql.is_empty() {
+            sql.push_str(" UNION ALL ");
+        }
+        // The terms from the word up to the first string after all it starts
+        // ([`after`]; terms compare as bytes, in the order of their characters).
+        // As bytes: FTS5 cuts a token of over 32 KiB where the bytes run out, maybe
+        // inside a character, and a contact may send one.
+        sql.push_str(&format!(
+            "SELECT * FROM (SELECT {i}, CAST(term AS BLOB) FROM search_words \
+             WHERE term >= ? AND term < ? ORDER BY term LIMIT ?)"
+        ));
+    }
+    // Only numbers are formatted into the text; every value is bound.
+    let mut statement = sqlx::query_as::<_, (i64, Option<Vec<u8>>)>(sqlx::AssertSqlSafe(sql));
+    for word in &query.words {
+        statement = statement
+            .bind(word)
+            // No string after it (only U+10FFFF): no terms, the prefix itself.
+            .bind(after(word).unwrap_or_else(|| word.clone()))
+            .bind(i64::try_from(MOST_TERMS + 1).unwrap_or(i64::MAX));
+    }
+    let rows = statement.fetch_all(&mut *conn).await?;
+    if rows.iter().any(|(tag, _)| *tag < 0) {
+        return Ok(None);
+    }
+    let mut terms: Vec<Option<Vec<String>>> = vec![Some(Vec::new()); query.words.len()];
+    for (tag, term) in rows {
+        let Some(slot) = usize::try_from(tag).ok().and_then(|i| terms.get_mut(i)) else {
+            continue;
+        };
+        let term = term
+            .and_then(|t| String::from_utf8(t).ok())
+            .filter(|t| t.len() <= MAX_TERM_BYTES);
+        match (slot.as_mut(), term) {
+            (Some(list), Some(term)) => list.push(term),
+            // A term that is not a whole word of text, or a long one: the prefix itself.
+            _ => *slot = None,
+        }
+    }
+    let words: Vec<String> = query
+        .words
+        .iter()
+        .zip(terms)
+        .map(|(word, terms)| match terms {
+            Some(terms) => spelled_out(word, &terms),
+            None => prefix(word),
+        })
+        .collect();
+    Ok(Some(words.join(" AND ")))
+}
+
+/// The newest `limit` rows that match `expression` (and the search's conversation and
+/// cursor): every match is joined to its row and the sorter keeps the newest by their
+/// times and ids alone; only those are read whole.
+async fn newest(
+    conn: &mut SqliteConnection,
+    expression: &str,
+    search: &Search,
+    cursor: Option<(i64, MessageId)>,
+    limit: u32,
+) -> Result<Vec<Hit>, SearchError> {
+    let mut sql = String::from(
+        // CROSS JOIN: the index is read first and each match looked up (SQLite would
+        // otherwise walk one conversation's rows and run the full-text query once for
+        // each of them).
+        "SELECT m.id, m.sender, m.recipient, m.body, m.sent_at, m.status, m.kind, \
+         m.reply_to, m.edited_at, m.unsent, m.expires_at, m.extra, m.conversation \
+         FROM (SELECT m.rowid AS r, m.sent_at AS s, m.id AS i \
+           FROM search CROSS JOIN messages m ON m.rowid = search.rowid \
+           WHERE search MATCH ? AND m.status < 5 AND m.body <> '' AND m.unsent = 0 \
+           AND (m.expires_at IS NULL OR m.expires_at > ?)",
+    );
+    if search.conversation.is_some() {
+        sql.push_str(" AND m.conversation = ?");
+    }
+    if cursor.is_some() {
+        sql.push_str(" AND (m.sent_at, m.id) < (?, ?)");
+    }
+    sql.push_str(
+        " ORDER BY m.sent_at DESC, m.id DESC LIMIT ?) t \
+         CROSS JOIN messages m ON m.rowid = t.r ORDER BY t.s DESC, t.i DESC",
+    );
+    // Only fixed clauses are formatted into the text; every value is bound.
+    let mut query = sqlx::query_as::<_, HitRow>(sqlx::AssertSqlSafe(sql))
+        .bind(expression)
+        .bind(Timestamp::now().as_millis());
+    if let Some(conversation) = search.conversation {
+        query = query.bind(conversation.to_string());
+    }
+    if let Some((sent_at, id)) = cursor {
+        query = query.bind(sent_at).bind(id.as_bytes().to_vec());
+    }
+    let rows = query
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(StoreError::from)?;
+    Ok(rows.into_iter().filter_map(hit).collect())
 }
 
 /// The days and rows of `group_concat(day || ':' || rows)`, newest first.
