@@ -47,6 +47,16 @@ pub struct Found {
     pub snippet: volli_store::search::Snippet,
 }
 
+/// What a search found, and how far each reader read in each of their conversations (by
+/// conversation key), for their read ticks and `read_by`.
+#[derive(Default)]
+pub struct Results {
+    /// The messages, newest first.
+    pub found: Vec<Found>,
+    /// Each reader's read mark, by conversation key.
+    pub marks: HashMap<UserId, Vec<(UserId, volli_core::Timestamp)>>,
+}
+
 /// The search service. Cheap to clone.
 #[derive(Clone)]
 pub struct Searcher {
@@ -181,13 +191,13 @@ impl Searcher {
         place: Option<Place>,
         before: Option<MessageId>,
         limit: u32,
-    ) -> Result<Vec<Found>, SearchError> {
+    ) -> Result<Results, SearchError> {
         let conversation = place.map(|p| match p {
             Place::With(user) => user,
             Place::Group(group) => self.key_of(group),
         });
         let started = std::time::Instant::now();
-        let hits = self
+        let volli_store::search::Found { hits, marks } = self
             .inner
             .db
             .search(&Search {
@@ -199,7 +209,7 @@ impl Searcher {
             .await?;
         tracing::debug!(took = ?started.elapsed(), found = hits.len(), "searched");
         if hits.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Results::default());
         }
         let groups: HashMap<UserId, GroupRef> = self
             .inner
@@ -209,7 +219,7 @@ impl Searcher {
             .into_iter()
             .map(|g| (self.key_of(g), g))
             .collect();
-        Ok(hits
+        let found = hits
             .into_iter()
             .map(|hit| {
                 // A group this device left keeps its messages under a key nobody can map
@@ -225,6 +235,7 @@ impl Searcher {
                     snippet,
                 }
             })
-            .collect())
+            .collect();
+        Ok(Results { found, marks })
     }
 }

@@ -1,7 +1,8 @@
 //! The SQLite pool: WAL, `synchronous=FULL`, foreign keys, a busy timeout, migrations.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use sqlx::SqlitePool;
@@ -33,6 +34,78 @@ pub const MMAP_SIZE: &str = "67108864";
 pub struct Db {
     pool: SqlitePool,
     writer: SqlitePool,
+    direct: Direct,
+}
+
+/// Readers called directly on a blocking thread, for a read of several statements in a row
+/// (a search): through the pool, each statement is a round trip to its connection's own
+/// thread, which cost more than a search's statements themselves (ADR 0023). Connections
+/// are opened as needed and the last [`DIRECT_IDLE`] kept.
+#[derive(Clone)]
+pub(crate) struct Direct {
+    path: PathBuf,
+    idle: Arc<Mutex<Vec<rusqlite::Connection>>>,
+}
+
+/// Direct readers kept open between reads (as many as the pool's readers).
+const DIRECT_IDLE: usize = 4;
+
+impl std::fmt::Debug for Direct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Direct").field("path", &self.path).finish()
+    }
+}
+
+impl Direct {
+    fn idle(&self) -> MutexGuard<'_, Vec<rusqlite::Connection>> {
+        // A read that panicked left the list as it was: still a list of connections.
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A reader as the pool's are (mapped pages, sorts in memory, the same busy timeout),
+    /// and one that cannot write.
+    fn open(&self) -> Result<rusqlite::Connection, rusqlite::Error> {
+        use rusqlite::OpenFlags;
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "query_only", true)?;
+        conn.pragma_update(None, "mmap_size", MMAP_SIZE)?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+
+    /// Runs `read` on a reader, on a blocking thread.
+    pub(crate) async fn run<T, E>(
+        &self,
+        read: impl FnOnce(&rusqlite::Connection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let taken = this.idle().pop();
+            let conn = match taken {
+                Some(conn) => conn,
+                None => this.open().map_err(StoreError::from)?,
+            };
+            let out = read(&conn);
+            let mut idle = this.idle();
+            if idle.len() < DIRECT_IDLE {
+                idle.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+    }
 }
 
 impl Db {
@@ -95,7 +168,15 @@ impl Db {
                     .statement_cache_capacity(400),
             )
             .await?;
-        Ok(Self { pool, writer })
+        let direct = Direct {
+            path: path.to_owned(),
+            idle: Arc::default(),
+        };
+        Ok(Self {
+            pool,
+            writer,
+            direct,
+        })
     }
 
     /// Writes a consistent copy of the database at `path` to `dest` (`VACUUM INTO`), while
@@ -167,6 +248,11 @@ impl Db {
     /// The readers.
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// The readers called directly.
+    pub(crate) fn direct(&self) -> &Direct {
+        &self.direct
     }
 
     /// The one connection every write goes through.
@@ -361,6 +447,7 @@ impl Db {
 
     /// Closes every connection, checkpointing the WAL.
     pub async fn close(&self) {
+        self.direct.idle().clear();
         self.pool.close().await;
         self.writer.close().await;
     }

@@ -41,6 +41,9 @@ pub enum StoreError {
     /// SQLite refused or failed.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// SQLite, called directly, refused or failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// A migration could not be applied.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),

@@ -9,8 +9,11 @@
 //! diacritics folded), reads results newest first, builds the index in batches for rows that
 //! existed before it, and makes snippets. It does not know conversations' names or groups.
 
+use std::collections::HashMap;
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension as _, params, params_from_iter};
 use sqlx::Row as _;
-use sqlx::SqliteConnection;
 use unicode_normalization::UnicodeNormalization as _;
 use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory as _};
 use volli_core::{MessageId, Timestamp, UserId};
@@ -98,6 +101,11 @@ fn day_term(day: i64) -> String {
 
 /// Folds a word as `remove_diacritics 2` does, about: lower case, without combining marks.
 fn fold(word: &str) -> String {
+    // ASCII has nothing to decompose and no combining marks (most words of most texts:
+    // every result's words are folded for its snippet).
+    if word.is_ascii() {
+        return word.to_ascii_lowercase();
+    }
     word.nfd()
         .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
         .flat_map(char::to_lowercase)
@@ -255,6 +263,16 @@ pub struct Search {
     pub limit: u32,
 }
 
+/// What a search found: the messages, and how far each reader read in each of their
+/// conversations (their read ticks and `read_by`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Found {
+    /// The messages, newest first.
+    pub hits: Vec<Hit>,
+    /// Each reader's read mark in each conversation of `hits`, by conversation.
+    pub marks: HashMap<UserId, Vec<(UserId, Timestamp)>>,
+}
+
 /// One message found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hit {
@@ -337,109 +355,22 @@ impl Db {
     /// Messages whose text has every word of the query (each as the start of a word), newest
     /// first, never deleted ones. Rows the background build has not reached yet are not
     /// found.
-    pub async fn search(&self, search: &Search) -> Result<Vec<Hit>, SearchError> {
-        // Every statement of a search on one reader: a connection handed back to the pool is
-        // tested by a round trip to its worker thread, once per search rather than once per
-        // statement.
-        let mut conn = self.pool().acquire().await.map_err(StoreError::from)?;
-        let conn = &mut *conn;
-        // What was stored before the search is found by it: the statement that spells the
-        // words out also says whether rows wait to be indexed, and they are indexed first.
-        let mut scope = match spell_out(conn, &search.query, true).await? {
-            Some(scope) => scope,
-            None => {
-                self.search_flush().await?;
-                spell_out(conn, &search.query, false)
-                    .await?
-                    .unwrap_or_default()
-            }
-        };
-        let cursor = match search.before {
-            Some(id) => {
-                let at: Option<(i64,)> =
-                    sqlx::query_as("SELECT sent_at FROM messages WHERE id = ? AND status < 5")
-                        .bind(&id.as_bytes()[..])
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .map_err(StoreError::from)?;
-                Some((at.ok_or(SearchError::UnknownCursor)?.0, id))
-            }
-            None => None,
-        };
-        if let Some(conversation) = &search.conversation {
-            scope.push_str(" AND ");
-            scope.push_str(&conversation_term(conversation));
+    pub async fn search(&self, search: &Search) -> Result<Found, SearchError> {
+        // Every statement of a search runs in a row on one reader, called directly on a
+        // blocking thread (ADR 0023). What was stored before the search is found by it: the
+        // statement that spells the words out also says whether rows wait to be indexed;
+        // then they are indexed first, and the search starts again.
+        let first = search.clone();
+        if let Some(hits) = self.direct().run(move |c| find(c, &first, true)).await? {
+            return Ok(hits);
         }
-        let limit = search.limit.clamp(1, MAX_RESULTS);
-        let last_day = cursor.map_or(i64::MAX, |(sent_at, _)| sent_at.max(0) / DAY);
-        // How many rows match, up to FEW + 1, the row ids of the newest written and the last
-        // of them (how densely the index's recent rows match: which days a page needs), and,
-        // when there are many, the newest days with their rows — in one statement.
-        let (matches, lowest, highest, days): (i64, Option<i64>, Option<i64>, Option<String>) =
-            sqlx::query_as(
-                "SELECT c.n, c.lo, c.hi, CASE WHEN c.n > ?3 THEN \
-                   (SELECT group_concat(day || ':' || rows) FROM \
-                      (SELECT day, rows FROM search_days WHERE day <= ?4 \
-                       ORDER BY day DESC LIMIT ?5)) END \
-                 FROM (SELECT COUNT(*) AS n, MIN(rowid) AS lo, MAX(rowid) AS hi FROM \
-                   (SELECT rowid FROM search WHERE search MATCH ?1 \
-                    ORDER BY rowid DESC LIMIT ?2)) c",
-            )
-            .bind(&scope)
-            .bind(FEW + 1)
-            .bind(FEW)
-            .bind(last_day)
-            .bind(i64::try_from(DAYS_READ).unwrap_or(i64::MAX))
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(StoreError::from)?;
-        if matches == 0 {
-            return Ok(Vec::new());
-        }
-        if matches <= FEW {
-            return newest(conn, &scope, search, cursor, limit).await;
-        }
-        let mut days = parse_days(days.as_deref());
-        // Many matches: a few days at a time, newest first (days are in order, so the pages
-        // of consecutive days follow each other), until the page is full. The first read
-        // takes the days whose rows should hold twice the page at the density the count
-        // saw; each read that leaves the page short takes twice as many rows as the last.
-        let spread = highest
-            .unwrap_or(0)
-            .saturating_sub(lowest.unwrap_or(0))
-            .saturating_add(1);
-        let mut want = ((2 * i64::from(limit)).saturating_mul(spread) / matches).max(1);
-        let mut out: Vec<Hit> = Vec::new();
-        let mut at = 0;
-        while out.len() < limit as usize {
-            if at == days.len() {
-                // The days read so far are used up: the next ones, when there are more.
-                let Some(&(oldest, _)) = days.last() else {
-                    break;
-                };
-                if !days.len().is_multiple_of(DAYS_READ) {
-                    break;
-                }
-                let more = days_before(conn, oldest).await?;
-                if more.is_empty() {
-                    break;
-                }
-                days.extend(more);
-            }
-            let mut rows = 0;
-            let mut these = Vec::new();
-            while at < days.len() && these.len() < MOST_DAYS && (these.is_empty() || rows < want) {
-                let (day, n) = days[at];
-                these.push(day_term(day));
-                rows = rows.saturating_add(n);
-                at += 1;
-            }
-            want = want.saturating_mul(2);
-            let scoped = format!("{scope} AND ({})", these.join(" OR "));
-            let left = limit - u32::try_from(out.len()).unwrap_or(limit);
-            out.extend(newest(conn, &scoped, search, cursor, left).await?);
-        }
-        Ok(out)
+        self.search_flush().await?;
+        let again = search.clone();
+        Ok(self
+            .direct()
+            .run(move |c| find(c, &again, false))
+            .await?
+            .unwrap_or_default())
     }
 
     /// How far the index is built.
@@ -575,25 +506,131 @@ impl Db {
     }
 }
 
+/// [`Db::search`] on `conn`; `None` when `queued` asks whether rows wait to be indexed and
+/// some do (the words of those rows may not be in the word list yet).
+fn find(conn: &Connection, search: &Search, queued: bool) -> Result<Option<Found>, SearchError> {
+    let Some(hits) = hits(conn, search, queued)? else {
+        return Ok(None);
+    };
+    let mut conversations: Vec<UserId> = hits.iter().map(|h| h.conversation).collect();
+    conversations.sort_unstable();
+    conversations.dedup();
+    let marks = crate::vault::index::read_marks_in(conn, &conversations)?;
+    Ok(Some(Found { hits, marks }))
+}
+
+/// The messages of [`find`].
+fn hits(conn: &Connection, search: &Search, queued: bool) -> Result<Option<Vec<Hit>>, SearchError> {
+    let Some(mut scope) = spell_out(conn, &search.query, queued)? else {
+        return Ok(None);
+    };
+    let cursor = match search.before {
+        Some(id) => {
+            let at: Option<i64> = conn
+                .prepare_cached("SELECT sent_at FROM messages WHERE id = ? AND status < 5")
+                .and_then(|mut s| s.query_row([&id.as_bytes()[..]], |r| r.get(0)).optional())
+                .map_err(StoreError::from)?;
+            Some((at.ok_or(SearchError::UnknownCursor)?, id))
+        }
+        None => None,
+    };
+    if let Some(conversation) = &search.conversation {
+        scope.push_str(" AND ");
+        scope.push_str(&conversation_term(conversation));
+    }
+    let limit = search.limit.clamp(1, MAX_RESULTS);
+    let last_day = cursor.map_or(i64::MAX, |(sent_at, _)| sent_at.max(0) / DAY);
+    // How many rows match, up to FEW + 1, the row ids of the newest written and the last
+    // of them (how densely the index's recent rows match: which days a page needs), and,
+    // when there are many, the newest days with their rows — in one statement.
+    let (matches, lowest, highest, days): (i64, Option<i64>, Option<i64>, Option<String>) = conn
+        .prepare_cached(
+            "SELECT c.n, c.lo, c.hi, CASE WHEN c.n > ?3 THEN \
+               (SELECT group_concat(day || ':' || rows) FROM \
+                  (SELECT day, rows FROM search_days WHERE day <= ?4 \
+                   ORDER BY day DESC LIMIT ?5)) END \
+             FROM (SELECT COUNT(*) AS n, MIN(rowid) AS lo, MAX(rowid) AS hi FROM \
+               (SELECT rowid FROM search WHERE search MATCH ?1 \
+                ORDER BY rowid DESC LIMIT ?2)) c",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    scope,
+                    FEW + 1,
+                    FEW,
+                    last_day,
+                    i64::try_from(DAYS_READ).unwrap_or(i64::MAX)
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+        })
+        .map_err(StoreError::from)?;
+    if matches == 0 {
+        return Ok(Some(Vec::new()));
+    }
+    if matches <= FEW {
+        return newest(conn, &scope, search, cursor, limit).map(Some);
+    }
+    let mut days = parse_days(days.as_deref());
+    // Many matches: a few days at a time, newest first (days are in order, so the pages
+    // of consecutive days follow each other), until the page is full. The first read
+    // takes the days whose rows should hold twice the page at the density the count
+    // saw; each read that leaves the page short takes twice as many rows as the last.
+    let spread = highest
+        .unwrap_or(0)
+        .saturating_sub(lowest.unwrap_or(0))
+        .saturating_add(1);
+    let mut want = ((2 * i64::from(limit)).saturating_mul(spread) / matches).max(1);
+    let mut out: Vec<Hit> = Vec::new();
+    let mut at = 0;
+    while out.len() < limit as usize {
+        if at == days.len() {
+            // The days read so far are used up: the next ones, when there are more.
+            let Some(&(oldest, _)) = days.last() else {
+                break;
+            };
+            if !days.len().is_multiple_of(DAYS_READ) {
+                break;
+            }
+            let more = days_before(conn, oldest)?;
+            if more.is_empty() {
+                break;
+            }
+            days.extend(more);
+        }
+        let mut rows = 0;
+        let mut these = Vec::new();
+        while at < days.len() && these.len() < MOST_DAYS && (these.is_empty() || rows < want) {
+            let (day, n) = days[at];
+            these.push(day_term(day));
+            rows = rows.saturating_add(n);
+            at += 1;
+        }
+        want = want.saturating_mul(2);
+        let scoped = format!("{scope} AND ({})", these.join(" OR "));
+        let left = limit - u32::try_from(out.len()).unwrap_or(limit);
+        out.extend(newest(conn, &scoped, search, cursor, left)?);
+    }
+    Ok(Some(out))
+}
+
 /// The days before `day` that have indexed rows, newest first, [`DAYS_READ`] at most.
-async fn days_before(conn: &mut SqliteConnection, day: i64) -> Result<Vec<(i64, i64)>, StoreError> {
-    Ok(
-        sqlx::query_as("SELECT day, rows FROM search_days WHERE day < ? ORDER BY day DESC LIMIT ?")
-            .bind(day)
-            .bind(i64::try_from(DAYS_READ).unwrap_or(i64::MAX))
-            .fetch_all(&mut *conn)
-            .await?,
-    )
+fn days_before(conn: &Connection, day: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT day, rows FROM search_days WHERE day < ? ORDER BY day DESC LIMIT ?",
+    )?;
+    let rows = statement.query_map(
+        params![day, i64::try_from(DAYS_READ).unwrap_or(i64::MAX)],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The query's FTS5 expression, each word spelled out as the terms of the index it is
 /// the start of ([`spelled_out`]); `None` when `queued` asks whether rows wait to be
 /// indexed and some do (the words of those rows may not be in the list yet).
-async fn spell_out(
-    conn: &mut SqliteConnection,
-    query: &Query,
-    queued: bool,
-) -> Result<Option<String>, StoreError> {
+fn spell_out(conn: &Connection, query: &Query, queued: bool) -> Result<Option<String>, StoreError> {
     // One statement for every word (and the queue): each word's terms tagged with the
     // word's place, the queue's answer with -1.
     let mut sql = String::new();
@@ -614,15 +651,21 @@ async fn spell_out(
         ));
     }
     // Only numbers are formatted into the text; every value is bound.
-    let mut statement = sqlx::query_as::<_, (i64, Option<Vec<u8>>)>(sqlx::AssertSqlSafe(sql));
+    let mut values: Vec<Value> = Vec::with_capacity(3 * query.words.len());
     for word in &query.words {
-        statement = statement
-            .bind(word)
-            // No string after it (only U+10FFFF): no terms, the prefix itself.
-            .bind(after(word).unwrap_or_else(|| word.clone()))
-            .bind(i64::try_from(MOST_TERMS + 1).unwrap_or(i64::MAX));
+        values.push(Value::Text(word.clone()));
+        // No string after it (only U+10FFFF): no terms, the prefix itself.
+        values.push(Value::Text(after(word).unwrap_or_else(|| word.clone())));
+        values.push(Value::Integer(
+            i64::try_from(MOST_TERMS + 1).unwrap_or(i64::MAX),
+        ));
     }
-    let rows = statement.fetch_all(&mut *conn).await?;
+    let mut statement = conn.prepare_cached(&sql)?;
+    let rows = statement
+        .query_map(params_from_iter(values), |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
     if rows.iter().any(|(tag, _)| *tag < 0) {
         return Ok(None);
     }
@@ -655,8 +698,8 @@ async fn spell_out(
 /// The newest `limit` rows that match `expression` (and the search's conversation and
 /// cursor): every match is joined to its row and the sorter keeps the newest by their
 /// times and ids alone; only those are read whole.
-async fn newest(
-    conn: &mut SqliteConnection,
+fn newest(
+    conn: &Connection,
     expression: &str,
     search: &Search,
     cursor: Option<(i64, MessageId)>,
@@ -673,30 +716,45 @@ async fn newest(
            WHERE search MATCH ? AND m.status < 5 AND m.body <> '' AND m.unsent = 0 \
            AND (m.expires_at IS NULL OR m.expires_at > ?)",
     );
-    if search.conversation.is_some() {
+    let mut values = vec![
+        Value::Text(expression.to_owned()),
+        Value::Integer(Timestamp::now().as_millis()),
+    ];
+    if let Some(conversation) = search.conversation {
         sql.push_str(" AND m.conversation = ?");
+        values.push(Value::Text(conversation.to_string()));
     }
-    if cursor.is_some() {
+    if let Some((sent_at, id)) = cursor {
         sql.push_str(" AND (m.sent_at, m.id) < (?, ?)");
+        values.push(Value::Integer(sent_at));
+        values.push(Value::Blob(id.as_bytes().to_vec()));
     }
     sql.push_str(
         " ORDER BY m.sent_at DESC, m.id DESC LIMIT ?) t \
          CROSS JOIN messages m ON m.rowid = t.r ORDER BY t.s DESC, t.i DESC",
     );
+    values.push(Value::Integer(i64::from(limit)));
     // Only fixed clauses are formatted into the text; every value is bound.
-    let mut query = sqlx::query_as::<_, HitRow>(sqlx::AssertSqlSafe(sql))
-        .bind(expression)
-        .bind(Timestamp::now().as_millis());
-    if let Some(conversation) = search.conversation {
-        query = query.bind(conversation.to_string());
-    }
-    if let Some((sent_at, id)) = cursor {
-        query = query.bind(sent_at).bind(id.as_bytes().to_vec());
-    }
-    let rows = query
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await
+    let mut statement = conn.prepare_cached(&sql).map_err(StoreError::from)?;
+    let rows = statement
+        .query_map(params_from_iter(values), |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+                r.get(10)?,
+                r.get(11)?,
+                r.get(12)?,
+            ))
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<HitRow>, _>>())
         .map_err(StoreError::from)?;
     Ok(rows.into_iter().filter_map(hit).collect())
 }

@@ -53,6 +53,7 @@ async fn found(
     })
     .await
     .unwrap()
+    .hits
     .into_iter()
     .map(|h| h.message.id)
     .collect()

@@ -11,7 +11,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Query as QueryParams};
 use super::messages::{MessageView, group_id, user, views_marked};
 use crate::messaging::Messaging;
-use crate::search::{Place, Searcher};
+use crate::search::{Place, Results, Searcher};
 use crate::timeline::Where;
 
 /// Results per page when `limit` is not given.
@@ -111,17 +111,18 @@ pub async fn search(
         })?),
         None => None,
     };
-    let found = searcher
-        .search(query, place, before, limit)
-        .await
-        .map_err(|e| match e {
-            SearchError::UnknownCursor => {
-                ApiError::not_found("unknown_message", "`before` is not a stored message")
-            }
-            e => ApiError::internal(e),
-        })?;
+    let Results { found, mut marks } =
+        searcher
+            .search(query, place, before, limit)
+            .await
+            .map_err(|e| match e {
+                SearchError::UnknownCursor => {
+                    ApiError::not_found("unknown_message", "`before` is not a stored message")
+                }
+                e => ApiError::internal(e),
+            })?;
     // The results' messages as their conversations show them: the read marks of all their
-    // conversations in one query.
+    // conversations came with them.
     let mut places: Vec<(Where, Vec<usize>)> = Vec::new();
     for (i, f) in found.iter().enumerate() {
         let at = match f.place {
@@ -133,10 +134,13 @@ pub async fn search(
             None => places.push((at, vec![i])),
         }
     }
-    let at: Vec<Where> = places.iter().map(|(at, _)| *at).collect();
-    let marks = messaging.read_marks_in(&at).await?;
     let mut shown: Vec<Option<MessageView>> = found.iter().map(|_| None).collect();
-    for ((at, these), marks) in places.into_iter().zip(marks) {
+    for (at, these) in places {
+        // Every result of a place is in the same conversation.
+        let marks = these
+            .first()
+            .and_then(|i| marks.remove(&found[*i].hit.conversation))
+            .unwrap_or_default();
         let messages = these
             .iter()
             .map(|i| found[*i].hit.message.clone())

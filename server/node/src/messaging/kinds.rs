@@ -416,19 +416,6 @@ impl Messaging {
         Ok(self.inner.vault.read_marks(at.key()).await?)
     }
 
-    /// How far each reader read in each of the conversations `at`, in one query.
-    pub async fn read_marks_in(
-        &self,
-        at: &[Where],
-    ) -> Result<Vec<Vec<(UserId, Timestamp)>>, MessagingError> {
-        let keys: Vec<UserId> = at.iter().map(Where::key).collect();
-        let mut marks = self.inner.vault.read_marks_in(&keys).await?;
-        Ok(keys
-            .iter()
-            .map(|k| marks.remove(k).unwrap_or_default())
-            .collect())
-    }
-
     /// The state of transfer `id` (32 hex digits) on this device, if it has it.
     pub async fn transfer_state(&self, id: &str) -> Option<String> {
         let id = id.parse::<volli_core::transfer::TransferId>().ok()?;

@@ -1165,14 +1165,6 @@ impl Vault {
         index::read_marks(&self.db, with).await
     }
 
-    /// How far each reader read in each of `conversations`, in one query.
-    pub async fn read_marks_in(
-        &self,
-        conversations: &[UserId],
-    ) -> Result<std::collections::HashMap<UserId, Vec<(UserId, Timestamp)>>, StoreError> {
-        index::read_marks_in(&self.db, conversations).await
-    }
-
     /// Every conversation holding messages, with its newest message, what `me` has not read
     /// yet and its timer.
     pub async fn summaries(&self, me: UserId) -> Result<Vec<index::Summary>, StoreError> {

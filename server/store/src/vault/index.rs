@@ -441,12 +441,15 @@ pub(super) async fn read_marks(
 }
 
 /// How far each reader read in each of `conversations` (as [`read_marks`], for many in one
-/// query).
-pub(super) async fn read_marks_in(
-    db: &Db,
+/// query), on a reader called directly (search reads them beside its results).
+pub(crate) fn read_marks_in(
+    conn: &rusqlite::Connection,
     conversations: &[UserId],
 ) -> Result<HashMap<UserId, Vec<(UserId, Timestamp)>>, StoreError> {
     let mut out: HashMap<UserId, Vec<(UserId, Timestamp)>> = HashMap::new();
+    if conversations.is_empty() {
+        return Ok(out);
+    }
     // One statement of one shape whatever the number of conversations (a list bound as
     // JSON), so it is prepared once per connection.
     let list = serde_json::to_string(
@@ -457,14 +460,19 @@ pub(super) async fn read_marks_in(
     )
     // A list of strings always serializes.
     .unwrap_or_else(|_| "[]".to_owned());
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+    let mut statement = conn.prepare_cached(
         "SELECT conversation, reader, sent_at FROM read_marks \
          WHERE conversation IN (SELECT value FROM json_each(?))",
-    )
-    .bind(list)
-    .fetch_all(db.pool())
-    .await?;
-    for (conversation, reader, at) in rows {
+    )?;
+    let rows = statement.query_map([list], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (conversation, reader, at) = row?;
         if let (Ok(conversation), Ok(reader)) = (conversation.parse(), reader.parse()) {
             out.entry(conversation)
                 .or_default()
