@@ -13,8 +13,8 @@ use sqlx::sqlite::{
 use crate::StoreError;
 
 /// How much of the database file each reader maps (`PRAGMA mmap_size`; a file is mapped
-/// as large as it is, up to this): less on a 32-bit system, whose address space four readers
-/// share with everything else. The file must not be cut short by another program while the
+/// as large as it is, up to this): less on a 32-bit system, whose address space eight readers
+/// (the pool's and the direct ones) share with everything else. The file must not be cut short by another program while the
 /// node runs (a mapping of it would end the process): a backup copies it through SQLite
 /// (`VACUUM INTO`), and a restore writes a new data directory.
 #[cfg(target_pointer_width = "64")]
@@ -39,16 +39,19 @@ pub struct Db {
 
 /// Readers called directly on a blocking thread, for a read of several statements in a row
 /// (a search): through the pool, each statement is a round trip to its connection's own
-/// thread, which cost more than a search's statements themselves (ADR 0023). Connections
-/// are opened as needed and the last [`DIRECT_IDLE`] kept.
+/// thread, which cost more than a search's statements themselves (ADR 0023). At most
+/// [`DIRECT_READERS`] reads run at once (the others wait, as for the pool's readers), each
+/// on a connection opened the first time it was needed and kept.
 #[derive(Clone)]
 pub(crate) struct Direct {
     path: PathBuf,
     idle: Arc<Mutex<Vec<rusqlite::Connection>>>,
+    /// One per read running; closed by [`Db::close`].
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
-/// Direct readers kept open between reads (as many as the pool's readers).
-const DIRECT_IDLE: usize = 4;
+/// Direct reads at once, and connections (as many as the pool's readers).
+const DIRECT_READERS: usize = 4;
 
 impl std::fmt::Debug for Direct {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,12 +68,12 @@ impl Direct {
     }
 
     /// A reader as the pool's are (mapped pages, sorts in memory, the same busy timeout),
-    /// and one that cannot write.
+    /// and one that cannot write, nor checkpoint the log when it closes last.
     fn open(&self) -> Result<rusqlite::Connection, rusqlite::Error> {
         use rusqlite::OpenFlags;
         let conn = rusqlite::Connection::open_with_flags(
             &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "query_only", true)?;
@@ -80,7 +83,8 @@ impl Direct {
         Ok(conn)
     }
 
-    /// Runs `read` on a reader, on a blocking thread.
+    /// Runs `read` on a reader, on a blocking thread, once fewer than [`DIRECT_READERS`]
+    /// reads run; [`StoreError::Closed`] once the database is closed.
     pub(crate) async fn run<T, E>(
         &self,
         read: impl FnOnce(&rusqlite::Connection) -> Result<T, E> + Send + 'static,
@@ -89,22 +93,34 @@ impl Direct {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
+            let _running = permit;
             let taken = this.idle().pop();
             let conn = match taken {
                 Some(conn) => conn,
                 None => this.open().map_err(StoreError::from)?,
             };
             let out = read(&conn);
-            let mut idle = this.idle();
-            if idle.len() < DIRECT_IDLE {
-                idle.push(conn);
-            }
+            this.idle().push(conn);
             out
         })
         .await
         .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+    }
+
+    /// Waits for the reads running, then closes the connections; later reads fail.
+    async fn close(&self) {
+        let all = u32::try_from(DIRECT_READERS).unwrap_or(u32::MAX);
+        if let Ok(running) = self.permits.acquire_many(all).await {
+            running.forget();
+        }
+        self.permits.close();
+        self.idle().clear();
     }
 }
 
@@ -171,6 +187,7 @@ impl Db {
         let direct = Direct {
             path: path.to_owned(),
             idle: Arc::default(),
+            permits: Arc::new(tokio::sync::Semaphore::new(DIRECT_READERS)),
         };
         Ok(Self {
             pool,
@@ -447,7 +464,7 @@ impl Db {
 
     /// Closes every connection, checkpointing the WAL.
     pub async fn close(&self) {
-        self.direct.idle().clear();
+        self.direct.close().await;
         self.pool.close().await;
         self.writer.close().await;
     }
@@ -458,6 +475,62 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// The direct readers read what was committed, cannot write, run at most
+    /// DIRECT_READERS reads at once on as many connections, and stop with the database.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn direct_readers_read_only_a_few_at_a_time_until_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("volli.db")).await.unwrap();
+        sqlx::query("INSERT INTO search_days (day, rows) VALUES (7, 3)")
+            .execute(db.writer())
+            .await
+            .unwrap();
+        let read = |c: &rusqlite::Connection| -> Result<i64, StoreError> {
+            Ok(
+                c.query_row("SELECT rows FROM search_days WHERE day = 7", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        };
+        assert_eq!(db.direct().run(read).await.unwrap(), 3);
+        let wrote = db
+            .direct()
+            .run(|c| -> Result<usize, StoreError> { Ok(c.execute("DELETE FROM search_days", [])?) })
+            .await;
+        assert!(matches!(wrote, Err(StoreError::Sqlite(_))), "{wrote:?}");
+        // Many reads at once: never more than DIRECT_READERS running, nor connections.
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut reads = Vec::new();
+        for _ in 0..16 {
+            let (db, running, most) = (db.clone(), Arc::clone(&running), Arc::clone(&most));
+            reads.push(tokio::spawn(async move {
+                db.direct()
+                    .run(move |c| {
+                        use std::sync::atomic::Ordering::SeqCst;
+                        let now = running.fetch_add(1, SeqCst) + 1;
+                        most.fetch_max(now, SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        running.fetch_sub(1, SeqCst);
+                        read(c)
+                    })
+                    .await
+            }));
+        }
+        for r in reads {
+            assert_eq!(r.await.unwrap().unwrap(), 3);
+        }
+        let most = most.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((2..=DIRECT_READERS).contains(&most), "{most}");
+        assert!(db.direct().idle().len() <= DIRECT_READERS);
+        db.close().await;
+        assert!(db.direct().idle().is_empty());
+        assert!(matches!(
+            db.direct().run(read).await,
+            Err(StoreError::Closed)
+        ));
+    }
 
     /// Reader connections the pool opens while the writer is in a transaction that read
     /// before it writes must not fail that transaction with "database is locked".
