@@ -197,7 +197,7 @@ impl Searcher {
             Place::Group(group) => self.key_of(group),
         });
         let started = std::time::Instant::now();
-        let volli_store::search::Found { hits, marks } = self
+        let volli_store::search::Page { hits, marks } = self
             .inner
             .db
             .search(&Search {

@@ -266,7 +266,7 @@ pub struct Search {
 /// What a search found: the messages, and how far each reader read in each of their
 /// conversations (their read ticks and `read_by`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Found {
+pub struct Page {
     /// The messages, newest first.
     pub hits: Vec<Hit>,
     /// Each reader's read mark in each conversation of `hits`, by conversation.
@@ -310,52 +310,38 @@ pub enum SearchError {
     Store(#[from] StoreError),
 }
 
-type HitRow = (
-    Vec<u8>,
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    String,
-    Option<String>,
-    Option<i64>,
-    i64,
-    Option<i64>,
-    String,
-    String,
-);
-
-fn hit(row: HitRow) -> Option<Hit> {
-    let (
-        id,
-        from,
-        to,
-        body,
-        sent_at,
-        status,
-        kind,
-        reply_to,
-        edited_at,
-        unsent,
-        expires_at,
-        extra,
-        conversation,
-    ) = row;
-    Some(Hit {
-        conversation: conversation.parse().ok()?,
-        message: crate::vault::index::message((
-            id, from, to, body, sent_at, status, kind, reply_to, edited_at, unsent, expires_at,
-            extra,
-        ))?,
-    })
+/// A row of [`newest`] as a hit; `None` for a row that does not parse.
+fn hit(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Hit>> {
+    let conversation: String = r.get(12)?;
+    let message = crate::vault::index::message((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+    ));
+    Ok(conversation
+        .parse()
+        .ok()
+        .zip(message)
+        .map(|(conversation, message)| Hit {
+            conversation,
+            message,
+        }))
 }
 
 impl Db {
     /// Messages whose text has every word of the query (each as the start of a word), newest
     /// first, never deleted ones. Rows the background build has not reached yet are not
     /// found.
-    pub async fn search(&self, search: &Search) -> Result<Found, SearchError> {
+    pub async fn search(&self, search: &Search) -> Result<Page, SearchError> {
         // Every statement of a search runs in a row on one reader, called directly on a
         // blocking thread (ADR 0023). What was stored before the search is found by it: the
         // statement that spells the words out also says whether rows wait to be indexed;
@@ -508,7 +494,7 @@ impl Db {
 
 /// [`Db::search`] on `conn`; `None` when `queued` asks whether rows wait to be indexed and
 /// some do (the words of those rows may not be in the word list yet).
-fn find(conn: &Connection, search: &Search, queued: bool) -> Result<Option<Found>, SearchError> {
+fn find(conn: &Connection, search: &Search, queued: bool) -> Result<Option<Page>, SearchError> {
     let Some(hits) = hits(conn, search, queued)? else {
         return Ok(None);
     };
@@ -516,7 +502,7 @@ fn find(conn: &Connection, search: &Search, queued: bool) -> Result<Option<Found
     conversations.sort_unstable();
     conversations.dedup();
     let marks = crate::vault::index::read_marks_in(conn, &conversations)?;
-    Ok(Some(Found { hits, marks }))
+    Ok(Some(Page { hits, marks }))
 }
 
 /// The messages of [`find`].
@@ -540,30 +526,17 @@ fn hits(conn: &Connection, search: &Search, queued: bool) -> Result<Option<Vec<H
     }
     let limit = search.limit.clamp(1, MAX_RESULTS);
     let last_day = cursor.map_or(i64::MAX, |(sent_at, _)| sent_at.max(0) / DAY);
-    // How many rows match, up to FEW + 1, the row ids of the newest written and the last
-    // of them (how densely the index's recent rows match: which days a page needs), and,
-    // when there are many, the newest days with their rows — in one statement.
-    let (matches, lowest, highest, days): (i64, Option<i64>, Option<i64>, Option<String>) = conn
+    // How many rows match, up to FEW + 1, and the row ids of the newest written and the
+    // last of them (how densely the index's recent rows match: which days a page needs).
+    let (matches, lowest, highest): (i64, Option<i64>, Option<i64>) = conn
         .prepare_cached(
-            "SELECT c.n, c.lo, c.hi, CASE WHEN c.n > ?3 THEN \
-               (SELECT group_concat(day || ':' || rows) FROM \
-                  (SELECT day, rows FROM search_days WHERE day <= ?4 \
-                   ORDER BY day DESC LIMIT ?5)) END \
-             FROM (SELECT COUNT(*) AS n, MIN(rowid) AS lo, MAX(rowid) AS hi FROM \
-               (SELECT rowid FROM search WHERE search MATCH ?1 \
-                ORDER BY rowid DESC LIMIT ?2)) c",
+            "SELECT COUNT(*), MIN(rowid), MAX(rowid) FROM \
+               (SELECT rowid FROM search WHERE search MATCH ? ORDER BY rowid DESC LIMIT ?)",
         )
         .and_then(|mut s| {
-            s.query_row(
-                params![
-                    scope,
-                    FEW + 1,
-                    FEW,
-                    last_day,
-                    i64::try_from(DAYS_READ).unwrap_or(i64::MAX)
-                ],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
+            s.query_row(params![scope, FEW + 1], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
         })
         .map_err(StoreError::from)?;
     if matches == 0 {
@@ -572,7 +545,7 @@ fn hits(conn: &Connection, search: &Search, queued: bool) -> Result<Option<Vec<H
     if matches <= FEW {
         return newest(conn, &scope, search, cursor, limit).map(Some);
     }
-    let mut days = parse_days(days.as_deref());
+    let mut days = days_through(conn, last_day)?;
     // Many matches: a few days at a time, newest first (days are in order, so the pages
     // of consecutive days follow each other), until the page is full. The first read
     // takes the days whose rows should hold twice the page at the density the count
@@ -593,7 +566,7 @@ fn hits(conn: &Connection, search: &Search, queued: bool) -> Result<Option<Vec<H
             if !days.len().is_multiple_of(DAYS_READ) {
                 break;
             }
-            let more = days_before(conn, oldest)?;
+            let more = days_through(conn, oldest.saturating_sub(1))?;
             if more.is_empty() {
                 break;
             }
@@ -615,13 +588,14 @@ fn hits(conn: &Connection, search: &Search, queued: bool) -> Result<Option<Vec<H
     Ok(Some(out))
 }
 
-/// The days before `day` that have indexed rows, newest first, [`DAYS_READ`] at most.
-fn days_before(conn: &Connection, day: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+/// The days up to `last` that have indexed rows, with their rows, newest first,
+/// [`DAYS_READ`] at most.
+fn days_through(conn: &Connection, last: i64) -> Result<Vec<(i64, i64)>, StoreError> {
     let mut statement = conn.prepare_cached(
-        "SELECT day, rows FROM search_days WHERE day < ? ORDER BY day DESC LIMIT ?",
+        "SELECT day, rows FROM search_days WHERE day <= ? ORDER BY day DESC LIMIT ?",
     )?;
     let rows = statement.query_map(
-        params![day, i64::try_from(DAYS_READ).unwrap_or(i64::MAX)],
+        params![last, i64::try_from(DAYS_READ).unwrap_or(i64::MAX)],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -631,67 +605,43 @@ fn days_before(conn: &Connection, day: i64) -> Result<Vec<(i64, i64)>, StoreErro
 /// the start of ([`spelled_out`]); `None` when `queued` asks whether rows wait to be
 /// indexed and some do (the words of those rows may not be in the list yet).
 fn spell_out(conn: &Connection, query: &Query, queued: bool) -> Result<Option<String>, StoreError> {
-    // One statement for every word (and the queue): each word's terms tagged with the
-    // word's place, the queue's answer with -1.
-    let mut sql = String::new();
     if queued {
-        sql.push_str("SELECT -1, NULL WHERE EXISTS (SELECT 1 FROM search_queue)");
-    }
-    for i in 0..query.words.len() {
-        if !sql.is_empty() {
-            sql.push_str(" UNION ALL ");
+        let waiting: bool = conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM search_queue)")?
+            .query_row([], |r| r.get(0))?;
+        if waiting {
+            return Ok(None);
         }
-        // The terms from the word up to the first string after all it starts
-        // ([`after`]; terms compare as bytes, in the order of their characters).
-        // As bytes: FTS5 cuts a token of over 32 KiB where the bytes run out, maybe
-        // inside a character, and a contact may send one.
-        sql.push_str(&format!(
-            "SELECT * FROM (SELECT {i}, CAST(term AS BLOB) FROM search_words \
-             WHERE term >= ? AND term < ? ORDER BY term LIMIT ?)"
-        ));
     }
-    // Only numbers are formatted into the text; every value is bound.
-    let mut values: Vec<Value> = Vec::with_capacity(3 * query.words.len());
+    // Each word's terms, from the word up to the first string after all it starts
+    // ([`after`]; terms compare as bytes, in the order of their characters). As bytes:
+    // FTS5 cuts a token of over 32 KiB where the bytes run out, maybe inside a character,
+    // and a contact may send one.
+    let mut statement = conn.prepare_cached(
+        "SELECT CAST(term AS BLOB) FROM search_words WHERE term >= ? AND term < ? \
+         ORDER BY term LIMIT ?",
+    )?;
+    let mut words = Vec::with_capacity(query.words.len());
     for word in &query.words {
-        values.push(Value::Text(word.clone()));
         // No string after it (only U+10FFFF): no terms, the prefix itself.
-        values.push(Value::Text(after(word).unwrap_or_else(|| word.clone())));
-        values.push(Value::Integer(
-            i64::try_from(MOST_TERMS + 1).unwrap_or(i64::MAX),
-        ));
-    }
-    let mut statement = conn.prepare_cached(&sql)?;
-    let rows = statement
-        .query_map(params_from_iter(values), |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    if rows.iter().any(|(tag, _)| *tag < 0) {
-        return Ok(None);
-    }
-    let mut terms: Vec<Option<Vec<String>>> = vec![Some(Vec::new()); query.words.len()];
-    for (tag, term) in rows {
-        let Some(slot) = usize::try_from(tag).ok().and_then(|i| terms.get_mut(i)) else {
-            continue;
-        };
-        let term = term
-            .and_then(|t| String::from_utf8(t).ok())
-            .filter(|t| t.len() <= MAX_TERM_BYTES);
-        match (slot.as_mut(), term) {
-            (Some(list), Some(term)) => list.push(term),
-            // A term that is not a whole word of text, or a long one: the prefix itself.
-            _ => *slot = None,
-        }
-    }
-    let words: Vec<String> = query
-        .words
-        .iter()
-        .zip(terms)
-        .map(|(word, terms)| match terms {
+        let upto = after(word).unwrap_or_else(|| word.clone());
+        let most = i64::try_from(MOST_TERMS + 1).unwrap_or(i64::MAX);
+        let terms: Option<Vec<String>> = statement
+            .query_map(params![word, upto, most], |r| r.get::<_, Vec<u8>>(0))?
+            .map(|term| {
+                Ok(String::from_utf8(term?)
+                    .ok()
+                    .filter(|t| t.len() <= MAX_TERM_BYTES))
+            })
+            .collect::<Result<Vec<Option<String>>, rusqlite::Error>>()?
+            .into_iter()
+            .collect();
+        // A term that is not a whole word of text, or a long one: the prefix itself.
+        words.push(match terms {
             Some(terms) => spelled_out(word, &terms),
             None => prefix(word),
-        })
-        .collect();
+        });
+    }
     Ok(Some(words.join(" AND ")))
 }
 
@@ -737,40 +687,10 @@ fn newest(
     // Only fixed clauses are formatted into the text; every value is bound.
     let mut statement = conn.prepare_cached(&sql).map_err(StoreError::from)?;
     let rows = statement
-        .query_map(params_from_iter(values), |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-                r.get(9)?,
-                r.get(10)?,
-                r.get(11)?,
-                r.get(12)?,
-            ))
-        })
-        .and_then(|rows| rows.collect::<Result<Vec<HitRow>, _>>())
+        .query_map(params_from_iter(values), hit)
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(StoreError::from)?;
-    Ok(rows.into_iter().filter_map(hit).collect())
-}
-
-/// The days and rows of `group_concat(day || ':' || rows)`, newest first.
-fn parse_days(list: Option<&str>) -> Vec<(i64, i64)> {
-    let mut days: Vec<(i64, i64)> = list
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|d| {
-            let (day, rows) = d.split_once(':')?;
-            Some((day.parse().ok()?, rows.parse().ok()?))
-        })
-        .collect();
-    days.sort_unstable_by_key(|d| std::cmp::Reverse(d.0));
-    days
+    Ok(rows.into_iter().flatten().collect())
 }
 
 /// Indexes the rows of `messages m` that `rows` (a `FROM … WHERE …` clause, with `binds` as
@@ -855,16 +775,6 @@ mod tests {
         }
         // Where SQLite's older tables split a word, so does a query.
         assert_eq!(Query::parse("ab\u{19B0}cd").unwrap().words, ["ab", "cd"]);
-    }
-
-    #[test]
-    fn days_come_newest_first_whatever_their_list() {
-        assert_eq!(parse_days(None), []);
-        assert_eq!(parse_days(Some("")), []);
-        assert_eq!(
-            parse_days(Some("3:10,20000:1,0:5,x:1,7")),
-            [(20_000, 1), (3, 10), (0, 5)]
-        );
     }
 
     #[test]
