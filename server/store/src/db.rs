@@ -476,6 +476,19 @@ mod tests {
 
     use super::*;
 
+    /// Every connection, the pool's and the direct readers', keeps one plan per statement
+    /// whatever values are bound (`.cargo/config.toml` builds SQLite so): otherwise a
+    /// statement with `LIMIT ?` is prepared anew each time it is bound.
+    #[test]
+    fn sqlite_plans_a_statement_once() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        assert!(
+            conn.db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
+                .unwrap(),
+            "SQLite built without SQLITE_ENABLE_QPSG (LIBSQLITE3_FLAGS)"
+        );
+    }
+
     /// The direct readers read what was committed, cannot write, run at most
     /// DIRECT_READERS reads at once on as many connections, and stop with the database.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -310,26 +310,45 @@ pub enum SearchError {
     Store(#[from] StoreError),
 }
 
+/// User ids read back from their text once per search: a page names the same few users
+/// over and over (sender, recipient, conversation, readers), and reading one is a base-58
+/// decoding.
+#[derive(Default)]
+struct Users(HashMap<String, Option<UserId>>);
+
+impl Users {
+    fn get(&mut self, text: &str) -> Option<UserId> {
+        if let Some(user) = self.0.get(text) {
+            return *user;
+        }
+        let user = text.parse().ok();
+        self.0.insert(text.to_owned(), user);
+        user
+    }
+}
+
 /// A row of [`newest`] as a hit; `None` for a row that does not parse.
-fn hit(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Hit>> {
+fn hit(r: &rusqlite::Row<'_>, users: &mut Users) -> rusqlite::Result<Option<Hit>> {
     let conversation: String = r.get(12)?;
-    let message = crate::vault::index::message((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-    ));
-    Ok(conversation
-        .parse()
-        .ok()
+    let message = crate::vault::index::message_with(
+        (
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+            r.get(8)?,
+            r.get(9)?,
+            r.get(10)?,
+            r.get(11)?,
+        ),
+        &mut |text| users.get(text),
+    );
+    Ok(users
+        .get(&conversation)
         .zip(message)
         .map(|(conversation, message)| Hit {
             conversation,
@@ -494,19 +513,33 @@ impl Db {
 
 /// [`Db::search`] on `conn`; `None` when `queued` asks whether rows wait to be indexed and
 /// some do (the words of those rows may not be in the word list yet).
+///
+/// Every statement reads in one read transaction: the count, the days, the pages and the
+/// read marks all see the vault as it was when the first of them ran (a message stored or
+/// deleted meanwhile is wholly in or wholly out, and the marks are those of the results).
 fn find(conn: &Connection, search: &Search, queued: bool) -> Result<Option<Page>, SearchError> {
-    let Some(hits) = hits(conn, search, queued)? else {
+    let read = conn.unchecked_transaction().map_err(StoreError::from)?;
+    let mut users = Users::default();
+    let Some(hits) = hits(&read, search, queued, &mut users)? else {
         return Ok(None);
     };
     let mut conversations: Vec<UserId> = hits.iter().map(|h| h.conversation).collect();
     conversations.sort_unstable();
     conversations.dedup();
-    let marks = crate::vault::index::read_marks_in(conn, &conversations)?;
+    let marks =
+        crate::vault::index::read_marks_in(&read, &conversations, &mut |text| users.get(text))?;
+    // Nothing was written: ending the read is all a commit does here.
+    read.commit().map_err(StoreError::from)?;
     Ok(Some(Page { hits, marks }))
 }
 
 /// The messages of [`find`].
-fn hits(conn: &Connection, search: &Search, queued: bool) -> Result<Option<Vec<Hit>>, SearchError> {
+fn hits(
+    conn: &Connection,
+    search: &Search,
+    queued: bool,
+    users: &mut Users,
+) -> Result<Option<Vec<Hit>>, SearchError> {
     let Some(mut scope) = spell_out(conn, &search.query, queued)? else {
         return Ok(None);
     };
@@ -543,7 +576,7 @@ fn hits(conn: &Connection, search: &Search, queued: bool) -> Result<Option<Vec<H
         return Ok(Some(Vec::new()));
     }
     if matches <= FEW {
-        return newest(conn, &scope, search, cursor, limit).map(Some);
+        return newest(conn, &scope, search, cursor, limit, users).map(Some);
     }
     let mut days = days_through(conn, last_day)?;
     // Many matches: a few days at a time, newest first (days are in order, so the pages
@@ -583,7 +616,7 @@ fn hits(conn: &Connection, search: &Search, queued: bool) -> Result<Option<Vec<H
         want = want.saturating_mul(2);
         let scoped = format!("{scope} AND ({})", these.join(" OR "));
         let left = limit - u32::try_from(out.len()).unwrap_or(limit);
-        out.extend(newest(conn, &scoped, search, cursor, left)?);
+        out.extend(newest(conn, &scoped, search, cursor, left, users)?);
     }
     Ok(Some(out))
 }
@@ -654,6 +687,7 @@ fn newest(
     search: &Search,
     cursor: Option<(i64, MessageId)>,
     limit: u32,
+    users: &mut Users,
 ) -> Result<Vec<Hit>, SearchError> {
     let mut sql = String::from(
         // CROSS JOIN: the index is read first and each match looked up (SQLite would
@@ -687,7 +721,7 @@ fn newest(
     // Only fixed clauses are formatted into the text; every value is bound.
     let mut statement = conn.prepare_cached(&sql).map_err(StoreError::from)?;
     let rows = statement
-        .query_map(params_from_iter(values), hit)
+        .query_map(params_from_iter(values), |r| hit(r, users))
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(StoreError::from)?;
     Ok(rows.into_iter().flatten().collect())

@@ -243,6 +243,15 @@ pub(super) type MessageRow = (
 );
 
 pub(crate) fn message(row: MessageRow) -> Option<StoredMessage> {
+    message_with(row, &mut |s| s.parse().ok())
+}
+
+/// [`message`], with its user ids read by `user` (a search reads the same few ids over
+/// and over, and remembers them).
+pub(crate) fn message_with(
+    row: MessageRow,
+    user: &mut impl FnMut(&str) -> Option<UserId>,
+) -> Option<StoredMessage> {
     let (id, from, to, body, sent_at, status, kind, reply_to, edited_at, unsent, expires_at, extra) =
         row;
     let column: ExtraColumn = if extra.is_empty() {
@@ -252,8 +261,8 @@ pub(crate) fn message(row: MessageRow) -> Option<StoredMessage> {
     };
     Some(StoredMessage {
         id: MessageId::from_bytes(id.try_into().ok()?),
-        from: from.parse().ok()?,
-        to: to.parse().ok()?,
+        from: user(&from)?,
+        to: user(&to)?,
         body,
         sent_at: Timestamp::from_millis(sent_at),
         status: MessageStatus::from_rank(status)?,
@@ -266,7 +275,7 @@ pub(crate) fn message(row: MessageRow) -> Option<StoredMessage> {
             reactions: column
                 .reactions
                 .into_iter()
-                .filter_map(|(u, e)| Some((u.parse().ok()?, e)))
+                .filter_map(|(u, e)| Some((user(&u)?, e)))
                 .collect(),
             // Who read up to where is in `read_marks`, read with the page.
             read_by: std::collections::BTreeSet::new(),
@@ -445,6 +454,7 @@ pub(super) async fn read_marks(
 pub(crate) fn read_marks_in(
     conn: &rusqlite::Connection,
     conversations: &[UserId],
+    user: &mut impl FnMut(&str) -> Option<UserId>,
 ) -> Result<HashMap<UserId, Vec<(UserId, Timestamp)>>, StoreError> {
     let mut out: HashMap<UserId, Vec<(UserId, Timestamp)>> = HashMap::new();
     if conversations.is_empty() {
@@ -473,7 +483,7 @@ pub(crate) fn read_marks_in(
     })?;
     for row in rows {
         let (conversation, reader, at) = row?;
-        if let (Ok(conversation), Ok(reader)) = (conversation.parse(), reader.parse()) {
+        if let (Some(conversation), Some(reader)) = (user(&conversation), user(&reader)) {
             out.entry(conversation)
                 .or_default()
                 .push((reader, Timestamp::from_millis(at)));
