@@ -330,23 +330,10 @@ impl Users {
 /// A row of [`newest`] as a hit; `None` for a row that does not parse.
 fn hit(r: &rusqlite::Row<'_>, users: &mut Users) -> rusqlite::Result<Option<Hit>> {
     let conversation: String = r.get(12)?;
-    let message = crate::vault::index::message_with(
-        (
-            r.get(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-            r.get(6)?,
-            r.get(7)?,
-            r.get(8)?,
-            r.get(9)?,
-            r.get(10)?,
-            r.get(11)?,
-        ),
-        &mut |text| users.get(text),
-    );
+    let message =
+        crate::vault::index::message_with(crate::vault::index::message_row(r, 0)?, &mut |text| {
+            users.get(text)
+        });
     Ok(users
         .get(&conversation)
         .zip(message)

@@ -487,3 +487,65 @@ async fn deleted_messages_leave_every_device_stay_deleted_and_leave_the_disk() {
     a.close().await;
     c.close().await;
 }
+
+/// The chat list: each conversation with messages once, with its newest message and what
+/// this user has not read (received after their read mark), as each shows alone; one whose
+/// messages were all deleted on this device is not listed.
+#[tokio::test]
+async fn the_chat_list_has_each_conversation_with_its_newest_message_and_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), VaultOptions::default()).await;
+    let (me, bob, carol, dave) = (user(1), user(2), user(3), user(4));
+    let received = |n: u64, from: UserId, at: i64| {
+        let mut m = message(n, from, me, at);
+        m.status = MessageStatus::Received;
+        m
+    };
+    let vault = store.vault();
+    // Bob: three received, the second read (the mark), then one of mine.
+    vault
+        .put_message(bob, received(1, bob, 1_000))
+        .await
+        .unwrap();
+    let mut read = received(2, bob, 2_000);
+    read.extra.read_by.insert(me);
+    vault.put_message(bob, read).await.unwrap();
+    vault
+        .put_message(bob, received(3, bob, 3_000))
+        .await
+        .unwrap();
+    vault
+        .put_message(bob, message(4, me, bob, 4_000))
+        .await
+        .unwrap();
+    // Carol: two received, none read.
+    for (n, at) in [(10, 500), (11, 600)] {
+        vault
+            .put_message(carol, received(n, carol, at))
+            .await
+            .unwrap();
+    }
+    // Dave: one message, deleted on this device.
+    vault
+        .put_message(dave, received(20, dave, 700))
+        .await
+        .unwrap();
+    vault.delete_messages(dave, vec![id(20)]).await.unwrap();
+
+    let list = vault.summaries(me).await.unwrap();
+    let mut got: Vec<(UserId, Option<MessageId>, u64)> = list
+        .iter()
+        .map(|s| (s.conversation, s.last.as_ref().map(|m| m.id), s.unread))
+        .collect();
+    got.sort();
+    let mut want = vec![(bob, Some(id(4)), 1), (carol, Some(id(11)), 2)];
+    want.sort();
+    assert_eq!(got, want);
+    for s in &list {
+        let alone = vault.summary(s.conversation, me).await.unwrap();
+        assert_eq!(
+            (alone.last.map(|m| m.id), alone.unread, alone.timer),
+            (s.last.as_ref().map(|m| m.id), s.unread, s.timer)
+        );
+    }
+}

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use rusqlite::OptionalExtension as _;
 use sqlx::SqliteConnection;
 use volli_core::{MessageId, Timestamp, UserId};
 
@@ -227,7 +228,7 @@ pub(super) async fn locate(db: &Db, id: MessageId) -> Result<Option<Located>, St
 pub(super) const MESSAGE_COLUMNS: &str = "id, sender, recipient, body, sent_at, status, kind, \
      reply_to, edited_at, unsent, expires_at, extra";
 
-pub(super) type MessageRow = (
+pub(crate) type MessageRow = (
     Vec<u8>,
     String,
     String,
@@ -241,6 +242,25 @@ pub(super) type MessageRow = (
     Option<i64>,
     String,
 );
+
+/// A [`MessageRow`] read from `r`'s columns `at..at + 12` ([`MESSAGE_COLUMNS`]' order), on a
+/// reader called directly.
+pub(crate) fn message_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<MessageRow> {
+    Ok((
+        r.get(at)?,
+        r.get(at + 1)?,
+        r.get(at + 2)?,
+        r.get(at + 3)?,
+        r.get(at + 4)?,
+        r.get(at + 5)?,
+        r.get(at + 6)?,
+        r.get(at + 7)?,
+        r.get(at + 8)?,
+        r.get(at + 9)?,
+        r.get(at + 10)?,
+        r.get(at + 11)?,
+    ))
+}
 
 pub(crate) fn message(row: MessageRow) -> Option<StoredMessage> {
     message_with(row, &mut |s| s.parse().ok())
@@ -506,21 +526,67 @@ pub struct Summary {
 }
 
 /// Every conversation that holds messages, with its newest message, what `me` has not read
-/// and its timer.
+/// and its timer: all of them read in one read transaction on a reader called directly (a
+/// chat list as it was at one moment; three statements per conversation, no hand-over to
+/// another thread for each).
 pub(super) async fn summaries(db: &Db, me: UserId) -> Result<Vec<Summary>, StoreError> {
-    let conversations: Vec<(String,)> =
-        sqlx::query_as("SELECT DISTINCT conversation FROM messages WHERE status < 5")
-            .fetch_all(db.pool())
-            .await?;
-    let mut out = Vec::with_capacity(conversations.len());
-    for (conversation,) in conversations {
-        let Ok(key) = conversation.parse::<UserId>() else {
-            continue;
-        };
-        out.push(summary(db, key, me).await?);
-    }
-    Ok(out)
+    db.direct()
+        .run(move |conn| -> Result<Vec<Summary>, StoreError> {
+            let read = conn.unchecked_transaction()?;
+            // The conversations, one step of the page index each: `DISTINCT` read every row.
+            let keys: Vec<String> = read
+                .prepare_cached(
+                    "WITH RECURSIVE k(c) AS (SELECT MIN(conversation) FROM messages \
+                     UNION ALL SELECT (SELECT MIN(conversation) FROM messages \
+                     WHERE conversation > k.c) FROM k WHERE k.c IS NOT NULL) \
+                     SELECT c FROM k WHERE c IS NOT NULL",
+                )?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                let Ok(conversation) = key.parse::<UserId>() else {
+                    continue;
+                };
+                let last = read
+                    .prepare_cached(&last_query())?
+                    .query_row([&key], |r| message_row(r, 0))
+                    .optional()?;
+                // Only deleted messages (on this device): no conversation to list.
+                let Some(last) = last else { continue };
+                let unread: i64 = read
+                    .prepare_cached(UNREAD_QUERY)?
+                    .query_row(rusqlite::params![key, me.to_string()], |r| r.get(0))?;
+                let timer: Option<i64> = read
+                    .prepare_cached(TIMER_QUERY)?
+                    .query_row([&key], |r| r.get(0))
+                    .optional()?;
+                out.push(Summary {
+                    conversation,
+                    last: message(last),
+                    unread: u64::try_from(unread).unwrap_or(0),
+                    timer: timer.map_or(0, |t| u64::try_from(t).unwrap_or(0)),
+                });
+            }
+            read.commit()?;
+            Ok(out)
+        })
+        .await
 }
+
+/// A conversation's newest message (a tombstone included): [`MESSAGE_COLUMNS`].
+fn last_query() -> String {
+    format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation = ?1 AND status < 5 \
+         ORDER BY sent_at DESC, id DESC LIMIT 1"
+    )
+}
+
+/// How many messages of conversation `?1` reader `?2` has not read: received, not unsent, not
+/// a system line, after the reader's mark.
+const UNREAD_QUERY: &str = "SELECT COUNT(*) FROM messages WHERE conversation = ?1 AND status = 4 \
+     AND unsent = 0 AND kind != 'system' AND sender != ?2 AND sent_at > \
+     COALESCE((SELECT sent_at FROM read_marks WHERE conversation = ?1 AND reader = ?2), -1)";
 
 /// One conversation's [`Summary`].
 pub(super) async fn summary(
@@ -529,24 +595,15 @@ pub(super) async fn summary(
     me: UserId,
 ) -> Result<Summary, StoreError> {
     let key = conversation.to_string();
-    let last: Option<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation = ? AND status < 5 \
-         ORDER BY sent_at DESC, id DESC LIMIT 1"
-    )))
-    .bind(&key)
-    .fetch_optional(db.pool())
-    .await?;
-    let (unread,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM messages WHERE conversation = ? AND status = 4 AND unsent = 0 \
-         AND kind != 'system' AND sender != ? AND sent_at > COALESCE((SELECT sent_at FROM read_marks \
-         WHERE conversation = ? AND reader = ?), -1)",
-    )
-    .bind(&key)
-    .bind(me.to_string())
-    .bind(&key)
-    .bind(me.to_string())
-    .fetch_one(db.pool())
-    .await?;
+    let last: Option<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(last_query()))
+        .bind(&key)
+        .fetch_optional(db.pool())
+        .await?;
+    let (unread,): (i64,) = sqlx::query_as(UNREAD_QUERY)
+        .bind(&key)
+        .bind(me.to_string())
+        .fetch_one(db.pool())
+        .await?;
     let timer: Option<(i64,)> = sqlx::query_as(TIMER_QUERY)
         .bind(&key)
         .fetch_optional(db.pool())
