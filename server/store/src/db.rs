@@ -106,7 +106,11 @@ impl Direct {
                 None => this.open().map_err(StoreError::from)?,
             };
             let out = read(&conn);
-            this.idle().push(conn);
+            // A read left open (a rollback that failed) would pin its snapshot for the
+            // next read on this connection: such a connection is closed instead.
+            if conn.is_autocommit() {
+                this.idle().push(conn);
+            }
             out
         })
         .await
@@ -122,6 +126,23 @@ impl Direct {
         self.permits.close();
         self.idle().clear();
     }
+}
+
+/// Checkpoints the write-ahead log and empties it (`wal_checkpoint(TRUNCATE)`) on `writer`,
+/// so it holds no copy of erased pages. A reader's open snapshot makes SQLite give up after
+/// the busy timeout, without an error: said in the log then (the pages leave with a later
+/// checkpoint), and false.
+pub(crate) async fn empty_log(writer: &mut sqlx::SqliteConnection) -> Result<bool, StoreError> {
+    let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+        .fetch_one(&mut *writer)
+        .await?;
+    if busy != 0 {
+        tracing::warn!(
+            "the write-ahead log could not be emptied (a reader held it); erased pages stay in \
+             it until a later checkpoint"
+        );
+    }
+    Ok(busy == 0)
 }
 
 impl Db {
@@ -419,9 +440,7 @@ impl Db {
             sqlx::query("VACUUM").execute(&mut *conn).await?;
         }
         // Truncate the write-ahead log too, so the file system gets the space back now.
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&mut *conn)
-            .await?;
+        empty_log(&mut conn).await?;
         let (after,): (i64,) = sqlx::query_as("PRAGMA page_count")
             .fetch_one(&mut *conn)
             .await?;
@@ -450,9 +469,7 @@ impl Db {
             .await?;
         // The write-ahead log still holds the pages as they were (the erased text with
         // them) until it is checkpointed and emptied.
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.writer)
-            .await?;
+        empty_log(&mut *self.writer.acquire().await?).await?;
         Ok(())
     }
 

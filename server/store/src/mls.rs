@@ -456,9 +456,7 @@ impl Db {
     /// relies on.
     pub async fn scrub(&self) -> Result<(), StoreError> {
         self.reclaim().await?;
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(self.writer())
-            .await?;
+        crate::db::empty_log(&mut *self.writer().acquire().await?).await?;
         Ok(())
     }
 }

@@ -84,6 +84,10 @@ const FEW: i64 = 250;
 const MOST_DAYS: usize = 256;
 /// Days (and their rows) fetched at a time for reading a day at a time.
 const DAYS_READ: usize = 256;
+/// Reads of a few days each that one page makes at most; the rest of the page is read from
+/// every older match at once (a contact sets the times of its messages: spread over many
+/// days, they would otherwise make a search of hundreds of statements in one snapshot).
+const MOST_READS: usize = 8;
 /// Most terms a word typed is spelled out as; a prefix of more stays a prefix.
 const MOST_TERMS: usize = 32;
 /// Longest term spelled out, in bytes; a prefix of a longer one stays a prefix.
@@ -576,8 +580,23 @@ fn hits(
         .saturating_add(1);
     let mut want = ((2 * i64::from(limit)).saturating_mul(spread) / matches).max(1);
     let mut out: Vec<Hit> = Vec::new();
-    let mut at = 0;
+    let mut at: usize = 0;
+    let mut reads = 0;
     while out.len() < limit as usize {
+        let left = limit - u32::try_from(out.len()).unwrap_or(limit);
+        if reads == MOST_READS {
+            // Every match older than the days read, at once: a day's rows are those sent
+            // from its first millisecond (day 0 also those before 1970, never older).
+            let Some(&(day, _)) = at.checked_sub(1).and_then(|i| days.get(i)) else {
+                break;
+            };
+            if day > 0 {
+                let older = (day.saturating_mul(DAY), MessageId::from_bytes([0; 16]));
+                let bound = cursor.map_or(older, |c| c.min(older));
+                out.extend(newest(conn, &scope, search, Some(bound), left, users)?);
+            }
+            break;
+        }
         if at == days.len() {
             // The days read so far are used up: the next ones, when there are more.
             let Some(&(oldest, _)) = days.last() else {
@@ -601,8 +620,8 @@ fn hits(
             at += 1;
         }
         want = want.saturating_mul(2);
+        reads += 1;
         let scoped = format!("{scope} AND ({})", these.join(" OR "));
-        let left = limit - u32::try_from(out.len()).unwrap_or(limit);
         out.extend(newest(conn, &scoped, search, cursor, left, users)?);
     }
     Ok(Some(out))

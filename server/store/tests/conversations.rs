@@ -549,3 +549,30 @@ async fn the_chat_list_has_each_conversation_with_its_newest_message_and_unread(
         );
     }
 }
+
+/// A chat list longer than one read lists every conversation once.
+#[tokio::test]
+async fn a_long_chat_list_lists_every_conversation_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), VaultOptions::default()).await;
+    let me = user(1);
+    let others: Vec<UserId> = (10..80u8).map(user).collect();
+    let all: Vec<(UserId, StoredMessage)> = others
+        .iter()
+        .enumerate()
+        .map(|(i, with)| (*with, message(i as u64, me, *with, 1_000 + i as i64)))
+        .collect();
+    store.vault().put_messages(all).await.unwrap();
+    let mut listed: Vec<UserId> = store
+        .vault()
+        .summaries(me)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.conversation)
+        .collect();
+    listed.sort();
+    let mut want = others.clone();
+    want.sort();
+    assert_eq!(listed, want);
+}

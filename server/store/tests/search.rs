@@ -513,6 +513,48 @@ async fn matches_older_than_the_days_fetched_at_once_are_found() {
     store.close().await;
 }
 
+/// Matches older than thousands of days of other text (a contact sets its messages' times):
+/// after a few reads of a few days each, the rest of the page is read from every older match
+/// at once, in the same order.
+#[tokio::test]
+async fn matches_behind_thousands_of_days_are_read_at_once_after_a_few_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (me, bob) = (user(1), user(2));
+    let day = 86_400_000i64;
+    let start = 1_400_000_000_000i64;
+    // 300 matches on 15 days, then 3,000 days of other text, one message a day.
+    let mut all: Vec<(UserId, StoredMessage)> = (0..300u64)
+        .map(|n| {
+            let mut m = message(n, me, bob, &format!("distant harvest {n}"));
+            m.sent_at = Timestamp::from_millis(start + (n as i64 / 20) * day + n as i64);
+            (bob, m)
+        })
+        .collect();
+    all.extend((0..3_000u64).map(|n| {
+        let mut m = message(10_000 + n, me, bob, "weather report");
+        m.sent_at = Timestamp::from_millis(start + (100 + n as i64) * day);
+        (bob, m)
+    }));
+    for part in all.chunks(500) {
+        store.vault().put_messages(part.to_vec()).await.unwrap();
+    }
+    let db = store.db();
+    let mut got = Vec::new();
+    let mut before = None;
+    loop {
+        let page = found(db, "harvest", None, before, 40).await;
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().copied();
+        got.extend(page);
+    }
+    let newest: Vec<MessageId> = (0..300u64).rev().map(id).collect();
+    assert_eq!(got, newest);
+    store.close().await;
+}
+
 /// The words a prefix is spelled out as come from the text as the tokenizer splits it, an
 /// edit's included, and those of deleted text leave the word list once the index is merged.
 #[tokio::test]

@@ -526,52 +526,78 @@ pub struct Summary {
 }
 
 /// Every conversation that holds messages, with its newest message, what `me` has not read
-/// and its timer: all of them read in one read transaction on a reader called directly (a
-/// chat list as it was at one moment; three statements per conversation, no hand-over to
-/// another thread for each).
+/// and its timer, read on a reader called directly ([`CHATS_PER_READ`] conversations per
+/// read transaction: three statements each, without a hand-over to another thread for each,
+/// and without holding a reader or a snapshot for the whole of a long list).
 pub(super) async fn summaries(db: &Db, me: UserId) -> Result<Vec<Summary>, StoreError> {
-    db.direct()
-        .run(move |conn| -> Result<Vec<Summary>, StoreError> {
-            let read = conn.unchecked_transaction()?;
-            // The conversations, one step of the page index each: `DISTINCT` read every row.
-            let keys: Vec<String> = read
-                .prepare_cached(
-                    "WITH RECURSIVE k(c) AS (SELECT MIN(conversation) FROM messages \
-                     UNION ALL SELECT (SELECT MIN(conversation) FROM messages \
-                     WHERE conversation > k.c) FROM k WHERE k.c IS NOT NULL) \
-                     SELECT c FROM k WHERE c IS NOT NULL",
-                )?
-                .query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            let mut out = Vec::with_capacity(keys.len());
-            for key in keys {
-                let Ok(conversation) = key.parse::<UserId>() else {
-                    continue;
-                };
-                let last = read
-                    .prepare_cached(&last_query())?
-                    .query_row([&key], |r| message_row(r, 0))
-                    .optional()?;
-                // Only deleted messages (on this device): no conversation to list.
-                let Some(last) = last else { continue };
-                let unread: i64 = read
-                    .prepare_cached(UNREAD_QUERY)?
-                    .query_row(rusqlite::params![key, me.to_string()], |r| r.get(0))?;
-                let timer: Option<i64> = read
-                    .prepare_cached(TIMER_QUERY)?
-                    .query_row([&key], |r| r.get(0))
-                    .optional()?;
-                out.push(Summary {
-                    conversation,
-                    last: message(last),
-                    unread: u64::try_from(unread).unwrap_or(0),
-                    timer: timer.map_or(0, |t| u64::try_from(t).unwrap_or(0)),
-                });
-            }
-            read.commit()?;
-            Ok(out)
-        })
-        .await
+    let mut out = Vec::new();
+    let mut after = String::new();
+    loop {
+        let from = std::mem::take(&mut after);
+        let (these, last) = db
+            .direct()
+            .run(move |conn| summaries_after(conn, me, &from))
+            .await?;
+        out.extend(these);
+        match last {
+            Some(last) => after = last,
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Conversations listed per read of [`summaries`].
+const CHATS_PER_READ: i64 = 32;
+
+/// The [`Summary`] of each of the next [`CHATS_PER_READ`] conversations after `after` (in
+/// the order of their keys; `""` for the first), and the last key read when there may be
+/// more.
+fn summaries_after(
+    conn: &rusqlite::Connection,
+    me: UserId,
+    after: &str,
+) -> Result<(Vec<Summary>, Option<String>), StoreError> {
+    let read = conn.unchecked_transaction()?;
+    // The conversations, one step of the page index each (`DISTINCT` read every row).
+    let keys: Vec<String> = read
+        .prepare_cached(
+            "WITH RECURSIVE k(c, n) AS (\
+               SELECT (SELECT MIN(conversation) FROM messages WHERE conversation > ?1), 1 \
+               UNION ALL SELECT (SELECT MIN(conversation) FROM messages WHERE conversation > k.c), \
+                 n + 1 FROM k WHERE k.c IS NOT NULL AND n < ?2) \
+             SELECT c FROM k WHERE c IS NOT NULL",
+        )?
+        .query_map(rusqlite::params![after, CHATS_PER_READ], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let (last_query, me_text) = (last_query(), me.to_string());
+    let mut out = Vec::with_capacity(keys.len());
+    for key in &keys {
+        let Ok(conversation) = key.parse::<UserId>() else {
+            continue;
+        };
+        let last = read
+            .prepare_cached(&last_query)?
+            .query_row([key], |r| message_row(r, 0))
+            .optional()?;
+        // Only deleted messages (on this device): no conversation to list.
+        let Some(last) = last else { continue };
+        let unread: i64 = read
+            .prepare_cached(UNREAD_QUERY)?
+            .query_row(rusqlite::params![key, me_text], |r| r.get(0))?;
+        let timer: Option<i64> = read
+            .prepare_cached(TIMER_QUERY)?
+            .query_row([key], |r| r.get(0))
+            .optional()?;
+        out.push(Summary {
+            conversation,
+            last: message(last),
+            unread: u64::try_from(unread).unwrap_or(0),
+            timer: timer.map_or(0, |t| u64::try_from(t).unwrap_or(0)),
+        });
+    }
+    read.commit()?;
+    let more = usize::try_from(CHATS_PER_READ).is_ok_and(|n| keys.len() == n);
+    Ok((out, keys.last().filter(|_| more).cloned()))
 }
 
 /// A conversation's newest message (a tombstone included): [`MESSAGE_COLUMNS`].
