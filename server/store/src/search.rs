@@ -335,7 +335,7 @@ impl Users {
 fn hit(r: &rusqlite::Row<'_>, users: &mut Users) -> rusqlite::Result<Option<Hit>> {
     let conversation: String = r.get(12)?;
     let message =
-        crate::vault::index::message_with(crate::vault::index::message_row(r, 0)?, &mut |text| {
+        crate::vault::index::message_with(crate::vault::index::message_row(r)?, &mut |text| {
             users.get(text)
         });
     Ok(users

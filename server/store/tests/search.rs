@@ -481,24 +481,20 @@ async fn many_matches_come_a_day_at_a_time_in_order() {
     store.close().await;
 }
 
-/// A frequent word whose matches are all older than the newest few hundred days (which hold
-/// other text only) is still found whole: the days are fetched a few hundred at a time.
-#[tokio::test]
-async fn matches_older_than_the_days_fetched_at_once_are_found() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+/// `harvest` messages with the word "harvest", 20 a day (message `n` is the `n`th), and then,
+/// from the 100th day on, `weather` days of other text, one message a day.
+async fn harvest_then_weather(store: &Store, harvest: u64, weather: u64) {
     let (me, bob) = (user(1), user(2));
     let day = 86_400_000i64;
     let start = 1_500_000_000_000i64;
-    // 1,200 matches on 60 days, then 400 days of other text, one message a day.
-    let mut all: Vec<(UserId, StoredMessage)> = (0..1_200u64)
+    let mut all: Vec<(UserId, StoredMessage)> = (0..harvest)
         .map(|n| {
             let mut m = message(n, me, bob, &format!("rare harvest {n}"));
             m.sent_at = Timestamp::from_millis(start + (n as i64 / 20) * day + n as i64);
             (bob, m)
         })
         .collect();
-    all.extend((0..400u64).map(|n| {
+    all.extend((0..weather).map(|n| {
         let mut m = message(10_000 + n, me, bob, "weather report");
         m.sent_at = Timestamp::from_millis(start + (100 + n as i64) * day);
         (bob, m)
@@ -506,6 +502,16 @@ async fn matches_older_than_the_days_fetched_at_once_are_found() {
     for part in all.chunks(500) {
         store.vault().put_messages(part.to_vec()).await.unwrap();
     }
+}
+
+/// A frequent word whose matches are all older than the newest few hundred days (which hold
+/// other text only) is still found whole: the days are fetched a few hundred at a time.
+#[tokio::test]
+async fn matches_older_than_the_days_fetched_at_once_are_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    // 1,200 matches on 60 days, then 400 days of other text, one message a day.
+    harvest_then_weather(&store, 1_200, 400).await;
     let db = store.db();
     let page = found(db, "harvest", None, None, 30).await;
     let newest: Vec<MessageId> = (1_170..1_200u64).rev().map(id).collect();
@@ -520,25 +526,8 @@ async fn matches_older_than_the_days_fetched_at_once_are_found() {
 async fn matches_behind_thousands_of_days_are_read_at_once_after_a_few_reads() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
-    let (me, bob) = (user(1), user(2));
-    let day = 86_400_000i64;
-    let start = 1_400_000_000_000i64;
     // 300 matches on 15 days, then 3,000 days of other text, one message a day.
-    let mut all: Vec<(UserId, StoredMessage)> = (0..300u64)
-        .map(|n| {
-            let mut m = message(n, me, bob, &format!("distant harvest {n}"));
-            m.sent_at = Timestamp::from_millis(start + (n as i64 / 20) * day + n as i64);
-            (bob, m)
-        })
-        .collect();
-    all.extend((0..3_000u64).map(|n| {
-        let mut m = message(10_000 + n, me, bob, "weather report");
-        m.sent_at = Timestamp::from_millis(start + (100 + n as i64) * day);
-        (bob, m)
-    }));
-    for part in all.chunks(500) {
-        store.vault().put_messages(part.to_vec()).await.unwrap();
-    }
+    harvest_then_weather(&store, 300, 3_000).await;
     let db = store.db();
     let mut got = Vec::new();
     let mut before = None;

@@ -243,22 +243,22 @@ pub(crate) type MessageRow = (
     String,
 );
 
-/// A [`MessageRow`] read from `r`'s columns `at..at + 12` ([`MESSAGE_COLUMNS`]' order), on a
-/// reader called directly.
-pub(crate) fn message_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<MessageRow> {
+/// A [`MessageRow`] read from `r`'s first columns ([`MESSAGE_COLUMNS`]' order), on a reader
+/// called directly.
+pub(crate) fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
     Ok((
-        r.get(at)?,
-        r.get(at + 1)?,
-        r.get(at + 2)?,
-        r.get(at + 3)?,
-        r.get(at + 4)?,
-        r.get(at + 5)?,
-        r.get(at + 6)?,
-        r.get(at + 7)?,
-        r.get(at + 8)?,
-        r.get(at + 9)?,
-        r.get(at + 10)?,
-        r.get(at + 11)?,
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
     ))
 }
 
@@ -569,43 +569,20 @@ fn summaries_after(
         )?
         .query_map(rusqlite::params![after, CHATS_PER_READ], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    let (last_query, me_text) = (last_query(), me.to_string());
     let mut out = Vec::with_capacity(keys.len());
     for key in &keys {
         let Ok(conversation) = key.parse::<UserId>() else {
             continue;
         };
-        let last = read
-            .prepare_cached(&last_query)?
-            .query_row([key], |r| message_row(r, 0))
-            .optional()?;
+        let summary = summary_in(&read, conversation, me)?;
         // Only deleted messages (on this device): no conversation to list.
-        let Some(last) = last else { continue };
-        let unread: i64 = read
-            .prepare_cached(UNREAD_QUERY)?
-            .query_row(rusqlite::params![key, me_text], |r| r.get(0))?;
-        let timer: Option<i64> = read
-            .prepare_cached(TIMER_QUERY)?
-            .query_row([key], |r| r.get(0))
-            .optional()?;
-        out.push(Summary {
-            conversation,
-            last: message(last),
-            unread: u64::try_from(unread).unwrap_or(0),
-            timer: timer.map_or(0, |t| u64::try_from(t).unwrap_or(0)),
-        });
+        if summary.last.is_some() {
+            out.push(summary);
+        }
     }
     read.commit()?;
     let more = usize::try_from(CHATS_PER_READ).is_ok_and(|n| keys.len() == n);
     Ok((out, keys.last().filter(|_| more).cloned()))
-}
-
-/// A conversation's newest message (a tombstone included): [`MESSAGE_COLUMNS`].
-fn last_query() -> String {
-    format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation = ?1 AND status < 5 \
-         ORDER BY sent_at DESC, id DESC LIMIT 1"
-    )
 }
 
 /// How many messages of conversation `?1` reader `?2` has not read: received, not unsent, not
@@ -614,31 +591,44 @@ const UNREAD_QUERY: &str = "SELECT COUNT(*) FROM messages WHERE conversation = ?
      AND unsent = 0 AND kind != 'system' AND sender != ?2 AND sent_at > \
      COALESCE((SELECT sent_at FROM read_marks WHERE conversation = ?1 AND reader = ?2), -1)";
 
-/// One conversation's [`Summary`].
+/// One conversation's [`Summary`], on a reader called directly (three statements, one
+/// hand-over).
 pub(super) async fn summary(
     db: &Db,
     conversation: UserId,
     me: UserId,
 ) -> Result<Summary, StoreError> {
+    db.direct()
+        .run(move |conn| summary_in(conn, conversation, me))
+        .await
+}
+
+/// [`summary`] on `conn`, inside the caller's read.
+fn summary_in(
+    conn: &rusqlite::Connection,
+    conversation: UserId,
+    me: UserId,
+) -> Result<Summary, StoreError> {
     let key = conversation.to_string();
-    let last: Option<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(last_query()))
-        .bind(&key)
-        .fetch_optional(db.pool())
-        .await?;
-    let (unread,): (i64,) = sqlx::query_as(UNREAD_QUERY)
-        .bind(&key)
-        .bind(me.to_string())
-        .fetch_one(db.pool())
-        .await?;
-    let timer: Option<(i64,)> = sqlx::query_as(TIMER_QUERY)
-        .bind(&key)
-        .fetch_optional(db.pool())
-        .await?;
+    let last = conn
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation = ?1 AND status < 5 \
+             ORDER BY sent_at DESC, id DESC LIMIT 1"
+        ))?
+        .query_row([&key], message_row)
+        .optional()?;
+    let unread: i64 = conn
+        .prepare_cached(UNREAD_QUERY)?
+        .query_row(rusqlite::params![key, me.to_string()], |r| r.get(0))?;
+    let timer: Option<i64> = conn
+        .prepare_cached(TIMER_QUERY)?
+        .query_row([&key], |r| r.get(0))
+        .optional()?;
     Ok(Summary {
         conversation,
         last: last.and_then(message),
         unread: u64::try_from(unread).unwrap_or(0),
-        timer: timer.map_or(0, |(t,)| u64::try_from(t).unwrap_or(0)),
+        timer: timer.map_or(0, |t| u64::try_from(t).unwrap_or(0)),
     })
 }
 
