@@ -32,8 +32,10 @@ fi
 # Partition and NAT tests cut links between network namespaces and build home routers with
 # nftables; the UPnP router in the NAT tests is Debian's miniupnpd (nftables flavour). Its
 # package would start a system daemon and ask questions on install: neither happens here.
+# Their delay lines (a few ms between a home and the internet) run on python3.
 net_missing=()
 command -v nft >/dev/null 2>&1 || net_missing+=(nftables)
+command -v python3 >/dev/null 2>&1 || net_missing+=(python3)
 [[ -x /usr/sbin/miniupnpd ]] || net_missing+=(miniupnpd-nftables)
 if [[ ${#net_missing[@]} -gt 0 ]] && command -v apt-get >/dev/null 2>&1; then
   if [[ $(id -u) -eq 0 ]]; then

@@ -13,6 +13,10 @@
 //! Home nodes listen for peers on their LAN address only; the "internet" is the one /24, so
 //! nothing ever leaves the machine.
 //!
+//! [`Internet::delay`] puts a home's router a few milliseconds from the rest of the WAN (a
+//! provider namespace between them, whose routing passes every packet through a delay line
+//! on a tun device: `delay_line.py`, run with `python3`).
+//!
 //! [`Internet::with_ipv6`] adds IPv6 beside it, without translation: the WAN is
 //! `2001:db8:<id>::/64`, home k's LAN `2001:db8:<id>:k::/64` routed through its router,
 //! which lets out what the home starts and drops what arrives unasked, as home routers do.
@@ -569,6 +573,84 @@ impl Internet {
             .expect("miniupnpd starts (install miniupnpd-nftables)");
         self.daemons.push(daemon);
         self.dirs.push(dir);
+    }
+
+    /// Puts `one_way_ms` of delay each way between `host`'s router and the WAN, as the
+    /// path from a home to the rest of the internet has: a namespace between the two (the
+    /// home's provider) whose routing sends every packet through a delay line
+    /// (`delay_line.py`, a tun device and `python3`; this kernel has no `tc netem`).
+    /// Packets keep their order; the TTL drops by two. IPv4 only; a home on the WAN, not
+    /// behind a carrier.
+    pub fn delay(&mut self, host: &Host, one_way_ms: u32) {
+        let (_, wan_addr) = host.router.as_ref().expect("a home");
+        let k: u32 = wan_addr
+            .strip_prefix(&format!("{}.", self.wan))
+            .and_then(|o| o.parse::<u32>().ok())
+            .map(|o| o - 100)
+            .expect("a home on the WAN, not behind a carrier");
+        assert!(self.v6.is_none(), "delay lines carry IPv4 only");
+        let isp = self.namespace(format!("inet{}d{k}", self.id));
+        // The router's WAN link now ends in the provider's namespace (as `rtr0`); a new
+        // link joins the provider to the WAN bridge (as `net0`).
+        let old = format!("ir{}w{k}", self.id);
+        ip(&["link", "set", &old, "nomaster"]);
+        ip(&["link", "set", &old, "netns", &isp]);
+        self.links.retain(|l| l != &old);
+        in_ns(&isp, "ip", &["link", "set", &old, "name", "rtr0"]);
+        in_ns(&isp, "ip", &["link", "set", "dev", "rtr0", "up"]);
+        self.veth(&format!("iu{}w{k}", self.id), "net0", &isp, true);
+        let script = std::env::temp_dir().join(format!("volli-delay-line-{}.py", self.id));
+        std::fs::write(&script, include_str!("delay_line.py")).expect("delay line written");
+        let mut line = Command::new("ip")
+            .args(["netns", "exec", &isp, "python3"])
+            .arg(&script)
+            .args(["dly", &one_way_ms.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the delay line");
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(line.stdout.as_mut().expect("stdout")),
+            &mut ready,
+        )
+        .expect("the delay line starts");
+        assert_eq!(ready.trim(), "ready", "the delay line starts");
+        self.daemons.push(line);
+        // The provider answers ARP for each side on the other's behalf (see below), and forwards
+        // whatever arrives from either side into the delay line; what comes back out of it
+        // is routed on as usual.
+        for setting in [
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.all.send_redirects=0",
+            "net.ipv4.conf.rtr0.proxy_arp=1",
+            // Answered at once (by default a proxy's answer waits up to 0.8 s).
+            "net.ipv4.neigh.net0.proxy_delay=0",
+            "net.ipv4.neigh.rtr0.proxy_delay=0",
+            "net.ipv4.conf.net0.rp_filter=0",
+            "net.ipv4.conf.rtr0.rp_filter=0",
+            "net.ipv4.conf.dly.rp_filter=0",
+        ] {
+            in_ns(&isp, "sysctl", &["-q", "-w", setting]);
+        }
+        let own = format!("{}.{}/32", self.wan, 150 + k);
+        let subnet = format!("{}.0/24", self.wan);
+        let router_addr = format!("{wan_addr}/32");
+        for args in [
+            // Room for what arrives while the delay line waits for a core (a full queue drops).
+            vec!["link", "set", "dev", "dly", "txqueuelen", "10000", "up"],
+            vec!["addr", "add", &own, "dev", "net0"],
+            vec!["route", "add", &subnet, "dev", "net0"],
+            vec!["route", "add", &router_addr, "dev", "rtr0"],
+            // On the WAN it answers for the router's address alone; towards the router for
+            // every other address.
+            vec!["neigh", "add", "proxy", wan_addr, "dev", "net0"],
+            vec!["rule", "add", "iif", "net0", "lookup", "100", "pref", "100"],
+            vec!["rule", "add", "iif", "rtr0", "lookup", "100", "pref", "101"],
+            vec!["route", "add", "default", "dev", "dly", "table", "100"],
+        ] {
+            in_ns(&isp, "ip", &args);
+        }
     }
 
     /// Limits what `host` sends to the WAN to `mbit` megabits per second (a token bucket on
