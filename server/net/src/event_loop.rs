@@ -367,7 +367,7 @@ pub(crate) async fn start(config: NetConfig) -> Result<(NetClient, NetEvents), N
         mapped: BTreeSet::new(),
         nat: autonat::NatStatus::Unknown,
         connectivity,
-        punches: Punches::default(),
+        punches: Punches::new(config.keep_alive_for.clone()),
         quic_probed: HashMap::new(),
     };
     tokio::spawn(event_loop.run());
@@ -953,6 +953,15 @@ impl EventLoop {
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         if let Some(metrics) = self.metrics {
             record(metrics, &event);
+        }
+        if let SwarmEvent::OutgoingConnectionError {
+            peer_id: Some(peer),
+            connection_id,
+            ..
+        } = &event
+        {
+            self.punches
+                .dial_ended(*peer, *connection_id, Instant::now());
         }
         match event {
             SwarmEvent::NewListenAddr {

@@ -66,7 +66,8 @@ pub struct NetConfig {
     /// limits).
     pub relay_for: Option<PeerFilter>,
     /// Whose connections stay open while idle (the user's contacts and own devices); the
-    /// others close after two idle minutes. `None`: nobody's.
+    /// others close after two idle minutes. `None`: nobody's. The same peers' hole punching
+    /// goes beyond DCUtR's own tries (spaced re-dials, later attempts; `None`: everyone's).
     pub keep_alive_for: Option<PeerFilter>,
     /// Addresses to announce besides the listen addresses.
     pub external_addrs: Vec<Multiaddr>,

@@ -20,6 +20,13 @@
 //!
 //! It does not choose addresses (DCUtR's observed ones) or paths (the event loop closes a
 //! relayed connection once a direct one is up).
+//!
+//! Anyone may open a circuit to this node through its relays, and DCUtR dials what the other
+//! side says it was observed at. So the re-dials and later attempts are for trusted peers
+//! only (contacts and own devices, judged when they are due: an invite's peer becomes a
+//! contact during its first attempt); a stranger gets DCUtR's own tries. Re-dialed addresses
+//! are IP addresses with TCP or QUIC, never loopback, unspecified, multicast or link-local,
+//! and what a failed dial said is kept short and without control characters.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -28,7 +35,7 @@ use libp2p::multiaddr::Protocol as AddrProtocol;
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
 
-use crate::{PunchOutcome, PunchReport};
+use crate::{PeerFilter, PunchOutcome, PunchReport};
 
 /// When the re-dials go, after the first failed punching dial.
 const REDIALS: [Duration; 4] = [
@@ -72,6 +79,51 @@ pub(crate) enum Action {
 #[derive(Default)]
 pub(crate) struct Punches {
     peers: HashMap<PeerId, Peer>,
+    /// Whose attempts go beyond DCUtR's own tries; `None`: everyone's.
+    trusted: Option<PeerFilter>,
+}
+
+fn is_trusted(trusted: &Option<PeerFilter>, peer: &PeerId) -> bool {
+    trusted.as_ref().is_none_or(|t| t(peer))
+}
+
+/// The wait before the next later attempt after `failures` failed ones in a row.
+fn backoff(failures: u32) -> Duration {
+    FIRST_RETRY
+        .saturating_mul(4u32.saturating_pow(failures.saturating_sub(1)))
+        .min(LAST_RETRY)
+}
+
+/// Whether a punching dial's address is one to dial again: an IP address (not loopback,
+/// unspecified, multicast or link-local) with TCP or QUIC, and not through a relay.
+fn punchable(addr: &Multiaddr) -> bool {
+    let mut iter = addr.iter();
+    let ip_ok = match iter.next() {
+        Some(AddrProtocol::Ip4(ip)) => {
+            !(ip.is_loopback()
+                || ip.is_unspecified()
+                || ip.is_multicast()
+                || ip.is_link_local()
+                || ip.is_broadcast())
+        }
+        Some(AddrProtocol::Ip6(ip)) => {
+            !(ip.is_loopback()
+                || ip.is_unspecified()
+                || ip.is_multicast()
+                || ip.is_unicast_link_local())
+        }
+        _ => false,
+    };
+    let transport_ok = match (iter.next(), iter.next()) {
+        (Some(AddrProtocol::Tcp(_)), next) => {
+            matches!(next, None | Some(AddrProtocol::P2p(_)))
+        }
+        (Some(AddrProtocol::Udp(_)), Some(AddrProtocol::QuicV1)) => {
+            matches!(iter.next(), None | Some(AddrProtocol::P2p(_)))
+        }
+        _ => false,
+    };
+    ip_ok && transport_ok && iter.next().is_none()
 }
 
 #[derive(Default)]
@@ -149,11 +201,32 @@ fn report(
 }
 
 impl Punches {
-    fn peer(&mut self, peer: PeerId) -> &mut Peer {
-        if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_PEERS {
-            self.peers.retain(|_, p| p.attempt.is_some());
+    /// `trusted`: whose attempts go beyond DCUtR's own tries (`None`: everyone's).
+    pub(crate) fn new(trusted: Option<PeerFilter>) -> Self {
+        Self {
+            peers: HashMap::new(),
+            trusted,
         }
-        self.peers.entry(peer).or_default()
+    }
+
+    /// `peer`'s entry, made if there is room: when full, entries with nothing under way go
+    /// (strangers' first, a trusted peer's back-off only when nothing else is left to drop).
+    fn peer(&mut self, peer: PeerId) -> Option<&mut Peer> {
+        if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_PEERS {
+            let trusted = &self.trusted;
+            self.peers.retain(|id, p| {
+                p.attempt.is_some()
+                    || (is_trusted(trusted, id)
+                        && (p.retry_at.is_some() || p.failures > 0 || p.unended))
+            });
+            if self.peers.len() >= MAX_PEERS {
+                self.peers.retain(|_, p| p.attempt.is_some());
+            }
+            if self.peers.len() >= MAX_PEERS {
+                return None;
+            }
+        }
+        Some(self.peers.entry(peer).or_default())
     }
 
     /// A relayed connection to `peer` came up while it has no direct one: DCUtR starts an
@@ -164,7 +237,7 @@ impl Punches {
         as_listener: bool,
         now: Instant,
     ) -> Option<Action> {
-        let p = self.peer(peer);
+        let p = self.peer(peer)?;
         if p.attempt.is_some() {
             return None;
         }
@@ -183,7 +256,23 @@ impl Punches {
 
     /// A fresh circuit this side opened for a later attempt.
     pub(crate) fn circuit_opened(&mut self, peer: PeerId, id: ConnectionId) {
-        self.peer(peer).circuits.push(id);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.circuits.push(id);
+        }
+    }
+
+    /// A dial of this side failed: when it was a fresh circuit for a later attempt, that
+    /// attempt failed (the next waits longer).
+    pub(crate) fn dial_ended(&mut self, peer: PeerId, id: ConnectionId, now: Instant) {
+        if let Some(p) = self.peers.get_mut(&peer)
+            && let Some(at) = p.circuits.iter().position(|c| *c == id)
+        {
+            p.circuits.swap_remove(at);
+            p.failures = p.failures.saturating_add(1);
+            if p.attempt.is_none() {
+                p.retry_at = Some(now + backoff(p.failures));
+            }
+        }
     }
 
     /// A dial to `peer` failed at `failed` (address and error) while an attempt may be under
@@ -200,10 +289,15 @@ impl Punches {
         let mut any = false;
         for (addr, error) in failed.iter().filter(|(a, _)| !is_circuit(a)) {
             any = true;
-            if !attempt.addrs.contains(addr) && attempt.addrs.len() < 16 {
+            if punchable(addr) && !attempt.addrs.contains(addr) && attempt.addrs.len() < 16 {
                 attempt.addrs.push(addr.clone());
             }
-            let line = format!("{} {addr}: {}", transport_of(addr), short(error));
+            let line = format!(
+                "{} {}: {}",
+                transport_of(addr),
+                short(&addr.to_string(), 120),
+                short(error, 120)
+            );
             if !attempt.errors.contains(&line) && attempt.errors.len() < MAX_ERRORS {
                 attempt.errors.push(line);
             }
@@ -216,7 +310,7 @@ impl Punches {
     /// DCUtR gave up or its handshake failed.
     pub(crate) fn dcutr_failed(&mut self, peer: PeerId, error: &str) {
         if let Some(attempt) = self.peers.get_mut(&peer).and_then(|p| p.attempt.as_mut()) {
-            let line = format!("hole punching: {}", short(error));
+            let line = format!("hole punching: {}", short(error, 120));
             if !attempt.errors.contains(&line) && attempt.errors.len() < MAX_ERRORS {
                 attempt.errors.push(line);
             }
@@ -283,6 +377,7 @@ impl Punches {
         relayed_only: impl Fn(&PeerId) -> bool,
     ) -> Vec<Action> {
         let mut out = Vec::new();
+        let trusted = &self.trusted;
         for (peer, p) in &mut self.peers {
             if let Some(attempt) = &mut p.attempt {
                 if let Some(at) = attempt.next_redial()
@@ -290,6 +385,10 @@ impl Punches {
                 {
                     if let Some((_, done)) = &mut attempt.redials {
                         *done += 1;
+                    }
+                    if attempt.addrs.is_empty() || !is_trusted(trusted, peer) {
+                        // A stranger's attempt keeps its time line, without dials.
+                        continue;
                     }
                     let mut addrs = attempt.addrs.clone();
                     // QUIC first: a UDP hole punch is not stopped by an ICMP error.
@@ -318,10 +417,8 @@ impl Punches {
                 } else if attempt.next_redial().is_none() && attempt.deadline() <= now {
                     let reason = attempt.reason();
                     p.attempt = None;
-                    p.failures += 1;
-                    let wait = FIRST_RETRY
-                        .saturating_mul(4u32.saturating_pow(p.failures - 1))
-                        .min(LAST_RETRY);
+                    p.failures = p.failures.saturating_add(1);
+                    let wait = backoff(p.failures);
                     p.retry_at = Some(now + wait);
                     tracing::info!(%peer, %reason, retry_in = ?wait, "hole punching failed; staying on the relay");
                     for id in p.circuits.drain(..) {
@@ -336,12 +433,9 @@ impl Punches {
                 && at <= now
             {
                 p.retry_at = None;
-                if relayed_only(peer) {
+                if relayed_only(peer) && is_trusted(trusted, peer) {
                     // Should the fresh circuit not come up, the next try waits as long.
-                    let wait = FIRST_RETRY
-                        .saturating_mul(4u32.saturating_pow(p.failures))
-                        .min(LAST_RETRY);
-                    p.retry_at = Some(now + wait);
+                    p.retry_at = Some(now + backoff(p.failures.saturating_add(1)));
                     out.push(Action::Circuit(*peer));
                 }
             }
@@ -350,9 +444,13 @@ impl Punches {
     }
 }
 
-/// An error's text, bounded.
-fn short(error: &str) -> String {
-    error.chars().take(120).collect()
+/// An error's text (which may carry what a peer sent), bounded and on one line.
+fn short(error: &str, chars: usize) -> String {
+    error
+        .chars()
+        .take(chars)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 #[cfg(test)]
@@ -501,5 +599,139 @@ mod tests {
         let out = punches.due(t0 + Duration::from_secs(16), |_| false);
         assert_eq!(reports(&out), vec![PunchOutcome::Direct]);
         assert!(punches.next_wake().is_none());
+    }
+
+    fn failed_dials(punches: &mut Punches, peer: PeerId, t0: Instant) {
+        let failed: Vec<(Multiaddr, String)> = [
+            "/ip4/11.0.0.3/tcp/4001",
+            "/ip4/11.0.0.3/udp/4001/quic-v1",
+            "/ip4/127.0.0.1/tcp/8470",
+            "/ip4/169.254.1.1/tcp/22",
+            "/ip6/::1/udp/4001/quic-v1",
+            "/ip4/0.0.0.0/tcp/80",
+            "/ip4/224.0.0.251/udp/5353/quic-v1",
+            "/dns4/example.com/tcp/443",
+            "/ip4/11.0.0.3/udp/53",
+            "/ip4/11.0.0.3/tcp/4001/ws",
+        ]
+        .iter()
+        .map(|a| (a.parse().unwrap(), "Connection refused".to_owned()))
+        .collect();
+        punches.dial_failed(peer, &failed, t0);
+    }
+
+    #[test]
+    fn only_ip_addresses_with_tcp_or_quic_beyond_this_machine_and_link_are_dialed_again() {
+        let mut punches = Punches::default();
+        let peer = PeerId::random();
+        let t0 = Instant::now();
+        punches.relayed_up(peer, false, t0);
+        failed_dials(&mut punches, peer, t0);
+        let out = punches.due(t0 + Duration::from_millis(600), |_| true);
+        let [Action::Redial { addrs, .. }] = out.as_slice() else {
+            panic!("{out:?}");
+        };
+        let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            addrs,
+            ["/ip4/11.0.0.3/udp/4001/quic-v1", "/ip4/11.0.0.3/tcp/4001"]
+        );
+    }
+
+    #[test]
+    fn a_strangers_attempt_gets_no_redials_nor_later_attempts_but_an_outcome() {
+        let stranger: PeerFilter = std::sync::Arc::new(|_| false);
+        let mut punches = Punches::new(Some(stranger));
+        let peer = PeerId::random();
+        let t0 = Instant::now();
+        assert!(punches.relayed_up(peer, false, t0).is_some());
+        failed_dials(&mut punches, peer, t0);
+        let mut outcomes = Vec::new();
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(3 * 3600) {
+            for action in punches.due(now, |_| true) {
+                match action {
+                    Action::Report(_, r) => outcomes.push(r.outcome),
+                    other => panic!("{other:?}"),
+                }
+            }
+            now += Duration::from_secs(1);
+        }
+        assert_eq!(outcomes, vec![PunchOutcome::Failed]);
+    }
+
+    #[test]
+    fn trust_is_judged_when_a_dial_is_due() {
+        // An invite's peer is a stranger when its relayed connection comes up and a contact
+        // a moment later: the re-dials after that, and the later attempts, are its.
+        let contact = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let filter: PeerFilter = {
+            let contact = contact.clone();
+            std::sync::Arc::new(move |_| contact.load(std::sync::atomic::Ordering::Relaxed))
+        };
+        let mut punches = Punches::new(Some(filter));
+        let peer = PeerId::random();
+        let t0 = Instant::now();
+        punches.relayed_up(peer, false, t0);
+        failed_dials(&mut punches, peer, t0);
+        assert!(
+            punches
+                .due(t0 + Duration::from_millis(600), |_| true)
+                .is_empty()
+        );
+        contact.store(true, std::sync::atomic::Ordering::Relaxed);
+        let out = punches.due(t0 + Duration::from_millis(1600), |_| true);
+        assert!(matches!(out.as_slice(), [Action::Redial { .. }]), "{out:?}");
+    }
+
+    #[test]
+    fn a_fresh_circuit_that_fails_to_open_makes_the_next_attempt_wait_longer() {
+        let mut punches = Punches::default();
+        let peer = PeerId::random();
+        let t0 = Instant::now();
+        punches.relayed_up(peer, false, t0);
+        let out = punches.due(t0 + Duration::from_secs(16), |_| true);
+        assert_eq!(reports(&out), vec![PunchOutcome::Failed]);
+        let at = t0 + Duration::from_secs(47);
+        let later = punches.due(at, |_| true);
+        assert!(matches!(later.as_slice(), [Action::Circuit(_)]));
+        let id = ConnectionId::new_unchecked(7);
+        punches.circuit_opened(peer, id);
+        punches.dial_ended(peer, id, at);
+        // Two failures: 2 minutes, not 30 s.
+        assert!(
+            punches
+                .due(at + Duration::from_secs(119), |_| true)
+                .is_empty()
+        );
+        let next = punches.due(at + Duration::from_secs(121), |_| true);
+        assert!(matches!(next.as_slice(), [Action::Circuit(_)]), "{next:?}");
+        // A dial that was not a fresh circuit changes nothing.
+        punches.dial_ended(peer, ConnectionId::new_unchecked(8), at);
+    }
+
+    #[test]
+    fn what_a_failed_dial_said_is_kept_short_and_on_one_line() {
+        let mut punches = Punches::default();
+        let peer = PeerId::random();
+        let t0 = Instant::now();
+        punches.relayed_up(peer, false, t0);
+        let addr = Multiaddr::empty()
+            .with(AddrProtocol::Dns4("a\nb".repeat(1000).into()))
+            .with(AddrProtocol::Tcp(1));
+        punches.dial_failed(
+            peer,
+            &[(addr, format!("refused\n{}", "x".repeat(10_000)))],
+            t0,
+        );
+        let reason = (1..=130)
+            .flat_map(|tenth| punches.due(t0 + Duration::from_millis(100 * tenth), |_| true))
+            .find_map(|a| match a {
+                Action::Report(_, r) => r.reason,
+                _ => None,
+            })
+            .unwrap();
+        assert!(reason.len() < 300, "{}", reason.len());
+        assert!(!reason.chars().any(char::is_control), "{reason}");
     }
 }

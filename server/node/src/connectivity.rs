@@ -198,7 +198,7 @@ impl Connectivity {
                 offers.sort_by_key(|(p, o)| (!o.confirmed, **p));
                 let offered = offers
                     .into_iter()
-                    .filter_map(|(p, o)| Some((*p, with_peer(o.addrs.first()?, *p))));
+                    .filter_map(|(p, o)| Some((*p, with_peer(o.addrs.first()?, *p)?)));
                 let chosen: Vec<(PeerId, Multiaddr)> = configured
                     .chain(offered)
                     .filter(|(p, _)| {
@@ -379,11 +379,13 @@ fn peer_in(addr: &Multiaddr) -> Option<PeerId> {
     })
 }
 
-fn with_peer(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
-    if peer_in(addr).is_some() {
-        addr.clone()
-    } else {
-        addr.clone().with(Ma::P2p(peer))
+/// `addr` of the relay `peer` offered, ending in its id; `None` when it names another peer
+/// (an offer is for the node that made it, not for a third party it would send us to).
+fn with_peer(addr: &Multiaddr, peer: PeerId) -> Option<Multiaddr> {
+    match peer_in(addr) {
+        Some(named) if named != peer => None,
+        Some(_) => Some(addr.clone()),
+        None => Some(addr.clone().with(Ma::P2p(peer))),
     }
 }
 
@@ -427,6 +429,21 @@ pub fn why_unreachable(addrs: &[Multiaddr], error: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relay_offer_is_used_only_for_the_node_that_made_it() {
+        let relay = PeerId::random();
+        let bare: Multiaddr = "/ip4/11.0.0.2/tcp/4001".parse().unwrap();
+        assert_eq!(
+            with_peer(&bare, relay),
+            Some(bare.clone().with(Ma::P2p(relay)))
+        );
+        let own = bare.clone().with(Ma::P2p(relay));
+        assert_eq!(with_peer(&own, relay), Some(own.clone()));
+        // An offer that would send this node to reserve at a third party.
+        let other = bare.with(Ma::P2p(PeerId::random()));
+        assert_eq!(with_peer(&other, relay), None);
+    }
 
     #[test]
     fn a_missing_path_is_explained() {
