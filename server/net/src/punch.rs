@@ -469,6 +469,18 @@ mod tests {
             .collect()
     }
 
+    /// An attempt with `peer` that got no answer and ended failed at `t0` + 16 s.
+    fn failed_unanswered(punches: &mut Punches, peer: PeerId, t0: Instant) {
+        punches.relayed_up(peer, false, t0);
+        assert!(
+            punches
+                .due(t0 + Duration::from_secs(14), |_| true)
+                .is_empty()
+        );
+        let out = punches.due(t0 + Duration::from_secs(16), |_| true);
+        assert_eq!(reports(&out), vec![PunchOutcome::Failed]);
+    }
+
     #[test]
     fn a_failed_punch_is_redialed_spaced_then_tried_again_later_with_backoff() {
         let mut punches = Punches::default();
@@ -563,17 +575,7 @@ mod tests {
 
     #[test]
     fn an_attempt_without_any_answer_ends_failed() {
-        let mut punches = Punches::default();
-        let peer = PeerId::random();
-        let t0 = Instant::now();
-        punches.relayed_up(peer, false, t0);
-        assert!(
-            punches
-                .due(t0 + Duration::from_secs(14), |_| true)
-                .is_empty()
-        );
-        let out = punches.due(t0 + Duration::from_secs(16), |_| true);
-        assert_eq!(reports(&out), vec![PunchOutcome::Failed]);
+        failed_unanswered(&mut Punches::default(), PeerId::random(), Instant::now());
     }
 
     #[test]
@@ -581,9 +583,7 @@ mod tests {
         let mut punches = Punches::default();
         let peer = PeerId::random();
         let t0 = Instant::now();
-        punches.relayed_up(peer, false, t0);
-        let out = punches.due(t0 + Duration::from_secs(16), |_| true);
-        assert_eq!(reports(&out), vec![PunchOutcome::Failed]);
+        failed_unanswered(&mut punches, peer, t0);
         // The other side's dial gets through later, with no attempt of this side under way.
         let tcp: Multiaddr = "/ip4/11.0.0.3/tcp/4001".parse().unwrap();
         let done = punches
@@ -689,9 +689,7 @@ mod tests {
         let mut punches = Punches::default();
         let peer = PeerId::random();
         let t0 = Instant::now();
-        punches.relayed_up(peer, false, t0);
-        let out = punches.due(t0 + Duration::from_secs(16), |_| true);
-        assert_eq!(reports(&out), vec![PunchOutcome::Failed]);
+        failed_unanswered(&mut punches, peer, t0);
         let at = t0 + Duration::from_secs(47);
         let later = punches.due(at, |_| true);
         assert!(matches!(later.as_slice(), [Action::Circuit(_)]));
